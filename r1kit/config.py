@@ -1,0 +1,377 @@
+"""Typed configuration: TOML recipes, dotted overrides, validation before any work.
+
+A recipe has a `[run]` table and named stages, run in the order written:
+
+    [run]
+    seed = 0
+
+    [stages.base]
+    kind = "pretrain"
+
+    [stages.zero]
+    kind = "grpo"
+    model = "base"        # an earlier stage's name, or a checkpoint directory
+
+Every field's default lives in its dataclass below, and for GRPO the default is the paper's
+value (R1-SPEC.md §1). Unknown keys, wrong types and impossible values stop the run with a
+message that names the key and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r1kit.algos import ADVANTAGE_SCALES, AGGREGATIONS
+from r1kit.errors import R1kitError
+from r1kit.tasks.arithmetic import WorldConfig
+from r1kit.templates import TEMPLATES
+
+
+def _fail(where: str, message: str, hint: str | None = None):
+    raise R1kitError(f"{where}: {message}", hint)
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    dtype: str = "auto"  # "auto" = bfloat16 on cuda, float32 on cpu
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    tensorboard: bool = True  # write TensorBoard events when tensorboard is installed
+    progress: bool = True  # a live progress bar
+
+    def validate(self, where: str) -> None:
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            _fail(f"{where}.dtype", f"unknown dtype {self.dtype!r}",
+                  "use auto, float32, bfloat16 or float16")
+        if self.threads < 0:
+            _fail(f"{where}.threads", "must be >= 0")
+
+
+@dataclass
+class PretrainConfig:
+    """The tiny world's base model (no paper counterpart: DeepSeek-V3-Base stands here)."""
+
+    kind: str = "pretrain"
+    world: WorldConfig = field(default_factory=WorldConfig)
+    corpus_docs: int = 40000
+    vocab_size: int = 512
+    hidden_size: int = 192
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 512
+    max_positions: int = 512
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    final_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    use_cache: bool = True  # reuse an identical base model from R1KIT_CACHE
+
+    def validate(self, where: str) -> None:
+        for name in ("corpus_docs", "vocab_size", "hidden_size", "num_layers", "num_heads",
+                     "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            _fail(f"{where}.hidden_size", f"{self.hidden_size} is not divisible by num_heads "
+                  f"= {self.num_heads}")
+        w = self.world
+        mix = w.answer_only + w.steps + w.slip + w.check
+        if abs(mix - 1) > 1e-6:
+            _fail(f"{where}.world", f"answer_only + steps + slip + check must be 1, got {mix:g}")
+        for lv in (*w.train_levels, *w.test_levels):
+            if not 1 <= lv <= 5:
+                _fail(f"{where}.world", f"levels must be 1-5, got {lv}")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation during RL: pass@1 over k samples and cons@k (R1-SPEC §5)."""
+
+    every: int = 50  # RL steps between evaluations (also before the first and after the last)
+    k: int = 16  # samples per problem (the paper: 16 for MATH, 64 for AIME)
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 0  # 0 = the RL stage's current cap
+    limit: int = 0  # evaluate only the first N held-out problems; 0 = all
+    split: str = "main"
+
+
+@dataclass
+class GRPOConfig:
+    """The RL stage. Defaults are R1-Zero's values from the paper (R1-SPEC.md §1)."""
+
+    kind: str = "grpo"
+    model: str = ""  # an earlier stage's name or a checkpoint directory
+    task: str = "arithmetic"  # arithmetic | gsm8k | math (a JSONL/parquet file of your own)
+    train_file: str = ""  # for task = "math": JSONL or parquet with question/answer fields
+    test_file: str = ""
+    question_field: str = "question"
+    answer_field: str = "answer"
+    template: str = "r1-zero"  # r1-zero (flat string) | chat (the tokenizer's chat template)
+    prefill: str = ""  # text the response is forced to begin with, e.g. "<think>\n"
+    # --- the paper's hyperparameters
+    steps: int = 10400  # one step = one rollout and the updates made from it
+    lr: float = 3e-6
+    beta: float = 0.001  # KL coefficient; 0 drops the reference model altogether
+    clip_eps_low: float = 10.0  # the paper's deliberately large clip
+    clip_eps_high: float = 0.0  # 0 = same as clip_eps_low
+    temperature: float = 1.0
+    top_p: float = 1.0
+    group_size: int = 16
+    rollout_batch_size: int = 8192  # completions per rollout (512 questions x 16)
+    num_minibatches: int = 16  # policy updates per rollout (the first is on-policy)
+    ppo_epochs: int = 1  # passes over the rollout
+    max_new_tokens: int = 32768
+    max_new_tokens_schedule: list[list[int]] = field(default_factory=lambda: [[8200, 65536]])
+    ref_refresh_every: int = 400  # reset the reference to the policy every N steps; 0 = never
+    # --- choices the paper leaves open (R1-SPEC [open])
+    aggregation: str = "seq-mean-token-mean"
+    advantage_scale: str = "std"
+    accuracy_weight: float = 1.0
+    format_weight: float = 1.0  # eq. 4: equal weight
+    lr_schedule: str = "constant"  # constant | cosine
+    warmup_steps: int = 0
+    final_lr_ratio: float = 0.1  # cosine decays to lr * final_lr_ratio
+    weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    max_grad_norm: float = 1.0
+    micro_batch_size: int = 16  # sequences per forward/backward (memory only: same result)
+    generation_rows: int = 1024  # most sequences sampled at once
+    save_every: int = 0  # steps between checkpoints; 0 = only at the end
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)  # for task = "arithmetic"
+
+    def validate(self, where: str) -> None:
+        if not self.model:
+            _fail(f"{where}.model", "is required",
+                  "set it to an earlier stage's name or to a checkpoint directory")
+        if self.task not in ("arithmetic", "gsm8k", "math"):
+            _fail(f"{where}.task", f"unknown task {self.task!r}", "use arithmetic, gsm8k or math")
+        if self.task == "math" and not self.train_file:
+            _fail(f"{where}.train_file", "task = 'math' needs a train_file (JSONL or parquet)")
+        if self.template not in TEMPLATES:
+            _fail(f"{where}.template", f"unknown template {self.template!r}",
+                  f"use one of: {', '.join(TEMPLATES)}")
+        if self.group_size < 2:
+            _fail(f"{where}.group_size", f"must be >= 2 (got {self.group_size}): GRPO's "
+                  "advantages compare the samples of a group", "set group_size to 2 or more")
+        if self.rollout_batch_size % self.group_size:
+            _fail(f"{where}.rollout_batch_size",
+                  f"{self.rollout_batch_size} completions is not a whole number of groups of "
+                  f"group_size = {self.group_size}",
+                  f"use a multiple of {self.group_size}, e.g. "
+                  f"{max(1, self.rollout_batch_size // self.group_size) * self.group_size}")
+        if self.num_minibatches < 1 or self.rollout_batch_size % self.num_minibatches:
+            _fail(f"{where}.num_minibatches",
+                  f"rollout_batch_size = {self.rollout_batch_size} does not split into "
+                  f"{self.num_minibatches} equal mini-batches")
+        for name in ("steps", "ppo_epochs", "max_new_tokens", "micro_batch_size",
+                     "generation_rows"):
+            if getattr(self, name) < 1:
+                _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "beta", "clip_eps_low", "clip_eps_high", "weight_decay", "top_p"):
+            if getattr(self, name) < 0:
+                _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.top_p <= 1 or not 0 < self.eval.top_p <= 1:
+            _fail(f"{where}.top_p", "top_p must be in (0, 1]")
+        if self.temperature <= 0:
+            _fail(f"{where}.temperature", "must be > 0 for RL sampling")
+        if self.aggregation not in AGGREGATIONS:
+            _fail(f"{where}.aggregation", f"unknown aggregation {self.aggregation!r}",
+                  f"use one of: {', '.join(AGGREGATIONS)}")
+        if self.advantage_scale not in ADVANTAGE_SCALES:
+            _fail(f"{where}.advantage_scale", f"unknown scale {self.advantage_scale!r}",
+                  f"use one of: {', '.join(ADVANTAGE_SCALES)}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            _fail(f"{where}.lr_schedule", f"unknown schedule {self.lr_schedule!r}",
+                  "use constant or cosine")
+        for entry in self.max_new_tokens_schedule:
+            if len(entry) != 2 or entry[0] < 0 or entry[1] < 1:
+                _fail(f"{where}.max_new_tokens_schedule",
+                      f"entries are [step, max_new_tokens], got {entry}")
+        if len(self.adam_betas) != 2:
+            _fail(f"{where}.adam_betas", "needs two numbers, e.g. [0.9, 0.999]")
+        if self.eval.k < 1 or self.eval.every < 0:
+            _fail(f"{where}.eval", "k must be >= 1 and every >= 0")
+
+    def max_new_tokens_at(self, step: int) -> int:
+        """The length cap in force at `step` (the paper raises it at step 8,200)."""
+        cap = self.max_new_tokens
+        for start, value in sorted(self.max_new_tokens_schedule):
+            if step >= start:
+                cap = value
+        return cap
+
+
+STAGE_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "grpo": GRPOConfig}
+
+
+@dataclass
+class Recipe:
+    run: RunConfig
+    stages: dict[str, Any]  # name -> stage config, in run order
+    source: str = ""
+
+
+# ----- building typed configs from plain dicts ----------------------------------------------
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value, tp, where: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            _fail(where, f"must be a table, got {value!r}")
+        return build(tp, value, where)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            _fail(where, f"must be a list, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(where, f"must be true or false, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(where, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(where, f"must be an integer, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(where, f"must be a string, got {value!r}")
+        return value
+    return value
+
+
+def build(cls, data: dict, where: str):
+    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            _fail(f"{where}.{key}", "unknown key",
+                  f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def parse_value(text: str):
+    """A --set value: TOML syntax (numbers, true/false, lists, quoted strings); bare text is a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(data: dict, dotted: str) -> None:
+    if "=" not in dotted:
+        raise R1kitError(f"--set {dotted!r}: expected section.key=value",
+                         "e.g. --set stages.zero.lr=1e-4")
+    path, text = dotted.split("=", 1)
+    keys = path.strip().split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise R1kitError(f"--set {dotted!r}: {k!r} is not a table")
+    node[keys[-1]] = parse_value(text.strip())
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    p = Path(path)
+    if not p.is_file():
+        raise R1kitError(f"recipe {str(p)!r} not found", "give the path of a .toml recipe")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise R1kitError(f"{p}: not valid TOML: {exc}") from exc
+    for o in overrides:
+        apply_override(data, o)
+    return recipe_from_dict(data, source=str(p))
+
+
+def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
+    unknown = set(data) - {"run", "stages"}
+    for key in unknown:
+        close = difflib.get_close_matches(key, ["run", "stages"], n=1)
+        _fail(f"{source}: {key}", "unknown top-level table",
+              f"did you mean {close[0]!r}?" if close else "use [run] and [stages.NAME]")
+    run = build(RunConfig, data.get("run", {}), "run")
+    run.validate("run")
+    stages_data = data.get("stages") or {}
+    if not stages_data:
+        _fail(source, "no stages", "add a [stages.NAME] table with a kind")
+    stages: dict[str, Any] = {}
+    for name, table in stages_data.items():
+        where = f"stages.{name}"
+        if not isinstance(table, dict):
+            _fail(where, "must be a table")
+        kind = table.get("kind")
+        if kind not in STAGE_KINDS:
+            close = difflib.get_close_matches(str(kind), list(STAGE_KINDS), n=1)
+            _fail(f"{where}.kind", f"unknown stage kind {kind!r}",
+                  f"did you mean {close[0]!r}?" if close else
+                  f"valid kinds: {', '.join(STAGE_KINDS)}")
+        cfg = build(STAGE_KINDS[kind], table, where)
+        cfg.validate(where)
+        stages[name] = cfg
+    return Recipe(run=run, stages=stages, source=source)
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """Every model and data file a recipe names exists (run before any work starts)."""
+    earlier: list[str] = []
+    for name, cfg in recipe.stages.items():
+        where = f"stages.{name}"
+        model = getattr(cfg, "model", None)
+        if model is not None and model not in earlier:
+            if model in recipe.stages:
+                _fail(f"{where}.model", f"stage {model!r} runs after {name!r}",
+                      "a stage can only use the output of an earlier stage")
+            if not Path(model).is_dir():
+                _fail(f"{where}.model", f"{model!r} is neither an earlier stage nor a directory",
+                      f"earlier stages: {', '.join(earlier) or 'none'}; or give a checkpoint "
+                      f"path, e.g. --set {where}.model=/path/to/checkpoint")
+        for fname in ("train_file", "test_file"):
+            value = getattr(cfg, fname, "")
+            if value and not Path(value).is_file():
+                _fail(f"{where}.{fname}", f"file {value!r} not found")
+        earlier.append(name)
+
+
+def to_dict(obj) -> Any:
+    """A plain, TOML/JSON-friendly dict of a config (for the run directory)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj

@@ -1,0 +1,132 @@
+"""Loading and saving Hugging Face models and tokenizers; the tiny world's tokenizer and model.
+
+Every stage hands over a real `save_pretrained` directory, so the tiny model goes through
+the same code path as a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from r1kit.errors import R1kitError
+
+TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
+SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "<|eos|>"}
+
+
+def build_tiny_tokenizer(texts: list[str], vocab_size: int = 512):
+    """A BPE tokenizer trained locally on the tiny world's corpus.
+
+    Digits are always single tokens (so arithmetic sees every digit) and the tags are atomic.
+    Merges may cross spaces, so the fixed template text, which opens every document, becomes
+    a few tokens: prompts stay short and the tiny model trains fast.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tags = Regex("|".join(re.escape(t) for t in TAG_TOKENS))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(tags, behavior="isolated"),  # no merge reaches across a tag
+        pre_tokenizers.Digits(individual_digits=True),
+    ])
+    tok.decoder = decoders.Fuse()
+    specials = list(SPECIAL_TOKENS.values())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=list("0123456789"),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    tok.add_tokens(TAG_TOKENS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def build_tiny_model(vocab_size: int, hidden: int, layers: int, heads: int, intermediate: int,
+                     max_positions: int, tokenizer, seed: int):
+    """A randomly initialised Llama-architecture causal LM with tied embeddings."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def check_model_dir(path: str | os.PathLike) -> Path:
+    """A clear error unless `path` is a Hugging Face causal-LM checkpoint directory."""
+    p = Path(path)
+    if not p.is_dir():
+        raise R1kitError(f"model directory {str(p)!r} does not exist",
+                         "point `model` at a Hugging Face checkpoint directory or a stage name")
+    cfg = p / "config.json"
+    if not cfg.is_file():
+        raise R1kitError(f"{str(p)!r} has no config.json: it is not a Hugging Face checkpoint",
+                         "save the model with save_pretrained() or give another directory")
+    try:
+        archs = json.loads(cfg.read_text()).get("architectures") or []
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise R1kitError(f"{cfg}: not valid JSON ({exc})") from exc
+    if archs and not any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
+        raise R1kitError(f"{str(p)!r} holds a {', '.join(archs)}, not a causal language model")
+    return p
+
+
+def load_tokenizer(path: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+
+    check_model_dir(path)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return model.to(device)
+
+
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """Token ids that end a response: the tokenizer's eos and the generation config's."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen = getattr(model, "generation_config", None) if model is not None else None
+    eos = getattr(gen, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.update(int(e) for e in eos)
+    return sorted(ids)

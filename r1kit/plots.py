@@ -1,0 +1,43 @@
+"""The run's picture in the style of the paper's Figure 1: held-out accuracy and mean response
+length against RL step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from r1kit.runlog import read_jsonl
+
+
+def plot_figure1(run_dir: Path) -> Path | None:
+    """Write `figure1.png` into the run directory from its eval.jsonl; None if nothing to plot."""
+    evals = read_jsonl(Path(run_dir) / "eval.jsonl")
+    if not evals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_len) = plt.subplots(1, 2, figsize=(11, 4))
+    for stage in dict.fromkeys(e["stage"] for e in evals):
+        rows = sorted((e for e in evals if e["stage"] == stage), key=lambda e: e["step"])
+        steps = [e["step"] for e in rows]
+        k = rows[0].get("k", 1)
+        ax_acc.plot(steps, [e["pass@1"] for e in rows], marker="o", label=f"{stage} pass@1")
+        cons = f"cons@{k}"
+        if all(cons in e for e in rows):
+            ax_acc.plot(steps, [e[cons] for e in rows], marker="s", linestyle="--",
+                        label=f"{stage} {cons}")
+        ax_len.plot(steps, [e["mean_tokens"] for e in rows], marker="o", label=stage)
+    bench = evals[0].get("benchmark", "held-out")
+    ax_acc.set(xlabel="RL step", ylabel="accuracy", title=f"{bench}: held-out accuracy",
+               ylim=(0, 1))
+    ax_len.set(xlabel="RL step", ylabel="tokens", title="mean response length")
+    for ax in (ax_acc, ax_len):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = Path(run_dir) / "figure1.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,79 @@
+"""Rule rewards of R1-Zero (R1-SPEC.md §3): accuracy from the task's verifier, plus format.
+
+A reward function takes the response text (everything after the prompt, a prefill included)
+and returns `(score, parts)` so that every component can be logged.
+
+Answer extraction: only text after the last </think> can be an answer. There, the content
+of the last <answer> tag, or without one all of that text; if it holds `\\boxed{}`, the
+content of the last box. An answer that appears only inside <think> is not an answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from r1kit.tasks.base import Example, Task
+
+_FORMAT_RE = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
+_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+def format_reward(response: str) -> float:
+    """1.0 when the response is exactly one <think>…</think> followed by exactly one
+    <answer>…</answer>, with only whitespace around them; else 0.0."""
+    if any(response.count(tag) != 1 for tag in _TAGS):
+        return 0.0
+    return 1.0 if _FORMAT_RE.fullmatch(response) else 0.0
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, braces balanced."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j]
+    return None
+
+
+def extract_answer(response: str) -> str | None:
+    """The final answer of a response, or None when it gives none outside the reasoning."""
+    if "</think>" in response:
+        tail = response.rsplit("</think>", 1)[1]
+    elif "<think>" in response:
+        return None  # the reasoning never ended: everything is reasoning
+    elif "<answer>" in response:
+        tail = response
+    else:
+        return None
+    if "<answer>" in tail:
+        tail = tail.rsplit("<answer>", 1)[1].split("</answer>", 1)[0]
+    boxed = last_boxed(tail)
+    answer = (boxed if boxed is not None else tail).strip()
+    if answer.startswith("####"):  # GSM8K's own answer marker
+        answer = answer[4:].strip()
+    return answer or None
+
+
+@dataclass(frozen=True)
+class RuleReward:
+    """reward = accuracy_weight * accuracy + format_weight * format (R1-SPEC eq. 4: equal weight)."""
+
+    task: Task
+    accuracy_weight: float = 1.0
+    format_weight: float = 1.0
+
+    def __call__(self, response: str, example: Example) -> tuple[float, dict[str, float]]:
+        answer = extract_answer(response)
+        accuracy = self.task.verify(answer, example) if answer is not None else 0.0
+        fmt = format_reward(response)
+        score = self.accuracy_weight * accuracy + self.format_weight * fmt
+        return score, {"accuracy": accuracy, "format": fmt}

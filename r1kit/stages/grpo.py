@@ -1,0 +1,377 @@
+"""The GRPO stage: R1-Zero's reinforcement learning (R1-SPEC.md §1).
+
+One step, top to bottom (`run_grpo`):
+  1. take the next questions of the task (a seeded order; the position is the step number),
+  2. sample G completions of each with the rollout engine (temperature `temperature`,
+     length cap from `max_new_tokens` and its schedule),
+  3. score them with the rule reward (accuracy from the task's verifier + format),
+  4. group-normalise the rewards into advantages,
+  5. split the rollout into `num_minibatches` shuffled mini-batches and make one optimizer
+     update on each, `ppo_epochs` times over. The first update is on-policy; later ones are
+     off-policy and rely on the ratio to the policy that sampled (old-policy log-probs).
+
+Which log-probs are computed, and why:
+  - old-policy log-probs: with a single update per rollout the policy that sampled *is* the
+    policy being updated, so old = the current log-probs detached (ratio exactly 1, the
+    gradient exactly the policy gradient) and no extra pass is needed. With several updates,
+    one no-grad pass before the first update gives them for every sequence.
+  - reference log-probs only when beta > 0; the reference is reset to the policy every
+    `ref_refresh_every` steps (the paper: 400).
+  - π is softmax(logits / temperature) both when sampling and when training, so the ratio
+    compares like with like.
+
+Where this departs from the paper or chooses what it leaves open: the per-token loss form and
+its aggregation (see algos.py); a step is one rollout; the learning rate schedule, optimizer
+settings and the Dr. GRPO normaliser T (the widest completion of the rollout) are choices.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from r1kit.algos import group_advantages, policy_loss
+from r1kit.config import GRPOConfig
+from r1kit.eval.core import decode_responses, evaluate
+from r1kit.models import load_model, load_tokenizer, stop_token_ids
+from r1kit.packing import pack
+from r1kit.rewards import RuleReward
+from r1kit.rollout import Rollouts, generate
+from r1kit.runlog import RunLog
+from r1kit.stages.pretrain import cosine_lr
+from r1kit.tasks import make_task
+from r1kit.templates import render_prompt
+
+
+@dataclass
+class StageContext:
+    name: str  # the stage's name in the recipe
+    stage_dir: Path  # where the stage writes its checkpoint and metadata
+    run_dir: Path
+    seed: int
+    device: torch.device
+    dtype: torch.dtype
+    log: RunLog
+    progress: bool = True
+    print: callable = print
+
+
+# ----- the training pass ------------------------------------------------------------------
+
+
+def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]],
+                        temperature: float, width: int, pad_id: int,
+                        with_entropy: bool = False):
+    """Per-token log-probs of each completion given its prompt, under softmax(logits / T).
+
+    Sequences are packed (no padding waste). Returns logp [N, width] (0 beyond each
+    completion) and, when asked, the policy's entropy at those tokens [N, width].
+    """
+    device = next(model.parameters()).device
+    seqs = [p + c for p, c in zip(prompts, completions)]
+    packed = pack(seqs, capacity=max(len(s) for s in seqs) * 4, pad_id=pad_id)
+    ids = packed.input_ids.to(device)
+    logits = model(input_ids=ids, position_ids=packed.position_ids.to(device)).logits  # [R, L, V]
+    logits = logits.float() / temperature
+    # token j is predicted at position j-1: log p(ids[:, j]) = logits[:, j-1, ids[:, j]] - lse
+    lse = torch.logsumexp(logits[:, :-1], dim=-1)  # [R, L-1]
+    tok = logits[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1) - lse  # [R, L-1]
+    rows, cols, valid = _completion_index(packed.spans, prompts, completions, width)
+    rows, cols, valid = rows.to(device), cols.to(device), valid.to(device)
+    logp = tok[rows, cols] * valid  # [N, width]
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            probs = torch.softmax(logits[:, :-1], dim=-1)
+            ent = lse - (probs * logits[:, :-1]).sum(-1)  # [R, L-1]
+            entropy = ent[rows, cols] * valid
+    return logp, entropy
+
+
+def _completion_index(spans, prompts, completions, width):
+    """Row and column (in the shifted [R, L-1] layout) of every completion token."""
+    n = len(prompts)
+    rows = torch.zeros((n, width), dtype=torch.long)
+    cols = torch.zeros((n, width), dtype=torch.long)
+    valid = torch.zeros((n, width))
+    for i, ((row, start, _), p, c) in enumerate(zip(spans, prompts, completions)):
+        t = len(c)
+        rows[i, :t] = row
+        cols[i, :t] = torch.arange(start + len(p) - 1, start + len(p) - 1 + t)
+        valid[i, :t] = 1.0
+    return rows, cols, valid
+
+
+@dataclass
+class TrainBatch:
+    """One rollout ready for the updates."""
+
+    prompts: list[list[int]]  # [N] prompt ids per completion
+    completions: list[list[int]]  # [N] completion ids (stop token included, no padding)
+    mask: torch.Tensor  # [N, T] 1 = completion token
+    advantages: torch.Tensor  # [N]
+    width: int  # T
+
+
+def make_batch(ro: Rollouts, advantages: torch.Tensor) -> TrainBatch:
+    G = ro.group_size
+    lengths = ro.lengths.tolist()
+    completions = [row[:n] for row, n in zip(ro.completion_ids.tolist(), lengths)]
+    prompts = [ro.prompt_ids[i // G] for i in range(len(completions))]
+    return TrainBatch(prompts, completions, ro.completion_mask.float(), advantages,
+                      ro.completion_ids.shape[1])
+
+
+def _micro_batches(idx: list[int], size: int):
+    for i in range(0, len(idx), size):
+        yield idx[i:i + size]
+
+
+def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: int,
+                  gen: torch.Generator, lr_at) -> dict:
+    """The mini-batch updates of one rollout. Returns averaged metrics."""
+    device = next(policy.parameters()).device
+    n = len(batch.completions)
+    mini = n // cfg.num_minibatches
+    old_logp = None
+    if cfg.num_minibatches * cfg.ppo_epochs > 1:
+        old_logp = torch.zeros((n, batch.width), device=device)
+        with torch.no_grad():
+            for mb in _micro_batches(list(range(n)), cfg.micro_batch_size):
+                old_logp[mb] = completion_logprobs(
+                    policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
+                    cfg.temperature, batch.width, pad_id)[0]
+    mask = batch.mask.to(device)
+    adv = batch.advantages.to(device)
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(n, generator=gen).tolist()
+        for m in range(cfg.num_minibatches):
+            idx = order[m * mini:(m + 1) * mini]
+            lr = lr_at()
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            total_tokens = mask[idx].sum().clamp(min=1)
+            parts: dict[str, float] = {}
+            for mb in _micro_batches(idx, cfg.micro_batch_size):
+                logp, entropy = completion_logprobs(
+                    policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
+                    cfg.temperature, batch.width, pad_id, with_entropy=True)
+                ref_logp = None
+                if ref is not None:
+                    with torch.no_grad():
+                        ref_logp = completion_logprobs(
+                            ref, [batch.prompts[i] for i in mb],
+                            [batch.completions[i] for i in mb], cfg.temperature, batch.width,
+                            pad_id)[0]
+                old = old_logp[mb] if old_logp is not None else logp.detach()
+                loss, metrics = policy_loss(
+                    logp, old, adv[mb], mask[mb], clip_eps_low=cfg.clip_eps_low,
+                    clip_eps_high=cfg.clip_eps_high or None, beta=cfg.beta, ref_logp=ref_logp,
+                    aggregation=cfg.aggregation)
+                # weight each micro-batch so the sum equals the mini-batch's aggregate
+                if cfg.aggregation == "token-mean":
+                    weight = (mask[mb].sum() / total_tokens).item()
+                else:
+                    weight = len(mb) / len(idx)
+                (loss * weight).backward()
+                metrics["entropy"] = ((entropy * mask[mb]).sum() / mask[mb].sum().clamp(min=1)).item()
+                metrics["loss"] = loss.item()
+                for k, v in metrics.items():
+                    parts[k] = parts.get(k, 0.0) + v * weight
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                policy.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+            opt.step()
+            parts["grad_norm"] = grad_norm.item()
+            parts["lr"] = lr
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+    out = {k: v / count for k, v in sums.items()}
+    if ref is None:
+        out["kl"] = None  # no reference model when beta = 0
+    return out
+
+
+# ----- the stage ----------------------------------------------------------------------------
+
+
+def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext) -> dict:
+    torch.manual_seed(ctx.seed)
+    tokenizer = load_tokenizer(model_path)
+    policy = load_model(model_path, ctx.device, ctx.dtype)
+    policy.config.use_cache = False  # the training pass needs no cache; generation makes its own
+    ref = None
+    if cfg.beta > 0:
+        ref = copy.deepcopy(policy).eval()
+        ref.requires_grad_(False)
+    stop_ids = stop_token_ids(tokenizer, policy)
+    pad_id = tokenizer.pad_token_id
+    task = make_task(cfg, ctx.seed)
+    reward_fn = RuleReward(task, cfg.accuracy_weight, cfg.format_weight)
+    train = task.train_examples()
+    test = task.test_examples(cfg.eval.split)
+    if cfg.eval.limit:
+        test = test[:cfg.eval.limit]
+
+    def encode(question: str) -> list[int]:
+        text = render_prompt(question, cfg.template, tokenizer, cfg.prefill)
+        return tokenizer(text, add_special_tokens=cfg.template != "r1-zero")["input_ids"]
+
+    test_prompts = [encode(e.question) for e in test]
+    prompt_cache: dict[int, list[int]] = {}
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
+                            weight_decay=cfg.weight_decay)
+    total_updates = cfg.steps * cfg.num_minibatches * cfg.ppo_epochs
+    updates = [0]
+
+    def lr_at() -> float:
+        u = updates[0]
+        updates[0] += 1
+        if cfg.lr_schedule == "cosine":
+            return cosine_lr(u, total_updates, cfg.lr, max(1, cfg.warmup_steps), cfg.final_lr_ratio)
+        return cfg.lr * min(1.0, (u + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+
+    def run_eval(step: int) -> dict:
+        t0 = time.time()
+        res = evaluate(policy, tokenizer, task, test, test_prompts, k=cfg.eval.k,
+                       temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
+                       max_new_tokens=cfg.eval.max_new_tokens or cfg.max_new_tokens_at(step),
+                       stop_ids=stop_ids, seed=ctx.seed * 7919 + step, prefill=cfg.prefill,
+                       max_rows=cfg.generation_rows)
+        record = {"stage": ctx.name, "step": step, "benchmark": f"{task.name}/{cfg.eval.split}",
+                  **res.as_record(), "seconds": time.time() - t0}
+        ctx.log.eval(record)
+        ctx.print(f"[{ctx.name}] eval step {step}: pass@1 {res.pass_at_1:.3f}  "
+                  f"cons@{res.k} {res.cons_at_k:.3f}  mean length {res.mean_tokens:.1f} tokens")
+        return record
+
+    G = cfg.group_size
+    questions_per_step = cfg.rollout_batch_size // G
+    evals = [run_eval(0)] if cfg.eval.every and test else []
+    bar = _progress(cfg.steps, ctx.progress)
+    t_stage = time.time()
+    for step in range(cfg.steps):
+        t0 = time.time()
+        # 1. questions: a seeded order of the training set, reshuffled every epoch
+        examples = _questions(train, step, questions_per_step, ctx.seed)
+        prompts = []
+        for ex_i, ex in examples:
+            if ex_i not in prompt_cache:
+                prompt_cache[ex_i] = encode(ex.question)
+            prompts.append(prompt_cache[ex_i])
+        # 2. rollouts
+        policy.eval()
+        gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed * 1_000_003 + step)
+        ro = generate(policy, prompts, group_size=G, max_new_tokens=cfg.max_new_tokens_at(step),
+                      temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
+                      pad_id=pad_id, generator=gen, max_rows=cfg.generation_rows)
+        t_gen = time.time() - t0
+        # 3. rewards
+        texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
+                                 cfg.prefill)
+        scored = [reward_fn(t, examples[i // G][1]) for i, t in enumerate(texts)]
+        rewards = torch.tensor([s for s, _ in scored]).view(-1, G)  # [B, G]
+        # 4. advantages
+        adv = group_advantages(rewards, cfg.advantage_scale).view(-1)  # [B*G]
+        # 5. updates
+        policy.train()
+        t1 = time.time()
+        upd = update_policy(policy, ref, opt, make_batch(ro, adv), cfg, pad_id,
+                            torch.Generator().manual_seed(ctx.seed + step), lr_at)
+        t_train = time.time() - t1
+        if ref is not None and cfg.ref_refresh_every and (step + 1) % cfg.ref_refresh_every == 0:
+            ref.load_state_dict(policy.state_dict())
+        seconds = time.time() - t0
+        lengths = ro.lengths.float()
+        record = {
+            "stage": ctx.name, "step": step + 1,
+            "reward": rewards.mean().item(),
+            **{f"reward/{k}": sum(p[k] for _, p in scored) / len(scored) for k in scored[0][1]},
+            "accuracy": sum(p["accuracy"] for _, p in scored) / len(scored),
+            "response_length": lengths.mean().item(),
+            "response_length_max": lengths.max().item(),
+            "truncated": 1.0 - ro.stopped.float().mean().item(),
+            "zero_var_frac": (rewards.std(dim=1) == 0).float().mean().item(),
+            "kl": upd.pop("kl", None), "clip_frac": upd.pop("clip_frac"),
+            "entropy": upd.pop("entropy"), "grad_norm": upd.pop("grad_norm"), "lr": upd.pop("lr"),
+            **upd,
+            "max_new_tokens": cfg.max_new_tokens_at(step),
+            "tokens_per_s": lengths.sum().item() / seconds,
+            "step_seconds": seconds, "gen_seconds": t_gen, "train_seconds": t_train,
+        }
+        ctx.log.metrics(record)
+        bar.update(record)
+        done = step + 1
+        if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+            _save(policy, tokenizer, ctx.stage_dir / "checkpoints" / f"step-{done}")
+        if cfg.eval.every and test and (done % cfg.eval.every == 0 or done == cfg.steps):
+            evals.append(run_eval(done))
+    bar.close()
+    _save(policy, tokenizer, ctx.stage_dir)
+    summary = {"steps": cfg.steps, "seconds": time.time() - t_stage}
+    if evals:
+        summary.update({"first_eval": evals[0], "final_eval": evals[-1],
+                        "best_pass@1": max(e["pass@1"] for e in evals)})
+    return summary
+
+
+def _questions(train: list, step: int, n: int, seed: int) -> list[tuple[int, object]]:
+    """The `n` questions of `step`: positions step*n .. step*n+n-1 of a per-epoch shuffle."""
+    out = []
+    for pos in range(step * n, step * n + n):
+        epoch, i = divmod(pos, len(train))
+        order = _epoch_order(len(train), seed, epoch)
+        out.append((order[i], train[order[i]]))
+    return out
+
+
+_ORDERS: dict[tuple[int, int, int], list[int]] = {}
+
+
+def _epoch_order(size: int, seed: int, epoch: int) -> list[int]:
+    key = (size, seed, epoch)
+    if key not in _ORDERS:
+        order = list(range(size))
+        random.Random(f"questions-{seed}-{epoch}").shuffle(order)
+        _ORDERS.clear()
+        _ORDERS[key] = order
+    return _ORDERS[key]
+
+
+def _save(model, tokenizer, path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+class _progress:
+    """A tqdm bar with the live reward and accuracy (silent when tqdm is missing or off)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, desc="grpo", unit="step", dynamic_ncols=True)
+
+    def update(self, record: dict) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(reward=f"{record['reward']:.3f}", acc=f"{record['accuracy']:.3f}",
+                                 len=f"{record['response_length']:.0f}", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

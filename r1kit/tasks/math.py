@@ -1,0 +1,87 @@
+"""Math word problems from a JSONL or parquet file, checked with math-verify.
+
+Each row needs a question and a reference answer (field names are configurable). The
+verifier parses both with math-verify, so equivalent forms (1/2, 0.5, \\frac{1}{2}) match.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from r1kit.errors import R1kitError
+from r1kit.tasks.base import Example
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Rows of a JSONL or parquet file; a malformed line is an error naming file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise R1kitError(f"data file {str(p)!r} not found")
+    if p.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise R1kitError(f"{p}: reading parquet needs pyarrow", "pip install pyarrow") from exc
+        return pq.read_table(p).to_pylist()
+    rows = []
+    with p.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise R1kitError(f"{p}:{n}: not valid UTF-8 ({exc.reason})") from exc
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise R1kitError(f"{p}:{n}: invalid JSON: {exc.msg}") from exc
+            if not isinstance(row, dict):
+                raise R1kitError(f"{p}:{n}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    if not rows:
+        raise R1kitError(f"{p}: no rows", "the file is empty")
+    return rows
+
+
+def _examples(path, question_field: str, answer_field: str) -> list[Example]:
+    out = []
+    for n, row in enumerate(read_rows(path), 1):
+        for field in (question_field, answer_field):
+            if field not in row:
+                raise R1kitError(f"{path}: row {n} has no field {field!r}",
+                                 f"its fields are {', '.join(map(str, row))}; set question_field"
+                                 " / answer_field to the right names")
+        level = row.get("level")
+        out.append(Example(question=str(row[question_field]), answer=str(row[answer_field]),
+                           level=level if isinstance(level, int) else None))
+    return out
+
+
+def math_equal(answer: str, reference: str) -> bool:
+    """True when math-verify finds `answer` equivalent to `reference`."""
+    from math_verify import parse, verify
+
+    gold = parse(f"${reference}$") or parse(reference)
+    pred = parse(f"${answer}$") or parse(answer)
+    if not gold or not pred:
+        return answer.strip() == reference.strip()
+    return bool(verify(gold, pred))
+
+
+class MathTask:
+    def __init__(self, name: str, train_file, test_file=None, question_field: str = "question",
+                 answer_field: str = "answer"):
+        self.name = name
+        self._train = _examples(train_file, question_field, answer_field)
+        self._test = _examples(test_file, question_field, answer_field) if test_file else []
+
+    def train_examples(self) -> list[Example]:
+        return list(self._train)
+
+    def test_examples(self, split: str = "main") -> list[Example]:
+        return list(self._test)
+
+    def verify(self, answer: str, example: Example) -> float:
+        return 1.0 if math_equal(answer, example.answer) else 0.0

@@ -1,0 +1,51 @@
+"""Prompt templates: the R1-Zero template (R1-SPEC.md §2) and chat templates.
+
+The R1-Zero template is a flat string without roles. It says that reasoning and answer go
+inside <think> and <answer> tags and nothing about *how* to reason, so that behaviour can
+emerge under RL. For models that ship a chat template, `"chat"` puts the same instruction in
+the system turn and the question in the user turn, and the response can be prefilled (the
+released R1 models force responses to begin with "<think>\\n").
+"""
+
+from __future__ import annotations
+
+R1_ZERO = (
+    "A conversation between User and Assistant. The User asks a question, and the Assistant "
+    "solves it. The Assistant first thinks about the reasoning process in the mind and then "
+    "provides the User with the answer. The reasoning process and answer are enclosed within "
+    "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning "
+    "process here </think> <answer> answer here </answer>. User: {prompt}. Assistant:"
+)
+
+R1_ZERO_SYSTEM = (
+    "The Assistant first thinks about the reasoning process in the mind and then provides the "
+    "User with the answer. The reasoning process and answer are enclosed within <think> "
+    "</think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process here "
+    "</think> <answer> answer here </answer>."
+)
+
+TEMPLATES = ("r1-zero", "chat")
+
+
+def render_prompt(question: str, template: str, tokenizer=None, prefill: str = "") -> str:
+    """The text the model sees before its response.
+
+    `template="r1-zero"` needs no tokenizer; `"chat"` uses the tokenizer's own chat template.
+    `prefill` is appended after the prompt and counted as part of the prompt (not trained on).
+    """
+    if template == "r1-zero":
+        text = R1_ZERO.format(prompt=question)
+    elif template == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                "template = 'chat' needs a tokenizer with a chat template; "
+                "use template = 'r1-zero' for base models without one"
+            )
+        messages = [
+            {"role": "system", "content": R1_ZERO_SYSTEM},
+            {"role": "user", "content": question},
+        ]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
+    return text + prefill

@@ -1,0 +1,290 @@
+"""Tests of recipe loading and validation (r1kit.config) and of the CLI's error path.
+
+The promise under test: a recipe mistake (unknown key, wrong type, impossible value, missing
+model) stops the run with a message that names the key, before any work or any run
+directory, instead of a traceback minutes or hours into training.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from r1kit import config as config_mod
+from r1kit.config import GRPOConfig, PretrainConfig, apply_override, load_recipe, parse_value
+from r1kit.config import recipe_from_dict
+from r1kit.errors import R1kitError
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = REPO / "recipes"
+ZERO_TINY = RECIPES / "zero-tiny.toml"
+
+
+def _check_inputs(recipe) -> None:
+    # Whether a named model/data path exists is checked either while loading or by
+    # check_inputs (run by run_recipe before anything is written); accept either place.
+    check = getattr(config_mod, "check_inputs", None)
+    if check is not None:
+        check(recipe)
+
+
+def _load_and_check(overrides: list[str], path: Path = ZERO_TINY):
+    recipe = load_recipe(path, overrides)
+    _check_inputs(recipe)
+    return recipe
+
+
+def _error(overrides: list[str], path: Path = ZERO_TINY) -> str:
+    with pytest.raises(R1kitError) as info:
+        _load_and_check(overrides, path)
+    return str(info.value)
+
+
+# ----- the shipped recipes -------------------------------------------------------------------
+
+
+def _recipe_files() -> list[Path]:
+    return sorted(RECIPES.glob("*.toml"))
+
+
+def test_there_are_recipes() -> None:
+    assert _recipe_files(), f"no recipes in {RECIPES}"
+
+
+@pytest.mark.parametrize("path", _recipe_files(), ids=lambda p: p.name)
+def test_every_recipe_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Recipes are run from the repository root ("r1kit run recipes/x.toml"). Only loading
+    # and validation are checked here: a recipe may name a checkpoint or data file that has to
+    # be downloaded first, which check_inputs (not this test) reports.
+    monkeypatch.chdir(REPO)
+    recipe = load_recipe(path.relative_to(REPO))
+    assert recipe.stages
+    for name, cfg in recipe.stages.items():
+        assert isinstance(cfg, (GRPOConfig, PretrainConfig)), name
+
+
+def test_zero_tiny_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The values written in the recipe arrive typed; the rest keep their defaults.
+    monkeypatch.chdir(REPO)
+    recipe = load_recipe("recipes/zero-tiny.toml")
+    assert list(recipe.stages) == ["base", "zero"]  # run order is the order written
+    base, zero = recipe.stages["base"], recipe.stages["zero"]
+    assert isinstance(base, PretrainConfig) and base.steps == 600
+    assert isinstance(zero, GRPOConfig)
+    assert zero.model == "base"
+    assert zero.lr == 3e-4 and isinstance(zero.lr, float)
+    assert zero.group_size == 8 and zero.rollout_batch_size == 128
+    assert zero.clip_eps_low == 0.2
+    assert zero.max_new_tokens_schedule == []
+    assert zero.eval.k == 4 and zero.eval.every == 10
+    assert zero.aggregation == "seq-mean-token-mean"  # default, not in the file
+    assert zero.max_new_tokens_at(0) == 96 and zero.max_new_tokens_at(10**6) == 96
+
+
+# ----- overrides -----------------------------------------------------------------------------
+
+
+def test_overrides_apply() -> None:
+    recipe = load_recipe(ZERO_TINY, ["stages.zero.lr=1e-4", "stages.zero.aggregation=token-mean",
+                                     "stages.zero.max_new_tokens_schedule=[[10, 128]]",
+                                     "stages.zero.eval.k=2", "run.seed=7"])
+    zero = recipe.stages["zero"]
+    assert zero.lr == 1e-4
+    assert zero.aggregation == "token-mean"  # bare text is a string
+    assert zero.max_new_tokens_schedule == [[10, 128]]
+    assert zero.max_new_tokens_at(9) == 96 and zero.max_new_tokens_at(10) == 128
+    assert zero.eval.k == 2
+    assert recipe.run.seed == 7
+
+
+def test_parse_value() -> None:
+    assert parse_value("3") == 3 and isinstance(parse_value("3"), int)
+    assert parse_value("1e-4") == 1e-4
+    assert parse_value("true") is True
+    assert parse_value("[1, 2]") == [1, 2]
+    assert parse_value('"quoted"') == "quoted"
+    assert parse_value("cosine") == "cosine"
+    assert parse_value("/some/path") == "/some/path"
+
+
+def test_apply_override_needs_equals_sign() -> None:
+    with pytest.raises(R1kitError, match="stages.zero.lr"):
+        apply_override({}, "stages.zero.lr")
+
+
+def test_apply_override_creates_nested_tables() -> None:
+    data: dict = {"stages": {"zero": {"lr": 1.0}}}
+    apply_override(data, "stages.zero.eval.k = 3")
+    assert data == {"stages": {"zero": {"lr": 1.0, "eval": {"k": 3}}}}
+
+
+# ----- errors --------------------------------------------------------------------------------
+
+
+def test_unknown_key_is_named() -> None:
+    msg = _error(["stages.zero.bogus=1"])
+    assert "stages.zero.bogus" in msg
+    assert "unknown key" in msg
+
+
+def test_typo_suggests_close_key() -> None:
+    msg = _error(['stages.zero.lr_shedule="cosine"'])
+    assert "stages.zero.lr_shedule" in msg
+    assert "lr_schedule" in msg.split("lr_shedule", 1)[1]  # suggested, not just echoed
+
+
+def test_unknown_key_in_nested_table() -> None:
+    msg = _error(["stages.zero.eval.kk=2"])
+    assert "stages.zero.eval.kk" in msg
+
+
+def test_group_size_one() -> None:
+    msg = _error(["stages.zero.group_size=1", "stages.zero.rollout_batch_size=128"])
+    assert "stages.zero.group_size" in msg
+
+
+def test_rollout_batch_not_whole_groups() -> None:
+    msg = _error(["stages.zero.rollout_batch_size=100"])  # 100 % 8 != 0
+    assert "stages.zero.rollout_batch_size" in msg
+    assert "group_size" in msg
+
+
+def test_missing_model_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-checkpoint"
+    msg = _error([f'stages.zero.model="{missing}"'])
+    assert "stages.zero.model" in msg
+    assert str(missing) in msg
+
+
+def test_existing_model_directory_is_accepted(tmp_path: Path) -> None:
+    data = {"stages": {"zero": {"kind": "grpo", "model": str(tmp_path), "group_size": 4,
+                                "rollout_batch_size": 16, "num_minibatches": 2}}}
+    recipe = recipe_from_dict(data)
+    _check_inputs(recipe)
+    assert recipe.stages["zero"].model == str(tmp_path)
+
+
+def test_model_from_a_later_stage_is_rejected() -> None:
+    # a stage can only start from a stage that ran before it
+    data = tomllib.loads(ZERO_TINY.read_text())
+    reordered = {"run": data["run"],
+                 "stages": {"zero": data["stages"]["zero"], "base": data["stages"]["base"]}}
+    with pytest.raises(R1kitError) as info:
+        _check_inputs(recipe_from_dict(copy.deepcopy(reordered)))
+    assert "stages.zero.model" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("stages.zero.lr=fast", "stages.zero.lr"),  # a string for a float
+        ("stages.zero.steps=1.5", "stages.zero.steps"),  # a float for an int
+        ("stages.zero.steps=true", "stages.zero.steps"),  # a bool is not an int here
+        ("stages.zero.lr=true", "stages.zero.lr"),  # ... nor a float
+        ("stages.zero.model=3", "stages.zero.model"),  # a number for a string
+        ("stages.zero.max_new_tokens_schedule=5", "stages.zero.max_new_tokens_schedule"),
+        ("run.tensorboard=1", "run.tensorboard"),  # an int for a bool
+        ("stages.zero.eval=3", "stages.zero.eval"),  # a value for a table
+    ],
+)
+def test_wrong_type_names_key(override: str, key: str) -> None:
+    msg = _error([override])
+    assert msg.startswith(key + ":") or f"{key}:" in msg
+
+
+def test_int_is_accepted_for_float() -> None:
+    recipe = load_recipe(ZERO_TINY, ["stages.zero.lr=1"])
+    assert recipe.stages["zero"].lr == 1.0 and isinstance(recipe.stages["zero"].lr, float)
+
+
+def test_unknown_stage_kind() -> None:
+    msg = _error(["stages.zero.kind=grpoo"])
+    assert "stages.zero.kind" in msg
+    assert "grpo" in msg.split("grpoo", 1)[1]  # the close kind is suggested
+
+
+def test_unknown_top_level_table() -> None:
+    with pytest.raises(R1kitError, match="stage"):
+        recipe_from_dict({"stage": {}, "stages": {"x": {"kind": "pretrain"}}})
+
+
+def test_no_stages() -> None:
+    with pytest.raises(R1kitError, match="no stages"):
+        recipe_from_dict({"run": {}})
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(R1kitError) as info:
+        load_recipe(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[stages.zero\nkind = 'grpo'\n")
+    with pytest.raises(R1kitError, match="not valid TOML"):
+        load_recipe(bad)
+
+
+def test_invalid_enum_values_are_named() -> None:
+    assert "stages.zero.aggregation" in _error(["stages.zero.aggregation=seq-sum"])
+    assert "stages.zero.advantage_scale" in _error(["stages.zero.advantage_scale=zscore"])
+    assert "stages.zero.lr_schedule" in _error(["stages.zero.lr_schedule=linear"])
+
+
+# ----- GRPOConfig.max_new_tokens_at ----------------------------------------------------------
+
+
+def test_default_length_schedule() -> None:
+    # The paper raises the cap from 32,768 to 65,536 tokens at step 8,200.
+    cfg = GRPOConfig(model="x")
+    assert cfg.max_new_tokens_schedule == [[8200, 65536]]
+    assert cfg.max_new_tokens_at(0) == 32768
+    assert cfg.max_new_tokens_at(8199) == 32768
+    assert cfg.max_new_tokens_at(8200) == 65536
+    assert cfg.max_new_tokens_at(10399) == 65536
+
+
+def test_length_schedule_order_does_not_matter() -> None:
+    cfg = GRPOConfig(model="x", max_new_tokens=100, max_new_tokens_schedule=[[20, 300], [10, 200]])
+    assert [cfg.max_new_tokens_at(s) for s in (0, 9, 10, 19, 20, 99)] == [100, 100, 200, 200,
+                                                                          300, 300]
+
+
+# ----- the CLI -------------------------------------------------------------------------------
+
+
+def _cli_fails_cleanly(argv: list[str], out: Path, capsys: pytest.CaptureFixture,
+                       expected: str) -> None:
+    from r1kit.cli import main
+
+    code = main(argv + ["--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert expected in captured.err
+    assert captured.err.startswith("r1kit: error:")
+    assert "Traceback" not in captured.err and "Traceback" not in captured.out
+    # stopped before any work: no run directory
+    assert not out.exists()
+
+
+def test_cli_unknown_key(tmp_path: Path, capsys: pytest.CaptureFixture,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # the documented command line, relative recipe path included
+    _cli_fails_cleanly(["run", "recipes/zero-tiny.toml", "--set", "stages.zero.bogus=1"],
+                       tmp_path / "run", capsys, "stages.zero.bogus")
+
+
+def test_cli_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "no-such-checkpoint"
+    _cli_fails_cleanly(["run", str(ZERO_TINY), "--set", f'stages.zero.model="{missing}"'],
+                       tmp_path / "run", capsys, "stages.zero.model")
+
+
+def test_cli_missing_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _cli_fails_cleanly(["run", str(tmp_path / "nope.toml")], tmp_path / "run", capsys,
+                       "nope.toml")

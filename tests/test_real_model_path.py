@@ -1,0 +1,115 @@
+"""The real-model path: a byte-level BPE tokenizer, a chat template, GSM8K data and answer
+formats, through the same RL stage as the tiny world (recipes/zero-gsm8k.toml)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO
+from r1kit.cli import main
+from r1kit.models import load_tokenizer
+from r1kit.rewards import RuleReward
+from r1kit.tasks.base import Example
+from r1kit.tasks.math import MathTask
+
+
+def test_bpe_tokenizer_round_trip_and_reward(bpe_checkpoint):
+    tok = load_tokenizer(bpe_checkpoint)
+    responses = [
+        "<think>\nNatalia sold 48 clips in April and 24 in May: 48 + 24 = 72.\n</think>\n"
+        "<answer>\\boxed{72}</answer>",
+        "<think> 2 * 36 = 72 </think> <answer> #### 72 </answer>",
+        "<think> half of 144 </think> <answer> 72.0 </answer>",
+    ]
+    task = MathTask("gsm8k", REPO / "r1kit" / "data" / "gsm8k" / "test.jsonl",
+                    question_field="question", answer_field="final_answer")
+    reward = RuleReward(task)
+    example = Example(question="?", answer="72")
+    for text in responses:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        decoded = tok.decode(ids, skip_special_tokens=False)
+        assert decoded == text  # spaces, newlines, backslashes and braces survive
+        score, parts = reward(decoded, example)
+        assert parts == {"accuracy": 1.0, "format": 1.0}, (text, parts)
+        assert score == 2.0
+    wrong, parts = reward("<think> 70 </think> <answer> \\boxed{70} </answer>", example)
+    assert parts["accuracy"] == 0.0 and wrong == 1.0
+
+
+def test_zero_gsm8k_recipe_runs_on_a_random_checkpoint(bpe_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    before = load_file(str(bpe_checkpoint / "model.safetensors"))
+    rc = main([
+        "run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out),
+        "--set", f"stages.zero.model={json.dumps(str(bpe_checkpoint))}",
+        "--set", "stages.zero.template=\"chat\"",
+        "--set", "stages.zero.prefill=\"<think>\\n\"",
+        "--set", "stages.zero.steps=2",
+        "--set", "stages.zero.group_size=2",
+        "--set", "stages.zero.rollout_batch_size=4",
+        "--set", "stages.zero.num_minibatches=2",  # the off-policy path: old log-probs
+        "--set", "stages.zero.micro_batch_size=1",
+        "--set", "stages.zero.max_new_tokens=12",
+        "--set", "stages.zero.lr=1e-2",
+        "--set", "stages.zero.save_every=0",
+        "--set", "stages.zero.eval.every=2",
+        "--set", "stages.zero.eval.k=2",
+        "--set", "stages.zero.eval.limit=3",
+        "--set", "run.progress=false",
+    ])
+    assert rc == 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(m["max_new_tokens"] == 12 and m["response_length_max"] <= 12 for m in metrics)
+    assert all(m["kl"] is not None and m["kl"] >= 0 for m in metrics)  # beta = 0.001: a reference
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [0, 2]
+    assert evals[0]["benchmark"] == "gsm8k/main" and evals[0]["n"] == 3
+    # a random model earns no reward: every group has zero variance, so no update moves it
+    assert all(m["zero_var_frac"] == 1.0 and m["reward"] == 0.0 for m in metrics)
+    after = load_file(str(out / "zero" / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (out / "figure1.png").stat().st_size > 0
+    # the saved checkpoint keeps the tokenizer and its chat template
+    tok = load_tokenizer(out / "zero")
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+
+
+def test_update_moves_a_real_checkpoint_towards_the_rewarded_answer(bpe_checkpoint):
+    """One GRPO update on chat-templated GSM8K-style responses moves the policy's preference
+    towards the response with the positive advantage."""
+    from r1kit.config import GRPOConfig
+    from r1kit.models import load_model
+    from r1kit.stages.grpo import TrainBatch, completion_logprobs, update_policy
+    from r1kit.templates import render_prompt
+
+    tok = load_tokenizer(bpe_checkpoint)
+    model = load_model(bpe_checkpoint, torch.device("cpu"), torch.float32)
+    prompt = tok(render_prompt("What is 48 + 24?", "chat", tok, "<think>\n"),
+                 add_special_tokens=False)["input_ids"]
+    good = tok(" 48 + 24 = 72 </think> <answer> \\boxed{72} </answer>")["input_ids"] + [tok.eos_token_id]
+    bad = tok(" 48 + 24 = 70 </think> <answer> \\boxed{70} </answer>")["input_ids"] + [tok.eos_token_id]
+    width = max(len(good), len(bad))
+    mask = torch.zeros(2, width)
+    mask[0, :len(good)] = 1
+    mask[1, :len(bad)] = 1
+    batch = TrainBatch([prompt, prompt], [good, bad], mask, torch.tensor([1.0, -1.0]), width)
+    cfg = GRPOConfig(model="x", lr=1e-2, beta=0.0, num_minibatches=1, rollout_batch_size=2,
+                     group_size=2, micro_batch_size=1, clip_eps_low=0.2)
+
+    def seq_logp():
+        with torch.no_grad():
+            lp, _ = completion_logprobs(model, [prompt, prompt], [good, bad], 1.0, width,
+                                        tok.pad_token_id)
+        return (lp * mask).sum(-1)
+
+    before = seq_logp()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    metrics = update_policy(model, None, opt, batch, cfg, tok.pad_token_id,
+                            torch.Generator().manual_seed(0), lambda: cfg.lr)
+    after = seq_logp()
+    assert (after[0] - after[1]) > (before[0] - before[1]) + 0.1
+    assert metrics["grad_norm"] > 0 and metrics["kl"] is None
