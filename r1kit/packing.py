@@ -1,8 +1,9 @@
 """Packing variable-length sequences into rows without padding waste.
 
 Several sequences share a row; each one's position ids restart at 0, and with no attention
-mask transformers reads those restarts as sequence boundaries, so no token attends across
-them (the "packed sequence" format of its masking utilities). A test checks that packed
+mask and no KV cache (`use_cache=False`: with a cache it does not look for them) transformers
+reads those restarts as sequence boundaries, so no token attends across them (the "packed
+sequence" format of its masking utilities). A test checks that packed
 log-probs equal those of the sequences run one by one.
 """
 

@@ -78,7 +78,10 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     seqs = [p + c for p, c in zip(prompts, completions)]
     packed = pack(seqs, capacity=max(len(s) for s in seqs) * 4, pad_id=pad_id)
     ids = packed.input_ids.to(device)
-    logits = model(input_ids=ids, position_ids=packed.position_ids.to(device)).logits  # [R, L, V]
+    # use_cache=False matters: with a cache, transformers ignores the packed position ids and
+    # lets every token attend to the sequences before it in the row
+    logits = model(input_ids=ids, position_ids=packed.position_ids.to(device),
+                   use_cache=False).logits  # [R, L, V]
     logits = logits.float() / temperature
     # token j is predicted at position j-1: log p(ids[:, j]) = logits[:, j-1, ids[:, j]] - lse
     lse = torch.logsumexp(logits[:, :-1], dim=-1)  # [R, L-1]

@@ -84,7 +84,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: Path, seed: int, log=print) -> di
         lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = model(input_ids=ids, position_ids=pos, labels=labels).loss
+        loss = model(input_ids=ids, position_ids=pos, labels=labels, use_cache=False).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,0 +1,103 @@
+"""The rollout engine and the packed training pass agree with plain, unbatched forwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from r1kit.packing import first_fit, pack
+from r1kit.rollout import generate, sample_tokens
+from r1kit.stages.grpo import completion_logprobs, make_batch
+
+EOS, PAD = 1, 0
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+                      eos_token_id=EOS, pad_token_id=PAD)
+    m = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():  # make the stop token likely so that rows finish at different steps
+        m.lm_head.weight[EOS] *= 3
+        m.lm_head.weight[EOS] += 0.3
+    return m
+
+
+def unbatched_logprobs(model, prompt, completion, temperature=1.0):
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + completion]), use_cache=False).logits[0]
+        logp = torch.log_softmax(logits.float() / temperature, -1)
+    return torch.stack([logp[len(prompt) - 1 + j, t] for j, t in enumerate(completion)])
+
+
+def test_first_fit_respects_capacity():
+    lengths = [5, 9, 3, 7, 2, 8, 1]
+    bins = first_fit(lengths, 10)
+    assert sorted(i for b in bins for i in b) == list(range(7))
+    assert all(sum(lengths[i] for i in b) <= 10 for b in bins)
+    assert first_fit([12, 3], 10)[0] == [0]  # too long for the capacity: a bin of its own
+
+
+def test_packed_logprobs_equal_unbatched(model):
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(2, 40, (n,), generator=g).tolist() for n in (3, 7, 5, 4, 6)]
+    completions = [torch.randint(2, 40, (n,), generator=g).tolist() for n in (6, 2, 9, 4, 5)]
+    width = 9
+    lp, ent = completion_logprobs(model, prompts, completions, 0.7, width, PAD, with_entropy=True)
+    packed = pack([p + c for p, c in zip(prompts, completions)], 64, PAD)
+    assert packed.input_ids.shape[0] == 1  # all five sequences share one row
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ref = unbatched_logprobs(model, p, c, 0.7)
+        torch.testing.assert_close(lp[i, :len(c)], ref, atol=1e-5, rtol=1e-5)
+        assert torch.all(lp[i, len(c):] == 0) and torch.all(ent[i, len(c):] == 0)
+        assert torch.all(ent[i, :len(c)] > 0)
+
+
+def test_rollout_logprobs_match_teacher_forcing(model):
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(2, 40, (n,), generator=g).tolist() for n in (4, 9, 6)]
+    ro = generate(model, prompts, group_size=3, max_new_tokens=12, temperature=1.0,
+                  stop_ids=[EOS], pad_id=PAD, generator=torch.Generator().manual_seed(3))
+    assert ro.completion_ids.shape[0] == 9
+    lengths = ro.lengths.tolist()
+    assert len(set(lengths)) > 1  # some rows stopped early, some ran to the cap
+    for i in range(9):
+        n = lengths[i]
+        row = ro.completion_ids[i, :n].tolist()
+        if ro.stopped[i]:
+            assert row[-1] == EOS and EOS not in row[:-1]
+        else:
+            assert n == 12 and EOS not in row
+        assert torch.all(ro.completion_mask[i, n:] == 0) and torch.all(ro.completion_ids[i, n:] == PAD)
+        ref = unbatched_logprobs(model, prompts[i // 3], row)
+        torch.testing.assert_close(ro.logprobs[i, :n], ref, atol=1e-4, rtol=1e-4)
+    batch = make_batch(ro, torch.zeros(9))
+    lp, _ = completion_logprobs(model, batch.prompts, batch.completions, 1.0, batch.width, PAD)
+    torch.testing.assert_close(lp, ro.logprobs, atol=1e-4, rtol=1e-4)
+
+
+def test_generation_is_seeded_and_chunking_does_not_change_it(model):
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    kw = dict(group_size=2, max_new_tokens=8, temperature=1.0, stop_ids=[EOS], pad_id=PAD)
+    a = generate(model, prompts, generator=torch.Generator().manual_seed(7), **kw)
+    b = generate(model, prompts, generator=torch.Generator().manual_seed(7), **kw)
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    c = generate(model, prompts, generator=torch.Generator().manual_seed(7), max_rows=2, **kw)
+    assert c.completion_ids.shape[0] == 6 and c.group_size == 2
+
+
+def test_sampling_top_p_and_greedy():
+    logits = torch.log(torch.tensor([[0.85, 0.10, 0.05]])).repeat(200, 1)
+    gen = torch.Generator().manual_seed(0)
+    tok, lp = sample_tokens(logits, 1.0, 0.8, gen)
+    assert torch.all(tok == 0)  # the first token alone covers top_p = 0.8
+    torch.testing.assert_close(lp, torch.full((200,), torch.log(torch.tensor(0.85)).item()))
+    tok, _ = sample_tokens(logits, 1.0, 0.9, gen)
+    assert set(tok.tolist()) == {0, 1}  # 0.85 < 0.9: the second token joins the nucleus
+    tok, _ = sample_tokens(logits, 1.0, 1.0, gen)
+    assert set(tok.tolist()) == {0, 1, 2}
+    tok, _ = sample_tokens(logits, 0.0, 1.0, gen)
+    assert torch.all(tok == 0)
