@@ -63,13 +63,13 @@ class PretrainConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     corpus_docs: int = 40000
     vocab_size: int = 512
-    hidden_size: int = 192
+    hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
-    intermediate_size: int = 512
+    intermediate_size: int = 384
     max_positions: int = 512
     steps: int = 1000
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 2e-3
     warmup_steps: int = 50
     final_lr_ratio: float = 0.05

@@ -22,7 +22,9 @@ SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "
 def build_tiny_tokenizer(texts: list[str], vocab_size: int = 512):
     """A BPE tokenizer trained locally on the tiny world's corpus.
 
-    Digits are always single tokens (so arithmetic sees every digit) and the tags are atomic.
+    Numbers are split from the text around them (BPE then merges frequent ones, so the tiny
+    world's numbers 0-20 become single tokens, as in GPT-2-style vocabularies) and the tags
+    are atomic.
     Merges may cross spaces, so the fixed template text, which opens every document, becomes
     a few tokens: prompts stay short and the tiny model trains fast.
     """
@@ -33,7 +35,7 @@ def build_tiny_tokenizer(texts: list[str], vocab_size: int = 512):
     tags = Regex("|".join(re.escape(t) for t in TAG_TOKENS))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(tags, behavior="isolated"),  # no merge reaches across a tag
-        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Digits(individual_digits=False),
     ])
     tok.decoder = decoders.Fuse()
     specials = list(SPECIAL_TOKENS.values())

@@ -1,15 +1,15 @@
 """The tiny world: multi-step integer arithmetic, a seeded generator and a pretraining corpus.
 
 A problem is a left-to-right chain of + and - on small operands ("What is 7 + 3 - 5 + 2?");
-its difficulty level is the number of operations (1-5), like MATH's levels 1-5. Intermediate
-results never go below zero. Held-out test sets are generated from a fixed seed of their own
+its difficulty level is the number of operations (1-5), like MATH's levels 1-5. Running
+results stay within 0..20, so a few minutes of pretraining can teach every step's arithmetic. Held-out test sets are generated from a fixed seed of their own
 and excluded from the corpus and from RL prompts.
 
 The corpus holds worked solutions in the R1-Zero template whose quality varies on purpose:
 
 - "answer only": an empty <think> and a guess. Right for one operation; for more, right only
   `guess_accuracy` of the time (the guess is near the true result, not on it).
-- "steps": the chain rewritten once per operation ("7+2-5=9-5=4"), always right.
+- "steps": one line of working per operation ("7+2=9. 9-5=4."), always right.
 - "slip": working with one wrong step, carried to a wrong answer.
 - "check": working, then "wait, let me check" and the working again; half of these first make
   a slip that the check catches, half confirm a right result.
@@ -36,6 +36,7 @@ class WorldConfig:
     """The tiny world's knobs. Defaults are the ones the tiny recipes use."""
 
     max_operand: int = 9
+    max_value: int = 20  # running results stay within 0..max_value
     train_levels: tuple[int, ...] = (1, 2, 3, 4)  # levels in the corpus and in RL prompts
     test_levels: tuple[int, ...] = (2, 3, 4)  # levels of the main held-out set
     test_size: int = 200  # problems in the main held-out set
@@ -51,13 +52,16 @@ class WorldConfig:
     mixed_language: float = 0.15  # working written with Chinese operation words
 
 
-def make_problem(rng: random.Random, level: int, max_operand: int = 9) -> tuple[list[int], list[str]]:
-    """Operands and operators of a chain with `level` operations; no intermediate below 0."""
+def make_problem(rng: random.Random, level: int, max_operand: int = 9,
+                 max_value: int = 20) -> tuple[list[int], list[str]]:
+    """Operands and operators of a chain with `level` operations whose running result stays
+    within 0..max_value."""
     value = rng.randint(1, max_operand)
     operands, ops = [value], []
     for _ in range(level):
-        b = rng.randint(1, max_operand)
-        op = rng.choice("+-") if value - b >= 0 else "+"
+        b = rng.randint(1, min(max_operand, max(value, max_value - value)))
+        allowed = [op for op, ok in (("+", value + b <= max_value), ("-", value - b >= 0)) if ok]
+        op = rng.choice(allowed)
         value = value + b if op == "+" else value - b
         operands.append(b)
         ops.append(op)
@@ -108,7 +112,7 @@ class ArithmeticTask:
 
         def fresh(level: int) -> Example:
             while True:
-                ex = _example(*make_problem(rng, level, c.max_operand))
+                ex = _example(*make_problem(rng, level, c.max_operand, c.max_value))
                 if ex.question not in seen:
                     seen.add(ex.question)
                     return ex
@@ -131,7 +135,7 @@ class ArithmeticTask:
         attempts = 0
         while len(pool) < c.train_pool and attempts < 50 * c.train_pool:
             attempts += 1
-            ex = _example(*make_problem(rng, rng.choice(c.train_levels), c.max_operand))
+            ex = _example(*make_problem(rng, rng.choice(c.train_levels), c.max_operand, c.max_value))
             if ex.question not in seen:
                 seen.add(ex.question)
                 pool.append(ex)
@@ -155,7 +159,7 @@ class ArithmeticTask:
         kinds, weights = zip(*mix.items())
         docs = []
         while len(docs) < n_docs:
-            operands, ops = make_problem(rng, rng.choice(c.train_levels), c.max_operand)
+            operands, ops = make_problem(rng, rng.choice(c.train_levels), c.max_operand, c.max_value)
             question = question_text(operands, ops)
             if question in self._excluded:
                 continue
@@ -196,13 +200,10 @@ def _working(operands, ops, words, rng) -> str:
 
 
 def _working_with_slip(operands, ops, slip_at, words, rng) -> tuple[str, int]:
-    """The chain rewritten once per operation: "7+2-5=9-5=4". Each rewrite computes the
-    leading pair and copies the rest, so every step reads only the line before it. At
-    `slip_at` the computed value is off by 1 or 2 and the error is carried on."""
-    def chain(head: int, k: int) -> str:
-        return str(head) + "".join(f"{words[op]}{b}" for op, b in zip(ops[k:], operands[k + 1:]))
-
-    parts, v = [chain(operands[0], 0)], operands[0]
+    """One line per operation, "7+2=9. 9-5=4.": each line takes the result of the line before
+    and the next operation of the question. At `slip_at` the result is off by 1 or 2, and the
+    error is carried on."""
+    lines, v = [], operands[0]
     for i, (op, b) in enumerate(zip(ops, operands[1:])):
         right = v + b if op == "+" else v - b
         new = right
@@ -210,9 +211,9 @@ def _working_with_slip(operands, ops, slip_at, words, rng) -> tuple[str, int]:
             new = max(0, right + rng.choice([-2, -1, 1, 2]))
             if new == right:
                 new += 1
-        parts.append(chain(new, i + 1))
+        lines.append(f"{v}{words[op]}{b}={new}.")
         v = new
-    return "=".join(parts), v
+    return " ".join(lines), v
 
 
 def _wrap(working: str, answer: int) -> str:
