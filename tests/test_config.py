@@ -67,21 +67,27 @@ def test_every_recipe_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_zero_tiny_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The values written in the recipe arrive typed; the rest keep their defaults.
+    # Every value written in the recipe arrives typed and equal; the rest keep their defaults.
+    import tomllib
+
     monkeypatch.chdir(REPO)
     recipe = load_recipe("recipes/zero-tiny.toml")
-    assert list(recipe.stages) == ["base", "zero"]  # run order is the order written
+    raw = tomllib.loads(Path("recipes/zero-tiny.toml").read_text())
+    assert list(recipe.stages) == list(raw["stages"]) == ["base", "zero"]  # the order written
     base, zero = recipe.stages["base"], recipe.stages["zero"]
-    assert isinstance(base, PretrainConfig) and base.steps == 600
-    assert isinstance(zero, GRPOConfig)
+    assert isinstance(base, PretrainConfig) and isinstance(zero, GRPOConfig)
+    for cfg, table in ((base, raw["stages"]["base"]), (zero, raw["stages"]["zero"])):
+        for key, value in table.items():
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    assert getattr(getattr(cfg, key), k) == v, f"{key}.{k}"
+            else:
+                assert getattr(cfg, key) == value, key
+                assert type(getattr(cfg, key)) is type(value) or isinstance(value, int), key
     assert zero.model == "base"
-    assert zero.lr == 3e-4 and isinstance(zero.lr, float)
-    assert zero.group_size == 8 and zero.rollout_batch_size == 128
-    assert zero.clip_eps_low == 0.2
-    assert zero.max_new_tokens_schedule == []
-    assert zero.eval.k == 4 and zero.eval.every == 10
+    assert isinstance(zero.lr, float)
     assert zero.aggregation == "seq-mean-token-mean"  # default, not in the file
-    assert zero.max_new_tokens_at(0) == 96 and zero.max_new_tokens_at(10**6) == 96
+    assert zero.rollout_batch_size % zero.group_size == 0
 
 
 # ----- overrides -----------------------------------------------------------------------------

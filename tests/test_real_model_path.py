@@ -71,7 +71,8 @@ def test_zero_gsm8k_recipe_runs_on_a_random_checkpoint(bpe_checkpoint, tmp_path)
     # a random model earns no reward: every group has zero variance, so no update moves it
     assert all(m["zero_var_frac"] == 1.0 and m["reward"] == 0.0 for m in metrics)
     after = load_file(str(out / "zero" / "model.safetensors"))
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    # (compared in the saved dtype: on a GPU the run loads and saves in bfloat16)
+    assert all(torch.equal(before[k].to(after[k].dtype), after[k]) for k in before)
     assert (out / "figure1.png").stat().st_size > 0
     # the saved checkpoint keeps the tokenizer and its chat template
     tok = load_tokenizer(out / "zero")
