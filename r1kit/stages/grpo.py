@@ -28,12 +28,12 @@ settings and the Dr. GRPO normaliser T (the widest completion of the rollout) ar
 from __future__ import annotations
 
 import copy
-import json
-import math
+import functools
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -60,7 +60,7 @@ class StageContext:
     dtype: torch.dtype
     log: RunLog
     progress: bool = True
-    print: callable = print
+    print: Callable[[str], None] = print
 
 
 # ----- the training pass ------------------------------------------------------------------
@@ -338,17 +338,11 @@ def _questions(train: list, step: int, n: int, seed: int) -> list[tuple[int, obj
     return out
 
 
-_ORDERS: dict[tuple[int, int, int], list[int]] = {}
-
-
+@functools.lru_cache(maxsize=2)
 def _epoch_order(size: int, seed: int, epoch: int) -> list[int]:
-    key = (size, seed, epoch)
-    if key not in _ORDERS:
-        order = list(range(size))
-        random.Random(f"questions-{seed}-{epoch}").shuffle(order)
-        _ORDERS.clear()
-        _ORDERS[key] = order
-    return _ORDERS[key]
+    order = list(range(size))
+    random.Random(f"questions-{seed}-{epoch}").shuffle(order)
+    return order
 
 
 def _save(model, tokenizer, path: Path) -> None:
