@@ -363,6 +363,12 @@ def check_inputs(recipe: Recipe) -> None:
             value = getattr(cfg, fname, "")
             if value and not Path(value).is_file():
                 _fail(f"{where}.{fname}", f"file {value!r} not found")
+        source = recipe.stages.get(model) if model in earlier else None
+        if (isinstance(cfg, GRPOConfig) and cfg.task == "arithmetic"
+                and isinstance(source, PretrainConfig) and source.world != cfg.world):
+            _fail(f"{where}.world", f"differs from stages.{model}.world, the world its base "
+                  "model was pretrained on: held-out sets and corpus would not match",
+                  f"set the same [stages.{name}.world] values as [stages.{model}.world]")
         earlier.append(name)
 
 

@@ -294,3 +294,13 @@ def test_cli_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
 def test_cli_missing_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _cli_fails_cleanly(["run", str(tmp_path / "nope.toml")], tmp_path / "run", capsys,
                        "nope.toml")
+
+
+def test_rl_world_must_match_the_pretrained_world(tmp_path) -> None:
+    from r1kit.config import check_inputs
+
+    recipe = load_recipe(ZERO_TINY, ["stages.base.world.max_value=30"])
+    with pytest.raises(R1kitError, match=r"stages\.zero\.world"):
+        check_inputs(recipe)
+    check_inputs(load_recipe(ZERO_TINY, ["stages.base.world.max_value=30",
+                                         "stages.zero.world.max_value=30"]))
