@@ -16,7 +16,10 @@ import torch
 from r1kit.errors import R1kitError
 
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
-SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "<|eos|>"}
+SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "<|eos|>",
+                  "unk_token": "<|unk|>"}
+# every printable ASCII character is in the vocabulary, whatever the corpus held
+ASCII = [chr(c) for c in range(32, 127)] + ["\n", "\t"]
 
 
 def build_tiny_tokenizer(texts: list[str], vocab_size: int = 512):
@@ -26,12 +29,14 @@ def build_tiny_tokenizer(texts: list[str], vocab_size: int = 512):
     world's numbers 0-20 become single tokens, as in GPT-2-style vocabularies) and the tags
     are atomic.
     Merges may cross spaces, so the fixed template text, which opens every document, becomes
-    a few tokens: prompts stay short and the tiny model trains fast.
+    a few tokens: prompts stay short and the tiny model trains fast. Every printable ASCII
+    character has a token; any other character the corpus never showed becomes <|unk|>
+    (never silently dropped).
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"], fuse_unk=True))
     tags = Regex("|".join(re.escape(t) for t in TAG_TOKENS))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(tags, behavior="isolated"),  # no merge reaches across a tag
@@ -42,7 +47,7 @@ def build_tiny_tokenizer(texts: list[str], vocab_size: int = 512):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=specials,
-        initial_alphabet=list("0123456789"),
+        initial_alphabet=ASCII,
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)

@@ -75,7 +75,7 @@ def test_corpus_mix_and_working_helps():
 def test_tiny_tokenizer_round_trip(tmp_path):
     task = ArithmeticTask(WorldConfig(train_pool=10))
     docs = task.corpus(300, seed=0)
-    tok = build_tiny_tokenizer([p + r for p, r in docs], vocab_size=300)
+    tok = build_tiny_tokenizer([p + r for p, r in docs], vocab_size=512)
     tok.save_pretrained(tmp_path)
     loaded = load_tokenizer(tmp_path)
     for prompt, response in docs[:50]:
@@ -85,6 +85,10 @@ def test_tiny_tokenizer_round_trip(tmp_path):
     ids = loaded("17+3=20.", add_special_tokens=False)["input_ids"]
     assert [loaded.decode([i]) for i in ids] == ["17", "+", "3", "=", "20", "."]  # whole numbers
     assert len(loaded("<think>", add_special_tokens=False)["input_ids"]) == 1
+    # text the corpus never showed is kept (ASCII) or marked unknown, never dropped
+    text = "Hello, XYZ! x^2 ~ {q} | 你"
+    ids = loaded(text, add_special_tokens=False)["input_ids"]
+    assert loaded.decode(ids, skip_special_tokens=False) == "Hello, XYZ! x^2 ~ {q} | <|unk|>"
 
 
 def test_micro_run_end_to_end(tmp_path, monkeypatch):

@@ -25,6 +25,11 @@ from r1kit.packing import pack
 from r1kit.tasks.arithmetic import ArithmeticTask
 
 
+# Part of the cache key: bump it whenever the corpus, tokenizer or model code changes what a
+# given config produces, so that no stale base model is reused.
+BASE_VERSION = 2
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("R1KIT_CACHE", Path.home() / ".cache" / "r1kit"))
 
@@ -56,7 +61,7 @@ def packed_batch(batch: list[tuple[list[int], list[int]]], pad_id: int, capacity
 
 def run_pretrain(cfg: PretrainConfig, out_dir: Path, seed: int, log=print) -> dict:
     """Produce the base checkpoint in `out_dir` (from the cache when it holds one)."""
-    key = hashlib.sha256(json.dumps({"cfg": asdict(cfg), "seed": seed, "v": 1},
+    key = hashlib.sha256(json.dumps({"cfg": asdict(cfg), "seed": seed, "v": BASE_VERSION},
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
     cached = cache_dir() / f"tiny-base-{key}"
     if cfg.use_cache and (cached / "config.json").is_file():
