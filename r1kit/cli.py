@@ -20,6 +20,15 @@ def _parser() -> argparse.ArgumentParser:
                      metavar="KEY=VALUE", help="override a setting, e.g. stages.zero.lr=1e-4")
     run.add_argument("--from", dest="from_stage", default=None, metavar="STAGE",
                      help="rerun from this stage on (later stages too)")
+    score = sub.add_parser("score", help="score completions in a JSONL file with a reward")
+    score.add_argument("--reward", required=True, metavar="NAME",
+                       help="math, format, language or code")
+    score.add_argument("--input", required=True, type=Path, metavar="IN.jsonl",
+                       help="one JSON object per line, with the fields the reward needs")
+    score.add_argument("--output", type=Path, default=None, metavar="OUT.jsonl",
+                       help="where to write the scored rows (default: stdout)")
+    score.add_argument("--set", dest="settings", action="append", default=[],
+                       metavar="KEY=VALUE", help="a reward setting, e.g. timeout=5, target=zh")
     return p
 
 
@@ -32,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
             recipe = load_recipe(args.recipe, args.overrides)
             run_recipe(recipe, args.out, args.from_stage)
+        elif args.command == "score":
+            from r1kit.scoring import score_file
+
+            score_file(args.reward, args.input, args.output, args.settings)
         return 0
     except R1kitError as exc:
         print(f"r1kit: error: {exc}", file=sys.stderr)

@@ -44,20 +44,30 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def extract_answer(response: str) -> str | None:
-    """The final answer of a response, or None when it gives none outside the reasoning."""
+def answer_region(response: str) -> str | None:
+    """The part of a response that may hold the final answer, or None when there is none:
+    only text after the last </think> counts (an unterminated <think> means everything is
+    reasoning); inside it, the content of the last <answer> tag when there is one."""
     if "</think>" in response:
         tail = response.rsplit("</think>", 1)[1]
     elif "<think>" in response:
-        return None  # the reasoning never ended: everything is reasoning
+        return None
     elif "<answer>" in response:
         tail = response
     else:
         return None
     if "<answer>" in tail:
         tail = tail.rsplit("<answer>", 1)[1].split("</answer>", 1)[0]
-    boxed = last_boxed(tail)
-    answer = (boxed if boxed is not None else tail).strip()
+    return tail
+
+
+def extract_answer(response: str) -> str | None:
+    """The final answer of a response, or None when it gives none outside the reasoning."""
+    region = answer_region(response)
+    if region is None:
+        return None
+    boxed = last_boxed(region)
+    answer = (boxed if boxed is not None else region).strip()
     if answer.startswith("####"):  # GSM8K's own answer marker
         answer = answer[4:].strip()
     return answer or None

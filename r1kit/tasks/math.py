@@ -1,7 +1,8 @@
 """Math word problems from a JSONL or parquet file, checked with math-verify.
 
 Each row needs a question and a reference answer (field names are configurable). The
-verifier parses both with math-verify, so equivalent forms (1/2, 0.5, \\frac{1}{2}) match.
+verifier parses both with math-verify, so equivalent forms (1/2, 0.5, \\frac{1}{2}) match. The
+check runs in worker processes with a deadline (r1kit.rewards.math.MathVerifier).
 """
 
 from __future__ import annotations
@@ -59,15 +60,15 @@ def _examples(path, question_field: str, answer_field: str) -> list[Example]:
     return out
 
 
-def math_equal(answer: str, reference: str) -> bool:
-    """True when math-verify finds `answer` equivalent to `reference`."""
-    from math_verify import parse, verify
+def math_equal(answer: str, reference: str, timeout: float = 5.0) -> bool:
+    """True when `answer` is equivalent to `reference` (math-verify, after normalisation).
 
-    gold = parse(f"${reference}$") or parse(reference)
-    pred = parse(f"${answer}$") or parse(answer)
-    if not gold or not pred:
-        return answer.strip() == reference.strip()
-    return bool(verify(gold, pred))
+    The check runs in the process-wide worker pool of r1kit.rewards.math, so an answer that
+    sends sympy into a near-endless computation costs `timeout` seconds and scores False
+    instead of hanging training or evaluation."""
+    from r1kit.rewards.math import default_verifier
+
+    return default_verifier().verify_batch([(answer, reference)], timeout)[0].correct
 
 
 class MathTask:

@@ -1,0 +1,292 @@
+"""`r1kit score`: score completions offline with one of the rewards, JSONL in, JSONL out.
+
+    r1kit score --reward math --input samples.jsonl --output scored.jsonl --set timeout=5
+
+Each output row is its input row (fields and order kept) plus `reward` (float) and `parts`
+(the reward's components); an input field of those names is replaced. Rows come out in
+input order.
+
+Everything that can be wrong with the input is found before any scoring starts: every row is
+read and checked first, and a bad one (invalid UTF-8 or JSON, not an object, a missing or
+mistyped field) stops the command with an error naming the file, the line and the field.
+The output is written to a temporary file and renamed into place once all rows are scored,
+so a failed run never leaves a half-written file (and never clobbers an old one).
+
+Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
+- math      needs completion, answer. Settings: timeout (s per check, 5), workers.
+- format    needs completion. rule.format_reward.
+- language  needs completion; optional per-row `target` and `prompt`. Setting: target (en).
+- code      needs completion and tests (tests/setup, MBPP test_list/test_setup_code, or
+            HumanEval test/entry_point). Setting: pass_fraction (false). r1kit.rewards.code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r1kit.errors import R1kitError
+
+Scored = tuple[float, dict[str, Any]]
+
+
+# ----- settings -------------------------------------------------------------------------------
+
+
+def _positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise R1kitError(f"--set {name}: must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise R1kitError(f"--set {name}: must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise R1kitError(f"--set {name}: must be true or false, got {value!r}")
+    return value
+
+
+def _language_target(name: str, value: Any) -> str:
+    from r1kit.rewards.language import TARGETS
+
+    if value not in TARGETS:
+        raise R1kitError(f"--set {name}: unknown language target {value!r}",
+                         f"use one of: {', '.join(TARGETS)}")
+    return value
+
+
+# ----- row checks -----------------------------------------------------------------------------
+
+
+def _need_str(row: dict, name: str) -> str | None:
+    """Why `row[name]` is unusable as text, or None when it is fine."""
+    if name not in row:
+        return f"missing field {name!r}"
+    if not isinstance(row[name], str):
+        return f"field {name!r} must be a string, got {type(row[name]).__name__}"
+    return None
+
+
+def _check_math(row: dict, settings: dict) -> str | None:
+    problem = _need_str(row, "completion")
+    if problem:
+        return problem
+    if "answer" not in row:
+        return "missing field 'answer'"
+    answer = row["answer"]  # a number is fine too: GSM8K-style files store 72, not "72"
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        return f"field 'answer' must be a string or a number, got {type(answer).__name__}"
+    return None
+
+
+def _check_format(row: dict, settings: dict) -> str | None:
+    return _need_str(row, "completion")
+
+
+def _check_language(row: dict, settings: dict) -> str | None:
+    from r1kit.rewards.language import TARGETS
+
+    problem = _need_str(row, "completion")
+    if problem:
+        return problem
+    target = row.get("target", settings["target"])
+    if target not in TARGETS:
+        return f"field 'target' must be one of {', '.join(TARGETS)}, got {target!r}"
+    if target == "prompt" or "prompt" in row:
+        return _need_str(row, "prompt")
+    return None
+
+
+def _check_code(row: dict, settings: dict) -> str | None:
+    problem = _need_str(row, "completion")
+    if problem:
+        return problem
+    if "tests" in row or "test_list" in row:
+        return None
+    if "test" in row:
+        return None if "entry_point" in row else "missing field 'entry_point' (HumanEval rows " \
+                                                 "need it with 'test')"
+    return "missing field 'tests' (or MBPP 'test_list', or HumanEval 'test' and 'entry_point')"
+
+
+# ----- scoring --------------------------------------------------------------------------------
+
+
+def _score_math(rows: list[dict], settings: dict) -> list[Scored]:
+    from r1kit.rewards.math import MathVerifier, math_rewards
+
+    # One pool for the whole file: the workers start once and check rows in parallel.
+    with MathVerifier(workers=settings["workers"]) as verifier:
+        return math_rewards([r["completion"] for r in rows], [str(r["answer"]) for r in rows],
+                            verifier, settings["timeout"])
+
+
+def _score_format(rows: list[dict], settings: dict) -> list[Scored]:
+    from r1kit.rewards.rule import format_reward
+
+    out = []
+    for row in rows:
+        score = format_reward(row["completion"])
+        out.append((score, {"format": score}))
+    return out
+
+
+def _score_language(rows: list[dict], settings: dict) -> list[Scored]:
+    from r1kit.rewards.language import language_reward
+
+    return [language_reward(r["completion"], r.get("target", settings["target"]),
+                            r.get("prompt")) for r in rows]
+
+
+def _score_code(rows: list[dict], settings: dict) -> list[Scored]:
+    # Imported here: the code reward lives in its own module, and the other rewards must
+    # work without it.
+    try:
+        from r1kit.rewards import code
+    except ImportError as exc:
+        raise R1kitError(f"the code reward is not available: {exc}",
+                         "it needs r1kit.rewards.code") from exc
+    completions = [r["completion"] for r in rows]
+    if hasattr(code, "score_code_rows"):
+        return list(code.score_code_rows(rows, completions,
+                                         pass_fraction=settings["pass_fraction"]))
+    return [code.score_code_row(r, c, pass_fraction=settings["pass_fraction"])
+            for r, c in zip(rows, completions)]
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A reward the `score` command can apply: its row check, its settings, its scorer."""
+
+    check_row: Callable[[dict, dict], str | None]  # why a row cannot be scored, or None
+    score: Callable[[list[dict], dict], list[Scored]]
+    settings: dict[str, tuple[Any, Callable[[str, Any], Any]]] = field(default_factory=dict)
+
+
+REWARDS: dict[str, Reward] = {
+    "math": Reward(_check_math, _score_math, {
+        "timeout": (5.0, _positive_number),
+        "workers": (min(4, os.cpu_count() or 1), _positive_int),
+    }),
+    "format": Reward(_check_format, _score_format),
+    "language": Reward(_check_language, _score_language, {"target": ("en", _language_target)}),
+    "code": Reward(_check_code, _score_code, {"pass_fraction": (False, _boolean)}),
+}
+
+
+def get_reward(name: str) -> Reward:
+    if name not in REWARDS:
+        raise R1kitError(f"unknown reward {name!r}", f"valid rewards: {', '.join(REWARDS)}")
+    return REWARDS[name]
+
+
+def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
+    """The reward's settings: its defaults, overridden by `key=value` items."""
+    from r1kit.config import parse_value
+
+    reward = get_reward(name)
+    settings = {key: default for key, (default, _) in reward.settings.items()}
+    for item in items:
+        if "=" not in item:
+            raise R1kitError(f"--set {item!r}: expected key=value", "e.g. --set timeout=5")
+        key, text = (part.strip() for part in item.split("=", 1))
+        if key not in reward.settings:
+            valid = ", ".join(reward.settings) or "none"
+            raise R1kitError(f"--set {key}: unknown setting for the {name} reward",
+                             f"its settings: {valid}")
+        settings[key] = reward.settings[key][1](key, parse_value(text))
+    return settings
+
+
+def read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) for each non-blank line; any malformed line is an error naming it."""
+    if not path.is_file():
+        raise R1kitError(f"input file {str(path)!r} not found")
+    rows = []
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise R1kitError(f"{path}:{n}: not valid UTF-8 ({exc.reason})") from exc
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise R1kitError(f"{path}:{n}: invalid JSON: {exc.msg}") from exc
+            if not isinstance(row, dict):
+                raise R1kitError(f"{path}:{n}: expected a JSON object, got "
+                                 f"{type(row).__name__}")
+            rows.append((n, row))
+    if not rows:
+        raise R1kitError(f"{path}: no rows", "the file is empty")
+    return rows
+
+
+def score_rows(name: str, rows: list[dict], settings: dict[str, Any]) -> list[Scored]:
+    """Score already-checked rows with reward `name` (settings as from `parse_settings`)."""
+    scored = get_reward(name).score(rows, settings)
+    if len(scored) != len(rows):
+        raise RuntimeError(f"the {name} reward returned {len(scored)} scores for "
+                           f"{len(rows)} rows")
+    return [(float(score), dict(parts)) for score, parts in scored]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # Same directory, so the rename is atomic and never crosses file systems.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def score_file(name: str, input_path: Path, output_path: Path | None = None,
+               set_items: Sequence[str] = ()) -> list[Scored]:
+    """The `score` command: check everything, score every row, then write the output."""
+    reward = get_reward(name)
+    settings = parse_settings(name, list(set_items))
+    if output_path is not None and not output_path.parent.is_dir():
+        raise R1kitError(f"output directory {str(output_path.parent)!r} does not exist")
+    numbered = read_jsonl(input_path)
+    for n, row in numbered:
+        problem = reward.check_row(row, settings)
+        if problem:
+            raise R1kitError(f"{input_path}:{n}: {problem}",
+                             f"the {name} reward needs these fields in every row")
+    rows = [row for _, row in numbered]
+    scored = score_rows(name, rows, settings)
+
+    stream = sys.stdout if output_path is None else None
+    ascii_only = stream is not None and (getattr(stream, "encoding", "") or "").lower() \
+        not in ("utf-8", "utf8")
+    lines = [json.dumps({**row, "reward": score, "parts": parts}, ensure_ascii=ascii_only)
+             for row, (score, parts) in zip(rows, scored)]
+    text = "".join(line + "\n" for line in lines)
+    if stream is None:
+        _write_atomically(output_path, text)
+    else:
+        stream.write(text)
+        stream.flush()
+    means = {k: sum(float(p[k]) for _, p in scored) / len(scored) for k in scored[0][1]
+             if all(isinstance(p.get(k), (int, float)) for _, p in scored)}
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in means.items())
+    mean = sum(score for score, _ in scored) / len(scored)
+    print(f"r1kit score: {len(scored)} rows, mean {name} reward {mean:.4f}"
+          + (f" (means: {summary})" if summary else ""), file=sys.stderr)
+    return scored

@@ -1,0 +1,274 @@
+"""Tests of `r1kit score` (r1kit.scoring): offline scoring of a JSONL file with a reward.
+
+The contract checked here: one output row per input row, in order, input fields kept; every
+reward name works; settings are typed and unknown ones rejected; and a bad input file is
+refused with a message naming file, line and field, exit status 2, no traceback, before any
+scoring starts and without touching the output file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import r1kit.rewards
+from r1kit import scoring
+from r1kit.cli import main
+from r1kit.errors import R1kitError
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def box(answer: str, think: str = "work") -> str:
+    return f"<think>{think}</think><answer>\\boxed{{{answer}}}</answer>"
+
+
+MATH_ROWS = [
+    {"id": 0, "completion": box("\\frac{1}{2}"), "answer": "0.5", "meta": {"src": "a"}},
+    {"id": 1, "completion": box("3"), "answer": "4"},
+    {"id": 2, "completion": box("025"), "answer": 25},  # a numeric reference is fine
+    {"id": 3, "completion": "<think>\\boxed{7}</think>", "answer": "7"},  # only in the think
+    {"id": 4, "completion": box("2") + " \\boxed{5}", "answer": "5"},  # not in the answer tag
+    {"id": 5, "completion": "<think>a</think><answer>\\boxed{5} or \\boxed{6}</answer>",
+     "answer": "6"},
+    {"id": 6, "completion": box("27.0"), "answer": "27", "reward": "old"},  # replaced
+]
+
+
+def test_math_scores_in_order_with_fields_kept(tmp_path, capsys) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", MATH_ROWS)
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--reward", "math", "--input", str(src), "--output", str(out),
+                 "--set", "workers=2"]) == 0
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == list(range(len(MATH_ROWS)))
+    assert [r["reward"] for r in rows] == [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    for got, given in zip(rows, MATH_ROWS):
+        assert {k: v for k, v in got.items() if k not in ("reward", "parts")} == {
+            k: v for k, v in given.items() if k != "reward"}
+        assert list(got)[:len(given)] == list(given)  # field order kept too
+    assert rows[5]["parts"] == {"accuracy": 0.0, "timeout": 0.0, "hedged": 1.0, "error": 0.0}
+    assert capsys.readouterr().out == ""  # everything went to the file
+
+
+def test_math_timeout_setting_and_pathological_row(tmp_path, capsys) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"completion": box("9^{9^{9^{9}}}"), "answer": "1"},
+        {"completion": box("1"), "answer": "1"}])
+    assert main(["score", "--reward", "math", "--input", str(src), "--set", "timeout=0.5",
+                 "--set", "workers=1"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["reward"] for r in rows] == [0.0, 1.0]
+    assert rows[0]["parts"]["timeout"] == 1.0
+
+
+def test_format_reward(tmp_path, capsys) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"completion": "<think>a</think><answer>b</answer>"},
+        {"completion": "<think>a</think>"},
+        {"completion": "Sure! <think>a</think><answer>b</answer>"}])
+    assert main(["score", "--reward", "format", "--input", str(src)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["reward"], r["parts"]) for r in rows] == [
+        (1.0, {"format": 1.0}), (0.0, {"format": 0.0}), (0.0, {"format": 0.0})]
+
+
+def test_language_reward_targets(tmp_path, capsys) -> None:
+    zh = "<think>8加2=10</think><answer>10</answer>"
+    en = "<think>eight plus two</think><answer>10</answer>"
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"completion": zh},
+        {"completion": en},
+        {"completion": zh, "target": "en"},  # a row's own target beats --set
+        {"completion": zh, "target": "prompt", "prompt": "计算 8 加 2"},
+        {"completion": en, "target": "prompt", "prompt": "计算 8 加 2"}])
+    assert main(["score", "--reward", "language", "--input", str(src),
+                 "--set", "target=zh"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["reward"] for r in rows] == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert rows[0]["parts"] == {"language": 1.0, "target_words": 1.0, "words": 1.0}
+    # the default target is English
+    assert main(["score", "--reward", "language", "--input", str(src)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["reward"] for r in rows][:2] == [0.0, 1.0]
+
+
+def test_non_ascii_survives_the_round_trip(tmp_path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"completion": "<think>加</think>", "note": "é"}])
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--reward", "language", "--input", str(src), "--output",
+                 str(out)]) == 0
+    [row] = read_jsonl(out)
+    assert row["completion"] == "<think>加</think>" and row["note"] == "é"
+
+
+def test_code_reward_wiring(tmp_path, capsys, monkeypatch) -> None:
+    # A stand-in for r1kit.rewards.code (written elsewhere): checks that rows, completions and
+    # pass_fraction reach it and that its scores come back in order.
+    calls = []
+
+    def score_code_rows(rows, completions, *, pass_fraction=False, limits=None):
+        calls.append((rows, completions, pass_fraction))
+        return [(float(len(c)), {"passed": float(len(c))}) for c in completions]
+
+    fake = types.ModuleType("r1kit.rewards.code")
+    fake.score_code_rows = score_code_rows
+    monkeypatch.setitem(sys.modules, "r1kit.rewards.code", fake)
+    monkeypatch.setattr(r1kit.rewards, "code", fake, raising=False)
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"completion": "a", "tests": ["assert True"], "setup": ""},
+        {"completion": "bb", "test_list": ["assert True"], "test_setup_code": ""},
+        {"completion": "ccc", "test": "def check(f): pass", "entry_point": "f"}])
+    assert main(["score", "--reward", "code", "--input", str(src),
+                 "--set", "pass_fraction=true"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["reward"] for r in rows] == [1.0, 2.0, 3.0]
+    [(given_rows, completions, pass_fraction)] = calls
+    assert completions == ["a", "bb", "ccc"] and pass_fraction is True
+    assert given_rows[2]["entry_point"] == "f"
+
+
+def test_code_reward_real_module(tmp_path, capsys) -> None:
+    pytest.importorskip("r1kit.rewards.code")
+    good = "<think>add</think><answer>\n```python\ndef add(a, b):\n    return a + b\n```\n</answer>"
+    bad = "<think>add</think><answer>\n```python\ndef add(a, b):\n    return a - b\n```\n</answer>"
+    tests = ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]
+    src = write_jsonl(tmp_path / "in.jsonl", [{"completion": good, "test_list": tests},
+                                              {"completion": bad, "test_list": tests}])
+    assert main(["score", "--reward", "code", "--input", str(src)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 2 and rows[0]["reward"] > rows[1]["reward"]
+
+
+# ----- errors ---------------------------------------------------------------------------------
+
+
+def run_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("r1kit: error: ")
+    assert "Traceback" not in captured.err and captured.out == ""
+    return captured.err
+
+
+GOOD = {"completion": box("1"), "answer": "1"}
+
+
+@pytest.mark.parametrize(
+    "lines,expected",
+    [
+        ([GOOD, GOOD, "{not json"], ["in.jsonl:3", "invalid JSON"]),
+        ([GOOD, b"\xff\xfe{}"], ["in.jsonl:2", "UTF-8"]),
+        ([GOOD, "[1, 2]"], ["in.jsonl:2", "expected a JSON object", "list"]),
+        ([GOOD, GOOD, GOOD, {"completion": "x"}], ["in.jsonl:4", "'answer'"]),
+        ([{"answer": "1"}], ["in.jsonl:1", "'completion'"]),
+        ([GOOD, {"completion": 5, "answer": "1"}], ["in.jsonl:2", "'completion'", "string"]),
+        ([GOOD, {"completion": "x", "answer": [1]}], ["in.jsonl:2", "'answer'"]),
+        ([GOOD, "", GOOD, "{"], ["in.jsonl:4"]),  # blank lines are skipped but still counted
+    ],
+)
+def test_malformed_rows_are_refused_before_scoring(tmp_path, capsys, monkeypatch, lines,
+                                                   expected) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(
+        (x if isinstance(x, bytes) else (x if isinstance(x, str) else json.dumps(x)).encode())
+        + b"\n" for x in lines))
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous results\n")
+
+    def must_not_score(*args, **kwargs):
+        raise AssertionError("scoring started before the input was checked")
+
+    monkeypatch.setattr(scoring, "score_rows", must_not_score)
+    err = run_error(capsys, ["score", "--reward", "math", "--input", str(src),
+                             "--output", str(out)])
+    for text in expected:
+        assert text in err
+    assert out.read_text() == "previous results\n"  # the old output is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
+
+
+@pytest.mark.parametrize(
+    "reward,row,expected",
+    [
+        ("format", {"text": "x"}, "'completion'"),
+        ("language", {"completion": "x", "target": "fr"}, "'target'"),
+        ("language", {"completion": "x", "target": "prompt"}, "'prompt'"),
+        ("code", {"completion": "x"}, "'tests'"),
+        ("code", {"completion": "x", "test": "def check(f): pass"}, "'entry_point'"),
+    ],
+)
+def test_missing_fields_per_reward(tmp_path, capsys, reward, row, expected) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [row])
+    err = run_error(capsys, ["score", "--reward", reward, "--input", str(src)])
+    assert "in.jsonl:1" in err and expected in err
+
+
+def test_no_output_file_when_scoring_fails(tmp_path, capsys, monkeypatch) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [GOOD])
+    out = tmp_path / "out.jsonl"
+
+    def failing(*args, **kwargs):
+        raise R1kitError("scorer broke")
+
+    monkeypatch.setattr(scoring, "score_rows", failing)
+    run_error(capsys, ["score", "--reward", "math", "--input", str(src), "--output", str(out)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_unknown_reward_lists_valid_names(tmp_path, capsys) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [GOOD])
+    err = run_error(capsys, ["score", "--reward", "maths", "--input", str(src)])
+    assert "'maths'" in err
+    for name in ("math", "format", "language", "code"):
+        assert name in err
+
+
+def test_missing_input_file(tmp_path, capsys) -> None:
+    err = run_error(capsys, ["score", "--reward", "math", "--input", str(tmp_path / "no.jsonl")])
+    assert "no.jsonl" in err
+
+
+# ----- settings -------------------------------------------------------------------------------
+
+
+def test_parse_settings_types_and_defaults() -> None:
+    assert scoring.parse_settings("math", ["timeout=2", "workers=3"]) == {"timeout": 2.0,
+                                                                          "workers": 3}
+    assert scoring.parse_settings("math", [" timeout = 0.25 "])["timeout"] == 0.25
+    assert scoring.parse_settings("math", [])["timeout"] == 5.0
+    assert scoring.parse_settings("language", ["target=zh"]) == {"target": "zh"}
+    assert scoring.parse_settings("language", ['target="prompt"']) == {"target": "prompt"}
+    assert scoring.parse_settings("code", ["pass_fraction=true"]) == {"pass_fraction": True}
+    assert scoring.parse_settings("format", []) == {}
+
+
+@pytest.mark.parametrize(
+    "reward,item,expected",
+    [
+        ("math", "tiemout=5", "tiemout"),  # unknown setting: named
+        ("format", "target=en", "target"),
+        ("math", "timeout=abc", "timeout"),
+        ("math", "timeout=0", "> 0"),
+        ("math", "workers=1.5", "workers"),
+        ("language", "target=fr", "'fr'"),
+        ("code", "pass_fraction=yes", "true or false"),
+        ("math", "timeout", "key=value"),
+    ],
+)
+def test_bad_settings(tmp_path, capsys, reward, item, expected) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [GOOD])
+    err = run_error(capsys, ["score", "--reward", reward, "--input", str(src), "--set", item])
+    assert expected in err
