@@ -1,0 +1,71 @@
+"""Throughput of the code reward: N short correct programs scored through the sandbox pool.
+
+    python bench/code_throughput.py                 # 200 programs, one worker per CPU
+    python bench/code_throughput.py -n 500 --workers 4 --isolation limits
+
+Each program is a small MBPP-style solution with three asserts, run by the full test harness
+(r1kit/sandbox/harness.py) in the sandbox, exactly as score_code_rows runs it during RL.
+Prints programs/second and which isolation was active; the target on a 2-core machine is at
+least 10 programs/second. Exits 1 if any correct program was not scored 1.0 (a broken sandbox
+must not look fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from r1kit.rewards.code import score_code_rows
+from r1kit.sandbox import SandboxPool, sandbox_info
+
+
+def rows(n: int) -> list[dict]:
+    """n distinct small problems, each with a correct fenced solution as its completion."""
+    out = []
+    for i in range(n):
+        k = i % 17 + 1
+        solution = (f"def scale_{i}(xs):\n"
+                    f"    return [x * {k} for x in xs]\n")
+        out.append({
+            "tests": [f"assert scale_{i}([1, 2]) == [{k}, {2 * k}]",
+                      f"assert scale_{i}([]) == []",
+                      f"assert scale_{i}([-3]) == [{-3 * k}]"],
+            "completion": f"<think>multiply</think><answer>\n```python\n{solution}```\n</answer>",
+        })
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=200, help="programs to score (200)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="programs at once (default: one per CPU)")
+    parser.add_argument("--isolation", default=None,
+                        help="auto (default, or $R1KIT_SANDBOX), bubblewrap or limits")
+    args = parser.parse_args(argv)
+
+    data = rows(args.n)
+    info = sandbox_info(args.isolation)
+    with SandboxPool(args.workers, isolation=args.isolation) as pool:
+        score_code_rows(data[:2], pool=pool)  # warm-up: page cache, first fork
+        start = time.perf_counter()
+        scored = score_code_rows(data, pool=pool)
+        seconds = time.perf_counter() - start
+        workers = pool.workers
+    bad = [i for i, (score, _) in enumerate(scored) if score != 1.0]
+    rate = args.n / seconds
+    print(f"isolation: {info['isolation']} (uid {info['uid']}, processes bounded: "
+          f"{info['processes_bounded']})")
+    print(f"{args.n} programs in {seconds:.2f} s with {workers} workers on {os.cpu_count()} "
+          f"CPUs: {rate:.1f} programs/second (target >= 10)")
+    if bad:
+        print(f"FAILED: {len(bad)} correct programs did not score 1.0, e.g. row {bad[0]}: "
+              f"{scored[bad[0]][1]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Code-accuracy reward: run a row's tests against the code in a completion, in the sandbox.
+
+    score, parts = score_code_row({"tests": ["assert add(1, 2) == 3"], "completion": text})
+
+The code is the last fenced Python block (```python, ```py or a plain ```) of the answer
+part of the response: the text after the last </think> (nothing, if a <think> is never
+closed), and within it the last <answer>...</answer> when there is one. The same answer rule
+as the math reward (r1kit/rewards/rule.py): code written only while reasoning is not an
+answer.
+
+Tests come from the row, in one of three schemas (`tests_from_row`):
+- r1kit: `tests` (a list of assert statements) and optional `setup` (run before them);
+- MBPP: `test_list` and `test_setup_code` (run in the order code, setup, asserts);
+- HumanEval: `test` (defines check(candidate)) and `entry_point`; `prompt`, when present,
+  runs before the code so that its imports and helper functions exist, as in the original
+  harness; the one test is `check(<entry_point>)`.
+
+Reward: 1.0 when every test passes, else 0.0; with pass_fraction, passed / total. A pass is
+decided by r1kit/sandbox/harness.py, which a program cannot fake by exiting early or by
+printing; every program runs in r1kit/sandbox (bubblewrap when available).
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from r1kit.errors import R1kitError
+from r1kit.sandbox.harness import TestOutcome, TestSpec, run_tests, run_tests_many
+from r1kit.sandbox.limits import Limits
+
+# A test run of a short solution takes milliseconds; these bound the hostile ones.
+DEFAULT_LIMITS = Limits(wall_seconds=10.0, cpu_seconds=5.0, memory_bytes=1 << 30,
+                        file_bytes=16 << 20, max_processes=32, max_output_bytes=256 << 10)
+
+_FENCE = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+.#-]*)[^\n]*$", re.MULTILINE)
+_PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def answer_part(response: str) -> str | None:
+    """The part of a response that can hold the answer, or None when it is all reasoning."""
+    if "</think>" in response:
+        tail = response.rsplit("</think>", 1)[1]
+    elif "<think>" in response:
+        return None  # the reasoning never ended
+    else:
+        tail = response
+    if "<answer>" in tail:
+        tail = tail.rsplit("<answer>", 1)[1].split("</answer>", 1)[0]
+    return tail
+
+
+def extract_code(response: str) -> str | None:
+    """The last fenced Python code block of the answer part, or None."""
+    tail = answer_part(response)
+    if tail is None:
+        return None
+    fences = list(_FENCE.finditer(tail))
+    code = None
+    # Fence lines pair up in order (open, close), so a ```bash block's closing fence is never
+    # mistaken for the opening of a Python one; an unclosed last fence is not a block.
+    for opening, closing in zip(fences[::2], fences[1::2]):
+        if opening.group(1).lower() in _PYTHON_TAGS:
+            body = tail[opening.end() + 1:closing.start()]
+            if body.strip():
+                code = textwrap.dedent(body).strip("\n") + "\n"
+    return code
+
+
+def _string_list(row: dict, key: str) -> tuple[str, ...]:
+    value = row[key]
+    if isinstance(value, str) or not isinstance(value, Sequence) \
+            or not all(isinstance(t, str) for t in value):
+        raise R1kitError(f"field {key!r} must be a list of strings (test statements)")
+    return tuple(value)
+
+
+def _optional_str(row: dict, key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise R1kitError(f"field {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def tests_from_row(row: dict) -> TestSpec:
+    """The tests of a row in the r1kit, MBPP or HumanEval schema (see the module docstring)."""
+    if "tests" in row:
+        return TestSpec(tests=_string_list(row, "tests"), setup=_optional_str(row, "setup"))
+    if "test_list" in row:
+        return TestSpec(tests=_string_list(row, "test_list"),
+                        setup=_optional_str(row, "test_setup_code"))
+    if "test" in row:
+        entry = row.get("entry_point")
+        if not isinstance(entry, str) or not _IDENTIFIER.fullmatch(entry):
+            raise R1kitError("a HumanEval row needs 'entry_point', the name of the function "
+                             f"to check, got {entry!r}")
+        return TestSpec(tests=(f"check({entry})",), setup=_optional_str(row, "test"),
+                        prelude=_optional_str(row, "prompt"))
+    raise R1kitError("the row has no tests", "give 'tests' (and 'setup'), MBPP 'test_list' "
+                     "(and 'test_setup_code'), or HumanEval 'test' and 'entry_point'")
+
+
+def _parts(outcome: TestOutcome | None, total: int, pass_fraction: bool
+           ) -> tuple[float, dict[str, Any]]:
+    if outcome is None:
+        return 0.0, {"accuracy": 0.0, "passed": 0, "total": total, "has_code": 0.0,
+                     "complete": 0.0, "status": "no_code"}
+    if pass_fraction:
+        accuracy = outcome.passed / outcome.total if outcome.complete and outcome.total else 0.0
+    else:
+        accuracy = 1.0 if outcome.all_passed else 0.0
+    status = outcome.result.status
+    if status == "ok" and not outcome.complete:
+        status = "no_report"  # exited 0 without the harness's report: it never finished
+    return accuracy, {"accuracy": accuracy, "passed": outcome.passed, "total": outcome.total,
+                      "has_code": 1.0, "complete": 1.0 if outcome.complete else 0.0,
+                      "status": status}
+
+
+def _completion(row: dict, completion: str | None) -> str:
+    if completion is None:
+        completion = row.get("completion")
+    if not isinstance(completion, str):
+        raise R1kitError("no completion to score: pass one, or give the row a 'completion' "
+                         "string")
+    return completion
+
+
+def score_code_row(row: dict, completion: str | None = None, *, pass_fraction: bool = False,
+                   limits: Limits | None = None, isolation: str | None = None
+                   ) -> tuple[float, dict[str, Any]]:
+    """(reward, parts) for one completion against the row's tests; completion defaults to
+    row["completion"]. parts: accuracy, passed, total, has_code, complete (numbers) and
+    status (a RunResult status, "no_code" or "no_report")."""
+    spec = tests_from_row(row)
+    code = extract_code(_completion(row, completion))
+    if code is None:
+        return _parts(None, len(spec.tests), pass_fraction)
+    outcome = run_tests(code, spec, limits=limits or DEFAULT_LIMITS, isolation=isolation)
+    return _parts(outcome, len(spec.tests), pass_fraction)
+
+
+def score_code_rows(rows: Sequence[dict], completions: Sequence[str | None] | None = None, *,
+                    pass_fraction: bool = False, limits: Limits | None = None,
+                    workers: int | None = None, pool=None, isolation: str | None = None
+                    ) -> list[tuple[float, dict[str, Any]]]:
+    """score_code_row for many rows at once, the programs running in parallel in a
+    SandboxPool (`pool`, or one made for the call with `workers`, default one per CPU).
+    Results are in input order."""
+    if completions is None:
+        completions = [None] * len(rows)
+    if len(completions) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(completions)} completions")
+    specs = [tests_from_row(row) for row in rows]
+    codes = [extract_code(_completion(row, c)) for row, c in zip(rows, completions)]
+    todo = [i for i, code in enumerate(codes) if code is not None]
+    outcomes: dict[int, TestOutcome] = {}
+    if todo:
+        ran = run_tests_many([codes[i] for i in todo], [specs[i] for i in todo],
+                             limits=limits or DEFAULT_LIMITS, pool=pool, workers=workers,
+                             isolation=isolation)
+        outcomes = dict(zip(todo, ran))
+    return [_parts(outcomes.get(i), len(spec.tests), pass_fraction)
+            for i, spec in enumerate(specs)]
