@@ -228,7 +228,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext) -> dict:
 
     def encode(question: str) -> list[int]:
         text = render_prompt(question, cfg.template, tokenizer, cfg.prefill)
-        return tokenizer(text, add_special_tokens=cfg.template != "r1-zero")["input_ids"]
+        # a chat template writes its own special tokens (BOS included); a flat r1-zero prompt
+        # gets whatever the tokenizer adds to plain text, as in the model's pretraining
+        return tokenizer(text, add_special_tokens=cfg.template == "r1-zero")["input_ids"]
 
     test_prompts = [encode(e.question) for e in test]
     prompt_cache: dict[int, list[int]] = {}
