@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.errors import R1kitError
+from r1kit.tasks.math import read_jsonl
 
 Scored = tuple[float, dict[str, Any]]
 
@@ -207,32 +208,6 @@ def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
                              f"its settings: {valid}")
         settings[key] = reward.settings[key][1](key, parse_value(text))
     return settings
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, row) for each non-blank line; any malformed line is an error naming it."""
-    if not path.is_file():
-        raise R1kitError(f"input file {str(path)!r} not found")
-    rows = []
-    with path.open("rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise R1kitError(f"{path}:{n}: not valid UTF-8 ({exc.reason})") from exc
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise R1kitError(f"{path}:{n}: invalid JSON: {exc.msg}") from exc
-            if not isinstance(row, dict):
-                raise R1kitError(f"{path}:{n}: expected a JSON object, got "
-                                 f"{type(row).__name__}")
-            rows.append((n, row))
-    if not rows:
-        raise R1kitError(f"{path}: no rows", "the file is empty")
-    return rows
 
 
 def score_rows(name: str, rows: list[dict], settings: dict[str, Any]) -> list[Scored]:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from r1kit.errors import R1kitError
+from r1kit.rewards.rule import answer_region
 from r1kit.sandbox.harness import TestOutcome, TestSpec, run_tests, run_tests_many
 from r1kit.sandbox.limits import Limits
 
@@ -41,16 +42,12 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def answer_part(response: str) -> str | None:
-    """The part of a response that can hold the answer, or None when it is all reasoning."""
-    if "</think>" in response:
-        tail = response.rsplit("</think>", 1)[1]
-    elif "<think>" in response:
-        return None  # the reasoning never ended
-    else:
-        tail = response
-    if "<answer>" in tail:
-        tail = tail.rsplit("<answer>", 1)[1].split("</answer>", 1)[0]
-    return tail
+    """The part of a response that can hold the answer (rule.answer_region), or the whole
+    response when it has no tags at all; None when it is all reasoning."""
+    region = answer_region(response)
+    if region is None and "<think>" not in response:
+        return response
+    return region
 
 
 def extract_code(response: str) -> str | None:

@@ -14,17 +14,13 @@ from r1kit.errors import R1kitError
 from r1kit.tasks.base import Example
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a JSONL or parquet file; a malformed line is an error naming file and line."""
+def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, row) for each non-blank line of a JSONL file; a missing or empty file,
+    invalid UTF-8, invalid JSON or a line that is not an object is an error naming file and
+    line."""
     p = Path(path)
     if not p.is_file():
-        raise R1kitError(f"data file {str(p)!r} not found")
-    if p.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise R1kitError(f"{p}: reading parquet needs pyarrow", "pip install pyarrow") from exc
-        return pq.read_table(p).to_pylist()
+        raise R1kitError(f"file {str(p)!r} not found")
     rows = []
     with p.open("rb") as fh:
         for n, raw in enumerate(fh, 1):
@@ -40,18 +36,32 @@ def read_rows(path: str | Path) -> list[dict]:
                 raise R1kitError(f"{p}:{n}: invalid JSON: {exc.msg}") from exc
             if not isinstance(row, dict):
                 raise R1kitError(f"{p}:{n}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            rows.append((n, row))
     if not rows:
         raise R1kitError(f"{p}: no rows", "the file is empty")
     return rows
 
 
+def read_rows(path: str | Path) -> list[tuple[int, dict]]:
+    """(line or row number, row) of a JSONL or parquet file."""
+    p = Path(path)
+    if p.suffix == ".parquet":
+        if not p.is_file():
+            raise R1kitError(f"file {str(p)!r} not found")
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise R1kitError(f"{p}: reading parquet needs pyarrow", "pip install pyarrow") from exc
+        return list(enumerate(pq.read_table(p).to_pylist(), 1))
+    return read_jsonl(p)
+
+
 def _examples(path, question_field: str, answer_field: str) -> list[Example]:
     out = []
-    for n, row in enumerate(read_rows(path), 1):
+    for n, row in read_rows(path):
         for field in (question_field, answer_field):
             if field not in row:
-                raise R1kitError(f"{path}: row {n} has no field {field!r}",
+                raise R1kitError(f"{path}:{n}: no field {field!r}",
                                  f"its fields are {', '.join(map(str, row))}; set question_field"
                                  " / answer_field to the right names")
         level = row.get("level")
