@@ -213,7 +213,44 @@ class GRPOConfig:
         return cap
 
 
-STAGE_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "grpo": GRPOConfig}
+@dataclass
+class RewardModelConfig:
+    """R1's helpful (pairwise) or safety (pointwise) reward model. Defaults: the paper's batch
+    256, lr 6e-6, one epoch."""
+
+    kind: str = "reward_model"
+    model: str = ""  # the backbone: an earlier stage's name or a checkpoint directory
+    objective: str = "pairwise"  # pairwise (helpful, Bradley-Terry) | pointwise (safety)
+    data: str = "tiny"  # tiny (synthetic labels of the tiny world) | file
+    train_file: str = ""  # for data = "file": JSONL/parquet rows
+    test_file: str = ""
+    train_rows: int = 4000  # for data = "tiny"
+    test_rows: int = 400
+    summary_only: bool = True  # score only the text after </think> (the helpful model)
+    epochs: float = 1.0
+    batch_size: int = 256
+    lr: float = 6e-6
+
+    def validate(self, where: str) -> None:
+        if not self.model:
+            _fail(f"{where}.model", "is required",
+                  "set it to an earlier stage's name or to a checkpoint directory")
+        if self.objective not in ("pairwise", "pointwise"):
+            _fail(f"{where}.objective", f"unknown objective {self.objective!r}",
+                  "use pairwise (helpful) or pointwise (safety)")
+        if self.data not in ("tiny", "file"):
+            _fail(f"{where}.data", f"unknown data {self.data!r}", "use tiny or file")
+        if self.data == "file" and not (self.train_file and self.test_file):
+            _fail(f"{where}.train_file", "data = 'file' needs train_file and test_file")
+        for name in ("train_rows", "test_rows", "batch_size"):
+            if getattr(self, name) < 1:
+                _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.epochs <= 0 or self.lr <= 0:
+            _fail(f"{where}.epochs", "epochs and lr must be > 0")
+
+
+STAGE_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "grpo": GRPOConfig,
+                                "reward_model": RewardModelConfig}
 
 
 @dataclass

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from r1kit.config import GRPOConfig, PretrainConfig, Recipe, check_inputs, to_dict
+from r1kit.config import (GRPOConfig, PretrainConfig, Recipe, RewardModelConfig, check_inputs,
+                          to_dict)
 from r1kit.errors import R1kitError
 from r1kit.models import check_model_dir, resolve_device, resolve_dtype
 from r1kit.runlog import RunLog
@@ -110,4 +111,9 @@ def _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_
                            device=device, dtype=dtype, log=log, progress=recipe.run.progress,
                            print=print_fn)
         return run_grpo(cfg, _model_path(cfg.model, recipe, run_dir), ctx)
+    if isinstance(cfg, RewardModelConfig):
+        from r1kit.stages.reward_model import run_reward_model
+
+        return run_reward_model(cfg, _model_path(cfg.model, recipe, run_dir), stage_dir, seed,
+                                device, dtype, log=print_fn)
     raise R1kitError(f"stage {name!r}: kind {cfg.kind!r} has no runner")

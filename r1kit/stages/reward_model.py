@@ -1,0 +1,118 @@
+"""The reward_model stage: R1's helpful and safety reward models (R1-SPEC.md §3).
+
+Both are the policy's architecture with a scalar head (`AutoModelForSequenceClassification`,
+one label) on top of a causal-LM checkpoint:
+
+- helpful, `objective = "pairwise"`: Bradley–Terry on `{prompt, chosen, rejected}` rows,
+  loss = -log sigmoid(r(chosen) - r(rejected)); it scores only the summary (the text after
+  </think>), as the paper's helpful model does;
+- safety, `objective = "pointwise"`: binary cross-entropy on `{prompt, response, safe}` rows;
+  it scores the whole response, reasoning included.
+
+Held-out metric: pairwise accuracy (chosen scored above rejected) or safety accuracy (the sign
+of the score matches the label). Data: the tiny world's synthetic labels (r1kit.tasks.general)
+or JSONL/parquet files with those fields.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from r1kit.config import RewardModelConfig
+from r1kit.errors import R1kitError
+from r1kit.models import load_tokenizer
+from r1kit.tasks import general
+from r1kit.tasks.math import read_rows
+
+FIELDS = {"pairwise": ("prompt", "chosen", "rejected"), "pointwise": ("prompt", "response", "safe")}
+
+
+def reward_text(prompt: str, response: str, summary_only: bool) -> str:
+    """What the reward model reads: the flat R1-Zero turn format, with the response cut to its
+    summary (after </think>) for the helpful model."""
+    if summary_only and "</think>" in response:
+        response = response.rsplit("</think>", 1)[1]
+    return f"User: {prompt}. Assistant: {response.strip()}"
+
+
+def _rows(cfg: RewardModelConfig, seed: int) -> tuple[list[dict], list[dict]]:
+    if cfg.data == "tiny":
+        make = general.helpful_pairs if cfg.objective == "pairwise" else general.safety_rows
+        return general.split(make(cfg.train_rows + cfg.test_rows, seed), cfg.test_rows)
+    out = []
+    for path in (cfg.train_file, cfg.test_file):
+        rows = []
+        for n, row in read_rows(path):
+            for field in FIELDS[cfg.objective]:
+                if field not in row:
+                    raise R1kitError(f"{path}:{n}: no field {field!r}",
+                                     f"{cfg.objective} rows need {', '.join(FIELDS[cfg.objective])}")
+            rows.append(row)
+        out.append(rows)
+    return out[0], out[1]
+
+
+def score_texts(model, tokenizer, texts: list[str]) -> torch.Tensor:
+    """Scalar scores [N] of texts (right-padded batch)."""
+    device = next(model.parameters()).device
+    enc = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    out = model(input_ids=enc["input_ids"].to(device),
+                attention_mask=enc["attention_mask"].to(device), use_cache=False)
+    return out.logits.squeeze(-1).float()
+
+
+def _loss_and_correct(model, tokenizer, batch: list[dict], cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    if cfg.objective == "pairwise":
+        chosen = score_texts(model, tokenizer, [reward_text(r["prompt"], r["chosen"], cfg.summary_only)
+                                                 for r in batch])
+        rejected = score_texts(model, tokenizer, [reward_text(r["prompt"], r["rejected"],
+                                                              cfg.summary_only) for r in batch])
+        margin = chosen - rejected
+        return -torch.nn.functional.logsigmoid(margin).mean(), (margin > 0).float()
+    scores = score_texts(model, tokenizer, [reward_text(r["prompt"], r["response"], cfg.summary_only)
+                                            for r in batch])
+    labels = torch.tensor([float(bool(r["safe"])) for r in batch], device=scores.device)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(scores, labels)
+    return loss, ((scores > 0).float() == labels).float()
+
+
+def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, seed: int,
+                     device: torch.device, dtype: torch.dtype, log=print) -> dict:
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(model_path)
+    tokenizer.padding_side = "right"
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_path), num_labels=1,
+                                                               dtype=dtype).to(device)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    train, test = _rows(cfg, seed)
+    steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.time()
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(len(train), (cfg.batch_size,), generator=gen).tolist()
+        loss, _ = _loss_and_correct(model, tokenizer, [train[i] for i in idx], cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % max(1, steps // 5) == 0:
+            log(f"reward model step {step + 1}/{steps} loss {loss.item():.4f}")
+    model.eval()
+    with torch.no_grad():
+        correct = torch.cat([_loss_and_correct(model, tokenizer, test[i:i + cfg.batch_size], cfg)[1]
+                             for i in range(0, len(test), cfg.batch_size)])
+    accuracy = correct.mean().item()
+    name = "pairwise_accuracy" if cfg.objective == "pairwise" else "safety_accuracy"
+    log(f"reward model held-out {name}: {accuracy:.3f} ({len(test)} rows)")
+    model.save_pretrained(stage_dir)
+    tokenizer.save_pretrained(stage_dir)
+    return {name: accuracy, "train_rows": len(train), "test_rows": len(test), "steps": steps,
+            "seconds": time.time() - t0}

@@ -1,0 +1,48 @@
+"""The reward_model stage: synthetic tiny-world labels, pairwise and pointwise objectives."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import REPO
+from r1kit.cli import main
+from r1kit.stages.reward_model import reward_text
+from r1kit.tasks import general
+
+
+def test_synthetic_rows_and_split():
+    pairs = general.helpful_pairs(600, seed=0)
+    assert all(p["chosen"] != p["rejected"] for p in pairs)
+    rows = general.safety_rows(600, seed=0)
+    assert {r["safe"] for r in rows} == {True, False}
+    unsafe = [r for r in rows if not r["safe"]]
+    assert all(r["response"].startswith("Sure.") for r in unsafe)  # helping with harm
+    train, test = general.split(rows, 100)
+    held = {tuple(sorted(r.items())) for r in test}
+    assert len(test) == 100 and not any(tuple(sorted(r.items())) in held for r in train)
+
+
+def test_reward_text_scores_the_summary_only_when_asked():
+    response = "<think> they want a greeting </think> Hello, Ann!"
+    assert reward_text("Say hello to Ann.", response, True) == "User: Say hello to Ann.. Assistant: Hello, Ann!"
+    assert "they want a greeting" in reward_text("Say hello to Ann.", response, False)
+
+
+def test_reward_model_stages_learn_the_synthetic_labels(tmp_path, monkeypatch):
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main([
+        "run", str(REPO / "recipes" / "reward-models-tiny.toml"), "--out", str(out),
+        "--set", "stages.base.steps=200", "--set", "stages.base.corpus_docs=3000",
+        "--set", "stages.base.hidden_size=48", "--set", "stages.base.intermediate_size=96",
+        "--set", "stages.base.num_layers=1", "--set", "stages.base.lr=1e-2",
+        "--set", "stages.helpful.train_rows=1200", "--set", "stages.helpful.test_rows=200",
+        "--set", "stages.safety.train_rows=1200", "--set", "stages.safety.test_rows=200",
+        "--set", "stages.helpful.lr=2e-3", "--set", "stages.safety.lr=2e-3",
+    ]) == 0
+    helpful = json.loads((out / "helpful" / "stage.json").read_text())["summary"]
+    safety = json.loads((out / "safety" / "stage.json").read_text())["summary"]
+    # far above chance (0.5) even from a micro base; the full recipe's figures are in the README
+    assert helpful["pairwise_accuracy"] >= 0.75, helpful
+    assert safety["safety_accuracy"] >= 0.75, safety
+    assert (out / "helpful" / "config.json").is_file()
