@@ -10,6 +10,14 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
+# --set overrides for a micro tiny-world base (a few seconds to pretrain) that already writes
+# the R1-Zero format often enough for rewards to vary within groups
+MICRO_BASE = [
+    "--set", "stages.base.steps=200", "--set", "stages.base.corpus_docs=3000",
+    "--set", "stages.base.hidden_size=48", "--set", "stages.base.intermediate_size=96",
+    "--set", "stages.base.num_layers=1", "--set", "stages.base.lr=1e-2",
+]
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import REPO
+from conftest import MICRO_BASE, REPO
 from r1kit.cli import main
 from r1kit.stages.reward_model import reward_text
 from r1kit.tasks import general
@@ -33,9 +33,7 @@ def test_reward_model_stages_learn_the_synthetic_labels(tmp_path, monkeypatch):
     out = tmp_path / "run"
     assert main([
         "run", str(REPO / "recipes" / "reward-models-tiny.toml"), "--out", str(out),
-        "--set", "stages.base.steps=200", "--set", "stages.base.corpus_docs=3000",
-        "--set", "stages.base.hidden_size=48", "--set", "stages.base.intermediate_size=96",
-        "--set", "stages.base.num_layers=1", "--set", "stages.base.lr=1e-2",
+        *MICRO_BASE,
         "--set", "stages.helpful.train_rows=1200", "--set", "stages.helpful.test_rows=200",
         "--set", "stages.safety.train_rows=1200", "--set", "stages.safety.test_rows=200",
         "--set", "stages.helpful.lr=2e-3", "--set", "stages.safety.lr=2e-3",

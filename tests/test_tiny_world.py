@@ -8,7 +8,7 @@ import random
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import MICRO_BASE, REPO
 from r1kit.cli import main
 from r1kit.models import build_tiny_tokenizer, load_tokenizer
 from r1kit.rewards import RuleReward
@@ -97,9 +97,7 @@ def test_micro_run_end_to_end(tmp_path, monkeypatch):
     out = tmp_path / "run"
     args = [
         "run", str(REPO / "recipes" / "zero-tiny.toml"), "--out", str(out),
-        "--set", "stages.base.steps=200", "--set", "stages.base.corpus_docs=3000",
-        "--set", "stages.base.hidden_size=48", "--set", "stages.base.intermediate_size=96",
-        "--set", "stages.base.num_layers=1", "--set", "stages.base.lr=1e-2",
+        *MICRO_BASE,
         "--set", "stages.zero.steps=3", "--set", "stages.zero.rollout_batch_size=32",
         "--set", "stages.zero.num_minibatches=2", "--set", "stages.zero.micro_batch_size=8",
         "--set", "stages.zero.max_new_tokens=24", "--set", "stages.zero.lr=1e-2",
@@ -136,9 +134,7 @@ def test_reference_refresh_and_length_schedule(tmp_path, monkeypatch):
     follows its schedule."""
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
     common = [
-        "--set", "stages.base.steps=200", "--set", "stages.base.corpus_docs=3000",
-        "--set", "stages.base.hidden_size=48", "--set", "stages.base.intermediate_size=96",
-        "--set", "stages.base.num_layers=1", "--set", "stages.base.lr=1e-2",
+        *MICRO_BASE,
         "--set", "stages.zero.steps=3", "--set", "stages.zero.rollout_batch_size=32",
         "--set", "stages.zero.lr=1e-2", "--set", "stages.zero.eval.every=0",
         "--set", "stages.zero.max_new_tokens=24",
