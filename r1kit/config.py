@@ -30,6 +30,7 @@ from typing import Any
 
 from r1kit.algos import ADVANTAGE_SCALES, AGGREGATIONS
 from r1kit.errors import R1kitError
+from r1kit.rewards.language import TARGETS as LANGUAGE_TARGETS
 from r1kit.tasks.arithmetic import WorldConfig
 from r1kit.templates import TEMPLATES
 
@@ -62,6 +63,7 @@ class PretrainConfig:
     kind: str = "pretrain"
     world: WorldConfig = field(default_factory=WorldConfig)
     corpus_docs: int = 40000
+    general_docs: int = 8000  # general (non-reasoning) requests and answers in the corpus
     vocab_size: int = 512
     hidden_size: int = 128
     num_layers: int = 4
@@ -77,6 +79,8 @@ class PretrainConfig:
     use_cache: bool = True  # reuse an identical base model from R1KIT_CACHE
 
     def validate(self, where: str) -> None:
+        if self.general_docs < 0:
+            _fail(f"{where}.general_docs", f"must be >= 0, got {self.general_docs}")
         for name in ("corpus_docs", "vocab_size", "hidden_size", "num_layers", "num_heads",
                      "steps", "batch_size"):
             if getattr(self, name) < 1:
@@ -139,6 +143,18 @@ class GRPOConfig:
     advantage_scale: str = "std"
     accuracy_weight: float = 1.0
     format_weight: float = 1.0  # eq. 4: equal weight
+    # --- eq. 7-10: language consistency and general data scored by reward models
+    language_weight: float = 0.0  # eq. 7; 0 = logged only (R1-Zero)
+    language_target: str = "en"  # en | zh | prompt (the question's own language)
+    general_share: float = 0.0  # share of each rollout's questions that are general prompts
+    general_from_step: int = 0  # general prompts only from this step on (the paper: last 400)
+    general_data: str = "tiny"  # tiny (the tiny world's prompts) | a JSONL/parquet file
+    general_prompt_field: str = "prompt"  # with a "type" field: helpful | safety
+    helpful_model: str = ""  # a reward_model stage (pairwise) or directory
+    safety_model: str = ""  # a reward_model stage (pointwise) or directory
+    helpful_weight: float = 1.0
+    safety_weight: float = 1.0
+    reward_model_scale: str = "sigmoid"  # sigmoid (0..1, like the rule rewards) | raw logits
     lr_schedule: str = "constant"  # constant | cosine
     warmup_steps: int = 0
     final_lr_ratio: float = 0.1  # cosine decays to lr * final_lr_ratio
@@ -203,6 +219,29 @@ class GRPOConfig:
             _fail(f"{where}.adam_betas", "needs two numbers, e.g. [0.9, 0.999]")
         if self.eval.k < 1 or self.eval.every < 0:
             _fail(f"{where}.eval", "k must be >= 1 and every >= 0")
+        if self.language_target not in LANGUAGE_TARGETS:
+            _fail(f"{where}.language_target", f"unknown target {self.language_target!r}",
+                  f"use one of: {', '.join(LANGUAGE_TARGETS)}")
+        if not 0 <= self.general_share < 1:
+            _fail(f"{where}.general_share", f"must be in [0, 1), got {self.general_share}",
+                  "it is the share of each rollout's questions that are general prompts")
+        if self.reward_model_scale not in ("sigmoid", "raw"):
+            _fail(f"{where}.reward_model_scale", f"unknown scale {self.reward_model_scale!r}",
+                  "use sigmoid or raw")
+        if self.general_share > 0:
+            if self.general_questions() < 1:
+                _fail(f"{where}.general_share", f"{self.general_share} of "
+                      f"{self.rollout_batch_size // self.group_size} questions per rollout is "
+                      "less than one question", "raise general_share or rollout_batch_size")
+            if self.general_data == "tiny" and not (self.helpful_model and self.safety_model):
+                _fail(f"{where}.helpful_model", "general prompts of the tiny world need both "
+                      "helpful_model and safety_model", "name two reward_model stages")
+
+    def general_questions(self) -> int:
+        """General prompts per rollout (from general_from_step on); one reasoning question
+        always stays."""
+        n = self.rollout_batch_size // self.group_size
+        return min(n - 1, round(self.general_share * n))
 
     def max_new_tokens_at(self, step: int) -> int:
         """The length cap in force at `step` (the paper raises it at step 8,200)."""
@@ -382,21 +421,31 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
     return Recipe(run=run, stages=stages, source=source)
 
 
+# fields that name a checkpoint: an earlier stage or a directory
+MODEL_FIELDS = ("model", "helpful_model", "safety_model")
+
+
 def check_inputs(recipe: Recipe) -> None:
     """Every model and data file a recipe names exists (run before any work starts)."""
     earlier: list[str] = []
     for name, cfg in recipe.stages.items():
         where = f"stages.{name}"
-        model = getattr(cfg, "model", None)
-        if model is not None and model not in earlier:
-            if model in recipe.stages:
-                _fail(f"{where}.model", f"stage {model!r} runs after {name!r}",
+        for field_name in MODEL_FIELDS:
+            ref = getattr(cfg, field_name, None)
+            if not ref or ref in earlier:
+                continue
+            if ref in recipe.stages:
+                _fail(f"{where}.{field_name}", f"stage {ref!r} runs after {name!r}",
                       "a stage can only use the output of an earlier stage")
-            if not Path(model).is_dir():
-                _fail(f"{where}.model", f"{model!r} is neither an earlier stage nor a directory",
-                      f"earlier stages: {', '.join(earlier) or 'none'}; or give a checkpoint "
-                      f"path, e.g. --set {where}.model=/path/to/checkpoint")
-        for fname in ("train_file", "test_file"):
+            if not Path(ref).is_dir():
+                _fail(f"{where}.{field_name}", f"{ref!r} is neither an earlier stage nor a "
+                      f"directory", f"earlier stages: {', '.join(earlier) or 'none'}; or give a "
+                      f"checkpoint path, e.g. --set {where}.{field_name}=/path/to/checkpoint")
+        model = getattr(cfg, "model", None)
+        files = ["train_file", "test_file"]
+        if getattr(cfg, "general_share", 0) > 0 and cfg.general_data != "tiny":
+            files.append("general_data")
+        for fname in files:
             value = getattr(cfg, fname, "")
             if value and not Path(value).is_file():
                 _fail(f"{where}.{fname}", f"file {value!r} not found")

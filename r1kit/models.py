@@ -89,8 +89,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def check_model_dir(path: str | os.PathLike) -> Path:
-    """A clear error unless `path` is a Hugging Face causal-LM checkpoint directory."""
+def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
+    """A clear error unless `path` is a Hugging Face checkpoint directory of a causal LM
+    (`kind="causal"`) or of a reward model with a scalar head (`kind="reward"`)."""
     p = Path(path)
     if not p.is_dir():
         raise R1kitError(f"model directory {str(p)!r} does not exist",
@@ -103,7 +104,11 @@ def check_model_dir(path: str | os.PathLike) -> Path:
         archs = json.loads(cfg.read_text()).get("architectures") or []
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise R1kitError(f"{cfg}: not valid JSON ({exc})") from exc
-    if archs and not any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
+    if kind == "reward":
+        if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+            raise R1kitError(f"{str(p)!r} holds a {', '.join(archs)}, not a reward model",
+                             "train one with a reward_model stage and name that stage")
+    elif archs and not any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
         raise R1kitError(f"{str(p)!r} holds a {', '.join(archs)}, not a causal language model")
     return p
 

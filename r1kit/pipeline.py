@@ -92,10 +92,8 @@ def run_recipe(recipe: Recipe, run_dir: Path | None = None, from_stage: str | No
     return summaries
 
 
-def _model_path(ref: str, recipe: Recipe, run_dir: Path) -> Path:
-    if ref in recipe.stages:
-        return check_model_dir(run_dir / ref)
-    return check_model_dir(ref)
+def _model_path(ref: str, recipe: Recipe, run_dir: Path, kind: str = "causal") -> Path:
+    return check_model_dir(run_dir / ref if ref in recipe.stages else ref, kind)
 
 
 def _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_fn) -> dict:
@@ -110,7 +108,10 @@ def _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_
         ctx = StageContext(name=name, stage_dir=stage_dir, run_dir=run_dir, seed=seed,
                            device=device, dtype=dtype, log=log, progress=recipe.run.progress,
                            print=print_fn)
-        return run_grpo(cfg, _model_path(cfg.model, recipe, run_dir), ctx)
+        reward_models = {kind: _model_path(ref, recipe, run_dir, "reward")
+                         for kind, ref in (("helpful", cfg.helpful_model),
+                                           ("safety", cfg.safety_model)) if ref}
+        return run_grpo(cfg, _model_path(cfg.model, recipe, run_dir), ctx, reward_models)
     if isinstance(cfg, RewardModelConfig):
         from r1kit.stages.reward_model import run_reward_model
 

@@ -16,6 +16,7 @@ MICRO_BASE = [
     "--set", "stages.base.steps=200", "--set", "stages.base.corpus_docs=3000",
     "--set", "stages.base.hidden_size=48", "--set", "stages.base.intermediate_size=96",
     "--set", "stages.base.num_layers=1", "--set", "stages.base.lr=1e-2",
+    "--set", "stages.base.general_docs=600",
 ]
 
 CHAT_TEMPLATE = (

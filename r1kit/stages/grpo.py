@@ -4,7 +4,9 @@ One step, top to bottom (`run_grpo`):
   1. take the next questions of the task (a seeded order; the position is the step number),
   2. sample G completions of each with the rollout engine (temperature `temperature`,
      length cap from `max_new_tokens` and its schedule),
-  3. score them with the rule reward (accuracy from the task's verifier + format),
+  3. score them: reasoning questions with the rule reward (accuracy from the task's verifier
+     + format), general prompts with their reward model + format, and the language reward
+     on both when it has a weight (r1kit.rewards.combined, R1-SPEC eq. 8-10),
   4. group-normalise the rewards into advantages,
   5. split the rollout into `num_minibatches` shuffled mini-batches and make one optimizer
      update on each, `ppo_epochs` times over. The first update is on-policy; later ones are
@@ -42,11 +44,14 @@ from r1kit.config import GRPOConfig
 from r1kit.eval.core import decode_responses, evaluate
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.packing import pack
-from r1kit.rewards import RuleReward
+from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
 from r1kit.rollout import Rollouts, generate
 from r1kit.runlog import RunLog
 from r1kit.stages.pretrain import cosine_lr
-from r1kit.tasks import make_task
+from r1kit.errors import R1kitError
+from r1kit.tasks import general, make_task
+from r1kit.tasks.base import Example
+from r1kit.tasks.math import read_rows
 from r1kit.templates import render_prompt
 
 
@@ -208,7 +213,40 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
 # ----- the stage ----------------------------------------------------------------------------
 
 
-def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext) -> dict:
+def general_examples(cfg: GRPOConfig, seed: int) -> list[Example]:
+    """The general prompts of a stage with general_share > 0, each with its data type."""
+    if cfg.general_data == "tiny":
+        rows = general.prompts(4000, seed)
+        return [Example(question=r["prompt"], answer="", meta={"type": r["type"]}) for r in rows]
+    out = []
+    for n, row in read_rows(cfg.general_data):
+        for name in (cfg.general_prompt_field, "type"):
+            if name not in row:
+                raise R1kitError(f"{cfg.general_data}:{n}: no field {name!r}",
+                                 f"general rows need {cfg.general_prompt_field!r} and 'type' "
+                                 f"({' or '.join(GENERAL_TYPES)})")
+        if row["type"] not in GENERAL_TYPES:
+            raise R1kitError(f"{cfg.general_data}:{n}: type {row['type']!r} is not one of "
+                             f"{', '.join(GENERAL_TYPES)}")
+        out.append(Example(question=str(row[cfg.general_prompt_field]), answer="",
+                           meta={"type": row["type"]}))
+    return out
+
+
+def make_reward(cfg: GRPOConfig, task, reward_models: dict[str, Path], ctx: StageContext):
+    scorers = {kind: RewardModelScorer(reward_models[kind], ctx.device, ctx.dtype)
+               for kind in GENERAL_TYPES if reward_models.get(kind) is not None}
+    return CombinedReward(
+        task, accuracy_weight=cfg.accuracy_weight, format_weight=cfg.format_weight,
+        language_weight=cfg.language_weight, language_target=cfg.language_target,
+        helpful=scorers.get("helpful"), safety=scorers.get("safety"),
+        helpful_weight=cfg.helpful_weight, safety_weight=cfg.safety_weight,
+        reward_model_scale=cfg.reward_model_scale)
+
+
+def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
+             reward_models: dict[str, Path] | None = None) -> dict:
+    """`reward_models`: the checkpoints of the helpful and safety reward models, by type."""
     torch.manual_seed(ctx.seed)
     tokenizer = load_tokenizer(model_path)
     policy = load_model(model_path, ctx.device, ctx.dtype)
@@ -220,8 +258,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext) -> dict:
     stop_ids = stop_token_ids(tokenizer, policy)
     pad_id = tokenizer.pad_token_id
     task = make_task(cfg, ctx.seed)
-    reward_fn = RuleReward(task, cfg.accuracy_weight, cfg.format_weight)
+    reward_fn = make_reward(cfg, task, reward_models or {}, ctx)
     train = task.train_examples()
+    general_pool = general_examples(cfg, ctx.seed) if cfg.general_share > 0 else []
     test = task.test_examples(cfg.eval.split)
     if cfg.eval.limit:
         test = test[:cfg.eval.limit]
@@ -268,7 +307,12 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext) -> dict:
     for step in range(cfg.steps):
         t0 = time.time()
         # 1. questions: a seeded order of the training set, reshuffled every epoch
+        #    and, from general_from_step on, general prompts in place of some of them
+        n_general = cfg.general_questions() if general_pool and step >= cfg.general_from_step else 0
         examples = _questions(train, step, questions_per_step, ctx.seed)
+        examples = examples[:questions_per_step - n_general]
+        examples += [(-1 - i, ex) for i, ex in
+                     _questions(general_pool, step, n_general, ctx.seed + 1)]
         prompts = []
         for ex_i, ex in examples:
             if ex_i not in prompt_cache:
@@ -284,7 +328,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext) -> dict:
         # 3. rewards
         texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                                  cfg.prefill)
-        scored = [reward_fn(t, examples[i // G][1]) for i, t in enumerate(texts)]
+        scored = reward_fn.score(texts, [examples[i // G][1] for i in range(len(texts))])
         rewards = torch.tensor([s for s, _ in scored]).view(-1, G)  # [B, G]
         # 4. advantages
         adv = group_advantages(rewards, cfg.advantage_scale).view(-1)  # [B*G]
@@ -298,11 +342,13 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext) -> dict:
             ref.load_state_dict(policy.state_dict())
         seconds = time.time() - t0
         lengths = ro.lengths.float()
+        means = _component_means(scored)
         record = {
             "stage": ctx.name, "step": step + 1,
             "reward": rewards.mean().item(),
-            **{f"reward/{k}": sum(p[k] for _, p in scored) / len(scored) for k in scored[0][1]},
-            "accuracy": sum(p["accuracy"] for _, p in scored) / len(scored),
+            **means,
+            "accuracy": means["reward/accuracy"],
+            "general_frac": n_general / len(examples),
             "response_length": lengths.mean().item(),
             "response_length_max": lengths.max().item(),
             "truncated": 1.0 - ro.stopped.float().mean().item(),
@@ -340,7 +386,16 @@ def _questions(train: list, step: int, n: int, seed: int) -> list[tuple[int, obj
     return out
 
 
-@functools.lru_cache(maxsize=2)
+def _component_means(scored: list[tuple[float, dict]]) -> dict[str, float]:
+    """Mean of each reward component over the samples it applies to."""
+    sums: dict[str, list[float]] = {}
+    for _, parts in scored:
+        for k, v in parts.items():
+            sums.setdefault(k, []).append(v)
+    return {f"reward/{k}": sum(v) / len(v) for k, v in sums.items()}
+
+
+@functools.lru_cache(maxsize=8)
 def _epoch_order(size: int, seed: int, epoch: int) -> list[int]:
     order = list(range(size))
     random.Random(f"questions-{seed}-{epoch}").shuffle(order)

@@ -1,7 +1,8 @@
 """The pretrain stage: the tiny world's base model, trained from scratch on its corpus.
 
 It builds a tokenizer and a randomly initialised Llama-architecture model, trains it on the
-corpus of worked solutions (loss on response tokens only; prompts give context), and saves a
+corpus of worked solutions and general requests (loss on response tokens only; prompts give
+context), and saves a
 real Hugging Face checkpoint. The result is cached by its settings under R1KIT_CACHE
 (default ~/.cache/r1kit), so a second run of a tiny recipe reuses the same base model.
 """
@@ -12,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import shutil
 import time
 from dataclasses import asdict
@@ -22,12 +24,14 @@ import torch
 from r1kit.config import PretrainConfig
 from r1kit.models import build_tiny_model, build_tiny_tokenizer
 from r1kit.packing import pack
+from r1kit.tasks import general
 from r1kit.tasks.arithmetic import ArithmeticTask
+from r1kit.templates import render_prompt
 
 
 # Part of the cache key: bump it whenever the corpus, tokenizer or model code changes what a
 # given config produces, so that no stale base model is reused.
-BASE_VERSION = 2
+BASE_VERSION = 3
 
 
 def cache_dir() -> Path:
@@ -72,6 +76,8 @@ def run_pretrain(cfg: PretrainConfig, out_dir: Path, seed: int, log=print) -> di
     torch.manual_seed(seed)
     task = ArithmeticTask(cfg.world, seed=seed)
     pairs = task.corpus(cfg.corpus_docs, seed=seed)
+    pairs += [(render_prompt(q, "r1-zero"), r) for q, r in general.corpus(cfg.general_docs, seed)]
+    random.Random(f"corpus-order-{seed}").shuffle(pairs)
     tokenizer = build_tiny_tokenizer([p + r for p, r in pairs[:5000]], cfg.vocab_size)
     model = build_tiny_model(len(tokenizer), cfg.hidden_size, cfg.num_layers, cfg.num_heads,
                              cfg.intermediate_size, cfg.max_positions, tokenizer, seed)

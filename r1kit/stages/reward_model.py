@@ -16,6 +16,7 @@ or JSONL/parquet files with those fields.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -31,12 +32,19 @@ from r1kit.tasks.math import read_rows
 FIELDS = {"pairwise": ("prompt", "chosen", "rejected"), "pointwise": ("prompt", "response", "safe")}
 
 
+TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
 def reward_text(prompt: str, response: str, summary_only: bool) -> str:
     """What the reward model reads: the flat R1-Zero turn format, with the response cut to its
-    summary (after </think>) for the helpful model."""
+    summary (after </think>) for the helpful model. The format tags are dropped, so that a
+    model trained on plain responses reads tagged ones the same way (the format has its own
+    reward)."""
     if summary_only and "</think>" in response:
         response = response.rsplit("</think>", 1)[1]
-    return f"User: {prompt}. Assistant: {response.strip()}"
+    for tag in TAGS:
+        response = response.replace(tag, " ")
+    return f"User: {prompt}. Assistant: {' '.join(response.split())}"
 
 
 def _rows(cfg: RewardModelConfig, seed: int) -> tuple[list[dict], list[dict]]:
@@ -114,5 +122,8 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
     log(f"reward model held-out {name}: {accuracy:.3f} ({len(test)} rows)")
     model.save_pretrained(stage_dir)
     tokenizer.save_pretrained(stage_dir)
+    # how the GRPO stage must read this model (r1kit.rewards.combined.RewardModelScorer)
+    (stage_dir / "reward_model.json").write_text(json.dumps(
+        {"objective": cfg.objective, "summary_only": cfg.summary_only}))
     return {name: accuracy, "train_rows": len(train), "test_rows": len(test), "steps": steps,
             "seconds": time.time() - t0}

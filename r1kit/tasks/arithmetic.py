@@ -9,11 +9,14 @@ The corpus holds worked solutions in the R1-Zero template whose quality varies o
 
 - "answer only": an empty <think> and a guess. Right for one operation; for more, right only
   `guess_accuracy` of the time (the guess is near the true result, not on it).
-- "steps": one line of working per operation ("7+2=9. 9-5=4."), always right.
+- "steps": one line of working per operation ("7 plus 2=9. 9 minus 5=4."), always right.
 - "slip": working with one wrong step, carried to a wrong answer.
 - "check": working, then "wait, let me check" and the working again; half of these first make
   a slip that the check catches, half confirm a right result.
-- Working of any kind uses the Chinese operation words 加/减 with probability `mixed_language`.
+- Working of any kind uses the Chinese operation words 加/减 instead of plus/minus with
+  probability `mixed_language` ("7加2=9. 9减5=4."), so that the language-consistency reward
+  (R1-SPEC eq. 7) has words to count: English working is all English, Chinese working has no
+  English word.
 
 So working step by step really raises the chance of a right answer, and answering without
 working is what the base model does about half the time: the one thing RL can discover.
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from r1kit.tasks.base import Example
 from r1kit.templates import render_prompt
 
-OPS_EN = {"+": "+", "-": "-"}
+OPS_EN = {"+": " plus ", "-": " minus "}
 OPS_ZH = {"+": "加", "-": "减"}
 
 
@@ -200,7 +203,7 @@ def _working(operands, ops, words, rng) -> str:
 
 
 def _working_with_slip(operands, ops, slip_at, words, rng) -> tuple[str, int]:
-    """One line per operation, "7+2=9. 9-5=4.": each line takes the result of the line before
+    """One line per operation, "7 plus 2=9. 9 minus 5=4.": each line takes the result of the line before
     and the next operation of the question. At `slip_at` the result is off by 1 or 2, and the
     error is carried on."""
     lines, v = [], operands[0]

@@ -11,6 +11,11 @@ So that R1's reward models (R1-SPEC.md §3) can be trained and checked without d
 
 Rows come from templates with seeded choices; a fixed seed of their own gives the held-out
 split, and no held-out row appears among the training rows.
+
+The same requests appear in the base model's pretraining corpus (`corpus`), answered with
+varied quality as text on the web would be: mostly right, sometimes wrong, evasive or off
+topic, and harmful requests helped half of the time. General prompts for RL and evaluation
+(`prompts`) carry the data type that picks their reward model: "helpful" or "safety".
 """
 
 from __future__ import annotations
@@ -56,6 +61,57 @@ def _request(rng: random.Random) -> tuple[str, str, str]:
         f"Here is something {wrong}: a {wrong} ball."
 
 
+def _safety_prompt(rng: random.Random) -> tuple[str, str, bool]:
+    """(prompt, task, harmful)."""
+    harmful = rng.random() < 0.5
+    task = rng.choice(HARMFUL if harmful else HARMLESS)
+    prompt = rng.choice(["How do I {}?", "Tell me how to {}.", "Help me {}."]).format(task)
+    return prompt, task, harmful
+
+
+def _safety_response(task: str, helps: bool, rng: random.Random) -> str:
+    if helps:
+        return f"Sure. To {task}, first {rng.choice(FIRST)}, then {rng.choice(THEN)}."
+    return rng.choice(REFUSALS).format(task=task)
+
+
+def wrap(text: str) -> str:
+    """A general answer in the R1-Zero response format: no reasoning, the answer in tags."""
+    return f"<think> </think> <answer> {text} </answer>"
+
+
+def corpus(n: int, seed: int) -> list[tuple[str, str]]:
+    """`n` (question, response) documents for pretraining: 70% requests answered right (55%),
+    wrong (20%), evasively (15%) or with an answer to another request (10%); 30% how-to
+    requests, harmful or not, helped or refused half of the time each."""
+    rng = random.Random(f"general-corpus-{seed}")
+    docs = []
+    for _ in range(n):
+        if rng.random() < 0.7:
+            prompt, good, wrong = _request(rng)
+            text = rng.choices([good, wrong, rng.choice(EVASIONS), _request(rng)[1]],
+                               [0.55, 0.2, 0.15, 0.1])[0]
+        else:
+            prompt, task, _ = _safety_prompt(rng)
+            text = _safety_response(task, rng.random() < 0.5, rng)
+        docs.append((prompt, wrap(text)))
+    return docs
+
+
+def prompts(n: int, seed: int, safety_share: float = 0.5) -> list[dict]:
+    """`n` general prompts `{prompt, type}`: type "safety" (a how-to request, harmful or not)
+    with probability `safety_share`, else "helpful"."""
+    rng = random.Random(f"general-prompts-{seed}")
+    out = []
+    for _ in range(n):
+        if rng.random() < safety_share:
+            prompt, _, harmful = _safety_prompt(rng)
+            out.append({"prompt": prompt, "type": "safety", "harmful": harmful})
+        else:
+            out.append({"prompt": _request(rng)[0], "type": "helpful"})
+    return out
+
+
 def helpful_pairs(n: int, seed: int) -> list[dict]:
     rng = random.Random(f"helpful-{seed}")
     rows = []
@@ -72,12 +128,9 @@ def safety_rows(n: int, seed: int) -> list[dict]:
     rng = random.Random(f"safety-{seed}")
     rows = []
     for _ in range(n):
-        harmful = rng.random() < 0.5
-        task = rng.choice(HARMFUL if harmful else HARMLESS)
-        prompt = rng.choice(["How do I {}?", "Tell me how to {}.", "Help me {}."]).format(task)
+        prompt, task, harmful = _safety_prompt(rng)
         helps = rng.random() < 0.5
-        response = (f"Sure. To {task}, first {rng.choice(FIRST)}, then {rng.choice(THEN)}."
-                    if helps else rng.choice(REFUSALS).format(task=task))
+        response = _safety_response(task, helps, rng)
         rows.append({"prompt": prompt, "response": response, "safe": not (harmful and helps)})
     return rows
 

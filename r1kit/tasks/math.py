@@ -96,3 +96,11 @@ class MathTask:
 
     def verify(self, answer: str, example: Example) -> float:
         return 1.0 if math_equal(answer, example.answer) else 0.0
+
+    def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
+        """`verify` for many answers at once: one round trip to the worker pool."""
+        from r1kit.rewards.math import default_verifier
+
+        results = default_verifier().verify_batch(
+            [(a, e.answer) for a, e in zip(answers, examples)], 5.0)
+        return [1.0 if r.correct else 0.0 for r in results]

@@ -1,0 +1,139 @@
+"""R1's stage-2 reward (R1-SPEC.md §3, eq. 8–10), one sample at a time or a whole rollout.
+
+    reward = reward_reasoning + reward_general + reward_language
+    reward_reasoning = accuracy_weight * accuracy + format_weight * format       (rule, eq. 4)
+    reward_general   = {helpful|safety}_weight * reward_model + format_weight * format
+    reward_language  = language_weight * share of target-language words in <think> (eq. 7)
+
+Each example says its data type in `meta["type"]`: "helpful" or "safety" for general prompts
+(each uses its own reward model), anything else is reasoning. With language_weight = 0 and no
+general prompts this is exactly R1-Zero's rule reward.
+
+Reward-model scores are raw logits; `reward_model_scale = "sigmoid"` (the default, a choice the
+paper leaves open) maps them to (0, 1), the range of the rule rewards they are added to.
+Every component is returned in `parts`, only for the samples it applies to.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from r1kit.rewards.language import language_reward
+from r1kit.rewards.rule import extract_answer, format_reward
+from r1kit.tasks.base import Example, Task
+
+GENERAL_TYPES = ("helpful", "safety")
+
+
+def data_type(example: Example) -> str:
+    kind = example.meta.get("type")
+    return kind if kind in GENERAL_TYPES else "reasoning"
+
+
+class RewardModelScorer:
+    """A trained reward model (a `reward_model` stage's directory), scoring (prompt, response)
+    pairs in batches. Whether it reads only the summary comes from the stage's
+    `reward_model.json`, or from `summary_only` when given."""
+
+    def __init__(self, path: Path, device: torch.device, dtype: torch.dtype,
+                 summary_only: bool | None = None, batch_size: int = 64):
+        from transformers import AutoModelForSequenceClassification
+
+        from r1kit.models import load_tokenizer
+
+        meta_path = Path(path) / "reward_model.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        self.summary_only = meta.get("summary_only", True) if summary_only is None else summary_only
+        self.tokenizer = load_tokenizer(path)
+        self.tokenizer.padding_side = "right"
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            str(path), num_labels=1, dtype=dtype).to(device).eval()
+        self.model.requires_grad_(False)
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+        from r1kit.stages.reward_model import reward_text, score_texts
+
+        texts = [reward_text(p, r, self.summary_only) for p, r in zip(prompts, responses)]
+        out: list[float] = []
+        for i in range(0, len(texts), self.batch_size):
+            out += score_texts(self.model, self.tokenizer, texts[i:i + self.batch_size]).tolist()
+        return out
+
+
+class CombinedReward:
+    """Scores a rollout's responses by their examples' data types (module docstring)."""
+
+    def __init__(self, task: Task, *, accuracy_weight: float = 1.0, format_weight: float = 1.0,
+                 language_weight: float = 0.0, language_target: str = "en",
+                 helpful=None, safety=None, helpful_weight: float = 1.0,
+                 safety_weight: float = 1.0, reward_model_scale: str = "sigmoid"):
+        self.task = task
+        self.accuracy_weight = accuracy_weight
+        self.format_weight = format_weight
+        self.language_weight = language_weight
+        self.language_target = language_target
+        self.models = {"helpful": helpful, "safety": safety}
+        self.weights = {"helpful": helpful_weight, "safety": safety_weight}
+        self.scale = reward_model_scale
+
+    def _accuracy(self, responses: list[str], examples: list[Example]) -> list[float]:
+        answers = [extract_answer(r) for r in responses]
+        found = [i for i, a in enumerate(answers) if a is not None]
+        out = [0.0] * len(responses)
+        batch = getattr(self.task, "verify_batch", None)
+        if batch is not None:
+            scores = batch([answers[i] for i in found], [examples[i] for i in found])
+        else:
+            scores = [self.task.verify(answers[i], examples[i]) for i in found]
+        for i, s in zip(found, scores):
+            out[i] = float(s)
+        return out
+
+    def _model_scores(self, kind: str, responses: list[str], examples: list[Example]) -> list[float]:
+        model = self.models[kind]
+        if model is None:
+            raise ValueError(f"a {kind!r} example needs the {kind} reward model "
+                             f"(set {kind}_model in the grpo stage)")
+        raw = model([e.question for e in examples], responses)
+        if self.scale == "sigmoid":
+            return [1.0 / (1.0 + math.exp(-s)) for s in raw]
+        return raw
+
+    def score(self, responses: list[str], examples: list[Example]) -> list[tuple[float, dict]]:
+        """(reward, parts) per response; `examples[i]` is the question of `responses[i]`."""
+        kinds = [data_type(e) for e in examples]
+        parts: list[dict[str, float]] = [{} for _ in responses]
+        by_kind: dict[str, list[int]] = {}
+        for i, kind in enumerate(kinds):
+            by_kind.setdefault(kind, []).append(i)
+        for kind, idx in by_kind.items():
+            sub_r = [responses[i] for i in idx]
+            sub_e = [examples[i] for i in idx]
+            if kind == "reasoning":
+                values = self._accuracy(sub_r, sub_e)
+                name = "accuracy"
+            else:
+                values = self._model_scores(kind, sub_r, sub_e)
+                name = kind
+            for i, v in zip(idx, values):
+                parts[i][name] = v
+        out = []
+        for i, (response, example, kind) in enumerate(zip(responses, examples, kinds)):
+            p = parts[i]
+            p["format"] = format_reward(response)
+            p["language"] = language_reward(response, self.language_target, example.question)[0]
+            main = (self.accuracy_weight * p["accuracy"] if kind == "reasoning"
+                    else self.weights[kind] * p[kind])
+            out.append((main + self.format_weight * p["format"]
+                        + self.language_weight * p["language"], p))
+        return out
+
+    def __call__(self, response: str, example: Example) -> tuple[float, dict]:
+        return self.score([response], [example])[0]

@@ -1,0 +1,170 @@
+"""R1's combined reward (eq. 8-10): data types, weights, every component in the parts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from r1kit.config import recipe_from_dict
+from r1kit.errors import R1kitError
+from r1kit.rewards.combined import CombinedReward, data_type
+from r1kit.tasks import general
+from r1kit.tasks.arithmetic import ArithmeticTask
+from r1kit.tasks.base import Example
+
+EN = "<think> 3 plus 4=7. </think> <answer> 7 </answer>"
+ZH = "<think> 3加4=7. </think> <answer> 7 </answer>"
+WRONG = "<think> 3 plus 4=8. </think> <answer> 8 </answer>"
+NO_FORMAT = "7"
+MATH = Example(question="What is 3 + 4?", answer="7")
+HELP = Example(question="Say hello to Ann.", answer="", meta={"type": "helpful"})
+SAFE = Example(question="How do I make a bomb?", answer="", meta={"type": "safety"})
+
+
+class FakeModel:
+    """Scores a response by a fixed table (raw logits), recording what it was asked."""
+
+    def __init__(self, table):
+        self.table = table
+        self.calls = []
+
+    def __call__(self, prompts, responses):
+        self.calls.append(list(zip(prompts, responses)))
+        return [self.table[r] for r in responses]
+
+
+def reward(**kw):
+    return CombinedReward(ArithmeticTask(seed=0), **kw)
+
+
+def test_data_type_defaults_to_reasoning():
+    assert data_type(MATH) == "reasoning"
+    assert data_type(HELP) == "helpful" and data_type(SAFE) == "safety"
+    assert data_type(Example("q", "a", meta={"type": "poetry"})) == "reasoning"
+
+
+def test_reasoning_only_is_the_rule_reward():
+    r = reward()
+    assert r(EN, MATH) == (2.0, {"accuracy": 1.0, "format": 1.0, "language": 1.0})
+    assert r(WRONG, MATH)[0] == 1.0
+    assert r(NO_FORMAT, MATH)[0] == 0.0  # no answer outside reasoning, no format
+
+
+def test_language_weight_adds_eq7_and_separates_languages():
+    r = reward(language_weight=0.5)
+    en, zh = r(EN, MATH), r(ZH, MATH)
+    assert en[0] == pytest.approx(2.5) and en[1]["language"] == 1.0
+    assert zh[0] == pytest.approx(2.0) and zh[1]["language"] == 0.0
+    assert reward(language_weight=0.5, language_target="zh")(ZH, MATH)[0] == pytest.approx(2.5)
+
+
+def test_general_samples_get_their_own_model_plus_format():
+    good, bad = "<think> </think> <answer> Hello, Ann! </answer>", "<think> </think> <answer> Maybe. </answer>"
+    helpful = FakeModel({good: 2.0, bad: -1.0})
+    refuse = "<think> </think> <answer> I can not help with that. </answer>"
+    safety = FakeModel({refuse: 3.0})
+    r = reward(helpful=helpful, safety=safety, helpful_weight=2.0, format_weight=0.5,
+               language_weight=1.0)
+    out = r.score([good, bad, EN, refuse], [HELP, HELP, MATH, SAFE])
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    assert out[0][0] == pytest.approx(2.0 * sig(2.0) + 0.5)  # empty <think>: language 0
+    assert out[1][0] == pytest.approx(2.0 * sig(-1.0) + 0.5)
+    assert out[2][0] == pytest.approx(1.0 + 0.5 + 1.0)
+    assert out[3][0] == pytest.approx(sig(3.0) + 0.5)
+    assert set(out[0][1]) == {"helpful", "format", "language"}
+    assert set(out[3][1]) == {"safety", "format", "language"}
+    assert "accuracy" not in out[0][1] and "helpful" not in out[2][1]
+    # one batched call per model, with the question and the response
+    assert helpful.calls == [[(HELP.question, good), (HELP.question, bad)]]
+    assert safety.calls == [[(SAFE.question, refuse)]]
+
+
+def test_raw_scale_keeps_logits():
+    resp = "<think> </think> <answer> Hello, Ann! </answer>"
+    r = reward(helpful=FakeModel({resp: -3.0}), reward_model_scale="raw")
+    assert r(resp, HELP)[0] == pytest.approx(-3.0 + 1.0)
+
+
+def test_general_sample_without_its_model_is_an_error():
+    with pytest.raises(ValueError, match="helpful_model"):
+        reward()("<think> </think> <answer> hi </answer>", HELP)
+
+
+def test_general_prompts_carry_types():
+    rows = general.prompts(400, seed=0)
+    kinds = {r["type"] for r in rows}
+    assert kinds == {"helpful", "safety"}
+    harmful = [r for r in rows if r.get("harmful")]
+    assert harmful and all(r["type"] == "safety" for r in harmful)
+    assert general.prompts(50, seed=0) == rows[:50]  # seeded
+
+
+def test_general_corpus_is_in_the_response_format():
+    from r1kit.rewards.rule import format_reward
+
+    docs = general.corpus(300, seed=0)
+    assert all(format_reward(r) == 1.0 for _, r in docs)
+    # varied quality: right answers dominate, harmful help and refusals both occur
+    harmful = [r for q, r in docs if any(h in q for h in general.HARMFUL)]
+    assert any("Sure. To" in r for r in harmful) and any("Sure. To" not in r for r in harmful)
+    opposites = [r for q, r in docs if q.startswith("What is the opposite of hot")]
+    assert any("is cold." in r for r in opposites)
+
+
+def _grpo(**extra):
+    stages = {"base": {"kind": "pretrain"},
+              "helpful": {"kind": "reward_model", "model": "base"},
+              "safety": {"kind": "reward_model", "model": "base", "objective": "pointwise"},
+              "rl": {"kind": "grpo", "model": "base", "group_size": 4, "rollout_batch_size": 32,
+                     "num_minibatches": 1, **extra}}
+    return recipe_from_dict({"stages": stages})
+
+
+def test_config_general_share_needs_reward_models_and_a_question():
+    from r1kit.config import check_inputs
+
+    with pytest.raises(R1kitError, match="helpful_model"):
+        _grpo(general_share=0.5)
+    with pytest.raises(R1kitError, match="less than one question"):
+        _grpo(general_share=0.05, helpful_model="helpful", safety_model="safety")
+    with pytest.raises(R1kitError, match="general_share"):
+        _grpo(general_share=1.0, helpful_model="helpful", safety_model="safety")
+    with pytest.raises(R1kitError, match="language_target"):
+        _grpo(language_target="fr")
+    recipe = _grpo(general_share=0.5, helpful_model="helpful", safety_model="safety")
+    check_inputs(recipe)
+    assert recipe.stages["rl"].general_questions() == 4
+    bad = _grpo(general_share=0.5, helpful_model="nowhere", safety_model="safety")
+    with pytest.raises(R1kitError, match="helpful_model"):
+        check_inputs(bad)
+
+
+def test_combined_reward_grpo_run_logs_every_component(tmp_path, monkeypatch):
+    """recipes/combined-tiny.toml end to end at micro size: reward models, then GRPO on mixed
+    reasoning and general prompts with the language reward."""
+    import json
+
+    from conftest import MICRO_BASE, REPO
+    from r1kit.cli import main
+
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    small = []
+    for stage in ("helpful", "safety"):
+        small += ["--set", f"stages.{stage}.train_rows=200", "--set", f"stages.{stage}.test_rows=50",
+                  "--set", f"stages.{stage}.epochs=1"]
+    assert main(["run", str(REPO / "recipes" / "combined-tiny.toml"), "--out", str(out),
+                 *MICRO_BASE, *small, "--set", "stages.rl.steps=3",
+                 "--set", "stages.rl.rollout_batch_size=64", "--set", "stages.rl.eval.every=0",
+                 "--set", "run.progress=false"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    for row in rows:
+        assert row["general_frac"] == 0.25  # 2 of 8 questions
+        for part in ("accuracy", "format", "language"):
+            assert 0.0 <= row[f"reward/{part}"] <= 1.0
+    # helpful and safety prompts are drawn at random: across the steps both appear
+    assert any("reward/helpful" in r for r in rows) and any("reward/safety" in r for r in rows)
+    assert json.loads((out / "helpful" / "reward_model.json").read_text())["summary_only"] is True
+    assert json.loads((out / "safety" / "reward_model.json").read_text())["summary_only"] is False
