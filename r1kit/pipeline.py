@@ -16,8 +16,14 @@ from pathlib import Path
 
 import torch
 
-from r1kit.config import (GRPOConfig, PretrainConfig, Recipe, RewardModelConfig, check_inputs,
-                          to_dict)
+from r1kit.config import (
+    GRPOConfig,
+    PretrainConfig,
+    Recipe,
+    RewardModelConfig,
+    check_inputs,
+    to_dict,
+)
 from r1kit.errors import R1kitError
 from r1kit.models import check_model_dir, resolve_device, resolve_dtype
 from r1kit.runlog import RunLog

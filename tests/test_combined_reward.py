@@ -67,7 +67,7 @@ def test_general_samples_get_their_own_model_plus_format():
     r = reward(helpful=helpful, safety=safety, helpful_weight=2.0, format_weight=0.5,
                language_weight=1.0)
     out = r.score([good, bad, EN, refuse], [HELP, HELP, MATH, SAFE])
-    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    sig = lambda x: 1 / (1 + math.exp(-x))
     assert out[0][0] == pytest.approx(2.0 * sig(2.0) + 0.5)  # empty <think>: language 0
     assert out[1][0] == pytest.approx(2.0 * sig(-1.0) + 0.5)
     assert out[2][0] == pytest.approx(1.0 + 0.5 + 1.0)
@@ -146,6 +146,7 @@ def test_combined_reward_grpo_run_logs_every_component(tmp_path, monkeypatch):
     import json
 
     from conftest import MICRO_BASE, REPO
+
     from r1kit.cli import main
 
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))

@@ -41,6 +41,7 @@ import torch
 
 from r1kit.algos import group_advantages, policy_loss
 from r1kit.config import GRPOConfig
+from r1kit.errors import R1kitError
 from r1kit.eval.core import decode_responses, evaluate
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.packing import pack
@@ -48,7 +49,6 @@ from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelSco
 from r1kit.rollout import Rollouts, generate
 from r1kit.runlog import RunLog
 from r1kit.stages.pretrain import cosine_lr
-from r1kit.errors import R1kitError
 from r1kit.tasks import general, make_task
 from r1kit.tasks.base import Example
 from r1kit.tasks.math import read_rows

@@ -28,7 +28,6 @@ from r1kit.tasks import general
 from r1kit.tasks.arithmetic import ArithmeticTask
 from r1kit.templates import render_prompt
 
-
 # Part of the cache key: bump it whenever the corpus, tokenizer or model code changes what a
 # given config produces, so that no stale base model is reused.
 BASE_VERSION = 3
