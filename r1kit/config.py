@@ -163,7 +163,9 @@ class GRPOConfig:
     max_grad_norm: float = 1.0
     micro_batch_size: int = 16  # sequences per forward/backward (memory only: same result)
     generation_rows: int = 1024  # most sequences sampled at once
-    save_every: int = 0  # steps between checkpoints; 0 = only at the end
+    save_every: int = 0  # steps between resumable checkpoints; 0 = only the final model
+    keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
+    max_seconds: float = 0.0  # stop after the step that passes this wall time; 0 = no limit
     eval: EvalConfig = field(default_factory=EvalConfig)
     world: WorldConfig = field(default_factory=WorldConfig)  # for task = "arithmetic"
 
@@ -171,13 +173,7 @@ class GRPOConfig:
         if not self.model:
             _fail(f"{where}.model", "is required",
                   "set it to an earlier stage's name or to a checkpoint directory")
-        if self.task not in ("arithmetic", "gsm8k", "math"):
-            _fail(f"{where}.task", f"unknown task {self.task!r}", "use arithmetic, gsm8k or math")
-        if self.task == "math" and not self.train_file:
-            _fail(f"{where}.train_file", "task = 'math' needs a train_file (JSONL or parquet)")
-        if self.template not in TEMPLATES:
-            _fail(f"{where}.template", f"unknown template {self.template!r}",
-                  f"use one of: {', '.join(TEMPLATES)}")
+        _check_task(self, where)
         if self.group_size < 2:
             _fail(f"{where}.group_size", f"must be >= 2 (got {self.group_size}): GRPO's "
                   "advantages compare the samples of a group", "set group_size to 2 or more")
@@ -195,7 +191,8 @@ class GRPOConfig:
                      "generation_rows"):
             if getattr(self, name) < 1:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "beta", "clip_eps_low", "clip_eps_high", "weight_decay", "top_p"):
+        for name in ("lr", "beta", "clip_eps_low", "clip_eps_high", "weight_decay", "top_p",
+                     "max_seconds", "save_every", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
         if not 0 < self.top_p <= 1 or not 0 < self.eval.top_p <= 1:
@@ -288,8 +285,144 @@ class RewardModelConfig:
             _fail(f"{where}.epochs", "epochs and lr must be > 0")
 
 
+def _check_task(cfg, where: str) -> None:
+    if cfg.task not in ("arithmetic", "gsm8k", "math"):
+        _fail(f"{where}.task", f"unknown task {cfg.task!r}", "use arithmetic, gsm8k or math")
+    if cfg.task == "math" and not cfg.train_file:
+        _fail(f"{where}.train_file", "task = 'math' needs a train_file (JSONL or parquet)")
+    if cfg.template not in TEMPLATES:
+        _fail(f"{where}.template", f"unknown template {cfg.template!r}",
+              f"use one of: {', '.join(TEMPLATES)}")
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on prompt/response rows. Defaults: the paper's (R1-SPEC §4):
+    cosine 5e-5 -> 5e-6, batch 128, 2 epochs."""
+
+    kind: str = "sft"
+    model: str = ""  # the checkpoint to fine-tune: an earlier stage or a directory
+    data: str = ""  # an earlier sample stage's name, or a JSONL/parquet file
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    template: str = "r1-zero"  # r1-zero | chat | none (the prompt verbatim)
+    epochs: float = 2.0
+    batch_size: int = 128  # rows per optimizer step
+    micro_batch_size: int = 16  # rows per forward/backward (memory only)
+    lr: float = 5e-5
+    final_lr_ratio: float = 0.1
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 32768  # tokens per row; longer rows are cut
+
+    def validate(self, where: str) -> None:
+        for name in ("model", "data"):
+            if not getattr(self, name):
+                _fail(f"{where}.{name}", "is required",
+                      "an earlier stage's name, or a path" + (" to a JSONL/parquet file"
+                                                              if name == "data" else ""))
+        if self.template not in (*TEMPLATES, "none"):
+            _fail(f"{where}.template", f"unknown template {self.template!r}",
+                  f"use one of: {', '.join(TEMPLATES)}, none")
+        for name in ("batch_size", "micro_batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.epochs <= 0 or self.lr <= 0:
+            _fail(f"{where}.epochs", "epochs and lr must be > 0")
+
+
+@dataclass
+class SampleConfig:
+    """Rejection sampling / data generation (R1-SPEC §4): sample, verify, filter, write JSONL."""
+
+    kind: str = "sample"
+    model: str = ""
+    task: str = "arithmetic"  # as in the grpo stage
+    train_file: str = ""
+    question_field: str = "question"
+    answer_field: str = "answer"
+    template: str = "r1-zero"
+    prefill: str = ""
+    prompts: int = 0  # training questions to sample from; 0 = all
+    samples_per_prompt: int = 4
+    keep_per_prompt: int = 1  # correct, readable samples kept per question (distinct texts)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 32768
+    generation_rows: int = 1024
+    filters: list[str] = field(default_factory=lambda: ["mixed_language", "long_paragraph",
+                                                        "code_in_cot", "repetition"])
+    language: str = "prompt"  # the chain of thought's language for mixed_language: en | zh | prompt
+    max_paragraph_chars: int = 600  # long_paragraph: a paragraph of the chain of thought longer
+    rewrite: bool = False  # cold start: rewrite kept samples (tiny world: deterministic)
+    general_rows: int = 0  # non-reasoning rows mixed in (tiny world: r1kit.tasks.general)
+    world: WorldConfig = field(default_factory=WorldConfig)
+
+    def validate(self, where: str) -> None:
+        from r1kit.sampling import FILTERS
+
+        if not self.model:
+            _fail(f"{where}.model", "is required", "an earlier stage's name or a directory")
+        _check_task(self, where)
+        for name in ("samples_per_prompt", "keep_per_prompt", "max_new_tokens",
+                     "generation_rows", "max_paragraph_chars"):
+            if getattr(self, name) < 1:
+                _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.prompts < 0 or self.general_rows < 0:
+            _fail(f"{where}.prompts", "prompts and general_rows must be >= 0")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            _fail(f"{where}.temperature", "temperature must be > 0 and top_p in (0, 1]")
+        for name in self.filters:
+            if name not in FILTERS:
+                _fail(f"{where}.filters", f"unknown filter {name!r}",
+                      f"use any of: {', '.join(FILTERS)}")
+        if self.language not in LANGUAGE_TARGETS:
+            _fail(f"{where}.language", f"unknown language {self.language!r}",
+                  f"use one of: {', '.join(LANGUAGE_TARGETS)}")
+
+
+@dataclass
+class EvalStageConfig:
+    """Evaluates checkpoints and writes the stage table (R1-SPEC §5; the paper's Table 3)."""
+
+    kind: str = "eval"
+    models: list[str] = field(default_factory=list)  # stages or directories: the table's rows
+    task: str = "arithmetic"
+    train_file: str = ""
+    test_file: str = ""
+    question_field: str = "question"
+    answer_field: str = "answer"
+    template: str = "r1-zero"
+    prefill: str = ""
+    split: str = "main"
+    k: int = 4
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 32768
+    limit: int = 0  # first N held-out problems; 0 = all
+    generation_rows: int = 1024
+    language_target: str = "prompt"
+    helpful_model: str = ""  # reward models for the general columns (optional)
+    safety_model: str = ""
+    general_prompts: int = 200  # tiny world's held-out general prompts
+    world: WorldConfig = field(default_factory=WorldConfig)
+
+    def validate(self, where: str) -> None:
+        if not self.models:
+            _fail(f"{where}.models", "is required", "list stage names or checkpoint directories")
+        _check_task(self, where)
+        for name in ("k", "max_new_tokens", "generation_rows"):
+            if getattr(self, name) < 1:
+                _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.language_target not in LANGUAGE_TARGETS:
+            _fail(f"{where}.language_target", f"unknown target {self.language_target!r}",
+                  f"use one of: {', '.join(LANGUAGE_TARGETS)}")
+
+
 STAGE_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "grpo": GRPOConfig,
-                                "reward_model": RewardModelConfig}
+                                "reward_model": RewardModelConfig, "sft": SFTConfig,
+                                "sample": SampleConfig, "eval": EvalStageConfig}
 
 
 @dataclass
@@ -430,8 +563,9 @@ def check_inputs(recipe: Recipe) -> None:
     earlier: list[str] = []
     for name, cfg in recipe.stages.items():
         where = f"stages.{name}"
-        for field_name in MODEL_FIELDS:
-            ref = getattr(cfg, field_name, None)
+        refs = [(f, getattr(cfg, f, None)) for f in MODEL_FIELDS]
+        refs += [("models", m) for m in getattr(cfg, "models", [])]
+        for field_name, ref in refs:
             if not ref or ref in earlier:
                 continue
             if ref in recipe.stages:
@@ -442,6 +576,17 @@ def check_inputs(recipe: Recipe) -> None:
                       f"directory", f"earlier stages: {', '.join(earlier) or 'none'}; or give a "
                       f"checkpoint path, e.g. --set {where}.{field_name}=/path/to/checkpoint")
         model = getattr(cfg, "model", None)
+        data = getattr(cfg, "data", "")
+        if isinstance(cfg, SFTConfig):
+            if data in earlier:
+                if not isinstance(recipe.stages[data], SampleConfig):
+                    _fail(f"{where}.data", f"stage {data!r} is a {recipe.stages[data].kind} "
+                          "stage and writes no data set", "name a sample stage or a file")
+            elif data in recipe.stages:
+                _fail(f"{where}.data", f"stage {data!r} runs after {name!r}",
+                      "a stage can only use the output of an earlier stage")
+            elif not Path(data).is_file():
+                _fail(f"{where}.data", f"{data!r} is neither an earlier sample stage nor a file")
         files = ["train_file", "test_file"]
         if getattr(cfg, "general_share", 0) > 0 and cfg.general_data != "tiny":
             files.append("general_data")
@@ -450,7 +595,7 @@ def check_inputs(recipe: Recipe) -> None:
             if value and not Path(value).is_file():
                 _fail(f"{where}.{fname}", f"file {value!r} not found")
         source = recipe.stages.get(model) if model in earlier else None
-        if (isinstance(cfg, GRPOConfig) and cfg.task == "arithmetic"
+        if (getattr(cfg, "task", None) == "arithmetic"
                 and isinstance(source, PretrainConfig) and source.world != cfg.world):
             _fail(f"{where}.world", f"differs from stages.{model}.world, the world its base "
                   "model was pretrained on: held-out sets and corpus would not match",

@@ -6,6 +6,7 @@ the same code path as a real checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -122,11 +123,41 @@ def load_tokenizer(path: str | os.PathLike):
     return tok
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """No weight-loading progress bars or load reports from transformers (a scalar head that
+    a reward model adds to a causal LM is reported as missing, as it should be)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     check_model_dir(path)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return model.to(device)
+
+
+def load_reward_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype,
+                      pad_token_id: int | None):
+    """A causal-LM checkpoint or a trained reward model, as a one-label scalar-head model."""
+    from transformers import AutoModelForSequenceClassification
+
+    with quiet_loading():
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1,
+                                                                   dtype=dtype)
+    model.config.pad_token_id = pad_token_id
     return model.to(device)
 
 

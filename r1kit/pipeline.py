@@ -17,10 +17,13 @@ from pathlib import Path
 import torch
 
 from r1kit.config import (
+    EvalStageConfig,
     GRPOConfig,
     PretrainConfig,
     Recipe,
     RewardModelConfig,
+    SampleConfig,
+    SFTConfig,
     check_inputs,
     to_dict,
 )
@@ -82,6 +85,8 @@ def run_recipe(recipe: Recipe, run_dir: Path | None = None, from_stage: str | No
             stage_dir.mkdir(parents=True, exist_ok=True)
             print_fn(f"[{name}] {cfg.kind} stage -> {stage_dir}")
             t0 = time.time()
+            if not isinstance(cfg, GRPOConfig):  # a grpo stage may resume and drops its own
+                log.drop(name)
             summary = _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_fn)
             meta = {"kind": cfg.kind, "status": "done", "seconds": time.time() - t0,
                     "summary": summary}
@@ -123,4 +128,24 @@ def _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_
 
         return run_reward_model(cfg, _model_path(cfg.model, recipe, run_dir), stage_dir, seed,
                                 device, dtype, log=print_fn)
+    if isinstance(cfg, SFTConfig):
+        from r1kit.stages.sft import run_sft
+
+        data = run_dir / cfg.data / "data.jsonl" if cfg.data in recipe.stages else Path(cfg.data)
+        return run_sft(cfg, _model_path(cfg.model, recipe, run_dir), data, stage_dir, seed,
+                       device, dtype, log=print_fn)
+    if isinstance(cfg, SampleConfig):
+        from r1kit.sampling import run_sample
+
+        return run_sample(cfg, _model_path(cfg.model, recipe, run_dir), stage_dir, seed, device,
+                          dtype, log=print_fn)
+    if isinstance(cfg, EvalStageConfig):
+        from r1kit.stages.evaluate import run_eval_stage
+
+        models = {ref: _model_path(ref, recipe, run_dir) for ref in cfg.models}
+        reward_models = {kind: _model_path(ref, recipe, run_dir, "reward")
+                         for kind, ref in (("helpful", cfg.helpful_model),
+                                           ("safety", cfg.safety_model)) if ref}
+        return run_eval_stage(cfg, models, reward_models, stage_dir, name, seed, device, dtype,
+                              log, print_fn)
     raise R1kitError(f"stage {name!r}: kind {cfg.kind!r} has no runner")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 
@@ -30,6 +31,18 @@ class RunLog:
     def _append(self, name: str, record: dict) -> None:
         with open(self.run_dir / name, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+
+    def drop(self, stage: str, after_step: int = -1) -> None:
+        """Forget the rows a stage wrote after `after_step` (all of them with -1): a stage that
+        reruns, or resumes from a checkpoint, does not log its steps twice."""
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            path = self.run_dir / name
+            rows = read_jsonl(path)
+            kept = [r for r in rows if r.get("stage") != stage or r.get("step", 0) <= after_step]
+            if len(kept) != len(rows):
+                tmp = path.with_name(name + ".tmp")
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+                os.replace(tmp, path)
 
     def metrics(self, record: dict) -> None:
         self._append("metrics.jsonl", record)

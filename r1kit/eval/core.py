@@ -8,6 +8,7 @@ from typing import Callable, Hashable
 import torch
 
 from r1kit.rewards import extract_answer
+from r1kit.rewards.language import language_reward
 from r1kit.rollout import generate
 from r1kit.tasks.base import Example, Task
 
@@ -34,11 +35,13 @@ class EvalResult:
     truncated: float  # share of responses that hit the length cap
     n: int  # problems
     by_level: dict[int, float] = field(default_factory=dict)  # pass@1 per difficulty level
+    language: float = 0.0  # mean language consistency of the chains of thought (eq. 7)
     samples: list[dict] = field(default_factory=list)  # a few responses to look at
 
     def as_record(self) -> dict:
         return {"pass@1": self.pass_at_1, f"cons@{self.k}": self.cons_at_k, "k": self.k,
                 "mean_tokens": self.mean_tokens, "truncated": self.truncated, "n": self.n,
+                "language": self.language,
                 "by_level": {str(k): v for k, v in sorted(self.by_level.items())}}
 
 
@@ -46,8 +49,10 @@ class EvalResult:
 def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: list[list[int]], *,
              k: int, temperature: float, top_p: float, max_new_tokens: int, stop_ids: list[int],
              seed: int, prefill: str = "", max_rows: int = 1024,
-             answer_key: Callable[[str], Hashable] = str.strip) -> EvalResult:
-    """Sample k responses per example and score them with the task's verifier."""
+             answer_key: Callable[[str], Hashable] = str.strip,
+             language_target: str = "prompt") -> EvalResult:
+    """Sample k responses per example and score them with the task's verifier; `language`
+    is the mean eq. 7 share of `language_target` words in their chains of thought."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -56,11 +61,12 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
                   pad_id=tokenizer.pad_token_id, generator=gen, max_rows=max_rows)
     model.train(was_training)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids, prefill)
-    correct, cons, per_level = [], [], {}
+    correct, cons, per_level, lang = [], [], {}, []
     samples = []
     for i, ex in enumerate(examples):
         group = texts[i * k:(i + 1) * k]
         answers = [extract_answer(t) for t in group]
+        lang += [language_reward(t, language_target, ex.question)[0] for t in group]
         scores = [task.verify(a, ex) if a is not None else 0.0 for a in answers]
         p1 = sum(scores) / k
         correct.append(p1)
@@ -81,6 +87,7 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
         n=len(examples),
         by_level={lv: sum(v) / len(v) for lv, v in per_level.items()},
         samples=samples,
+        language=sum(lang) / max(1, len(lang)),
     )
 
 

@@ -41,19 +41,15 @@ class RewardModelScorer:
 
     def __init__(self, path: Path, device: torch.device, dtype: torch.dtype,
                  summary_only: bool | None = None, batch_size: int = 64):
-        from transformers import AutoModelForSequenceClassification
-
-        from r1kit.models import load_tokenizer
+        from r1kit.models import load_reward_model, load_tokenizer
 
         meta_path = Path(path) / "reward_model.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         self.summary_only = meta.get("summary_only", True) if summary_only is None else summary_only
         self.tokenizer = load_tokenizer(path)
         self.tokenizer.padding_side = "right"
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(path), num_labels=1, dtype=dtype).to(device).eval()
+        self.model = load_reward_model(path, device, dtype, self.tokenizer.pad_token_id).eval()
         self.model.requires_grad_(False)
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.batch_size = batch_size
 
     @torch.no_grad()

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
+import shutil
 import random
 import time
 from dataclasses import dataclass
@@ -301,10 +303,25 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
 
     G = cfg.group_size
     questions_per_step = cfg.rollout_batch_size // G
-    evals = [run_eval(0)] if cfg.eval.every and test else []
+    start = 0
+    resume = latest_checkpoint(ctx.stage_dir)
+    if resume is not None:
+        # the same command after an interruption: continue from the last checkpoint, exactly
+        # (sampling and shuffling are seeded by the step, so only this state is needed)
+        state = torch.load(resume / "trainer_state.pt", map_location=ctx.device, weights_only=True)
+        policy.load_state_dict(load_model(resume, ctx.device, ctx.dtype).state_dict())
+        opt.load_state_dict(state["optimizer"])
+        if ref is not None:
+            ref.load_state_dict(state["ref"])
+        start, updates[0], evals = state["step"], state["updates"], list(state["evals"])
+        ctx.print(f"[{ctx.name}] resuming from {resume} (step {start} of {cfg.steps})")
+    ctx.log.drop(ctx.name, after_step=start if resume is not None else -1)
+    if resume is None:
+        evals = [run_eval(0)] if cfg.eval.every and test else []
     bar = _progress(cfg.steps, ctx.progress)
     t_stage = time.time()
-    for step in range(cfg.steps):
+    bar.update_to(start)
+    for step in range(start, cfg.steps):
         t0 = time.time()
         # 1. questions: a seeded order of the training set, reshuffled every epoch
         #    and, from general_from_step on, general prompts in place of some of them
@@ -363,13 +380,20 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         ctx.log.metrics(record)
         bar.update(record)
         done = step + 1
-        if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
-            _save(policy, tokenizer, ctx.stage_dir / "checkpoints" / f"step-{done}")
-        if cfg.eval.every and test and (done % cfg.eval.every == 0 or done == cfg.steps):
+        out_of_time = bool(cfg.max_seconds) and time.time() - t_stage >= cfg.max_seconds
+        if cfg.eval.every and test and (done % cfg.eval.every == 0 or done == cfg.steps
+                                        or out_of_time):
             evals.append(run_eval(done))
+        if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+            save_checkpoint(ctx.stage_dir, done, policy, tokenizer, opt, ref,
+                            {"step": done, "updates": updates[0], "evals": evals},
+                            cfg.keep_checkpoints)
+        if out_of_time and done < cfg.steps:
+            ctx.print(f"[{ctx.name}] max_seconds = {cfg.max_seconds:g} reached after {done} steps")
+            break
     bar.close()
     _save(policy, tokenizer, ctx.stage_dir)
-    summary = {"steps": cfg.steps, "seconds": time.time() - t_stage}
+    summary = {"steps": done, "seconds": time.time() - t_stage}
     if evals:
         summary.update({"first_eval": evals[0], "final_eval": evals[-1],
                         "best_pass@1": max(e["pass@1"] for e in evals)})
@@ -402,6 +426,35 @@ def _epoch_order(size: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
+def latest_checkpoint(stage_dir: Path) -> Path | None:
+    """The newest complete checkpoint (checkpoints/step-N with its trainer state), if any."""
+    found = []
+    for d in (stage_dir / "checkpoints").glob("step-*"):
+        if (d / "trainer_state.pt").is_file() and d.name[5:].isdigit():
+            found.append((int(d.name[5:]), d))
+    return max(found)[1] if found else None
+
+
+def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, state: dict,
+                    keep: int) -> Path:
+    """checkpoints/step-N: the policy as a Hugging Face checkpoint plus trainer_state.pt
+    (optimizer, reference model, counters). Written under a temporary name and renamed, so a
+    crash mid-write leaves no half checkpoint; only the newest `keep` are kept."""
+    root = stage_dir / "checkpoints"
+    final, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
+    for d in (tmp, final):
+        if d.exists():
+            shutil.rmtree(d)
+    _save(policy, tokenizer, tmp)
+    torch.save({**state, "optimizer": opt.state_dict(),
+                "ref": ref.state_dict() if ref is not None else None}, tmp / "trainer_state.pt")
+    os.replace(tmp, final)
+    old = sorted((int(d.name[5:]), d) for d in root.glob("step-*") if d.name[5:].isdigit())
+    for _, d in old[:-keep] if keep > 0 else []:
+        shutil.rmtree(d)
+    return final
+
+
 def _save(model, tokenizer, path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
@@ -419,6 +472,10 @@ class _progress:
             except ImportError:
                 return
             self.bar = tqdm(total=total, desc="grpo", unit="step", dynamic_ncols=True)
+
+    def update_to(self, n: int) -> None:
+        if self.bar is not None and n:
+            self.bar.update(n)
 
     def update(self, record: dict) -> None:
         if self.bar is not None:

@@ -25,7 +25,7 @@ import torch
 
 from r1kit.config import RewardModelConfig
 from r1kit.errors import R1kitError
-from r1kit.models import load_tokenizer
+from r1kit.models import load_reward_model, load_tokenizer
 from r1kit.tasks import general
 from r1kit.tasks.math import read_rows
 
@@ -90,14 +90,10 @@ def _loss_and_correct(model, tokenizer, batch: list[dict], cfg) -> tuple[torch.T
 
 def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, seed: int,
                      device: torch.device, dtype: torch.dtype, log=print) -> dict:
-    from transformers import AutoModelForSequenceClassification
-
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_path)
     tokenizer.padding_side = "right"
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_path), num_labels=1,
-                                                               dtype=dtype).to(device)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    model = load_reward_model(model_path, device, dtype, tokenizer.pad_token_id)
     train, test = _rows(cfg, seed)
     steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)

@@ -21,12 +21,13 @@ def make_task(cfg, seed: int) -> Task:
         return MathTask(
             name="gsm8k",
             train_file=cfg.train_file or DATA_DIR / "gsm8k" / "train.jsonl",
-            test_file=cfg.test_file or DATA_DIR / "gsm8k" / "test.jsonl",
+            test_file=getattr(cfg, "test_file", "") or DATA_DIR / "gsm8k" / "test.jsonl",
             question_field="question",
             answer_field="final_answer",
         )
     return MathTask(name=Path(cfg.train_file).stem, train_file=cfg.train_file,
-                    test_file=cfg.test_file or None, question_field=cfg.question_field,
+                    test_file=getattr(cfg, "test_file", "") or None,
+                    question_field=cfg.question_field,
                     answer_field=cfg.answer_field)
 
 

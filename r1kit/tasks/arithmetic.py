@@ -25,11 +25,13 @@ working is what the base model does about half the time: the one thing RL can di
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from r1kit.tasks.base import Example
 from r1kit.templates import render_prompt
 
+_ANSWER_RE = re.compile(r"(?:the answer is\s+)?(-?\d+)\.?", re.IGNORECASE)
 OPS_EN = {"+": " plus ", "-": " minus "}
 OPS_ZH = {"+": "加", "-": "减"}
 
@@ -145,10 +147,10 @@ class ArithmeticTask:
         return pool
 
     def verify(self, answer: str, example: Example) -> float:
-        try:
-            return 1.0 if int(answer.strip()) == int(example.answer) else 0.0
-        except ValueError:
-            return 0.0
+        """1.0 when the answer is the right integer, bare ("7") or as the summary sentence of
+        cold-start data ("The answer is 7.")."""
+        m = _ANSWER_RE.fullmatch(answer.strip())
+        return 1.0 if m and int(m.group(1)) == int(example.answer) else 0.0
 
     # ----- the pretraining corpus -------------------------------------------------------
 

@@ -1,0 +1,196 @@
+"""Rejection sampling and data generation: the `sample` stage (R1-SPEC.md §4).
+
+From a checkpoint: sample `samples_per_prompt` responses per training question, keep those
+whose answer the task's verifier accepts and that pass R1's readability filters, up to
+`keep_per_prompt` distinct responses per question; optionally rewrite them (cold start), mix in
+non-reasoning rows, and write `data.jsonl` ({prompt, response, type, answer}) plus
+`sample.json` with how many samples each step removed.
+
+Readability filters: each is a function of the chain of thought (the text inside <think>) that
+returns the reason for rejecting it, or None. They run in the order configured; a sample is
+counted against the first filter that rejects it.
+
+Cold-start rewrite (`rewrite = true`): the paper rewrites kept R1-Zero samples with an LLM
+into the question's language, ending with a summary that states the answer in \\boxed{}. The
+tiny world's stand-in is deterministic (`rewrite_tiny`): Chinese operation words become English
+ones and the answer part becomes the sentence "The answer is N." (a \\boxed{} spelled out
+character by character proved too much for the tiny model to learn). Other tasks have no built-in
+rewriter; bring rewritten data as a file to an sft stage.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from r1kit.errors import R1kitError
+from r1kit.eval.core import decode_responses
+from r1kit.models import load_model, load_tokenizer, stop_token_ids
+from r1kit.rewards.language import LANGUAGES, chain_of_thought, count_words, detect_language
+from r1kit.rewards.rule import extract_answer, format_reward
+from r1kit.rollout import generate
+from r1kit.tasks import general, make_task
+from r1kit.templates import render_prompt
+
+
+def mixed_language(cot: str, language: str = "en", **_) -> str | None:
+    """Rejects a chain of thought that has words of a language other than `language`."""
+    counts = count_words(cot)
+    others = {lang: n for lang, n in counts.items() if lang != language and n}
+    if others:
+        return f"{sum(others.values())} words not in {language}"
+    return None
+
+
+def long_paragraph(cot: str, max_paragraph_chars: int = 600, **_) -> str | None:
+    """Rejects a chain of thought with a paragraph (text between blank lines) over the limit."""
+    longest = max((len(p) for p in re.split(r"\n\s*\n", cot)), default=0)
+    return f"a {longest}-character paragraph" if longest > max_paragraph_chars else None
+
+
+_CODE_LINE = re.compile(r"^\s*(def |class |import |from \S+ import |print\(|for .+:\s*$)", re.M)
+
+
+def code_in_cot(cot: str, **_) -> str | None:
+    """Rejects a chain of thought holding a fenced code block or lines of Python."""
+    if "```" in cot:
+        return "a fenced code block"
+    if _CODE_LINE.search(cot):
+        return "a line of code"
+    return None
+
+
+def repetition(cot: str, max_repeats: int = 3, **_) -> str | None:
+    """Rejects a chain of thought that says the same sentence more than `max_repeats` times."""
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?。])\s+", cot) if len(s.strip()) > 3]
+    if not sentences:
+        return None
+    sentence, n = Counter(sentences).most_common(1)[0]
+    return f"{sentence!r} {n} times" if n > max_repeats else None
+
+
+FILTERS = {"mixed_language": mixed_language, "long_paragraph": long_paragraph,
+           "code_in_cot": code_in_cot, "repetition": repetition}
+
+_ZH_OPS = {"加": " plus ", "减": " minus "}
+
+
+def rewrite_tiny(response: str, answer: str) -> str:
+    """The tiny world's cold-start rewrite: an English chain of thought and a summary sentence
+    that states the answer (module docstring)."""
+    cot = chain_of_thought(response)
+    for zh, en in _ZH_OPS.items():
+        cot = cot.replace(zh, en)
+    cot = " ".join(cot.split())
+    return f"<think> {cot} </think> <answer> The answer is {answer}. </answer>"
+
+
+def general_rows(n: int, seed: int) -> list[dict]:
+    """Non-reasoning SFT rows of the tiny world: requests answered well (no chain of thought);
+    harmful requests refused, harmless ones helped."""
+    rows = []
+    pairs = general.helpful_pairs(n - n // 3, seed)
+    rows += [{"prompt": p["prompt"], "response": general.wrap(p["chosen"]), "type": "general"}
+             for p in pairs]
+    for r in general.safety_rows(4 * n, seed):
+        if len(rows) >= n:
+            break
+        harmful = any(h in r["prompt"] for h in general.HARMFUL)
+        helps = r["response"].startswith("Sure.")
+        if helps != harmful:  # help with harmless requests, refuse harmful ones
+            rows.append({"prompt": r["prompt"], "response": general.wrap(r["response"]),
+                         "type": "general"})
+    return rows
+
+
+def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.device,
+               dtype: torch.dtype, log=print) -> dict:
+    if cfg.rewrite and cfg.task != "arithmetic":
+        raise R1kitError("rewrite = true has a built-in rewriter only for the tiny world",
+                         "rewrite your samples with a model of your choice and give them to an "
+                         "sft stage as a file")
+    t0 = time.time()
+    tokenizer = load_tokenizer(model_path)
+    model = load_model(model_path, device, dtype).eval()
+    task = make_task(cfg, seed)
+    examples = task.train_examples()
+    random.Random(f"sample-{seed}").shuffle(examples)
+    if cfg.prompts:
+        examples = examples[:cfg.prompts]
+    if not examples:
+        raise R1kitError("the task has no training questions to sample from")
+    prompts = [tokenizer(render_prompt(e.question, cfg.template, tokenizer, cfg.prefill),
+                         add_special_tokens=cfg.template == "r1-zero")["input_ids"]
+               for e in examples]
+    stop_ids = stop_token_ids(tokenizer, model)
+    k = cfg.samples_per_prompt
+    with torch.no_grad():
+        ro = generate(model, prompts, group_size=k, max_new_tokens=cfg.max_new_tokens,
+                      temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
+                      pad_id=tokenizer.pad_token_id,
+                      generator=torch.Generator(device=device).manual_seed(seed),
+                      max_rows=cfg.generation_rows)
+    texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
+                             cfg.prefill)
+    answers = [extract_answer(t) for t in texts]
+    verify_batch = getattr(task, "verify_batch", None)
+    found = [i for i, a in enumerate(answers) if a is not None]
+    pairs = [(answers[i], examples[i // k]) for i in found]
+    scores = (verify_batch([a for a, _ in pairs], [e for _, e in pairs]) if verify_batch
+              else [task.verify(a, e) for a, e in pairs])
+    correct = {i for i, s in zip(found, scores) if s > 0}
+    counts = Counter({"generated": len(texts), "correct": len(correct)})
+    rows, examples_seen = [], []
+    for q, ex in enumerate(examples):
+        kept: list[str] = []
+        for i in range(q * k, (q + 1) * k):
+            text = texts[i]
+            if i not in correct:
+                counts["rejected/wrong"] += 1
+                continue
+            if not format_reward(text):
+                counts["rejected/format"] += 1
+                continue
+            target = cfg.language
+            if target == "prompt":
+                detected = detect_language(ex.question)
+                target = detected if detected in LANGUAGES else "en"
+            cot = chain_of_thought(text)
+            reason = next((name for name in cfg.filters
+                           if FILTERS[name](cot, language=target,
+                                            max_paragraph_chars=cfg.max_paragraph_chars)), None)
+            if reason is not None:
+                counts[f"rejected/{reason}"] += 1
+                continue
+            if cfg.rewrite:
+                text = rewrite_tiny(text, ex.answer)
+            if text in kept or len(kept) >= cfg.keep_per_prompt:
+                counts["rejected/duplicate_or_enough"] += 1
+                continue
+            kept.append(text)
+            rows.append({"prompt": ex.question, "response": text, "type": "reasoning",
+                         "answer": ex.answer})
+        examples_seen.append(bool(kept))
+    counts["kept"] = len(rows)
+    if cfg.general_rows:
+        extra = general_rows(cfg.general_rows, seed)
+        rows += extra
+        counts["general"] = len(extra)
+    random.Random(f"sample-rows-{seed}").shuffle(rows)
+    if not rows:
+        raise R1kitError(f"sample stage kept no rows out of {len(texts)} samples",
+                         "raise samples_per_prompt or prompts, or relax the filters")
+    with (stage_dir / "data.jsonl").open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary = {"questions": len(examples), "questions_with_rows": sum(examples_seen),
+               **dict(counts), "rows": len(rows), "seconds": time.time() - t0}
+    (stage_dir / "sample.json").write_text(json.dumps(summary, indent=2))
+    log("sample: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "seconds"))
+    return summary

@@ -1,0 +1,110 @@
+"""The sft stage: supervised fine-tuning on prompt/response rows (R1-SPEC.md §4).
+
+Rows come from an earlier `sample` stage (its `data.jsonl`) or from a JSONL/parquet file of
+your own. The prompt is rendered with the stage's template (the R1-Zero template, the
+tokenizer's chat template, or verbatim with `template = "none"`); the loss covers the response
+tokens and the end-of-sequence token only. Sequences are packed; each optimizer step sees
+`batch_size` rows, in micro-batches of `micro_batch_size` whose losses are summed over
+response tokens and divided by the step's response-token count (so micro-batching changes
+memory, not the result). Learning rate: linear warm-up, then cosine from `lr` to
+`lr * final_lr_ratio` (the paper: 5e-5 -> 5e-6, 2-3 epochs, batch 128).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from r1kit.config import SFTConfig
+from r1kit.errors import R1kitError
+from r1kit.models import load_model, load_tokenizer
+from r1kit.stages.pretrain import cosine_lr, packed_batch
+from r1kit.tasks.math import read_rows
+from r1kit.templates import render_prompt
+
+
+def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str, str]]:
+    rows = []
+    for n, row in read_rows(path):
+        for name in (cfg.prompt_field, cfg.response_field):
+            if not isinstance(row.get(name), str):
+                raise R1kitError(f"{path}:{n}: no text field {name!r}",
+                                 f"SFT rows need {cfg.prompt_field!r} and {cfg.response_field!r}"
+                                 " (set prompt_field / response_field)")
+        rows.append((row[cfg.prompt_field], row[cfg.response_field]))
+    return rows
+
+
+def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str,
+                max_length: int) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids + eos) per row; rows longer than max_length are cut."""
+    out = []
+    eos = tokenizer.eos_token_id
+    for prompt, response in rows:
+        if template == "none":
+            p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        else:
+            text = render_prompt(prompt, template, tokenizer)
+            p = tokenizer(text, add_special_tokens=template == "r1-zero")["input_ids"]
+        r = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
+        if len(p) + len(r) > max_length:
+            r = r[:max(1, max_length - len(p))]
+            p = p[:max_length - len(r)]
+        out.append((p, r))
+    return out
+
+
+def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, seed: int,
+            device: torch.device, dtype: torch.dtype, log=print) -> dict:
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(model_path)
+    model = load_model(model_path, device, dtype)
+    model.config.use_cache = False
+    data = encode_rows(tokenizer, read_sft_rows(data_path, cfg), cfg.template, cfg.max_length)
+    steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    model.train()
+    t0, losses = time.time(), []
+    for step in range(steps):
+        batch = []
+        while len(batch) < min(cfg.batch_size, len(data)):
+            if not order:  # one shuffled pass over the data per epoch
+                order = torch.randperm(len(data), generator=gen).tolist()
+            batch.append(data[order.pop()])
+        lr = cosine_lr(step, steps, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        n_tokens = sum(len(r) for _, r in batch)
+        total = 0.0
+        for i in range(0, len(batch), cfg.micro_batch_size):
+            micro = batch[i:i + cfg.micro_batch_size]
+            ids, pos, labels = packed_batch(micro, tokenizer.pad_token_id,
+                                            max(len(p) + len(r) for p, r in micro))
+            logits = model(input_ids=ids.to(device), position_ids=pos.to(device),
+                           use_cache=False).logits.float()
+            labels = labels.to(device)
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                ignore_index=-100, reduction="sum") / n_tokens
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        losses.append(total)
+        if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:
+            log(f"sft step {step + 1}/{steps} loss {total:.4f} lr {lr:.2e}")
+    model.eval()
+    model.save_pretrained(stage_dir)
+    tokenizer.save_pretrained(stage_dir)
+    summary = {"rows": len(data), "steps": steps, "first_loss": losses[0],
+               "final_loss": sum(losses[-5:]) / len(losses[-5:]), "seconds": time.time() - t0}
+    (stage_dir / "sft.json").write_text(json.dumps(summary, indent=2))
+    return summary

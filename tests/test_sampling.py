@@ -1,0 +1,71 @@
+"""Rejection sampling: readability filters, the cold-start rewrite, non-reasoning rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from r1kit.rewards.rule import extract_answer, format_reward
+from r1kit.sampling import (FILTERS, code_in_cot, general_rows, long_paragraph, mixed_language,
+                            repetition, rewrite_tiny)
+from r1kit.tasks import general
+from r1kit.tasks.arithmetic import ArithmeticTask
+from r1kit.tasks.base import Example
+
+
+def test_mixed_language():
+    assert mixed_language("7 plus 2=9. 9 minus 5=4.", language="en") is None
+    assert mixed_language("7加2=9. 9减5=4.", language="zh") is None
+    assert mixed_language("7 plus 2=9. 9减5=4.", language="en") == "1 words not in en"
+    assert mixed_language("7加2=9.", language="en") is not None  # all Chinese, target English
+    assert mixed_language("7+2=9.", language="en") is None  # no words: nothing mixed
+    assert mixed_language("café", language="en") is None  # Latin letters count as English
+
+
+def test_long_paragraph():
+    short = "a" * 100 + "\n\n" + "b" * 100
+    assert long_paragraph(short, max_paragraph_chars=150) is None
+    assert long_paragraph(short.replace("\n\n", " "), max_paragraph_chars=150) is not None
+    assert long_paragraph("", max_paragraph_chars=1) is None
+
+
+def test_code_in_cot():
+    assert code_in_cot("7 plus 2=9.") is None
+    assert code_in_cot("let me compute\n```python\nprint(7+2)\n```") == "a fenced code block"
+    assert code_in_cot("first\ndef f(x):\n    return x") == "a line of code"
+    assert code_in_cot("for i in range(3):\n  pass") == "a line of code"
+    assert code_in_cot("I will print the answer") is None
+
+
+def test_repetition():
+    assert repetition("7 plus 2=9. wait, let me check. 7 plus 2=9.") is None
+    assert repetition("7 plus 2=9. " * 4, max_repeats=3) is not None
+    assert repetition("7 plus 2=9. " * 3, max_repeats=3) is None
+    assert repetition("") is None
+
+
+def test_every_filter_is_registered_by_name():
+    assert FILTERS == {"mixed_language": mixed_language, "long_paragraph": long_paragraph,
+                       "code_in_cot": code_in_cot, "repetition": repetition}
+
+
+def test_rewrite_tiny_is_english_with_a_summary_the_verifier_accepts():
+    task = ArithmeticTask(seed=0)
+    out = rewrite_tiny("<think> 7加2=9. 9 minus 5=4. </think> <answer> 4 </answer>", "4")
+    assert out == "<think> 7 plus 2=9. 9 minus 5=4. </think> <answer> The answer is 4. </answer>"
+    assert format_reward(out) == 1.0
+    assert task.verify(extract_answer(out), Example("", "4")) == 1.0
+    assert task.verify("The answer is 5.", Example("", "4")) == 0.0
+    assert task.verify("the answer is 4", Example("", "4")) == 1.0
+    assert task.verify("4 or 5", Example("", "4")) == 0.0
+    assert mixed_language(out.split("</think>")[0], language="en") is None
+
+
+@pytest.mark.parametrize("n", [3, 30])
+def test_general_rows_are_good_answers_without_reasoning(n):
+    rows = general_rows(n, seed=0)
+    assert len(rows) == n
+    for r in rows:
+        assert r["type"] == "general" and r["response"].startswith("<think> </think>")
+        harmful = any(h in r["prompt"] for h in general.HARMFUL)
+        if harmful:
+            assert "Sure." not in r["response"]  # harmful requests are refused
