@@ -11,14 +11,14 @@ import math
 
 import pytest
 import torch
-
-from r1kit.algos import AGGREGATIONS, group_advantages, kl_k3, policy_loss
 from reference_loops import (
     AGGREGATION_NAMES,
     ref_group_advantages,
     ref_kl_k3,
     ref_policy_loss,
 )
+
+from r1kit.algos import AGGREGATIONS, group_advantages, kl_k3, policy_loss
 
 TOL = 1e-5
 SQRT3_OVER_2 = math.sqrt(3) / 2  # 0.8660254...

@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 
 from r1kit import config as config_mod
-from r1kit.config import GRPOConfig, PretrainConfig, apply_override, load_recipe, parse_value
-from r1kit.config import recipe_from_dict
+from r1kit.config import (
+    GRPOConfig,
+    PretrainConfig,
+    apply_override,
+    load_recipe,
+    parse_value,
+    recipe_from_dict,
+)
 from r1kit.errors import R1kitError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import REPO
+
 from r1kit.cli import main
 
 TIMING_KEYS = {"tokens_per_s", "step_seconds", "gen_seconds", "train_seconds", "seconds"}

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import torch
+from conftest import REPO
 from safetensors.torch import load_file
 
-from conftest import REPO
 from r1kit.cli import main
 from r1kit.models import load_tokenizer
 from r1kit.rewards import RuleReward

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import MICRO_BASE, REPO
+
 from r1kit.cli import main
 from r1kit.stages.reward_model import reward_text
 from r1kit.tasks import general

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from r1kit.rewards.rule import extract_answer, format_reward
-from r1kit.sampling import (FILTERS, code_in_cot, general_rows, long_paragraph, mixed_language,
-                            repetition, rewrite_tiny)
+from r1kit.sampling import (
+    FILTERS,
+    code_in_cot,
+    general_rows,
+    long_paragraph,
+    mixed_language,
+    repetition,
+    rewrite_tiny,
+)
 from r1kit.tasks import general
 from r1kit.tasks.arithmetic import ArithmeticTask
 from r1kit.tasks.base import Example

@@ -6,9 +6,9 @@ import json
 import random
 
 import torch
+from conftest import MICRO_BASE, REPO
 from safetensors.torch import load_file
 
-from conftest import MICRO_BASE, REPO
 from r1kit.cli import main
 from r1kit.models import build_tiny_tokenizer, load_tokenizer
 from r1kit.rewards import RuleReward

@@ -32,8 +32,8 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import shutil
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
