@@ -94,3 +94,36 @@ def test_sft_data_must_come_from_a_sample_stage(tmp_path):
         "sft": {"kind": "sft", "model": "base", "data": str(tmp_path / "nope.jsonl")}}})
     with pytest.raises(R1kitError, match="neither an earlier sample stage nor a file"):
         check_inputs(recipe)
+
+
+def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoint):
+    """The stage kinds serve any pipeline: a byte-level BPE checkpoint with a chat template,
+    SFT on a JSONL file, evaluation on GSM8K, and a sample stage that keeps nothing from a
+    random model stops with a message instead of writing an empty data set."""
+    from r1kit.config import recipe_from_dict
+    from r1kit.errors import R1kitError
+    from r1kit.pipeline import run_recipe
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + 1?",
+                                        "reply": f"<think>{i}+1</think> {i + 1}"}) + "\n"
+                            for i in range(12)))
+    recipe = recipe_from_dict({"run": {"progress": False, "tensorboard": False}, "stages": {
+        "sft": {"kind": "sft", "model": str(bpe_checkpoint), "data": str(data),
+                "prompt_field": "question", "response_field": "reply", "template": "chat",
+                "epochs": 2, "batch_size": 4, "micro_batch_size": 2, "lr": 1e-3},
+        "table": {"kind": "eval", "models": ["sft"], "task": "gsm8k", "template": "chat",
+                  "limit": 3, "k": 2, "max_new_tokens": 8}}})
+    summaries = run_recipe(recipe, tmp_path / "run", print_fn=lambda *_: None)
+    assert summaries["sft"]["rows"] == 12 and summaries["sft"]["steps"] == 6
+    assert summaries["sft"]["final_loss"] < summaries["sft"]["first_loss"]
+    (row,) = summaries["table"]["rows"]
+    assert row["model"] == "sft" and row["n"] == 3 and 0.0 <= row["pass@1"] <= 1.0
+    assert "helpful" not in row  # no reward models given: no general columns
+
+    recipe = recipe_from_dict({"run": {"progress": False, "tensorboard": False}, "stages": {
+        "rs": {"kind": "sample", "model": str(bpe_checkpoint), "task": "gsm8k",
+               "template": "chat", "prompts": 2, "samples_per_prompt": 2,
+               "max_new_tokens": 4}}})
+    with pytest.raises(R1kitError, match="kept no rows"):
+        run_recipe(recipe, tmp_path / "run2", print_fn=lambda *_: None)
