@@ -29,6 +29,39 @@ def _parser() -> argparse.ArgumentParser:
                        help="where to write the scored rows (default: stdout)")
     score.add_argument("--set", dest="settings", action="append", default=[],
                        metavar="KEY=VALUE", help="a reward setting, e.g. timeout=5, target=zh")
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on benchmarks the paper's way")
+    ev.add_argument("--model", required=True, type=Path, help="a Hugging Face checkpoint directory")
+    ev.add_argument("--bench", required=True, metavar="NAMES",
+                    help="comma-separated: math500, gsm8k, aime2024, aime2025, amc2023, "
+                         "humaneval, mbpp, tiny")
+    ev.add_argument("--k", type=int, default=0,
+                    help="samples per problem (default: the paper's, 64 for AIME/AMC, else 16)")
+    ev.add_argument("--temperature", type=float, default=0.6)
+    ev.add_argument("--top-p", type=float, default=0.95)
+    ev.add_argument("--max-new-tokens", type=int, default=32768)
+    ev.add_argument("--limit", type=int, default=0, help="only the first N problems of each")
+    ev.add_argument("--template", default="auto",
+                    help="r1-zero, chat, or auto (chat when the tokenizer has a chat template)")
+    ev.add_argument("--prefill", default=None,
+                    help='text the response starts with (auto: "<think>\\n" with chat)')
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--dtype", default="auto")
+    ev.add_argument("--generation-rows", type=int, default=1024,
+                    help="most sequences sampled at once (memory only)")
+    ev.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    dec = sub.add_parser("decontaminate",
+                         help="find training rows that share a 10-gram with benchmarks")
+    dec.add_argument("--train", required=True, type=Path, help="a JSONL or parquet file")
+    dec.add_argument("--bench", required=True, metavar="NAMES", help="comma-separated benchmarks")
+    dec.add_argument("--fields", default=None,
+                     help="comma-separated text fields of the training rows (default: all "
+                          "string fields)")
+    dec.add_argument("--n", type=int, default=10, help="n-gram length in words (default 10)")
+    dec.add_argument("--output", type=Path, default=None,
+                     help="write the rows that share no n-gram here (JSONL)")
+    rep = sub.add_parser("report", help="render a run directory into report.md with plots")
+    rep.add_argument("run_dir", type=Path)
     return p
 
 
@@ -45,6 +78,18 @@ def main(argv: list[str] | None = None) -> int:
             from r1kit.scoring import score_file
 
             score_file(args.reward, args.input, args.output, args.settings)
+        elif args.command == "eval":
+            from r1kit.eval.cli import run_eval_command
+
+            run_eval_command(args)
+        elif args.command == "decontaminate":
+            from r1kit.decontaminate import run_decontaminate_command
+
+            run_decontaminate_command(args)
+        elif args.command == "report":
+            from r1kit.report import run_report_command
+
+            run_report_command(args)
         return 0
     except R1kitError as exc:
         print(f"r1kit: error: {exc}", file=sys.stderr)

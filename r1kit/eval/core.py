@@ -2,28 +2,73 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
 import torch
 
+from r1kit.eval.behaviour import reflective_counts
 from r1kit.rewards import extract_answer
 from r1kit.rewards.language import language_reward
 from r1kit.rollout import generate
 from r1kit.tasks.base import Example, Task
 
 
-def majority_vote(answers: list[str | None], key: Callable[[str], Hashable] = str.strip) -> str | None:
-    """The most common answer (None answers never win). Answers are grouped by `key`; a tie
-    goes to the group whose first member came first, so the result is deterministic."""
+def majority_vote(answers: list[str | None], key: Callable[[str], Hashable] = str.strip,
+                  equal: Callable[[str, str], bool] | None = None) -> str | None:
+    """The most common answer; None answers never win.
+
+    Answers are grouped by `key`, and with `equal` (e.g. mathematical equivalence) groups whose
+    first answers are equal are merged, so "1/2", "0.5" and "\\frac{1}{2}" vote together. A tie
+    goes to the group whose first member came first, so the result is deterministic; the
+    answer returned is that group's first member."""
     groups: dict[Hashable, list[int]] = {}
     for i, a in enumerate(answers):
         if a is not None:
             groups.setdefault(key(a), []).append(i)
     if not groups:
         return None
-    best = max(groups.values(), key=lambda idx: (len(idx), -idx[0]))
-    return answers[best[0]]
+    merged: list[list[int]] = []
+    for idx in groups.values():  # in order of first appearance
+        for m in merged:
+            if equal is not None and equal(answers[m[0]], answers[idx[0]]):
+                m.extend(idx)
+                break
+        else:
+            merged.append(list(idx))
+    best = max(merged, key=lambda idx: (len(idx), -min(idx)))
+    return answers[min(best)]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al., 2021): the chance that at least one of k samples drawn
+    without replacement from n, of which c are correct, is correct: 1 - C(n-c, k) / C(n, k),
+    computed as a product so that large n does not overflow."""
+    if not 0 <= c <= n or k < 1:
+        raise ValueError(f"need 0 <= c <= n and k >= 1, got n={n}, c={c}, k={k}")
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples per problem, got n={n}")
+    if n - c < k:
+        return 1.0
+    prob_all_wrong = 1.0
+    for i in range(n - c + 1, n + 1):
+        prob_all_wrong *= 1.0 - k / i
+    return 1.0 - prob_all_wrong
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """Normal-approximation 95% interval of the mean over problems (mean +- 1.96 standard
+    errors, sample standard deviation); the mean itself when there is one value."""
+    n = len(values)
+    if n == 0:
+        return (0.0, 0.0)
+    mean = sum(values) / n
+    if n == 1:
+        return (mean, mean)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = 1.96 * sd / math.sqrt(n)
+    return (mean - half, mean + half)
 
 
 @dataclass
@@ -36,12 +81,22 @@ class EvalResult:
     n: int  # problems
     by_level: dict[int, float] = field(default_factory=dict)  # pass@1 per difficulty level
     language: float = 0.0  # mean language consistency of the chains of thought (eq. 7)
+    length_by_level: dict[int, float] = field(default_factory=dict)  # mean tokens per level
+    by_subject: dict[str, float] = field(default_factory=dict)  # pass@1 per subject
+    reflect: dict[str, float] = field(default_factory=dict)  # reflective words per response
+    pass_at: dict[int, float] = field(default_factory=dict)  # unbiased pass@k, k = 1, 2, 4, ...
+    ci95: tuple[float, float] = (0.0, 0.0)  # 95% confidence interval of pass@1
     samples: list[dict] = field(default_factory=list)  # a few responses to look at
 
     def as_record(self) -> dict:
         return {"pass@1": self.pass_at_1, f"cons@{self.k}": self.cons_at_k, "k": self.k,
                 "mean_tokens": self.mean_tokens, "truncated": self.truncated, "n": self.n,
                 "language": self.language,
+                "pass@1_ci95": list(self.ci95),
+                **{f"pass@{k}": v for k, v in sorted(self.pass_at.items()) if k > 1},
+                "length_by_level": {str(k): v for k, v in sorted(self.length_by_level.items())},
+                "by_subject": dict(sorted(self.by_subject.items())),
+                "reflect": self.reflect,
                 "by_level": {str(k): v for k, v in sorted(self.by_level.items())}}
 
 
@@ -50,6 +105,7 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
              k: int, temperature: float, top_p: float, max_new_tokens: int, stop_ids: list[int],
              seed: int, prefill: str = "", max_rows: int = 1024,
              answer_key: Callable[[str], Hashable] = str.strip,
+             answer_equal: Callable[[str, str], bool] | None = None,
              language_target: str = "prompt") -> EvalResult:
     """Sample k responses per example and score them with the task's verifier; `language`
     is the mean eq. 7 share of `language_target` words in their chains of thought."""
@@ -61,23 +117,39 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
                   pad_id=tokenizer.pad_token_id, generator=gen, max_rows=max_rows)
     model.train(was_training)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids, prefill)
-    correct, cons, per_level, lang = [], [], {}, []
+    answers = [extract_answer(t) for t in texts]
+    scores = _verify_all(task, answers, [examples[i // k] for i in range(len(texts))])
+    lengths = ro.lengths.tolist()
+    correct, cons, lang = [], [], []
+    per_level: dict[int, list[float]] = {}
+    len_level: dict[int, list[float]] = {}
+    per_subject: dict[str, list[float]] = {}
+    voted_answers = []
     samples = []
     for i, ex in enumerate(examples):
         group = texts[i * k:(i + 1) * k]
-        answers = [extract_answer(t) for t in group]
-        lang += [language_reward(t, language_target, ex.question)[0] for t in group]
-        scores = [task.verify(a, ex) if a is not None else 0.0 for a in answers]
-        p1 = sum(scores) / k
+        p1 = sum(scores[i * k:(i + 1) * k]) / k
         correct.append(p1)
-        voted = majority_vote(answers, answer_key)
-        cons.append(task.verify(voted, ex) if voted is not None else 0.0)
+        lang += [language_reward(t, language_target, ex.question)[0] for t in group]
+        voted_answers.append(majority_vote(answers[i * k:(i + 1) * k], answer_key, answer_equal))
         if ex.level is not None:
             per_level.setdefault(ex.level, []).append(p1)
+            len_level.setdefault(ex.level, []).extend(lengths[i * k:(i + 1) * k])
+        subject = ex.meta.get("subject")
+        if isinstance(subject, str):
+            per_subject.setdefault(subject, []).append(p1)
         if i < 3:
             samples.append({"question": ex.question, "answer": ex.answer, "response": group[0],
-                            "score": scores[0]})
+                            "score": scores[i * k]})
+    voted = [(a, ex) for a, ex in zip(voted_answers, examples) if a is not None]
+    vote_scores = iter(_verify_all(task, [a for a, _ in voted], [ex for _, ex in voted]))
+    cons = [next(vote_scores) if a is not None else 0.0 for a in voted_answers]
     n = max(1, len(examples))
+    pass_at = {}
+    kk = 1
+    while kk <= k:
+        pass_at[kk] = sum(pass_at_k(k, round(p * k), kk) for p in correct) / n
+        kk *= 2
     return EvalResult(
         pass_at_1=sum(correct) / n,
         cons_at_k=sum(cons) / n,
@@ -88,7 +160,26 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
         by_level={lv: sum(v) / len(v) for lv, v in per_level.items()},
         samples=samples,
         language=sum(lang) / max(1, len(lang)),
+        length_by_level={lv: sum(v) / len(v) for lv, v in len_level.items()},
+        by_subject={sub: sum(v) / len(v) for sub, v in per_subject.items()},
+        reflect=reflective_counts(texts),
+        pass_at=pass_at,
+        ci95=mean_ci95(correct),
     )
+
+
+def _verify_all(task: Task, answers: list[str | None], examples: list[Example]) -> list[float]:
+    """The task's verdict on each answer (0 for no answer), in one batch when it can."""
+    found = [i for i, a in enumerate(answers) if a is not None]
+    batch = getattr(task, "verify_batch", None)
+    if batch is not None:
+        got = batch([answers[i] for i in found], [examples[i] for i in found]) if found else []
+    else:
+        got = [task.verify(answers[i], examples[i]) for i in found]
+    out = [0.0] * len(answers)
+    for i, v in zip(found, got):
+        out[i] = float(v)
+    return out
 
 
 def decode_responses(tokenizer, ids: torch.Tensor, mask: torch.Tensor, stop_ids: list[int],

@@ -44,6 +44,7 @@ import torch
 from r1kit.algos import group_advantages, policy_loss
 from r1kit.config import GRPOConfig
 from r1kit.errors import R1kitError
+from r1kit.eval.behaviour import reflective_counts
 from r1kit.eval.core import decode_responses, evaluate
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.packing import pack
@@ -366,6 +367,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             **means,
             "accuracy": means["reward/accuracy"],
             "general_frac": n_general / len(examples),
+            **{f"reflect/{w}": v for w, v in reflective_counts(texts).items()},
             "response_length": lengths.mean().item(),
             "response_length_max": lengths.max().item(),
             "truncated": 1.0 - ro.stopped.float().mean().item(),

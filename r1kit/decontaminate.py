@@ -1,0 +1,196 @@
+"""Benchmark decontamination: find training rows that share a word n-gram with benchmarks.
+
+The DeepSeek-R1 report filters its RL data by dropping every text that shares a 10-gram with
+a test question or solution. `r1kit decontaminate` does the same check: texts are lowercased
+and split into words on anything that is not a letter or digit (any script), the n-grams are
+the tuples of n consecutive words, and a training row is contaminated when one of its
+n-grams occurs in a benchmark's problems or solutions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from r1kit.errors import R1kitError
+
+NGram = tuple[str, ...]
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_SHOWN = 5  # contaminated rows listed in the report
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _ngram_list(text: str, n: int) -> list[NGram]:
+    words = _words(text)
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def ngrams(text: str, n: int = 10) -> set[NGram]:
+    """The word n-grams of `text`: lowercased, split on non-alphanumeric characters (unicode
+    letters and digits are words), every run of n consecutive words as a tuple. A text of
+    fewer than n words has none."""
+    if n < 1:
+        raise R1kitError(f"n-gram length must be at least 1, got {n}")
+    return set(_ngram_list(text, n))
+
+
+def _check_names(names: Iterable[str]) -> list[str]:
+    from r1kit.eval.benchmarks import BENCHMARKS
+
+    out: list[str] = []
+    for name in names:
+        name = name.strip()
+        if not name or name in out:
+            continue
+        if name not in BENCHMARKS:
+            why = ("the tiny world is not a text benchmark" if name == "tiny"
+                   else f"unknown benchmark {name!r}")
+            raise R1kitError(f"cannot decontaminate against {name!r}: {why}",
+                             f"use benchmarks among: {', '.join(BENCHMARKS)}")
+        out.append(name)
+    if not out:
+        raise R1kitError("no benchmark given", f"name some of: {', '.join(BENCHMARKS)}")
+    return out
+
+
+def benchmark_ngrams(names: Iterable[str], n: int = 10) -> dict[str, set[NGram]]:
+    """For each benchmark name, the n-grams of all its test problems and solutions (worked
+    solutions, reference code). Unknown names and "tiny" are an R1kitError."""
+    from r1kit.eval.benchmarks import load_benchmark
+
+    if n < 1:
+        raise R1kitError(f"n-gram length must be at least 1, got {n}")
+    out: dict[str, set[NGram]] = {}
+    for name in _check_names(names):
+        grams: set[NGram] = set()
+        for ex in load_benchmark(name).test_examples():
+            for key in ("problem", "solution"):
+                grams.update(_ngram_list(str(ex.meta.get(key) or ""), n))
+        out[name] = grams
+    return out
+
+
+def _row_texts(row: dict, fields: Sequence[str] | None, where: str) -> list[str]:
+    """The texts of a training row: the named fields (each must be a string), or by default
+    every string value, the strings of a list and the "content" of dicts in a list (chat
+    messages)."""
+    if fields is not None:
+        texts = []
+        for field in fields:
+            if field not in row:
+                raise R1kitError(f"{where}: no field {field!r}",
+                                 f"its fields are {', '.join(map(str, row))}; fix --fields")
+            value = row[field]
+            if not isinstance(value, str):
+                raise R1kitError(f"{where}: field {field!r} is a {type(value).__name__}, "
+                                 "not a string", "name text fields in --fields")
+            texts.append(value)
+        return texts
+    texts = []
+    for value in row.values():
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    texts.append(item)
+                elif isinstance(item, dict) and isinstance(item.get("content"), str):
+                    texts.append(item["content"])
+    return texts
+
+
+def _contamination(texts: list[str], bench_ngrams: dict[str, set[NGram]],
+                   n: int) -> tuple[list[str], NGram | None]:
+    """(benchmarks sharing an n-gram with the texts, first shared n-gram in text order)."""
+    hit: list[str] = []
+    first: NGram | None = None
+    for text in texts:
+        for gram in _ngram_list(text, n):
+            for name, grams in bench_ngrams.items():
+                if gram in grams:
+                    if first is None:
+                        first = gram
+                    if name not in hit:
+                        hit.append(name)
+            if len(hit) == len(bench_ngrams):
+                return [b for b in bench_ngrams if b in hit], first
+    return [b for b in bench_ngrams if b in hit], first
+
+
+def _find(rows: Sequence[dict], bench_ngrams: dict[str, set[NGram]],
+          fields: Sequence[str] | None, n: int, where: Sequence[str]) -> list[dict[str, Any]]:
+    if n < 1:
+        raise R1kitError(f"n-gram length must be at least 1, got {n}")
+    found = []
+    for i, row in enumerate(rows):
+        benches, first = _contamination(_row_texts(row, fields, where[i]), bench_ngrams, n)
+        if benches:
+            found.append({"index": i, "benchmarks": benches, "example": " ".join(first or ())})
+    return found
+
+
+def find_contaminated(rows: list[dict], bench_ngrams: dict[str, set[NGram]],
+                      fields: Sequence[str] | None = None, n: int = 10) -> list[dict[str, Any]]:
+    """One dict per row sharing an n-gram with a benchmark, in row order:
+    {"index": position in `rows`, "benchmarks": names that match, "example": the first
+    shared n-gram joined by spaces}. `fields` names the text fields (each must be a string
+    in every row); None means every string value (see `_row_texts`). `n` must be the length
+    `bench_ngrams` was built with."""
+    return _find(rows, bench_ngrams, fields, n, [f"row {i}" for i in range(len(rows))])
+
+
+def run_decontaminate_command(args) -> None:
+    """`r1kit decontaminate`: report the training rows that share an n-gram with the chosen
+    benchmarks and, with --output, write the other rows there as JSONL."""
+    n = int(args.n)
+    if n < 1:
+        raise R1kitError(f"--n must be at least 1, got {n}")
+    fields = None
+    if args.fields is not None:
+        fields = [f.strip() for f in str(args.fields).split(",") if f.strip()]
+        if not fields:
+            raise R1kitError("--fields names no field", "give comma-separated field names")
+    names = _check_names(str(args.bench).split(","))
+
+    from r1kit.tasks.math import read_rows
+
+    numbered = read_rows(args.train)
+    rows = [row for _, row in numbered]
+    where = [f"{args.train}:{line}" for line, _ in numbered]
+    for row, loc in zip(rows, where):  # check every row's fields before the slow part
+        _row_texts(row, fields, loc)
+    bench = benchmark_ngrams(names, n)
+    found = _find(rows, bench, fields, n, where)
+
+    print(f"{args.train}: {len(rows)} training rows, {n}-grams against {', '.join(names)}")
+    for name in names:
+        count = sum(name in hit["benchmarks"] for hit in found)
+        print(f"  {name}: {count} contaminated rows")
+    print(f"  total: {len(found)} contaminated rows")
+    for hit in found[:_SHOWN]:
+        line = numbered[hit["index"]][0]
+        print(f"  line {line} [{', '.join(hit['benchmarks'])}]: \"{hit['example']}\"")
+    if len(found) > _SHOWN:
+        print(f"  ... and {len(found) - _SHOWN} more")
+
+    if args.output is not None:
+        dropped = {hit["index"] for hit in found}
+        out = Path(args.output)
+        lines = []
+        for i, row in enumerate(rows):
+            if i in dropped:
+                continue
+            try:
+                lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+            except (TypeError, ValueError) as exc:
+                raise R1kitError(f"{where[i]}: row cannot be written as JSON ({exc})") from exc
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(lines), encoding="utf-8")
+        print(f"wrote {len(lines)} clean rows to {out} (dropped {len(dropped)})")

@@ -1,0 +1,125 @@
+"""The benchmarks shipped with r1kit (r1kit/data, sources, licences and checksums in its
+README), each a Task: held-out examples plus the verifier that RL rewards also use.
+
+- math (MATH-500, GSM8K test, AIME 2024, AIME 2025, AMC 2023): the answer is checked with
+  math-verify in the worker pool (r1kit.rewards.math), so "025" = 25 and 27.0 = 27;
+- code (HumanEval, MBPP test split): the last ```python block of the answer runs against the
+  benchmark's tests in the sandbox (r1kit.sandbox): MBPP runs code, setup, asserts; HumanEval
+  runs the prompt, then the answer's code, then `test` and `check(entry_point)`;
+- tiny: the tiny world's held-out arithmetic (for the tiny models).
+
+An Example's question is the text the model is asked (a math problem gets the instruction to
+put its final answer in \\boxed{}); `meta` keeps the benchmark row, its `solution` when it has
+one (for decontamination) and its `subject` where the data has one (MATH-500).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from r1kit.errors import R1kitError
+from r1kit.tasks import DATA_DIR
+from r1kit.tasks.base import Example
+from r1kit.tasks.math import read_jsonl
+
+MATH_INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
+CODE_INSTRUCTION = "\nWrite the complete Python code in a ```python code block."
+
+
+@dataclass(frozen=True)
+class Spec:
+    file: str
+    kind: str  # math | code
+    question: str  # field with the problem text
+    answer: str = ""  # field with the reference answer (math)
+    solution: str = ""  # field with a worked solution, for decontamination
+    k: int = 16  # the paper's samples per problem (64 for AIME)
+
+
+BENCHMARKS: dict[str, Spec] = {
+    "math500": Spec("math500/test.jsonl", "math", "problem", "answer", "solution", k=16),
+    "gsm8k": Spec("gsm8k/test.jsonl", "math", "question", "final_answer", "answer", k=16),
+    "aime2024": Spec("aime2024/test.jsonl", "math", "problem", "answer", "solution", k=64),
+    "aime2025": Spec("aime2025/test.jsonl", "math", "problem", "answer", k=64),
+    "amc2023": Spec("amc2023/test.jsonl", "math", "problem", "answer", k=64),
+    "humaneval": Spec("humaneval/test.jsonl", "code", "prompt", solution="canonical_solution",
+                      k=16),
+    "mbpp": Spec("mbpp/test.jsonl", "code", "text", solution="code", k=16),
+}
+NAMES = (*BENCHMARKS, "tiny")
+
+
+def _answer_text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _question(name: str, spec: Spec, row: dict) -> str:
+    if spec.kind == "math":
+        return str(row[spec.question]).strip() + MATH_INSTRUCTION
+    if name == "humaneval":
+        return ("Complete the following Python function.\n```python\n" + row["prompt"] + "```"
+                + CODE_INSTRUCTION)
+    tests = "\n".join(row["test_list"])
+    return f"{row['text']}\nYour code should pass these tests:\n{tests}" + CODE_INSTRUCTION
+
+
+class BenchmarkTask:
+    """A shipped benchmark as a Task (test examples only)."""
+
+    def __init__(self, name: str, path: Path | None = None):
+        if name not in BENCHMARKS:
+            raise R1kitError(f"unknown benchmark {name!r}", f"shipped: {', '.join(NAMES)}")
+        self.name = name
+        self.spec = BENCHMARKS[name]
+        self.path = path or DATA_DIR / self.spec.file
+        self._examples = []
+        for _, row in read_jsonl(self.path):
+            level = row.get("level")
+            self._examples.append(Example(
+                question=_question(name, self.spec, row),
+                answer=_answer_text(row.get(self.spec.answer, "")) if self.spec.answer else "",
+                level=level if isinstance(level, int) else None,
+                meta={"row": row, "problem": str(row[self.spec.question]),
+                      "solution": str(row.get(self.spec.solution) or ""),
+                      "subject": row.get("subject")}))
+
+    def train_examples(self) -> list[Example]:
+        return []
+
+    def test_examples(self, split: str = "main") -> list[Example]:
+        return list(self._examples)
+
+    def verify(self, answer: str, example: Example) -> float:
+        return self.verify_batch([answer], [example])[0]
+
+    def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
+        if self.spec.kind == "math":
+            from r1kit.rewards.math import default_verifier
+
+            results = default_verifier().verify_batch(
+                [(a, e.answer) for a, e in zip(answers, examples)], 5.0)
+            return [1.0 if r.correct else 0.0 for r in results]
+        from r1kit.rewards.code import extract_code, score_code_rows
+
+        rows, completions = [], []
+        for answer, ex in zip(answers, examples):
+            row = ex.meta["row"]
+            answer = f"<answer>{answer or ''}</answer>"  # the answer part, as the reward reads it
+            code = extract_code(answer)
+            if code is not None and self.name == "humaneval":
+                answer = f"<answer>```python\n{row['prompt']}\n{code}\n```</answer>"
+            rows.append(row)
+            completions.append(answer)
+        return [score for score, _ in score_code_rows(rows, completions)]
+
+
+def load_benchmark(name: str, seed: int = 0):
+    """The Task of a shipped benchmark (or the tiny world's held-out set for "tiny")."""
+    if name == "tiny":
+        from r1kit.tasks.arithmetic import ArithmeticTask
+
+        return ArithmeticTask(seed=seed)
+    return BenchmarkTask(name)

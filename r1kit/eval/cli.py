@@ -1,0 +1,137 @@
+"""`r1kit eval`: a checkpoint on shipped benchmarks, the paper's way (R1-SPEC.md §5).
+
+pass@1 is the mean over k samples per problem (temperature 0.6, top-p 0.95 by default) with
+a 95% confidence interval over problems; unbiased pass@k for k = 2, 4, ... up to the samples
+drawn; cons@k the majority vote, answers grouped by mathematical equivalence for math
+benchmarks; mean response tokens; per-level and per-subject pass@1 where the data has them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from r1kit.errors import R1kitError
+from r1kit.eval.benchmarks import BENCHMARKS, NAMES, load_benchmark
+from r1kit.eval.core import evaluate
+from r1kit.models import (
+    check_model_dir,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    stop_token_ids,
+)
+from r1kit.templates import render_prompt
+
+
+def _check(args) -> list[str]:
+    names = [n.strip() for n in str(args.bench).split(",") if n.strip()]
+    if not names:
+        raise R1kitError("--bench names no benchmark", f"use any of: {', '.join(NAMES)}")
+    for name in names:
+        if name not in NAMES:
+            raise R1kitError(f"--bench: unknown benchmark {name!r}",
+                             f"use any of: {', '.join(NAMES)}")
+    if args.k < 0 or args.limit < 0:
+        raise R1kitError("--k and --limit must be >= 0")
+    if args.temperature <= 0 or not 0 < args.top_p <= 1:
+        raise R1kitError("--temperature must be > 0 and --top-p in (0, 1]",
+                         "the paper samples at temperature 0.6, top-p 0.95")
+    if args.max_new_tokens < 1 or args.generation_rows < 1:
+        raise R1kitError("--max-new-tokens and --generation-rows must be >= 1")
+    if args.template not in ("auto", "r1-zero", "chat"):
+        raise R1kitError(f"--template: unknown template {args.template!r}",
+                         "use auto, r1-zero or chat")
+    return names
+
+
+def _math_key(answer: str) -> str:
+    from r1kit.rewards.math import normalize_answer
+
+    return normalize_answer(answer)
+
+
+def _math_equal(a: str, b: str) -> bool:
+    from r1kit.tasks.math import math_equal
+
+    return math_equal(a, b)
+
+
+def run_eval_command(args) -> list[dict]:
+    names = _check(args)
+    path = check_model_dir(args.model)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    torch.manual_seed(args.seed)
+    tokenizer = load_tokenizer(path)
+    model = load_model(path, device, dtype).eval()
+    template = args.template
+    if template == "auto":
+        template = "chat" if getattr(tokenizer, "chat_template", None) else "r1-zero"
+    prefill = args.prefill if args.prefill is not None else ("<think>\n" if template == "chat"
+                                                              else "")
+    stop_ids = stop_token_ids(tokenizer, model)
+    results = []
+    for name in names:
+        t0 = time.time()
+        task = load_benchmark(name, args.seed)
+        examples = task.test_examples("main")
+        if args.limit:
+            examples = examples[:args.limit]
+        k = args.k or (BENCHMARKS[name].k if name in BENCHMARKS else 4)
+        prompts = [tokenizer(render_prompt(e.question, template, tokenizer, prefill),
+                             add_special_tokens=template == "r1-zero")["input_ids"]
+                   for e in examples]
+        is_math = name in BENCHMARKS and BENCHMARKS[name].kind == "math"
+        res = evaluate(model, tokenizer, task, examples, prompts, k=k,
+                       temperature=args.temperature, top_p=args.top_p,
+                       max_new_tokens=args.max_new_tokens, stop_ids=stop_ids, seed=args.seed,
+                       prefill=prefill, max_rows=args.generation_rows,
+                       answer_key=_math_key if is_math else str.strip,
+                       answer_equal=_math_equal if is_math else None)
+        record = {"benchmark": name, **res.as_record(), "samples": res.samples,
+                  "seconds": time.time() - t0}
+        results.append(record)
+    print(format_table(results))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        settings = {"model": str(path), "template": template, "prefill": prefill,
+                    "temperature": args.temperature, "top_p": args.top_p,
+                    "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+                    "limit": args.limit}
+        out.write_text(json.dumps({"settings": settings, "results": results}, indent=2,
+                                  ensure_ascii=False))
+        print(f"results: {out}")
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    """The printed summary: one row per benchmark, then per-level / per-subject pass@1."""
+    lines = ["| benchmark | problems | k | pass@1 (95% CI) | pass@k | cons@k | mean tokens |",
+             "|---|---:|---:|---|---|---:|---:|"]
+    for r in results:
+        k = r["k"]
+        lo, hi = r["pass@1_ci95"]
+        more = ", ".join(f"@{kk}: {100 * r[f'pass@{kk}']:.1f}%" for kk in _ks(k) if kk > 1)
+        lines.append(f"| {r['benchmark']} | {r['n']} | {k} | {100 * r['pass@1']:.1f}% "
+                     f"({100 * lo:.1f}–{100 * hi:.1f}) | {more or '—'} | "
+                     f"{100 * r[f'cons@{k}']:.1f}% | {r['mean_tokens']:.1f} |")
+    for r in results:
+        for title, key in (("level", "by_level"), ("subject", "by_subject")):
+            if r.get(key):
+                parts = ", ".join(f"{g}: {100 * v:.1f}%" for g, v in r[key].items())
+                lines.append(f"{r['benchmark']} pass@1 by {title}: {parts}")
+    return "\n".join(lines)
+
+
+def _ks(k: int) -> list[int]:
+    out, kk = [], 1
+    while kk <= k:
+        out.append(kk)
+        kk *= 2
+    return out

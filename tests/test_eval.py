@@ -1,0 +1,139 @@
+"""Evaluation statistics, the shipped benchmarks and `r1kit eval`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from itertools import combinations
+
+import pytest
+
+from r1kit.cli import main
+from r1kit.eval import majority_vote, mean_ci95, pass_at_k
+from r1kit.eval.behaviour import reflective_counts
+from r1kit.eval.benchmarks import BENCHMARKS, NAMES, load_benchmark
+from r1kit.tasks import DATA_DIR
+from r1kit.tasks.math import math_equal
+
+
+def _brute_pass_at_k(n: int, c: int, k: int) -> float:
+    """Share of all k-subsets of n samples (c of them right) holding a right one."""
+    samples = [1] * c + [0] * (n - c)
+    subsets = list(combinations(range(n), k))
+    return sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
+
+
+def test_pass_at_k_hand_computed_and_edge_cases():
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    assert pass_at_k(5, 2, 2) == pytest.approx(0.7)  # 1 - C(3,2)/C(5,2) = 1 - 3/10
+    assert pass_at_k(10, 0, 3) == 0.0  # c = 0
+    assert pass_at_k(10, 10, 3) == 1.0  # c = n
+    assert pass_at_k(10, 8, 3) == 1.0  # k > n - c: every draw holds a right sample
+    for n, c, k in [(6, 2, 3), (8, 3, 4), (7, 1, 7), (9, 4, 1)]:
+        assert pass_at_k(n, c, k) == pytest.approx(_brute_pass_at_k(n, c, k))
+    assert pass_at_k(1000, 1, 1) == pytest.approx(0.001)  # large n: no overflow
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)  # k > n
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+
+
+def test_majority_vote_groups_equivalent_answers():
+    # three equivalent forms of 1/2 outvote two 3s
+    answers = ["3", "\\frac{1}{2}", "0.5", "3", "1/2", None]
+    assert majority_vote(answers) == "3"  # by string: "3" wins 2-1-1-1
+    assert majority_vote(answers, equal=math_equal) == "\\frac{1}{2}"
+    # ties go to the group that appeared first, whatever the order of equivalents
+    assert majority_vote(["7", "0.5", "7.0", "1/2"], equal=math_equal) == "7"
+    assert majority_vote([None, None]) is None
+    assert majority_vote(["025", "25", "24"], equal=math_equal) == "025"
+
+
+def test_mean_ci95():
+    assert mean_ci95([]) == (0.0, 0.0)
+    assert mean_ci95([0.5]) == (0.5, 0.5)
+    lo, hi = mean_ci95([0.0, 1.0, 0.0, 1.0])
+    half = 1.96 * math.sqrt(1 / 3) / 2
+    assert (lo, hi) == pytest.approx((0.5 - half, 0.5 + half))
+
+
+def test_reflective_words():
+    counts = reflective_counts(["Wait, wait. Let me check.", "no reflection", "but Waiting"])
+    assert counts["wait"] == pytest.approx(2 / 3)  # whole words only: "Waiting" is not one
+    assert counts["check"] == pytest.approx(1 / 3) and counts["but"] == pytest.approx(1 / 3)
+    assert counts["total"] == pytest.approx(4 / 3)
+
+
+CHECKSUMS = {
+    "gsm8k/train.jsonl": "92285e6f582dd0e223a634960f405a353f028abf9b0510ca973544fbd1aec47e",
+    "gsm8k/test.jsonl": "f658e5a47ebe8e9187a4056fd42ae55c60fe6f164698d342c0d902bca1406ae1",
+    "math500/test.jsonl": "35dc41080a3680858b27fa7e0533d2d547825316fc5dafe5d316f4ccc5a06132",
+    "aime2024/test.jsonl": "af2b8bd2aa911b6333ad0df32f3ca05c7ae8ed10f1731f4372c8ae26990bf7ac",
+    "aime2025/test.jsonl": "2568f9a00a7476cca030ac5b8d5e76e84f6b1ec2926fca90145d843b7a7bc98e",
+    "amc2023/test.jsonl": "43707e1ca784602d8479de24ee8ce36609dbebc46dd152b0b12a46611aa898a4",
+    "humaneval/test.jsonl": "1d49078ba3e2b196b9344535bef34a43021f038fad9561d6ee7c53450609a6a2",
+    "mbpp/test.jsonl": "9bcaa67d5c2943e95eb9d9127e844f0551a77ac910c664aa45a4ebd75d239bd9",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKSUMS))
+def test_benchmark_checksums_and_licences(name):
+    path = DATA_DIR / name
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == CHECKSUMS[name]
+    assert any(p.name.startswith("LICENSE") for p in path.parent.iterdir())
+    assert CHECKSUMS[name] in (DATA_DIR / "README.md").read_text()
+
+
+def test_benchmarks_load_with_their_sizes_and_fields():
+    sizes = {"math500": 500, "gsm8k": 1319, "aime2024": 30, "aime2025": 30, "amc2023": 40,
+             "humaneval": 164, "mbpp": 500}
+    for name, size in sizes.items():
+        examples = load_benchmark(name).test_examples()
+        assert len(examples) == size, name
+    math500 = load_benchmark("math500").test_examples()
+    assert {e.level for e in math500} == {1, 2, 3, 4, 5}
+    assert len({e.meta["subject"] for e in math500}) == 7
+    aime = load_benchmark("aime2024")
+    ex = aime.test_examples()[0]
+    assert aime.verify(str(int(ex.answer)), ex) == 1.0  # "025"-style padding is no obstacle
+    amc = load_benchmark("amc2023")
+    ex = amc.test_examples()[0]  # answer stored as 27.0
+    assert ex.answer == "27" and amc.verify("27", ex) == 1.0 and amc.verify("28", ex) == 0.0
+
+
+def test_code_benchmarks_run_reference_solutions_in_the_sandbox():
+    he = load_benchmark("humaneval")
+    ex = he.test_examples()[0]
+    full = ex.meta["row"]["prompt"] + ex.meta["row"]["canonical_solution"]
+    assert he.verify(f"```python\n{full}\n```", ex) == 1.0
+    assert he.verify("```python\ndef has_close_elements(a, b):\n    return False\n```", ex) == 0.0
+    mbpp = load_benchmark("mbpp")
+    ex = mbpp.test_examples()[0]
+    assert mbpp.verify(f"```python\n{ex.meta['row']['code']}\n```", ex) == 1.0
+    assert mbpp.verify("no code at all", ex) == 0.0
+
+
+def test_eval_command_runs_every_benchmark(tmp_path, bpe_checkpoint, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", ",".join(NAMES),
+                 "--limit", "2", "--k", "2", "--max-new-tokens", "8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())["results"]
+    assert [r["benchmark"] for r in results] == list(NAMES)
+    for r in results:
+        assert r["n"] == 2 and r["k"] == 2
+        assert 0.0 <= r["pass@1"] <= r["pass@2"] <= 1.0
+        lo, hi = r["pass@1_ci95"]
+        assert lo <= r["pass@1"] <= hi
+        assert r["benchmark"] in printed
+    assert json.loads(out.read_text())["settings"]["template"] == "chat"
+
+
+def test_eval_command_errors(tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path / "none"), "--bench", "gsm8k"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path), "--bench", "gsm9k"]) == 2
+    assert "unknown benchmark 'gsm9k'" in capsys.readouterr().err
+    assert set(BENCHMARKS) < set(NAMES)
