@@ -94,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     except R1kitError as exc:
         print(f"r1kit: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # out of disk, permission denied, ...: no traceback, say what
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"r1kit: error: could not read or write{where}: {exc.strerror or exc}",
+              file=sys.stderr)
+        print("r1kit: hint: free disk space or fix permissions, then run the same command "
+              "again: finished stages and checkpoints are kept", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("r1kit: interrupted", file=sys.stderr)
         return 130

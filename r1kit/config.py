@@ -166,6 +166,8 @@ class GRPOConfig:
     save_every: int = 0  # steps between resumable checkpoints; 0 = only the final model
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
     max_seconds: float = 0.0  # stop after the step that passes this wall time; 0 = no limit
+    max_nonfinite_steps: int = 3  # stop after N steps in a row whose updates were NaN/inf
+    max_reward_failures: float = 0.5  # stop when a larger share of a step's rewards fail
     eval: EvalConfig = field(default_factory=EvalConfig)
     world: WorldConfig = field(default_factory=WorldConfig)  # for task = "arithmetic"
 
@@ -192,7 +194,8 @@ class GRPOConfig:
             if getattr(self, name) < 1:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "beta", "clip_eps_low", "clip_eps_high", "weight_decay", "top_p",
-                     "max_seconds", "save_every", "keep_checkpoints"):
+                     "max_seconds", "save_every", "keep_checkpoints", "max_nonfinite_steps",
+                     "max_reward_failures"):
             if getattr(self, name) < 0:
                 _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
         if not 0 < self.top_p <= 1 or not 0 < self.eval.top_p <= 1:
@@ -554,6 +557,29 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
     return Recipe(run=run, stages=stages, source=source)
 
 
+def _check_data_files(cfg, where: str) -> None:
+    """Read a stage's own data files now, so that a malformed row stops the run before any
+    stage has started (the error names file, line and field)."""
+    from r1kit.tasks.math import read_rows
+
+    def need(path: str, fields: tuple[str, ...]) -> None:
+        for n, row in read_rows(path):
+            for name in fields:
+                if name not in row:
+                    _fail(f"{where}: {path}:{n}", f"no field {name!r}",
+                          f"the row's fields are {', '.join(map(str, row)) or 'none'}")
+                if not isinstance(row[name], (str, int, float)) or isinstance(row[name], bool):
+                    _fail(f"{where}: {path}:{n}", f"field {name!r} is a "
+                          f"{type(row[name]).__name__}, not text or a number")
+
+    if getattr(cfg, "task", None) == "math":
+        for fname in ("train_file", "test_file"):
+            if getattr(cfg, fname, ""):
+                need(getattr(cfg, fname), (cfg.question_field, cfg.answer_field))
+    if isinstance(cfg, SFTConfig) and Path(cfg.data).is_file():
+        need(cfg.data, (cfg.prompt_field, cfg.response_field))
+
+
 # fields that name a checkpoint: an earlier stage or a directory
 MODEL_FIELDS = ("model", "helpful_model", "safety_model")
 
@@ -594,6 +620,7 @@ def check_inputs(recipe: Recipe) -> None:
             value = getattr(cfg, fname, "")
             if value and not Path(value).is_file():
                 _fail(f"{where}.{fname}", f"file {value!r} not found")
+        _check_data_files(cfg, where)
         source = recipe.stages.get(model) if model in earlier else None
         if (getattr(cfg, "task", None) == "arithmetic"
                 and isinstance(source, PretrainConfig) and source.world != cfg.world):

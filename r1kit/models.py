@@ -140,6 +140,14 @@ def quiet_loading():
             hf_logging.enable_progress_bar()
 
 
+def save_model(model, tokenizer, path: str | os.PathLike) -> None:
+    """A Hugging Face checkpoint directory: the model (safetensors) and its tokenizer."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    with quiet_loading():
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+
+
 def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 

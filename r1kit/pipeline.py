@@ -100,6 +100,12 @@ def run_recipe(recipe: Recipe, run_dir: Path | None = None, from_stage: str | No
     figure = plot_figure1(run_dir)
     if figure:
         print_fn(f"figure: {figure}")
+    from r1kit.report import write_report
+
+    try:
+        print_fn(f"report: {write_report(run_dir)}")
+    except R1kitError:  # nothing to report yet (e.g. a recipe with no RL or eval stage)
+        pass
     return summaries
 
 

@@ -46,7 +46,8 @@ def test_data_type_defaults_to_reasoning():
 
 def test_reasoning_only_is_the_rule_reward():
     r = reward()
-    assert r(EN, MATH) == (2.0, {"accuracy": 1.0, "format": 1.0, "language": 1.0})
+    assert r(EN, MATH) == (2.0, {"accuracy": 1.0, "errors": 0.0, "timeouts": 0.0,
+                                 "format": 1.0, "language": 1.0})
     assert r(WRONG, MATH)[0] == 1.0
     assert r(NO_FORMAT, MATH)[0] == 0.0  # no answer outside reasoning, no format
 
@@ -78,6 +79,32 @@ def test_general_samples_get_their_own_model_plus_format():
     # one batched call per model, with the question and the response
     assert helpful.calls == [[(HELP.question, good), (HELP.question, bad)]]
     assert safety.calls == [[(SAFE.question, refuse)]]
+
+
+class FlakyTask(ArithmeticTask):
+    """A verifier that crashes on the answer 13 and reports a timeout on 14."""
+
+    def verify_detailed(self, answers, examples):
+        if "13" in answers:
+            raise RuntimeError("worker pool down")
+        return [(self.verify(a, e), "timeout" if a == "14" else "ok")
+                for a, e in zip(answers, examples)]
+
+    def verify(self, answer, example):
+        if answer == "13":
+            raise RuntimeError("cannot parse")
+        return super().verify(answer, example)
+
+
+def test_verifier_failures_cost_one_sample_and_are_counted():
+    r = CombinedReward(FlakyTask(seed=0))
+    ok, crash, slow = (f"<think> x </think> <answer> {a} </answer>" for a in ("7", "13", "14"))
+    out = r.score([ok, crash, slow], [MATH, MATH, MATH])
+    assert [o[1]["accuracy"] for o in out] == [1.0, 0.0, 0.0]
+    assert [o[1]["errors"] for o in out] == [0.0, 1.0, 0.0]
+    assert [o[1]["timeouts"] for o in out] == [0.0, 0.0, 0.0]  # the batch failed: one by one
+    out = r.score([ok, slow], [MATH, MATH])
+    assert [o[1]["timeouts"] for o in out] == [0.0, 1.0]
 
 
 def test_raw_scale_keeps_logits():

@@ -21,7 +21,7 @@ from pathlib import Path
 from r1kit.errors import R1kitError
 from r1kit.tasks import DATA_DIR
 from r1kit.tasks.base import Example
-from r1kit.tasks.math import read_jsonl
+from r1kit.tasks.math import read_jsonl, verify_answers
 
 MATH_INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 CODE_INSTRUCTION = "\nWrite the complete Python code in a ```python code block."
@@ -97,11 +97,7 @@ class BenchmarkTask:
 
     def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
         if self.spec.kind == "math":
-            from r1kit.rewards.math import default_verifier
-
-            results = default_verifier().verify_batch(
-                [(a, e.answer) for a, e in zip(answers, examples)], 5.0)
-            return [1.0 if r.correct else 0.0 for r in results]
+            return [v for v, _ in verify_answers(answers, [e.answer for e in examples])]
         from r1kit.rewards.code import extract_code, score_code_rows
 
         rows, completions = [], []

@@ -79,18 +79,34 @@ class CombinedReward:
         self.weights = {"helpful": helpful_weight, "safety": safety_weight}
         self.scale = reward_model_scale
 
-    def _accuracy(self, responses: list[str], examples: list[Example]) -> list[float]:
+    def _accuracy(self, responses: list[str], examples: list[Example]
+                  ) -> list[tuple[float, str]]:
+        """(accuracy, status) per response. A verifier that raises costs that sample (score 0,
+        status "error"), never the step; statuses are counted in the parts."""
         answers = [extract_answer(r) for r in responses]
         found = [i for i, a in enumerate(answers) if a is not None]
-        out = [0.0] * len(responses)
+        out = [(0.0, "ok")] * len(responses)
+        detailed = getattr(self.task, "verify_detailed", None)
         batch = getattr(self.task, "verify_batch", None)
-        if batch is not None:
-            scores = batch([answers[i] for i in found], [examples[i] for i in found])
-        else:
-            scores = [self.task.verify(answers[i], examples[i]) for i in found]
+        sub_a, sub_e = [answers[i] for i in found], [examples[i] for i in found]
+        try:
+            if detailed is not None:
+                scores = detailed(sub_a, sub_e)
+            elif batch is not None:
+                scores = [(float(v), "ok") for v in batch(sub_a, sub_e)]
+            else:
+                raise NotImplementedError
+        except Exception:  # noqa: BLE001 - fall back to one sample at a time below
+            scores = [self._verify_one(a, e) for a, e in zip(sub_a, sub_e)]
         for i, s in zip(found, scores):
-            out[i] = float(s)
+            out[i] = s
         return out
+
+    def _verify_one(self, answer: str, example: Example) -> tuple[float, str]:
+        try:
+            return float(self.task.verify(answer, example)), "ok"
+        except Exception:  # noqa: BLE001 - a broken check scores this sample 0, counted
+            return 0.0, "error"
 
     def _model_scores(self, kind: str, responses: list[str], examples: list[Example]) -> list[float]:
         model = self.models[kind]
@@ -113,13 +129,13 @@ class CombinedReward:
             sub_r = [responses[i] for i in idx]
             sub_e = [examples[i] for i in idx]
             if kind == "reasoning":
-                values = self._accuracy(sub_r, sub_e)
-                name = "accuracy"
+                for i, (v, status) in zip(idx, self._accuracy(sub_r, sub_e)):
+                    parts[i]["accuracy"] = v
+                    parts[i]["errors"] = float(status == "error")
+                    parts[i]["timeouts"] = float(status == "timeout")
             else:
-                values = self._model_scores(kind, sub_r, sub_e)
-                name = kind
-            for i, v in zip(idx, values):
-                parts[i][name] = v
+                for i, v in zip(idx, self._model_scores(kind, sub_r, sub_e)):
+                    parts[i][kind] = v
         out = []
         for i, (response, example, kind) in enumerate(zip(responses, examples, kinds)):
             p = parts[i]

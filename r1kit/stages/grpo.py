@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 import random
 import shutil
@@ -46,7 +47,7 @@ from r1kit.config import GRPOConfig
 from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
 from r1kit.eval.core import decode_responses, evaluate
-from r1kit.models import load_model, load_tokenizer, stop_token_ids
+from r1kit.models import load_model, load_tokenizer, save_model, stop_token_ids
 from r1kit.packing import pack
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
 from r1kit.rollout import Rollouts, generate
@@ -201,7 +202,13 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                     parts[k] = parts.get(k, 0.0) + v * weight
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 policy.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-            opt.step()
+            # a NaN or infinite loss or gradient skips the update instead of poisoning weights
+            finite = math.isfinite(parts.get("loss", 0.0)) and bool(torch.isfinite(grad_norm))
+            if finite:
+                opt.step()
+            else:
+                opt.zero_grad(set_to_none=True)
+            parts["skipped_updates"] = 0.0 if finite else 1.0
             parts["grad_norm"] = grad_norm.item()
             parts["lr"] = lr
             for k, v in parts.items():
@@ -322,6 +329,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     bar = _progress(cfg.steps, ctx.progress)
     t_stage = time.time()
     bar.update_to(start)
+    bad_updates = 0
     for step in range(start, cfg.steps):
         t0 = time.time()
         # 1. questions: a seeded order of the training set, reshuffled every epoch
@@ -347,6 +355,16 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                                  cfg.prefill)
         scored = reward_fn.score(texts, [examples[i // G][1] for i in range(len(texts))])
+        means = _component_means(scored)
+        failed = means.get("reward/errors", 0.0) + means.get("reward/timeouts", 0.0)
+        if cfg.max_reward_failures < 1 and failed > cfg.max_reward_failures:
+            raise R1kitError(
+                f"[{ctx.name}] step {step + 1}: the reward failed for {failed:.0%} of the samples "
+                f"(errors {means.get('reward/errors', 0.0):.0%}, timeouts "
+                f"{means.get('reward/timeouts', 0.0):.0%}), over max_reward_failures = "
+                f"{cfg.max_reward_failures:g}",
+                "a reward that silently scores 0 trains nothing: check the verifier and the "
+                "answer format (r1kit score --reward math on a few samples shows why)")
         rewards = torch.tensor([s for s, _ in scored]).view(-1, G)  # [B, G]
         # 4. advantages
         adv = group_advantages(rewards, cfg.advantage_scale).view(-1)  # [B*G]
@@ -360,7 +378,6 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             ref.load_state_dict(policy.state_dict())
         seconds = time.time() - t0
         lengths = ro.lengths.float()
-        means = _component_means(scored)
         record = {
             "stage": ctx.name, "step": step + 1,
             "reward": rewards.mean().item(),
@@ -381,6 +398,14 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         }
         ctx.log.metrics(record)
         bar.update(record)
+        bad_updates = bad_updates + 1 if upd.get("skipped_updates", 0.0) == 1.0 else 0
+        if cfg.max_nonfinite_steps and bad_updates >= cfg.max_nonfinite_steps:
+            last = latest_checkpoint(ctx.stage_dir)
+            raise R1kitError(
+                f"[{ctx.name}] {bad_updates} steps in a row with a NaN or infinite loss or "
+                f"gradient (up to step {step + 1}); every update was skipped",
+                f"the last good checkpoint is {last}" if last else
+                "lower lr, check the data, or set save_every to keep resumable checkpoints")
         done = step + 1
         out_of_time = bool(cfg.max_seconds) and time.time() - t_stage >= cfg.max_seconds
         if cfg.eval.every and test and (done % cfg.eval.every == 0 or done == cfg.steps
@@ -394,7 +419,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             ctx.print(f"[{ctx.name}] max_seconds = {cfg.max_seconds:g} reached after {done} steps")
             break
     bar.close()
-    _save(policy, tokenizer, ctx.stage_dir)
+    save_model(policy, tokenizer, ctx.stage_dir)
     summary = {"steps": done, "seconds": time.time() - t_stage}
     if evals:
         summary.update({"first_eval": evals[0], "final_eval": evals[-1],
@@ -447,7 +472,7 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
     for d in (tmp, final):
         if d.exists():
             shutil.rmtree(d)
-    _save(policy, tokenizer, tmp)
+    save_model(policy, tokenizer, tmp)
     torch.save({**state, "optimizer": opt.state_dict(),
                 "ref": ref.state_dict() if ref is not None else None}, tmp / "trainer_state.pt")
     os.replace(tmp, final)
@@ -455,12 +480,6 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
     for _, d in old[:-keep] if keep > 0 else []:
         shutil.rmtree(d)
     return final
-
-
-def _save(model, tokenizer, path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
 
 
 class _progress:

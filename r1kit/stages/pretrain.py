@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from r1kit.config import PretrainConfig
-from r1kit.models import build_tiny_model, build_tiny_tokenizer
+from r1kit.models import build_tiny_model, build_tiny_tokenizer, save_model
 from r1kit.packing import pack
 from r1kit.tasks import general
 from r1kit.tasks.arithmetic import ArithmeticTask
@@ -106,8 +106,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: Path, seed: int, log=print) -> di
     model.eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_model(model, tokenizer, out_dir)
     info = {"params": n_params, "final_loss": sum(losses[-50:]) / len(losses[-50:]),
             "seconds": time.time() - t0, "docs": len(data), "vocab": len(tokenizer)}
     (out_dir / "pretrain.json").write_text(json.dumps(info, indent=2))

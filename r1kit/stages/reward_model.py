@@ -25,7 +25,7 @@ import torch
 
 from r1kit.config import RewardModelConfig
 from r1kit.errors import R1kitError
-from r1kit.models import load_reward_model, load_tokenizer
+from r1kit.models import load_reward_model, load_tokenizer, save_model
 from r1kit.tasks import general
 from r1kit.tasks.math import read_rows
 
@@ -116,8 +116,7 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
     accuracy = correct.mean().item()
     name = "pairwise_accuracy" if cfg.objective == "pairwise" else "safety_accuracy"
     log(f"reward model held-out {name}: {accuracy:.3f} ({len(test)} rows)")
-    model.save_pretrained(stage_dir)
-    tokenizer.save_pretrained(stage_dir)
+    save_model(model, tokenizer, stage_dir)
     # how the GRPO stage must read this model (r1kit.rewards.combined.RewardModelScorer)
     (stage_dir / "reward_model.json").write_text(json.dumps(
         {"objective": cfg.objective, "summary_only": cfg.summary_only}))

@@ -21,7 +21,7 @@ import torch
 
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
-from r1kit.models import load_model, load_tokenizer
+from r1kit.models import load_model, load_tokenizer, save_model
 from r1kit.stages.pretrain import cosine_lr, packed_batch
 from r1kit.tasks.math import read_rows
 from r1kit.templates import render_prompt
@@ -102,8 +102,7 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:
             log(f"sft step {step + 1}/{steps} loss {total:.4f} lr {lr:.2e}")
     model.eval()
-    model.save_pretrained(stage_dir)
-    tokenizer.save_pretrained(stage_dir)
+    save_model(model, tokenizer, stage_dir)
     summary = {"rows": len(data), "steps": steps, "first_loss": losses[0],
                "final_loss": sum(losses[-5:]) / len(losses[-5:]), "seconds": time.time() - t0}
     (stage_dir / "sft.json").write_text(json.dumps(summary, indent=2))

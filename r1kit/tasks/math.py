@@ -13,17 +13,23 @@ from pathlib import Path
 from r1kit.errors import R1kitError
 from r1kit.tasks.base import Example
 
+MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer line is almost surely not one JSONL row
+
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     """(line number, row) for each non-blank line of a JSONL file; a missing or empty file,
-    invalid UTF-8, invalid JSON or a line that is not an object is an error naming file and
-    line."""
+    invalid UTF-8, invalid JSON, a line over MAX_LINE_BYTES or a line that is not an object is
+    an error naming file and line."""
     p = Path(path)
     if not p.is_file():
         raise R1kitError(f"file {str(p)!r} not found")
     rows = []
     with p.open("rb") as fh:
         for n, raw in enumerate(fh, 1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise R1kitError(f"{p}:{n}: line of {len(raw):,} bytes, over the limit of "
+                                 f"{MAX_LINE_BYTES:,}", "is the file really JSONL, one row per "
+                                 "line? Split or shorten the row")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -99,8 +105,19 @@ class MathTask:
 
     def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
         """`verify` for many answers at once: one round trip to the worker pool."""
-        from r1kit.rewards.math import default_verifier
+        return [v for v, _ in self.verify_detailed(answers, examples)]
 
-        results = default_verifier().verify_batch(
-            [(a, e.answer) for a, e in zip(answers, examples)], 5.0)
-        return [1.0 if r.correct else 0.0 for r in results]
+    def verify_detailed(self, answers: list[str], examples: list[Example]
+                        ) -> list[tuple[float, str]]:
+        return verify_answers(answers, [e.answer for e in examples])
+
+
+def verify_answers(answers: list[str], references: list[str], timeout: float = 5.0
+                   ) -> list[tuple[float, str]]:
+    """(score, status) per answer, checked with math-verify in the worker pool; status is "ok",
+    "timeout" (the check ran past `timeout` seconds) or "error" (the check crashed)."""
+    from r1kit.rewards.math import default_verifier
+
+    results = default_verifier().verify_batch(list(zip(answers, references)), timeout)
+    return [(1.0 if r.correct else 0.0,
+             "timeout" if r.timed_out else "error" if r.error else "ok") for r in results]

@@ -1,0 +1,163 @@
+"""Runs that are killed, verifiers that fail, losses that go NaN."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from conftest import MICRO_BASE, REPO
+from safetensors.torch import load_file
+
+import r1kit.stages.grpo as grpo
+from r1kit.cli import main
+from r1kit.tasks.arithmetic import ArithmeticTask
+
+RECIPE = str(REPO / "recipes" / "zero-tiny.toml")
+SMALL = [*MICRO_BASE, "--set", "run.progress=false", "--set", "run.tensorboard=false",
+         "--set", "stages.zero.rollout_batch_size=32", "--set", "stages.zero.eval.every=2",
+         "--set", "stages.zero.eval.limit=16"]
+TIMING = ("step_seconds", "gen_seconds", "train_seconds", "tokens_per_s", "seconds")
+
+
+def _rows(path):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in path.read_text().splitlines()]
+
+
+def test_sigkill_at_a_random_step_then_resume_gives_the_same_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    args = [*SMALL, "--set", "stages.zero.steps=6", "--set", "stages.zero.save_every=1"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main(["run", RECIPE, "--out", str(whole), *args]) == 0  # also caches the base
+
+    kill_after = random.randint(1, 4)  # the checkpoint after which the run is killed
+    print(f"killing after checkpoint step-{kill_after}")
+    proc = subprocess.Popen([sys.executable, "-m", "r1kit", "run", RECIPE, "--out", str(killed),
+                             *args], env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    target = killed / "zero" / "checkpoints" / f"step-{kill_after}"
+    deadline = time.time() + 120
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "zero" / "stage.json").exists(), "the run finished before the kill"
+
+    assert main(["run", RECIPE, "--out", str(killed), *args]) == 0
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        assert _rows(killed / name) == _rows(whole / name), name
+    a = load_file(whole / "zero" / "model.safetensors")
+    b = load_file(killed / "zero" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_reward_that_keeps_failing_stops_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+
+    def broken(self, answer, example):
+        raise RuntimeError("verifier bug")
+
+    monkeypatch.setattr(ArithmeticTask, "verify", broken)
+    code = main(["run", RECIPE, "--out", str(tmp_path / "run"), *SMALL,
+                 "--set", "stages.zero.steps=3", "--set", "stages.zero.eval.every=0",
+                 "--set", "stages.zero.max_reward_failures=0.1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "step 1: the reward failed for" in err and "Traceback" not in err
+
+
+def test_nan_updates_are_skipped_then_stop_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    real = grpo.policy_loss
+
+    def nan_loss(*args, **kw):
+        loss, metrics = real(*args, **kw)
+        return loss * float("nan"), metrics
+
+    monkeypatch.setattr(grpo, "policy_loss", nan_loss)
+    out = tmp_path / "run"
+    code = main(["run", RECIPE, "--out", str(out), *SMALL, "--set", "stages.zero.steps=5",
+                 "--set", "stages.zero.eval.every=0", "--set", "stages.zero.save_every=1",
+                 "--set", "stages.zero.max_nonfinite_steps=3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "3 steps in a row with a NaN" in err and "step-2" in err
+    rows = _rows(out / "metrics.jsonl")
+    assert [r["skipped_updates"] for r in rows] == [1.0, 1.0, 1.0]
+    # no update was applied: the last good checkpoint still holds the base weights
+    base = load_file(out / "base" / "model.safetensors")
+    kept = load_file(out / "zero" / "checkpoints" / "step-2" / "model.safetensors")
+    assert all(torch.equal(base[k], kept[k]) for k in base)
+
+
+def test_out_of_disk_is_a_clear_error_and_keeps_earlier_checkpoints(tmp_path, monkeypatch,
+                                                                    capsys):
+    import errno
+
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kw):
+        if "step-2" in str(f):
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return real_save(obj, f, *args, **kw)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    code = main(["run", RECIPE, "--out", str(out), *SMALL, "--set", "stages.zero.steps=4",
+                 "--set", "stages.zero.eval.every=0", "--set", "stages.zero.save_every=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert grpo.latest_checkpoint(out / "zero") == out / "zero" / "checkpoints" / "step-1"
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: the same command resumes
+    assert main(["run", RECIPE, "--out", str(out), *SMALL, "--set", "stages.zero.steps=4",
+                 "--set", "stages.zero.eval.every=0", "--set", "stages.zero.save_every=1"]) == 0
+    assert len(_rows(out / "metrics.jsonl")) == 4
+
+
+def test_an_overlong_jsonl_line_is_an_error_naming_the_line(tmp_path, monkeypatch):
+    import pytest
+
+    import r1kit.tasks.math as math_task
+    from r1kit.errors import R1kitError
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"question": "q", "answer": "1"}\n{"question": "' + "x" * 500 + '"}\n')
+    monkeypatch.setattr(math_task, "MAX_LINE_BYTES", 100)
+    with pytest.raises(R1kitError, match="rows.jsonl:2: line of 5"):
+        math_task.read_jsonl(path)
+
+
+def test_bad_data_files_stop_the_run_before_any_stage(tmp_path, capsys):
+    """Invalid JSON, invalid UTF-8, an empty file, a missing or mistyped field: the message names
+    file, line and field; no run directory is created."""
+    cases = [
+        (b'{"prompt": "a", "response": "b"}\n{"prompt": "a", "resp', ["data.jsonl:2", "invalid JSON"]),
+        (b'{"prompt": "a", "response": "b"}\n\xff\xfe\n', ["data.jsonl:2", "UTF-8"]),
+        (b"", ["no rows", "empty"]),
+        (b'{"prompt": "a", "answer": "b"}\n', ["data.jsonl:1", "'response'"]),
+        (b'{"prompt": "a", "response": ["b"]}\n', ["data.jsonl:1", "'response'", "list"]),
+    ]
+    for content, expected in cases:
+        data = tmp_path / "data.jsonl"
+        data.write_bytes(content)
+        recipe = tmp_path / "r.toml"
+        recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.sft]\nkind = "sft"\n'
+                          f'model = "base"\ndata = "{data}"\n')
+        out = tmp_path / "run"
+        assert main(["run", str(recipe), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert all(e in err for e in expected), (expected, err)
+        assert "Traceback" not in err and not out.exists()
+
+
+def test_a_model_directory_that_is_not_a_causal_lm(tmp_path, capsys):
+    model = tmp_path / "rm"
+    model.mkdir()
+    (model / "config.json").write_text('{"architectures": ["LlamaForSequenceClassification"]}')
+    assert main(["eval", "--model", str(model), "--bench", "tiny"]) == 2
+    assert "not a causal language model" in capsys.readouterr().err
