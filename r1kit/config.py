@@ -162,6 +162,7 @@ class GRPOConfig:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     max_grad_norm: float = 1.0
     micro_batch_size: int = 16  # sequences per forward/backward (memory only: same result)
+    logprob_chunk_tokens: int = 256  # output layer in chunks (vocab >= 32768); 0 = full logits
     generation_rows: int = 1024  # most sequences sampled at once
     save_every: int = 0  # steps between resumable checkpoints; 0 = only the final model
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
@@ -189,6 +190,8 @@ class GRPOConfig:
             _fail(f"{where}.num_minibatches",
                   f"rollout_batch_size = {self.rollout_batch_size} does not split into "
                   f"{self.num_minibatches} equal mini-batches")
+        if self.logprob_chunk_tokens < 0:
+            _fail(f"{where}.logprob_chunk_tokens", "must be >= 0 (0 = full logits)")
         for name in ("steps", "ppo_epochs", "max_new_tokens", "micro_batch_size",
                      "generation_rows"):
             if getattr(self, name) < 1:

@@ -33,6 +33,29 @@ def unbatched_logprobs(model, prompt, completion, temperature=1.0):
     return torch.stack([logp[len(prompt) - 1 + j, t] for j, t in enumerate(completion)])
 
 
+@pytest.mark.parametrize("chunk", [1, 4, 1000])
+def test_chunked_output_layer_gives_the_same_logprobs_entropy_and_gradients(model, chunk):
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(2, 40, (n,), generator=g).tolist() for n in (3, 7, 5, 4)]
+    completions = [torch.randint(2, 40, (n,), generator=g).tolist() for n in (6, 2, 9, 4)]
+    mask = torch.zeros(4, 9)
+    for i, c in enumerate(completions):
+        mask[i, :len(c)] = 1
+    results = []
+    for chunk_tokens in (0, chunk):  # 0 = the plain path with the full logits
+        model.zero_grad(set_to_none=True)
+        lp, ent = completion_logprobs(model, prompts, completions, 0.7, 9, PAD,
+                                      with_entropy=True, chunk_tokens=chunk_tokens)
+        ((lp * mask).sum() / mask.sum()).backward()
+        results.append((lp.detach(), ent, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (lp0, ent0, g0), (lp1, ent1, g1) = results
+    torch.testing.assert_close(lp1, lp0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent1, ent0, atol=1e-5, rtol=1e-5)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4)
+    model.zero_grad(set_to_none=True)
+
+
 def test_first_fit_respects_capacity():
     lengths = [5, 9, 3, 7, 2, 8, 1]
     bins = first_fit(lengths, 10)

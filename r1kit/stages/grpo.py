@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from r1kit.algos import group_advantages, policy_loss
 from r1kit.config import GRPOConfig
@@ -75,28 +76,55 @@ class StageContext:
 # ----- the training pass ------------------------------------------------------------------
 
 
+CHUNK_MIN_VOCAB = 32768  # smaller vocabularies: the full logits are small, no chunking
+
+
 def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]],
                         temperature: float, width: int, pad_id: int,
-                        with_entropy: bool = False):
+                        with_entropy: bool = False, chunk_tokens: int = 0):
     """Per-token log-probs of each completion given its prompt, under softmax(logits / T).
 
     Sequences are packed (no padding waste). Returns logp [N, width] (0 beyond each
     completion) and, when asked, the policy's entropy at those tokens [N, width].
+
+    `chunk_tokens` > 0: the output layer runs only on the positions that predict completion
+    tokens, `chunk_tokens` positions at a time, each chunk recomputed in the backward pass, so
+    the [tokens, vocab] float32 logits never exist at once (the same numbers up to float
+    rounding; tests/test_rollout_packing.py checks it). Models whose logits are more than a
+    linear layer (soft-capping, a logit scale) take the plain path.
     """
     device = next(model.parameters()).device
     seqs = [p + c for p, c in zip(prompts, completions)]
     packed = pack(seqs, capacity=max(len(s) for s in seqs) * 4, pad_id=pad_id)
     ids = packed.input_ids.to(device)
+    rows, cols, valid = _completion_index(packed.spans, prompts, completions, width)
+    rows, cols, valid = rows.to(device), cols.to(device), valid.to(device)
+    split = _body_and_head(model) if chunk_tokens > 0 else None
     # use_cache=False matters: with a cache, transformers ignores the packed position ids and
     # lets every token attend to the sequences before it in the row
+    if split is not None:
+        body, head = split
+        hidden = body(input_ids=ids, position_ids=packed.position_ids.to(device),
+                      use_cache=False).last_hidden_state  # [R, L, H]
+        sel = valid.bool()
+        h = hidden[rows[sel], cols[sel]]  # [T, H]: the positions that predict completion tokens
+        targets = ids[rows[sel], cols[sel] + 1]  # [T]
+        parts = [checkpoint(_chunk_logp, h[i:i + chunk_tokens], targets[i:i + chunk_tokens],
+                            head.weight, head.bias, temperature, with_entropy,
+                            use_reentrant=False)
+                 for i in range(0, h.shape[0], chunk_tokens)]
+        logp = torch.zeros(valid.shape, device=device, dtype=torch.float32)
+        logp = logp.masked_scatter(sel, torch.cat([lp for lp, _ in parts]))
+        entropy = None
+        if with_entropy:
+            entropy = torch.zeros_like(logp).masked_scatter(sel, torch.cat([e for _, e in parts]))
+        return logp, entropy
     logits = model(input_ids=ids, position_ids=packed.position_ids.to(device),
                    use_cache=False).logits  # [R, L, V]
     logits = logits.float() / temperature
     # token j is predicted at position j-1: log p(ids[:, j]) = logits[:, j-1, ids[:, j]] - lse
     lse = torch.logsumexp(logits[:, :-1], dim=-1)  # [R, L-1]
     tok = logits[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1) - lse  # [R, L-1]
-    rows, cols, valid = _completion_index(packed.spans, prompts, completions, width)
-    rows, cols, valid = rows.to(device), cols.to(device), valid.to(device)
     logp = tok[rows, cols] * valid  # [N, width]
     entropy = None
     if with_entropy:
@@ -105,6 +133,36 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
             ent = lse - (probs * logits[:, :-1]).sum(-1)  # [R, L-1]
             entropy = ent[rows, cols] * valid
     return logp, entropy
+
+
+def _chunk_logp(h, targets, weight, bias, temperature: float, with_entropy: bool):
+    """log p(target) and the entropy (no gradient) at a chunk of positions."""
+    logits = torch.nn.functional.linear(h, weight, bias).float() / temperature  # [C, V]
+    lse = torch.logsumexp(logits, dim=-1)
+    logp = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
+    if not with_entropy:
+        return logp, logp.new_zeros(0)
+    with torch.no_grad():
+        entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return logp, entropy
+
+
+def _vocab_size(model) -> int:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return head.weight.shape[0] if head is not None else 0
+
+
+def _body_and_head(model):
+    """(the transformer body, the output layer) when the logits are exactly
+    output_layer(body(...).last_hidden_state), else None."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    body = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    config = getattr(model, "config", None)
+    if not isinstance(head, torch.nn.Linear) or body is None or body is model:
+        return None
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None
+    return body, head
 
 
 def _completion_index(spans, prompts, completions, width):
@@ -152,6 +210,8 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
     device = next(policy.parameters()).device
     n = len(batch.completions)
     mini = n // cfg.num_minibatches
+    # chunked output layer only where the full logits are big (a real LM's vocabulary)
+    chunk = cfg.logprob_chunk_tokens if _vocab_size(policy) >= CHUNK_MIN_VOCAB else 0
     old_logp = None
     if cfg.num_minibatches * cfg.ppo_epochs > 1:
         old_logp = torch.zeros((n, batch.width), device=device)
@@ -159,7 +219,7 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
             for mb in _micro_batches(list(range(n)), cfg.micro_batch_size):
                 old_logp[mb] = completion_logprobs(
                     policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
-                    cfg.temperature, batch.width, pad_id)[0]
+                    cfg.temperature, batch.width, pad_id, chunk_tokens=chunk)[0]
     mask = batch.mask.to(device)
     adv = batch.advantages.to(device)
     sums: dict[str, float] = {}
@@ -177,14 +237,15 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
             for mb in _micro_batches(idx, cfg.micro_batch_size):
                 logp, entropy = completion_logprobs(
                     policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
-                    cfg.temperature, batch.width, pad_id, with_entropy=True)
+                    cfg.temperature, batch.width, pad_id, with_entropy=True,
+                    chunk_tokens=chunk)
                 ref_logp = None
                 if ref is not None:
                     with torch.no_grad():
                         ref_logp = completion_logprobs(
                             ref, [batch.prompts[i] for i in mb],
                             [batch.completions[i] for i in mb], cfg.temperature, batch.width,
-                            pad_id)[0]
+                            pad_id, chunk_tokens=chunk)[0]
                 old = old_logp[mb] if old_logp is not None else logp.detach()
                 loss, metrics = policy_loss(
                     logp, old, adv[mb], mask[mb], clip_eps_low=cfg.clip_eps_low,
