@@ -163,6 +163,11 @@ class GRPOConfig:
     max_grad_norm: float = 1.0
     micro_batch_size: int = 16  # sequences per forward/backward (memory only: same result)
     logprob_chunk_tokens: int = 256  # output layer in chunks (vocab >= 32768); 0 = full logits
+    lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     generation_rows: int = 1024  # most sequences sampled at once
     save_every: int = 0  # steps between resumable checkpoints; 0 = only the final model
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
@@ -190,6 +195,12 @@ class GRPOConfig:
             _fail(f"{where}.num_minibatches",
                   f"rollout_batch_size = {self.rollout_batch_size} does not split into "
                   f"{self.num_minibatches} equal mini-batches")
+        if self.lora_rank < 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            _fail(f"{where}.lora_rank", "lora_rank must be >= 0, lora_alpha > 0 and "
+                  "lora_dropout in [0, 1)")
+        if self.lora_rank and self.save_every:
+            _fail(f"{where}.save_every", "resumable checkpoints are not supported with LoRA yet",
+                  "set save_every = 0 (the stage still saves its merged model at the end)")
         if self.logprob_chunk_tokens < 0:
             _fail(f"{where}.logprob_chunk_tokens", "must be >= 0 (0 = full logits)")
         for name in ("steps", "ppo_epochs", "max_new_tokens", "micro_batch_size",

@@ -322,6 +322,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     tokenizer = load_tokenizer(model_path)
     policy = load_model(model_path, ctx.device, ctx.dtype)
     policy.config.use_cache = False  # the training pass needs no cache; generation makes its own
+    lora = None
+    if cfg.lora_rank:
+        lora, policy = apply_lora(policy, cfg)
     ref = None
     if cfg.beta > 0:
         ref = copy.deepcopy(policy).eval()
@@ -344,8 +347,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
 
     test_prompts = [encode(e.question) for e in test]
     prompt_cache: dict[int, list[int]] = {}
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
-                            weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
+                            betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
     total_updates = cfg.steps * cfg.num_minibatches * cfg.ppo_epochs
     updates = [0]
 
@@ -480,6 +483,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             ctx.print(f"[{ctx.name}] max_seconds = {cfg.max_seconds:g} reached after {done} steps")
             break
     bar.close()
+    if lora is not None:  # later stages get a plain checkpoint: adapters merged into the weights
+        policy = lora.merge_and_unload()
     save_model(policy, tokenizer, ctx.stage_dir)
     summary = {"steps": done, "seconds": time.time() - t_stage}
     if evals:
@@ -512,6 +517,28 @@ def _epoch_order(size: int, seed: int, epoch: int) -> list[int]:
     order = list(range(size))
     random.Random(f"questions-{seed}-{epoch}").shuffle(order)
     return order
+
+
+def apply_lora(model, cfg: GRPOConfig):
+    """(the peft model, the model to train and sample with): LoRA adapters on
+    `lora_target_modules`, every other weight frozen. peft injects the adapters into the base
+    model's own modules, so the base model object computes with them and keeps its usual
+    forward signature (which the rollout engine and the chunked output layer rely on)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise R1kitError("lora_rank > 0 needs peft", 'pip install "r1kit[lora]"') from exc
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [m for m in cfg.lora_target_modules if m not in names]
+    if missing:
+        raise R1kitError(f"lora_target_modules: the model has no module named {missing}",
+                         "the model's linear layers include: " + ", ".join(sorted(
+                             {n.rsplit('.', 1)[-1] for n, m in model.named_modules()
+                              if isinstance(m, torch.nn.Linear)})))
+    peft_model = get_peft_model(model, LoraConfig(
+        r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules), bias="none"))
+    return peft_model, peft_model.get_base_model()
 
 
 def latest_checkpoint(stage_dir: Path) -> Path | None:
