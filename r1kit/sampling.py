@@ -36,7 +36,7 @@ from r1kit.rewards.language import LANGUAGES, chain_of_thought, count_words, det
 from r1kit.rewards.rule import extract_answer, format_reward
 from r1kit.rollout import generate
 from r1kit.tasks import general, make_task
-from r1kit.templates import render_prompt
+from r1kit.templates import encode_prompt
 
 
 def mixed_language(cot: str, language: str = "en", **_) -> str | None:
@@ -125,9 +125,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
         examples = examples[:cfg.prompts]
     if not examples:
         raise R1kitError("the task has no training questions to sample from")
-    prompts = [tokenizer(render_prompt(e.question, cfg.template, tokenizer, cfg.prefill),
-                         add_special_tokens=cfg.template == "r1-zero")["input_ids"]
-               for e in examples]
+    prompts = [encode_prompt(e.question, cfg.template, tokenizer, cfg.prefill) for e in examples]
     stop_ids = stop_token_ids(tokenizer, model)
     k = cfg.samples_per_prompt
     with torch.no_grad():

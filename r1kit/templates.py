@@ -49,3 +49,10 @@ def render_prompt(question: str, template: str, tokenizer=None, prefill: str = "
     else:
         raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
     return text + prefill
+
+
+def encode_prompt(question: str, template: str, tokenizer, prefill: str = "") -> list[int]:
+    """The prompt's token ids. A chat template writes its own special tokens (BOS included);
+    a flat r1-zero prompt gets whatever the tokenizer adds to plain text, as in pretraining."""
+    text = render_prompt(question, template, tokenizer, prefill)
+    return tokenizer(text, add_special_tokens=template == "r1-zero")["input_ids"]

@@ -19,6 +19,16 @@ MICRO_BASE = [
     "--set", "stages.base.general_docs=600",
 ]
 
+# what differs between two runs of the same seed: wall-clock measurements
+TIMING = ("step_seconds", "gen_seconds", "train_seconds", "tokens_per_s", "seconds")
+
+
+def rows_without_timings(path: Path) -> list[dict]:
+    """The rows of metrics.jsonl / eval.jsonl with the timing fields left out."""
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in path.read_text().splitlines()]
+
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

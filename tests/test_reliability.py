@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -11,7 +10,7 @@ import sys
 import time
 
 import torch
-from conftest import MICRO_BASE, REPO
+from conftest import MICRO_BASE, REPO, rows_without_timings
 from safetensors.torch import load_file
 
 import r1kit.stages.grpo as grpo
@@ -22,12 +21,6 @@ RECIPE = str(REPO / "recipes" / "zero-tiny.toml")
 SMALL = [*MICRO_BASE, "--set", "run.progress=false", "--set", "run.tensorboard=false",
          "--set", "stages.zero.rollout_batch_size=32", "--set", "stages.zero.eval.every=2",
          "--set", "stages.zero.eval.limit=16"]
-TIMING = ("step_seconds", "gen_seconds", "train_seconds", "tokens_per_s", "seconds")
-
-
-def _rows(path):
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in path.read_text().splitlines()]
 
 
 def test_sigkill_at_a_random_step_then_resume_gives_the_same_run(tmp_path, monkeypatch):
@@ -51,7 +44,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_run(tmp_path, monke
 
     assert main(["run", RECIPE, "--out", str(killed), *args]) == 0
     for name in ("metrics.jsonl", "eval.jsonl"):
-        assert _rows(killed / name) == _rows(whole / name), name
+        assert rows_without_timings(killed / name) == rows_without_timings(whole / name), name
     a = load_file(whole / "zero" / "model.safetensors")
     b = load_file(killed / "zero" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -86,7 +79,7 @@ def test_nan_updates_are_skipped_then_stop_the_run(tmp_path, monkeypatch, capsys
                  "--set", "stages.zero.max_nonfinite_steps=3"])
     err = capsys.readouterr().err
     assert code == 2 and "3 steps in a row with a NaN" in err and "step-2" in err
-    rows = _rows(out / "metrics.jsonl")
+    rows = rows_without_timings(out / "metrics.jsonl")
     assert [r["skipped_updates"] for r in rows] == [1.0, 1.0, 1.0]
     # no update was applied: the last good checkpoint still holds the base weights
     base = load_file(out / "base" / "model.safetensors")
@@ -116,7 +109,7 @@ def test_out_of_disk_is_a_clear_error_and_keeps_earlier_checkpoints(tmp_path, mo
     monkeypatch.setattr(torch, "save", real_save)  # space freed: the same command resumes
     assert main(["run", RECIPE, "--out", str(out), *SMALL, "--set", "stages.zero.steps=4",
                  "--set", "stages.zero.eval.every=0", "--set", "stages.zero.save_every=1"]) == 0
-    assert len(_rows(out / "metrics.jsonl")) == 4
+    assert len(rows_without_timings(out / "metrics.jsonl")) == 4
 
 
 def test_an_overlong_jsonl_line_is_an_error_naming_the_line(tmp_path, monkeypatch):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import torch
-from conftest import MICRO_BASE, REPO
+from conftest import MICRO_BASE, REPO, rows_without_timings
 from safetensors.torch import load_file
 
 import r1kit.stages.grpo as grpo
@@ -15,12 +13,6 @@ ARGS = [str(REPO / "recipes" / "zero-tiny.toml"), *MICRO_BASE, "--set", "run.pro
         "--set", "stages.zero.steps=4", "--set", "stages.zero.save_every=1",
         "--set", "stages.zero.rollout_batch_size=32", "--set", "stages.zero.eval.every=2",
         "--set", "stages.zero.eval.limit=16"]
-TIMING = ("step_seconds", "gen_seconds", "train_seconds", "tokens_per_s", "seconds")
-
-
-def _rows(path):
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in path.read_text().splitlines()]
 
 
 def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys):
@@ -48,7 +40,7 @@ def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys):
 
     # every logged number (timings aside) and the final weights are the uninterrupted run's
     for name in ("metrics.jsonl", "eval.jsonl"):
-        assert _rows(resumed / name) == _rows(whole / name), name
+        assert rows_without_timings(resumed / name) == rows_without_timings(whole / name), name
     a = load_file(whole / "zero" / "model.safetensors")
     b = load_file(resumed / "zero" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -25,7 +25,7 @@ from r1kit.models import (
     resolve_dtype,
     stop_token_ids,
 )
-from r1kit.templates import render_prompt
+from r1kit.templates import encode_prompt
 
 
 def _check(args) -> list[str]:
@@ -83,9 +83,7 @@ def run_eval_command(args) -> list[dict]:
         if args.limit:
             examples = examples[:args.limit]
         k = args.k or (BENCHMARKS[name].k if name in BENCHMARKS else 4)
-        prompts = [tokenizer(render_prompt(e.question, template, tokenizer, prefill),
-                             add_special_tokens=template == "r1-zero")["input_ids"]
-                   for e in examples]
+        prompts = [encode_prompt(e.question, template, tokenizer, prefill) for e in examples]
         is_math = name in BENCHMARKS and BENCHMARKS[name].kind == "math"
         res = evaluate(model, tokenizer, task, examples, prompts, k=k,
                        temperature=args.temperature, top_p=args.top_p,

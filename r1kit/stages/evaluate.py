@@ -28,7 +28,7 @@ from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.rewards.combined import RewardModelScorer
 from r1kit.rollout import generate
 from r1kit.tasks import general, make_task
-from r1kit.templates import render_prompt
+from r1kit.templates import encode_prompt
 
 HELD_OUT_GENERAL_SEED = 424242  # general prompts for evaluation: a seed of their own
 
@@ -38,8 +38,7 @@ COLUMNS = [("pass@1", "reasoning pass@1"), ("cons@k", "cons@k"),
 
 
 def _encode(tokenizer, cfg, question: str) -> list[int]:
-    text = render_prompt(question, cfg.template, tokenizer, cfg.prefill)
-    return tokenizer(text, add_special_tokens=cfg.template == "r1-zero")["input_ids"]
+    return encode_prompt(question, cfg.template, tokenizer, cfg.prefill)
 
 
 def general_scores(model, tokenizer, cfg, scorers: dict, stop_ids, seed: int) -> dict:

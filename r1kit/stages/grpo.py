@@ -57,7 +57,7 @@ from r1kit.stages.pretrain import cosine_lr
 from r1kit.tasks import general, make_task
 from r1kit.tasks.base import Example
 from r1kit.tasks.math import read_rows
-from r1kit.templates import render_prompt
+from r1kit.templates import encode_prompt
 
 
 @dataclass
@@ -340,10 +340,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         test = test[:cfg.eval.limit]
 
     def encode(question: str) -> list[int]:
-        text = render_prompt(question, cfg.template, tokenizer, cfg.prefill)
-        # a chat template writes its own special tokens (BOS included); a flat r1-zero prompt
-        # gets whatever the tokenizer adds to plain text, as in the model's pretraining
-        return tokenizer(text, add_special_tokens=cfg.template == "r1-zero")["input_ids"]
+        return encode_prompt(question, cfg.template, tokenizer, cfg.prefill)
 
     test_prompts = [encode(e.question) for e in test]
     prompt_cache: dict[int, list[int]] = {}

@@ -24,7 +24,7 @@ from r1kit.errors import R1kitError
 from r1kit.models import load_model, load_tokenizer, save_model
 from r1kit.stages.pretrain import cosine_lr, packed_batch
 from r1kit.tasks.math import read_rows
-from r1kit.templates import render_prompt
+from r1kit.templates import encode_prompt
 
 
 def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str, str]]:
@@ -48,8 +48,7 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str,
         if template == "none":
             p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
         else:
-            text = render_prompt(prompt, template, tokenizer)
-            p = tokenizer(text, add_special_tokens=template == "r1-zero")["input_ids"]
+            p = encode_prompt(prompt, template, tokenizer)
         r = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
         if len(p) + len(r) > max_length:
             r = r[:max(1, max_length - len(p))]

@@ -82,9 +82,7 @@ def math_equal(answer: str, reference: str, timeout: float = 5.0) -> bool:
     The check runs in the process-wide worker pool of r1kit.rewards.math, so an answer that
     sends sympy into a near-endless computation costs `timeout` seconds and scores False
     instead of hanging training or evaluation."""
-    from r1kit.rewards.math import default_verifier
-
-    return default_verifier().verify_batch([(answer, reference)], timeout)[0].correct
+    return verify_answers([answer], [reference], timeout)[0][0] == 1.0
 
 
 class MathTask:
