@@ -122,6 +122,7 @@ class GRPOConfig:
     question_field: str = "question"
     answer_field: str = "answer"
     template: str = "r1-zero"  # r1-zero (flat string) | chat (the tokenizer's chat template)
+    #                            | none (the question verbatim)
     prefill: str = ""  # text the response is forced to begin with, e.g. "<think>\n"
     # --- the paper's hyperparameters
     steps: int = 10400  # one step = one rollout and the updates made from it
@@ -136,6 +137,7 @@ class GRPOConfig:
     num_minibatches: int = 16  # policy updates per rollout (the first is on-policy)
     ppo_epochs: int = 1  # passes over the rollout
     max_new_tokens: int = 32768
+    min_new_tokens: int = 0  # stop tokens are masked out before this many tokens (benchmarks)
     max_new_tokens_schedule: list[list[int]] = field(default_factory=lambda: [[8200, 65536]])
     ref_refresh_every: int = 400  # reset the reference to the policy every N steps; 0 = never
     # --- choices the paper leaves open (R1-SPEC [open])
@@ -163,6 +165,10 @@ class GRPOConfig:
     max_grad_norm: float = 1.0
     micro_batch_size: int = 16  # sequences per forward/backward (memory only: same result)
     logprob_chunk_tokens: int = 256  # output layer in chunks (vocab >= 32768); 0 = full logits
+    activation_checkpointing: bool = False  # recompute each layer in backward: less memory
+    engine: str = "auto"  # auto (r1kit's lean forward where the model allows) | hf (transformers')
+    cuda_graphs: bool = True  # on CUDA, the decode step replays a captured graph
+    reward_function: str = ""  # "module:function" or "file.py:function": your own reward
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
@@ -203,6 +209,11 @@ class GRPOConfig:
                   "set save_every = 0 (the stage still saves its merged model at the end)")
         if self.logprob_chunk_tokens < 0:
             _fail(f"{where}.logprob_chunk_tokens", "must be >= 0 (0 = full logits)")
+        if self.engine not in ("auto", "hf"):
+            _fail(f"{where}.engine", f"unknown engine {self.engine!r}", "use auto or hf")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            _fail(f"{where}.min_new_tokens", f"must be in [0, max_new_tokens], got "
+                  f"{self.min_new_tokens}")
         for name in ("steps", "ppo_epochs", "max_new_tokens", "micro_batch_size",
                      "generation_rows"):
             if getattr(self, name) < 1:

@@ -115,9 +115,22 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
 
 
 def load_tokenizer(path: str | os.PathLike):
-    from transformers import AutoTokenizer
+    """The checkpoint's tokenizer. A directory whose tokenizer_config.json names the generic
+    PreTrainedTokenizerFast is loaded as exactly that: AutoTokenizer would rebuild some model
+    types' own tokenizer class around the saved vocabulary (a Qwen2 checkpoint becomes a
+    byte-level tokenizer) and silently change the token ids."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    tok = AutoTokenizer.from_pretrained(str(path))
+    saved = Path(path) / "tokenizer_config.json"
+    generic = False
+    if saved.is_file():
+        try:
+            generic = json.loads(saved.read_text()).get("tokenizer_class") in (
+                "PreTrainedTokenizerFast", "TokenizersBackend")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            generic = False
+    cls = PreTrainedTokenizerFast if generic else AutoTokenizer
+    tok = cls.from_pretrained(str(path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

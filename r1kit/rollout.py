@@ -3,6 +3,10 @@
 - Each prompt is prefilled once; its KV cache is then repeated for the G samples of its group.
 - A sequence that emits a stop token leaves the batch at once (its rows are dropped from the
   KV cache), so finished sequences stop costing compute.
+- Llama-family models decode with r1kit's lean forward (r1kit/lean.py): a preallocated KV
+  cache and, on CUDA, a captured CUDA graph per batch size that is replayed for every token
+  (finished rows are compacted away, and the graph of the next smaller batch size takes over).
+  Other models decode with transformers' forward and its dynamic cache.
 - For every sampled token the engine returns the log-probability under the distribution it
   was sampled from, softmax(logits / temperature) before any top-p truncation: the same
   quantity the training pass computes, so it can serve as the behaviour policy's log-prob.
@@ -11,9 +15,12 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from dataclasses import dataclass
 
 import torch
+
+from r1kit.lean import LeanLM
 
 
 @dataclass
@@ -52,13 +59,19 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
     """Sample one token per row. logits [N, V] → (tokens [N], log-probs [N]).
 
     The log-prob is that of softmax(logits / temperature); top-p only restricts the choice.
-    temperature 0 means greedy decoding.
+    temperature 0 means greedy decoding. On CUDA (without top-p) the draw is the exponential
+    race argmax(p / E), E ~ Exp(1), an exact sample of p without a cumulative sum over the
+    vocabulary; on CPU it is torch.multinomial.
     """
     logits = logits.float()
     if temperature == 0:
         tokens = logits.argmax(-1)
         return tokens, torch.zeros_like(tokens, dtype=torch.float32)
     logp = torch.log_softmax(logits / temperature, dim=-1)  # [N, V]
+    if top_p >= 1.0 and logits.is_cuda:
+        race = torch.empty_like(logp).exponential_(generator=generator)
+        tokens = (logp - race.log()).argmax(-1)
+        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
     probs = logp.exp()
     if top_p < 1.0:
         sorted_p, order = probs.sort(-1, descending=True)
@@ -75,13 +88,22 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens: int,
              temperature: float, top_p: float = 1.0, stop_ids: list[int], pad_id: int,
-             generator: torch.Generator | None = None, max_rows: int = 1024) -> Rollouts:
-    """Sample `group_size` completions for each prompt (token ids, no padding)."""
+             generator: torch.Generator | None = None, max_rows: int = 1024,
+             min_new_tokens: int = 0, engine: str = "auto", cuda_graphs: bool = True) -> Rollouts:
+    """Sample `group_size` completions for each prompt (token ids, no padding).
+
+    `min_new_tokens`: stop tokens cannot be sampled before that many tokens. `engine`:
+    "auto" decodes with r1kit's lean forward where the model allows it, "hf" always with
+    transformers' forward."""
     device = next(model.parameters()).device
     per_chunk = max(1, max_rows // group_size)
+    decoder = lean_decoder(model, cuda_graphs) if engine == "auto" else None
     parts = [
-        _generate_chunk(model, prompts[i:i + per_chunk], group_size, max_new_tokens,
-                        temperature, top_p, stop_ids, pad_id, generator, device)
+        (_generate_lean(decoder, prompts[i:i + per_chunk], group_size, max_new_tokens,
+                        min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device)
+         if decoder is not None else
+         _generate_chunk(model, prompts[i:i + per_chunk], group_size, max_new_tokens,
+                         min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device))
         for i in range(0, len(prompts), per_chunk)
     ]
     width = max(p[0].shape[1] for p in parts)
@@ -100,8 +122,8 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
     )
 
 
-def _generate_chunk(model, prompts, G, max_new_tokens, temperature, top_p, stop_ids, pad_id,
-                    generator, device):
+def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperature, top_p,
+                    stop_ids, pad_id, generator, device):
     from transformers import DynamicCache
 
     B, P = len(prompts), max(len(p) for p in prompts)
@@ -129,6 +151,8 @@ def _generate_chunk(model, prompts, G, max_new_tokens, temperature, top_p, stop_
     active = torch.arange(N, device=device)  # rows still generating, in cache order
     stop = torch.tensor(stop_ids, device=device)
     for t in range(max_new_tokens):
+        if t < min_new_tokens:
+            logits = logits.index_fill(-1, stop, float("-inf"))
         tok, lp = sample_tokens(logits, temperature, top_p, generator)
         tokens[active, t] = tok
         logps[active, t] = lp
@@ -148,6 +172,178 @@ def _generate_chunk(model, prompts, G, max_new_tokens, temperature, top_p, stop_
         out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos,
                     use_cache=True, **{kw: cache})
         logits = out.logits[:, -1]
+        next_pos = next_pos + 1
+    T = int(lengths.max().item()) if N else 0
+    mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]
+    return tokens[:, :T].cpu(), mask[:, :T].long().cpu(), logps[:, :T].cpu(), stopped.cpu()
+
+
+# ----- the lean decoder ----------------------------------------------------------------------
+
+_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def lean_decoder(model, cuda_graphs: bool = True):
+    """The model's lean decoder (kept across calls: its cache and CUDA graphs are reused),
+    or None when the model needs transformers' own forward."""
+    if LeanLM.unsupported(model) is not None:
+        return None
+    dec = _DECODERS.get(model)
+    if dec is None or dec.use_graphs != (cuda_graphs and dec.device.type == "cuda"):
+        dec = _DECODERS[model] = LeanDecoder(LeanLM(model), cuda_graphs)
+    return dec
+
+
+def _buckets(n: int) -> list[int]:
+    """Batch sizes that CUDA graphs are captured for: n, then powers of two below it."""
+    out, b = [n], 1
+    while b < n:
+        out.append(b)
+        b *= 2
+    return sorted(set(out))
+
+
+class LeanDecoder:
+    """Decoding with a preallocated cache; on CUDA each decode step of a given batch size is
+    captured once as a CUDA graph and replayed (the weights are read in place, so optimizer
+    updates between rollouts need no recapture)."""
+
+    def __init__(self, lean: LeanLM, cuda_graphs: bool):
+        self.lean = lean
+        self.device = lean.head.weight.device
+        self.use_graphs = cuda_graphs and self.device.type == "cuda"
+        self.cache = None
+        self.graphs: dict[int, tuple] = {}
+        self.pool = None
+
+    def cache_for(self, rows: int, length: int):
+        c = self.cache
+        if c is None or c.k[0].shape[0] < rows or c.k[0].shape[2] < length:
+            if c is not None:  # a bigger one: the graphs read the old buffers
+                self.graphs.clear()
+                self.cache = c = None
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            self.cache = self.lean.new_cache(rows, length)
+        return self.cache
+
+    def worth_compacting(self, n: int, alive: int) -> bool:
+        """Drop finished rows when that saves work: on CUDA when a smaller graph fits them,
+        on CPU when an eighth of the rows are done (each drop copies the cache)."""
+        if alive == n:
+            return False
+        if self.use_graphs:
+            rows = self.cache.k[0].shape[0]
+            fit = [b for b in _buckets(rows)]
+            return next(b for b in fit if b >= alive) < next(b for b in fit if b >= n)
+        return n - alive >= max(1, n // 8)
+
+    def step(self, ids, positions, start: int, bias, attend: int):
+        """One decode step of n rows (ids [n, 1]); returns logits [n, V] (rows >= n of a
+        graph's batch are scratch)."""
+        if not self.use_graphs:
+            return self.lean.logits(self.lean.cached_forward(ids, positions, self.cache, start,
+                                                             bias[:, :, :, :attend], attend))
+        n = ids.shape[0]
+        length = self.cache.k[0].shape[2]
+        b = next(x for x in _buckets(self.cache.k[0].shape[0]) if x >= n)
+        g = self.graphs.get(b)
+        if g is None:
+            g = self.graphs[b] = self._capture(b, length)
+        graph, s_ids, s_pos, s_start, s_bias, s_out = g
+        s_ids[:n].copy_(ids)
+        s_pos[:n].copy_(positions)
+        s_start.fill_(start)
+        s_bias[:n].copy_(bias)
+        graph.replay()
+        return s_out[:n]
+
+    def _capture(self, b: int, length: int):
+        lean, dev = self.lean, self.device
+        s_ids = torch.zeros((b, 1), dtype=torch.long, device=dev)
+        s_pos = torch.zeros((b, 1), dtype=torch.long, device=dev)
+        s_start = torch.full((1,), length - 1, dtype=torch.long, device=dev)
+        s_bias = torch.zeros((b, 1, 1, length), dtype=torch.float32, device=dev)
+
+        def run():
+            return lean.logits(lean.cached_forward(s_ids, s_pos, self.cache, s_start, s_bias,
+                                                   length))
+
+        # warm up on a side stream (as CUDA graph capture requires), writing only to the
+        # last cache slot, which a later step overwrites before reading
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            s_out = run()
+        return graph, s_ids, s_pos, s_start, s_bias, s_out
+
+
+@torch.no_grad()
+def _generate_lean(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temperature,
+                   top_p, stop_ids, pad_id, generator, device):
+    lean = dec.lean
+    B, P = len(prompts), max(len(p) for p in prompts)
+    N, S = B * G, P + max_new_tokens
+    ids = torch.full((B, P), pad_id, dtype=torch.long)
+    valid = torch.zeros((B, P), dtype=torch.bool)
+    for i, p in enumerate(prompts):  # left padding: every prompt ends at slot P-1
+        ids[i, P - len(p):] = torch.tensor(p)
+        valid[i, P - len(p):] = True
+    ids, valid = ids.to(device), valid.to(device)
+    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+    cache = dec.cache_for(N, S)
+    # prefill each prompt once: causal attention over its own tokens (a padding slot sees
+    # itself only, so no row is empty); its cache rows are then copied to the G samples
+    allowed = torch.ones((P, P), dtype=torch.bool, device=device).tril()[None] & valid[:, None, :]
+    allowed |= torch.eye(P, dtype=torch.bool, device=device)[None]
+    bias = torch.zeros((B, 1, P, P), device=device).masked_fill(~allowed[:, None], float("-inf"))
+    h = lean.cached_forward(ids, positions, cache, 0, bias, P)
+    logits = lean.logits(h).repeat_interleave(G, 0)  # [N, V]
+    cache.repeat_prefix(B, G, P)
+    # the additive key mask of the decode steps, over every slot of the cache
+    key_bias = torch.full((N, 1, 1, cache.k[0].shape[2]), float("-inf"), device=device)
+    key_bias[:, 0, 0, :P] = torch.where(valid, 0.0, float("-inf")).repeat_interleave(G, 0)
+    next_pos = positions[:, -1:].repeat_interleave(G, 0) + 1  # [N, 1]
+
+    tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
+    lengths = torch.zeros(N, dtype=torch.long, device=device)
+    stopped = torch.zeros(N, dtype=torch.bool, device=device)
+    active = torch.arange(N, device=device)  # original row of each cache row still going
+    stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
+    check_every = 1 if not dec.use_graphs else 8  # a host sync per check on CUDA
+    for t in range(max_new_tokens):
+        if t < min_new_tokens and stop.numel():
+            logits = logits.index_fill(-1, stop, float("-inf"))
+        tok, lp = sample_tokens(logits, temperature, top_p, generator)
+        live = ~stopped[active]
+        tokens[active, t] = torch.where(live, tok, pad_id)
+        logps[active, t] = torch.where(live, lp, 0.0)
+        lengths[active] += live.long()
+        stopped[active] |= live & torch.isin(tok, stop)
+        if t == max_new_tokens - 1:
+            break
+        if t % check_every == 0:
+            alive = ~stopped[active]
+            n_alive = int(alive.sum())
+            if n_alive == 0:
+                break
+            if dec.worth_compacting(active.numel(), n_alive):
+                keep = alive.nonzero().squeeze(-1)
+                active, tok = active[keep], tok[keep]
+                cache.keep(keep, P + t)
+                key_bias[:n_alive] = key_bias.index_select(0, keep)
+                next_pos = next_pos[keep]
+        n = active.numel()
+        key_bias[:n, 0, 0, P + t] = 0.0
+        logits = dec.step(tok[:, None], next_pos, P + t, key_bias[:n], P + t + 1)
         next_pos = next_pos + 1
     T = int(lengths.max().item()) if N else 0
     mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]

@@ -24,7 +24,7 @@ R1_ZERO_SYSTEM = (
     "</think> <answer> answer here </answer>."
 )
 
-TEMPLATES = ("r1-zero", "chat")
+TEMPLATES = ("r1-zero", "chat", "none")
 
 
 def render_prompt(question: str, template: str, tokenizer=None, prefill: str = "") -> str:
@@ -35,6 +35,8 @@ def render_prompt(question: str, template: str, tokenizer=None, prefill: str = "
     """
     if template == "r1-zero":
         text = R1_ZERO.format(prompt=question)
+    elif template == "none":  # the question verbatim (your data already holds the prompt)
+        text = question
     elif template == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ValueError(
@@ -53,6 +55,7 @@ def render_prompt(question: str, template: str, tokenizer=None, prefill: str = "
 
 def encode_prompt(question: str, template: str, tokenizer, prefill: str = "") -> list[int]:
     """The prompt's token ids. A chat template writes its own special tokens (BOS included);
-    a flat r1-zero prompt gets whatever the tokenizer adds to plain text, as in pretraining."""
+    a flat r1-zero prompt or a verbatim one gets whatever the tokenizer adds to plain text
+    (e.g. BOS), as in pretraining."""
     text = render_prompt(question, template, tokenizer, prefill)
-    return tokenizer(text, add_special_tokens=template == "r1-zero")["input_ids"]
+    return tokenizer(text, add_special_tokens=template != "chat")["input_ids"]

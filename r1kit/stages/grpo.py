@@ -36,9 +36,9 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -51,6 +51,7 @@ from r1kit.eval.core import decode_responses, evaluate
 from r1kit.models import load_model, load_tokenizer, save_model, stop_token_ids
 from r1kit.packing import pack
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
+from r1kit.rewards.custom import FunctionReward, load_function
 from r1kit.rollout import Rollouts, generate
 from r1kit.runlog import RunLog
 from r1kit.stages.pretrain import cosine_lr
@@ -81,19 +82,37 @@ CHUNK_MIN_VOCAB = 32768  # smaller vocabularies: the full logits are small, no c
 
 def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]],
                         temperature: float, width: int, pad_id: int,
-                        with_entropy: bool = False, chunk_tokens: int = 0):
+                        with_entropy: bool = False, chunk_tokens: int = 0, lean=None,
+                        checkpoint_layers: bool = False):
     """Per-token log-probs of each completion given its prompt, under softmax(logits / T).
 
-    Sequences are packed (no padding waste). Returns logp [N, width] (0 beyond each
-    completion) and, when asked, the policy's entropy at those tokens [N, width].
+    Returns logp [N, width] (0 beyond each completion) and, when asked, the policy's entropy
+    at those tokens [N, width]. The output layer runs only on the positions that predict
+    completion tokens.
 
-    `chunk_tokens` > 0: the output layer runs only on the positions that predict completion
-    tokens, `chunk_tokens` positions at a time, each chunk recomputed in the backward pass, so
-    the [tokens, vocab] float32 logits never exist at once (the same numbers up to float
-    rounding; tests/test_rollout_packing.py checks it). Models whose logits are more than a
-    linear layer (soft-capping, a logit scale) take the plain path.
+    `lean` (an r1kit.lean.LeanLM of `model`): r1kit's forward on right-padded rows (the
+    caller sorts sequences by length, so padding is the difference between neighbours);
+    otherwise transformers' forward on packed rows (several sequences per row, no padding).
+    `chunk_tokens` > 0: the output layer runs `chunk_tokens` positions at a time, each chunk
+    recomputed in the backward pass, so the [tokens, vocab] float32 logits never exist at once
+    (the same numbers up to float rounding; tests/test_rollout_packing.py checks it). Models
+    whose logits are more than a linear layer (soft-capping, a logit scale) take the plain
+    path. `checkpoint_layers`: recompute each decoder layer in the backward pass (lean path;
+    the transformers path uses the model's own gradient checkpointing).
     """
     device = next(model.parameters()).device
+    if lean is not None:
+        seqs = [p + c for p, c in zip(prompts, completions)]
+        ids = torch.full((len(seqs), max(len(s) for s in seqs)), pad_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s)
+        ids = ids.to(device)
+        spans = [(i, 0, len(s)) for i, s in enumerate(seqs)]
+        rows, cols, valid = (t.to(device) for t in
+                             _completion_index(spans, prompts, completions, width))
+        hidden = lean.hidden_states(ids, checkpoint_layers)
+        return _head_logprobs(hidden, ids, rows, cols, valid, lean.head, temperature,
+                              with_entropy, chunk_tokens)
     seqs = [p + c for p, c in zip(prompts, completions)]
     packed = pack(seqs, capacity=max(len(s) for s in seqs) * 4, pad_id=pad_id)
     ids = packed.input_ids.to(device)
@@ -106,19 +125,8 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
         body, head = split
         hidden = body(input_ids=ids, position_ids=packed.position_ids.to(device),
                       use_cache=False).last_hidden_state  # [R, L, H]
-        sel = valid.bool()
-        h = hidden[rows[sel], cols[sel]]  # [T, H]: the positions that predict completion tokens
-        targets = ids[rows[sel], cols[sel] + 1]  # [T]
-        parts = [checkpoint(_chunk_logp, h[i:i + chunk_tokens], targets[i:i + chunk_tokens],
-                            head.weight, head.bias, temperature, with_entropy,
-                            use_reentrant=False)
-                 for i in range(0, h.shape[0], chunk_tokens)]
-        logp = torch.zeros(valid.shape, device=device, dtype=torch.float32)
-        logp = logp.masked_scatter(sel, torch.cat([lp for lp, _ in parts]))
-        entropy = None
-        if with_entropy:
-            entropy = torch.zeros_like(logp).masked_scatter(sel, torch.cat([e for _, e in parts]))
-        return logp, entropy
+        return _head_logprobs(hidden, ids, rows, cols, valid, head, temperature,
+                              with_entropy, chunk_tokens)
     logits = model(input_ids=ids, position_ids=packed.position_ids.to(device),
                    use_cache=False).logits  # [R, L, V]
     logits = logits.float() / temperature
@@ -132,6 +140,28 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
             probs = torch.softmax(logits[:, :-1], dim=-1)
             ent = lse - (probs * logits[:, :-1]).sum(-1)  # [R, L-1]
             entropy = ent[rows, cols] * valid
+    return logp, entropy
+
+
+def _head_logprobs(hidden, ids, rows, cols, valid, head, temperature, with_entropy,
+                   chunk_tokens):
+    """The output layer at the positions that predict completion tokens only; in chunks of
+    `chunk_tokens` recomputed in backward, or (0) all at once."""
+    sel = valid.bool()
+    h = hidden[rows[sel], cols[sel]]  # [T, H]
+    targets = ids[rows[sel], cols[sel] + 1]  # [T]
+    if chunk_tokens > 0:
+        parts = [checkpoint(_chunk_logp, h[i:i + chunk_tokens], targets[i:i + chunk_tokens],
+                            head.weight, head.bias, temperature, with_entropy,
+                            use_reentrant=False)
+                 for i in range(0, h.shape[0], chunk_tokens)]
+    else:
+        parts = [_chunk_logp(h, targets, head.weight, head.bias, temperature, with_entropy)]
+    logp = torch.zeros(valid.shape, device=h.device, dtype=torch.float32)
+    logp = logp.masked_scatter(sel, torch.cat([lp for lp, _ in parts]))
+    entropy = None
+    if with_entropy:
+        entropy = torch.zeros_like(logp).masked_scatter(sel, torch.cat([e for _, e in parts]))
     return logp, entropy
 
 
@@ -205,21 +235,33 @@ def _micro_batches(idx: list[int], size: int):
 
 
 def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: int,
-                  gen: torch.Generator, lr_at) -> dict:
-    """The mini-batch updates of one rollout. Returns averaged metrics."""
+                  gen: torch.Generator, lr_at, lean_policy=None, lean_ref=None) -> dict:
+    """The mini-batch updates of one rollout. Returns averaged metrics.
+
+    `lean_policy` / `lean_ref`: r1kit.lean.LeanLM views of the two models, or None for
+    transformers' forward. Micro-batches of a mini-batch are cut from its sequences sorted by
+    length (the loss is a weighted sum over micro-batches, so their composition does not
+    change it), which keeps the right-padding of the lean path small."""
     device = next(policy.parameters()).device
     n = len(batch.completions)
     mini = n // cfg.num_minibatches
     # chunked output layer only where the full logits are big (a real LM's vocabulary)
     chunk = cfg.logprob_chunk_tokens if _vocab_size(policy) >= CHUNK_MIN_VOCAB else 0
+    ckpt = cfg.activation_checkpointing
+    total_len = [len(p) + len(c) for p, c in zip(batch.prompts, batch.completions)]
+
+    def micro_batches(idx):
+        return _micro_batches(sorted(idx, key=lambda i: total_len[i]), cfg.micro_batch_size)
+
     old_logp = None
     if cfg.num_minibatches * cfg.ppo_epochs > 1:
         old_logp = torch.zeros((n, batch.width), device=device)
         with torch.no_grad():
-            for mb in _micro_batches(list(range(n)), cfg.micro_batch_size):
+            for mb in micro_batches(list(range(n))):
                 old_logp[mb] = completion_logprobs(
                     policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
-                    cfg.temperature, batch.width, pad_id, chunk_tokens=chunk)[0]
+                    cfg.temperature, batch.width, pad_id, chunk_tokens=chunk,
+                    lean=lean_policy)[0]
     mask = batch.mask.to(device)
     adv = batch.advantages.to(device)
     sums: dict[str, float] = {}
@@ -234,18 +276,18 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
             opt.zero_grad(set_to_none=True)
             total_tokens = mask[idx].sum().clamp(min=1)
             parts: dict[str, float] = {}
-            for mb in _micro_batches(idx, cfg.micro_batch_size):
-                logp, entropy = completion_logprobs(
-                    policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
-                    cfg.temperature, batch.width, pad_id, with_entropy=True,
-                    chunk_tokens=chunk)
+            for mb in micro_batches(idx):
                 ref_logp = None
                 if ref is not None:
                     with torch.no_grad():
                         ref_logp = completion_logprobs(
                             ref, [batch.prompts[i] for i in mb],
                             [batch.completions[i] for i in mb], cfg.temperature, batch.width,
-                            pad_id, chunk_tokens=chunk)[0]
+                            pad_id, chunk_tokens=chunk, lean=lean_ref)[0]
+                logp, entropy = completion_logprobs(
+                    policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
+                    cfg.temperature, batch.width, pad_id, with_entropy=True,
+                    chunk_tokens=chunk, lean=lean_policy, checkpoint_layers=ckpt)
                 old = old_logp[mb] if old_logp is not None else logp.detach()
                 loss, metrics = policy_loss(
                     logp, old, adv[mb], mask[mb], clip_eps_low=cfg.clip_eps_low,
@@ -316,8 +358,11 @@ def make_reward(cfg: GRPOConfig, task, reward_models: dict[str, Path], ctx: Stag
 
 
 def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
-             reward_models: dict[str, Path] | None = None) -> dict:
-    """`reward_models`: the checkpoints of the helpful and safety reward models, by type."""
+             reward_models: dict[str, Path] | None = None, *, task=None,
+             reward_function: Callable | None = None) -> dict:
+    """`reward_models`: the checkpoints of the helpful and safety reward models, by type.
+    From Python, `task` (an r1kit.tasks.Task) replaces the config's task and
+    `reward_function` (called as in r1kit.rewards.custom) the config's rewards."""
     torch.manual_seed(ctx.seed)
     tokenizer = load_tokenizer(model_path)
     policy = load_model(model_path, ctx.device, ctx.dtype)
@@ -329,10 +374,14 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     if cfg.beta > 0:
         ref = copy.deepcopy(policy).eval()
         ref.requires_grad_(False)
+    lean_policy, lean_ref = _lean_views(cfg, policy, ref, ctx)
     stop_ids = stop_token_ids(tokenizer, policy)
     pad_id = tokenizer.pad_token_id
-    task = make_task(cfg, ctx.seed)
-    reward_fn = make_reward(cfg, task, reward_models or {}, ctx)
+    task = task if task is not None else make_task(cfg, ctx.seed)
+    if reward_function is None and cfg.reward_function:
+        reward_function = load_function(cfg.reward_function)
+    reward_fn = (FunctionReward(reward_function) if reward_function is not None
+                 else make_reward(cfg, task, reward_models or {}, ctx))
     train = task.train_examples()
     general_pool = general_examples(cfg, ctx.seed) if cfg.general_share > 0 else []
     test = task.test_examples(cfg.eval.split)
@@ -410,7 +459,10 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed * 1_000_003 + step)
         ro = generate(policy, prompts, group_size=G, max_new_tokens=cfg.max_new_tokens_at(step),
                       temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
-                      pad_id=pad_id, generator=gen, max_rows=cfg.generation_rows)
+                      pad_id=pad_id, generator=gen, max_rows=cfg.generation_rows,
+                      min_new_tokens=cfg.min_new_tokens,
+                      engine="auto" if lean_policy is not None else "hf",
+                      cuda_graphs=cfg.cuda_graphs)
         t_gen = time.time() - t0
         # 3. rewards
         texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
@@ -433,7 +485,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         policy.train()
         t1 = time.time()
         upd = update_policy(policy, ref, opt, make_batch(ro, adv), cfg, pad_id,
-                            torch.Generator().manual_seed(ctx.seed + step), lr_at)
+                            torch.Generator().manual_seed(ctx.seed + step), lr_at,
+                            lean_policy, lean_ref)
         t_train = time.time() - t1
         if ref is not None and cfg.ref_refresh_every and (step + 1) % cfg.ref_refresh_every == 0:
             ref.load_state_dict(policy.state_dict())
@@ -443,7 +496,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             "stage": ctx.name, "step": step + 1,
             "reward": rewards.mean().item(),
             **means,
-            "accuracy": means["reward/accuracy"],
+            "accuracy": means.get("reward/accuracy"),
             "general_frac": n_general / len(examples),
             **{f"reflect/{w}": v for w, v in reflective_counts(texts).items()},
             "response_length": lengths.mean().item(),
@@ -488,6 +541,22 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         summary.update({"first_eval": evals[0], "final_eval": evals[-1],
                         "best_pass@1": max(e["pass@1"] for e in evals)})
     return summary
+
+
+def _lean_views(cfg: GRPOConfig, policy, ref, ctx: StageContext):
+    """LeanLM views of the policy and the reference, or (None, None) where transformers'
+    forward must run (engine = "hf", or a model the lean path does not cover, said once)."""
+    from r1kit.lean import LeanLM
+
+    why = "engine = 'hf'" if cfg.engine == "hf" else LeanLM.unsupported(policy)
+    if why is not None:
+        if cfg.engine != "hf":
+            ctx.print(f"[{ctx.name}] transformers' forward for this model ({why})")
+        if cfg.activation_checkpointing:
+            policy.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        return None, None
+    return LeanLM(policy), (LeanLM(ref) if ref is not None else None)
 
 
 def _questions(train: list, step: int, n: int, seed: int) -> list[tuple[int, object]]:
@@ -585,7 +654,9 @@ class _progress:
 
     def update(self, record: dict) -> None:
         if self.bar is not None:
-            self.bar.set_postfix(reward=f"{record['reward']:.3f}", acc=f"{record['accuracy']:.3f}",
+            acc = record["accuracy"]
+            self.bar.set_postfix(reward=f"{record['reward']:.3f}",
+                                 acc="-" if acc is None else f"{acc:.3f}",
                                  len=f"{record['response_length']:.0f}", refresh=False)
             self.bar.update(1)
 

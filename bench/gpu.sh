@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The GPU check, a few minutes on one GPU: decode speed against transformers' generate, then
+# r1kit's GRPO stage against TRL's GRPOTrainer (bench/vs_trl.py --preset gpu).
+#
+#   bash bench/gpu.sh [OUT_DIR]
+#
+# The GPU machine has torch, transformers and accelerate but neither TRL nor datasets (nor
+# math-verify): bring their wheels in .whl/ (made where pip works with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#     trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 math-verify==0.9.0 \
+#     latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
+# ); they are installed with --no-deps into /tmp/site.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-/tmp/r1kit-gpu}}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+} 2>&1 | tee "$out/machine.txt"
+timeout 150 python3 bench/decode.py --out "$out/decode.json" 2>&1 | tee "$out/decode.log"
+timeout 330 python3 bench/vs_trl.py --preset gpu --out "$out/vs_trl.json" 2>&1 | tee "$out/vs_trl.log"

@@ -1,0 +1,194 @@
+"""r1kit's lean forward pass for Llama-family decoders (Llama, Qwen2, Qwen3, Mistral).
+
+The transformers model stays the owner of the weights: this module reads its submodules and
+runs the same arithmetic with fewer, larger operations, which matters for the two passes of
+RL training:
+
+- the training pass: right-padded, length-sorted rows with causal attention (no mask tensor,
+  so SDPA takes its fused kernel), optional activation checkpointing per layer;
+- decoding: a preallocated KV cache (no concatenation per token), attention that reads the
+  grouped key/value heads without copying them per query head, and on CUDA the whole decode
+  step captured once as a CUDA graph per batch size and replayed.
+
+`LeanLM.unsupported(model)` says why a model cannot take this path (another architecture, a
+sliding window, adapters wrapping the linear layers, ...); the caller then uses transformers'
+own forward. The numbers are those of transformers' forward up to float rounding
+(tests/test_lean.py compares logits, log-probs, losses and gradients).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "mistral")
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + _rotate_half(x) * sin
+
+
+class LeanLM:
+    """A fast forward over a Hugging Face Llama-family causal LM's own weights."""
+
+    def __init__(self, model):
+        cfg = model.config
+        self.model = model
+        self.body = model.model
+        self.head = model.lm_head
+        self.layers = list(self.body.layers)
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.scale = self.head_dim ** -0.5
+        self.qk_norm = cfg.model_type == "qwen3"
+
+    @staticmethod
+    def unsupported(model) -> str | None:
+        """None when the lean path computes exactly what the model's own forward does, else
+        the reason it does not."""
+        cfg = getattr(model, "config", None)
+        kind = getattr(cfg, "model_type", None)
+        if kind not in ARCHITECTURES:
+            return f"model type {kind!r} (lean path: {', '.join(ARCHITECTURES)})"
+        body = getattr(model, "model", None)
+        if body is None or not hasattr(body, "layers") or not hasattr(body, "rotary_emb"):
+            return "unexpected module layout"
+        if getattr(cfg, "hidden_act", "silu") != "silu":
+            return f"activation {cfg.hidden_act!r}"
+        if getattr(cfg, "use_sliding_window", False) or (
+                kind == "mistral" and getattr(cfg, "sliding_window", None)):
+            return "sliding-window attention"
+        if any(getattr(cfg, name, None) for name in ("attn_logit_softcapping",
+                                                      "final_logit_softcapping")):
+            return "logit soft-capping"
+        if getattr(cfg, "layer_types", None) and any(
+                t != "full_attention" for t in cfg.layer_types):
+            return "layers other than full attention"
+        if not isinstance(model.lm_head, torch.nn.Linear) or type(model.lm_head) is not torch.nn.Linear:
+            return "the output layer is not a plain linear layer"
+        for layer in body.layers:
+            att, mlp = layer.self_attn, layer.mlp
+            for lin in (att.q_proj, att.k_proj, att.v_proj, att.o_proj,
+                        mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+                if type(lin) is not torch.nn.Linear:
+                    return "linear layers wrapped (adapters or sharding)"
+        if any(type(p).__name__ == "DTensor" for p in model.parameters()):
+            return "sharded parameters"
+        return None
+
+    # ----- pieces --------------------------------------------------------------------------
+
+    @staticmethod
+    def _norm(module, x: torch.Tensor) -> torch.Tensor:
+        # the arithmetic of LlamaRMSNorm / Qwen2RMSNorm: normalise in float32, scale in x's dtype
+        eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+        h = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)
+        return module.weight * h.to(x.dtype)
+
+    def _qkv(self, layer, h, cos, sin):
+        att = layer.self_attn
+        B, L, _ = h.shape
+        q = att.q_proj(h).view(B, L, -1, self.head_dim)
+        k = att.k_proj(h).view(B, L, -1, self.head_dim)
+        v = att.v_proj(h).view(B, L, -1, self.head_dim)
+        if self.qk_norm:
+            q, k = self._norm(att.q_norm, q), self._norm(att.k_norm, k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        return _rope(q, cos, sin), _rope(k, cos, sin), v
+
+    def _finish(self, layer, x, o):
+        B, _, L, _ = o.shape
+        x = x + layer.self_attn.o_proj(o.transpose(1, 2).reshape(B, L, -1))
+        h = self._norm(layer.post_attention_layernorm, x)
+        mlp = layer.mlp
+        return x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+
+    def _causal_layer(self, layer, x, cos, sin):
+        q, k, v = self._qkv(layer, self._norm(layer.input_layernorm, x), cos, sin)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
+                                           enable_gqa=self.n_kv != self.n_heads)
+        return self._finish(layer, x, o)
+
+    # ----- the training pass -----------------------------------------------------------------
+
+    def hidden_states(self, ids: torch.Tensor, checkpoint_layers: bool = False) -> torch.Tensor:
+        """Final hidden states [B, L, H] of right-padded rows (each row one sequence from
+        position 0; padding only at the end, where causal attention keeps it from every real
+        token)."""
+        x = self.body.embed_tokens(ids)
+        positions = torch.arange(ids.shape[1], device=ids.device)[None].expand(ids.shape[0], -1)
+        cos, sin = self.body.rotary_emb(x, positions)
+        for layer in self.layers:
+            if checkpoint_layers and torch.is_grad_enabled():
+                x = checkpoint(self._causal_layer, layer, x, cos, sin, use_reentrant=False)
+            else:
+                x = self._causal_layer(layer, x, cos, sin)
+        return self._norm(self.body.norm, x)
+
+    # ----- decoding with a preallocated cache ------------------------------------------------
+
+    def new_cache(self, rows: int, length: int) -> KVCache:
+        p = self.head.weight
+        return KVCache(len(self.layers), rows, self.n_kv, length, self.head_dim, p.dtype, p.device)
+
+    def cached_forward(self, ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,
+                       start, key_bias: torch.Tensor, attend: int) -> torch.Tensor:
+        """Run tokens ids [N, q] (positions [N, q]) whose keys go to cache slots
+        start .. start+q-1 (`start`: an int, or a 1-element tensor for q = 1 in a CUDA graph);
+        attention reads slots 0 .. attend-1 with the additive key_bias [N, 1, q, attend]
+        (0 or -inf). Returns the last position's final hidden state [N, H]."""
+        N, q = ids.shape
+        x = self.body.embed_tokens(ids)
+        cos, sin = self.body.rotary_emb(x, positions)
+        rep = self.n_heads // self.n_kv
+        for i, layer in enumerate(self.layers):
+            qh, k, v = self._qkv(layer, self._norm(layer.input_layernorm, x), cos, sin)
+            kc, vc = cache.k[i][:N], cache.v[i][:N]
+            if isinstance(start, torch.Tensor):
+                kc.index_copy_(2, start, k)
+                vc.index_copy_(2, start, v)
+            else:
+                kc[:, :, start:start + q] = k
+                vc[:, :, start:start + q] = v
+            keys, values = kc[:, :, :attend], vc[:, :, :attend]
+            # grouped heads: [N, kv, rep*q, d] against [N, kv, attend, d], no copies of K/V
+            qg = qh.reshape(N, self.n_kv, rep * q, self.head_dim)
+            scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * self.scale
+            scores = scores.view(N, self.n_kv, rep, q, attend) + key_bias[:, :, None]
+            probs = torch.softmax(scores, dim=-1).to(values.dtype)
+            o = torch.matmul(probs.view(N, self.n_kv, rep * q, attend), values)
+            x = self._finish(layer, x, o.view(N, self.n_heads, q, self.head_dim))
+        return self._norm(self.body.norm, x[:, -1])
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(h)
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated: [rows, kv_heads, length, head_dim]."""
+
+    def __init__(self, layers, rows, heads, length, dim, dtype, device):
+        shape = (rows, heads, length, dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+
+    def keep(self, index: torch.Tensor, length: int) -> None:
+        """Move rows `index` (in order, slots 0..length-1) to the front; the rest is left
+        as scratch."""
+        n = index.numel()
+        for t in (*self.k, *self.v):
+            t[:n, :, :length] = t[:, :, :length].index_select(0, index)
+
+    def repeat_prefix(self, rows: int, repeats: int, length: int) -> None:
+        """Rows 0..rows-1 become rows*repeats rows, each repeated `repeats` times in place
+        (slots 0..length-1)."""
+        for t in (*self.k, *self.v):
+            t[:rows * repeats, :, :length] = t[:rows, :, :length].repeat_interleave(repeats, 0)

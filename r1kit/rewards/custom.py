@@ -1,0 +1,65 @@
+"""Your own reward function, named in a recipe as `reward_function = "module:function"` or
+`"path/to/file.py:function"`.
+
+It is called once per rollout with keyword arguments, like TRL's reward functions:
+`fn(completions=[...], prompts=[...], answer=[...])` (the response texts, the questions, the
+reference answers, all of the same length) and returns one float per completion.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from r1kit.errors import R1kitError
+from r1kit.tasks.base import Example
+
+
+def load_function(spec: str) -> Callable:
+    """The callable that `spec` ("module:function" or "file.py:function") names."""
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name:
+        raise R1kitError(f"reward_function {spec!r} is not 'module:function' or 'file.py:function'")
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.is_file():
+                raise R1kitError(f"reward_function: no file {where!r}")
+            module_spec = importlib.util.spec_from_file_location(f"r1kit_reward_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except R1kitError:
+        raise
+    except Exception as exc:  # the user's module failed to import: say which and why
+        raise R1kitError(f"reward_function: importing {where!r} failed: {exc!r}") from exc
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise R1kitError(f"reward_function: {where!r} has no function {name!r}")
+    return fn
+
+
+class FunctionReward:
+    """Scores a rollout with a user function; the component is logged as reward/custom."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def score(self, responses: list[str], examples: list[Example]) -> list[tuple[float, dict]]:
+        scores = self.fn(completions=responses, prompts=[e.question for e in examples],
+                         answer=[e.answer for e in examples])
+        scores = list(scores)
+        if len(scores) != len(responses):
+            raise R1kitError(f"reward_function returned {len(scores)} scores for "
+                             f"{len(responses)} completions")
+        out = []
+        for s in scores:
+            s = float(s)
+            if not math.isfinite(s):
+                raise R1kitError(f"reward_function returned {s}", "return finite floats")
+            out.append((s, {"custom": s}))
+        return out
