@@ -6,6 +6,9 @@
 - For every sampled token the engine returns the log-probability under the distribution it
   was sampled from, softmax(logits / temperature) before any top-p truncation: the same
   quantity the training pass computes, so it can serve as the behaviour policy's log-prob.
+- With `seeds` (one per prompt) each group draws its random numbers from its own generator,
+  so a group's samples do not depend on which other prompts share the batch: the same
+  completions whether a step's prompts are sampled in one process or split across several.
 """
 
 from __future__ import annotations
@@ -48,11 +51,13 @@ def _repeat_rows(cache, repeats: int) -> None:
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
-                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator | None,
+                  uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one token per row. logits [N, V] → (tokens [N], log-probs [N]).
 
     The log-prob is that of softmax(logits / temperature); top-p only restricts the choice.
-    temperature 0 means greedy decoding.
+    temperature 0 means greedy decoding. `uniforms` [N] in [0, 1): sample each row by
+    inverting its cumulative distribution at that number instead of drawing from `generator`.
     """
     logits = logits.float()
     if temperature == 0:
@@ -65,23 +70,57 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
         # drop a token when the tokens ranked above it already cover top_p
         drop = sorted_p.cumsum(-1) - sorted_p >= top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
-        choice = torch.multinomial(sorted_p, 1, generator=generator)  # [N, 1]
+        if uniforms is not None:
+            choice = _inverse_cdf(sorted_p, uniforms)[:, None]
+        else:
+            choice = torch.multinomial(sorted_p, 1, generator=generator)  # [N, 1]
         tokens = order.gather(-1, choice).squeeze(-1)
+    elif uniforms is not None:
+        tokens = _inverse_cdf(probs, uniforms)
     else:
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
+def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the first index whose cumulative weight exceeds u * total (zero weights are
+    never chosen)."""
+    cdf = weights.cumsum(-1)
+    target = (u.to(cdf.dtype) * cdf[:, -1])[:, None]
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=weights.shape[-1] - 1)
+
+
+class _GroupUniforms:
+    """The random numbers of per-prompt seeded sampling: prompt i's generator gives its G rows
+    `block` numbers at a time, however the rows are batched or how many have finished."""
+
+    def __init__(self, seeds: list[int], G: int, device, block: int = 256):
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.G, self.device, self.block = G, device, block
+        self.buf = None
+
+    def at(self, t: int, rows: torch.Tensor) -> torch.Tensor:
+        if t % self.block == 0:
+            self.buf = torch.cat([torch.rand(self.G, self.block, generator=g)
+                                  for g in self.gens]).to(self.device)
+        return self.buf[rows, t % self.block]
+
+
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens: int,
              temperature: float, top_p: float = 1.0, stop_ids: list[int], pad_id: int,
-             generator: torch.Generator | None = None, max_rows: int = 1024) -> Rollouts:
-    """Sample `group_size` completions for each prompt (token ids, no padding)."""
+             generator: torch.Generator | None = None, max_rows: int = 1024,
+             seeds: list[int] | None = None) -> Rollouts:
+    """Sample `group_size` completions for each prompt (token ids, no padding).
+
+    `seeds`: one per prompt; each group samples from its own seeded random numbers
+    (`generator` is then unused)."""
     device = next(model.parameters()).device
     per_chunk = max(1, max_rows // group_size)
     parts = [
         _generate_chunk(model, prompts[i:i + per_chunk], group_size, max_new_tokens,
-                        temperature, top_p, stop_ids, pad_id, generator, device)
+                        temperature, top_p, stop_ids, pad_id, generator, device,
+                        None if seeds is None else seeds[i:i + per_chunk])
         for i in range(0, len(prompts), per_chunk)
     ]
     width = max(p[0].shape[1] for p in parts)
@@ -101,7 +140,7 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
 
 
 def _generate_chunk(model, prompts, G, max_new_tokens, temperature, top_p, stop_ids, pad_id,
-                    generator, device):
+                    generator, device, seeds=None):
     from transformers import DynamicCache
 
     B, P = len(prompts), max(len(p) for p in prompts)
@@ -128,8 +167,10 @@ def _generate_chunk(model, prompts, G, max_new_tokens, temperature, top_p, stop_
     stopped = torch.zeros(N, dtype=torch.bool, device=device)
     active = torch.arange(N, device=device)  # rows still generating, in cache order
     stop = torch.tensor(stop_ids, device=device)
+    uniforms = _GroupUniforms(seeds, G, device) if seeds is not None else None
     for t in range(max_new_tokens):
-        tok, lp = sample_tokens(logits, temperature, top_p, generator)
+        u = uniforms.at(t, active) if uniforms is not None else None
+        tok, lp = sample_tokens(logits, temperature, top_p, generator, u)
         tokens[active, t] = tok
         logps[active, t] = lp
         lengths[active] += 1
