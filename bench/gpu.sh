@@ -25,5 +25,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 } 2>&1 | tee "$out/machine.txt"
-timeout 150 python3 bench/decode.py --out "$out/decode.json" 2>&1 | tee "$out/decode.log"
-timeout 330 python3 bench/vs_trl.py --preset gpu --out "$out/vs_trl.json" 2>&1 | tee "$out/vs_trl.log"
+timeout 100 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" --out "$out/decode.json" \
+    2>&1 | tee "$out/decode.log"
+timeout 240 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --out "$out/vs_trl.json" \
+    2>&1 | tee "$out/vs_trl.log"

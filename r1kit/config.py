@@ -175,6 +175,11 @@ class GRPOConfig:
     lora_target_modules: list[str] = field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     generation_rows: int = 1024  # most sequences sampled at once
+    # under torchrun: ddp (every rank holds the weights) | fsdp (FSDP2: weights sharded)
+    distributed: str = "ddp"
+    # step (one generator per step) | question (one per question: the same samples however the
+    # questions are split across processes; always so under torchrun)
+    rollout_seeding: str = "step"
     save_every: int = 0  # steps between resumable checkpoints; 0 = only the final model
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
     max_seconds: float = 0.0  # stop after the step that passes this wall time; 0 = no limit
@@ -214,6 +219,14 @@ class GRPOConfig:
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             _fail(f"{where}.min_new_tokens", f"must be in [0, max_new_tokens], got "
                   f"{self.min_new_tokens}")
+        if self.distributed not in ("ddp", "fsdp"):
+            _fail(f"{where}.distributed", f"unknown mode {self.distributed!r}", "use ddp or fsdp")
+        if self.distributed == "fsdp" and self.lora_rank:
+            _fail(f"{where}.distributed", "fsdp with LoRA is not supported",
+                  'use distributed = "ddp": LoRA adapters are small enough to replicate')
+        if self.rollout_seeding not in ("step", "question"):
+            _fail(f"{where}.rollout_seeding", f"unknown seeding {self.rollout_seeding!r}",
+                  "use step or question")
         for name in ("steps", "ppo_epochs", "max_new_tokens", "micro_batch_size",
                      "generation_rows"):
             if getattr(self, name) < 1:

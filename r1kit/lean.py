@@ -139,18 +139,43 @@ class LeanLM:
         p = self.head.weight
         return KVCache(len(self.layers), rows, self.n_kv, length, self.head_dim, p.dtype, p.device)
 
+    def decode_weights(self) -> DecodeWeights:
+        """Fused copies of the projections for decoding (q|k|v and gate|up as one matrix
+        each): fewer, larger kernels per token. `refresh()` them after the weights change."""
+        return DecodeWeights(self)
+
     def cached_forward(self, ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,
-                       start, key_bias: torch.Tensor, attend: int) -> torch.Tensor:
+                       start, key_bias: torch.Tensor, attend: int,
+                       fused: DecodeWeights) -> torch.Tensor:
         """Run tokens ids [N, q] (positions [N, q]) whose keys go to cache slots
         start .. start+q-1 (`start`: an int, or a 1-element tensor for q = 1 in a CUDA graph);
         attention reads slots 0 .. attend-1 with the additive key_bias [N, 1, q, attend]
-        (0 or -inf). Returns the last position's final hidden state [N, H]."""
+        (0 or -inf, in the cache's dtype). Returns the last position's final hidden state
+        [N, H]."""
         N, q = ids.shape
+        nh, nkv, d = self.n_heads, self.n_kv, self.head_dim
+        rep = nh // nkv
         x = self.body.embed_tokens(ids)
         cos, sin = self.body.rotary_emb(x, positions)
-        rep = self.n_heads // self.n_kv
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        # the mask per (row, kv head), broadcast over the heads of a group: [N*kv, rep*q, S]
+        if q == 1:
+            bias = key_bias.expand(N, nkv, 1, attend).reshape(N * nkv, 1, attend)
+        else:
+            bias = key_bias[:, :, None].expand(N, nkv, rep, q, attend).reshape(
+                N * nkv, rep * q, attend)
+        H = x.shape[-1]
         for i, layer in enumerate(self.layers):
-            qh, k, v = self._qkv(layer, self._norm(layer.input_layernorm, x), cos, sin)
+            att, mlp = layer.self_attn, layer.mlp
+            h = _rms(layer.input_layernorm, x)
+            qkv = F.linear(h, fused.qkv[i], fused.qkv_bias[i]).view(N, q, nh + 2 * nkv, d)
+            if self.qk_norm:
+                qh, k = _rms(att.q_norm, qkv[:, :, :nh]), _rms(att.k_norm, qkv[:, :, nh:nh + nkv])
+                qk = torch.cat([qh, k], dim=2).transpose(1, 2)
+            else:
+                qk = qkv[:, :, :nh + nkv].transpose(1, 2)
+            qk = _rope(qk, cos, sin)  # [N, nh + nkv, q, d]: queries and keys rotated together
+            k, v = qk[:, nh:], qkv[:, :, nh + nkv:].transpose(1, 2)
             kc, vc = cache.k[i][:N], cache.v[i][:N]
             if isinstance(start, torch.Tensor):
                 kc.index_copy_(2, start, k)
@@ -158,18 +183,60 @@ class LeanLM:
             else:
                 kc[:, :, start:start + q] = k
                 vc[:, :, start:start + q] = v
-            keys, values = kc[:, :, :attend], vc[:, :, :attend]
-            # grouped heads: [N, kv, rep*q, d] against [N, kv, attend, d], no copies of K/V
-            qg = qh.reshape(N, self.n_kv, rep * q, self.head_dim)
-            scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * self.scale
-            scores = scores.view(N, self.n_kv, rep, q, attend) + key_bias[:, :, None]
-            probs = torch.softmax(scores, dim=-1).to(values.dtype)
-            o = torch.matmul(probs.view(N, self.n_kv, rep * q, attend), values)
-            x = self._finish(layer, x, o.view(N, self.n_heads, q, self.head_dim))
-        return self._norm(self.body.norm, x[:, -1])
+            keys = kc[:, :, :attend].reshape(N * nkv, attend, d)
+            values = vc[:, :, :attend].reshape(N * nkv, attend, d)
+            # grouped heads: the rep query heads of a kv head read its keys once, no copies
+            qg = qk[:, :nh].reshape(N * nkv, rep * q, d)
+            scores = torch.baddbmm(bias, qg, keys.transpose(1, 2), alpha=self.scale)
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
+            o = torch.bmm(probs, values).view(N, nh, q, d).transpose(1, 2).reshape(N * q, -1)
+            x = _linear_add(x.view(N * q, H), o, att.o_proj)
+            h = _rms(layer.post_attention_layernorm, x)
+            gu = F.linear(h, fused.gate_up[i])
+            inner = gu.shape[-1] // 2
+            x = _linear_add(x, F.silu(gu[:, :inner]) * gu[:, inner:], mlp.down_proj)
+            x = x.view(N, q, H)
+        return _rms(self.body.norm, x[:, -1])
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(h)
+
+
+def _rms(module, x: torch.Tensor) -> torch.Tensor:
+    eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+    return F.rms_norm(x, (x.shape[-1],), module.weight, eps)
+
+
+def _linear_add(x: torch.Tensor, inp: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
+    """x + lin(inp) for 2-D x and inp, as one matrix multiply-add where there is no bias."""
+    if lin.bias is None:
+        return torch.addmm(x, inp, lin.weight.t())
+    return x + F.linear(inp, lin.weight, lin.bias)
+
+
+class DecodeWeights:
+    """Per layer: q|k|v weights (and biases) and gate|up weights concatenated, in persistent
+    buffers (a captured CUDA graph keeps reading the same memory)."""
+
+    def __init__(self, lean: LeanLM):
+        self.lean = lean
+        self.qkv, self.qkv_bias, self.gate_up = [], [], []
+        with torch.no_grad():
+            for layer in lean.layers:
+                a, m = layer.self_attn, layer.mlp
+                self.qkv.append(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+                self.qkv_bias.append(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
+                                     if a.q_proj.bias is not None else None)
+                self.gate_up.append(torch.cat([m.gate_proj.weight, m.up_proj.weight]))
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        for i, layer in enumerate(self.lean.layers):
+            a, m = layer.self_attn, layer.mlp
+            torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], out=self.qkv[i])
+            if self.qkv_bias[i] is not None:
+                torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias], out=self.qkv_bias[i])
+            torch.cat([m.gate_proj.weight, m.up_proj.weight], out=self.gate_up[i])
 
 
 class KVCache:

@@ -153,11 +153,16 @@ def quiet_loading():
             hf_logging.enable_progress_bar()
 
 
-def save_model(model, tokenizer, path: str | os.PathLike) -> None:
-    """A Hugging Face checkpoint directory: the model (safetensors) and its tokenizer."""
+def save_model(model, tokenizer, path: str | os.PathLike, state_dict: dict | None = None) -> None:
+    """A Hugging Face checkpoint directory: the model (safetensors) and its tokenizer.
+    `state_dict`: the weights to write in place of the model's own (a sharded model's whole
+    weights)."""
     Path(path).mkdir(parents=True, exist_ok=True)
     with quiet_loading():
-        model.save_pretrained(path)
+        if state_dict is not None:
+            model.save_pretrained(path, state_dict=state_dict)
+        else:
+            model.save_pretrained(path)
         tokenizer.save_pretrained(path)
 
 

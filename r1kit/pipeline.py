@@ -4,6 +4,9 @@ A stage hands over through its directory: a Hugging Face checkpoint plus `stage.
 (kind, status, seconds, summary). A later stage names an earlier one (`model = "base"`) and
 loads that directory. A stage whose `stage.json` says "done" is skipped when the same command
 runs again; `--from STAGE` reruns from that stage on.
+
+Under torchrun (r1kit/distributed.py) every process runs this: GRPO stages run on all ranks,
+the other stages on rank 0 while the rest wait, and rank 0 alone writes the run's files.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from r1kit import distributed
 from r1kit.config import (
     EvalStageConfig,
     GRPOConfig,
@@ -44,6 +48,25 @@ def _write_json(path: Path, data) -> None:
 
 def run_recipe(recipe: Recipe, run_dir: Path | None = None, from_stage: str | None = None,
                print_fn=print) -> dict:
+    run = recipe.run
+    device = distributed.init(resolve_device(run.device))  # joins torchrun's group, if any
+    threads = torch.get_num_threads()  # run.threads applies to this run only
+    try:
+        summaries = _run_recipe(recipe, run_dir, from_stage, print_fn, device)
+    except BaseException:
+        distributed.shutdown(wait=False)  # the other ranks may never get here
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    distributed.shutdown()
+    return summaries
+
+
+def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, print_fn,
+                device) -> dict:
+    main = distributed.current().is_main
+    if not main:
+        print_fn = _silent
     run_dir = Path(run_dir or default_run_dir(recipe))
     check_inputs(recipe)
     if from_stage is not None and from_stage not in recipe.stages:
@@ -57,15 +80,16 @@ def run_recipe(recipe: Recipe, run_dir: Path | None = None, from_stage: str | No
             raise R1kitError(
                 f"{run_dir} holds a run with different settings",
                 "use --out with a new directory, or --from STAGE to rerun stages with the new settings")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(saved, resolved)
+    distributed.wait_for_main()  # every rank has compared before rank 0 writes
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(saved, resolved)
 
     run = recipe.run
     if run.threads:
         torch.set_num_threads(run.threads)
-    device = resolve_device(run.device)
     dtype = resolve_dtype(run.dtype, device)
-    log = RunLog(run_dir, tensorboard=run.tensorboard)
+    log = RunLog(run_dir, tensorboard=run.tensorboard) if main else distributed.NullLog()
     summaries: dict[str, dict] = {}
     rerun = from_stage is not None
     names = list(recipe.stages)
@@ -76,25 +100,37 @@ def run_recipe(recipe: Recipe, run_dir: Path | None = None, from_stage: str | No
             if rerun and name == from_stage:
                 rerun = False
                 for later in names[names.index(name):]:
-                    if (run_dir / later).exists():
+                    if main and (run_dir / later).exists():
                         shutil.rmtree(run_dir / later)
+            distributed.wait_for_main()  # rank 0's removals and stage.json writes are done
             if meta_path.is_file() and json.loads(meta_path.read_text()).get("status") == "done":
                 print_fn(f"[{name}] already done: skipping ({stage_dir})")
                 summaries[name] = json.loads(meta_path.read_text()).get("summary", {})
                 continue
-            stage_dir.mkdir(parents=True, exist_ok=True)
+            if main:
+                stage_dir.mkdir(parents=True, exist_ok=True)
+            distributed.wait_for_main()
             print_fn(f"[{name}] {cfg.kind} stage -> {stage_dir}")
             t0 = time.time()
             if not isinstance(cfg, GRPOConfig):  # a grpo stage may resume and drops its own
                 log.drop(name)
-            summary = _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_fn)
+
+            def stage(name=name, cfg=cfg, stage_dir=stage_dir):
+                return _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log,
+                                  print_fn)
+
+            # GRPO on every rank; any other stage on rank 0 while the others wait
+            summary = stage() if isinstance(cfg, GRPOConfig) else distributed.run_on_main(stage)
             meta = {"kind": cfg.kind, "status": "done", "seconds": time.time() - t0,
                     "summary": summary}
-            _write_json(meta_path, meta)
+            if main:
+                _write_json(meta_path, meta)
             summaries[name] = summary
             print_fn(f"[{name}] done in {meta['seconds']:.0f}s")
     finally:
         log.close()
+    if not main:
+        return summaries
     from r1kit.plots import plot_figure1
 
     figure = plot_figure1(run_dir)
@@ -107,6 +143,10 @@ def run_recipe(recipe: Recipe, run_dir: Path | None = None, from_stage: str | No
     except R1kitError:  # nothing to report yet (e.g. a recipe with no RL or eval stage)
         pass
     return summaries
+
+
+def _silent(*args, **kw) -> None:
+    pass
 
 
 def _model_path(ref: str, recipe: Recipe, run_dir: Path, kind: str = "causal") -> Path:
@@ -123,7 +163,8 @@ def _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_
         from r1kit.stages.grpo import StageContext, run_grpo
 
         ctx = StageContext(name=name, stage_dir=stage_dir, run_dir=run_dir, seed=seed,
-                           device=device, dtype=dtype, log=log, progress=recipe.run.progress,
+                           device=device, dtype=dtype, log=log,
+                           progress=recipe.run.progress and distributed.current().is_main,
                            print=print_fn)
         reward_models = {kind: _model_path(ref, recipe, run_dir, "reward")
                          for kind, ref in (("helpful", cfg.helpful_model),

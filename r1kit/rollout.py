@@ -10,12 +10,14 @@
 - For every sampled token the engine returns the log-probability under the distribution it
   was sampled from, softmax(logits / temperature) before any top-p truncation: the same
   quantity the training pass computes, so it can serve as the behaviour policy's log-prob.
+- With `seeds` (one per prompt) each group draws its random numbers from its own generator,
+  so a group's samples do not depend on which other prompts share the batch: the same
+  completions whether a step's prompts are sampled in one process or split across several.
 """
 
 from __future__ import annotations
 
 import inspect
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -55,20 +57,23 @@ def _repeat_rows(cache, repeats: int) -> None:
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
-                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator | None,
+                  uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one token per row. logits [N, V] → (tokens [N], log-probs [N]).
 
     The log-prob is that of softmax(logits / temperature); top-p only restricts the choice.
-    temperature 0 means greedy decoding. On CUDA (without top-p) the draw is the exponential
-    race argmax(p / E), E ~ Exp(1), an exact sample of p without a cumulative sum over the
-    vocabulary; on CPU it is torch.multinomial.
+    temperature 0 means greedy decoding. `uniforms` [N] in [0, 1): sample each row by
+    inverting its cumulative distribution at that number instead of drawing from `generator`.
+    Otherwise, on CUDA (without top-p) the draw is the exponential race argmax(p / E),
+    E ~ Exp(1), an exact sample of p without a cumulative sum over the vocabulary; on CPU it
+    is torch.multinomial.
     """
     logits = logits.float()
     if temperature == 0:
         tokens = logits.argmax(-1)
         return tokens, torch.zeros_like(tokens, dtype=torch.float32)
     logp = torch.log_softmax(logits / temperature, dim=-1)  # [N, V]
-    if top_p >= 1.0 and logits.is_cuda:
+    if top_p >= 1.0 and logits.is_cuda and uniforms is None:
         race = torch.empty_like(logp).exponential_(generator=generator)
         tokens = (logp - race.log()).argmax(-1)
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
@@ -78,32 +83,65 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
         # drop a token when the tokens ranked above it already cover top_p
         drop = sorted_p.cumsum(-1) - sorted_p >= top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
-        choice = torch.multinomial(sorted_p, 1, generator=generator)  # [N, 1]
+        if uniforms is not None:
+            choice = _inverse_cdf(sorted_p, uniforms)[:, None]
+        else:
+            choice = torch.multinomial(sorted_p, 1, generator=generator)  # [N, 1]
         tokens = order.gather(-1, choice).squeeze(-1)
+    elif uniforms is not None:
+        tokens = _inverse_cdf(probs, uniforms)
     else:
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the first index whose cumulative weight exceeds u * total (zero weights are
+    never chosen)."""
+    cdf = weights.cumsum(-1)
+    target = (u.to(cdf.dtype) * cdf[:, -1])[:, None]
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=weights.shape[-1] - 1)
+
+
+class _GroupUniforms:
+    """The random numbers of per-prompt seeded sampling: prompt i's generator gives its G rows
+    `block` numbers at a time, however the rows are batched or how many have finished."""
+
+    def __init__(self, seeds: list[int], G: int, device, block: int = 256):
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.G, self.device, self.block = G, device, block
+        self.buf = None
+
+    def at(self, t: int, rows: torch.Tensor) -> torch.Tensor:
+        if t % self.block == 0:
+            self.buf = torch.cat([torch.rand(self.G, self.block, generator=g)
+                                  for g in self.gens]).to(self.device)
+        return self.buf[rows, t % self.block]
 
 
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens: int,
              temperature: float, top_p: float = 1.0, stop_ids: list[int], pad_id: int,
              generator: torch.Generator | None = None, max_rows: int = 1024,
-             min_new_tokens: int = 0, engine: str = "auto", cuda_graphs: bool = True) -> Rollouts:
+             min_new_tokens: int = 0, engine: str = "auto", cuda_graphs: bool = True,
+             seeds: list[int] | None = None) -> Rollouts:
     """Sample `group_size` completions for each prompt (token ids, no padding).
 
     `min_new_tokens`: stop tokens cannot be sampled before that many tokens. `engine`:
     "auto" decodes with r1kit's lean forward where the model allows it, "hf" always with
-    transformers' forward."""
+    transformers' forward. `seeds`: one per prompt; each group samples from its own seeded
+    random numbers (`generator` is then unused)."""
     device = next(model.parameters()).device
     per_chunk = max(1, max_rows // group_size)
     decoder = lean_decoder(model, cuda_graphs) if engine == "auto" else None
     parts = [
         (_generate_lean(decoder, prompts[i:i + per_chunk], group_size, max_new_tokens,
-                        min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device)
+                        min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
+                        None if seeds is None else seeds[i:i + per_chunk])
          if decoder is not None else
          _generate_chunk(model, prompts[i:i + per_chunk], group_size, max_new_tokens,
-                         min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device))
+                         min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
+                         None if seeds is None else seeds[i:i + per_chunk]))
         for i in range(0, len(prompts), per_chunk)
     ]
     width = max(p[0].shape[1] for p in parts)
@@ -123,7 +161,7 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
 
 
 def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperature, top_p,
-                    stop_ids, pad_id, generator, device):
+                    stop_ids, pad_id, generator, device, seeds=None):
     from transformers import DynamicCache
 
     B, P = len(prompts), max(len(p) for p in prompts)
@@ -150,10 +188,12 @@ def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperatu
     stopped = torch.zeros(N, dtype=torch.bool, device=device)
     active = torch.arange(N, device=device)  # rows still generating, in cache order
     stop = torch.tensor(stop_ids, device=device)
+    uniforms = _GroupUniforms(seeds, G, device) if seeds is not None else None
     for t in range(max_new_tokens):
         if t < min_new_tokens:
             logits = logits.index_fill(-1, stop, float("-inf"))
-        tok, lp = sample_tokens(logits, temperature, top_p, generator)
+        u = uniforms.at(t, active) if uniforms is not None else None
+        tok, lp = sample_tokens(logits, temperature, top_p, generator, u)
         tokens[active, t] = tok
         logps[active, t] = lp
         lengths[active] += 1
@@ -180,18 +220,12 @@ def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperatu
 
 # ----- the lean decoder ----------------------------------------------------------------------
 
-_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def lean_decoder(model, cuda_graphs: bool = True):
-    """The model's lean decoder (kept across calls: its cache and CUDA graphs are reused),
-    or None when the model needs transformers' own forward."""
+    """A lean decoder for the model, or None when the model needs transformers' own forward.
+    Its buffers (cache, fused weights, graphs) exist only during a rollout."""
     if LeanLM.unsupported(model) is not None:
         return None
-    dec = _DECODERS.get(model)
-    if dec is None or dec.use_graphs != (cuda_graphs and dec.device.type == "cuda"):
-        dec = _DECODERS[model] = LeanDecoder(LeanLM(model), cuda_graphs)
-    return dec
+    return LeanDecoder(LeanLM(model), cuda_graphs)
 
 
 def _buckets(n: int) -> list[int]:
@@ -204,28 +238,32 @@ def _buckets(n: int) -> list[int]:
 
 
 class LeanDecoder:
-    """Decoding with a preallocated cache; on CUDA each decode step of a given batch size is
-    captured once as a CUDA graph and replayed (the weights are read in place, so optimizer
-    updates between rollouts need no recapture)."""
+    """Decoding with a preallocated cache and fused projection weights; on CUDA each decode
+    step of a given batch size is captured once per rollout as a CUDA graph and replayed.
+    Everything is released after the rollout (`release`), so training has that memory."""
 
     def __init__(self, lean: LeanLM, cuda_graphs: bool):
         self.lean = lean
         self.device = lean.head.weight.device
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
-        self.cache = None
-        self.graphs: dict[int, tuple] = {}
-        self.pool = None
+        self.release()
 
-    def cache_for(self, rows: int, length: int):
-        c = self.cache
-        if c is None or c.k[0].shape[0] < rows or c.k[0].shape[2] < length:
-            if c is not None:  # a bigger one: the graphs read the old buffers
-                self.graphs.clear()
-                self.cache = c = None
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-            self.cache = self.lean.new_cache(rows, length)
-        return self.cache
+    def release(self) -> None:
+        self.cache = self.fused = self.pool = None
+        self.graphs: dict[int, tuple] = {}
+        self.ids = self.pos = self.start = self.bias = None
+
+    def begin(self, rows: int, length: int) -> None:
+        """Buffers for `rows` sequences of at most `length` tokens; fused weights refreshed."""
+        lean, dev = self.lean, self.device
+        self.cache = lean.new_cache(rows, length)
+        self.fused = lean.decode_weights()
+        self.length = length
+        self.ids = torch.zeros((rows, 1), dtype=torch.long, device=dev)
+        self.pos = torch.zeros((rows, 1), dtype=torch.long, device=dev)
+        self.start = torch.zeros((1,), dtype=torch.long, device=dev)
+        self.bias = torch.full((rows, 1, 1, length), float("-inf"),
+                               dtype=self.cache.k[0].dtype, device=dev)
 
     def worth_compacting(self, n: int, alive: int) -> bool:
         """Drop finished rows when that saves work: on CUDA when a smaller graph fits them,
@@ -233,61 +271,71 @@ class LeanDecoder:
         if alive == n:
             return False
         if self.use_graphs:
-            rows = self.cache.k[0].shape[0]
-            fit = [b for b in _buckets(rows)]
+            fit = _buckets(self.cache.k[0].shape[0])
             return next(b for b in fit if b >= alive) < next(b for b in fit if b >= n)
         return n - alive >= max(1, n // 8)
 
-    def step(self, ids, positions, start: int, bias, attend: int):
-        """One decode step of n rows (ids [n, 1]); returns logits [n, V] (rows >= n of a
-        graph's batch are scratch)."""
-        if not self.use_graphs:
-            return self.lean.logits(self.lean.cached_forward(ids, positions, self.cache, start,
-                                                             bias[:, :, :, :attend], attend))
-        n = ids.shape[0]
-        length = self.cache.k[0].shape[2]
-        b = next(x for x in _buckets(self.cache.k[0].shape[0]) if x >= n)
-        g = self.graphs.get(b)
-        if g is None:
-            g = self.graphs[b] = self._capture(b, length)
-        graph, s_ids, s_pos, s_start, s_bias, s_out = g
-        s_ids[:n].copy_(ids)
-        s_pos[:n].copy_(positions)
-        s_start.fill_(start)
-        s_bias[:n].copy_(bias)
-        graph.replay()
-        return s_out[:n]
+    def compact(self, keep: torch.Tensor, used: int) -> None:
+        self.cache.keep(keep, used)
+        n = keep.numel()
+        for t in (self.pos, self.bias):
+            t[:n] = t.index_select(0, keep)
 
-    def _capture(self, b: int, length: int):
-        lean, dev = self.lean, self.device
-        s_ids = torch.zeros((b, 1), dtype=torch.long, device=dev)
-        s_pos = torch.zeros((b, 1), dtype=torch.long, device=dev)
-        s_start = torch.full((1,), length - 1, dtype=torch.long, device=dev)
-        s_bias = torch.zeros((b, 1, 1, length), dtype=torch.float32, device=dev)
+    def step(self, tok: torch.Tensor, slot: int) -> torch.Tensor:
+        """Feed tok [n] (written to cache slot `slot`); returns logits [n, V]."""
+        n = tok.shape[0]
+        self.ids[:n, 0] = tok
+        self.bias[:n, 0, 0, slot] = 0.0
+        if not self.use_graphs:
+            h = self.lean.cached_forward(self.ids[:n], self.pos[:n], self.cache, slot,
+                                         self.bias[:n, :, :, :slot + 1], slot + 1, self.fused)
+            out = self.lean.logits(h)
+        else:
+            self.start.fill_(slot)
+            b = next(x for x in _buckets(self.cache.k[0].shape[0]) if x >= n)
+            g = self.graphs.get(b)
+            if g is None:
+                g = self.graphs[b] = self._capture(b)
+            g[0].replay()
+            out = g[1][:n]
+        self.pos[:n] += 1
+        return out
+
+    def _capture(self, b: int):
+        lean = self.lean
 
         def run():
-            return lean.logits(lean.cached_forward(s_ids, s_pos, self.cache, s_start, s_bias,
-                                                   length))
+            h = lean.cached_forward(self.ids[:b], self.pos[:b], self.cache, self.start,
+                                    self.bias[:b], self.length, self.fused)
+            return lean.logits(h)
 
-        # warm up on a side stream (as CUDA graph capture requires), writing only to the
-        # last cache slot, which a later step overwrites before reading
+        # warm up on a side stream (as capture requires); the slot it writes is the one the
+        # replay writes next, with the same values
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(2):
-                run()
+            run()
         torch.cuda.current_stream().wait_stream(side)
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            s_out = run()
-        return graph, s_ids, s_pos, s_start, s_bias, s_out
+            out = run()
+        return graph, out
 
 
 @torch.no_grad()
 def _generate_lean(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temperature,
-                   top_p, stop_ids, pad_id, generator, device):
+                   top_p, stop_ids, pad_id, generator, device, seeds=None):
+    try:
+        return _decode(dec, prompts, G, max_new_tokens, min_new_tokens, temperature, top_p,
+                       stop_ids, pad_id, generator, device, seeds)
+    finally:
+        dec.release()
+
+
+def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temperature, top_p,
+            stop_ids, pad_id, generator, device, seeds):
     lean = dec.lean
     B, P = len(prompts), max(len(p) for p in prompts)
     N, S = B * G, P + max_new_tokens
@@ -298,36 +346,39 @@ def _generate_lean(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens,
         valid[i, P - len(p):] = True
     ids, valid = ids.to(device), valid.to(device)
     positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-    cache = dec.cache_for(N, S)
+    dec.begin(N, S)
+    cache, dtype = dec.cache, dec.cache.k[0].dtype
     # prefill each prompt once: causal attention over its own tokens (a padding slot sees
     # itself only, so no row is empty); its cache rows are then copied to the G samples
     allowed = torch.ones((P, P), dtype=torch.bool, device=device).tril()[None] & valid[:, None, :]
     allowed |= torch.eye(P, dtype=torch.bool, device=device)[None]
-    bias = torch.zeros((B, 1, P, P), device=device).masked_fill(~allowed[:, None], float("-inf"))
-    h = lean.cached_forward(ids, positions, cache, 0, bias, P)
+    bias = torch.zeros((B, 1, P, P), dtype=dtype, device=device).masked_fill(
+        ~allowed[:, None], float("-inf"))
+    h = lean.cached_forward(ids, positions, cache, 0, bias, P, dec.fused)
     logits = lean.logits(h).repeat_interleave(G, 0)  # [N, V]
     cache.repeat_prefix(B, G, P)
-    # the additive key mask of the decode steps, over every slot of the cache
-    key_bias = torch.full((N, 1, 1, cache.k[0].shape[2]), float("-inf"), device=device)
-    key_bias[:, 0, 0, :P] = torch.where(valid, 0.0, float("-inf")).repeat_interleave(G, 0)
-    next_pos = positions[:, -1:].repeat_interleave(G, 0) + 1  # [N, 1]
+    dec.bias[:, 0, 0, :P] = torch.where(valid, 0.0, float("-inf")).to(dtype).repeat_interleave(G, 0)
+    dec.pos[:] = positions[:, -1:].repeat_interleave(G, 0) + 1
 
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
     lengths = torch.zeros(N, dtype=torch.long, device=device)
     stopped = torch.zeros(N, dtype=torch.bool, device=device)
-    active = torch.arange(N, device=device)  # original row of each cache row still going
+    active = torch.arange(N, device=device)  # the original row of each cache row
     stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
-    check_every = 1 if not dec.use_graphs else 8  # a host sync per check on CUDA
+    uniforms = _GroupUniforms(seeds, G, device) if seeds is not None else None
+    check_every = 1 if not dec.use_graphs else 8  # each check waits for the GPU
+    n = N
     for t in range(max_new_tokens):
         if t < min_new_tokens and stop.numel():
             logits = logits.index_fill(-1, stop, float("-inf"))
-        tok, lp = sample_tokens(logits, temperature, top_p, generator)
-        live = ~stopped[active]
-        tokens[active, t] = torch.where(live, tok, pad_id)
-        logps[active, t] = torch.where(live, lp, 0.0)
-        lengths[active] += live.long()
-        stopped[active] |= live & torch.isin(tok, stop)
+        u = uniforms.at(t, active) if uniforms is not None else None
+        tok, lp = sample_tokens(logits, temperature, top_p, generator, u)
+        done = stopped[active]  # rows that stopped earlier (not yet dropped) add nothing
+        tokens[active, t] = tok.masked_fill(done, pad_id)
+        logps[active, t] = lp.masked_fill(done, 0.0)
+        lengths[active] += (~done).long()
+        stopped[active] = done | torch.isin(tok, stop)
         if t == max_new_tokens - 1:
             break
         if t % check_every == 0:
@@ -335,16 +386,11 @@ def _generate_lean(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens,
             n_alive = int(alive.sum())
             if n_alive == 0:
                 break
-            if dec.worth_compacting(active.numel(), n_alive):
+            if dec.worth_compacting(n, n_alive):
                 keep = alive.nonzero().squeeze(-1)
-                active, tok = active[keep], tok[keep]
-                cache.keep(keep, P + t)
-                key_bias[:n_alive] = key_bias.index_select(0, keep)
-                next_pos = next_pos[keep]
-        n = active.numel()
-        key_bias[:n, 0, 0, P + t] = 0.0
-        logits = dec.step(tok[:, None], next_pos, P + t, key_bias[:n], P + t + 1)
-        next_pos = next_pos + 1
+                active, tok, n = active[keep], tok[keep], n_alive
+                dec.compact(keep, P + t)
+        logits = dec.step(tok, P + t)
     T = int(lengths.max().item()) if N else 0
     mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]
     return tokens[:, :T].cpu(), mask[:, :T].long().cpu(), logps[:, :T].cpu(), stopped.cpu()

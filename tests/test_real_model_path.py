@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import REPO
 from safetensors.torch import load_file
@@ -114,3 +115,52 @@ def test_update_moves_a_real_checkpoint_towards_the_rewarded_answer(bpe_checkpoi
     after = seq_logp()
     assert (after[0] - after[1]) > (before[0] - before[1]) + 0.1
     assert metrics["grad_norm"] > 0 and metrics["kl"] is None
+
+
+def test_own_reward_function_verbatim_prompts_and_forced_length(bpe_checkpoint, tmp_path):
+    """reward_function = "file.py:fn" scores the rollouts (logged as reward/custom); template
+    "none" sends the question verbatim; min_new_tokens forces the length; activation
+    checkpointing trains."""
+    reward_file = tmp_path / "my_reward.py"
+    reward_file.write_text(
+        "def score(completions, prompts, answer):\n"
+        "    return [float(len(c) % 2) for c in completions]\n")
+    out = tmp_path / "run"
+    rc = main([
+        "run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out),
+        "--set", f"stages.zero.model={json.dumps(str(bpe_checkpoint))}",
+        "--set", f"stages.zero.reward_function={json.dumps(str(reward_file) + ':score')}",
+        "--set", "stages.zero.template=\"none\"",
+        "--set", "stages.zero.steps=2",
+        "--set", "stages.zero.group_size=2",
+        "--set", "stages.zero.rollout_batch_size=4",
+        "--set", "stages.zero.num_minibatches=1",
+        "--set", "stages.zero.max_new_tokens=6",
+        "--set", "stages.zero.min_new_tokens=6",
+        "--set", "stages.zero.activation_checkpointing=true",
+        "--set", "stages.zero.eval.every=0",
+        "--set", "run.progress=false",
+    ])
+    assert rc == 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(m["response_length"] == 6 for m in metrics)  # forced to full length
+    assert all(0.0 <= m["reward/custom"] <= 1.0 and m["accuracy"] is None for m in metrics)
+    assert all(m["reward"] == m["reward/custom"] for m in metrics)
+
+
+def test_reward_function_errors_are_clear(tmp_path):
+    from r1kit.errors import R1kitError
+    from r1kit.rewards.custom import FunctionReward, load_function
+    from r1kit.tasks.base import Example
+
+    with pytest.raises(R1kitError, match="module:function"):
+        load_function("no_colon")
+    with pytest.raises(R1kitError, match="no file"):
+        load_function(str(tmp_path / "missing.py") + ":f")
+    (tmp_path / "r.py").write_text("def f(completions, prompts, answer):\n    return [1.0]\n")
+    with pytest.raises(R1kitError, match="no function 'g'"):
+        load_function(str(tmp_path / "r.py") + ":g")
+    fn = FunctionReward(load_function(str(tmp_path / "r.py") + ":f"))
+    with pytest.raises(R1kitError, match="1 scores for 2 completions"):
+        fn.score(["a", "b"], [Example("q", "a")] * 2)

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from r1kit import distributed
 from r1kit.algos import group_advantages, policy_loss
 from r1kit.config import GRPOConfig
 from r1kit.errors import R1kitError
@@ -218,6 +219,8 @@ class TrainBatch:
     mask: torch.Tensor  # [N, T] 1 = completion token
     advantages: torch.Tensor  # [N]
     width: int  # T
+    first: int = 0  # under torchrun: the global index of this rank's first completion
+    total: int = 0  # under torchrun: the completions of all ranks (0 = just these)
 
 
 def make_batch(ro: Rollouts, advantages: torch.Tensor) -> TrainBatch:
@@ -244,9 +247,13 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
     change it), which keeps the right-padding of the lean path small."""
     device = next(policy.parameters()).device
     n = len(batch.completions)
-    mini = n // cfg.num_minibatches
-    # chunked output layer only where the full logits are big (a real LM's vocabulary)
-    chunk = cfg.logprob_chunk_tokens if _vocab_size(policy) >= CHUNK_MIN_VOCAB else 0
+    n_all = batch.total or n  # under torchrun this rank holds completions first .. first+n-1
+    mini = n_all // cfg.num_minibatches
+    # chunked output layer only where the full logits are big (a real LM's vocabulary), and
+    # not on sharded weights (it calls the output layer directly, past FSDP's hooks)
+    sharded = distributed.is_sharded(policy)
+    big_vocab = _vocab_size(policy) >= CHUNK_MIN_VOCAB
+    chunk = cfg.logprob_chunk_tokens if big_vocab and not sharded else 0
     ckpt = cfg.activation_checkpointing
     total_len = [len(p) + len(c) for p, c in zip(batch.prompts, batch.completions)]
 
@@ -267,16 +274,22 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
     sums: dict[str, float] = {}
     count = 0
     for _ in range(cfg.ppo_epochs):
-        order = torch.randperm(n, generator=gen).tolist()
+        order = torch.randperm(n_all, generator=gen).tolist()
         for m in range(cfg.num_minibatches):
-            idx = order[m * mini:(m + 1) * mini]
+            global_idx = order[m * mini:(m + 1) * mini]
+            idx = distributed.local_members(global_idx, batch.first, n)
             lr = lr_at()
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            total_tokens = mask[idx].sum().clamp(min=1)
+            total_tokens = distributed.all_reduce(mask[idx].sum()).clamp(min=1)
             parts: dict[str, float] = {}
-            for mb in micro_batches(idx):
+            micro = [(mb, True) for mb in micro_batches(idx)]
+            if batch.total:  # zero-weight passes: every rank makes as many (collectives)
+                want = len(micro) if not sharded else int(distributed.all_reduce(
+                    torch.tensor(len(micro), device=device), "max"))
+                micro += [([0], False)] * (max(1, want) - len(micro))
+            for mb, real in micro:
                 ref_logp = None
                 if ref is not None:
                     with torch.no_grad():
@@ -294,23 +307,32 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                     clip_eps_high=cfg.clip_eps_high or None, beta=cfg.beta, ref_logp=ref_logp,
                     aggregation=cfg.aggregation)
                 # weight each micro-batch so the sum equals the mini-batch's aggregate
-                if cfg.aggregation == "token-mean":
+                if not real:
+                    weight = 0.0
+                elif cfg.aggregation == "token-mean":
                     weight = (mask[mb].sum() / total_tokens).item()
                 else:
-                    weight = len(mb) / len(idx)
+                    weight = len(mb) / len(global_idx)
                 (loss * weight).backward()
                 metrics["entropy"] = ((entropy * mask[mb]).sum() / mask[mb].sum().clamp(min=1)).item()
                 metrics["loss"] = loss.item()
                 for k, v in metrics.items():
                     parts[k] = parts.get(k, 0.0) + v * weight
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                policy.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+            if batch.total:  # the global mini-batch's gradient and metrics on every rank
+                if not sharded:
+                    distributed.sync_grads([p for p in policy.parameters() if p.requires_grad])
+                keys = sorted(parts)
+                summed = distributed.all_reduce(torch.tensor([parts[k] for k in keys],
+                                                             dtype=torch.float64, device=device))
+                parts = dict(zip(keys, summed.tolist()))
+            grad_norm = distributed.full_norm(torch.nn.utils.clip_grad_norm_(
+                policy.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")))
             # a NaN or infinite loss or gradient skips the update instead of poisoning weights
             finite = math.isfinite(parts.get("loss", 0.0)) and bool(torch.isfinite(grad_norm))
             if finite:
                 opt.step()
-            else:
-                opt.zero_grad(set_to_none=True)
+            # gradients are freed at once: the rollout that follows needs that memory
+            opt.zero_grad(set_to_none=True)
             parts["skipped_updates"] = 0.0 if finite else 1.0
             parts["grad_norm"] = grad_norm.item()
             parts["lr"] = lr
@@ -374,6 +396,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     if cfg.beta > 0:
         ref = copy.deepcopy(policy).eval()
         ref.requires_grad_(False)
+    world = distributed.current()
+    if world.enabled and cfg.distributed == "fsdp":
+        for model in (policy, ref):
+            if model is not None:
+                distributed.shard(model)
     lean_policy, lean_ref = _lean_views(cfg, policy, ref, ctx)
     stop_ids = stop_token_ids(tokenizer, policy)
     pad_id = tokenizer.pad_token_id
@@ -405,7 +432,14 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             return cosine_lr(u, total_updates, cfg.lr, max(1, cfg.warmup_steps), cfg.final_lr_ratio)
         return cfg.lr * min(1.0, (u + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
 
-    def run_eval(step: int) -> dict:
+    def run_eval(step: int) -> dict | None:
+        # rank 0 evaluates (with gathered weights where they are sharded); the others wait
+        with distributed.gathered(policy):
+            record = _eval(step) if world.is_main else None
+        distributed.wait_for_main()
+        return record
+
+    def _eval(step: int) -> dict:
         t0 = time.time()
         res = evaluate(policy, tokenizer, task, test, test_prompts, k=cfg.eval.k,
                        temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
@@ -421,21 +455,26 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
 
     G = cfg.group_size
     questions_per_step = cfg.rollout_batch_size // G
+    # under torchrun this rank samples questions q_lo .. q_hi-1 of each step (whole groups)
+    q_lo, q_hi = distributed.share(questions_per_step, "questions per step (rollout_batch_size "
+                                   "/ group_size)") if world.enabled else (0, questions_per_step)
+    per_question_seeds = world.enabled or cfg.rollout_seeding == "question"
     start = 0
-    resume = latest_checkpoint(ctx.stage_dir)
+    resume = distributed.broadcast_object(latest_checkpoint(ctx.stage_dir))
     if resume is not None:
         # the same command after an interruption: continue from the last checkpoint, exactly
         # (sampling and shuffling are seeded by the step, so only this state is needed)
         state = torch.load(resume / "trainer_state.pt", map_location=ctx.device, weights_only=True)
-        policy.load_state_dict(load_model(resume, ctx.device, ctx.dtype).state_dict())
-        opt.load_state_dict(state["optimizer"])
+        distributed.load_full_state(policy, load_model(resume, ctx.device, ctx.dtype).state_dict())
+        distributed.load_optimizer_state(policy, opt, state["optimizer"])
         if ref is not None:
-            ref.load_state_dict(state["ref"])
+            distributed.load_full_state(ref, state["ref"])
         start, updates[0], evals = state["step"], state["updates"], list(state["evals"])
         ctx.print(f"[{ctx.name}] resuming from {resume} (step {start} of {cfg.steps})")
     ctx.log.drop(ctx.name, after_step=start if resume is not None else -1)
     if resume is None:
         evals = [run_eval(0)] if cfg.eval.every and test else []
+        evals = [e for e in evals if e is not None]  # rank 0 alone keeps evaluation records
     bar = _progress(cfg.steps, ctx.progress)
     t_stage = time.time()
     bar.update_to(start)
@@ -449,6 +488,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         examples = examples[:questions_per_step - n_general]
         examples += [(-1 - i, ex) for i, ex in
                      _questions(general_pool, step, n_general, ctx.seed + 1)]
+        n_questions = len(examples)
+        examples = examples[q_lo:q_hi]  # this rank's share (all of them on one process)
         prompts = []
         for ex_i, ex in examples:
             if ex_i not in prompt_cache:
@@ -457,18 +498,27 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         # 2. rollouts
         policy.eval()
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed * 1_000_003 + step)
-        ro = generate(policy, prompts, group_size=G, max_new_tokens=cfg.max_new_tokens_at(step),
-                      temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
-                      pad_id=pad_id, generator=gen, max_rows=cfg.generation_rows,
-                      min_new_tokens=cfg.min_new_tokens,
-                      engine="auto" if lean_policy is not None else "hf",
-                      cuda_graphs=cfg.cuda_graphs)
+        seeds = ([_question_seed(ctx.seed, step, j) for j in range(q_lo, q_hi)]
+                 if per_question_seeds else None)
+        with distributed.gathered(policy):
+            ro = generate(policy, prompts, group_size=G,
+                          max_new_tokens=cfg.max_new_tokens_at(step),
+                          temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
+                          pad_id=pad_id, generator=gen, max_rows=cfg.generation_rows,
+                          seeds=seeds, min_new_tokens=cfg.min_new_tokens,
+                          engine="auto" if lean_policy is not None else "hf",
+                          cuda_graphs=cfg.cuda_graphs)
+        if world.enabled:  # one width for all ranks (Dr. GRPO's normaliser is the widest)
+            ro = _pad_rollouts(ro, int(distributed.all_reduce(
+                torch.tensor(ro.completion_ids.shape[1], device=ctx.device), "max")), pad_id)
         t_gen = time.time() - t0
         # 3. rewards
         texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                                  cfg.prefill)
         scored = reward_fn.score(texts, [examples[i // G][1] for i in range(len(texts))])
-        means = _component_means(scored)
+        # the metrics below are over all ranks' samples (the rollout's own on one process)
+        scored_all = distributed.gather_lists(scored)
+        means = _component_means(scored_all)
         failed = means.get("reward/errors", 0.0) + means.get("reward/timeouts", 0.0)
         if cfg.max_reward_failures < 1 and failed > cfg.max_reward_failures:
             raise R1kitError(
@@ -484,25 +534,30 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         # 5. updates
         policy.train()
         t1 = time.time()
-        upd = update_policy(policy, ref, opt, make_batch(ro, adv), cfg, pad_id,
+        batch = make_batch(ro, adv)
+        if world.enabled:
+            batch.first, batch.total = q_lo * G, questions_per_step * G
+        upd = update_policy(policy, ref, opt, batch, cfg, pad_id,
                             torch.Generator().manual_seed(ctx.seed + step), lr_at,
                             lean_policy, lean_ref)
         t_train = time.time() - t1
         if ref is not None and cfg.ref_refresh_every and (step + 1) % cfg.ref_refresh_every == 0:
             ref.load_state_dict(policy.state_dict())
         seconds = time.time() - t0
-        lengths = ro.lengths.float()
+        rewards_all = torch.tensor([s for s, _ in scored_all]).view(-1, G)
+        lengths = torch.tensor(distributed.gather_lists(ro.lengths.tolist())).float()
+        stopped = torch.tensor(distributed.gather_lists(ro.stopped.tolist())).float()
         record = {
             "stage": ctx.name, "step": step + 1,
-            "reward": rewards.mean().item(),
+            "reward": rewards_all.mean().item(),
             **means,
             "accuracy": means.get("reward/accuracy"),
-            "general_frac": n_general / len(examples),
-            **{f"reflect/{w}": v for w, v in reflective_counts(texts).items()},
+            "general_frac": n_general / n_questions,
+            **{f"reflect/{w}": v for w, v in _reflective_counts(texts).items()},
             "response_length": lengths.mean().item(),
             "response_length_max": lengths.max().item(),
-            "truncated": 1.0 - ro.stopped.float().mean().item(),
-            "zero_var_frac": (rewards.std(dim=1) == 0).float().mean().item(),
+            "truncated": 1.0 - stopped.mean().item(),
+            "zero_var_frac": (rewards_all.std(dim=1) == 0).float().mean().item(),
             "kl": upd.pop("kl", None), "clip_frac": upd.pop("clip_frac"),
             "entropy": upd.pop("entropy"), "grad_norm": upd.pop("grad_norm"), "lr": upd.pop("lr"),
             **upd,
@@ -521,10 +576,14 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                 f"the last good checkpoint is {last}" if last else
                 "lower lr, check the data, or set save_every to keep resumable checkpoints")
         done = step + 1
-        out_of_time = bool(cfg.max_seconds) and time.time() - t_stage >= cfg.max_seconds
+        # rank 0's clock decides for all (every rank must leave the loop at the same step)
+        out_of_time = distributed.broadcast_object(
+            bool(cfg.max_seconds) and time.time() - t_stage >= cfg.max_seconds)
         if cfg.eval.every and test and (done % cfg.eval.every == 0 or done == cfg.steps
                                         or out_of_time):
-            evals.append(run_eval(done))
+            record = run_eval(done)
+            if record is not None:
+                evals.append(record)
         if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
             save_checkpoint(ctx.stage_dir, done, policy, tokenizer, opt, ref,
                             {"step": done, "updates": updates[0], "evals": evals},
@@ -535,7 +594,10 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     bar.close()
     if lora is not None:  # later stages get a plain checkpoint: adapters merged into the weights
         policy = lora.merge_and_unload()
-    save_model(policy, tokenizer, ctx.stage_dir)
+    weights = distributed.full_state(policy) if distributed.is_sharded(policy) else None
+    if world.is_main:
+        save_model(policy, tokenizer, ctx.stage_dir, state_dict=weights)
+    distributed.wait_for_main()
     summary = {"steps": done, "seconds": time.time() - t_stage}
     if evals:
         summary.update({"first_eval": evals[0], "final_eval": evals[-1],
@@ -557,6 +619,32 @@ def _lean_views(cfg: GRPOConfig, policy, ref, ctx: StageContext):
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         return None, None
     return LeanLM(policy), (LeanLM(ref) if ref is not None else None)
+
+
+def _question_seed(seed: int, step: int, j: int) -> int:
+    """The sampling seed of question j of a step (per-question seeding)."""
+    return ((seed * 1_000_003 + step) * 1_000_033 + j) % (1 << 62)
+
+
+def _pad_rollouts(ro: Rollouts, width: int, pad_id: int) -> Rollouts:
+    """The rollout widened to `width` columns (padding, mask 0)."""
+    extra = width - ro.completion_ids.shape[1]
+    if extra <= 0:
+        return ro
+    pad = torch.nn.functional.pad
+    return Rollouts(ro.prompt_ids, pad(ro.completion_ids, (0, extra), value=pad_id),
+                    pad(ro.completion_mask, (0, extra), value=0),
+                    pad(ro.logprobs, (0, extra), value=0.0), ro.stopped, ro.group_size)
+
+
+def _reflective_counts(texts: list[str]) -> dict[str, float]:
+    """reflective_counts over all ranks' responses."""
+    if not distributed.current().enabled:
+        return reflective_counts(texts)
+    local = {w: round(v * len(texts)) for w, v in reflective_counts(texts).items()}
+    parts = distributed.gather_lists([(local, len(texts))])
+    n = max(1, sum(k for _, k in parts))
+    return {w: sum(c[w] for c, _ in parts) / n for w in local}
 
 
 def _questions(train: list, step: int, n: int, seed: int) -> list[tuple[int, object]]:
@@ -620,19 +708,29 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
                     keep: int) -> Path:
     """checkpoints/step-N: the policy as a Hugging Face checkpoint plus trainer_state.pt
     (optimizer, reference model, counters). Written under a temporary name and renamed, so a
-    crash mid-write leaves no half checkpoint; only the newest `keep` are kept."""
+    crash mid-write leaves no half checkpoint; only the newest `keep` are kept.
+
+    Under torchrun every rank calls it (sharded weights are gathered to rank 0, a collective);
+    rank 0 alone writes, and the others wait until it has."""
     root = stage_dir / "checkpoints"
     final, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
-    for d in (tmp, final):
-        if d.exists():
+    sharded = distributed.is_sharded(policy)
+    weights = distributed.full_state(policy) if sharded else None
+    optim = distributed.optimizer_state(policy, opt) if sharded else None
+    ref_state = distributed.full_state(ref) if sharded and ref is not None else None
+    if distributed.current().is_main:
+        for d in (tmp, final):
+            if d.exists():
+                shutil.rmtree(d)
+        save_model(policy, tokenizer, tmp, state_dict=weights)
+        torch.save({**state, "optimizer": optim if sharded else opt.state_dict(),
+                    "ref": (ref_state if sharded else ref.state_dict()) if ref is not None
+                    else None}, tmp / "trainer_state.pt")
+        os.replace(tmp, final)
+        old = sorted((int(d.name[5:]), d) for d in root.glob("step-*") if d.name[5:].isdigit())
+        for _, d in old[:-keep] if keep > 0 else []:
             shutil.rmtree(d)
-    save_model(policy, tokenizer, tmp)
-    torch.save({**state, "optimizer": opt.state_dict(),
-                "ref": ref.state_dict() if ref is not None else None}, tmp / "trainer_state.pt")
-    os.replace(tmp, final)
-    old = sorted((int(d.name[5:]), d) for d in root.glob("step-*") if d.name[5:].isdigit())
-    for _, d in old[:-keep] if keep > 0 else []:
-        shutil.rmtree(d)
+    distributed.wait_for_main()
     return final
 
 

@@ -1,0 +1,336 @@
+"""Several processes (one per GPU, one or more nodes) through torch.distributed.
+
+`torchrun --nproc_per_node N -m r1kit run RECIPE.toml` starts N copies of the command; each
+finds RANK, WORLD_SIZE and LOCAL_RANK in its environment and joins one process group (NCCL on
+CUDA, each process on cuda:LOCAL_RANK; gloo on CPU). Without those variables nothing here
+creates a process group and every helper is the identity: a single process behaves exactly as
+it always has.
+
+What the GRPO stage splits and what it shares (r1kit/stages/grpo.py):
+  - the questions of a step are divided among the ranks in whole groups (rank r takes the
+    r-th contiguous share), so group advantages stay local; each rank samples and scores its
+    own completions,
+  - every rank computes the same global shuffle of the step's completions and takes its own
+    members of each mini-batch, so a mini-batch is exactly the one-process mini-batch,
+  - gradients are summed over ranks with per-rank losses normalised by the global mini-batch
+    (the global token count for "token-mean", the global number of sequences otherwise), so
+    the update is the one-process update up to float rounding,
+  - logged metrics are global; rank 0 alone writes logs, checkpoints and the final model, and
+    runs evaluation and the stages other than GRPO while the other ranks wait.
+
+Two ways to hold the weights (GRPOConfig.distributed):
+  - "ddp": every rank holds all the weights; after the backward passes of a mini-batch the
+    gradients are summed with one all-reduce per bucket. An explicit all-reduce rather than
+    torch's DistributedDataParallel because a rank's share of a shuffled mini-batch varies
+    (it can even be empty) and DDP wants the same number of forward/backward passes per rank
+    and averages over ranks; the summed gradient with global normalisers is exact.
+  - "fsdp": FSDP2 (`fully_shard` on each decoder layer, then the root): parameters, gradients
+    and optimizer state sharded across ranks. Ranks pad their micro-batches to the same count
+    with zero-weight passes, since every forward and backward is a collective. For sampling,
+    the parameters are gathered once (`gathered`) so decoding does not all-gather per token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from r1kit.errors import R1kitError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+_world = World()
+_wait_group = None  # gloo group with a long timeout: ranks waiting for rank 0's own work
+
+
+def current() -> World:
+    return _world
+
+
+def launched() -> bool:
+    """True when started by torchrun (or anything that sets the same variables) with more
+    than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def init(device: torch.device) -> torch.device:
+    """Join the process group torchrun describes; returns the device this rank computes on
+    (cuda:LOCAL_RANK on CUDA). Without torchrun: no process group, `device` unchanged."""
+    global _world, _wait_group
+    if not launched():
+        return device
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    if dist.get_world_size() != size:
+        raise R1kitError(f"WORLD_SIZE is {size} but the process group has "
+                         f"{dist.get_world_size()} ranks")
+    _world = World(rank, size, local)
+    _wait_group = dist.new_group(backend="gloo", timeout=timedelta(days=7))
+    return device
+
+
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group (if this module made one), after the other ranks when `wait`."""
+    global _world, _wait_group
+    if _world.enabled and dist.is_initialized():
+        if wait:
+            dist.barrier(group=_wait_group)
+        dist.destroy_process_group()
+    _world, _wait_group = World(), None
+
+
+# ----- small collectives (identities on one process) ---------------------------------------
+
+
+def wait_for_main() -> None:
+    """A barrier with a long timeout: the other ranks wait while rank 0 evaluates, saves or
+    runs a stage of its own."""
+    if _world.enabled:
+        dist.barrier(group=_wait_group)
+
+
+def broadcast_object(obj):
+    """Rank 0's `obj` on every rank."""
+    if not _world.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, group=_wait_group)
+    return box[0]
+
+
+def gather_lists(items: list) -> list:
+    """Every rank's list, concatenated in rank order, on every rank (small Python data)."""
+    if not _world.enabled:
+        return items
+    out: list = [None] * _world.world_size
+    dist.all_gather_object(out, items, group=_wait_group)
+    return [x for part in out for x in part]
+
+
+def all_reduce(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In place on every rank; returns `x`."""
+    if _world.enabled:
+        dist.all_reduce(x, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return x
+
+
+def run_on_main(fn):
+    """fn() on rank 0 only; its result (or the fact that it failed) on every rank."""
+    if not _world.enabled:
+        return fn()
+    result, error = None, None
+    if _world.is_main:
+        try:
+            result = fn()
+        except BaseException as exc:  # tell the waiting ranks, then fail here as usual
+            broadcast_object((None, f"{type(exc).__name__}: {exc}"))
+            raise
+    result, error = broadcast_object((result, None))
+    if error is not None:
+        raise R1kitError(f"rank 0 failed: {error}")
+    return result
+
+
+# ----- splitting the work ------------------------------------------------------------------
+
+
+def share(n: int, what: str = "items") -> tuple[int, int]:
+    """[start, end) of this rank's equal contiguous share of `n` items."""
+    size = _world.world_size
+    if n % size:
+        raise R1kitError(f"{n} {what} do not divide among {size} processes",
+                         f"use a multiple of {size}")
+    per = n // size
+    return _world.rank * per, (_world.rank + 1) * per
+
+
+def local_members(global_idx: list[int], first: int, count: int) -> list[int]:
+    """The members of a global mini-batch that this rank holds (its completions are global
+    indices first .. first+count-1), as local indices, in the mini-batch's order."""
+    return [i - first for i in global_idx if first <= i < first + count]
+
+
+def sync_grads(params: list[torch.nn.Parameter], bucket_elems: int = 1 << 24) -> None:
+    """Sum the gradients over ranks (replicated weights). A parameter with no gradient on
+    this rank (no member of the mini-batch reached it) counts as zeros."""
+    if not _world.enabled:
+        return
+    grads = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    bucket: list[torch.Tensor] = []
+
+    def flush():
+        flat = torch.cat([b.reshape(-1) for b in bucket])
+        dist.all_reduce(flat)
+        offset = 0
+        for b in bucket:
+            b.copy_(flat[offset:offset + b.numel()].view_as(b))
+            offset += b.numel()
+        bucket.clear()
+
+    for g in grads:
+        if bucket and (g.dtype != bucket[0].dtype
+                       or sum(b.numel() for b in bucket) >= bucket_elems):
+            flush()
+        bucket.append(g)
+    if bucket:
+        flush()
+
+
+# ----- sharded weights (FSDP2) ----------------------------------------------------------------
+
+
+def is_sharded(model) -> bool:
+    """True when `model` (or any submodule) is FSDP2-sharded. Code that calls a model's
+    submodules directly instead of through the model's forward (r1kit's chunked output layer,
+    a lean forward path) must fall back to the model's own forward then: FSDP gathers the
+    parameters in forward hooks that a direct call bypasses."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without FSDP2
+        return False
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def shard(model) -> None:
+    """FSDP2 over this process group: each decoder layer, then the root. Gradients are summed
+    over ranks (not averaged): the GRPO losses are already normalised by the global batch."""
+    from torch.distributed.fsdp import fully_shard
+
+    layers = _decoder_layers(model)
+    if layers is None:
+        raise R1kitError(f"distributed = \"fsdp\": no decoder layers found in "
+                         f"{type(model).__name__}", 'use distributed = "ddp"')
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(model)
+    for m in model.modules():
+        if hasattr(m, "set_gradient_divide_factor"):
+            m.set_force_sum_reduction_for_comms(True)  # gloo has no pre-multiplied sum
+            m.set_gradient_divide_factor(1.0)
+
+
+def _decoder_layers(model):
+    body = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    layers = getattr(body, "layers", None) if body is not None else None
+    if isinstance(layers, torch.nn.ModuleList) and len(layers):
+        return list(layers)
+    return None
+
+
+def _fsdp_modules(model) -> list:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+@contextlib.contextmanager
+def gathered(model):
+    """Sharded `model`: all parameters gathered on every rank for the duration (one all-gather
+    per layer, then decoding runs with no collectives, so ranks may take different numbers of
+    forward passes); resharded on exit. Anything else: nothing happens."""
+    if not is_sharded(model):
+        yield model
+        return
+    mods = _fsdp_modules(model)
+    for m in mods:
+        m.set_reshard_after_forward(False, recurse=False)
+    for m in mods:
+        m.unshard()
+    try:
+        yield model
+    finally:
+        for m in mods:
+            m.reshard()
+            m.set_reshard_after_forward(True, recurse=False)
+
+
+def full_state(model) -> dict:
+    """The model's whole state dict as plain CPU tensors: on rank 0 for a sharded model (a
+    collective: every rank calls it; the others get {}), else the model's own state dict."""
+    if not is_sharded(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                 cpu_offload=True))
+    # tied weights (an output layer sharing the embedding) come back as separate copies under
+    # both names: keep the name the model registers, as its own state_dict would be saved
+    names = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+    return {k: v for k, v in state.items() if k in names}
+
+
+def load_full_state(model, state: dict) -> None:
+    """Load a whole (unsharded) state dict, sharding it where the model is sharded."""
+    if not is_sharded(model):
+        model.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+
+
+def optimizer_state(model, opt) -> dict:
+    if not is_sharded(model):
+        return opt.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+    )
+
+    return get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True,
+                                                                         cpu_offload=True))
+
+
+def load_optimizer_state(model, opt, state: dict) -> None:
+    if not is_sharded(model):
+        opt.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
+
+    set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True))
+
+
+def full_norm(norm: torch.Tensor) -> torch.Tensor:
+    """clip_grad_norm_'s result as a plain tensor (a DTensor for sharded parameters)."""
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+class NullLog:
+    """What ranks other than 0 log to: nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kw: None

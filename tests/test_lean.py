@@ -1,0 +1,161 @@
+"""Speed does not change results: r1kit's lean forward (r1kit/lean.py) against transformers'.
+
+The fast paths checked here: the lean training pass (right-padded, length-sorted rows) against
+transformers' packed forward; the lean decoder (preallocated cache, fused projections,
+grouped-head attention, prefix shared by a group) against transformers' generate loop; and a
+whole update (loss, metrics, updated weights) through either path.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from r1kit.config import GRPOConfig
+from r1kit.lean import LeanLM
+from r1kit.rollout import generate
+from r1kit.stages.grpo import TrainBatch, completion_logprobs, update_policy
+
+EOS, PAD = 1, 0
+
+
+def _qwen2():
+    torch.manual_seed(0)  # grouped heads (4 query, 2 kv) and q/k/v biases
+    cfg = Qwen2Config(vocab_size=48, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+                      eos_token_id=EOS, pad_token_id=PAD, tie_word_embeddings=True)
+    m = Qwen2ForCausalLM(cfg)
+    with torch.no_grad():
+        for layer in m.model.layers:  # non-zero biases, so that a dropped bias would show
+            for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                lin.bias.normal_(0, 0.5)
+    return m
+
+
+def _llama():
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, intermediate_size=64, max_position_embeddings=128,
+                      eos_token_id=EOS, pad_token_id=PAD)
+    return LlamaForCausalLM(cfg)
+
+
+MODELS = {"qwen2": _qwen2, "llama": _llama}
+
+
+def _data(vocab: int, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(2, vocab, (n,), generator=g).tolist() for n in (3, 7, 5, 4, 6)]
+    completions = [torch.randint(2, vocab, (n,), generator=g).tolist() for n in (6, 2, 9, 4, 1)]
+    return prompts, completions
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+@pytest.mark.parametrize("checkpoint_layers", [False, True])
+def test_lean_training_pass_equals_transformers(arch, checkpoint_layers):
+    model = MODELS[arch]()
+    assert LeanLM.unsupported(model) is None
+    prompts, completions = _data(model.config.vocab_size)
+    width = max(len(c) for c in completions)
+    results = []
+    for lean in (None, LeanLM(model)):
+        model.zero_grad(set_to_none=True)
+        lp, ent = completion_logprobs(model, prompts, completions, 0.7, width, PAD,
+                                      with_entropy=True, lean=lean,
+                                      checkpoint_layers=checkpoint_layers)
+        lp.sum().backward()
+        results.append((lp.detach(), ent, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (lp0, ent0, g0), (lp1, ent1, g1) = results
+    assert lp0.abs().sum() > 0
+    torch.testing.assert_close(lp1, lp0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent1, ent0, atol=1e-5, rtol=1e-5)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_lean_decoder_equals_transformers_generate_loop(arch):
+    """Greedy decoding with stop tokens: the same tokens, stops and log-probs (at temperature 0
+    both engines take the argmax, so any difference in the forward would show up as tokens)."""
+    model = MODELS[arch]().eval()
+    with torch.no_grad():  # make the stop token likely, so that rows finish at different steps
+        model.lm_head.weight[EOS] += 0.15
+    prompts, _ = _data(model.config.vocab_size, seed=5)
+    kw = dict(group_size=3, max_new_tokens=14, temperature=0.0, stop_ids=[EOS], pad_id=PAD)
+    a = generate(model, prompts, engine="hf", **kw)
+    b = generate(model, prompts, engine="auto", **kw)
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert torch.equal(a.stopped, b.stopped)
+    assert a.stopped.any() and len(set(a.lengths.tolist())) > 1  # rows ended at different steps
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_lean_sampling_equals_transformers_with_seeds(arch):
+    """Temperature 1, per-question seeds (each row's random numbers fixed): the same samples
+    and sampling log-probs, including rows that stop early, and min_new_tokens honoured."""
+    model = MODELS[arch]().eval()
+    with torch.no_grad():
+        model.lm_head.weight[EOS] += 0.1
+    prompts, _ = _data(model.config.vocab_size, seed=7)
+    seeds = [11, 12, 13, 14, 15]
+    for min_new in (0, 5):
+        kw = dict(group_size=4, max_new_tokens=12, temperature=1.0, stop_ids=[EOS], pad_id=PAD,
+                  seeds=seeds, min_new_tokens=min_new)
+        a = generate(model, prompts, engine="hf", **kw)
+        b = generate(model, prompts, engine="auto", **kw)
+        assert torch.equal(a.completion_ids, b.completion_ids)
+        torch.testing.assert_close(b.logprobs, a.logprobs, atol=1e-5, rtol=1e-5)
+        assert int(b.lengths.min()) >= min(min_new + 1, 12) if min_new else True
+        assert a.stopped.any()
+
+
+def test_one_update_is_the_same_through_either_path():
+    """Loss, metrics and updated weights of a GRPO update (reference model, two mini-batches,
+    micro-batches, token-mean) through the lean path and through transformers' path."""
+    prompts, completions = _data(48, seed=9)
+    prompts, completions = prompts * 2, completions[::-1] * 2
+    n = len(completions)
+    width = max(len(c) for c in completions)
+    mask = torch.zeros(n, width)
+    for i, c in enumerate(completions):
+        mask[i, :len(c)] = 1
+    adv = torch.linspace(-1, 1, n)
+    batch = TrainBatch(prompts, completions, mask, adv, width)
+    cfg = GRPOConfig(model="x", beta=0.04, lr=1.0, group_size=2, rollout_batch_size=n,
+                     num_minibatches=2, micro_batch_size=3, clip_eps_low=0.2,
+                     aggregation="token-mean")
+    outs = []
+    for use_lean in (False, True):
+        policy = _qwen2()
+        ref = copy.deepcopy(policy).eval()
+        # plain SGD: the update is linear in the gradient (Adam would magnify float noise in
+        # near-zero gradients to a full step)
+        opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
+        views = (LeanLM(policy), LeanLM(ref)) if use_lean else (None, None)
+        metrics = update_policy(policy, ref, opt, batch, cfg, PAD,
+                                torch.Generator().manual_seed(0), lambda: cfg.lr, *views)
+        outs.append((metrics, {k: v.detach().clone() for k, v in policy.state_dict().items()}))
+    (m0, w0), (m1, w1) = outs
+    for key in ("loss", "kl", "clip_frac", "entropy", "grad_norm"):
+        assert m1[key] == pytest.approx(m0[key], rel=1e-4, abs=1e-6), key
+    moved = max((w0[k] - _qwen2().state_dict()[k]).abs().max().item() for k in w0)
+    assert moved > 1e-3  # the update did something, so equality below means something
+    for k in w0:
+        torch.testing.assert_close(w1[k], w0[k], atol=1e-5, rtol=1e-4)
+
+
+def test_models_the_lean_path_does_not_cover_are_named():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=32, n_layer=1, n_head=2))
+    assert "gpt2" in LeanLM.unsupported(gpt2)
+    model = _qwen2()
+    model.config.use_sliding_window = True
+    assert "sliding" in LeanLM.unsupported(model)
+    # such a model still generates, through transformers' forward
+    ro = generate(gpt2.eval(), [[3, 4, 5]], group_size=2, max_new_tokens=4, temperature=1.0,
+                  stop_ids=[EOS], pad_id=PAD, generator=torch.Generator().manual_seed(0))
+    assert ro.completion_ids.shape[0] == 2
