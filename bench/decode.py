@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vs_trl import build_gpu_model, make_prompts  # noqa: E402
+from vs_trl import build_gpu_model, make_prompts
 
 
 def sync():

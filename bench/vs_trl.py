@@ -66,10 +66,22 @@ def build_cpu_model(out: Path) -> None:
     import string
 
     import torch
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, \
-        pre_tokenizers, processors
-    from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast, \
-        Qwen2Config
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
+    from transformers import (
+        AutoModelForCausalLM,
+        GenerationConfig,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+    )
 
     specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
     chars = (list(string.digits) + list("+-*=()") + [" "] + list(string.ascii_lowercase)
@@ -106,8 +118,12 @@ def build_gpu_model(out: Path) -> None:
     """A random model of Qwen2.5-0.5B's shape, bf16, with a word-level tokenizer of its size."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, \
-        Qwen2ForCausalLM
+    from transformers import (
+        GenerationConfig,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
     for w in [str(i) for i in range(10)] + ["+", "="]:
