@@ -242,10 +242,13 @@ class LeanDecoder:
     step of a given batch size is captured once per rollout as a CUDA graph and replayed.
     Everything is released after the rollout (`release`), so training has that memory."""
 
-    def __init__(self, lean: LeanLM, cuda_graphs: bool):
+    def __init__(self, lean: LeanLM, cuda_graphs: bool, simulate_graphs: bool = False):
         self.lean = lean
         self.device = lean.head.weight.device
-        self.use_graphs = cuda_graphs and self.device.type == "cuda"
+        # simulate_graphs: the graph path's logic (static shapes, batch-size buckets, late
+        # drops of finished rows) with eager replays, so that a CPU test can check it
+        self.simulate = simulate_graphs
+        self.use_graphs = (cuda_graphs and self.device.type == "cuda") or simulate_graphs
         self.release()
 
     def release(self) -> None:
@@ -296,6 +299,8 @@ class LeanDecoder:
             g = self.graphs.get(b)
             if g is None:
                 g = self.graphs[b] = self._capture(b)
+                if self.simulate:
+                    g[0].out = g[1]
             g[0].replay()
             out = g[1][:n]
         self.pos[:n] += 1
@@ -309,6 +314,8 @@ class LeanDecoder:
                                     self.bias[:b], self.length, self.fused)
             return lean.logits(h)
 
+        if self.simulate:
+            return _EagerGraph(run), run()
         # warm up on a side stream (as capture requires); the slot it writes is the one the
         # replay writes next, with the same values
         side = torch.cuda.Stream()
@@ -322,6 +329,17 @@ class LeanDecoder:
         with torch.cuda.graph(graph, pool=self.pool):
             out = run()
         return graph, out
+
+
+class _EagerGraph:
+    """Stands in for a CUDA graph in simulation: replay reruns the step into its output."""
+
+    def __init__(self, run):
+        self.run = run
+        self.out = None
+
+    def replay(self) -> None:
+        self.out.copy_(self.run())
 
 
 @torch.no_grad()
