@@ -71,7 +71,7 @@ class LeanLM:
         if getattr(cfg, "layer_types", None) and any(
                 t != "full_attention" for t in cfg.layer_types):
             return "layers other than full attention"
-        if not isinstance(model.lm_head, torch.nn.Linear) or type(model.lm_head) is not torch.nn.Linear:
+        if type(getattr(model, "lm_head", None)) is not torch.nn.Linear:
             return "the output layer is not a plain linear layer"
         for layer in body.layers:
             att, mlp = layer.self_attn, layer.mlp
@@ -88,8 +88,7 @@ class LeanLM:
     @staticmethod
     def _norm(module, x: torch.Tensor) -> torch.Tensor:
         # the arithmetic of LlamaRMSNorm / Qwen2RMSNorm: normalise in float32, scale in x's dtype
-        eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
-        h = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)
+        h = F.rms_norm(x.float(), (x.shape[-1],), eps=_eps(module))
         return module.weight * h.to(x.dtype)
 
     def _qkv(self, layer, h, cos, sin):
@@ -141,7 +140,7 @@ class LeanLM:
 
     def decode_weights(self) -> DecodeWeights:
         """Fused copies of the projections for decoding (q|k|v and gate|up as one matrix
-        each): fewer, larger kernels per token. `refresh()` them after the weights change."""
+        each): fewer, larger kernels per token. A snapshot: made anew for each rollout."""
         return DecodeWeights(self)
 
     def cached_forward(self, ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,
@@ -202,9 +201,14 @@ class LeanLM:
         return self.head(h)
 
 
+def _eps(norm) -> float:
+    return getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+
+
 def _rms(module, x: torch.Tensor) -> torch.Tensor:
-    eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
-    return F.rms_norm(x, (x.shape[-1],), module.weight, eps)
+    """RMSNorm in one fused call (decoding; the training pass keeps transformers' order of
+    operations in `LeanLM._norm`)."""
+    return F.rms_norm(x, (x.shape[-1],), module.weight, _eps(module))
 
 
 def _linear_add(x: torch.Tensor, inp: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
@@ -215,11 +219,10 @@ def _linear_add(x: torch.Tensor, inp: torch.Tensor, lin: torch.nn.Linear) -> tor
 
 
 class DecodeWeights:
-    """Per layer: q|k|v weights (and biases) and gate|up weights concatenated, in persistent
-    buffers (a captured CUDA graph keeps reading the same memory)."""
+    """Per layer: q|k|v weights (and biases) and gate|up weights concatenated (copies of the
+    weights at the start of a rollout; a captured CUDA graph reads these buffers)."""
 
     def __init__(self, lean: LeanLM):
-        self.lean = lean
         self.qkv, self.qkv_bias, self.gate_up = [], [], []
         with torch.no_grad():
             for layer in lean.layers:
@@ -228,15 +231,6 @@ class DecodeWeights:
                 self.qkv_bias.append(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
                                      if a.q_proj.bias is not None else None)
                 self.gate_up.append(torch.cat([m.gate_proj.weight, m.up_proj.weight]))
-
-    @torch.no_grad()
-    def refresh(self) -> None:
-        for i, layer in enumerate(self.lean.layers):
-            a, m = layer.self_attn, layer.mlp
-            torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], out=self.qkv[i])
-            if self.qkv_bias[i] is not None:
-                torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias], out=self.qkv_bias[i])
-            torch.cat([m.gate_proj.weight, m.up_proj.weight], out=self.gate_up[i])
 
 
 class KVCache:

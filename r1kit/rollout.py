@@ -257,9 +257,10 @@ class LeanDecoder:
         self.ids = self.pos = self.start = self.bias = None
 
     def begin(self, rows: int, length: int) -> None:
-        """Buffers for `rows` sequences of at most `length` tokens; fused weights refreshed."""
+        """Buffers for `rows` sequences of at most `length` tokens; fused weights copied."""
         lean, dev = self.lean, self.device
         self.cache = lean.new_cache(rows, length)
+        self.buckets = _buckets(rows)
         self.fused = lean.decode_weights()
         self.length = length
         self.ids = torch.zeros((rows, 1), dtype=torch.long, device=dev)
@@ -274,7 +275,7 @@ class LeanDecoder:
         if alive == n:
             return False
         if self.use_graphs:
-            fit = _buckets(self.cache.k[0].shape[0])
+            fit = self.buckets
             return next(b for b in fit if b >= alive) < next(b for b in fit if b >= n)
         return n - alive >= max(1, n // 8)
 
@@ -295,7 +296,7 @@ class LeanDecoder:
             out = self.lean.logits(h)
         else:
             self.start.fill_(slot)
-            b = next(x for x in _buckets(self.cache.k[0].shape[0]) if x >= n)
+            b = next(x for x in self.buckets if x >= n)
             g = self.graphs.get(b)
             if g is None:
                 g = self.graphs[b] = self._capture(b)
