@@ -33,8 +33,9 @@ def unbatched_logprobs(model, prompt, completion, temperature=1.0):
     return torch.stack([logp[len(prompt) - 1 + j, t] for j, t in enumerate(completion)])
 
 
-@pytest.mark.parametrize("chunk", [1, 4, 1000])
-def test_chunked_output_layer_gives_the_same_logprobs_entropy_and_gradients(model, chunk):
+@pytest.mark.parametrize("chunk,temperature", [(1, 0.7), (4, 0.7), (1000, 0.7), (4, 1.0)])
+def test_chunked_output_layer_gives_the_same_logprobs_entropy_and_gradients(model, chunk,
+                                                                            temperature):
     g = torch.Generator().manual_seed(2)
     prompts = [torch.randint(2, 40, (n,), generator=g).tolist() for n in (3, 7, 5, 4)]
     completions = [torch.randint(2, 40, (n,), generator=g).tolist() for n in (6, 2, 9, 4)]
@@ -44,7 +45,7 @@ def test_chunked_output_layer_gives_the_same_logprobs_entropy_and_gradients(mode
     results = []
     for chunk_tokens in (0, chunk):  # 0 = the plain path with the full logits
         model.zero_grad(set_to_none=True)
-        lp, ent = completion_logprobs(model, prompts, completions, 0.7, 9, PAD,
+        lp, ent = completion_logprobs(model, prompts, completions, temperature, 9, PAD,
                                       with_entropy=True, chunk_tokens=chunk_tokens)
         ((lp * mask).sum() / mask.sum()).backward()
         results.append((lp.detach(), ent, {n: p.grad.clone() for n, p in model.named_parameters()}))
