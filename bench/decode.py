@@ -7,7 +7,8 @@ Without --model it builds the random Qwen2.5-0.5B-shaped bf16 model of bench/vs_
 preset. Every row samples exactly --new tokens (stop tokens masked), temperature 1. Paths:
   hf      : model.generate(do_sample=True, min_new_tokens=new), dynamic KV cache
   hf-static: the same with cache_implementation="static"
-  r1kit   : r1kit.rollout.generate (lean forward, preallocated cache, CUDA graphs on CUDA)
+  r1kit   : r1kit.rollout.generate (lean forward, preallocated cache, CUDA graphs on CUDA),
+            without sampling log-probs (as `generate`, which returns none by default)
   r1kit-eager: the same without CUDA graphs
 Reported: milliseconds per decode step (whole call / new tokens, prefill included), and for
 r1kit the fraction of the memory-bandwidth floor reached: the bytes a decode step must read
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
         gen = torch.Generator(device=dev).manual_seed(0)
         generate(model, prompts, group_size=1, max_new_tokens=args.new,
                  min_new_tokens=args.new, temperature=1.0, stop_ids=[eos], pad_id=0,
-                 generator=gen, max_rows=args.rows, cuda_graphs=graphs)
+                 generator=gen, max_rows=args.rows, cuda_graphs=graphs, logprobs=False)
 
     runs = {"hf": lambda: hf(False), "hf-static": lambda: hf(True),
             "r1kit-eager": lambda: ours(False), "r1kit": lambda: ours(True)}

@@ -32,7 +32,8 @@ class Rollouts:
     prompt_ids: list[list[int]]  # [B] token ids of each prompt
     completion_ids: torch.Tensor  # [B*G, T] right-padded with pad_id
     completion_mask: torch.Tensor  # [B*G, T] 1 = a generated token (stop token included)
-    logprobs: torch.Tensor  # [B*G, T] sampling log-probs, 0 where mask is 0
+    logprobs: torch.Tensor | None  # [B*G, T] sampling log-probs, 0 where mask is 0 (None:
+    # not asked for)
     stopped: torch.Tensor  # [B*G] bool: ended with a stop token (False: hit the length cap)
     group_size: int
 
@@ -58,25 +59,34 @@ def _repeat_rows(cache, repeats: int) -> None:
 
 def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
                   generator: torch.Generator | None,
-                  uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one token per row. logits [N, V] → (tokens [N], log-probs [N]).
+                  uniforms: torch.Tensor | None = None, banned: torch.Tensor | None = None,
+                  with_logprobs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample one token per row. logits [N, V] → (tokens [N], log-probs [N] or None).
 
     The log-prob is that of softmax(logits / temperature); top-p only restricts the choice.
-    temperature 0 means greedy decoding. `uniforms` [N] in [0, 1): sample each row by
+    temperature 0 means greedy decoding. `banned` (token ids): never sampled (their logits
+    count as -inf, also for the log-prob). `uniforms` [N] in [0, 1): sample each row by
     inverting its cumulative distribution at that number instead of drawing from `generator`.
-    Otherwise, on CUDA (without top-p) the draw is the exponential race argmax(p / E),
-    E ~ Exp(1), an exact sample of p without a cumulative sum over the vocabulary; on CPU it
-    is torch.multinomial.
+    Otherwise, on CUDA (without top-p) the draw is the exponential race
+    argmax(p / E) = argmax(logits - T log E), E ~ Exp(1): an exact sample of p without a
+    softmax or a cumulative sum over the vocabulary; on CPU it is torch.multinomial.
+    `with_logprobs` False: the log-probs are not computed (None).
     """
+    if top_p >= 1.0 and logits.is_cuda and uniforms is None and temperature > 0:
+        tokens = race_sample(logits, temperature, generator, banned)
+        if not with_logprobs:
+            return tokens, None
+        if banned is not None:
+            logits = logits.index_fill(-1, banned, float("-inf"))
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
     logits = logits.float()
+    if banned is not None:
+        logits = logits.index_fill(-1, banned, float("-inf"))
     if temperature == 0:
         tokens = logits.argmax(-1)
-        return tokens, torch.zeros_like(tokens, dtype=torch.float32)
+        return tokens, torch.zeros_like(tokens, dtype=torch.float32) if with_logprobs else None
     logp = torch.log_softmax(logits / temperature, dim=-1)  # [N, V]
-    if top_p >= 1.0 and logits.is_cuda and uniforms is None:
-        race = torch.empty_like(logp).exponential_(generator=generator)
-        tokens = (logp - race.log()).argmax(-1)
-        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
     probs = logp.exp()
     if top_p < 1.0:
         sorted_p, order = probs.sort(-1, descending=True)
@@ -92,7 +102,21 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
         tokens = _inverse_cdf(probs, uniforms)
     else:
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if not with_logprobs:
+        return tokens, None
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def race_sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None,
+                banned: torch.Tensor | None = None) -> torch.Tensor:
+    """One token per row of softmax(logits / temperature) (temperature > 0) by the exponential
+    race: argmax(logits - temperature * log E), E ~ Exp(1) drawn in float32; `banned` ids
+    lose every race. Reads the logits in their own dtype, no softmax."""
+    race = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+    race.exponential_(generator=generator).log_()
+    if banned is not None:
+        race.index_fill_(-1, banned, float("inf"))
+    return torch.sub(logits, race, alpha=temperature).argmax(-1)
 
 
 def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -124,24 +148,26 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
              temperature: float, top_p: float = 1.0, stop_ids: list[int], pad_id: int,
              generator: torch.Generator | None = None, max_rows: int = 1024,
              min_new_tokens: int = 0, engine: str = "auto", cuda_graphs: bool = True,
-             seeds: list[int] | None = None) -> Rollouts:
+             seeds: list[int] | None = None, logprobs: bool = True) -> Rollouts:
     """Sample `group_size` completions for each prompt (token ids, no padding).
 
     `min_new_tokens`: stop tokens cannot be sampled before that many tokens. `engine`:
     "auto" decodes with r1kit's lean forward where the model allows it, "hf" always with
     transformers' forward. `seeds`: one per prompt; each group samples from its own seeded
-    random numbers (`generator` is then unused)."""
+    random numbers (`generator` is then unused). `logprobs` False: the sampling log-probs
+    are not computed (Rollouts.logprobs is None), which saves a softmax over the vocabulary
+    per token where sampling needs none (CUDA, no top-p)."""
     device = next(model.parameters()).device
     per_chunk = max(1, max_rows // group_size)
     decoder = lean_decoder(model, cuda_graphs) if engine == "auto" else None
     parts = [
         (_generate_lean(decoder, prompts[i:i + per_chunk], group_size, max_new_tokens,
                         min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
-                        None if seeds is None else seeds[i:i + per_chunk])
+                        None if seeds is None else seeds[i:i + per_chunk], logprobs)
          if decoder is not None else
          _generate_chunk(model, prompts[i:i + per_chunk], group_size, max_new_tokens,
                          min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
-                         None if seeds is None else seeds[i:i + per_chunk]))
+                         None if seeds is None else seeds[i:i + per_chunk], logprobs))
         for i in range(0, len(prompts), per_chunk)
     ]
     width = max(p[0].shape[1] for p in parts)
@@ -154,14 +180,14 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
         prompt_ids=[list(p) for p in prompts],
         completion_ids=cat(0, pad_id),
         completion_mask=cat(1, 0),
-        logprobs=cat(2, 0.0),
+        logprobs=cat(2, 0.0) if logprobs else None,
         stopped=torch.cat([p[3] for p in parts]),
         group_size=group_size,
     )
 
 
 def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperature, top_p,
-                    stop_ids, pad_id, generator, device, seeds=None):
+                    stop_ids, pad_id, generator, device, seeds=None, with_logprobs=True):
     from transformers import DynamicCache
 
     B, P = len(prompts), max(len(p) for p in prompts)
@@ -183,19 +209,20 @@ def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperatu
 
     N = B * G
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
+    logps = (torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
+             if with_logprobs else None)
     lengths = torch.zeros(N, dtype=torch.long, device=device)
     stopped = torch.zeros(N, dtype=torch.bool, device=device)
     active = torch.arange(N, device=device)  # rows still generating, in cache order
     stop = torch.tensor(stop_ids, device=device)
     uniforms = _GroupUniforms(seeds, G, device) if seeds is not None else None
     for t in range(max_new_tokens):
-        if t < min_new_tokens:
-            logits = logits.index_fill(-1, stop, float("-inf"))
+        banned = stop if t < min_new_tokens and stop.numel() else None
         u = uniforms.at(t, active) if uniforms is not None else None
-        tok, lp = sample_tokens(logits, temperature, top_p, generator, u)
+        tok, lp = sample_tokens(logits, temperature, top_p, generator, u, banned, with_logprobs)
         tokens[active, t] = tok
-        logps[active, t] = lp
+        if logps is not None:
+            logps[active, t] = lp
         lengths[active] += 1
         done = torch.isin(tok, stop)
         stopped[active[done]] = True
@@ -215,7 +242,8 @@ def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperatu
         next_pos = next_pos + 1
     T = int(lengths.max().item()) if N else 0
     mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]
-    return tokens[:, :T].cpu(), mask[:, :T].long().cpu(), logps[:, :T].cpu(), stopped.cpu()
+    return (tokens[:, :T].cpu(), mask[:, :T].long().cpu(),
+            logps[:, :T].cpu() if logps is not None else None, stopped.cpu())
 
 
 # ----- the lean decoder ----------------------------------------------------------------------
@@ -345,16 +373,16 @@ class _EagerGraph:
 
 @torch.no_grad()
 def _generate_lean(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temperature,
-                   top_p, stop_ids, pad_id, generator, device, seeds=None):
+                   top_p, stop_ids, pad_id, generator, device, seeds=None, with_logprobs=True):
     try:
         return _decode(dec, prompts, G, max_new_tokens, min_new_tokens, temperature, top_p,
-                       stop_ids, pad_id, generator, device, seeds)
+                       stop_ids, pad_id, generator, device, seeds, with_logprobs)
     finally:
         dec.release()
 
 
 def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temperature, top_p,
-            stop_ids, pad_id, generator, device, seeds):
+            stop_ids, pad_id, generator, device, seeds, with_logprobs=True):
     lean = dec.lean
     B, P = len(prompts), max(len(p) for p in prompts)
     N, S = B * G, P + max_new_tokens
@@ -380,7 +408,8 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
     dec.pos[:] = positions[:, -1:].repeat_interleave(G, 0) + 1
 
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
+    logps = (torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
+             if with_logprobs else None)
     lengths = torch.zeros(N, dtype=torch.long, device=device)
     stopped = torch.zeros(N, dtype=torch.bool, device=device)
     active = torch.arange(N, device=device)  # the original row of each cache row
@@ -389,13 +418,13 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
     check_every = 1 if not dec.use_graphs else 8  # each check waits for the GPU
     n = N
     for t in range(max_new_tokens):
-        if t < min_new_tokens and stop.numel():
-            logits = logits.index_fill(-1, stop, float("-inf"))
+        banned = stop if t < min_new_tokens and stop.numel() else None
         u = uniforms.at(t, active) if uniforms is not None else None
-        tok, lp = sample_tokens(logits, temperature, top_p, generator, u)
+        tok, lp = sample_tokens(logits, temperature, top_p, generator, u, banned, with_logprobs)
         done = stopped[active]  # rows that stopped earlier (not yet dropped) add nothing
         tokens[active, t] = tok.masked_fill(done, pad_id)
-        logps[active, t] = lp.masked_fill(done, 0.0)
+        if logps is not None:
+            logps[active, t] = lp.masked_fill(done, 0.0)
         lengths[active] += (~done).long()
         stopped[active] = done | torch.isin(tok, stop)
         if t == max_new_tokens - 1:
@@ -412,4 +441,5 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
         logits = dec.step(tok, P + t)
     T = int(lengths.max().item()) if N else 0
     mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]
-    return tokens[:, :T].cpu(), mask[:, :T].long().cpu(), logps[:, :T].cpu(), stopped.cpu()
+    return (tokens[:, :T].cpu(), mask[:, :T].long().cpu(),
+            logps[:, :T].cpu() if logps is not None else None, stopped.cpu())

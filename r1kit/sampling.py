@@ -133,7 +133,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
                       temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
                       pad_id=tokenizer.pad_token_id,
                       generator=torch.Generator(device=device).manual_seed(seed),
-                      max_rows=cfg.generation_rows)
+                      max_rows=cfg.generation_rows, logprobs=False)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                              cfg.prefill)
     answers = [extract_answer(t) for t in texts]

@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from r1kit.packing import first_fit, pack
-from r1kit.rollout import generate, sample_tokens
+from r1kit.rollout import generate, race_sample, sample_tokens
 from r1kit.stages.grpo import completion_logprobs, make_batch
 
 EOS, PAD = 1, 0
@@ -125,3 +125,15 @@ def test_sampling_top_p_and_greedy():
     assert set(tok.tolist()) == {0, 1, 2}
     tok, _ = sample_tokens(logits, 0.0, 1.0, gen)
     assert torch.all(tok == 0)
+
+
+@pytest.mark.parametrize("dtype,temperature", [(torch.float32, 1.0), (torch.bfloat16, 0.6)])
+def test_race_sampling_draws_from_the_softmax_and_never_a_banned_token(dtype, temperature):
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 3.0, 0.5]], dtype=dtype).expand(20000, -1)
+    banned = torch.tensor([4])
+    gen = torch.Generator().manual_seed(0)
+    tokens = race_sample(logits, temperature, gen, banned)
+    freq = torch.bincount(tokens, minlength=6).float() / tokens.numel()
+    want = torch.softmax(logits[0].float().index_fill(0, banned, float("-inf")) / temperature, 0)
+    assert freq[4] == 0
+    torch.testing.assert_close(freq, want, atol=0.015, rtol=0)

@@ -114,7 +114,8 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
     model.eval()
     ro = generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
                   temperature=temperature, top_p=top_p, stop_ids=stop_ids,
-                  pad_id=tokenizer.pad_token_id, generator=gen, max_rows=max_rows)
+                  pad_id=tokenizer.pad_token_id, generator=gen, max_rows=max_rows,
+                  logprobs=False)
     model.train(was_training)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids, prefill)
     answers = [extract_answer(t) for t in texts]

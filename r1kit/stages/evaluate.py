@@ -49,7 +49,8 @@ def general_scores(model, tokenizer, cfg, scorers: dict, stop_ids, seed: int) ->
                       temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
                       pad_id=tokenizer.pad_token_id,
                       generator=torch.Generator(device=next(model.parameters()).device)
-                      .manual_seed(seed), max_rows=cfg.generation_rows)
+                      .manual_seed(seed), max_rows=cfg.generation_rows,
+                      logprobs=False)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                              cfg.prefill)
     out = {}

@@ -566,7 +566,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                           pad_id=pad_id, generator=gen, max_rows=cfg.generation_rows,
                           seeds=seeds, min_new_tokens=cfg.min_new_tokens,
                           engine="auto" if lean_policy is not None else "hf",
-                          cuda_graphs=cfg.cuda_graphs)
+                          cuda_graphs=cfg.cuda_graphs, logprobs=False)
         if world.enabled:  # one width for all ranks (Dr. GRPO's normaliser is the widest)
             ro = _pad_rollouts(ro, int(distributed.all_reduce(
                 torch.tensor(ro.completion_ids.shape[1], device=ctx.device), "max")), pad_id)
@@ -693,7 +693,8 @@ def _pad_rollouts(ro: Rollouts, width: int, pad_id: int) -> Rollouts:
     pad = torch.nn.functional.pad
     return Rollouts(ro.prompt_ids, pad(ro.completion_ids, (0, extra), value=pad_id),
                     pad(ro.completion_mask, (0, extra), value=0),
-                    pad(ro.logprobs, (0, extra), value=0.0), ro.stopped, ro.group_size)
+                    None if ro.logprobs is None else pad(ro.logprobs, (0, extra), value=0.0),
+                    ro.stopped, ro.group_size)
 
 
 def _reflective_counts(texts: list[str]) -> dict[str, float]:
