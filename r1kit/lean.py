@@ -150,13 +150,18 @@ class LeanLM:
         start .. start+q-1 (`start`: an int, or a 1-element tensor for q = 1 in a CUDA graph);
         attention reads slots 0 .. attend-1 with the additive key_bias [N, 1, q, attend]
         (0 or -inf, in the cache's dtype). Returns the last position's final hidden state
-        [N, H]."""
+        [N, H].
+
+        One matrix product per layer gives the queries and keys (grouped: the query heads of
+        each key/value head, then that key head), the same rows rotated by half (so rotary
+        embedding is two elementwise operations) and the values; see DecodeWeights."""
         N, q = ids.shape
         nh, nkv, d = self.n_heads, self.n_kv, self.head_dim
         rep = nh // nkv
+        A = nh + nkv  # query and key heads
         x = self.body.embed_tokens(ids)
         cos, sin = self.body.rotary_emb(x, positions)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # [N, q, 1, d]
         # the mask per (row, kv head), broadcast over the heads of a group: [N*kv, rep*q, S]
         if q == 1:
             bias = key_bias.expand(N, nkv, 1, attend).reshape(N * nkv, 1, attend)
@@ -165,16 +170,15 @@ class LeanLM:
                 N * nkv, rep * q, attend)
         H = x.shape[-1]
         for i, layer in enumerate(self.layers):
-            att, mlp = layer.self_attn, layer.mlp
             h = _rms(layer.input_layernorm, x)
-            qkv = F.linear(h, fused.qkv[i], fused.qkv_bias[i]).view(N, q, nh + 2 * nkv, d)
-            if self.qk_norm:
-                qh, k = _rms(att.q_norm, qkv[:, :, :nh]), _rms(att.k_norm, qkv[:, :, nh:nh + nkv])
-                qk = torch.cat([qh, k], dim=2).transpose(1, 2)
-            else:
-                qk = qkv[:, :, :nh + nkv].transpose(1, 2)
-            qk = _rope(qk, cos, sin)  # [N, nh + nkv, q, d]: queries and keys rotated together
-            k, v = qk[:, nh:], qkv[:, :, nh + nkv:].transpose(1, 2)
+            out = F.linear(h, fused.qkv[i], fused.qkv_bias[i]).view(N, q, 2 * A + nkv, d)
+            qk, qk_rot = out[:, :, :A], out[:, :, A:2 * A]
+            if fused.qk_norm is not None:  # Qwen3: RMSNorm per head before the rotation
+                both = F.rms_norm(out[:, :, :2 * A], (d,), eps=fused.qk_eps) * fused.qk_norm[i]
+                qk, qk_rot = both[:, :, :A], both[:, :, A:]
+            r = torch.addcmul(qk * cos, qk_rot, sin).view(N, q, nkv, rep + 1, d)
+            k = r[:, :, :, rep].transpose(1, 2)  # [N, kv, q, d]
+            v = out[:, :, 2 * A:].transpose(1, 2)
             kc, vc = cache.k[i][:N], cache.v[i][:N]
             if isinstance(start, torch.Tensor):
                 kc.index_copy_(2, start, k)
@@ -185,15 +189,22 @@ class LeanLM:
             keys = kc[:, :, :attend].reshape(N * nkv, attend, d)
             values = vc[:, :, :attend].reshape(N * nkv, attend, d)
             # grouped heads: the rep query heads of a kv head read its keys once, no copies
-            qg = qk[:, :nh].reshape(N * nkv, rep * q, d)
+            if q == 1:
+                qg = r[:, 0, :, :rep].reshape(N * nkv, rep, d)
+            else:
+                qg = r[:, :, :, :rep].permute(0, 2, 3, 1, 4).reshape(N * nkv, rep * q, d)
             scores = torch.baddbmm(bias, qg, keys.transpose(1, 2), alpha=self.scale)
-            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
-            o = torch.bmm(probs, values).view(N, nh, q, d).transpose(1, 2).reshape(N * q, -1)
-            x = _linear_add(x.view(N * q, H), o, att.o_proj)
+            # softmax computes in float32 inside and rounds its output once
+            o = torch.bmm(torch.softmax(scores, dim=-1), values)  # [N*kv, rep*q, d]
+            if q == 1:
+                o = o.view(N, nh * d)
+            else:
+                o = o.view(N, nkv, rep, q, d).permute(0, 3, 1, 2, 4).reshape(N * q, nh * d)
+            x = _linear_add(x.view(N * q, H), o, layer.self_attn.o_proj)
             h = _rms(layer.post_attention_layernorm, x)
             gu = F.linear(h, fused.gate_up[i])
             inner = gu.shape[-1] // 2
-            x = _linear_add(x, F.silu(gu[:, :inner]) * gu[:, inner:], mlp.down_proj)
+            x = _linear_add(x, F.silu(gu[:, :inner]) * gu[:, inner:], layer.mlp.down_proj)
             x = x.view(N, q, H)
         return _rms(self.body.norm, x[:, -1])
 
@@ -219,19 +230,54 @@ def _linear_add(x: torch.Tensor, inp: torch.Tensor, lin: torch.nn.Linear) -> tor
 
 
 class DecodeWeights:
-    """Per layer: q|k|v weights (and biases) and gate|up weights concatenated (copies of the
-    weights at the start of a rollout; a captured CUDA graph reads these buffers)."""
+    """Per layer, copies of the weights at the start of a rollout (a captured CUDA graph reads
+    these buffers): gate|up as one matrix, and q|k|v as one matrix whose output rows are
+
+        [grouped q/k heads | the same heads rotated by half | v heads]
+
+    where "grouped" orders the heads as (the rep query heads of kv head 0, key head 0, the
+    query heads of kv head 1, key head 1, ...), so each kv head's queries are one strided
+    block (no copies for grouped attention), and "rotated by half" are the rows of
+    rotate_half(W x) = (R W) x: rotary embedding becomes x * cos + x_rot * sin. For Qwen3's
+    per-head RMSNorm the norm weights follow the same order (a rotation permutes a head's
+    elements, which leaves its RMS alone)."""
 
     def __init__(self, lean: LeanLM):
+        nh, nkv, d = lean.n_heads, lean.n_kv, lean.head_dim
+        rep = nh // nkv
         self.qkv, self.qkv_bias, self.gate_up = [], [], []
+        self.qk_norm, self.qk_eps = None, 1e-6
+
+        def grouped(qt, kt):  # [nh*d, ...], [nkv*d, ...] → [(nh+nkv)*d, ...] in group order
+            qt = qt.reshape(nkv, rep, d, *qt.shape[1:])
+            kt = kt.reshape(nkv, 1, d, *kt.shape[1:])
+            return torch.cat([qt, kt], dim=1).reshape((nh + nkv) * d, *qt.shape[3:])
+
+        def rotated(t):  # rotate_half of each head's rows: (-second half, first half)
+            t = t.reshape(-1, 2, d // 2, *t.shape[1:])
+            return torch.cat([-t[:, 1:], t[:, :1]], dim=1).reshape(-1, *t.shape[3:])
+
         with torch.no_grad():
             for layer in lean.layers:
                 a, m = layer.self_attn, layer.mlp
-                self.qkv.append(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
-                self.qkv_bias.append(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
-                                     if a.q_proj.bias is not None else None)
+                qk = grouped(a.q_proj.weight, a.k_proj.weight)
+                self.qkv.append(torch.cat([qk, rotated(qk), a.v_proj.weight]))
+                if a.q_proj.bias is not None:
+                    qkb = grouped(a.q_proj.bias, a.k_proj.bias)
+                    self.qkv_bias.append(torch.cat([qkb, rotated(qkb), a.v_proj.bias]))
+                else:
+                    self.qkv_bias.append(None)
                 self.gate_up.append(torch.cat([m.gate_proj.weight, m.up_proj.weight]))
-
+            if lean.qk_norm:
+                self.qk_norm = []
+                for layer in lean.layers:
+                    a = layer.self_attn
+                    w = grouped(a.q_norm.weight.repeat(nh), a.k_norm.weight.repeat(nkv))
+                    w = w.view(nh + nkv, d)
+                    # the rotated rows' elements are the head's halves swapped (no sign: the
+                    # norm scales elements, the sign stays with the rows)
+                    self.qk_norm.append(torch.cat([w, w.roll(d // 2, dims=-1)]))
+                self.qk_eps = _eps(lean.layers[0].self_attn.q_norm)
 
 class KVCache:
     """Keys and values of every layer, preallocated: [rows, kv_heads, length, head_dim]."""

@@ -12,7 +12,14 @@ import copy
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from r1kit.config import GRPOConfig
 from r1kit.lean import LeanLM
@@ -43,7 +50,20 @@ def _llama():
     return LlamaForCausalLM(cfg)
 
 
-MODELS = {"qwen2": _qwen2, "llama": _llama}
+def _qwen3():
+    torch.manual_seed(2)  # per-head RMSNorm of queries and keys, grouped heads (6 query, 2 kv)
+    cfg = Qwen3Config(vocab_size=44, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
+                      num_key_value_heads=2, head_dim=8, intermediate_size=64,
+                      max_position_embeddings=128, eos_token_id=EOS, pad_token_id=PAD)
+    m = Qwen3ForCausalLM(cfg)
+    with torch.no_grad():
+        for layer in m.model.layers:  # norm weights other than 1, so that a misplaced one shows
+            layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+            layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
+    return m
+
+
+MODELS = {"qwen2": _qwen2, "llama": _llama, "qwen3": _qwen3}
 
 
 def _data(vocab: int, seed: int = 3):
