@@ -87,21 +87,27 @@ class LeanLM:
 
     @staticmethod
     def _norm(module, x: torch.Tensor) -> torch.Tensor:
-        # the arithmetic of LlamaRMSNorm / Qwen2RMSNorm: normalise in float32, scale in x's dtype
-        h = F.rms_norm(x.float(), (x.shape[-1],), eps=_eps(module))
-        return module.weight * h.to(x.dtype)
+        # LlamaRMSNorm / Qwen2RMSNorm's arithmetic (float32 inside) as one fused operation;
+        # in bf16 it rounds once where transformers rounds before and after the scale
+        return F.rms_norm(x, (x.shape[-1],), module.weight, _eps(module))
 
     def _qkv(self, layer, h, cos, sin):
+        """Queries [B, heads, L, d], keys and values [B, kv heads, L, d], rotated. One matrix
+        product for q|k|v, and queries and keys rotated together (without Qwen3's norms)."""
         att = layer.self_attn
         B, L, _ = h.shape
-        q = att.q_proj(h).view(B, L, -1, self.head_dim)
-        k = att.k_proj(h).view(B, L, -1, self.head_dim)
-        v = att.v_proj(h).view(B, L, -1, self.head_dim)
-        if self.qk_norm:
-            q, k = self._norm(att.q_norm, q), self._norm(att.k_norm, k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        nh, nkv, d = self.n_heads, self.n_kv, self.head_dim
+        weight = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight])
+        bias = (torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias])
+                if att.q_proj.bias is not None else None)
+        qkv = F.linear(h, weight, bias).view(B, L, nh + 2 * nkv, d).transpose(1, 2)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        return _rope(q, cos, sin), _rope(k, cos, sin), v
+        v = qkv[:, nh + nkv:]
+        if self.qk_norm:
+            q, k = self._norm(att.q_norm, qkv[:, :nh]), self._norm(att.k_norm, qkv[:, nh:nh + nkv])
+            return _rope(q, cos, sin), _rope(k, cos, sin), v
+        qk = _rope(qkv[:, :nh + nkv], cos, sin)
+        return qk[:, :nh], qk[:, nh:], v
 
     def _finish(self, layer, x, o):
         B, _, L, _ = o.shape
