@@ -265,6 +265,9 @@ def _buckets(n: int) -> list[int]:
     return sorted(set(out))
 
 
+LENGTH_BUCKET = 64  # CUDA graphs: attention spans a multiple of this many cache slots
+
+
 class LeanDecoder:
     """Decoding with a preallocated cache and fused projection weights; on CUDA each decode
     step of a given batch size is captured once per rollout as a CUDA graph and replayed.
@@ -281,7 +284,7 @@ class LeanDecoder:
 
     def release(self) -> None:
         self.cache = self.fused = self.pool = None
-        self.graphs: dict[int, tuple] = {}
+        self.graphs: dict[tuple[int, int], tuple] = {}
         self.ids = self.pos = self.start = self.bias = None
 
     def begin(self, rows: int, length: int) -> None:
@@ -325,9 +328,12 @@ class LeanDecoder:
         else:
             self.start.fill_(slot)
             b = next(x for x in self.buckets if x >= n)
-            g = self.graphs.get(b)
+            # attention reads the cache up to the next multiple of LENGTH_BUCKET slots: a graph
+            # per (batch size, length) bucket, so early tokens do not read the empty tail
+            attend = min(self.length, -(-(slot + 1) // LENGTH_BUCKET) * LENGTH_BUCKET)
+            g = self.graphs.get((b, attend))
             if g is None:
-                g = self.graphs[b] = self._capture(b)
+                g = self.graphs[(b, attend)] = self._capture(b, attend)
                 if self.simulate:
                     g[0].out = g[1]
             g[0].replay()
@@ -335,12 +341,12 @@ class LeanDecoder:
         self.pos[:n] += 1
         return out
 
-    def _capture(self, b: int):
+    def _capture(self, b: int, attend: int):
         lean = self.lean
 
         def run():
             h = lean.cached_forward(self.ids[:b], self.pos[:b], self.cache, self.start,
-                                    self.bias[:b], self.length, self.fused)
+                                    self.bias[:b, :, :, :attend], attend, self.fused)
             return lean.logits(h)
 
         if self.simulate:

@@ -182,12 +182,14 @@ def test_models_the_lean_path_does_not_cover_are_named():
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
-def test_graph_path_logic_equals_transformers(arch):
-    """The CUDA-graph path's logic (attention over the whole static cache with a key mask,
-    batch-size buckets, finished rows dropped only every 8 steps and only when a smaller bucket
-    fits) run eagerly on CPU: the same samples as transformers' loop."""
+def test_graph_path_logic_equals_transformers(arch, monkeypatch):
+    """The CUDA-graph path's logic (attention over the static cache up to a length bucket with
+    a key mask, batch-size buckets, finished rows dropped only every 8 steps and only when a
+    smaller bucket fits) run eagerly on CPU: the same samples as transformers' loop."""
+    import r1kit.rollout
     from r1kit.rollout import LeanDecoder, _generate_lean
 
+    monkeypatch.setattr(r1kit.rollout, "LENGTH_BUCKET", 8)  # several length buckets
     model = MODELS[arch]().eval()
     with torch.no_grad():
         model.lm_head.weight[EOS] += 0.2
@@ -196,10 +198,14 @@ def test_graph_path_logic_equals_transformers(arch):
     ref = generate(model, prompts, group_size=4, max_new_tokens=30, temperature=1.0,
                    stop_ids=[EOS], pad_id=PAD, seeds=seeds, engine="hf")
     dec = LeanDecoder(LeanLM(model), cuda_graphs=True, simulate_graphs=True)
+    dec_graphs = []
+    real_capture = dec._capture
+    dec._capture = lambda b, attend: dec_graphs.append((b, attend)) or real_capture(b, attend)
     ids, mask, logps, stopped = _generate_lean(dec, prompts, 4, 30, 0, 1.0, 1.0, [EOS], PAD,
                                                None, torch.device("cpu"), seeds)
     assert stopped.any()
     assert len(set(mask.sum(-1).tolist())) > 3  # many different lengths: several buckets
+    assert len({a for _, a in dec_graphs}) > 3 and len({b for b, _ in dec_graphs}) > 1
     assert torch.equal(ids, ref.completion_ids)
     assert torch.equal(stopped, ref.stopped)
     torch.testing.assert_close(logps, ref.logprobs, atol=1e-5, rtol=1e-5)
