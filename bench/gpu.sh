@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, a few minutes on one GPU: decode speed against transformers' generate, then
 # r1kit's GRPO stage against TRL's GRPOTrainer (bench/vs_trl.py --preset gpu).
+# PROFILE=1 adds the kernel table of one r1kit update (bench/profile_gpu.py).
 #
 #   bash bench/gpu.sh [OUT_DIR]
 #
@@ -29,3 +30,7 @@ timeout 100 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" --out "$
     2>&1 | tee "$out/decode.log"
 timeout 240 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --out "$out/vs_trl.json" \
     2>&1 | tee "$out/vs_trl.log"
+if [ "${PROFILE:-0}" = 1 ]; then  # kernel table of one update (bench/profile_gpu.py)
+    timeout 120 python3 bench/profile_gpu.py --phases update_policy --out "$out/profile" \
+        2>&1 | grep -v "^Writing" | tee "$out/profile.log"
+fi

@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--rows", type=int, default=40)
+    ap.add_argument("--phases", default="generate,update_policy",
+                    help="which phases of the last step to profile")
     args = ap.parse_args(argv)
 
     import torch
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
 
     def phase(name, fn, *a, **kw):
         calls[name] += 1
-        if calls[name] < args.steps:
+        if calls[name] < args.steps or name not in args.phases.split(","):
             return fn(*a, **kw)
         if name == "generate":
             kw["cuda_graphs"] = False
