@@ -89,6 +89,7 @@ def policy_loss(
     beta: float = 0.0,
     ref_logp: torch.Tensor | None = None,
     aggregation: str = "seq-mean-token-mean",
+    metrics_as_tensors: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO objective, negated for minimisation.
 
@@ -96,7 +97,8 @@ def policy_loss(
     Per token: -min(ρA, clip(ρ, 1-ε_low, 1+ε_high)A) + β·k3(logp, ref_logp), ρ = exp(logp - old_logp),
     then aggregated over tokens and sequences by `aggregation`.
     Metrics: clip_frac (share of tokens where the clipped term is the smaller one), kl (mean k3
-    over tokens, 0 without a reference), ratio_mean, pg_loss.
+    over tokens, 0 without a reference), ratio_mean, pg_loss: floats, or with
+    `metrics_as_tensors` 0-dim tensors on logp's device (reading a float waits for the device).
     """
     if clip_eps_high is None:
         clip_eps_high = clip_eps_low
@@ -113,14 +115,16 @@ def policy_loss(
     with torch.no_grad():
         n_tokens = mask.sum().clamp(min=1)
         metrics = {
-            "clip_frac": (((clipped < unclipped).to(mask.dtype) * mask).sum() / n_tokens).item(),
-            "ratio_mean": ((ratio * mask).sum() / n_tokens).item(),
-            "pg_loss": pg_loss.item(),
-            "kl": 0.0,
+            "clip_frac": ((clipped < unclipped).to(mask.dtype) * mask).sum() / n_tokens,
+            "ratio_mean": (ratio * mask).sum() / n_tokens,
+            "pg_loss": pg_loss.detach(),
+            "kl": torch.zeros((), device=logp.device),
         }
     if ref_logp is not None:
         kl = kl_k3(logp, ref_logp)  # [B, T]
         if beta > 0:
             loss = loss + beta * aggregate(kl, mask, aggregation)
-        metrics["kl"] = ((kl.detach() * mask).sum() / mask.sum().clamp(min=1)).item()
+        metrics["kl"] = (kl.detach() * mask).sum() / mask.sum().clamp(min=1)
+    if not metrics_as_tensors:
+        metrics = {k: v.item() for k, v in metrics.items()}
     return loss, metrics

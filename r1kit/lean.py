@@ -114,7 +114,7 @@ class LeanLM:
         x = x + layer.self_attn.o_proj(o.transpose(1, 2).reshape(B, L, -1))
         h = self._norm(layer.post_attention_layernorm, x)
         mlp = layer.mlp
-        return x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+        return x + mlp.down_proj(_swiglu(mlp.gate_proj(h), mlp.up_proj(h)))
 
     def _causal_layer(self, layer, x, cos, sin):
         q, k, v = self._qkv(layer, self._norm(layer.input_layernorm, x), cos, sin)
@@ -214,8 +214,33 @@ class LeanLM:
             x = x.view(N, q, H)
         return _rms(self.body.norm, x[:, -1])
 
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        return self.head(h)
+    def logits(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The output layer; `out`: write the logits there."""
+        if out is None:
+            return self.head(h)
+        w, b = self.head.weight, self.head.bias
+        return torch.mm(h, w.t(), out=out) if b is None else torch.addmm(b, h, w.t(), out=out)
+
+
+class _SwiGLU(torch.autograd.Function):
+    """silu(gate) * up, keeping gate and up for the backward pass but not silu(gate) (made
+    again there): one [tokens, intermediate] tensor less per layer, the same numbers."""
+
+    @staticmethod
+    def forward(ctx, gate, up):
+        ctx.save_for_backward(gate, up)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, grad):
+        gate, up = ctx.saved_tensors
+        return torch.ops.aten.silu_backward(grad * up, gate), grad * F.silu(gate)
+
+
+def _swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad):
+        return _SwiGLU.apply(gate, up)
+    return F.silu(gate) * up
 
 
 def _eps(norm) -> float:

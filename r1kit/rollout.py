@@ -285,7 +285,7 @@ class LeanDecoder:
     def release(self) -> None:
         self.cache = self.fused = self.pool = None
         self.graphs: dict[tuple[int, int], tuple] = {}
-        self.ids = self.pos = self.start = self.bias = None
+        self.ids = self.pos = self.start = self.bias = self.logits_out = None
 
     def begin(self, rows: int, length: int) -> None:
         """Buffers for `rows` sequences of at most `length` tokens; fused weights copied."""
@@ -297,6 +297,9 @@ class LeanDecoder:
         self.ids = torch.zeros((rows, 1), dtype=torch.long, device=dev)
         self.pos = torch.zeros((rows, 1), dtype=torch.long, device=dev)
         self.start = torch.zeros((1,), dtype=torch.long, device=dev)
+        if self.use_graphs:  # every graph writes its logits here (one buffer, not one each)
+            w = lean.head.weight
+            self.logits_out = torch.empty((rows, w.shape[0]), dtype=w.dtype, device=dev)
         self.bias = torch.full((rows, 1, 1, length), float("-inf"),
                                dtype=self.cache.k[0].dtype, device=dev)
 
@@ -334,8 +337,6 @@ class LeanDecoder:
             g = self.graphs.get((b, attend))
             if g is None:
                 g = self.graphs[(b, attend)] = self._capture(b, attend)
-                if self.simulate:
-                    g[0].out = g[1]
             g[0].replay()
             out = g[1][:n]
         self.pos[:n] += 1
@@ -347,13 +348,14 @@ class LeanDecoder:
         def run():
             h = lean.cached_forward(self.ids[:b], self.pos[:b], self.cache, self.start,
                                     self.bias[:b, :, :, :attend], attend, self.fused)
-            return lean.logits(h)
+            return lean.logits(h, out=self.logits_out[:b])
 
         if self.simulate:
             return _EagerGraph(run), run()
         # warm up on a side stream (as capture requires); the slot it writes is the one the
-        # replay writes next, with the same values
-        side = torch.cuda.Stream()
+        # replay writes next, with the same values. One side stream per device for the whole
+        # process: each new stream would get (and keep) its own cuBLAS workspace.
+        side = _side_stream(self.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             run()
@@ -361,20 +363,30 @@ class LeanDecoder:
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        with torch.cuda.graph(graph, pool=self.pool, stream=side):
             out = run()
         return graph, out
 
 
+_SIDE_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SIDE_STREAMS:
+        _SIDE_STREAMS[index] = torch.cuda.Stream(device=index)
+    return _SIDE_STREAMS[index]
+
+
 class _EagerGraph:
-    """Stands in for a CUDA graph in simulation: replay reruns the step into its output."""
+    """Stands in for a CUDA graph in simulation: replay reruns the step (which writes its
+    logits into the decoder's output buffer)."""
 
     def __init__(self, run):
         self.run = run
-        self.out = None
 
     def replay(self) -> None:
-        self.out.copy_(self.run())
+        self.run()
 
 
 @torch.no_grad()

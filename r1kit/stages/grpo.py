@@ -106,29 +106,29 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
         ids = torch.full((len(seqs), max(len(s) for s in seqs)), pad_id, dtype=torch.long)
         for i, s in enumerate(seqs):
             ids[i, :len(s)] = torch.tensor(s)
-        ids = ids.to(device)
+        ids = to_device(ids, device)
         spans = [(i, 0, len(s)) for i, s in enumerate(seqs)]
-        rows, cols, valid = (t.to(device) for t in
-                             _completion_index(spans, prompts, completions, width))
+        where = _head_index(*_completion_index(spans, prompts, completions, width), device)
         hidden = lean.hidden_states(ids, checkpoint_layers)
-        return _head_logprobs(hidden, ids, rows, cols, valid, lean.head, temperature,
-                              with_entropy, chunk_tokens)
+        return _head_logprobs(hidden, ids, where, lean.head, temperature, with_entropy,
+                              chunk_tokens)
     seqs = [p + c for p, c in zip(prompts, completions)]
     packed = pack(seqs, capacity=max(len(s) for s in seqs) * 4, pad_id=pad_id)
-    ids = packed.input_ids.to(device)
+    ids = to_device(packed.input_ids, device)
+    positions = to_device(packed.position_ids, device)
     rows, cols, valid = _completion_index(packed.spans, prompts, completions, width)
-    rows, cols, valid = rows.to(device), cols.to(device), valid.to(device)
     split = _body_and_head(model) if chunk_tokens > 0 else None
     # use_cache=False matters: with a cache, transformers ignores the packed position ids and
     # lets every token attend to the sequences before it in the row
     if split is not None:
         body, head = split
-        hidden = body(input_ids=ids, position_ids=packed.position_ids.to(device),
+        where = _head_index(rows, cols, valid, device)
+        hidden = body(input_ids=ids, position_ids=positions,
                       use_cache=False).last_hidden_state  # [R, L, H]
-        return _head_logprobs(hidden, ids, rows, cols, valid, head, temperature,
-                              with_entropy, chunk_tokens)
-    logits = model(input_ids=ids, position_ids=packed.position_ids.to(device),
-                   use_cache=False).logits  # [R, L, V]
+        return _head_logprobs(hidden, ids, where, head, temperature, with_entropy,
+                              chunk_tokens)
+    rows, cols, valid = (to_device(t, device) for t in (rows, cols, valid))
+    logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits  # [R, L, V]
     logits = logits.float() / temperature
     # token j is predicted at position j-1: log p(ids[:, j]) = logits[:, j-1, ids[:, j]] - lse
     lse = torch.logsumexp(logits[:, :-1], dim=-1)  # [R, L-1]
@@ -143,24 +143,44 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     return logp, entropy
 
 
-def _head_logprobs(hidden, ids, rows, cols, valid, head, temperature, with_entropy,
-                   chunk_tokens):
-    """The output layer at the positions that predict completion tokens only; in chunks of
-    `chunk_tokens` positions (made again in backward), or (0) all at once."""
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A CPU tensor on `device`; to a GPU through pinned memory without waiting for the work
+    already queued there (a plain copy from pageable memory waits for it)."""
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def _head_index(rows, cols, valid, device):
+    """From _completion_index's [N, width] tables (on the CPU): the row and column in the
+    hidden states of every completion token's predicting position, its flat place in the
+    [N, width] output, and that shape."""
     sel = valid.bool()
-    h = hidden[rows[sel], cols[sel]]  # [T, H]
-    targets = ids[rows[sel], cols[sel] + 1]  # [T]
+    src_rows, src_cols = rows[sel], cols[sel]
+    dst = sel.flatten().nonzero().squeeze(-1)
+    return (to_device(src_rows, device), to_device(src_cols, device), to_device(dst, device),
+            tuple(valid.shape))
+
+
+def _head_logprobs(hidden, ids, where, head, temperature, with_entropy, chunk_tokens):
+    """The output layer at the positions that predict completion tokens only (`where`, from
+    _head_index); in chunks of `chunk_tokens` positions (made again in backward), or (0) all
+    at once."""
+    src_rows, src_cols, dst, shape = where
+    h = hidden[src_rows, src_cols]  # [T, H]
+    targets = ids[src_rows, src_cols + 1]  # [T]
     if chunk_tokens > 0:
         lp, ent = _ChunkedHeadLogp.apply(h, head.weight, head.bias, targets, temperature,
                                          chunk_tokens, with_entropy)
     else:
         lp, ent = _chunk_logp(h, targets, head.weight, head.bias, temperature, with_entropy)
-    logp = torch.zeros(valid.shape, device=h.device, dtype=torch.float32)
-    logp = logp.masked_scatter(sel, lp)
+    size = shape[0] * shape[1]
+    logp = torch.zeros(size, device=h.device, dtype=torch.float32).index_put((dst,), lp)
     entropy = None
     if with_entropy:
-        entropy = torch.zeros_like(logp).masked_scatter(sel, ent)
-    return logp, entropy
+        entropy = torch.zeros(size, device=h.device, dtype=torch.float32).index_put(
+            (dst,), ent).view(shape)
+    return logp.view(shape), entropy
 
 
 def _chunk_logp(h, targets, weight, bias, temperature: float, with_entropy: bool):
@@ -324,7 +344,7 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
         old_logp = torch.zeros((n, batch.width), device=device)
         with torch.no_grad():
             for mb in micro_batches(list(range(n))):
-                old_logp[mb] = completion_logprobs(
+                old_logp[to_device(torch.tensor(mb), device)] = completion_logprobs(
                     policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
                     cfg.temperature, batch.width, pad_id, chunk_tokens=chunk,
                     lean=lean_policy)[0]
@@ -349,6 +369,7 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                     torch.tensor(len(micro), device=device), "max"))
                 micro += [([0], False)] * (max(1, want) - len(micro))
             for mb, real in micro:
+                at = to_device(torch.tensor(mb), device)  # index tensors: no wait per lookup
                 ref_logp = None
                 if ref is not None:
                     with torch.no_grad():
@@ -360,30 +381,32 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                     policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
                     cfg.temperature, batch.width, pad_id, with_entropy=True,
                     chunk_tokens=chunk, lean=lean_policy, checkpoint_layers=ckpt)
-                old = old_logp[mb] if old_logp is not None else logp.detach()
+                old = old_logp[at] if old_logp is not None else logp.detach()
                 loss, metrics = policy_loss(
-                    logp, old, adv[mb], mask[mb], clip_eps_low=cfg.clip_eps_low,
+                    logp, old, adv[at], mask[at], clip_eps_low=cfg.clip_eps_low,
                     clip_eps_high=cfg.clip_eps_high or None, beta=cfg.beta, ref_logp=ref_logp,
-                    aggregation=cfg.aggregation)
-                # weight each micro-batch so the sum equals the mini-batch's aggregate
+                    aggregation=cfg.aggregation, metrics_as_tensors=True)
+                # weight each micro-batch so the sum equals the mini-batch's aggregate; metrics
+                # stay on the device until the mini-batch ends (no wait per micro-batch)
                 if not real:
                     weight = 0.0
                 elif cfg.aggregation == "token-mean":
-                    weight = (mask[mb].sum() / total_tokens).item()
+                    weight = mask[at].sum() / total_tokens
                 else:
                     weight = len(mb) / len(global_idx)
                 (loss * weight).backward()
-                metrics["entropy"] = ((entropy * mask[mb]).sum() / mask[mb].sum().clamp(min=1)).item()
-                metrics["loss"] = loss.item()
-                for k, v in metrics.items():
-                    parts[k] = parts.get(k, 0.0) + v * weight
+                with torch.no_grad():
+                    metrics["entropy"] = (entropy * mask[at]).sum() / mask[at].sum().clamp(min=1)
+                    metrics["loss"] = loss.detach()
+                    for k, v in metrics.items():
+                        parts[k] = parts.get(k, 0.0) + v * weight
+            keys = sorted(parts)
+            values = torch.stack([parts[k].double() for k in keys])
             if batch.total:  # the global mini-batch's gradient and metrics on every rank
                 if not sharded:
                     distributed.sync_grads([p for p in policy.parameters() if p.requires_grad])
-                keys = sorted(parts)
-                summed = distributed.all_reduce(torch.tensor([parts[k] for k in keys],
-                                                             dtype=torch.float64, device=device))
-                parts = dict(zip(keys, summed.tolist()))
+                values = distributed.all_reduce(values)
+            parts = dict(zip(keys, values.tolist()))
             grad_norm = distributed.full_norm(torch.nn.utils.clip_grad_norm_(
                 policy.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")))
             # a NaN or infinite loss or gradient skips the update instead of poisoning weights
