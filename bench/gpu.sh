@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, a few minutes on one GPU: decode speed against transformers' generate, then
 # r1kit's GRPO stage against TRL's GRPOTrainer (bench/vs_trl.py --preset gpu).
-# PROFILE=1 adds the kernel table of one r1kit update (bench/profile_gpu.py).
+# PROFILE=1 adds the kernel table of one r1kit update (bench/profile_gpu.py); DECODE=0 skips
+# the decode benchmark.
 #
 #   bash bench/gpu.sh [OUT_DIR]
 #
@@ -26,8 +27,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 } 2>&1 | tee "$out/machine.txt"
-timeout 100 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" --out "$out/decode.json" \
-    2>&1 | tee "$out/decode.log"
+if [ "${DECODE:-1}" = 1 ]; then
+    timeout 100 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" \
+        --out "$out/decode.json" 2>&1 | tee "$out/decode.log"
+fi
 timeout 240 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --out "$out/vs_trl.json" \
     2>&1 | tee "$out/vs_trl.log"
 if [ "${PROFILE:-0}" = 1 ]; then  # kernel table of one update (bench/profile_gpu.py)
