@@ -209,3 +209,18 @@ def test_graph_path_logic_equals_transformers(arch, monkeypatch):
     assert torch.equal(ids, ref.completion_ids)
     assert torch.equal(stopped, ref.stopped)
     torch.testing.assert_close(logps, ref.logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_swiglu_that_keeps_less_gives_the_same_gradients():
+    from r1kit.lean import _SwiGLU  # used on CUDA, where its memory matters
+
+    g = torch.Generator().manual_seed(4)
+    gate, up, grad = (torch.randn(5, 7, generator=g, dtype=torch.float64) for _ in range(3))
+    results = []
+    for fn in (lambda a, b: torch.nn.functional.silu(a) * b, _SwiGLU.apply):
+        a, b = gate.clone().requires_grad_(), up.clone().requires_grad_()
+        out = fn(a, b)
+        out.backward(grad)
+        results.append((out.detach(), a.grad, b.grad))
+    for x, y in zip(*results):
+        torch.testing.assert_close(x, y)

@@ -103,9 +103,10 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     device = next(model.parameters()).device
     if lean is not None:
         seqs = [p + c for p, c in zip(prompts, completions)]
-        ids = torch.full((len(seqs), max(len(s) for s in seqs)), pad_id, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)] = torch.tensor(s)
+        lengths = torch.tensor([len(s) for s in seqs])
+        ids = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
+        ids[torch.arange(ids.shape[1])[None] < lengths[:, None]] = torch.tensor(
+            [t for s in seqs for t in s], dtype=torch.long)
         ids = to_device(ids, device)
         spans = [(i, 0, len(s)) for i, s in enumerate(seqs)]
         where = _head_index(*_completion_index(spans, prompts, completions, width), device)
@@ -276,17 +277,15 @@ def _body_and_head(model):
 
 
 def _completion_index(spans, prompts, completions, width):
-    """Row and column (in the shifted [R, L-1] layout) of every completion token."""
-    n = len(prompts)
-    rows = torch.zeros((n, width), dtype=torch.long)
-    cols = torch.zeros((n, width), dtype=torch.long)
-    valid = torch.zeros((n, width))
-    for i, ((row, start, _), p, c) in enumerate(zip(spans, prompts, completions)):
-        t = len(c)
-        rows[i, :t] = row
-        cols[i, :t] = torch.arange(start + len(p) - 1, start + len(p) - 1 + t)
-        valid[i, :t] = 1.0
-    return rows, cols, valid
+    """Row and column (in the shifted [R, L-1] layout) of every completion token, [N, width]
+    each (0 beyond a completion), and the mask of completion tokens."""
+    row, start, _ = (torch.tensor(x, dtype=torch.long) for x in zip(*spans))
+    first = start + torch.tensor([len(p) for p in prompts]) - 1  # predicts the first token
+    valid = torch.arange(width)[None] < torch.tensor([len(c) for c in completions])[:, None]
+    zero = torch.zeros((), dtype=torch.long)
+    rows = torch.where(valid, row[:, None], zero)
+    cols = torch.where(valid, first[:, None] + torch.arange(width)[None], zero)
+    return rows, cols, valid.float()
 
 
 @dataclass
