@@ -50,9 +50,10 @@ class LeanLM:
         self.qk_norm = cfg.model_type == "qwen3"
 
     @staticmethod
-    def unsupported(model) -> str | None:
+    def unsupported(model, decoding: bool = False) -> str | None:
         """None when the lean path computes exactly what the model's own forward does, else
-        the reason it does not."""
+        the reason it does not. `decoding`: for the rollout engine, which also takes peft LoRA
+        layers (it decodes with the adapted weights W + scale * B A, made at each rollout)."""
         cfg = getattr(model, "config", None)
         kind = getattr(cfg, "model_type", None)
         if kind not in ARCHITECTURES:
@@ -60,6 +61,8 @@ class LeanLM:
         body = getattr(model, "model", None)
         if body is None or not hasattr(body, "layers") or not hasattr(body, "rotary_emb"):
             return "unexpected module layout"
+        if getattr(cfg, "mlp_bias", False):
+            return "MLP biases"
         if getattr(cfg, "hidden_act", "silu") != "silu":
             return f"activation {cfg.hidden_act!r}"
         if getattr(cfg, "use_sliding_window", False) or (
@@ -77,7 +80,7 @@ class LeanLM:
             att, mlp = layer.self_attn, layer.mlp
             for lin in (att.q_proj, att.k_proj, att.v_proj, att.o_proj,
                         mlp.gate_proj, mlp.up_proj, mlp.down_proj):
-                if type(lin) is not torch.nn.Linear:
+                if type(lin) is not torch.nn.Linear and not (decoding and _plain_lora(lin)):
                     return "linear layers wrapped (adapters or sharding)"
         if any(type(p).__name__ == "DTensor" for p in model.parameters()):
             return "sharded parameters"
@@ -206,11 +209,11 @@ class LeanLM:
                 o = o.view(N, nh * d)
             else:
                 o = o.view(N, nkv, rep, q, d).permute(0, 3, 1, 2, 4).reshape(N * q, nh * d)
-            x = _linear_add(x.view(N * q, H), o, layer.self_attn.o_proj)
+            x = _linear_add(x.view(N * q, H), o, *fused.o[i])
             h = _rms(layer.post_attention_layernorm, x)
             gu = F.linear(h, fused.gate_up[i])
             inner = gu.shape[-1] // 2
-            x = _linear_add(x, F.silu(gu[:, :inner]) * gu[:, inner:], layer.mlp.down_proj)
+            x = _linear_add(x, F.silu(gu[:, :inner]) * gu[:, inner:], *fused.down[i])
             x = x.view(N, q, H)
         return _rms(self.body.norm, x[:, -1])
 
@@ -254,11 +257,41 @@ def _rms(module, x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), module.weight, _eps(module))
 
 
-def _linear_add(x: torch.Tensor, inp: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
-    """x + lin(inp) for 2-D x and inp, as one matrix multiply-add where there is no bias."""
-    if lin.bias is None:
-        return torch.addmm(x, inp, lin.weight.t())
-    return x + F.linear(inp, lin.weight, lin.bias)
+def _linear_add(x: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
+    """x + linear(inp) for 2-D x and inp, as one matrix multiply-add where there is no bias."""
+    if bias is None:
+        return torch.addmm(x, inp, weight.t())
+    return x + F.linear(inp, weight, bias)
+
+
+def _plain_lora(lin) -> bool:
+    """A peft LoRA linear layer whose output is base(x) + sum of scale * B A x over its
+    active adapters (no DoRA, no adapter bias): the decoder can use W + scale * B A."""
+    base = getattr(lin, "base_layer", None)
+    if type(base) is not torch.nn.Linear or not hasattr(lin, "get_delta_weight"):
+        return False
+    for name in getattr(lin, "active_adapters", []):
+        if getattr(lin, "use_dora", {}).get(name, False):
+            return False
+        if name in lin.lora_B and getattr(lin.lora_B[name], "bias", None) is not None:
+            return False
+    return True
+
+
+def effective_linear(lin) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight, bias) that the layer applies: its own, or a LoRA layer's base weight plus the
+    deltas of its active adapters that are not merged into it already."""
+    if type(lin) is torch.nn.Linear:
+        return lin.weight, lin.bias
+    base = lin.base_layer
+    weight = base.weight
+    if not getattr(lin, "disable_adapters", False):
+        merged = set(getattr(lin, "merged_adapters", []))
+        for name in lin.active_adapters:
+            if name in lin.lora_A and name not in merged:
+                weight = weight + lin.get_delta_weight(name).to(weight.dtype)
+    return weight, base.bias
 
 
 class DecodeWeights:
@@ -289,17 +322,23 @@ class DecodeWeights:
             t = t.reshape(-1, 2, d // 2, *t.shape[1:])
             return torch.cat([-t[:, 1:], t[:, :1]], dim=1).reshape(-1, *t.shape[3:])
 
+        self.o, self.down = [], []  # (weight, bias) of o_proj and down_proj
         with torch.no_grad():
             for layer in lean.layers:
                 a, m = layer.self_attn, layer.mlp
-                qk = grouped(a.q_proj.weight, a.k_proj.weight)
-                self.qkv.append(torch.cat([qk, rotated(qk), a.v_proj.weight]))
-                if a.q_proj.bias is not None:
-                    qkb = grouped(a.q_proj.bias, a.k_proj.bias)
-                    self.qkv_bias.append(torch.cat([qkb, rotated(qkb), a.v_proj.bias]))
+                (wq, bq), (wk, bk), (wv, bv) = (effective_linear(x)
+                                                for x in (a.q_proj, a.k_proj, a.v_proj))
+                qk = grouped(wq, wk)
+                self.qkv.append(torch.cat([qk, rotated(qk), wv]))
+                if bq is not None:
+                    qkb = grouped(bq, bk)
+                    self.qkv_bias.append(torch.cat([qkb, rotated(qkb), bv]))
                 else:
                     self.qkv_bias.append(None)
-                self.gate_up.append(torch.cat([m.gate_proj.weight, m.up_proj.weight]))
+                self.gate_up.append(torch.cat([effective_linear(m.gate_proj)[0],
+                                               effective_linear(m.up_proj)[0]]))
+                self.o.append(effective_linear(a.o_proj))
+                self.down.append(effective_linear(m.down_proj))
             if lean.qk_norm:
                 self.qk_norm = []
                 for layer in lean.layers:

@@ -251,7 +251,7 @@ def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperatu
 def lean_decoder(model, cuda_graphs: bool = True):
     """A lean decoder for the model, or None when the model needs transformers' own forward.
     Its buffers (cache, fused weights, graphs) exist only during a rollout."""
-    if LeanLM.unsupported(model) is not None:
+    if LeanLM.unsupported(model, decoding=True) is not None:
         return None
     return LeanDecoder(LeanLM(model), cuda_graphs)
 

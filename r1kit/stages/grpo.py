@@ -483,6 +483,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             if model is not None:
                 distributed.shard(model)
     lean_policy, lean_ref = _lean_views(cfg, policy, ref, ctx)
+    # the rollout engine also takes LoRA-adapted models (its own check, per rollout); sharded
+    # weights decode with transformers' forward
+    decode_engine = "hf" if cfg.engine == "hf" or distributed.is_sharded(policy) else "auto"
     stop_ids = stop_token_ids(tokenizer, policy)
     pad_id = tokenizer.pad_token_id
     task = task if task is not None else make_task(cfg, ctx.seed)
@@ -587,7 +590,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                           temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
                           pad_id=pad_id, generator=gen, max_rows=cfg.generation_rows,
                           seeds=seeds, min_new_tokens=cfg.min_new_tokens,
-                          engine="auto" if lean_policy is not None else "hf",
+                          engine=decode_engine,
                           cuda_graphs=cfg.cuda_graphs, logprobs=False)
         if world.enabled:  # one width for all ranks (Dr. GRPO's normaliser is the widest)
             ro = _pad_rollouts(ro, int(distributed.all_reduce(
