@@ -88,12 +88,6 @@ class LeanLM:
 
     # ----- pieces --------------------------------------------------------------------------
 
-    @staticmethod
-    def _norm(module, x: torch.Tensor) -> torch.Tensor:
-        # LlamaRMSNorm / Qwen2RMSNorm's arithmetic (float32 inside) as one fused operation;
-        # in bf16 it rounds once where transformers rounds before and after the scale
-        return F.rms_norm(x, (x.shape[-1],), module.weight, _eps(module))
-
     def _qkv(self, layer, h, cos, sin):
         """Queries [B, heads, L, d], keys and values [B, kv heads, L, d], rotated. One matrix
         product for q|k|v, and queries and keys rotated together (without Qwen3's norms)."""
@@ -107,7 +101,7 @@ class LeanLM:
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         v = qkv[:, nh + nkv:]
         if self.qk_norm:
-            q, k = self._norm(att.q_norm, qkv[:, :nh]), self._norm(att.k_norm, qkv[:, nh:nh + nkv])
+            q, k = _rms(att.q_norm, qkv[:, :nh]), _rms(att.k_norm, qkv[:, nh:nh + nkv])
             return _rope(q, cos, sin), _rope(k, cos, sin), v
         qk = _rope(qkv[:, :nh + nkv], cos, sin)
         return qk[:, :nh], qk[:, nh:], v
@@ -115,12 +109,12 @@ class LeanLM:
     def _finish(self, layer, x, o):
         B, _, L, _ = o.shape
         x = x + layer.self_attn.o_proj(o.transpose(1, 2).reshape(B, L, -1))
-        h = self._norm(layer.post_attention_layernorm, x)
+        h = _rms(layer.post_attention_layernorm, x)
         mlp = layer.mlp
         return x + mlp.down_proj(_swiglu(mlp.gate_proj(h), mlp.up_proj(h)))
 
     def _causal_layer(self, layer, x, cos, sin):
-        q, k, v = self._qkv(layer, self._norm(layer.input_layernorm, x), cos, sin)
+        q, k, v = self._qkv(layer, _rms(layer.input_layernorm, x), cos, sin)
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
                                            enable_gqa=self.n_kv != self.n_heads)
         return self._finish(layer, x, o)
@@ -139,7 +133,7 @@ class LeanLM:
                 x = checkpoint(self._causal_layer, layer, x, cos, sin, use_reentrant=False)
             else:
                 x = self._causal_layer(layer, x, cos, sin)
-        return self._norm(self.body.norm, x)
+        return _rms(self.body.norm, x)
 
     # ----- decoding with a preallocated cache ------------------------------------------------
 
@@ -252,8 +246,8 @@ def _eps(norm) -> float:
 
 
 def _rms(module, x: torch.Tensor) -> torch.Tensor:
-    """RMSNorm in one fused call (decoding; the training pass keeps transformers' order of
-    operations in `LeanLM._norm`)."""
+    """LlamaRMSNorm / Qwen2RMSNorm's arithmetic (float32 inside) as one fused operation; in
+    bf16 it rounds once where transformers rounds before and after the scale."""
     return F.rms_norm(x, (x.shape[-1],), module.weight, _eps(module))
 
 

@@ -3,13 +3,15 @@
 - Each prompt is prefilled once; its KV cache is then repeated for the G samples of its group.
 - A sequence that emits a stop token leaves the batch at once (its rows are dropped from the
   KV cache), so finished sequences stop costing compute.
-- Llama-family models decode with r1kit's lean forward (r1kit/lean.py): a preallocated KV
-  cache and, on CUDA, a captured CUDA graph per batch size that is replayed for every token
-  (finished rows are compacted away, and the graph of the next smaller batch size takes over).
-  Other models decode with transformers' forward and its dynamic cache.
-- For every sampled token the engine returns the log-probability under the distribution it
-  was sampled from, softmax(logits / temperature) before any top-p truncation: the same
-  quantity the training pass computes, so it can serve as the behaviour policy's log-prob.
+- Llama-family models (LoRA-adapted ones too) decode with r1kit's lean forward
+  (r1kit/lean.py): a preallocated KV cache and, on CUDA, a captured CUDA graph per batch size
+  and cache-length bucket that is replayed for every token (finished rows are compacted away,
+  and the graph of the next smaller batch size takes over). Other models decode with
+  transformers' forward and its dynamic cache.
+- Unless `logprobs=False`, for every sampled token the engine returns the log-probability
+  under the distribution it was sampled from, softmax(logits / temperature) before any top-p
+  truncation: the same quantity the training pass computes, so it can serve as the behaviour
+  policy's log-prob.
 - With `seeds` (one per prompt) each group draws its random numbers from its own generator,
   so a group's samples do not depend on which other prompts share the batch: the same
   completions whether a step's prompts are sampled in one process or split across several.
