@@ -166,6 +166,9 @@ class GRPOConfig:
     micro_batch_size: int = 16  # sequences per forward/backward (memory only: same result)
     logprob_chunk_tokens: int = 256  # output layer in chunks (vocab >= 32768); 0 = full logits
     activation_checkpointing: bool = False  # recompute each layer in backward: less memory
+    # the training pass runs a prompt once for all the completions of a micro-batch that
+    # continue it (lean path): auto (when that removes >= 10% of the pass's tokens) | on | off
+    prompt_sharing: str = "auto"
     engine: str = "auto"  # auto (r1kit's lean forward where the model allows) | hf (transformers')
     cuda_graphs: bool = True  # on CUDA, the decode step replays a captured graph
     reward_function: str = ""  # "module:function" or "file.py:function": your own reward
@@ -216,6 +219,9 @@ class GRPOConfig:
             _fail(f"{where}.logprob_chunk_tokens", "must be >= 0 (0 = full logits)")
         if self.engine not in ("auto", "hf"):
             _fail(f"{where}.engine", f"unknown engine {self.engine!r}", "use auto or hf")
+        if self.prompt_sharing not in ("auto", "on", "off"):
+            _fail(f"{where}.prompt_sharing", f"unknown value {self.prompt_sharing!r}",
+                  "use auto, on or off")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             _fail(f"{where}.min_new_tokens", f"must be in [0, max_new_tokens], got "
                   f"{self.min_new_tokens}")

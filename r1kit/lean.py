@@ -88,36 +88,42 @@ class LeanLM:
 
     # ----- pieces --------------------------------------------------------------------------
 
-    def _qkv(self, layer, h, cos, sin):
-        """Queries [B, heads, L, d], keys and values [B, kv heads, L, d], rotated. One matrix
-        product for q|k|v, and queries and keys rotated together (without Qwen3's norms)."""
+    def _project(self, layer, h, cos, sin):
+        """h [..., H] → queries [..., heads, d], keys and values [..., kv heads, d], queries
+        and keys rotated (cos, sin [..., d]). One matrix product for q|k|v, and queries and
+        keys rotated together (without Qwen3's norms)."""
         att = layer.self_attn
-        B, L, _ = h.shape
         nh, nkv, d = self.n_heads, self.n_kv, self.head_dim
         weight = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight])
         bias = (torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias])
                 if att.q_proj.bias is not None else None)
-        qkv = F.linear(h, weight, bias).view(B, L, nh + 2 * nkv, d).transpose(1, 2)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        v = qkv[:, nh + nkv:]
+        qkv = F.linear(h, weight, bias).unflatten(-1, (nh + 2 * nkv, d))
+        cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
+        v = qkv[..., nh + nkv:, :]
         if self.qk_norm:
-            q, k = _rms(att.q_norm, qkv[:, :nh]), _rms(att.k_norm, qkv[:, nh:nh + nkv])
+            q, k = _rms(att.q_norm, qkv[..., :nh, :]), _rms(att.k_norm, qkv[..., nh:nh + nkv, :])
             return _rope(q, cos, sin), _rope(k, cos, sin), v
-        qk = _rope(qkv[:, :nh + nkv], cos, sin)
-        return qk[:, :nh], qk[:, nh:], v
+        qk = _rope(qkv[..., :nh + nkv, :], cos, sin)
+        return qk[..., :nh, :], qk[..., nh:, :], v
 
     def _finish(self, layer, x, o):
-        B, _, L, _ = o.shape
-        x = x + layer.self_attn.o_proj(o.transpose(1, 2).reshape(B, L, -1))
+        """The layer after attention: x [..., H] plus the output projection of o [..., heads*d],
+        then the MLP block."""
+        x = x + layer.self_attn.o_proj(o)
         h = _rms(layer.post_attention_layernorm, x)
         mlp = layer.mlp
         return x + mlp.down_proj(_swiglu(mlp.gate_proj(h), mlp.up_proj(h)))
 
+    def _attend(self, q, k, v, **kw):
+        return F.scaled_dot_product_attention(q, k, v, scale=self.scale,
+                                              enable_gqa=q.shape[1] != k.shape[1], **kw)
+
     def _causal_layer(self, layer, x, cos, sin):
-        q, k, v = self._qkv(layer, _rms(layer.input_layernorm, x), cos, sin)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
-                                           enable_gqa=self.n_kv != self.n_heads)
-        return self._finish(layer, x, o)
+        B, L, _ = x.shape
+        q, k, v = (t.transpose(1, 2) for t in self._project(
+            layer, _rms(layer.input_layernorm, x), cos, sin))  # [B, heads, L, d]
+        o = self._attend(q, k, v, is_causal=True)
+        return self._finish(layer, x, o.transpose(1, 2).reshape(B, L, -1))
 
     # ----- the training pass -----------------------------------------------------------------
 
@@ -129,11 +135,64 @@ class LeanLM:
         positions = torch.arange(ids.shape[1], device=ids.device)[None].expand(ids.shape[0], -1)
         cos, sin = self.body.rotary_emb(x, positions)
         for layer in self.layers:
-            if checkpoint_layers and torch.is_grad_enabled():
-                x = checkpoint(self._causal_layer, layer, x, cos, sin, use_reentrant=False)
-            else:
-                x = self._causal_layer(layer, x, cos, sin)
+            x = self._run_layer(checkpoint_layers, self._causal_layer, layer, x, cos, sin)
         return _rms(self.body.norm, x)
+
+    def _run_layer(self, checkpoint_layers, fn, *args):
+        if checkpoint_layers and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def shared_hidden_states(self, ids: torch.Tensor, positions: torch.Tensor,
+                             prefix_index: torch.Tensor, prefix_valid: torch.Tensor,
+                             comp_index: torch.Tensor, comp_valid: torch.Tensor,
+                             owner: torch.Tensor, checkpoint_layers: bool = False
+                             ) -> torch.Tensor:
+        """Prompts run once, continued by several completions each (the prompt sharing of the
+        training pass), without padding. ids, positions [T]: the tokens of U prompts, then of
+        N completions, one after another; prefix_index [U, Lp] / comp_index [N, Lc]: where
+        each prompt's / completion's tokens are in ids, right-padded (prefix_valid /
+        comp_valid: True at real tokens); owner [N]: the prompt of each completion.
+
+        The projections and the MLP run on the T tokens as one matrix (no padding). Attention
+        gathers them into padded rows: causal within each prompt, and each completion's
+        queries read its prompt's keys and values and its own, causally. Returns the final
+        hidden states [T, H]. The same numbers as hidden_states on the concatenated rows, up
+        to float rounding (tests/test_lean.py)."""
+        U, Lp = prefix_index.shape
+        N, Lc = comp_index.shape
+        x = self.body.embed_tokens(ids)
+        cos, sin = self.body.rotary_emb(x[None], positions[None])
+        cos, sin = cos[0], sin[0]  # [T, d]
+        # a completion query sees its prompt's real tokens and its own tokens up to itself
+        mask = torch.cat([prefix_valid.index_select(0, owner)[:, None, :].expand(N, Lc, Lp),
+                          torch.ones((Lc, Lc), dtype=torch.bool, device=ids.device).tril()
+                          .expand(N, Lc, Lc)], dim=-1)[:, None]  # [N, 1, Lc, Lp + Lc]
+        # the real positions of the padded attention outputs, in token order
+        back = torch.cat([prefix_valid.flatten().nonzero().squeeze(-1),
+                          U * Lp + comp_valid.flatten().nonzero().squeeze(-1)])
+        for layer in self.layers:
+            x = self._run_layer(checkpoint_layers, self._shared_layer, layer, x, cos, sin,
+                                (prefix_index, comp_index, owner, mask, back))
+        return _rms(self.body.norm, x)
+
+    def _shared_layer(self, layer, x, cos, sin, layout):
+        prefix_index, comp_index, owner, mask, back = layout
+        q, k, v = self._project(layer, _rms(layer.input_layernorm, x), cos, sin)  # [T, ., d]
+
+        def rows(t, index):  # [T, heads, d] → [B, heads, L, d], padding slots copy token 0
+            return t.index_select(0, index.flatten()).unflatten(0, index.shape).transpose(1, 2)
+
+        kp, vp = rows(k, prefix_index), rows(v, prefix_index)
+        op = self._attend(rows(q, prefix_index), kp, vp, is_causal=True)  # [U, heads, Lp, d]
+        keys = torch.cat([kp.index_select(0, owner), rows(k, comp_index)], dim=2)
+        values = torch.cat([vp.index_select(0, owner), rows(v, comp_index)], dim=2)
+        if _spell_out_kv_heads(x) and self.n_kv != self.n_heads:
+            rep = self.n_heads // self.n_kv
+            keys, values = (t.repeat_interleave(rep, dim=1) for t in (keys, values))
+        oc = self._attend(rows(q, comp_index), keys, values, attn_mask=mask)
+        o = torch.cat([op.transpose(1, 2).flatten(0, 1), oc.transpose(1, 2).flatten(0, 1)])
+        return self._finish(layer, x, o.index_select(0, back).flatten(1))
 
     # ----- decoding with a preallocated cache ------------------------------------------------
 
@@ -217,6 +276,13 @@ class LeanLM:
             return self.head(h)
         w, b = self.head.weight, self.head.bias
         return torch.mm(h, w.t(), out=out) if b is None else torch.addmm(b, h, w.t(), out=out)
+
+
+def _spell_out_kv_heads(x: torch.Tensor) -> bool:
+    """Whether attention with a mask gets each query head's keys and values spelled out: on
+    CUDA, where the kernels that take a mask do not take grouped heads (they would fall back
+    to the unfused one)."""
+    return x.is_cuda
 
 
 class _SwiGLU(torch.autograd.Function):

@@ -1,7 +1,8 @@
 """Speed does not change results: r1kit's lean forward (r1kit/lean.py) against transformers'.
 
 The fast paths checked here: the lean training pass (right-padded, length-sorted rows) against
-transformers' packed forward; the lean decoder (preallocated cache, fused projections,
+transformers' packed forward, and with prompt sharing (each prompt run once for the completions
+that continue it) against the lean pass without it; the lean decoder (preallocated cache, fused projections,
 grouped-head attention, prefix shared by a group) against transformers' generate loop; and a
 whole update (loss, metrics, updated weights) through either path.
 """
@@ -24,7 +25,13 @@ from transformers import (
 from r1kit.config import GRPOConfig
 from r1kit.lean import LeanLM
 from r1kit.rollout import generate
-from r1kit.stages.grpo import TrainBatch, completion_logprobs, update_policy
+import r1kit.lean as lean_module
+from r1kit.stages.grpo import (
+    TrainBatch,
+    completion_logprobs,
+    update_policy,
+    wants_prompt_sharing,
+)
 
 EOS, PAD = 1, 0
 
@@ -97,6 +104,55 @@ def test_lean_training_pass_equals_transformers(arch, checkpoint_layers):
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
+@pytest.mark.parametrize("checkpoint_layers", [False, True])
+@pytest.mark.parametrize("spelled_out_heads", [False, True])
+def test_prompt_sharing_gives_the_same_logprobs_and_gradients(arch, checkpoint_layers,
+                                                              spelled_out_heads, monkeypatch):
+    """Prompts of different lengths, each continued by completions of different lengths (one of
+    a single token), in an interleaved order; each prompt runs once in the shared pass.
+    `spelled_out_heads`: the CUDA arrangement of the masked attention (a key/value head per
+    query head), run here on the CPU."""
+    monkeypatch.setattr(lean_module, "_spell_out_kv_heads", lambda x: spelled_out_heads)
+    model = MODELS[arch]()
+    base_prompts, completions = _data(model.config.vocab_size, seed=5)
+    prompts = [base_prompts[i] for i in (0, 1, 0, 2, 1, 0, 3, 3, 2, 4, 4, 4)]
+    g = torch.Generator().manual_seed(6)
+    completions = [torch.randint(2, model.config.vocab_size, (n,), generator=g).tolist()
+                   for n in (5, 3, 8, 1, 6, 2, 4, 7, 3, 9, 1, 4)]
+    width = max(len(c) for c in completions) + 2  # wider than any completion
+    lean = LeanLM(model)
+    results = []
+    for share in (False, True):
+        model.zero_grad(set_to_none=True)
+        lp, ent = completion_logprobs(model, prompts, completions, 0.8, width, PAD,
+                                      with_entropy=True, lean=lean,
+                                      checkpoint_layers=checkpoint_layers, share_prompts=share)
+        (lp * torch.linspace(-1, 1, lp.numel()).view_as(lp)).sum().backward()
+        results.append((lp.detach(), ent, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (lp0, ent0, g0), (lp1, ent1, g1) = results
+    mask = torch.zeros_like(lp0)
+    for i, c in enumerate(completions):
+        mask[i, :len(c)] = 1
+    assert lp0.abs()[mask.bool()].min() > 0 and (lp0 * (1 - mask)).abs().max() == 0
+    torch.testing.assert_close(lp1, lp0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent1, ent0, atol=1e-5, rtol=1e-5)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-4, rtol=1e-4)
+
+
+def test_prompt_sharing_auto_takes_it_where_it_saves_a_tenth_of_the_tokens():
+    prompts = [[5] * 20] * 8 + [[6] * 20] * 8
+    short, long = [[7] * 20] * 16, [[7] * 2000] * 16
+    assert wants_prompt_sharing("auto", prompts, short, 16)  # 16 x 40 tokens become 2 x 20 + 16 x 20
+    assert not wants_prompt_sharing("auto", prompts, long, 16)  # saves under 1%
+    assert not wants_prompt_sharing("auto", [[5] * 20, [6] * 20], short[:2], 16)  # none repeats
+    assert not wants_prompt_sharing("off", prompts, short, 16)
+    assert wants_prompt_sharing("on", prompts, long, 16)
+    # saves a tenth, but the mask of a micro-batch of 4,000-token completions would be large
+    assert not wants_prompt_sharing("auto", [[5] * 600] * 16, [[7] * 4000] * 16, 16)
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
 def test_lean_decoder_equals_transformers_generate_loop(arch):
     """Greedy decoding with stop tokens: the same tokens, stops and log-probs (at temperature 0
     both engines take the argmax, so any difference in the forward would show up as tokens)."""
@@ -132,9 +188,11 @@ def test_lean_sampling_equals_transformers_with_seeds(arch):
         assert a.stopped.any()
 
 
-def test_one_update_is_the_same_through_either_path():
+@pytest.mark.parametrize("prompt_sharing", ["off", "on"])
+def test_one_update_is_the_same_through_either_path(prompt_sharing, monkeypatch):
     """Loss, metrics and updated weights of a GRPO update (reference model, two mini-batches,
-    micro-batches, token-mean) through the lean path and through transformers' path."""
+    micro-batches, token-mean) through the lean path (with and without prompt sharing: each
+    prompt here has two completions) and through transformers' path."""
     prompts, completions = _data(48, seed=9)
     prompts, completions = prompts * 2, completions[::-1] * 2
     n = len(completions)
@@ -146,7 +204,15 @@ def test_one_update_is_the_same_through_either_path():
     batch = TrainBatch(prompts, completions, mask, adv, width)
     cfg = GRPOConfig(model="x", beta=0.04, lr=1.0, group_size=2, rollout_batch_size=n,
                      num_minibatches=2, micro_batch_size=3, clip_eps_low=0.2,
-                     aggregation="token-mean")
+                     aggregation="token-mean", prompt_sharing=prompt_sharing)
+    shared_passes = []
+    real_shared = LeanLM.shared_hidden_states
+
+    def counted(self, *a, **kw):
+        shared_passes.append(1)
+        return real_shared(self, *a, **kw)
+
+    monkeypatch.setattr(LeanLM, "shared_hidden_states", counted)
     outs = []
     for use_lean in (False, True):
         policy = _qwen2()
@@ -159,6 +225,8 @@ def test_one_update_is_the_same_through_either_path():
                                 torch.Generator().manual_seed(0), lambda: cfg.lr, *views)
         outs.append((metrics, {k: v.detach().clone() for k, v in policy.state_dict().items()}))
     (m0, w0), (m1, w1) = outs
+    # with sharing on, the micro-batches that hold both completions of a prompt share it
+    assert (len(shared_passes) > 0) == (prompt_sharing == "on")
     for key in ("loss", "kl", "clip_frac", "entropy", "grad_norm"):
         assert m1[key] == pytest.approx(m0[key], rel=1e-4, abs=1e-6), key
     moved = max((w0[k] - _qwen2().state_dict()[k]).abs().max().item() for k in w0)

@@ -83,7 +83,7 @@ CHUNK_MIN_VOCAB = 32768  # smaller vocabularies: the full logits are small, no c
 def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]],
                         temperature: float, width: int, pad_id: int,
                         with_entropy: bool = False, chunk_tokens: int = 0, lean=None,
-                        checkpoint_layers: bool = False):
+                        checkpoint_layers: bool = False, share_prompts: bool = False):
     """Per-token log-probs of each completion given its prompt, under softmax(logits / T).
 
     Returns logp [N, width] (0 beyond each completion) and, when asked, the policy's entropy
@@ -93,26 +93,35 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     `lean` (an r1kit.lean.LeanLM of `model`): r1kit's forward on right-padded rows (the
     caller sorts sequences by length, so padding is the difference between neighbours);
     otherwise transformers' forward on packed rows (several sequences per row, no padding).
-    `chunk_tokens` > 0: the output layer runs `chunk_tokens` positions at a time, each chunk
-    recomputed in the backward pass, so the [tokens, vocab] float32 logits never exist at once
-    (the same numbers up to float rounding; tests/test_rollout_packing.py checks it). Models
-    whose logits are more than a linear layer (soft-capping, a logit scale) take the plain
-    path. `checkpoint_layers`: recompute each decoder layer in the backward pass (lean path;
-    the transformers path uses the model's own gradient checkpointing).
+    `share_prompts` (lean path): a prompt that several completions continue runs once, and
+    its keys and values serve them all (LeanLM.shared_hidden_states). `chunk_tokens` > 0:
+    the output layer runs `chunk_tokens` positions at a time, each chunk recomputed in the
+    backward pass, so the [tokens, vocab] float32 logits never exist at once (the same numbers
+    up to float rounding; tests/test_rollout_packing.py checks it). Models whose logits are
+    more than a linear layer (soft-capping, a logit scale) take the plain path.
+    `checkpoint_layers`: recompute each decoder layer in the backward pass (lean path; the
+    transformers path uses the model's own gradient checkpointing).
     """
     device = next(model.parameters()).device
+    targets = _right_padded(completions, width, 0)[0]
     if lean is not None:
+        if share_prompts:
+            shared = _shared_layout(prompts, completions, width)
+            if shared is not None:
+                tensors, src, valid = shared
+                where = _head_index(src, targets, valid, device)
+                hidden = lean.shared_hidden_states(*(to_device(t, device) for t in tensors),
+                                                   checkpoint_layers=checkpoint_layers)
+                return _head_logprobs(hidden, where, lean.head, temperature, with_entropy,
+                                      chunk_tokens)
         seqs = [p + c for p, c in zip(prompts, completions)]
-        lengths = torch.tensor([len(s) for s in seqs])
-        ids = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
-        ids[torch.arange(ids.shape[1])[None] < lengths[:, None]] = torch.tensor(
-            [t for s in seqs for t in s], dtype=torch.long)
-        ids = to_device(ids, device)
+        ids = _right_padded(seqs, max(len(s) for s in seqs), pad_id)[0]
         spans = [(i, 0, len(s)) for i, s in enumerate(seqs)]
-        where = _head_index(*_completion_index(spans, prompts, completions, width), device)
-        hidden = lean.hidden_states(ids, checkpoint_layers)
-        return _head_logprobs(hidden, ids, where, lean.head, temperature, with_entropy,
-                              chunk_tokens)
+        rows, cols, valid = _completion_index(spans, prompts, completions, width)
+        where = _head_index(rows * ids.shape[1] + cols, targets, valid, device)
+        hidden = lean.hidden_states(to_device(ids, device), checkpoint_layers)
+        return _head_logprobs(hidden.flatten(0, 1), where, lean.head, temperature,
+                              with_entropy, chunk_tokens)
     seqs = [p + c for p, c in zip(prompts, completions)]
     packed = pack(seqs, capacity=max(len(s) for s in seqs) * 4, pad_id=pad_id)
     ids = to_device(packed.input_ids, device)
@@ -123,10 +132,10 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     # lets every token attend to the sequences before it in the row
     if split is not None:
         body, head = split
-        where = _head_index(rows, cols, valid, device)
+        where = _head_index(rows * ids.shape[1] + cols, targets, valid, device)
         hidden = body(input_ids=ids, position_ids=positions,
                       use_cache=False).last_hidden_state  # [R, L, H]
-        return _head_logprobs(hidden, ids, where, head, temperature, with_entropy,
+        return _head_logprobs(hidden.flatten(0, 1), where, head, temperature, with_entropy,
                               chunk_tokens)
     rows, cols, valid = (to_device(t, device) for t in (rows, cols, valid))
     logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits  # [R, L, V]
@@ -144,6 +153,55 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     return logp, entropy
 
 
+def _right_padded(seqs: list[list[int]], width: int, fill: int):
+    """Token lists as a [len(seqs), width] table filled with `fill` after each, and the mask of
+    real tokens."""
+    lengths = torch.tensor([len(s) for s in seqs])
+    ids = torch.full((len(seqs), width), fill, dtype=torch.long)
+    valid = torch.arange(width)[None] < lengths[:, None]
+    ids[valid] = torch.tensor([t for s in seqs for t in s], dtype=torch.long)
+    return ids, valid
+
+
+def _shared_layout(prompts, completions, width):
+    """The inputs of LeanLM.shared_hidden_states for these sequences, or None when no prompt
+    repeats: ((ids [T], positions [T], prefix index [U, Lp], prefix valid [U, Lp], completion
+    index [N, Lc], completion valid [N, Lc], owner [N]), the [N, width] place in its [T]
+    hidden states of the position that predicts each completion token, the [N, width] mask
+    of completion tokens)."""
+    index: dict[tuple, int] = {}
+    owner = torch.tensor([index.setdefault(tuple(p), len(index)) for p in prompts])
+    U, N = len(index), len(prompts)
+    if U == N:
+        return None
+    unique = [list(k) for k in index]
+    p_len = torch.tensor([len(p) for p in unique])
+    c_len = torch.tensor([len(c) for c in completions])
+    P = int(p_len.sum())
+    ids = torch.tensor([t for s in (*unique, *completions) for t in s], dtype=torch.long)
+
+    def places(lengths, first):  # where each sequence's tokens are, right-padded with 0
+        L = max(1, int(lengths.max()))
+        valid = torch.arange(L)[None] < lengths[:, None]
+        at = torch.zeros(valid.shape, dtype=torch.long)
+        at[valid] = first + torch.arange(int(lengths.sum()))
+        return at, valid
+
+    prefix_index, prefix_valid = places(p_len, 0)
+    comp_index, comp_valid = places(c_len, P)
+    start = p_len[owner]
+    positions = torch.cat([prefix_index.new_tensor([j for n in p_len.tolist() for j in range(n)]),
+                           (start[:, None] + torch.arange(comp_index.shape[1])[None])[comp_valid]])
+    # completion token t is predicted by the prompt's last token (t = 0) or by token t - 1
+    t = torch.arange(width)[None]
+    valid = t < c_len[:, None]
+    last_prompt_token = prefix_index[owner, start - 1]
+    comp_first = P + torch.cat([c_len.new_zeros(1), c_len.cumsum(0)[:-1]])
+    src = torch.where(t == 0, last_prompt_token[:, None], comp_first[:, None] + t - 1)
+    return ((ids, positions, prefix_index, prefix_valid, comp_index, comp_valid, owner),
+            src * valid, valid.float())
+
+
 def to_device(t: torch.Tensor, device) -> torch.Tensor:
     """A CPU tensor on `device`; to a GPU through pinned memory without waiting for the work
     already queued there (a plain copy from pageable memory waits for it)."""
@@ -152,24 +210,23 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def _head_index(rows, cols, valid, device):
-    """From _completion_index's [N, width] tables (on the CPU): the row and column in the
-    hidden states of every completion token's predicting position, its flat place in the
-    [N, width] output, and that shape."""
+def _head_index(src, targets, valid, device):
+    """From [N, width] tables (on the CPU): the row in the flattened hidden states of every
+    completion token's predicting position, that token, its flat place in the [N, width]
+    output, and that shape."""
     sel = valid.bool()
-    src_rows, src_cols = rows[sel], cols[sel]
+    src, targets = src[sel], targets[sel]
     dst = sel.flatten().nonzero().squeeze(-1)
-    return (to_device(src_rows, device), to_device(src_cols, device), to_device(dst, device),
-            tuple(valid.shape))
+    return (to_device(src, device), to_device(targets, device), to_device(dst, device),
+            tuple(sel.shape))
 
 
-def _head_logprobs(hidden, ids, where, head, temperature, with_entropy, chunk_tokens):
+def _head_logprobs(hidden, where, head, temperature, with_entropy, chunk_tokens):
     """The output layer at the positions that predict completion tokens only (`where`, from
-    _head_index); in chunks of `chunk_tokens` positions (made again in backward), or (0) all
-    at once."""
-    src_rows, src_cols, dst, shape = where
-    h = hidden[src_rows, src_cols]  # [T, H]
-    targets = ids[src_rows, src_cols + 1]  # [T]
+    _head_index; hidden [positions, H]); in chunks of `chunk_tokens` positions (made again in
+    backward), or (0) all at once."""
+    src, targets, dst, shape = where
+    h = hidden[src]  # [T, H]
     if chunk_tokens > 0:
         lp, ent = _ChunkedHeadLogp.apply(h, head.weight, head.bias, targets, temperature,
                                          chunk_tokens, with_entropy)
@@ -310,6 +367,25 @@ def make_batch(ro: Rollouts, advantages: torch.Tensor) -> TrainBatch:
                       ro.completion_ids.shape[1])
 
 
+def wants_prompt_sharing(mode: str, prompts: list[list[int]], completions: list[list[int]],
+                         micro_batch_size: int) -> bool:
+    """Whether the training pass runs each prompt once for its completions (GRPOConfig
+    .prompt_sharing). "auto": when that removes at least a tenth of the tokens (short
+    completions after long prompts; with long completions the saving is small and the masked
+    attention it needs is slower than the causal kernel) and the attention mask of a
+    micro-batch, [rows, completion length, prompt + completion length], stays small."""
+    if mode != "auto":
+        return mode == "on"
+    prompt_tokens = sum(len(p) for p in prompts)
+    completion_tokens = sum(len(c) for c in completions)
+    unique = sum(len(p) for p in {tuple(p) for p in prompts})
+    if prompt_tokens - unique < 0.1 * (prompt_tokens + completion_tokens):
+        return False
+    longest_c = max(len(c) for c in completions)
+    longest_p = max(len(p) for p in prompts)
+    return micro_batch_size * longest_c * (longest_p + longest_c) <= 2 ** 26
+
+
 def _micro_batches(idx: list[int], size: int):
     for i in range(0, len(idx), size):
         yield idx[i:i + size]
@@ -322,7 +398,8 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
     `lean_policy` / `lean_ref`: r1kit.lean.LeanLM views of the two models, or None for
     transformers' forward. Micro-batches of a mini-batch are cut from its sequences sorted by
     length (the loss is a weighted sum over micro-batches, so their composition does not
-    change it), which keeps the right-padding of the lean path small."""
+    change it), which keeps the right-padding of the lean path small; with prompt sharing
+    (wants_prompt_sharing), the completions of a prompt stay side by side."""
     device = next(policy.parameters()).device
     n = len(batch.completions)
     n_all = batch.total or n  # under torchrun this rank holds completions first .. first+n-1
@@ -334,9 +411,20 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
     chunk = cfg.logprob_chunk_tokens if big_vocab and not sharded else 0
     ckpt = cfg.activation_checkpointing
     total_len = [len(p) + len(c) for p, c in zip(batch.prompts, batch.completions)]
+    share = lean_policy is not None and wants_prompt_sharing(
+        cfg.prompt_sharing, batch.prompts, batch.completions, cfg.micro_batch_size)
+    prompt_of = [tuple(p) for p in batch.prompts] if share else None
 
     def micro_batches(idx):
-        return _micro_batches(sorted(idx, key=lambda i: total_len[i]), cfg.micro_batch_size)
+        if not share:
+            return _micro_batches(sorted(idx, key=lambda i: total_len[i]), cfg.micro_batch_size)
+        # the completions of a prompt side by side (so that they share it), groups ordered by
+        # their longest sequence, each group by length
+        longest: dict[tuple, int] = {}
+        for i in idx:
+            longest[prompt_of[i]] = max(longest.get(prompt_of[i], 0), total_len[i])
+        return _micro_batches(sorted(idx, key=lambda i: (longest[prompt_of[i]], prompt_of[i],
+                                                         total_len[i])), cfg.micro_batch_size)
 
     old_logp = None
     if cfg.num_minibatches * cfg.ppo_epochs > 1:
@@ -346,7 +434,7 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                 old_logp[to_device(torch.tensor(mb), device)] = completion_logprobs(
                     policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
                     cfg.temperature, batch.width, pad_id, chunk_tokens=chunk,
-                    lean=lean_policy)[0]
+                    lean=lean_policy, share_prompts=share)[0]
     mask = batch.mask.to(device)
     adv = batch.advantages.to(device)
     sums: dict[str, float] = {}
@@ -375,11 +463,13 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                         ref_logp = completion_logprobs(
                             ref, [batch.prompts[i] for i in mb],
                             [batch.completions[i] for i in mb], cfg.temperature, batch.width,
-                            pad_id, chunk_tokens=chunk, lean=lean_ref)[0]
+                            pad_id, chunk_tokens=chunk, lean=lean_ref,
+                            share_prompts=share)[0]
                 logp, entropy = completion_logprobs(
                     policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
                     cfg.temperature, batch.width, pad_id, with_entropy=True,
-                    chunk_tokens=chunk, lean=lean_policy, checkpoint_layers=ckpt)
+                    chunk_tokens=chunk, lean=lean_policy, checkpoint_layers=ckpt,
+                    share_prompts=share)
                 old = old_logp[at] if old_logp is not None else logp.detach()
                 loss, metrics = policy_loss(
                     logp, old, adv[at], mask[at], clip_eps_low=cfg.clip_eps_low,
