@@ -2,7 +2,7 @@
 # The GPU check, a few minutes on one GPU: decode speed against transformers' generate, then
 # r1kit's GRPO stage against TRL's GRPOTrainer (bench/vs_trl.py --preset gpu).
 # PROFILE=1 adds the kernel table of one r1kit update (bench/profile_gpu.py); DECODE=0 skips
-# the decode benchmark.
+# the decode benchmark; SHARING_OFF=1 adds r1kit's side once more with prompt_sharing = off.
 #
 #   bash bench/gpu.sh [OUT_DIR]
 #
@@ -33,6 +33,10 @@ if [ "${DECODE:-1}" = 1 ]; then
 fi
 timeout 240 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --out "$out/vs_trl.json" \
     2>&1 | tee "$out/vs_trl.log"
+if [ "${SHARING_OFF:-0}" = 1 ]; then  # the same r1kit side without prompt sharing
+    timeout 120 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
+        --prompt-sharing off --out "$out/vs_trl-sharing-off.json" 2>&1 | tee "$out/sharing-off.log"
+fi
 if [ "${PROFILE:-0}" = 1 ]; then  # kernel table of one update (bench/profile_gpu.py)
     timeout 120 python3 bench/profile_gpu.py --phases update_policy --out "$out/profile" \
         2>&1 | grep -v "^Writing" | tee "$out/profile.log"

@@ -255,7 +255,7 @@ def run_trl(preset: str, model: Path, steps: int) -> dict:
             "reward": [h.get("reward") for h in logs], **_peak_memory_mib()}
 
 
-def run_r1kit(preset: str, model: Path, steps: int) -> dict:
+def run_r1kit(preset: str, model: Path, steps: int, prompt_sharing: str = "auto") -> dict:
     import torch
 
     import r1kit
@@ -290,6 +290,7 @@ def run_r1kit(preset: str, model: Path, steps: int) -> dict:
                      max_new_tokens_schedule=[], micro_batch_size=p["micro"],
                      aggregation="token-mean", max_grad_norm=1.0, weight_decay=0.0,
                      activation_checkpointing=p["ckpt"], ref_refresh_every=0,
+                     prompt_sharing=prompt_sharing,
                      generation_rows=completions, eval=EvalConfig(every=0))
     dev = _device()
     out = Path(tempfile.mkdtemp(prefix="vs-r1kit-"))
@@ -329,8 +330,10 @@ def side_main(args) -> int:
     p = PRESETS[args.preset]
     if p["threads"]:
         torch.set_num_threads(p["threads"])
-    fn = run_trl if args.side == "trl" else run_r1kit
-    result = fn(args.preset, Path(args.model), args.steps)
+    if args.side == "trl":
+        result = run_trl(args.preset, Path(args.model), args.steps)
+    else:
+        result = run_r1kit(args.preset, Path(args.model), args.steps, args.prompt_sharing)
     result["device"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                         else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)")
     result["torch"] = torch.__version__
@@ -357,6 +360,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="steps per side per run")
     ap.add_argument("--skip", type=int, default=None, help="warm-up steps left out")
     ap.add_argument("--sides", default="trl,r1kit")
+    ap.add_argument("--prompt-sharing", default="auto", choices=["auto", "on", "off"],
+                    help="r1kit's prompt_sharing setting")
     ap.add_argument("--out", default=None, help="write every figure as JSON here")
     ap.add_argument("--side", choices=["trl", "r1kit"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -385,7 +390,8 @@ def main(argv=None) -> int:
         for side in sides:
             out = work / f"{side}-{r}.json"
             cmd = [sys.executable, __file__, "--preset", args.preset, "--side", side,
-                   "--model", str(model), "--steps", str(args.steps), "--result", str(out)]
+                   "--model", str(model), "--steps", str(args.steps), "--result", str(out),
+                   "--prompt-sharing", args.prompt_sharing]
             t = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
