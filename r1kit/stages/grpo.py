@@ -370,16 +370,16 @@ def make_batch(ro: Rollouts, advantages: torch.Tensor) -> TrainBatch:
 def wants_prompt_sharing(mode: str, prompts: list[list[int]], completions: list[list[int]],
                          micro_batch_size: int) -> bool:
     """Whether the training pass runs each prompt once for its completions (GRPOConfig
-    .prompt_sharing). "auto": when that removes at least a tenth of the tokens (short
-    completions after long prompts; with long completions the saving is small and the masked
-    attention it needs is slower than the causal kernel) and the attention mask of a
-    micro-batch, [rows, completion length, prompt + completion length], stays small."""
+    .prompt_sharing). "auto": when that removes at least 5% of the tokens and the attention
+    mask of a micro-batch, [rows, completion length, prompt + completion length], stays small.
+    With long completions after short prompts the saving is small, and the masked attention
+    that sharing needs reads the whole rectangle where causal attention reads a triangle."""
     if mode != "auto":
         return mode == "on"
     prompt_tokens = sum(len(p) for p in prompts)
     completion_tokens = sum(len(c) for c in completions)
     unique = sum(len(p) for p in {tuple(p) for p in prompts})
-    if prompt_tokens - unique < 0.1 * (prompt_tokens + completion_tokens):
+    if prompt_tokens - unique < 0.05 * (prompt_tokens + completion_tokens):
         return False
     longest_c = max(len(c) for c in completions)
     longest_p = max(len(p) for p in prompts)
