@@ -280,8 +280,8 @@ class LeanLM:
 
 def _spell_out_kv_heads(x: torch.Tensor) -> bool:
     """Whether attention with a mask gets each query head's keys and values spelled out: on
-    CUDA, where the kernels that take a mask do not take grouped heads (they would fall back
-    to the unfused one)."""
+    CUDA, where not every fused kernel that takes a mask takes grouped heads (the unfused
+    fallback would hold the [rows, heads, queries, keys] scores)."""
     return x.is_cuda
 
 

@@ -93,8 +93,9 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     `lean` (an r1kit.lean.LeanLM of `model`): r1kit's forward on right-padded rows (the
     caller sorts sequences by length, so padding is the difference between neighbours);
     otherwise transformers' forward on packed rows (several sequences per row, no padding).
-    `share_prompts` (lean path): a prompt that several completions continue runs once, and
-    its keys and values serve them all (LeanLM.shared_hidden_states). `chunk_tokens` > 0:
+    `share_prompts` (lean path): a prompt that several completions continue runs once, its
+    keys and values serve them all, and no token is padding outside attention
+    (LeanLM.shared_hidden_states). `chunk_tokens` > 0:
     the output layer runs `chunk_tokens` positions at a time, each chunk recomputed in the
     backward pass, so the [tokens, vocab] float32 logits never exist at once (the same numbers
     up to float rounding; tests/test_rollout_packing.py checks it). Models whose logits are
