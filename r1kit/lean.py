@@ -18,6 +18,8 @@ own forward. The numbers are those of transformers' forward up to float rounding
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -187,10 +189,9 @@ class LeanLM:
         op = self._attend(rows(q, prefix_index), kp, vp, is_causal=True)  # [U, heads, Lp, d]
         keys = torch.cat([kp.index_select(0, owner), rows(k, comp_index)], dim=2)
         values = torch.cat([vp.index_select(0, owner), rows(v, comp_index)], dim=2)
-        if _spell_out_kv_heads(x) and self.n_kv != self.n_heads:
-            rep = self.n_heads // self.n_kv
-            keys, values = (t.repeat_interleave(rep, dim=1) for t in (keys, values))
-        oc = self._attend(rows(q, comp_index), keys, values, attn_mask=mask)
+        keys, values, kernels = _masked_attention(x, self.n_heads, keys, values)
+        with kernels:
+            oc = self._attend(rows(q, comp_index), keys, values, attn_mask=mask)
         o = torch.cat([op.transpose(1, 2).flatten(0, 1), oc.transpose(1, 2).flatten(0, 1)])
         return self._finish(layer, x, o.index_select(0, back).flatten(1))
 
@@ -278,11 +279,28 @@ class LeanLM:
         return torch.mm(h, w.t(), out=out) if b is None else torch.addmm(b, h, w.t(), out=out)
 
 
-def _spell_out_kv_heads(x: torch.Tensor) -> bool:
-    """Whether attention with a mask gets each query head's keys and values spelled out: on
-    CUDA, where not every fused kernel that takes a mask takes grouped heads (the unfused
-    fallback would hold the [rows, heads, queries, keys] scores)."""
+def _cuda_masked_attention(x: torch.Tensor) -> bool:
+    """Whether attention with a mask takes CUDA's arrangement (_masked_attention): on CUDA."""
     return x.is_cuda
+
+
+def _masked_attention(x: torch.Tensor, n_heads: int, keys: torch.Tensor, values: torch.Tensor):
+    """Keys and values for attention with a mask, and the kernels it may use. In CUDA's
+    arrangement the key/value heads are spelled out per query head (not every fused kernel
+    that takes a mask takes grouped heads, and the unfused fallback would hold the
+    [rows, heads, queries, keys] scores) and cuDNN's kernel is left out (with a mask, its
+    backward pass in torch 2.11 on H100/H200 gives NaN query gradients for key lengths of
+    64 mod 128 when a row's log-sum-exp is very negative; the memory-efficient kernel
+    computes the same)."""
+    if not _cuda_masked_attention(x):
+        return keys, values, contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    rep = n_heads // keys.shape[1]
+    if rep > 1:
+        keys, values = (t.repeat_interleave(rep, dim=1) for t in (keys, values))
+    return keys, values, sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION,
+                                      SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
 
 
 class _SwiGLU(torch.autograd.Function):

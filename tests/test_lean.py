@@ -105,14 +105,14 @@ def test_lean_training_pass_equals_transformers(arch, checkpoint_layers):
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
 @pytest.mark.parametrize("checkpoint_layers", [False, True])
-@pytest.mark.parametrize("spelled_out_heads", [False, True])
+@pytest.mark.parametrize("cuda_arrangement", [False, True])
 def test_prompt_sharing_gives_the_same_logprobs_and_gradients(arch, checkpoint_layers,
-                                                              spelled_out_heads, monkeypatch):
+                                                              cuda_arrangement, monkeypatch):
     """Prompts of different lengths, each continued by completions of different lengths (one of
     a single token), in an interleaved order; each prompt runs once in the shared pass.
-    `spelled_out_heads`: the CUDA arrangement of the masked attention (a key/value head per
-    query head), run here on the CPU."""
-    monkeypatch.setattr(lean_module, "_spell_out_kv_heads", lambda x: spelled_out_heads)
+    `cuda_arrangement`: the masked attention as on CUDA (a key/value head per query head, the
+    kernel choice restricted), run here on the CPU."""
+    monkeypatch.setattr(lean_module, "_cuda_masked_attention", lambda x: cuda_arrangement)
     model = MODELS[arch]()
     base_prompts, completions = _data(model.config.vocab_size, seed=5)
     prompts = [base_prompts[i] for i in (0, 1, 0, 2, 1, 0, 3, 3, 2, 4, 4, 4)]
