@@ -34,9 +34,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from transformers import AutoConfig, PreTrainedTokenizerFast
-
     import vs_trl
+    from transformers import AutoConfig, PreTrainedTokenizerFast
 
     p = vs_trl.PRESETS["cpu"]
     torch.set_num_threads(p["threads"])

@@ -148,13 +148,15 @@ class LeanLM:
     def shared_hidden_states(self, ids: torch.Tensor, positions: torch.Tensor,
                              prefix_index: torch.Tensor, prefix_valid: torch.Tensor,
                              comp_index: torch.Tensor, comp_valid: torch.Tensor,
-                             owner: torch.Tensor, checkpoint_layers: bool = False
-                             ) -> torch.Tensor:
+                             owner: torch.Tensor, back: torch.Tensor | None = None,
+                             checkpoint_layers: bool = False) -> torch.Tensor:
         """Prompts run once, continued by several completions each (the prompt sharing of the
         training pass), without padding. ids, positions [T]: the tokens of U prompts, then of
         N completions, one after another; prefix_index [U, Lp] / comp_index [N, Lc]: where
         each prompt's / completion's tokens are in ids, right-padded (prefix_valid /
-        comp_valid: True at real tokens); owner [N]: the prompt of each completion.
+        comp_valid: True at real tokens); owner [N]: the prompt of each completion; back [T]:
+        the places of the real tokens in the padded rows, prompts' then completions' (made here
+        when not given; given, the GPU is not waited for).
 
         The projections and the MLP run on the T tokens as one matrix (no padding). Attention
         gathers them into padded rows: causal within each prompt, and each completion's
@@ -170,9 +172,8 @@ class LeanLM:
         mask = torch.cat([prefix_valid.index_select(0, owner)[:, None, :].expand(N, Lc, Lp),
                           torch.ones((Lc, Lc), dtype=torch.bool, device=ids.device).tril()
                           .expand(N, Lc, Lc)], dim=-1)[:, None]  # [N, 1, Lc, Lp + Lc]
-        # the real positions of the padded attention outputs, in token order
-        back = torch.cat([prefix_valid.flatten().nonzero().squeeze(-1),
-                          U * Lp + comp_valid.flatten().nonzero().squeeze(-1)])
+        if back is None:
+            back = padded_places(prefix_valid, comp_valid)
         for layer in self.layers:
             x = self._run_layer(checkpoint_layers, self._shared_layer, layer, x, cos, sin,
                                 (prefix_index, comp_index, owner, mask, back))
@@ -277,6 +278,13 @@ class LeanLM:
             return self.head(h)
         w, b = self.head.weight, self.head.bias
         return torch.mm(h, w.t(), out=out) if b is None else torch.addmm(b, h, w.t(), out=out)
+
+
+def padded_places(prefix_valid: torch.Tensor, comp_valid: torch.Tensor) -> torch.Tensor:
+    """The places of the real tokens in the padded prompt rows [U, Lp] and completion rows
+    [N, Lc], flattened one after the other: token order (LeanLM.shared_hidden_states)."""
+    return torch.cat([prefix_valid.flatten().nonzero().squeeze(-1),
+                      prefix_valid.numel() + comp_valid.flatten().nonzero().squeeze(-1)])
 
 
 def _cuda_masked_attention(x: torch.Tensor) -> bool:

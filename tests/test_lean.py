@@ -2,9 +2,9 @@
 
 The fast paths checked here: the lean training pass (right-padded, length-sorted rows) against
 transformers' packed forward, and with prompt sharing (each prompt run once for the completions
-that continue it) against the lean pass without it; the lean decoder (preallocated cache, fused projections,
-grouped-head attention, prefix shared by a group) against transformers' generate loop; and a
-whole update (loss, metrics, updated weights) through either path.
+that continue it) against the lean pass without it; the lean decoder (preallocated cache, fused
+projections, grouped-head attention, prefix shared by a group) against transformers' generate
+loop; and a whole update (loss, metrics, updated weights) through either path.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
+import r1kit.lean as lean_module
 from r1kit.config import GRPOConfig
 from r1kit.lean import LeanLM
 from r1kit.rollout import generate
-import r1kit.lean as lean_module
 from r1kit.stages.grpo import (
     TrainBatch,
     completion_logprobs,
@@ -143,7 +143,7 @@ def test_prompt_sharing_gives_the_same_logprobs_and_gradients(arch, checkpoint_l
 def test_prompt_sharing_auto_takes_it_where_it_saves_5_percent_of_the_tokens():
     prompts = [[5] * 20] * 8 + [[6] * 20] * 8
     short, long = [[7] * 20] * 16, [[7] * 2000] * 16
-    assert wants_prompt_sharing("auto", prompts, short, 16)  # 16 x 40 tokens become 2 x 20 + 16 x 20
+    assert wants_prompt_sharing("auto", prompts, short, 16)  # 16 x 40 tokens: 2 x 20 + 16 x 20
     assert not wants_prompt_sharing("auto", prompts, long, 16)  # saves under 1%
     # a 6-token prompt x 8 completions of 64 tokens saves 7.5% (the cpu benchmark); of 112, 4.4%
     few = [[5] * 6] * 8

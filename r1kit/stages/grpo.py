@@ -48,6 +48,7 @@ from r1kit.config import GRPOConfig
 from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
 from r1kit.eval.core import decode_responses, evaluate
+from r1kit.lean import padded_places
 from r1kit.models import load_model, load_tokenizer, save_model, stop_token_ids
 from r1kit.packing import pack
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
@@ -167,9 +168,9 @@ def _right_padded(seqs: list[list[int]], width: int, fill: int):
 def _shared_layout(prompts, completions, width):
     """The inputs of LeanLM.shared_hidden_states for these sequences, or None when no prompt
     repeats: ((ids [T], positions [T], prefix index [U, Lp], prefix valid [U, Lp], completion
-    index [N, Lc], completion valid [N, Lc], owner [N]), the [N, width] place in its [T]
-    hidden states of the position that predicts each completion token, the [N, width] mask
-    of completion tokens)."""
+    index [N, Lc], completion valid [N, Lc], owner [N], padded places [T]), the [N, width]
+    place in its [T] hidden states of the position that predicts each completion token, the
+    [N, width] mask of completion tokens)."""
     index: dict[tuple, int] = {}
     owner = torch.tensor([index.setdefault(tuple(p), len(index)) for p in prompts])
     U, N = len(index), len(prompts)
@@ -199,7 +200,8 @@ def _shared_layout(prompts, completions, width):
     last_prompt_token = prefix_index[owner, start - 1]
     comp_first = P + torch.cat([c_len.new_zeros(1), c_len.cumsum(0)[:-1]])
     src = torch.where(t == 0, last_prompt_token[:, None], comp_first[:, None] + t - 1)
-    return ((ids, positions, prefix_index, prefix_valid, comp_index, comp_valid, owner),
+    back = padded_places(prefix_valid, comp_valid)
+    return ((ids, positions, prefix_index, prefix_valid, comp_index, comp_valid, owner, back),
             src * valid, valid.float())
 
 
