@@ -2,7 +2,8 @@
 # The GPU check, a few minutes on one GPU: decode speed against transformers' generate, then
 # r1kit's GRPO stage against TRL's GRPOTrainer (bench/vs_trl.py --preset gpu).
 # PROFILE=1 adds the kernel table of one r1kit update (bench/profile_gpu.py); DECODE=0 skips
-# the decode benchmark; SHARING_OFF=1 adds r1kit's side once more with prompt_sharing = off.
+# the decode benchmark; SHARING_OFF=1 adds r1kit's side once more with prompt_sharing = off;
+# SHARING_CHECK=0 skips bench/sharing_check.py (prompt sharing's numbers and time on the GPU).
 #
 #   bash bench/gpu.sh [OUT_DIR]
 #
@@ -27,6 +28,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 } 2>&1 | tee "$out/machine.txt"
+if [ "${SHARING_CHECK:-1}" = 1 ]; then
+    timeout 90 python3 bench/sharing_check.py --out "$out/sharing_check.json" 2>&1 \
+        | tee "$out/sharing_check.log"
+fi
 if [ "${DECODE:-1}" = 1 ]; then
     timeout 100 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" \
         --out "$out/decode.json" 2>&1 | tee "$out/decode.log"
