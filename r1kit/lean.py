@@ -148,22 +148,22 @@ class LeanLM:
     def shared_hidden_states(self, ids: torch.Tensor, positions: torch.Tensor,
                              prefix_index: torch.Tensor, prefix_valid: torch.Tensor,
                              comp_index: torch.Tensor, comp_valid: torch.Tensor,
-                             owner: torch.Tensor, back: torch.Tensor | None = None,
+                             owner: torch.Tensor, back: torch.Tensor,
                              checkpoint_layers: bool = False) -> torch.Tensor:
         """Prompts run once, continued by several completions each (the prompt sharing of the
         training pass), without padding. ids, positions [T]: the tokens of U prompts, then of
         N completions, one after another; prefix_index [U, Lp] / comp_index [N, Lc]: where
         each prompt's / completion's tokens are in ids, right-padded (prefix_valid /
         comp_valid: True at real tokens); owner [N]: the prompt of each completion; back [T]:
-        the places of the real tokens in the padded rows, prompts' then completions' (made here
-        when not given; given, the GPU is not waited for).
+        the places of the real tokens in the padded rows, prompts' then completions'
+        (padded_places, made on the CPU so that the GPU is not waited for).
 
         The projections and the MLP run on the T tokens as one matrix (no padding). Attention
         gathers them into padded rows: causal within each prompt, and each completion's
         queries read its prompt's keys and values and its own, causally. Returns the final
         hidden states [T, H]. The same numbers as hidden_states on the concatenated rows, up
         to float rounding (tests/test_lean.py)."""
-        U, Lp = prefix_index.shape
+        Lp = prefix_index.shape[1]
         N, Lc = comp_index.shape
         x = self.body.embed_tokens(ids)
         cos, sin = self.body.rotary_emb(x[None], positions[None])
@@ -172,8 +172,6 @@ class LeanLM:
         mask = torch.cat([prefix_valid.index_select(0, owner)[:, None, :].expand(N, Lc, Lp),
                           torch.ones((Lc, Lc), dtype=torch.bool, device=ids.device).tril()
                           .expand(N, Lc, Lc)], dim=-1)[:, None]  # [N, 1, Lc, Lp + Lc]
-        if back is None:
-            back = padded_places(prefix_valid, comp_valid)
         for layer in self.layers:
             x = self._run_layer(checkpoint_layers, self._shared_layer, layer, x, cos, sin,
                                 (prefix_index, comp_index, owner, mask, back))

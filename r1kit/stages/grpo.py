@@ -105,8 +105,8 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     transformers path uses the model's own gradient checkpointing).
     """
     device = next(model.parameters()).device
-    targets = _right_padded(completions, width, 0)[0]
     if lean is not None:
+        targets = _right_padded(completions, width, 0)[0]
         if share_prompts:
             shared = _shared_layout(prompts, completions, width)
             if shared is not None:
@@ -134,6 +134,7 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     # lets every token attend to the sequences before it in the row
     if split is not None:
         body, head = split
+        targets = _right_padded(completions, width, 0)[0]
         where = _head_index(rows * ids.shape[1] + cols, targets, valid, device)
         hidden = body(input_ids=ids, position_ids=positions,
                       use_cache=False).last_hidden_state  # [R, L, H]
