@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from r1kit.packing import first_fit, pack
-from r1kit.rollout import generate, race_sample, sample_tokens
+from r1kit.rollout import MULTINOMIAL_MAX_VOCAB, generate, race_sample, sample_tokens
 from r1kit.stages.grpo import completion_logprobs, make_batch
 
 EOS, PAD = 1, 0
@@ -137,3 +137,40 @@ def test_race_sampling_draws_from_the_softmax_and_never_a_banned_token(dtype, te
     want = torch.softmax(logits[0].float().index_fill(0, banned, float("-inf")) / temperature, 0)
     assert freq[4] == 0
     torch.testing.assert_close(freq, want, atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("vocab", [7, MULTINOMIAL_MAX_VOCAB])
+@pytest.mark.parametrize("top_p,with_logprobs", [(1.0, False), (1.0, True), (0.95, True)])
+def test_cpu_sampling_draws_from_the_softmax_and_never_a_banned_token(top_p, with_logprobs,
+                                                                       vocab):
+    # torch.multinomial (7 entries) or one uniform number per row inverted through the
+    # cumulative distribution (the large vocabulary: entries past the seventh are impossible)
+    logits = torch.full((1, vocab), float("-inf"))
+    logits[0, :7] = torch.tensor([2.0, 1.0, 0.0, -1.0, 3.0, 0.5, -30.0])
+    logits = logits.expand(10000, -1)
+    banned = torch.tensor([4])
+    gen = torch.Generator().manual_seed(0)
+    tokens, lp = sample_tokens(logits, 0.7, top_p, gen, banned=banned,
+                               with_logprobs=with_logprobs)
+    want = torch.softmax(logits[0].index_fill(0, banned, float("-inf")) / 0.7, 0)
+    if vocab > 7 and top_p == 1.0:  # the path taken: inverting at torch.rand's numbers
+        u = torch.rand(10000, generator=torch.Generator().manual_seed(0))
+        cdf = want.cumsum(0)
+        assert torch.equal(tokens, torch.searchsorted(cdf, u * cdf[-1], right=True))
+    if top_p < 1.0:  # the nucleus: the fewest top tokens that cover top_p
+        ranked, order = want.sort(descending=True)
+        want = want * 0
+        keep = order[:int((ranked.cumsum(0) < top_p).sum()) + 1]
+        want[keep] = ranked[:keep.numel()] / ranked[:keep.numel()].sum()
+    freq = torch.bincount(tokens, minlength=vocab).float() / tokens.numel()
+    assert freq[4] == 0 and (freq[want == 0] == 0).all()
+    torch.testing.assert_close(freq, want, atol=0.02, rtol=0)
+    if with_logprobs:
+        full = torch.log_softmax(logits[0].index_fill(0, banned, float("-inf")) / 0.7, 0)
+        torch.testing.assert_close(lp, full[tokens])
+    else:
+        assert lp is None
+    # the same generator state gives the same tokens
+    again, _ = sample_tokens(logits, 0.7, top_p, torch.Generator().manual_seed(0),
+                             banned=banned, with_logprobs=with_logprobs)
+    assert torch.equal(tokens, again)
