@@ -212,9 +212,6 @@ class GRPOConfig:
         if self.lora_rank < 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
             _fail(f"{where}.lora_rank", "lora_rank must be >= 0, lora_alpha > 0 and "
                   "lora_dropout in [0, 1)")
-        if self.lora_rank and self.save_every:
-            _fail(f"{where}.save_every", "resumable checkpoints are not supported with LoRA yet",
-                  "set save_every = 0 (the stage still saves its merged model at the end)")
         if self.logprob_chunk_tokens < 0:
             _fail(f"{where}.logprob_chunk_tokens", "must be >= 0 (0 = full logits)")
         if self.engine not in ("auto", "hf"):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import MICRO_BASE, REPO
 from safetensors.torch import load_file
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from r1kit.cli import main
+from r1kit.config import GRPOConfig
+from r1kit.errors import R1kitError
+from r1kit.stages.grpo import apply_lora, load_adapters, save_checkpoint
 
 pytest.importorskip("peft")
 
@@ -30,5 +36,63 @@ def test_lora_grpo_trains_adapters_and_saves_a_plain_merged_checkpoint(tmp_path,
 def test_lora_config_errors(tmp_path, capsys):
     recipe = str(REPO / "recipes" / "zero-tiny.toml")
     assert main(["run", recipe, "--out", str(tmp_path / "a"), "--set", "stages.zero.lora_rank=4",
-                 "--set", "stages.zero.save_every=10"]) == 2
-    assert "not supported with LoRA" in capsys.readouterr().err
+                 "--set", 'stages.zero.distributed="fsdp"']) == 2
+    assert "fsdp with LoRA is not supported" in capsys.readouterr().err
+
+
+def _lora_model(rank: int, targets=("q_proj", "v_proj")):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64))
+    cfg = GRPOConfig(lora_rank=rank, lora_target_modules=list(targets))
+    return apply_lora(model, cfg)
+
+
+def test_lora_checkpoint_round_trip_and_mismatched_settings(tmp_path):
+    """save_checkpoint writes the adapters (not the model) and load_adapters reads them back
+    exactly; adapters saved with other LoRA settings, or a checkpoint saved without LoRA, stop
+    the resume with a message that says why."""
+    peft_model, policy = _lora_model(4)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if p.requires_grad:
+                p.normal_()
+    ref = copy.deepcopy(policy)
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad])
+    tok = _tokenizer()
+    ckpt = save_checkpoint(tmp_path, 3, policy, tok, opt, ref, {"step": 3}, 2, lora=peft_model)
+    assert (ckpt / "adapter_config.json").is_file() and not (ckpt / "model.safetensors").exists()
+    saved_ref = torch.load(ckpt / "trainer_state.pt", weights_only=True)["ref"]
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    assert set(saved_ref) == trainable and all("lora_" in n for n in trainable)
+
+    fresh_peft, fresh = _lora_model(4)
+    load_adapters(fresh_peft, ckpt, "cpu")
+    a, b = policy.state_dict(), fresh.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # and peft itself loads the checkpoint onto the input model, with the same outputs
+    from peft import PeftModel
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(fresh.config)
+    loaded = PeftModel.from_pretrained(base, ckpt).eval()
+    ids = torch.tensor([[3, 5, 7, 9]])
+    torch.testing.assert_close(loaded(ids).logits, policy.eval()(ids).logits)
+
+    with pytest.raises(R1kitError, match="does not fit this model's LoRA adapters"):
+        load_adapters(_lora_model(8)[0], ckpt, "cpu")  # another rank
+    with pytest.raises(R1kitError, match="adapter weights this model lacks"):
+        load_adapters(_lora_model(4, ("q_proj",))[0], ckpt, "cpu")  # fewer target modules
+    plain = save_checkpoint(tmp_path / "plain", 1, ref, tok, opt, None, {"step": 1}, 2)
+    with pytest.raises(R1kitError, match="saved without LoRA"):
+        load_adapters(_lora_model(4)[0], plain, "cpu")
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(40)}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, "t0")))

@@ -49,7 +49,7 @@ from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
 from r1kit.eval.core import decode_responses, evaluate
 from r1kit.lean import padded_places
-from r1kit.models import load_model, load_tokenizer, save_model, stop_token_ids
+from r1kit.models import load_model, load_tokenizer, quiet_loading, save_model, stop_token_ids
 from r1kit.packing import pack
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
 from r1kit.rewards.custom import FunctionReward, load_function
@@ -643,9 +643,15 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         # the same command after an interruption: continue from the last checkpoint, exactly
         # (sampling and shuffling are seeded by the step, so only this state is needed)
         state = torch.load(resume / "trainer_state.pt", map_location=ctx.device, weights_only=True)
-        distributed.load_full_state(policy, load_model(resume, ctx.device, ctx.dtype).state_dict())
+        if lora is not None:
+            load_adapters(lora, resume, ctx.device)
+        else:
+            distributed.load_full_state(policy,
+                                        load_model(resume, ctx.device, ctx.dtype).state_dict())
         distributed.load_optimizer_state(policy, opt, state["optimizer"])
-        if ref is not None:
+        if ref is not None and lora is not None:
+            _load_trainable(ref, state["ref"], resume)
+        elif ref is not None:
             distributed.load_full_state(ref, state["ref"])
         start, updates[0], evals = state["step"], state["updates"], list(state["evals"])
         ctx.print(f"[{ctx.name}] resuming from {resume} (step {start} of {cfg.steps})")
@@ -765,7 +771,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
             save_checkpoint(ctx.stage_dir, done, policy, tokenizer, opt, ref,
                             {"step": done, "updates": updates[0], "evals": evals},
-                            cfg.keep_checkpoints)
+                            cfg.keep_checkpoints, lora=lora)
         if out_of_time and done < cfg.steps:
             ctx.print(f"[{ctx.name}] max_seconds = {cfg.max_seconds:g} reached after {done} steps")
             break
@@ -884,10 +890,15 @@ def latest_checkpoint(stage_dir: Path) -> Path | None:
 
 
 def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, state: dict,
-                    keep: int) -> Path:
+                    keep: int, lora=None) -> Path:
     """checkpoints/step-N: the policy as a Hugging Face checkpoint plus trainer_state.pt
     (optimizer, reference model, counters). Written under a temporary name and renamed, so a
     crash mid-write leaves no half checkpoint; only the newest `keep` are kept.
+
+    With LoRA (`lora`: the peft model) the policy is written as a peft adapter directory
+    (adapter_config.json, adapter_model.safetensors: loadable with peft on top of the stage's
+    input model) and the reference as its adapter tensors alone: every other weight is the
+    stage's input model's and never changes.
 
     Under torchrun every rank calls it (sharded weights are gathered to rank 0, a collective);
     rank 0 alone writes, and the others wait until it has."""
@@ -901,16 +912,67 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
         for d in (tmp, final):
             if d.exists():
                 shutil.rmtree(d)
-        save_model(policy, tokenizer, tmp, state_dict=weights)
+        if lora is not None:
+            tmp.mkdir(parents=True)
+            with quiet_loading():
+                lora.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+            ref_state = _trainable_state(ref, policy) if ref is not None else None
+        else:
+            save_model(policy, tokenizer, tmp, state_dict=weights)
+        if ref is not None and ref_state is None:
+            ref_state = ref.state_dict()
         torch.save({**state, "optimizer": optim if sharded else opt.state_dict(),
-                    "ref": (ref_state if sharded else ref.state_dict()) if ref is not None
-                    else None}, tmp / "trainer_state.pt")
+                    "ref": ref_state}, tmp / "trainer_state.pt")
         os.replace(tmp, final)
         old = sorted((int(d.name[5:]), d) for d in root.glob("step-*") if d.name[5:].isdigit())
         for _, d in old[:-keep] if keep > 0 else []:
             shutil.rmtree(d)
     distributed.wait_for_main()
     return final
+
+
+def _trainable_state(model, like) -> dict:
+    """model's tensors under the names of `like`'s trainable parameters (with LoRA: the
+    adapters; `model` may be `like` itself or a copy of it, such as the reference)."""
+    names = {n for n, p in like.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k in names}
+
+
+def _load_trainable(model, tensors: dict, where: Path) -> None:
+    """Load the tensors _trainable_state saved; every one must fit a tensor of the model."""
+    _checked_adapter_load(lambda: model.load_state_dict(tensors, strict=False), where)
+
+
+def load_adapters(peft_model, directory: Path, device) -> None:
+    """The LoRA adapters of a checkpoint written by save_checkpoint, into `peft_model`."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = directory / "adapter_model.safetensors"
+    if not path.is_file():
+        raise R1kitError(f"the checkpoint {directory} has no LoRA adapters "
+                         "(adapter_model.safetensors): it was saved without LoRA",
+                         "resume with lora_rank = 0, or delete its checkpoints directory to "
+                         "start over")
+    _checked_adapter_load(
+        lambda: set_peft_model_state_dict(peft_model, load_file(path, device=str(device))),
+        directory)
+
+
+def _checked_adapter_load(load, where: Path) -> None:
+    """Run load() (returning missing and unexpected keys); adapters that do not fit the model
+    (other LoRA settings than the checkpoint's) become an error that says so."""
+    hint = ("resume with the lora_rank and lora_target_modules it was saved with, or delete "
+            "its checkpoints directory to start over")
+    try:
+        unexpected = load().unexpected_keys
+    except RuntimeError as exc:  # a shape mismatch
+        raise R1kitError(f"the checkpoint {where} does not fit this model's LoRA adapters "
+                         f"({str(exc).strip().splitlines()[-1].strip()})", hint) from exc
+    if unexpected:
+        raise R1kitError(f"the checkpoint {where} has adapter weights this model lacks: "
+                         f"{sorted(unexpected)[:3]}", hint)
 
 
 class _progress:
