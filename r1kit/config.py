@@ -601,24 +601,35 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
 def _check_data_files(cfg, where: str) -> None:
     """Read a stage's own data files now, so that a malformed row stops the run before any
     stage has started (the error names file, line and field)."""
-    from r1kit.tasks.math import read_rows
+    from r1kit.tasks.math import read_rows, reference_text
 
-    def need(path: str, fields: tuple[str, ...]) -> None:
+    def need(path: str, fields: tuple[str, ...], answer: str | None = None) -> None:
         for n, row in read_rows(path):
             for name in fields:
                 if name not in row:
                     _fail(f"{where}: {path}:{n}", f"no field {name!r}",
                           f"the row's fields are {', '.join(map(str, row)) or 'none'}")
                 if not isinstance(row[name], (str, int, float)) or isinstance(row[name], bool):
-                    _fail(f"{where}: {path}:{n}", f"field {name!r} is a "
-                          f"{type(row[name]).__name__}, not text or a number")
+                    _fail(f"{where}: {path}:{n}", f"field {name!r} is "
+                          f"{'null' if row[name] is None else 'a ' + type(row[name]).__name__}"
+                          ", not text or a number")
+            if answer is not None and not reference_text(row[answer]):
+                _fail(f"{where}: {path}:{n}", f"field {answer!r} holds no answer "
+                      f"({row[answer]!r})", "every row needs a reference answer; drop the rows "
+                      "without one")
 
     if getattr(cfg, "task", None) == "math":
         for fname in ("train_file", "test_file"):
             if getattr(cfg, fname, ""):
-                need(getattr(cfg, fname), (cfg.question_field, cfg.answer_field))
+                need(getattr(cfg, fname), (cfg.question_field, cfg.answer_field),
+                     cfg.answer_field)
     if isinstance(cfg, SFTConfig) and Path(cfg.data).is_file():
         need(cfg.data, (cfg.prompt_field, cfg.response_field))
+    if isinstance(cfg, RewardModelConfig) and cfg.data == "file":
+        from r1kit.stages.reward_model import read_reward_rows
+
+        for path in (cfg.train_file, cfg.test_file):
+            read_reward_rows(path, cfg.objective)
 
 
 # fields that name a checkpoint: an earlier stage or a directory
@@ -659,6 +670,9 @@ def check_inputs(recipe: Recipe) -> None:
             files.append("general_data")
         for fname in files:
             value = getattr(cfg, fname, "")
+            if value and Path(value).is_dir():
+                _fail(f"{where}.{fname}", f"{value!r} is a directory, not a data file",
+                      "give one .jsonl or .parquet file (join shards into one first)")
             if value and not Path(value).is_file():
                 _fail(f"{where}.{fname}", f"file {value!r} not found")
         _check_data_files(cfg, where)

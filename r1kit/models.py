@@ -78,16 +78,35 @@ def build_tiny_model(vocab_size: int, hidden: int, layers: int, heads: int, inte
     return LlamaForCausalLM(config)
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def resolve_device(name: str) -> torch.device:
+    """"auto" (CUDA when there is a GPU, else the CPU) or a torch device name that this
+    machine has; anything else is an error that says what there is."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise R1kitError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise R1kitError(f"device {name!r}: this machine has no CUDA GPU (or this torch "
+                             f"build has no CUDA: {torch.__version__})",
+                             "use device auto or cpu, or install a CUDA build of torch")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise R1kitError(f"device {name!r}: this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s)", "use cuda:0 .. cuda:N-1, or auto")
+    return device
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    if name not in DTYPES:
+        raise R1kitError(f"unknown dtype {name!r}", f"use auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
@@ -102,9 +121,17 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
         raise R1kitError(f"{str(p)!r} has no config.json: it is not a Hugging Face checkpoint",
                          "save the model with save_pretrained() or give another directory")
     try:
-        archs = json.loads(cfg.read_text()).get("architectures") or []
+        config = json.loads(cfg.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise R1kitError(f"{cfg}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or not (config.get("model_type")
+                                            or config.get("architectures")):
+        inside = sorted(d.name for d in p.iterdir() if (d / "config.json").is_file())
+        raise R1kitError(f"{cfg} is not a model's configuration (no model_type)",
+                         f"a run directory? Its checkpoints are its stage directories: "
+                         f"{', '.join(str(p / d) for d in inside)}" if inside else
+                         "give a Hugging Face checkpoint directory")
+    archs = config.get("architectures") or []
     if kind == "reward":
         if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
             raise R1kitError(f"{str(p)!r} holds a {', '.join(archs)}, not a reward model",

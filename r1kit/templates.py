@@ -9,6 +9,8 @@ released R1 models force responses to begin with "<think>\\n").
 
 from __future__ import annotations
 
+from r1kit.errors import R1kitError
+
 R1_ZERO = (
     "A conversation between User and Assistant. The User asks a question, and the Assistant "
     "solves it. The Assistant first thinks about the reasoning process in the mind and then "
@@ -39,17 +41,16 @@ def render_prompt(question: str, template: str, tokenizer=None, prefill: str = "
         text = question
     elif template == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
-                "template = 'chat' needs a tokenizer with a chat template; "
-                "use template = 'r1-zero' for base models without one"
-            )
+            raise R1kitError("template = 'chat' needs a tokenizer with a chat template, and "
+                             "this model's tokenizer has none",
+                             "use template = 'r1-zero' for base models without one")
         messages = [
             {"role": "system", "content": R1_ZERO_SYSTEM},
             {"role": "user", "content": question},
         ]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
-        raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
+        raise R1kitError(f"unknown template {template!r}", f"valid: {', '.join(TEMPLATES)}")
     return text + prefill
 
 

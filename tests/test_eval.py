@@ -54,9 +54,12 @@ def test_majority_vote_groups_equivalent_answers():
 def test_mean_ci95():
     assert mean_ci95([]) == (0.0, 0.0)
     assert mean_ci95([0.5]) == (0.5, 0.5)
-    lo, hi = mean_ci95([0.0, 1.0, 0.0, 1.0])
-    half = 1.96 * math.sqrt(1 / 3) / 2
-    assert (lo, hi) == pytest.approx((0.5 - half, 0.5 + half))
+    values = [0.25, 0.75, 0.25, 0.75] * 4
+    half = 1.96 * math.sqrt(sum((v - 0.5) ** 2 for v in values) / 15) / 4
+    assert mean_ci95(values) == pytest.approx((0.5 - half, 0.5 + half))
+    # an interval of accuracies stays within [0, 1]: here mean 0.5 +- 0.566
+    assert mean_ci95([0.0, 1.0, 0.0, 1.0]) == (0.0, 1.0)
+    assert mean_ci95([0.0, 0.0, 0.0, 1.0])[0] == 0.0
 
 
 def test_reflective_words():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from conftest import MICRO_BASE, REPO, rows_without_timings
 from safetensors.torch import load_file
@@ -154,3 +155,108 @@ def test_a_model_directory_that_is_not_a_causal_lm(tmp_path, capsys):
     (model / "config.json").write_text('{"architectures": ["LlamaForSequenceClassification"]}')
     assert main(["eval", "--model", str(model), "--bench", "tiny"]) == 2
     assert "not a causal language model" in capsys.readouterr().err
+
+
+def test_bad_math_and_reward_model_data_stop_the_run_before_any_stage(tmp_path, capsys):
+    """Rows without a reference answer, an empty or unreadable parquet file, a directory, and a
+    reward-model label that is not true/false: each named before any stage runs."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"q": "1+1", "a": 2}\n')
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"q": pa.array([], pa.string()), "a": pa.array([], pa.string())}),
+                   empty)
+    fake = tmp_path / "fake.parquet"
+    fake.write_text('{"q": "1+1", "a": 2}\n')
+    math_cases = [
+        ('{"q": "1+1", "a": 2}\n{"q": "2+2", "a": null}\n', ["rows.jsonl:2", "'a' is null"]),
+        ('{"q": "1+1", "a": ""}\n', ["rows.jsonl:1", "no answer"]),
+        ('{"q": "1+1", "a": NaN}\n', ["rows.jsonl:1", "no answer"]),
+        (empty, ["empty.parquet", "no rows"]),
+        (fake, ["fake.parquet", "not a readable parquet file"]),
+        (tmp_path, ["is a directory"]),
+    ]
+    for content, expected in math_cases:
+        if isinstance(content, str):
+            path = tmp_path / "rows.jsonl"
+            path.write_text(content)
+        else:
+            path = content
+        recipe = tmp_path / "r.toml"
+        recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.zero]\nkind = "grpo"\n'
+                          f'model = "base"\ntask = "math"\ntrain_file = "{path}"\n'
+                          f'test_file = "{good}"\nquestion_field = "q"\nanswer_field = "a"\n')
+        out = tmp_path / "run"
+        assert main(["run", str(recipe), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert all(e in err for e in expected), (expected, err)
+        assert "Traceback" not in err and not out.exists()
+
+    rm_cases = [
+        ('{"prompt": "p", "response": "r", "safe": "false"}\n', ["rm.jsonl:1", "'safe'", "false"]),
+        ('{"prompt": "p", "response": null, "safe": true}\n', ["rm.jsonl:1", "'response'", "null"]),
+    ]
+    for content, expected in rm_cases:
+        path = tmp_path / "rm.jsonl"
+        path.write_text(content)
+        recipe = tmp_path / "r.toml"
+        recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.safety]\n'
+                          'kind = "reward_model"\nmodel = "base"\nobjective = "pointwise"\n'
+                          f'data = "file"\ntrain_file = "{path}"\ntest_file = "{path}"\n')
+        out = tmp_path / "run"
+        assert main(["run", str(recipe), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert all(e in err for e in expected), (expected, err)
+        assert "Traceback" not in err and not out.exists()
+
+
+def test_reference_answers_read_as_the_numbers_they_are(tmp_path):
+    """GSM8K's '#### 72', floats that str() would write with an exponent, a byte order mark."""
+    from r1kit.tasks.math import MathTask, math_equal
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"question": "a", "answer": "#### 72"}\n'
+                     b'{"question": "b", "answer": 0.00005}\n'
+                     b'{"question": "c", "answer": 1e16}\n')
+    answers = [e.answer for e in MathTask("t", path).train_examples()]
+    assert answers == ["72", "0.00005", "10000000000000000"]
+    assert all(math_equal(a, r) for a, r in zip(["72", "0.00005", "10^16"], answers))
+
+
+def test_eval_command_input_errors_name_the_problem(tmp_path, capsys):
+    """A run directory given as the model, an unknown device or dtype, CUDA on a machine
+    without it: exit status 2 and a message, no traceback."""
+    run = tmp_path / "run"
+    (run / "zero").mkdir(parents=True)
+    (run / "config.json").write_text('{"run": {}, "stages": {}}')
+    (run / "zero" / "config.json").write_text('{"model_type": "llama"}')
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(
+        '{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
+    cases = [
+        (["--model", str(run)], ["no model_type", str(run / "zero")]),
+        (["--model", str(model), "--device", "gpu"], ["unknown device 'gpu'"]),
+        (["--model", str(model), "--dtype", "fp16"], ["unknown dtype 'fp16'", "bfloat16"]),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--model", str(model), "--device", "cuda"], ["no CUDA GPU"]))
+    for args, expected in cases:
+        assert main(["eval", "--bench", "tiny", *args]) == 2
+        err = capsys.readouterr().err
+        assert all(e in err for e in expected), (expected, err)
+        assert "Traceback" not in err
+
+
+def test_a_custom_reward_that_returns_no_scores_is_an_error():
+    from r1kit.errors import R1kitError
+    from r1kit.rewards.custom import FunctionReward
+    from r1kit.tasks.base import Example
+
+    examples = [Example(question="q", answer="1")] * 2
+    for returned, expected in [(None, "NoneType, not a list"), ([1.0, None], "None among")]:
+        reward = FunctionReward(lambda completions, prompts, answer, r=returned: r)
+        with pytest.raises(R1kitError, match=expected):
+            reward.score(["a", "b"], examples)

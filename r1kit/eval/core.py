@@ -59,7 +59,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:
     """Normal-approximation 95% interval of the mean over problems (mean +- 1.96 standard
-    errors, sample standard deviation); the mean itself when there is one value."""
+    errors, sample standard deviation), cut to [0, 1] (the values are per-problem
+    accuracies); the mean itself when there is one value."""
     n = len(values)
     if n == 0:
         return (0.0, 0.0)
@@ -68,7 +69,7 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
         return (mean, mean)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = 1.96 * sd / math.sqrt(n)
-    return (mean - half, mean + half)
+    return (max(0.0, mean - half), min(1.0, mean + half))
 
 
 @dataclass

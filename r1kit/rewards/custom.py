@@ -52,13 +52,21 @@ class FunctionReward:
     def score(self, responses: list[str], examples: list[Example]) -> list[tuple[float, dict]]:
         scores = self.fn(completions=responses, prompts=[e.question for e in examples],
                          answer=[e.answer for e in examples])
-        scores = list(scores)
+        try:
+            scores = list(scores)
+        except TypeError as exc:  # None, a single number
+            raise R1kitError(f"reward_function returned {type(scores).__name__}, not a list of "
+                             "scores", "return one float per completion") from exc
         if len(scores) != len(responses):
             raise R1kitError(f"reward_function returned {len(scores)} scores for "
                              f"{len(responses)} completions")
         out = []
         for s in scores:
-            s = float(s)
+            try:
+                s = float(s)
+            except (TypeError, ValueError) as exc:
+                raise R1kitError(f"reward_function returned {s!r} among its scores",
+                                 "return one float per completion") from exc
             if not math.isfinite(s):
                 raise R1kitError(f"reward_function returned {s}", "return finite floats")
             out.append((s, {"custom": s}))

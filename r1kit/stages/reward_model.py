@@ -51,17 +51,31 @@ def _rows(cfg: RewardModelConfig, seed: int) -> tuple[list[dict], list[dict]]:
     if cfg.data == "tiny":
         make = general.helpful_pairs if cfg.objective == "pairwise" else general.safety_rows
         return general.split(make(cfg.train_rows + cfg.test_rows, seed), cfg.test_rows)
-    out = []
-    for path in (cfg.train_file, cfg.test_file):
-        rows = []
-        for n, row in read_rows(path):
-            for field in FIELDS[cfg.objective]:
-                if field not in row:
-                    raise R1kitError(f"{path}:{n}: no field {field!r}",
-                                     f"{cfg.objective} rows need {', '.join(FIELDS[cfg.objective])}")
-            rows.append(row)
-        out.append(rows)
-    return out[0], out[1]
+    return (read_reward_rows(cfg.train_file, cfg.objective),
+            read_reward_rows(cfg.test_file, cfg.objective))
+
+
+def read_reward_rows(path, objective: str) -> list[dict]:
+    """The rows of a reward-model data file, checked: every field of the objective present,
+    texts as text, `safe` true or false (or 1 or 0: a string such as "false" is an error, not
+    a true value)."""
+    rows = []
+    for n, row in read_rows(path):
+        for field in FIELDS[objective]:
+            if field not in row:
+                raise R1kitError(f"{path}:{n}: no field {field!r}",
+                                 f"{objective} rows need {', '.join(FIELDS[objective])}")
+            value = row[field]
+            if field == "safe":
+                if not (isinstance(value, bool)
+                        or (isinstance(value, (int, float)) and value in (0, 1))):
+                    raise R1kitError(f"{path}:{n}: field 'safe' is {value!r}",
+                                     "use true or false (or 1 or 0)")
+            elif not isinstance(value, str):
+                raise R1kitError(f"{path}:{n}: field {field!r} is "
+                                 f"{'null' if value is None else type(value).__name__}, not text")
+        rows.append(row)
+    return rows
 
 
 def score_texts(model, tokenizer, texts: list[str]) -> torch.Tensor:

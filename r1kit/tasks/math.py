@@ -8,6 +8,8 @@ check runs in worker processes with a deadline (r1kit.rewards.math.MathVerifier)
 from __future__ import annotations
 
 import json
+import math
+from decimal import Decimal
 from pathlib import Path
 
 from r1kit.errors import R1kitError
@@ -20,12 +22,12 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     """(line number, row) for each non-blank line of a JSONL file; a missing or empty file,
     invalid UTF-8, invalid JSON, a line over MAX_LINE_BYTES or a line that is not an object is
     an error naming file and line."""
-    p = Path(path)
-    if not p.is_file():
-        raise R1kitError(f"file {str(p)!r} not found")
+    p = _data_file(path)
     rows = []
     with p.open("rb") as fh:
         for n, raw in enumerate(fh, 1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+                raw = raw[3:]
             if len(raw) > MAX_LINE_BYTES:
                 raise R1kitError(f"{p}:{n}: line of {len(raw):,} bytes, over the limit of "
                                  f"{MAX_LINE_BYTES:,}", "is the file really JSONL, one row per "
@@ -48,18 +50,47 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def read_rows(path: str | Path) -> list[tuple[int, dict]]:
-    """(line or row number, row) of a JSONL or parquet file."""
+def _data_file(path: str | Path) -> Path:
     p = Path(path)
-    if p.suffix == ".parquet":
-        if not p.is_file():
-            raise R1kitError(f"file {str(p)!r} not found")
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise R1kitError(f"{p}: reading parquet needs pyarrow", "pip install pyarrow") from exc
-        return list(enumerate(pq.read_table(p).to_pylist(), 1))
-    return read_jsonl(p)
+    if p.is_dir():
+        raise R1kitError(f"{str(p)!r} is a directory, not a data file",
+                         "give one .jsonl or .parquet file (join shards into one first)")
+    if not p.is_file():
+        raise R1kitError(f"file {str(p)!r} not found")
+    return p
+
+
+def read_rows(path: str | Path) -> list[tuple[int, dict]]:
+    """(line or row number, row) of a JSONL or parquet file; no rows is an error."""
+    p = Path(path)
+    if p.suffix.lower() != ".parquet":
+        return read_jsonl(p)
+    p = _data_file(p)
+    try:
+        import pyarrow
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise R1kitError(f"{p}: reading parquet needs pyarrow", "pip install pyarrow") from exc
+    try:
+        rows = pq.read_table(p).to_pylist()
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise R1kitError(f"{p}: not a readable parquet file ({exc})",
+                         "is it JSONL with a .parquet name? Name JSONL files .jsonl") from exc
+    if not rows:
+        raise R1kitError(f"{p}: no rows", "the file has no rows")
+    return list(enumerate(rows, 1))
+
+
+def reference_text(value) -> str:
+    """A reference answer from a data file as text that math-verify reads as the same number:
+    floats without an exponent (str(0.00005) is '5e-05', which parses as e - 5) and a
+    GSM8K-style leading '####' dropped; '' where there is no answer (None, NaN, blank)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    text = format(Decimal(repr(value)), "f") if isinstance(value, float) else str(value).strip()
+    if text.startswith("####"):
+        text = text[4:].strip()
+    return text
 
 
 def _examples(path, question_field: str, answer_field: str) -> list[Example]:
@@ -71,7 +102,12 @@ def _examples(path, question_field: str, answer_field: str) -> list[Example]:
                                  f"its fields are {', '.join(map(str, row))}; set question_field"
                                  " / answer_field to the right names")
         level = row.get("level")
-        out.append(Example(question=str(row[question_field]), answer=str(row[answer_field]),
+        answer = reference_text(row[answer_field])
+        if not answer:
+            raise R1kitError(f"{path}:{n}: field {answer_field!r} holds no answer "
+                             f"({row[answer_field]!r})",
+                             "every row needs a reference answer; drop the rows without one")
+        out.append(Example(question=str(row[question_field]), answer=answer,
                            level=level if isinstance(level, int) else None))
     return out
 
