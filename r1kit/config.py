@@ -332,8 +332,12 @@ class RewardModelConfig:
 def _check_task(cfg, where: str) -> None:
     if cfg.task not in ("arithmetic", "gsm8k", "math"):
         _fail(f"{where}.task", f"unknown task {cfg.task!r}", "use arithmetic, gsm8k or math")
-    if cfg.task == "math" and not cfg.train_file:
-        _fail(f"{where}.train_file", "task = 'math' needs a train_file (JSONL or parquet)")
+    if cfg.task == "math":
+        # an eval stage only evaluates: it needs the held-out file; the others train
+        need = "test_file" if cfg.kind == "eval" else "train_file"
+        if not getattr(cfg, need):
+            _fail(f"{where}.{need}", f"task = 'math' in a {cfg.kind} stage needs a {need} "
+                  "(JSONL or parquet)")
     if cfg.template not in TEMPLATES:
         _fail(f"{where}.template", f"unknown template {cfg.template!r}",
               f"use one of: {', '.join(TEMPLATES)}")
@@ -653,6 +657,10 @@ def check_inputs(recipe: Recipe) -> None:
                 _fail(f"{where}.{field_name}", f"{ref!r} is neither an earlier stage nor a "
                       f"directory", f"earlier stages: {', '.join(earlier) or 'none'}; or give a "
                       f"checkpoint path, e.g. --set {where}.{field_name}=/path/to/checkpoint")
+            if field_name in ("model", "models"):  # a causal LM checkpoint (config.json)
+                from r1kit.models import check_model_dir
+
+                check_model_dir(ref)
         model = getattr(cfg, "model", None)
         data = getattr(cfg, "data", "")
         if isinstance(cfg, SFTConfig):

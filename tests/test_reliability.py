@@ -260,3 +260,28 @@ def test_a_custom_reward_that_returns_no_scores_is_an_error():
         reward = FunctionReward(lambda completions, prompts, answer, r=returned: r)
         with pytest.raises(R1kitError, match=expected):
             reward.score(["a", "b"], examples)
+
+
+def test_math_task_files_and_names(tmp_path, capsys):
+    """An eval stage needs the held-out file (not a training file); the task is named after the
+    held-out file; task = 'gsm8k' on a file of another format says to use task = 'math'."""
+    from r1kit.config import EvalStageConfig, GRPOConfig
+    from r1kit.errors import R1kitError
+    from r1kit.tasks import make_task
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[stages.table]\nkind = "eval"\nmodels = ["{tmp_path}"]\ntask = "math"\n'
+                      f'train_file = "{tmp_path / "train.jsonl"}"\n')
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    assert "stages.table.test_file" in capsys.readouterr().err
+
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text('{"question": "1+1", "answer": "#### 2"}\n')
+    task = make_task(EvalStageConfig(task="math", test_file=str(held_out)), 0)
+    assert task.name == "held_out" and [e.answer for e in task.test_examples()] == ["2"]
+    assert task.train_examples() == []
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"question": "1+1", "answer": "2"}\n')
+    assert make_task(GRPOConfig(task="math", train_file=str(train)), 0).name == "train"
+    with pytest.raises(R1kitError, match="use task = 'math'"):
+        make_task(GRPOConfig(task="gsm8k", train_file=str(train)), 0)

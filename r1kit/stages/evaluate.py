@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from r1kit.config import EvalStageConfig
+from r1kit.errors import R1kitError
 from r1kit.eval.core import decode_responses, evaluate
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.rewards.combined import RewardModelScorer
@@ -74,6 +75,9 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
     test = task.test_examples(cfg.split)
     if cfg.limit:
         test = test[:cfg.limit]
+    if not test:
+        raise R1kitError(f"[{name}] the held-out set of task {cfg.task!r} is empty",
+                         "give the eval stage a test_file with rows")
     scorers = {kind: RewardModelScorer(path, device, dtype) for kind, path in reward_models.items()}
     table = []
     for ref, path in models.items():

@@ -24,8 +24,12 @@ def make_task(cfg, seed: int) -> Task:
             test_file=getattr(cfg, "test_file", "") or DATA_DIR / "gsm8k" / "test.jsonl",
             question_field="question",
             answer_field="final_answer",
+            fields_hint="task = 'gsm8k' reads the shipped format (question, final_answer); for "
+                        "other files use task = 'math' with question_field / answer_field",
         )
-    return MathTask(name=Path(cfg.train_file).stem, train_file=cfg.train_file,
+    # named after the held-out file where there is one: evaluations are on it
+    named = getattr(cfg, "test_file", "") or cfg.train_file
+    return MathTask(name=Path(named).stem, train_file=cfg.train_file,
                     test_file=getattr(cfg, "test_file", "") or None,
                     question_field=cfg.question_field,
                     answer_field=cfg.answer_field)

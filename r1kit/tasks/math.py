@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -83,24 +84,29 @@ def read_rows(path: str | Path) -> list[tuple[int, dict]]:
 
 def reference_text(value) -> str:
     """A reference answer from a data file as text that math-verify reads as the same number:
-    floats without an exponent (str(0.00005) is '5e-05', which parses as e - 5) and a
-    GSM8K-style leading '####' dropped; '' where there is no answer (None, NaN, blank)."""
+    floats without an exponent (str(0.00005) is '5e-05', which parses as e - 5); a GSM8K-style
+    solution ('... #### 1,080') cut to what follows its last '####', without thousands
+    separators; '' where there is no answer (None, NaN, blank)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     text = format(Decimal(repr(value)), "f") if isinstance(value, float) else str(value).strip()
-    if text.startswith("####"):
-        text = text[4:].strip()
+    if "####" in text:
+        text = _THOUSANDS.sub("", text.rsplit("####", 1)[1].strip())
     return text
 
 
-def _examples(path, question_field: str, answer_field: str) -> list[Example]:
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+def _examples(path, question_field: str, answer_field: str,
+              fields_hint: str = "set question_field / answer_field to the right names"
+              ) -> list[Example]:
     out = []
     for n, row in read_rows(path):
         for field in (question_field, answer_field):
             if field not in row:
                 raise R1kitError(f"{path}:{n}: no field {field!r}",
-                                 f"its fields are {', '.join(map(str, row))}; set question_field"
-                                 " / answer_field to the right names")
+                                 f"its fields are {', '.join(map(str, row))}; {fields_hint}")
         level = row.get("level")
         answer = reference_text(row[answer_field])
         if not answer:
@@ -123,10 +129,12 @@ def math_equal(answer: str, reference: str, timeout: float = 5.0) -> bool:
 
 class MathTask:
     def __init__(self, name: str, train_file, test_file=None, question_field: str = "question",
-                 answer_field: str = "answer"):
+                 answer_field: str = "answer", **hint):
         self.name = name
-        self._train = _examples(train_file, question_field, answer_field)
-        self._test = _examples(test_file, question_field, answer_field) if test_file else []
+        self._train = (_examples(train_file, question_field, answer_field, **hint) if train_file
+                       else [])
+        self._test = (_examples(test_file, question_field, answer_field, **hint) if test_file
+                      else [])
 
     def train_examples(self) -> list[Example]:
         return list(self._train)
