@@ -684,6 +684,10 @@ def check_inputs(recipe: Recipe) -> None:
             if value and not Path(value).is_file():
                 _fail(f"{where}.{fname}", f"file {value!r} not found")
         _check_data_files(cfg, where)
+        if getattr(cfg, "reward_function", ""):  # the file and function exist and import
+            from r1kit.rewards.custom import load_function
+
+            load_function(cfg.reward_function)
         source = recipe.stages.get(model) if model in earlier else None
         if (getattr(cfg, "task", None) == "arithmetic"
                 and isinstance(source, PretrainConfig) and source.world != cfg.world):

@@ -285,3 +285,13 @@ def test_math_task_files_and_names(tmp_path, capsys):
     assert make_task(GRPOConfig(task="math", train_file=str(train)), 0).name == "train"
     with pytest.raises(R1kitError, match="use task = 'math'"):
         make_task(GRPOConfig(task="gsm8k", train_file=str(train)), 0)
+
+
+def test_a_missing_reward_function_stops_the_run_before_any_stage(tmp_path, capsys):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.zero]\nkind = "grpo"\n'
+                      f'model = "base"\nreward_function = "{tmp_path / "missing.py"}:score"\n')
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no file" in err and "missing.py" in err and not out.exists()
