@@ -236,6 +236,9 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
     """The `score` command: check everything, score every row, then write the output."""
     reward = get_reward(name)
     settings = parse_settings(name, list(set_items))
+    if output_path is not None and output_path.is_dir():
+        raise R1kitError(f"--output {str(output_path)!r} is a directory",
+                         "give the path of the JSONL file to write")
     if output_path is not None and not output_path.parent.is_dir():
         raise R1kitError(f"output directory {str(output_path.parent)!r} does not exist")
     numbered = read_jsonl(input_path)

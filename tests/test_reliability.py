@@ -240,6 +240,7 @@ def test_eval_command_input_errors_name_the_problem(tmp_path, capsys):
         (["--model", str(run)], ["no model_type", str(run / "zero")]),
         (["--model", str(model), "--device", "gpu"], ["unknown device 'gpu'"]),
         (["--model", str(model), "--dtype", "fp16"], ["unknown dtype 'fp16'", "bfloat16"]),
+        (["--model", str(model), "--out", str(tmp_path)], ["is a directory"]),
     ]
     if not torch.cuda.is_available():
         cases.append((["--model", str(model), "--device", "cuda"], ["no CUDA GPU"]))

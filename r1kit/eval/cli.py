@@ -46,6 +46,9 @@ def _check(args) -> list[str]:
     if args.template not in ("auto", "r1-zero", "chat"):
         raise R1kitError(f"--template: unknown template {args.template!r}",
                          "use auto, r1-zero or chat")
+    if args.out and Path(args.out).is_dir():  # found now, not after the evaluation
+        raise R1kitError(f"--out {args.out!r} is a directory",
+                         "give the path of the JSON file to write, e.g. results.json")
     return names
 
 
