@@ -628,7 +628,9 @@ def _check_data_files(cfg, where: str) -> None:
                 need(getattr(cfg, fname), (cfg.question_field, cfg.answer_field),
                      cfg.answer_field)
     if isinstance(cfg, SFTConfig) and Path(cfg.data).is_file():
-        need(cfg.data, (cfg.prompt_field, cfg.response_field))
+        from r1kit.stages.sft import read_sft_rows  # the stage's own rule: both fields text
+
+        read_sft_rows(Path(cfg.data), cfg)
     if isinstance(cfg, RewardModelConfig) and cfg.data == "file":
         from r1kit.stages.reward_model import read_reward_rows
 

@@ -31,10 +31,14 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str, str]]:
     rows = []
     for n, row in read_rows(path):
         for name in (cfg.prompt_field, cfg.response_field):
-            if not isinstance(row.get(name), str):
-                raise R1kitError(f"{path}:{n}: no text field {name!r}",
-                                 f"SFT rows need {cfg.prompt_field!r} and {cfg.response_field!r}"
-                                 " (set prompt_field / response_field)")
+            value = row.get(name)
+            if not isinstance(value, str):
+                what = ("no field" if name not in row else
+                        f"{'null' if value is None else 'a ' + type(value).__name__}, not text, in"
+                        " field")
+                raise R1kitError(f"{path}:{n}: {what} {name!r}",
+                                 f"SFT rows need text in {cfg.prompt_field!r} and "
+                                 f"{cfg.response_field!r} (set prompt_field / response_field)")
         rows.append((row[cfg.prompt_field], row[cfg.response_field]))
     return rows
 
