@@ -172,6 +172,7 @@ class GRPOConfig:
     engine: str = "auto"  # auto (r1kit's lean forward where the model allows) | hf (transformers')
     cuda_graphs: bool = True  # on CUDA, the decode step replays a captured graph
     reward_function: str = ""  # "module:function" or "file.py:function": your own reward
+    disable_dropout: bool = True  # the on-policy ratio is 1 only without dropout
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0

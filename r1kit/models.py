@@ -193,6 +193,24 @@ def save_model(model, tokenizer, path: str | os.PathLike, state_dict: dict | Non
         tokenizer.save_pretrained(path)
 
 
+def disable_dropout(model) -> None:
+    """Dropout off everywhere in `model`: its Dropout modules and the dropout rates that
+    attention modules keep as numbers (transformers' attention passes `attention_dropout` to
+    the kernel while training). In RL the policy that sampled and the policy being updated
+    must compute the same probabilities: with dropout the on-policy ratio is not 1."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "attn_dropout", "dropout", "dropout_p"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+    config = getattr(model, "config", None)
+    if config is not None:
+        for name, value in list(vars(config).items()):
+            if isinstance(value, float) and ("dropout" in name or name.endswith("_pdrop")):
+                setattr(config, name, 0.0)
+
+
 def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 

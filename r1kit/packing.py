@@ -9,6 +9,7 @@ log-probs equal those of the sequences run one by one.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -38,10 +39,13 @@ def first_fit(lengths: list[int], capacity: int) -> list[list[int]]:
     return bins
 
 
-def pack(seqs: list[list[int]], capacity: int, pad_id: int) -> Packed:
-    """Pack token sequences into rows of at most max(capacity, longest) tokens."""
+def pack(seqs: list[list[int]], capacity: int, pad_id: int, one_per_row: bool = False) -> Packed:
+    """Pack token sequences into rows of at most max(capacity, longest) tokens;
+    `one_per_row`: each sequence in a row of its own, right-padded (for models that do not
+    read restarting position ids as boundaries, see packs_safely)."""
     lengths = [len(s) for s in seqs]
-    bins = first_fit(lengths, max(capacity, max(lengths)))
+    bins = ([[i] for i in range(len(seqs))] if one_per_row
+            else first_fit(lengths, max(capacity, max(lengths))))
     width = max(sum(lengths[i] for i in b) for b in bins)
     ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
     pos = torch.zeros((len(bins), width), dtype=torch.long)
@@ -56,3 +60,31 @@ def pack(seqs: list[list[int]], capacity: int, pad_id: int) -> Packed:
             at += n
         pos[r, at:] = torch.arange(width - at)  # the padding tail is a sequence of its own
     return Packed(ids, pos, spans)
+
+
+_SAFE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def packs_safely(model) -> bool:
+    """Whether `model` keeps packed sequences apart (reads the restarting position ids as
+    boundaries). Most transformers models do; some (OPT, Bloom) let a sequence attend to the
+    ones before it in its row. Checked once per model: the logits of one sequence after two
+    different sequences in the same row must not differ (any difference counts, so rounding
+    noise can only make a model that packs safely run one sequence per row: slower, never
+    wrong)."""
+    if model in _SAFE:
+        return _SAFE[model]
+    device = next(model.parameters()).device
+    tail = [5, 6, 7, 8]
+    rows = torch.tensor([[1, 2, 3, 4, 1, 2] + tail, [9, 3, 9, 3, 9, 3] + tail], device=device)
+    pos = torch.tensor([list(range(6)) + list(range(4))] * 2, device=device)
+    was = model.training
+    model.eval()
+    try:
+        logits = model(input_ids=rows, position_ids=pos, use_cache=False).logits[:, 6:].float()
+    finally:
+        model.train(was)
+    scale = float(logits.abs().max()) + 1.0
+    _SAFE[model] = bool((logits[0] - logits[1]).abs().max() <= 1e-5 * scale)
+    return _SAFE[model]

@@ -176,6 +176,9 @@ def test_existing_model_directory_is_accepted(tmp_path: Path) -> None:
     data = {"stages": {"zero": {"kind": "grpo", "model": str(tmp_path), "group_size": 4,
                                 "rollout_batch_size": 16, "num_minibatches": 2}}}
     recipe = recipe_from_dict(data)
+    with pytest.raises(R1kitError, match="no config.json"):  # a directory, not a checkpoint
+        _check_inputs(recipe)
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     _check_inputs(recipe)
     assert recipe.stages["zero"].model == str(tmp_path)
 

@@ -174,3 +174,66 @@ def test_cpu_sampling_draws_from_the_softmax_and_never_a_banned_token(top_p, wit
     again, _ = sample_tokens(logits, 0.7, top_p, torch.Generator().manual_seed(0),
                              banned=banned, with_logprobs=with_logprobs)
     assert torch.equal(tokens, again)
+
+
+def test_models_that_let_packed_sequences_mix_get_one_sequence_per_row():
+    """OPT lets a packed sequence attend to the ones before it in its row; the check finds
+    that, and the training pass's log-probs then equal each sequence run alone."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from r1kit.packing import packs_safely
+    from r1kit.stages.grpo import completion_logprobs
+
+    torch.manual_seed(0)
+    opt = OPTForCausalLM(OPTConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2,
+                                   ffn_dim=64, num_attention_heads=4, word_embed_proj_dim=32,
+                                   max_position_embeddings=64, dropout=0.0)).eval()
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=4, intermediate_size=64)).eval()
+    assert not packs_safely(opt) and packs_safely(llama)
+    prompts, completions = [[3, 4], [5], [6, 7, 8]], [[9, 10, 11], [12, 13], [14]]
+    lp, _ = completion_logprobs(opt, prompts, completions, 1.0, 3, PAD)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        logits = opt(input_ids=torch.tensor([p + c]), use_cache=False).logits[0].float()
+        alone = torch.log_softmax(logits, -1)[len(p) - 1:-1].gather(
+            -1, torch.tensor(c)[:, None]).squeeze(-1)
+        torch.testing.assert_close(lp[i, :len(c)], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_disable_dropout_makes_training_mode_deterministic():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from r1kit.models import disable_dropout
+
+    torch.manual_seed(0)
+    models = [GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=32, n_layer=2, n_head=4,
+                                         n_positions=64, resid_pdrop=0.3, embd_pdrop=0.3,
+                                         attn_pdrop=0.3)),
+              LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2,
+                                           num_attention_heads=4, intermediate_size=64,
+                                           attention_dropout=0.5))]
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    for model in models:
+        model.train()
+        assert not torch.equal(model(ids).logits, model(ids).logits)  # dropout is on
+        disable_dropout(model)
+        assert torch.equal(model(ids).logits, model(ids).logits)
+        assert torch.equal(model(ids).logits, model.eval()(ids).logits)
+
+
+def test_chunked_output_layer_is_left_out_where_the_logits_are_rescaled():
+    """Granite divides the output layer's logits by logits_scaling: the chunked path (which
+    applies the output layer itself) must not be taken, so chunked equals full logits."""
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    from r1kit.stages.grpo import completion_logprobs
+
+    torch.manual_seed(0)
+    model = GraniteForCausalLM(GraniteConfig(
+        vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, logits_scaling=8.0)).eval()
+    prompts, completions = [[3, 4], [5]], [[9, 10, 11], [12, 13]]
+    full, _ = completion_logprobs(model, prompts, completions, 1.0, 3, PAD, chunk_tokens=0)
+    chunked, _ = completion_logprobs(model, prompts, completions, 1.0, 3, PAD, chunk_tokens=2)
+    torch.testing.assert_close(chunked, full)

@@ -49,8 +49,15 @@ from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
 from r1kit.eval.core import decode_responses, evaluate
 from r1kit.lean import padded_places
-from r1kit.models import load_model, load_tokenizer, quiet_loading, save_model, stop_token_ids
-from r1kit.packing import pack
+from r1kit.models import (
+    disable_dropout,
+    load_model,
+    load_tokenizer,
+    quiet_loading,
+    save_model,
+    stop_token_ids,
+)
+from r1kit.packing import pack, packs_safely
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
 from r1kit.rewards.custom import FunctionReward, load_function
 from r1kit.rollout import Rollouts, generate
@@ -125,7 +132,8 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
         return _head_logprobs(hidden.flatten(0, 1), where, lean.head, temperature,
                               with_entropy, chunk_tokens)
     seqs = [p + c for p, c in zip(prompts, completions)]
-    packed = pack(seqs, capacity=max(len(s) for s in seqs) * 4, pad_id=pad_id)
+    packed = pack(seqs, capacity=max(len(s) for s in seqs) * 4, pad_id=pad_id,
+                  one_per_row=not packs_safely(model))
     ids = to_device(packed.input_ids, device)
     positions = to_device(packed.position_ids, device)
     rows, cols, valid = _completion_index(packed.spans, prompts, completions, width)
@@ -333,6 +341,8 @@ def _body_and_head(model):
     if not isinstance(head, torch.nn.Linear) or body is None or body is model:
         return None
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None
+    if getattr(config, "logits_scaling", 1.0) not in (None, 1, 1.0):  # Granite: logits / s
         return None
     return body, head
 
@@ -564,6 +574,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     tokenizer = load_tokenizer(model_path)
     policy = load_model(model_path, ctx.device, ctx.dtype)
     policy.config.use_cache = False  # the training pass needs no cache; generation makes its own
+    if cfg.disable_dropout:
+        disable_dropout(policy)
     lora = None
     if cfg.lora_rank:
         lora, policy = apply_lora(policy, cfg)

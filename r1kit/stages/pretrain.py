@@ -53,9 +53,10 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int
     return [(p, r + [eos]) for p, r in zip(prompts, responses)]
 
 
-def packed_batch(batch: list[tuple[list[int], list[int]]], pad_id: int, capacity: int):
+def packed_batch(batch: list[tuple[list[int], list[int]]], pad_id: int, capacity: int,
+                 one_per_row: bool = False):
     """Packed input ids, position ids and labels (-100 on prompts and padding)."""
-    packed = pack([p + r for p, r in batch], capacity, pad_id)
+    packed = pack([p + r for p, r in batch], capacity, pad_id, one_per_row)
     labels = torch.full_like(packed.input_ids, -100)
     for (p, r), (row, start, n) in zip(batch, packed.spans):
         labels[row, start + len(p):start + n] = torch.tensor(r)

@@ -22,6 +22,7 @@ import torch
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
 from r1kit.models import load_model, load_tokenizer, save_model
+from r1kit.packing import packs_safely
 from r1kit.stages.pretrain import cosine_lr, packed_batch
 from r1kit.tasks.math import read_rows
 from r1kit.templates import encode_prompt
@@ -90,7 +91,8 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         for i in range(0, len(batch), cfg.micro_batch_size):
             micro = batch[i:i + cfg.micro_batch_size]
             ids, pos, labels = packed_batch(micro, tokenizer.pad_token_id,
-                                            max(len(p) + len(r) for p, r in micro))
+                                            max(len(p) + len(r) for p, r in micro),
+                                            one_per_row=not packs_safely(model))
             logits = model(input_ids=ids.to(device), position_ids=pos.to(device),
                            use_cache=False).logits.float()
             labels = labels.to(device)
