@@ -600,6 +600,11 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
         cfg = build(STAGE_KINDS[kind], table, where)
         cfg.validate(where)
         stages[name] = cfg
+    trains = [name for name, cfg in stages.items() if cfg.kind not in ("eval", "sample")]
+    if run.dtype == "float16" and trains:
+        _fail("run.dtype", f"float16 weights cannot be trained here (stages {', '.join(trains)}):"
+              " the optimizer would work in float16 without loss scaling, and the weights "
+              "turn to NaN", "use bfloat16 (GPUs from Ampere on) or float32")
     return Recipe(run=run, stages=stages, source=source)
 
 

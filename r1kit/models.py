@@ -109,6 +109,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+# any of these makes a directory loadable by AutoTokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
     """A clear error unless `path` is a Hugging Face checkpoint directory of a causal LM
     (`kind="causal"`) or of a reward model with a scalar head (`kind="reward"`)."""
@@ -131,6 +135,10 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
                          f"a run directory? Its checkpoints are its stage directories: "
                          f"{', '.join(str(p / d) for d in inside)}" if inside else
                          "give a Hugging Face checkpoint directory")
+    if config.get("auto_map") and kind == "causal":
+        raise R1kitError(f"{str(p)!r} needs its own model code (auto_map in config.json), which "
+                         "r1kit does not run", "use a checkpoint of an architecture that "
+                         "transformers implements")
     archs = config.get("architectures") or []
     if kind == "reward":
         if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
@@ -138,6 +146,9 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
                              "train one with a reward_model stage and name that stage")
     elif archs and not any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
         raise R1kitError(f"{str(p)!r} holds a {', '.join(archs)}, not a causal language model")
+    if kind == "causal" and not any((p / f).is_file() for f in TOKENIZER_FILES):
+        raise R1kitError(f"{str(p)!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)})",
+                         "save the tokenizer next to the model (tokenizer.save_pretrained)")
     return p
 
 
@@ -159,6 +170,11 @@ def load_tokenizer(path: str | os.PathLike):
     cls = PreTrainedTokenizerFast if generic else AutoTokenizer
     tok = cls.from_pretrained(str(path))
     if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise R1kitError(f"the tokenizer of {str(path)!r} has neither an end-of-sequence "
+                             "nor a padding token",
+                             "set eos_token (and pad_token) in its tokenizer_config.json: "
+                             "sampling stops at the end-of-sequence token")
         tok.pad_token = tok.eos_token
     return tok
 

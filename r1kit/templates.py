@@ -44,11 +44,19 @@ def render_prompt(question: str, template: str, tokenizer=None, prefill: str = "
             raise R1kitError("template = 'chat' needs a tokenizer with a chat template, and "
                              "this model's tokenizer has none",
                              "use template = 'r1-zero' for base models without one")
+        from jinja2 import TemplateError
+
         messages = [
             {"role": "system", "content": R1_ZERO_SYSTEM},
             {"role": "user", "content": question},
         ]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                                 add_generation_prompt=True)
+        except TemplateError:  # templates without a system turn (Gemma's) raise on one
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": f"{R1_ZERO_SYSTEM}\n\n{question}"}],
+                tokenize=False, add_generation_prompt=True)
     else:
         raise R1kitError(f"unknown template {template!r}", f"valid: {', '.join(TEMPLATES)}")
     return text + prefill

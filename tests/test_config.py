@@ -179,6 +179,7 @@ def test_existing_model_directory_is_accepted(tmp_path: Path) -> None:
     with pytest.raises(R1kitError, match="no config.json"):  # a directory, not a checkpoint
         _check_inputs(recipe)
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "tokenizer.json").write_text("{}")
     _check_inputs(recipe)
     assert recipe.stages["zero"].model == str(tmp_path)
 
@@ -314,3 +315,14 @@ def test_rl_world_must_match_the_pretrained_world(tmp_path) -> None:
         check_inputs(recipe)
     check_inputs(load_recipe(ZERO_TINY, ["stages.base.world.max_value=30",
                                          "stages.zero.world.max_value=30"]))
+
+
+def test_float16_training_is_refused() -> None:
+    data = tomllib.loads(ZERO_TINY.read_text())
+    data["run"]["dtype"] = "float16"
+    with pytest.raises(R1kitError, match="float16 weights cannot be trained") as info:
+        recipe_from_dict(copy.deepcopy(data))
+    assert "bfloat16" in str(info.value)
+    evaluation = {"run": {"dtype": "float16"},
+                  "stages": {"table": {"kind": "eval", "models": ["/m"], "task": "arithmetic"}}}
+    assert recipe_from_dict(evaluation).run.dtype == "float16"  # evaluation alone is fine

@@ -237,7 +237,17 @@ def test_eval_command_input_errors_name_the_problem(tmp_path, capsys):
     model.mkdir()
     (model / "config.json").write_text(
         '{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
+    bare = tmp_path / "bare"  # weights and config, no tokenizer
+    bare.mkdir()
+    (bare / "config.json").write_text((model / "config.json").read_text())
+    remote = tmp_path / "remote"  # a checkpoint that brings its own model code
+    remote.mkdir()
+    (remote / "config.json").write_text('{"model_type": "mine", "auto_map": '
+                                        '{"AutoModelForCausalLM": "modeling_mine.Mine"}}')
+    (model / "tokenizer_config.json").write_text("{}")
     cases = [
+        (["--model", str(bare)], ["no tokenizer files"]),
+        (["--model", str(remote)], ["auto_map", "own model code"]),
         (["--model", str(run)], ["no model_type", str(run / "zero")]),
         (["--model", str(model), "--device", "gpu"], ["unknown device 'gpu'"]),
         (["--model", str(model), "--dtype", "fp16"], ["unknown dtype 'fp16'", "bfloat16"]),
@@ -297,3 +307,22 @@ def test_a_missing_reward_function_stops_the_run_before_any_stage(tmp_path, caps
     assert main(["run", str(recipe), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "no file" in err and "missing.py" in err and not out.exists()
+
+
+def test_chat_templates_without_a_system_turn_get_the_instruction_in_the_user_turn():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from r1kit.errors import R1kitError
+    from r1kit.templates import R1_ZERO_SYSTEM, render_prompt
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0}, "a")))
+    tok.chat_template = (  # Gemma's rule: no system role
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}<model>")
+    text = render_prompt("What is 2+2?", "chat", tok, prefill="<think>\n")
+    assert text == f"<user>{R1_ZERO_SYSTEM}\n\nWhat is 2+2?</user><model><think>\n"
+    tok.chat_template = None
+    with pytest.raises(R1kitError, match="needs a tokenizer with a chat template"):
+        render_prompt("q", "chat", tok)

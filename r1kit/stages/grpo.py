@@ -885,7 +885,8 @@ def apply_lora(model, cfg: GRPOConfig):
         raise R1kitError(f"lora_target_modules: the model has no module named {missing}",
                          "the model's linear layers include: " + ", ".join(sorted(
                              {n.rsplit('.', 1)[-1] for n, m in model.named_modules()
-                              if isinstance(m, torch.nn.Linear)})))
+                              if isinstance(m, torch.nn.Linear)
+                              or type(m).__name__ == "Conv1D"})))  # GPT-2's projections
     peft_model = get_peft_model(model, LoraConfig(
         r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=list(cfg.lora_target_modules), bias="none"))
