@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from r1kit.errors import R1kitError
 from r1kit.lean import LeanLM
 
 
@@ -173,6 +174,14 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
     random numbers (`generator` is then unused). `logprobs` False: the sampling log-probs
     are not computed (Rollouts.logprobs is None), which saves a softmax over the vocabulary
     per token where sampling needs none (CUDA, no top-p)."""
+    limit = _position_limit(model)
+    longest = max((len(p) for p in prompts), default=0) + max_new_tokens
+    if limit is not None and longest > limit:
+        raise R1kitError(f"prompts of up to {longest - max_new_tokens} tokens plus "
+                         f"max_new_tokens = {max_new_tokens} reach position {longest}, past the "
+                         f"{limit} positions this model has learned",
+                         "lower max_new_tokens (eval: eval.max_new_tokens or --max-new-tokens) "
+                         "or use shorter prompts")
     device = next(model.parameters()).device
     per_chunk = max(1, max_rows // group_size)
     decoder = lean_decoder(model, cuda_graphs) if engine == "auto" else None
@@ -200,6 +209,16 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
         stopped=torch.cat([p[3] for p in parts]),
         group_size=group_size,
     )
+
+
+def _position_limit(model) -> int | None:
+    """The length of a model's table of learned absolute positions (GPT-2's wpe, OPT's
+    embed_positions), which it cannot go past; None for rotary or ALiBi models."""
+    for name, module in model.named_modules():
+        if (isinstance(module, torch.nn.Embedding)
+                and name.rsplit(".", 1)[-1] in ("wpe", "embed_positions", "position_embeddings")):
+            return module.num_embeddings - int(getattr(module, "offset", 0))
+    return None
 
 
 def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperature, top_p,

@@ -237,3 +237,18 @@ def test_chunked_output_layer_is_left_out_where_the_logits_are_rescaled():
     full, _ = completion_logprobs(model, prompts, completions, 1.0, 3, PAD, chunk_tokens=0)
     chunked, _ = completion_logprobs(model, prompts, completions, 1.0, 3, PAD, chunk_tokens=2)
     torch.testing.assert_close(chunked, full)
+
+
+def test_generation_past_a_models_learned_positions_is_an_error():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from r1kit.errors import R1kitError
+
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=32, n_layer=1, n_head=4,
+                                      n_positions=16, eos_token_id=EOS)).eval()
+    kw = dict(group_size=2, temperature=1.0, stop_ids=[EOS], pad_id=PAD)
+    ro = generate(gpt2, [[5, 6, 7, 8]], max_new_tokens=12, **kw)  # 16 positions: fits
+    assert ro.completion_ids.shape[0] == 2
+    with pytest.raises(R1kitError, match="reach position 17, past the 16 positions"):
+        generate(gpt2, [[5, 6, 7, 8]], max_new_tokens=13, **kw)
