@@ -77,7 +77,9 @@ def packs_safely(model) -> bool:
         return _SAFE[model]
     device = next(model.parameters()).device
     tail = [5, 6, 7, 8]
-    rows = torch.tensor([[1, 2, 3, 4, 1, 2] + tail, [9, 3, 9, 3, 9, 3] + tail], device=device)
+    vocab = model.get_input_embeddings().num_embeddings
+    rows = torch.tensor([[1, 2, 3, 4, 1, 2] + tail, [9, 3, 9, 3, 9, 3] + tail],
+                        device=device) % vocab
     pos = torch.tensor([list(range(6)) + list(range(4))] * 2, device=device)
     was = model.training
     model.eval()
