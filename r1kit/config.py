@@ -637,6 +637,10 @@ def _check_data_files(cfg, where: str) -> None:
         from r1kit.stages.sft import read_sft_rows  # the stage's own rule: both fields text
 
         read_sft_rows(Path(cfg.data), cfg)
+    if isinstance(cfg, GRPOConfig) and cfg.general_share > 0 and cfg.general_data != "tiny":
+        from r1kit.stages.grpo import general_examples  # the stage's own reader and rules
+
+        general_examples(cfg, 0)
     if isinstance(cfg, RewardModelConfig) and cfg.data == "file":
         from r1kit.stages.reward_model import read_reward_rows
 

@@ -329,3 +329,15 @@ def test_chat_templates_without_a_system_turn_get_the_instruction_in_the_user_tu
     tok.chat_template = None
     with pytest.raises(R1kitError, match="needs a tokenizer with a chat template"):
         render_prompt("q", "chat", tok)
+
+
+def test_bad_general_data_stops_the_run_before_any_stage(tmp_path, capsys):
+    rows = tmp_path / "general.jsonl"
+    rows.write_text('{"prompt": "hi", "type": "helpful"}\n{"prompt": "x", "type": "chat"}\n')
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.zero]\nkind = "grpo"\n'
+                      f'model = "base"\ngeneral_share = 0.25\ngeneral_data = "{rows}"\n')
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "general.jsonl:2" in err and "'chat'" in err and not out.exists()
