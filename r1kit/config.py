@@ -608,31 +608,15 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
     return Recipe(run=run, stages=stages, source=source)
 
 
-def _check_data_files(cfg, where: str) -> None:
+def _check_data_files(cfg) -> None:
     """Read a stage's own data files now, so that a malformed row stops the run before any
     stage has started (the error names file, line and field)."""
-    from r1kit.tasks.math import read_rows, reference_text
-
-    def need(path: str, fields: tuple[str, ...], answer: str | None = None) -> None:
-        for n, row in read_rows(path):
-            for name in fields:
-                if name not in row:
-                    _fail(f"{where}: {path}:{n}", f"no field {name!r}",
-                          f"the row's fields are {', '.join(map(str, row)) or 'none'}")
-                if not isinstance(row[name], (str, int, float)) or isinstance(row[name], bool):
-                    _fail(f"{where}: {path}:{n}", f"field {name!r} is "
-                          f"{'null' if row[name] is None else 'a ' + type(row[name]).__name__}"
-                          ", not text or a number")
-            if answer is not None and not reference_text(row[answer]):
-                _fail(f"{where}: {path}:{n}", f"field {answer!r} holds no answer "
-                      f"({row[answer]!r})", "every row needs a reference answer; drop the rows "
-                      "without one")
-
     if getattr(cfg, "task", None) == "math":
+        from r1kit.tasks.math import read_examples  # the task's own reader and rules
+
         for fname in ("train_file", "test_file"):
             if getattr(cfg, fname, ""):
-                need(getattr(cfg, fname), (cfg.question_field, cfg.answer_field),
-                     cfg.answer_field)
+                read_examples(getattr(cfg, fname), cfg.question_field, cfg.answer_field)
     if isinstance(cfg, SFTConfig) and Path(cfg.data).is_file():
         from r1kit.stages.sft import read_sft_rows  # the stage's own rule: both fields text
 
@@ -695,7 +679,7 @@ def check_inputs(recipe: Recipe) -> None:
                       "give one .jsonl or .parquet file (join shards into one first)")
             if value and not Path(value).is_file():
                 _fail(f"{where}.{fname}", f"file {value!r} not found")
-        _check_data_files(cfg, where)
+        _check_data_files(cfg)
         if getattr(cfg, "reward_function", ""):  # the file and function exist and import
             from r1kit.rewards.custom import load_function
 

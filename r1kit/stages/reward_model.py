@@ -27,7 +27,7 @@ from r1kit.config import RewardModelConfig
 from r1kit.errors import R1kitError
 from r1kit.models import load_reward_model, load_tokenizer, save_model
 from r1kit.tasks import general
-from r1kit.tasks.math import read_rows
+from r1kit.tasks.math import kind_of, read_rows
 
 FIELDS = {"pairwise": ("prompt", "chosen", "rejected"), "pointwise": ("prompt", "response", "safe")}
 
@@ -72,8 +72,7 @@ def read_reward_rows(path, objective: str) -> list[dict]:
                     raise R1kitError(f"{path}:{n}: field 'safe' is {value!r}",
                                      "use true or false (or 1 or 0)")
             elif not isinstance(value, str):
-                raise R1kitError(f"{path}:{n}: field {field!r} is "
-                                 f"{'null' if value is None else type(value).__name__}, not text")
+                raise R1kitError(f"{path}:{n}: field {field!r} is {kind_of(value)}, not text")
         rows.append(row)
     return rows
 

@@ -24,7 +24,7 @@ from r1kit.errors import R1kitError
 from r1kit.models import load_model, load_tokenizer, save_model
 from r1kit.packing import packs_safely
 from r1kit.stages.pretrain import cosine_lr, packed_batch
-from r1kit.tasks.math import read_rows
+from r1kit.tasks.math import kind_of, read_rows
 from r1kit.templates import encode_prompt
 
 
@@ -34,9 +34,7 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str, str]]:
         for name in (cfg.prompt_field, cfg.response_field):
             value = row.get(name)
             if not isinstance(value, str):
-                what = ("no field" if name not in row else
-                        f"{'null' if value is None else 'a ' + type(value).__name__}, not text, in"
-                        " field")
+                what = "no field" if name not in row else f"{kind_of(value)}, not text, in field"
                 raise R1kitError(f"{path}:{n}: {what} {name!r}",
                                  f"SFT rows need text in {cfg.prompt_field!r} and "
                                  f"{cfg.response_field!r} (set prompt_field / response_field)")

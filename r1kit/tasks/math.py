@@ -98,15 +98,26 @@ def reference_text(value) -> str:
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
-def _examples(path, question_field: str, answer_field: str,
-              fields_hint: str = "set question_field / answer_field to the right names"
-              ) -> list[Example]:
+def kind_of(value) -> str:
+    """How an error message names a JSON value that has the wrong type: 'null', 'a list'."""
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def read_examples(path, question_field: str, answer_field: str,
+                  fields_hint: str = "set question_field / answer_field to the right names"
+                  ) -> list[Example]:
+    """The rows of a math data file as examples, checked: both fields present, text or a
+    number, and a reference answer in every row."""
     out = []
     for n, row in read_rows(path):
         for field in (question_field, answer_field):
             if field not in row:
                 raise R1kitError(f"{path}:{n}: no field {field!r}",
                                  f"its fields are {', '.join(map(str, row))}; {fields_hint}")
+            value = row[field]
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise R1kitError(f"{path}:{n}: field {field!r} is {kind_of(value)}, not text or "
+                                 "a number")
         level = row.get("level")
         answer = reference_text(row[answer_field])
         if not answer:
@@ -131,9 +142,9 @@ class MathTask:
     def __init__(self, name: str, train_file, test_file=None, question_field: str = "question",
                  answer_field: str = "answer", **hint):
         self.name = name
-        self._train = (_examples(train_file, question_field, answer_field, **hint) if train_file
+        self._train = (read_examples(train_file, question_field, answer_field, **hint) if train_file
                        else [])
-        self._test = (_examples(test_file, question_field, answer_field, **hint) if test_file
+        self._test = (read_examples(test_file, question_field, answer_field, **hint) if test_file
                       else [])
 
     def train_examples(self) -> list[Example]:
