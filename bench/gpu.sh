@@ -2,8 +2,10 @@
 # The GPU check, a few minutes on one GPU: decode speed against transformers' generate, then
 # r1kit's GRPO stage against TRL's GRPOTrainer (bench/vs_trl.py --preset gpu).
 # PROFILE=1 adds the kernel table of one r1kit update (bench/profile_gpu.py); DECODE=0 skips
-# the decode benchmark; SHARING_OFF=1 adds r1kit's side once more with prompt_sharing = off;
-# SHARING_CHECK=0 skips bench/sharing_check.py (prompt sharing's numbers and time on the GPU).
+# the decode benchmark; RUNS=2 runs both sides of vs_trl.py twice; SHARING_ON=1 adds r1kit's side once more with prompt_sharing = on
+# (`auto` leaves it off on CUDA); SHARING_CHECK=0 skips bench/sharing_check.py (prompt
+# sharing's numbers and time on the GPU). Everything printed also goes to OUT_DIR/run.log; the
+# figures go to one JSON file per benchmark (the device tool brings back 8 files at most).
 #
 #   bash bench/gpu.sh [OUT_DIR]
 #
@@ -27,22 +29,22 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-} 2>&1 | tee "$out/machine.txt"
+} 2>&1 | tee "$out/run.log"
 if [ "${SHARING_CHECK:-1}" = 1 ]; then
     timeout 90 python3 bench/sharing_check.py --out "$out/sharing_check.json" 2>&1 \
-        | tee "$out/sharing_check.log"
+        | tee -a "$out/run.log"
 fi
 if [ "${DECODE:-1}" = 1 ]; then
     timeout 100 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" \
-        --out "$out/decode.json" 2>&1 | tee "$out/decode.log"
+        --out "$out/decode.json" 2>&1 | tee -a "$out/run.log"
 fi
-timeout 240 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --out "$out/vs_trl.json" \
-    2>&1 | tee "$out/vs_trl.log"
-if [ "${SHARING_OFF:-0}" = 1 ]; then  # the same r1kit side without prompt sharing
+timeout "$((120 * ${RUNS:-1} + 120))" python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" \
+    --runs "${RUNS:-1}" --out "$out/vs_trl.json" 2>&1 | tee -a "$out/run.log"
+if [ "${SHARING_ON:-0}" = 1 ]; then  # the same r1kit side with prompt sharing
     timeout 120 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
-        --prompt-sharing off --out "$out/vs_trl-sharing-off.json" 2>&1 | tee "$out/sharing-off.log"
+        --prompt-sharing on --out "$out/vs_trl-sharing-on.json" 2>&1 | tee -a "$out/run.log"
 fi
 if [ "${PROFILE:-0}" = 1 ]; then  # kernel table of one update (bench/profile_gpu.py)
     timeout 120 python3 bench/profile_gpu.py --phases update_policy --out "$out/profile" \
-        2>&1 | grep -v "^Writing" | tee "$out/profile.log"
+        2>&1 | grep -v "^Writing" | tee -a "$out/run.log"
 fi

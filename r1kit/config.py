@@ -167,7 +167,8 @@ class GRPOConfig:
     logprob_chunk_tokens: int = 256  # output layer in chunks (vocab >= 32768); 0 = full logits
     activation_checkpointing: bool = False  # recompute each layer in backward: less memory
     # the training pass runs a prompt once for all the completions of a micro-batch that
-    # continue it (lean path): auto (when that removes >= 5% of the pass's tokens) | on | off
+    # continue it (lean path): auto (on the CPU, when that removes >= 5% of the pass's tokens;
+    # not on CUDA, where its masked attention is slower than the causal flash kernel) | on | off
     prompt_sharing: str = "auto"
     engine: str = "auto"  # auto (r1kit's lean forward where the model allows) | hf (transformers')
     cuda_graphs: bool = True  # on CUDA, the decode step replays a captured graph

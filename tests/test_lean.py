@@ -140,7 +140,7 @@ def test_prompt_sharing_gives_the_same_logprobs_and_gradients(arch, checkpoint_l
         torch.testing.assert_close(g1[name], g0[name], atol=1e-4, rtol=1e-4)
 
 
-def test_prompt_sharing_auto_takes_it_where_it_saves_5_percent_of_the_tokens():
+def test_prompt_sharing_auto_takes_it_on_the_cpu_where_it_saves_5_percent_of_the_tokens():
     prompts = [[5] * 20] * 8 + [[6] * 20] * 8
     short, long = [[7] * 20] * 16, [[7] * 2000] * 16
     assert wants_prompt_sharing("auto", prompts, short, 16)  # 16 x 40 tokens: 2 x 20 + 16 x 20
@@ -154,6 +154,9 @@ def test_prompt_sharing_auto_takes_it_where_it_saves_5_percent_of_the_tokens():
     assert wants_prompt_sharing("on", prompts, long, 16)
     # saves a tenth, but the mask of a micro-batch of 4,000-token completions would be large
     assert not wants_prompt_sharing("auto", [[5] * 600] * 16, [[7] * 4000] * 16, 16)
+    # on CUDA "auto" leaves it off (the masked attention loses the flash kernels); "on" holds
+    assert not wants_prompt_sharing("auto", prompts, short, 16, "cuda")
+    assert wants_prompt_sharing("on", prompts, short, 16, "cuda")
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))

@@ -382,14 +382,19 @@ def make_batch(ro: Rollouts, advantages: torch.Tensor) -> TrainBatch:
 
 
 def wants_prompt_sharing(mode: str, prompts: list[list[int]], completions: list[list[int]],
-                         micro_batch_size: int) -> bool:
+                         micro_batch_size: int, device_type: str = "cpu") -> bool:
     """Whether the training pass runs each prompt once for its completions (GRPOConfig
-    .prompt_sharing). "auto": when that removes at least 5% of the tokens and the attention
-    mask of a micro-batch, [rows, completion length, prompt + completion length], stays small.
-    With long completions after short prompts the saving is small, and the masked attention
-    that sharing needs reads the whole rectangle where causal attention reads a triangle."""
+    .prompt_sharing). "auto": on the CPU only, when that removes at least 5% of the tokens and
+    the attention mask of a micro-batch, [rows, completion length, prompt + completion
+    length], stays small. With long completions after short prompts the saving is small, and
+    the masked attention that sharing needs reads the whole rectangle where causal attention
+    reads a triangle. On CUDA the masked attention cannot use the flash kernels the unmasked
+    causal pass uses: on an H200 a micro-batch of the gpu preset (19% of its tokens shared)
+    took 0.224 s shared against 0.159 s plain (bench/sharing_check.py, bench/RESULTS.md)."""
     if mode != "auto":
         return mode == "on"
+    if device_type != "cpu":
+        return False
     prompt_tokens = sum(len(p) for p in prompts)
     completion_tokens = sum(len(c) for c in completions)
     unique = sum(len(p) for p in {tuple(p) for p in prompts})
@@ -426,7 +431,7 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
     ckpt = cfg.activation_checkpointing
     total_len = [len(p) + len(c) for p, c in zip(batch.prompts, batch.completions)]
     share = lean_policy is not None and wants_prompt_sharing(
-        cfg.prompt_sharing, batch.prompts, batch.completions, cfg.micro_batch_size)
+        cfg.prompt_sharing, batch.prompts, batch.completions, cfg.micro_batch_size, device.type)
     prompt_of = [tuple(p) for p in batch.prompts] if share else None
 
     def micro_batches(idx):
