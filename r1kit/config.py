@@ -637,9 +637,31 @@ def _check_data_files(cfg) -> None:
 MODEL_FIELDS = ("model", "helpful_model", "safety_model")
 
 
+def _check_chat_template(recipe: Recipe, where: str, ref: str, known: dict) -> None:
+    """template = "chat" needs a tokenizer with a chat template. A stage's checkpoint keeps
+    the tokenizer of the model it started from, so follow `model` back to a directory (or to
+    a pretrain stage, whose tiny-world tokenizer has none)."""
+    seen: set[str] = set()
+    while ref in recipe.stages and ref not in seen:
+        seen.add(ref)
+        ref = getattr(recipe.stages[ref], "model", "")
+    if ref not in known:
+        if not ref:  # a pretrain stage's model
+            known[ref] = False
+        else:
+            from r1kit.models import load_tokenizer
+
+            known[ref] = bool(getattr(load_tokenizer(ref), "chat_template", None))
+    if not known[ref]:
+        source = repr(ref) if ref else "the tiny world's tokenizer (a pretrain stage)"
+        _fail(where, f"'chat' needs a tokenizer with a chat template, and {source} has none",
+              "use template = 'r1-zero' for a base model without one")
+
+
 def check_inputs(recipe: Recipe) -> None:
     """Every model and data file a recipe names exists (run before any work starts)."""
     earlier: list[str] = []
+    has_template: dict[str, bool] = {}
     for name, cfg in recipe.stages.items():
         where = f"stages.{name}"
         refs = [(f, getattr(cfg, f, None)) for f in MODEL_FIELDS]
@@ -685,6 +707,10 @@ def check_inputs(recipe: Recipe) -> None:
             from r1kit.rewards.custom import load_function
 
             load_function(cfg.reward_function)
+        if getattr(cfg, "template", None) == "chat":
+            refs = [model] if model else list(getattr(cfg, "models", []))
+            for ref in refs:
+                _check_chat_template(recipe, f"{where}.template", ref, has_template)
         source = recipe.stages.get(model) if model in earlier else None
         if (getattr(cfg, "task", None) == "arithmetic"
                 and isinstance(source, PretrainConfig) and source.world != cfg.world):

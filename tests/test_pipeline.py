@@ -127,3 +127,43 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
                "max_new_tokens": 4}}})
     with pytest.raises(R1kitError, match="kept no rows"):
         run_recipe(recipe, tmp_path / "run2", print_fn=lambda *_: None)
+
+
+def test_chat_template_is_checked_before_any_stage(tmp_path, bpe_checkpoint):
+    """template = "chat" on a model whose tokenizer has no chat template (a directory, a
+    pretrain stage, or a stage that started from either) stops the run before any stage."""
+    import shutil
+
+    from r1kit.config import check_inputs, recipe_from_dict
+    from r1kit.errors import R1kitError
+    from r1kit.models import load_tokenizer
+
+    plain = tmp_path / "plain"
+    shutil.copytree(bpe_checkpoint, plain)
+    tok = load_tokenizer(plain)
+    tok.chat_template = None
+    for f in plain.glob("chat_template.*"):
+        f.unlink()
+    tok.save_pretrained(plain)
+    assert not load_tokenizer(plain).chat_template
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text('{"prompt": "What is 1 + 1?", "response": "2"}\n')
+    sft = {"kind": "sft", "data": str(data), "template": "none"}
+    cases = [
+        ({"sft": {**sft, "model": str(plain), "template": "chat"}}, "stages.sft.template", "plain"),
+        ({"sft": {**sft, "model": str(plain)},
+          "zero": {"kind": "grpo", "model": "sft", "template": "chat", "task": "gsm8k"}},
+         "stages.zero.template", "plain"),
+        ({"base": {"kind": "pretrain"},
+          "table": {"kind": "eval", "models": ["base"], "template": "chat"}},
+         "stages.table.template", "tiny world"),
+    ]
+    for stages, where, named in cases:
+        with pytest.raises(R1kitError, match="chat template") as info:
+            check_inputs(recipe_from_dict({"stages": stages}))
+        assert where in str(info.value) and named in str(info.value)
+    # the same chain from a checkpoint that has one passes
+    check_inputs(recipe_from_dict({"stages": {
+        "sft": {**sft, "model": str(bpe_checkpoint)},
+        "zero": {"kind": "grpo", "model": "sft", "template": "chat", "task": "gsm8k"}}}))
