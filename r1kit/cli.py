@@ -33,7 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, type=Path, help="a Hugging Face checkpoint directory")
     ev.add_argument("--bench", required=True, metavar="NAMES",
                     help="comma-separated: math500, gsm8k, aime2024, aime2025, amc2023, "
-                         "humaneval, mbpp, tiny")
+                         "humaneval, mbpp, tiny, or a .jsonl / .parquet file of your own (a "
+                         "math benchmark: one question and reference answer per row)")
+    ev.add_argument("--question-field", default="question",
+                    help="(your own file) the field with the problem (default: question)")
+    ev.add_argument("--answer-field", default="answer",
+                    help="(your own file) the field with the reference answer (default: answer)")
+    ev.add_argument("--math-instruction", action=argparse.BooleanOptionalAction, default=True,
+                    help="(your own file) append the shipped math benchmarks' request for a "
+                         "\\boxed{} final answer to each question (default: on)")
     ev.add_argument("--k", type=int, default=0,
                     help="samples per problem (default: the paper's, 64 for AIME/AMC, else 16)")
     ev.add_argument("--temperature", type=float, default=0.6)

@@ -140,3 +140,39 @@ def test_eval_command_errors(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path), "--bench", "gsm9k"]) == 2
     assert "unknown benchmark 'gsm9k'" in capsys.readouterr().err
     assert set(BENCHMARKS) < set(NAMES)
+
+
+def test_a_math_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):
+    """`--bench my.jsonl`: read with the recipe's math reader (GSM8K-style '#### 72' answers),
+    scored with the shipped math verifier; fields and instruction configurable; bad files
+    are named before the model loads."""
+    own = tmp_path / "mine.jsonl"
+    own.write_text('{"problem": "What is 70 + 2?", "solution": "#### 72"}\n'
+                   '{"problem": "What is 1/2 + 1/4?", "solution": "3/4", "level": 2}\n')
+    task = load_benchmark(str(own), question_field="problem", answer_field="solution")
+    first, second = task.test_examples()
+    assert first.question.startswith("What is 70 + 2?") and "\\boxed{}" in first.question
+    assert task.verify("72", first) == 1.0 and task.verify("73", first) == 0.0
+    assert task.verify("0.75", second) == 1.0 and second.level == 2
+    bare = load_benchmark(str(own), question_field="problem", answer_field="solution",
+                          instruction=False)
+    assert bare.test_examples()[0].question == "What is 70 + 2?"
+
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", f"{own},tiny",
+                 "--question-field", "problem", "--answer-field", "solution",
+                 "--k", "2", "--max-new-tokens", "8", "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    mine, tiny = saved["results"]
+    assert mine["benchmark"] == str(own) and mine["n"] == 2 and mine["k"] == 2
+    assert 0.0 <= mine["pass@1"] <= 1.0 and tiny["benchmark"] == "tiny"
+    assert saved["settings"]["answer_field"] == "solution"
+    assert str(own) in capsys.readouterr().out
+
+    for bench, expected in [(str(own), "no field 'question'"),
+                            (str(tmp_path / "gone.jsonl"), "not found"),
+                            (str(tmp_path / "dir.jsonl"), "is not a file")]:
+        (tmp_path / "dir.jsonl").mkdir(exist_ok=True)
+        assert main(["eval", "--model", str(bpe_checkpoint), "--bench", bench]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err, err

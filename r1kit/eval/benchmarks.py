@@ -6,7 +6,9 @@ README), each a Task: held-out examples plus the verifier that RL rewards also u
 - code (HumanEval, MBPP test split): the last ```python block of the answer runs against the
   benchmark's tests in the sandbox (r1kit.sandbox): MBPP runs code, setup, asserts; HumanEval
   runs the prompt, then the answer's code, then `test` and `check(entry_point)`;
-- tiny: the tiny world's held-out arithmetic (for the tiny models).
+- tiny: the tiny world's held-out arithmetic (for the tiny models);
+- a JSONL or parquet file of your own: a math benchmark (question and reference answer per
+  row, the same reader and checks as a recipe's `task = "math"`), scored like the shipped ones.
 
 An Example's question is the text the model is asked (a math problem gets the instruction to
 put its final answer in \\boxed{}); `meta` keeps the benchmark row, its `solution` when it has
@@ -112,8 +114,58 @@ class BenchmarkTask:
         return [score for score, _ in score_code_rows(rows, completions)]
 
 
-def load_benchmark(name: str, seed: int = 0):
-    """The Task of a shipped benchmark (or the tiny world's held-out set for "tiny")."""
+DATA_SUFFIXES = (".jsonl", ".parquet")
+
+
+def is_data_file(name: str) -> bool:
+    """Whether a --bench entry names a data file of your own rather than a shipped benchmark."""
+    return Path(name).suffix.lower() in DATA_SUFFIXES
+
+
+class FileBenchmark:
+    """A math benchmark of your own: a JSONL or parquet file with a question and a reference
+    answer per row, verified like the shipped math benchmarks. With `instruction` (default)
+    each question gets the shipped benchmarks' request for a boxed final answer."""
+
+    def __init__(self, path, question_field: str = "question", answer_field: str = "answer",
+                 instruction: bool = True):
+        from r1kit.tasks.math import read_examples
+
+        self.name = str(path)
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise R1kitError(f"--bench: {self.name!r} is not a file" if self.path.exists() else
+                             f"--bench: file {self.name!r} not found",
+                             "give a .jsonl or .parquet file, or a shipped benchmark's name")
+        hint = "set --question-field / --answer-field to the right names"
+        self._examples = []
+        for ex in read_examples(self.path, question_field, answer_field, fields_hint=hint):
+            question = ex.question.strip() + MATH_INSTRUCTION if instruction else ex.question
+            self._examples.append(Example(question=question, answer=ex.answer, level=ex.level,
+                                          meta={"problem": ex.question}))
+        if not self._examples:
+            raise R1kitError(f"--bench: {self.name!r} has no rows")
+
+    def train_examples(self) -> list[Example]:
+        return []
+
+    def test_examples(self, split: str = "main") -> list[Example]:
+        return list(self._examples)
+
+    def verify(self, answer: str, example: Example) -> float:
+        return self.verify_batch([answer], [example])[0]
+
+    def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
+        return [v for v, _ in verify_answers(answers, [e.answer for e in examples])]
+
+
+def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
+                   answer_field: str = "answer", instruction: bool = True):
+    """The Task of a shipped benchmark, of the tiny world's held-out set ("tiny"), or of a
+    math benchmark in a JSONL or parquet file of your own (the field names and instruction
+    apply to it only)."""
+    if is_data_file(name):
+        return FileBenchmark(name, question_field, answer_field, instruction)
     if name == "tiny":
         from r1kit.tasks.arithmetic import ArithmeticTask
 

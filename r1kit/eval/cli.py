@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from r1kit.errors import R1kitError
-from r1kit.eval.benchmarks import BENCHMARKS, NAMES, load_benchmark
+from r1kit.eval.benchmarks import BENCHMARKS, NAMES, is_data_file, load_benchmark
 from r1kit.eval.core import evaluate
 from r1kit.models import (
     check_model_dir,
@@ -33,9 +33,10 @@ def _check(args) -> list[str]:
     if not names:
         raise R1kitError("--bench names no benchmark", f"use any of: {', '.join(NAMES)}")
     for name in names:
-        if name not in NAMES:
+        if name not in NAMES and not is_data_file(name):
             raise R1kitError(f"--bench: unknown benchmark {name!r}",
-                             f"use any of: {', '.join(NAMES)}")
+                             f"use any of: {', '.join(NAMES)}, or a .jsonl / .parquet file "
+                             "of your own (a math benchmark)")
     if args.k < 0 or args.limit < 0:
         raise R1kitError("--k and --limit must be >= 0")
     if args.temperature <= 0 or not 0 < args.top_p <= 1:
@@ -69,6 +70,9 @@ def run_eval_command(args) -> list[dict]:
     path = check_model_dir(args.model)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    # every benchmark read (and a file of your own checked) before the model loads
+    tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,
+                                  args.math_instruction) for name in names}
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(path)
     model = load_model(path, device, dtype).eval()
@@ -81,13 +85,14 @@ def run_eval_command(args) -> list[dict]:
     results = []
     for name in names:
         t0 = time.time()
-        task = load_benchmark(name, args.seed)
+        task = tasks[name]
         examples = task.test_examples("main")
         if args.limit:
             examples = examples[:args.limit]
-        k = args.k or (BENCHMARKS[name].k if name in BENCHMARKS else 4)
+        own = is_data_file(name)  # a math benchmark of your own: the paper's default k
+        k = args.k or (BENCHMARKS[name].k if name in BENCHMARKS else 16 if own else 4)
         prompts = [encode_prompt(e.question, template, tokenizer, prefill) for e in examples]
-        is_math = name in BENCHMARKS and BENCHMARKS[name].kind == "math"
+        is_math = own or (name in BENCHMARKS and BENCHMARKS[name].kind == "math")
         res = evaluate(model, tokenizer, task, examples, prompts, k=k,
                        temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=args.max_new_tokens, stop_ids=stop_ids, seed=args.seed,
@@ -105,6 +110,9 @@ def run_eval_command(args) -> list[dict]:
                     "temperature": args.temperature, "top_p": args.top_p,
                     "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                     "limit": args.limit}
+        if any(is_data_file(n) for n in names):
+            settings.update(question_field=args.question_field, answer_field=args.answer_field,
+                            math_instruction=args.math_instruction)
         out.write_text(json.dumps({"settings": settings, "results": results}, indent=2,
                                   ensure_ascii=False))
         print(f"results: {out}")
