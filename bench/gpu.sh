@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check, a few minutes on one GPU: decode speed against transformers' generate, then
 # r1kit's GRPO stage against TRL's GRPOTrainer (bench/vs_trl.py --preset gpu).
-# PROFILE=1 adds the kernel table of one r1kit update (bench/profile_gpu.py); DECODE=0 skips
-# the decode benchmark; RUNS=2 runs both sides of vs_trl.py twice; SHARING_ON=1 adds r1kit's side once more with prompt_sharing = on
-# (`auto` leaves it off on CUDA); SHARING_CHECK=0 skips bench/sharing_check.py (prompt
+# PROFILE=1 adds the kernel tables of one r1kit rollout (CUDA graphs off) and update
+# (bench/profile_gpu.py; PROFILE_PHASES=update_policy for the update alone); DECODE=0 skips
+# the decode benchmark; RUNS=2 runs both sides of vs_trl.py twice; SHARING_ON=1 adds r1kit's
+# side once more with prompt_sharing = on (`auto` leaves it off on CUDA); SHARING_CHECK=0 skips bench/sharing_check.py (prompt
 # sharing's numbers and time on the GPU). Everything printed also goes to OUT_DIR/run.log; the
 # figures go to one JSON file per benchmark (the device tool brings back 8 files at most).
 #
@@ -44,7 +45,8 @@ if [ "${SHARING_ON:-0}" = 1 ]; then  # the same r1kit side with prompt sharing
     timeout 120 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
         --prompt-sharing on --out "$out/vs_trl-sharing-on.json" 2>&1 | tee -a "$out/run.log"
 fi
-if [ "${PROFILE:-0}" = 1 ]; then  # kernel table of one update (bench/profile_gpu.py)
-    timeout 120 python3 bench/profile_gpu.py --phases update_policy --out "$out/profile" \
+if [ "${PROFILE:-0}" = 1 ]; then  # kernel tables (bench/profile_gpu.py)
+    timeout 150 python3 bench/profile_gpu.py --phases "${PROFILE_PHASES:-generate,update_policy}" \
+        --out "$out/profile" \
         2>&1 | grep -v "^Writing" | tee -a "$out/run.log"
 fi
