@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--prefill", default=None,
                     help='text the response starts with (auto: "<think>\\n" with chat)')
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--trust-remote-code", action="store_true",
+                    help="load a checkpoint that brings its own model code (runs that code)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--generation-rows", type=int, default=1024,

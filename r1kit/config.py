@@ -47,6 +47,9 @@ class RunConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
     tensorboard: bool = True  # write TensorBoard events when tensorboard is installed
     progress: bool = True  # a live progress bar
+    # load checkpoints that bring their own model code (auto_map in config.json): this runs
+    # the Python files in those directories; r1kit's lean path is never used for them
+    trust_remote_code: bool = False
 
     def validate(self, where: str) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):

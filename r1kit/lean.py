@@ -60,6 +60,9 @@ class LeanLM:
         kind = getattr(cfg, "model_type", None)
         if kind not in ARCHITECTURES:
             return f"model type {kind!r} (lean path: {', '.join(ARCHITECTURES)})"
+        own = next(c for c in type(model).__mro__ if not c.__module__.startswith("torch."))
+        if not own.__module__.startswith("transformers.models."):  # FSDP's wrapper class aside
+            return "model code outside transformers (its forward may differ)"
         body = getattr(model, "model", None)
         if body is None or not hasattr(body, "layers") or not hasattr(body, "rotary_emb"):
             return "unexpected module layout"

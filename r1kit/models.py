@@ -109,6 +109,23 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+# whether checkpoints may bring their own model code (auto_map): set for a run by
+# trusting_remote_code (run.trust_remote_code, `r1kit eval --trust-remote-code`)
+_TRUST_REMOTE_CODE = False
+
+
+@contextlib.contextmanager
+def trusting_remote_code(trust: bool):
+    """Within this block, checkpoints with their own model code (auto_map in config.json)
+    load with transformers' trust_remote_code when `trust` is true, and are refused when not."""
+    global _TRUST_REMOTE_CODE
+    before, _TRUST_REMOTE_CODE = _TRUST_REMOTE_CODE, bool(trust)
+    try:
+        yield
+    finally:
+        _TRUST_REMOTE_CODE = before
+
+
 # any of these makes a directory loadable by AutoTokenizer
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
@@ -135,10 +152,11 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
                          f"a run directory? Its checkpoints are its stage directories: "
                          f"{', '.join(str(p / d) for d in inside)}" if inside else
                          "give a Hugging Face checkpoint directory")
-    if config.get("auto_map") and kind == "causal":
+    if config.get("auto_map") and not _TRUST_REMOTE_CODE:
         raise R1kitError(f"{str(p)!r} needs its own model code (auto_map in config.json), which "
-                         "r1kit does not run", "use a checkpoint of an architecture that "
-                         "transformers implements")
+                         "r1kit runs only when asked to",
+                         "if you trust the Python files in that directory: set "
+                         "run.trust_remote_code = true (r1kit eval: --trust-remote-code)")
     archs = config.get("architectures") or []
     if kind == "reward":
         if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
@@ -168,7 +186,7 @@ def load_tokenizer(path: str | os.PathLike):
         except (json.JSONDecodeError, UnicodeDecodeError):
             generic = False
     cls = PreTrainedTokenizerFast if generic else AutoTokenizer
-    tok = cls.from_pretrained(str(path))
+    tok = cls.from_pretrained(str(path), trust_remote_code=_TRUST_REMOTE_CODE)
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise R1kitError(f"the tokenizer of {str(path)!r} has neither an end-of-sequence "
@@ -232,7 +250,8 @@ def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype
 
     check_model_dir(path)
     with quiet_loading():
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype,
+                                                     trust_remote_code=_TRUST_REMOTE_CODE)
     return model.to(device)
 
 
@@ -242,8 +261,8 @@ def load_reward_model(path: str | os.PathLike, device: torch.device, dtype: torc
     from transformers import AutoModelForSequenceClassification
 
     with quiet_loading():
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1,
-                                                                   dtype=dtype)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(path), num_labels=1, dtype=dtype, trust_remote_code=_TRUST_REMOTE_CODE)
     model.config.pad_token_id = pad_token_id
     return model.to(device)
 

@@ -32,7 +32,7 @@ from r1kit.config import (
     to_dict,
 )
 from r1kit.errors import R1kitError
-from r1kit.models import check_model_dir, resolve_device, resolve_dtype
+from r1kit.models import check_model_dir, resolve_device, resolve_dtype, trusting_remote_code
 from r1kit.runlog import RunLog
 
 
@@ -52,7 +52,8 @@ def run_recipe(recipe: Recipe, run_dir: Path | None = None, from_stage: str | No
     device = distributed.init(resolve_device(run.device))  # joins torchrun's group, if any
     threads = torch.get_num_threads()  # run.threads applies to this run only
     try:
-        summaries = _run_recipe(recipe, run_dir, from_stage, print_fn, device)
+        with trusting_remote_code(run.trust_remote_code):
+            summaries = _run_recipe(recipe, run_dir, from_stage, print_fn, device)
     except BaseException:
         distributed.shutdown(wait=False)  # the other ranks may never get here
         raise

@@ -24,6 +24,7 @@ from r1kit.models import (
     resolve_device,
     resolve_dtype,
     stop_token_ids,
+    trusting_remote_code,
 )
 from r1kit.templates import encode_prompt
 
@@ -66,6 +67,11 @@ def _math_equal(a: str, b: str) -> bool:
 
 
 def run_eval_command(args) -> list[dict]:
+    with trusting_remote_code(args.trust_remote_code):
+        return _run_eval(args)
+
+
+def _run_eval(args) -> list[dict]:
     names = _check(args)
     path = check_model_dir(args.model)
     device = resolve_device(args.device)
