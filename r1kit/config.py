@@ -612,19 +612,28 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
     return Recipe(run=run, stages=stages, source=source)
 
 
-def _check_data_files(cfg) -> None:
+def _check_data_files(cfg, where: str) -> None:
     """Read a stage's own data files now, so that a malformed row stops the run before any
     stage has started (the error names file, line and field)."""
+    prompts: list[tuple[str, list]] = []  # (file, its prompts)
     if getattr(cfg, "task", None) == "math":
         from r1kit.tasks.math import read_examples  # the task's own reader and rules
 
         for fname in ("train_file", "test_file"):
             if getattr(cfg, fname, ""):
-                read_examples(getattr(cfg, fname), cfg.question_field, cfg.answer_field)
+                path = getattr(cfg, fname)
+                examples = read_examples(path, cfg.question_field, cfg.answer_field)
+                prompts.append((path, [e.question for e in examples]))
     if isinstance(cfg, SFTConfig) and Path(cfg.data).is_file():
         from r1kit.stages.sft import read_sft_rows  # the stage's own rule: both fields text
 
-        read_sft_rows(Path(cfg.data), cfg)
+        prompts.append((cfg.data, [p for p, _ in read_sft_rows(Path(cfg.data), cfg)]))
+    for path, questions in prompts:
+        if getattr(cfg, "template", "chat") != "chat" and any(
+                isinstance(q, list) for q in questions):
+            _fail(f"{where}.template", f"{path} gives prompts as chat messages, which need "
+                  f"template = 'chat', not {cfg.template!r}",
+                  "set template = \"chat\" (a model with a chat template)")
     if isinstance(cfg, GRPOConfig) and cfg.general_share > 0 and cfg.general_data != "tiny":
         from r1kit.stages.grpo import general_examples  # the stage's own reader and rules
 
@@ -640,21 +649,39 @@ def _check_data_files(cfg) -> None:
 MODEL_FIELDS = ("model", "helpful_model", "safety_model")
 
 
-def _check_chat_template(recipe: Recipe, where: str, ref: str, known: dict) -> None:
-    """template = "chat" needs a tokenizer with a chat template. A stage's checkpoint keeps
-    the tokenizer of the model it started from, so follow `model` back to a directory (or to
-    a pretrain stage, whose tiny-world tokenizer has none)."""
+def _source_dir(recipe: Recipe, ref: str) -> str:
+    """The directory a stage's model comes from: `ref` itself, or for an earlier stage the
+    directory its chain of `model` settings starts from ("" for a pretrain stage's model)."""
     seen: set[str] = set()
     while ref in recipe.stages and ref not in seen:
         seen.add(ref)
         ref = getattr(recipe.stages[ref], "model", "")
+    return ref
+
+
+# stage kinds whose directory holds no model checkpoint
+NO_CHECKPOINT = (EvalStageConfig, SampleConfig)
+
+
+def _check_chat_template(recipe: Recipe, where: str, ref: str, known: dict) -> None:
+    """template = "chat" needs a tokenizer with a chat template. A stage's checkpoint keeps
+    the tokenizer of the model it started from, so follow `model` back to a directory (or to
+    a pretrain stage, whose tiny-world tokenizer has none)."""
+    ref = _source_dir(recipe, ref)
     if ref not in known:
         if not ref:  # a pretrain stage's model
             known[ref] = False
         else:
             from r1kit.models import load_tokenizer
 
-            known[ref] = bool(getattr(load_tokenizer(ref), "chat_template", None))
+            try:
+                known[ref] = bool(getattr(load_tokenizer(ref), "chat_template", None))
+            except R1kitError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken tokenizer file, named
+                _fail(where, f"the tokenizer of {ref!r} does not load: "
+                      f"{type(exc).__name__}: {exc}"[:400],
+                      "check its tokenizer files (tokenizer.json, tokenizer_config.json)")
     if not known[ref]:
         source = repr(ref) if ref else "the tiny world's tokenizer (a pretrain stage)"
         _fail(where, f"'chat' needs a tokenizer with a chat template, and {source} has none",
@@ -670,6 +697,10 @@ def check_inputs(recipe: Recipe) -> None:
         refs = [(f, getattr(cfg, f, None)) for f in MODEL_FIELDS]
         refs += [("models", m) for m in getattr(cfg, "models", [])]
         for field_name, ref in refs:
+            if ref in earlier and isinstance(recipe.stages[ref], NO_CHECKPOINT):
+                _fail(f"{where}.{field_name}", f"stage {ref!r} is a {recipe.stages[ref].kind} "
+                      "stage and writes no model", "name a stage that trains one, or a "
+                      "checkpoint directory")
             if not ref or ref in earlier:
                 continue
             if ref in recipe.stages:
@@ -679,10 +710,14 @@ def check_inputs(recipe: Recipe) -> None:
                 _fail(f"{where}.{field_name}", f"{ref!r} is neither an earlier stage nor a "
                       f"directory", f"earlier stages: {', '.join(earlier) or 'none'}; or give a "
                       f"checkpoint path, e.g. --set {where}.{field_name}=/path/to/checkpoint")
-            if field_name in ("model", "models"):  # a causal LM checkpoint (config.json)
-                from r1kit.models import check_model_dir
+            from r1kit.models import check_model_dir
 
-                check_model_dir(ref)
+            # a causal LM checkpoint (config.json), or a reward model for the reward fields
+            check_model_dir(ref, "causal" if field_name in ("model", "models") else "reward")
+        if isinstance(cfg, RewardModelConfig) and _source_dir(recipe, cfg.model):
+            from r1kit.models import check_scalar_head  # the backbone loads with a scalar head
+
+            check_scalar_head(_source_dir(recipe, cfg.model))
         model = getattr(cfg, "model", None)
         data = getattr(cfg, "data", "")
         if isinstance(cfg, SFTConfig):
@@ -705,7 +740,7 @@ def check_inputs(recipe: Recipe) -> None:
                       "give one .jsonl or .parquet file (join shards into one first)")
             if value and not Path(value).is_file():
                 _fail(f"{where}.{fname}", f"file {value!r} not found")
-        _check_data_files(cfg)
+        _check_data_files(cfg, where)
         if getattr(cfg, "reward_function", ""):  # the file and function exist and import
             from r1kit.rewards.custom import load_function
 

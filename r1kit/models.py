@@ -157,6 +157,8 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
                          "r1kit runs only when asked to",
                          "if you trust the Python files in that directory: set "
                          "run.trust_remote_code = true (r1kit eval: --trust-remote-code)")
+    if kind == "reward":
+        check_scalar_head(p, config)
     archs = config.get("architectures") or []
     if kind == "reward":
         if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
@@ -168,6 +170,21 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
         raise R1kitError(f"{str(p)!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)})",
                          "save the tokenizer next to the model (tokenizer.save_pretrained)")
     return p
+
+
+def check_scalar_head(path: str | os.PathLike, config: dict | None = None) -> None:
+    """A clear error when a checkpoint's own model code (auto_map) gives no
+    sequence-classification model: a reward model (or a reward_model stage's backbone) is
+    loaded as one."""
+    if config is None:
+        config = json.loads((Path(path) / "config.json").read_text())
+    auto_map = config.get("auto_map") or {}
+    if auto_map and "AutoModelForSequenceClassification" not in auto_map:
+        raise R1kitError(f"{str(path)!r} brings its own model code, and that code has no "
+                         "scalar-head model (AutoModelForSequenceClassification in auto_map), "
+                         "which a reward model needs",
+                         "train the reward model from a checkpoint of an architecture that "
+                         "transformers implements")
 
 
 def load_tokenizer(path: str | os.PathLike):
@@ -219,11 +236,20 @@ def save_model(model, tokenizer, path: str | os.PathLike, state_dict: dict | Non
     `state_dict`: the weights to write in place of the model's own (a sharded model's whole
     weights)."""
     Path(path).mkdir(parents=True, exist_ok=True)
+    # a model sharded with FSDP2 has a wrapper class made by torch; save_pretrained would copy
+    # torch's files as the model's own code (auto_map): save as the model's own class instead
+    cls = type(model)
+    own = next(c for c in cls.__mro__ if not c.__module__.startswith("torch."))
     with quiet_loading():
-        if state_dict is not None:
-            model.save_pretrained(path, state_dict=state_dict)
-        else:
-            model.save_pretrained(path)
+        try:
+            if own is not cls and not own.__module__.startswith("transformers."):
+                model.__class__ = own
+            if state_dict is not None:
+                model.save_pretrained(path, state_dict=state_dict)
+            else:
+                model.save_pretrained(path)
+        finally:
+            model.__class__ = cls
         tokenizer.save_pretrained(path)
 
 

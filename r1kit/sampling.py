@@ -36,7 +36,7 @@ from r1kit.rewards.language import LANGUAGES, chain_of_thought, count_words, det
 from r1kit.rewards.rule import extract_answer, format_reward
 from r1kit.rollout import generate
 from r1kit.tasks import general, make_task
-from r1kit.templates import encode_prompt
+from r1kit.templates import encode_prompt, prompt_text
 
 
 def mixed_language(cot: str, language: str = "en", **_) -> str | None:
@@ -157,7 +157,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
                 continue
             target = cfg.language
             if target == "prompt":
-                detected = detect_language(ex.question)
+                detected = detect_language(prompt_text(ex.question))
                 target = detected if detected in LANGUAGES else "en"
             cot = chain_of_thought(text)
             reason = next((name for name in cfg.filters

@@ -5,6 +5,11 @@ inside <think> and <answer> tags and nothing about *how* to reason, so that beha
 emerge under RL. For models that ship a chat template, `"chat"` puts the same instruction in
 the system turn and the question in the user turn, and the response can be prefilled (the
 released R1 models force responses to begin with "<think>\\n").
+
+A prompt is text, or a conversation as chat messages (TRL's conversational format: a list of
+{"role": "system" | "user" | "assistant", "content": text}), which needs `"chat"`: the
+messages go through the chat template as they are, after r1kit's system instruction when
+they bring no system turn of their own.
 """
 
 from __future__ import annotations
@@ -27,14 +32,51 @@ R1_ZERO_SYSTEM = (
 )
 
 TEMPLATES = ("r1-zero", "chat", "none")
+ROLES = ("system", "user", "assistant")
 
 
-def render_prompt(question: str, template: str, tokenizer=None, prefill: str = "") -> str:
+def check_messages(value, where: str) -> list[dict]:
+    """`value` as a conversation of chat messages, or an R1kitError naming `where`."""
+    if not value or not isinstance(value, list):
+        raise R1kitError(f"{where}: a conversation must be a non-empty list of messages")
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(
+                m.get("content"), str):
+            raise R1kitError(f"{where}: message {i + 1} is not {{\"role\": "
+                             f"{' | '.join(ROLES)}, \"content\": text}}: {m!r}"[:300])
+    if not any(m["role"] == "user" for m in value):
+        raise R1kitError(f"{where}: the conversation has no user message")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def prompt_text(question) -> str:
+    """The text of a prompt for what reads text (language detection, reward models): the
+    prompt itself, or a conversation's last user message."""
+    if isinstance(question, list):
+        return next(m["content"] for m in reversed(question) if m["role"] == "user")
+    return question
+
+
+def with_instruction(question, instruction: str):
+    """The prompt with `instruction` appended (to the last user message of a conversation)."""
+    if not isinstance(question, list):
+        return question.strip() + instruction
+    last = max(i for i, m in enumerate(question) if m["role"] == "user")
+    return [dict(m, content=m["content"].strip() + instruction) if i == last else m
+            for i, m in enumerate(question)]
+
+
+def render_prompt(question, template: str, tokenizer=None, prefill: str = "") -> str:
     """The text the model sees before its response.
 
     `template="r1-zero"` needs no tokenizer; `"chat"` uses the tokenizer's own chat template.
+    `question`: text, or a conversation (chat messages: `"chat"` only).
     `prefill` is appended after the prompt and counted as part of the prompt (not trained on).
     """
+    if isinstance(question, list) and template != "chat":
+        raise R1kitError(f"a prompt given as chat messages needs template = 'chat', not "
+                         f"{template!r}", "set template = \"chat\" (a model with a chat "
+                         "template), or give the prompt as text")
     if template == "r1-zero":
         text = R1_ZERO.format(prompt=question)
     elif template == "none":  # the question verbatim (your data already holds the prompt)
@@ -46,23 +88,27 @@ def render_prompt(question: str, template: str, tokenizer=None, prefill: str = "
                              "use template = 'r1-zero' for base models without one")
         from jinja2 import TemplateError
 
-        messages = [
-            {"role": "system", "content": R1_ZERO_SYSTEM},
-            {"role": "user", "content": question},
-        ]
+        turns = question if isinstance(question, list) else [
+            {"role": "user", "content": question}]
+        if not any(m["role"] == "system" for m in turns):
+            turns = [{"role": "system", "content": R1_ZERO_SYSTEM}, *turns]
         try:
-            text = tokenizer.apply_chat_template(messages, tokenize=False,
+            text = tokenizer.apply_chat_template(turns, tokenize=False,
                                                  add_generation_prompt=True)
-        except TemplateError:  # templates without a system turn (Gemma's) raise on one
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": f"{R1_ZERO_SYSTEM}\n\n{question}"}],
-                tokenize=False, add_generation_prompt=True)
+        except TemplateError:  # templates without a system turn (Gemma's) raise on one:
+            # the system text goes before the first user message
+            system = "\n\n".join(m["content"] for m in turns if m["role"] == "system")
+            rest = [m for m in turns if m["role"] != "system"]
+            first = next(i for i, m in enumerate(rest) if m["role"] == "user")
+            rest[first] = {"role": "user", "content": f"{system}\n\n{rest[first]['content']}"}
+            text = tokenizer.apply_chat_template(rest, tokenize=False,
+                                                 add_generation_prompt=True)
     else:
         raise R1kitError(f"unknown template {template!r}", f"valid: {', '.join(TEMPLATES)}")
     return text + prefill
 
 
-def encode_prompt(question: str, template: str, tokenizer, prefill: str = "") -> list[int]:
+def encode_prompt(question, template: str, tokenizer, prefill: str = "") -> list[int]:
     """The prompt's token ids. A chat template writes its own special tokens (BOS included);
     a flat r1-zero prompt or a verbatim one gets whatever the tokenizer adds to plain text
     (e.g. BOS), as in pretraining."""

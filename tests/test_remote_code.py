@@ -111,3 +111,61 @@ def test_trusted_own_code_trains_through_its_own_forward(own_code_checkpoint, tm
         torch.testing.assert_close(trained(ids).logits, 2 * plain(ids).logits)
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if m.get("stage", "zero") == "zero"][-1:] == [1]
+
+
+def test_a_sharded_own_code_model_saves_its_own_code(own_code_checkpoint, tmp_path):
+    """FSDP2 swaps the model's class for a wrapper made in torch's module; the checkpoint
+    must carry the model's own code files and auto_map, not torch's."""
+    from torch.distributed.fsdp import FSDPModule
+
+    from r1kit.models import load_model, load_tokenizer, save_model, trusting_remote_code
+
+    with trusting_remote_code(True):
+        model = load_model(own_code_checkpoint, torch.device("cpu"), torch.float32)
+        own = type(model)
+        wrapper = type(f"FSDP{own.__name__}", (FSDPModule, own),
+                       {"__module__": "torch.distributed.fsdp._fully_shard._fully_shard"})
+        model.__class__ = wrapper
+        save_model(model, load_tokenizer(own_code_checkpoint), tmp_path / "saved",
+                   state_dict=model.state_dict())
+        assert type(model) is wrapper  # restored after saving
+        saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+        assert saved["auto_map"]["AutoModelForCausalLM"] == "modeling_doubled.DoubledForCausalLM"
+        assert sorted(p.name for p in (tmp_path / "saved").glob("*.py")) == [
+            "configuration_doubled.py", "modeling_doubled.py"]
+        assert type(load_model(tmp_path / "saved", torch.device("cpu"),
+                               torch.float32)).__name__ == "DoubledForCausalLM"
+
+
+def test_own_code_reward_models_and_broken_inputs_stop_before_any_stage(
+        own_code_checkpoint, bpe_checkpoint, tmp_path, capsys):
+    """A reward_model stage on own code without a scalar-head class, a reward model with own
+    code not trusted, a tokenizer that does not load, a model that is an eval stage: each
+    named before any stage runs."""
+    rows = tmp_path / "rm.jsonl"
+    rows.write_text('{"prompt": "p", "response": "r", "safe": true}\n')
+    sft_rows = tmp_path / "sft.jsonl"
+    sft_rows.write_text('{"prompt": "p", "response": "r"}\n')
+    broken = tmp_path / "broken"
+    shutil.copytree(bpe_checkpoint, broken)
+    (broken / "tokenizer.json").write_text("{not json")
+    sft = f'[stages.sft]\nkind = "sft"\nmodel = "{bpe_checkpoint}"\ndata = "{sft_rows}"\n'
+    cases = [
+        ('[run]\ntrust_remote_code = true\n[stages.rm]\nkind = "reward_model"\n'
+         f'model = "{own_code_checkpoint}"\nobjective = "pointwise"\ndata = "file"\n'
+         f'train_file = "{rows}"\ntest_file = "{rows}"\n', ["AutoModelForSequenceClassification"]),
+        (f'{sft}[stages.table]\nkind = "eval"\nmodels = ["sft"]\n'
+         f'helpful_model = "{own_code_checkpoint}"\n', ["own model code", "trust_remote_code"]),
+        (f'[stages.sft]\nkind = "sft"\nmodel = "{broken}"\ndata = "{sft_rows}"\n'
+         'template = "chat"\n', ["stages.sft.template", "does not load"]),
+        (f'{sft}[stages.table]\nkind = "eval"\nmodels = ["sft"]\n[stages.again]\nkind = "sft"\n'
+         f'model = "table"\ndata = "{sft_rows}"\n', ["stages.again.model", "writes no model"]),
+    ]
+    for text, expected in cases:
+        recipe = tmp_path / "r.toml"
+        recipe.write_text(text)
+        out = tmp_path / "run"
+        assert main(["run", str(recipe), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert all(e in err for e in expected) and "Traceback" not in err, (expected, err)
+        assert not out.exists()

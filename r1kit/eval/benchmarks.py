@@ -24,6 +24,7 @@ from r1kit.errors import R1kitError
 from r1kit.tasks import DATA_DIR
 from r1kit.tasks.base import Example
 from r1kit.tasks.math import read_jsonl, verify_answers
+from r1kit.templates import prompt_text, with_instruction
 
 MATH_INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 CODE_INSTRUCTION = "\nWrite the complete Python code in a ```python code block."
@@ -140,9 +141,9 @@ class FileBenchmark:
         hint = "set --question-field / --answer-field to the right names"
         self._examples = []
         for ex in read_examples(self.path, question_field, answer_field, fields_hint=hint):
-            question = ex.question.strip() + MATH_INSTRUCTION if instruction else ex.question
+            question = with_instruction(ex.question, MATH_INSTRUCTION) if instruction else ex.question
             self._examples.append(Example(question=question, answer=ex.answer, level=ex.level,
-                                          meta={"problem": ex.question}))
+                                          meta={"problem": prompt_text(ex.question)}))
         if not self._examples:
             raise R1kitError(f"--bench: {self.name!r} has no rows")
 

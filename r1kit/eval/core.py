@@ -13,6 +13,7 @@ from r1kit.rewards import extract_answer
 from r1kit.rewards.language import language_reward
 from r1kit.rollout import generate
 from r1kit.tasks.base import Example, Task
+from r1kit.templates import prompt_text
 
 
 def majority_vote(answers: list[str | None], key: Callable[[str], Hashable] = str.strip,
@@ -132,7 +133,8 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
         group = texts[i * k:(i + 1) * k]
         p1 = sum(scores[i * k:(i + 1) * k]) / k
         correct.append(p1)
-        lang += [language_reward(t, language_target, ex.question)[0] for t in group]
+        lang += [language_reward(t, language_target, prompt_text(ex.question))[0]
+                 for t in group]
         voted_answers.append(majority_vote(answers[i * k:(i + 1) * k], answer_key, answer_equal))
         if ex.level is not None:
             per_level.setdefault(ex.level, []).append(p1)

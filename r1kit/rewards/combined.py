@@ -25,6 +25,7 @@ import torch
 from r1kit.rewards.language import language_reward
 from r1kit.rewards.rule import extract_answer, format_reward
 from r1kit.tasks.base import Example, Task
+from r1kit.templates import prompt_text
 
 GENERAL_TYPES = ("helpful", "safety")
 
@@ -113,7 +114,7 @@ class CombinedReward:
         if model is None:
             raise ValueError(f"a {kind!r} example needs the {kind} reward model "
                              f"(set {kind}_model in the grpo stage)")
-        raw = model([e.question for e in examples], responses)
+        raw = model([prompt_text(e.question) for e in examples], responses)
         if self.scale == "sigmoid":
             return [1.0 / (1.0 + math.exp(-s)) for s in raw]
         return raw
@@ -140,7 +141,8 @@ class CombinedReward:
         for i, (response, example, kind) in enumerate(zip(responses, examples, kinds)):
             p = parts[i]
             p["format"] = format_reward(response)
-            p["language"] = language_reward(response, self.language_target, example.question)[0]
+            p["language"] = language_reward(response, self.language_target,
+                                            prompt_text(example.question))[0]
             main = (self.accuracy_weight * p["accuracy"] if kind == "reasoning"
                     else self.weights[kind] * p[kind])
             out.append((main + self.format_weight * p["format"]

@@ -25,20 +25,34 @@ from r1kit.models import load_model, load_tokenizer, save_model
 from r1kit.packing import packs_safely
 from r1kit.stages.pretrain import cosine_lr, packed_batch
 from r1kit.tasks.math import kind_of, read_rows
-from r1kit.templates import encode_prompt
+from r1kit.templates import check_messages, encode_prompt
 
 
-def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str, str]]:
+def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], str]]:
+    """(prompt, response) per row. The prompt is text or a conversation of chat messages
+    (template = "chat"); the response is text or a conversation's one assistant message
+    ([{"role": "assistant", "content": text}], TRL's conversational completion)."""
     rows = []
     for n, row in read_rows(path):
-        for name in (cfg.prompt_field, cfg.response_field):
-            value = row.get(name)
-            if not isinstance(value, str):
+        prompt, response = row.get(cfg.prompt_field), row.get(cfg.response_field)
+        if isinstance(prompt, list):
+            prompt = check_messages(prompt, f"{path}:{n}: field {cfg.prompt_field!r}")
+        if isinstance(response, list):
+            if (len(response) != 1 or not isinstance(response[0], dict)
+                    or response[0].get("role") != "assistant"
+                    or not isinstance(response[0].get("content"), str)):
+                raise R1kitError(f"{path}:{n}: field {cfg.response_field!r} holds a list: a "
+                                 "response is text or one assistant message",
+                                 '[{"role": "assistant", "content": "..."}]')
+            response = response[0]["content"]
+        for name, value in ((cfg.prompt_field, prompt), (cfg.response_field, response)):
+            if not isinstance(value, str) and not (name == cfg.prompt_field
+                                                    and isinstance(value, list)):
                 what = "no field" if name not in row else f"{kind_of(value)}, not text, in field"
                 raise R1kitError(f"{path}:{n}: {what} {name!r}",
                                  f"SFT rows need text in {cfg.prompt_field!r} and "
                                  f"{cfg.response_field!r} (set prompt_field / response_field)")
-        rows.append((row[cfg.prompt_field], row[cfg.response_field]))
+        rows.append((prompt, response))
     return rows
 
 
@@ -48,7 +62,7 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str,
     out = []
     eos = tokenizer.eos_token_id
     for prompt, response in rows:
-        if template == "none":
+        if template == "none" and not isinstance(prompt, list):  # (a list: render_prompt's error)
             p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
         else:
             p = encode_prompt(prompt, template, tokenizer)

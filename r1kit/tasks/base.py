@@ -8,7 +8,9 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class Example:
-    question: str  # the user's question, without any template
+    # the user's question, without any template: text, or a conversation of chat messages
+    # ([{"role": ..., "content": ...}], r1kit.templates) for template = "chat"
+    question: str | list[dict]
     answer: str  # the reference answer, as text
     level: int | None = None  # difficulty 1-5 where the data has one
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

@@ -107,7 +107,10 @@ def read_examples(path, question_field: str, answer_field: str,
                   fields_hint: str = "set question_field / answer_field to the right names"
                   ) -> list[Example]:
     """The rows of a math data file as examples, checked: both fields present, text or a
-    number, and a reference answer in every row."""
+    number (the question may also be a conversation of chat messages, for template = "chat"),
+    and a reference answer in every row."""
+    from r1kit.templates import check_messages
+
     out = []
     for n, row in read_rows(path):
         for field in (question_field, answer_field):
@@ -115,6 +118,8 @@ def read_examples(path, question_field: str, answer_field: str,
                 raise R1kitError(f"{path}:{n}: no field {field!r}",
                                  f"its fields are {', '.join(map(str, row))}; {fields_hint}")
             value = row[field]
+            if field == question_field and isinstance(value, list):
+                continue  # a conversation, checked below
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise R1kitError(f"{path}:{n}: field {field!r} is {kind_of(value)}, not text or "
                                  "a number")
@@ -124,7 +129,10 @@ def read_examples(path, question_field: str, answer_field: str,
             raise R1kitError(f"{path}:{n}: field {answer_field!r} holds no answer "
                              f"({row[answer_field]!r})",
                              "every row needs a reference answer; drop the rows without one")
-        out.append(Example(question=str(row[question_field]), answer=answer,
+        question = row[question_field]
+        question = (check_messages(question, f"{path}:{n}: field {question_field!r}")
+                    if isinstance(question, list) else str(question))
+        out.append(Example(question=question, answer=answer,
                            level=level if isinstance(level, int) else None))
     return out
 

@@ -1,0 +1,99 @@
+"""Prompts given as chat messages (TRL's conversational format) in math, SFT and benchmark
+data: rendered through the chat template, checked before any stage, refused without one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from r1kit.cli import main
+from r1kit.errors import R1kitError
+from r1kit.models import load_tokenizer
+from r1kit.templates import R1_ZERO_SYSTEM, check_messages, prompt_text, render_prompt
+
+CONVERSATION = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "What is 70 + 2?"}]
+
+
+def test_render_prompt_takes_messages_as_they_are(bpe_checkpoint):
+    tok = load_tokenizer(bpe_checkpoint)
+    text = render_prompt(CONVERSATION, "chat", tok, prefill="<think>\n")
+    expected = tok.apply_chat_template([{"role": "system", "content": R1_ZERO_SYSTEM},
+                                        *CONVERSATION], tokenize=False,
+                                       add_generation_prompt=True) + "<think>\n"
+    assert text == expected  # r1kit's instruction first: the messages bring no system turn
+    own = [{"role": "system", "content": "Answer briefly."}, *CONVERSATION]
+    text = render_prompt(own, "chat", tok)
+    assert "Answer briefly." in text and R1_ZERO_SYSTEM not in text
+    assert text.count("What is 70 + 2?") == 1 and "Hello." in text
+    for template in ("r1-zero", "none"):
+        with pytest.raises(R1kitError, match="needs template = 'chat'"):
+            render_prompt(CONVERSATION, template, tok)
+    # a template without a system turn: the system text goes before the first user message
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
+        "{% endif %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>")
+    text = render_prompt(own, "chat", tok)
+    assert text.startswith("<user>Answer briefly.\n\nHi\n<assistant>Hello.\n<user>What is 70")
+    assert prompt_text(CONVERSATION) == "What is 70 + 2?" and prompt_text("q") == "q"
+
+
+def test_malformed_conversations_are_named():
+    assert check_messages(CONVERSATION, "x") == CONVERSATION
+    for value, expected in [([], "non-empty list"),
+                            ([{"role": "robot", "content": "hi"}], "message 1 is not"),
+                            ([{"role": "user", "content": 3}], "message 1 is not"),
+                            ([{"role": "system", "content": "s"}], "no user message")]:
+        with pytest.raises(R1kitError, match=expected):
+            check_messages(value, "rows.jsonl:4: field 'prompt'")
+
+
+def _math_rows(path, n=8):
+    path.write_text("".join(json.dumps({
+        "prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": str(i + 1)})
+        + "\n" for i in range(n)))
+    return path
+
+
+def test_conversational_math_and_sft_data_train_and_evaluate(bpe_checkpoint, tmp_path, capsys):
+    math = _math_rows(tmp_path / "math.jsonl")
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text("".join(json.dumps({
+        "prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
+        "completion": [{"role": "assistant", "content": f"<think>{i}+1</think> {i + 1}"}]})
+        + "\n" for i in range(8)))
+    grpo = ('[stages.zero]\nkind = "grpo"\nmodel = "sft"\ntask = "math"\n'
+            f'train_file = "{math}"\ntest_file = "{math}"\nquestion_field = "prompt"\n'
+            'steps = 1\ngroup_size = 2\nrollout_batch_size = 4\nnum_minibatches = 1\n'
+            'micro_batch_size = 2\nmax_new_tokens = 6\nsave_every = 0\neval.every = 0\n')
+    head = ('[run]\nprogress = false\ntensorboard = false\n\n[stages.sft]\nkind = "sft"\n'
+            f'model = "{bpe_checkpoint}"\ndata = "{sft}"\nresponse_field = "completion"\n'
+            'epochs = 2\nbatch_size = 4\nmicro_batch_size = 2\nlr = 1e-3\n')
+    recipe = tmp_path / "r.toml"
+    # without template = "chat": stopped before any stage, naming the stage and the file
+    for stage, text in [("sft", head + '\n' + grpo + 'template = "chat"\n'),
+                        ("zero", head + 'template = "chat"\n\n' + grpo)]:
+        recipe.write_text(text)
+        out = tmp_path / "refused"
+        assert main(["run", str(recipe), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"stages.{stage}.template" in err and "chat messages" in err, err
+        assert not out.exists()
+
+    recipe.write_text(head + 'template = "chat"\n\n' + grpo + 'template = "chat"\n')
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 0
+    summary = json.loads((out / "sft" / "stage.json").read_text())["summary"]
+    assert summary["rows"] == 8 and summary["final_loss"] < summary["first_loss"]
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(m.get("step") == 1 and "reward" in m for m in metrics)
+
+    # the same file as a benchmark of your own: the instruction joins the last user message
+    result = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(out / "zero"), "--bench", str(math),
+                 "--question-field", "prompt", "--limit", "2", "--k", "2",
+                 "--max-new-tokens", "4", "--out", str(result)]) == 0
+    sample = json.loads(result.read_text())["results"][0]["samples"][0]
+    assert sample["question"][-1]["content"].startswith("What is 0 + 1?")
+    assert "\\boxed{}" in sample["question"][-1]["content"]
