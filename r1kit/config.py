@@ -612,37 +612,41 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
     return Recipe(run=run, stages=stages, source=source)
 
 
-def _check_data_files(cfg, where: str) -> None:
+def _check_data_files(cfg, where: str) -> bool:
     """Read a stage's own data files now, so that a malformed row stops the run before any
-    stage has started (the error names file, line and field)."""
+    stage has started (the error names file, line and field). Returns whether any of its
+    prompts is a conversation (chat messages)."""
     prompts: list[tuple[str, list]] = []  # (file, its prompts)
-    if getattr(cfg, "task", None) == "math":
-        from r1kit.tasks.math import read_examples  # the task's own reader and rules
+    if getattr(cfg, "task", None) in ("math", "gsm8k") and (
+            getattr(cfg, "train_file", "") or getattr(cfg, "test_file", "")):
+        from r1kit.tasks import make_task  # the task's own reader and rules
 
-        for fname in ("train_file", "test_file"):
-            if getattr(cfg, fname, ""):
-                path = getattr(cfg, fname)
-                examples = read_examples(path, cfg.question_field, cfg.answer_field)
-                prompts.append((path, [e.question for e in examples]))
+        task = make_task(cfg, 0)
+        for fname, examples in (("train_file", task.train_examples()),
+                                ("test_file", task.test_examples())):
+            prompts.append((getattr(cfg, fname, "") or fname, [e.question for e in examples]))
     if isinstance(cfg, SFTConfig) and Path(cfg.data).is_file():
         from r1kit.stages.sft import read_sft_rows  # the stage's own rule: both fields text
 
         prompts.append((cfg.data, [p for p, _ in read_sft_rows(Path(cfg.data), cfg)]))
-    for path, questions in prompts:
-        if getattr(cfg, "template", "chat") != "chat" and any(
-                isinstance(q, list) for q in questions):
-            _fail(f"{where}.template", f"{path} gives prompts as chat messages, which need "
-                  f"template = 'chat', not {cfg.template!r}",
-                  "set template = \"chat\" (a model with a chat template)")
     if isinstance(cfg, GRPOConfig) and cfg.general_share > 0 and cfg.general_data != "tiny":
         from r1kit.stages.grpo import general_examples  # the stage's own reader and rules
 
-        general_examples(cfg, 0)
+        prompts.append((cfg.general_data, [e.question for e in general_examples(cfg, 0)]))
+    conversational = False
+    for path, questions in prompts:
+        if any(isinstance(q, list) for q in questions):
+            conversational = True
+            if getattr(cfg, "template", "chat") != "chat":
+                _fail(f"{where}.template", f"{path} gives prompts as chat messages, which "
+                      f"need template = 'chat', not {cfg.template!r}",
+                      "set template = \"chat\" (a model with a chat template)")
     if isinstance(cfg, RewardModelConfig) and cfg.data == "file":
         from r1kit.stages.reward_model import read_reward_rows
 
         for path in (cfg.train_file, cfg.test_file):
             read_reward_rows(path, cfg.objective)
+    return conversational
 
 
 # fields that name a checkpoint: an earlier stage or a directory
@@ -692,6 +696,7 @@ def check_inputs(recipe: Recipe) -> None:
     """Every model and data file a recipe names exists (run before any work starts)."""
     earlier: list[str] = []
     has_template: dict[str, bool] = {}
+    conversational: set[str] = set()  # stages whose prompts include chat messages
     for name, cfg in recipe.stages.items():
         where = f"stages.{name}"
         refs = [(f, getattr(cfg, f, None)) for f in MODEL_FIELDS]
@@ -725,6 +730,10 @@ def check_inputs(recipe: Recipe) -> None:
                 if not isinstance(recipe.stages[data], SampleConfig):
                     _fail(f"{where}.data", f"stage {data!r} is a {recipe.stages[data].kind} "
                           "stage and writes no data set", "name a sample stage or a file")
+                if data in conversational and cfg.template != "chat":
+                    _fail(f"{where}.template", f"stage {data!r} writes prompts as chat "
+                          f"messages (its data has them), which need template = 'chat', not "
+                          f"{cfg.template!r}", "set template = \"chat\"")
             elif data in recipe.stages:
                 _fail(f"{where}.data", f"stage {data!r} runs after {name!r}",
                       "a stage can only use the output of an earlier stage")
@@ -740,7 +749,8 @@ def check_inputs(recipe: Recipe) -> None:
                       "give one .jsonl or .parquet file (join shards into one first)")
             if value and not Path(value).is_file():
                 _fail(f"{where}.{fname}", f"file {value!r} not found")
-        _check_data_files(cfg, where)
+        if _check_data_files(cfg, where):
+            conversational.add(name)
         if getattr(cfg, "reward_function", ""):  # the file and function exist and import
             from r1kit.rewards.custom import load_function
 

@@ -88,6 +88,10 @@ def _row_texts(row: dict, fields: Sequence[str] | None, where: str) -> list[str]
                 raise R1kitError(f"{where}: no field {field!r}",
                                  f"its fields are {', '.join(map(str, row))}; fix --fields")
             value = row[field]
+            if isinstance(value, list) and all(isinstance(m, dict) and isinstance(
+                    m.get("content"), str) for m in value):  # chat messages: their texts
+                texts.extend(m["content"] for m in value)
+                continue
             if not isinstance(value, str):
                 raise R1kitError(f"{where}: field {field!r} is a {type(value).__name__}, "
                                  "not a string", "name text fields in --fields")

@@ -104,6 +104,14 @@ def _check_language(row: dict, settings: dict) -> str | None:
     target = row.get("target", settings["target"])
     if target not in TARGETS:
         return f"field 'target' must be one of {', '.join(TARGETS)}, got {target!r}"
+    if (target == "prompt" or "prompt" in row) and isinstance(row.get("prompt"), list):
+        from r1kit.templates import check_messages  # a conversation: its last user message
+
+        try:
+            check_messages(row["prompt"], "field 'prompt'")
+        except R1kitError as exc:
+            return str(exc)
+        return None
     if target == "prompt" or "prompt" in row:
         return _need_str(row, "prompt")
     return None
@@ -145,9 +153,10 @@ def _score_format(rows: list[dict], settings: dict) -> list[Scored]:
 
 def _score_language(rows: list[dict], settings: dict) -> list[Scored]:
     from r1kit.rewards.language import language_reward
+    from r1kit.templates import prompt_text
 
     return [language_reward(r["completion"], r.get("target", settings["target"]),
-                            r.get("prompt")) for r in rows]
+                            prompt_text(r["prompt"]) if "prompt" in r else None) for r in rows]
 
 
 def _score_code(rows: list[dict], settings: dict) -> list[Scored]:

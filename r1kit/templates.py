@@ -46,6 +46,10 @@ def check_messages(value, where: str) -> list[dict]:
                              f"{' | '.join(ROLES)}, \"content\": text}}: {m!r}"[:300])
     if not any(m["role"] == "user" for m in value):
         raise R1kitError(f"{where}: the conversation has no user message")
+    if value[-1]["role"] == "system":
+        raise R1kitError(f"{where}: the conversation ends with a system message",
+                         "end it with the user's message (or an assistant message that the "
+                         "response continues)")
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
@@ -92,17 +96,24 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "") ->
             {"role": "user", "content": question}]
         if not any(m["role"] == "system" for m in turns):
             turns = [{"role": "system", "content": R1_ZERO_SYSTEM}, *turns]
+        # a conversation that ends with an assistant message: the response continues it
+        cont = turns[-1]["role"] == "assistant"
+        kw = {"tokenize": False, "add_generation_prompt": not cont,
+              "continue_final_message": cont}
         try:
-            text = tokenizer.apply_chat_template(turns, tokenize=False,
-                                                 add_generation_prompt=True)
-        except TemplateError:  # templates without a system turn (Gemma's) raise on one:
-            # the system text goes before the first user message
+            text = tokenizer.apply_chat_template(turns, **kw)
+        except TemplateError as first_error:  # templates without a system turn (Gemma's)
+            # raise on one: the system text goes before the first user message
             system = "\n\n".join(m["content"] for m in turns if m["role"] == "system")
             rest = [m for m in turns if m["role"] != "system"]
             first = next(i for i, m in enumerate(rest) if m["role"] == "user")
             rest[first] = {"role": "user", "content": f"{system}\n\n{rest[first]['content']}"}
-            text = tokenizer.apply_chat_template(rest, tokenize=False,
-                                                 add_generation_prompt=True)
+            try:
+                text = tokenizer.apply_chat_template(rest, **kw)
+            except TemplateError as exc:
+                raise R1kitError(f"the model's chat template refuses this prompt: "
+                                 f"{first_error}; without the system turn: {exc}",
+                                 f"the prompt: {question!r}"[:300]) from exc
     else:
         raise R1kitError(f"unknown template {template!r}", f"valid: {', '.join(TEMPLATES)}")
     return text + prefill

@@ -37,6 +37,24 @@ def test_render_prompt_takes_messages_as_they_are(bpe_checkpoint):
     text = render_prompt(own, "chat", tok)
     assert text.startswith("<user>Answer briefly.\n\nHi\n<assistant>Hello.\n<user>What is 70")
     assert prompt_text(CONVERSATION) == "What is 70 + 2?" and prompt_text("q") == "q"
+    # a template that refuses the conversation even without a system turn: an R1kitError
+    tok.chat_template = (
+        "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('roles must alternate') }}{% endif %}{{ m['content'] }}"
+        "{% endfor %}")
+    with pytest.raises(R1kitError, match="chat template refuses this prompt"):
+        render_prompt([{"role": "assistant", "content": "x"}, *CONVERSATION], "chat", tok)
+
+
+def test_a_final_assistant_message_is_continued(bpe_checkpoint):
+    """As TRL does: the response continues a conversation's last assistant message."""
+    tok = load_tokenizer(bpe_checkpoint)
+    started = [*CONVERSATION, {"role": "assistant", "content": "<think>\n70"}]
+    text = render_prompt(started, "chat", tok)
+    assert text.endswith("<think>\n70") and text.count("<|im_start|>assistant") == 2
+    assert text == tok.apply_chat_template([{"role": "system", "content": R1_ZERO_SYSTEM},
+                                            *started], tokenize=False,
+                                           continue_final_message=True)
 
 
 def test_malformed_conversations_are_named():
@@ -44,7 +62,9 @@ def test_malformed_conversations_are_named():
     for value, expected in [([], "non-empty list"),
                             ([{"role": "robot", "content": "hi"}], "message 1 is not"),
                             ([{"role": "user", "content": 3}], "message 1 is not"),
-                            ([{"role": "system", "content": "s"}], "no user message")]:
+                            ([{"role": "system", "content": "s"}], "no user message"),
+                            ([*CONVERSATION, {"role": "system", "content": "s"}],
+                             "ends with a system message")]:
         with pytest.raises(R1kitError, match=expected):
             check_messages(value, "rows.jsonl:4: field 'prompt'")
 
@@ -97,3 +117,56 @@ def test_conversational_math_and_sft_data_train_and_evaluate(bpe_checkpoint, tmp
     sample = json.loads(result.read_text())["results"][0]["samples"][0]
     assert sample["question"][-1]["content"].startswith("What is 0 + 1?")
     assert "\\boxed{}" in sample["question"][-1]["content"]
+
+
+def test_other_readers_of_prompts_take_conversations(tmp_path, bpe_checkpoint, capsys):
+    """General prompts, a sample stage's rows read by SFT, task = "gsm8k" with own files, the
+    language reward of `r1kit score`, `decontaminate --fields`, `eval --template r1-zero`."""
+    from r1kit.config import GRPOConfig
+    from r1kit.decontaminate import find_contaminated, ngrams
+    from r1kit.stages.grpo import general_examples
+
+    general = tmp_path / "general.jsonl"
+    general.write_text(json.dumps({"prompt": CONVERSATION, "type": "helpful"}) + "\n"
+                       + json.dumps({"prompt": "Write a poem.", "type": "safety"}) + "\n")
+    cfg = GRPOConfig(general_share=0.5, general_data=str(general))
+    first, second = general_examples(cfg, 0)
+    assert first.question == CONVERSATION and second.question == "Write a poem."
+    general.write_text(json.dumps({"prompt": 7, "type": "helpful"}) + "\n")
+    with pytest.raises(R1kitError, match="general.jsonl:1: field 'prompt' is a int"):
+        general_examples(cfg, 0)
+
+    math = _math_rows(tmp_path / "math.jsonl")
+    gsm = tmp_path / "gsm.jsonl"
+    gsm.write_text(json.dumps({"question": CONVERSATION, "final_answer": "72"}) + "\n")
+    sample = (f'[stages.rs]\nkind = "sample"\nmodel = "{bpe_checkpoint}"\ntask = "math"\n'
+              f'train_file = "{math}"\nquestion_field = "prompt"\ntemplate = "chat"\n'
+              '[stages.sft]\nkind = "sft"\nmodel = "rs"\ndata = "rs"\n')
+    recipe = tmp_path / "r.toml"
+    for text, expected in [
+            (sample.replace('model = "rs"', f'model = "{bpe_checkpoint}"'),
+             ["stages.sft.template", "stage 'rs' writes prompts as chat messages"]),
+            ((f'[stages.zero]\nkind = "grpo"\nmodel = "{bpe_checkpoint}"\ntask = "gsm8k"\n'
+              f'test_file = "{gsm}"\n'), ["stages.zero.template", "gsm.jsonl"])]:
+        recipe.write_text(text)
+        out = tmp_path / "run"
+        assert main(["run", str(recipe), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert all(e in err for e in expected) and "Traceback" not in err, (expected, err)
+        assert not out.exists()
+
+    rows = tmp_path / "score.jsonl"
+    rows.write_text(json.dumps({"completion": "<think>eight plus two</think><answer>10</answer>",
+                                "target": "prompt", "prompt": CONVERSATION}) + "\n")
+    assert main(["score", "--reward", "language", "--input", str(rows)]) == 0
+    assert json.loads(capsys.readouterr().out)["reward"] == 1.0  # English, as its user turn
+
+    problem = "Natalia sold clips to 48 of her friends in April and then half as many in May"
+    grams = {"gsm8k": ngrams(problem)}
+    convo = [{"prompt": [{"role": "user", "content": problem}]}]
+    assert [h["index"] for h in find_contaminated(convo, grams, fields=["prompt"])] == [0]
+
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", str(math),
+                 "--question-field", "prompt", "--template", "r1-zero"]) == 2
+    err = capsys.readouterr().err
+    assert "chat messages" in err and "--template chat" in err

@@ -151,15 +151,16 @@ def test_own_code_reward_models_and_broken_inputs_stop_before_any_stage(
     (broken / "tokenizer.json").write_text("{not json")
     sft = f'[stages.sft]\nkind = "sft"\nmodel = "{bpe_checkpoint}"\ndata = "{sft_rows}"\n'
     cases = [
-        ('[run]\ntrust_remote_code = true\n[stages.rm]\nkind = "reward_model"\n'
-         f'model = "{own_code_checkpoint}"\nobjective = "pointwise"\ndata = "file"\n'
-         f'train_file = "{rows}"\ntest_file = "{rows}"\n', ["AutoModelForSequenceClassification"]),
-        (f'{sft}[stages.table]\nkind = "eval"\nmodels = ["sft"]\n'
-         f'helpful_model = "{own_code_checkpoint}"\n', ["own model code", "trust_remote_code"]),
-        (f'[stages.sft]\nkind = "sft"\nmodel = "{broken}"\ndata = "{sft_rows}"\n'
-         'template = "chat"\n', ["stages.sft.template", "does not load"]),
-        (f'{sft}[stages.table]\nkind = "eval"\nmodels = ["sft"]\n[stages.again]\nkind = "sft"\n'
-         f'model = "table"\ndata = "{sft_rows}"\n', ["stages.again.model", "writes no model"]),
+        (('[run]\ntrust_remote_code = true\n[stages.rm]\nkind = "reward_model"\n'
+          f'model = "{own_code_checkpoint}"\nobjective = "pointwise"\ndata = "file"\n'
+          f'train_file = "{rows}"\ntest_file = "{rows}"\n'), ["AutoModelForSequenceClassification"]),
+        ((f'{sft}[stages.table]\nkind = "eval"\nmodels = ["sft"]\n'
+          f'helpful_model = "{own_code_checkpoint}"\n'), ["own model code", "trust_remote_code"]),
+        ((f'[stages.sft]\nkind = "sft"\nmodel = "{broken}"\ndata = "{sft_rows}"\n'
+          'template = "chat"\n'), ["stages.sft.template", "does not load"]),
+        ((f'{sft}[stages.table]\nkind = "eval"\nmodels = ["sft"]\n[stages.again]\n'
+          f'kind = "sft"\nmodel = "table"\ndata = "{sft_rows}"\n'),
+         ["stages.again.model", "writes no model"]),
     ]
     for text, expected in cases:
         recipe = tmp_path / "r.toml"

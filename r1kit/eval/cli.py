@@ -79,6 +79,11 @@ def _run_eval(args) -> list[dict]:
     # every benchmark read (and a file of your own checked) before the model loads
     tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,
                                   args.math_instruction) for name in names}
+    for name, task in tasks.items():
+        if args.template == "r1-zero" and any(isinstance(e.question, list)
+                                              for e in task.test_examples()):
+            raise R1kitError(f"--bench {name}: its prompts are chat messages, which need the "
+                             "chat template", "use --template chat (or auto)")
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(path)
     model = load_model(path, device, dtype).eval()

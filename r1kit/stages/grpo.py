@@ -65,8 +65,8 @@ from r1kit.runlog import RunLog
 from r1kit.stages.pretrain import cosine_lr
 from r1kit.tasks import general, make_task
 from r1kit.tasks.base import Example
-from r1kit.tasks.math import read_rows
-from r1kit.templates import encode_prompt
+from r1kit.tasks.math import kind_of, read_rows
+from r1kit.templates import check_messages, encode_prompt
 
 
 @dataclass
@@ -553,8 +553,14 @@ def general_examples(cfg: GRPOConfig, seed: int) -> list[Example]:
         if row["type"] not in GENERAL_TYPES:
             raise R1kitError(f"{cfg.general_data}:{n}: type {row['type']!r} is not one of "
                              f"{', '.join(GENERAL_TYPES)}")
-        out.append(Example(question=str(row[cfg.general_prompt_field]), answer="",
-                           meta={"type": row["type"]}))
+        prompt = row[cfg.general_prompt_field]
+        if isinstance(prompt, list):  # a conversation (template = "chat")
+            prompt = check_messages(prompt, f"{cfg.general_data}:{n}: field "
+                                            f"{cfg.general_prompt_field!r}")
+        elif not isinstance(prompt, str):
+            raise R1kitError(f"{cfg.general_data}:{n}: field {cfg.general_prompt_field!r} is "
+                             f"{kind_of(prompt)}, not text or chat messages")
+        out.append(Example(question=prompt, answer="", meta={"type": row["type"]}))
     return out
 
 
