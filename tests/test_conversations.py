@@ -170,3 +170,26 @@ def test_other_readers_of_prompts_take_conversations(tmp_path, bpe_checkpoint, c
                  "--question-field", "prompt", "--template", "r1-zero"]) == 2
     err = capsys.readouterr().err
     assert "chat messages" in err and "--template chat" in err
+
+
+def test_conversation_examples_hash_and_auto_template_without_one(bpe_checkpoint, tmp_path,
+                                                                   capsys):
+    import shutil
+
+    from r1kit.tasks.base import Example
+
+    a, b = Example(question=CONVERSATION, answer="72"), Example(question=list(CONVERSATION),
+                                                                answer="72")
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    plain = tmp_path / "plain"
+    shutil.copytree(bpe_checkpoint, plain)
+    tok = load_tokenizer(plain)
+    tok.chat_template = None
+    for f in plain.glob("chat_template.*"):
+        f.unlink()
+    tok.save_pretrained(plain)
+    math = _math_rows(tmp_path / "math.jsonl")
+    assert main(["eval", "--model", str(plain), "--bench", str(math),
+                 "--question-field", "prompt"]) == 2
+    err = capsys.readouterr().err
+    assert "chat messages" in err and "no chat template" in err and "Traceback" not in err

@@ -79,17 +79,20 @@ def _run_eval(args) -> list[dict]:
     # every benchmark read (and a file of your own checked) before the model loads
     tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,
                                   args.math_instruction) for name in names}
-    for name, task in tasks.items():
-        if args.template == "r1-zero" and any(isinstance(e.question, list)
-                                              for e in task.test_examples()):
-            raise R1kitError(f"--bench {name}: its prompts are chat messages, which need the "
-                             "chat template", "use --template chat (or auto)")
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(path)
-    model = load_model(path, device, dtype).eval()
     template = args.template
     if template == "auto":
         template = "chat" if getattr(tokenizer, "chat_template", None) else "r1-zero"
+    for name, task in tasks.items():
+        if template == "r1-zero" and any(isinstance(e.question, list)
+                                         for e in task.test_examples()):
+            raise R1kitError(f"--bench {name}: its prompts are chat messages, which need a chat "
+                             "template", "use --template chat with a model that has one"
+                             if args.template == "r1-zero" else
+                             "this model's tokenizer has no chat template: give the prompts "
+                             "as text")
+    model = load_model(path, device, dtype).eval()
     prefill = args.prefill if args.prefill is not None else ("<think>\n" if template == "chat"
                                                               else "")
     stop_ids = stop_token_ids(tokenizer, model)

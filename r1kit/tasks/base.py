@@ -10,7 +10,7 @@ from typing import Any, Protocol
 class Example:
     # the user's question, without any template: text, or a conversation of chat messages
     # ([{"role": ..., "content": ...}], r1kit.templates) for template = "chat"
-    question: str | list[dict]
+    question: str | list[dict] = field(hash=False)  # (a list is not hashable)
     answer: str  # the reference answer, as text
     level: int | None = None  # difficulty 1-5 where the data has one
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
