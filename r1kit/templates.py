@@ -98,19 +98,26 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "") ->
             turns = [{"role": "system", "content": R1_ZERO_SYSTEM}, *turns]
         # a conversation that ends with an assistant message: the response continues it
         cont = turns[-1]["role"] == "assistant"
+        if cont and prefill:
+            raise R1kitError("a conversation that ends with an assistant message is continued "
+                             f"by the response, and the prefill {prefill!r} would go after that "
+                             "message", "set prefill = \"\" (r1kit eval: --prefill ''), or "
+                             "end the conversation with the user's message")
         kw = {"tokenize": False, "add_generation_prompt": not cont,
               "continue_final_message": cont}
         try:
             text = tokenizer.apply_chat_template(turns, **kw)
-        except TemplateError as first_error:  # templates without a system turn (Gemma's)
-            # raise on one: the system text goes before the first user message
+        except (TemplateError, ValueError) as first_error:
+            # templates without a system turn (Gemma's) raise on one: the system text goes
+            # before the first user message. (ValueError: transformers cannot continue a final
+            # message that the template rewrites.)
             system = "\n\n".join(m["content"] for m in turns if m["role"] == "system")
             rest = [m for m in turns if m["role"] != "system"]
             first = next(i for i, m in enumerate(rest) if m["role"] == "user")
             rest[first] = {"role": "user", "content": f"{system}\n\n{rest[first]['content']}"}
             try:
                 text = tokenizer.apply_chat_template(rest, **kw)
-            except TemplateError as exc:
+            except (TemplateError, ValueError) as exc:
                 raise R1kitError(f"the model's chat template refuses this prompt: "
                                  f"{first_error}; without the system turn: {exc}",
                                  f"the prompt: {question!r}"[:300]) from exc

@@ -55,6 +55,16 @@ def test_a_final_assistant_message_is_continued(bpe_checkpoint):
     assert text == tok.apply_chat_template([{"role": "system", "content": R1_ZERO_SYSTEM},
                                             *started], tokenize=False,
                                            continue_final_message=True)
+    with pytest.raises(R1kitError, match="prefill '<think>\\\\n' would go after"):
+        render_prompt(started, "chat", tok, prefill="<think>\n")
+    # a template that rewrites assistant text (keeps what follows </think>, as R1's do)
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}"
+        "{{ m['content'].split('</think>')[-1] }}{% else %}{{ m['content'] }}{% endif %}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    with pytest.raises(R1kitError, match="chat template refuses this prompt"):
+        render_prompt([*CONVERSATION, {"role": "assistant", "content": "<think>70</think> 7"}],
+                      "chat", tok)
 
 
 def test_malformed_conversations_are_named():
