@@ -719,10 +719,11 @@ def check_inputs(recipe: Recipe) -> None:
 
             # a causal LM checkpoint (config.json), or a reward model for the reward fields
             check_model_dir(ref, "causal" if field_name in ("model", "models") else "reward")
-        if isinstance(cfg, RewardModelConfig) and _source_dir(recipe, cfg.model):
+        backbone = _source_dir(recipe, cfg.model) if isinstance(cfg, RewardModelConfig) else ""
+        if backbone:
             from r1kit.models import check_scalar_head  # the backbone loads with a scalar head
 
-            check_scalar_head(_source_dir(recipe, cfg.model))
+            check_scalar_head(backbone)
         model = getattr(cfg, "model", None)
         data = getattr(cfg, "data", "")
         if isinstance(cfg, SFTConfig):

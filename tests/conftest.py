@@ -70,3 +70,30 @@ def build_bpe_checkpoint(path: Path, vocab_size: int = 2000, seed: int = 0) -> P
 @pytest.fixture(scope="session")
 def bpe_checkpoint(tmp_path_factory) -> Path:
     return build_bpe_checkpoint(tmp_path_factory.mktemp("bpe") / "model")
+
+
+def without_chat_template(source: Path, path: Path) -> Path:
+    """A copy of the checkpoint `source` whose tokenizer has no chat template."""
+    import shutil
+
+    from r1kit.models import load_tokenizer
+
+    shutil.copytree(source, path)
+    tok = load_tokenizer(path)
+    tok.chat_template = None
+    for f in path.glob("chat_template.*"):
+        f.unlink()
+    tok.save_pretrained(path)
+    return path
+
+
+def stops_before_any_stage(recipe, tmp_path, capsys, expected: list[str]) -> None:
+    """`r1kit run recipe` exits with 2, the message holds every expected piece, no traceback,
+    and no run directory was made."""
+    from r1kit.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert all(e in err for e in expected), (expected, err)
+    assert "Traceback" not in err and not out.exists()

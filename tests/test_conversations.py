@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import stops_before_any_stage, without_chat_template
 
 from r1kit.cli import main
 from r1kit.errors import R1kitError
@@ -159,11 +160,7 @@ def test_other_readers_of_prompts_take_conversations(tmp_path, bpe_checkpoint, c
             ((f'[stages.zero]\nkind = "grpo"\nmodel = "{bpe_checkpoint}"\ntask = "gsm8k"\n'
               f'test_file = "{gsm}"\n'), ["stages.zero.template", "gsm.jsonl"])]:
         recipe.write_text(text)
-        out = tmp_path / "run"
-        assert main(["run", str(recipe), "--out", str(out)]) == 2
-        err = capsys.readouterr().err
-        assert all(e in err for e in expected) and "Traceback" not in err, (expected, err)
-        assert not out.exists()
+        stops_before_any_stage(recipe, tmp_path, capsys, expected)
 
     rows = tmp_path / "score.jsonl"
     rows.write_text(json.dumps({"completion": "<think>eight plus two</think><answer>10</answer>",
@@ -184,20 +181,12 @@ def test_other_readers_of_prompts_take_conversations(tmp_path, bpe_checkpoint, c
 
 def test_conversation_examples_hash_and_auto_template_without_one(bpe_checkpoint, tmp_path,
                                                                    capsys):
-    import shutil
-
     from r1kit.tasks.base import Example
 
     a, b = Example(question=CONVERSATION, answer="72"), Example(question=list(CONVERSATION),
                                                                 answer="72")
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
-    plain = tmp_path / "plain"
-    shutil.copytree(bpe_checkpoint, plain)
-    tok = load_tokenizer(plain)
-    tok.chat_template = None
-    for f in plain.glob("chat_template.*"):
-        f.unlink()
-    tok.save_pretrained(plain)
+    plain = without_chat_template(bpe_checkpoint, tmp_path / "plain")
     math = _math_rows(tmp_path / "math.jsonl")
     assert main(["eval", "--model", str(plain), "--bench", str(math),
                  "--question-field", "prompt"]) == 2

@@ -6,7 +6,7 @@ import hashlib
 import json
 
 import pytest
-from conftest import MICRO_BASE, REPO
+from conftest import MICRO_BASE, REPO, without_chat_template
 
 from r1kit.cli import main
 
@@ -132,19 +132,11 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
 def test_chat_template_is_checked_before_any_stage(tmp_path, bpe_checkpoint):
     """template = "chat" on a model whose tokenizer has no chat template (a directory, a
     pretrain stage, or a stage that started from either) stops the run before any stage."""
-    import shutil
-
     from r1kit.config import check_inputs, recipe_from_dict
     from r1kit.errors import R1kitError
     from r1kit.models import load_tokenizer
 
-    plain = tmp_path / "plain"
-    shutil.copytree(bpe_checkpoint, plain)
-    tok = load_tokenizer(plain)
-    tok.chat_template = None
-    for f in plain.glob("chat_template.*"):
-        f.unlink()
-    tok.save_pretrained(plain)
+    plain = without_chat_template(bpe_checkpoint, tmp_path / "plain")
     assert not load_tokenizer(plain).chat_template
 
     data = tmp_path / "sft.jsonl"

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import MICRO_BASE, REPO, rows_without_timings
+from conftest import MICRO_BASE, REPO, rows_without_timings, stops_before_any_stage
 from safetensors.torch import load_file
 
 import r1kit.stages.grpo as grpo
@@ -143,7 +143,7 @@ def test_bad_data_files_stop_the_run_before_any_stage(tmp_path, capsys):
         recipe = tmp_path / "r.toml"
         recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.sft]\nkind = "sft"\n'
                           f'model = "base"\ndata = "{data}"\n')
-        _stops_before_any_stage(recipe, tmp_path, capsys, expected)
+        stops_before_any_stage(recipe, tmp_path, capsys, expected)
 
 
 def test_a_model_directory_that_is_not_a_causal_lm(tmp_path, capsys):
@@ -188,7 +188,7 @@ def test_bad_math_and_reward_model_data_stop_the_run_before_any_stage(tmp_path, 
         recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.zero]\nkind = "grpo"\n'
                           f'model = "base"\ntask = "math"\ntrain_file = "{path}"\n'
                           f'test_file = "{good}"\nquestion_field = "q"\nanswer_field = "a"\n')
-        _stops_before_any_stage(recipe, tmp_path, capsys, expected)
+        stops_before_any_stage(recipe, tmp_path, capsys, expected)
 
     rm_cases = [
         ('{"prompt": "p", "response": "r", "safe": "false"}\n', ["rm.jsonl:1", "'safe'", "false"]),
@@ -201,7 +201,7 @@ def test_bad_math_and_reward_model_data_stop_the_run_before_any_stage(tmp_path, 
         recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.safety]\n'
                           'kind = "reward_model"\nmodel = "base"\nobjective = "pointwise"\n'
                           f'data = "file"\ntrain_file = "{path}"\ntest_file = "{path}"\n')
-        _stops_before_any_stage(recipe, tmp_path, capsys, expected)
+        stops_before_any_stage(recipe, tmp_path, capsys, expected)
 
 
 def test_reference_answers_read_as_the_numbers_they_are(tmp_path):
@@ -294,7 +294,7 @@ def test_a_missing_reward_function_stops_the_run_before_any_stage(tmp_path, caps
     recipe = tmp_path / "r.toml"
     recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.zero]\nkind = "grpo"\n'
                       f'model = "base"\nreward_function = "{tmp_path / "missing.py"}:score"\n')
-    _stops_before_any_stage(recipe, tmp_path, capsys, ["no file", "missing.py"])
+    stops_before_any_stage(recipe, tmp_path, capsys, ["no file", "missing.py"])
 
 
 def test_chat_templates_without_a_system_turn_get_the_instruction_in_the_user_turn():
@@ -322,14 +322,4 @@ def test_bad_general_data_stops_the_run_before_any_stage(tmp_path, capsys):
     recipe = tmp_path / "r.toml"
     recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.zero]\nkind = "grpo"\n'
                       f'model = "base"\ngeneral_share = 0.25\ngeneral_data = "{rows}"\n')
-    _stops_before_any_stage(recipe, tmp_path, capsys, ["general.jsonl:2", "'chat'"])
-
-
-def _stops_before_any_stage(recipe, tmp_path, capsys, expected: list[str]) -> None:
-    """`r1kit run recipe` exits with 2, the message holds every expected piece, no traceback,
-    and no run directory was made."""
-    out = tmp_path / "run"
-    assert main(["run", str(recipe), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert all(e in err for e in expected), (expected, err)
-    assert "Traceback" not in err and not out.exists()
+    stops_before_any_stage(recipe, tmp_path, capsys, ["general.jsonl:2", "'chat'"])

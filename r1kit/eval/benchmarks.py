@@ -69,7 +69,25 @@ def _question(name: str, spec: Spec, row: dict) -> str:
     return f"{row['text']}\nYour code should pass these tests:\n{tests}" + CODE_INSTRUCTION
 
 
-class BenchmarkTask:
+class _HeldOut:
+    """A Task with held-out examples only (`self._examples`), checked in batches."""
+
+    _examples: list[Example]
+
+    def train_examples(self) -> list[Example]:
+        return []
+
+    def test_examples(self, split: str = "main") -> list[Example]:
+        return list(self._examples)
+
+    def verify(self, answer: str, example: Example) -> float:
+        return self.verify_batch([answer], [example])[0]
+
+    def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
+        return [v for v, _ in verify_answers(answers, [e.answer for e in examples])]
+
+
+class BenchmarkTask(_HeldOut):
     """A shipped benchmark as a Task (test examples only)."""
 
     def __init__(self, name: str, path: Path | None = None):
@@ -89,18 +107,9 @@ class BenchmarkTask:
                       "solution": str(row.get(self.spec.solution) or ""),
                       "subject": row.get("subject")}))
 
-    def train_examples(self) -> list[Example]:
-        return []
-
-    def test_examples(self, split: str = "main") -> list[Example]:
-        return list(self._examples)
-
-    def verify(self, answer: str, example: Example) -> float:
-        return self.verify_batch([answer], [example])[0]
-
     def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
         if self.spec.kind == "math":
-            return [v for v, _ in verify_answers(answers, [e.answer for e in examples])]
+            return super().verify_batch(answers, examples)
         from r1kit.rewards.code import extract_code, score_code_rows
 
         rows, completions = [], []
@@ -123,7 +132,7 @@ def is_data_file(name: str) -> bool:
     return Path(name).suffix.lower() in DATA_SUFFIXES
 
 
-class FileBenchmark:
+class FileBenchmark(_HeldOut):
     """A math benchmark of your own: a JSONL or parquet file with a question and a reference
     answer per row, verified like the shipped math benchmarks. With `instruction` (default)
     each question gets the shipped benchmarks' request for a boxed final answer."""
@@ -146,18 +155,6 @@ class FileBenchmark:
                                           meta={"problem": prompt_text(ex.question)}))
         if not self._examples:
             raise R1kitError(f"--bench: {self.name!r} has no rows")
-
-    def train_examples(self) -> list[Example]:
-        return []
-
-    def test_examples(self, split: str = "main") -> list[Example]:
-        return list(self._examples)
-
-    def verify(self, answer: str, example: Example) -> float:
-        return self.verify_batch([answer], [example])[0]
-
-    def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
-        return [v for v, _ in verify_answers(answers, [e.answer for e in examples])]
 
 
 def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
