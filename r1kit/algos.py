@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 ADVANTAGE_SCALES = ("std", "none")
+IMPORTANCE_SAMPLING = ("token", "sequence")
 
 
 def group_advantages(rewards: torch.Tensor, scale: str = "std") -> torch.Tensor:
@@ -89,6 +90,7 @@ def policy_loss(
     beta: float = 0.0,
     ref_logp: torch.Tensor | None = None,
     aggregation: str = "seq-mean-token-mean",
+    importance_sampling: str = "token",
     metrics_as_tensors: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO objective, negated for minimisation.
@@ -96,6 +98,10 @@ def policy_loss(
     logp, old_logp, ref_logp, mask: [B, T]; advantages: [B].
     Per token: -min(ρA, clip(ρ, 1-ε_low, 1+ε_high)A) + β·k3(logp, ref_logp), ρ = exp(logp - old_logp),
     then aggregated over tokens and sequences by `aggregation`.
+    `importance_sampling="sequence"` (GSPO): one ratio per sequence, the geometric mean of its
+    tokens' ratios, ρ_i = exp(mean over its tokens of logp - old_logp), clipped as a whole and
+    put on each of its tokens (the KL term stays per token). With "seq-mean-token-mean" this
+    is GSPO's objective, the mean over sequences of min(ρ_i A_i, clip(ρ_i) A_i).
     Metrics: clip_frac (share of tokens where the clipped term is the smaller one), kl (mean k3
     over tokens, 0 without a reference), ratio_mean, pg_loss: floats, or with
     `metrics_as_tensors` 0-dim tensors on logp's device (reading a float waits for the device).
@@ -106,10 +112,17 @@ def policy_loss(
         raise ValueError("beta > 0 needs ref_logp")
     mask = mask.to(logp.dtype)
     adv = advantages.to(logp.dtype)[:, None]  # [B, 1], the sequence advantage on every token
-    ratio = torch.exp(logp - old_logp)  # [B, T]
+    if importance_sampling == "token":
+        ratio = torch.exp(logp - old_logp)  # [B, T]
+    elif importance_sampling == "sequence":  # [B, 1]
+        log_ratio = ((logp - old_logp) * mask).sum(-1, keepdim=True)
+        ratio = torch.exp(log_ratio / mask.sum(-1, keepdim=True).clamp(min=1))
+    else:
+        raise ValueError(f"unknown importance_sampling {importance_sampling!r}; valid: "
+                         f"{', '.join(IMPORTANCE_SAMPLING)}")
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1 - clip_eps_low, 1 + clip_eps_high) * adv
-    per_token = -torch.minimum(unclipped, clipped)  # [B, T]
+    per_token = -torch.minimum(unclipped, clipped).expand_as(mask)  # [B, T]
     pg_loss = aggregate(per_token, mask, aggregation)
     loss = pg_loss
     with torch.no_grad():

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r1kit.algos import ADVANTAGE_SCALES, AGGREGATIONS
+from r1kit.algos import ADVANTAGE_SCALES, AGGREGATIONS, IMPORTANCE_SAMPLING
 from r1kit.errors import R1kitError
 from r1kit.rewards.language import TARGETS as LANGUAGE_TARGETS
 from r1kit.tasks.arithmetic import WorldConfig
@@ -146,6 +146,10 @@ class GRPOConfig:
     # --- choices the paper leaves open (R1-SPEC [open])
     aggregation: str = "seq-mean-token-mean"
     advantage_scale: str = "std"
+    importance_sampling: str = "token"  # token | sequence (GSPO: one ratio per completion)
+    mask_truncated: bool = False  # DAPO: completions cut at the length cap add no loss
+    overlong_buffer: int = 0  # DAPO: > 0, a penalty from 0 to -1 over the cap's last N tokens
+    overlong_weight: float = 1.0  # the weight of that penalty in the reward
     accuracy_weight: float = 1.0
     format_weight: float = 1.0  # eq. 4: equal weight
     # --- eq. 7-10: language consistency and general data scored by reward models
@@ -254,6 +258,12 @@ class GRPOConfig:
         if self.advantage_scale not in ADVANTAGE_SCALES:
             _fail(f"{where}.advantage_scale", f"unknown scale {self.advantage_scale!r}",
                   f"use one of: {', '.join(ADVANTAGE_SCALES)}")
+        if self.importance_sampling not in IMPORTANCE_SAMPLING:
+            _fail(f"{where}.importance_sampling",
+                  f"unknown level {self.importance_sampling!r}",
+                  f"use one of: {', '.join(IMPORTANCE_SAMPLING)}")
+        if self.overlong_buffer < 0 or self.overlong_weight < 0:
+            _fail(f"{where}.overlong_buffer", "overlong_buffer and overlong_weight must be >= 0")
         if self.lr_schedule not in ("constant", "cosine"):
             _fail(f"{where}.lr_schedule", f"unknown schedule {self.lr_schedule!r}",
                   "use constant or cosine")
@@ -261,6 +271,12 @@ class GRPOConfig:
             if len(entry) != 2 or entry[0] < 0 or entry[1] < 1:
                 _fail(f"{where}.max_new_tokens_schedule",
                       f"entries are [step, max_new_tokens], got {entry}")
+        caps = [self.max_new_tokens] + [cap for _, cap in self.max_new_tokens_schedule]
+        if self.overlong_buffer and self.overlong_buffer >= min(caps):
+            _fail(f"{where}.overlong_buffer",
+                  f"{self.overlong_buffer} tokens is not less than the length cap "
+                  f"({min(caps)} tokens, max_new_tokens or its schedule)",
+                  "the penalty covers the last overlong_buffer tokens below the cap")
         if len(self.adam_betas) != 2:
             _fail(f"{where}.adam_betas", "needs two numbers, e.g. [0.9, 0.999]")
         if self.eval.k < 1 or self.eval.every < 0:

@@ -369,6 +369,61 @@ def test_policy_loss_gradient_at_ratio_one() -> None:
     assert loss.item() == pytest.approx(-adv.mean().item(), abs=1e-6)
 
 
+# ----- policy_loss: sequence-level importance sampling (GSPO) ----------------------------------
+
+
+def test_sequence_ratio_is_the_geometric_mean_of_the_token_ratios() -> None:
+    # one sequence of 3 counted tokens (and one padding token whose value must not matter):
+    # token log-ratios 0.3, -0.1, 0.4 → sequence ratio exp(0.2); A = 1, eps 0.5, no clipping
+    logp = torch.tensor([[0.3, -0.1, 0.4, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    loss, m = policy_loss(logp, torch.zeros(1, 4), torch.tensor([1.0]), mask, clip_eps_low=0.5,
+                          importance_sampling="sequence")
+    assert loss.item() == pytest.approx(-math.exp(0.2), abs=1e-6)
+    assert m["ratio_mean"] == pytest.approx(math.exp(0.2), abs=1e-6)
+    assert m["clip_frac"] == 0.0
+    # token level: the mean of the three ratios, a different number
+    loss_t, _ = policy_loss(logp, torch.zeros(1, 4), torch.tensor([1.0]), mask,
+                            clip_eps_low=0.5)
+    expected = -(math.exp(0.3) + math.exp(-0.1) + math.exp(0.4)) / 3
+    assert loss_t.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_sequence_ratio_is_clipped_as_a_whole() -> None:
+    # log-ratios 0.5 and 0.1: mean 0.3, ratio 1.35 > 1.2 with A > 0 → the whole sequence is
+    # clipped and gets no gradient, also at the token whose own ratio (1.105) is inside
+    logp = torch.tensor([[0.5, 0.1]], requires_grad=True)
+    loss, m = policy_loss(logp, torch.zeros(1, 2), torch.tensor([2.0]), torch.ones(1, 2),
+                          clip_eps_low=0.2, importance_sampling="sequence")
+    loss.backward()
+    assert loss.item() == pytest.approx(-2 * 1.2, abs=1e-6)
+    assert m["clip_frac"] == 1.0
+    assert torch.equal(logp.grad, torch.zeros(1, 2))
+    # per token, the second token is not clipped and keeps a gradient
+    logp_t = torch.tensor([[0.5, 0.1]], requires_grad=True)
+    policy_loss(logp_t, torch.zeros(1, 2), torch.tensor([2.0]), torch.ones(1, 2),
+                clip_eps_low=0.2)[0].backward()
+    assert logp_t.grad[0, 1].item() != 0.0
+
+
+def test_sequence_ratio_gradient_on_policy_spreads_the_advantage_over_the_tokens() -> None:
+    # at ratio 1, d/d logp[i,t] of -exp(mean_t (logp - old)) A_i, averaged over B sequences
+    # (each sequence's loss is the same on all its tokens, so seq-mean-token-mean keeps it)
+    logp0, _, adv, mask, _ = _random_batch(1, ragged=True)
+    logp = logp0.clone().requires_grad_(True)
+    loss, _ = policy_loss(logp, logp.detach(), adv, mask, clip_eps_low=0.2,
+                          importance_sampling="sequence")
+    loss.backward()
+    n = mask.sum(-1, keepdim=True)
+    expected = -adv[:, None] / n / logp.shape[0] * mask
+    torch.testing.assert_close(logp.grad, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_unknown_importance_sampling_names_valid_ones() -> None:
+    with pytest.raises(ValueError, match="token, sequence"):
+        _one_token(0.0, 1.0, importance_sampling="seq")
+
+
 # ----- policy_loss: errors and purity --------------------------------------------------------
 
 

@@ -60,6 +60,7 @@ from r1kit.models import (
 from r1kit.packing import pack, packs_safely
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
 from r1kit.rewards.custom import FunctionReward, load_function
+from r1kit.rewards.length import overlong_penalty
 from r1kit.rollout import Rollouts, generate
 from r1kit.runlog import RunLog
 from r1kit.stages.pretrain import cosine_lr
@@ -372,13 +373,20 @@ class TrainBatch:
     total: int = 0  # under torchrun: the completions of all ranks (0 = just these)
 
 
-def make_batch(ro: Rollouts, advantages: torch.Tensor) -> TrainBatch:
+def make_batch(ro: Rollouts, advantages: torch.Tensor, mask_truncated: bool = False
+               ) -> TrainBatch:
+    """`mask_truncated` (DAPO's overlong filtering): the tokens of completions that hit the
+    length cap without a stop token count for nothing in the loss; they keep their place in
+    their group's advantages and, under a per-sequence aggregation, in the number of
+    sequences averaged over (as TRL's mask_truncated_completions)."""
     G = ro.group_size
     lengths = ro.lengths.tolist()
     completions = [row[:n] for row, n in zip(ro.completion_ids.tolist(), lengths)]
     prompts = [ro.prompt_ids[i // G] for i in range(len(completions))]
-    return TrainBatch(prompts, completions, ro.completion_mask.float(), advantages,
-                      ro.completion_ids.shape[1])
+    mask = ro.completion_mask.float()
+    if mask_truncated:
+        mask = mask * ro.stopped.float()[:, None]
+    return TrainBatch(prompts, completions, mask, advantages, ro.completion_ids.shape[1])
 
 
 def wants_prompt_sharing(mode: str, prompts: list[list[int]], completions: list[list[int]],
@@ -493,7 +501,8 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                 loss, metrics = policy_loss(
                     logp, old, adv[at], mask[at], clip_eps_low=cfg.clip_eps_low,
                     clip_eps_high=cfg.clip_eps_high or None, beta=cfg.beta, ref_logp=ref_logp,
-                    aggregation=cfg.aggregation, metrics_as_tensors=True)
+                    aggregation=cfg.aggregation, importance_sampling=cfg.importance_sampling,
+                    metrics_as_tensors=True)
                 # weight each micro-batch so the sum equals the mini-batch's aggregate; metrics
                 # stay on the device until the mini-batch ends (no wait per micro-batch)
                 if not real:
@@ -723,6 +732,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                                  cfg.prefill)
         scored = reward_fn.score(texts, [examples[i // G][1] for i in range(len(texts))])
+        if cfg.overlong_buffer:  # DAPO's soft overlong punishment, logged as reward/overlong
+            penalty = overlong_penalty(ro.lengths, cfg.max_new_tokens_at(step),
+                                       cfg.overlong_buffer).tolist()
+            scored = [(s + cfg.overlong_weight * p, {**parts, "overlong": p})
+                      for (s, parts), p in zip(scored, penalty)]
         # the metrics below are over all ranks' samples (the rollout's own on one process)
         scored_all = distributed.gather_lists(scored)
         means = _component_means(scored_all)
@@ -741,7 +755,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         # 5. updates
         policy.train()
         t1 = time.time()
-        batch = make_batch(ro, adv)
+        batch = make_batch(ro, adv, cfg.mask_truncated)
         if world.enabled:
             batch.first, batch.total = q_lo * G, questions_per_step * G
         upd = update_policy(policy, ref, opt, batch, cfg, pad_id,

@@ -1,0 +1,126 @@
+"""DAPO's overlong filtering and soft overlong punishment, GSPO's sequence-level ratio: each
+option changes what it should and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import MICRO_BASE, REPO
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from r1kit.cli import main
+from r1kit.config import GRPOConfig
+from r1kit.lean import LeanLM
+from r1kit.rewards.length import overlong_penalty
+from r1kit.rollout import Rollouts
+from r1kit.stages.grpo import make_batch, update_policy
+
+EOS, PAD = 1, 0
+
+
+def test_overlong_penalty_hand_values():
+    # cap 100, buffer 20: nothing up to 80 tokens, then linear down to -1 at the cap
+    lengths = torch.tensor([10, 80, 81, 90, 99, 100])
+    expected = torch.tensor([0.0, 0.0, -0.05, -0.5, -0.95, -1.0])
+    torch.testing.assert_close(overlong_penalty(lengths, 100, 20), expected)
+    assert torch.equal(overlong_penalty(lengths, 100, 0), torch.zeros(6))
+
+
+def _rollouts(stopped: list[bool]) -> Rollouts:
+    n, width = len(stopped), 5
+    lengths = torch.tensor([3 if s else width for s in stopped])
+    mask = (torch.arange(width)[None] < lengths[:, None]).long()
+    tokens = torch.arange(n * width).view(n, width) % 37 + 2  # a different completion per row
+    ids = torch.where(mask.bool(), tokens, PAD)
+    return Rollouts([[4, 5, 6], [7, 8]], ids, mask, None, torch.tensor(stopped), group_size=2)
+
+
+def test_mask_truncated_zeroes_exactly_the_rows_cut_at_the_cap():
+    ro = _rollouts([True, False, False, True])
+    plain = make_batch(ro, torch.zeros(4))
+    masked = make_batch(ro, torch.zeros(4), mask_truncated=True)
+    assert torch.equal(plain.mask, ro.completion_mask.float())
+    assert torch.equal(masked.mask[[0, 3]], plain.mask[[0, 3]])
+    assert masked.mask[[1, 2]].sum() == 0 and plain.mask[[1, 2]].sum() == 10
+    assert masked.completions == plain.completions  # the rows stay (advantages, metrics)
+
+
+def _llama():
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, intermediate_size=64, max_position_embeddings=64,
+                      eos_token_id=EOS, pad_token_id=PAD)
+    return LlamaForCausalLM(cfg)
+
+
+@pytest.mark.parametrize("aggregation", ["seq-mean-token-mean", "token-mean"])
+def test_truncated_completions_masked_out_move_no_weight(aggregation):
+    """An update from only truncated completions changes nothing when they are masked out, and
+    does change the weights when they are not; a mixed batch moves the weights as the batch
+    of its finished completions alone would (token-mean; seq-mean also divides by the
+    masked rows, as TRL does)."""
+    ro = _rollouts([False, False, True, True])
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    cfg = GRPOConfig(model="x", beta=0.0, lr=0.1, group_size=2, rollout_batch_size=4,
+                     num_minibatches=1, micro_batch_size=4, clip_eps_low=0.2,
+                     aggregation=aggregation)
+
+    def updated(batch):
+        policy = _llama()
+        opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
+        update_policy(policy, None, opt, batch, cfg, PAD, torch.Generator().manual_seed(0),
+                      lambda: cfg.lr, LeanLM(policy), None)
+        return {k: v.detach().clone() for k, v in policy.state_dict().items()}
+
+    start = _llama().state_dict()
+    truncated_only = _rollouts([False, False, False, False])
+    moved = updated(make_batch(truncated_only, adv))
+    kept = updated(make_batch(truncated_only, adv, mask_truncated=True))
+    assert max((moved[k] - start[k]).abs().max().item() for k in start) > 1e-4
+    assert all(torch.equal(kept[k], start[k]) for k in start)
+    if aggregation == "token-mean":
+        mixed = updated(make_batch(ro, adv, mask_truncated=True))
+        ro_done = Rollouts(ro.prompt_ids[1:], ro.completion_ids[2:], ro.completion_mask[2:],
+                           None, ro.stopped[2:], group_size=2)
+        alone = updated(make_batch(ro_done, adv[2:]))
+        for k in start:
+            torch.testing.assert_close(mixed[k], alone[k], atol=1e-6, rtol=1e-5)
+
+
+def test_grpo_stage_with_dapo_and_gspo_options(tmp_path, monkeypatch):
+    """The options together in a run: the soft overlong penalty is a logged reward component
+    that adds to the reward, and short caps make it bite."""
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    args = [*MICRO_BASE, "--set", "run.progress=false", "--set", "run.tensorboard=false",
+            "--set", "stages.zero.steps=2", "--set", "stages.zero.rollout_batch_size=32",
+            "--set", "stages.zero.eval.every=0", "--set", "stages.zero.max_new_tokens=24",
+            "--set", "stages.zero.overlong_buffer=8", "--set", "stages.zero.overlong_weight=0.5",
+            "--set", "stages.zero.mask_truncated=true",
+            "--set", 'stages.zero.importance_sampling="sequence"']
+    assert main(["run", str(REPO / "recipes" / "zero-tiny.toml"), "--out", str(out),
+                 *args]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["stage"] == "zero"]
+    assert len(rows) == 2
+    for r in rows:
+        assert -1.0 <= r["reward/overlong"] <= 0.0
+        parts = r["reward/accuracy"] + r["reward/format"] + 0.5 * r["reward/overlong"]
+        assert r["reward"] == pytest.approx(parts, abs=1e-6)
+    # 24 tokens cut most tiny-world solutions: the penalty and the masking had work to do
+    assert any(r["truncated"] > 0 for r in rows) and any(r["reward/overlong"] < 0 for r in rows)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("importance_sampling", '"seq"', "unknown level 'seq'"),
+    ("overlong_buffer", "96", "is not less than the length cap"),
+    ("overlong_buffer", "-1", "must be >= 0"),
+])
+def test_bad_option_values_are_named(tmp_path, capsys, key, value, message):
+    code = main(["run", str(REPO / "recipes" / "zero-tiny.toml"), "--out", str(tmp_path / "r"),
+                 "--set", f"stages.zero.{key}={value}"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"stages.zero.{key}" in err and message in err
+    assert "Traceback" not in err
