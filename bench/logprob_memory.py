@@ -1,6 +1,7 @@
 """Peak memory of the training pass's log-probs: full logits against the chunked output layer.
 
     python bench/logprob_memory.py [--vocab 151936] [--rows 8] [--prompt 32] [--completion 224]
+    python bench/logprob_memory.py --sft   # SFT's loss (r1kit.stages.sft.sft_loss) instead
 
 A random-weight Llama with a Qwen2.5-sized vocabulary (hidden 64, 2 layers, so that the output
 layer dominates), one forward and backward of `completion_logprobs` per mode, each in a fresh
@@ -43,9 +44,19 @@ def child(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.time()
-    logp, entropy = completion_logprobs(model, prompts, completions, 1.0, args.completion, 0,
-                                        with_entropy=True, chunk_tokens=args.chunk)
-    logp.sum().backward()
+    if args.sft:  # the rows packed as SFT packs them, loss on the completion tokens
+        from r1kit.stages.pretrain import packed_batch
+        from r1kit.stages.sft import sft_loss
+
+        rows = list(zip(prompts, completions))
+        ids, pos, labels = packed_batch(rows, 0, args.prompt + args.completion)
+        loss = sft_loss(model, ids.to(device), pos.to(device), labels, 1, args.chunk)
+        loss.backward()
+        logp = -loss.detach()
+    else:
+        logp, entropy = completion_logprobs(model, prompts, completions, 1.0, args.completion,
+                                            0, with_entropy=True, chunk_tokens=args.chunk)
+        logp.sum().backward()
     if device.type == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
@@ -62,6 +73,7 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=32)
     ap.add_argument("--completion", type=int, default=224)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sft", action="store_true", help="SFT's loss instead of GRPO's log-probs")
     ap.add_argument("--chunk", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.chunk is not None:

@@ -384,8 +384,12 @@ class SFTConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     max_length: int = 32768  # tokens per row; longer rows are cut
+    logprob_chunk_tokens: int = 256  # output layer in chunks (vocab >= 32768); 0 = full logits
+    activation_checkpointing: bool = False  # recompute each layer in backward: less memory
 
     def validate(self, where: str) -> None:
+        if self.logprob_chunk_tokens < 0:
+            _fail(f"{where}.logprob_chunk_tokens", "must be >= 0 (0 = full logits)")
         for name in ("model", "data"):
             if not getattr(self, name):
                 _fail(f"{where}.{name}", "is required",

@@ -271,6 +271,16 @@ def disable_dropout(model) -> None:
                 setattr(config, name, 0.0)
 
 
+def checkpoint_layers(model) -> None:
+    """transformers' activation checkpointing (non-reentrant) on a model: each decoder layer
+    recomputed in the backward pass. transformers 5.2x renames the method; both work."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 

@@ -90,3 +90,11 @@ def packs_safely(model) -> bool:
     scale = float(logits.abs().max()) + 1.0
     _SAFE[model] = bool((logits[0] - logits[1]).abs().max() <= 1e-5 * scale)
     return _SAFE[model]
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A CPU tensor on `device`; to a GPU through pinned memory without waiting for the work
+    already queued there (a plain copy from pageable memory waits for it)."""
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

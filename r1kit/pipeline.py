@@ -181,7 +181,7 @@ def _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_
 
         data = run_dir / cfg.data / "data.jsonl" if cfg.data in recipe.stages else Path(cfg.data)
         return run_sft(cfg, _model_path(cfg.model, recipe, run_dir), data, stage_dir, seed,
-                       device, dtype, log=print_fn)
+                       device, dtype, log=print_fn, metrics=log.metrics, name=name)
     if isinstance(cfg, SampleConfig):
         from r1kit.sampling import run_sample
 

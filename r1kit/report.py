@@ -264,13 +264,34 @@ def _plot_training(stage: str, rows: list[Row], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _plot_loss(stage: str, rows: list[Row], path: Path) -> Path | None:
+    xs, ys = _points(rows, "loss")
+    if not xs:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    ax.plot(xs, ys, linewidth=1.8)
+    ax.set(xlabel="optimizer step", ylabel="loss (per response token)", title=f"{stage}: SFT loss")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def _training_section(run: Run, report: Path, figures: Path) -> list[str]:
     lines = ["## Training curves", ""]
     groups = _by_stage(run.metrics, [s.name for s in run.stages])
     if not groups:
         return lines + ["No RL steps in metrics.jsonl.", ""]
+    kinds = {s.name: s.kind for s in run.stages}
     for stage, rows in groups.items():
         first, last = rows[0], rows[-1]
+        if kinds.get(stage) == "sft":
+            change = (f"loss {_fixed(first.get('loss'), 4)} → {_fixed(last.get('loss'), 4)} "
+                      f"(step {_step(first)} → {_step(last)}).")
+            lines += [f"### {stage} ({len(rows)} SFT steps)", "", change, ""]
+            image = _plot_loss(stage, rows, figures / f"train_{_slug(stage)}.png")
+            if image:
+                lines += [_image(report, image, f"{stage} SFT loss"), ""]
+            continue
         lines.append(f"### {stage} ({len(rows)} steps)")
         lines.append("")
         lines.append(

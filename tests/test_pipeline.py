@@ -117,6 +117,17 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
     summaries = run_recipe(recipe, tmp_path / "run", print_fn=lambda *_: None)
     assert summaries["sft"]["rows"] == 12 and summaries["sft"]["steps"] == 6
     assert summaries["sft"]["final_loss"] < summaries["sft"]["first_loss"]
+    # a row per optimizer step in metrics.jsonl (TensorBoard's source too), and the report
+    # shows the loss curve
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert [r["step"] for r in rows if r["stage"] == "sft"] == [1, 2, 3, 4, 5, 6]
+    assert rows[0]["loss"] == pytest.approx(summaries["sft"]["first_loss"])
+    assert all(r["tokens"] > 0 and r["lr"] > 0 and r["grad_norm"] >= 0 for r in rows)
+    from r1kit.report import write_report
+
+    report = write_report(tmp_path / "run").read_text()
+    assert "### sft (6 SFT steps)" in report and "SFT loss" in report
     (row,) = summaries["table"]["rows"]
     assert row["model"] == "sft" and row["n"] == 3 and 0.0 <= row["pass@1"] <= 1.0
     assert "helpful" not in row  # no reward models given: no general columns

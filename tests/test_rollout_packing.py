@@ -252,3 +252,38 @@ def test_generation_past_a_models_learned_positions_is_an_error():
     assert ro.completion_ids.shape[0] == 2
     with pytest.raises(R1kitError, match="reach position 17, past the 16 positions"):
         generate(gpt2, [[5, 6, 7, 8]], max_new_tokens=13, **kw)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_sft_loss_in_chunks_equals_the_full_logits(model, checkpointing):
+    """SFT's loss through the chunked output layer (on labelled positions only) equals
+    cross-entropy over the full logits, loss and gradients, on packed rows; also with
+    transformers' gradient checkpointing on."""
+    from r1kit.models import checkpoint_layers
+    from r1kit.stages.pretrain import packed_batch
+    from r1kit.stages.sft import sft_loss
+
+    g = torch.Generator().manual_seed(5)
+    rows = [(torch.randint(2, 40, (p,), generator=g).tolist(),
+             torch.randint(2, 40, (r,), generator=g).tolist()) for p, r in ((3, 5), (6, 2), (2, 7))]
+    ids, pos, labels = packed_batch(rows, PAD, capacity=12)
+    n_tokens = sum(len(r) for _, r in rows)
+    results = []
+    for chunk in (0, 4):
+        model.zero_grad(set_to_none=True)
+        if checkpointing:
+            checkpoint_layers(model)
+            model.train()
+        try:
+            loss = sft_loss(model, ids, pos, labels, n_tokens, chunk)
+            loss.backward()
+        finally:
+            getattr(model, "activation_checkpointing_disable",
+                    model.gradient_checkpointing_disable)()
+            model.eval()
+        results.append((loss.item(), {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (l0, g0), (l1, g1) = results
+    assert l1 == pytest.approx(l0, rel=1e-5) and l0 > 0
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
+    model.zero_grad(set_to_none=True)

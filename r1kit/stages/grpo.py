@@ -49,7 +49,15 @@ from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
 from r1kit.eval.core import decode_responses, evaluate
 from r1kit.lean import padded_places
+from r1kit.logprobs import (
+    CHUNK_MIN_VOCAB,
+    ChunkedHeadLogp,
+    body_and_head,
+    chunk_logp,
+    vocab_size,
+)
 from r1kit.models import (
+    checkpoint_layers,
     disable_dropout,
     load_model,
     load_tokenizer,
@@ -57,7 +65,7 @@ from r1kit.models import (
     save_model,
     stop_token_ids,
 )
-from r1kit.packing import pack, packs_safely
+from r1kit.packing import pack, packs_safely, to_device
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
 from r1kit.rewards.custom import FunctionReward, load_function
 from r1kit.rewards.length import overlong_penalty
@@ -85,8 +93,6 @@ class StageContext:
 
 # ----- the training pass ------------------------------------------------------------------
 
-
-CHUNK_MIN_VOCAB = 32768  # smaller vocabularies: the full logits are small, no chunking
 
 
 def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]],
@@ -138,7 +144,7 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     ids = to_device(packed.input_ids, device)
     positions = to_device(packed.position_ids, device)
     rows, cols, valid = _completion_index(packed.spans, prompts, completions, width)
-    split = _body_and_head(model) if chunk_tokens > 0 else None
+    split = body_and_head(model) if chunk_tokens > 0 else None
     # use_cache=False matters: with a cache, transformers ignores the packed position ids and
     # lets every token attend to the sequences before it in the row
     if split is not None:
@@ -215,14 +221,6 @@ def _shared_layout(prompts, completions, width):
             src * valid, valid.float())
 
 
-def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """A CPU tensor on `device`; to a GPU through pinned memory without waiting for the work
-    already queued there (a plain copy from pageable memory waits for it)."""
-    if torch.device(device).type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
-
-
 def _head_index(src, targets, valid, device):
     """From [N, width] tables (on the CPU): the row in the flattened hidden states of every
     completion token's predicting position, that token, its flat place in the [N, width]
@@ -241,10 +239,10 @@ def _head_logprobs(hidden, where, head, temperature, with_entropy, chunk_tokens)
     src, targets, dst, shape = where
     h = hidden[src]  # [T, H]
     if chunk_tokens > 0:
-        lp, ent = _ChunkedHeadLogp.apply(h, head.weight, head.bias, targets, temperature,
+        lp, ent = ChunkedHeadLogp.apply(h, head.weight, head.bias, targets, temperature,
                                          chunk_tokens, with_entropy)
     else:
-        lp, ent = _chunk_logp(h, targets, head.weight, head.bias, temperature, with_entropy)
+        lp, ent = chunk_logp(h, targets, head.weight, head.bias, temperature, with_entropy)
     size = shape[0] * shape[1]
     logp = torch.zeros(size, device=h.device, dtype=torch.float32).index_put((dst,), lp)
     entropy = None
@@ -252,100 +250,6 @@ def _head_logprobs(hidden, where, head, temperature, with_entropy, chunk_tokens)
         entropy = torch.zeros(size, device=h.device, dtype=torch.float32).index_put(
             (dst,), ent).view(shape)
     return logp.view(shape), entropy
-
-
-def _chunk_logp(h, targets, weight, bias, temperature: float, with_entropy: bool):
-    """log p(target) and the entropy (no gradient) at a few positions (plain autograd)."""
-    logits = torch.nn.functional.linear(h, weight, bias).float() / temperature  # [C, V]
-    lse = torch.logsumexp(logits, dim=-1)
-    logp = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
-    if not with_entropy:
-        return logp, logp.new_zeros(0)
-    with torch.no_grad():
-        entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-    return logp, entropy
-
-
-def _scaled_logits(h, weight, bias, temperature: float) -> torch.Tensor:
-    """The output layer's logits / temperature: in the weights' dtype at temperature 1 (the
-    softmax kernels below read it and compute in float32), else in float32."""
-    x = torch.nn.functional.linear(h, weight, bias)
-    return x if temperature == 1.0 else x.float().div_(temperature)
-
-
-class _ChunkedHeadLogp(torch.autograd.Function):
-    """log p(target) under softmax((h W^T + b) / T) at T positions, and the entropy there (no
-    gradient), with the [T, vocab] logits made `chunk` positions at a time, in the forward and
-    again in the backward pass: at most one chunk's logits and probabilities exist at once.
-
-    Per chunk, the forward pass is one matrix product and one float32 log-softmax (plus an exp
-    and a product for the entropy); the backward pass one product, one float32 softmax and the
-    gradient written straight in the weights' dtype, d logp / d logits = (onehot - p) / T. The
-    same numbers as autograd through the plain path, up to float rounding
-    (tests/test_rollout_packing.py compares log-probs, entropy and gradients)."""
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, targets, temperature, chunk, with_entropy):
-        n = h.shape[0]
-        logp = torch.empty(n, dtype=torch.float32, device=h.device)
-        ent = torch.empty(n if with_entropy else 0, dtype=torch.float32, device=h.device)
-        for i in range(0, n, chunk):
-            lsm = torch.log_softmax(_scaled_logits(h[i:i + chunk], weight, bias, temperature),
-                                    dim=-1, dtype=torch.float32)  # [C, V]
-            logp[i:i + chunk] = lsm.gather(-1, targets[i:i + chunk, None]).squeeze(-1)
-            if with_entropy:  # -sum p log p, p = exp(log p), computed in place
-                ent[i:i + chunk] = lsm.exp().mul_(lsm).sum(-1).neg_()
-        ctx.save_for_backward(h, weight, bias, targets)
-        ctx.temperature, ctx.chunk = temperature, chunk
-        ctx.mark_non_differentiable(ent)
-        return logp, ent
-
-    @staticmethod
-    def backward(ctx, g_logp, _g_ent):
-        h, weight, bias, targets = ctx.saved_tensors
-        want_h, want_w, want_b = ctx.needs_input_grad[:3]
-        T, chunk = ctx.temperature, ctx.chunk
-        gh = torch.empty_like(h) if want_h else None
-        gw = torch.zeros_like(weight) if want_w else None
-        gb = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) \
-            if want_b and bias is not None else None
-        coef = g_logp.float().neg() / T  # d loss / d logits = (p - onehot) * coef
-        for i in range(0, h.shape[0], chunk):
-            hc, c = h[i:i + chunk], coef[i:i + chunk, None]
-            p = torch.softmax(_scaled_logits(hc, weight, bias, T), dim=-1, dtype=torch.float32)
-            p[torch.arange(p.shape[0], device=p.device), targets[i:i + chunk]] -= 1.0
-            grad = torch.empty(p.shape, dtype=weight.dtype, device=p.device)
-            torch.mul(p, c, out=grad)  # [C, V] in the weights' dtype
-            del p
-            if gh is not None:
-                gh[i:i + chunk] = grad @ weight
-            if gw is not None:
-                gw.addmm_(grad.t(), hc)
-            if gb is not None:
-                gb += grad.float().sum(0)
-        if gb is not None:
-            gb = gb.to(bias.dtype)
-        return gh, gw, gb, None, None, None, None
-
-
-def _vocab_size(model) -> int:
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return head.weight.shape[0] if head is not None else 0
-
-
-def _body_and_head(model):
-    """(the transformer body, the output layer) when the logits are exactly
-    output_layer(body(...).last_hidden_state), else None."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    body = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    config = getattr(model, "config", None)
-    if not isinstance(head, torch.nn.Linear) or body is None or body is model:
-        return None
-    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
-        return None
-    if getattr(config, "logits_scaling", 1.0) not in (None, 1, 1.0):  # Granite: logits / s
-        return None
-    return body, head
 
 
 def _completion_index(spans, prompts, completions, width):
@@ -434,7 +338,7 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
     # chunked output layer only where the full logits are big (a real LM's vocabulary), and
     # not on sharded weights (it calls the output layer directly, past FSDP's hooks)
     sharded = distributed.is_sharded(policy)
-    big_vocab = _vocab_size(policy) >= CHUNK_MIN_VOCAB
+    big_vocab = vocab_size(policy) >= CHUNK_MIN_VOCAB
     chunk = cfg.logprob_chunk_tokens if big_vocab and not sharded else 0
     ckpt = cfg.activation_checkpointing
     total_len = [len(p) + len(c) for p, c in zip(batch.prompts, batch.completions)]
@@ -836,8 +740,7 @@ def _lean_views(cfg: GRPOConfig, policy, ref, ctx: StageContext):
         if cfg.engine != "hf":
             ctx.print(f"[{ctx.name}] transformers' forward for this model ({why})")
         if cfg.activation_checkpointing:
-            policy.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+            checkpoint_layers(policy)
         return None, None
     return LeanLM(policy), (LeanLM(ref) if ref is not None else None)
 

@@ -21,8 +21,9 @@ import torch
 
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
-from r1kit.models import load_model, load_tokenizer, save_model
-from r1kit.packing import packs_safely
+from r1kit.logprobs import CHUNK_MIN_VOCAB, ChunkedHeadLogp, body_and_head, vocab_size
+from r1kit.models import checkpoint_layers, load_model, load_tokenizer, save_model
+from r1kit.packing import packs_safely, to_device
 from r1kit.stages.pretrain import cosine_lr, packed_batch
 from r1kit.tasks.math import kind_of, read_rows
 from r1kit.templates import check_messages, encode_prompt
@@ -74,12 +75,44 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str,
     return out
 
 
+def sft_loss(model, ids: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor,
+             n_tokens: int, chunk_tokens: int = 0) -> torch.Tensor:
+    """Summed -log p of the labelled tokens (labels [R, L] on the CPU, -100 elsewhere; token j
+    is predicted at position j-1) divided by n_tokens. `chunk_tokens` > 0, where the logits
+    are a plain linear output layer: the output layer runs on the labelled positions only, in
+    chunks recomputed in the backward pass (r1kit.logprobs), so the [tokens, vocab] float32
+    logits never exist at once; the same loss and gradients up to float rounding."""
+    device = ids.device
+    split = body_and_head(model) if chunk_tokens > 0 else None
+    # use_cache=False matters: with a cache, transformers ignores packed position ids
+    if split is None:
+        logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits.float()
+        labels = labels.to(device)
+        return torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+            ignore_index=-100, reduction="sum") / n_tokens
+    body, head = split
+    rows, cols = (labels[:, 1:] != -100).nonzero(as_tuple=True)  # on the CPU: no device wait
+    where = to_device(rows * labels.shape[1] + cols, device)
+    targets = to_device(labels[rows, cols + 1], device)
+    hidden = body(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state
+    logp, _ = ChunkedHeadLogp.apply(hidden.flatten(0, 1).index_select(0, where), head.weight,
+                                    head.bias, targets, 1.0, chunk_tokens, False)
+    return -logp.sum() / n_tokens
+
+
 def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, seed: int,
-            device: torch.device, dtype: torch.dtype, log=print) -> dict:
+            device: torch.device, dtype: torch.dtype, log=print, metrics=None,
+            name: str = "sft") -> dict:
+    """`metrics`: called with one record per optimizer step (the run's metrics.jsonl and
+    TensorBoard)."""
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, device, dtype)
     model.config.use_cache = False
+    if cfg.activation_checkpointing:
+        checkpoint_layers(model)
+    chunk = cfg.logprob_chunk_tokens if vocab_size(model) >= CHUNK_MIN_VOCAB else 0
     data = encode_rows(tokenizer, read_sft_rows(data_path, cfg), cfg.template, cfg.max_length)
     steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -89,6 +122,7 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     model.train()
     t0, losses = time.time(), []
     for step in range(steps):
+        t_step = time.time()
         batch = []
         while len(batch) < min(cfg.batch_size, len(data)):
             if not order:  # one shuffled pass over the data per epoch
@@ -105,17 +139,17 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
             ids, pos, labels = packed_batch(micro, tokenizer.pad_token_id,
                                             max(len(p) + len(r) for p, r in micro),
                                             one_per_row=not packs_safely(model))
-            logits = model(input_ids=ids.to(device), position_ids=pos.to(device),
-                           use_cache=False).logits.float()
-            labels = labels.to(device)
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                ignore_index=-100, reduction="sum") / n_tokens
+            loss = sft_loss(model, ids.to(device), pos.to(device), labels, n_tokens, chunk)
             loss.backward()
             total += loss.item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
         losses.append(total)
+        if metrics is not None:
+            seconds = time.time() - t_step
+            metrics({"stage": name, "step": step + 1, "loss": total, "lr": lr,
+                     "grad_norm": grad_norm.item(), "tokens": n_tokens,
+                     "tokens_per_s": n_tokens / seconds, "step_seconds": seconds})
         if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:
             log(f"sft step {step + 1}/{steps} loss {total:.4f} lr {lr:.2e}")
     model.eval()

@@ -1,0 +1,103 @@
+"""The output layer's log-probabilities: log p(target) at chosen positions, optionally in chunks
+of positions recomputed in the backward pass, so that the [tokens, vocab] float32 logits of a
+real vocabulary never exist at once. Used by the GRPO training pass and by SFT's loss."""
+
+from __future__ import annotations
+
+import torch
+
+CHUNK_MIN_VOCAB = 32768  # smaller vocabularies: the full logits are small, no chunking
+
+
+def chunk_logp(h, targets, weight, bias, temperature: float, with_entropy: bool):
+    """log p(target) and the entropy (no gradient) at a few positions (plain autograd)."""
+    logits = torch.nn.functional.linear(h, weight, bias).float() / temperature  # [C, V]
+    lse = torch.logsumexp(logits, dim=-1)
+    logp = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
+    if not with_entropy:
+        return logp, logp.new_zeros(0)
+    with torch.no_grad():
+        entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return logp, entropy
+
+
+def scaled_logits(h, weight, bias, temperature: float) -> torch.Tensor:
+    """The output layer's logits / temperature: in the weights' dtype at temperature 1 (the
+    softmax kernels below read it and compute in float32), else in float32."""
+    x = torch.nn.functional.linear(h, weight, bias)
+    return x if temperature == 1.0 else x.float().div_(temperature)
+
+
+class ChunkedHeadLogp(torch.autograd.Function):
+    """log p(target) under softmax((h W^T + b) / T) at T positions, and the entropy there (no
+    gradient), with the [T, vocab] logits made `chunk` positions at a time, in the forward and
+    again in the backward pass: at most one chunk's logits and probabilities exist at once.
+
+    Per chunk, the forward pass is one matrix product and one float32 log-softmax (plus an exp
+    and a product for the entropy); the backward pass one product, one float32 softmax and the
+    gradient written straight in the weights' dtype, d logp / d logits = (onehot - p) / T. The
+    same numbers as autograd through the plain path, up to float rounding
+    (tests/test_rollout_packing.py compares log-probs, entropy and gradients)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, targets, temperature, chunk, with_entropy):
+        n = h.shape[0]
+        logp = torch.empty(n, dtype=torch.float32, device=h.device)
+        ent = torch.empty(n if with_entropy else 0, dtype=torch.float32, device=h.device)
+        for i in range(0, n, chunk):
+            lsm = torch.log_softmax(scaled_logits(h[i:i + chunk], weight, bias, temperature),
+                                    dim=-1, dtype=torch.float32)  # [C, V]
+            logp[i:i + chunk] = lsm.gather(-1, targets[i:i + chunk, None]).squeeze(-1)
+            if with_entropy:  # -sum p log p, p = exp(log p), computed in place
+                ent[i:i + chunk] = lsm.exp().mul_(lsm).sum(-1).neg_()
+        ctx.save_for_backward(h, weight, bias, targets)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.mark_non_differentiable(ent)
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx, g_logp, _g_ent):
+        h, weight, bias, targets = ctx.saved_tensors
+        want_h, want_w, want_b = ctx.needs_input_grad[:3]
+        T, chunk = ctx.temperature, ctx.chunk
+        gh = torch.empty_like(h) if want_h else None
+        gw = torch.zeros_like(weight) if want_w else None
+        gb = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) \
+            if want_b and bias is not None else None
+        coef = g_logp.float().neg() / T  # d loss / d logits = (p - onehot) * coef
+        for i in range(0, h.shape[0], chunk):
+            hc, c = h[i:i + chunk], coef[i:i + chunk, None]
+            p = torch.softmax(scaled_logits(hc, weight, bias, T), dim=-1, dtype=torch.float32)
+            p[torch.arange(p.shape[0], device=p.device), targets[i:i + chunk]] -= 1.0
+            grad = torch.empty(p.shape, dtype=weight.dtype, device=p.device)
+            torch.mul(p, c, out=grad)  # [C, V] in the weights' dtype
+            del p
+            if gh is not None:
+                gh[i:i + chunk] = grad @ weight
+            if gw is not None:
+                gw.addmm_(grad.t(), hc)
+            if gb is not None:
+                gb += grad.float().sum(0)
+        if gb is not None:
+            gb = gb.to(bias.dtype)
+        return gh, gw, gb, None, None, None, None
+
+
+def vocab_size(model) -> int:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return head.weight.shape[0] if head is not None else 0
+
+
+def body_and_head(model):
+    """(the transformer body, the output layer) when the logits are exactly
+    output_layer(body(...).last_hidden_state), else None."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    body = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    config = getattr(model, "config", None)
+    if not isinstance(head, torch.nn.Linear) or body is None or body is model:
+        return None
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None
+    if getattr(config, "logits_scaling", 1.0) not in (None, 1, 1.0):  # Granite: logits / s
+        return None
+    return body, head
