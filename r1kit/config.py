@@ -386,8 +386,13 @@ class SFTConfig:
     max_length: int = 32768  # tokens per row; longer rows are cut
     logprob_chunk_tokens: int = 256  # output layer in chunks (vocab >= 32768); 0 = full logits
     activation_checkpointing: bool = False  # recompute each layer in backward: less memory
+    save_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only the final model
+    keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
 
     def validate(self, where: str) -> None:
+        for name in ("save_every", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
         if self.logprob_chunk_tokens < 0:
             _fail(f"{where}.logprob_chunk_tokens", "must be >= 0 (0 = full logits)")
         for name in ("model", "data"):

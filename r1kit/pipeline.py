@@ -113,8 +113,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             distributed.wait_for_main()
             print_fn(f"[{name}] {cfg.kind} stage -> {stage_dir}")
             t0 = time.time()
-            if not isinstance(cfg, GRPOConfig):  # a grpo stage may resume and drops its own
-                log.drop(name)
+            if not isinstance(cfg, (GRPOConfig, SFTConfig)):  # those may resume: they drop
+                log.drop(name)  # their own rows
 
             def stage(name=name, cfg=cfg, stage_dir=stage_dir):
                 return _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log,
@@ -181,7 +181,7 @@ def _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_
 
         data = run_dir / cfg.data / "data.jsonl" if cfg.data in recipe.stages else Path(cfg.data)
         return run_sft(cfg, _model_path(cfg.model, recipe, run_dir), data, stage_dir, seed,
-                       device, dtype, log=print_fn, metrics=log.metrics, name=name)
+                       device, dtype, log=print_fn, runlog=log, name=name)
     if isinstance(cfg, SampleConfig):
         from r1kit.sampling import run_sample
 

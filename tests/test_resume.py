@@ -1,4 +1,4 @@
-"""A GRPO stage interrupted mid-run resumes from its last checkpoint to the same result."""
+"""A GRPO or SFT stage interrupted mid-run resumes from its last checkpoint to the same result."""
 
 from __future__ import annotations
 
@@ -64,4 +64,61 @@ def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys, lora):
     b = load_file(resumed / "zero" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     base = load_file(whole / "base" / "model.safetensors")
+    assert any(not torch.equal(base[k], a[k]) for k in a)  # the run did train
+
+
+def test_interrupted_sft_resumes_exactly(tmp_path, monkeypatch, capsys, bpe_checkpoint):
+    """An SFT stage with save_every, interrupted in its fifth optimizer step, resumes from
+    checkpoint step-4 (data order, optimizer, random state) to the weights and logged losses
+    of an uninterrupted run. The model has dropout on, so the random state matters."""
+    import json
+    import shutil
+
+    import r1kit.stages.sft as sft
+    from r1kit.config import recipe_from_dict
+    from r1kit.pipeline import run_recipe
+
+    config = json.loads((bpe_checkpoint / "config.json").read_text())
+    model_dir = tmp_path / "model"
+    shutil.copytree(bpe_checkpoint, model_dir)
+    config["attention_dropout"] = 0.2  # dropout on in training: the resume must restore RNG
+    (model_dir / "config.json").write_text(json.dumps(config))
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {i} + 2?",
+                                        "response": f"<think>{i}+2</think> {i + 2}"}) + "\n"
+                            for i in range(10)))
+
+    def recipe():
+        return recipe_from_dict({"run": {"progress": False, "tensorboard": False}, "stages": {
+            "sft": {"kind": "sft", "model": str(model_dir), "data": str(data), "epochs": 3,
+                    "batch_size": 4, "micro_batch_size": 2, "lr": 1e-3, "save_every": 2,
+                    "template": "none"}}})
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run_recipe(recipe(), whole, print_fn=lambda *_: None)
+    real = sft.sft_loss
+    calls = []
+
+    def crash_in_step_five(*args, **kw):  # 2 micro-batches per step
+        calls.append(1)
+        if len(calls) == 9:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sft, "sft_loss", crash_in_step_five)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe(), resumed, print_fn=lambda *_: None)
+    assert sorted(p.name for p in (resumed / "sft" / "checkpoints").iterdir()) == \
+        ["step-2", "step-4"]
+    monkeypatch.setattr(sft, "sft_loss", real)
+    printed = []
+    run_recipe(recipe(), resumed, print_fn=printed.append)
+    assert any("resuming from" in line and "step-4" in line for line in printed)
+    assert rows_without_timings(resumed / "metrics.jsonl") == \
+        rows_without_timings(whole / "metrics.jsonl")
+    assert len(rows_without_timings(whole / "metrics.jsonl")) == 8  # ceil(3 * 10 / 4) steps
+    a = load_file(whole / "sft" / "model.safetensors")
+    b = load_file(resumed / "sft" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    base = load_file(model_dir / "model.safetensors")
     assert any(not torch.equal(base[k], a[k]) for k in a)  # the run did train

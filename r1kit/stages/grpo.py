@@ -32,9 +32,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ import torch
 
 from r1kit import distributed
 from r1kit.algos import group_advantages, policy_loss
+from r1kit.checkpoints import STATE_FILE, latest_checkpoint, write_checkpoint
 from r1kit.config import GRPOConfig
 from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
@@ -578,7 +577,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     if resume is not None:
         # the same command after an interruption: continue from the last checkpoint, exactly
         # (sampling and shuffling are seeded by the step, so only this state is needed)
-        state = torch.load(resume / "trainer_state.pt", map_location=ctx.device, weights_only=True)
+        state = torch.load(resume / STATE_FILE, map_location=ctx.device, weights_only=True)
         if lora is not None:
             load_adapters(lora, resume, ctx.device)
         else:
@@ -821,15 +820,6 @@ def apply_lora(model, cfg: GRPOConfig):
     return peft_model, peft_model.get_base_model()
 
 
-def latest_checkpoint(stage_dir: Path) -> Path | None:
-    """The newest complete checkpoint (checkpoints/step-N with its trainer state), if any."""
-    found = []
-    for d in (stage_dir / "checkpoints").glob("step-*"):
-        if (d / "trainer_state.pt").is_file() and d.name[5:].isdigit():
-            found.append((int(d.name[5:]), d))
-    return max(found)[1] if found else None
-
-
 def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, state: dict,
                     keep: int, lora=None) -> Path:
     """checkpoints/step-N: the policy as a Hugging Face checkpoint plus trainer_state.pt
@@ -843,18 +833,14 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
 
     Under torchrun every rank calls it (sharded weights are gathered to rank 0, a collective);
     rank 0 alone writes, and the others wait until it has."""
-    root = stage_dir / "checkpoints"
-    final, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
     sharded = distributed.is_sharded(policy)
     weights = distributed.full_state(policy) if sharded else None
     optim = distributed.optimizer_state(policy, opt) if sharded else None
     ref_state = distributed.full_state(ref) if sharded and ref is not None else None
-    if distributed.current().is_main:
-        for d in (tmp, final):
-            if d.exists():
-                shutil.rmtree(d)
+
+    def write(tmp: Path) -> None:
+        nonlocal ref_state
         if lora is not None:
-            tmp.mkdir(parents=True)
             with quiet_loading():
                 lora.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
@@ -864,11 +850,11 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
         if ref is not None and ref_state is None:
             ref_state = ref.state_dict()
         torch.save({**state, "optimizer": optim if sharded else opt.state_dict(),
-                    "ref": ref_state}, tmp / "trainer_state.pt")
-        os.replace(tmp, final)
-        old = sorted((int(d.name[5:]), d) for d in root.glob("step-*") if d.name[5:].isdigit())
-        for _, d in old[:-keep] if keep > 0 else []:
-            shutil.rmtree(d)
+                    "ref": ref_state}, tmp / STATE_FILE)
+
+    final = stage_dir / "checkpoints" / f"step-{step}"
+    if distributed.current().is_main:
+        final = write_checkpoint(stage_dir, step, keep, write)
     distributed.wait_for_main()
     return final
 

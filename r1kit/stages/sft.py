@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from r1kit.checkpoints import STATE_FILE, latest_checkpoint, write_checkpoint
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
 from r1kit.logprobs import CHUNK_MIN_VOCAB, ChunkedHeadLogp, body_and_head, vocab_size
@@ -102,13 +103,17 @@ def sft_loss(model, ids: torch.Tensor, positions: torch.Tensor, labels: torch.Te
 
 
 def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, seed: int,
-            device: torch.device, dtype: torch.dtype, log=print, metrics=None,
+            device: torch.device, dtype: torch.dtype, log=print, runlog=None,
             name: str = "sft") -> dict:
-    """`metrics`: called with one record per optimizer step (the run's metrics.jsonl and
-    TensorBoard)."""
+    """`runlog` (r1kit.runlog.RunLog): gets one metrics record per optimizer step (the run's
+    metrics.jsonl and TensorBoard). With `save_every`, the stage writes resumable
+    checkpoints/step-N and, run again after an interruption, continues from the newest one
+    with the same data order and random state, so that it ends with the weights an
+    uninterrupted run ends with."""
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, device, dtype)
+    resume = latest_checkpoint(stage_dir)
+    model = load_model(resume or model_path, device, dtype)
     model.config.use_cache = False
     if cfg.activation_checkpointing:
         checkpoint_layers(model)
@@ -119,9 +124,32 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
                             betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(seed)
     order: list[int] = []
+    t0, losses, start = time.time(), [], 0
+    if resume is not None:
+        state = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        start, order, losses = state["step"], list(state["order"]), list(state["losses"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        log(f"[{name}] resuming from {resume} (step {start} of {steps})")
+    if runlog is not None:
+        runlog.drop(name, after_step=start if resume is not None else -1)
+
+    def save(step: int) -> None:
+        def write(tmp: Path) -> None:
+            save_model(model, tokenizer, tmp)
+            torch.save({"step": step, "optimizer": opt.state_dict(), "order": order,
+                        "losses": losses, "generator": gen.get_state(),
+                        "rng": torch.get_rng_state(),
+                        "cuda_rng": (torch.cuda.get_rng_state_all()
+                                     if torch.cuda.is_available() else None)},
+                       tmp / STATE_FILE)
+        write_checkpoint(stage_dir, step, cfg.keep_checkpoints, write)
+
     model.train()
-    t0, losses = time.time(), []
-    for step in range(steps):
+    for step in range(start, steps):
         t_step = time.time()
         batch = []
         while len(batch) < min(cfg.batch_size, len(data)):
@@ -145,11 +173,13 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
         losses.append(total)
-        if metrics is not None:
+        if runlog is not None:
             seconds = time.time() - t_step
-            metrics({"stage": name, "step": step + 1, "loss": total, "lr": lr,
-                     "grad_norm": grad_norm.item(), "tokens": n_tokens,
-                     "tokens_per_s": n_tokens / seconds, "step_seconds": seconds})
+            runlog.metrics({"stage": name, "step": step + 1, "loss": total, "lr": lr,
+                            "grad_norm": grad_norm.item(), "tokens": n_tokens,
+                            "tokens_per_s": n_tokens / seconds, "step_seconds": seconds})
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
+            save(step + 1)
         if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:
             log(f"sft step {step + 1}/{steps} loss {total:.4f} lr {lr:.2e}")
     model.eval()

@@ -1,0 +1,39 @@
+"""Resumable checkpoints of a training stage: `checkpoints/step-N` directories, each written
+under a temporary name and renamed when complete, so that a crash mid-write leaves no half
+checkpoint; `trainer_state.pt` in a directory marks it complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+STATE_FILE = "trainer_state.pt"
+
+
+def latest_checkpoint(stage_dir: Path) -> Path | None:
+    """The newest complete checkpoint (checkpoints/step-N with its trainer state), if any."""
+    found = []
+    for d in (Path(stage_dir) / "checkpoints").glob("step-*"):
+        if (d / STATE_FILE).is_file() and d.name[5:].isdigit():
+            found.append((int(d.name[5:]), d))
+    return max(found)[1] if found else None
+
+
+def write_checkpoint(stage_dir: Path, step: int, keep: int, write: Callable[[Path], None]) -> Path:
+    """checkpoints/step-`step`: `write(directory)` fills a fresh temporary directory (it must
+    write STATE_FILE last), which is then renamed into place; only the newest `keep`
+    checkpoints are kept (0 = all)."""
+    root = Path(stage_dir) / "checkpoints"
+    final, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
+    for d in (tmp, final):
+        if d.exists():
+            shutil.rmtree(d)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    os.replace(tmp, final)
+    old = sorted((int(d.name[5:]), d) for d in root.glob("step-*") if d.name[5:].isdigit())
+    for _, d in old[:-keep] if keep > 0 else []:
+        shutil.rmtree(d)
+    return final
