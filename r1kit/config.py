@@ -388,8 +388,11 @@ class SFTConfig:
     activation_checkpointing: bool = False  # recompute each layer in backward: less memory
     save_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only the final model
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
+    distributed: str = "ddp"  # under torchrun: ddp (replicated weights) | fsdp (FSDP2)
 
     def validate(self, where: str) -> None:
+        if self.distributed not in ("ddp", "fsdp"):
+            _fail(f"{where}.distributed", f"unknown mode {self.distributed!r}", "use ddp or fsdp")
         for name in ("save_every", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")

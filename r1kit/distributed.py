@@ -16,7 +16,11 @@ What the GRPO stage splits and what it shares (r1kit/stages/grpo.py):
     (the global token count for "token-mean", the global number of sequences otherwise), so
     the update is the one-process update up to float rounding,
   - logged metrics are global; rank 0 alone writes logs, checkpoints and the final model, and
-    runs evaluation and the stages other than GRPO while the other ranks wait.
+    runs evaluation and the stages other than GRPO and SFT while the other ranks wait.
+
+The SFT stage (r1kit/stages/sft.py) runs on every rank as well: every rank draws the same
+batches and takes its contiguous share of each batch's rows; losses are normalised by the
+whole batch's response tokens and gradients summed, as for GRPO.
 
 Two ways to hold the weights (GRPOConfig.distributed):
   - "ddp": every rank holds all the weights; after the backward passes of a mini-batch the

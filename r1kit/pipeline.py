@@ -120,8 +120,9 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                 return _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log,
                                   print_fn)
 
-            # GRPO on every rank; any other stage on rank 0 while the others wait
-            summary = stage() if isinstance(cfg, GRPOConfig) else distributed.run_on_main(stage)
+            # GRPO and SFT on every rank; any other stage on rank 0 while the others wait
+            summary = (stage() if isinstance(cfg, (GRPOConfig, SFTConfig))
+                       else distributed.run_on_main(stage))
             meta = {"kind": cfg.kind, "status": "done", "seconds": time.time() - t0,
                     "summary": summary}
             if main:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from r1kit import distributed
 from r1kit.checkpoints import STATE_FILE, latest_checkpoint, write_checkpoint
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
@@ -109,15 +110,28 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     metrics.jsonl and TensorBoard). With `save_every`, the stage writes resumable
     checkpoints/step-N and, run again after an interruption, continues from the newest one
     with the same data order and random state, so that it ends with the weights an
-    uninterrupted run ends with."""
+    uninterrupted run ends with.
+
+    Under torchrun every rank runs this: all ranks draw the same batches, each takes its
+    contiguous share of a batch's rows, and the gradients are summed over ranks (losses are
+    normalised by the whole batch's response tokens), so a step is the one-process step up
+    to float rounding. `distributed = "fsdp"` shards weights, gradients and optimizer state
+    (FSDP2), with zero-weight passes so that every rank makes as many forward passes."""
+    world = distributed.current()
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_path)
-    resume = latest_checkpoint(stage_dir)
+    resume = distributed.broadcast_object(latest_checkpoint(stage_dir))
     model = load_model(resume or model_path, device, dtype)
     model.config.use_cache = False
     if cfg.activation_checkpointing:
         checkpoint_layers(model)
-    chunk = cfg.logprob_chunk_tokens if vocab_size(model) >= CHUNK_MIN_VOCAB else 0
+    one_per_row = not packs_safely(model)  # (before sharding: a forward pass of its own)
+    if world.enabled and cfg.distributed == "fsdp":
+        distributed.shard(model)
+    sharded = distributed.is_sharded(model)
+    # the chunked output layer calls the output layer directly, past FSDP's hooks
+    chunk = cfg.logprob_chunk_tokens if vocab_size(model) >= CHUNK_MIN_VOCAB and not sharded \
+        else 0
     data = encode_rows(tokenizer, read_sft_rows(data_path, cfg), cfg.template, cfg.max_length)
     steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -127,7 +141,7 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     t0, losses, start = time.time(), [], 0
     if resume is not None:
         state = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=True)
-        opt.load_state_dict(state["optimizer"])
+        distributed.load_optimizer_state(model, opt, state["optimizer"])
         start, order, losses = state["step"], list(state["order"]), list(state["losses"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["rng"])
@@ -137,16 +151,21 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     if runlog is not None:
         runlog.drop(name, after_step=start if resume is not None else -1)
 
-    def save(step: int) -> None:
+    def save(step: int) -> None:  # every rank (gathering sharded state is a collective)
+        weights = distributed.full_state(model) if sharded else None
+        optim = distributed.optimizer_state(model, opt)
+
         def write(tmp: Path) -> None:
-            save_model(model, tokenizer, tmp)
-            torch.save({"step": step, "optimizer": opt.state_dict(), "order": order,
+            save_model(model, tokenizer, tmp, state_dict=weights)
+            torch.save({"step": step, "optimizer": optim, "order": order,
                         "losses": losses, "generator": gen.get_state(),
                         "rng": torch.get_rng_state(),
                         "cuda_rng": (torch.cuda.get_rng_state_all()
                                      if torch.cuda.is_available() else None)},
                        tmp / STATE_FILE)
-        write_checkpoint(stage_dir, step, cfg.keep_checkpoints, write)
+        if world.is_main:
+            write_checkpoint(stage_dir, step, cfg.keep_checkpoints, write)
+        distributed.wait_for_main()
 
     model.train()
     for step in range(start, steps):
@@ -161,16 +180,27 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
         n_tokens = sum(len(r) for _, r in batch)
-        total = 0.0
-        for i in range(0, len(batch), cfg.micro_batch_size):
-            micro = batch[i:i + cfg.micro_batch_size]
-            ids, pos, labels = packed_batch(micro, tokenizer.pad_token_id,
-                                            max(len(p) + len(r) for p, r in micro),
-                                            one_per_row=not packs_safely(model))
+        # this rank's rows of the batch (all of them on one process)
+        mine = batch[world.rank * len(batch) // world.world_size:
+                     (world.rank + 1) * len(batch) // world.world_size]
+        micro = [(mine[i:i + cfg.micro_batch_size], 1.0)
+                 for i in range(0, len(mine), cfg.micro_batch_size)]
+        if sharded:  # every forward and backward is a collective: as many passes per rank
+            want = int(distributed.all_reduce(torch.tensor(len(micro), device=device), "max"))
+            micro += [(batch[:1], 0.0)] * (want - len(micro))
+        total = torch.zeros((), device=device)
+        for rows, weight in micro:
+            ids, pos, labels = packed_batch(rows, tokenizer.pad_token_id,
+                                            max(len(p) + len(r) for p, r in rows),
+                                            one_per_row=one_per_row)
             loss = sft_loss(model, ids.to(device), pos.to(device), labels, n_tokens, chunk)
-            loss.backward()
-            total += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            (loss * weight).backward()
+            total += loss.detach() * weight
+        if world.enabled and not sharded:
+            distributed.sync_grads([p for p in model.parameters() if p.requires_grad])
+        total = distributed.all_reduce(total).item()
+        grad_norm = distributed.full_norm(
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
         opt.step()
         losses.append(total)
         if runlog is not None:
@@ -183,8 +213,11 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:
             log(f"sft step {step + 1}/{steps} loss {total:.4f} lr {lr:.2e}")
     model.eval()
-    save_model(model, tokenizer, stage_dir)
+    weights = distributed.full_state(model) if sharded else None
     summary = {"rows": len(data), "steps": steps, "first_loss": losses[0],
                "final_loss": sum(losses[-5:]) / len(losses[-5:]), "seconds": time.time() - t0}
-    (stage_dir / "sft.json").write_text(json.dumps(summary, indent=2))
+    if world.is_main:
+        save_model(model, tokenizer, stage_dir, state_dict=weights)
+        (stage_dir / "sft.json").write_text(json.dumps(summary, indent=2))
+    distributed.wait_for_main()
     return summary
