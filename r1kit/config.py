@@ -46,6 +46,7 @@ class RunConfig:
     dtype: str = "auto"  # "auto" = bfloat16 on cuda, float32 on cpu
     threads: int = 0  # torch CPU threads; 0 = torch's default
     tensorboard: bool = True  # write TensorBoard events when tensorboard is installed
+    wandb: str = ""  # a Weights & Biases project: log there too (pip install wandb)
     progress: bool = True  # a live progress bar
     # load checkpoints that bring their own model code (auto_map in config.json): this runs
     # the Python files in those directories; r1kit's lean path is never used for them

@@ -73,11 +73,12 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     if from_stage is not None and from_stage not in recipe.stages:
         raise R1kitError(f"--from {from_stage!r}: no such stage",
                          f"stages of this recipe: {', '.join(recipe.stages)}")
-    resolved = {"run": to_dict(recipe.run), "stages": to_dict(recipe.stages)}
+    resolved = json.loads(json.dumps({"run": to_dict(recipe.run),
+                                      "stages": to_dict(recipe.stages)}, default=str))
     saved = run_dir / "config.json"
     if saved.is_file() and from_stage is None:
         previous = json.loads(saved.read_text())
-        if previous != json.loads(json.dumps(resolved, default=str)):
+        if _results_settings(previous) != _results_settings(resolved):
             raise R1kitError(
                 f"{run_dir} holds a run with different settings",
                 "use --out with a new directory, or --from STAGE to rerun stages with the new settings")
@@ -90,7 +91,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     if run.threads:
         torch.set_num_threads(run.threads)
     dtype = resolve_dtype(run.dtype, device)
-    log = RunLog(run_dir, tensorboard=run.tensorboard) if main else distributed.NullLog()
+    log = (RunLog(run_dir, tensorboard=run.tensorboard, wandb=run.wandb, config=resolved)
+           if main else distributed.NullLog())
     summaries: dict[str, dict] = {}
     rerun = from_stage is not None
     names = list(recipe.stages)
@@ -145,6 +147,16 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     except R1kitError:  # nothing to report yet (e.g. a recipe with no RL or eval stage)
         pass
     return summaries
+
+
+# [run] settings that change what a run shows, not what it computes: a run may continue
+# with other values of these
+DISPLAY_ONLY = ("progress", "tensorboard", "wandb")
+
+
+def _results_settings(resolved: dict) -> dict:
+    run = {k: v for k, v in resolved.get("run", {}).items() if k not in DISPLAY_ONLY}
+    return {**resolved, "run": run}
 
 
 def _silent(*args, **kw) -> None:

@@ -1,11 +1,15 @@
-"""What a run writes as it goes: metrics.jsonl, eval.jsonl, TensorBoard events."""
+"""What a run writes as it goes: metrics.jsonl, eval.jsonl, TensorBoard events, and (with
+`run.wandb`) the same numbers in a Weights & Biases run."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import uuid
 from pathlib import Path
+
+from r1kit.errors import R1kitError
 
 
 def _clean(value):
@@ -14,12 +18,33 @@ def _clean(value):
     return value
 
 
-class RunLog:
-    """Appends one JSON object per line; mirrors numbers to TensorBoard when it is installed."""
+def wandb_module():
+    """The wandb package, or an R1kitError saying how to get it."""
+    try:
+        import wandb
+    except ImportError:
+        raise R1kitError("run.wandb is set but the wandb package is not installed",
+                         "pip install wandb (or leave run.wandb empty)") from None
+    return wandb
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+
+class RunLog:
+    """Appends one JSON object per line; mirrors numbers to TensorBoard when it is installed,
+    and to a Weights & Biases run in project `wandb` when that is given.
+
+    W&B: one run per run directory (its id is kept in wandb.json there, so that the same
+    command after an interruption continues the same W&B run), the recipe as its config, and
+    per stage the series `STAGE/train/KEY` and `STAGE/eval/BENCHMARK/KEY`, each against its
+    own step axis `STAGE/step` (stages each count their steps from 1)."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, wandb: str = "",
+                 config: dict | None = None):
         self.run_dir = Path(run_dir)
         self._tb = None
+        self._wandb = None
+        self._stages: set[str] = set()
+        if wandb:
+            self._wandb = _start_wandb(wandb_module(), wandb, self.run_dir, config or {})
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -53,17 +78,38 @@ class RunLog:
         self._scalars(f"eval/{record.get('benchmark', 'heldout')}", record)
 
     def _scalars(self, prefix: str, record: dict) -> None:
-        if self._tb is None:
-            return
         step, stage = record.get("step", 0), record.get("stage", "")
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+        numbers = {key: value for key, value in record.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool)
+                   and key != "step"}
+        if self._tb is not None:
+            for key, value in numbers.items():
                 self._tb.add_scalar(f"{stage}/{prefix}/{key}", value, step)
-        self._tb.flush()
+            self._tb.flush()
+        if self._wandb is not None:
+            if stage not in self._stages:  # this stage's series against its own step
+                self._stages.add(stage)
+                self._wandb.define_metric(f"{stage}/step")
+                self._wandb.define_metric(f"{stage}/*", step_metric=f"{stage}/step")
+            self._wandb.log({f"{stage}/step": step,
+                             **{f"{stage}/{prefix}/{k}": v for k, v in numbers.items()}})
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _start_wandb(wandb, project: str, run_dir: Path, config: dict):
+    """A W&B run for this run directory: the one started there before, if any (resumed)."""
+    ids = run_dir / "wandb.json"
+    previous = json.loads(ids.read_text()).get("id") if ids.is_file() else None
+    run_id = previous or uuid.uuid4().hex[:12]
+    ids.write_text(json.dumps({"project": project, "id": run_id}) + "\n")
+    return wandb.init(project=project, id=run_id, resume="allow", name=run_dir.name,
+                      dir=str(run_dir), config=config)
 
 
 def read_jsonl(path: Path) -> list[dict]:
