@@ -255,7 +255,8 @@ def run_trl(preset: str, model: Path, steps: int) -> dict:
             "reward": [h.get("reward") for h in logs], **_peak_memory_mib()}
 
 
-def run_r1kit(preset: str, model: Path, steps: int, prompt_sharing: str = "auto") -> dict:
+def run_r1kit(preset: str, model: Path, steps: int, prompt_sharing: str = "auto",
+              compile_layers: bool = False) -> dict:
     import torch
 
     import r1kit
@@ -290,7 +291,7 @@ def run_r1kit(preset: str, model: Path, steps: int, prompt_sharing: str = "auto"
                      max_new_tokens_schedule=[], micro_batch_size=p["micro"],
                      aggregation="token-mean", max_grad_norm=1.0, weight_decay=0.0,
                      activation_checkpointing=p["ckpt"], ref_refresh_every=0,
-                     prompt_sharing=prompt_sharing,
+                     prompt_sharing=prompt_sharing, compile=compile_layers,
                      generation_rows=completions, eval=EvalConfig(every=0))
     dev = _device()
     out = Path(tempfile.mkdtemp(prefix="vs-r1kit-"))
@@ -333,7 +334,8 @@ def side_main(args) -> int:
     if args.side == "trl":
         result = run_trl(args.preset, Path(args.model), args.steps)
     else:
-        result = run_r1kit(args.preset, Path(args.model), args.steps, args.prompt_sharing)
+        result = run_r1kit(args.preset, Path(args.model), args.steps, args.prompt_sharing,
+                           args.compile)
     result["device"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                         else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)")
     result["torch"] = torch.__version__
@@ -362,6 +364,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sides", default="trl,r1kit")
     ap.add_argument("--prompt-sharing", default="auto", choices=["auto", "on", "off"],
                     help="r1kit's prompt_sharing setting")
+    ap.add_argument("--compile", action="store_true",
+                    help="r1kit's compile setting (torch.compile of the training pass's layer)")
     ap.add_argument("--out", default=None, help="write every figure as JSON here")
     ap.add_argument("--side", choices=["trl", "r1kit"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -391,7 +395,8 @@ def main(argv=None) -> int:
             out = work / f"{side}-{r}.json"
             cmd = [sys.executable, __file__, "--preset", args.preset, "--side", side,
                    "--model", str(model), "--steps", str(args.steps), "--result", str(out),
-                   "--prompt-sharing", args.prompt_sharing]
+                   "--prompt-sharing", args.prompt_sharing,
+                   *(["--compile"] if args.compile else [])]
             t = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:

@@ -180,7 +180,10 @@ class GRPOConfig:
     prompt_sharing: str = "auto"
     engine: str = "auto"  # auto (r1kit's lean forward where the model allows) | hf (transformers')
     cuda_graphs: bool = True  # on CUDA, the decode step replays a captured graph
+    compile: bool = False  # torch.compile the training pass's decoder layer (lean path)
     reward_function: str = ""  # "module:function" or "file.py:function": your own reward
+    log_completions: int = 4  # per step, one sample of each of the first N questions goes to
+    # the stage's completions.jsonl (with its reward); 0 = none
     disable_dropout: bool = True  # the on-policy ratio is 1 only without dropout
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
     lora_alpha: float = 16.0
@@ -246,7 +249,7 @@ class GRPOConfig:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "beta", "clip_eps_low", "clip_eps_high", "weight_decay", "top_p",
                      "max_seconds", "save_every", "keep_checkpoints", "max_nonfinite_steps",
-                     "max_reward_failures"):
+                     "max_reward_failures", "log_completions"):
             if getattr(self, name) < 0:
                 _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
         if not 0 < self.top_p <= 1 or not 0 < self.eval.top_p <= 1:

@@ -19,6 +19,8 @@ own forward. The numbers are those of transformers' forward up to float rounding
 from __future__ import annotations
 
 import contextlib
+import functools
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,8 @@ class LeanLM:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.scale = self.head_dim ** -0.5
         self.qk_norm = cfg.model_type == "qwen3"
+        # the training pass's decoder layer through torch.compile (GRPOConfig.compile)
+        self.compiled = False
 
     @staticmethod
     def unsupported(model, decoding: bool = False) -> str | None:
@@ -93,42 +97,33 @@ class LeanLM:
 
     # ----- pieces --------------------------------------------------------------------------
 
+    def _weights(self, layer) -> LayerWeights:
+        att, mlp = layer.self_attn, layer.mlp
+        return LayerWeights(
+            layer.input_layernorm.weight, _eps(layer.input_layernorm),
+            att.q_proj.weight, att.k_proj.weight, att.v_proj.weight,
+            att.q_proj.bias, att.k_proj.bias, att.v_proj.bias,
+            att.q_norm.weight if self.qk_norm else None,
+            att.k_norm.weight if self.qk_norm else None,
+            _eps(att.q_norm) if self.qk_norm else 0.0,
+            att.o_proj.weight, att.o_proj.bias,
+            layer.post_attention_layernorm.weight, _eps(layer.post_attention_layernorm),
+            mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+
     def _project(self, layer, h, cos, sin):
-        """h [..., H] → queries [..., heads, d], keys and values [..., kv heads, d], queries
-        and keys rotated (cos, sin [..., d]). One matrix product for q|k|v, and queries and
-        keys rotated together (without Qwen3's norms)."""
-        att = layer.self_attn
-        nh, nkv, d = self.n_heads, self.n_kv, self.head_dim
-        weight = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight])
-        bias = (torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias])
-                if att.q_proj.bias is not None else None)
-        qkv = F.linear(h, weight, bias).unflatten(-1, (nh + 2 * nkv, d))
-        cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
-        v = qkv[..., nh + nkv:, :]
-        if self.qk_norm:
-            q, k = _rms(att.q_norm, qkv[..., :nh, :]), _rms(att.k_norm, qkv[..., nh:nh + nkv, :])
-            return _rope(q, cos, sin), _rope(k, cos, sin), v
-        qk = _rope(qkv[..., :nh + nkv, :], cos, sin)
-        return qk[..., :nh, :], qk[..., nh:, :], v
+        return _project(self._weights(layer), h, cos, sin, self.n_heads, self.n_kv,
+                        self.head_dim)
 
     def _finish(self, layer, x, o):
-        """The layer after attention: x [..., H] plus the output projection of o [..., heads*d],
-        then the MLP block."""
-        x = x + layer.self_attn.o_proj(o)
-        h = _rms(layer.post_attention_layernorm, x)
-        mlp = layer.mlp
-        return x + mlp.down_proj(_swiglu(mlp.gate_proj(h), mlp.up_proj(h)))
+        return _finish(self._weights(layer), x, o)
 
     def _attend(self, q, k, v, **kw):
-        return F.scaled_dot_product_attention(q, k, v, scale=self.scale,
-                                              enable_gqa=q.shape[1] != k.shape[1], **kw)
+        return _attend(q, k, v, self.scale, **kw)
 
     def _causal_layer(self, layer, x, cos, sin):
-        B, L, _ = x.shape
-        q, k, v = (t.transpose(1, 2) for t in self._project(
-            layer, _rms(layer.input_layernorm, x), cos, sin))  # [B, heads, L, d]
-        o = self._attend(q, k, v, is_causal=True)
-        return self._finish(layer, x, o.transpose(1, 2).reshape(B, L, -1))
+        layer_fn = _compiled_causal_layer() if self.compiled else _causal_layer
+        return layer_fn(self._weights(layer), x, cos, sin, self.n_heads, self.n_kv,
+                        self.head_dim, self.scale)
 
     # ----- the training pass -----------------------------------------------------------------
 
@@ -279,6 +274,76 @@ class LeanLM:
             return self.head(h)
         w, b = self.head.weight, self.head.bias
         return torch.mm(h, w.t(), out=out) if b is None else torch.addmm(b, h, w.t(), out=out)
+
+
+class LayerWeights(NamedTuple):
+    """The tensors (and norm epsilons) of one decoder layer, for the layer functions below:
+    plain tensors, so one compiled graph serves every layer."""
+
+    in_norm: torch.Tensor
+    in_eps: float
+    wq: torch.Tensor
+    wk: torch.Tensor
+    wv: torch.Tensor
+    bq: torch.Tensor | None
+    bk: torch.Tensor | None
+    bv: torch.Tensor | None
+    q_norm: torch.Tensor | None  # Qwen3's per-head norms
+    k_norm: torch.Tensor | None
+    qk_eps: float
+    wo: torch.Tensor
+    bo: torch.Tensor | None
+    post_norm: torch.Tensor
+    post_eps: float
+    wg: torch.Tensor
+    wu: torch.Tensor
+    wd: torch.Tensor
+
+
+def _project(w: LayerWeights, h, cos, sin, nh: int, nkv: int, d: int):
+    """h [..., H] → queries [..., heads, d], keys and values [..., kv heads, d], queries
+    and keys rotated (cos, sin [..., d]). One matrix product for q|k|v, and queries and
+    keys rotated together (without Qwen3's norms)."""
+    weight = torch.cat([w.wq, w.wk, w.wv])
+    bias = torch.cat([w.bq, w.bk, w.bv]) if w.bq is not None else None
+    qkv = F.linear(h, weight, bias).unflatten(-1, (nh + 2 * nkv, d))
+    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
+    v = qkv[..., nh + nkv:, :]
+    if w.q_norm is not None:
+        q = F.rms_norm(qkv[..., :nh, :], (d,), w.q_norm, w.qk_eps)
+        k = F.rms_norm(qkv[..., nh:nh + nkv, :], (d,), w.k_norm, w.qk_eps)
+        return _rope(q, cos, sin), _rope(k, cos, sin), v
+    qk = _rope(qkv[..., :nh + nkv, :], cos, sin)
+    return qk[..., :nh, :], qk[..., nh:, :], v
+
+
+def _finish(w: LayerWeights, x, o):
+    """The layer after attention: x [..., H] plus the output projection of o [..., heads*d],
+    then the MLP block."""
+    x = x + F.linear(o, w.wo, w.bo)
+    h = F.rms_norm(x, (x.shape[-1],), w.post_norm, w.post_eps)
+    return x + F.linear(_swiglu(F.linear(h, w.wg), F.linear(h, w.wu)), w.wd)
+
+
+def _attend(q, k, v, scale: float, **kw):
+    return F.scaled_dot_product_attention(q, k, v, scale=scale,
+                                          enable_gqa=q.shape[1] != k.shape[1], **kw)
+
+
+def _causal_layer(w: LayerWeights, x, cos, sin, nh: int, nkv: int, d: int, scale: float):
+    """One decoder layer on right-padded rows x [B, L, H] with causal attention."""
+    B, L, _ = x.shape
+    h = F.rms_norm(x, (x.shape[-1],), w.in_norm, w.in_eps)
+    q, k, v = (t.transpose(1, 2) for t in _project(w, h, cos, sin, nh, nkv, d))
+    o = _attend(q, k, v, scale, is_causal=True)  # [B, heads, L, d]
+    return _finish(w, x, o.transpose(1, 2).reshape(B, L, -1))
+
+
+@functools.cache
+def _compiled_causal_layer():
+    """_causal_layer through torch.compile, made once per process (every layer, the policy and
+    the reference share it: their weights are arguments, not constants)."""
+    return torch.compile(_causal_layer, dynamic=None)
 
 
 def padded_places(prefix_valid: torch.Tensor, comp_valid: torch.Tensor) -> torch.Tensor:

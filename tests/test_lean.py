@@ -337,3 +337,45 @@ def test_lean_decoder_takes_lora_adapted_weights(merge):
     with peft_model.disable_adapter():
         c = generate(base, prompts, engine="hf", **kw)
     assert not torch.equal(a.completion_ids, c.completion_ids)
+
+
+def test_compiled_decoder_layer_gives_the_same_update(monkeypatch):
+    """GRPOConfig.compile: the lean training pass's decoder layer through torch.compile (here
+    with the aot_eager backend: dynamo's tracing and autograd without code generation, which
+    needs a compiler) gives the loss, metrics and updated weights of the eager pass, with
+    activation checkpointing, on two shapes (a recompile)."""
+    compiled_fn = torch.compile(lean_module._causal_layer, backend="aot_eager")
+    calls = []
+
+    def compiled_layer():
+        calls.append(1)
+        return compiled_fn
+
+    monkeypatch.setattr(lean_module, "_compiled_causal_layer", compiled_layer)
+    prompts, completions = _data(48, seed=4)
+    n = len(completions)
+    width = max(len(c) for c in completions)
+    mask = torch.zeros(n, width)
+    for i, c in enumerate(completions):
+        mask[i, :len(c)] = 1
+    batch = TrainBatch(prompts, completions, mask, torch.linspace(-1, 1, n), width)
+    outs = []
+    for compiled in (False, True):
+        cfg = GRPOConfig(model="x", beta=0.04, lr=1.0, group_size=5, rollout_batch_size=n,
+                         num_minibatches=1, micro_batch_size=3, clip_eps_low=0.2,
+                         activation_checkpointing=True, compile=compiled)
+        policy = _qwen2()
+        ref = copy.deepcopy(policy).eval()
+        opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
+        views = (LeanLM(policy), LeanLM(ref))
+        for view in views:
+            view.compiled = cfg.compile
+        metrics = update_policy(policy, ref, opt, batch, cfg, PAD,
+                                torch.Generator().manual_seed(0), lambda: cfg.lr, *views)
+        outs.append((metrics, {k: v.detach().clone() for k, v in policy.state_dict().items()}))
+    (m0, w0), (m1, w1) = outs
+    assert len(calls) >= 2 * 2 * 2  # the compiled layer ran (2 layers, policy and reference)
+    for key in ("loss", "kl", "entropy", "grad_norm"):
+        assert m1[key] == pytest.approx(m0[key], rel=1e-5, abs=1e-7), key
+    for k in w0:
+        torch.testing.assert_close(w1[k], w0[k], atol=1e-6, rtol=1e-5)

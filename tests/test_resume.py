@@ -58,8 +58,11 @@ def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys, lora):
     assert "resuming from" in capsys.readouterr().out
 
     # every logged number (timings aside) and the final weights are the uninterrupted run's
-    for name in ("metrics.jsonl", "eval.jsonl"):
+    for name in ("metrics.jsonl", "eval.jsonl", "zero/completions.jsonl"):
         assert rows_without_timings(resumed / name) == rows_without_timings(whole / name), name
+    samples = rows_without_timings(whole / "zero" / "completions.jsonl")
+    assert [r["step"] for r in samples] == [s for s in (1, 2, 3, 4) for _ in range(4)]
+    assert all(isinstance(r["completion"], str) and 0 <= r["accuracy"] <= 1 for r in samples)
     a = load_file(whole / "zero" / "model.safetensors")
     b = load_file(resumed / "zero" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

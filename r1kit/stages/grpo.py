@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import math
 import random
 import time
@@ -69,7 +70,7 @@ from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelSco
 from r1kit.rewards.custom import FunctionReward, load_function
 from r1kit.rewards.length import overlong_penalty
 from r1kit.rollout import Rollouts, generate
-from r1kit.runlog import RunLog
+from r1kit.runlog import RunLog, read_jsonl
 from r1kit.stages.pretrain import cosine_lr
 from r1kit.tasks import general, make_task
 from r1kit.tasks.base import Example
@@ -591,6 +592,10 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         start, updates[0], evals = state["step"], state["updates"], list(state["evals"])
         ctx.print(f"[{ctx.name}] resuming from {resume} (step {start} of {cfg.steps})")
     ctx.log.drop(ctx.name, after_step=start if resume is not None else -1)
+    samples_file = ctx.stage_dir / "completions.jsonl"
+    if world.is_main:  # a rerun or a resume does not log its steps twice
+        keep = [r for r in read_jsonl(samples_file) if r.get("step", 0) <= start]
+        samples_file.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
     if resume is None:
         evals = [run_eval(0)] if cfg.eval.every and test else []
         evals = [e for e in evals if e is not None]  # rank 0 alone keeps evaluation records
@@ -643,6 +648,16 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         # the metrics below are over all ranks' samples (the rollout's own on one process)
         scored_all = distributed.gather_lists(scored)
         means = _component_means(scored_all)
+        if cfg.log_completions and world.is_main:  # the first sample of the first questions
+            with open(samples_file, "a", encoding="utf-8") as fh:
+                for i in range(0, min(len(texts), cfg.log_completions * G), G):
+                    ex = examples[i // G][1]
+                    fh.write(json.dumps({"step": step + 1, "question": ex.question,
+                                         "answer": ex.answer, "completion": texts[i],
+                                         "tokens": int(ro.lengths[i]),
+                                         "stopped": bool(ro.stopped[i]),
+                                         "reward": scored[i][0], **scored[i][1]},
+                                        default=str) + "\n")
         failed = means.get("reward/errors", 0.0) + means.get("reward/timeouts", 0.0)
         if cfg.max_reward_failures < 1 and failed > cfg.max_reward_failures:
             raise R1kitError(
@@ -741,7 +756,11 @@ def _lean_views(cfg: GRPOConfig, policy, ref, ctx: StageContext):
         if cfg.activation_checkpointing:
             checkpoint_layers(policy)
         return None, None
-    return LeanLM(policy), (LeanLM(ref) if ref is not None else None)
+    views = LeanLM(policy), (LeanLM(ref) if ref is not None else None)
+    for view in views:
+        if view is not None:
+            view.compiled = cfg.compile
+    return views
 
 
 def _question_seed(seed: int, step: int, j: int) -> int:
