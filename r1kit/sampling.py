@@ -32,8 +32,9 @@ import torch
 from r1kit.errors import R1kitError
 from r1kit.eval.core import decode_responses
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
+from r1kit.rewards.answers import final_answers
 from r1kit.rewards.language import LANGUAGES, chain_of_thought, count_words, detect_language
-from r1kit.rewards.rule import extract_answer, format_reward
+from r1kit.rewards.rule import format_reward
 from r1kit.rollout import generate
 from r1kit.tasks import general, make_task
 from r1kit.templates import encode_prompt, prompt_text
@@ -136,7 +137,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
                       max_rows=cfg.generation_rows, logprobs=False)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                              cfg.prefill)
-    answers = [extract_answer(t) for t in texts]
+    answers = final_answers(task, texts)[0]  # None: no answer, or hedged
     verify_batch = getattr(task, "verify_batch", None)
     found = [i for i, a in enumerate(answers) if a is not None]
     pairs = [(answers[i], examples[i // k]) for i in found]

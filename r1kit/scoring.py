@@ -88,6 +88,10 @@ def _check_math(row: dict, settings: dict) -> str | None:
     answer = row["answer"]  # a number is fine too: GSM8K-style files store 72, not "72"
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         return f"field 'answer' must be a string or a number, got {type(answer).__name__}"
+    from r1kit.tasks.math import reference_text
+
+    if not reference_text(answer):
+        return "field 'answer' holds no answer (blank, or nothing after '####')"
     return None
 
 
@@ -134,10 +138,14 @@ def _check_code(row: dict, settings: dict) -> str | None:
 
 def _score_math(rows: list[dict], settings: dict) -> list[Scored]:
     from r1kit.rewards.math import MathVerifier, math_rewards
+    from r1kit.tasks.math import reference_text
 
     # One pool for the whole file: the workers start once and check rows in parallel.
     with MathVerifier(workers=settings["workers"]) as verifier:
-        return math_rewards([r["completion"] for r in rows], [str(r["answer"]) for r in rows],
+        # references as every other path reads them: GSM8K's "#### 72", floats without an
+        # exponent (r1kit.tasks.math.reference_text)
+        return math_rewards([r["completion"] for r in rows],
+                            [reference_text(r["answer"]) for r in rows],
                             verifier, settings["timeout"])
 
 

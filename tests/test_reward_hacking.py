@@ -39,3 +39,39 @@ def test_probe(name):
     score, parts = math_reward(completion, "42", default_verifier())
     assert (score, format_reward(completion)) == (accuracy, fmt), (name, parts)
     assert time.time() - t0 < 30  # none of them stalls the verifier
+
+
+@pytest.fixture(scope="module")
+def math_task(tmp_path_factory):
+    from r1kit.tasks.math import MathTask
+
+    path = tmp_path_factory.mktemp("task") / "train.jsonl"
+    path.write_text('{"question": "q", "answer": "42"}\n')
+    return MathTask("probes", path)
+
+
+def test_every_scoring_path_reads_answers_the_same_way(math_task):
+    """The GRPO reward (CombinedReward), evaluation (final_answers, then the task's verdict)
+    and rejection sampling use the same final-answer rule as the math reward: the probes give
+    the same accuracy on every path, hedging included."""
+    from r1kit.eval.core import _verify_all
+    from r1kit.rewards.answers import final_answers
+    from r1kit.rewards.combined import CombinedReward
+    from r1kit.tasks.base import Example
+
+    names = sorted(PROBES)
+    completions = [PROBES[n][0] for n in names]
+    examples = [Example(question="q", answer="42")] * len(names)
+    scored = CombinedReward(math_task).score(completions, examples)
+    answers, hedged = final_answers(math_task, completions)
+    verdicts = _verify_all(math_task, answers, examples)
+    for name, (score, parts), verdict, h in zip(names, scored, verdicts, hedged):
+        accuracy = PROBES[name][1]
+        assert parts["accuracy"] == accuracy, name
+        assert verdict == accuracy, name
+        assert parts["hedged"] == float(h)
+    assert hedged[names.index("many boxed answers")]
+    # the same answer boxed twice in two forms is not hedging
+    same = "<think>x</think><answer>\\boxed{0.5}, that is \\boxed{\\frac{1}{2}}</answer>"
+    scored = CombinedReward(math_task).score([same], [Example(question="q", answer="1/2")])
+    assert scored[0][1]["accuracy"] == 1.0 and scored[0][1]["hedged"] == 0.0

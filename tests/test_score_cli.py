@@ -44,6 +44,9 @@ MATH_ROWS = [
     {"id": 5, "completion": "<think>a</think><answer>\\boxed{5} or \\boxed{6}</answer>",
      "answer": "6"},
     {"id": 6, "completion": box("27.0"), "answer": "27", "reward": "old"},  # replaced
+    # references read as the GRPO reward and evaluation read them (reference_text)
+    {"id": 7, "completion": box("1080"), "answer": "so 1,000 + 80 #### 1,080"},
+    {"id": 8, "completion": box("0.00005"), "answer": 0.00005},
 ]
 
 
@@ -54,7 +57,7 @@ def test_math_scores_in_order_with_fields_kept(tmp_path, capsys) -> None:
                  "--set", "workers=2"]) == 0
     rows = read_jsonl(out)
     assert [r["id"] for r in rows] == list(range(len(MATH_ROWS)))
-    assert [r["reward"] for r in rows] == [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    assert [r["reward"] for r in rows] == [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     for got, given in zip(rows, MATH_ROWS):
         assert {k: v for k, v in got.items() if k not in ("reward", "parts")} == {
             k: v for k, v in given.items() if k != "reward"}
@@ -204,6 +207,7 @@ def test_malformed_rows_are_refused_before_scoring(tmp_path, capsys, monkeypatch
     "reward,row,expected",
     [
         ("format", {"text": "x"}, "'completion'"),
+        ("math", {"completion": "x", "answer": "see above ####"}, "holds no answer"),
         ("language", {"completion": "x", "target": "fr"}, "'target'"),
         ("language", {"completion": "x", "target": "prompt"}, "'prompt'"),
         ("code", {"completion": "x"}, "'tests'"),

@@ -9,7 +9,7 @@ from typing import Callable, Hashable
 import torch
 
 from r1kit.eval.behaviour import reflective_counts
-from r1kit.rewards import extract_answer
+from r1kit.rewards.answers import final_answers
 from r1kit.rewards.language import language_reward
 from r1kit.rollout import generate
 from r1kit.tasks.base import Example, Task
@@ -120,7 +120,7 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
                   logprobs=False)
     model.train(was_training)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids, prefill)
-    answers = [extract_answer(t) for t in texts]
+    answers = final_answers(task, texts)[0]  # None: no answer, or hedged
     scores = _verify_all(task, answers, [examples[i // k] for i in range(len(texts))])
     lengths = ro.lengths.tolist()
     correct, cons, lang = [], [], []

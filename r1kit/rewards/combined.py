@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from r1kit.rewards.answers import final_answers
 from r1kit.rewards.language import language_reward
-from r1kit.rewards.rule import extract_answer, format_reward
+from r1kit.rewards.rule import format_reward
 from r1kit.tasks.base import Example, Task
 from r1kit.templates import prompt_text
 
@@ -84,9 +85,9 @@ class CombinedReward:
                   ) -> list[tuple[float, str]]:
         """(accuracy, status) per response. A verifier that raises costs that sample (score 0,
         status "error"), never the step; statuses are counted in the parts."""
-        answers = [extract_answer(r) for r in responses]
+        answers, hedged = final_answers(self.task, responses)
         found = [i for i, a in enumerate(answers) if a is not None]
-        out = [(0.0, "ok")] * len(responses)
+        out = [(0.0, "hedged" if h else "ok") for h in hedged]
         detailed = getattr(self.task, "verify_detailed", None)
         batch = getattr(self.task, "verify_batch", None)
         sub_a, sub_e = [answers[i] for i in found], [examples[i] for i in found]
@@ -134,6 +135,7 @@ class CombinedReward:
                     parts[i]["accuracy"] = v
                     parts[i]["errors"] = float(status == "error")
                     parts[i]["timeouts"] = float(status == "timeout")
+                    parts[i]["hedged"] = float(status == "hedged")
             else:
                 for i, v in zip(idx, self._model_scores(kind, sub_r, sub_e)):
                     parts[i][kind] = v
