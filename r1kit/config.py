@@ -209,6 +209,7 @@ class GRPOConfig:
             _fail(f"{where}.model", "is required",
                   "set it to an earlier stage's name or to a checkpoint directory")
         _check_task(self, where)
+        _check_split(self.task, self.eval.split, f"{where}.eval.split")
         if self.group_size < 2:
             _fail(f"{where}.group_size", f"must be >= 2 (got {self.group_size}): GRPO's "
                   "advantages compare the samples of a group", "set group_size to 2 or more")
@@ -354,9 +355,23 @@ class RewardModelConfig:
             _fail(f"{where}.epochs", "epochs and lr must be > 0")
 
 
+def _check_split(task: str, split: str, where: str) -> None:
+    """The held-out splits a task has: the tiny world's main set and one per level."""
+    splits = ["main", *(f"level{n}" for n in range(1, 6))] if task == "arithmetic" else ["main"]
+    if split not in splits:
+        _fail(where, f"task {task!r} has no held-out split {split!r}",
+              f"use one of: {', '.join(splits)}")
+
+
 def _check_task(cfg, where: str) -> None:
     if cfg.task not in ("arithmetic", "gsm8k", "math"):
         _fail(f"{where}.task", f"unknown task {cfg.task!r}", "use arithmetic, gsm8k or math")
+    if cfg.task == "arithmetic":  # the built-in tiny world reads no file
+        for name in ("train_file", "test_file"):
+            if getattr(cfg, name, ""):
+                _fail(f"{where}.{name}", "task = 'arithmetic' (the default: the built-in tiny "
+                      f"world) does not read {name}", 'set task = "math" to train on your own '
+                      'file (or "gsm8k" for GSM8K-format files)')
     if cfg.task == "math":
         # an eval stage only evaluates: it needs the held-out file; the others train
         need = "test_file" if cfg.kind == "eval" else "train_file"
@@ -497,6 +512,7 @@ class EvalStageConfig:
         if not self.models:
             _fail(f"{where}.models", "is required", "list stage names or checkpoint directories")
         _check_task(self, where)
+        _check_split(self.task, self.split, f"{where}.split")
         for name in ("k", "max_new_tokens", "generation_rows"):
             if getattr(self, name) < 1:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
@@ -664,7 +680,13 @@ def _check_data_files(cfg, where: str) -> bool:
     if isinstance(cfg, GRPOConfig) and cfg.general_share > 0 and cfg.general_data != "tiny":
         from r1kit.stages.grpo import general_examples  # the stage's own reader and rules
 
-        prompts.append((cfg.general_data, [e.question for e in general_examples(cfg, 0)]))
+        general_rows = general_examples(cfg, 0)
+        prompts.append((cfg.general_data, [e.question for e in general_rows]))
+        for kind in sorted({e.meta["type"] for e in general_rows}):
+            if not getattr(cfg, f"{kind}_model"):  # its rows are scored by that reward model
+                _fail(f"{where}.{kind}_model", f"{cfg.general_data} has rows of type {kind!r}, "
+                      f"which need a {kind} reward model", f"set {kind}_model to a "
+                      "reward_model stage or directory, or leave those rows out")
     conversational = False
     for path, questions in prompts:
         if any(isinstance(q, list) for q in questions):
@@ -784,10 +806,18 @@ def check_inputs(recipe: Recipe) -> None:
                 _fail(f"{where}.{fname}", f"file {value!r} not found")
         if _check_data_files(cfg, where):
             conversational.add(name)
-        if getattr(cfg, "reward_function", ""):  # the file and function exist and import
-            from r1kit.rewards.custom import load_function
+        if getattr(cfg, "reward_function", ""):  # the file and function exist and import,
+            from r1kit.rewards.custom import BUILT_IN, check_signature, load_function
 
-            load_function(cfg.reward_function)
+            names = list(BUILT_IN)  # and take the keyword arguments the stage will pass
+            if cfg.task == "math" and cfg.train_file:
+                from r1kit.tasks.math import read_rows
+
+                for _, row in read_rows(cfg.train_file):
+                    names += [k for k in row if k not in names and k != cfg.question_field]
+                    break
+            check_signature(load_function(cfg.reward_function), names,
+                            repr(cfg.reward_function))
         if getattr(cfg, "template", None) == "chat":
             refs = [model] if model else list(getattr(cfg, "models", []))
             for ref in refs:

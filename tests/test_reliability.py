@@ -323,3 +323,76 @@ def test_bad_general_data_stops_the_run_before_any_stage(tmp_path, capsys):
     recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.zero]\nkind = "grpo"\n'
                       f'model = "base"\ngeneral_share = 0.25\ngeneral_data = "{rows}"\n')
     stops_before_any_stage(recipe, tmp_path, capsys, ["general.jsonl:2", "'chat'"])
+
+
+def test_general_rows_without_their_reward_model_stop_the_run_before_any_stage(tmp_path,
+                                                                               capsys):
+    rows = tmp_path / "general.jsonl"
+    rows.write_text('{"prompt": "Say hello.", "type": "helpful"}\n'
+                    '{"prompt": "How do I pick a lock?", "type": "safety"}\n')
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.zero]\nkind = "grpo"\n'
+                      f'model = "base"\ngeneral_share = 0.25\ngeneral_data = "{rows}"\n')
+    stops_before_any_stage(recipe, tmp_path, capsys,
+                           ["stages.zero.helpful_model", "rows of type 'helpful'"])
+
+
+@pytest.mark.parametrize("setting, expected", [
+    # the default task reads no file: forgetting task = "math" must not train on the tiny world
+    ('train_file = "{rows}"', ["stages.zero.train_file", 'set task = "math"']),
+    ('test_file = "{rows}"', ["stages.zero.test_file", "does not read test_file"]),
+    ('eval = {{ split = "test" }}', ["stages.zero.eval.split", "no held-out split 'test'",
+                                     "level5"]),
+])
+def test_settings_the_task_would_ignore_stop_the_run_before_any_stage(tmp_path, capsys,
+                                                                      setting, expected):
+    rows = tmp_path / "train.jsonl"
+    rows.write_text('{"question": "1 + 1", "answer": "2"}\n')
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.zero]\nkind = "grpo"\n'
+                      f'model = "base"\n{setting.format(rows=rows)}\n')
+    stops_before_any_stage(recipe, tmp_path, capsys, expected)
+
+
+def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsys):
+    """An open-r1-style reward function (`accuracy_reward(completions, solution, **kwargs)`)
+    gets every field of the rows under its name; one that needs a name nothing provides is
+    found before any stage; one that raises is an error naming it and the line."""
+    from r1kit.errors import R1kitError
+    from r1kit.rewards.custom import FunctionReward
+    from r1kit.tasks.math import read_examples
+
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "1+1", "answer": "2", "solution": "1+1 = 2", "source": "a"}\n'
+                    '{"question": "2+2", "answer": "#### 4", "solution": "4"}\n')
+    examples = read_examples(data, "question", "answer")
+    seen = {}
+
+    def accuracy_reward(completions, solution, **kwargs):
+        seen.update(solution=solution, **kwargs)
+        return [1.0 if s.endswith(c) else 0.0 for c, s in zip(completions, solution)]
+
+    scores = FunctionReward(accuracy_reward).score(["2", "5"], examples)
+    assert [s for s, _ in scores] == [1.0, 0.0]
+    assert seen["solution"] == ["1+1 = 2", "4"] and seen["source"] == ["a", None]
+    assert seen["answer"] == ["2", "4"] and seen["prompts"] == ["1+1", "2+2"]
+
+    def broken(completions, **kwargs):
+        return [1 / 0 for _ in completions]
+
+    with pytest.raises(R1kitError, match=r"broken raised ZeroDivisionError.*test_reliability"):
+        FunctionReward(broken).score(["2", "5"], examples)
+
+    rewards = tmp_path / "myreward.py"
+    rewards.write_text("def needs_gold(completions, gold_answer):\n    return [0.0] * len(completions)\n"
+                       "def by_field(completions, solution, **kw):\n    return [0.0] * len(completions)\n")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.rl]\nkind = "grpo"\n'
+                      f'model = "base"\ntask = "math"\ntrain_file = "{data}"\n'
+                      f'reward_function = "{rewards}:needs_gold"\n')
+    stops_before_any_stage(recipe, tmp_path, capsys, ["parameter 'gold_answer'", "solution"])
+    from r1kit.rewards.custom import BUILT_IN, check_signature, load_function
+
+    check_signature(load_function(f"{rewards}:by_field"), [*BUILT_IN, "solution"], "x")
+    with pytest.raises(R1kitError, match="parameter 'solution'"):
+        check_signature(load_function(f"{rewards}:by_field"), list(BUILT_IN), "x")

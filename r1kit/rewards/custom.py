@@ -2,15 +2,20 @@
 `"path/to/file.py:function"`.
 
 It is called once per rollout with keyword arguments, like TRL's reward functions:
-`fn(completions=[...], prompts=[...], answer=[...])` (the response texts, the questions, the
-reference answers, all of the same length) and returns one float per completion.
+`fn(completions=[...], prompts=[...], answer=[...], **columns)` (the response texts, the
+questions, the reference answers, and for a data file of your own (`task = "math"`) every other
+field of its rows under the field's name, e.g. `solution=[...]`; all lists of the same length)
+and returns one float per completion. Its parameters are checked against those names before any
+stage runs.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import math
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +48,33 @@ def load_function(spec: str) -> Callable:
     return fn
 
 
+BUILT_IN = ("completions", "prompts", "answer")
+
+
+def check_signature(fn: Callable, names: list[str], spec: str) -> None:
+    """An R1kitError when `fn` needs a parameter that is none of `names` (the keyword
+    arguments it will get) or takes positional-only parameters."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    for p in params:  # (**kwargs takes the names no parameter names; required ones must come)
+        if p.kind is p.POSITIONAL_ONLY or (p.default is p.empty and p.name not in names
+                                          and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
+            raise R1kitError(f"reward_function {spec}: parameter {p.name!r} is not one of the "
+                             f"keyword arguments it gets ({', '.join(names)})",
+                             "name the parameters after those (data fields come by their "
+                             "names), give it a default, or take **kwargs")
+
+
+def _columns(examples: list[Example]) -> dict[str, list]:
+    """The data rows' other fields, by name, one list entry per example (None where a row
+    lacks the field)."""
+    names = dict.fromkeys(k for e in examples for k in e.meta.get("fields", {}))
+    return {k: [e.meta.get("fields", {}).get(k) for e in examples]
+            for k in names if k not in BUILT_IN}
+
+
 class FunctionReward:
     """Scores a rollout with a user function; the component is logged as reward/custom."""
 
@@ -50,8 +82,15 @@ class FunctionReward:
         self.fn = fn
 
     def score(self, responses: list[str], examples: list[Example]) -> list[tuple[float, dict]]:
-        scores = self.fn(completions=responses, prompts=[e.question for e in examples],
-                         answer=[e.answer for e in examples])
+        name = getattr(self.fn, "__qualname__", repr(self.fn))
+        try:
+            scores = self.fn(**_columns(examples), completions=responses,
+                             prompts=[e.question for e in examples],
+                             answer=[e.answer for e in examples])
+        except Exception as exc:  # the user's function failed: name it and where
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            raise R1kitError(f"reward_function {name} raised {type(exc).__name__}: {exc} "
+                             f"({frame.filename}:{frame.lineno})") from exc
         try:
             scores = list(scores)
         except TypeError as exc:  # None, a single number

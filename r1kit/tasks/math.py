@@ -132,8 +132,11 @@ def read_examples(path, question_field: str, answer_field: str,
         question = row[question_field]
         question = (check_messages(question, f"{path}:{n}: field {question_field!r}")
                     if isinstance(question, list) else str(question))
+        # the row's other fields, for reward functions of your own (passed by their names)
+        fields = {k: v for k, v in row.items() if k != question_field}
         out.append(Example(question=question, answer=answer,
-                           level=level if isinstance(level, int) else None))
+                           level=level if isinstance(level, int) else None,
+                           meta={"fields": fields}))
     return out
 
 
