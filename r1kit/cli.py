@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="r1-zero, chat, or auto (chat when the tokenizer has a chat template)")
     ev.add_argument("--prefill", default=None,
                     help='text the response starts with (auto: "<think>\\n" with chat)')
+    ev.add_argument("--system-prompt", action="store_true",
+                    help="with a chat template, put r1kit's reasoning instruction in a system "
+                         "turn (default: none, as the paper evaluates its released models)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--trust-remote-code", action="store_true",
                     help="load a checkpoint that brings its own model code (runs that code)")

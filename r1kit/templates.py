@@ -70,12 +70,17 @@ def with_instruction(question, instruction: str):
             for i, m in enumerate(question)]
 
 
-def render_prompt(question, template: str, tokenizer=None, prefill: str = "") -> str:
+def render_prompt(question, template: str, tokenizer=None, prefill: str = "",
+                  system: bool = True) -> str:
     """The text the model sees before its response.
 
     `template="r1-zero"` needs no tokenizer; `"chat"` uses the tokenizer's own chat template.
     `question`: text, or a conversation (chat messages: `"chat"` only).
-    `prefill` is appended after the prompt and counted as part of the prompt (not trained on).
+    `prefill` is appended after the prompt and counted as part of the prompt (not trained on),
+    unless the prompt already ends with it (a chat template that opens the reasoning itself, as
+    DeepSeek-R1's distilled models' do with `<think>\n`).
+    `system` (chat): r1kit's reasoning instruction as the system turn when the conversation
+    brings none; False: no system turn (how the paper evaluates its released models).
     """
     if isinstance(question, list) and template != "chat":
         raise R1kitError(f"a prompt given as chat messages needs template = 'chat', not "
@@ -94,7 +99,7 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "") ->
 
         turns = question if isinstance(question, list) else [
             {"role": "user", "content": question}]
-        if not any(m["role"] == "system" for m in turns):
+        if system and not any(m["role"] == "system" for m in turns):
             turns = [{"role": "system", "content": R1_ZERO_SYSTEM}, *turns]
         # a conversation that ends with an assistant message: the response continues it
         cont = turns[-1]["role"] == "assistant"
@@ -111,10 +116,11 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "") ->
             # templates without a system turn (Gemma's) raise on one: the system text goes
             # before the first user message. (ValueError: transformers cannot continue a final
             # message that the template rewrites.)
-            system = "\n\n".join(m["content"] for m in turns if m["role"] == "system")
+            lead = "\n\n".join(m["content"] for m in turns if m["role"] == "system")
             rest = [m for m in turns if m["role"] != "system"]
             first = next(i for i, m in enumerate(rest) if m["role"] == "user")
-            rest[first] = {"role": "user", "content": f"{system}\n\n{rest[first]['content']}"}
+            if lead:
+                rest[first] = {"role": "user", "content": f"{lead}\n\n{rest[first]['content']}"}
             try:
                 text = tokenizer.apply_chat_template(rest, **kw)
             except (TemplateError, ValueError) as exc:
@@ -123,12 +129,13 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "") ->
                                  f"the prompt: {question!r}"[:300]) from exc
     else:
         raise R1kitError(f"unknown template {template!r}", f"valid: {', '.join(TEMPLATES)}")
-    return text + prefill
+    return text if prefill and text.endswith(prefill) else text + prefill
 
 
-def encode_prompt(question, template: str, tokenizer, prefill: str = "") -> list[int]:
+def encode_prompt(question, template: str, tokenizer, prefill: str = "",
+                  system: bool = True) -> list[int]:
     """The prompt's token ids. A chat template writes its own special tokens (BOS included);
     a flat r1-zero prompt or a verbatim one gets whatever the tokenizer adds to plain text
     (e.g. BOS), as in pretraining."""
-    text = render_prompt(question, template, tokenizer, prefill)
+    text = render_prompt(question, template, tokenizer, prefill, system)
     return tokenizer(text, add_special_tokens=template != "chat")["input_ids"]

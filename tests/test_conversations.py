@@ -4,6 +4,7 @@ data: rendered through the chat template, checked before any stage, refused with
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from conftest import stops_before_any_stage, without_chat_template
@@ -192,3 +193,32 @@ def test_conversation_examples_hash_and_auto_template_without_one(bpe_checkpoint
                  "--question-field", "prompt"]) == 2
     err = capsys.readouterr().err
     assert "chat messages" in err and "no chat template" in err and "Traceback" not in err
+
+
+R1_DISTILL_TEMPLATE = (  # the shape of DeepSeek-R1's distilled models' template: it opens
+    # the reasoning itself after the assistant tag
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}"
+    "{% elif m['role'] == 'user' %}<|User|>{{ m['content'] }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|Assistant|><think>\n{% endif %}")
+
+
+def test_prompts_for_a_released_reasoning_model(bpe_checkpoint, tmp_path, capsys):
+    """A chat template that already ends with the prefill gets it once, not twice; `r1kit eval`
+    prompts with no system turn by default (the paper's setting for its released models), and
+    with r1kit's instruction under --system-prompt."""
+    tok = load_tokenizer(bpe_checkpoint)
+    tok.chat_template = R1_DISTILL_TEMPLATE
+    text = render_prompt("What is 1 + 1?", "chat", tok, "<think>\n", system=False)
+    assert text == "<|User|>What is 1 + 1?<|Assistant|><think>\n"
+    assert render_prompt("x", "chat", tok, "<think>\n").startswith(R1_ZERO_SYSTEM)
+
+    model = tmp_path / "distill"
+    shutil.copytree(bpe_checkpoint, model)
+    tok.save_pretrained(model)
+    for extra, system in (([], False), (["--system-prompt"], True)):
+        out = tmp_path / f"eval-{system}.json"
+        assert main(["eval", "--model", str(model), "--bench", "gsm8k", "--limit", "2",
+                     "--k", "1", "--max-new-tokens", "4", "--out", str(out), *extra]) == 0
+        saved = json.loads(out.read_text())
+        assert saved["settings"]["system_prompt"] is system
+        assert saved["settings"]["prefill"] == "<think>\n"

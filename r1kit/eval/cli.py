@@ -105,7 +105,8 @@ def _run_eval(args) -> list[dict]:
             examples = examples[:args.limit]
         own = is_data_file(name)  # a math benchmark of your own: the paper's default k
         k = args.k or (BENCHMARKS[name].k if name in BENCHMARKS else 16 if own else 4)
-        prompts = [encode_prompt(e.question, template, tokenizer, prefill) for e in examples]
+        prompts = [encode_prompt(e.question, template, tokenizer, prefill,
+                                 system=args.system_prompt) for e in examples]
         is_math = own or (name in BENCHMARKS and BENCHMARKS[name].kind == "math")
         res = evaluate(model, tokenizer, task, examples, prompts, k=k,
                        temperature=args.temperature, top_p=args.top_p,
@@ -121,6 +122,7 @@ def _run_eval(args) -> list[dict]:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         settings = {"model": str(path), "template": template, "prefill": prefill,
+                    "system_prompt": args.system_prompt,
                     "temperature": args.temperature, "top_p": args.top_p,
                     "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                     "limit": args.limit}
