@@ -76,12 +76,24 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     resolved = json.loads(json.dumps({"run": to_dict(recipe.run),
                                       "stages": to_dict(recipe.stages)}, default=str))
     saved = run_dir / "config.json"
-    if saved.is_file() and from_stage is None:
-        previous = json.loads(saved.read_text())
-        if _results_settings(previous) != _results_settings(resolved):
+    if saved.is_file():
+        changed = _changed_keys(_results_settings(json.loads(saved.read_text())),
+                                _results_settings(resolved))
+        if from_stage is not None:  # the stages before it are kept: their settings must be too
+            kept = [f"stages.{n}" for n in list(recipe.stages)[:list(recipe.stages)
+                                                                .index(from_stage)]]
+            changed = [k for k in changed if any(k == s or k.startswith(s + ".") for s in kept)]
+        if changed:
+            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more"
+                                              if len(changed) > 6 else "")
+            stage = changed[0].split(".")[1] if changed[0].startswith("stages.") else None
             raise R1kitError(
-                f"{run_dir} holds a run with different settings",
-                "use --out with a new directory, or --from STAGE to rerun stages with the new settings")
+                f"{run_dir} holds a run with other settings: {shown}"
+                + (f" (with --from {from_stage}, the stages before it are kept as they are)"
+                   if from_stage is not None else ""),
+                "use --out with a new directory, or --from STAGE to rerun stages with the new "
+                "settings" + (f" (--from {stage}: that stage and the ones after it)"
+                              if stage in recipe.stages else ""))
     distributed.wait_for_main()  # every rank has compared before rank 0 writes
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -157,6 +169,16 @@ DISPLAY_ONLY = ("progress", "tensorboard", "wandb")
 def _results_settings(resolved: dict) -> dict:
     run = {k: v for k, v in resolved.get("run", {}).items() if k not in DISPLAY_ONLY}
     return {**resolved, "run": run}
+
+
+def _changed_keys(old, new, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two resolved configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in dict.fromkeys([*old, *new]):
+            out += _changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    return [] if old == new else [prefix]
 
 
 def _silent(*args, **kw) -> None:

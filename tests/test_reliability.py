@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -396,3 +397,24 @@ def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsy
     check_signature(load_function(f"{rewards}:by_field"), [*BUILT_IN, "solution"], "x")
     with pytest.raises(R1kitError, match="parameter 'solution'"):
         check_signature(load_function(f"{rewards}:by_field"), list(BUILT_IN), "x")
+
+
+def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, capsys):
+    """The same run directory with changed settings is refused, naming the keys; --from STAGE
+    reruns from STAGE with new settings for it and later stages, but not with changed settings
+    of the stages it keeps (their results would not match what config.json records)."""
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    args = ["run", RECIPE, "--out", str(out), *SMALL, "--set", "stages.zero.steps=1",
+            "--set", "stages.zero.eval.every=0"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--set", "stages.zero.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings: stages.zero.lr" in err and "--from zero" in err
+    assert main([*args, "--set", "stages.base.lr=0.5", "--from", "zero"]) == 2
+    err = capsys.readouterr().err
+    assert "stages.base.lr" in err and "stages before it are kept" in err
+    assert main([*args, "--set", "stages.zero.lr=0.5", "--from", "zero"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["stages"]["zero"]["lr"] == 0.5
