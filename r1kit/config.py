@@ -622,8 +622,18 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise R1kitError(f"{p}: not valid TOML: {exc}") from exc
+    stages = list(data.get("stages") or {}) if isinstance(data.get("stages"), dict) else []
     for o in overrides:
+        keys = o.split("=", 1)[0].strip().split(".")
+        if (len(keys) > 2 and keys[0] == "stages" and keys[1] not in stages
+                and keys[2] != "kind"):  # a new stage needs its kind; this is a typo
+            close = difflib.get_close_matches(keys[1], stages, n=1)
+            raise R1kitError(f"--set {o!r}: the recipe has no stage {keys[1]!r}",
+                             f"did you mean {close[0]!r}?" if close else
+                             f"its stages: {', '.join(stages)}")
         apply_override(data, o)
+        if len(keys) > 2 and keys[0] == "stages" and keys[1] not in stages:
+            stages.append(keys[1])
     return recipe_from_dict(data, source=str(p))
 
 

@@ -71,11 +71,25 @@ def _language_target(name: str, value: Any) -> str:
 
 
 def _need_str(row: dict, name: str) -> str | None:
-    """Why `row[name]` is unusable as text, or None when it is fine."""
+    """Why `row[name]` is unusable as text, or None when it is fine. A completion may also be
+    TRL's conversational form, one assistant message ([{"role": "assistant", "content": ...}])."""
     if name not in row:
         return f"missing field {name!r}"
+    if name == "completion" and isinstance(row[name], list):
+        if _assistant_text(row[name]) is None:
+            return ("field 'completion' holds a list: a completion is text or one assistant "
+                    'message, [{"role": "assistant", "content": "..."}]')
+        return None
     if not isinstance(row[name], str):
         return f"field {name!r} must be a string, got {type(row[name]).__name__}"
+    return None
+
+
+def _assistant_text(value) -> str | None:
+    """The text of a conversational completion (one assistant message), else None."""
+    if (len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == "assistant"
+            and isinstance(value[0].get("content"), str)):
+        return value[0]["content"]
     return None
 
 
@@ -229,6 +243,8 @@ def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
 
 def score_rows(name: str, rows: list[dict], settings: dict[str, Any]) -> list[Scored]:
     """Score already-checked rows with reward `name` (settings as from `parse_settings`)."""
+    rows = [{**r, "completion": _assistant_text(r["completion"])}
+            if isinstance(r.get("completion"), list) else r for r in rows]
     scored = get_reward(name).score(rows, settings)
     if len(scored) != len(rows):
         raise RuntimeError(f"the {name} reward returned {len(scored)} scores for "

@@ -296,6 +296,17 @@ def test_cli_unknown_key(tmp_path: Path, capsys: pytest.CaptureFixture,
                        tmp_path / "run", capsys, "stages.zero.bogus")
 
 
+def test_cli_override_of_a_stage_the_recipe_lacks(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    _cli_fails_cleanly(["run", str(ZERO_TINY), "--set", "stages.zer.lr=1"], tmp_path / "run",
+                       capsys, "did you mean 'zero'?")
+    with pytest.raises(R1kitError, match="the recipe has no stage 'zer'"):
+        load_recipe(ZERO_TINY, ["stages.zer.lr=1"])
+    # a new stage given whole on the command line, kind first, is still fine
+    recipe = load_recipe(ZERO_TINY, ['stages.more.kind="eval"', 'stages.more.models=["zero"]'])
+    assert list(recipe.stages) == ["base", "zero", "more"]
+
+
 def test_cli_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     missing = tmp_path / "no-such-checkpoint"
     _cli_fails_cleanly(["run", str(ZERO_TINY), "--set", f'stages.zero.model="{missing}"'],

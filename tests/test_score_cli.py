@@ -276,3 +276,20 @@ def test_bad_settings(tmp_path, capsys, reward, item, expected) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [GOOD])
     err = run_error(capsys, ["score", "--reward", reward, "--input", str(src), "--set", item])
     assert expected in err
+
+
+def test_conversational_completions_are_scored_as_their_text(tmp_path, capsys) -> None:
+    """TRL's conversational completions (one assistant message) score as their text; the
+    output row keeps the field as it was given."""
+    message = [{"role": "assistant", "content": box("4")}]
+    src = write_jsonl(tmp_path / "in.jsonl", [{"completion": message, "answer": "4"},
+                                              {"completion": box("4"), "answer": "4"}])
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--reward", "math", "--input", str(src), "--output", str(out)]) == 0
+    rows = read_jsonl(out)
+    assert [r["reward"] for r in rows] == [1.0, 1.0] and rows[0]["completion"] == message
+    capsys.readouterr()
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"completion": [{"role": "user",
+                                                                 "content": "x"}], "answer": "4"}])
+    err = run_error(capsys, ["score", "--reward", "math", "--input", str(bad)])
+    assert "bad.jsonl:1" in err and "one assistant message" in err
