@@ -125,6 +125,8 @@ class GRPOConfig:
     test_file: str = ""
     question_field: str = "question"
     answer_field: str = "answer"
+    test_question_field: str = ""  # the test_file's own field names ("" = the same as above)
+    test_answer_field: str = ""
     template: str = "r1-zero"  # r1-zero (flat string) | chat (the tokenizer's chat template)
     #                            | none (the question verbatim)
     prefill: str = ""  # text the response is forced to begin with, e.g. "<think>\n"
@@ -442,6 +444,8 @@ class SampleConfig:
     train_file: str = ""
     question_field: str = "question"
     answer_field: str = "answer"
+    test_question_field: str = ""  # the test_file's own field names ("" = the same as above)
+    test_answer_field: str = ""
     template: str = "r1-zero"
     prefill: str = ""
     prompts: int = 0  # training questions to sample from; 0 = all
@@ -493,6 +497,8 @@ class EvalStageConfig:
     test_file: str = ""
     question_field: str = "question"
     answer_field: str = "answer"
+    test_question_field: str = ""  # the test_file's own field names ("" = the same as above)
+    test_answer_field: str = ""
     template: str = "r1-zero"
     prefill: str = ""
     split: str = "main"

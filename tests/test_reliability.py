@@ -418,3 +418,21 @@ def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, c
     assert main([*args, "--set", "stages.zero.lr=0.5", "--from", "zero"]) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["stages"]["zero"]["lr"] == 0.5
+
+
+def test_train_and_test_files_may_name_their_fields_differently(tmp_path):
+    from r1kit.config import GRPOConfig
+    from r1kit.errors import R1kitError
+    from r1kit.tasks import make_task
+
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    train.write_text('{"problem": "1+1", "solution": "2"}\n')
+    test.write_text('{"question": "2+2", "answer": "4"}\n')
+    cfg = GRPOConfig(task="math", train_file=str(train), test_file=str(test),
+                     question_field="problem", answer_field="solution")
+    with pytest.raises(R1kitError, match="test.jsonl:1: no field 'problem'"):
+        make_task(cfg, 0)
+    cfg.test_question_field, cfg.test_answer_field = "question", "answer"
+    task = make_task(cfg, 0)
+    assert [(e.question, e.answer) for e in task.train_examples()] == [("1+1", "2")]
+    assert [(e.question, e.answer) for e in task.test_examples()] == [("2+2", "4")]

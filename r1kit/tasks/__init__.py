@@ -32,7 +32,9 @@ def make_task(cfg, seed: int) -> Task:
     return MathTask(name=Path(named).stem, train_file=cfg.train_file,
                     test_file=getattr(cfg, "test_file", "") or None,
                     question_field=cfg.question_field,
-                    answer_field=cfg.answer_field)
+                    answer_field=cfg.answer_field,
+                    test_fields=(getattr(cfg, "test_question_field", "") or cfg.question_field,
+                                 getattr(cfg, "test_answer_field", "") or cfg.answer_field))
 
 
 __all__ = ["Example", "Task", "make_task", "DATA_DIR"]

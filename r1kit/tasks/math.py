@@ -151,12 +151,14 @@ def math_equal(answer: str, reference: str, timeout: float = 5.0) -> bool:
 
 class MathTask:
     def __init__(self, name: str, train_file, test_file=None, question_field: str = "question",
-                 answer_field: str = "answer", **hint):
+                 answer_field: str = "answer", test_fields: tuple[str, str] | None = None,
+                 **hint):
+        """`test_fields`: (question, answer) field names of the test file, when they differ."""
         self.name = name
         self._train = (read_examples(train_file, question_field, answer_field, **hint) if train_file
                        else [])
-        self._test = (read_examples(test_file, question_field, answer_field, **hint) if test_file
-                      else [])
+        tq, ta = test_fields or (question_field, answer_field)
+        self._test = read_examples(test_file, tq, ta, **hint) if test_file else []
 
     def train_examples(self) -> list[Example]:
         return list(self._train)
