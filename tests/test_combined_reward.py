@@ -47,7 +47,7 @@ def test_data_type_defaults_to_reasoning():
 def test_reasoning_only_is_the_rule_reward():
     r = reward()
     assert r(EN, MATH) == (2.0, {"accuracy": 1.0, "errors": 0.0, "timeouts": 0.0,
-                                 "format": 1.0, "language": 1.0})
+                                 "hedged": 0.0, "format": 1.0, "language": 1.0})
     assert r(WRONG, MATH)[0] == 1.0
     assert r(NO_FORMAT, MATH)[0] == 0.0  # no answer outside reasoning, no format
 
