@@ -826,12 +826,11 @@ def check_inputs(recipe: Recipe) -> None:
             from r1kit.rewards.custom import BUILT_IN, check_signature, load_function
 
             names = list(BUILT_IN)  # and take the keyword arguments the stage will pass
-            if cfg.task == "math" and cfg.train_file:
-                from r1kit.tasks.math import read_rows
+            if cfg.task in ("math", "gsm8k"):  # the data rows' fields, read as the stage reads
+                from r1kit.tasks import make_task
 
-                for _, row in read_rows(cfg.train_file):
-                    names += [k for k in row if k not in names and k != cfg.question_field]
-                    break
+                for ex in make_task(cfg, 0).train_examples():
+                    names += [k for k in ex.meta.get("fields", {}) if k not in names]
             check_signature(load_function(cfg.reward_function), names,
                             repr(cfg.reward_function))
         if getattr(cfg, "template", None) == "chat":

@@ -21,11 +21,13 @@ import torch
 
 from r1kit import distributed
 from r1kit.config import (
+    STAGE_KINDS,
     EvalStageConfig,
     GRPOConfig,
     PretrainConfig,
     Recipe,
     RewardModelConfig,
+    RunConfig,
     SampleConfig,
     SFTConfig,
     check_inputs,
@@ -77,11 +79,13 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                                       "stages": to_dict(recipe.stages)}, default=str))
     saved = run_dir / "config.json"
     if saved.is_file():
-        changed = _changed_keys(_results_settings(json.loads(saved.read_text())),
+        changed = _changed_keys(_results_settings(_with_defaults(json.loads(saved.read_text()))),
                                 _results_settings(resolved))
-        if from_stage is not None:  # the stages before it are kept: their settings must be too
+        if from_stage is not None:  # the stages before it are kept: their settings must be
+            # too, and so must [run]'s (a seed or dtype they did not run with) when any is kept
             kept = [f"stages.{n}" for n in list(recipe.stages)[:list(recipe.stages)
                                                                 .index(from_stage)]]
+            kept += ["run"] if kept else []
             changed = [k for k in changed if any(k == s or k.startswith(s + ".") for s in kept)]
         if changed:
             shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more"
@@ -169,6 +173,28 @@ DISPLAY_ONLY = ("progress", "tensorboard", "wandb")
 def _results_settings(resolved: dict) -> dict:
     run = {k: v for k, v in resolved.get("run", {}).items() if k not in DISPLAY_ONLY}
     return {**resolved, "run": run}
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A config.json with the settings it lacks (written before they existed) at their
+    defaults, which is what those runs ran with."""
+    def merged(defaults, given):
+        if isinstance(defaults, dict) and isinstance(given, dict):
+            return {**defaults, **{k: merged(defaults.get(k), v) for k, v in given.items()}}
+        return given
+
+    def plain(obj) -> dict:
+        return json.loads(json.dumps(to_dict(obj), default=str))
+
+    out = dict(saved)
+    if isinstance(saved.get("run"), dict):
+        out["run"] = merged(plain(RunConfig()), saved["run"])
+    stages = saved.get("stages")
+    if isinstance(stages, dict):
+        out["stages"] = {name: merged(plain(STAGE_KINDS[table["kind"]]()), table)
+                         if isinstance(table, dict) and table.get("kind") in STAGE_KINDS
+                         else table for name, table in stages.items()}
+    return out
 
 
 def _changed_keys(old, new, prefix: str = "") -> list[str]:

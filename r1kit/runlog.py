@@ -107,9 +107,15 @@ def _start_wandb(wandb, project: str, run_dir: Path, config: dict):
     ids = run_dir / "wandb.json"
     previous = json.loads(ids.read_text()).get("id") if ids.is_file() else None
     run_id = previous or uuid.uuid4().hex[:12]
+    try:
+        run = wandb.init(project=project, id=run_id, resume="allow", name=run_dir.name,
+                         dir=str(run_dir), config=config)
+    except Exception as exc:  # no login, no network, a bad project name: say so, no traceback
+        raise R1kitError(f"run.wandb: W&B did not start a run: {type(exc).__name__}: {exc}",
+                         "log in with `wandb login`, set WANDB_MODE=offline to log without a "
+                         "network, or leave run.wandb empty") from exc
     ids.write_text(json.dumps({"project": project, "id": run_id}) + "\n")
-    return wandb.init(project=project, id=run_id, resume="allow", name=run_dir.name,
-                      dir=str(run_dir), config=config)
+    return run
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -378,6 +378,12 @@ def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsy
     assert seen["solution"] == ["1+1 = 2", "4"] and seen["source"] == ["a", None]
     assert seen["answer"] == ["2", "4"] and seen["prompts"] == ["1+1", "2+2"]
 
+    # the documented signature of before: the data's other fields are not forced on it
+    def plain(completions, prompts, answer):
+        return [float(c == a) for c, a in zip(completions, answer)]
+
+    assert [s for s, _ in FunctionReward(plain).score(["2", "5"], examples)] == [1.0, 0.0]
+
     def broken(completions, **kwargs):
         return [1 / 0 for _ in completions]
 
@@ -385,7 +391,8 @@ def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsy
         FunctionReward(broken).score(["2", "5"], examples)
 
     rewards = tmp_path / "myreward.py"
-    rewards.write_text("def needs_gold(completions, gold_answer):\n    return [0.0] * len(completions)\n"
+    rewards.write_text("def needs_gold(completions, gold_answer, **kw):\n"
+                       "    return [0.0] * len(completions)\n"
                        "def by_field(completions, solution, **kw):\n    return [0.0] * len(completions)\n")
     recipe = tmp_path / "r.toml"
     recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.rl]\nkind = "grpo"\n'
@@ -397,6 +404,8 @@ def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsy
     check_signature(load_function(f"{rewards}:by_field"), [*BUILT_IN, "solution"], "x")
     with pytest.raises(R1kitError, match="parameter 'solution'"):
         check_signature(load_function(f"{rewards}:by_field"), list(BUILT_IN), "x")
+    with pytest.raises(R1kitError, match="takes no prompts, answer"):  # it could not be called
+        check_signature(lambda completions, *args: [], list(BUILT_IN), "x")
 
 
 def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, capsys):
@@ -415,9 +424,19 @@ def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, c
     assert main([*args, "--set", "stages.base.lr=0.5", "--from", "zero"]) == 2
     err = capsys.readouterr().err
     assert "stages.base.lr" in err and "stages before it are kept" in err
+    assert main([*args, "--set", "run.seed=5", "--from", "zero"]) == 2  # base ran with seed 0
+    assert "run.seed" in capsys.readouterr().err
     assert main([*args, "--set", "stages.zero.lr=0.5", "--from", "zero"]) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["stages"]["zero"]["lr"] == 0.5
+    # a run directory written before some settings existed: they ran at their defaults
+    for table in (saved["run"], saved["stages"]["zero"]):
+        table.pop("wandb", None)
+        table.pop("mask_truncated", None)
+    (out / "config.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert main([*args, "--set", "stages.zero.lr=0.5"]) == 0
+    assert "[zero] already done" in capsys.readouterr().out
 
 
 def test_train_and_test_files_may_name_their_fields_differently(tmp_path):

@@ -81,3 +81,18 @@ def test_wandb_without_the_package_stops_before_any_stage(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert code == 2 and "wandb package is not installed" in err and "pip install wandb" in err
     assert "Traceback" not in err and not (out / "base").exists()
+
+
+def test_wandb_that_cannot_start_is_an_error_before_any_stage(tmp_path, monkeypatch, capsys):
+    mod = _fake_wandb([])
+
+    def init(**kw):
+        raise RuntimeError("No API key configured. Use `wandb login` to log in.")
+
+    mod.init = init
+    monkeypatch.setitem(sys.modules, "wandb", mod)
+    out = tmp_path / "run"
+    code = main([*ARGS, "--set", "run.wandb=r1-tiny", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "W&B did not start a run" in err and "WANDB_MODE=offline" in err
+    assert "Traceback" not in err and not (out / "base").exists()

@@ -51,14 +51,27 @@ def load_function(spec: str) -> Callable:
 BUILT_IN = ("completions", "prompts", "answer")
 
 
+def _parameters(fn: Callable):
+    try:
+        return list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to read
+        return None
+
+
 def check_signature(fn: Callable, names: list[str], spec: str) -> None:
     """An R1kitError when `fn` needs a parameter that is none of `names` (the keyword
-    arguments it will get) or takes positional-only parameters."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
-        return
-    for p in params:  # (**kwargs takes the names no parameter names; required ones must come)
+    arguments it can get) or takes positional-only parameters. Data fields it does not take
+    are not passed (unless it takes **kwargs), so a function of completions, prompts and answer
+    keeps working on data with more fields."""
+    params = _parameters(fn)
+    if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params):
+        takes = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        missing = [n for n in BUILT_IN if n not in takes]
+        if missing:
+            raise R1kitError(f"reward_function {spec}: it is called with the keyword arguments "
+                             f"{', '.join(BUILT_IN)}, and takes no {', '.join(missing)}",
+                             "add those parameters, or take **kwargs")
+    for p in params or []:
         if p.kind is p.POSITIONAL_ONLY or (p.default is p.empty and p.name not in names
                                           and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
             raise R1kitError(f"reward_function {spec}: parameter {p.name!r} is not one of the "
@@ -67,12 +80,15 @@ def check_signature(fn: Callable, names: list[str], spec: str) -> None:
                              "names), give it a default, or take **kwargs")
 
 
-def _columns(examples: list[Example]) -> dict[str, list]:
-    """The data rows' other fields, by name, one list entry per example (None where a row
-    lacks the field)."""
+def _columns(fn: Callable, examples: list[Example]) -> dict[str, list]:
+    """The data rows' other fields that `fn` takes (all of them with **kwargs), by name, one
+    list entry per example (None where a row lacks the field)."""
+    params = _parameters(fn)
+    takes_all = params is None or any(p.kind is p.VAR_KEYWORD for p in params)
+    accepted = {p.name for p in params or [] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     names = dict.fromkeys(k for e in examples for k in e.meta.get("fields", {}))
     return {k: [e.meta.get("fields", {}).get(k) for e in examples]
-            for k in names if k not in BUILT_IN}
+            for k in names if k not in BUILT_IN and (takes_all or k in accepted)}
 
 
 class FunctionReward:
@@ -84,13 +100,17 @@ class FunctionReward:
     def score(self, responses: list[str], examples: list[Example]) -> list[tuple[float, dict]]:
         name = getattr(self.fn, "__qualname__", repr(self.fn))
         try:
-            scores = self.fn(**_columns(examples), completions=responses,
+            scores = self.fn(**_columns(self.fn, examples), completions=responses,
                              prompts=[e.question for e in examples],
                              answer=[e.answer for e in examples])
         except Exception as exc:  # the user's function failed: name it and where
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                      if Path(f.filename).resolve() != Path(__file__).resolve()]
+            code = getattr(self.fn, "__code__", None)  # (a call that failed before running it)
+            where = (f"{frames[-1].filename}:{frames[-1].lineno}" if frames else
+                     f"{code.co_filename}:{code.co_firstlineno}" if code else "?")
             raise R1kitError(f"reward_function {name} raised {type(exc).__name__}: {exc} "
-                             f"({frame.filename}:{frame.lineno})") from exc
+                             f"({where})") from exc
         try:
             scores = list(scores)
         except TypeError as exc:  # None, a single number
