@@ -20,13 +20,12 @@ import pytest
 from r1kit.errors import R1kitError
 from r1kit.rewards.math import (
     MathVerifier,
-    answer_region,
     boxed_answers,
     math_reward,
     math_rewards,
     normalize_answer,
 )
-from r1kit.rewards.rule import extract_answer
+from r1kit.rewards.rule import answer_region, extract_answer
 
 # 9^(9^(9^9)): sympy evaluates the integer power tower eagerly; measured with math-verify 0.9
 # and its own timeouts off, it was still computing after 60 s (the exponent alone has

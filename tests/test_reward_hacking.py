@@ -63,15 +63,33 @@ def test_every_scoring_path_reads_answers_the_same_way(math_task):
     completions = [PROBES[n][0] for n in names]
     examples = [Example(question="q", answer="42")] * len(names)
     scored = CombinedReward(math_task).score(completions, examples)
-    answers, hedged = final_answers(math_task, completions)
+    answers, statuses = final_answers(math_task, completions)
     verdicts = _verify_all(math_task, answers, examples)
-    for name, (score, parts), verdict, h in zip(names, scored, verdicts, hedged):
+    for name, (score, parts), verdict, st in zip(names, scored, verdicts, statuses):
         accuracy = PROBES[name][1]
         assert parts["accuracy"] == accuracy, name
         assert verdict == accuracy, name
-        assert parts["hedged"] == float(h)
-    assert hedged[names.index("many boxed answers")]
+        assert parts["hedged"] == float(st == "hedged")
+    assert statuses[names.index("many boxed answers")] == "hedged"
     # the same answer boxed twice in two forms is not hedging
     same = "<think>x</think><answer>\\boxed{0.5}, that is \\boxed{\\frac{1}{2}}</answer>"
     scored = CombinedReward(math_task).score([same], [Example(question="q", answer="1/2")])
     assert scored[0][1]["accuracy"] == 1.0 and scored[0][1]["hedged"] == 0.0
+
+
+def test_a_hedge_check_the_verifier_cannot_finish_is_its_failure_not_hedging():
+    """When checking another box against the final answer fails, the response has no answer
+    and the failure is the verifier's (counted as an error, as the math reward counts it); a
+    task that reads only one side as a reference (the tiny world's integer) is asked both ways."""
+    from r1kit.rewards.answers import final_answers
+    from r1kit.tasks.arithmetic import ArithmeticTask, WorldConfig
+
+    class Flaky:
+        def verify(self, answer, example):
+            raise RuntimeError("verifier bug")
+
+    hedge = "<think>x</think><answer>\\boxed{3} or \\boxed{5}</answer>"
+    assert final_answers(Flaky(), [hedge]) == ([None], ["error"])
+    task = ArithmeticTask(WorldConfig(), seed=0)
+    same = "<think>x</think><answer>\\boxed{7}, so \\boxed{The answer is 7.}</answer>"
+    assert final_answers(task, [same]) == (["The answer is 7."], ["ok"])

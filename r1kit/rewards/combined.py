@@ -85,9 +85,9 @@ class CombinedReward:
                   ) -> list[tuple[float, str]]:
         """(accuracy, status) per response. A verifier that raises costs that sample (score 0,
         status "error"), never the step; statuses are counted in the parts."""
-        answers, hedged = final_answers(self.task, responses)
+        answers, statuses = final_answers(self.task, responses)
         found = [i for i, a in enumerate(answers) if a is not None]
-        out = [(0.0, "hedged" if h else "ok") for h in hedged]
+        out = [(0.0, st) for st in statuses]
         detailed = getattr(self.task, "verify_detailed", None)
         batch = getattr(self.task, "verify_batch", None)
         sub_a, sub_e = [answers[i] for i in found], [examples[i] for i in found]

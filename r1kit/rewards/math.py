@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import IO, Self
 
 from r1kit.errors import R1kitError
-from r1kit.rewards.rule import answer_region, extract_answer
 
 DEFAULT_TIMEOUT = 5.0  # seconds per check; math-verify's own default per comparison
 DEFAULT_CHECK = "r1kit.rewards.math:check_equal"
@@ -440,45 +439,45 @@ def default_verifier() -> MathVerifier:
 _PARTS = ("accuracy", "timeout", "hedged", "error")
 
 
+class _VerifierTask:
+    """The checks of `math_rewards` as a task (r1kit.rewards.answers reads answers through a
+    task's verifier): math-verify in `verifier`'s pool, `timeout` seconds per check."""
+
+    def __init__(self, verifier: MathVerifier, timeout: float):
+        self.verifier, self.timeout = verifier, timeout
+
+    def verify_detailed(self, answers, examples) -> list[tuple[float, str]]:
+        results = self.verifier.verify_batch([(a, e.answer) for a, e in zip(answers, examples)],
+                                             self.timeout)
+        return [(1.0 if r.correct else 0.0,
+                 "timeout" if r.timed_out else "error" if r.error is not None else "ok")
+                for r in results]
+
+
 def math_rewards(completions: Sequence[str], answers: Sequence[str], verifier: MathVerifier,
                  timeout: float = DEFAULT_TIMEOUT) -> list[tuple[float, dict[str, float]]]:
-    """`math_reward` for many completions through one `verify_batch` call, so the pool
-    checks them in parallel."""
+    """`math_reward` for many completions: the final answers (and the hedging check) as every
+    scoring path reads them (r1kit.rewards.answers.final_answers), then one `verify_batch`
+    call for all of them, so the pool checks them in parallel."""
+    from r1kit.rewards.answers import final_answers
+    from r1kit.tasks.base import Example
+
     if len(completions) != len(answers):
         raise ValueError(f"{len(completions)} completions but {len(answers)} answers")
-    pairs: list[tuple[str, str]] = []
-    plans: list[tuple[int, int] | None] = []  # (first pair, number of pairs) per completion
-    for completion, reference in zip(completions, answers):
-        final = extract_answer(completion)
-        if final is None:
-            plans.append(None)
-            continue
-        start = len(pairs)
-        pairs.append((final, reference))
-        # Hedging: every other box must be the final answer again (same text or equivalent).
-        seen = {normalize_answer(final)}
-        for box in boxed_answers(answer_region(completion) or ""):
-            key = normalize_answer(box)
-            if key and key not in seen:
-                seen.add(key)
-                pairs.append((box, final))
-        plans.append((start, len(pairs) - start))
-
-    results = verifier.verify_batch(pairs, timeout) if pairs else []
+    task = _VerifierTask(verifier, timeout)
+    finals, statuses = final_answers(task, list(completions))
+    found = [i for i, a in enumerate(finals) if a is not None]
+    checked = dict(zip(found, task.verify_detailed(
+        [finals[i] for i in found], [Example(question="", answer=answers[i]) for i in found])))
     out = []
-    for plan in plans:
+    for i, status in enumerate(statuses):
         parts = dict.fromkeys(_PARTS, 0.0)
-        if plan is not None:
-            start, n = plan
-            mine = results[start:start + n]
-            if any(r.timed_out for r in mine):
-                parts["timeout"] = 1.0
-            elif any(r.error is not None for r in mine):
-                parts["error"] = 1.0
-            elif not all(r.correct for r in mine[1:]):
-                parts["hedged"] = 1.0
-            elif mine[0].correct:
+        if i in checked:
+            score, status = checked[i]
+            if status == "ok" and score > 0:
                 parts["accuracy"] = 1.0
+        if status in ("timeout", "hedged", "error"):
+            parts[status] = 1.0
         out.append((parts["accuracy"], parts))
     return out
 
