@@ -629,17 +629,17 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise R1kitError(f"{p}: not valid TOML: {exc}") from exc
     stages = list(data.get("stages") or {}) if isinstance(data.get("stages"), dict) else []
-    for o in overrides:
-        keys = o.split("=", 1)[0].strip().split(".")
-        if (len(keys) > 2 and keys[0] == "stages" and keys[1] not in stages
-                and keys[2] != "kind"):  # a new stage needs its kind; this is a typo
+    paths = [o.split("=", 1)[0].strip().split(".") for o in overrides]
+    # a stage added on the command line comes with its kind; any other unknown name is a typo
+    added = {k[1] for k in paths if len(k) == 3 and k[0] == "stages" and k[2] == "kind"}
+    for o, keys in zip(overrides, paths):
+        if len(keys) > 2 and keys[0] == "stages" and keys[1] not in stages + list(added):
             close = difflib.get_close_matches(keys[1], stages, n=1)
             raise R1kitError(f"--set {o!r}: the recipe has no stage {keys[1]!r}",
                              f"did you mean {close[0]!r}?" if close else
                              f"its stages: {', '.join(stages)}")
+    for o in overrides:
         apply_override(data, o)
-        if len(keys) > 2 and keys[0] == "stages" and keys[1] not in stages:
-            stages.append(keys[1])
     return recipe_from_dict(data, source=str(p))
 
 

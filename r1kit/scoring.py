@@ -33,6 +33,7 @@ from typing import Any
 
 from r1kit.errors import R1kitError
 from r1kit.tasks.math import read_jsonl
+from r1kit.templates import assistant_text
 
 Scored = tuple[float, dict[str, Any]]
 
@@ -76,20 +77,12 @@ def _need_str(row: dict, name: str) -> str | None:
     if name not in row:
         return f"missing field {name!r}"
     if name == "completion" and isinstance(row[name], list):
-        if _assistant_text(row[name]) is None:
+        if assistant_text(row[name]) is None:
             return ("field 'completion' holds a list: a completion is text or one assistant "
                     'message, [{"role": "assistant", "content": "..."}]')
         return None
     if not isinstance(row[name], str):
         return f"field {name!r} must be a string, got {type(row[name]).__name__}"
-    return None
-
-
-def _assistant_text(value) -> str | None:
-    """The text of a conversational completion (one assistant message), else None."""
-    if (len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == "assistant"
-            and isinstance(value[0].get("content"), str)):
-        return value[0]["content"]
     return None
 
 
@@ -243,7 +236,7 @@ def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
 
 def score_rows(name: str, rows: list[dict], settings: dict[str, Any]) -> list[Scored]:
     """Score already-checked rows with reward `name` (settings as from `parse_settings`)."""
-    rows = [{**r, "completion": _assistant_text(r["completion"])}
+    rows = [{**r, "completion": assistant_text(r["completion"])}
             if isinstance(r.get("completion"), list) else r for r in rows]
     scored = get_reward(name).score(rows, settings)
     if len(scored) != len(rows):

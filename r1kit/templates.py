@@ -53,6 +53,15 @@ def check_messages(value, where: str) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
+def assistant_text(value) -> str | None:
+    """The text of a conversational completion, one assistant message
+    ([{"role": "assistant", "content": text}], TRL's format), else None."""
+    if (isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict)
+            and value[0].get("role") == "assistant" and isinstance(value[0].get("content"), str)):
+        return value[0]["content"]
+    return None
+
+
 def prompt_text(question) -> str:
     """The text of a prompt for what reads text (language detection, reward models): the
     prompt itself, or a conversation's last user message."""
@@ -129,7 +138,9 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "",
                                  f"the prompt: {question!r}"[:300]) from exc
     else:
         raise R1kitError(f"unknown template {template!r}", f"valid: {', '.join(TEMPLATES)}")
-    return text if prefill and text.endswith(prefill) else text + prefill
+    if prefill.strip() and text.rstrip().endswith(prefill.strip()):
+        return text  # the template opened the reasoning itself (e.g. "<think>\n")
+    return text + prefill
 
 
 def encode_prompt(question, template: str, tokenizer, prefill: str = "",

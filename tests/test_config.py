@@ -303,7 +303,7 @@ def test_cli_override_of_a_stage_the_recipe_lacks(tmp_path: Path,
     with pytest.raises(R1kitError, match="the recipe has no stage 'zer'"):
         load_recipe(ZERO_TINY, ["stages.zer.lr=1"])
     # a new stage given whole on the command line, kind first, is still fine
-    recipe = load_recipe(ZERO_TINY, ['stages.more.kind="eval"', 'stages.more.models=["zero"]'])
+    recipe = load_recipe(ZERO_TINY, ['stages.more.models=["zero"]', 'stages.more.kind="eval"'])
     assert list(recipe.stages) == ["base", "zero", "more"]
 
 

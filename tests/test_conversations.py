@@ -202,7 +202,7 @@ R1_DISTILL_TEMPLATE = (  # the shape of DeepSeek-R1's distilled models' template
     "{% if add_generation_prompt %}<|Assistant|><think>\n{% endif %}")
 
 
-def test_prompts_for_a_released_reasoning_model(bpe_checkpoint, tmp_path, capsys):
+def test_prompts_for_a_released_reasoning_model(bpe_checkpoint, tmp_path, capsys, monkeypatch):
     """A chat template that already ends with the prefill gets it once, not twice; `r1kit eval`
     prompts with no system turn by default (the paper's setting for its released models), and
     with r1kit's instruction under --system-prompt."""
@@ -210,15 +210,28 @@ def test_prompts_for_a_released_reasoning_model(bpe_checkpoint, tmp_path, capsys
     tok.chat_template = R1_DISTILL_TEMPLATE
     text = render_prompt("What is 1 + 1?", "chat", tok, "<think>\n", system=False)
     assert text == "<|User|>What is 1 + 1?<|Assistant|><think>\n"
+    assert render_prompt("What is 1 + 1?", "chat", tok, "<think>", system=False) == text
     assert render_prompt("x", "chat", tok, "<think>\n").startswith(R1_ZERO_SYSTEM)
 
     model = tmp_path / "distill"
     shutil.copytree(bpe_checkpoint, model)
     tok.save_pretrained(model)
+    import r1kit.eval.cli as eval_cli
+
+    rendered = []
+
+    def recording(question, template, tokenizer, prefill="", system=True):
+        rendered.append(render_prompt(question, template, tokenizer, prefill, system))
+        return tokenizer(rendered[-1], add_special_tokens=False)["input_ids"]
+
+    monkeypatch.setattr(eval_cli, "encode_prompt", recording)
     for extra, system in (([], False), (["--system-prompt"], True)):
+        rendered.clear()
         out = tmp_path / f"eval-{system}.json"
         assert main(["eval", "--model", str(model), "--bench", "gsm8k", "--limit", "2",
                      "--k", "1", "--max-new-tokens", "4", "--out", str(out), *extra]) == 0
         saved = json.loads(out.read_text())
         assert saved["settings"]["system_prompt"] is system
         assert saved["settings"]["prefill"] == "<think>\n"
+        assert rendered and all(p.startswith(R1_ZERO_SYSTEM) == system for p in rendered)
+        assert all(p.endswith("<|Assistant|><think>\n") for p in rendered)

@@ -10,6 +10,7 @@ loop; and a whole update (loss, metrics, updated weights) through either path.
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from transformers import (
 )
 
 import r1kit.lean as lean_module
+import r1kit.stages.grpo as grpo_module
 from r1kit.config import GRPOConfig
 from r1kit.lean import LeanLM
 from r1kit.rollout import generate
@@ -367,11 +369,10 @@ def test_compiled_decoder_layer_gives_the_same_update(monkeypatch):
         policy = _qwen2()
         ref = copy.deepcopy(policy).eval()
         opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
-        views = (LeanLM(policy), LeanLM(ref))
-        for view in views:
-            view.compiled = cfg.compile
+        views = grpo_module._lean_views(cfg, policy, ref, SimpleNamespace(name="t", print=print))
+        assert [v.compiled for v in views] == [compiled, compiled]
         metrics = update_policy(policy, ref, opt, batch, cfg, PAD,
-                                torch.Generator().manual_seed(0), lambda: cfg.lr, *views)
+                                torch.Generator().manual_seed(0), lambda lr=cfg.lr: lr, *views)
         outs.append((metrics, {k: v.detach().clone() for k, v in policy.state_dict().items()}))
     (m0, w0), (m1, w1) = outs
     assert len(calls) >= 2 * 2 * 2  # the compiled layer ran (2 layers, policy and reference)

@@ -753,6 +753,9 @@ def _lean_views(cfg: GRPOConfig, policy, ref, ctx: StageContext):
     if why is not None:
         if cfg.engine != "hf":
             ctx.print(f"[{ctx.name}] transformers' forward for this model ({why})")
+        if cfg.compile:
+            ctx.print(f"[{ctx.name}] compile = true applies to r1kit's lean forward only: "
+                      f"not compiled ({why})")
         if cfg.activation_checkpointing:
             checkpoint_layers(policy)
         return None, None

@@ -28,7 +28,7 @@ from r1kit.models import checkpoint_layers, load_model, load_tokenizer, save_mod
 from r1kit.packing import packs_safely, to_device
 from r1kit.stages.pretrain import cosine_lr, packed_batch
 from r1kit.tasks.math import kind_of, read_rows
-from r1kit.templates import check_messages, encode_prompt
+from r1kit.templates import assistant_text, check_messages, encode_prompt
 
 
 def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], str]]:
@@ -41,13 +41,11 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], st
         if isinstance(prompt, list):
             prompt = check_messages(prompt, f"{path}:{n}: field {cfg.prompt_field!r}")
         if isinstance(response, list):
-            if (len(response) != 1 or not isinstance(response[0], dict)
-                    or response[0].get("role") != "assistant"
-                    or not isinstance(response[0].get("content"), str)):
+            if assistant_text(response) is None:
                 raise R1kitError(f"{path}:{n}: field {cfg.response_field!r} holds a list: a "
                                  "response is text or one assistant message",
                                  '[{"role": "assistant", "content": "..."}]')
-            response = response[0]["content"]
+            response = assistant_text(response)
         for name, value in ((cfg.prompt_field, prompt), (cfg.response_field, response)):
             if not isinstance(value, str) and not (name == cfg.prompt_field
                                                     and isinstance(value, list)):
@@ -144,9 +142,11 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         distributed.load_optimizer_state(model, opt, state["optimizer"])
         start, order, losses = state["step"], list(state["order"]), list(state["losses"])
         gen.set_state(state["generator"])
-        torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        rngs, cuda_rngs = state["rng"], state.get("cuda_rng")  # one per rank (dropout)
+        if len(rngs) == world.world_size:  # (another number of processes: rank 0's own)
+            torch.set_rng_state(rngs[world.rank])
+            if cuda_rngs and cuda_rngs[world.rank] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state(cuda_rngs[world.rank])
         log(f"[{name}] resuming from {resume} (step {start} of {steps})")
     if runlog is not None:
         runlog.drop(name, after_step=start if resume is not None else -1)
@@ -154,14 +154,15 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     def save(step: int) -> None:  # every rank (gathering sharded state is a collective)
         weights = distributed.full_state(model) if sharded else None
         optim = distributed.optimizer_state(model, opt)
+        rngs = distributed.gather_lists([torch.get_rng_state()])
+        cuda_rngs = distributed.gather_lists([torch.cuda.get_rng_state()
+                                              if torch.cuda.is_available() else None])
 
         def write(tmp: Path) -> None:
             save_model(model, tokenizer, tmp, state_dict=weights)
             torch.save({"step": step, "optimizer": optim, "order": order,
                         "losses": losses, "generator": gen.get_state(),
-                        "rng": torch.get_rng_state(),
-                        "cuda_rng": (torch.cuda.get_rng_state_all()
-                                     if torch.cuda.is_available() else None)},
+                        "rng": rngs, "cuda_rng": cuda_rngs},
                        tmp / STATE_FILE)
         if world.is_main:
             write_checkpoint(stage_dir, step, cfg.keep_checkpoints, write)
