@@ -97,3 +97,15 @@ def stops_before_any_stage(recipe, tmp_path, capsys, expected: list[str]) -> Non
     err = capsys.readouterr().err
     assert all(e in err for e in expected), (expected, err)
     assert "Traceback" not in err and not out.exists()
+
+
+def tiny_llama(seed: int = 1, max_positions: int = 128, eos: int = 1, pad: int = 0):
+    """A random 2-layer Llama with a 40-token vocabulary (tests of the training pass)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, intermediate_size=64,
+                      max_position_embeddings=max_positions, eos_token_id=eos, pad_token_id=pad)
+    return LlamaForCausalLM(cfg)

@@ -14,9 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import tiny_llama
 from transformers import (
-    LlamaConfig,
-    LlamaForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
@@ -52,11 +51,7 @@ def _qwen2():
 
 
 def _llama():
-    torch.manual_seed(1)
-    cfg = LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=4, intermediate_size=64, max_position_embeddings=128,
-                      eos_token_id=EOS, pad_token_id=PAD)
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(seed=1, eos=EOS, pad=PAD)
 
 
 def _qwen3():

@@ -7,8 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import MICRO_BASE, REPO
-from transformers import LlamaConfig, LlamaForCausalLM
+from conftest import MICRO_BASE, REPO, tiny_llama
 
 from r1kit.cli import main
 from r1kit.config import GRPOConfig
@@ -48,11 +47,7 @@ def test_mask_truncated_zeroes_exactly_the_rows_cut_at_the_cap():
 
 
 def _llama():
-    torch.manual_seed(1)
-    cfg = LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=4, intermediate_size=64, max_position_embeddings=64,
-                      eos_token_id=EOS, pad_token_id=PAD)
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(seed=1, max_positions=64, eos=EOS, pad=PAD)
 
 
 @pytest.mark.parametrize("aggregation", ["seq-mean-token-mean", "token-mean"])
