@@ -41,7 +41,7 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 class LeanLM:
     """A fast forward over a Hugging Face Llama-family causal LM's own weights."""
 
-    def __init__(self, model):
+    def __init__(self, model, compiled: bool = False):
         cfg = model.config
         self.model = model
         self.body = model.model
@@ -53,7 +53,7 @@ class LeanLM:
         self.scale = self.head_dim ** -0.5
         self.qk_norm = cfg.model_type == "qwen3"
         # the training pass's decoder layer through torch.compile (GRPOConfig.compile)
-        self.compiled = False
+        self.compiled = compiled
 
     @staticmethod
     def unsupported(model, decoding: bool = False) -> str | None:

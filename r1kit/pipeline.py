@@ -75,8 +75,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     if from_stage is not None and from_stage not in recipe.stages:
         raise R1kitError(f"--from {from_stage!r}: no such stage",
                          f"stages of this recipe: {', '.join(recipe.stages)}")
-    resolved = json.loads(json.dumps({"run": to_dict(recipe.run),
-                                      "stages": to_dict(recipe.stages)}, default=str))
+    resolved = {"run": _plain(recipe.run), "stages": _plain(recipe.stages)}
     saved = run_dir / "config.json"
     if saved.is_file():
         changed = _changed_keys(_results_settings(_with_defaults(json.loads(saved.read_text()))),
@@ -175,6 +174,11 @@ def _results_settings(resolved: dict) -> dict:
     return {**resolved, "run": run}
 
 
+def _plain(config) -> dict:
+    """A config as config.json holds it (JSON types only)."""
+    return json.loads(json.dumps(to_dict(config), default=str))
+
+
 def _with_defaults(saved: dict) -> dict:
     """A config.json with the settings it lacks (written before they existed) at their
     defaults, which is what those runs ran with."""
@@ -183,15 +187,12 @@ def _with_defaults(saved: dict) -> dict:
             return {**defaults, **{k: merged(defaults.get(k), v) for k, v in given.items()}}
         return given
 
-    def plain(obj) -> dict:
-        return json.loads(json.dumps(to_dict(obj), default=str))
-
     out = dict(saved)
     if isinstance(saved.get("run"), dict):
-        out["run"] = merged(plain(RunConfig()), saved["run"])
+        out["run"] = merged(_plain(RunConfig()), saved["run"])
     stages = saved.get("stages")
     if isinstance(stages, dict):
-        out["stages"] = {name: merged(plain(STAGE_KINDS[table["kind"]]()), table)
+        out["stages"] = {name: merged(_plain(STAGE_KINDS[table["kind"]]()), table)
                          if isinstance(table, dict) and table.get("kind") in STAGE_KINDS
                          else table for name, table in stages.items()}
     return out

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.errors import R1kitError
-from r1kit.tasks.math import read_jsonl
+from r1kit.tasks.math import read_jsonl, reference_text
 from r1kit.templates import assistant_text
 
 Scored = tuple[float, dict[str, Any]]
@@ -95,8 +95,6 @@ def _check_math(row: dict, settings: dict) -> str | None:
     answer = row["answer"]  # a number is fine too: GSM8K-style files store 72, not "72"
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         return f"field 'answer' must be a string or a number, got {type(answer).__name__}"
-    from r1kit.tasks.math import reference_text
-
     if not reference_text(answer):
         return "field 'answer' holds no answer (blank, or nothing after '####')"
     return None
@@ -145,7 +143,6 @@ def _check_code(row: dict, settings: dict) -> str | None:
 
 def _score_math(rows: list[dict], settings: dict) -> list[Scored]:
     from r1kit.rewards.math import MathVerifier, math_rewards
-    from r1kit.tasks.math import reference_text
 
     # One pool for the whole file: the workers start once and check rows in parallel.
     with MathVerifier(workers=settings["workers"]) as verifier:

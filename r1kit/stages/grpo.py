@@ -94,7 +94,6 @@ class StageContext:
 # ----- the training pass ------------------------------------------------------------------
 
 
-
 def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]],
                         temperature: float, width: int, pad_id: int,
                         with_entropy: bool = False, chunk_tokens: int = 0, lean=None,
@@ -240,7 +239,7 @@ def _head_logprobs(hidden, where, head, temperature, with_entropy, chunk_tokens)
     h = hidden[src]  # [T, H]
     if chunk_tokens > 0:
         lp, ent = ChunkedHeadLogp.apply(h, head.weight, head.bias, targets, temperature,
-                                         chunk_tokens, with_entropy)
+                                        chunk_tokens, with_entropy)
     else:
         lp, ent = chunk_logp(h, targets, head.weight, head.bias, temperature, with_entropy)
     size = shape[0] * shape[1]
@@ -759,11 +758,8 @@ def _lean_views(cfg: GRPOConfig, policy, ref, ctx: StageContext):
         if cfg.activation_checkpointing:
             checkpoint_layers(policy)
         return None, None
-    views = LeanLM(policy), (LeanLM(ref) if ref is not None else None)
-    for view in views:
-        if view is not None:
-            view.compiled = cfg.compile
-    return views
+    return (LeanLM(policy, cfg.compile),
+            LeanLM(ref, cfg.compile) if ref is not None else None)
 
 
 def _question_seed(seed: int, step: int, j: int) -> int:
@@ -857,7 +853,7 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
     rank 0 alone writes, and the others wait until it has."""
     sharded = distributed.is_sharded(policy)
     weights = distributed.full_state(policy) if sharded else None
-    optim = distributed.optimizer_state(policy, opt) if sharded else None
+    optim = distributed.optimizer_state(policy, opt)
     ref_state = distributed.full_state(ref) if sharded and ref is not None else None
 
     def write(tmp: Path) -> None:
@@ -871,8 +867,7 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
             save_model(policy, tokenizer, tmp, state_dict=weights)
         if ref is not None and ref_state is None:
             ref_state = ref.state_dict()
-        torch.save({**state, "optimizer": optim if sharded else opt.state_dict(),
-                    "ref": ref_state}, tmp / STATE_FILE)
+        torch.save({**state, "optimizer": optim, "ref": ref_state}, tmp / STATE_FILE)
 
     final = stage_dir / "checkpoints" / f"step-{step}"
     if distributed.current().is_main:

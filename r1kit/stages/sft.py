@@ -41,11 +41,12 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], st
         if isinstance(prompt, list):
             prompt = check_messages(prompt, f"{path}:{n}: field {cfg.prompt_field!r}")
         if isinstance(response, list):
-            if assistant_text(response) is None:
+            text = assistant_text(response)
+            if text is None:
                 raise R1kitError(f"{path}:{n}: field {cfg.response_field!r} holds a list: a "
                                  "response is text or one assistant message",
                                  '[{"role": "assistant", "content": "..."}]')
-            response = assistant_text(response)
+            response = text
         for name, value in ((cfg.prompt_field, prompt), (cfg.response_field, response)):
             if not isinstance(value, str) and not (name == cfg.prompt_field
                                                     and isinstance(value, list)):
