@@ -5,7 +5,9 @@
 # (bench/profile_gpu.py; PROFILE_PHASES=update_policy for the update alone); DECODE=0 skips
 # the decode benchmark; RUNS=2 runs both sides of vs_trl.py twice; SHARING_ON=1 adds r1kit's
 # side once more with prompt_sharing = on (`auto` leaves it off on CUDA); COMPILE=1 adds it once
-# more with compile = true (torch.compile of the training pass's decoder layer); SHARING_CHECK=0 skips bench/sharing_check.py (prompt
+# more with compile = true (torch.compile of the training pass's decoder layer);
+# REWARD_OVERLAP=1 adds bench/reward_overlap.py (math-verify's checks during the rollout or
+# after it; needs math-verify's wheels); SHARING_CHECK=0 skips bench/sharing_check.py (prompt
 # sharing's numbers and time on the GPU). Everything printed also goes to OUT_DIR/run.log; the
 # figures go to one JSON file per benchmark (the device tool brings back 8 files at most).
 #
@@ -49,6 +51,10 @@ fi
 if [ "${COMPILE:-0}" = 1 ]; then  # the same r1kit side with compile = true (warm-up compiles)
     timeout 240 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
         --compile --out "$out/vs_trl-compile.json" 2>&1 | tee -a "$out/run.log"
+fi
+if [ "${REWARD_OVERLAP:-0}" = 1 ]; then  # the tiny world as a math task, rewards overlapped or not
+    R1KIT_CACHE=/tmp/r1kit-cache timeout 240 python3 bench/reward_overlap.py \
+        --out "$out/reward_overlap.json" 2>&1 | grep -v "^Writing" | tee -a "$out/run.log"
 fi
 if [ "${PROFILE:-0}" = 1 ]; then  # kernel tables (bench/profile_gpu.py)
     timeout 150 python3 bench/profile_gpu.py --phases "${PROFILE_PHASES:-generate,update_policy}" \

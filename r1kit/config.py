@@ -183,6 +183,11 @@ class GRPOConfig:
     engine: str = "auto"  # auto (r1kit's lean forward where the model allows) | hf (transformers')
     cuda_graphs: bool = True  # on CUDA, the decode step replays a captured graph
     compile: bool = False  # torch.compile the training pass's decoder layer (lean path)
+    # the rule rewards of a completion are computed in a background thread as soon as it is
+    # complete, while the rest of the rollout decodes (the same scores;
+    # r1kit/rewards/overlap.py): auto (when the rollout decodes on CUDA and the CPU is free;
+    # on a CPU-only machine decoding and checking compete for the same cores) | on | off
+    overlap_rewards: str = "auto"
     reward_function: str = ""  # "module:function" or "file.py:function": your own reward
     log_completions: int = 4  # per step, one sample of each of the first N questions goes to
     # the stage's completions.jsonl (with its reward); 0 = none
@@ -232,9 +237,10 @@ class GRPOConfig:
             _fail(f"{where}.logprob_chunk_tokens", "must be >= 0 (0 = full logits)")
         if self.engine not in ("auto", "hf"):
             _fail(f"{where}.engine", f"unknown engine {self.engine!r}", "use auto or hf")
-        if self.prompt_sharing not in ("auto", "on", "off"):
-            _fail(f"{where}.prompt_sharing", f"unknown value {self.prompt_sharing!r}",
-                  "use auto, on or off")
+        for key in ("prompt_sharing", "overlap_rewards"):
+            if getattr(self, key) not in ("auto", "on", "off"):
+                _fail(f"{where}.{key}", f"unknown value {getattr(self, key)!r}",
+                      "use auto, on or off")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             _fail(f"{where}.min_new_tokens", f"must be in [0, max_new_tokens], got "
                   f"{self.min_new_tokens}")

@@ -15,11 +15,15 @@
 - With `seeds` (one per prompt) each group draws its random numbers from its own generator,
   so a group's samples do not depend on which other prompts share the batch: the same
   completions whether a step's prompts are sampled in one process or split across several.
+- With `on_finished`, each completion is handed over as soon as it is complete (its stop
+  token sampled, or at the end of its chunk of prompts), so that its reward can be computed
+  while the other rows are still decoding.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -165,7 +169,8 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
              temperature: float, top_p: float = 1.0, stop_ids: list[int], pad_id: int,
              generator: torch.Generator | None = None, max_rows: int = 1024,
              min_new_tokens: int = 0, engine: str = "auto", cuda_graphs: bool = True,
-             seeds: list[int] | None = None, logprobs: bool = True) -> Rollouts:
+             seeds: list[int] | None = None, logprobs: bool = True,
+             on_finished: OnFinished | None = None) -> Rollouts:
     """Sample `group_size` completions for each prompt (token ids, no padding).
 
     `min_new_tokens`: stop tokens cannot be sampled before that many tokens. `engine`:
@@ -173,7 +178,12 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
     transformers' forward. `seeds`: one per prompt; each group samples from its own seeded
     random numbers (`generator` is then unused). `logprobs` False: the sampling log-probs
     are not computed (Rollouts.logprobs is None), which saves a softmax over the vocabulary
-    per token where sampling needs none (CUDA, no top-p)."""
+    per token where sampling needs none (CUDA, no top-p). `on_finished(rows, completions)`:
+    called during decoding with the rows (indices into the returned completions, prompt-major)
+    that have just completed and their generated token ids (the stop token included, as in
+    completion_mask); every row is handed over exactly once, at the latest when its chunk of
+    prompts ends. The engine checks for finished rows at the points where it already waits
+    for the device (every token on the CPU, every 8 with CUDA graphs)."""
     limit = _position_limit(model)
     longest = max((len(p) for p in prompts), default=0) + max_new_tokens
     if limit is not None and longest > limit:
@@ -188,11 +198,13 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
     parts = [
         (_generate_lean(decoder, prompts[i:i + per_chunk], group_size, max_new_tokens,
                         min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
-                        None if seeds is None else seeds[i:i + per_chunk], logprobs)
+                        None if seeds is None else seeds[i:i + per_chunk], logprobs,
+                        _Handover(on_finished, i * group_size))
          if decoder is not None else
          _generate_chunk(model, prompts[i:i + per_chunk], group_size, max_new_tokens,
                          min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
-                         None if seeds is None else seeds[i:i + per_chunk], logprobs))
+                         None if seeds is None else seeds[i:i + per_chunk], logprobs,
+                         _Handover(on_finished, i * group_size)))
         for i in range(0, len(prompts), per_chunk)
     ]
     width = max(p[0].shape[1] for p in parts)
@@ -211,6 +223,36 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
     )
 
 
+OnFinished = Callable[[list[int], list[list[int]]], None]
+
+
+class _Handover:
+    """Hands finished rows of one chunk to `on_finished` (rows numbered from `offset`), each
+    once; a no-op without a callback."""
+
+    def __init__(self, on_finished: OnFinished | None, offset: int):
+        self.fn, self.offset, self.given = on_finished, offset, None
+
+    def __call__(self, tokens: torch.Tensor, lengths: torch.Tensor, finished: torch.Tensor,
+                 ) -> None:
+        """tokens [N, T] and lengths [N] of the chunk's rows; finished [N] bool: complete."""
+        if self.fn is None:
+            return
+        if self.given is None:
+            self.given = torch.zeros_like(finished)
+        new = (finished & ~self.given).nonzero().squeeze(-1)
+        if new.numel() == 0:
+            return
+        self.given[new] = True
+        rows, lens = new.tolist(), lengths[new].tolist()
+        ids = tokens[new, :max(lens)].tolist()
+        self.fn([self.offset + r for r in rows], [t[:n] for t, n in zip(ids, lens)])
+
+    def rest(self, tokens: torch.Tensor, lengths: torch.Tensor) -> None:
+        """The chunk has ended: every row not yet handed over."""
+        self(tokens, lengths, torch.ones_like(lengths, dtype=torch.bool))
+
+
 def _position_limit(model) -> int | None:
     """The length of a model's table of learned absolute positions (GPT-2's wpe, OPT's
     embed_positions), which it cannot go past; None for rotary or ALiBi models."""
@@ -222,7 +264,9 @@ def _position_limit(model) -> int | None:
 
 
 def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperature, top_p,
-                    stop_ids, pad_id, generator, device, seeds=None, with_logprobs=True):
+                    stop_ids, pad_id, generator, device, seeds=None, with_logprobs=True,
+                    handover: _Handover | None = None):
+    handover = handover or _Handover(None, 0)
     from transformers import DynamicCache
 
     B, P = len(prompts), max(len(p) for p in prompts)
@@ -264,6 +308,7 @@ def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperatu
         if t == max_new_tokens - 1:
             break
         if done.any():
+            handover(tokens, lengths, stopped)
             keep = (~done).nonzero().squeeze(-1)
             if keep.numel() == 0:
                 break
@@ -275,6 +320,7 @@ def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperatu
                     use_cache=True, **{kw: cache})
         logits = out.logits[:, -1]
         next_pos = next_pos + 1
+    handover.rest(tokens, lengths)
     T = int(lengths.max().item()) if N else 0
     mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]
     return (tokens[:, :T].cpu(), mask[:, :T].long().cpu(),
@@ -426,16 +472,18 @@ class _EagerGraph:
 
 @torch.no_grad()
 def _generate_lean(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temperature,
-                   top_p, stop_ids, pad_id, generator, device, seeds=None, with_logprobs=True):
+                   top_p, stop_ids, pad_id, generator, device, seeds=None, with_logprobs=True,
+                   handover: _Handover | None = None):
     try:
         return _decode(dec, prompts, G, max_new_tokens, min_new_tokens, temperature, top_p,
-                       stop_ids, pad_id, generator, device, seeds, with_logprobs)
+                       stop_ids, pad_id, generator, device, seeds, with_logprobs,
+                       handover or _Handover(None, 0))
     finally:
         dec.release()
 
 
 def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temperature, top_p,
-            stop_ids, pad_id, generator, device, seeds, with_logprobs=True):
+            stop_ids, pad_id, generator, device, seeds, with_logprobs, handover: _Handover):
     lean = dec.lean
     B, P = len(prompts), max(len(p) for p in prompts)
     N, S = B * G, P + max_new_tokens
@@ -485,6 +533,8 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
         if t % check_every == 0:
             alive = ~stopped[active]
             n_alive = int(alive.sum())
+            if n_alive < n:
+                handover(tokens, lengths, stopped)
             if n_alive == 0:
                 break
             if dec.worth_compacting(n, n_alive):
@@ -492,6 +542,7 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
                 active, tok, n = active[keep], tok[keep], n_alive
                 dec.compact(keep, P + t)
         logits = dec.step(tok, P + t)
+    handover.rest(tokens, lengths)
     T = int(lengths.max().item()) if N else 0
     mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]
     return (tokens[:, :T].cpu(), mask[:, :T].long().cpu(),

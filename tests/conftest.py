@@ -20,7 +20,8 @@ MICRO_BASE = [
 ]
 
 # what differs between two runs of the same seed: wall-clock measurements
-TIMING = ("step_seconds", "gen_seconds", "train_seconds", "tokens_per_s", "seconds")
+TIMING = ("step_seconds", "gen_seconds", "reward_seconds", "train_seconds", "tokens_per_s",
+          "seconds")
 
 
 def rows_without_timings(path: Path) -> list[dict]:

@@ -9,12 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO
+from conftest import REPO, TIMING
 
 from r1kit.cli import main
-
-TIMING_KEYS = {"tokens_per_s", "step_seconds", "gen_seconds", "train_seconds", "seconds"}
-
 
 def _run(out, cache, monkeypatch, *extra):
     monkeypatch.setenv("R1KIT_CACHE", str(cache))
@@ -44,7 +41,7 @@ def test_tiny_recipe_learns_and_is_reproducible(tmp_path_factory, monkeypatch):
     metrics2, evals2 = _run(tmp_path_factory.mktemp("b") / "run", cache, monkeypatch)
 
     def strip(rows):
-        return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
     assert strip(metrics2) == strip(metrics)
     assert strip(evals2) == strip(evals)

@@ -11,6 +11,7 @@ import torch
 from r1kit.eval.behaviour import reflective_counts
 from r1kit.rewards.answers import final_answers
 from r1kit.rewards.language import language_reward
+from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rollout import generate
 from r1kit.tasks.base import Example, Task
 from r1kit.templates import prompt_text
@@ -108,20 +109,29 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
              seed: int, prefill: str = "", max_rows: int = 1024,
              answer_key: Callable[[str], Hashable] = str.strip,
              answer_equal: Callable[[str, str], bool] | None = None,
-             language_target: str = "prompt") -> EvalResult:
+             language_target: str = "prompt", overlap: bool | None = None) -> EvalResult:
     """Sample k responses per example and score them with the task's verifier; `language`
-    is the mean eq. 7 share of `language_target` words in their chains of thought."""
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    is the mean eq. 7 share of `language_target` words in their chains of thought.
+    `overlap`: verify responses as they finish, while the rest decode, where the task's checks
+    run in worker processes (r1kit.rewards.overlap; the same scores); None = on CUDA."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
     model.eval()
-    ro = generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
-                  temperature=temperature, top_p=top_p, stop_ids=stop_ids,
-                  pad_id=tokenizer.pad_token_id, generator=gen, max_rows=max_rows,
-                  logprobs=False)
-    model.train(was_training)
-    texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids, prefill)
-    answers = final_answers(task, texts)[0]  # None: no answer, or hedged
-    scores = _verify_all(task, answers, [examples[i // k] for i in range(len(texts))])
+    stop = set(stop_ids)
+    with OverlappedRewards(_Verdicts(task), lambda ids: response_text(tokenizer, ids, stop, prefill),
+                           [examples[i // k] for i in range(len(examples) * k)],
+                           enabled=device.type == "cuda" if overlap is None else overlap) as ov:
+        ro = generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
+                      temperature=temperature, top_p=top_p, stop_ids=stop_ids,
+                      pad_id=tokenizer.pad_token_id, generator=gen, max_rows=max_rows,
+                      logprobs=False, on_finished=ov.callback)
+        model.train(was_training)
+        texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
+                                 prefill)
+        verdicts = ov.results(texts)
+    scores = [s for s, _ in verdicts]
+    answers = [v["answer"] for _, v in verdicts]  # None: no answer, or hedged
     lengths = ro.lengths.tolist()
     correct, cons, lang = [], [], []
     per_level: dict[int, list[float]] = {}
@@ -172,6 +182,22 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
     )
 
 
+class _Verdicts:
+    """Scoring one response at a time (its final answer, then the task's verdict on it), as a
+    reward that r1kit.rewards.overlap can run while the rollout decodes."""
+
+    def __init__(self, task: Task):
+        self.task = task
+
+    def overlappable(self, example: Example) -> bool:
+        return getattr(self.task, "checks_in_workers", False)
+
+    def score(self, texts: list[str], examples: list[Example]) -> list[tuple[float, dict]]:
+        answers = final_answers(self.task, texts)[0]
+        return [(v, {"answer": a})
+                for v, a in zip(_verify_all(self.task, answers, examples), answers)]
+
+
 def _verify_all(task: Task, answers: list[str | None], examples: list[Example]) -> list[float]:
     """The task's verdict on each answer (0 for no answer), in one batch when it can."""
     found = [i for i, a in enumerate(answers) if a is not None]
@@ -190,8 +216,11 @@ def decode_responses(tokenizer, ids: torch.Tensor, mask: torch.Tensor, stop_ids:
                      prefill: str = "") -> list[str]:
     """Response texts: the prefill plus the generated tokens, without the stop token."""
     stop = set(stop_ids)
-    out = []
-    for row, m in zip(ids.tolist(), mask.tolist()):
-        toks = [t for t, keep in zip(row, m) if keep and t not in stop]
-        out.append(prefill + tokenizer.decode(toks, skip_special_tokens=False))
-    return out
+    return [response_text(tokenizer, [t for t, keep in zip(row, m) if keep], stop, prefill)
+            for row, m in zip(ids.tolist(), mask.tolist())]
+
+
+def response_text(tokenizer, generated: list[int], stop: set[int], prefill: str = "") -> str:
+    """One response's text from its generated token ids (see decode_responses)."""
+    return prefill + tokenizer.decode([t for t in generated if t not in stop],
+                                      skip_special_tokens=False)

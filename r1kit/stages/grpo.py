@@ -47,7 +47,7 @@ from r1kit.checkpoints import STATE_FILE, latest_checkpoint, write_checkpoint
 from r1kit.config import GRPOConfig
 from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
-from r1kit.eval.core import decode_responses, evaluate
+from r1kit.eval.core import decode_responses, evaluate, response_text
 from r1kit.lean import padded_places
 from r1kit.logprobs import (
     CHUNK_MIN_VOCAB,
@@ -69,6 +69,7 @@ from r1kit.packing import pack, packs_safely, to_device
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
 from r1kit.rewards.custom import FunctionReward, load_function
 from r1kit.rewards.length import overlong_penalty
+from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rollout import Rollouts, generate
 from r1kit.runlog import RunLog, read_jsonl
 from r1kit.stages.pretrain import cosine_lr
@@ -531,6 +532,13 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     def encode(question: str) -> list[int]:
         return encode_prompt(question, cfg.template, tokenizer, cfg.prefill)
 
+    stop_set = set(stop_ids)
+    overlap_rewards = cfg.overlap_rewards == "on" or (cfg.overlap_rewards == "auto"
+                                                      and ctx.device.type == "cuda")
+
+    def to_text(completion: list[int]) -> str:
+        return response_text(tokenizer, completion, stop_set, cfg.prefill)
+
     test_prompts = [encode(e.question) for e in test]
     prompt_cache: dict[int, list[int]] = {}
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
@@ -558,7 +566,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                        temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                        max_new_tokens=cfg.eval.max_new_tokens or cfg.max_new_tokens_at(step),
                        stop_ids=stop_ids, seed=ctx.seed * 7919 + step, prefill=cfg.prefill,
-                       max_rows=cfg.generation_rows)
+                       max_rows=cfg.generation_rows, overlap=overlap_rewards)
         record = {"stage": ctx.name, "step": step, "benchmark": f"{task.name}/{cfg.eval.split}",
                   **res.as_record(), "seconds": time.time() - t0}
         ctx.log.eval(record)
@@ -591,8 +599,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         start, updates[0], evals = state["step"], state["updates"], list(state["evals"])
         ctx.print(f"[{ctx.name}] resuming from {resume} (step {start} of {cfg.steps})")
     ctx.log.drop(ctx.name, after_step=start if resume is not None else -1)
+    ctx.stage_dir.mkdir(parents=True, exist_ok=True)  # also when called outside a pipeline
     samples_file = ctx.stage_dir / "completions.jsonl"
-    if world.is_main:  # a rerun or a resume does not log its steps twice
+    if world.is_main and samples_file.exists():  # a rerun or a resume logs no step twice
         keep = [r for r in read_jsonl(samples_file) if r.get("step", 0) <= start]
         samples_file.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
     if resume is None:
@@ -623,22 +632,26 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed * 1_000_003 + step)
         seeds = ([_question_seed(ctx.seed, step, j) for j in range(q_lo, q_hi)]
                  if per_question_seeds else None)
-        with distributed.gathered(policy):
-            ro = generate(policy, prompts, group_size=G,
-                          max_new_tokens=cfg.max_new_tokens_at(step),
-                          temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
-                          pad_id=pad_id, generator=gen, max_rows=cfg.generation_rows,
-                          seeds=seeds, min_new_tokens=cfg.min_new_tokens,
-                          engine=decode_engine,
-                          cuda_graphs=cfg.cuda_graphs, logprobs=False)
-        if world.enabled:  # one width for all ranks (Dr. GRPO's normaliser is the widest)
-            ro = _pad_rollouts(ro, int(distributed.all_reduce(
-                torch.tensor(ro.completion_ids.shape[1], device=ctx.device), "max")), pad_id)
-        t_gen = time.time() - t0
-        # 3. rewards
-        texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
-                                 cfg.prefill)
-        scored = reward_fn.score(texts, [examples[i // G][1] for i in range(len(texts))])
+        row_examples = [ex for _, ex in examples for _ in range(G)]
+        # 3. rewards: rule rewards as completions finish, in a background thread
+        with OverlappedRewards(reward_fn, to_text, row_examples, enabled=overlap_rewards
+                               ) as overlap:
+            with distributed.gathered(policy):
+                ro = generate(policy, prompts, group_size=G,
+                              max_new_tokens=cfg.max_new_tokens_at(step),
+                              temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
+                              pad_id=pad_id, generator=gen, max_rows=cfg.generation_rows,
+                              seeds=seeds, min_new_tokens=cfg.min_new_tokens,
+                              engine=decode_engine, cuda_graphs=cfg.cuda_graphs,
+                              logprobs=False, on_finished=overlap.callback)
+            if world.enabled:  # one width for all ranks (Dr. GRPO's normaliser is the widest)
+                ro = _pad_rollouts(ro, int(distributed.all_reduce(
+                    torch.tensor(ro.completion_ids.shape[1], device=ctx.device), "max")), pad_id)
+            t_gen = time.time() - t0
+            texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask,
+                                     stop_ids, cfg.prefill)
+            scored = overlap.results(texts)
+        t_rewards = time.time() - t0 - t_gen
         if cfg.overlong_buffer:  # DAPO's soft overlong punishment, logged as reward/overlong
             penalty = overlong_penalty(ro.lengths, cfg.max_new_tokens_at(step),
                                        cfg.overlong_buffer).tolist()
@@ -702,6 +715,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             "max_new_tokens": cfg.max_new_tokens_at(step),
             "tokens_per_s": lengths.sum().item() / seconds,
             "step_seconds": seconds, "gen_seconds": t_gen, "train_seconds": t_train,
+            "reward_seconds": t_rewards,  # waiting for the rewards after the rollout
         }
         ctx.log.metrics(record)
         bar.update(record)

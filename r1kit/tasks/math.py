@@ -150,6 +150,8 @@ def math_equal(answer: str, reference: str, timeout: float = 5.0) -> bool:
 
 
 class MathTask:
+    checks_in_workers = True  # math-verify in the verifier's worker processes
+
     def __init__(self, name: str, train_file, test_file=None, question_field: str = "question",
                  answer_field: str = "answer", test_fields: tuple[str, str] | None = None,
                  **hint):

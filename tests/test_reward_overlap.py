@@ -1,0 +1,141 @@
+"""Rule rewards scored while the rollout decodes (r1kit/rewards/overlap.py): the rollout hands
+over every completion once, as it finishes, with the tokens it returns; scoring in the
+background gives the same rewards and the same run as scoring after the rollout."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+from conftest import MICRO_BASE, REPO, rows_without_timings, tiny_llama
+
+from r1kit.cli import main
+from r1kit.rewards.overlap import OverlappedRewards
+from r1kit.rollout import generate
+from r1kit.tasks.base import Example
+
+
+@pytest.mark.parametrize("engine", ["auto", "hf"])
+def test_every_completion_is_handed_over_once_as_it_finishes(engine):
+    model = tiny_llama(seed=3).eval()
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
+    calls: list[tuple[list[int], list[list[int]]]] = []
+    ro = generate(model, prompts, group_size=6, max_new_tokens=40, temperature=1.0,
+                  stop_ids=[1], pad_id=0, generator=torch.Generator().manual_seed(0),
+                  engine=engine, on_finished=lambda rows, comps: calls.append((rows, comps)))
+    handed = {}
+    for rows, comps in calls:
+        for r, c in zip(rows, comps):
+            assert r not in handed, f"row {r} handed over twice"
+            handed[r] = c
+    assert sorted(handed) == list(range(24))
+    for r, c in handed.items():
+        n = int(ro.lengths[r])
+        assert c == ro.completion_ids[r, :n].tolist()
+        assert (c[-1] == 1) == bool(ro.stopped[r])  # a finished row ends with its stop token
+    # rows that stopped early were handed over during decoding, not all at the end
+    assert ro.stopped.any() and not ro.stopped.all() and len(calls) >= 3
+    assert len(calls[-1][0]) == int((~ro.stopped).sum())  # the rows cut at the cap: last
+
+
+class _Reward:
+    """Reward = text length; examples with an even `i` are rule-scored (overlappable)."""
+
+    def __init__(self, fail_on: str | None = None):
+        self.threads: dict[int, str] = {}
+        self.fail_on = fail_on
+
+    def overlappable(self, example: Example) -> bool:
+        return example.meta["i"] % 2 == 0
+
+    def score(self, texts, examples):
+        if self.fail_on in texts:
+            raise ValueError("broken check")
+        for e in examples:
+            self.threads[e.meta["i"]] = threading.current_thread().name
+        return [(float(len(t)), {"length": float(len(t))}) for t in texts]
+
+
+def _examples(n):
+    return [Example(question=f"q{i}", answer="0", meta={"i": i}) for i in range(n)]
+
+
+def _text(ids):
+    return "".join(chr(97 + t) for t in ids)
+
+
+def test_background_scores_equal_scores_after_the_rollout():
+    completions = [[i % 5] * (i + 1) for i in range(8)]
+    texts = [_text(c) for c in completions]
+    reward = _Reward()
+    with OverlappedRewards(reward, _text, _examples(8)) as ov:
+        ov.finished([3, 0, 6], [completions[3], completions[0], completions[6]])
+        ov.finished([1, 2], [completions[1], completions[2]])
+        scored = ov.results(texts)
+    assert scored == _Reward().score(texts, _examples(8))
+    # rule-scored rows that finished early went to the background; the rest after the rollout
+    for i in (0, 2, 6):
+        assert reward.threads[i].startswith("r1kit-rewards")
+    for i in (1, 3, 4, 5, 7):
+        assert reward.threads[i] == threading.current_thread().name
+
+
+def test_off_scores_everything_after_the_rollout():
+    reward = _Reward()
+    with OverlappedRewards(reward, _text, _examples(4), enabled=False) as ov:
+        assert ov.callback is None
+        texts = [_text([i]) for i in range(4)]
+        assert ov.results(texts) == _Reward().score(texts, _examples(4))
+    assert set(reward.threads.values()) == {threading.current_thread().name}
+
+
+def test_a_failure_in_the_background_is_raised_after_the_rollout():
+    with OverlappedRewards(_Reward(fail_on="c"), _text, _examples(4)) as ov:
+        ov.finished([2], [[2]])  # text "c"
+        with pytest.raises(ValueError, match="broken check"):
+            ov.results([_text([i]) for i in range(4)])
+    with OverlappedRewards(_Reward(), _text, _examples(4)) as ov:
+        ov.finished([0], [[3]])
+        with pytest.raises(RuntimeError, match="handed over as 'd'"):
+            ov.results([_text([i]) for i in range(4)])
+
+
+def test_a_math_run_is_the_same_with_and_without_overlapped_rewards(tmp_path, monkeypatch):
+    """task = "math" (math-verify's checks in worker processes): overlap_rewards = "on" scores
+    rollouts and evaluations in the background, on the CPU too, and the run's metrics and
+    evaluations equal those of "off"."""
+    from r1kit.tasks.arithmetic import ArithmeticTask
+
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"question": e.question, "answer": e.answer}) + "\n"
+                            for e in ArithmeticTask(seed=0).train_examples()[:300]))
+    background = []
+    score = OverlappedRewards._score
+    monkeypatch.setattr(OverlappedRewards, "_score",
+                        lambda self, rows, comps: background.append(len(rows)) or score(
+                            self, rows, comps))
+    runs, counts = {}, {}
+    for mode in ("on", "off"):
+        out = tmp_path / mode
+        assert main(["run", str(REPO / "recipes" / "zero-tiny.toml"), "--out", str(out),
+                     *MICRO_BASE, "--set", "run.progress=false", "--set",
+                     "run.tensorboard=false", "--set", 'stages.zero.task="math"',
+                     "--set", f'stages.zero.train_file="{data}"', "--set",
+                     "stages.zero.steps=2", "--set", "stages.zero.rollout_batch_size=32",
+                     "--set", f'stages.zero.test_file="{data}"', "--set",
+                     "stages.zero.eval.every=2", "--set", "stages.zero.eval.limit=16", "--set",
+                     "stages.zero.eval.k=4", "--set", f'stages.zero.overlap_rewards="{mode}"']) == 0
+        rows = [r for r in rows_without_timings(out / "metrics.jsonl") if r["stage"] == "zero"]
+        evals = [r for r in rows_without_timings(out / "eval.jsonl") if r["stage"] == "zero"]
+        runs[mode], counts[mode] = (rows, evals), sum(background)
+        background.clear()
+    assert len(runs["on"][0]) == 2 and len(runs["on"][1]) == 2  # steps 0 and 2 evaluated
+    assert runs["on"] == runs["off"]
+    # every completion of the 2 steps and of the 2 evaluations scored in the background
+    assert counts == {"on": 2 * 32 + 2 * 16 * 4, "off": 0}
+    # the checks had answers to verify: some right, some wrong
+    assert 0 < runs["on"][0][-1]["reward/accuracy"] < 1 and 0 < runs["on"][1][-1]["pass@1"] < 1
+
