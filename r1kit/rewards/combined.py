@@ -123,8 +123,8 @@ class CombinedReward:
     def overlappable(self, example: Example) -> bool:
         """Whether a response to `example` is scored while the rollout goes on
         (r1kit.rewards.overlap): rule rewards, where the task's checks run in worker processes
-        (math-verify). Checks in this process gain nothing there: on the tiny world they took
-        a quarter more decoding time for the background thread than they saved."""
+        (math-verify). Checks in this process would only take the interpreter from the
+        decoding loop (on the tiny world: a quarter more decoding time than they saved)."""
         return data_type(example) == "reasoning" and getattr(self.task, "checks_in_workers",
                                                               False)
 
