@@ -153,6 +153,12 @@ class GRPOConfig:
     mask_truncated: bool = False  # DAPO: completions cut at the length cap add no loss
     overlong_buffer: int = 0  # DAPO: > 0, a penalty from 0 to -1 over the cap's last N tokens
     overlong_weight: float = 1.0  # the weight of that penalty in the reward
+    # DAPO's dynamic sampling: groups whose rewards are all equal (no learning signal) are
+    # dropped and more questions sampled, up to max_sampling_rounds rollouts per step, until
+    # the step has rollout_batch_size / group_size groups with varied rewards (short of that,
+    # it is filled with dropped groups)
+    dynamic_sampling: bool = False
+    max_sampling_rounds: int = 10
     accuracy_weight: float = 1.0
     format_weight: float = 1.0  # eq. 4: equal weight
     # --- eq. 7-10: language consistency and general data scored by reward models
@@ -268,6 +274,8 @@ class GRPOConfig:
         if self.aggregation not in AGGREGATIONS:
             _fail(f"{where}.aggregation", f"unknown aggregation {self.aggregation!r}",
                   f"use one of: {', '.join(AGGREGATIONS)}")
+        if self.max_sampling_rounds < 1:
+            _fail(f"{where}.max_sampling_rounds", f"must be >= 1, got {self.max_sampling_rounds}")
         if self.advantage_scale not in ADVANTAGE_SCALES:
             _fail(f"{where}.advantage_scale", f"unknown scale {self.advantage_scale!r}",
                   f"use one of: {', '.join(ADVANTAGE_SCALES)}")

@@ -101,6 +101,20 @@ def test_two_processes_train_like_one(tmp_path_factory, monkeypatch, mode):
     assert len(_rows(two / "metrics.jsonl")) == 2  # rank 0 alone logged
 
 
+def test_dynamic_sampling_under_two_processes(tmp_path_factory):
+    """Each process fills its own share of the groups with varied rewards; the processes take
+    the same number of rounds (their collectives stay in step) and train together."""
+    cache = tmp_path_factory.getbasetemp() / "dist-cache"
+    two = tmp_path_factory.mktemp("two-dynamic")
+    _torchrun(two, cache, "--set", "stages.zero.dynamic_sampling=true",
+              "--set", "stages.zero.max_sampling_rounds=3")
+    rows = [r for r in _rows(two / "metrics.jsonl") if r["stage"] == "zero"]
+    assert len(rows) == 2 and all(1 <= r["sampling_rounds"] <= 3 for r in rows)
+    assert any(r["sampling_rounds"] > 1 for r in rows)
+    for r in rows:
+        assert r["varied_frac"] == 1.0 or r["sampling_rounds"] == 3
+
+
 SFT_RECIPE = """
 [run]
 seed = 0

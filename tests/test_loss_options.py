@@ -1,5 +1,5 @@
-"""DAPO's overlong filtering and soft overlong punishment, GSPO's sequence-level ratio: each
-option changes what it should and nothing else."""
+"""DAPO's overlong filtering, soft overlong punishment and dynamic sampling, GSPO's
+sequence-level ratio: each option changes what it should and nothing else."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import json
 
 import pytest
 import torch
-from conftest import MICRO_BASE, REPO, tiny_llama
+from conftest import MICRO_BASE, REPO, rows_without_timings, tiny_llama
 
 from r1kit.cli import main
 from r1kit.config import GRPOConfig
 from r1kit.lean import LeanLM
 from r1kit.rewards.length import overlong_penalty
 from r1kit.rollout import Rollouts
-from r1kit.stages.grpo import make_batch, update_policy
+from r1kit.stages.grpo import _choose_groups, _take_groups, make_batch, update_policy
 
 EOS, PAD = 1, 0
 
@@ -119,3 +119,60 @@ def test_bad_option_values_are_named(tmp_path, capsys, key, value, message):
     err = capsys.readouterr().err
     assert code == 2 and f"stages.zero.{key}" in err and message in err
     assert "Traceback" not in err
+
+
+def test_dynamic_sampling_prefers_groups_with_varied_rewards():
+    # round 0: groups 1 and 3 varied; round 1: group 0 varied
+    varied = [[False, True, False, True], [True, False, False, False]]
+    assert _choose_groups(varied, 3) == [(0, 1), (0, 3), (1, 0)]
+    assert _choose_groups(varied, 2) == [(0, 1), (0, 3)]
+    # short of varied groups: filled with the first groups without, in the order sampled
+    assert _choose_groups(varied, 5) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)]
+    assert _choose_groups([[False, False]], 2) == [(0, 0), (0, 1)]
+
+    def rollout(width, first):
+        ids = torch.arange(first, first + 4 * width).view(4, width)
+        return Rollouts([[first], [first + 1]], ids, torch.ones_like(ids),
+                        None, torch.tensor([True, False, True, True]), group_size=2)
+
+    a, b = rollout(3, 0), rollout(5, 100)
+    took = _take_groups([a, b], [(0, 1), (1, 0)], pad_id=-1)
+    assert took.prompt_ids == [[1], [100]]
+    assert took.completion_ids.tolist() == [[6, 7, 8, -1, -1], [9, 10, 11, -1, -1],
+                                            [100, 101, 102, 103, 104], [105, 106, 107, 108, 109]]
+    assert took.completion_mask.sum(1).tolist() == [3, 3, 5, 5]
+    assert took.stopped.tolist() == [True, True, True, False]
+    assert _take_groups([a], [(0, 0), (0, 1)], pad_id=-1) is a
+
+
+def _zero_rows(out):
+    return [r for r in rows_without_timings(out / "metrics.jsonl") if r["stage"] == "zero"]
+
+
+def test_dynamic_sampling_trains_on_groups_with_a_signal(tmp_path, monkeypatch):
+    """DAPO's dynamic sampling in a run: steps whose first rollout had groups with equal
+    rewards sample again, and train only on groups with varied rewards when the rounds
+    suffice; with one round allowed it trains on the same batch as a run without it."""
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    args = [str(REPO / "recipes" / "zero-tiny.toml"), *MICRO_BASE, "--set",
+            "run.progress=false", "--set", "run.tensorboard=false",
+            "--set", "stages.zero.steps=3", "--set", "stages.zero.rollout_batch_size=32",
+            "--set", "stages.zero.eval.every=0"]
+    runs = {}
+    for name, extra in [("plain", []), ("one", ["max_sampling_rounds=1"]),
+                        ("dynamic", ["max_sampling_rounds=4"])]:
+        sets = [x for e in ["dynamic_sampling=true"] * bool(extra) + extra
+                for x in ("--set", f"stages.zero.{e}")]
+        assert main(["run", *args, *sets, "--out", str(tmp_path / name)]) == 0
+        runs[name] = _zero_rows(tmp_path / name)
+    extra = ("sampling_rounds", "varied_frac")
+    assert [{k: v for k, v in r.items() if k not in extra} for r in runs["one"]] == runs["plain"]
+    assert all(r["sampling_rounds"] == 1 for r in runs["one"])
+    assert any(r["varied_frac"] < 1 for r in runs["one"])  # the micro base gives equal groups
+    rows = runs["dynamic"]
+    assert any(r["sampling_rounds"] > 1 for r in rows)
+    for r in rows:
+        assert 1 <= r["sampling_rounds"] <= 4
+        assert r["varied_frac"] == 1.0 or r["sampling_rounds"] == 4
+    # rewards, lengths and zero_var_frac are over every group sampled, trained on or not
+    assert rows[0]["zero_var_frac"] > 0

@@ -23,11 +23,17 @@ LORA = ["--set", "stages.zero.lora_rank=4", "--set", "stages.zero.lr=1e-2",
         "--set", 'stages.zero.lora_target_modules=["q_proj", "v_proj"]']
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys, lora):
+# DAPO's dynamic sampling: the resumed run must go on drawing questions where the
+# interrupted one was, which is past the step's own when steps sampled more than once
+DYNAMIC = ["--set", "stages.zero.dynamic_sampling=true"]
+
+
+@pytest.mark.parametrize("variant", ["full", "lora", "dynamic"])
+def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys, variant):
+    lora = variant == "lora"
     if lora:
         pytest.importorskip("peft")
-    args = ARGS + (LORA if lora else [])
+    args = ARGS + {"full": [], "lora": LORA, "dynamic": DYNAMIC}[variant]
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert main(["run", *args, "--out", str(whole)]) == 0
@@ -68,6 +74,9 @@ def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys, lora):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     base = load_file(whole / "base" / "model.safetensors")
     assert any(not torch.equal(base[k], a[k]) for k in a)  # the run did train
+    if variant == "dynamic":  # the checkpoint of step 2 came after extra rounds
+        rows = [r for r in rows_without_timings(whole / "metrics.jsonl") if r["stage"] == "zero"]
+        assert sum(r["sampling_rounds"] for r in rows[:2]) > 2
 
 
 def test_interrupted_sft_resumes_exactly(tmp_path, monkeypatch, capsys, bpe_checkpoint):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Self
 
 from r1kit.tasks.base import Example
 
@@ -43,7 +44,7 @@ class OverlappedRewards:
                      if any(self.eligible) else None)
         self.jobs: list[tuple[list[int], Future]] = []
 
-    def __enter__(self) -> OverlappedRewards:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

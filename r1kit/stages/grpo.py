@@ -581,6 +581,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                                    "/ group_size)") if world.enabled else (0, questions_per_step)
     per_question_seeds = world.enabled or cfg.rollout_seeding == "question"
     start = 0
+    draws = 0  # rounds of questions drawn (one per step without dynamic sampling)
     resume = distributed.broadcast_object(latest_checkpoint(ctx.stage_dir))
     if resume is not None:
         # the same command after an interruption: continue from the last checkpoint, exactly
@@ -597,6 +598,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         elif ref is not None:
             distributed.load_full_state(ref, state["ref"])
         start, updates[0], evals = state["step"], state["updates"], list(state["evals"])
+        draws = state.get("draws", start)
         ctx.print(f"[{ctx.name}] resuming from {resume} (step {start} of {cfg.steps})")
     ctx.log.drop(ctx.name, after_step=start if resume is not None else -1)
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)  # also when called outside a pipeline
@@ -611,29 +613,27 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     t_stage = time.time()
     bar.update_to(start)
     bad_updates = 0
-    for step in range(start, cfg.steps):
+    def sample_round(step: int, draw: int, n_general: int) -> _Round:
+        """Draw `draw`'s questions (a seeded order of the training set, reshuffled every
+        epoch; general prompts in place of n_general of them), sample this rank's share and
+        score it."""
         t0 = time.time()
-        # 1. questions: a seeded order of the training set, reshuffled every epoch
-        #    and, from general_from_step on, general prompts in place of some of them
-        n_general = cfg.general_questions() if general_pool and step >= cfg.general_from_step else 0
-        examples = _questions(train, step, questions_per_step, ctx.seed)
+        examples = _questions(train, draw, questions_per_step, ctx.seed)
         examples = examples[:questions_per_step - n_general]
         examples += [(-1 - i, ex) for i, ex in
-                     _questions(general_pool, step, n_general, ctx.seed + 1)]
-        n_questions = len(examples)
+                     _questions(general_pool, draw, n_general, ctx.seed + 1)]
         examples = examples[q_lo:q_hi]  # this rank's share (all of them on one process)
         prompts = []
         for ex_i, ex in examples:
             if ex_i not in prompt_cache:
                 prompt_cache[ex_i] = encode(ex.question)
             prompts.append(prompt_cache[ex_i])
-        # 2. rollouts
         policy.eval()
-        gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed * 1_000_003 + step)
-        seeds = ([_question_seed(ctx.seed, step, j) for j in range(q_lo, q_hi)]
+        gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed * 1_000_003 + draw)
+        seeds = ([_question_seed(ctx.seed, draw, j) for j in range(q_lo, q_hi)]
                  if per_question_seeds else None)
         row_examples = [ex for _, ex in examples for _ in range(G)]
-        # 3. rewards: rule rewards as completions finish, in a background thread
+        # rule rewards as completions finish, in a background thread (overlap_rewards)
         with OverlappedRewards(reward_fn, to_text, row_examples, enabled=overlap_rewards
                                ) as overlap:
             with distributed.gathered(policy):
@@ -644,31 +644,53 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                               seeds=seeds, min_new_tokens=cfg.min_new_tokens,
                               engine=decode_engine, cuda_graphs=cfg.cuda_graphs,
                               logprobs=False, on_finished=overlap.callback)
-            if world.enabled:  # one width for all ranks (Dr. GRPO's normaliser is the widest)
-                ro = _pad_rollouts(ro, int(distributed.all_reduce(
-                    torch.tensor(ro.completion_ids.shape[1], device=ctx.device), "max")), pad_id)
             t_gen = time.time() - t0
             texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask,
                                      stop_ids, cfg.prefill)
             scored = overlap.results(texts)
-        t_rewards = time.time() - t0 - t_gen
         if cfg.overlong_buffer:  # DAPO's soft overlong punishment, logged as reward/overlong
             penalty = overlong_penalty(ro.lengths, cfg.max_new_tokens_at(step),
                                        cfg.overlong_buffer).tolist()
             scored = [(s + cfg.overlong_weight * p, {**parts, "overlong": p})
                       for (s, parts), p in zip(scored, penalty)]
-        # the metrics below are over all ranks' samples (the rollout's own on one process)
-        scored_all = distributed.gather_lists(scored)
+        return _Round(examples, ro, texts, scored, t_gen, time.time() - t0 - t_gen)
+
+    for step in range(start, cfg.steps):
+        t0 = time.time()
+        # 1-3. questions, rollouts, rewards; with dynamic sampling, more rounds while groups
+        #      with varied rewards are short (each process fills its own share)
+        n_general = cfg.general_questions() if general_pool and step >= cfg.general_from_step else 0
+        rounds = [sample_round(step, draws, n_general)]
+        draws += 1
+        need = q_hi - q_lo
+        while cfg.dynamic_sampling and len(rounds) < cfg.max_sampling_rounds:
+            varied = sum(map(_varied, (g for r in rounds for g in r.groups(G))))
+            short = torch.tensor(max(0, need - varied), device=ctx.device)
+            if not distributed.all_reduce(short, "max").item():  # every rank has its share
+                break
+            rounds.append(sample_round(step, draws, n_general))
+            draws += 1
+        chosen = (_choose_groups([[_varied(g) for g in r.groups(G)] for r in rounds], need)
+                  if cfg.dynamic_sampling else [(0, b) for b in range(need)])
+        ro = _take_groups([r.ro for r in rounds], chosen, pad_id)
+        if world.enabled:  # one width for all ranks (Dr. GRPO's normaliser is the widest)
+            ro = _pad_rollouts(ro, int(distributed.all_reduce(
+                torch.tensor(ro.completion_ids.shape[1], device=ctx.device), "max")), pad_id)
+        t_gen, t_rewards = sum(r.t_gen for r in rounds), sum(r.t_rewards for r in rounds)
+        first = rounds[0]
+        # the metrics below are over all ranks' samples of every round
+        scored_all = distributed.gather_lists([s for r in rounds for s in r.scored])
+        texts = [t for r in rounds for t in r.texts]
         means = _component_means(scored_all)
         if cfg.log_completions and world.is_main:  # the first sample of the first questions
             with open(samples_file, "a", encoding="utf-8") as fh:
-                for i in range(0, min(len(texts), cfg.log_completions * G), G):
-                    ex = examples[i // G][1]
+                for i in range(0, min(len(first.texts), cfg.log_completions * G), G):
+                    ex = first.examples[i // G][1]
                     fh.write(json.dumps({"step": step + 1, "question": ex.question,
-                                         "answer": ex.answer, "completion": texts[i],
-                                         "tokens": int(ro.lengths[i]),
-                                         "stopped": bool(ro.stopped[i]),
-                                         "reward": scored[i][0], **scored[i][1]},
+                                         "answer": ex.answer, "completion": first.texts[i],
+                                         "tokens": int(first.ro.lengths[i]),
+                                         "stopped": bool(first.ro.stopped[i]),
+                                         "reward": first.scored[i][0], **first.scored[i][1]},
                                         default=str) + "\n")
         failed = means.get("reward/errors", 0.0) + means.get("reward/timeouts", 0.0)
         if cfg.max_reward_failures < 1 and failed > cfg.max_reward_failures:
@@ -679,7 +701,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                 f"{cfg.max_reward_failures:g}",
                 "a reward that silently scores 0 trains nothing: check the verifier and the "
                 "answer format (r1kit score --reward math on a few samples shows why)")
-        rewards = torch.tensor([s for s, _ in scored]).view(-1, G)  # [B, G]
+        rewards = torch.tensor([s for r, b in chosen
+                                for s, _ in rounds[r].scored[b * G:(b + 1) * G]]).view(-1, G)
         # 4. advantages
         adv = group_advantages(rewards, cfg.advantage_scale).view(-1)  # [B*G]
         # 5. updates
@@ -696,19 +719,27 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             ref.load_state_dict(policy.state_dict())
         seconds = time.time() - t0
         rewards_all = torch.tensor([s for s, _ in scored_all]).view(-1, G)
-        lengths = torch.tensor(distributed.gather_lists(ro.lengths.tolist())).float()
-        stopped = torch.tensor(distributed.gather_lists(ro.stopped.tolist())).float()
+        lengths = torch.tensor(distributed.gather_lists(
+            [n for r in rounds for n in r.ro.lengths.tolist()])).float()
+        stopped = torch.tensor(distributed.gather_lists(
+            [x for r in rounds for x in r.ro.stopped.tolist()])).float()
+        dynamic = {}
+        if cfg.dynamic_sampling:  # rounds taken; share of the trained groups with a signal
+            trained = distributed.gather_lists([(rewards.std(dim=1) > 0).float().mean().item()])
+            dynamic = {"sampling_rounds": len(rounds),
+                       "varied_frac": sum(trained) / len(trained)}
         record = {
             "stage": ctx.name, "step": step + 1,
             "reward": rewards_all.mean().item(),
             **means,
             "accuracy": means.get("reward/accuracy"),
-            "general_frac": n_general / n_questions,
+            "general_frac": n_general / questions_per_step,
             **{f"reflect/{w}": v for w, v in _reflective_counts(texts).items()},
             "response_length": lengths.mean().item(),
             "response_length_max": lengths.max().item(),
             "truncated": 1.0 - stopped.mean().item(),
             "zero_var_frac": (rewards_all.std(dim=1) == 0).float().mean().item(),
+            **dynamic,
             "kl": upd.pop("kl", None), "clip_frac": upd.pop("clip_frac"),
             "entropy": upd.pop("entropy"), "grad_norm": upd.pop("grad_norm"), "lr": upd.pop("lr"),
             **upd,
@@ -738,7 +769,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                 evals.append(record)
         if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
             save_checkpoint(ctx.stage_dir, done, policy, tokenizer, opt, ref,
-                            {"step": done, "updates": updates[0], "evals": evals},
+                            {"step": done, "updates": updates[0], "evals": evals,
+                             "draws": draws},
                             cfg.keep_checkpoints, lora=lora)
         if out_of_time and done < cfg.steps:
             ctx.print(f"[{ctx.name}] max_seconds = {cfg.max_seconds:g} reached after {done} steps")
@@ -803,10 +835,59 @@ def _reflective_counts(texts: list[str]) -> dict[str, float]:
     return {w: sum(c[w] for c, _ in parts) / n for w in local}
 
 
-def _questions(train: list, step: int, n: int, seed: int) -> list[tuple[int, object]]:
-    """The `n` questions of `step`: positions step*n .. step*n+n-1 of a per-epoch shuffle."""
+@dataclass
+class _Round:
+    """One rollout of a step: this rank's questions (index, example), its samples, their
+    texts and (reward, parts), and its seconds of decoding and of waiting for rewards."""
+
+    examples: list
+    ro: Rollouts
+    texts: list[str]
+    scored: list[tuple[float, dict]]
+    t_gen: float
+    t_rewards: float
+
+    def groups(self, G: int) -> list[list[float]]:
+        return [[s for s, _ in self.scored[b:b + G]] for b in range(0, len(self.scored), G)]
+
+
+def _varied(rewards: list[float]) -> bool:
+    return max(rewards) > min(rewards)
+
+
+def _choose_groups(varied: list[list[bool]], need: int) -> list[tuple[int, int]]:
+    """Dynamic sampling's choice among the groups of several rounds (`varied[r][b]`: group b
+    of round r has rewards that differ): the first `need` groups with varied rewards, in the
+    order they were sampled; short of that, filled with the first ones without. Returned as
+    (round, group) in the order sampled."""
+    order = [(r, b) for r, flags in enumerate(varied) for b in range(len(flags))]
+    take = [rb for rb in order if varied[rb[0]][rb[1]]][:need]
+    take += [rb for rb in order if not varied[rb[0]][rb[1]]][:need - len(take)]
+    return sorted(take)
+
+
+def _take_groups(rollouts: list[Rollouts], chosen: list[tuple[int, int]], pad_id: int
+                 ) -> Rollouts:
+    """The rows of the chosen (round, group)s, as one rollout (padded to the widest)."""
+    G = rollouts[0].group_size
+    if len(rollouts) == 1 and chosen == [(0, b) for b in range(len(rollouts[0].prompt_ids))]:
+        return rollouts[0]
+    width = max(r.completion_ids.shape[1] for r in rollouts)
+    padded = [_pad_rollouts(r, width, pad_id) for r in rollouts]
+    rows = [(r, b * G + j) for r, b in chosen for j in range(G)]
+
+    def take(name):
+        return torch.stack([getattr(padded[r], name)[i] for r, i in rows])
+
+    return Rollouts([padded[r].prompt_ids[b] for r, b in chosen], take("completion_ids"),
+                    take("completion_mask"), None, take("stopped"), G)
+
+
+def _questions(train: list, draw: int, n: int, seed: int) -> list[tuple[int, object]]:
+    """The `n` questions of round `draw` (the step, without dynamic sampling): positions
+    draw*n .. draw*n+n-1 of a per-epoch shuffle."""
     out = []
-    for pos in range(step * n, step * n + n):
+    for pos in range(draw * n, draw * n + n):
         epoch, i = divmod(pos, len(train))
         order = _epoch_order(len(train), seed, epoch)
         out.append((order[i], train[order[i]]))
