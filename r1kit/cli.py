@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="with a chat template, put r1kit's reasoning instruction in a system "
                          "turn (default: none, as the paper evaluates its released models)")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--overlap-rewards", choices=["auto", "on", "off"], default="auto",
+                    help="verify answers (math-verify, code tests) while the rest still decode "
+                         "(auto: on CUDA)")
     ev.add_argument("--trust-remote-code", action="store_true",
                     help="load a checkpoint that brings its own model code (runs that code)")
     ev.add_argument("--device", default="auto")

@@ -35,6 +35,12 @@ from r1kit.tasks.arithmetic import WorldConfig
 from r1kit.templates import TEMPLATES
 
 
+def _check_mode(cfg, key: str, where: str) -> None:
+    """An auto / on / off setting."""
+    if getattr(cfg, key) not in ("auto", "on", "off"):
+        _fail(f"{where}.{key}", f"unknown value {getattr(cfg, key)!r}", "use auto, on or off")
+
+
 def _fail(where: str, message: str, hint: str | None = None):
     raise R1kitError(f"{where}: {message}", hint)
 
@@ -159,6 +165,9 @@ class GRPOConfig:
     # it is filled with dropped groups)
     dynamic_sampling: bool = False
     max_sampling_rounds: int = 10
+    # what must differ within a group: accuracy (DAPO: groups all right or all wrong go) |
+    # reward (the whole reward; samples without an accuracy are always judged by it)
+    dynamic_sampling_metric: str = "accuracy"
     accuracy_weight: float = 1.0
     format_weight: float = 1.0  # eq. 4: equal weight
     # --- eq. 7-10: language consistency and general data scored by reward models
@@ -244,9 +253,7 @@ class GRPOConfig:
         if self.engine not in ("auto", "hf"):
             _fail(f"{where}.engine", f"unknown engine {self.engine!r}", "use auto or hf")
         for key in ("prompt_sharing", "overlap_rewards"):
-            if getattr(self, key) not in ("auto", "on", "off"):
-                _fail(f"{where}.{key}", f"unknown value {getattr(self, key)!r}",
-                      "use auto, on or off")
+            _check_mode(self, key, where)
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             _fail(f"{where}.min_new_tokens", f"must be in [0, max_new_tokens], got "
                   f"{self.min_new_tokens}")
@@ -276,6 +283,9 @@ class GRPOConfig:
                   f"use one of: {', '.join(AGGREGATIONS)}")
         if self.max_sampling_rounds < 1:
             _fail(f"{where}.max_sampling_rounds", f"must be >= 1, got {self.max_sampling_rounds}")
+        if self.dynamic_sampling_metric not in ("accuracy", "reward"):
+            _fail(f"{where}.dynamic_sampling_metric",
+                  f"unknown metric {self.dynamic_sampling_metric!r}", "use accuracy or reward")
         if self.advantage_scale not in ADVANTAGE_SCALES:
             _fail(f"{where}.advantage_scale", f"unknown scale {self.advantage_scale!r}",
                   f"use one of: {', '.join(ADVANTAGE_SCALES)}")
@@ -523,6 +533,7 @@ class EvalStageConfig:
     limit: int = 0  # first N held-out problems; 0 = all
     generation_rows: int = 1024
     language_target: str = "prompt"
+    overlap_rewards: str = "auto"  # verify while decoding, as the grpo stage's setting
     helpful_model: str = ""  # reward models for the general columns (optional)
     safety_model: str = ""
     general_prompts: int = 200  # tiny world's held-out general prompts
@@ -539,6 +550,7 @@ class EvalStageConfig:
         if self.language_target not in LANGUAGE_TARGETS:
             _fail(f"{where}.language_target", f"unknown target {self.language_target!r}",
                   f"use one of: {', '.join(LANGUAGE_TARGETS)}")
+        _check_mode(self, "overlap_rewards", where)
 
 
 STAGE_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "grpo": GRPOConfig,

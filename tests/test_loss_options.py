@@ -14,7 +14,13 @@ from r1kit.config import GRPOConfig
 from r1kit.lean import LeanLM
 from r1kit.rewards.length import overlong_penalty
 from r1kit.rollout import Rollouts
-from r1kit.stages.grpo import _choose_groups, _take_groups, make_batch, update_policy
+from r1kit.stages.grpo import (
+    _choose_groups,
+    _take_groups,
+    _varied,
+    make_batch,
+    update_policy,
+)
 
 EOS, PAD = 1, 0
 
@@ -143,16 +149,31 @@ def test_dynamic_sampling_prefers_groups_with_varied_rewards():
     assert took.completion_mask.sum(1).tolist() == [3, 3, 5, 5]
     assert took.stopped.tolist() == [True, True, True, False]
     assert _take_groups([a], [(0, 0), (0, 1)], pad_id=-1) is a
+    # as wide as the chosen rows: a wider group left out does not widen the batch
+    assert _take_groups([a, b], [(0, 0), (0, 1)], pad_id=-1).completion_ids.shape == (4, 3)
+
+
+def test_what_counts_as_a_group_with_a_signal():
+    right_with_format = [(2.0, {"accuracy": 1.0, "format": 1.0}),
+                         (1.0, {"accuracy": 1.0, "format": 0.0})]
+    assert not _varied(right_with_format, "accuracy")  # DAPO: all right
+    assert _varied(right_with_format, "reward")
+    assert _varied([(0.0, {"accuracy": 0.0}), (1.0, {"accuracy": 1.0})], "accuracy")
+    # no accuracy (a reward model's score, your own function): the reward decides
+    assert _varied([(0.2, {"helpful": 0.2}), (0.5, {"helpful": 0.5})], "accuracy")
+    assert not _varied([(0.7, {"custom": 0.7}), (0.7 + 1e-9, {"custom": 0.7})], "accuracy")
 
 
 def _zero_rows(out):
     return [r for r in rows_without_timings(out / "metrics.jsonl") if r["stage"] == "zero"]
 
 
-def test_dynamic_sampling_trains_on_groups_with_a_signal(tmp_path, monkeypatch):
+def test_dynamic_sampling_trains_on_groups_with_a_signal(tmp_path, monkeypatch, capsys):
     """DAPO's dynamic sampling in a run: steps whose first rollout had groups with equal
     rewards sample again, and train only on groups with varied rewards when the rounds
-    suffice; with one round allowed it trains on the same batch as a run without it."""
+    suffice; with one round allowed it trains on the same batch as a run without it. (The
+    run without it also asks for overlap_rewards, which the tiny world's in-process checks
+    do not take: it says so and changes nothing.)"""
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
     args = [str(REPO / "recipes" / "zero-tiny.toml"), *MICRO_BASE, "--set",
             "run.progress=false", "--set", "run.tensorboard=false",
@@ -161,10 +182,13 @@ def test_dynamic_sampling_trains_on_groups_with_a_signal(tmp_path, monkeypatch):
     runs = {}
     for name, extra in [("plain", []), ("one", ["max_sampling_rounds=1"]),
                         ("dynamic", ["max_sampling_rounds=4"])]:
-        sets = [x for e in ["dynamic_sampling=true"] * bool(extra) + extra
+        sets = [x for e in (["dynamic_sampling=true"] + extra if extra
+                            else ['overlap_rewards="on"'])
                 for x in ("--set", f"stages.zero.{e}")]
         assert main(["run", *args, *sets, "--out", str(tmp_path / name)]) == 0
         runs[name] = _zero_rows(tmp_path / name)
+        said = "overlap_rewards = on: nothing to score during the rollout" in capsys.readouterr().out
+        assert said == (name == "plain")
     extra = ("sampling_rounds", "varied_frac")
     assert [{k: v for k, v in r.items() if k not in extra} for r in runs["one"]] == runs["plain"]
     assert all(r["sampling_rounds"] == 1 for r in runs["one"])

@@ -12,19 +12,28 @@ import torch
 from conftest import MICRO_BASE, REPO, rows_without_timings, tiny_llama
 
 from r1kit.cli import main
+import r1kit.rollout as rollout
+from r1kit.lean import LeanLM
 from r1kit.rewards.overlap import OverlappedRewards
-from r1kit.rollout import generate
+from r1kit.rollout import LeanDecoder, generate
 from r1kit.tasks.base import Example
 
 
-@pytest.mark.parametrize("engine", ["auto", "hf"])
-def test_every_completion_is_handed_over_once_as_it_finishes(engine):
+@pytest.mark.parametrize("engine, max_rows", [("auto", 1024), ("auto", 12), ("hf", 1024),
+                                              ("hf", 12), ("graphs", 1024), ("graphs", 12)])
+def test_every_completion_is_handed_over_once_as_it_finishes(engine, max_rows, monkeypatch):
+    """Both engines, one chunk of prompts or two (max_rows 12: 2 prompts of 6 samples each),
+    and the CUDA-graph path (run eagerly: finished rows are checked every 8 tokens)."""
     model = tiny_llama(seed=3).eval()
+    if engine == "graphs":
+        monkeypatch.setattr(rollout, "lean_decoder", lambda m, cuda_graphs=True: LeanDecoder(
+            LeanLM(m), cuda_graphs=True, simulate_graphs=True))
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
     calls: list[tuple[list[int], list[list[int]]]] = []
     ro = generate(model, prompts, group_size=6, max_new_tokens=40, temperature=1.0,
                   stop_ids=[1], pad_id=0, generator=torch.Generator().manual_seed(0),
-                  engine=engine, on_finished=lambda rows, comps: calls.append((rows, comps)))
+                  engine="hf" if engine == "hf" else "auto", max_rows=max_rows,
+                  on_finished=lambda rows, comps: calls.append((rows, comps)))
     handed = {}
     for rows, comps in calls:
         for r, c in zip(rows, comps):
@@ -37,7 +46,12 @@ def test_every_completion_is_handed_over_once_as_it_finishes(engine):
         assert (c[-1] == 1) == bool(ro.stopped[r])  # a finished row ends with its stop token
     # rows that stopped early were handed over during decoding, not all at the end
     assert ro.stopped.any() and not ro.stopped.all() and len(calls) >= 3
-    assert len(calls[-1][0]) == int((~ro.stopped).sum())  # the rows cut at the cap: last
+    # the rows cut at the cap come last (of their chunk); with graphs, with the rows that
+    # stopped after the last check
+    chunk = 24 if max_rows > 24 else 12
+    cut = [r for r in range(24 - chunk, 24) if not ro.stopped[r]]
+    assert set(cut) <= set(calls[-1][0])
+    assert engine == "graphs" or sorted(calls[-1][0]) == cut
 
 
 class _Reward:
@@ -98,7 +112,7 @@ def test_a_failure_in_the_background_is_raised_after_the_rollout():
             ov.results([_text([i]) for i in range(4)])
     with OverlappedRewards(_Reward(), _text, _examples(4)) as ov:
         ov.finished([0], [[3]])
-        with pytest.raises(RuntimeError, match="handed over as 'd'"):
+        with pytest.raises(RuntimeError, match="scored as 'd'"):
             ov.results([_text([i]) for i in range(4)])
 
 

@@ -73,6 +73,7 @@ class _HeldOut:
     """A Task with held-out examples only (`self._examples`), checked in batches."""
 
     _examples: list[Example]
+    checks_in_workers = True  # math-verify's worker processes, or the code sandbox's
 
     def train_examples(self) -> list[Example]:
         return []

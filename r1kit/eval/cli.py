@@ -113,7 +113,8 @@ def _run_eval(args) -> list[dict]:
                        max_new_tokens=args.max_new_tokens, stop_ids=stop_ids, seed=args.seed,
                        prefill=prefill, max_rows=args.generation_rows,
                        answer_key=_math_key if is_math else str.strip,
-                       answer_equal=_math_equal if is_math else None)
+                       answer_equal=_math_equal if is_math else None,
+                       overlap=args.overlap_rewards)
         record = {"benchmark": name, **res.as_record(), "samples": res.samples,
                   "seconds": time.time() - t0}
         results.append(record)

@@ -12,6 +12,7 @@ from r1kit.eval.behaviour import reflective_counts
 from r1kit.rewards.answers import final_answers
 from r1kit.rewards.language import language_reward
 from r1kit.rewards.overlap import OverlappedRewards
+from r1kit.rewards.overlap import wanted as overlap_wanted
 from r1kit.rollout import generate
 from r1kit.tasks.base import Example, Task
 from r1kit.templates import prompt_text
@@ -109,11 +110,12 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
              seed: int, prefill: str = "", max_rows: int = 1024,
              answer_key: Callable[[str], Hashable] = str.strip,
              answer_equal: Callable[[str, str], bool] | None = None,
-             language_target: str = "prompt", overlap: bool | None = None) -> EvalResult:
+             language_target: str = "prompt", overlap: str = "auto") -> EvalResult:
     """Sample k responses per example and score them with the task's verifier; `language`
     is the mean eq. 7 share of `language_target` words in their chains of thought.
-    `overlap`: verify responses as they finish, while the rest decode, where the task's checks
-    run in worker processes (r1kit.rewards.overlap; the same scores); None = on CUDA."""
+    `overlap` ("auto" | "on" | "off", as GRPO's overlap_rewards): verify responses as they
+    finish, while the rest decode, where the task's checks run in worker processes
+    (r1kit.rewards.overlap; the same scores); "auto": on CUDA."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
@@ -121,7 +123,7 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
     stop = set(stop_ids)
     with OverlappedRewards(_Verdicts(task), lambda ids: response_text(tokenizer, ids, stop, prefill),
                            [examples[i // k] for i in range(len(examples) * k)],
-                           enabled=device.type == "cuda" if overlap is None else overlap) as ov:
+                           enabled=overlap_wanted(overlap, device)) as ov:
         ro = generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
                       temperature=temperature, top_p=top_p, stop_ids=stop_ids,
                       pad_id=tokenizer.pad_token_id, generator=gen, max_rows=max_rows,

@@ -1,5 +1,5 @@
-"""Rule rewards scored while the rollout is still decoding (DESIGN.md: rule rewards overlap
-generation, as in the paper's infrastructure).
+"""Rule rewards scored while the rollout is still decoding (as in the paper's infrastructure,
+where rule rewards run asynchronously, overlapped with the rollout).
 
 The rollout engine hands over each completion as soon as it is complete
 (`r1kit.rollout.generate`'s `on_finished`). `OverlappedRewards` turns it into text and scores
@@ -25,9 +25,23 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Self
 
+import torch
+
 from r1kit.tasks.base import Example
 
 Scored = tuple[float, dict]
+
+
+def wanted(mode: str, device) -> bool:
+    """Whether `overlap_rewards = mode` ("auto" | "on" | "off") scores in the background for
+    a rollout on `device`: "auto" on CUDA, where the CPU is free while the device decodes."""
+    return mode == "on" or (mode == "auto" and torch.device(device).type == "cuda")
+
+
+def applies(reward, examples: list[Example]) -> bool:
+    """Whether any of `examples` would be scored in the background (overlappable)."""
+    check = getattr(reward, "overlappable", None)
+    return check is not None and any(check(e) for e in examples)
 
 
 class OverlappedRewards:
@@ -75,8 +89,10 @@ class OverlappedRewards:
             done_texts, scored = job.result()
             for r, text, s in zip(rows, done_texts, scored):
                 if text != texts[r]:
-                    raise RuntimeError(f"row {r} was handed over as {text!r} but the rollout "
-                                       f"has {texts[r]!r}")
+                    raise RuntimeError(
+                        f"completion {r} was scored as {text[:60]!r}... while decoding but the "
+                        f"rollout returned {texts[r][:60]!r}...: set overlap_rewards = \"off\" "
+                        "and report this")
                 out[r] = s
         rest = [i for i, s in enumerate(out) if s is None]
         if rest:

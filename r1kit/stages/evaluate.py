@@ -89,7 +89,7 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
                        k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
                        max_new_tokens=cfg.max_new_tokens, stop_ids=stop_ids, seed=seed,
                        prefill=cfg.prefill, max_rows=cfg.generation_rows,
-                       language_target=cfg.language_target)
+                       language_target=cfg.language_target, overlap=cfg.overlap_rewards)
         row = {"model": ref, **res.as_record(), "cons@k": res.cons_at_k}
         if scorers:
             extra = general_scores(model, tokenizer, cfg, scorers, stop_ids, seed)

@@ -69,6 +69,7 @@ from r1kit.packing import pack, packs_safely, to_device
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
 from r1kit.rewards.custom import FunctionReward, load_function
 from r1kit.rewards.length import overlong_penalty
+from r1kit.rewards import overlap
 from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rollout import Rollouts, generate
 from r1kit.runlog import RunLog, read_jsonl
@@ -533,8 +534,12 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         return encode_prompt(question, cfg.template, tokenizer, cfg.prefill)
 
     stop_set = set(stop_ids)
-    overlap_rewards = cfg.overlap_rewards == "on" or (cfg.overlap_rewards == "auto"
-                                                      and ctx.device.type == "cuda")
+    overlap_rewards = overlap.wanted(cfg.overlap_rewards, ctx.device)
+    if cfg.overlap_rewards == "on" and not overlap.applies(reward_fn,
+                                                           train[:1] + general_pool[:1]):
+        ctx.print(f"[{ctx.name}] overlap_rewards = on: nothing to score during the rollout (it "
+                  "applies to rule rewards whose checks run in worker processes: task = "
+                  "\"math\" or \"gsm8k\", not reward models or a reward_function)")
 
     def to_text(completion: list[int]) -> str:
         return response_text(tokenizer, completion, stop_set, cfg.prefill)
@@ -566,7 +571,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                        temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                        max_new_tokens=cfg.eval.max_new_tokens or cfg.max_new_tokens_at(step),
                        stop_ids=stop_ids, seed=ctx.seed * 7919 + step, prefill=cfg.prefill,
-                       max_rows=cfg.generation_rows, overlap=overlap_rewards)
+                       max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards)
         record = {"stage": ctx.name, "step": step, "benchmark": f"{task.name}/{cfg.eval.split}",
                   **res.as_record(), "seconds": time.time() - t0}
         ctx.log.eval(record)
@@ -635,7 +640,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         row_examples = [ex for _, ex in examples for _ in range(G)]
         # rule rewards as completions finish, in a background thread (overlap_rewards)
         with OverlappedRewards(reward_fn, to_text, row_examples, enabled=overlap_rewards
-                               ) as overlap:
+                               ) as scoring:
             with distributed.gathered(policy):
                 ro = generate(policy, prompts, group_size=G,
                               max_new_tokens=cfg.max_new_tokens_at(step),
@@ -643,11 +648,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                               pad_id=pad_id, generator=gen, max_rows=cfg.generation_rows,
                               seeds=seeds, min_new_tokens=cfg.min_new_tokens,
                               engine=decode_engine, cuda_graphs=cfg.cuda_graphs,
-                              logprobs=False, on_finished=overlap.callback)
+                              logprobs=False, on_finished=scoring.callback)
             t_gen = time.time() - t0
             texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask,
                                      stop_ids, cfg.prefill)
-            scored = overlap.results(texts)
+            scored = scoring.results(texts)
         if cfg.overlong_buffer:  # DAPO's soft overlong punishment, logged as reward/overlong
             penalty = overlong_penalty(ro.lengths, cfg.max_new_tokens_at(step),
                                        cfg.overlong_buffer).tolist()
@@ -664,13 +669,15 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         draws += 1
         need = q_hi - q_lo
         while cfg.dynamic_sampling and len(rounds) < cfg.max_sampling_rounds:
-            varied = sum(map(_varied, (g for r in rounds for g in r.groups(G))))
+            varied = sum(_varied(g, cfg.dynamic_sampling_metric)
+                         for r in rounds for g in r.groups(G))
             short = torch.tensor(max(0, need - varied), device=ctx.device)
             if not distributed.all_reduce(short, "max").item():  # every rank has its share
                 break
             rounds.append(sample_round(step, draws, n_general))
             draws += 1
-        chosen = (_choose_groups([[_varied(g) for g in r.groups(G)] for r in rounds], need)
+        chosen = (_choose_groups([[_varied(g, cfg.dynamic_sampling_metric)
+                                   for g in r.groups(G)] for r in rounds], need)
                   if cfg.dynamic_sampling else [(0, b) for b in range(need)])
         ro = _take_groups([r.ro for r in rounds], chosen, pad_id)
         if world.enabled:  # one width for all ranks (Dr. GRPO's normaliser is the widest)
@@ -725,7 +732,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             [x for r in rounds for x in r.ro.stopped.tolist()])).float()
         dynamic = {}
         if cfg.dynamic_sampling:  # rounds taken; share of the trained groups with a signal
-            trained = distributed.gather_lists([(rewards.std(dim=1) > 0).float().mean().item()])
+            trained = distributed.gather_lists([
+                _varied(rounds[r].scored[b * G:(b + 1) * G], cfg.dynamic_sampling_metric)
+                for r, b in chosen])
             dynamic = {"sampling_rounds": len(rounds),
                        "varied_frac": sum(trained) / len(trained)}
         record = {
@@ -847,12 +856,16 @@ class _Round:
     t_gen: float
     t_rewards: float
 
-    def groups(self, G: int) -> list[list[float]]:
-        return [[s for s, _ in self.scored[b:b + G]] for b in range(0, len(self.scored), G)]
+    def groups(self, G: int) -> list[list[tuple[float, dict]]]:
+        return [self.scored[b:b + G] for b in range(0, len(self.scored), G)]
 
 
-def _varied(rewards: list[float]) -> bool:
-    return max(rewards) > min(rewards)
+def _varied(group: list[tuple[float, dict]], metric: str) -> bool:
+    """Whether a group has a learning signal for dynamic sampling: its samples' `metric`
+    ("accuracy", DAPO's choice, or "reward") differ. Samples without an accuracy (general
+    prompts, your own reward function) are judged by their reward."""
+    values = [p["accuracy"] if metric == "accuracy" and "accuracy" in p else s for s, p in group]
+    return max(values) - min(values) > 1e-6
 
 
 def _choose_groups(varied: list[list[bool]], need: int) -> list[tuple[int, int]]:
@@ -868,7 +881,8 @@ def _choose_groups(varied: list[list[bool]], need: int) -> list[tuple[int, int]]
 
 def _take_groups(rollouts: list[Rollouts], chosen: list[tuple[int, int]], pad_id: int
                  ) -> Rollouts:
-    """The rows of the chosen (round, group)s, as one rollout (padded to the widest)."""
+    """The rows of the chosen (round, group)s, as one rollout as wide as its longest
+    completion (Dr. GRPO's normaliser), without sampling log-probs."""
     G = rollouts[0].group_size
     if len(rollouts) == 1 and chosen == [(0, b) for b in range(len(rollouts[0].prompt_ids))]:
         return rollouts[0]
@@ -879,8 +893,10 @@ def _take_groups(rollouts: list[Rollouts], chosen: list[tuple[int, int]], pad_id
     def take(name):
         return torch.stack([getattr(padded[r], name)[i] for r, i in rows])
 
-    return Rollouts([padded[r].prompt_ids[b] for r, b in chosen], take("completion_ids"),
-                    take("completion_mask"), None, take("stopped"), G)
+    mask = take("completion_mask")
+    used = int(mask.sum(1).max()) if len(rows) else 0
+    return Rollouts([padded[r].prompt_ids[b] for r, b in chosen], take("completion_ids")[:, :used],
+                    mask[:, :used], None, take("stopped"), G)
 
 
 def _questions(train: list, draw: int, n: int, seed: int) -> list[tuple[int, object]]:
