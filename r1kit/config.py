@@ -479,6 +479,7 @@ class SampleConfig:
     top_p: float = 1.0
     max_new_tokens: int = 32768
     generation_rows: int = 1024
+    overlap_rewards: str = "auto"  # verify while decoding, as the grpo stage's setting
     filters: list[str] = field(default_factory=lambda: ["mixed_language", "long_paragraph",
                                                         "code_in_cot", "repetition"])
     language: str = "prompt"  # the chain of thought's language for mixed_language: en | zh | prompt
@@ -497,6 +498,7 @@ class SampleConfig:
                      "generation_rows", "max_paragraph_chars"):
             if getattr(self, name) < 1:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _check_mode(self, "overlap_rewards", where)
         if self.prompts < 0 or self.general_rows < 0:
             _fail(f"{where}.prompts", "prompts and general_rows must be >= 0")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:

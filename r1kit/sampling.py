@@ -30,12 +30,10 @@ from pathlib import Path
 import torch
 
 from r1kit.errors import R1kitError
-from r1kit.eval.core import decode_responses
+from r1kit.eval.core import sample_and_verify
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
-from r1kit.rewards.answers import final_answers
 from r1kit.rewards.language import LANGUAGES, chain_of_thought, count_words, detect_language
 from r1kit.rewards.rule import format_reward
-from r1kit.rollout import generate
 from r1kit.tasks import general, make_task
 from r1kit.templates import encode_prompt, prompt_text
 
@@ -129,21 +127,12 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     prompts = [encode_prompt(e.question, cfg.template, tokenizer, cfg.prefill) for e in examples]
     stop_ids = stop_token_ids(tokenizer, model)
     k = cfg.samples_per_prompt
-    with torch.no_grad():
-        ro = generate(model, prompts, group_size=k, max_new_tokens=cfg.max_new_tokens,
-                      temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
-                      pad_id=tokenizer.pad_token_id,
-                      generator=torch.Generator(device=device).manual_seed(seed),
-                      max_rows=cfg.generation_rows, logprobs=False)
-    texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
-                             cfg.prefill)
-    answers = final_answers(task, texts)[0]  # None: no answer, or hedged
-    verify_batch = getattr(task, "verify_batch", None)
-    found = [i for i, a in enumerate(answers) if a is not None]
-    pairs = [(answers[i], examples[i // k]) for i in found]
-    scores = (verify_batch([a for a, _ in pairs], [e for _, e in pairs]) if verify_batch
-              else [task.verify(a, e) for a, e in pairs])
-    correct = {i for i, s in zip(found, scores) if s > 0}
+    # a sample with no final answer (or a hedged one) scores 0
+    _, texts, verdicts = sample_and_verify(
+        model, tokenizer, task, examples, prompts, k=k, temperature=cfg.temperature,
+        top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop_ids=stop_ids, seed=seed,
+        prefill=cfg.prefill, max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards)
+    correct = {i for i, (s, _) in enumerate(verdicts) if s > 0}
     counts = Counter({"generated": len(texts), "correct": len(correct)})
     rows, examples_seen = [], []
     for q, ex in enumerate(examples):

@@ -116,21 +116,54 @@ def test_a_failure_in_the_background_is_raised_after_the_rollout():
             ov.results([_text([i]) for i in range(4)])
 
 
+def _arithmetic_as_math(path, n=300):
+    from r1kit.tasks.arithmetic import ArithmeticTask
+
+    path.write_text("".join(json.dumps({"question": e.question, "answer": e.answer}) + "\n"
+                            for e in ArithmeticTask(seed=0).train_examples()[:n]))
+    return path
+
+
+def _count_background(monkeypatch) -> list[int]:
+    """Rows scored in OverlappedRewards' background thread, appended per job."""
+    counted: list[int] = []
+    score = OverlappedRewards._score
+    monkeypatch.setattr(OverlappedRewards, "_score",
+                        lambda self, rows, comps: counted.append(len(rows)) or score(
+                            self, rows, comps))
+    return counted
+
+
+def test_rejection_sampling_is_the_same_with_and_without_overlap(tmp_path, monkeypatch):
+    """The sample stage verifies answers while the rest decode: the same rows are kept."""
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    data = _arithmetic_as_math(tmp_path / "train.jsonl")
+    background = _count_background(monkeypatch)
+    recipe = tmp_path / "rs.toml"
+    recipe.write_text(f'[run]\nprogress = false\n[stages.base]\nkind = "pretrain"\n'
+                      f'[stages.rs]\nkind = "sample"\nmodel = "base"\ntask = "math"\n'
+                      f'train_file = "{data}"\nprompts = 24\nsamples_per_prompt = 4\n'
+                      f'max_new_tokens = 64\nfilters = []\n')
+    out = {}
+    for mode in ("on", "off"):
+        assert main(["run", str(recipe), *MICRO_BASE, "--set",
+                     f'stages.rs.overlap_rewards="{mode}"', "--out", str(tmp_path / mode)]) == 0
+        summary = json.loads((tmp_path / mode / "rs" / "sample.json").read_text())
+        out[mode] = ((tmp_path / mode / "rs" / "data.jsonl").read_text(),
+                     {k: v for k, v in summary.items() if k != "seconds"}, sum(background))
+        background.clear()
+    assert out["on"][:2] == out["off"][:2]
+    assert out["on"][2] == 24 * 4 and out["off"][2] == 0
+    assert 0 < out["on"][1]["correct"] < 24 * 4  # answers were checked, some right
+
+
 def test_a_math_run_is_the_same_with_and_without_overlapped_rewards(tmp_path, monkeypatch):
     """task = "math" (math-verify's checks in worker processes): overlap_rewards = "on" scores
     rollouts and evaluations in the background, on the CPU too, and the run's metrics and
     evaluations equal those of "off"."""
-    from r1kit.tasks.arithmetic import ArithmeticTask
-
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"question": e.question, "answer": e.answer}) + "\n"
-                            for e in ArithmeticTask(seed=0).train_examples()[:300]))
-    background = []
-    score = OverlappedRewards._score
-    monkeypatch.setattr(OverlappedRewards, "_score",
-                        lambda self, rows, comps: background.append(len(rows)) or score(
-                            self, rows, comps))
+    data = _arithmetic_as_math(tmp_path / "train.jsonl")
+    background = _count_background(monkeypatch)
     runs, counts = {}, {}
     for mode in ("on", "off"):
         out = tmp_path / mode

@@ -116,22 +116,13 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
     `overlap` ("auto" | "on" | "off", as GRPO's overlap_rewards): verify responses as they
     finish, while the rest decode, where the task's checks run in worker processes
     (r1kit.rewards.overlap; the same scores); "auto": on CUDA."""
-    device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
     model.eval()
-    stop = set(stop_ids)
-    with OverlappedRewards(_Verdicts(task), lambda ids: response_text(tokenizer, ids, stop, prefill),
-                           [examples[i // k] for i in range(len(examples) * k)],
-                           enabled=overlap_wanted(overlap, device)) as ov:
-        ro = generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
-                      temperature=temperature, top_p=top_p, stop_ids=stop_ids,
-                      pad_id=tokenizer.pad_token_id, generator=gen, max_rows=max_rows,
-                      logprobs=False, on_finished=ov.callback)
-        model.train(was_training)
-        texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
-                                 prefill)
-        verdicts = ov.results(texts)
+    ro, texts, verdicts = sample_and_verify(
+        model, tokenizer, task, examples, prompts, k=k, temperature=temperature, top_p=top_p,
+        max_new_tokens=max_new_tokens, stop_ids=stop_ids, seed=seed, prefill=prefill,
+        max_rows=max_rows, overlap=overlap)
+    model.train(was_training)
     scores = [s for s, _ in verdicts]
     answers = [v["answer"] for _, v in verdicts]  # None: no answer, or hedged
     lengths = ro.lengths.tolist()
@@ -182,6 +173,29 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
         pass_at=pass_at,
         ci95=mean_ci95(correct),
     )
+
+
+@torch.no_grad()
+def sample_and_verify(model, tokenizer, task: Task, examples: list[Example],
+                      prompts: list[list[int]], *, k: int, temperature: float, top_p: float,
+                      max_new_tokens: int, stop_ids: list[int], seed: int, prefill: str = "",
+                      max_rows: int = 1024, overlap: str = "auto"):
+    """k samples of each prompt, their texts, and per text (the task's verdict, {"answer":
+    its final answer or None}); with `overlap` (auto | on | off) the verdicts are reached as
+    samples finish, while the rest decode (r1kit.rewards.overlap)."""
+    device = next(model.parameters()).device
+    stop = set(stop_ids)
+    with OverlappedRewards(_Verdicts(task), lambda ids: response_text(tokenizer, ids, stop, prefill),
+                           [examples[i // k] for i in range(len(examples) * k)],
+                           enabled=overlap_wanted(overlap, device)) as scoring:
+        ro = generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
+                      temperature=temperature, top_p=top_p, stop_ids=stop_ids,
+                      pad_id=tokenizer.pad_token_id,
+                      generator=torch.Generator(device=device).manual_seed(seed),
+                      max_rows=max_rows, logprobs=False, on_finished=scoring.callback)
+        texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
+                                 prefill)
+        return ro, texts, scoring.results(texts)
 
 
 class _Verdicts:
