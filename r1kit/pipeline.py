@@ -167,11 +167,15 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
 # [run] settings that change what a run shows, not what it computes: a run may continue
 # with other values of these
 DISPLAY_ONLY = ("progress", "tensorboard", "wandb")
+# stage settings that change how fast a stage runs, not what it computes
+SPEED_ONLY = ("overlap_rewards",)
 
 
 def _results_settings(resolved: dict) -> dict:
     run = {k: v for k, v in resolved.get("run", {}).items() if k not in DISPLAY_ONLY}
-    return {**resolved, "run": run}
+    stages = {name: {k: v for k, v in stage.items() if k not in SPEED_ONLY}
+              for name, stage in resolved.get("stages", {}).items()}
+    return {**resolved, "run": run, "stages": stages}
 
 
 def _plain(config) -> dict:

@@ -118,6 +118,9 @@ def test_grpo_stage_with_dapo_and_gspo_options(tmp_path, monkeypatch):
     ("importance_sampling", '"seq"', "unknown level 'seq'"),
     ("overlong_buffer", "96", "is not less than the length cap"),
     ("overlong_buffer", "-1", "must be >= 0"),
+    ("overlap_rewards", '"yes"', "unknown value 'yes'"),
+    ("dynamic_sampling_metric", '"acc"', "unknown metric 'acc'"),
+    ("max_sampling_rounds", "0", "must be >= 1"),
 ])
 def test_bad_option_values_are_named(tmp_path, capsys, key, value, message):
     code = main(["run", str(REPO / "recipes" / "zero-tiny.toml"), "--out", str(tmp_path / "r"),

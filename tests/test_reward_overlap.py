@@ -116,6 +116,27 @@ def test_a_failure_in_the_background_is_raised_after_the_rollout():
             ov.results([_text([i]) for i in range(4)])
 
 
+def test_only_checks_in_worker_processes_are_overlapped(tmp_path):
+    """A MathTask's own checks run in math-verify's worker processes; a subclass with a check
+    of its own (which may use signal-based timeouts, main thread only) is scored after the
+    rollout."""
+    from r1kit.rewards.combined import CombinedReward
+    from r1kit.tasks.arithmetic import ArithmeticTask
+    from r1kit.tasks.math import MathTask
+
+    class OwnCheck(MathTask):
+        def verify(self, answer, example):
+            return float(answer == example.answer)
+
+    data = _arithmetic_as_math(tmp_path / "rows.jsonl", n=3)
+    ex = Example(question="q", answer="1")
+    assert CombinedReward(MathTask("t", data)).overlappable(ex)
+    assert not CombinedReward(OwnCheck("t", data)).overlappable(ex)
+    assert not CombinedReward(ArithmeticTask(seed=0)).overlappable(ex)  # in-process checks
+    general = Example(question="q", answer="", meta={"type": "helpful"})
+    assert not CombinedReward(MathTask("t", data)).overlappable(general)  # a reward model
+
+
 def _arithmetic_as_math(path, n=300):
     from r1kit.tasks.arithmetic import ArithmeticTask
 

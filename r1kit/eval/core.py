@@ -118,11 +118,13 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
     (r1kit.rewards.overlap; the same scores); "auto": on CUDA."""
     was_training = model.training
     model.eval()
-    ro, texts, verdicts = sample_and_verify(
-        model, tokenizer, task, examples, prompts, k=k, temperature=temperature, top_p=top_p,
-        max_new_tokens=max_new_tokens, stop_ids=stop_ids, seed=seed, prefill=prefill,
-        max_rows=max_rows, overlap=overlap)
-    model.train(was_training)
+    try:
+        ro, texts, verdicts = sample_and_verify(
+            model, tokenizer, task, examples, prompts, k=k, temperature=temperature,
+            top_p=top_p, max_new_tokens=max_new_tokens, stop_ids=stop_ids, seed=seed,
+            prefill=prefill, max_rows=max_rows, overlap=overlap)
+    finally:
+        model.train(was_training)
     scores = [s for s, _ in verdicts]
     answers = [v["answer"] for _, v in verdicts]  # None: no answer, or hedged
     lengths = ro.lengths.tolist()

@@ -21,6 +21,7 @@ cost in decoding).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Self
@@ -56,7 +57,12 @@ class OverlappedRewards:
         self.reward, self.to_text, self.examples = reward, to_text, examples
         self.pool = (ThreadPoolExecutor(1, thread_name_prefix="r1kit-rewards")
                      if any(self.eligible) else None)
-        self.jobs: list[tuple[list[int], Future]] = []
+        self.jobs: list[Future] = []
+        # rows handed over and not yet taken by the thread, which takes all of them at once
+        # (one batch for the verifier's or the sandbox's pool of processes, not one per check)
+        self.waiting: list[tuple[int, list[int]]] = []
+        self.lock = threading.Lock()
+        self.draining = False
 
     def __enter__(self) -> Self:
         return self
@@ -73,9 +79,31 @@ class OverlappedRewards:
     def finished(self, rows: list[int], completions: list[list[int]]) -> None:
         """The rollout's callback: these rows are complete (their generated token ids)."""
         take = [(r, c) for r, c in zip(rows, completions) if self.eligible[r]]
-        if take and self.pool is not None:
-            rows, completions = [r for r, _ in take], [c for _, c in take]
-            self.jobs.append((rows, self.pool.submit(self._score, rows, completions)))
+        if not take or self.pool is None:
+            return
+        with self.lock:
+            self.waiting += take
+            if self.draining:  # the running job takes these too
+                return
+            self.draining = True
+        self.jobs.append(self.pool.submit(self._drain))
+
+    def _drain(self) -> list[tuple[list[int], list[str], list[Scored]]]:
+        """Score every waiting row, again until none waits; (rows, texts, scores) batches."""
+        done = []
+        while True:
+            with self.lock:
+                batch, self.waiting = self.waiting, []
+                if not batch:
+                    self.draining = False
+                    return done
+            rows = [r for r, _ in batch]
+            try:
+                done.append((rows, *self._score(rows, [c for _, c in batch])))
+            except BaseException:
+                with self.lock:  # raised by results(); later rows get a job of their own
+                    self.draining = False
+                raise
 
     def _score(self, rows: list[int], completions: list[list[int]]):
         texts = [self.to_text(c) for c in completions]
@@ -85,8 +113,8 @@ class OverlappedRewards:
         """(reward, parts) of every row, given the rollout's texts: the rows scored in the
         background (an exception there is raised here), the others now in one call."""
         out: list[Scored | None] = [None] * len(texts)
-        for rows, job in self.jobs:
-            done_texts, scored = job.result()
+        batches = [b for job in self.jobs for b in job.result()]
+        for rows, done_texts, scored in batches:
             for r, text, s in zip(rows, done_texts, scored):
                 if text != texts[r]:
                     raise RuntimeError(
