@@ -135,6 +135,14 @@ def test_only_checks_in_worker_processes_are_overlapped(tmp_path):
     assert not CombinedReward(ArithmeticTask(seed=0)).overlappable(ex)  # in-process checks
     general = Example(question="q", answer="", meta={"type": "helpful"})
     assert not CombinedReward(MathTask("t", data)).overlappable(general)  # a reward model
+    # evaluation's verdicts: shipped benchmarks check in worker processes (math-verify's, the
+    # code sandbox's), the tiny world in this one
+    from r1kit.eval.benchmarks import BenchmarkTask
+    from r1kit.eval.core import _Verdicts
+
+    assert _Verdicts(BenchmarkTask("gsm8k")).overlappable(ex)
+    assert _Verdicts(BenchmarkTask("humaneval")).overlappable(ex)
+    assert not _Verdicts(ArithmeticTask(seed=0)).overlappable(ex)
 
 
 def _arithmetic_as_math(path, n=300):
