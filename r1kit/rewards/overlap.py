@@ -9,9 +9,10 @@ what is safe there and computed per completion: the rule rewards of reasoning da
 format, language), as a reward says through its `overlappable(example)`. Rows that need a
 reward model (it runs on the training device, where the rollout's CUDA graphs are being
 captured and replayed) and custom reward functions (which may use the device, or signal-based
-timeouts that work only on the main thread) are scored after the rollout, as before, and so
-are the rows that finish last. The scores are the same either way: each of these rewards is a
-function of one completion and its example.
+timeouts that work only on the main thread) are scored after the rollout, as before. (Rows
+that finish with the rollout go to the thread too; the rollout then waits for them.) The
+scores are the same either way: each of these rewards is a function of one completion and
+its example.
 
 The GRPO stage's `overlap_rewards = "auto"` does this when the rollout decodes on CUDA, where
 the CPU's cores are free meanwhile; on a CPU-only machine decoding and checking compete for
