@@ -870,7 +870,7 @@ def _varied(group: list[tuple[float, dict]], metric: str) -> bool:
 
 def _choose_groups(varied: list[list[bool]], need: int) -> list[tuple[int, int]]:
     """Dynamic sampling's choice among the groups of several rounds (`varied[r][b]`: group b
-    of round r has rewards that differ): the first `need` groups with varied rewards, in the
+    of round r has a learning signal, `_varied`): the first `need` groups with one, in the
     order they were sampled; short of that, filled with the first ones without. Returned as
     (round, group) in the order sampled."""
     order = [(r, b) for r, flags in enumerate(varied) for b in range(len(flags))]
