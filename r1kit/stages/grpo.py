@@ -66,10 +66,10 @@ from r1kit.models import (
     stop_token_ids,
 )
 from r1kit.packing import pack, packs_safely, to_device
+from r1kit.rewards import overlap
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
 from r1kit.rewards.custom import FunctionReward, load_function
 from r1kit.rewards.length import overlong_penalty
-from r1kit.rewards import overlap
 from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rollout import Rollouts, generate
 from r1kit.runlog import RunLog, read_jsonl
@@ -665,20 +665,19 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         # 1-3. questions, rollouts, rewards; with dynamic sampling, more rounds while groups
         #      with varied rewards are short (each process fills its own share)
         n_general = cfg.general_questions() if general_pool and step >= cfg.general_from_step else 0
-        rounds = [sample_round(step, draws, n_general)]
-        draws += 1
+        rounds, varied = [], []  # varied[r][b]: group b of round r has a signal (dynamic)
         need = q_hi - q_lo
-        while cfg.dynamic_sampling and len(rounds) < cfg.max_sampling_rounds:
-            varied = sum(_varied(g, cfg.dynamic_sampling_metric)
-                         for r in rounds for g in r.groups(G))
-            short = torch.tensor(max(0, need - varied), device=ctx.device)
-            if not distributed.all_reduce(short, "max").item():  # every rank has its share
-                break
+        while not rounds or (cfg.dynamic_sampling and len(rounds) < cfg.max_sampling_rounds):
             rounds.append(sample_round(step, draws, n_general))
             draws += 1
-        chosen = (_choose_groups([[_varied(g, cfg.dynamic_sampling_metric)
-                                   for g in r.groups(G)] for r in rounds], need)
-                  if cfg.dynamic_sampling else [(0, b) for b in range(need)])
+            if not cfg.dynamic_sampling:
+                break
+            varied.append([_varied(g, cfg.dynamic_sampling_metric) for g in rounds[-1].groups(G)])
+            short = torch.tensor(max(0, need - sum(map(sum, varied))), device=ctx.device)
+            if not distributed.all_reduce(short, "max").item():  # every rank has its share
+                break
+        chosen = (_choose_groups(varied, need) if cfg.dynamic_sampling
+                  else [(0, b) for b in range(need)])
         ro = _take_groups([r.ro for r in rounds], chosen, pad_id)
         if world.enabled:  # one width for all ranks (Dr. GRPO's normaliser is the widest)
             ro = _pad_rollouts(ro, int(distributed.all_reduce(
@@ -732,9 +731,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             [x for r in rounds for x in r.ro.stopped.tolist()])).float()
         dynamic = {}
         if cfg.dynamic_sampling:  # rounds taken; share of the trained groups with a signal
-            trained = distributed.gather_lists([
-                _varied(rounds[r].scored[b * G:(b + 1) * G], cfg.dynamic_sampling_metric)
-                for r, b in chosen])
+            trained = distributed.gather_lists([varied[r][b] for r, b in chosen])
             dynamic = {"sampling_rounds": len(rounds),
                        "varied_frac": sum(trained) / len(trained)}
         record = {
