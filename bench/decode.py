@@ -10,6 +10,10 @@ preset. Every row samples exactly --new tokens (stop tokens masked), temperature
   r1kit   : r1kit.rollout.generate (lean forward, preallocated cache, CUDA graphs on CUDA),
             without sampling log-probs (as `generate`, which returns none by default)
   r1kit-eager: the same without CUDA graphs
+  r1kit-compiled: r1kit with its sampling arithmetic compiled (GRPO's compile = auto on CUDA)
+--parts (r1kit): where r1kit's decode time goes: seconds spent capturing CUDA graphs per
+call, milliseconds per replay of the longest graph alone, and per sampling of one token per row
+(the exponential race over the vocabulary) alone.
 Reported: milliseconds per decode step (whole call / new tokens, prefill included), and for
 r1kit the fraction of the memory-bandwidth floor reached: the bytes a decode step must read
 (all weights once, plus the KV cache of the positions attended to) at the copy bandwidth
@@ -60,6 +64,60 @@ def copy_bandwidth(dev) -> float:
     return 2 * x.numel() / statistics.median(secs)
 
 
+@torch.no_grad()
+def parts(model, prompts, args, call) -> dict:
+    """Graph captures per call, one replay alone and one sampling alone (module docstring)."""
+    from r1kit import rollout
+
+    captures: list[float] = []
+    real = rollout.LeanDecoder._capture
+
+    def timed_capture(self, b, attend):
+        sync()
+        t = time.perf_counter()
+        out = real(self, b, attend)
+        sync()
+        captures.append(time.perf_counter() - t)
+        return out
+
+    rollout.LeanDecoder._capture = timed_capture
+    try:
+        calls = []
+        for _ in range(2):
+            captures.clear()
+            sync()
+            t = time.perf_counter()
+            call()
+            sync()
+            calls.append({"seconds": time.perf_counter() - t, "captures": len(captures),
+                          "capture_seconds": sum(captures)})
+    finally:
+        rollout.LeanDecoder._capture = real
+    from r1kit.lean import LeanLM
+
+    P = max(len(p) for p in prompts)
+    # on a CPU (a dry run) the graph path's logic runs eagerly
+    dec = rollout.LeanDecoder(LeanLM(model), True, simulate_graphs=not torch.cuda.is_available())
+    dec.begin(args.rows, P + args.new)
+    graph, logits = dec._capture(args.rows, P + args.new)
+    reps = 100
+
+    def replays():
+        for _ in range(reps):
+            dec.start.fill_(P)
+            graph.replay()
+
+    replay_ms = 1000 * statistics.median(timed(replays, 3)) / reps
+    gen = torch.Generator(device=logits.device).manual_seed(0)
+    sample_ms = 1000 * statistics.median(timed(lambda: [rollout.race_sample(
+        logits, 1.0, gen) for _ in range(reps)], 3)) / reps
+    dec.release()
+    out = {"calls": calls, "replay_ms_longest": replay_ms, "race_sample_ms": sample_ms}
+    print(f"parts: calls {calls}; one replay of the longest graph {replay_ms:.3f} ms, one "
+          f"race sampling {sample_ms:.3f} ms", flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,6 +127,7 @@ def main(argv=None) -> int:
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--paths", default="hf,hf-static,r1kit-eager,r1kit")
+    ap.add_argument("--parts", action="store_true", help="r1kit's decode time by part")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -98,14 +157,16 @@ def main(argv=None) -> int:
                            max_new_tokens=args.new, min_new_tokens=args.new, pad_token_id=0,
                            **extra)
 
-    def ours(graphs: bool):
+    def ours(graphs: bool, compiled: bool = False):
         gen = torch.Generator(device=dev).manual_seed(0)
         generate(model, prompts, group_size=1, max_new_tokens=args.new,
                  min_new_tokens=args.new, temperature=1.0, stop_ids=[eos], pad_id=0,
-                 generator=gen, max_rows=args.rows, cuda_graphs=graphs, logprobs=False)
+                 generator=gen, max_rows=args.rows, cuda_graphs=graphs, logprobs=False,
+                 compiled=compiled)
 
     runs = {"hf": lambda: hf(False), "hf-static": lambda: hf(True),
-            "r1kit-eager": lambda: ours(False), "r1kit": lambda: ours(True)}
+            "r1kit-eager": lambda: ours(False), "r1kit": lambda: ours(True),
+            "r1kit-compiled": lambda: ours(True, True)}
     for name in args.paths.split(","):
         try:
             secs = timed(runs[name], args.reps)
@@ -118,6 +179,8 @@ def main(argv=None) -> int:
                               "tokens_per_s": args.rows * args.new / statistics.median(secs)}
         print(f"{name:12s} {ms:8.2f} ms per decode step  "
               f"{res['paths'][name]['tokens_per_s']:,.0f} tokens/s", flush=True)
+    if args.parts:
+        res["parts"] = parts(model, prompts, args, lambda: ours(True))
     # the floor: weights once per step, plus the keys and values of the positions attended to
     cfg = model.config
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -2,14 +2,16 @@
 # The GPU check, a few minutes on one GPU: decode speed against transformers' generate, then
 # r1kit's GRPO stage against TRL's GRPOTrainer (bench/vs_trl.py --preset gpu).
 # PROFILE=1 adds the kernel tables of one r1kit rollout (CUDA graphs off) and update
-# (bench/profile_gpu.py; PROFILE_PHASES=update_policy for the update alone); DECODE=0 skips
-# the decode benchmark; RUNS=2 runs both sides of vs_trl.py twice; SHARING_ON=1 adds r1kit's
-# side once more with prompt_sharing = on (`auto` leaves it off on CUDA); COMPILE=1 adds it once
-# more with compile = true (torch.compile of the training pass's decoder layer);
-# REWARD_OVERLAP=1 adds bench/reward_overlap.py (math-verify's checks during the rollout or
-# after it; needs math-verify's wheels); SHARING_CHECK=0 skips bench/sharing_check.py (prompt
-# sharing's numbers and time on the GPU). Everything printed also goes to OUT_DIR/run.log; the
-# figures go to one JSON file per benchmark (the device tool brings back 8 files at most).
+# (bench/profile_gpu.py; PROFILE_PHASES=update_policy for the update alone, PROFILE_GRAPHS=1
+# for the rollout with its CUDA graphs); DECODE=0 skips the decode benchmark (DECODE_PATHS:
+# its paths; DECODE_PARTS=1: r1kit's decode time by part); RUNS=2 runs both sides of
+# vs_trl.py twice; SHARING_ON=1 adds r1kit's side once more with prompt_sharing = on (`auto`
+# leaves it off on CUDA); COMPILE_OFF=1 adds it once more with compile = off (`auto` compiles
+# the training pass and sampling's arithmetic on CUDA); REWARD_OVERLAP=1 adds
+# bench/reward_overlap.py (math-verify's checks during the rollout or after it; needs
+# math-verify's wheels); SHARING_CHECK=0 skips bench/sharing_check.py (prompt sharing's
+# numbers and time on the GPU). Everything printed also goes to OUT_DIR/run.log; the figures
+# go to one JSON file per benchmark (the device tool brings back 8 files at most).
 #
 #   bash bench/gpu.sh [OUT_DIR]
 #
@@ -39,7 +41,7 @@ if [ "${SHARING_CHECK:-1}" = 1 ]; then
         | tee -a "$out/run.log"
 fi
 if [ "${DECODE:-1}" = 1 ]; then
-    timeout 100 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" \
+    timeout 150 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" ${DECODE_PARTS:+--parts} \
         --out "$out/decode.json" 2>&1 | tee -a "$out/run.log"
 fi
 timeout "$((120 * ${RUNS:-1} + 120))" python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" \
@@ -48,9 +50,9 @@ if [ "${SHARING_ON:-0}" = 1 ]; then  # the same r1kit side with prompt sharing
     timeout 120 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
         --prompt-sharing on --out "$out/vs_trl-sharing-on.json" 2>&1 | tee -a "$out/run.log"
 fi
-if [ "${COMPILE:-0}" = 1 ]; then  # the same r1kit side with compile = true (warm-up compiles)
-    timeout 240 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
-        --compile --out "$out/vs_trl-compile.json" 2>&1 | tee -a "$out/run.log"
+if [ "${COMPILE_OFF:-0}" = 1 ]; then  # the same r1kit side without torch.compile
+    timeout 120 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
+        --compile off --out "$out/vs_trl-compile-off.json" 2>&1 | tee -a "$out/run.log"
 fi
 if [ "${REWARD_OVERLAP:-0}" = 1 ]; then  # the tiny world as a math task, rewards overlapped or not
     R1KIT_CACHE=/tmp/r1kit-cache timeout 240 python3 bench/reward_overlap.py \
@@ -58,6 +60,6 @@ if [ "${REWARD_OVERLAP:-0}" = 1 ]; then  # the tiny world as a math task, reward
 fi
 if [ "${PROFILE:-0}" = 1 ]; then  # kernel tables (bench/profile_gpu.py)
     timeout 150 python3 bench/profile_gpu.py --phases "${PROFILE_PHASES:-generate,update_policy}" \
-        --out "$out/profile" \
+        --out "$out/profile" ${PROFILE_GRAPHS:+--graphs} \
         2>&1 | grep -v "^Writing" | tee -a "$out/run.log"
 fi

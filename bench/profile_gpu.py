@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Where the time and memory of a GRPO step go: kernel tables for decoding and for the update.
 
-    python bench/profile_gpu.py [--out DIR] [--new 256] [--steps 2]
+    python bench/profile_gpu.py [--out DIR] [--new 256] [--steps 2] [--graphs]
 
 Builds the random Qwen2.5-0.5B-shaped model of bench/vs_trl.py's gpu preset and runs its r1kit
 side (16 prompts x 16 completions x --new tokens) for --steps steps; the last step's rollout
-(CUDA graphs off, so the profiler sees every kernel) and its update are profiled with
+(CUDA graphs off, or with --graphs on: the kernels inside their replays) and its update are profiled with
 torch.profiler. Prints, per phase: wall seconds, the sum of device kernel time (their ratio is
 how busy the GPU was), peak memory, and the kernels that took the most time. VS_TRL_SMALL=1
 makes a CPU dry run of the same code.
@@ -37,9 +37,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=40)
     ap.add_argument("--phases", default="generate,update_policy",
                     help="which phases of the last step to profile")
+    ap.add_argument("--graphs", action="store_true",
+                    help="profile the rollout with its CUDA graphs (the kernels inside replays)")
     args = ap.parse_args(argv)
 
     import torch
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     import r1kit.stages.grpo as grpo
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
         calls[name] += 1
         if calls[name] < args.steps or name not in args.phases.split(","):
             return fn(*a, **kw)
-        if name == "generate":
+        if name == "generate" and not args.graphs:
             kw["cuda_graphs"] = False
         sync()
         if cuda:
@@ -85,8 +88,10 @@ def main(argv=None) -> int:
             return getattr(e, "self_device_time_total", None) or getattr(
                 e, "self_cuda_time_total", 0)
 
-        kernel_us = sum(dev_self(e) for e in events)
-        rows = sorted(events, key=dev_self, reverse=True)[:args.rows]
+        # device time of the kernels themselves (an operator's row repeats its kernels' time)
+        kernels = [e for e in events if getattr(e, "device_type", None) == DeviceType.CUDA]
+        kernel_us = sum(dev_self(e) for e in kernels)
+        rows = sorted(kernels or events, key=dev_self, reverse=True)[:args.rows]
         info = {"wall_s": wall, "device_kernel_s": kernel_us / 1e6,
                 "busy": kernel_us / 1e6 / wall if wall else 0.0,
                 "allocated_before_mib": base / 2**20,

@@ -256,7 +256,7 @@ def run_trl(preset: str, model: Path, steps: int) -> dict:
 
 
 def run_r1kit(preset: str, model: Path, steps: int, prompt_sharing: str = "auto",
-              compile_layers: bool = False) -> dict:
+              compile_mode: str = "auto") -> dict:
     import torch
 
     import r1kit
@@ -291,7 +291,7 @@ def run_r1kit(preset: str, model: Path, steps: int, prompt_sharing: str = "auto"
                      max_new_tokens_schedule=[], micro_batch_size=p["micro"],
                      aggregation="token-mean", max_grad_norm=1.0, weight_decay=0.0,
                      activation_checkpointing=p["ckpt"], ref_refresh_every=0,
-                     prompt_sharing=prompt_sharing, compile=compile_layers,
+                     prompt_sharing=prompt_sharing, compile=compile_mode,
                      generation_rows=completions, eval=EvalConfig(every=0))
     dev = _device()
     out = Path(tempfile.mkdtemp(prefix="vs-r1kit-"))
@@ -364,8 +364,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sides", default="trl,r1kit")
     ap.add_argument("--prompt-sharing", default="auto", choices=["auto", "on", "off"],
                     help="r1kit's prompt_sharing setting")
-    ap.add_argument("--compile", action="store_true",
-                    help="r1kit's compile setting (torch.compile of the training pass's layer)")
+    ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                    help="r1kit's compile setting (torch.compile of the training pass; auto: "
+                         "on CUDA)")
     ap.add_argument("--out", default=None, help="write every figure as JSON here")
     ap.add_argument("--side", choices=["trl", "r1kit"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -395,8 +396,7 @@ def main(argv=None) -> int:
             out = work / f"{side}-{r}.json"
             cmd = [sys.executable, __file__, "--preset", args.preset, "--side", side,
                    "--model", str(model), "--steps", str(args.steps), "--result", str(out),
-                   "--prompt-sharing", args.prompt_sharing,
-                   *(["--compile"] if args.compile else [])]
+                   "--prompt-sharing", args.prompt_sharing, "--compile", args.compile]
             t = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:

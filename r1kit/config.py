@@ -197,7 +197,9 @@ class GRPOConfig:
     prompt_sharing: str = "auto"
     engine: str = "auto"  # auto (r1kit's lean forward where the model allows) | hf (transformers')
     cuda_graphs: bool = True  # on CUDA, the decode step replays a captured graph
-    compile: bool = False  # torch.compile the training pass's decoder layer (lean path)
+    # torch.compile the lean training pass's decoder layer and its output layer's softmax work:
+    # auto (on CUDA, where Triton is installed) | on | off (true / false: on / off)
+    compile: str | bool = "auto"
     # the rule rewards of a completion are computed in a background thread as soon as it is
     # complete, while the rest of the rollout decodes (the same scores;
     # r1kit/rewards/overlap.py): auto (when the rollout decodes on CUDA and the CPU is free;
@@ -252,7 +254,9 @@ class GRPOConfig:
             _fail(f"{where}.logprob_chunk_tokens", "must be >= 0 (0 = full logits)")
         if self.engine not in ("auto", "hf"):
             _fail(f"{where}.engine", f"unknown engine {self.engine!r}", "use auto or hf")
-        for key in ("prompt_sharing", "overlap_rewards"):
+        if isinstance(self.compile, bool):
+            self.compile = "on" if self.compile else "off"
+        for key in ("prompt_sharing", "overlap_rewards", "compile"):
             _check_mode(self, key, where)
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             _fail(f"{where}.min_new_tokens", f"must be in [0, max_new_tokens], got "
@@ -584,6 +588,9 @@ def _coerce(value, tp, where: str):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        for arg in args[1:]:  # a value of a later type (`str | bool`: a bool) as it is
+            if arg in (bool, int, float, str) and type(value) is arg:
+                return value
         return _coerce(value, args[0], where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -211,6 +211,14 @@ def sync_grads(params: list[torch.nn.Parameter], bucket_elems: int = 1 << 24) ->
         flush()
 
 
+def adamw(params, **kwargs) -> torch.optim.AdamW:
+    """torch's AdamW, with its fused CUDA kernel (one launch per parameter group, not a few
+    per tensor) when every parameter is a plain CUDA tensor; the same update rule."""
+    params = list(params)
+    fused = bool(params) and all(p.is_cuda and type(p.data) is torch.Tensor for p in params)
+    return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+
+
 # ----- sharded weights (FSDP2) ----------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 from typing import NamedTuple
 
 import torch
@@ -337,6 +338,16 @@ def _causal_layer(w: LayerWeights, x, cos, sin, nh: int, nkv: int, d: int, scale
     q, k, v = (t.transpose(1, 2) for t in _project(w, h, cos, sin, nh, nkv, d))
     o = _attend(q, k, v, scale, is_causal=True)  # [B, heads, L, d]
     return _finish(w, x, o.transpose(1, 2).reshape(B, L, -1))
+
+
+def compile_wanted(mode, device: torch.device) -> bool:
+    """Whether the `compile` setting (auto / on / off, or a bool) compiles on this device:
+    auto = on CUDA where Triton (torch.compile's GPU code generator) is installed."""
+    if mode in (True, "on"):
+        return True
+    if mode in (False, "off"):
+        return False
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
 
 
 @functools.cache

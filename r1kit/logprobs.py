@@ -4,6 +4,8 @@ real vocabulary never exist at once. Used by the GRPO training pass and by SFT's
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 CHUNK_MIN_VOCAB = 32768  # smaller vocabularies: the full logits are small, no chunking
@@ -37,22 +39,34 @@ class ChunkedHeadLogp(torch.autograd.Function):
     and a product for the entropy); the backward pass one product, one float32 softmax and the
     gradient written straight in the weights' dtype, d logp / d logits = (onehot - p) / T. The
     same numbers as autograd through the plain path, up to float rounding
-    (tests/test_rollout_packing.py compares log-probs, entropy and gradients)."""
+    (tests/test_rollout_packing.py compares log-probs, entropy and gradients).
+
+    `fused` (r1kit's `compile`): softmax_stats and logits_grad through torch.compile instead,
+    each one pass over a chunk's logits in the weights' dtype (no float32 [C, V] tensors)."""
 
     @staticmethod
-    def forward(ctx, h, weight, bias, targets, temperature, chunk, with_entropy):
+    def forward(ctx, h, weight, bias, targets, temperature, chunk, with_entropy, fused=False):
         n = h.shape[0]
         logp = torch.empty(n, dtype=torch.float32, device=h.device)
         ent = torch.empty(n if with_entropy else 0, dtype=torch.float32, device=h.device)
+        ctx.save_for_backward(h, weight, bias, targets)
+        ctx.temperature, ctx.chunk, ctx.fused = temperature, chunk, fused
+        ctx.mark_non_differentiable(ent)
+        if fused:  # one compiled pass over each chunk's logits in their own dtype
+            stats = compiled_version(softmax_stats)
+            for i in range(0, n, chunk):
+                lp, e = stats(torch.nn.functional.linear(h[i:i + chunk], weight, bias),
+                              targets[i:i + chunk], temperature, with_entropy)
+                logp[i:i + chunk] = lp
+                if with_entropy:
+                    ent[i:i + chunk] = e
+            return logp, ent
         for i in range(0, n, chunk):
             lsm = torch.log_softmax(scaled_logits(h[i:i + chunk], weight, bias, temperature),
                                     dim=-1, dtype=torch.float32)  # [C, V]
             logp[i:i + chunk] = lsm.gather(-1, targets[i:i + chunk, None]).squeeze(-1)
             if with_entropy:  # -sum p log p, p = exp(log p), computed in place
                 ent[i:i + chunk] = lsm.exp().mul_(lsm).sum(-1).neg_()
-        ctx.save_for_backward(h, weight, bias, targets)
-        ctx.temperature, ctx.chunk = temperature, chunk
-        ctx.mark_non_differentiable(ent)
         return logp, ent
 
     @staticmethod
@@ -67,11 +81,16 @@ class ChunkedHeadLogp(torch.autograd.Function):
         coef = g_logp.float().neg() / T  # d loss / d logits = (p - onehot) * coef
         for i in range(0, h.shape[0], chunk):
             hc, c = h[i:i + chunk], coef[i:i + chunk, None]
-            p = torch.softmax(scaled_logits(hc, weight, bias, T), dim=-1, dtype=torch.float32)
-            p[torch.arange(p.shape[0], device=p.device), targets[i:i + chunk]] -= 1.0
-            grad = torch.empty(p.shape, dtype=weight.dtype, device=p.device)
-            torch.mul(p, c, out=grad)  # [C, V] in the weights' dtype
-            del p
+            if ctx.fused:
+                grad = compiled_version(logits_grad)(torch.nn.functional.linear(hc, weight, bias),
+                                              targets[i:i + chunk], c, T)
+            else:
+                p = torch.softmax(scaled_logits(hc, weight, bias, T), dim=-1,
+                                  dtype=torch.float32)
+                p[torch.arange(p.shape[0], device=p.device), targets[i:i + chunk]] -= 1.0
+                grad = torch.empty(p.shape, dtype=weight.dtype, device=p.device)
+                torch.mul(p, c, out=grad)  # [C, V] in the weights' dtype
+                del p
             if gh is not None:
                 gh[i:i + chunk] = grad @ weight
             if gw is not None:
@@ -80,7 +99,37 @@ class ChunkedHeadLogp(torch.autograd.Function):
                 gb += grad.float().sum(0)
         if gb is not None:
             gb = gb.to(bias.dtype)
-        return gh, gw, gb, None, None, None, None
+        return (gh, gw, gb) + (None,) * (len(ctx.needs_input_grad) - 3)
+
+
+def softmax_stats(logits, targets, temperature: float, with_entropy: bool):
+    """Per row of logits [C, V] (any float dtype): log softmax(logits / T) at `targets`, and
+    the entropy (else an empty tensor), computed in float32. ChunkedHeadLogp's forward pass
+    when compiled (`fused`): one kernel reads the logits, no float32 [C, V] copy is stored."""
+    x = logits.float()
+    if temperature != 1.0:
+        x = x / temperature
+    lse = torch.logsumexp(x, dim=-1)
+    logp = x.gather(-1, targets[:, None]).squeeze(-1) - lse
+    if not with_entropy:
+        return logp, logp.new_zeros(0)
+    return logp, lse - (torch.exp(x - lse[:, None]) * x).sum(-1)
+
+
+def logits_grad(logits, targets, coef, temperature: float):
+    """(softmax(logits / T) - onehot(targets)) * coef [C, 1], in the logits' dtype: the
+    gradient of the logits in ChunkedHeadLogp's backward pass when compiled (`fused`)."""
+    x = logits.float()
+    if temperature != 1.0:
+        x = x / temperature
+    hit = torch.arange(x.shape[-1], device=x.device)[None] == targets[:, None]
+    return ((torch.softmax(x, dim=-1) - hit.float()) * coef).to(logits.dtype)
+
+
+@functools.cache
+def compiled_version(fn):
+    """fn through torch.compile, once per process."""
+    return torch.compile(fn, dynamic=None)
 
 
 def vocab_size(model) -> int:

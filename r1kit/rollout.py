@@ -30,6 +30,7 @@ import torch
 
 from r1kit.errors import R1kitError
 from r1kit.lean import LeanLM
+from r1kit.logprobs import compiled_version, softmax_stats
 
 
 @dataclass
@@ -74,7 +75,8 @@ MULTINOMIAL_MAX_VOCAB = 4096
 def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
                   generator: torch.Generator | None,
                   uniforms: torch.Tensor | None = None, banned: torch.Tensor | None = None,
-                  with_logprobs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  with_logprobs: bool = True, compiled: bool = False,
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample one token per row. logits [N, V] → (tokens [N], log-probs [N] or None).
 
     The log-prob is that of softmax(logits / temperature); top-p only restricts the choice.
@@ -86,14 +88,17 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
     softmax or a cumulative sum over the vocabulary. Elsewhere, from MULTINOMIAL_MAX_VOCAB
     entries up, it inverts the cumulative distribution at one uniform number per row drawn
     from `generator`; below that it is torch.multinomial. `with_logprobs` False: the log-probs
-    are not computed (None).
+    are not computed (None). `compiled`: the race's arithmetic after the draws, and the
+    log-probs, through torch.compile (one pass over the logits each).
     """
     if top_p >= 1.0 and logits.is_cuda and uniforms is None and temperature > 0:
-        tokens = race_sample(logits, temperature, generator, banned)
+        tokens = race_sample(logits, temperature, generator, banned, compiled)
         if not with_logprobs:
             return tokens, None
         if banned is not None:
             logits = logits.index_fill(-1, banned, float("-inf"))
+        if compiled:
+            return tokens, compiled_version(softmax_stats)(logits, tokens, temperature, False)[0]
         logp = torch.log_softmax(logits.float() / temperature, dim=-1)
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
     logits = logits.float()
@@ -129,15 +134,23 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
 
 
 def race_sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None,
-                banned: torch.Tensor | None = None) -> torch.Tensor:
+                banned: torch.Tensor | None = None, compiled: bool = False) -> torch.Tensor:
     """One token per row of softmax(logits / temperature) (temperature > 0) by the exponential
     race: argmax(logits - temperature * log E), E ~ Exp(1) drawn in float32; `banned` ids
-    lose every race. Reads the logits in their own dtype, no softmax."""
+    lose every race. Reads the logits in their own dtype, no softmax. `compiled`: the
+    arithmetic after the draws as one compiled pass (race_winners)."""
     race = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
-    race.exponential_(generator=generator).log_()
+    race.exponential_(generator=generator)
     if banned is not None:
         race.index_fill_(-1, banned, float("inf"))
-    return torch.sub(logits, race, alpha=temperature).argmax(-1)
+    if compiled:
+        return compiled_version(race_winners)(logits, race, temperature)
+    return torch.sub(logits, race.log_(), alpha=temperature).argmax(-1)
+
+
+def race_winners(logits: torch.Tensor, draws: torch.Tensor, temperature: float) -> torch.Tensor:
+    """argmax(logits - temperature * log draws) per row, in float32."""
+    return (logits.float() - temperature * draws.log()).argmax(-1)
 
 
 def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -170,7 +183,7 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
              generator: torch.Generator | None = None, max_rows: int = 1024,
              min_new_tokens: int = 0, engine: str = "auto", cuda_graphs: bool = True,
              seeds: list[int] | None = None, logprobs: bool = True,
-             on_finished: OnFinished | None = None) -> Rollouts:
+             on_finished: OnFinished | None = None, compiled: bool = False) -> Rollouts:
     """Sample `group_size` completions for each prompt (token ids, no padding).
 
     `min_new_tokens`: stop tokens cannot be sampled before that many tokens. `engine`:
@@ -183,7 +196,8 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
     that have just completed and their generated token ids (the stop token included, as in
     completion_mask); every row is handed over exactly once, at the latest when its chunk of
     prompts ends. The engine checks for finished rows at the points where it already waits
-    for the device (every token on the CPU, every 8 with CUDA graphs)."""
+    for the device (every token on the CPU, every 8 with CUDA graphs). `compiled`: sampling's
+    arithmetic through torch.compile (r1kit's lean engine, on CUDA)."""
     limit = _position_limit(model)
     longest = max((len(p) for p in prompts), default=0) + max_new_tokens
     if limit is not None and longest > limit:
@@ -194,7 +208,7 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
                          "or use shorter prompts")
     device = next(model.parameters()).device
     per_chunk = max(1, max_rows // group_size)
-    decoder = lean_decoder(model, cuda_graphs) if engine == "auto" else None
+    decoder = lean_decoder(model, cuda_graphs, compiled) if engine == "auto" else None
     parts = [
         (_generate_lean(decoder, prompts[i:i + per_chunk], group_size, max_new_tokens,
                         min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
@@ -329,12 +343,13 @@ def _generate_chunk(model, prompts, G, max_new_tokens, min_new_tokens, temperatu
 
 # ----- the lean decoder ----------------------------------------------------------------------
 
-def lean_decoder(model, cuda_graphs: bool = True):
+def lean_decoder(model, cuda_graphs: bool = True, compiled: bool = False):
     """A lean decoder for the model, or None when the model needs transformers' own forward.
-    Its buffers (cache, fused weights, graphs) exist only during a rollout."""
+    Its buffers (cache, fused weights, graphs) exist only during a rollout. `compiled`:
+    sampling's arithmetic through torch.compile (sample_tokens)."""
     if LeanLM.unsupported(model, decoding=True) is not None:
         return None
-    return LeanDecoder(LeanLM(model), cuda_graphs)
+    return LeanDecoder(LeanLM(model, compiled), cuda_graphs)
 
 
 def _buckets(n: int) -> list[int]:
@@ -367,6 +382,7 @@ class LeanDecoder:
         self.cache = self.fused = self.pool = None
         self.graphs: dict[tuple[int, int], tuple] = {}
         self.ids = self.pos = self.start = self.bias = self.logits_out = None
+        self.next_slot = None  # the slot in `start` (graphs advance it)
 
     def begin(self, rows: int, length: int) -> None:
         """Buffers for `rows` sequences of at most `length` tokens; fused weights copied."""
@@ -404,35 +420,46 @@ class LeanDecoder:
         """Feed tok [n] (written to cache slot `slot`); returns logits [n, V]."""
         n = tok.shape[0]
         self.ids[:n, 0] = tok
-        self.bias[:n, 0, 0, slot] = 0.0
         if not self.use_graphs:
+            self.bias[:n, 0, 0, slot] = 0.0
             h = self.lean.cached_forward(self.ids[:n], self.pos[:n], self.cache, slot,
                                          self.bias[:n, :, :, :slot + 1], slot + 1, self.fused)
-            out = self.lean.logits(h)
-        else:
+            self.pos[:n] += 1
+            return self.lean.logits(h)
+        # a graph unmasks its slot and advances the slot and the positions itself, so a step
+        # is two launches (the token's copy and the replay)
+        if self.next_slot != slot:
             self.start.fill_(slot)
-            b = next(x for x in self.buckets if x >= n)
-            # attention reads the cache up to the next multiple of LENGTH_BUCKET slots: a graph
-            # per (batch size, length) bucket, so early tokens do not read the empty tail
-            attend = min(self.length, -(-(slot + 1) // LENGTH_BUCKET) * LENGTH_BUCKET)
-            g = self.graphs.get((b, attend))
-            if g is None:
-                g = self.graphs[(b, attend)] = self._capture(b, attend)
-            g[0].replay()
-            out = g[1][:n]
-        self.pos[:n] += 1
-        return out
+        b = next(x for x in self.buckets if x >= n)
+        # attention reads the cache up to the next multiple of LENGTH_BUCKET slots: a graph
+        # per (batch size, length) bucket, so early tokens do not read the empty tail
+        attend = min(self.length, -(-(slot + 1) // LENGTH_BUCKET) * LENGTH_BUCKET)
+        g = self.graphs.get((b, attend))
+        if g is None:
+            g = self.graphs[(b, attend)] = self._capture(b, attend)
+        g[0].replay()
+        self.next_slot = slot + 1
+        return g[1][:n]
 
     def _capture(self, b: int, attend: int):
         lean = self.lean
 
         def run():
+            self.bias[:b].index_fill_(3, self.start, 0.0)
             h = lean.cached_forward(self.ids[:b], self.pos[:b], self.cache, self.start,
                                     self.bias[:b, :, :, :attend], attend, self.fused)
-            return lean.logits(h, out=self.logits_out[:b])
+            out = lean.logits(h, out=self.logits_out[:b])
+            self.pos[:b] += 1
+            self.start += 1
+            return out
 
+        # the warm-up run below advances the slot and positions: put them back after it
+        saved = self.pos.clone(), self.start.clone()
         if self.simulate:
-            return _EagerGraph(run), run()
+            out = run()
+            self.pos.copy_(saved[0])
+            self.start.copy_(saved[1])
+            return _EagerGraph(run), out
         # warm up on a side stream (as capture requires); the slot it writes is the one the
         # replay writes next, with the same values. One side stream per device for the whole
         # process: each new stream would get (and keep) its own cuBLAS workspace.
@@ -441,6 +468,8 @@ class LeanDecoder:
         with torch.cuda.stream(side):
             run()
         torch.cuda.current_stream().wait_stream(side)
+        self.pos.copy_(saved[0])
+        self.start.copy_(saved[1])
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
@@ -508,42 +537,77 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
     dec.bias[:, 0, 0, :P] = torch.where(valid, 0.0, float("-inf")).to(dtype).repeat_interleave(G, 0)
     dec.pos[:] = positions[:, -1:].repeat_interleave(G, 0) + 1
 
-    tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    logps = (torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
-             if with_logprobs else None)
-    lengths = torch.zeros(N, dtype=torch.long, device=device)
-    stopped = torch.zeros(N, dtype=torch.bool, device=device)
-    active = torch.arange(N, device=device)  # the original row of each cache row
+    # Per step only the sampled token (and log-prob) is written, into the history of the cache's
+    # rows; stops are found at the checks (where the engine waits for the device anyway) and
+    # the histories go to the rows' places in the output when rows are dropped and at the end.
+    hist = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    hist_lp = (torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
+               if with_logprobs else None)
+    tokens = torch.full_like(hist, pad_id)
+    logps = torch.zeros_like(hist_lp) if hist_lp is not None else None
+    never = max_new_tokens  # "no stop yet"
+    first_stop = torch.full((N,), never, dtype=torch.long, device=device)  # per cache row
+    stops_at = torch.full((N,), never, dtype=torch.long, device=device)  # per output row
+    active = torch.arange(N, device=device)  # the output row of each cache row
     stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
     uniforms = _GroupUniforms(seeds, G, device) if seeds is not None else None
     check_every = 1 if not dec.use_graphs else 8  # each check waits for the GPU
-    n = N
+    n, seen = N, 0  # cache rows; history columns searched for stops
+
+    def find_stops(upto: int) -> None:  # first stops in history columns seen..upto-1
+        nonlocal seen
+        if upto > seen and stop.numel():
+            hit = torch.isin(hist[:n, seen:upto], stop)
+            at = torch.where(hit.any(-1), hit.int().argmax(-1) + seen, never)
+            torch.minimum(first_stop[:n], at, out=first_stop[:n])
+        seen = upto
+
+    def publish() -> None:  # the cache rows' histories and stops to their output rows
+        tokens[active] = hist[:n]
+        if logps is not None:
+            logps[active] = hist_lp[:n]
+        stops_at[active] = first_stop[:n]
+
+    def lengths_now(t: int) -> torch.Tensor:  # output rows' lengths after column t
+        return torch.where(stops_at < never, stops_at + 1, t + 1)
+
+    t = 0
     for t in range(max_new_tokens):
         banned = stop if t < min_new_tokens and stop.numel() else None
         u = uniforms.at(t, active) if uniforms is not None else None
-        tok, lp = sample_tokens(logits, temperature, top_p, generator, u, banned, with_logprobs)
-        done = stopped[active]  # rows that stopped earlier (not yet dropped) add nothing
-        tokens[active, t] = tok.masked_fill(done, pad_id)
-        if logps is not None:
-            logps[active, t] = lp.masked_fill(done, 0.0)
-        lengths[active] += (~done).long()
-        stopped[active] = done | torch.isin(tok, stop)
+        tok, lp = sample_tokens(logits, temperature, top_p, generator, u, banned, with_logprobs,
+                                lean.compiled)
+        hist[:n, t] = tok
+        if hist_lp is not None:
+            hist_lp[:n, t] = lp
         if t == max_new_tokens - 1:
             break
         if t % check_every == 0:
-            alive = ~stopped[active]
+            find_stops(t + 1)
+            alive = first_stop[:n] == never
             n_alive = int(alive.sum())
-            if n_alive < n:
-                handover(tokens, lengths, stopped)
+            if n_alive < n and handover.fn is not None:
+                publish()
+                handover(tokens, lengths_now(t), stops_at < never)
             if n_alive == 0:
                 break
             if dec.worth_compacting(n, n_alive):
+                publish()
                 keep = alive.nonzero().squeeze(-1)
+                for buf in (hist, hist_lp, first_stop):
+                    if buf is not None:
+                        buf[:n_alive] = buf[:n].index_select(0, keep)
                 active, tok, n = active[keep], tok[keep], n_alive
                 dec.compact(keep, P + t)
         logits = dec.step(tok, P + t)
+    find_stops(t + 1)
+    publish()
+    lengths = lengths_now(t)
+    stopped = stops_at < never
     handover.rest(tokens, lengths)
     T = int(lengths.max().item()) if N else 0
     mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]
+    tokens = tokens.masked_fill(~mask, pad_id)
     return (tokens[:, :T].cpu(), mask[:, :T].long().cpu(),
-            logps[:, :T].cpu() if logps is not None else None, stopped.cpu())
+            logps.masked_fill(~mask, 0.0)[:, :T].cpu() if logps is not None else None,
+            stopped.cpu())

@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 
 from r1kit import config as config_mod
 from r1kit.config import (
@@ -251,6 +252,21 @@ def test_invalid_enum_values_are_named() -> None:
     assert "stages.zero.aggregation" in _error(["stages.zero.aggregation=seq-sum"])
     assert "stages.zero.advantage_scale" in _error(["stages.zero.advantage_scale=zscore"])
     assert "stages.zero.lr_schedule" in _error(["stages.zero.lr_schedule=linear"])
+
+
+def test_compile_is_auto_on_off_or_a_bool() -> None:
+    from r1kit.lean import compile_wanted
+
+    assert load_recipe(ZERO_TINY).stages["zero"].compile == "auto"
+    for value, want in (("true", "on"), ("false", "off"), ('"on"', "on"), ('"auto"', "auto")):
+        assert load_recipe(ZERO_TINY, [f"stages.zero.compile={value}"]).stages[
+            "zero"].compile == want
+    assert "stages.zero.compile" in _error(['stages.zero.compile="yes"'])
+    assert "stages.zero.compile" in _error(["stages.zero.compile=1"])
+    cpu = torch.device("cpu")
+    assert not compile_wanted("auto", cpu)  # auto compiles on CUDA only
+    assert compile_wanted("on", cpu) and compile_wanted(True, cpu)
+    assert not compile_wanted("off", torch.device("cuda")) and not compile_wanted(False, cpu)
 
 
 # ----- GRPOConfig.max_new_tokens_at ----------------------------------------------------------

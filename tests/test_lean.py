@@ -364,7 +364,8 @@ def test_compiled_decoder_layer_gives_the_same_update(monkeypatch):
         policy = _qwen2()
         ref = copy.deepcopy(policy).eval()
         opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
-        views = grpo_module._lean_views(cfg, policy, ref, SimpleNamespace(name="t", print=print))
+        views = grpo_module._lean_views(cfg, policy, ref, SimpleNamespace(
+            name="t", print=print, device=torch.device("cpu")))
         assert [v.compiled for v in views] == [compiled, compiled]
         metrics = update_policy(policy, ref, opt, batch, cfg, PAD,
                                 torch.Generator().manual_seed(0), lambda lr=cfg.lr: lr, *views)

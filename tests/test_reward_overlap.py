@@ -26,7 +26,7 @@ def test_every_completion_is_handed_over_once_as_it_finishes(engine, max_rows, m
     and the CUDA-graph path (run eagerly: finished rows are checked every 8 tokens)."""
     model = tiny_llama(seed=3).eval()
     if engine == "graphs":
-        monkeypatch.setattr(rollout, "lean_decoder", lambda m, cuda_graphs=True: LeanDecoder(
+        monkeypatch.setattr(rollout, "lean_decoder", lambda m, *a, **kw: LeanDecoder(
             LeanLM(m), cuda_graphs=True, simulate_graphs=True))
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
     calls: list[tuple[list[int], list[list[int]]]] = []

@@ -57,6 +57,66 @@ def test_chunked_output_layer_gives_the_same_logprobs_entropy_and_gradients(mode
     model.zero_grad(set_to_none=True)
 
 
+@pytest.fixture
+def aot_compiled(monkeypatch):
+    """r1kit's compiled functions through torch.compile's aot_eager backend (dynamo's tracing
+    and autograd, no code generation, which would need a compiler); counts their calls."""
+    import r1kit.logprobs
+    import r1kit.rollout
+
+    calls: list[str] = []
+
+    def compiled_version(fn):
+        compiled = torch.compile(fn, backend="aot_eager", dynamic=None)
+
+        def call(*a):
+            calls.append(fn.__name__)
+            return compiled(*a)
+        return call
+
+    for module in (r1kit.logprobs, r1kit.rollout):
+        monkeypatch.setattr(module, "compiled_version", compiled_version)
+    return calls
+
+
+@pytest.mark.parametrize("temperature,bias", [(1.0, False), (0.7, True)])
+def test_compiled_output_layer_gives_the_same_logprobs_entropy_and_gradients(
+        aot_compiled, temperature, bias):
+    """ChunkedHeadLogp's `fused` path (r1kit's `compile`: each chunk's softmax work compiled,
+    in the weights' dtype) against its eager path: log-probs, entropy and the gradients of the
+    hidden states, weights and bias, over several chunks and a shorter last one."""
+    from r1kit.logprobs import ChunkedHeadLogp
+
+    g = torch.Generator().manual_seed(5)
+    h0 = torch.randn(23, 16, generator=g)
+    w0 = torch.randn(50, 16, generator=g) * 0.5
+    b0 = torch.randn(50, generator=g) if bias else None
+    targets = torch.randint(0, 50, (23,), generator=g)
+    upstream = torch.randn(23, generator=g)
+    results = []
+    for fused in (False, True):
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        b = b0.clone().requires_grad_() if bias else None
+        lp, ent = ChunkedHeadLogp.apply(h, w, b, targets, temperature, 8, True, fused)
+        (lp * upstream).sum().backward()
+        results.append([lp.detach(), ent, h.grad, w.grad] + ([b.grad] if bias else []))
+    assert "softmax_stats" in aot_compiled and "logits_grad" in aot_compiled
+    for x, y in zip(*results):
+        torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5)
+    assert results[0][2].abs().max() > 1e-3  # gradients that mean something
+
+
+def test_compiled_race_sampling_draws_the_same_tokens(aot_compiled):
+    """race_sample's compiled arithmetic (race_winners) picks the tokens of the eager race from
+    the same draws, banned tokens never."""
+    logits = torch.randn(64, 300, generator=torch.Generator().manual_seed(1)).bfloat16()
+    banned = torch.tensor([3, 7])
+    eager = race_sample(logits, 0.8, torch.Generator().manual_seed(2), banned)
+    compiled = race_sample(logits, 0.8, torch.Generator().manual_seed(2), banned, compiled=True)
+    assert aot_compiled == ["race_winners"]
+    assert torch.equal(compiled, eager) and not torch.isin(eager, banned).any()
+
+
 def test_first_fit_respects_capacity():
     lengths = [5, 9, 3, 7, 2, 8, 1]
     bins = first_fit(lengths, 10)

@@ -66,11 +66,12 @@ def test_wandb_gets_every_logged_number_per_stage(tmp_path, monkeypatch, capsys)
     assert calls[-1] == ("finish",)
 
     # the same command again (a finished run; e.g. after an interruption) continues that W&B
-    # run; a change of the display settings (or of overlap_rewards, which changes speed only)
-    # alone is not a different run
+    # run; a change of the display settings (or of overlap_rewards and compile, which change
+    # speed only) alone is not a different run
     calls.clear()
     assert main([*ARGS, "--set", "run.wandb=r1-tiny", "--set", "run.progress=true",
-                 "--set", 'stages.zero.overlap_rewards="off"', "--out", str(out)]) == 0
+                 "--set", 'stages.zero.overlap_rewards="off"', "--set", "stages.zero.compile=false",
+                 "--out", str(out)]) == 0
     (init,) = [c[1] for c in calls if c[0] == "init"]
     assert init["id"] == saved["id"]
 

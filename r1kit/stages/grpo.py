@@ -48,7 +48,7 @@ from r1kit.config import GRPOConfig
 from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
 from r1kit.eval.core import decode_responses, evaluate, response_text
-from r1kit.lean import padded_places
+from r1kit.lean import compile_wanted, padded_places
 from r1kit.logprobs import (
     CHUNK_MIN_VOCAB,
     ChunkedHeadLogp,
@@ -130,7 +130,7 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
                 hidden = lean.shared_hidden_states(*(to_device(t, device) for t in tensors),
                                                    checkpoint_layers=checkpoint_layers)
                 return _head_logprobs(hidden, where, lean.head, temperature, with_entropy,
-                                      chunk_tokens)
+                                      chunk_tokens, fused=lean.compiled)
         seqs = [p + c for p, c in zip(prompts, completions)]
         ids = _right_padded(seqs, max(len(s) for s in seqs), pad_id)[0]
         spans = [(i, 0, len(s)) for i, s in enumerate(seqs)]
@@ -138,7 +138,7 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
         where = _head_index(rows * ids.shape[1] + cols, targets, valid, device)
         hidden = lean.hidden_states(to_device(ids, device), checkpoint_layers)
         return _head_logprobs(hidden.flatten(0, 1), where, lean.head, temperature,
-                              with_entropy, chunk_tokens)
+                              with_entropy, chunk_tokens, fused=lean.compiled)
     seqs = [p + c for p, c in zip(prompts, completions)]
     packed = pack(seqs, capacity=max(len(s) for s in seqs) * 4, pad_id=pad_id,
                   one_per_row=not packs_safely(model))
@@ -233,15 +233,16 @@ def _head_index(src, targets, valid, device):
             tuple(sel.shape))
 
 
-def _head_logprobs(hidden, where, head, temperature, with_entropy, chunk_tokens):
+def _head_logprobs(hidden, where, head, temperature, with_entropy, chunk_tokens,
+                   fused=False):
     """The output layer at the positions that predict completion tokens only (`where`, from
     _head_index; hidden [positions, H]); in chunks of `chunk_tokens` positions (made again in
-    backward), or (0) all at once."""
+    backward; `fused`: each chunk's softmax work compiled), or (0) all at once."""
     src, targets, dst, shape = where
     h = hidden[src]  # [T, H]
     if chunk_tokens > 0:
         lp, ent = ChunkedHeadLogp.apply(h, head.weight, head.bias, targets, temperature,
-                                        chunk_tokens, with_entropy)
+                                        chunk_tokens, with_entropy, fused)
     else:
         lp, ent = chunk_logp(h, targets, head.weight, head.bias, temperature, with_entropy)
     size = shape[0] * shape[1]
@@ -546,7 +547,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
 
     test_prompts = [encode(e.question) for e in test]
     prompt_cache: dict[int, list[int]] = {}
-    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
+    opt = distributed.adamw([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
                             betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
     total_updates = cfg.steps * cfg.num_minibatches * cfg.ppo_epochs
     updates = [0]
@@ -648,7 +649,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                               pad_id=pad_id, generator=gen, max_rows=cfg.generation_rows,
                               seeds=seeds, min_new_tokens=cfg.min_new_tokens,
                               engine=decode_engine, cuda_graphs=cfg.cuda_graphs,
-                              logprobs=False, on_finished=scoring.callback)
+                              logprobs=False, on_finished=scoring.callback,
+                              compiled=compile_wanted(cfg.compile, ctx.device))
             t_gen = time.time() - t0
             texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask,
                                      stop_ids, cfg.prefill)
@@ -804,14 +806,14 @@ def _lean_views(cfg: GRPOConfig, policy, ref, ctx: StageContext):
     if why is not None:
         if cfg.engine != "hf":
             ctx.print(f"[{ctx.name}] transformers' forward for this model ({why})")
-        if cfg.compile:
-            ctx.print(f"[{ctx.name}] compile = true applies to r1kit's lean forward only: "
+        if cfg.compile in (True, "on"):
+            ctx.print(f"[{ctx.name}] compile = on applies to r1kit's lean forward only: "
                       f"not compiled ({why})")
         if cfg.activation_checkpointing:
             checkpoint_layers(policy)
         return None, None
-    return (LeanLM(policy, cfg.compile),
-            LeanLM(ref, cfg.compile) if ref is not None else None)
+    compiled = compile_wanted(cfg.compile, ctx.device)
+    return (LeanLM(policy, compiled), LeanLM(ref, compiled) if ref is not None else None)
 
 
 def _question_seed(seed: int, step: int, j: int) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from r1kit import distributed
 from r1kit.config import RewardModelConfig
 from r1kit.errors import R1kitError
 from r1kit.models import load_reward_model, load_tokenizer, save_model
@@ -109,7 +110,7 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
     model = load_reward_model(model_path, device, dtype, tokenizer.pad_token_id)
     train, test = _rows(cfg, seed)
     steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    opt = distributed.adamw(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
     model.train()

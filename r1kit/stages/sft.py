@@ -133,7 +133,7 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         else 0
     data = encode_rows(tokenizer, read_sft_rows(data_path, cfg), cfg.template, cfg.max_length)
     steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+    opt = distributed.adamw(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(seed)
     order: list[int] = []
