@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from r1kit.logprobs import compiled_version
+
 ARCHITECTURES = ("llama", "qwen2", "qwen3", "mistral")
 
 
@@ -354,7 +356,7 @@ def compile_wanted(mode, device: torch.device) -> bool:
 def _compiled_causal_layer():
     """_causal_layer through torch.compile, made once per process (every layer, the policy and
     the reference share it: their weights are arguments, not constants)."""
-    return torch.compile(_causal_layer, dynamic=None)
+    return compiled_version(_causal_layer)
 
 
 def padded_places(prefix_valid: torch.Tensor, comp_valid: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,10 @@ real vocabulary never exist at once. Used by the GRPO training pass and by SFT's
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
+import torch._dynamo
 
 CHUNK_MIN_VOCAB = 32768  # smaller vocabularies: the full logits are small, no chunking
 
@@ -128,8 +130,24 @@ def logits_grad(logits, targets, coef, temperature: float):
 
 @functools.cache
 def compiled_version(fn):
-    """fn through torch.compile, once per process."""
-    return torch.compile(fn, dynamic=None)
+    """fn through torch.compile, made once per process. Where compiling fails (no Triton for
+    this GPU, no C++ compiler, an unsupported operation), a warning says so and fn runs as it
+    is from then on: the same numbers, without the speed."""
+    compiled = torch.compile(fn, dynamic=None)
+    failed: list[str] = []
+
+    def call(*args):
+        if not failed:
+            try:
+                return compiled(*args)
+            except torch._dynamo.exc.TorchDynamoException as exc:
+                failed.append(str(exc).strip().splitlines()[0][:300] if str(exc) else "")
+                warnings.warn(f"torch.compile of {fn.__name__} failed ({type(exc).__name__}: "
+                              f"{failed[0]}); it runs uncompiled (compile = \"off\" avoids "
+                              "trying)", RuntimeWarning, stacklevel=2)
+        return fn(*args)
+
+    return call
 
 
 def vocab_size(model) -> int:

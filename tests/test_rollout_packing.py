@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -115,6 +117,36 @@ def test_compiled_race_sampling_draws_the_same_tokens(aot_compiled):
     compiled = race_sample(logits, 0.8, torch.Generator().manual_seed(2), banned, compiled=True)
     assert aot_compiled == ["race_winners"]
     assert torch.equal(compiled, eager) and not torch.isin(eager, banned).any()
+
+
+def test_a_compile_that_fails_warns_once_and_runs_uncompiled(monkeypatch):
+    """compile = auto / on where torch.compile cannot work (no Triton for the GPU, no C++
+    compiler): a warning, then the function's own numbers, not a crash."""
+    import torch._dynamo
+
+    import r1kit.logprobs
+
+    def broken_compile(fn, **kw):
+        def run(*a):
+            raise torch._dynamo.exc.TorchDynamoException("no compiler here\nmore lines")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    r1kit.logprobs.compiled_version.cache_clear()
+    try:
+        stats = r1kit.logprobs.compiled_version(r1kit.logprobs.softmax_stats)
+        logits, targets = torch.randn(3, 9), torch.tensor([1, 4, 8])
+        with pytest.warns(RuntimeWarning, match="softmax_stats failed.*no compiler here"):
+            first = stats(logits, targets, 1.0, True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once
+            again = stats(logits, targets, 1.0, True)
+    finally:
+        r1kit.logprobs.compiled_version.cache_clear()
+    want = r1kit.logprobs.softmax_stats(logits, targets, 1.0, True)
+    for x in (first, again):
+        torch.testing.assert_close(x[0], want[0])
+        torch.testing.assert_close(x[1], want[1])
 
 
 def test_first_fit_respects_capacity():
