@@ -11,6 +11,8 @@ preset. Every row samples exactly --new tokens (stop tokens masked), temperature
             without sampling log-probs (as `generate`, which returns none by default)
   r1kit-eager: the same without CUDA graphs
   r1kit-compiled: r1kit with its sampling arithmetic compiled (GRPO's compile = auto on CUDA)
+  r1kit-compiled-layers: the same with each decoder layer compiled inside the CUDA graphs
+            (r1kit.lean.COMPILE_DECODE_LAYERS; off by default until measured here)
 --parts (r1kit): where r1kit's decode time goes: seconds spent capturing CUDA graphs per
 call, milliseconds per replay of the longest graph alone, and per sampling of one token per row
 (the exponential race over the vocabulary) alone.
@@ -157,7 +159,10 @@ def main(argv=None) -> int:
                            max_new_tokens=args.new, min_new_tokens=args.new, pad_token_id=0,
                            **extra)
 
-    def ours(graphs: bool, compiled: bool = False):
+    def ours(graphs: bool, compiled: bool = False, layers: bool = False):
+        import r1kit.lean
+
+        r1kit.lean.COMPILE_DECODE_LAYERS = layers
         gen = torch.Generator(device=dev).manual_seed(0)
         generate(model, prompts, group_size=1, max_new_tokens=args.new,
                  min_new_tokens=args.new, temperature=1.0, stop_ids=[eos], pad_id=0,
@@ -166,7 +171,8 @@ def main(argv=None) -> int:
 
     runs = {"hf": lambda: hf(False), "hf-static": lambda: hf(True),
             "r1kit-eager": lambda: ours(False), "r1kit": lambda: ours(True),
-            "r1kit-compiled": lambda: ours(True, True)}
+            "r1kit-compiled": lambda: ours(True, True),
+            "r1kit-compiled-layers": lambda: ours(True, True, True)}
     for name in args.paths.split(","):
         try:
             secs = timed(runs[name], args.reps)

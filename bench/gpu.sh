@@ -7,7 +7,8 @@
 # its paths; DECODE_PARTS=1: r1kit's decode time by part); RUNS=2 runs both sides of
 # vs_trl.py twice; SHARING_ON=1 adds r1kit's side once more with prompt_sharing = on (`auto`
 # leaves it off on CUDA); COMPILE_OFF=1 adds it once more with compile = off (`auto` compiles
-# the training pass and sampling's arithmetic on CUDA); REWARD_OVERLAP=1 adds
+# the training pass and sampling's arithmetic on CUDA); DECODE_LAYERS=1 adds it once more with
+# the decoder layers compiled inside the decode graphs (experimental); REWARD_OVERLAP=1 adds
 # bench/reward_overlap.py (math-verify's checks during the rollout or after it; needs
 # math-verify's wheels); SHARING_CHECK=0 skips bench/sharing_check.py (prompt sharing's
 # numbers and time on the GPU). Everything printed also goes to OUT_DIR/run.log; the figures
@@ -53,6 +54,10 @@ fi
 if [ "${COMPILE_OFF:-0}" = 1 ]; then  # the same r1kit side without torch.compile
     timeout 120 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
         --compile off --out "$out/vs_trl-compile-off.json" 2>&1 | tee -a "$out/run.log"
+fi
+if [ "${DECODE_LAYERS:-0}" = 1 ]; then  # the same r1kit side with its decode layers compiled
+    timeout 150 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
+        --compile-decode-layers --out "$out/vs_trl-decode-layers.json" 2>&1 | tee -a "$out/run.log"
 fi
 if [ "${REWARD_OVERLAP:-0}" = 1 ]; then  # the tiny world as a math task, rewards overlapped or not
     R1KIT_CACHE=/tmp/r1kit-cache timeout 240 python3 bench/reward_overlap.py \

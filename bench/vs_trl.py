@@ -334,6 +334,9 @@ def side_main(args) -> int:
     if args.side == "trl":
         result = run_trl(args.preset, Path(args.model), args.steps)
     else:
+        import r1kit.lean
+
+        r1kit.lean.COMPILE_DECODE_LAYERS = args.compile_decode_layers
         result = run_r1kit(args.preset, Path(args.model), args.steps, args.prompt_sharing,
                            args.compile)
     result["device"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
@@ -367,6 +370,9 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                     help="r1kit's compile setting (torch.compile of the training pass; auto: "
                          "on CUDA)")
+    ap.add_argument("--compile-decode-layers", action="store_true",
+                    help="r1kit: also compile the decoder layers inside the decode graphs "
+                         "(experimental, r1kit.lean.COMPILE_DECODE_LAYERS)")
     ap.add_argument("--out", default=None, help="write every figure as JSON here")
     ap.add_argument("--side", choices=["trl", "r1kit"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -396,7 +402,8 @@ def main(argv=None) -> int:
             out = work / f"{side}-{r}.json"
             cmd = [sys.executable, __file__, "--preset", args.preset, "--side", side,
                    "--model", str(model), "--steps", str(args.steps), "--result", str(out),
-                   "--prompt-sharing", args.prompt_sharing, "--compile", args.compile]
+                   "--prompt-sharing", args.prompt_sharing, "--compile", args.compile,
+                   *(["--compile-decode-layers"] if args.compile_decode_layers else [])]
             t = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:

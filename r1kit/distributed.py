@@ -325,6 +325,12 @@ def optimizer_state(model, opt) -> dict:
 
 
 def load_optimizer_state(model, opt, state: dict) -> None:
+    # the kernel choice (fused, foreach) is this process's, not the checkpoint's: a checkpoint
+    # written on another device, or before AdamW was fused here, keeps the fast kernel
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
+    if len(kernels) == len(state.get("param_groups", [])):
+        state = {**state, "param_groups": [{**saved, **mine} for saved, mine in zip(
+            state["param_groups"], kernels)]}
     if not is_sharded(model):
         opt.load_state_dict(state)
         return

@@ -217,11 +217,12 @@ class LeanLM:
 
         One matrix product per layer gives the queries and keys (grouped: the query heads of
         each key/value head, then that key head), the same rows rotated by half (so rotary
-        embedding is two elementwise operations) and the values; see DecodeWeights."""
+        embedding is two elementwise operations) and the values; see DecodeWeights. Each layer
+        is _cached_layer (compiled, inside the CUDA graphs, where COMPILE_DECODE_LAYERS and the
+        model's `compiled` are set)."""
         N, q = ids.shape
         nh, nkv, d = self.n_heads, self.n_kv, self.head_dim
         rep = nh // nkv
-        A = nh + nkv  # query and key heads
         x = self.body.embed_tokens(ids)
         cos, sin = self.body.rotary_emb(x, positions)
         cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # [N, q, 1, d]
@@ -231,44 +232,12 @@ class LeanLM:
         else:
             bias = key_bias[:, :, None].expand(N, nkv, rep, q, attend).reshape(
                 N * nkv, rep * q, attend)
-        H = x.shape[-1]
-        for i, layer in enumerate(self.layers):
-            h = _rms(layer.input_layernorm, x)
-            out = F.linear(h, fused.qkv[i], fused.qkv_bias[i]).view(N, q, 2 * A + nkv, d)
-            qk, qk_rot = out[:, :, :A], out[:, :, A:2 * A]
-            if fused.qk_norm is not None:  # Qwen3: RMSNorm per head before the rotation
-                both = F.rms_norm(out[:, :, :2 * A], (d,), eps=fused.qk_eps) * fused.qk_norm[i]
-                qk, qk_rot = both[:, :, :A], both[:, :, A:]
-            r = torch.addcmul(qk * cos, qk_rot, sin).view(N, q, nkv, rep + 1, d)
-            k = r[:, :, :, rep].transpose(1, 2)  # [N, kv, q, d]
-            v = out[:, :, 2 * A:].transpose(1, 2)
-            kc, vc = cache.k[i][:N], cache.v[i][:N]
-            if isinstance(start, torch.Tensor):
-                kc.index_copy_(2, start, k)
-                vc.index_copy_(2, start, v)
-            else:
-                kc[:, :, start:start + q] = k
-                vc[:, :, start:start + q] = v
-            keys = kc[:, :, :attend].reshape(N * nkv, attend, d)
-            values = vc[:, :, :attend].reshape(N * nkv, attend, d)
-            # grouped heads: the rep query heads of a kv head read its keys once, no copies
-            if q == 1:
-                qg = r[:, 0, :, :rep].reshape(N * nkv, rep, d)
-            else:
-                qg = r[:, :, :, :rep].permute(0, 2, 3, 1, 4).reshape(N * nkv, rep * q, d)
-            scores = torch.baddbmm(bias, qg, keys.transpose(1, 2), alpha=self.scale)
-            # softmax computes in float32 inside and rounds its output once
-            o = torch.bmm(torch.softmax(scores, dim=-1), values)  # [N*kv, rep*q, d]
-            if q == 1:
-                o = o.view(N, nh * d)
-            else:
-                o = o.view(N, nkv, rep, q, d).permute(0, 3, 1, 2, 4).reshape(N * q, nh * d)
-            x = _linear_add(x.view(N * q, H), o, *fused.o[i])
-            h = _rms(layer.post_attention_layernorm, x)
-            gu = F.linear(h, fused.gate_up[i])
-            inner = gu.shape[-1] // 2
-            x = _linear_add(x, F.silu(gu[:, :inner]) * gu[:, inner:], *fused.down[i])
-            x = x.view(N, q, H)
+        compiled = (self.compiled and COMPILE_DECODE_LAYERS and q == 1
+                    and isinstance(start, torch.Tensor))
+        layer_fn = compiled_version(_cached_layer) if compiled else _cached_layer
+        for i, w in enumerate(fused.layers):
+            x = layer_fn(w, x, cos, sin, cache.k[i][:N], cache.v[i][:N], start, bias, nh, nkv,
+                         d, attend, self.scale)
         return _rms(self.body.norm, x[:, -1])
 
     def logits(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -357,6 +326,72 @@ def _compiled_causal_layer():
     """_causal_layer through torch.compile, made once per process (every layer, the policy and
     the reference share it: their weights are arguments, not constants)."""
     return compiled_version(_causal_layer)
+
+
+class CachedLayerWeights(NamedTuple):
+    """One decoder layer's tensors for decoding (DecodeWeights: fused copies, norms shared)."""
+
+    in_norm: torch.Tensor
+    in_eps: float
+    qkv: torch.Tensor  # grouped q/k heads | the same rotated by half | v heads
+    qkv_bias: torch.Tensor | None
+    qk_norm: torch.Tensor | None  # Qwen3's per-head norms, in the same order
+    qk_eps: float
+    o: torch.Tensor
+    o_bias: torch.Tensor | None
+    post_norm: torch.Tensor
+    post_eps: float
+    gate_up: torch.Tensor
+    down: torch.Tensor
+    down_bias: torch.Tensor | None
+
+
+def _cached_layer(w: CachedLayerWeights, x, cos, sin, kc, vc, start, bias, nh: int, nkv: int,
+                  d: int, attend: int, scale: float):
+    """One decoder layer of LeanLM.cached_forward: x [N, q, H] → [N, q, H], its keys and
+    values written to kc, vc [N, kv, S, d] at slots start .. start+q-1."""
+    N, q, H = x.shape
+    rep, A = nh // nkv, nh + nkv  # A: query and key heads
+    h = F.rms_norm(x, (H,), w.in_norm, w.in_eps)
+    out = F.linear(h, w.qkv, w.qkv_bias).view(N, q, 2 * A + nkv, d)
+    qk, qk_rot = out[:, :, :A], out[:, :, A:2 * A]
+    if w.qk_norm is not None:  # Qwen3: RMSNorm per head before the rotation
+        both = F.rms_norm(out[:, :, :2 * A], (d,), eps=w.qk_eps) * w.qk_norm
+        qk, qk_rot = both[:, :, :A], both[:, :, A:]
+    r = torch.addcmul(qk * cos, qk_rot, sin).view(N, q, nkv, rep + 1, d)
+    k = r[:, :, :, rep].transpose(1, 2)  # [N, kv, q, d]
+    v = out[:, :, 2 * A:].transpose(1, 2)
+    if isinstance(start, torch.Tensor):
+        kc[:, :, start] = k
+        vc[:, :, start] = v
+    else:
+        kc[:, :, start:start + q] = k
+        vc[:, :, start:start + q] = v
+    keys = kc[:, :, :attend].reshape(N * nkv, attend, d)
+    values = vc[:, :, :attend].reshape(N * nkv, attend, d)
+    # grouped heads: the rep query heads of a kv head read its keys once, no copies
+    if q == 1:
+        qg = r[:, 0, :, :rep].reshape(N * nkv, rep, d)
+    else:
+        qg = r[:, :, :, :rep].permute(0, 2, 3, 1, 4).reshape(N * nkv, rep * q, d)
+    scores = torch.baddbmm(bias, qg, keys.transpose(1, 2), alpha=scale)
+    # softmax computes in float32 inside and rounds its output once
+    o = torch.bmm(torch.softmax(scores, dim=-1), values)  # [N*kv, rep*q, d]
+    if q == 1:
+        o = o.view(N, nh * d)
+    else:
+        o = o.view(N, nkv, rep, q, d).permute(0, 3, 1, 2, 4).reshape(N * q, nh * d)
+    x = _linear_add(x.view(N * q, H), o, w.o, w.o_bias)
+    h = F.rms_norm(x, (H,), w.post_norm, w.post_eps)
+    gu = F.linear(h, w.gate_up)
+    inner = gu.shape[-1] // 2
+    x = _linear_add(x, F.silu(gu[:, :inner]) * gu[:, inner:], w.down, w.down_bias)
+    return x.view(N, q, H)
+
+
+# decoding's layer through torch.compile (inside the CUDA graphs) with compile on; off until
+# measured on a GPU: bench/decode.py's r1kit-compiled-layers path sets it
+COMPILE_DECODE_LAYERS = False
 
 
 def padded_places(prefix_valid: torch.Tensor, comp_valid: torch.Tensor) -> torch.Tensor:
@@ -514,6 +549,12 @@ class DecodeWeights:
                     # norm scales elements, the sign stays with the rows)
                     self.qk_norm.append(torch.cat([w, w.roll(d // 2, dims=-1)]))
                 self.qk_eps = _eps(lean.layers[0].self_attn.q_norm)
+        self.layers = [CachedLayerWeights(
+            layer.input_layernorm.weight, _eps(layer.input_layernorm), self.qkv[i],
+            self.qkv_bias[i], self.qk_norm[i] if self.qk_norm is not None else None,
+            self.qk_eps, *self.o[i], layer.post_attention_layernorm.weight,
+            _eps(layer.post_attention_layernorm), self.gate_up[i], *self.down[i])
+            for i, layer in enumerate(lean.layers)]
 
 class KVCache:
     """Keys and values of every layer, preallocated: [rows, kv_heads, length, head_dim]."""

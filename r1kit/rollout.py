@@ -387,6 +387,7 @@ class LeanDecoder:
     def begin(self, rows: int, length: int) -> None:
         """Buffers for `rows` sequences of at most `length` tokens; fused weights copied."""
         lean, dev = self.lean, self.device
+        self.next_slot = None
         self.cache = lean.new_cache(rows, length)
         self.buckets = _buckets(rows)
         self.fused = lean.decode_weights()
@@ -562,16 +563,16 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
             torch.minimum(first_stop[:n], at, out=first_stop[:n])
         seen = upto
 
-    def publish() -> None:  # the cache rows' histories and stops to their output rows
-        tokens[active] = hist[:n]
+    def publish() -> None:  # the cache rows' histories (so far) and stops to their output rows
+        tokens[active, :t + 1] = hist[:n, :t + 1]
         if logps is not None:
-            logps[active] = hist_lp[:n]
+            logps[active, :t + 1] = hist_lp[:n, :t + 1]
         stops_at[active] = first_stop[:n]
 
     def lengths_now(t: int) -> torch.Tensor:  # output rows' lengths after column t
         return torch.where(stops_at < never, stops_at + 1, t + 1)
 
-    t = 0
+    t = -1  # the last column written
     for t in range(max_new_tokens):
         banned = stop if t < min_new_tokens and stop.numel() else None
         u = uniforms.at(t, active) if uniforms is not None else None

@@ -283,6 +283,78 @@ def test_graph_path_logic_equals_transformers(arch, monkeypatch):
     torch.testing.assert_close(logps, ref.logprobs, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["qwen3"])  # per-head norms: the most of _cached_layer
+def test_compiled_decode_layers_give_the_same_samples(arch, monkeypatch):
+    """r1kit.lean.COMPILE_DECODE_LAYERS with a compiled model: each decode step's layers
+    through torch.compile (aot_eager here: tracing without code generation), on the graph
+    path's logic (cache slots and positions advanced by the step itself, rows dropped): the
+    samples, stops and log-probs of the uncompiled decoder."""
+    import r1kit.rollout
+    from r1kit.rollout import LeanDecoder, _generate_lean
+
+    calls = []
+    compiled_fn = torch.compile(lean_module._cached_layer, backend="aot_eager", dynamic=None)
+
+    def compiled_version(fn):
+        assert fn is lean_module._cached_layer
+        return lambda *a: calls.append(1) or compiled_fn(*a)
+
+    monkeypatch.setattr(lean_module, "compiled_version", compiled_version)
+    monkeypatch.setattr(r1kit.rollout, "LENGTH_BUCKET", 8)
+    model = MODELS[arch]().eval()
+    with torch.no_grad():
+        model.lm_head.weight[EOS] += 0.2
+    prompts, _ = _data(model.config.vocab_size, seed=11)
+    outs = []
+    for compiled in (False, True):
+        monkeypatch.setattr(lean_module, "COMPILE_DECODE_LAYERS", compiled)
+        dec = LeanDecoder(LeanLM(model, compiled), cuda_graphs=True, simulate_graphs=True)
+        outs.append(_generate_lean(dec, prompts, 4, 30, 0, 1.0, 1.0, [EOS], PAD, None,
+                                   torch.device("cpu"), [21, 22, 23, 24, 25]))
+    (ids0, mask0, lp0, stop0), (ids1, mask1, lp1, stop1) = outs
+    assert len(calls) >= 20 * model.config.num_hidden_layers  # every decode step's layers
+    assert stop0.any() and torch.equal(ids1, ids0) and torch.equal(mask1, mask0)
+    assert torch.equal(stop1, stop0)
+    torch.testing.assert_close(lp1, lp0, atol=1e-5, rtol=1e-5)
+
+
+def test_a_compile_failing_in_the_backward_pass_names_the_setting(monkeypatch):
+    """torch.compile makes a layer's backward pass at the first backward(); where that fails,
+    the update stops with an error that names compile = "off", not a bare traceback."""
+    import torch._dynamo
+
+    from r1kit.errors import R1kitError
+
+    class BrokenBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise torch._dynamo.exc.TorchDynamoException("lowering failed\ndetails")
+
+    def layer(*args):
+        return BrokenBackward.apply(lean_module._causal_layer(*args))
+
+    monkeypatch.setattr(lean_module, "_compiled_causal_layer", lambda: layer)
+    prompts, completions = _data(48, seed=4)
+    n, width = len(completions), max(len(c) for c in completions)
+    mask = torch.zeros(n, width)
+    for i, c in enumerate(completions):
+        mask[i, :len(c)] = 1
+    batch = TrainBatch(prompts, completions, mask, torch.linspace(-1, 1, n), width)
+    cfg = GRPOConfig(model="x", beta=0.0, group_size=5, rollout_batch_size=n, num_minibatches=1,
+                     micro_batch_size=4, compile="on")
+    policy = _qwen2()
+    views = grpo_module._lean_views(cfg, policy, None, SimpleNamespace(
+        name="t", print=print, device=torch.device("cpu")))
+    with pytest.raises(R1kitError, match="lowering failed") as info:
+        update_policy(policy, None, torch.optim.SGD(policy.parameters(), lr=0.1), batch, cfg,
+                      PAD, torch.Generator().manual_seed(0), lambda: 0.1, *views)
+    assert 'compile = "off"' in str(info.value.hint)
+
+
 def test_swiglu_that_keeps_less_gives_the_same_gradients():
     from r1kit.lean import _SwiGLU  # used on CUDA, where its memory matters
 

@@ -149,6 +149,32 @@ def test_a_compile_that_fails_warns_once_and_runs_uncompiled(monkeypatch):
         torch.testing.assert_close(x[1], want[1])
 
 
+def test_an_optimizer_checkpoint_keeps_this_processs_kernel_choice():
+    """A checkpoint's AdamW state written with another kernel choice (fused on a GPU, or
+    foreach) loads into this process's optimizer without its kernel flags: the moments and
+    steps are the checkpoint's, the kernel stays this process's."""
+    from r1kit import distributed
+
+    model = torch.nn.Linear(3, 2)
+    saved = torch.optim.AdamW(model.parameters(), lr=0.1, foreach=True)
+    model(torch.randn(4, 3)).sum().backward()
+    saved.step()
+    state = saved.state_dict()
+    opt = distributed.adamw(model.parameters(), lr=0.1)
+    distributed.load_optimizer_state(model, opt, state)
+    assert opt.param_groups[0]["foreach"] is None and opt.param_groups[0]["fused"] is None
+    assert state["param_groups"][0]["foreach"] is True  # the checkpoint itself is left alone
+    for p in model.parameters():
+        torch.testing.assert_close(opt.state[p]["exp_avg"], saved.state[p]["exp_avg"])
+
+
+@pytest.mark.parametrize("engine", ["auto", "hf"])
+def test_no_new_tokens_gives_empty_completions(model, engine):
+    ro = generate(model, [[5, 6, 7], [8]], group_size=2, max_new_tokens=0, temperature=1.0,
+                  stop_ids=[EOS], pad_id=PAD, engine=engine)
+    assert ro.completion_ids.shape == (4, 0) and ro.lengths.tolist() == [0, 0, 0, 0]
+
+
 def test_first_fit_respects_capacity():
     lengths = [5, 9, 3, 7, 2, 8, 1]
     bins = first_fit(lengths, 10)

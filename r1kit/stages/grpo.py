@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch._dynamo
 
 from r1kit import distributed
 from r1kit.algos import group_advantages, policy_loss
@@ -417,7 +418,13 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                     weight = mask[at].sum() / total_tokens
                 else:
                     weight = len(mb) / len(global_idx)
-                (loss * weight).backward()
+                try:
+                    (loss * weight).backward()
+                except torch._dynamo.exc.TorchDynamoException as exc:  # compiled lazily
+                    raise R1kitError(
+                        f"torch.compile failed in the backward pass ({type(exc).__name__}: "
+                        f"{(str(exc).strip().splitlines() or [''])[0][:300]})",
+                        'set compile = "off" for this stage') from exc
                 with torch.no_grad():
                     metrics["entropy"] = (entropy * mask[at]).sum() / mask[at].sum().clamp(min=1)
                     metrics["loss"] = loss.detach()
