@@ -130,8 +130,14 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--paths", default="hf,hf-static,r1kit-eager,r1kit")
     ap.add_argument("--parts", action="store_true", help="r1kit's decode time by part")
+    ap.add_argument("--length-bucket", type=int, default=None,
+                    help="r1kit: cache slots per CUDA-graph length bucket (default: r1kit's)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.length_bucket:
+        import r1kit.rollout
+
+        r1kit.rollout.LENGTH_BUCKET = args.length_bucket
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from r1kit.rollout import generate
