@@ -510,8 +510,6 @@ class DecodeWeights:
     def __init__(self, lean: LeanLM):
         nh, nkv, d = lean.n_heads, lean.n_kv, lean.head_dim
         rep = nh // nkv
-        self.qkv, self.qkv_bias, self.gate_up = [], [], []
-        self.qk_norm, self.qk_eps = None, 1e-6
 
         def grouped(qt, kt):  # [nh*d, ...], [nkv*d, ...] → [(nh+nkv)*d, ...] in group order
             qt = qt.reshape(nkv, rep, d, *qt.shape[1:])
@@ -522,39 +520,32 @@ class DecodeWeights:
             t = t.reshape(-1, 2, d // 2, *t.shape[1:])
             return torch.cat([-t[:, 1:], t[:, :1]], dim=1).reshape(-1, *t.shape[3:])
 
-        self.o, self.down = [], []  # (weight, bias) of o_proj and down_proj
+        self.layers: list[CachedLayerWeights] = []
         with torch.no_grad():
             for layer in lean.layers:
                 a, m = layer.self_attn, layer.mlp
                 (wq, bq), (wk, bk), (wv, bv) = (effective_linear(x)
                                                 for x in (a.q_proj, a.k_proj, a.v_proj))
                 qk = grouped(wq, wk)
-                self.qkv.append(torch.cat([qk, rotated(qk), wv]))
+                qkv_bias = None
                 if bq is not None:
                     qkb = grouped(bq, bk)
-                    self.qkv_bias.append(torch.cat([qkb, rotated(qkb), bv]))
-                else:
-                    self.qkv_bias.append(None)
-                self.gate_up.append(torch.cat([effective_linear(m.gate_proj)[0],
-                                               effective_linear(m.up_proj)[0]]))
-                self.o.append(effective_linear(a.o_proj))
-                self.down.append(effective_linear(m.down_proj))
-            if lean.qk_norm:
-                self.qk_norm = []
-                for layer in lean.layers:
-                    a = layer.self_attn
+                    qkv_bias = torch.cat([qkb, rotated(qkb), bv])
+                qk_norm, qk_eps = None, 1e-6
+                if lean.qk_norm:
                     w = grouped(a.q_norm.weight.repeat(nh), a.k_norm.weight.repeat(nkv))
                     w = w.view(nh + nkv, d)
                     # the rotated rows' elements are the head's halves swapped (no sign: the
                     # norm scales elements, the sign stays with the rows)
-                    self.qk_norm.append(torch.cat([w, w.roll(d // 2, dims=-1)]))
-                self.qk_eps = _eps(lean.layers[0].self_attn.q_norm)
-        self.layers = [CachedLayerWeights(
-            layer.input_layernorm.weight, _eps(layer.input_layernorm), self.qkv[i],
-            self.qkv_bias[i], self.qk_norm[i] if self.qk_norm is not None else None,
-            self.qk_eps, *self.o[i], layer.post_attention_layernorm.weight,
-            _eps(layer.post_attention_layernorm), self.gate_up[i], *self.down[i])
-            for i, layer in enumerate(lean.layers)]
+                    qk_norm, qk_eps = torch.cat([w, w.roll(d // 2, dims=-1)]), _eps(a.q_norm)
+                self.layers.append(CachedLayerWeights(
+                    layer.input_layernorm.weight, _eps(layer.input_layernorm),
+                    torch.cat([qk, rotated(qk), wv]), qkv_bias, qk_norm, qk_eps,
+                    *effective_linear(a.o_proj), layer.post_attention_layernorm.weight,
+                    _eps(layer.post_attention_layernorm),
+                    torch.cat([effective_linear(m.gate_proj)[0], effective_linear(m.up_proj)[0]]),
+                    *effective_linear(m.down_proj)))
+
 
 class KVCache:
     """Keys and values of every layer, preallocated: [rows, kv_heads, length, head_dim]."""

@@ -141,10 +141,10 @@ def compiled_version(fn):
             try:
                 return compiled(*args)
             except torch._dynamo.exc.TorchDynamoException as exc:
-                failed.append(str(exc).strip().splitlines()[0][:300] if str(exc) else "")
-                warnings.warn(f"torch.compile of {fn.__name__} failed ({type(exc).__name__}: "
-                              f"{failed[0]}); it runs uncompiled (compile = \"off\" avoids "
-                              "trying)", RuntimeWarning, stacklevel=2)
+                failed.append(compile_failure(exc))
+                warnings.warn(f"torch.compile of {fn.__name__} failed ({failed[0]}); it runs "
+                              "uncompiled (compile = \"off\" avoids trying)", RuntimeWarning,
+                              stacklevel=2)
         return fn(*args)
 
     return call
@@ -168,3 +168,9 @@ def body_and_head(model):
     if getattr(config, "logits_scaling", 1.0) not in (None, 1, 1.0):  # Granite: logits / s
         return None
     return body, head
+
+
+def compile_failure(exc: Exception) -> str:
+    """A torch.compile error in one line: its type and the first line of its message."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"{type(exc).__name__}: {first}"

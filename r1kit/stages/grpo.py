@@ -55,6 +55,7 @@ from r1kit.logprobs import (
     ChunkedHeadLogp,
     body_and_head,
     chunk_logp,
+    compile_failure,
     vocab_size,
 )
 from r1kit.models import (
@@ -421,10 +422,9 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                 try:
                     (loss * weight).backward()
                 except torch._dynamo.exc.TorchDynamoException as exc:  # compiled lazily
-                    raise R1kitError(
-                        f"torch.compile failed in the backward pass ({type(exc).__name__}: "
-                        f"{(str(exc).strip().splitlines() or [''])[0][:300]})",
-                        'set compile = "off" for this stage') from exc
+                    raise R1kitError(f"torch.compile failed in the backward pass "
+                                     f"({compile_failure(exc)})",
+                                     'set compile = "off" for this stage') from exc
                 with torch.no_grad():
                     metrics["entropy"] = (entropy * mask[at]).sum() / mask[at].sum().clamp(min=1)
                     metrics["loss"] = loss.detach()
@@ -525,6 +525,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     # the rollout engine also takes LoRA-adapted models (its own check, per rollout); sharded
     # weights decode with transformers' forward
     decode_engine = "hf" if cfg.engine == "hf" or distributed.is_sharded(policy) else "auto"
+    compiled = compile_wanted(cfg.compile, ctx.device)  # for sampling (training: _lean_views)
     stop_ids = stop_token_ids(tokenizer, policy)
     pad_id = tokenizer.pad_token_id
     task = task if task is not None else make_task(cfg, ctx.seed)
@@ -657,7 +658,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                               seeds=seeds, min_new_tokens=cfg.min_new_tokens,
                               engine=decode_engine, cuda_graphs=cfg.cuda_graphs,
                               logprobs=False, on_finished=scoring.callback,
-                              compiled=compile_wanted(cfg.compile, ctx.device))
+                              compiled=compiled)
             t_gen = time.time() - t0
             texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask,
                                      stop_ids, cfg.prefill)
