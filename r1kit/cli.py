@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -43,11 +44,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="(your own file) append the shipped math benchmarks' request for a "
                          "\\boxed{} final answer to each question (default: on)")
     ev.add_argument("--k", type=int, default=0,
-                    help="samples per problem (default: the paper's, 64 for AIME/AMC, else 16)")
+                    help="samples per problem (0, the default: the paper's, 64 for AIME/AMC, 16 "
+                    "for the other benchmarks and your own files, 4 for the tiny world)")
     ev.add_argument("--temperature", type=float, default=0.6)
     ev.add_argument("--top-p", type=float, default=0.95)
     ev.add_argument("--max-new-tokens", type=int, default=32768)
-    ev.add_argument("--limit", type=int, default=0, help="only the first N problems of each")
+    ev.add_argument("--limit", type=int, default=0, help="only the first N problems of each (0, the default: all)")
     ev.add_argument("--template", default="auto",
                     help="r1-zero, chat, or auto (chat when the tokenizer has a chat template)")
     ev.add_argument("--prefill", default=None,
@@ -114,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"r1kit: error: could not read or write{where}: {exc.strerror or exc}",
               file=sys.stderr)
-        print("r1kit: hint: free disk space or fix permissions, then run the same command "
-              "again: finished stages and checkpoints are kept", file=sys.stderr)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+            hint = "free disk space or fix permissions"
+        else:
+            hint = "check the path"
+        print(f"r1kit: hint: {hint}, then run the same command again: finished stages and "
+              "checkpoints are kept", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("r1kit: interrupted", file=sys.stderr)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import tomllib
 import types
 import typing
@@ -432,7 +433,8 @@ class SFTConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    max_length: int = 32768  # tokens per row; longer rows are cut
+    max_length: int = 32768  # tokens per row: a longer response is cut (its end not trained
+    # on), a row whose prompt alone reaches it is left out
     logprob_chunk_tokens: int = 256  # output layer in chunks (vocab >= 32768); 0 = full logits
     activation_checkpointing: bool = False  # recompute each layer in backward: less memory
     save_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only the final model
@@ -785,8 +787,8 @@ def _check_chat_template(recipe: Recipe, where: str, ref: str, known: dict) -> N
 
             try:
                 known[ref] = bool(getattr(load_tokenizer(ref), "chat_template", None))
-            except R1kitError:
-                raise
+            except R1kitError as exc:  # (a broken tokenizer file, or no end-of-sequence token)
+                _fail(where, f"the tokenizer of {ref!r} does not load: {exc.args[0]}", exc.hint)
             except Exception as exc:  # noqa: BLE001 - a broken tokenizer file, named
                 _fail(where, f"the tokenizer of {ref!r} does not load: "
                       f"{type(exc).__name__}: {exc}"[:400],
@@ -829,6 +831,13 @@ def check_inputs(recipe: Recipe) -> None:
             from r1kit.models import check_scalar_head  # the backbone loads with a scalar head
 
             check_scalar_head(backbone)
+        world = int(os.environ.get("WORLD_SIZE") or 1)  # under torchrun: its processes
+        if isinstance(cfg, GRPOConfig) and world > 1:
+            questions = cfg.rollout_batch_size // cfg.group_size  # each process takes a share
+            if questions % world:
+                _fail(f"{where}.rollout_batch_size", f"{questions} questions per step "
+                      f"(rollout_batch_size / group_size) do not divide among {world} processes",
+                      f"use a multiple of {world * cfg.group_size} completions")
         model = getattr(cfg, "model", None)
         data = getattr(cfg, "data", "")
         if isinstance(cfg, SFTConfig):

@@ -136,7 +136,8 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
     p = Path(path)
     if not p.is_dir():
         raise R1kitError(f"model directory {str(p)!r} does not exist",
-                         "point `model` at a Hugging Face checkpoint directory or a stage name")
+                         "give a Hugging Face checkpoint directory (in a recipe, `model` may "
+                         "also name an earlier stage)")
     cfg = p / "config.json"
     if not cfg.is_file():
         raise R1kitError(f"{str(p)!r} has no config.json: it is not a Hugging Face checkpoint",
@@ -147,7 +148,8 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
         raise R1kitError(f"{cfg}: not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or not (config.get("model_type")
                                             or config.get("architectures")):
-        inside = sorted(d.name for d in p.iterdir() if (d / "config.json").is_file())
+        inside = sorted(d.name for d in p.iterdir() if (d / "config.json").is_file()
+                        and (kind == "reward") == _is_reward_model(d / "config.json"))
         raise R1kitError(f"{cfg} is not a model's configuration (no model_type)",
                          f"a run directory? Its checkpoints are its stage directories: "
                          f"{', '.join(str(p / d) for d in inside)}" if inside else
@@ -170,6 +172,14 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
         raise R1kitError(f"{str(p)!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)})",
                          "save the tokenizer next to the model (tokenizer.save_pretrained)")
     return p
+
+
+def _is_reward_model(config_file: Path) -> bool:
+    try:
+        archs = json.loads(config_file.read_text()).get("architectures") or []
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+    return any(str(a).endswith("ForSequenceClassification") for a in archs)
 
 
 def check_scalar_head(path: str | os.PathLike, config: dict | None = None) -> None:
@@ -203,7 +213,15 @@ def load_tokenizer(path: str | os.PathLike):
         except (json.JSONDecodeError, UnicodeDecodeError):
             generic = False
     cls = PreTrainedTokenizerFast if generic else AutoTokenizer
-    tok = cls.from_pretrained(str(path), trust_remote_code=_TRUST_REMOTE_CODE)
+    try:
+        tok = cls.from_pretrained(str(path), trust_remote_code=_TRUST_REMOTE_CODE)
+    except R1kitError:
+        raise
+    except Exception as exc:  # a corrupt or unreadable tokenizer file: say which, no traceback
+        raise R1kitError(f"could not load the tokenizer of {str(path)!r}: "
+                         f"{type(exc).__name__}: {_first_line(exc)}",
+                         "check its tokenizer files (tokenizer.json, tokenizer_config.json); "
+                         "save them again with tokenizer.save_pretrained()") from exc
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise R1kitError(f"the tokenizer of {str(path)!r} has neither an end-of-sequence "
@@ -281,14 +299,37 @@ def checkpoint_layers(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype):
+def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype,
+               tokenizer=None):
+    """The causal LM of a checkpoint directory; with `tokenizer`, checked to have an embedding
+    for each of its tokens."""
     from transformers import AutoModelForCausalLM
 
     check_model_dir(path)
-    with quiet_loading():
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype,
-                                                     trust_remote_code=_TRUST_REMOTE_CODE)
+    try:
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype,
+                                                         trust_remote_code=_TRUST_REMOTE_CODE)
+    except (R1kitError, MemoryError):
+        raise
+    except Exception as exc:  # missing or corrupt weight files: say which, no traceback
+        raise R1kitError(f"could not load the model weights of {str(path)!r}: "
+                         f"{type(exc).__name__}: {_first_line(exc)}",
+                         "the directory needs the weights save_pretrained() writes "
+                         "(model.safetensors or its shards); save or copy them again") from exc
+    if tokenizer is not None:
+        rows = model.get_input_embeddings().num_embeddings
+        if len(tokenizer) > rows:
+            raise R1kitError(f"the tokenizer of {str(path)!r} has {len(tokenizer)} tokens but "
+                             f"the model embeds only {rows}",
+                             "after adding tokens, call model.resize_token_embeddings("
+                             "len(tokenizer)) and save the model again")
     return model.to(device)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 def load_reward_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype,

@@ -10,7 +10,8 @@ from r1kit.runlog import read_jsonl
 
 def plot_figure1(run_dir: Path) -> Path | None:
     """Write `figure1.png` into the run directory from its eval.jsonl; None if nothing to plot."""
-    evals = read_jsonl(Path(run_dir) / "eval.jsonl")
+    # RL stages' evaluations only: an eval stage's rows (a table of models) name their model
+    evals = [e for e in read_jsonl(Path(run_dir) / "eval.jsonl") if not e.get("model")]
     if not evals:
         return None
     import matplotlib

@@ -116,7 +116,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
                          "sft stage as a file")
     t0 = time.time()
     tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, device, dtype).eval()
+    model = load_model(model_path, device, dtype, tokenizer).eval()
     task = make_task(cfg, seed)
     examples = task.train_examples()
     random.Random(f"sample-{seed}").shuffle(examples)

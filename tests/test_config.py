@@ -353,3 +353,15 @@ def test_float16_training_is_refused() -> None:
     evaluation = {"run": {"dtype": "float16"},
                   "stages": {"table": {"kind": "eval", "models": ["/m"], "task": "arithmetic"}}}
     assert recipe_from_dict(evaluation).run.dtype == "float16"  # evaluation alone is fine
+
+
+def test_questions_per_step_must_divide_among_torchrun_processes(monkeypatch) -> None:
+    # under torchrun (WORLD_SIZE) a step's questions are split among the processes: checked
+    # before any stage starts, not when the GRPO stage gets to it
+    over = ["stages.zero.rollout_batch_size=24", "stages.zero.group_size=8"]
+    _load_and_check(over)  # one process: fine
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    msg = _error(over)
+    assert "stages.zero.rollout_batch_size" in msg and "3 questions per step" in msg
+    assert "multiple of 16" in msg
+    _load_and_check(["stages.zero.rollout_batch_size=32", "stages.zero.group_size=8"])

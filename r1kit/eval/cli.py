@@ -49,7 +49,7 @@ def _check(args) -> list[str]:
         raise R1kitError(f"--template: unknown template {args.template!r}",
                          "use auto, r1-zero or chat")
     if args.out and Path(args.out).is_dir():  # found now, not after the evaluation
-        raise R1kitError(f"--out {args.out!r} is a directory",
+        raise R1kitError(f"--out {str(args.out)!r} is a directory",
                          "give the path of the JSON file to write, e.g. results.json")
     return names
 
@@ -92,7 +92,7 @@ def _run_eval(args) -> list[dict]:
                              if args.template == "r1-zero" else
                              "this model's tokenizer has no chat template: give the prompts "
                              "as text")
-    model = load_model(path, device, dtype).eval()
+    model = load_model(path, device, dtype, tokenizer).eval()
     prefill = args.prefill if args.prefill is not None else ("<think>\n" if template == "chat"
                                                               else "")
     stop_ids = stop_token_ids(tokenizer, model)

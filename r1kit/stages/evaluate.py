@@ -83,7 +83,7 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
     for ref, path in models.items():
         t0 = time.time()
         tokenizer = load_tokenizer(path)
-        model = load_model(path, device, dtype).eval()
+        model = load_model(path, device, dtype, tokenizer).eval()
         stop_ids = stop_token_ids(tokenizer, model)
         res = evaluate(model, tokenizer, task, test, [_encode(tokenizer, cfg, e.question) for e in test],
                        k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,

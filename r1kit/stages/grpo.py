@@ -505,7 +505,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     `reward_function` (called as in r1kit.rewards.custom) the config's rewards."""
     torch.manual_seed(ctx.seed)
     tokenizer = load_tokenizer(model_path)
-    policy = load_model(model_path, ctx.device, ctx.dtype)
+    policy = load_model(model_path, ctx.device, ctx.dtype, tokenizer)
     policy.config.use_cache = False  # the training pass needs no cache; generation makes its own
     if cfg.disable_dropout:
         disable_dropout(policy)
@@ -538,6 +538,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     test = task.test_examples(cfg.eval.split)
     if cfg.eval.limit:
         test = test[:cfg.eval.limit]
+    if cfg.eval.every and not test and world.is_main:
+        ctx.print(f"[{ctx.name}] no held-out questions (task {cfg.task!r} without a test_file): "
+                  "no evaluations during the stage")
 
     def encode(question: str) -> list[int]:
         return encode_prompt(question, cfg.template, tokenizer, cfg.prefill)

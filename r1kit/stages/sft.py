@@ -58,21 +58,38 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], st
     return rows
 
 
-def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str,
-                max_length: int) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, response ids + eos) per row; rows longer than max_length are cut."""
-    out = []
+def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_length: int,
+                log=None) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids + eos) per row. A row longer than max_length keeps its prompt
+    and the start of its response (its end is not trained on); a row whose prompt alone
+    takes max_length tokens has nothing left to train on and is left out. `log`: told how
+    many rows were cut and left out."""
     eos = tokenizer.eos_token_id
+    if eos is None:
+        raise R1kitError("the model's tokenizer has no end-of-sequence token: SFT ends every "
+                         "response with it, so that the model learns to stop",
+                         "set eos_token in the model's tokenizer_config.json")
+    out, cut, dropped = [], 0, 0
     for prompt, response in rows:
         if template == "none" and not isinstance(prompt, list):  # (a list: render_prompt's error)
             p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
         else:
             p = encode_prompt(prompt, template, tokenizer)
         r = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
+        if len(p) >= max_length:
+            dropped += 1
+            continue
         if len(p) + len(r) > max_length:
-            r = r[:max(1, max_length - len(p))]
-            p = p[:max_length - len(r)]
+            r = r[:max_length - len(p)]
+            cut += 1
         out.append((p, r))
+    if rows and not out:
+        raise R1kitError(f"every prompt of the SFT data takes max_length = {max_length} tokens "
+                         "or more, which leaves no response to train on",
+                         "raise max_length")
+    if (cut or dropped) and log is not None:
+        log(f"max_length = {max_length}: {cut} of {len(rows)} rows cut (the ends of their "
+            f"responses are not trained on), {dropped} left out (their prompts alone reach it)")
     return out
 
 
@@ -120,7 +137,7 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_path)
     resume = distributed.broadcast_object(latest_checkpoint(stage_dir))
-    model = load_model(resume or model_path, device, dtype)
+    model = load_model(resume or model_path, device, dtype, tokenizer)
     model.config.use_cache = False
     if cfg.activation_checkpointing:
         checkpoint_layers(model)
@@ -131,7 +148,8 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     # the chunked output layer calls the output layer directly, past FSDP's hooks
     chunk = cfg.logprob_chunk_tokens if vocab_size(model) >= CHUNK_MIN_VOCAB and not sharded \
         else 0
-    data = encode_rows(tokenizer, read_sft_rows(data_path, cfg), cfg.template, cfg.max_length)
+    data = encode_rows(tokenizer, read_sft_rows(data_path, cfg), cfg.template, cfg.max_length,
+                       (lambda m: log(f"[{name}] {m}")) if world.rank == 0 else None)
     steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
     opt = distributed.adamw(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.95))

@@ -165,6 +165,10 @@ class MathTask:
         self._train = (read_examples(train_file, question_field, answer_field, **hint) if train_file
                        else [])
         tq, ta = test_fields or (question_field, answer_field)
+        if test_fields is not None and not hint:  # the keys that name the test file's fields
+            hint = {"fields_hint": "set test_question_field / test_answer_field (or "
+                                   "question_field / answer_field, for both files) to the "
+                                   "right names"}
         self._test = read_examples(test_file, tq, ta, **hint) if test_file else []
 
     def train_examples(self) -> list[Example]:

@@ -1,0 +1,118 @@
+"""What a user's own checkpoint or data can get wrong, said as an error (or a note), not a
+traceback or a silent loss: corrupt files, a tokenizer larger than the model's embedding,
+SFT rows longer than max_length, a tokenizer without an end-of-sequence token; and the run's
+figure, which plots the RL stages' evaluations only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from r1kit.errors import R1kitError
+from r1kit.models import load_model, load_tokenizer
+
+
+@pytest.fixture()
+def checkpoint(bpe_checkpoint, tmp_path):
+    return shutil.copytree(bpe_checkpoint, tmp_path / "model")
+
+
+def test_corrupt_tokenizer_file_is_an_error_naming_it(checkpoint):
+    (checkpoint / "tokenizer.json").write_text("{ not json")
+    with pytest.raises(R1kitError, match="could not load the tokenizer") as info:
+        load_tokenizer(checkpoint)
+    assert str(checkpoint) in str(info.value) and "save_pretrained" in str(info.value)
+
+
+def test_corrupt_or_missing_weights_are_an_error_naming_them(checkpoint):
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(b"garbage")
+    with pytest.raises(R1kitError, match="could not load the model weights"):
+        load_model(checkpoint, torch.device("cpu"), torch.float32)
+    weights.unlink()
+    with pytest.raises(R1kitError, match="could not load the model weights"):
+        load_model(checkpoint, torch.device("cpu"), torch.float32)
+
+
+def test_tokenizer_larger_than_the_embedding_is_found_at_load(checkpoint):
+    tok = load_tokenizer(checkpoint)
+    load_model(checkpoint, torch.device("cpu"), torch.float32, tok)  # as saved: fine
+    tok.add_tokens([f"<extra_{i}>" for i in range(5)])
+    with pytest.raises(R1kitError, match="resize_token_embeddings") as info:
+        load_model(checkpoint, torch.device("cpu"), torch.float32, tok)
+    assert f"has {len(tok)} tokens" in str(info.value)
+
+
+def test_cli_says_which_weights_cannot_be_read(checkpoint, capsys):
+    from r1kit.cli import main
+
+    (checkpoint / "model.safetensors").write_bytes(b"garbage")
+    assert main(["eval", "--model", str(checkpoint), "--bench", "gsm8k", "--limit", "1",
+                 "--k", "1", "--max-new-tokens", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "could not load the model weights" in err and "Traceback" not in err
+    assert "free disk space" not in err
+
+
+def test_sft_rows_longer_than_max_length_are_cut_or_left_out(bpe_checkpoint):
+    from r1kit.stages.sft import encode_rows
+
+    tok = load_tokenizer(bpe_checkpoint)
+    short_q, long_q = "What is 2 + 3?", "Count the apples. " * 40
+    answer = "First add two and three, which gives five. The answer is 5."
+    p_short = len(tok(short_q)["input_ids"])
+    p_long = len(tok(long_q)["input_ids"])
+    n_answer = len(tok(answer, add_special_tokens=False)["input_ids"]) + 1  # + eos
+    limit = p_short + n_answer - 3  # the short row loses the end of its response
+    assert p_long >= limit
+    notes = []
+    out = encode_rows(tok, [(short_q, answer), (long_q, answer), (short_q, "5")], "none",
+                      limit, notes.append)
+    assert len(out) == 2  # the long prompt's row is left out: nothing of it to train on
+    (p1, r1), (p2, r2) = out
+    assert p1 == tok(short_q)["input_ids"] and len(p1) + len(r1) == limit
+    assert r1 == (tok(answer, add_special_tokens=False)["input_ids"])[:limit - p_short]
+    assert r2[-1] == tok.eos_token_id  # the row that fits keeps its end
+    assert notes and "1 of 3 rows cut" in notes[0] and "1 left out" in notes[0]
+    with pytest.raises(R1kitError, match="raise max_length"):
+        encode_rows(tok, [(long_q, answer)], "none", limit)
+
+
+def test_sft_needs_an_end_of_sequence_token(bpe_checkpoint):
+    from r1kit.stages.sft import encode_rows
+
+    tok = load_tokenizer(bpe_checkpoint)
+    tok.eos_token = None
+    with pytest.raises(R1kitError, match="no end-of-sequence token"):
+        encode_rows(tok, [("q", "a")], "none", 64)
+
+
+def test_figure1_plots_the_rl_stages_only(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from r1kit.plots import plot_figure1
+
+    row = {"benchmark": "arithmetic/main", "pass@1": 0.5, "cons@4": 0.6, "k": 4,
+           "mean_tokens": 20.0}
+    table = [{**row, "stage": "table", "step": 0, "model": m} for m in ("base", "zero")]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in table))
+    assert plot_figure1(tmp_path) is None  # an eval stage's table alone: no RL curve
+
+    labels = []
+    plot = Axes.plot
+
+    def recording(self, *args, **kwargs):
+        labels.append(kwargs.get("label"))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording)
+    rl = [{**row, "stage": "zero", "step": s} for s in (0, 10)]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rl + table))
+    assert plot_figure1(tmp_path).is_file()
+    assert labels and all(label.startswith("zero") for label in labels), labels
