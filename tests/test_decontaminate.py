@@ -143,3 +143,17 @@ def test_cli_bad_n_and_missing_file(tmp_path, capsys):
                  "--bench", "gsm8k"]) == 2
     err = capsys.readouterr().err
     assert "--n" in err and "not found" in err
+
+
+def test_short_benchmark_problem_copied_word_for_word_is_caught():
+    # MATH-500 has problems of fewer than 10 words: they have no 10-gram, so such a problem
+    # counts as one gram of its own length (SHORT_MIN_WORDS words or more)
+    short = next(ex.meta["problem"] for ex in load_benchmark("math500").test_examples()
+                 if 6 <= len(_words(ex.meta["problem"])) < 10)
+    grams = benchmark_ngrams(["math500"])
+    rows = [{"prompt": f"Practice problem. {short} Show your work."},
+            {"prompt": " ".join(_words(short)[:-1]) + " zorblax"},  # not the whole problem
+            {"prompt": UNRELATED}]
+    found = find_contaminated(rows, grams)
+    assert [(h["index"], h["benchmarks"]) for h in found] == [(0, ["math500"])]
+    assert found[0]["example"] == " ".join(_words(short))
