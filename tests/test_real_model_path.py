@@ -164,3 +164,52 @@ def test_reward_function_errors_are_clear(tmp_path):
     fn = FunctionReward(load_function(str(tmp_path / "r.py") + ":f"))
     with pytest.raises(R1kitError, match="1 scores for 2 completions"):
         fn.score(["a", "b"], [Example("q", "a")] * 2)
+
+
+def test_reward_function_modules_beside_the_file_and_in_the_current_directory(tmp_path,
+                                                                              monkeypatch):
+    # `r1kit run` is a console script, which does not put the current directory on the import
+    # path as `python -m` does: a "module:function" of the current directory must still
+    # import, and a "file.py:function" may import the modules beside it
+    import sys
+
+    from r1kit.errors import R1kitError
+    from r1kit.rewards.custom import load_function
+
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    (tmp_path / "r1kit_test_helper_mod.py").write_text("BONUS = 0.5\n")
+    (tmp_path / "r1kit_test_reward_mod.py").write_text(
+        "from r1kit_test_helper_mod import BONUS\n"
+        "def f(completions, prompts, answer):\n    return [BONUS for _ in completions]\n")
+    sub = tmp_path / "elsewhere"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    fn = load_function(str(tmp_path / "r1kit_test_reward_mod.py") + ":f")
+    assert fn(["a"], ["q"], ["x"]) == [0.5]
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    for name in ("r1kit_test_helper_mod", "r1kit_test_reward_mod"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert load_function("r1kit_test_reward_mod:f")(["a", "b"], ["q"] * 2, ["x"] * 2) == [0.5] * 2
+    with pytest.raises(R1kitError, match="PYTHONPATH"):
+        load_function("r1kit_no_such_module_here:f")
+
+
+def test_reward_function_gets_conversational_completions_after_chat_prompts():
+    # as TRL: after a prompt of chat messages each completion is one assistant message, so
+    # open-r1's rewards (completion[0]["content"]) work unchanged; text prompts get text
+    from r1kit.rewards.custom import FunctionReward
+    from r1kit.tasks.base import Example
+
+    seen = []
+
+    def format_reward(completions, prompts, answer, **kwargs):
+        seen.append(completions)
+        return [1.0 if (c[0]["content"] if isinstance(c, list) else c).startswith("<think>")
+                else 0.0 for c in completions]
+
+    chat = Example([{"role": "user", "content": "2+2?"}], "4")
+    text = Example("2+2?", "4")
+    scores = FunctionReward(format_reward).score(["<think>4</think>", "4"], [chat, text])
+    assert [s for s, _ in scores] == [1.0, 0.0]
+    assert seen == [[[{"role": "assistant", "content": "<think>4</think>"}], "4"]]

@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import inspect
 import math
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -33,19 +34,30 @@ def load_function(spec: str) -> Callable:
             path = Path(where)
             if not path.is_file():
                 raise R1kitError(f"reward_function: no file {where!r}")
+            # the file's own directory is importable, so it may import the modules beside it
+            _importable(path.resolve().parent)
             module_spec = importlib.util.spec_from_file_location(f"r1kit_reward_{path.stem}", path)
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
         else:
+            _importable(Path.cwd())  # as `python -m` would: modules of the current directory
             module = importlib.import_module(where)
     except R1kitError:
         raise
     except Exception as exc:  # the user's module failed to import: say which and why
-        raise R1kitError(f"reward_function: importing {where!r} failed: {exc!r}") from exc
+        hint = ("give the file instead, reward_function = 'path/to/file.py:function', or put "
+                "its directory on PYTHONPATH" if isinstance(exc, ModuleNotFoundError) else None)
+        raise R1kitError(f"reward_function: importing {where!r} failed: {exc!r}", hint) from exc
     fn = getattr(module, name, None)
     if not callable(fn):
         raise R1kitError(f"reward_function: {where!r} has no function {name!r}")
     return fn
+
+
+def _importable(directory: Path) -> None:
+    """Put `directory` on the import path (after what is there, so it shadows nothing)."""
+    if str(directory) not in sys.path:
+        sys.path.append(str(directory))
 
 
 BUILT_IN = ("completions", "prompts", "answer")
@@ -100,7 +112,12 @@ class FunctionReward:
     def score(self, responses: list[str], examples: list[Example]) -> list[tuple[float, dict]]:
         name = getattr(self.fn, "__qualname__", repr(self.fn))
         try:
-            scores = self.fn(**_columns(self.fn, examples), completions=responses,
+            # as TRL: after a conversation (a prompt of chat messages) a completion is a
+            # conversation too, one assistant message (open-r1's rewards read [0]["content"])
+            completions = [[{"role": "assistant", "content": r}]
+                           if isinstance(e.question, list) else r
+                           for r, e in zip(responses, examples)]
+            scores = self.fn(**_columns(self.fn, examples), completions=completions,
                              prompts=[e.question for e in examples],
                              answer=[e.answer for e in examples])
         except Exception as exc:  # the user's function failed: name it and where
