@@ -10,8 +10,9 @@ backward and the reference model's forward over every token of the 128 sequences
 runs exactly those products back to back on preallocated tensors (2 threads, as the preset)
 and prints the fastest of --repeats passes: a step cannot take less time on this machine,
 so TRL's seconds per step divided by this figure bounds the ratio any implementation can
-reach against TRL. Layer shapes are read from the preset's model; prompt lengths are the
-preset's own prompts.
+reach against TRL. It also prints the CPU's best rate (a large square product) and how long
+the step's products would take even at that rate. Layer shapes are read from the preset's
+model; prompt lengths are the preset's own prompts.
 """
 
 from __future__ import annotations
@@ -118,6 +119,21 @@ def main(argv=None) -> int:
               f"({flops / 1e9 / seconds:.0f} GFLOP/s)")
     report["floor_seconds_per_step"] = total
     print(f"matrix products alone: {total:.3f} s per step ({tokens} tokens, {rows} sequences)")
+    # the CPU's best rate: a large square product, which no shape of this model beats
+    n = 2048
+    a, b, o = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    torch.mm(a, b, out=o)
+    best = float("inf")
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        torch.mm(a, b, out=o)
+        best = min(best, time.perf_counter() - t)
+    peak = 2 * n ** 3 / 1e9 / best
+    all_flops = sum(p["gflop"] for p in report["parts"].values())
+    report["peak_gflop_per_s"] = peak
+    report["at_peak_seconds_per_step"] = all_flops / peak
+    print(f"this CPU's best rate ({n} x {n} x {n} product): {peak:.0f} GFLOP/s; the step's "
+          f"{all_flops:.1f} GFLOP at that rate: {all_flops / peak:.3f} s")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
     return 0
