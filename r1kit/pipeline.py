@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from r1kit import distributed
+from r1kit.checkpoints import latest_checkpoint
 from r1kit.config import (
     STAGE_KINDS,
     EvalStageConfig,
@@ -65,6 +66,17 @@ def run_recipe(recipe: Recipe, run_dir: Path | None = None, from_stage: str | No
     return summaries
 
 
+def _holds_results(stage_dir: Path) -> bool:
+    """Whether a stage directory holds what a run would keep: the stage done, or a
+    checkpoint it would resume from."""
+    meta = stage_dir / "stage.json"
+    try:
+        done = meta.is_file() and json.loads(meta.read_text()).get("status") == "done"
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        done = True  # unreadable: keep the refusal
+    return done or latest_checkpoint(stage_dir) is not None
+
+
 def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, print_fn,
                 device) -> dict:
     main = distributed.current().is_main
@@ -86,6 +98,17 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                                                                 .index(from_stage)]]
             kept += ["run"] if kept else []
             changed = [k for k in changed if any(k == s or k.startswith(s + ".") for s in kept)]
+        # a stage that holds no result (not done, no checkpoint: it stopped before any, and
+        # runs again from its start) may take new settings; [run]'s only while no stage does
+        held = {n: _holds_results(run_dir / n) for n in
+                {k.split(".")[1] for k in changed if k.startswith("stages.")}}
+        locked = [k for k in changed if (held[k.split(".")[1]] if k.startswith("stages.") else
+                                         any(_holds_results(d) for d in run_dir.iterdir()
+                                             if d.is_dir()))]
+        if changed and not locked:
+            print_fn(f"{run_dir}: taking the new settings ({', '.join(changed[:6])}): no stage "
+                     "holds results under the old ones")
+        changed = locked
         if changed:
             shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more"
                                               if len(changed) > 6 else "")

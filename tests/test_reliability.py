@@ -437,6 +437,17 @@ def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, c
     capsys.readouterr()
     assert main([*args, "--set", "stages.zero.lr=0.5"]) == 0
     assert "[zero] already done" in capsys.readouterr().out
+    # a stage that stopped before any result (here: its stage.json gone, as after an error at
+    # its start) may take new settings; the finished stage before it still may not
+    (out / "zero" / "stage.json").unlink()
+    assert main([*args, "--set", "stages.zero.lr=0.25", "--set", "stages.base.lr=0.5"]) == 2
+    assert "other settings: stages.base.lr" in capsys.readouterr().err
+    assert main([*args, "--set", "run.seed=3"]) == 2  # [run]: base holds results
+    assert "run.seed" in capsys.readouterr().err
+    assert main([*args, "--set", "stages.zero.lr=0.25"]) == 0
+    said = capsys.readouterr().out
+    assert "taking the new settings (stages.zero.lr)" in said and "[zero] grpo stage" in said
+    assert json.loads((out / "config.json").read_text())["stages"]["zero"]["lr"] == 0.25
 
 
 def test_train_and_test_files_may_name_their_fields_differently(tmp_path):
