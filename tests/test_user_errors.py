@@ -72,7 +72,7 @@ def test_sft_rows_longer_than_max_length_are_cut_or_left_out(bpe_checkpoint):
     out = encode_rows(tok, [(short_q, answer), (long_q, answer), (short_q, "5")], "none",
                       limit, notes.append)
     assert len(out) == 2  # the long prompt's row is left out: nothing of it to train on
-    (p1, r1), (p2, r2) = out
+    (p1, r1), (_, r2) = out
     assert p1 == tok(short_q)["input_ids"] and len(p1) + len(r1) == limit
     assert r1 == (tok(answer, add_special_tokens=False)["input_ids"])[:limit - p_short]
     assert r2[-1] == tok.eos_token_id  # the row that fits keeps its end
