@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -177,6 +178,9 @@ class _GroupUniforms:
         return self.buf[rows, t % self.block]
 
 
+_WARNED_POSITIONS: set[int] = set()
+
+
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens: int,
              temperature: float, top_p: float = 1.0, stop_ids: list[int], pad_id: int,
@@ -206,6 +210,14 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
                          f"{limit} positions this model has learned",
                          "lower max_new_tokens (eval: eval.max_new_tokens or --max-new-tokens) "
                          "or use shorter prompts")
+    trained = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if limit is None and isinstance(trained, int) and longest > trained \
+            and trained not in _WARNED_POSITIONS:
+        _WARNED_POSITIONS.add(trained)  # once per process and length
+        warnings.warn(f"prompts plus max_new_tokens can reach position {longest}, past the model's "
+                      f"max_position_embeddings = {trained}: the model was not trained on such "
+                      "positions, and its samples there may be poor (lower max_new_tokens or "
+                      "use shorter prompts)", stacklevel=2)
     device = next(model.parameters()).device
     per_chunk = max(1, max_rows // group_size)
     decoder = lean_decoder(model, cuda_graphs, compiled) if engine == "auto" else None

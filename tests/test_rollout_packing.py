@@ -372,6 +372,29 @@ def test_generation_past_a_models_learned_positions_is_an_error():
         generate(gpt2, [[5, 6, 7, 8]], max_new_tokens=13, **kw)
 
 
+def test_generation_past_a_rotary_models_trained_positions_warns_once(monkeypatch):
+    # rotary models have no hard limit, but past max_position_embeddings their samples may be
+    # poor: a warning (once per process and length), the rollout goes on
+    import r1kit.rollout as rollout
+
+    monkeypatch.setattr(rollout, "_WARNED_POSITIONS", set())
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=4, intermediate_size=64,
+                                         max_position_embeddings=16)).eval()
+    kw = dict(group_size=2, temperature=1.0, stop_ids=[EOS], pad_id=PAD)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        generate(llama, [[5, 6, 7, 8]], max_new_tokens=12, **kw)  # 16 positions: no warning
+    with pytest.warns(UserWarning, match="can reach position 20, past the model's "
+                                         "max_position_embeddings = 16"):
+        ro = generate(llama, [[5, 6, 7, 8]], max_new_tokens=16, min_new_tokens=16, **kw)
+    assert ro.completion_ids.shape == (2, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        generate(llama, [[5, 6, 7, 8]], max_new_tokens=16, **kw)  # said once
+
+
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_sft_loss_in_chunks_equals_the_full_logits(model, checkpointing):
     """SFT's loss through the chunked output layer (on labelled positions only) equals

@@ -212,6 +212,8 @@ def test_malformed_rows_are_refused_before_scoring(tmp_path, capsys, monkeypatch
         ("language", {"completion": "x", "target": "prompt"}, "'prompt'"),
         ("code", {"completion": "x"}, "'tests'"),
         ("code", {"completion": "x", "test": "def check(f): pass"}, "'entry_point'"),
+        ("code", {"completion": "x", "tests": "assert f() == 1"}, "list of strings"),
+        ("code", {"completion": "x", "test_list": [1, 2]}, "list of strings"),
     ],
 )
 def test_missing_fields_per_reward(tmp_path, capsys, reward, row, expected) -> None:
