@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="most sequences sampled at once (memory only)")
     ev.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     dec = sub.add_parser("decontaminate",
-                         help="find training rows that share a 10-gram with benchmarks")
+                         help="find training rows that share a 10-gram with benchmarks (or hold a "
+                              "shorter math problem whole)")
     dec.add_argument("--train", required=True, type=Path, help="a JSONL or parquet file")
     dec.add_argument("--bench", required=True, metavar="NAMES", help="comma-separated benchmarks")
     dec.add_argument("--fields", default=None,

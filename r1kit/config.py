@@ -799,6 +799,16 @@ def _check_chat_template(recipe: Recipe, where: str, ref: str, known: dict) -> N
               "use template = 'r1-zero' for a base model without one")
 
 
+def _torchrun_world() -> int:
+    """The number of processes torchrun started (1 outside it), as r1kit.distributed sees
+    them: WORLD_SIZE with RANK set."""
+    try:
+        size = int(os.environ.get("WORLD_SIZE") or 1)
+    except ValueError:
+        return 1  # (r1kit.distributed names a malformed value when it starts)
+    return size if "RANK" in os.environ else 1
+
+
 def check_inputs(recipe: Recipe) -> None:
     """Every model and data file a recipe names exists (run before any work starts)."""
     earlier: list[str] = []
@@ -831,7 +841,7 @@ def check_inputs(recipe: Recipe) -> None:
             from r1kit.models import check_scalar_head  # the backbone loads with a scalar head
 
             check_scalar_head(backbone)
-        world = int(os.environ.get("WORLD_SIZE") or 1)  # under torchrun: its processes
+        world = _torchrun_world()
         if isinstance(cfg, GRPOConfig) and world > 1:
             questions = cfg.rollout_batch_size // cfg.group_size  # each process takes a share
             if questions % world:

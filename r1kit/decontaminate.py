@@ -4,9 +4,11 @@ The DeepSeek-R1 report filters its RL data by dropping every text that shares a 
 a test question or solution. `r1kit decontaminate` does the same check: texts are lowercased
 and split into words on anything that is not a letter or digit (any script), the n-grams are
 the tuples of n consecutive words, and a training row is contaminated when one of its
-n-grams occurs in a benchmark's problems or solutions. A benchmark text shorter than n words
-(MATH-500 has a few dozen) counts as one n-gram of its own length when it has at least
-SHORT_MIN_WORDS words, so a training row that contains it word for word is caught too.
+n-grams occurs in a benchmark's problems or solutions. A math benchmark's problem shorter
+than n words (MATH-500 has 31) counts as one gram of its own length when it has at least
+SHORT_MIN_WORDS words, so a training row that contains it word for word is caught too (not
+code benchmarks' short problems and solutions, which are generic: "write a function to merge
+two dictionaries", "return sorted(list(set(l)))").
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ NGram = tuple[str, ...]
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _SHOWN = 5  # contaminated rows listed in the report
-SHORT_MIN_WORDS = 4  # a benchmark text of fewer words than this and than n is no evidence
+SHORT_MIN_WORDS = 6  # a math problem of fewer words than this and than n is no evidence
 
 
 def _words(text: str) -> list[str]:
@@ -35,11 +37,11 @@ def _ngram_list(text: str, n: int) -> list[NGram]:
     return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
 
-def _bench_grams(text: str, n: int) -> list[NGram]:
-    """A benchmark text's n-grams; a text shorter than n words (but of SHORT_MIN_WORDS or
-    more) is one gram of its own length."""
+def _bench_grams(text: str, n: int, short: bool) -> list[NGram]:
+    """A benchmark text's n-grams; with `short` (a math problem), a text shorter than n words
+    (but of SHORT_MIN_WORDS or more) is one gram of its own length."""
     words = _words(text)
-    if SHORT_MIN_WORDS <= len(words) < n:
+    if short and SHORT_MIN_WORDS <= len(words) < n:
         return [tuple(words)]
     return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
@@ -74,9 +76,9 @@ def _check_names(names: Iterable[str]) -> list[str]:
 
 def benchmark_ngrams(names: Iterable[str], n: int = 10) -> dict[str, set[NGram]]:
     """For each benchmark name, the n-grams of all its test problems and solutions (worked
-    solutions, reference code; a text shorter than n words is one shorter gram, see
+    solutions, reference code; a math problem shorter than n words is one shorter gram, see
     _bench_grams). Unknown names and "tiny" are an R1kitError."""
-    from r1kit.eval.benchmarks import load_benchmark
+    from r1kit.eval.benchmarks import BENCHMARKS, load_benchmark
 
     if n < 1:
         raise R1kitError(f"n-gram length must be at least 1, got {n}")
@@ -85,7 +87,8 @@ def benchmark_ngrams(names: Iterable[str], n: int = 10) -> dict[str, set[NGram]]
         grams: set[NGram] = set()
         for ex in load_benchmark(name).test_examples():
             for key in ("problem", "solution"):
-                grams.update(_bench_grams(str(ex.meta.get(key) or ""), n))
+                short = key == "problem" and BENCHMARKS[name].kind == "math"
+                grams.update(_bench_grams(str(ex.meta.get(key) or ""), n, short))
         out[name] = grams
     return out
 
@@ -123,14 +126,25 @@ def _row_texts(row: dict, fields: Sequence[str] | None, where: str) -> list[str]
     return texts
 
 
-def _contamination(texts: list[str], bench_ngrams: dict[str, set[NGram]],
-                   lengths: list[int]) -> tuple[list[str], NGram | None]:
+def _grams_at(words: list[str], n: int, starts: dict[str, set[int]]):
+    """The grams a text's words give, in text order: at each position its n-gram, and the
+    grams of the lengths of the short benchmark texts that begin with the word there."""
+    for i, word in enumerate(words):
+        if i + n <= len(words):
+            yield tuple(words[i:i + n])
+        for length in sorted(starts.get(word, ())):
+            if i + length <= len(words):
+                yield tuple(words[i:i + length])
+
+
+def _contamination(texts: list[str], bench_ngrams: dict[str, set[NGram]], n: int,
+                   starts: dict[str, set[int]]) -> tuple[list[str], NGram | None]:
     """(benchmarks sharing a gram with the texts, first shared gram in text order);
-    `lengths`: the gram lengths the benchmarks hold (n, and those of short texts)."""
+    `starts`: the first word of each benchmark gram shorter than n, with its lengths."""
     hit: list[str] = []
     first: NGram | None = None
     for text in texts:
-        for gram in (g for length in lengths for g in _ngram_list(text, length)):
+        for gram in _grams_at(_words(text), n, starts):
             for name, grams in bench_ngrams.items():
                 if gram in grams:
                     if first is None:
@@ -146,11 +160,15 @@ def _find(rows: Sequence[dict], bench_ngrams: dict[str, set[NGram]],
           fields: Sequence[str] | None, n: int, where: Sequence[str]) -> list[dict[str, Any]]:
     if n < 1:
         raise R1kitError(f"n-gram length must be at least 1, got {n}")
-    lengths = sorted({n} | {len(g) for grams in bench_ngrams.values() for g in grams})
+    starts: dict[str, set[int]] = {}  # the short grams (math problems under n words)
+    for grams in bench_ngrams.values():
+        for g in grams:
+            if 0 < len(g) < n:
+                starts.setdefault(g[0], set()).add(len(g))
     found = []
     for i, row in enumerate(rows):
-        benches, first = _contamination(_row_texts(row, fields, where[i]), bench_ngrams,
-                                        lengths)
+        benches, first = _contamination(_row_texts(row, fields, where[i]), bench_ngrams, n,
+                                        starts)
         if benches:
             found.append({"index": i, "benchmarks": benches, "example": " ".join(first or ())})
     return found

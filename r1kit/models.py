@@ -220,8 +220,9 @@ def load_tokenizer(path: str | os.PathLike):
     except Exception as exc:  # a corrupt or unreadable tokenizer file: say which, no traceback
         raise R1kitError(f"could not load the tokenizer of {str(path)!r}: "
                          f"{type(exc).__name__}: {_first_line(exc)}",
-                         "check its tokenizer files (tokenizer.json, tokenizer_config.json); "
-                         "save them again with tokenizer.save_pretrained()") from exc
+                         "check its tokenizer files (tokenizer.json, tokenizer_config.json), "
+                         "and that the installed transformers / tokenizers read them (a file "
+                         f"saved by a newer version may not; transformers {_version()})") from exc
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise R1kitError(f"the tokenizer of {str(path)!r} has neither an end-of-sequence "
@@ -312,19 +313,31 @@ def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype
                                                          trust_remote_code=_TRUST_REMOTE_CODE)
     except (R1kitError, MemoryError):
         raise
-    except Exception as exc:  # missing or corrupt weight files: say which, no traceback
-        raise R1kitError(f"could not load the model weights of {str(path)!r}: "
+    except Exception as exc:  # missing or corrupt weight files, ...: say which, no traceback
+        weights = isinstance(exc, OSError) or "safetensor" in type(exc).__name__.lower()
+        raise R1kitError(f"could not load the model of {str(path)!r}: "
                          f"{type(exc).__name__}: {_first_line(exc)}",
                          "the directory needs the weights save_pretrained() writes "
-                         "(model.safetensors or its shards); save or copy them again") from exc
-    if tokenizer is not None:
+                         "(model.safetensors or its shards); save or copy them again"
+                         if weights else "check that the installed transformers "
+                         f"({_version()}) supports this model type and its files") from exc
+    try:
         rows = model.get_input_embeddings().num_embeddings
+    except (NotImplementedError, AttributeError):  # own model code without the accessor
+        rows = None
+    if tokenizer is not None and rows is not None:
         if len(tokenizer) > rows:
             raise R1kitError(f"the tokenizer of {str(path)!r} has {len(tokenizer)} tokens but "
                              f"the model embeds only {rows}",
                              "after adding tokens, call model.resize_token_embeddings("
                              "len(tokenizer)) and save the model again")
     return model.to(device)
+
+
+def _version() -> str:
+    import transformers
+
+    return transformers.__version__
 
 
 def _first_line(exc: BaseException) -> str:

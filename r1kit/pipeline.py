@@ -66,6 +66,17 @@ def run_recipe(recipe: Recipe, run_dir: Path | None = None, from_stage: str | No
     return summaries
 
 
+def stage_of(key: str, names: list[str]) -> str | None:
+    """The stage a settings key belongs to ("stages.NAME" or "stages.NAME.field"; a name
+    may hold dots), or None for [run]'s keys."""
+    found = [n for n in names if key == f"stages.{n}" or key.startswith(f"stages.{n}.")]
+    return max(found, key=len) if found else None
+
+
+def _shown(keys: list[str]) -> str:
+    return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+
+
 def _holds_results(stage_dir: Path) -> bool:
     """Whether a stage directory holds what a run would keep: the stage done, or a
     checkpoint it would resume from."""
@@ -100,19 +111,17 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             changed = [k for k in changed if any(k == s or k.startswith(s + ".") for s in kept)]
         # a stage that holds no result (not done, no checkpoint: it stopped before any, and
         # runs again from its start) may take new settings; [run]'s only while no stage does
-        held = {n: _holds_results(run_dir / n) for n in
-                {k.split(".")[1] for k in changed if k.startswith("stages.")}}
-        locked = [k for k in changed if (held[k.split(".")[1]] if k.startswith("stages.") else
-                                         any(_holds_results(d) for d in run_dir.iterdir()
-                                             if d.is_dir()))]
+        names = [*json.loads(saved.read_text()).get("stages", {}), *recipe.stages]
+        any_held = any(_holds_results(d) for d in run_dir.iterdir() if d.is_dir())
+        locked = [k for k in changed if (_holds_results(run_dir / stage_of(k, names))
+                                         if stage_of(k, names) else any_held)]
         if changed and not locked:
-            print_fn(f"{run_dir}: taking the new settings ({', '.join(changed[:6])}): no stage "
-                     "holds results under the old ones")
+            print_fn(f"{run_dir}: taking the new settings ({_shown(changed)}): no stage holds "
+                     "results under the old ones")
         changed = locked
         if changed:
-            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more"
-                                              if len(changed) > 6 else "")
-            stage = changed[0].split(".")[1] if changed[0].startswith("stages.") else None
+            shown = _shown(changed)
+            stage = stage_of(changed[0], names)
             raise R1kitError(
                 f"{run_dir} holds a run with other settings: {shown}"
                 + (f" (with --from {from_stage}, the stages before it are kept as they are)"

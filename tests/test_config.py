@@ -361,6 +361,8 @@ def test_questions_per_step_must_divide_among_torchrun_processes(monkeypatch) ->
     over = ["stages.zero.rollout_batch_size=24", "stages.zero.group_size=8"]
     _load_and_check(over)  # one process: fine
     monkeypatch.setenv("WORLD_SIZE", "2")
+    _load_and_check(over)  # WORLD_SIZE without RANK: not torchrun, one process
+    monkeypatch.setenv("RANK", "0")
     msg = _error(over)
     assert "stages.zero.rollout_batch_size" in msg and "3 questions per step" in msg
     assert "multiple of 16" in msg

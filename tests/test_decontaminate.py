@@ -157,3 +157,11 @@ def test_short_benchmark_problem_copied_word_for_word_is_caught():
     found = find_contaminated(rows, grams)
     assert [(h["index"], h["benchmarks"]) for h in found] == [(0, ["math500"])]
     assert found[0]["example"] == " ".join(_words(short))
+
+
+def test_short_code_solutions_and_problems_are_not_evidence():
+    # code benchmarks' short texts are generic code and requests: not contamination
+    rows = [{"code": "def unique(l):\n    return sorted(list(set(l)))\n"},
+            {"code": "def f(n):\n    return sum(range(n + 1))\n"},
+            {"prompt": "Write a function to merge two dictionaries."}]
+    assert find_contaminated(rows, benchmark_ngrams(["humaneval", "mbpp"])) == []

@@ -170,3 +170,13 @@ def test_chat_template_is_checked_before_any_stage(tmp_path, bpe_checkpoint):
     check_inputs(recipe_from_dict({"stages": {
         "sft": {**sft, "model": str(bpe_checkpoint)},
         "zero": {"kind": "grpo", "model": "sft", "template": "chat", "task": "gsm8k"}}}))
+
+
+def test_settings_keys_belong_to_stages_whose_names_hold_dots():
+    from r1kit.pipeline import stage_of
+
+    names = ["table", "table.v2", "zero"]
+    assert stage_of("stages.table.v2.k", names) == "table.v2"
+    assert stage_of("stages.table.k", names) == "table"
+    assert stage_of("stages.zero", names) == "zero"
+    assert stage_of("run.seed", names) is None

@@ -193,6 +193,9 @@ def test_reward_function_modules_beside_the_file_and_in_the_current_directory(tm
     assert load_function("r1kit_test_reward_mod:f")(["a", "b"], ["q"] * 2, ["x"] * 2) == [0.5] * 2
     with pytest.raises(R1kitError, match="PYTHONPATH"):
         load_function("r1kit_no_such_module_here:f")
+    (tmp_path / "r1kit_test_needs_pkg.py").write_text("import r1kit_no_such_package\n")
+    with pytest.raises(R1kitError, match="install 'r1kit_no_such_package'"):
+        load_function("r1kit_test_needs_pkg:f")
 
 
 def test_reward_function_gets_conversational_completions_after_chat_prompts():
@@ -210,6 +213,13 @@ def test_reward_function_gets_conversational_completions_after_chat_prompts():
 
     chat = Example([{"role": "user", "content": "2+2?"}], "4")
     text = Example("2+2?", "4")
-    scores = FunctionReward(format_reward).score(["<think>4</think>", "4"], [chat, text])
+    reward = FunctionReward(format_reward)
+    with pytest.warns(UserWarning, match="as TRL does"):  # said once: a function written
+        scores = reward.score(["<think>4</think>", "4"], [chat, text])  # for text scores 0
     assert [s for s, _ in scores] == [1.0, 0.0]
     assert seen == [[[{"role": "assistant", "content": "<think>4</think>"}], "4"]]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reward.score(["<think>4</think>"], [chat])

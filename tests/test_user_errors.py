@@ -24,17 +24,24 @@ def test_corrupt_tokenizer_file_is_an_error_naming_it(checkpoint):
     (checkpoint / "tokenizer.json").write_text("{ not json")
     with pytest.raises(R1kitError, match="could not load the tokenizer") as info:
         load_tokenizer(checkpoint)
-    assert str(checkpoint) in str(info.value) and "save_pretrained" in str(info.value)
+    assert str(checkpoint) in str(info.value) and "tokenizer.json" in str(info.value)
 
 
 def test_corrupt_or_missing_weights_are_an_error_naming_them(checkpoint):
     weights = checkpoint / "model.safetensors"
     weights.write_bytes(b"garbage")
-    with pytest.raises(R1kitError, match="could not load the model weights"):
+    for broken in ("garbage", "missing"):
+        if broken == "missing":
+            weights.unlink()
+        with pytest.raises(R1kitError, match="could not load the model of") as info:
+            load_model(checkpoint, torch.device("cpu"), torch.float32)
+        assert "model.safetensors or its shards" in str(info.value)  # the weights' hint
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "model_type": "qwen99",
+                                                        "architectures": ["Qwen99ForCausalLM"]}))
+    with pytest.raises(R1kitError, match="could not load the model of") as info:
         load_model(checkpoint, torch.device("cpu"), torch.float32)
-    weights.unlink()
-    with pytest.raises(R1kitError, match="could not load the model weights"):
-        load_model(checkpoint, torch.device("cpu"), torch.float32)
+    assert "supports this model type" in str(info.value)  # not the weights' fault
 
 
 def test_tokenizer_larger_than_the_embedding_is_found_at_load(checkpoint):
@@ -53,7 +60,8 @@ def test_cli_says_which_weights_cannot_be_read(checkpoint, capsys):
     assert main(["eval", "--model", str(checkpoint), "--bench", "gsm8k", "--limit", "1",
                  "--k", "1", "--max-new-tokens", "4"]) == 2
     err = capsys.readouterr().err
-    assert "could not load the model weights" in err and "Traceback" not in err
+    assert "could not load the model of" in err and "save_pretrained" in err
+    assert "Traceback" not in err
     assert "free disk space" not in err
 
 

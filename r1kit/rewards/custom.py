@@ -17,6 +17,7 @@ import inspect
 import math
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,8 +46,10 @@ def load_function(spec: str) -> Callable:
     except R1kitError:
         raise
     except Exception as exc:  # the user's module failed to import: say which and why
+        missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
         hint = ("give the file instead, reward_function = 'path/to/file.py:function', or put "
-                "its directory on PYTHONPATH" if isinstance(exc, ModuleNotFoundError) else None)
+                "its directory on PYTHONPATH" if missing and where.split(".")[0] ==
+                missing.split(".")[0] else f"install {missing!r}" if missing else None)
         raise R1kitError(f"reward_function: importing {where!r} failed: {exc!r}", hint) from exc
     fn = getattr(module, name, None)
     if not callable(fn):
@@ -108,6 +111,7 @@ class FunctionReward:
 
     def __init__(self, fn: Callable):
         self.fn = fn
+        self.told = False  # the conversational completions' notice
 
     def score(self, responses: list[str], examples: list[Example]) -> list[tuple[float, dict]]:
         name = getattr(self.fn, "__qualname__", repr(self.fn))
@@ -117,6 +121,11 @@ class FunctionReward:
             completions = [[{"role": "assistant", "content": r}]
                            if isinstance(e.question, list) else r
                            for r, e in zip(responses, examples)]
+            if not self.told and any(isinstance(c, list) for c in completions):
+                self.told = True  # (a function written for text would quietly score 0)
+                warnings.warn(f"reward_function {name}: after prompts of chat messages each "
+                              "completion is given as [{'role': 'assistant', 'content': "
+                              "text}], as TRL does", stacklevel=2)
             scores = self.fn(**_columns(self.fn, examples), completions=completions,
                              prompts=[e.question for e in examples],
                              answer=[e.answer for e in examples])
