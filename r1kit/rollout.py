@@ -217,7 +217,7 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
         warnings.warn(f"prompts plus max_new_tokens can reach position {longest}, past the model's "
                       f"max_position_embeddings = {trained}: the model was not trained on such "
                       "positions, and its samples there may be poor (lower max_new_tokens or "
-                      "use shorter prompts)", stacklevel=2)
+                      "use shorter prompts)", stacklevel=3)  # (past no_grad's wrapper)
     device = next(model.parameters()).device
     per_chunk = max(1, max_rows // group_size)
     decoder = lean_decoder(model, cuda_graphs, compiled) if engine == "auto" else None
