@@ -33,7 +33,10 @@ def _words(text: str) -> list[str]:
 
 
 def _ngram_list(text: str, n: int) -> list[NGram]:
-    words = _words(text)
+    return _grams(_words(text), n)
+
+
+def _grams(words: list[str], n: int) -> list[NGram]:
     return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
 
@@ -43,7 +46,7 @@ def _bench_grams(text: str, n: int, short: bool) -> list[NGram]:
     words = _words(text)
     if short and SHORT_MIN_WORDS <= len(words) < n:
         return [tuple(words)]
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return _grams(words, n)
 
 
 def ngrams(text: str, n: int = 10) -> set[NGram]:

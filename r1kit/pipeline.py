@@ -101,7 +101,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     resolved = {"run": _plain(recipe.run), "stages": _plain(recipe.stages)}
     saved = run_dir / "config.json"
     if saved.is_file():
-        changed = _changed_keys(_results_settings(_with_defaults(json.loads(saved.read_text()))),
+        previous = json.loads(saved.read_text())
+        changed = _changed_keys(_results_settings(_with_defaults(previous)),
                                 _results_settings(resolved))
         if from_stage is not None:  # the stages before it are kept: their settings must be
             # too, and so must [run]'s (a seed or dtype they did not run with) when any is kept
@@ -111,8 +112,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             changed = [k for k in changed if any(k == s or k.startswith(s + ".") for s in kept)]
         # a stage that holds no result (not done, no checkpoint: it stopped before any, and
         # runs again from its start) may take new settings; [run]'s only while no stage does
-        names = [*json.loads(saved.read_text()).get("stages", {}), *recipe.stages]
-        any_held = any(_holds_results(d) for d in run_dir.iterdir() if d.is_dir())
+        names = [*previous.get("stages", {}), *recipe.stages]
+        any_held = changed and any(_holds_results(d) for d in run_dir.iterdir() if d.is_dir())
         locked = [k for k in changed if (_holds_results(run_dir / stage_of(k, names))
                                          if stage_of(k, names) else any_held)]
         if changed and not locked:
