@@ -127,6 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("r1kit: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) is one too
+        from r1kit.errors import out_of_memory
+
+        if not out_of_memory(exc):
+            raise
+        print(f"r1kit: error: out of memory: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print("r1kit: hint: lower micro_batch_size (the training pass), generation_rows (rows "
+              "sampled at once) or max_new_tokens (r1kit eval: --generation-rows, "
+              "--max-new-tokens), or set activation_checkpointing = true; then run the same "
+              "command again: finished stages and checkpoints are kept", file=sys.stderr)
+        return 2
+
 
 
 if __name__ == "__main__":

@@ -11,3 +11,12 @@ class R1kitError(Exception):
     def __str__(self) -> str:
         msg = super().__str__()
         return f"{msg}\n  fix: {self.hint}" if self.hint else msg
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is torch running out of GPU or CPU memory."""
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc)
+                                           or "out of memory" in str(exc).lower()))

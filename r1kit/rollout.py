@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from r1kit.errors import R1kitError
+from r1kit.errors import R1kitError, out_of_memory
 from r1kit.lean import LeanLM
 from r1kit.logprobs import compiled_version, softmax_stats
 
@@ -221,18 +221,18 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
     device = next(model.parameters()).device
     per_chunk = max(1, max_rows // group_size)
     decoder = lean_decoder(model, cuda_graphs, compiled) if engine == "auto" else None
-    parts = [
-        (_generate_lean(decoder, prompts[i:i + per_chunk], group_size, max_new_tokens,
-                        min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
-                        None if seeds is None else seeds[i:i + per_chunk], logprobs,
-                        _Handover(on_finished, i * group_size))
-         if decoder is not None else
-         _generate_chunk(model, prompts[i:i + per_chunk], group_size, max_new_tokens,
-                         min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
-                         None if seeds is None else seeds[i:i + per_chunk], logprobs,
-                         _Handover(on_finished, i * group_size)))
-        for i in range(0, len(prompts), per_chunk)
-    ]
+    try:
+        parts = _generate_parts(model, prompts, decoder, per_chunk, group_size, max_new_tokens,
+                                min_new_tokens, temperature, top_p, stop_ids, pad_id, generator,
+                                device, seeds, logprobs, on_finished)
+    except RuntimeError as exc:
+        if not out_of_memory(exc):
+            raise
+        rows = min(len(prompts), per_chunk) * group_size
+        raise R1kitError(f"out of memory sampling {rows} rows at once of up to {longest} "
+                         f"tokens ({str(exc).splitlines()[0]})",
+                         "lower generation_rows (r1kit eval: --generation-rows) or "
+                         "max_new_tokens") from exc
     width = max(p[0].shape[1] for p in parts)
 
     def cat(idx, fill):
@@ -247,6 +247,24 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
         stopped=torch.cat([p[3] for p in parts]),
         group_size=group_size,
     )
+
+
+def _generate_parts(model, prompts, decoder, per_chunk, group_size, max_new_tokens,
+                    min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
+                    seeds, logprobs, on_finished) -> list[tuple]:
+    """generate's chunks of prompts, each decoded at once: (ids, mask, log-probs, stopped)."""
+    return [
+        (_generate_lean(decoder, prompts[i:i + per_chunk], group_size, max_new_tokens,
+                        min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
+                        None if seeds is None else seeds[i:i + per_chunk], logprobs,
+                        _Handover(on_finished, i * group_size))
+         if decoder is not None else
+         _generate_chunk(model, prompts[i:i + per_chunk], group_size, max_new_tokens,
+                         min_new_tokens, temperature, top_p, stop_ids, pad_id, generator, device,
+                         None if seeds is None else seeds[i:i + per_chunk], logprobs,
+                         _Handover(on_finished, i * group_size)))
+        for i in range(0, len(prompts), per_chunk)
+    ]
 
 
 OnFinished = Callable[[list[int], list[list[int]]], None]
@@ -374,6 +392,9 @@ def _buckets(n: int) -> list[int]:
 
 
 LENGTH_BUCKET = 64  # CUDA graphs: attention spans a multiple of this many cache slots
+# the cache and the token buffers start with room for this many new tokens and double when a
+# row gets there, so that memory follows the longest completion so far, not max_new_tokens
+FIRST_WIDTH = 512
 
 
 class LeanDecoder:
@@ -412,6 +433,15 @@ class LeanDecoder:
             self.logits_out = torch.empty((rows, w.shape[0]), dtype=w.dtype, device=dev)
         self.bias = torch.full((rows, 1, 1, length), float("-inf"),
                                dtype=self.cache.k[0].dtype, device=dev)
+
+    def grow(self, length: int, used: int) -> None:
+        """Room for `length` cache slots per row (slots 0..used-1 kept); graphs captured for
+        the old buffers are dropped and captured again as needed."""
+        self.cache.grow(length, used)
+        bias = torch.full((*self.bias.shape[:3], length), float("-inf"), dtype=self.bias.dtype,
+                          device=self.device)
+        bias[..., :used] = self.bias[..., :used]
+        self.bias, self.length, self.graphs = bias, length, {}
 
     def worth_compacting(self, n: int, alive: int) -> bool:
         """Drop finished rows when that saves work: on CUDA when a smaller graph fits them,
@@ -528,7 +558,7 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
             stop_ids, pad_id, generator, device, seeds, with_logprobs, handover: _Handover):
     lean = dec.lean
     B, P = len(prompts), max(len(p) for p in prompts)
-    N, S = B * G, P + max_new_tokens
+    N = B * G
     ids = torch.full((B, P), pad_id, dtype=torch.long)
     valid = torch.zeros((B, P), dtype=torch.bool)
     for i, p in enumerate(prompts):  # left padding: every prompt ends at slot P-1
@@ -536,7 +566,8 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
         valid[i, P - len(p):] = True
     ids, valid = ids.to(device), valid.to(device)
     positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-    dec.begin(N, S)
+    width = min(max_new_tokens, FIRST_WIDTH)  # history columns (and cache slots past P) so far
+    dec.begin(N, P + width)
     cache, dtype = dec.cache, dec.cache.k[0].dtype
     # prefill each prompt once: causal attention over its own tokens (a padding slot sees
     # itself only, so no row is empty); its cache rows are then copied to the G samples
@@ -553,8 +584,8 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
     # Per step only the sampled token (and log-prob) is written, into the history of the cache's
     # rows; stops are found at the checks (where the engine waits for the device anyway) and
     # the histories go to the rows' places in the output when rows are dropped and at the end.
-    hist = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    hist_lp = (torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
+    hist = torch.full((N, width), pad_id, dtype=torch.long, device=device)
+    hist_lp = (torch.zeros((N, width), dtype=torch.float32, device=device)
                if with_logprobs else None)
     tokens = torch.full_like(hist, pad_id)
     logps = torch.zeros_like(hist_lp) if hist_lp is not None else None
@@ -584,8 +615,20 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
     def lengths_now(t: int) -> torch.Tensor:  # output rows' lengths after column t
         return torch.where(stops_at < never, stops_at + 1, t + 1)
 
+    def widen(new: int) -> None:  # room for `new` columns and cache slots P..P+new-1
+        nonlocal width, hist, hist_lp, tokens, logps
+        bufs = [hist, hist_lp, tokens, logps]
+        for i, (buf, fill) in enumerate(zip(bufs, (pad_id, 0.0, pad_id, 0.0))):
+            if buf is not None:
+                bufs[i] = torch.cat([buf, buf.new_full((N, new - width), fill)], dim=1)
+        hist, hist_lp, tokens, logps = bufs
+        dec.grow(P + new, P + t)
+        width = new
+
     t = -1  # the last column written
     for t in range(max_new_tokens):
+        if t == width:
+            widen(min(max_new_tokens, 2 * width))
         banned = stop if t < min_new_tokens and stop.numel() else None
         u = uniforms.at(t, active) if uniforms is not None else None
         tok, lp = sample_tokens(logits, temperature, top_p, generator, u, banned, with_logprobs,
@@ -619,7 +662,7 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
     stopped = stops_at < never
     handover.rest(tokens, lengths)
     T = int(lengths.max().item()) if N else 0
-    mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]
+    mask = torch.arange(width, device=device)[None, :] < lengths[:, None]
     tokens = tokens.masked_fill(~mask, pad_id)
     return (tokens[:, :T].cpu(), mask[:, :T].long().cpu(),
             logps.masked_fill(~mask, 0.0)[:, :T].cpu() if logps is not None else None,

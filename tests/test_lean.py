@@ -283,6 +283,65 @@ def test_graph_path_logic_equals_transformers(arch, monkeypatch):
     torch.testing.assert_close(logps, ref.logprobs, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("graphs", [False, True])
+def test_the_cache_grows_as_rows_get_longer(graphs, monkeypatch):
+    """The cache and the token buffers start with room for FIRST_WIDTH new tokens and double
+    when a row gets there (memory follows the completions, not max_new_tokens): the samples,
+    stops and log-probs of transformers' loop, eagerly and on the graph path's logic (whose
+    graphs are captured again for the grown buffers)."""
+    import r1kit.rollout
+    from r1kit.lean import KVCache
+    from r1kit.rollout import LeanDecoder, _generate_lean
+
+    monkeypatch.setattr(r1kit.rollout, "FIRST_WIDTH", 3)
+    monkeypatch.setattr(r1kit.rollout, "LENGTH_BUCKET", 8)
+    sizes = []
+    real_grow = KVCache.grow
+    monkeypatch.setattr(KVCache, "grow", lambda self, n, used: sizes.append(n)
+                        or real_grow(self, n, used))
+    model = _qwen2().eval()
+    with torch.no_grad():
+        model.lm_head.weight[EOS] += 0.2
+    prompts, _ = _data(model.config.vocab_size, seed=11)
+    seeds = [21, 22, 23, 24, 25]
+    ref = generate(model, prompts, group_size=4, max_new_tokens=30, temperature=1.0,
+                   stop_ids=[EOS], pad_id=PAD, seeds=seeds, engine="hf")
+    dec = LeanDecoder(LeanLM(model), cuda_graphs=graphs, simulate_graphs=graphs)
+    ids, mask, logps, stopped = _generate_lean(dec, prompts, 4, 30, 0, 1.0, 1.0, [EOS], PAD,
+                                               None, torch.device("cpu"), seeds)
+    P = max(len(p) for p in prompts)
+    longest = int(mask.sum(-1).max())
+    # room for 3, 6, 12, 24, then 30 new tokens, as far as the longest row needed
+    assert sizes == [P + w for was, w in ((3, 6), (6, 12), (12, 24), (24, 30)) if was < longest]
+    assert len(sizes) >= 2
+    assert stopped.any() and torch.equal(ids, ref.completion_ids)
+    assert torch.equal(stopped, ref.stopped)
+    torch.testing.assert_close(logps, ref.logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_running_out_of_memory_while_sampling_names_the_settings(monkeypatch):
+    import r1kit.rollout
+    from r1kit.errors import R1kitError
+
+    def no_memory(*a, **kw):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                           "3358208000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(r1kit.rollout, "_decode", no_memory)
+    with pytest.raises(R1kitError, match="out of memory sampling 8 rows") as err:
+        generate(_qwen2().eval(), [[3, 4, 5], [6, 7]], group_size=4, max_new_tokens=5,
+                 temperature=1.0, stop_ids=[EOS], pad_id=PAD)
+    assert "generation_rows" in err.value.hint
+
+    def other(*a, **kw):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(r1kit.rollout, "_decode", other)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not renamed
+        generate(_qwen2().eval(), [[3, 4, 5]], group_size=2, max_new_tokens=5,
+                 temperature=1.0, stop_ids=[EOS], pad_id=PAD)
+
+
 @pytest.mark.parametrize("arch", ["qwen3"])  # per-head norms: the most of _cached_layer
 def test_compiled_decode_layers_give_the_same_samples(arch, monkeypatch):
     """r1kit.lean.COMPILE_DECODE_LAYERS with a compiled model: each decode step's layers

@@ -124,3 +124,29 @@ def test_figure1_plots_the_rl_stages_only(tmp_path, monkeypatch):
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rl + table))
     assert plot_figure1(tmp_path).is_file()
     assert labels and all(label.startswith("zero") for label in labels), labels
+
+
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99 bytes"),
+])
+def test_cli_says_what_to_lower_when_memory_runs_out(error, tmp_path, monkeypatch, capsys):
+    import r1kit.pipeline
+    from r1kit.cli import main
+
+    def no_memory(*a, **kw):
+        raise error
+
+    monkeypatch.setattr(r1kit.pipeline, "run_recipe", no_memory)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[stages.base]\nkind = "pretrain"\n')
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory" in err and "micro_batch_size" in err and "Traceback" not in err
+
+    def other(*a, **kw):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(r1kit.pipeline, "run_recipe", other)
+    with pytest.raises(RuntimeError, match="a bug"):  # other errors keep their traceback
+        main(["run", str(recipe), "--out", str(tmp_path / "run")])
