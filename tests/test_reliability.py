@@ -260,10 +260,35 @@ def test_a_custom_reward_that_returns_no_scores_is_an_error():
     from r1kit.tasks.base import Example
 
     examples = [Example(question="q", answer="1")] * 2
-    for returned, expected in [(None, "NoneType, not a list"), ([1.0, None], "None among")]:
+    for returned, expected in [(None, "NoneType, not a list"), (["1.0", 0.0], "'1.0' among"),
+                               ([1.0], "1 scores for 2")]:
         reward = FunctionReward(lambda completions, prompts, answer, r=returned: r)
         with pytest.raises(R1kitError, match=expected):
             reward.score(["a", "b"], examples)
+
+
+def test_a_custom_reward_of_none_for_a_completion_scores_it_0(recwarn):
+    """As TRL's reward functions may: None for a completion it cannot score (open-r1's
+    accuracy reward for an unparsable reference). It scores 0, one warning says so (pointing
+    at the function), and reward/custom_none logs the share."""
+    from r1kit.rewards.custom import FunctionReward
+    from r1kit.stages.grpo import _component_means
+    from r1kit.tasks.base import Example
+
+    def accuracy(completions, prompts, answer):
+        return [None if a == "?" else float(c == a) for c, a in zip(completions, answer)]
+
+    reward = FunctionReward(accuracy)
+    examples = [Example(question="q", answer=a) for a in ("1", "?", "2", "?")]
+    scored = reward.score(["1", "1", "3", "2"], examples)
+    assert [s for s, _ in scored] == [1.0, 0.0, 0.0, 0.0]
+    means = _component_means(scored)
+    assert means == {"reward/custom": 0.5, "reward/custom_none": 0.5}  # custom: scored ones
+    told = [w for w in recwarn if "returned None for 2 of 4" in str(w.message)]
+    assert len(told) == 1 and told[0].filename == __file__
+    reward.score(["1"], examples[:1])
+    assert _component_means(reward.score(["1", "2"], examples[:2]))["reward/custom_none"] == 0.5
+    assert len([w for w in recwarn if "returned None" in str(w.message)]) == 1  # once
 
 
 def test_math_task_files_and_names(tmp_path, capsys):

@@ -5,7 +5,8 @@ It is called once per rollout with keyword arguments, like TRL's reward function
 `fn(completions=[...], prompts=[...], answer=[...], **columns)` (the response texts, the
 questions, the reference answers, and for a data file of your own (`task = "math"`) every other
 field of its rows under the field's name, e.g. `solution=[...]`; all lists of the same length)
-and returns one float per completion. Its parameters are checked against those names before any
+and returns one float per completion, or None for a completion it cannot score (as TRL's
+reward functions may: it scores 0, and `reward/custom_none` logs the share). Its parameters are checked against those names before any
 stage runs.
 """
 
@@ -112,6 +113,15 @@ class FunctionReward:
     def __init__(self, fn: Callable):
         self.fn = fn
         self.told = False  # the conversational completions' notice
+        self.told_none = False  # the notice of completions without a score
+
+    def _warn(self, message: str) -> None:
+        """A warning that points at the user's function (not at r1kit's code calling it)."""
+        code = getattr(self.fn, "__code__", None)
+        if code is None:
+            warnings.warn(message, stacklevel=3)
+        else:
+            warnings.warn_explicit(message, UserWarning, code.co_filename, code.co_firstlineno)
 
     def score(self, responses: list[str], examples: list[Example]) -> list[tuple[float, dict]]:
         name = getattr(self.fn, "__qualname__", repr(self.fn))
@@ -123,9 +133,9 @@ class FunctionReward:
                            for r, e in zip(responses, examples)]
             if not self.told and any(isinstance(c, list) for c in completions):
                 self.told = True  # (a function written for text would quietly score 0)
-                warnings.warn(f"reward_function {name}: after prompts of chat messages each "
-                              "completion is given as [{'role': 'assistant', 'content': "
-                              "text}], as TRL does", stacklevel=2)
+                self._warn(f"reward_function {name}: after prompts of chat messages each "
+                           "completion is given as [{'role': 'assistant', 'content': text}], "
+                           "as TRL does")
             scores = self.fn(**_columns(self.fn, examples), completions=completions,
                              prompts=[e.question for e in examples],
                              answer=[e.answer for e in examples])
@@ -140,19 +150,30 @@ class FunctionReward:
         try:
             scores = list(scores)
         except TypeError as exc:  # None, a single number
-            raise R1kitError(f"reward_function returned {type(scores).__name__}, not a list of "
-                             "scores", "return one float per completion") from exc
+            raise R1kitError(f"reward_function {name} returned {type(scores).__name__}, not a "
+                             "list of scores", "return one float per completion") from exc
         if len(scores) != len(responses):
-            raise R1kitError(f"reward_function returned {len(scores)} scores for "
+            raise R1kitError(f"reward_function {name} returned {len(scores)} scores for "
                              f"{len(responses)} completions")
-        out = []
+        out, unscored = [], 0
         for s in scores:
+            if s is None:  # as TRL: no score for this completion (e.g. an unparsable answer)
+                unscored += 1
+                out.append((0.0, {"custom_none": 1.0}))
+                continue
             try:
+                if isinstance(s, (str, bytes)):
+                    raise TypeError("text")
                 s = float(s)
             except (TypeError, ValueError) as exc:
-                raise R1kitError(f"reward_function returned {s!r} among its scores",
-                                 "return one float per completion") from exc
+                raise R1kitError(f"reward_function {name} returned {s!r} among its scores",
+                                 "return one float (or None) per completion") from exc
             if not math.isfinite(s):
-                raise R1kitError(f"reward_function returned {s}", "return finite floats")
-            out.append((s, {"custom": s}))
+                raise R1kitError(f"reward_function {name} returned {s}", "return finite floats")
+            out.append((s, {"custom": s, "custom_none": 0.0} if None in scores else {"custom": s}))
+        if unscored and not self.told_none:
+            self.told_none = True
+            self._warn(f"reward_function {name} returned None for {unscored} of {len(scores)} "
+                       "completions: they score 0 (as TRL's sum over reward functions gives), "
+                       "and reward/custom_none logs their share")
         return out
