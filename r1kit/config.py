@@ -267,6 +267,15 @@ class GRPOConfig:
         if self.distributed == "fsdp" and self.lora_rank:
             _fail(f"{where}.distributed", "fsdp with LoRA is not supported",
                   'use distributed = "ddp": LoRA adapters are small enough to replicate')
+        if self.reward_function:  # it replaces the rule rewards and the reward models
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            unused = [n for n in ("accuracy_weight", "format_weight", "language_weight",
+                                  "helpful_model", "safety_model", "helpful_weight",
+                                  "safety_weight") if getattr(self, n) != defaults[n]]
+            if unused:
+                _fail(f"{where}.reward_function", f"it replaces the rule rewards and reward "
+                      f"models, so {', '.join(unused)} would have no effect",
+                      "leave those out, or compute that part in your function")
         if self.rollout_seeding not in ("step", "question"):
             _fail(f"{where}.rollout_seeding", f"unknown seeding {self.rollout_seeding!r}",
                   "use step or question")
@@ -621,16 +630,68 @@ def _coerce(value, tp, where: str):
     return value
 
 
+# Settings of TRL, open-r1 and verl under their own names: r1kit's name for each (the first
+# of them the stage has), or what to do instead (a phrase), and a note on how they differ.
+FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
+    "learning_rate": ("lr",), "num_generations": ("group_size",),
+    "max_completion_length": ("max_new_tokens",), "max_response_length": ("max_new_tokens",),
+    "max_tokens": ("max_new_tokens",), "num_train_epochs": ("epochs",),
+    "max_steps": ("steps",), "total_training_steps": ("steps",),
+    "gradient_checkpointing": ("activation_checkpointing",),
+    "per_device_train_batch_size": ("micro_batch_size",),
+    "gradient_accumulation_steps": ("not needed: r1kit accumulates over a batch's "
+                                    "micro-batches by itself (set batch_size or "
+                                    "rollout_batch_size, and micro_batch_size)",),
+    "generation_batch_size": ("rollout_batch_size",), "num_iterations": ("ppo_epochs",),
+    "epsilon": ("clip_eps_low",), "clip_ratio": ("clip_eps_low",),
+    "epsilon_high": ("clip_eps_high",), "clip_ratio_high": ("clip_eps_high",),
+    "loss_type": ("aggregation",), "loss_agg_mode": ("aggregation",),
+    "scale_rewards": ("advantage_scale",), "kl_coef": ("beta",), "kl_loss_coef": ("beta",),
+    "mask_truncated_completions": ("mask_truncated",), "reward_funcs": ("reward_function",),
+    "lr_scheduler_type": ("lr_schedule",), "warmup_ratio": ("warmup_steps",),
+    "save_steps": ("save_every",), "save_total_limit": ("keep_checkpoints",),
+    "eval_steps": ("eval",), "model_name_or_path": ("model", "models"),
+    "dataset_name": ("train_file", "data"), "dataset_path": ("train_file", "data"),
+    "max_seq_length": ("max_length",), "lora_r": ("lora_rank",), "use_peft": ("lora_rank",),
+    "dataset_prompt_column": ("question_field", "prompt_field"),
+    "seed": ("a [run] setting",), "bf16": ("set as dtype = \"bfloat16\" under [run]",),
+    "use_vllm": ("not needed: r1kit samples with its own engine (README: Speed)",),
+    "system_prompt": ("set through template (README: Recipes and settings)",),
+}
+_FOREIGN_NOTES = {
+    "per_device_train_batch_size": ": sequences per forward pass (the optimizer's batch is "
+                                   "batch_size, or rollout_batch_size / num_minibatches)",
+    "warmup_ratio": ", a number of steps", "eval_steps": ": its [....eval] table's `every`",
+    "dataset_name": ", a local JSONL or parquet file", "use_peft": " (> 0 turns LoRA on)",
+    "dataset_path": ", a local JSONL or parquet file",
+    "reward_funcs": " (one function; combine several in it)",
+}
+
+
+def _foreign_hint(key: str, names: list[str]) -> str | None:
+    """The hint for a TRL / open-r1 / verl setting name, where FOREIGN_KEYS knows it."""
+    for target in FOREIGN_KEYS.get(key, ()):
+        if target in names:
+            return f"r1kit's name for {key!r} is {target!r}{_FOREIGN_NOTES.get(key, '')}"
+        if " " in target:
+            return f"{key!r} is {target}"
+    return None
+
+
 def build(cls, data: dict, where: str):
     """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
+        if key == "reward_function" and isinstance(value, list):
+            _fail(f"{where}.{key}", "takes one function, not a list",
+                  "write one function that calls yours and combines their scores (e.g. a "
+                  "weighted sum), and name it here")
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
-            _fail(f"{where}.{key}", "unknown key",
-                  f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(names)}")
+            _fail(f"{where}.{key}", "unknown key", _foreign_hint(key, names) or (
+                f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(names)}"))
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     return cls(**kwargs)
 

@@ -150,6 +150,29 @@ def test_typo_suggests_close_key() -> None:
     assert "lr_schedule" in msg.split("lr_shedule", 1)[1]  # suggested, not just echoed
 
 
+@pytest.mark.parametrize("setting, says", [
+    ("num_generations=4", "r1kit's name for 'num_generations' is 'group_size'"),
+    ("max_completion_length=64", "is 'max_new_tokens'"),
+    ("learning_rate=1e-5", "is 'lr'"),
+    ("gradient_accumulation_steps=4", "accumulates over a batch's micro-batches by itself"),
+    ("seed=1", "'seed' is a [run] setting"),
+])
+def test_trl_names_point_to_r1kit_names(setting, says) -> None:
+    """TRL's / open-r1's names are not spelling mistakes: the hint names r1kit's setting (a
+    closest spelling would name the wrong one: num_generations → generation_rows)."""
+    msg = _error([f"stages.zero.{setting}"])
+    assert says in msg and "did you mean" not in msg
+
+
+def test_reward_function_takes_one_function_and_no_rule_weights(tmp_path) -> None:
+    fn = tmp_path / "rw.py"
+    fn.write_text("def f(completions, prompts, answer):\n    return [0.0] * len(completions)\n")
+    msg = _error([f'stages.zero.reward_function=["{fn}:f", "{fn}:f"]'])
+    assert "one function, not a list" in msg
+    msg = _error([f'stages.zero.reward_function="{fn}:f"', "stages.zero.format_weight=0.5"])
+    assert "format_weight would have no effect" in msg
+
+
 def test_unknown_key_in_nested_table() -> None:
     msg = _error(["stages.zero.eval.kk=2"])
     assert "stages.zero.eval.kk" in msg
