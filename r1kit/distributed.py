@@ -305,6 +305,17 @@ def full_state(model) -> dict:
 def load_full_state(model, state: dict) -> None:
     """Load a whole (unsharded) state dict, sharding it where the model is sharded."""
     if not is_sharded(model):
+        # a sharded run's state keeps one name of each tied tensor (full_state): the model's
+        # other names of that tensor (an output layer sharing the embedding) take its value
+        own = model.state_dict(keep_vars=True)
+        names_of: dict[int, list[str]] = {}
+        for name, tensor in own.items():
+            names_of.setdefault(id(tensor), []).append(name)
+        state = dict(state)
+        for name in own.keys() - state.keys():
+            alias = next((a for a in names_of[id(own[name])] if a in state), None)
+            if alias is not None:
+                state[name] = state[alias]
         model.load_state_dict(state)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict

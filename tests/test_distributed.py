@@ -177,3 +177,29 @@ def test_two_processes_fine_tune_like_one(tmp_path_factory, monkeypatch, mode):
     start = load_file(one / "base" / "model.safetensors")
     final = load_file(one / "sft" / "model.safetensors")
     assert max((final[k] - start[k]).abs().max().item() for k in start) > 1e-3
+
+
+def test_a_sharded_runs_state_loads_into_one_process():
+    """A sharded run's checkpoint keeps one name of each tied tensor (full_state keeps the
+    names the model registers: not lm_head.weight when it is the embedding); one process
+    resuming from it loads it whole (it failed on the missing name)."""
+    from conftest import tiny_llama
+
+    from r1kit.distributed import load_full_state
+
+    saved = tiny_llama(seed=1)
+    saved.config.tie_word_embeddings = True
+    saved.tie_weights()
+    assert saved.lm_head.weight is saved.model.embed_tokens.weight
+    registered = {n for n, _ in saved.named_parameters()} | {n for n, _ in saved.named_buffers()}
+    state = {k: v for k, v in saved.state_dict().items() if k in registered}
+    assert "lm_head.weight" not in state  # as full_state writes it for a sharded model
+    model = tiny_llama(seed=2)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    load_full_state(model, state)
+    for k, v in saved.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    with pytest.raises(RuntimeError, match="Missing key"):  # a name truly missing still fails
+        load_full_state(tiny_llama(seed=2), {k: v for k, v in state.items()
+                                             if k != "model.norm.weight"})
