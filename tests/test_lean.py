@@ -239,6 +239,36 @@ def test_one_update_is_the_same_through_either_path(prompt_sharing, monkeypatch)
         torch.testing.assert_close(w1[k], w0[k], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("aggregation", ["seq-mean-token-mean", "token-mean"])
+def test_update_metrics_do_not_depend_on_the_micro_batches(aggregation):
+    """micro_batch_size changes memory, not what is logged: the token-mean diagnostics (kl,
+    entropy, clip_frac, ratio_mean) are means over the mini-batch's tokens however it is cut
+    (they were weighted by sequences under seq-mean-token-mean), and the losses too."""
+    prompts, completions = _data(48, seed=9)
+    n = len(completions)
+    width = max(len(c) for c in completions)
+    mask = torch.zeros(n, width)
+    for i, c in enumerate(completions):
+        mask[i, :len(c)] = 1
+    batch = TrainBatch(prompts, completions, mask, torch.linspace(-1, 1, n), width)
+    logged = []
+    for micro in (1, 3, n):
+        cfg = GRPOConfig(model="x", beta=0.04, lr=1.0, group_size=2, rollout_batch_size=n,
+                         num_minibatches=1, micro_batch_size=micro, aggregation=aggregation,
+                         ref_refresh_every=0)
+        policy = _qwen2()
+        ref = _qwen2().eval()
+        with torch.no_grad():  # a reference that differs, so kl is not 0
+            ref.lm_head.weight.mul_(1.5)
+        opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
+        logged.append(update_policy(policy, ref, opt, batch, cfg, PAD,
+                                    torch.Generator().manual_seed(0), lambda: cfg.lr))
+    assert logged[0]["kl"] > 1e-3
+    for m in logged[1:]:
+        for key in ("kl", "entropy", "clip_frac", "ratio_mean", "loss", "grad_norm"):
+            assert m[key] == pytest.approx(logged[0][key], rel=1e-4, abs=1e-7), key
+
+
 def test_models_the_lean_path_does_not_cover_are_named():
     from transformers import GPT2Config, GPT2LMHeadModel
 

@@ -413,10 +413,11 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                     metrics_as_tensors=True)
                 # weight each micro-batch so the sum equals the mini-batch's aggregate; metrics
                 # stay on the device until the mini-batch ends (no wait per micro-batch)
+                share = mask[at].sum() / total_tokens if real else 0.0  # of the tokens
                 if not real:
                     weight = 0.0
                 elif cfg.aggregation == "token-mean":
-                    weight = mask[at].sum() / total_tokens
+                    weight = share
                 else:
                     weight = len(mb) / len(global_idx)
                 try:
@@ -428,8 +429,10 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                 with torch.no_grad():
                     metrics["entropy"] = (entropy * mask[at]).sum() / mask[at].sum().clamp(min=1)
                     metrics["loss"] = loss.detach()
-                    for k, v in metrics.items():
-                        parts[k] = parts.get(k, 0.0) + v * weight
+                    for k, v in metrics.items():  # token means over the whole mini-batch,
+                        # however it is cut into micro-batches; the losses as aggregated
+                        w = share if k in TOKEN_MEANS else weight
+                        parts[k] = parts.get(k, 0.0) + v * w
             keys = sorted(parts)
             values = torch.stack([parts[k].double() for k in keys])
             if batch.total:  # the global mini-batch's gradient and metrics on every rank
@@ -918,6 +921,11 @@ def _questions(train: list, draw: int, n: int, seed: int) -> list[tuple[int, obj
         order = _epoch_order(len(train), seed, epoch)
         out.append((order[i], train[order[i]]))
     return out
+
+
+# update metrics that are means over a micro-batch's completion tokens (policy_loss's
+# diagnostics and the entropy); the rest (loss, pg_loss) follow the loss's aggregation
+TOKEN_MEANS = ("clip_frac", "ratio_mean", "kl", "entropy")
 
 
 def _component_means(scored: list[tuple[float, dict]]) -> dict[str, float]:
