@@ -65,7 +65,8 @@ def _close(a, b, tol=1e-5):
 
 
 def _check_same(one, two):
-    for name in ("metrics.jsonl", "eval.jsonl"):
+    # completions.jsonl: the first questions of the global batch (of every rank)
+    for name in ("metrics.jsonl", "eval.jsonl", "zero/completions.jsonl"):
         a, b = _rows(one / name), _rows(two / name)
         assert len(a) == len(b) and all(r.keys() == s.keys() for r, s in zip(a, b)), name
         for r, s in zip(a, b):

@@ -413,11 +413,11 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                     metrics_as_tensors=True)
                 # weight each micro-batch so the sum equals the mini-batch's aggregate; metrics
                 # stay on the device until the mini-batch ends (no wait per micro-batch)
-                share = mask[at].sum() / total_tokens if real else 0.0  # of the tokens
+                token_share = mask[at].sum() / total_tokens if real else 0.0
                 if not real:
                     weight = 0.0
                 elif cfg.aggregation == "token-mean":
-                    weight = share
+                    weight = token_share
                 else:
                     weight = len(mb) / len(global_idx)
                 try:
@@ -431,7 +431,7 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                     metrics["loss"] = loss.detach()
                     for k, v in metrics.items():  # token means over the whole mini-batch,
                         # however it is cut into micro-batches; the losses as aggregated
-                        w = share if k in TOKEN_MEANS else weight
+                        w = token_share if k in TOKEN_MEANS else weight
                         parts[k] = parts.get(k, 0.0) + v * w
             keys = sorted(parts)
             values = torch.stack([parts[k].double() for k in keys])
@@ -704,16 +704,16 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         scored_all = distributed.gather_lists([s for r in rounds for s in r.scored])
         texts = [t for r in rounds for t in r.texts]
         means = _component_means(scored_all)
-        if cfg.log_completions and world.is_main:  # the first sample of the first questions
-            with open(samples_file, "a", encoding="utf-8") as fh:
-                for i in range(0, min(len(first.texts), cfg.log_completions * G), G):
-                    ex = first.examples[i // G][1]
-                    fh.write(json.dumps({"step": step + 1, "question": ex.question,
-                                         "answer": ex.answer, "completion": first.texts[i],
-                                         "tokens": int(first.ro.lengths[i]),
-                                         "stopped": bool(first.ro.stopped[i]),
-                                         "reward": first.scored[i][0], **first.scored[i][1]},
-                                        default=str) + "\n")
+        if cfg.log_completions:  # the first sample of the first questions, of all ranks
+            rows = [{"step": step + 1, "question": first.examples[i // G][1].question,
+                     "answer": first.examples[i // G][1].answer, "completion": first.texts[i],
+                     "tokens": int(first.ro.lengths[i]), "stopped": bool(first.ro.stopped[i]),
+                     "reward": first.scored[i][0], **first.scored[i][1]}
+                    for i in range(0, min(len(first.texts), cfg.log_completions * G), G)]
+            rows = distributed.gather_lists(rows)[:cfg.log_completions]
+            if world.is_main:
+                with open(samples_file, "a", encoding="utf-8") as fh:
+                    fh.writelines(json.dumps(r, default=str) + "\n" for r in rows)
         failed = means.get("reward/errors", 0.0) + means.get("reward/timeouts", 0.0)
         if cfg.max_reward_failures < 1 and failed > cfg.max_reward_failures:
             raise R1kitError(
