@@ -40,23 +40,28 @@ def _parser() -> argparse.ArgumentParser:
                     help="(your own file) the field with the problem (default: question)")
     ev.add_argument("--answer-field", default="answer",
                     help="(your own file) the field with the reference answer (default: answer)")
-    ev.add_argument("--math-instruction", action=argparse.BooleanOptionalAction, default=True,
+    ev.add_argument("--math-instruction", action=argparse.BooleanOptionalAction, default=None,
                     help="(your own file) append the shipped math benchmarks' request for a "
-                         "\\boxed{} final answer to each question (default: on)")
+                         "\\boxed{} final answer to each question (default: on, but off for "
+                         "a model an r1kit stage trained, as that stage's evaluations)")
     ev.add_argument("--k", type=int, default=0,
                     help="samples per problem (0, the default: the paper's, 64 for AIME/AMC, 16 "
                     "for the other benchmarks and your own files, 4 for the tiny world)")
-    ev.add_argument("--temperature", type=float, default=0.6)
+    ev.add_argument("--temperature", type=float, default=0.6,
+                    help="sampling temperature (0: greedy, one sample per problem)")
     ev.add_argument("--top-p", type=float, default=0.95)
     ev.add_argument("--max-new-tokens", type=int, default=32768)
     ev.add_argument("--limit", type=int, default=0, help="only the first N problems of each (0, the default: all)")
     ev.add_argument("--template", default="auto",
-                    help="r1-zero, chat, or auto (chat when the tokenizer has a chat template)")
+                    help="r1-zero, chat, none (each question verbatim), or auto: for a model "
+                         "an r1kit stage trained, that stage's template, prefill and system "
+                         "turn; else chat when the tokenizer has a chat template")
     ev.add_argument("--prefill", default=None,
                     help='text the response starts with (auto: "<think>\\n" with chat)')
-    ev.add_argument("--system-prompt", action="store_true",
+    ev.add_argument("--system-prompt", action=argparse.BooleanOptionalAction, default=None,
                     help="with a chat template, put r1kit's reasoning instruction in a system "
-                         "turn (default: none, as the paper evaluates its released models)")
+                         "turn (default: none, as the paper evaluates its released models, "
+                         "unless the model's r1kit stage trained with it)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--overlap-rewards", choices=["auto", "on", "off"], default="auto",
                     help="verify answers (math-verify, code tests) while the rest still decode "

@@ -176,3 +176,52 @@ def test_a_math_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):
         assert main(["eval", "--model", str(bpe_checkpoint), "--bench", bench]) == 2
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err, err
+
+
+def test_eval_prompts_a_model_as_its_r1kit_stage_trained_it(tmp_path, bpe_checkpoint, capsys):
+    """For a checkpoint an r1kit stage wrote (its final model or a checkpoints/step-N), auto
+    takes the stage's template, prefill and system turn (from the run's config.json), and
+    your own file's questions as they are, as that stage's evaluations prompt; an explicit
+    --template, and any other checkpoint, keep the defaults."""
+    import shutil
+
+    from r1kit.eval.cli import trained_prompting
+
+    run = tmp_path / "run"
+    shutil.copytree(bpe_checkpoint, run / "zero")
+    shutil.copytree(bpe_checkpoint, run / "zero" / "checkpoints" / "step-2")
+    (run / "config.json").write_text(json.dumps({"run": {}, "stages": {
+        "zero": {"kind": "grpo", "template": "r1-zero", "prefill": "Let me"}}}))
+    assert trained_prompting(run / "zero") == ("zero", {"kind": "grpo", "template": "r1-zero",
+                                                        "prefill": "Let me"})
+    assert trained_prompting(run / "zero" / "checkpoints" / "step-2")[0] == "zero"
+    assert trained_prompting(bpe_checkpoint) is None
+    own = tmp_path / "mine.jsonl"
+    own.write_text('{"question": "What is 70 + 2?", "answer": "72"}\n')
+    for model, args, settings in [
+            (run / "zero", [], {"template": "r1-zero", "prefill": "Let me",
+                                "math_instruction": False, "system_prompt": False}),
+            (run / "zero", ["--template", "chat"], {"template": "chat", "prefill": "<think>\n",
+                                                    "math_instruction": True}),
+            (bpe_checkpoint, [], {"template": "chat", "math_instruction": True})]:
+        out = tmp_path / "eval.json"
+        assert main(["eval", "--model", str(model), "--bench", str(own), "--k", "1",
+                     "--max-new-tokens", "4", "--out", str(out), *args]) == 0
+        saved = json.loads(out.read_text())["settings"]
+        assert {k: saved[k] for k in settings} == settings, (model, args)
+        said = "prompts as stage 'zero' trained this model" in capsys.readouterr().out
+        assert said == (model != bpe_checkpoint and not args)
+
+
+def test_eval_greedy_verbatim_prompts_and_benchmark_spellings(tmp_path, bpe_checkpoint, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "MATH-500,AIME_2024",
+                 "--limit", "2", "--temperature", "0", "--template", "none",
+                 "--max-new-tokens", "6", "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert [r["benchmark"] for r in saved["results"]] == ["math500", "aime2024"]
+    assert all(r["k"] == 1 for r in saved["results"])  # greedy: one sample per problem
+    assert saved["settings"]["template"] == "none" and saved["settings"]["temperature"] == 0
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "gsm8k",
+                 "--temperature", "0", "--k", "4"]) == 2
+    assert "use --k 1" in capsys.readouterr().err

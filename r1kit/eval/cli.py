@@ -26,11 +26,11 @@ from r1kit.models import (
     stop_token_ids,
     trusting_remote_code,
 )
-from r1kit.templates import encode_prompt
+from r1kit.templates import TEMPLATES, encode_prompt
 
 
 def _check(args) -> list[str]:
-    names = [n.strip() for n in str(args.bench).split(",") if n.strip()]
+    names = [_bench_name(n.strip()) for n in str(args.bench).split(",") if n.strip()]
     if not names:
         raise R1kitError("--bench names no benchmark", f"use any of: {', '.join(NAMES)}")
     for name in names:
@@ -40,18 +40,44 @@ def _check(args) -> list[str]:
                              "of your own (a math benchmark)")
     if args.k < 0 or args.limit < 0:
         raise R1kitError("--k and --limit must be >= 0")
-    if args.temperature <= 0 or not 0 < args.top_p <= 1:
-        raise R1kitError("--temperature must be > 0 and --top-p in (0, 1]",
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise R1kitError("--temperature must be >= 0 (0: greedy) and --top-p in (0, 1]",
                          "the paper samples at temperature 0.6, top-p 0.95")
+    if args.temperature == 0 and args.k > 1:
+        raise R1kitError(f"--temperature 0 (greedy) gives {args.k} identical samples",
+                         "use --k 1 (the default with --temperature 0)")
     if args.max_new_tokens < 1 or args.generation_rows < 1:
         raise R1kitError("--max-new-tokens and --generation-rows must be >= 1")
-    if args.template not in ("auto", "r1-zero", "chat"):
+    if args.template not in ("auto", *TEMPLATES):
         raise R1kitError(f"--template: unknown template {args.template!r}",
-                         "use auto, r1-zero or chat")
+                         f"use auto, {', '.join(TEMPLATES)}")
     if args.out and Path(args.out).is_dir():  # found now, not after the evaluation
         raise R1kitError(f"--out {str(args.out)!r} is a directory",
                          "give the path of the JSON file to write, e.g. results.json")
     return names
+
+
+def _bench_name(name: str) -> str:
+    """A shipped benchmark's name however it is written (MATH-500, AIME_2024, ...)."""
+    if is_data_file(name):
+        return name
+    plain = name.lower().replace("-", "").replace("_", "")
+    return plain if plain in NAMES else name
+
+
+def trained_prompting(path: Path) -> tuple[str, dict] | None:
+    """The stage of an r1kit run that wrote the checkpoint at `path` (its final model or one of
+    its checkpoints/step-N) and that stage's settings, from the run's config.json; None for
+    any other checkpoint."""
+    stage_dir = path.parent.parent if path.parent.name == "checkpoints" else path
+    try:
+        stages = json.loads((stage_dir.parent / "config.json").read_text())["stages"]
+        stage = stages[stage_dir.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(stage, dict) or stage.get("template") not in TEMPLATES:
+        return None
+    return stage_dir.name, stage
 
 
 def _math_key(answer: str) -> str:
@@ -76,12 +102,26 @@ def _run_eval(args) -> list[dict]:
     path = check_model_dir(args.model)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    template, prefill, system = args.template, args.prefill, args.system_prompt
+    instruction = args.math_instruction
+    trained = trained_prompting(Path(path)) if template == "auto" else None
+    if trained is not None:  # prompt as the stage that trained this checkpoint did
+        stage, settings = trained
+        template = settings["template"]
+        prefill = prefill if prefill is not None else settings.get("prefill", "")
+        system = system if system is not None else template == "chat"
+        own = any(is_data_file(n) for n in names)
+        instruction = instruction if instruction is not None else not own
+        print(f"prompts as stage {stage!r} trained this model: template {template!r}, "
+              f"prefill {prefill!r}" + (", r1kit's system instruction" if system and
+                                        template == "chat" else "")
+              + (", your files' questions as they are (as its evaluations)" if own and
+                 not instruction else "") + " (--template to choose another)")
     # every benchmark read (and a file of your own checked) before the model loads
     tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,
-                                  args.math_instruction) for name in names}
+                                  instruction is not False) for name in names}
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(path)
-    template = args.template
     if template == "auto":
         template = "chat" if getattr(tokenizer, "chat_template", None) else "r1-zero"
     for name, task in tasks.items():
@@ -93,8 +133,8 @@ def _run_eval(args) -> list[dict]:
                              "this model's tokenizer has no chat template: give the prompts "
                              "as text")
     model = load_model(path, device, dtype, tokenizer).eval()
-    prefill = args.prefill if args.prefill is not None else ("<think>\n" if template == "chat"
-                                                              else "")
+    if prefill is None:
+        prefill = "<think>\n" if template == "chat" else ""
     stop_ids = stop_token_ids(tokenizer, model)
     results = []
     for name in names:
@@ -104,9 +144,10 @@ def _run_eval(args) -> list[dict]:
         if args.limit:
             examples = examples[:args.limit]
         own = is_data_file(name)  # a math benchmark of your own: the paper's default k
-        k = args.k or (BENCHMARKS[name].k if name in BENCHMARKS else 16 if own else 4)
-        prompts = [encode_prompt(e.question, template, tokenizer, prefill,
-                                 system=args.system_prompt) for e in examples]
+        k = args.k or (1 if args.temperature == 0 else BENCHMARKS[name].k
+                       if name in BENCHMARKS else 16 if own else 4)
+        prompts = [encode_prompt(e.question, template, tokenizer, prefill, system=bool(system))
+                   for e in examples]
         is_math = own or (name in BENCHMARKS and BENCHMARKS[name].kind == "math")
         res = evaluate(model, tokenizer, task, examples, prompts, k=k,
                        temperature=args.temperature, top_p=args.top_p,
@@ -123,13 +164,13 @@ def _run_eval(args) -> list[dict]:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         settings = {"model": str(path), "template": template, "prefill": prefill,
-                    "system_prompt": args.system_prompt,
+                    "system_prompt": bool(system),
                     "temperature": args.temperature, "top_p": args.top_p,
                     "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                     "limit": args.limit}
         if any(is_data_file(n) for n in names):
             settings.update(question_field=args.question_field, answer_field=args.answer_field,
-                            math_instruction=args.math_instruction)
+                            math_instruction=instruction is not False)
         out.write_text(json.dumps({"settings": settings, "results": results}, indent=2,
                                   ensure_ascii=False))
         print(f"results: {out}")
