@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 from pathlib import Path
 
@@ -89,6 +90,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _say(text: str) -> None:
+    """One line (or a few) on stderr in one write, prefixed "r1kit: ", naming the process's
+    rank under torchrun (so that ranks' messages neither interleave nor look alike)."""
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE", "1")
+    who = f"r1kit (rank {rank})" if rank is not None and world != "1" else "r1kit"
+    sys.stderr.write(f"{who}: {text}\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -116,35 +126,32 @@ def main(argv: list[str] | None = None) -> int:
             run_report_command(args)
         return 0
     except R1kitError as exc:
-        print(f"r1kit: error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}")
         return 2
     except OSError as exc:  # out of disk, permission denied, ...: no traceback, say what
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"r1kit: error: could not read or write{where}: {exc.strerror or exc}",
-              file=sys.stderr)
+        _say(f"error: could not read or write{where}: {exc.strerror or exc}")
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
             hint = "free disk space or fix permissions"
         else:
             hint = "check the path"
-        print(f"r1kit: hint: {hint}, then run the same command again: finished stages and "
-              "checkpoints are kept", file=sys.stderr)
+        _say(f"hint: {hint}, then run the same command again: finished stages and "
+             "checkpoints are kept")
         return 2
     except KeyboardInterrupt:
-        print("r1kit: interrupted", file=sys.stderr)
+        _say("interrupted")
         return 130
     except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) is one too
         from r1kit.errors import out_of_memory
 
         if not out_of_memory(exc):
             raise
-        print(f"r1kit: error: out of memory: {str(exc).splitlines()[0]}", file=sys.stderr)
-        print("r1kit: hint: lower micro_batch_size (the training pass), generation_rows (rows "
-              "sampled at once) or max_new_tokens (r1kit eval: --generation-rows, "
-              "--max-new-tokens), or set activation_checkpointing = true; then run the same "
-              "command again: finished stages and checkpoints are kept", file=sys.stderr)
+        _say(f"error: out of memory: {str(exc).splitlines()[0]}")
+        _say("hint: lower micro_batch_size (the training pass), generation_rows (rows "
+             "sampled at once) or max_new_tokens (r1kit eval: --generation-rows, "
+             "--max-new-tokens), or set activation_checkpointing = true; then run the same "
+             "command again: finished stages and checkpoints are kept")
         return 2
-
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -639,9 +639,9 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "max_steps": ("steps",), "total_training_steps": ("steps",),
     "gradient_checkpointing": ("activation_checkpointing",),
     "per_device_train_batch_size": ("micro_batch_size",),
-    "gradient_accumulation_steps": ("not needed: r1kit accumulates over a batch's "
-                                    "micro-batches by itself (set batch_size or "
-                                    "rollout_batch_size, and micro_batch_size)",),
+    "gradient_accumulation_steps": (("not needed: r1kit accumulates over a batch's "
+                                     "micro-batches by itself (set batch_size or "
+                                     "rollout_batch_size, and micro_batch_size)"),),
     "generation_batch_size": ("rollout_batch_size",), "num_iterations": ("ppo_epochs",),
     "epsilon": ("clip_eps_low",), "clip_ratio": ("clip_eps_low",),
     "epsilon_high": ("clip_eps_high",), "clip_ratio_high": ("clip_eps_high",),

@@ -139,6 +139,15 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
                          "give a Hugging Face checkpoint directory (in a recipe, `model` may "
                          "also name an earlier stage)")
     cfg = p / "config.json"
+    adapter = p / "adapter_config.json"
+    if not cfg.is_file() and adapter.is_file():  # a LoRA stage's checkpoints/step-N
+        stage = p.parent.parent if p.parent.name == "checkpoints" else None
+        final = stage is not None and (stage / "config.json").is_file()
+        raise R1kitError(f"{str(p)!r} holds a LoRA adapter (peft), not a whole model",
+                         f"give the stage's final model, the adapter merged: {stage}" if final
+                         else "merge it into its base model (peft: PeftModel.from_pretrained("
+                         "base, adapter).merge_and_unload(), then save_pretrained) and give "
+                         "that directory")
     if not cfg.is_file():
         raise R1kitError(f"{str(p)!r} has no config.json: it is not a Hugging Face checkpoint",
                          "save the model with save_pretrained() or give another directory")

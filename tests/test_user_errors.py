@@ -150,3 +150,33 @@ def test_cli_says_what_to_lower_when_memory_runs_out(error, tmp_path, monkeypatc
     monkeypatch.setattr(r1kit.pipeline, "run_recipe", other)
     with pytest.raises(RuntimeError, match="a bug"):  # other errors keep their traceback
         main(["run", str(recipe), "--out", str(tmp_path / "run")])
+
+
+def test_a_lora_adapter_directory_is_named_as_one(tmp_path, checkpoint):
+    from r1kit.models import check_model_dir
+
+    stage = tmp_path / "zero"
+    shutil.copytree(checkpoint, stage)  # the stage's final model, merged
+    step = stage / "checkpoints" / "step-4"
+    step.mkdir(parents=True)
+    (step / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
+    with pytest.raises(R1kitError, match="holds a LoRA adapter") as err:
+        check_model_dir(step)
+    assert str(stage) in err.value.hint
+    (stage / "config.json").unlink()  # no final model yet: how to merge it
+    with pytest.raises(R1kitError, match="holds a LoRA adapter") as err:
+        check_model_dir(step)
+    assert "merge_and_unload" in err.value.hint
+
+
+def test_errors_under_torchrun_name_the_rank(tmp_path, monkeypatch, capsys):
+    from r1kit.cli import main
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["eval", "--model", str(tmp_path / "gone"), "--bench", "gsm8k"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("r1kit (rank 1): error: model directory") and err.count("\n") == 2
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert main(["eval", "--model", str(tmp_path / "gone"), "--bench", "gsm8k"]) == 2
+    assert capsys.readouterr().err.startswith("r1kit: error: model directory")
