@@ -137,6 +137,8 @@ class GRPOConfig:
     template: str = "r1-zero"  # r1-zero (flat string) | chat (the tokenizer's chat template)
     #                            | none (the question verbatim)
     prefill: str = ""  # text the response is forced to begin with, e.g. "<think>\n"
+    system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"
+    #                                (r1kit's reasoning instruction), "" (none) or your own text
     # --- the paper's hyperparameters
     steps: int = 10400  # one step = one rollout and the updates made from it
     lr: float = 3e-6
@@ -434,6 +436,8 @@ class SFTConfig:
     prompt_field: str = "prompt"
     response_field: str = "response"
     template: str = "r1-zero"  # r1-zero | chat | none (the prompt verbatim)
+    system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"
+    #                                (r1kit's reasoning instruction), "" (none) or your own text
     epochs: float = 2.0
     batch_size: int = 128  # rows per optimizer step
     micro_batch_size: int = 16  # rows per forward/backward (memory only)
@@ -463,9 +467,9 @@ class SFTConfig:
                 _fail(f"{where}.{name}", "is required",
                       "an earlier stage's name, or a path" + (" to a JSONL/parquet file"
                                                               if name == "data" else ""))
-        if self.template not in (*TEMPLATES, "none"):
+        if self.template not in TEMPLATES:
             _fail(f"{where}.template", f"unknown template {self.template!r}",
-                  f"use one of: {', '.join(TEMPLATES)}, none")
+                  f"use one of: {', '.join(TEMPLATES)}")
         for name in ("batch_size", "micro_batch_size", "max_length"):
             if getattr(self, name) < 1:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
@@ -487,6 +491,8 @@ class SampleConfig:
     test_answer_field: str = ""
     template: str = "r1-zero"
     prefill: str = ""
+    system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"
+    #                                (r1kit's reasoning instruction), "" (none) or your own text
     prompts: int = 0  # training questions to sample from; 0 = all
     samples_per_prompt: int = 4
     keep_per_prompt: int = 1  # correct, readable samples kept per question (distinct texts)
@@ -542,6 +548,8 @@ class EvalStageConfig:
     test_answer_field: str = ""
     template: str = "r1-zero"
     prefill: str = ""
+    system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"
+    #                                (r1kit's reasoning instruction), "" (none) or your own text
     split: str = "main"
     k: int = 4
     temperature: float = 0.6
@@ -656,7 +664,6 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "dataset_prompt_column": ("question_field", "prompt_field"),
     "seed": ("a [run] setting",), "bf16": ("set as dtype = \"bfloat16\" under [run]",),
     "use_vllm": ("not needed: r1kit samples with its own engine (README: Speed)",),
-    "system_prompt": ("set through template (README: Recipes and settings)",),
 }
 _FOREIGN_NOTES = {
     "per_device_train_batch_size": ": sequences per forward pass (the optimizer's batch is "

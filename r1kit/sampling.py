@@ -124,7 +124,8 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
         examples = examples[:cfg.prompts]
     if not examples:
         raise R1kitError("the task has no training questions to sample from")
-    prompts = [encode_prompt(e.question, cfg.template, tokenizer, cfg.prefill) for e in examples]
+    prompts = [encode_prompt(e.question, cfg.template, tokenizer, cfg.prefill,
+                             system=cfg.system_prompt) for e in examples]
     stop_ids = stop_token_ids(tokenizer, model)
     k = cfg.samples_per_prompt
     # a sample with no final answer (or a hedged one) scores 0

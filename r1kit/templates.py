@@ -79,8 +79,15 @@ def with_instruction(question, instruction: str):
             for i, m in enumerate(question)]
 
 
+def system_text(system: bool | str) -> str | None:
+    """The system turn a `system` setting (render_prompt) asks for, or None."""
+    if system is True or system == "r1kit":
+        return R1_ZERO_SYSTEM
+    return system or None
+
+
 def render_prompt(question, template: str, tokenizer=None, prefill: str = "",
-                  system: bool = True) -> str:
+                  system: bool | str = True) -> str:
     """The text the model sees before its response.
 
     `template="r1-zero"` needs no tokenizer; `"chat"` uses the tokenizer's own chat template.
@@ -88,8 +95,10 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "",
     `prefill` is appended after the prompt and counted as part of the prompt (not trained on),
     unless the prompt already ends with it (a chat template that opens the reasoning itself, as
     DeepSeek-R1's distilled models' do with `<think>\n`).
-    `system` (chat): r1kit's reasoning instruction as the system turn when the conversation
-    brings none; False: no system turn (how the paper evaluates its released models).
+    `system` (chat, when the conversation brings no system turn of its own): True or "r1kit",
+    r1kit's reasoning instruction (R1_ZERO_SYSTEM) as the system turn; False or "", none (how
+    the paper evaluates its released models); other text, that text (a stage's
+    `system_prompt`).
     """
     if isinstance(question, list) and template != "chat":
         raise R1kitError(f"a prompt given as chat messages needs template = 'chat', not "
@@ -108,8 +117,9 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "",
 
         turns = question if isinstance(question, list) else [
             {"role": "user", "content": question}]
-        if system and not any(m["role"] == "system" for m in turns):
-            turns = [{"role": "system", "content": R1_ZERO_SYSTEM}, *turns]
+        lead = system_text(system)
+        if lead and not any(m["role"] == "system" for m in turns):
+            turns = [{"role": "system", "content": lead}, *turns]
         # a conversation that ends with an assistant message: the response continues it
         cont = turns[-1]["role"] == "assistant"
         if cont and prefill:
@@ -144,7 +154,7 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "",
 
 
 def encode_prompt(question, template: str, tokenizer, prefill: str = "",
-                  system: bool = True) -> list[int]:
+                  system: bool | str = True) -> list[int]:
     """The prompt's token ids. A chat template writes its own special tokens (BOS included);
     a flat r1-zero prompt or a verbatim one gets whatever the tokenizer adds to plain text
     (e.g. BOS), as in pretraining."""

@@ -124,7 +124,7 @@ def test_conversational_math_and_sft_data_train_and_evaluate(bpe_checkpoint, tmp
     # the same file as a benchmark of your own: the instruction joins the last user message
     result = tmp_path / "eval.json"
     assert main(["eval", "--model", str(out / "zero"), "--bench", str(math),
-                 "--question-field", "prompt", "--limit", "2", "--k", "2",
+                 "--question-field", "prompt", "--limit", "2", "--k", "2", "--math-instruction",
                  "--max-new-tokens", "4", "--out", str(result)]) == 0
     sample = json.loads(result.read_text())["results"][0]["samples"][0]
     assert sample["question"][-1]["content"].startswith("What is 0 + 1?")
@@ -231,7 +231,52 @@ def test_prompts_for_a_released_reasoning_model(bpe_checkpoint, tmp_path, capsys
         assert main(["eval", "--model", str(model), "--bench", "gsm8k", "--limit", "2",
                      "--k", "1", "--max-new-tokens", "4", "--out", str(out), *extra]) == 0
         saved = json.loads(out.read_text())
-        assert saved["settings"]["system_prompt"] is system
+        assert saved["settings"]["system_prompt"] == (R1_ZERO_SYSTEM if system else False)
         assert saved["settings"]["prefill"] == "<think>\n"
         assert rendered and all(p.startswith(R1_ZERO_SYSTEM) == system for p in rendered)
         assert all(p.endswith("<|Assistant|><think>\n") for p in rendered)
+
+
+def test_the_system_turn_is_a_setting(bpe_checkpoint):
+    """system_prompt: "r1kit" (r1kit's reasoning instruction, the default), "" (none) or
+    your own text, for a conversation that brings no system turn of its own."""
+    tok = load_tokenizer(bpe_checkpoint)
+    question = [{"role": "user", "content": "What is 70 + 2?"}]
+    assert R1_ZERO_SYSTEM in render_prompt(question, "chat", tok, system="r1kit")
+    assert render_prompt(question, "chat", tok, system="") == render_prompt(
+        question, "chat", tok, system=False)
+    assert R1_ZERO_SYSTEM not in render_prompt(question, "chat", tok, system="")
+    own = render_prompt(question, "chat", tok, system="Answer in one line.")
+    assert "Answer in one line." in own and R1_ZERO_SYSTEM not in own
+    brought = [{"role": "system", "content": "Be brief."}, *question]
+    assert "Answer in one line." not in render_prompt(brought, "chat", tok,
+                                                      system="Answer in one line.")
+
+
+def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkpoint, tmp_path):
+    """TRL's and open-r1's SFT format: each row's conversation in "messages", ending with the
+    assistant's answer: the messages before it are the prompt (through the chat template,
+    with the stage's system_prompt), the answer is trained on; malformed rows are named."""
+    from r1kit.config import SFTConfig
+    from r1kit.stages.sft import encode_rows, read_sft_rows
+
+    data = tmp_path / "messages.jsonl"
+    turns = [*CONVERSATION, {"role": "assistant", "content": "<think>70+2</think> 72"}]
+    data.write_text(json.dumps({"messages": turns}) + "\n")
+    cfg = SFTConfig(model="m", data=str(data), template="chat", system_prompt="")
+    rows = read_sft_rows(data, cfg)
+    assert rows == [(CONVERSATION, "<think>70+2</think> 72")]
+    tok = load_tokenizer(bpe_checkpoint)
+    (prompt, response), = encode_rows(tok, rows, "chat", 512, system=cfg.system_prompt)
+    assert tok.decode(prompt) == render_prompt(CONVERSATION, "chat", tok, system=False)
+    assert response[-1] == tok.eos_token_id
+    assert tok.decode(response[:-1]).strip() == "<think>70+2</think> 72"
+    data.write_text(json.dumps({"messages": [{"role": "system", "content": "s"},
+                                             {"role": "assistant", "content": "72"}]}) + "\n")
+    with pytest.raises(R1kitError, match="messages.jsonl:1: field 'messages': the "
+                                         "conversation has no user message"):
+        read_sft_rows(data, cfg)
+    data.write_text(json.dumps({"text": "72"}) + "\n")
+    with pytest.raises(R1kitError, match="no field 'prompt'") as err:
+        read_sft_rows(data, cfg)
+    assert "'messages'" in err.value.hint

@@ -15,6 +15,7 @@ from r1kit.eval.behaviour import reflective_counts
 from r1kit.eval.benchmarks import BENCHMARKS, NAMES, load_benchmark
 from r1kit.tasks import DATA_DIR
 from r1kit.tasks.math import math_equal
+from r1kit.templates import R1_ZERO_SYSTEM
 
 
 def _brute_pass_at_k(n: int, c: int, k: int) -> float:
@@ -190,10 +191,9 @@ def test_eval_prompts_a_model_as_its_r1kit_stage_trained_it(tmp_path, bpe_checkp
     run = tmp_path / "run"
     shutil.copytree(bpe_checkpoint, run / "zero")
     shutil.copytree(bpe_checkpoint, run / "zero" / "checkpoints" / "step-2")
-    (run / "config.json").write_text(json.dumps({"run": {}, "stages": {
-        "zero": {"kind": "grpo", "template": "r1-zero", "prefill": "Let me"}}}))
-    assert trained_prompting(run / "zero") == ("zero", {"kind": "grpo", "template": "r1-zero",
-                                                        "prefill": "Let me"})
+    stage = {"kind": "grpo", "template": "r1-zero", "prefill": "Let me"}
+    (run / "config.json").write_text(json.dumps({"run": {}, "stages": {"zero": stage}}))
+    assert trained_prompting(run / "zero") == ("zero", stage)
     assert trained_prompting(run / "zero" / "checkpoints" / "step-2")[0] == "zero"
     assert trained_prompting(bpe_checkpoint) is None
     own = tmp_path / "mine.jsonl"
@@ -203,7 +203,8 @@ def test_eval_prompts_a_model_as_its_r1kit_stage_trained_it(tmp_path, bpe_checkp
                                 "math_instruction": False, "system_prompt": False}),
             (run / "zero", ["--template", "chat"], {"template": "chat", "prefill": "<think>\n",
                                                     "math_instruction": True}),
-            (bpe_checkpoint, [], {"template": "chat", "math_instruction": True})]:
+            (bpe_checkpoint, [], {"template": "chat", "math_instruction": True,
+                                  "system_prompt": False})]:
         out = tmp_path / "eval.json"
         assert main(["eval", "--model", str(model), "--bench", str(own), "--k", "1",
                      "--max-new-tokens", "4", "--out", str(out), *args]) == 0
@@ -211,6 +212,19 @@ def test_eval_prompts_a_model_as_its_r1kit_stage_trained_it(tmp_path, bpe_checkp
         assert {k: saved[k] for k in settings} == settings, (model, args)
         said = "prompts as stage 'zero' trained this model" in capsys.readouterr().out
         assert said == (model != bpe_checkpoint and not args)
+    # a chat stage's system turn: its system_prompt (r1kit's instruction when it set none)
+    stage.update(template="chat", system_prompt="Answer in one line.")
+    (run / "config.json").write_text(json.dumps({"run": {}, "stages": {"zero": stage}}))
+    for given, expected in [("Answer in one line.", "Answer in one line."),
+                            (None, R1_ZERO_SYSTEM), ("", False)]:
+        if given is None:
+            del stage["system_prompt"]
+        else:
+            stage["system_prompt"] = given
+        (run / "config.json").write_text(json.dumps({"run": {}, "stages": {"zero": stage}}))
+        assert main(["eval", "--model", str(run / "zero"), "--bench", "tiny", "--limit", "1",
+                     "--k", "1", "--max-new-tokens", "4", "--out", str(out)]) == 0
+        assert json.loads(out.read_text())["settings"]["system_prompt"] == expected
 
 
 def test_eval_greedy_verbatim_prompts_and_benchmark_spellings(tmp_path, bpe_checkpoint, capsys):

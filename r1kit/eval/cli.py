@@ -26,7 +26,7 @@ from r1kit.models import (
     stop_token_ids,
     trusting_remote_code,
 )
-from r1kit.templates import TEMPLATES, encode_prompt
+from r1kit.templates import TEMPLATES, encode_prompt, system_text
 
 
 def _check(args) -> list[str]:
@@ -109,12 +109,13 @@ def _run_eval(args) -> list[dict]:
         stage, settings = trained
         template = settings["template"]
         prefill = prefill if prefill is not None else settings.get("prefill", "")
-        system = system if system is not None else template == "chat"
+        if system is None:  # the stage's system turn (r1kit's instruction unless it set one)
+            system = settings.get("system_prompt", "r1kit") if template == "chat" else False
         own = any(is_data_file(n) for n in names)
         instruction = instruction if instruction is not None else not own
         print(f"prompts as stage {stage!r} trained this model: template {template!r}, "
-              f"prefill {prefill!r}" + (", r1kit's system instruction" if system and
-                                        template == "chat" else "")
+              f"prefill {prefill!r}" + (f", system turn {system_text(system)[:40]!r}…"
+                                        if template == "chat" and system_text(system) else "")
               + (", your files' questions as they are (as its evaluations)" if own and
                  not instruction else "") + " (--template to choose another)")
     # every benchmark read (and a file of your own checked) before the model loads
@@ -146,7 +147,7 @@ def _run_eval(args) -> list[dict]:
         own = is_data_file(name)  # a math benchmark of your own: the paper's default k
         k = args.k or (1 if args.temperature == 0 else BENCHMARKS[name].k
                        if name in BENCHMARKS else 16 if own else 4)
-        prompts = [encode_prompt(e.question, template, tokenizer, prefill, system=bool(system))
+        prompts = [encode_prompt(e.question, template, tokenizer, prefill, system=system or False)
                    for e in examples]
         is_math = own or (name in BENCHMARKS and BENCHMARKS[name].kind == "math")
         res = evaluate(model, tokenizer, task, examples, prompts, k=k,
@@ -164,7 +165,7 @@ def _run_eval(args) -> list[dict]:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         settings = {"model": str(path), "template": template, "prefill": prefill,
-                    "system_prompt": bool(system),
+                    "system_prompt": system_text(system or False) or False,
                     "temperature": args.temperature, "top_p": args.top_p,
                     "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                     "limit": args.limit}

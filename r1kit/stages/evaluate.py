@@ -39,7 +39,8 @@ COLUMNS = [("pass@1", "reasoning pass@1"), ("cons@k", "cons@k"),
 
 
 def _encode(tokenizer, cfg, question: str) -> list[int]:
-    return encode_prompt(question, cfg.template, tokenizer, cfg.prefill)
+    return encode_prompt(question, cfg.template, tokenizer, cfg.prefill,
+                         system=cfg.system_prompt)
 
 
 def general_scores(model, tokenizer, cfg, scorers: dict, stop_ids, seed: int) -> dict:

@@ -546,7 +546,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                   "no evaluations during the stage")
 
     def encode(question: str) -> list[int]:
-        return encode_prompt(question, cfg.template, tokenizer, cfg.prefill)
+        return encode_prompt(question, cfg.template, tokenizer, cfg.prefill,
+                             system=cfg.system_prompt)
 
     stop_set = set(stop_ids)
     overlap_rewards = overlap.wanted(cfg.overlap_rewards, ctx.device)

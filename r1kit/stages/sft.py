@@ -34,11 +34,21 @@ from r1kit.templates import assistant_text, check_messages, encode_prompt
 def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], str]]:
     """(prompt, response) per row. The prompt is text or a conversation of chat messages
     (template = "chat"); the response is text or a conversation's one assistant message
-    ([{"role": "assistant", "content": text}], TRL's conversational completion)."""
+    ([{"role": "assistant", "content": text}], TRL's conversational completion). A row may
+    instead hold its whole conversation in one field (`messages`, or the prompt field)
+    ending with the assistant's message: the messages before it are the prompt, that last
+    message the response (earlier assistant turns are context, not trained on)."""
     rows = []
     for n, row in read_rows(path):
         prompt, response = row.get(cfg.prompt_field), row.get(cfg.response_field)
-        if isinstance(prompt, list):
+        conversation = _conversation(row, cfg)
+        if conversation is not None:  # TRL's "messages": the last assistant turn is trained
+            name, turns = conversation
+            where = f"{path}:{n}: field {name!r}"
+            if not isinstance(turns[-1].get("content"), str):
+                raise R1kitError(f"{where}: the last message's content is not text")
+            prompt, response = check_messages(turns[:-1], where), turns[-1]["content"]
+        elif isinstance(prompt, list):
             prompt = check_messages(prompt, f"{path}:{n}: field {cfg.prompt_field!r}")
         if isinstance(response, list):
             text = assistant_text(response)
@@ -53,17 +63,34 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], st
                 what = "no field" if name not in row else f"{kind_of(value)}, not text, in field"
                 raise R1kitError(f"{path}:{n}: {what} {name!r}",
                                  f"SFT rows need text in {cfg.prompt_field!r} and "
-                                 f"{cfg.response_field!r} (set prompt_field / response_field)")
+                                 f"{cfg.response_field!r} (set prompt_field / response_field), "
+                                 "or a whole conversation ending with the assistant's message "
+                                 "in 'messages'")
         rows.append((prompt, response))
     return rows
 
 
+def _conversation(row: dict, cfg: SFTConfig) -> tuple[str, list] | None:
+    """(field, messages) of a row that holds its whole conversation in one field, ending with
+    the assistant's message (TRL's and open-r1's "messages" format): the prompt field, or
+    "messages" when the row has neither of the stage's fields; else None."""
+    if cfg.response_field in row:
+        return None
+    name = cfg.prompt_field if cfg.prompt_field in row else "messages"
+    turns = row.get(name)
+    if (isinstance(turns, list) and len(turns) > 1 and isinstance(turns[-1], dict)
+            and turns[-1].get("role") == "assistant"):
+        return name, turns
+    return None
+
+
 def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_length: int,
-                log=None) -> list[tuple[list[int], list[int]]]:
+                log=None, system: bool | str = True) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, response ids + eos) per row. A row longer than max_length keeps its prompt
     and the start of its response (its end is not trained on); a row whose prompt alone
     takes max_length tokens has nothing left to train on and is left out. `log`: told how
-    many rows were cut and left out."""
+    many rows were cut and left out. `system`: the system turn of a chat-template prompt
+    that brings none (r1kit.templates.render_prompt)."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise R1kitError("the model's tokenizer has no end-of-sequence token: SFT ends every "
@@ -74,7 +101,7 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
         if template == "none" and not isinstance(prompt, list):  # (a list: render_prompt's error)
             p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
         else:
-            p = encode_prompt(prompt, template, tokenizer)
+            p = encode_prompt(prompt, template, tokenizer, system=system)
         r = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
         if len(p) >= max_length:
             dropped += 1
@@ -149,7 +176,8 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     chunk = cfg.logprob_chunk_tokens if vocab_size(model) >= CHUNK_MIN_VOCAB and not sharded \
         else 0
     data = encode_rows(tokenizer, read_sft_rows(data_path, cfg), cfg.template, cfg.max_length,
-                       (lambda m: log(f"[{name}] {m}")) if world.rank == 0 else None)
+                       (lambda m: log(f"[{name}] {m}")) if world.rank == 0 else None,
+                       system=cfg.system_prompt)
     steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
     opt = distributed.adamw(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.95))
