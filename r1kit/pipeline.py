@@ -88,6 +88,34 @@ def _holds_results(stage_dir: Path) -> bool:
     return done or latest_checkpoint(stage_dir) is not None
 
 
+def _check_shared(run_dir: Path) -> None:
+    """Under torchrun, every rank must see rank 0's files in the run directory (stages hand
+    over through it): a token rank 0 writes there is read back by all, before any work; an
+    R1kitError on every rank where one does not see it (nodes without a shared file system)."""
+    world = distributed.current()
+    if not world.enabled:
+        return
+    import uuid
+
+    token = distributed.broadcast_object(uuid.uuid4().hex if world.is_main else None)
+    marker = run_dir / f".shared-check-{token}"
+    if world.is_main:
+        marker.write_text(token)
+    distributed.wait_for_main()
+    try:
+        seen = marker.read_text() == token
+    except OSError:
+        seen = False
+    blind = [r for r, ok in enumerate(distributed.gather_lists([seen])) if not ok]
+    if world.is_main:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise R1kitError(f"rank {', '.join(map(str, blind))} cannot see the run directory "
+                         f"{run_dir} that rank 0 writes: the stages hand over through it",
+                         "give --out a directory on a file system that every node shares "
+                         "(the same absolute path on each)")
+
+
 def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, print_fn,
                 device) -> dict:
     main = distributed.current().is_main
@@ -134,6 +162,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(saved, resolved)
+    _check_shared(run_dir)
 
     run = recipe.run
     if run.threads:

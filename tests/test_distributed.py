@@ -204,3 +204,23 @@ def test_a_sharded_runs_state_loads_into_one_process():
     with pytest.raises(RuntimeError, match="Missing key"):  # a name truly missing still fails
         load_full_state(tiny_llama(seed=2), {k: v for k, v in state.items()
                                              if k != "model.norm.weight"})
+
+
+def test_ranks_that_cannot_see_the_run_directory_are_named(tmp_path, monkeypatch):
+    """Nodes without a shared file system: rank 0's token file is not seen by rank 1, and the
+    run stops before any work, on every rank, naming it (two-process runs above pass the
+    check for real)."""
+    import r1kit.pipeline as pipeline
+    from r1kit import distributed
+    from r1kit.errors import R1kitError
+
+    monkeypatch.setattr(distributed, "_world", distributed.World(rank=0, world_size=2))
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj: obj)
+    monkeypatch.setattr(distributed, "wait_for_main", lambda: None)
+    seen = []
+    monkeypatch.setattr(distributed, "gather_lists", lambda items: seen.extend(items)
+                        or [*items, False])
+    with pytest.raises(R1kitError, match="rank 1 cannot see the run directory") as err:
+        pipeline._check_shared(tmp_path)
+    assert seen == [True] and "shares" in err.value.hint
+    assert not list(tmp_path.iterdir())  # rank 0 removed its token file
