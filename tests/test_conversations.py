@@ -145,7 +145,7 @@ def test_other_readers_of_prompts_take_conversations(tmp_path, bpe_checkpoint, c
     first, second = general_examples(cfg, 0)
     assert first.question == CONVERSATION and second.question == "Write a poem."
     general.write_text(json.dumps({"prompt": 7, "type": "helpful"}) + "\n")
-    with pytest.raises(R1kitError, match="general.jsonl:1: field 'prompt' is a int"):
+    with pytest.raises(R1kitError, match="general.jsonl:1: field 'prompt' is an integer"):
         general_examples(cfg, 0)
 
     math = _math_rows(tmp_path / "math.jsonl")

@@ -100,7 +100,11 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 def kind_of(value) -> str:
     """How an error message names a JSON value that has the wrong type: 'null', 'a list'."""
-    return "null" if value is None else f"a {type(value).__name__}"
+    if value is None:
+        return "null"
+    name = {"str": "text", "dict": "object", "float": "number", "int": "integer"}.get(
+        type(value).__name__, type(value).__name__)
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def read_examples(path, question_field: str, answer_field: str,
@@ -116,7 +120,8 @@ def read_examples(path, question_field: str, answer_field: str,
         for field in (question_field, answer_field):
             if field not in row:
                 raise R1kitError(f"{path}:{n}: no field {field!r}",
-                                 f"its fields are {', '.join(map(str, row))}; {fields_hint}")
+                                 (f"its fields are {', '.join(map(str, row))}" if row else
+                                  "the row is empty") + f"; {fields_hint}")
             value = row[field]
             if field == question_field and isinstance(value, list):
                 continue  # a conversation, checked below
