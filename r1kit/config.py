@@ -208,7 +208,10 @@ class GRPOConfig:
     # r1kit/rewards/overlap.py): auto (when the rollout decodes on CUDA and the CPU is free;
     # on a CPU-only machine decoding and checking compete for the same cores) | on | off
     overlap_rewards: str = "auto"
-    reward_function: str = ""  # "module:function" or "file.py:function": your own reward
+    # "module:function" or "file.py:function": your own reward in place of the rule rewards,
+    # or a list of them (TRL's reward_funcs), summed with reward_weights (default 1 each)
+    reward_function: str | list[str] = ""
+    reward_weights: list[float] = field(default_factory=list)
     log_completions: int = 4  # per step, one sample of each of the first N questions goes to
     # the stage's completions.jsonl (with its reward); 0 = none
     disable_dropout: bool = True  # the on-policy ratio is 1 only without dropout
@@ -269,6 +272,14 @@ class GRPOConfig:
         if self.distributed == "fsdp" and self.lora_rank:
             _fail(f"{where}.distributed", "fsdp with LoRA is not supported",
                   'use distributed = "ddp": LoRA adapters are small enough to replicate')
+        specs = reward_specs(self.reward_function)
+        if any(not isinstance(x, str) or not x for x in specs):
+            _fail(f"{where}.reward_function", "must be a \"module:function\" text or a list "
+                  "of them")
+        if self.reward_weights and len(self.reward_weights) != len(specs):
+            _fail(f"{where}.reward_weights", f"{len(self.reward_weights)} weights for "
+                  f"{len(specs)} reward functions", "give one weight per function (or none: "
+                  "1 each)")
         if self.reward_function:  # it replaces the rule rewards and the reward models
             defaults = {f.name: f.default for f in dataclasses.fields(self)}
             unused = [n for n in ("accuracy_weight", "format_weight", "language_weight",
@@ -610,6 +621,8 @@ def _coerce(value, tp, where: str):
         for arg in args[1:]:  # a value of a later type (`str | bool`: a bool) as it is
             if arg in (bool, int, float, str) and type(value) is arg:
                 return value
+            if typing.get_origin(arg) is list and isinstance(value, list):  # `str | list[str]`
+                return _coerce(value, arg, where)
         return _coerce(value, args[0], where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -671,8 +684,13 @@ _FOREIGN_NOTES = {
     "warmup_ratio": ", a number of steps", "eval_steps": ": its [....eval] table's `every`",
     "dataset_name": ", a local JSONL or parquet file", "use_peft": " (> 0 turns LoRA on)",
     "dataset_path": ", a local JSONL or parquet file",
-    "reward_funcs": " (one function; combine several in it)",
+    "reward_funcs": " (one \"module:function\" or a list of them, with reward_weights)",
 }
+
+
+def reward_specs(value) -> list:
+    """A stage's reward_function setting as a list of "module:function" names ([] for none)."""
+    return list(value) if isinstance(value, (list, tuple)) else [value] if value else []
 
 
 def _foreign_hint(key: str, names: list[str]) -> str | None:
@@ -691,10 +709,6 @@ def build(cls, data: dict, where: str):
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
-        if key == "reward_function" and isinstance(value, list):
-            _fail(f"{where}.{key}", "takes one function, not a list",
-                  "write one function that calls yours and combines their scores (e.g. a "
-                  "weighted sum), and name it here")
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             _fail(f"{where}.{key}", "unknown key", _foreign_hint(key, names) or (
@@ -953,8 +967,8 @@ def check_inputs(recipe: Recipe) -> None:
 
                 for ex in make_task(cfg, 0).train_examples():
                     names += [k for k in ex.meta.get("fields", {}) if k not in names]
-            check_signature(load_function(cfg.reward_function), names,
-                            repr(cfg.reward_function))
+            for spec in reward_specs(cfg.reward_function):
+                check_signature(load_function(spec), names, repr(spec))
         if getattr(cfg, "template", None) == "chat":
             refs = [model] if model else list(getattr(cfg, "models", []))
             for ref in refs:

@@ -164,11 +164,14 @@ def test_trl_names_point_to_r1kit_names(setting, says) -> None:
     assert says in msg and "did you mean" not in msg
 
 
-def test_reward_function_takes_one_function_and_no_rule_weights(tmp_path) -> None:
+def test_reward_functions_take_no_rule_weights(tmp_path) -> None:
     fn = tmp_path / "rw.py"
     fn.write_text("def f(completions, prompts, answer):\n    return [0.0] * len(completions)\n")
-    msg = _error([f'stages.zero.reward_function=["{fn}:f", "{fn}:f"]'])
-    assert "one function, not a list" in msg
+    msg = _error([f'stages.zero.reward_function=["{fn}:f", "{fn}:f"]',
+                  "stages.zero.reward_weights=[1.0]"])
+    assert "1 weights for 2 reward functions" in msg
+    msg = _error([f'stages.zero.reward_function=["{fn}:f", 3]'])
+    assert "stages.zero.reward_function[1]: must be a string" in msg
     msg = _error([f'stages.zero.reward_function="{fn}:f"', "stages.zero.format_weight=0.5"])
     assert "format_weight would have no effect" in msg
 

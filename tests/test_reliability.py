@@ -291,6 +291,42 @@ def test_a_custom_reward_of_none_for_a_completion_scores_it_0(recwarn):
     assert len([w for w in recwarn if "returned None" in str(w.message)]) == 1  # once
 
 
+def test_several_reward_functions_are_summed_with_their_weights(tmp_path, recwarn):
+    """TRL's reward_funcs and reward_weights: the reward is the weighted sum; each function
+    is logged as reward/custom/NAME; a None adds nothing (TRL's nansum); a recipe names a
+    list of functions, and a weight count that does not match is an error."""
+    from r1kit.rewards.custom import FunctionReward
+    from r1kit.stages.grpo import _component_means
+    from r1kit.tasks.base import Example
+
+    def accuracy(completions, answer, **kw):
+        return [None if a == "?" else float(c == a) for c, a in zip(completions, answer)]
+
+    def short(completions, **kw):
+        return [1.0 if len(c) < 3 else 0.0 for c in completions]
+
+    examples = [Example(question="q", answer=a) for a in ("1", "?", "2")]
+    scored = FunctionReward([accuracy, short], [2.0, 0.5]).score(["1", "1", "333"], examples)
+    assert [s for s, _ in scored] == [2.5, 0.5, 0.0]
+    assert _component_means(scored) == pytest.approx({
+        "reward/custom/accuracy": 0.5, "reward/custom/short": 2 / 3,
+        "reward/custom_none": 1 / 3})
+    assert len([w for w in recwarn if "accuracy returned None for 1 of 3" in str(w.message)]) == 1
+
+    fn = tmp_path / "rw.py"
+    fn.write_text("def a(completions, **kw):\n    return [1.0] * len(completions)\n"
+                  "def b(completions, **kw):\n    return [0.5] * len(completions)\n")
+    recipe = tmp_path / "r.toml"
+    body = ('[stages.base]\nkind = "pretrain"\nsteps = 1\n[stages.zero]\nkind = "grpo"\n'
+            f'model = "base"\nreward_function = ["{fn}:a", "{fn}:b"]\n')
+    recipe.write_text(body + "reward_weights = [1.0]\n")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    recipe.write_text(body + "reward_weights = [1.0, 2.0]\n")
+    from r1kit.config import check_inputs, load_recipe
+
+    check_inputs(load_recipe(recipe))  # both functions found and their signatures checked
+
+
 def test_math_task_files_and_names(tmp_path, capsys):
     """An eval stage needs the held-out file (not a training file); the task is named after the
     held-out file; task = 'gsm8k' on a file of another format says to use task = 'math'."""

@@ -1,5 +1,5 @@
 """Your own reward function, named in a recipe as `reward_function = "module:function"` or
-`"path/to/file.py:function"`.
+`"path/to/file.py:function"`, or several as a list (their sum, weighted by `reward_weights`).
 
 It is called once per rollout with keyword arguments, like TRL's reward functions:
 `fn(completions=[...], prompts=[...], answer=[...], **columns)` (the response texts, the
@@ -108,41 +108,86 @@ def _columns(fn: Callable, examples: list[Example]) -> dict[str, list]:
 
 
 class FunctionReward:
-    """Scores a rollout with a user function; the component is logged as reward/custom."""
+    """Scores a rollout with your reward function, or with several (TRL's reward_funcs) as
+    their weighted sum (`weights`, default 1 each). One function is logged as reward/custom;
+    several each as reward/custom/NAME. A None score is skipped in the sum, as TRL's nansum
+    does (a completion no function scores gets 0), and reward/custom_none logs the share of
+    completions with any None."""
 
-    def __init__(self, fn: Callable):
-        self.fn = fn
+    def __init__(self, fn: Callable | list[Callable], weights: list[float] | None = None):
+        self.fns = list(fn) if isinstance(fn, (list, tuple)) else [fn]
+        self.weights = list(weights) if weights else [1.0] * len(self.fns)
+        if len(self.weights) != len(self.fns):
+            raise R1kitError(f"reward_weights has {len(self.weights)} weights for "
+                             f"{len(self.fns)} reward functions", "give one weight per function")
+        names = [getattr(f, "__name__", f"fn{i}") for i, f in enumerate(self.fns)]
+        # (two functions of one name: numbered, so that each has its own component)
+        self.keys = (["custom"] if len(self.fns) == 1 else
+                     [f"custom/{n}" if names.count(n) == 1 else f"custom/{n}_{i}"
+                      for i, n in enumerate(names)])
         self.told = False  # the conversational completions' notice
         self.told_none = False  # the notice of completions without a score
 
-    def _warn(self, message: str) -> None:
+    @property
+    def fn(self) -> Callable:  # (one function: the one)
+        return self.fns[0]
+
+    @staticmethod
+    def _warn(fn: Callable, message: str) -> None:
         """A warning that points at the user's function (not at r1kit's code calling it)."""
-        code = getattr(self.fn, "__code__", None)
+        code = getattr(fn, "__code__", None)
         if code is None:
             warnings.warn(message, stacklevel=3)
         else:
             warnings.warn_explicit(message, UserWarning, code.co_filename, code.co_firstlineno)
 
     def score(self, responses: list[str], examples: list[Example]) -> list[tuple[float, dict]]:
-        name = getattr(self.fn, "__qualname__", repr(self.fn))
+        # as TRL: after a conversation (a prompt of chat messages) a completion is a
+        # conversation too, one assistant message (open-r1's rewards read [0]["content"])
+        completions = [[{"role": "assistant", "content": r}]
+                       if isinstance(e.question, list) else r
+                       for r, e in zip(responses, examples)]
+        if not self.told and any(isinstance(c, list) for c in completions):
+            self.told = True  # (a function written for text would quietly score 0)
+            self._warn(self.fns[0], "reward_function: after prompts of chat messages each "
+                       "completion is given as [{'role': 'assistant', 'content': text}], as TRL "
+                       "does")
+        per_fn = [self._call(fn, completions, examples, len(responses)) for fn in self.fns]
+        out, unscored = [], 0
+        for i in range(len(responses)):
+            parts, total, missing = {}, 0.0, False
+            for key, w, scores in zip(self.keys, self.weights, per_fn):
+                if scores[i] is None:
+                    missing = True
+                    continue
+                parts[key] = scores[i]
+                total += w * scores[i]
+            unscored += missing
+            out.append((total, parts))
+        if unscored:
+            for _, parts in out:  # the share of completions with a None, over all of them
+                parts["custom_none"] = float(not all(k in parts for k in self.keys))
+            if not self.told_none:
+                self.told_none = True
+                fn, sc = next((f, sc) for f, sc in zip(self.fns, per_fn) if None in sc)
+                self._warn(fn, f"reward_function {_name(fn)} returned None for {sc.count(None)} "
+                           f"of {len(responses)} completions: None adds nothing to the "
+                           "reward (a completion no function scores gets 0, as TRL's sum over "
+                           "reward functions gives), and reward/custom_none logs the share")
+        return out
+
+    def _call(self, fn: Callable, completions: list, examples: list[Example],
+              n: int) -> list[float | None]:
+        """One function's scores of the completions: floats, or None where it gives none."""
+        name = _name(fn)
         try:
-            # as TRL: after a conversation (a prompt of chat messages) a completion is a
-            # conversation too, one assistant message (open-r1's rewards read [0]["content"])
-            completions = [[{"role": "assistant", "content": r}]
-                           if isinstance(e.question, list) else r
-                           for r, e in zip(responses, examples)]
-            if not self.told and any(isinstance(c, list) for c in completions):
-                self.told = True  # (a function written for text would quietly score 0)
-                self._warn(f"reward_function {name}: after prompts of chat messages each "
-                           "completion is given as [{'role': 'assistant', 'content': text}], "
-                           "as TRL does")
-            scores = self.fn(**_columns(self.fn, examples), completions=completions,
-                             prompts=[e.question for e in examples],
-                             answer=[e.answer for e in examples])
+            scores = fn(**_columns(fn, examples), completions=completions,
+                        prompts=[e.question for e in examples],
+                        answer=[e.answer for e in examples])
         except Exception as exc:  # the user's function failed: name it and where
             frames = [f for f in traceback.extract_tb(exc.__traceback__)
                       if Path(f.filename).resolve() != Path(__file__).resolve()]
-            code = getattr(self.fn, "__code__", None)  # (a call that failed before running it)
+            code = getattr(fn, "__code__", None)  # (a call that failed before running it)
             where = (f"{frames[-1].filename}:{frames[-1].lineno}" if frames else
                      f"{code.co_filename}:{code.co_firstlineno}" if code else "?")
             raise R1kitError(f"reward_function {name} raised {type(exc).__name__}: {exc} "
@@ -152,14 +197,13 @@ class FunctionReward:
         except TypeError as exc:  # None, a single number
             raise R1kitError(f"reward_function {name} returned {type(scores).__name__}, not a "
                              "list of scores", "return one float per completion") from exc
-        if len(scores) != len(responses):
+        if len(scores) != n:
             raise R1kitError(f"reward_function {name} returned {len(scores)} scores for "
-                             f"{len(responses)} completions")
-        out, unscored = [], 0
+                             f"{n} completions")
+        out = []
         for s in scores:
             if s is None:  # as TRL: no score for this completion (e.g. an unparsable answer)
-                unscored += 1
-                out.append((0.0, {"custom_none": 1.0}))
+                out.append(None)
                 continue
             try:
                 if isinstance(s, (str, bytes)):
@@ -170,10 +214,9 @@ class FunctionReward:
                                  "return one float (or None) per completion") from exc
             if not math.isfinite(s):
                 raise R1kitError(f"reward_function {name} returned {s}", "return finite floats")
-            out.append((s, {"custom": s, "custom_none": 0.0} if None in scores else {"custom": s}))
-        if unscored and not self.told_none:
-            self.told_none = True
-            self._warn(f"reward_function {name} returned None for {unscored} of {len(scores)} "
-                       "completions: they score 0 (as TRL's sum over reward functions gives), "
-                       "and reward/custom_none logs their share")
+            out.append(s)
         return out
+
+
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__qualname__", repr(fn))
