@@ -174,9 +174,18 @@ def test_errors_under_torchrun_name_the_rank(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(["eval", "--model", str(tmp_path / "gone"), "--bench", "gsm8k"]) == 2
+    assert main(["run", str(tmp_path / "gone.toml")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("r1kit (rank 1): error: model directory") and err.count("\n") == 2
+    assert err.startswith("r1kit (rank 1): error: recipe") and err.count("\n") == 2
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert main(["eval", "--model", str(tmp_path / "gone"), "--bench", "gsm8k"]) == 2
-    assert capsys.readouterr().err.startswith("r1kit: error: model directory")
+    assert main(["run", str(tmp_path / "gone.toml")]) == 2
+    assert capsys.readouterr().err.startswith("r1kit: error: recipe")
+
+
+def test_eval_under_torchrun_is_refused(tmp_path, monkeypatch, capsys):
+    from r1kit.cli import main
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["eval", "--model", str(tmp_path), "--bench", "gsm8k"]) == 2
+    assert "runs in one process, not under torchrun" in capsys.readouterr().err

@@ -9,6 +9,7 @@ benchmarks; mean response tokens; per-level and per-subject pass@1 where the dat
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -98,6 +99,10 @@ def run_eval_command(args) -> list[dict]:
 
 
 def _run_eval(args) -> list[dict]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each rank would evaluate it all
+        raise R1kitError("r1kit eval runs in one process, not under torchrun",
+                         "run r1kit eval alone (a recipe's eval stage runs on rank 0 of a "
+                         "torchrun run)")
     names = _check(args)
     path = check_model_dir(args.model)
     device = resolve_device(args.device)
