@@ -99,7 +99,8 @@ def run_eval_command(args) -> list[dict]:
 
 
 def _run_eval(args) -> list[dict]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each rank would evaluate it all
+    if "RANK" in os.environ and os.environ.get("WORLD_SIZE", "1") != "1":  # (torchrun's)
+        # each rank would evaluate everything and write the same file
         raise R1kitError("r1kit eval runs in one process, not under torchrun",
                          "run r1kit eval alone (a recipe's eval stage runs on rank 0 of a "
                          "torchrun run)")
