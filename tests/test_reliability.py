@@ -136,7 +136,7 @@ def test_bad_data_files_stop_the_run_before_any_stage(tmp_path, capsys):
         (b"", ["no rows", "empty"]),
         (b'{"prompt": "a", "answer": "b"}\n', ["data.jsonl:1", "'response'"]),
         (b'{"prompt": "a", "response": ["b"]}\n', ["data.jsonl:1", "'response'", "list"]),
-        (b'{"prompt": "a", "response": 7}\n', ["data.jsonl:1", "'response'", "int, not text"]),
+        (b'{"prompt": "a", "response": 7}\n', ["data.jsonl:1", "'response'", "an integer, not text"]),
     ]
     for content, expected in cases:
         data = tmp_path / "data.jsonl"

@@ -189,3 +189,25 @@ def test_eval_under_torchrun_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["eval", "--model", str(tmp_path), "--bench", "gsm8k"]) == 2
     assert "runs in one process, not under torchrun" in capsys.readouterr().err
+
+
+def test_prompts_that_are_empty_or_messages_as_json_text_are_named(tmp_path):
+    from r1kit.config import SFTConfig
+    from r1kit.stages.sft import read_sft_rows
+    from r1kit.tasks.math import read_examples
+
+    messages = json.dumps([{"role": "user", "content": "What is 1 + 1?"}])
+    data = tmp_path / "d.jsonl"
+    for question, expected in [(messages, "field .question. holds chat messages written as a JSON"),
+                               ("  ", "field 'question' is empty")]:
+        data.write_text(json.dumps({"question": "ok", "answer": "1"}) + "\n"
+                        + json.dumps({"question": question, "answer": "2"}) + "\n")
+        with pytest.raises(R1kitError, match=f"d.jsonl:2: {expected}"):
+            read_examples(data, "question", "answer")
+    data.write_text(json.dumps({"question": "[1, 2] + [3]", "answer": "2"}) + "\n")
+    assert read_examples(data, "question", "answer")[0].question == "[1, 2] + [3]"
+    data.write_text(json.dumps({"prompt": messages, "response": "2"}) + "\n")
+    with pytest.raises(R1kitError, match="JSON string"):
+        read_sft_rows(data, SFTConfig(model="m", data=str(data)))
+    data.write_text(json.dumps({"prompt": "", "response": "plain text"}) + "\n")
+    assert read_sft_rows(data, SFTConfig(model="m", data=str(data))) == [("", "plain text")]

@@ -27,7 +27,7 @@ from r1kit.logprobs import CHUNK_MIN_VOCAB, ChunkedHeadLogp, body_and_head, voca
 from r1kit.models import checkpoint_layers, load_model, load_tokenizer, save_model
 from r1kit.packing import packs_safely, to_device
 from r1kit.stages.pretrain import cosine_lr, packed_batch
-from r1kit.tasks.math import kind_of, read_rows
+from r1kit.tasks.math import checked_text, kind_of, read_rows
 from r1kit.templates import assistant_text, check_messages, encode_prompt
 
 
@@ -66,6 +66,8 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], st
                                  f"{cfg.response_field!r} (set prompt_field / response_field), "
                                  "or a whole conversation ending with the assistant's message "
                                  "in 'messages'")
+        if isinstance(prompt, str):  # (an empty prompt: plain text to learn, with "none")
+            prompt = checked_text(prompt, f"{path}:{n}: field {cfg.prompt_field!r}", True)
         rows.append((prompt, response))
     return rows
 

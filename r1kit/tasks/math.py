@@ -107,6 +107,27 @@ def kind_of(value) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
+def checked_text(value, where: str, allow_empty: bool = False) -> str:
+    """A prompt given as text: an R1kitError (naming `where`) when it is empty (unless
+    `allow_empty`) or is chat messages written out as a JSON string (it would be trained on
+    as literal JSON)."""
+    text = str(value)
+    if not text.strip() and not allow_empty:
+        raise R1kitError(f"{where} is empty", "drop the rows without a prompt")
+    if text.lstrip().startswith("[") and '"role"' in text:
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and "role" in m
+                                                       for m in parsed):
+            raise R1kitError(f"{where} holds chat messages written as a JSON string",
+                             "store them as a list of {\"role\", \"content\"} objects (e.g. "
+                             "json.loads each one before writing the file), with template = "
+                             "\"chat\"")
+    return text
+
+
 def read_examples(path, question_field: str, answer_field: str,
                   fields_hint: str = "set question_field / answer_field to the right names"
                   ) -> list[Example]:
@@ -135,8 +156,9 @@ def read_examples(path, question_field: str, answer_field: str,
                              f"({row[answer_field]!r})",
                              "every row needs a reference answer; drop the rows without one")
         question = row[question_field]
-        question = (check_messages(question, f"{path}:{n}: field {question_field!r}")
-                    if isinstance(question, list) else str(question))
+        where = f"{path}:{n}: field {question_field!r}"
+        question = (check_messages(question, where) if isinstance(question, list)
+                    else checked_text(question, where))
         # the row's other fields, for reward functions of your own (passed by their names)
         fields = {k: v for k, v in row.items() if k != question_field}
         out.append(Example(question=question, answer=answer,
