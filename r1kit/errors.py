@@ -17,6 +17,6 @@ def out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` is torch running out of GPU or CPU memory."""
     import torch
 
-    return isinstance(exc, torch.OutOfMemoryError) or (
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc)
                                            or "out of memory" in str(exc).lower()))

@@ -562,12 +562,13 @@ class KVCache:
         for t in (*self.k, *self.v):
             t[:n, :, :length] = t[:, :, :length].index_select(0, index)
 
-    def grow(self, length: int, used: int) -> None:
-        """Room for `length` slots per row (more than now), slots 0..used-1 kept."""
+    def grow(self, length: int, used: int, rows: int) -> None:
+        """Room for `length` slots (more than now) in the first `rows` rows (the rest, rows
+        no longer in use, let go); their slots 0..used-1 kept."""
         for t in (self.k, self.v):
             for i, old in enumerate(t):
-                t[i] = old.new_zeros((*old.shape[:2], length, old.shape[3]))
-                t[i][:, :, :used] = old[:, :, :used]
+                t[i] = old.new_zeros((rows, old.shape[1], length, old.shape[3]))
+                t[i][:, :, :used] = old[:rows, :, :used]
 
     def repeat_prefix(self, rows: int, repeats: int, length: int) -> None:
         """Rows 0..rows-1 become rows*repeats rows, each repeated `repeats` times in place

@@ -102,10 +102,19 @@ def _check_shared(run_dir: Path) -> None:
     if world.is_main:
         marker.write_text(token)
     distributed.wait_for_main()
-    try:
-        seen = marker.read_text() == token
-    except OSError:
-        seen = False
+    seen = False
+    for _ in range(20):  # a network file system may answer from a stale cache for a while:
+        try:  # listing the directory refreshes it
+            seen = marker.read_text() == token
+        except OSError:
+            seen = False
+        if seen or world.is_main:
+            break
+        try:
+            os.listdir(run_dir)
+        except OSError:
+            pass
+        time.sleep(1.0)
     blind = [r for r, ok in enumerate(distributed.gather_lists([seen])) if not ok]
     if world.is_main:
         marker.unlink(missing_ok=True)

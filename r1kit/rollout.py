@@ -434,13 +434,15 @@ class LeanDecoder:
         self.bias = torch.full((rows, 1, 1, length), float("-inf"),
                                dtype=self.cache.k[0].dtype, device=dev)
 
-    def grow(self, length: int, used: int) -> None:
-        """Room for `length` cache slots per row (slots 0..used-1 kept); graphs captured for
-        the old buffers are dropped and captured again as needed."""
-        self.cache.grow(length, used)
-        bias = torch.full((*self.bias.shape[:3], length), float("-inf"), dtype=self.bias.dtype,
-                          device=self.device)
-        bias[..., :used] = self.bias[..., :used]
+    def grow(self, length: int, used: int, n: int) -> None:
+        """Room for `length` cache slots (slots 0..used-1 kept) for the first `n` rows, those
+        still decoding (with graphs: as many as the smallest batch bucket that holds them);
+        graphs captured for the old buffers are dropped and captured again as needed."""
+        rows = next(b for b in self.buckets if b >= n) if self.use_graphs else n
+        self.cache.grow(length, used, rows)
+        bias = torch.full((rows, *self.bias.shape[1:3], length), float("-inf"),
+                          dtype=self.bias.dtype, device=self.device)
+        bias[..., :used] = self.bias[:rows, ..., :used]
         self.bias, self.length, self.graphs = bias, length, {}
 
     def worth_compacting(self, n: int, alive: int) -> bool:
@@ -622,12 +624,16 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
             if buf is not None:
                 bufs[i] = torch.cat([buf, buf.new_full((N, new - width), fill)], dim=1)
         hist, hist_lp, tokens, logps = bufs
-        dec.grow(P + new, P + t)
+        dec.grow(P + new, P + t, n)
         width = new
 
     t = -1  # the last column written
     for t in range(max_new_tokens):
-        if t == width:
+        if t == width:  # (with graphs, stops are found every 8 tokens: look before growing)
+            find_stops(t)
+            if not bool((first_stop[:n] == never).any()):
+                t -= 1  # every row has stopped: column t - 1 was the last one written
+                break
             widen(min(max_new_tokens, 2 * width))
         banned = stop if t < min_new_tokens and stop.numel() else None
         u = uniforms.at(t, active) if uniforms is not None else None

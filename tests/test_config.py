@@ -172,8 +172,14 @@ def test_reward_functions_take_no_rule_weights(tmp_path) -> None:
     assert "1 weights for 2 reward functions" in msg
     msg = _error([f'stages.zero.reward_function=["{fn}:f", 3]'])
     assert "stages.zero.reward_function[1]: must be a string" in msg
-    msg = _error([f'stages.zero.reward_function="{fn}:f"', "stages.zero.format_weight=0.5"])
-    assert "format_weight would have no effect" in msg
+    # rule-reward settings beside it have no effect: a note when the stage starts (not an
+    # error, so that runs that set them still resume)
+    from r1kit.config import unused_with_reward_function
+
+    recipe = _load_and_check([f'stages.zero.reward_function="{fn}:f"',
+                              "stages.zero.format_weight=0.5"])
+    assert unused_with_reward_function(recipe.stages["zero"]) == ["format_weight"]
+    assert unused_with_reward_function(_load_and_check([]).stages["zero"]) == []
 
 
 def test_unknown_key_in_nested_table() -> None:

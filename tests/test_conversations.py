@@ -271,6 +271,9 @@ def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkp
     assert tok.decode(prompt) == render_prompt(CONVERSATION, "chat", tok, system=False)
     assert response[-1] == tok.eos_token_id
     assert tok.decode(response[:-1]).strip() == "<think>70+2</think> 72"
+    # ultrachat's layout: a text prompt beside the conversation
+    data.write_text(json.dumps({"prompt": "Hi", "prompt_id": "x", "messages": turns}) + "\n")
+    assert read_sft_rows(data, cfg) == rows
     data.write_text(json.dumps({"messages": [{"role": "system", "content": "s"},
                                              {"role": "assistant", "content": "72"}]}) + "\n")
     with pytest.raises(R1kitError, match="messages.jsonl:1: field 'messages': the "

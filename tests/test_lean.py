@@ -325,10 +325,20 @@ def test_the_cache_grows_as_rows_get_longer(graphs, monkeypatch):
 
     monkeypatch.setattr(r1kit.rollout, "FIRST_WIDTH", 3)
     monkeypatch.setattr(r1kit.rollout, "LENGTH_BUCKET", 8)
-    sizes = []
+    sizes, rows = [], []
     real_grow = KVCache.grow
-    monkeypatch.setattr(KVCache, "grow", lambda self, n, used: sizes.append(n)
-                        or real_grow(self, n, used))
+    monkeypatch.setattr(KVCache, "grow", lambda self, n, used, r: sizes.append(n)
+                        or rows.append((r, self.k[0].shape[0])) or real_grow(self, n, used, r))
+    events = []  # captures and growths, in order: graphs are captured again after a growth
+    real_dec_grow, real_capture = LeanDecoder.grow, LeanDecoder._capture
+
+    def grow(self, *a):
+        real_dec_grow(self, *a)
+        events.append(("grow", len(self.graphs)))
+
+    monkeypatch.setattr(LeanDecoder, "grow", grow)
+    monkeypatch.setattr(LeanDecoder, "_capture", lambda self, b, attend: events.append(
+        ("capture", b)) or real_capture(self, b, attend))
     model = _qwen2().eval()
     with torch.no_grad():
         model.lm_head.weight[EOS] += 0.2
@@ -344,6 +354,11 @@ def test_the_cache_grows_as_rows_get_longer(graphs, monkeypatch):
     # room for 3, 6, 12, 24, then 30 new tokens, as far as the longest row needed
     assert sizes == [P + w for was, w in ((3, 6), (6, 12), (12, 24), (24, 30)) if was < longest]
     assert len(sizes) >= 2
+    assert all(r <= before for r, before in rows) and rows[-1][0] < rows[0][1]  # stopped rows let go
+    grown = [i for i, e in enumerate(events) if e[0] == "grow"]
+    assert all(events[i][1] == 0 for i in grown)  # every graph of the old buffers dropped
+    if graphs:  # and captured anew for the grown ones before the next step
+        assert all(events[i + 1][0] == "capture" for i in grown)
     assert stopped.any() and torch.equal(ids, ref.completion_ids)
     assert torch.equal(stopped, ref.stopped)
     torch.testing.assert_close(logps, ref.logprobs, atol=1e-5, rtol=1e-5)

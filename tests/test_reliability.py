@@ -289,12 +289,16 @@ def test_a_custom_reward_of_none_for_a_completion_scores_it_0(recwarn):
     reward.score(["1"], examples[:1])
     assert _component_means(reward.score(["1", "2"], examples[:2]))["reward/custom_none"] == 0.5
     assert len([w for w in recwarn if "returned None" in str(w.message)]) == 1  # once
+    # on every row, so that the mean over calls (ranks, sampling rounds) is the share
+    assert reward.score(["1"], examples[:1]) == [(1.0, {"custom": 1.0, "custom_none": 0.0})]
 
 
 def test_several_reward_functions_are_summed_with_their_weights(tmp_path, recwarn):
     """TRL's reward_funcs and reward_weights: the reward is the weighted sum; each function
     is logged as reward/custom/NAME; a None adds nothing (TRL's nansum); a recipe names a
     list of functions, and a weight count that does not match is an error."""
+    from r1kit.config import check_inputs, load_recipe
+    from r1kit.errors import R1kitError
     from r1kit.rewards.custom import FunctionReward
     from r1kit.stages.grpo import _component_means
     from r1kit.tasks.base import Example
@@ -320,10 +324,9 @@ def test_several_reward_functions_are_summed_with_their_weights(tmp_path, recwar
     body = ('[stages.base]\nkind = "pretrain"\nsteps = 1\n[stages.zero]\nkind = "grpo"\n'
             f'model = "base"\nreward_function = ["{fn}:a", "{fn}:b"]\n')
     recipe.write_text(body + "reward_weights = [1.0]\n")
-    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    with pytest.raises(R1kitError, match="1 weights for 2 reward functions"):
+        load_recipe(recipe)
     recipe.write_text(body + "reward_weights = [1.0, 2.0]\n")
-    from r1kit.config import check_inputs, load_recipe
-
     check_inputs(load_recipe(recipe))  # both functions found and their signatures checked
 
 

@@ -70,6 +70,7 @@ def trained_prompting(path: Path) -> tuple[str, dict] | None:
     """The stage of an r1kit run that wrote the checkpoint at `path` (its final model or one of
     its checkpoints/step-N) and that stage's settings, from the run's config.json; None for
     any other checkpoint."""
+    path = Path(path).resolve()  # (`--model .` inside a stage directory)
     stage_dir = path.parent.parent if path.parent.name == "checkpoints" else path
     try:
         stages = json.loads((stage_dir.parent / "config.json").read_text())["stages"]

@@ -112,7 +112,7 @@ class FunctionReward:
     their weighted sum (`weights`, default 1 each). One function is logged as reward/custom;
     several each as reward/custom/NAME. A None score is skipped in the sum, as TRL's nansum
     does (a completion no function scores gets 0), and reward/custom_none logs the share of
-    completions with any None."""
+    completions with a None (0 where there is none)."""
 
     def __init__(self, fn: Callable | list[Callable], weights: list[float] | None = None):
         self.fns = list(fn) if isinstance(fn, (list, tuple)) else [fn]
@@ -163,10 +163,10 @@ class FunctionReward:
                 parts[key] = scores[i]
                 total += w * scores[i]
             unscored += missing
+            # on every row, so that its mean over calls (ranks, sampling rounds) is the share
+            parts["custom_none"] = float(missing)
             out.append((total, parts))
         if unscored:
-            for _, parts in out:  # the share of completions with a None, over all of them
-                parts["custom_none"] = float(not all(k in parts for k in self.keys))
             if not self.told_none:
                 self.told_none = True
                 fn, sc = next((f, sc) for f, sc in zip(self.fns, per_fn) if None in sc)

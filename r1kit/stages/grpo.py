@@ -45,7 +45,7 @@ import torch._dynamo
 from r1kit import distributed
 from r1kit.algos import group_advantages, policy_loss
 from r1kit.checkpoints import STATE_FILE, latest_checkpoint, write_checkpoint
-from r1kit.config import GRPOConfig, reward_specs
+from r1kit.config import GRPOConfig, reward_specs, unused_with_reward_function
 from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
 from r1kit.eval.core import decode_responses, evaluate, response_text
@@ -534,6 +534,10 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     task = task if task is not None else make_task(cfg, ctx.seed)
     if reward_function is None and cfg.reward_function:
         reward_function = [load_function(x) for x in reward_specs(cfg.reward_function)]
+    unused = unused_with_reward_function(cfg)
+    if unused and world.is_main:
+        ctx.print(f"[{ctx.name}] reward_function replaces the rule rewards and reward models: "
+                  f"{', '.join(unused)} have no effect")
     reward_fn = (FunctionReward(reward_function, cfg.reward_weights or None)
                  if reward_function is not None
                  else make_reward(cfg, task, reward_models or {}, ctx))

@@ -73,16 +73,16 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], st
 
 
 def _conversation(row: dict, cfg: SFTConfig) -> tuple[str, list] | None:
-    """(field, messages) of a row that holds its whole conversation in one field, ending with
-    the assistant's message (TRL's and open-r1's "messages" format): the prompt field, or
-    "messages" when the row has neither of the stage's fields; else None."""
+    """(field, messages) of a row without a response field that holds its whole conversation
+    in one field, ending with the assistant's message (TRL's and open-r1's "messages"
+    format): the prompt field, else "messages"; None for any other row."""
     if cfg.response_field in row:
         return None
-    name = cfg.prompt_field if cfg.prompt_field in row else "messages"
-    turns = row.get(name)
-    if (isinstance(turns, list) and len(turns) > 1 and isinstance(turns[-1], dict)
-            and turns[-1].get("role") == "assistant"):
-        return name, turns
+    for name in (cfg.prompt_field, "messages"):  # (ultrachat's rows hold a text prompt too)
+        turns = row.get(name)
+        if (isinstance(turns, list) and len(turns) > 1 and isinstance(turns[-1], dict)
+                and turns[-1].get("role") == "assistant"):
+            return name, turns
     return None
 
 
