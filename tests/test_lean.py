@@ -69,6 +69,25 @@ def _qwen3():
 
 MODELS = {"qwen2": _qwen2, "llama": _llama, "qwen3": _qwen3}
 
+def _stopping_reference(model):
+    """Prompts, seeds and transformers' samples (30 new tokens, 4 per prompt) from `model`
+    made likelier to stop, so that rows end at many different lengths."""
+    with torch.no_grad():
+        model.lm_head.weight[EOS] += 0.2
+    prompts, _ = _data(model.config.vocab_size, seed=11)
+    seeds = [21, 22, 23, 24, 25]
+    return prompts, seeds, generate(model, prompts, group_size=4, max_new_tokens=30,
+                                    temperature=1.0, stop_ids=[EOS], pad_id=PAD, seeds=seeds,
+                                    engine="hf")
+
+def _batch(prompts, completions) -> TrainBatch:
+    """A training batch of these sequences, advantages spread over [-1, 1]."""
+    n, width = len(completions), max(len(c) for c in completions)
+    mask = torch.zeros(n, width)
+    for i, c in enumerate(completions):
+        mask[i, :len(c)] = 1
+    return TrainBatch(prompts, completions, mask, torch.linspace(-1, 1, n), width)
+
 
 def _data(vocab: int, seed: int = 3):
     g = torch.Generator().manual_seed(seed)
@@ -246,11 +265,7 @@ def test_update_metrics_do_not_depend_on_the_micro_batches(aggregation):
     (they were weighted by sequences under seq-mean-token-mean), and the losses too."""
     prompts, completions = _data(48, seed=9)
     n = len(completions)
-    width = max(len(c) for c in completions)
-    mask = torch.zeros(n, width)
-    for i, c in enumerate(completions):
-        mask[i, :len(c)] = 1
-    batch = TrainBatch(prompts, completions, mask, torch.linspace(-1, 1, n), width)
+    batch = _batch(prompts, completions)
     logged = []
     for micro in (1, 3, n):
         cfg = GRPOConfig(model="x", beta=0.04, lr=1.0, group_size=2, rollout_batch_size=n,
@@ -293,12 +308,7 @@ def test_graph_path_logic_equals_transformers(arch, monkeypatch):
 
     monkeypatch.setattr(r1kit.rollout, "LENGTH_BUCKET", 8)  # several length buckets
     model = MODELS[arch]().eval()
-    with torch.no_grad():
-        model.lm_head.weight[EOS] += 0.2
-    prompts, _ = _data(model.config.vocab_size, seed=11)
-    seeds = [21, 22, 23, 24, 25]
-    ref = generate(model, prompts, group_size=4, max_new_tokens=30, temperature=1.0,
-                   stop_ids=[EOS], pad_id=PAD, seeds=seeds, engine="hf")
+    prompts, seeds, ref = _stopping_reference(model)
     dec = LeanDecoder(LeanLM(model), cuda_graphs=True, simulate_graphs=True)
     dec_graphs = []
     real_capture = dec._capture
@@ -340,12 +350,7 @@ def test_the_cache_grows_as_rows_get_longer(graphs, monkeypatch):
     monkeypatch.setattr(LeanDecoder, "_capture", lambda self, b, attend: events.append(
         ("capture", b)) or real_capture(self, b, attend))
     model = _qwen2().eval()
-    with torch.no_grad():
-        model.lm_head.weight[EOS] += 0.2
-    prompts, _ = _data(model.config.vocab_size, seed=11)
-    seeds = [21, 22, 23, 24, 25]
-    ref = generate(model, prompts, group_size=4, max_new_tokens=30, temperature=1.0,
-                   stop_ids=[EOS], pad_id=PAD, seeds=seeds, engine="hf")
+    prompts, seeds, ref = _stopping_reference(model)
     dec = LeanDecoder(LeanLM(model), cuda_graphs=graphs, simulate_graphs=graphs)
     ids, mask, logps, stopped = _generate_lean(dec, prompts, 4, 30, 0, 1.0, 1.0, [EOS], PAD,
                                                None, torch.device("cpu"), seeds)
@@ -527,11 +532,7 @@ def test_compiled_decoder_layer_gives_the_same_update(monkeypatch):
     monkeypatch.setattr(lean_module, "_compiled_causal_layer", compiled_layer)
     prompts, completions = _data(48, seed=4)
     n = len(completions)
-    width = max(len(c) for c in completions)
-    mask = torch.zeros(n, width)
-    for i, c in enumerate(completions):
-        mask[i, :len(c)] = 1
-    batch = TrainBatch(prompts, completions, mask, torch.linspace(-1, 1, n), width)
+    batch = _batch(prompts, completions)
     outs = []
     for compiled in (False, True):
         cfg = GRPOConfig(model="x", beta=0.04, lr=1.0, group_size=5, rollout_batch_size=n,
