@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="rerun from this stage on (later stages too)")
     score = sub.add_parser("score", help="score completions in a JSONL file with a reward")
     score.add_argument("--reward", required=True, metavar="NAME",
-                       help="math, format, language or code")
+                       help="math, format, language, code, or your own reward function "
+                            "as file.py:function or module:function")
     score.add_argument("--input", required=True, type=Path, metavar="IN.jsonl",
                        help="one JSON object per line, with the fields the reward needs")
     score.add_argument("--output", type=Path, default=None, metavar="OUT.jsonl",

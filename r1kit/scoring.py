@@ -18,6 +18,9 @@ Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
 - language  needs completion; optional per-row `target` and `prompt`. Setting: target (en).
 - code      needs completion and tests (tests/setup, MBPP test_list/test_setup_code, or
             HumanEval test/entry_point). Setting: pass_fraction (false). r1kit.rewards.code.
+- file.py:function or module:function: your own reward function, called as in a GRPO stage
+            (completions, prompts from `prompt` or `question`, answer, the other fields by
+            name; r1kit.rewards.custom). Needs completion.
 """
 
 from __future__ import annotations
@@ -215,17 +218,50 @@ REWARDS: dict[str, Reward] = {
 }
 
 
+def _function_reward(spec: str) -> Reward:
+    """Your own reward function ("module:function" or "file.py:function"), called as in a
+    GRPO stage: completions, prompts (each row's `prompt`, else `question`), answer (its
+    `answer`), and the rows' other fields by name."""
+    from r1kit.rewards.custom import BUILT_IN, FunctionReward, check_signature, load_function
+    from r1kit.tasks.base import Example
+
+    fn = load_function(spec)
+    checked: set[tuple] = set()
+
+    def check_row(row: dict, settings: dict) -> str | None:
+        problem = _need_str(row, "completion")
+        names = tuple(sorted(k for k in row if k != "completion"))
+        if problem is None and names not in checked:  # each set of fields once
+            checked.add(names)
+            check_signature(fn, [*BUILT_IN, *names], repr(spec))
+        return problem
+
+    def score(rows: list[dict], settings: dict) -> list[Scored]:
+        examples = [Example(question=r.get("prompt", r.get("question", "")),
+                            answer="" if r.get("answer") is None else str(r["answer"]),
+                            meta={"fields": {k: v for k, v in r.items()
+                                             if k not in ("completion", "prompt")}})
+                    for r in rows]
+        return FunctionReward(fn).score([r["completion"] for r in rows], examples)
+
+    return Reward(check_row, score)
+
+
 def get_reward(name: str) -> Reward:
+    if ":" in name:
+        return _function_reward(name)
     if name not in REWARDS:
-        raise R1kitError(f"unknown reward {name!r}", f"valid rewards: {', '.join(REWARDS)}")
+        raise R1kitError(f"unknown reward {name!r}", f"valid rewards: {', '.join(REWARDS)}, "
+                         "or your own function as 'file.py:function' or 'module:function'")
     return REWARDS[name]
 
 
-def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
+def parse_settings(name: str, items: Sequence[str], reward: Reward | None = None
+                   ) -> dict[str, Any]:
     """The reward's settings: its defaults, overridden by `key=value` items."""
     from r1kit.config import parse_value
 
-    reward = get_reward(name)
+    reward = reward or get_reward(name)
     settings = {key: default for key, (default, _) in reward.settings.items()}
     for item in items:
         if "=" not in item:
@@ -239,11 +275,12 @@ def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
     return settings
 
 
-def score_rows(name: str, rows: list[dict], settings: dict[str, Any]) -> list[Scored]:
+def score_rows(name: str, rows: list[dict], settings: dict[str, Any],
+               reward: Reward | None = None) -> list[Scored]:
     """Score already-checked rows with reward `name` (settings as from `parse_settings`)."""
     rows = [{**r, "completion": assistant_text(r["completion"])}
             if isinstance(r.get("completion"), list) else r for r in rows]
-    scored = get_reward(name).score(rows, settings)
+    scored = (reward or get_reward(name)).score(rows, settings)
     if len(scored) != len(rows):
         raise RuntimeError(f"the {name} reward returned {len(scored)} scores for "
                            f"{len(rows)} rows")
@@ -266,7 +303,7 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
                set_items: Sequence[str] = ()) -> list[Scored]:
     """The `score` command: check everything, score every row, then write the output."""
     reward = get_reward(name)
-    settings = parse_settings(name, list(set_items))
+    settings = parse_settings(name, list(set_items), reward)
     if output_path is not None and output_path.is_dir():
         raise R1kitError(f"--output {str(output_path)!r} is a directory",
                          "give the path of the JSONL file to write")
@@ -279,7 +316,7 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
             raise R1kitError(f"{input_path}:{n}: {problem}",
                              f"the {name} reward needs these fields in every row")
     rows = [row for _, row in numbered]
-    scored = score_rows(name, rows, settings)
+    scored = score_rows(name, rows, settings, reward)
 
     stream = sys.stdout if output_path is None else None
     ascii_only = stream is not None and (getattr(stream, "encoding", "") or "").lower() \

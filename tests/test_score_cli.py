@@ -295,3 +295,31 @@ def test_conversational_completions_are_scored_as_their_text(tmp_path, capsys) -
                                                                  "content": "x"}], "answer": "4"}])
     err = run_error(capsys, ["score", "--reward", "math", "--input", str(bad)])
     assert "bad.jsonl:1" in err and "one assistant message" in err
+
+
+def test_your_own_reward_function(tmp_path, capsys) -> None:
+    """--reward file.py:function scores with your function, called as in a GRPO stage: the
+    rows' fields by name (open-r1's accuracy_reward(completions, solution, **kwargs)), None
+    scoring 0; a parameter no row provides is refused before scoring."""
+    fn = tmp_path / "mine.py"
+    fn.write_text("def accuracy_reward(completions, solution, **kwargs):\n"
+                  "    return [None if s is None else float(c.strip() == s)\n"
+                  "            for c, s in zip(completions, solution)]\n"
+                  "def needs_gold(completions, gold, **kwargs):\n"
+                  "    return [0.0] * len(completions)\n")
+    rows = [{"id": 0, "completion": "4", "solution": "4", "prompt": "2+2"},
+            {"id": 1, "completion": [{"role": "assistant", "content": "5"}], "solution": "4"},
+            {"id": 2, "completion": "4", "solution": None}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with pytest.warns(UserWarning, match="returned None for 1 of 3"):
+        assert main(["score", "--reward", f"{fn}:accuracy_reward", "--input", str(src),
+                     "--output", str(out)]) == 0
+    scored = read_jsonl(out)
+    assert [r["reward"] for r in scored] == [1.0, 0.0, 0.0]
+    assert [r["parts"]["custom_none"] for r in scored] == [0.0, 0.0, 1.0]
+    assert "mean" in capsys.readouterr().err
+    assert main(["score", "--reward", f"{fn}:needs_gold", "--input", str(src)]) == 2
+    assert "parameter 'gold' is not one of" in capsys.readouterr().err
+    assert main(["score", "--reward", "nonsense", "--input", str(src)]) == 2
+    assert "file.py:function" in capsys.readouterr().err
