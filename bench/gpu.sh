@@ -11,7 +11,8 @@
 # the decoder layers compiled inside the decode graphs (experimental); REWARD_OVERLAP=1 adds
 # bench/reward_overlap.py (math-verify's checks during the rollout or after it; needs
 # math-verify's wheels); SHARING_CHECK=0 skips bench/sharing_check.py (prompt sharing's
-# numbers and time on the GPU). Everything printed also goes to OUT_DIR/run.log; the figures
+# numbers and time on the GPU); GROWTH_CHECK=0 skips bench/growth_check.py (sampling's cache
+# growing and its graphs captured again: the same samples). Everything printed also goes to OUT_DIR/run.log; the figures
 # go to one JSON file per benchmark (the device tool brings back 8 files at most).
 #
 #   bash bench/gpu.sh [OUT_DIR]
@@ -40,6 +41,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "${SHARING_CHECK:-1}" = 1 ]; then
     timeout 90 python3 bench/sharing_check.py --out "$out/sharing_check.json" 2>&1 \
         | tee -a "$out/run.log"
+fi
+if [ "${GROWTH_CHECK:-1}" = 1 ]; then  # the cache growing on the CUDA-graph path
+    timeout 60 python3 bench/growth_check.py --out "$out/growth_check.json" 2>&1 \
+        | tail -n 4 | tee -a "$out/run.log"
 fi
 if [ "${DECODE:-1}" = 1 ]; then
     timeout 150 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" ${DECODE_PARTS:+--parts} \
