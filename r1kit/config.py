@@ -292,6 +292,8 @@ class GRPOConfig:
                      "max_reward_failures", "log_completions"):
             if getattr(self, name) < 0:
                 _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
+        if self.eval.limit < 0 or self.eval.every < 0:
+            _fail(f"{where}.eval", "limit and every must be >= 0 (0: all problems; 0: never)")
         if not 0 < self.top_p <= 1 or not 0 < self.eval.top_p <= 1:
             _fail(f"{where}.top_p", "top_p must be in (0, 1]")
         if self.temperature <= 0:
@@ -533,6 +535,20 @@ class SampleConfig:
         if self.language not in LANGUAGE_TARGETS:
             _fail(f"{where}.language", f"unknown language {self.language!r}",
                   f"use one of: {', '.join(LANGUAGE_TARGETS)}")
+        if self.keep_per_prompt > self.samples_per_prompt:
+            _fail(f"{where}.keep_per_prompt", f"{self.keep_per_prompt} kept of "
+                  f"samples_per_prompt = {self.samples_per_prompt} samples per question",
+                  "keep at most as many as are sampled")
+        if self.task != "arithmetic":  # the tiny world's built-in helpers
+            if self.rewrite:
+                _fail(f"{where}.rewrite", "rewrite = true has a built-in rewriter only for the "
+                      "tiny world", "rewrite your samples with a model of your choice and give "
+                      "them to an sft stage as a file")
+            if self.general_rows:
+                _fail(f"{where}.general_rows", "general_rows adds the tiny world's general "
+                      "requests and answers, not your own", "leave it at 0 and add your "
+                      "non-reasoning rows to the SFT data: an sft stage on a file that joins "
+                      "this stage's data.jsonl and yours")
 
 
 @dataclass
@@ -574,6 +590,8 @@ class EvalStageConfig:
         for name in ("k", "max_new_tokens", "generation_rows"):
             if getattr(self, name) < 1:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.limit < 0:
+            _fail(f"{where}.limit", f"must be >= 0 (0: all problems), got {self.limit}")
         if self.language_target not in LANGUAGE_TARGETS:
             _fail(f"{where}.language_target", f"unknown target {self.language_target!r}",
                   f"use one of: {', '.join(LANGUAGE_TARGETS)}")
@@ -694,6 +712,10 @@ def unused_with_reward_function(cfg: GRPOConfig) -> list[str]:
 def reward_specs(value) -> list:
     """A stage's reward_function setting as a list of "module:function" names ([] for none)."""
     return list(value) if isinstance(value, (list, tuple)) else [value] if value else []
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def _foreign_hint(key: str, names: list[str]) -> str | None:
@@ -905,9 +927,28 @@ def check_inputs(recipe: Recipe) -> None:
         refs += [("models", m) for m in getattr(cfg, "models", [])]
         for field_name, ref in refs:
             if ref in earlier and isinstance(recipe.stages[ref], NO_CHECKPOINT):
-                _fail(f"{where}.{field_name}", f"stage {ref!r} is a {recipe.stages[ref].kind} "
+                _fail(f"{where}.{field_name}", f"stage {ref!r} is {_a(recipe.stages[ref].kind)} "
                       "stage and writes no model", "name a stage that trains one, or a "
                       "checkpoint directory")
+            wants_reward = field_name not in ("model", "models") or isinstance(
+                cfg, RewardModelConfig)  # (a reward model's backbone may be either)
+            if ref in earlier and field_name not in ("model", "models") and not isinstance(
+                    recipe.stages[ref], RewardModelConfig):
+                _fail(f"{where}.{field_name}", f"stage {ref!r} is {_a(recipe.stages[ref].kind)} "
+                      "stage, not a reward_model stage", "name a reward_model stage, or a "
+                      "reward model's directory")
+            if (ref in earlier and not wants_reward
+                    and isinstance(recipe.stages[ref], RewardModelConfig)):
+                _fail(f"{where}.{field_name}", f"stage {ref!r} is a reward_model stage: it "
+                      "writes a reward model, not a language model to train or sample",
+                      "name a stage that trains a language model, or a checkpoint directory")
+            if ref in earlier and field_name in ("helpful_model", "safety_model"):
+                wanted = "pairwise" if field_name == "helpful_model" else "pointwise"
+                if recipe.stages[ref].objective != wanted:
+                    _fail(f"{where}.{field_name}", f"stage {ref!r} trains a "
+                          f"{recipe.stages[ref].objective} reward model; the "
+                          f"{field_name.split('_')[0]} reward takes a {wanted} one",
+                          f"name a reward_model stage with objective = \"{wanted}\"")
             if not ref or ref in earlier:
                 continue
             if ref in recipe.stages:
@@ -916,11 +957,23 @@ def check_inputs(recipe: Recipe) -> None:
             if not Path(ref).is_dir():
                 _fail(f"{where}.{field_name}", f"{ref!r} is neither an earlier stage nor a "
                       f"directory", f"earlier stages: {', '.join(earlier) or 'none'}; or give a "
-                      f"checkpoint path, e.g. --set {where}.{field_name}=/path/to/checkpoint")
+                      "checkpoint path, e.g. --set " + (
+                          f"{where}.{field_name}='[\"/path/to/checkpoint\"]'"
+                          if field_name == "models" else
+                          f"{where}.{field_name}=/path/to/checkpoint"))
             from r1kit.models import check_model_dir
 
             # a causal LM checkpoint (config.json), or a reward model for the reward fields
             check_model_dir(ref, "causal" if field_name in ("model", "models") else "reward")
+            if field_name in ("helpful_model", "safety_model"):
+                from r1kit.models import reward_objective
+
+                wanted = "pairwise" if field_name == "helpful_model" else "pointwise"
+                found = reward_objective(ref)
+                if found not in (None, wanted):
+                    _fail(f"{where}.{field_name}", f"{ref!r} is a {found} reward model; the "
+                          f"{field_name.split('_')[0]} reward takes a {wanted} one",
+                          f"name a reward model trained with objective = \"{wanted}\"")
         backbone = _source_dir(recipe, cfg.model) if isinstance(cfg, RewardModelConfig) else ""
         if backbone:
             from r1kit.models import check_scalar_head  # the backbone loads with a scalar head

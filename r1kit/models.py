@@ -180,7 +180,25 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
     if kind == "causal" and not any((p / f).is_file() for f in TOKENIZER_FILES):
         raise R1kitError(f"{str(p)!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)})",
                          "save the tokenizer next to the model (tokenizer.save_pretrained)")
+    if not any(next(p.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise R1kitError(f"{str(p)!r} holds no weights ({', '.join(WEIGHT_FILES)})",
+                         "the directory needs the weights save_pretrained() writes; save or "
+                         "copy them again")
     return p
+
+
+# the weight files of a checkpoint (safetensors or PyTorch's, whole or in shards)
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json",
+                "pytorch_model.bin.index.json")
+
+
+def reward_objective(path: str | os.PathLike) -> str | None:
+    """The objective (pairwise / pointwise) a reward_model stage wrote for its model, or None
+    for a reward model from elsewhere."""
+    try:
+        return json.loads((Path(path) / "reward_model.json").read_text()).get("objective")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _is_reward_model(config_file: Path) -> bool:
@@ -324,12 +342,16 @@ def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype
         raise
     except Exception as exc:  # missing or corrupt weight files, ...: say which, no traceback
         weights = isinstance(exc, OSError) or "safetensor" in type(exc).__name__.lower()
+        shapes = "ignore_mismatched_sizes" in str(exc) or "size mismatch" in str(exc)
         raise R1kitError(f"could not load the model of {str(path)!r}: "
                          f"{type(exc).__name__}: {_first_line(exc)}",
                          "the directory needs the weights save_pretrained() writes "
                          "(model.safetensors or its shards); save or copy them again"
-                         if weights else "check that the installed transformers "
-                         f"({_version()}) supports this model type and its files") from exc
+                         if weights else "the weights' shapes do not match config.json (e.g. "
+                         "hidden_size, num_hidden_layers, vocab_size): save the model and its "
+                         "config together again" if shapes else "check that the installed "
+                         f"transformers ({_version()}) supports this model type and its "
+                         "files") from exc
     try:
         rows = model.get_input_embeddings().num_embeddings
     except (NotImplementedError, AttributeError):  # own model code without the accessor

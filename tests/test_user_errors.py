@@ -30,12 +30,13 @@ def test_corrupt_tokenizer_file_is_an_error_naming_it(checkpoint):
 def test_corrupt_or_missing_weights_are_an_error_naming_them(checkpoint):
     weights = checkpoint / "model.safetensors"
     weights.write_bytes(b"garbage")
-    for broken in ("garbage", "missing"):
-        if broken == "missing":
-            weights.unlink()
-        with pytest.raises(R1kitError, match="could not load the model of") as info:
-            load_model(checkpoint, torch.device("cpu"), torch.float32)
-        assert "model.safetensors or its shards" in str(info.value)  # the weights' hint
+    with pytest.raises(R1kitError, match="could not load the model of") as info:
+        load_model(checkpoint, torch.device("cpu"), torch.float32)
+    assert "model.safetensors or its shards" in str(info.value)  # the weights' hint
+    weights.unlink()  # none at all: found by the directory check (before any stage)
+    with pytest.raises(R1kitError, match="holds no weights"):
+        load_model(checkpoint, torch.device("cpu"), torch.float32)
+    weights.write_bytes(b"garbage")
     config = json.loads((checkpoint / "config.json").read_text())
     (checkpoint / "config.json").write_text(json.dumps({**config, "model_type": "qwen99",
                                                         "architectures": ["Qwen99ForCausalLM"]}))
@@ -211,3 +212,54 @@ def test_prompts_that_are_empty_or_messages_as_json_text_are_named(tmp_path):
         read_sft_rows(data, SFTConfig(model="m", data=str(data)))
     data.write_text(json.dumps({"prompt": "", "response": "plain text"}) + "\n")
     assert read_sft_rows(data, SFTConfig(model="m", data=str(data))) == [("", "plain text")]
+
+
+def _recipe_error(tmp_path, text: str) -> str:
+    """The R1kitError that loading and checking this recipe raises (before any stage)."""
+    from r1kit.config import check_inputs, load_recipe
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    with pytest.raises(R1kitError) as err:
+        check_inputs(load_recipe(recipe))
+    return str(err.value)
+
+
+RM_STAGES = ('[stages.base]\nkind = "pretrain"\nsteps = 1\n'
+             '[stages.helpful]\nkind = "reward_model"\nmodel = "base"\nobjective = "pairwise"\n'
+             '[stages.safety]\nkind = "reward_model"\nmodel = "base"\nobjective = "pointwise"\n')
+
+
+def test_stage_kinds_and_checkpoints_are_checked_before_any_stage(tmp_path, checkpoint):
+    """Found before any stage runs (not after the stages before): a reward model where a
+    language model is needed, a reward model of the wrong objective, a directory without
+    weights, the tiny world's helpers on data of your own, impossible counts."""
+    grpo = '[stages.rl]\nkind = "grpo"\n'
+    assert "is a reward_model stage: it writes a reward model" in _recipe_error(
+        tmp_path, RM_STAGES + grpo + 'model = "helpful"\n')
+    assert "is a reward_model stage: it writes a reward model" in _recipe_error(
+        tmp_path, RM_STAGES + '[stages.table]\nkind = "eval"\nmodels = ["base", "safety"]\n')
+    assert "trains a pointwise reward model; the helpful reward takes a pairwise" in (
+        _recipe_error(tmp_path, RM_STAGES + grpo + 'model = "base"\nhelpful_model = "safety"\n'
+                      'safety_model = "safety"\ngeneral_share = 0.5\n'))
+    assert "is a pretrain stage, not a reward_model stage" in _recipe_error(
+        tmp_path, RM_STAGES + grpo + 'model = "base"\nhelpful_model = "helpful"\n'
+        'safety_model = "base"\ngeneral_share = 0.5\n')
+    for f in checkpoint.glob("*.safetensors"):
+        f.unlink()
+    assert "holds no weights" in _recipe_error(
+        tmp_path, f'[stages.rl]\nkind = "grpo"\nmodel = "{checkpoint}"\n')
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "1+1", "answer": "2"}\n')
+    sample = (f'[stages.rs]\nkind = "sample"\nmodel = "{checkpoint}"\ntask = "math"\n'
+              f'train_file = "{data}"\n')
+    assert "rewrite = true has a built-in rewriter only" in _recipe_error(
+        tmp_path, sample + "rewrite = true\n")
+    assert "general_rows adds the tiny world's" in _recipe_error(
+        tmp_path, sample + "general_rows = 5\n")
+    assert "3 kept of samples_per_prompt = 2" in _recipe_error(
+        tmp_path, sample + "samples_per_prompt = 2\nkeep_per_prompt = 3\n")
+    assert "limit and every must be >= 0" in _recipe_error(
+        tmp_path, grpo + f'model = "{checkpoint}"\neval.limit = -1\n')
+    msg = _recipe_error(tmp_path, '[stages.table]\nkind = "eval"\nmodels = ["nowhere"]\n')
+    assert "--set stages.table.models='[\"/path/to/checkpoint\"]'" in msg
