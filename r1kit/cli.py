@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="math, format, language, code, or your own reward function "
                             "as file.py:function or module:function")
     score.add_argument("--input", required=True, type=Path, metavar="IN.jsonl",
-                       help="one JSON object per line, with the fields the reward needs")
+                       help="one JSON object per line (or a .parquet file), with the fields "
+                            "the reward needs")
     score.add_argument("--output", type=Path, default=None, metavar="OUT.jsonl",
                        help="where to write the scored rows (default: stdout)")
     score.add_argument("--set", dest="settings", action="append", default=[],

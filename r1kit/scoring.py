@@ -1,4 +1,5 @@
-"""`r1kit score`: score completions offline with one of the rewards, JSONL in, JSONL out.
+"""`r1kit score`: score completions offline with one of the rewards, JSONL (or parquet) in,
+JSONL out.
 
     r1kit score --reward math --input samples.jsonl --output scored.jsonl --set timeout=5
 
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.errors import R1kitError
-from r1kit.tasks.math import read_jsonl, reference_text
+from r1kit.tasks.math import read_rows, reference_text
 from r1kit.templates import assistant_text
 
 Scored = tuple[float, dict[str, Any]]
@@ -309,7 +310,7 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
                          "give the path of the JSONL file to write")
     if output_path is not None and not output_path.parent.is_dir():
         raise R1kitError(f"output directory {str(output_path.parent)!r} does not exist")
-    numbered = read_jsonl(input_path)
+    numbered = read_rows(input_path)  # JSONL, or parquet by its suffix
     for n, row in numbered:
         problem = reward.check_row(row, settings)
         if problem:

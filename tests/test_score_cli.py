@@ -323,3 +323,15 @@ def test_your_own_reward_function(tmp_path, capsys) -> None:
     assert "parameter 'gold' is not one of" in capsys.readouterr().err
     assert main(["score", "--reward", "nonsense", "--input", str(src)]) == 2
     assert "file.py:function" in capsys.readouterr().err
+
+
+def test_a_parquet_input(tmp_path, capsys) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist([{"completion": box("2"), "answer": "2"},
+                                         {"completion": box("3"), "answer": "2"}]), src)
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--reward", "math", "--input", str(src), "--output", str(out)]) == 0
+    assert [r["reward"] for r in read_jsonl(out)] == [1.0, 0.0]

@@ -91,7 +91,7 @@ def check_signature(fn: Callable, names: list[str], spec: str) -> None:
         if p.kind is p.POSITIONAL_ONLY or (p.default is p.empty and p.name not in names
                                           and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
             raise R1kitError(f"reward_function {spec}: parameter {p.name!r} is not one of the "
-                             f"keyword arguments it gets ({', '.join(names)})",
+                             f"keyword arguments it gets ({', '.join(dict.fromkeys(names))})",
                              "name the parameters after those (data fields come by their "
                              "names), give it a default, or take **kwargs")
 
