@@ -11,6 +11,7 @@ the other stages on rank 0 while the rest wait, and rank 0 alone writes the run'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from r1kit.config import (
     SampleConfig,
     SFTConfig,
     check_inputs,
+    reward_specs,
     to_dict,
 )
 from r1kit.errors import R1kitError
@@ -86,6 +88,92 @@ def _holds_results(stage_dir: Path) -> bool:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         done = True  # unreadable: keep the refusal
     return done or latest_checkpoint(stage_dir) is not None
+
+
+# ----- what a finished stage read from outside the run: changed since? ----------------------
+
+INPUT_FILES = ("train_file", "test_file", "data", "general_data")
+MODEL_REFS = ("model", "helpful_model", "safety_model")
+HASHED_UP_TO = 64 << 20  # files up to this size also keep a sha256 (a touched file is the same)
+
+
+def _hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _model_files(directory: Path) -> list[Path]:
+    """The files of a checkpoint directory that make the model: config, weights, tokenizer."""
+    from r1kit.models import TOKENIZER_FILES, WEIGHT_FILES
+
+    names = ("config.json", "adapter_config.json", *TOKENIZER_FILES)
+    found = {f for f in directory.iterdir() if f.is_file() and f.name in names}
+    for pattern in (*WEIGHT_FILES, "adapter_model.*"):
+        found.update(directory.glob(pattern))
+    return sorted(found)
+
+
+def _fingerprint(path: Path) -> dict:
+    if path.is_dir():
+        return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in _model_files(path)}
+    st = path.stat()
+    out = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if st.st_size <= HASHED_UP_TO:
+        out["sha256"] = _hash(path)
+    return out
+
+
+def stage_inputs(cfg, recipe: Recipe) -> dict[str, dict]:
+    """Fingerprints of what a stage reads from outside the run directory: its data files,
+    checkpoint directories that are not stages, reward-function files."""
+    paths = [getattr(cfg, f, "") for f in INPUT_FILES]
+    paths += [getattr(cfg, f, "") for f in MODEL_REFS] + list(getattr(cfg, "models", []) or [])
+    paths += [spec.rpartition(":")[0] for spec in reward_specs(getattr(cfg, "reward_function", ""))]
+    out = {}
+    for value in paths:
+        if isinstance(value, str) and value and value not in recipe.stages:
+            path = Path(value)
+            if path.is_file() or path.is_dir():
+                out[str(path.resolve())] = _fingerprint(path)
+    return out
+
+
+def _input_changed(path: str, saved: dict) -> bool:
+    p = Path(path)
+    if not p.exists():
+        return True
+    now = _fingerprint(p) if p.is_dir() else {"size": p.stat().st_size,
+                                              "mtime_ns": p.stat().st_mtime_ns}
+    if p.is_dir() or "size" not in saved:
+        return now != saved
+    if (now["size"], now["mtime_ns"]) == (saved["size"], saved.get("mtime_ns")):
+        return False
+    return "sha256" not in saved or now["size"] != saved["size"] or _hash(p) != saved["sha256"]
+
+
+def _check_done_inputs(recipe: Recipe, run_dir: Path, from_stage: str | None) -> None:
+    """An R1kitError, before any stage runs, when a finished stage (one this command would
+    skip) read a file or checkpoint outside the run that has changed since: its results are
+    of the old one."""
+    names = list(recipe.stages)
+    kept = names[:names.index(from_stage)] if from_stage is not None else names
+    for name in kept:
+        meta = run_dir / name / "stage.json"
+        try:
+            saved = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(saved, dict) or saved.get("status") != "done":
+            continue
+        changed = [p for p, fp in (saved.get("inputs") or {}).items() if _input_changed(p, fp)]
+        if changed:
+            raise R1kitError(f"stage {name!r} is done, but {changed[0]} has changed since it "
+                             "read it (its results are of the old one)",
+                             f"--from {name} reruns it and the stages after it with the new "
+                             "one; or restore the old one, or use a new --out")
 
 
 def _check_shared(run_dir: Path) -> None:
@@ -172,6 +260,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(saved, resolved)
     _check_shared(run_dir)
+    _check_done_inputs(recipe, run_dir, from_stage)
 
     run = recipe.run
     if run.threads:
@@ -201,6 +290,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             distributed.wait_for_main()
             print_fn(f"[{name}] {cfg.kind} stage -> {stage_dir}")
             t0 = time.time()
+            inputs = stage_inputs(cfg, recipe) if main else {}  # as it starts to read them
             if not isinstance(cfg, (GRPOConfig, SFTConfig)):  # those may resume: they drop
                 log.drop(name)  # their own rows
 
@@ -212,7 +302,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             summary = (stage() if isinstance(cfg, (GRPOConfig, SFTConfig))
                        else distributed.run_on_main(stage))
             meta = {"kind": cfg.kind, "status": "done", "seconds": time.time() - t0,
-                    "summary": summary}
+                    "summary": summary, "inputs": inputs}
             if main:
                 _write_json(meta_path, meta)
             summaries[name] = summary
