@@ -806,8 +806,8 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
         kind = table.get("kind")
         if kind not in STAGE_KINDS:
             close = difflib.get_close_matches(str(kind), list(STAGE_KINDS), n=1)
-            _fail(f"{where}.kind", f"unknown stage kind {kind!r}",
-                  f"did you mean {close[0]!r}?" if close else
+            _fail(f"{where}.kind", "is required" if kind is None else
+                  f"unknown stage kind {kind!r}", f"did you mean {close[0]!r}?" if close else
                   f"valid kinds: {', '.join(STAGE_KINDS)}")
         cfg = build(STAGE_KINDS[kind], table, where)
         cfg.validate(where)
