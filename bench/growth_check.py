@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    import r1kit.rollout as rollout
+    from r1kit import rollout
     from r1kit.lean import KVCache, LeanLM
     from r1kit.rollout import LeanDecoder, _generate_lean
 
@@ -56,9 +56,10 @@ def main(argv=None) -> int:
         rollout.FIRST_WIDTH = first
         grown.clear()
         dec = LeanDecoder(LeanLM(model), cuda_graphs=True, simulate_graphs=not cuda)
-        captured = []
+        captured: list[tuple[int, int]] = []
         real_capture = dec._capture
-        dec._capture = lambda b, a: captured.append((b, a)) or real_capture(b, a)
+        dec._capture = (lambda b, a, log=captured, capture=real_capture:
+                        log.append((b, a)) or capture(b, a))
         t0 = time.perf_counter()
         ids, mask, logps, stopped = _generate_lean(
             dec, prompts, 4, args.max_new_tokens, 0, 1.0, 1.0, [1], 0, None, device, seeds)

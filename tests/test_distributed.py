@@ -210,8 +210,7 @@ def test_ranks_that_cannot_see_the_run_directory_are_named(tmp_path, monkeypatch
     """Nodes without a shared file system: rank 0's token file is not seen by rank 1, and the
     run stops before any work, on every rank, naming it (two-process runs above pass the
     check for real)."""
-    import r1kit.pipeline as pipeline
-    from r1kit import distributed
+    from r1kit import distributed, pipeline
     from r1kit.errors import R1kitError
 
     monkeypatch.setattr(distributed, "_world", distributed.World(rank=0, world_size=2))

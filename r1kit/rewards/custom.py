@@ -166,14 +166,13 @@ class FunctionReward:
             # on every row, so that its mean over calls (ranks, sampling rounds) is the share
             parts["custom_none"] = float(missing)
             out.append((total, parts))
-        if unscored:
-            if not self.told_none:
-                self.told_none = True
-                fn, sc = next((f, sc) for f, sc in zip(self.fns, per_fn) if None in sc)
-                self._warn(fn, f"reward_function {_name(fn)} returned None for {sc.count(None)} "
-                           f"of {len(responses)} completions: None adds nothing to the "
-                           "reward (a completion no function scores gets 0, as TRL's sum over "
-                           "reward functions gives), and reward/custom_none logs the share")
+        if unscored and not self.told_none:
+            self.told_none = True
+            fn, sc = next((f, sc) for f, sc in zip(self.fns, per_fn) if None in sc)
+            self._warn(fn, f"reward_function {_name(fn)} returned None for {sc.count(None)} "
+                       f"of {len(responses)} completions: None adds nothing to the "
+                       "reward (a completion no function scores gets 0, as TRL's sum over "
+                       "reward functions gives), and reward/custom_none logs the share")
         return out
 
     def _call(self, fn: Callable, completions: list, examples: list[Example],
