@@ -213,6 +213,9 @@ def test_existing_model_directory_is_accepted(tmp_path: Path) -> None:
         _check_inputs(recipe)
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(R1kitError, match="holds no weights"):
+        _check_inputs(recipe)
+    (tmp_path / "model.safetensors").write_bytes(b"")  # (present: loading reads it later)
     _check_inputs(recipe)
     assert recipe.stages["zero"].model == str(tmp_path)
 

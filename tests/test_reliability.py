@@ -237,6 +237,8 @@ def test_eval_command_input_errors_name_the_problem(tmp_path, capsys):
     (remote / "config.json").write_text('{"model_type": "mine", "auto_map": '
                                         '{"AutoModelForCausalLM": "modeling_mine.Mine"}}')
     (model / "tokenizer_config.json").write_text("{}")
+    for d in (model, bare):  # weights present (what they hold is read only when loading)
+        (d / "model.safetensors").write_bytes(b"")
     cases = [
         (["--model", str(bare)], ["no tokenizer files"]),
         (["--model", str(remote)], ["auto_map", "own model code"]),
