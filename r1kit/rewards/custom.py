@@ -128,10 +128,6 @@ class FunctionReward:
         self.told = False  # the conversational completions' notice
         self.told_none = False  # the notice of completions without a score
 
-    @property
-    def fn(self) -> Callable:  # (one function: the one)
-        return self.fns[0]
-
     @staticmethod
     def _warn(fn: Callable, message: str) -> None:
         """A warning that points at the user's function (not at r1kit's code calling it)."""
