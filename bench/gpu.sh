@@ -8,7 +8,9 @@
 # vs_trl.py twice; SHARING_ON=1 adds r1kit's side once more with prompt_sharing = on (`auto`
 # leaves it off on CUDA); COMPILE_OFF=1 adds it once more with compile = off (`auto` compiles
 # the training pass and sampling's arithmetic on CUDA); DECODE_LAYERS=1 adds it once more with
-# the decoder layers compiled inside the decode graphs (experimental); REWARD_OVERLAP=1 adds
+# the decoder layers compiled inside the decode graphs (experimental; LAYERS_SIDE=1 runs that
+# side in each of vs_trl.py's runs instead, between r1kit's and the next run's TRL side);
+# REWARD_OVERLAP=1 adds
 # bench/reward_overlap.py (math-verify's checks during the rollout or after it; needs
 # math-verify's wheels); SHARING_CHECK=0 skips bench/sharing_check.py (prompt sharing's
 # numbers and time on the GPU); GROWTH_CHECK=0 skips bench/growth_check.py (sampling's cache
@@ -50,8 +52,10 @@ if [ "${DECODE:-1}" = 1 ]; then
     timeout 150 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" ${DECODE_PARTS:+--parts} \
         --out "$out/decode.json" 2>&1 | tee -a "$out/run.log"
 fi
-timeout "$((120 * ${RUNS:-1} + 120))" python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" \
-    --runs "${RUNS:-1}" --out "$out/vs_trl.json" 2>&1 | tee -a "$out/run.log"
+sides=trl,r1kit per_run=120
+if [ "${LAYERS_SIDE:-0}" = 1 ]; then sides=trl,r1kit,r1kit-layers per_run=190; fi
+timeout "$((per_run * ${RUNS:-1} + 120))" python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" \
+    --runs "${RUNS:-1}" --sides "$sides" --out "$out/vs_trl.json" 2>&1 | tee -a "$out/run.log"
 if [ "${SHARING_ON:-0}" = 1 ]; then  # the same r1kit side with prompt sharing
     timeout 120 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
         --prompt-sharing on --out "$out/vs_trl-sharing-on.json" 2>&1 | tee -a "$out/run.log"

@@ -365,7 +365,9 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=None, help="alternating runs (cpu 3, gpu 1)")
     ap.add_argument("--steps", type=int, default=None, help="steps per side per run")
     ap.add_argument("--skip", type=int, default=None, help="warm-up steps left out")
-    ap.add_argument("--sides", default="trl,r1kit")
+    ap.add_argument("--sides", default="trl,r1kit",
+                    help="comma-separated: trl, r1kit, and r1kit-layers (r1kit with "
+                         "--compile-decode-layers), each in its own process, in this order")
     ap.add_argument("--prompt-sharing", default="auto", choices=["auto", "on", "off"],
                     help="r1kit's prompt_sharing setting")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
@@ -403,11 +405,13 @@ def main(argv=None) -> int:
         row = {}
         for side in sides:
             out = work / f"{side}-{r}.json"
-            cmd = [sys.executable, __file__, "--preset", args.preset, "--side", side,
+            layers = args.compile_decode_layers or side == "r1kit-layers"
+            cmd = [sys.executable, __file__, "--preset", args.preset,
+                   "--side", "trl" if side == "trl" else "r1kit",
                    "--model", str(model), "--steps", str(args.steps), "--result", str(out),
                    "--prompt-sharing", args.prompt_sharing, "--compile", args.compile,
                    "--logprob-chunk", str(args.logprob_chunk),
-                   *(["--compile-decode-layers"] if args.compile_decode_layers else [])]
+                   *(["--compile-decode-layers"] if layers else [])]
             t = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -421,10 +425,12 @@ def main(argv=None) -> int:
             print(f"run {r + 1} {side:6s} {s['median_s_per_step']:.3f} s/step  "
                   f"{s['tokens_per_s']:,.0f} tokens/s  peak {s['peak_mib']:,.0f} MiB  "
                   f"({raw['device']})", flush=True)
-        if {"trl", "r1kit"} <= set(row):
-            row["ratio"] = (row["trl"]["summary"]["median_s_per_step"]
-                            / row["r1kit"]["summary"]["median_s_per_step"])
-            print(f"run {r + 1} TRL / r1kit = {row['ratio']:.2f}x", flush=True)
+        for side in sides:
+            if side != "trl" and "trl" in row:
+                ratio = (row["trl"]["summary"]["median_s_per_step"]
+                         / row[side]["summary"]["median_s_per_step"])
+                row["ratio" if side == "r1kit" else f"ratio_{side}"] = ratio
+                print(f"run {r + 1} TRL / {side} = {ratio:.2f}x", flush=True)
         results["runs"].append(row)
     ratios = [row["ratio"] for row in results["runs"] if "ratio" in row]
     if ratios:
@@ -432,6 +438,12 @@ def main(argv=None) -> int:
         results["ratio_range"] = [min(ratios), max(ratios)]
         print(f"TRL / r1kit per step: median {statistics.median(ratios):.2f}x over {len(ratios)} "
               f"run(s), range {min(ratios):.2f}-{max(ratios):.2f}x")
+    layer_ratios = [row["ratio_r1kit-layers"] for row in results["runs"]
+                    if "ratio_r1kit-layers" in row]
+    if layer_ratios:
+        results["ratio_r1kit-layers_median"] = statistics.median(layer_ratios)
+        print(f"TRL / r1kit-layers per step: median {statistics.median(layer_ratios):.2f}x, "
+              f"range {min(layer_ratios):.2f}-{max(layer_ratios):.2f}x")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
         print(f"wrote {args.out}")
