@@ -98,7 +98,12 @@ def main(argv=None) -> int:
                 "peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
                 "top": [{"name": e.key[:120], "calls": e.count,
                          "device_ms": dev_self(e) / 1e3,
-                         "cpu_ms": e.self_cpu_time_total / 1e3} for e in rows]}
+                         "cpu_ms": e.self_cpu_time_total / 1e3} for e in rows],
+                # where the host's time went (launches, waits for the device, Python-side ops)
+                "top_cpu": [{"name": e.key[:120], "calls": e.count,
+                             "cpu_ms": e.self_cpu_time_total / 1e3}
+                            for e in sorted(events, key=lambda e: e.self_cpu_time_total,
+                                            reverse=True)[:args.rows // 2]]}
         report["phases"][name] = info
         print(f"\n== {name}: wall {wall:.3f} s, device kernels {kernel_us / 1e6:.3f} s "
               f"({100 * info['busy']:.0f}% busy), memory before {info['allocated_before_mib']:.0f}"
@@ -106,6 +111,9 @@ def main(argv=None) -> int:
         for r in info["top"]:
             print(f"{r['device_ms']:10.2f} ms {r['calls']:7d}x  cpu {r['cpu_ms']:9.2f} ms  "
                   f"{r['name']}")
+        print(f"-- {name}: host time by operation (self)")
+        for r in info["top_cpu"]:
+            print(f"  cpu {r['cpu_ms']:9.2f} ms {r['calls']:7d}x  {r['name']}")
         return res
 
     real_gen, real_upd = grpo.generate, grpo.update_policy
