@@ -13,6 +13,10 @@ preset. Every row samples exactly --new tokens (stop tokens masked), temperature
   r1kit-compiled: r1kit with its sampling arithmetic compiled (GRPO's compile = auto on CUDA)
   r1kit-compiled-layers: the same with each decoder layer compiled inside the CUDA graphs
             (r1kit.lean.COMPILE_DECODE_LAYERS; off by default until measured here)
+--agree: the compiled r1kit paths against r1kit's plain graphs, same seed, with sampling
+log-probs: the share of rows whose tokens are all the same, the mean position where a row's
+tokens first differ, and the largest log-prob difference before that (compiled kernels round
+bf16 otherwise, so a row may take another token where two are almost equally likely).
 --parts (r1kit): where r1kit's decode time goes: seconds spent capturing CUDA graphs per
 call, milliseconds per replay of the longest graph alone, and per sampling of one token per row
 (the exponential race over the vocabulary) alone.
@@ -120,6 +124,24 @@ def parts(model, prompts, args, call) -> dict:
     return out
 
 
+def agreement(plain, others: dict) -> dict:
+    """Rows of each rollout in `others` against `plain` (module docstring, --agree)."""
+    out = {}
+    for name, ro in others.items():
+        differ = ro.completion_ids != plain.completion_ids  # [rows, T]
+        first = torch.where(differ.any(1), differ.int().argmax(1),
+                            torch.full_like(differ[:, 0], differ.shape[1], dtype=torch.long))
+        before = torch.arange(differ.shape[1], device=first.device)[None] < first[:, None]
+        gap = ((ro.logprobs - plain.logprobs).abs() * before).max().item()
+        out[name] = {"rows_identical": (~differ.any(1)).float().mean().item(),
+                     "mean_first_difference": first.float().mean().item(),
+                     "max_logprob_diff_before_it": gap}
+        print(f"{name}: {100 * out[name]['rows_identical']:.1f}% of rows identical to r1kit's "
+              f"plain graphs, first difference at token {out[name]['mean_first_difference']:.1f} "
+              f"on average, log-probs within {gap:.4f} before it", flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,6 +152,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--paths", default="hf,hf-static,r1kit-eager,r1kit")
     ap.add_argument("--parts", action="store_true", help="r1kit's decode time by part")
+    ap.add_argument("--agree", action="store_true",
+                    help="compiled paths' tokens and log-probs against r1kit's plain graphs")
     ap.add_argument("--length-bucket", type=int, default=None,
                     help="r1kit: cache slots per CUDA-graph length bucket (default: r1kit's)")
     ap.add_argument("--out", default=None)
@@ -165,15 +189,16 @@ def main(argv=None) -> int:
                            max_new_tokens=args.new, min_new_tokens=args.new, pad_token_id=0,
                            **extra)
 
-    def ours(graphs: bool, compiled: bool = False, layers: bool = False):
+    def ours(graphs: bool, compiled: bool = False, layers: bool = False,
+             logprobs: bool = False):
         import r1kit.lean
 
         r1kit.lean.COMPILE_DECODE_LAYERS = layers
         gen = torch.Generator(device=dev).manual_seed(0)
-        generate(model, prompts, group_size=1, max_new_tokens=args.new,
-                 min_new_tokens=args.new, temperature=1.0, stop_ids=[eos], pad_id=0,
-                 generator=gen, max_rows=args.rows, cuda_graphs=graphs, logprobs=False,
-                 compiled=compiled)
+        return generate(model, prompts, group_size=1, max_new_tokens=args.new,
+                        min_new_tokens=args.new, temperature=1.0, stop_ids=[eos], pad_id=0,
+                        generator=gen, max_rows=args.rows, cuda_graphs=graphs,
+                        logprobs=logprobs, compiled=compiled)
 
     runs = {"hf": lambda: hf(False), "hf-static": lambda: hf(True),
             "r1kit-eager": lambda: ours(False), "r1kit": lambda: ours(True),
@@ -191,6 +216,10 @@ def main(argv=None) -> int:
                               "tokens_per_s": args.rows * args.new / statistics.median(secs)}
         print(f"{name:12s} {ms:8.2f} ms per decode step  "
               f"{res['paths'][name]['tokens_per_s']:,.0f} tokens/s", flush=True)
+    if args.agree:
+        res["agree"] = agreement(ours(True, logprobs=True), {
+            name: ours(True, True, name.endswith("layers"), logprobs=True)
+            for name in ("r1kit-compiled", "r1kit-compiled-layers")})
     if args.parts:
         res["parts"] = parts(model, prompts, args, lambda: ours(True))
     # the floor: weights once per step, plus the keys and values of the positions attended to

@@ -4,7 +4,8 @@
 # PROFILE=1 adds the kernel tables of one r1kit rollout (CUDA graphs off) and update
 # (bench/profile_gpu.py; PROFILE_PHASES=update_policy for the update alone, PROFILE_GRAPHS=1
 # for the rollout with its CUDA graphs); DECODE=0 skips the decode benchmark (DECODE_PATHS:
-# its paths; DECODE_PARTS=1: r1kit's decode time by part); RUNS=2 runs both sides of
+# its paths; DECODE_PARTS=1: r1kit's decode time by part; DECODE_AGREE=1: the compiled paths'
+# tokens and log-probs against the plain graphs); RUNS=2 runs both sides of
 # vs_trl.py twice; SHARING_ON=1 adds r1kit's side once more with prompt_sharing = on (`auto`
 # leaves it off on CUDA); COMPILE_OFF=1 adds it once more with compile = off (`auto` compiles
 # the training pass and sampling's arithmetic on CUDA); DECODE_LAYERS=1 adds it once more with
@@ -50,6 +51,7 @@ if [ "${GROWTH_CHECK:-1}" = 1 ]; then  # the cache growing on the CUDA-graph pat
 fi
 if [ "${DECODE:-1}" = 1 ]; then
     timeout 150 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" ${DECODE_PARTS:+--parts} \
+        ${DECODE_AGREE:+--agree} \
         --out "$out/decode.json" 2>&1 | tee -a "$out/run.log"
 fi
 sides=trl,r1kit per_run=120

@@ -256,7 +256,7 @@ def run_trl(preset: str, model: Path, steps: int) -> dict:
 
 
 def run_r1kit(preset: str, model: Path, steps: int, prompt_sharing: str = "auto",
-              compile_mode: str = "auto", logprob_chunk: int = 256) -> dict:
+              compile_mode: str = "auto", logprob_chunk: int | str = "auto") -> dict:
     import torch
 
     import r1kit
@@ -376,8 +376,10 @@ def main(argv=None) -> int:
     ap.add_argument("--compile-decode-layers", action="store_true",
                     help="r1kit: also compile the decoder layers inside the decode graphs "
                          "(experimental, r1kit.lean.COMPILE_DECODE_LAYERS)")
-    ap.add_argument("--logprob-chunk", type=int, default=256,
-                    help="r1kit's logprob_chunk_tokens (output-layer positions per chunk)")
+    ap.add_argument("--logprob-chunk", type=lambda v: v if v == "auto" else int(v),
+                    default="auto",
+                    help="r1kit's logprob_chunk_tokens (output-layer positions per chunk, or "
+                         "auto: r1kit's default)")
     ap.add_argument("--out", default=None, help="write every figure as JSON here")
     ap.add_argument("--side", choices=["trl", "r1kit"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)

@@ -42,6 +42,12 @@ def _check_mode(cfg, key: str, where: str) -> None:
         _fail(f"{where}.{key}", f"unknown value {getattr(cfg, key)!r}", "use auto, on or off")
 
 
+def _check_chunk(value, where: str) -> None:
+    if value != "auto" and (isinstance(value, str) or value < 0):
+        _fail(f"{where}.logprob_chunk_tokens", f"must be auto or a number >= 0, got {value!r}",
+              "auto, or positions per chunk of the output layer (0 = full logits)")
+
+
 def _fail(where: str, message: str, hint: str | None = None):
     raise R1kitError(f"{where}: {message}", hint)
 
@@ -192,7 +198,9 @@ class GRPOConfig:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     max_grad_norm: float = 1.0
     micro_batch_size: int = 16  # sequences per forward/backward (memory only: same result)
-    logprob_chunk_tokens: int = 256  # output layer in chunks (vocab >= 32768); 0 = full logits
+    # output layer in chunks of positions (vocab >= 32768): auto (logprobs.chunk_positions) |
+    # a number; 0 = full logits
+    logprob_chunk_tokens: int | str = "auto"
     activation_checkpointing: bool = False  # recompute each layer in backward: less memory
     # the training pass runs a prompt once for all the completions of a micro-batch that
     # continue it (lean path): auto (on the CPU, when that removes >= 5% of the pass's tokens;
@@ -256,8 +264,7 @@ class GRPOConfig:
         if self.lora_rank < 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
             _fail(f"{where}.lora_rank", "lora_rank must be >= 0, lora_alpha > 0 and "
                   "lora_dropout in [0, 1)")
-        if self.logprob_chunk_tokens < 0:
-            _fail(f"{where}.logprob_chunk_tokens", "must be >= 0 (0 = full logits)")
+        _check_chunk(self.logprob_chunk_tokens, where)
         if self.engine not in ("auto", "hf"):
             _fail(f"{where}.engine", f"unknown engine {self.engine!r}", "use auto or hf")
         if isinstance(self.compile, bool):
@@ -452,7 +459,9 @@ class SFTConfig:
     max_grad_norm: float = 1.0
     max_length: int = 32768  # tokens per row: a longer response is cut (its end not trained
     # on), a row whose prompt alone reaches it is left out
-    logprob_chunk_tokens: int = 256  # output layer in chunks (vocab >= 32768); 0 = full logits
+    # output layer in chunks of positions (vocab >= 32768): auto (logprobs.chunk_positions) |
+    # a number; 0 = full logits
+    logprob_chunk_tokens: int | str = "auto"
     activation_checkpointing: bool = False  # recompute each layer in backward: less memory
     save_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only the final model
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
@@ -464,8 +473,7 @@ class SFTConfig:
         for name in ("save_every", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
-        if self.logprob_chunk_tokens < 0:
-            _fail(f"{where}.logprob_chunk_tokens", "must be >= 0 (0 = full logits)")
+        _check_chunk(self.logprob_chunk_tokens, where)
         for name in ("model", "data"):
             if not getattr(self, name):
                 _fail(f"{where}.{name}", "is required",

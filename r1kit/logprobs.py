@@ -11,6 +11,20 @@ import torch
 import torch._dynamo
 
 CHUNK_MIN_VOCAB = 32768  # smaller vocabularies: the full logits are small, no chunking
+# logprob_chunk_tokens = "auto": positions per chunk of the backward pass. Compiled (`fused`),
+# a chunk holds its logits and their gradient in the weights' dtype; uncompiled, also float32
+# probabilities, so fewer positions. Fewer chunks launch fewer kernels: on an H200 the
+# GPU preset's update (8,192 positions per micro-batch) waited for the host between chunks
+# of 256 (bench/RESULTS.md, run E2).
+CHUNK_AUTO = 256
+CHUNK_AUTO_COMPILED = 512
+
+
+def chunk_positions(setting, compiled: bool) -> int:
+    """The logprob_chunk_tokens setting as a number of positions (0: full logits)."""
+    if setting == "auto":
+        return CHUNK_AUTO_COMPILED if compiled else CHUNK_AUTO
+    return int(setting)
 
 
 def chunk_logp(h, targets, weight, bias, temperature: float, with_entropy: bool):
@@ -44,7 +58,10 @@ class ChunkedHeadLogp(torch.autograd.Function):
     (tests/test_rollout_packing.py compares log-probs, entropy and gradients).
 
     `fused` (r1kit's `compile`): softmax_stats and logits_grad through torch.compile instead,
-    each one pass over a chunk's logits in the weights' dtype (no float32 [C, V] tensors)."""
+    each one pass over a chunk's logits in the weights' dtype (no float32 [C, V] tensors). The
+    forward pass then holds one [C, V] tensor per chunk where the backward pass holds two (the
+    logits and their gradient), so it takes 2 * chunk positions at a time: the same memory,
+    half the chunks."""
 
     @staticmethod
     def forward(ctx, h, weight, bias, targets, temperature, chunk, with_entropy, fused=False):
@@ -55,13 +72,13 @@ class ChunkedHeadLogp(torch.autograd.Function):
         ctx.temperature, ctx.chunk, ctx.fused = temperature, chunk, fused
         ctx.mark_non_differentiable(ent)
         if fused:  # one compiled pass over each chunk's logits in their own dtype
-            stats = compiled_version(softmax_stats)
-            for i in range(0, n, chunk):
-                lp, e = stats(torch.nn.functional.linear(h[i:i + chunk], weight, bias),
-                              targets[i:i + chunk], temperature, with_entropy)
-                logp[i:i + chunk] = lp
+            stats, step = compiled_version(softmax_stats), 2 * chunk
+            for i in range(0, n, step):
+                lp, e = stats(torch.nn.functional.linear(h[i:i + step], weight, bias),
+                              targets[i:i + step], temperature, with_entropy)
+                logp[i:i + step] = lp
                 if with_entropy:
-                    ent[i:i + chunk] = e
+                    ent[i:i + step] = e
             return logp, ent
         for i in range(0, n, chunk):
             lsm = torch.log_softmax(scaled_logits(h[i:i + chunk], weight, bias, temperature),

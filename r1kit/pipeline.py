@@ -328,9 +328,9 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
 # [run] settings that change what a run shows, not what it computes: a run may continue
 # with other values of these
 DISPLAY_ONLY = ("progress", "tensorboard", "wandb")
-# stage settings that change how fast a stage runs, not what it computes (compile: up to float
-# rounding, as another GPU would)
-SPEED_ONLY = ("overlap_rewards", "compile")
+# stage settings that change how fast a stage runs, not what it computes (compile and
+# logprob_chunk_tokens: up to float rounding, as another GPU would)
+SPEED_ONLY = ("overlap_rewards", "compile", "logprob_chunk_tokens")
 
 
 def _results_settings(resolved: dict) -> dict:

@@ -304,6 +304,21 @@ def test_compile_is_auto_on_off_or_a_bool() -> None:
     assert not compile_wanted("off", torch.device("cuda")) and not compile_wanted(False, cpu)
 
 
+def test_logprob_chunk_tokens_is_auto_or_a_number() -> None:
+    from r1kit.logprobs import CHUNK_AUTO, CHUNK_AUTO_COMPILED, chunk_positions
+
+    assert load_recipe(ZERO_TINY).stages["zero"].logprob_chunk_tokens == "auto"
+    for value, want in (("512", 512), ("0", 0), ('"auto"', "auto")):
+        assert load_recipe(ZERO_TINY, [f"stages.zero.logprob_chunk_tokens={value}"]).stages[
+            "zero"].logprob_chunk_tokens == want
+    for bad in ('"big"', "-1", "1.5"):
+        assert "stages.zero.logprob_chunk_tokens" in _error(
+            [f"stages.zero.logprob_chunk_tokens={bad}"])
+    assert chunk_positions("auto", compiled=False) == CHUNK_AUTO == 256
+    assert chunk_positions("auto", compiled=True) == CHUNK_AUTO_COMPILED == 512
+    assert chunk_positions(1024, compiled=True) == 1024 and chunk_positions(0, False) == 0
+
+
 # ----- GRPOConfig.max_new_tokens_at ----------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ from r1kit.logprobs import (
     ChunkedHeadLogp,
     body_and_head,
     chunk_logp,
+    chunk_positions,
     compile_failure,
     vocab_size,
 )
@@ -343,7 +344,8 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
     # not on sharded weights (it calls the output layer directly, past FSDP's hooks)
     sharded = distributed.is_sharded(policy)
     big_vocab = vocab_size(policy) >= CHUNK_MIN_VOCAB
-    chunk = cfg.logprob_chunk_tokens if big_vocab and not sharded else 0
+    compiled = lean_policy is not None and lean_policy.compiled
+    chunk = chunk_positions(cfg.logprob_chunk_tokens, compiled) if big_vocab and not sharded else 0
     ckpt = cfg.activation_checkpointing
     total_len = [len(p) + len(c) for p, c in zip(batch.prompts, batch.completions)]
     share = lean_policy is not None and wants_prompt_sharing(

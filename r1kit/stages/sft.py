@@ -23,7 +23,13 @@ from r1kit import distributed
 from r1kit.checkpoints import STATE_FILE, latest_checkpoint, write_checkpoint
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
-from r1kit.logprobs import CHUNK_MIN_VOCAB, ChunkedHeadLogp, body_and_head, vocab_size
+from r1kit.logprobs import (
+    CHUNK_MIN_VOCAB,
+    ChunkedHeadLogp,
+    body_and_head,
+    chunk_positions,
+    vocab_size,
+)
 from r1kit.models import checkpoint_layers, load_model, load_tokenizer, save_model
 from r1kit.packing import packs_safely, to_device
 from r1kit.stages.pretrain import cosine_lr, packed_batch
@@ -175,8 +181,8 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         distributed.shard(model)
     sharded = distributed.is_sharded(model)
     # the chunked output layer calls the output layer directly, past FSDP's hooks
-    chunk = cfg.logprob_chunk_tokens if vocab_size(model) >= CHUNK_MIN_VOCAB and not sharded \
-        else 0
+    chunk = (chunk_positions(cfg.logprob_chunk_tokens, False)
+             if vocab_size(model) >= CHUNK_MIN_VOCAB and not sharded else 0)
     data = encode_rows(tokenizer, read_sft_rows(data_path, cfg), cfg.template, cfg.max_length,
                        (lambda m: log(f"[{name}] {m}")) if world.rank == 0 else None,
                        system=cfg.system_prompt)
