@@ -785,6 +785,11 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     # a stage added on the command line comes with its kind; any other unknown name is a typo
     added = {k[1] for k in paths if len(k) == 3 and k[0] == "stages" and k[2] == "kind"}
     for o, keys in zip(overrides, paths):
+        if keys[0] not in ("run", "stages") and keys[0] not in data:  # e.g. `stage.zero.lr`
+            close = difflib.get_close_matches(keys[0], ["run", "stages"], n=1)
+            raise R1kitError(f"--set {o!r}: {keys[0]!r} is not a recipe table (run, stages)",
+                             f"did you mean {close[0]!r}?" if close else
+                             "give run.KEY=VALUE or stages.NAME.KEY=VALUE")
         if len(keys) > 2 and keys[0] == "stages" and keys[1] not in stages + list(added):
             close = difflib.get_close_matches(keys[1], stages, n=1)
             raise R1kitError(f"--set {o!r}: the recipe has no stage {keys[1]!r}",

@@ -235,9 +235,20 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                                                                 .index(from_stage)]]
             kept += ["run"] if kept else []
             changed = [k for k in changed if any(k == s or k.startswith(s + ".") for s in kept)]
+        # a stage dropped from the end of the recipe leaves the stages before it as they were
+        old_names = list(previous.get("stages") or {})
+        dropped = [n for n in old_names if n not in recipe.stages]
+        trailing = [n for n in dropped
+                    if all(m not in recipe.stages for m in old_names[old_names.index(n):])]
+        if trailing:
+            changed = [k for k in changed if stage_of(k, old_names) not in trailing]
+            print_fn(f"{run_dir}: stage{'s' if len(trailing) > 1 else ''} "
+                     f"{', '.join(trailing)} no longer in the recipe; "
+                     f"{'their directories are' if len(trailing) > 1 else 'its directory is'}"
+                     " left as they are")
         # a stage that holds no result (not done, no checkpoint: it stopped before any, and
         # runs again from its start) may take new settings; [run]'s only while no stage does
-        names = [*previous.get("stages", {}), *recipe.stages]
+        names = [*old_names, *recipe.stages]
         any_held = changed and any(_holds_results(d) for d in run_dir.iterdir() if d.is_dir())
         locked = [k for k in changed if (_holds_results(run_dir / stage_of(k, names))
                                          if stage_of(k, names) else any_held)]
@@ -248,6 +259,9 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
         if changed:
             shown = _shown(changed)
             stage = stage_of(changed[0], names)
+            if stage in dropped:  # a stage taken out: rerun from the first one after it
+                stage = next((m for m in old_names[old_names.index(stage):]
+                              if m in recipe.stages), None)
             raise R1kitError(
                 f"{run_dir} holds a run with other settings: {shown}"
                 + (f" (with --from {from_stage}, the stages before it are kept as they are)"

@@ -48,6 +48,7 @@ class Stage:
     kind: str
     status: str
     seconds: float | None
+    result: str = ""  # the stage's own figure from stage.json (a loss, an accuracy)
 
 
 @dataclass
@@ -85,10 +86,12 @@ def load_run(run_dir: Path) -> Run:
     if not run_dir.is_dir():
         raise R1kitError(f"no run directory at {run_dir}",
                          "pass the directory `r1kit run` wrote (its --out, default runs/NAME)")
-    if not (run_dir / "metrics.jsonl").is_file() and not (run_dir / "eval.jsonl").is_file():
-        raise R1kitError(f"{run_dir} holds neither metrics.jsonl nor eval.jsonl",
-                         "pass a run directory of `r1kit run` after at least one RL or eval "
-                         "stage has logged")
+    if not any((run_dir / f).is_file() for f in ("metrics.jsonl", "eval.jsonl")) and not any(
+            run_dir.glob("*/stage.json")):
+        raise R1kitError(f"{run_dir} holds neither metrics.jsonl nor eval.jsonl nor a "
+                         "finished stage",
+                         "pass a run directory of `r1kit run` after at least one stage has "
+                         "logged or finished")
     metrics = _read_rows(run_dir / "metrics.jsonl")
     evals = _read_rows(run_dir / "eval.jsonl")
 
@@ -111,12 +114,27 @@ def load_run(run_dir: Path) -> Run:
         kind = str(meta.get("kind") or (cfg.get("kind") if isinstance(cfg, dict) else "") or "")
         stages.append(Stage(name=name, kind=kind,
                             status=str(meta.get("status", "not run")) if meta else "not run",
-                            seconds=_num(meta.get("seconds"))))
+                            seconds=_num(meta.get("seconds")),
+                            result=_stage_result(meta.get("summary"))))
     return Run(dir=run_dir, stages=stages, metrics=metrics, evals=evals)
 
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
+
+
+def _stage_result(summary: Any) -> str:
+    """A stage's headline figure from its stage.json summary: a reward model's held-out
+    accuracy, a pretrain or SFT stage's final loss ("" for the rest: their curves and
+    evaluations are their own sections)."""
+    if not isinstance(summary, dict):
+        return ""
+    for key, label in (("pairwise_accuracy", "held-out pairwise accuracy"),
+                       ("safety_accuracy", "held-out safety accuracy")):
+        if _num(summary.get(key)) is not None:
+            return f"{label} {_pct(summary[key])}"
+    loss = _num(summary.get("final_loss"))
+    return "" if loss is None else f"final loss {loss:.4g}"
 
 
 def _num(value: Any) -> float | None:
@@ -235,10 +253,10 @@ def _selected_evals(run: Run) -> list[tuple[str, list[Row], int]]:
 
 
 def _stages_section(run: Run) -> list[str]:
-    rows = [[s.name, s.kind, s.status, _fixed(s.seconds, 0)] for s in run.stages]
+    rows = [[s.name, s.kind, s.status, _fixed(s.seconds, 0), s.result] for s in run.stages]
     if not rows:
         return ["## Stages", "", "No stages recorded (config.json is missing).", ""]
-    return ["## Stages", "", *_md_table(["stage", "kind", "status", "seconds"], rows,
+    return ["## Stages", "", *_md_table(["stage", "kind", "status", "seconds", "result"], rows,
                                         numeric_from=3), ""]
 
 

@@ -182,6 +182,12 @@ def test_reward_functions_take_no_rule_weights(tmp_path) -> None:
     assert unused_with_reward_function(_load_and_check([]).stages["zero"]) == []
 
 
+def test_override_of_an_unknown_table_names_the_override() -> None:
+    message = _error(["stage.zero.steps=3"])  # `stage` for `stages`: not the recipe's mistake
+    assert "--set 'stage.zero.steps=3'" in message and "'stages'" in message
+    assert "zero-tiny.toml" not in message
+
+
 def test_unknown_key_in_nested_table() -> None:
     msg = _error(["stages.zero.eval.kk=2"])
     assert "stages.zero.eval.kk" in msg

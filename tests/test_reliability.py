@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -514,6 +515,14 @@ def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, c
     said = capsys.readouterr().out
     assert "taking the new settings (stages.zero.lr)" in said and "[zero] grpo stage" in said
     assert json.loads((out / "config.json").read_text())["stages"]["zero"]["lr"] == 0.25
+    # the recipe's last stage taken out: the stages before it stand, with a note
+    text = Path(RECIPE).read_text()
+    base_only = tmp_path / "base-only.toml"
+    base_only.write_text(text[:text.index("[stages.zero]")])
+    assert main(["run", str(base_only), "--out", str(out), *MICRO_BASE,
+                 "--set", "run.progress=false", "--set", "run.tensorboard=false"]) == 0
+    said = capsys.readouterr().out
+    assert "stage zero no longer in the recipe" in said and "[base] already done" in said
 
 
 def test_train_and_test_files_may_name_their_fields_differently(tmp_path):

@@ -128,11 +128,28 @@ def test_report_cli_rejects_empty_and_missing_dirs(tmp_path, capsys):
     empty.mkdir()
     assert main(["report", str(empty)]) == 2
     err = capsys.readouterr().err
-    assert "neither metrics.jsonl nor eval.jsonl" in err and "fix:" in err
+    assert "neither metrics.jsonl nor eval.jsonl nor a finished stage" in err and "fix:" in err
     assert not (empty / "report.md").exists()
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     with pytest.raises(R1kitError):
         write_report(empty)
+
+
+def test_report_of_a_run_with_only_reward_model_stages(tmp_path, capsys):
+    """Reward-model stages log no curves: the report still lists them and their summaries."""
+    run_dir = tmp_path / "rm-run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(
+        {"run": {"seed": 0}, "stages": {"base": {"kind": "pretrain"},
+                                        "helpful": {"kind": "reward_model"}}}))
+    for name, kind, summary in (("base", "pretrain", {}),
+                                ("helpful", "reward_model", {"pairwise_accuracy": 0.875})):
+        (run_dir / name).mkdir()
+        (run_dir / name / "stage.json").write_text(json.dumps(
+            {"kind": kind, "status": "done", "seconds": 5.0, "summary": summary}))
+    assert main(["report", str(run_dir)]) == 0
+    text = (run_dir / "report.md").read_text()
+    assert "| helpful | reward_model | done | 5 | held-out pairwise accuracy 87.5% |" in text
 
 
 def test_report_without_reflect_keys(tmp_path):

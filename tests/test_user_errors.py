@@ -88,6 +88,12 @@ def test_sft_rows_longer_than_max_length_are_cut_or_left_out(bpe_checkpoint):
     assert notes and "1 of 3 rows cut" in notes[0] and "1 left out" in notes[0]
     with pytest.raises(R1kitError, match="raise max_length"):
         encode_rows(tok, [(long_q, answer)], "none", limit)
+    notes.clear()  # an empty response trains only the end token: said, not refused
+    out = encode_rows(tok, [(short_q, answer), (short_q, " "), (short_q, "")], "none", 512,
+                      notes.append)
+    assert len(out) == 3 and out[2][1] == [tok.eos_token_id]
+    assert notes == ["2 of 3 rows have an empty response: they teach the model to stop at once "
+                     "after their prompts"]
 
 
 def test_sft_needs_an_end_of_sequence_token(bpe_checkpoint):

@@ -104,8 +104,9 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
         raise R1kitError("the model's tokenizer has no end-of-sequence token: SFT ends every "
                          "response with it, so that the model learns to stop",
                          "set eos_token in the model's tokenizer_config.json")
-    out, cut, dropped = [], 0, 0
+    out, cut, dropped, empty = [], 0, 0, 0
     for prompt, response in rows:
+        empty += not response.strip()
         if template == "none" and not isinstance(prompt, list):  # (a list: render_prompt's error)
             p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
         else:
@@ -125,6 +126,9 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
     if (cut or dropped) and log is not None:
         log(f"max_length = {max_length}: {cut} of {len(rows)} rows cut (the ends of their "
             f"responses are not trained on), {dropped} left out (their prompts alone reach it)")
+    if empty and log is not None:
+        log(f"{empty} of {len(rows)} rows have an empty response: they teach the model to "
+            "stop at once after their prompts")
     return out
 
 
