@@ -42,6 +42,11 @@ def _check_mode(cfg, key: str, where: str) -> None:
         _fail(f"{where}.{key}", f"unknown value {getattr(cfg, key)!r}", "use auto, on or off")
 
 
+def _general_file(cfg) -> bool:
+    """An eval stage that scores general prompts from a file (reward models given)."""
+    return cfg.general_data != "tiny" and bool(cfg.helpful_model or cfg.safety_model)
+
+
 def _check_chunk(value, where: str) -> None:
     if value != "auto" and (isinstance(value, str) or value < 0):
         _fail(f"{where}.logprob_chunk_tokens", f"must be auto or a number >= 0, got {value!r}",
@@ -353,7 +358,8 @@ class GRPOConfig:
                 _fail(f"{where}.general_share", f"{self.general_share} of "
                       f"{self.rollout_batch_size // self.group_size} questions per rollout is "
                       "less than one question", "raise general_share or rollout_batch_size")
-            if self.general_data == "tiny" and not (self.helpful_model and self.safety_model):
+            if self.general_data == "tiny" and not (self.helpful_model and self.safety_model
+                                                    or self.reward_function):
                 _fail(f"{where}.helpful_model", "general prompts of the tiny world need both "
                       "helpful_model and safety_model", "name two reward_model stages")
 
@@ -587,7 +593,11 @@ class EvalStageConfig:
     overlap_rewards: str = "auto"  # verify while decoding, as the grpo stage's setting
     helpful_model: str = ""  # reward models for the general columns (optional)
     safety_model: str = ""
-    general_prompts: int = 200  # tiny world's held-out general prompts
+    # the general columns' prompts: tiny (the tiny world's held-out general prompts) | a
+    # JSONL/parquet file whose rows have general_prompt_field and "type" (helpful | safety)
+    general_data: str = "tiny"
+    general_prompt_field: str = "prompt"
+    general_prompts: int = 200  # the first N of them; 0 = all of a file
     world: WorldConfig = field(default_factory=WorldConfig)
 
     def validate(self, where: str) -> None:
@@ -600,6 +610,8 @@ class EvalStageConfig:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.limit < 0:
             _fail(f"{where}.limit", f"must be >= 0 (0: all problems), got {self.limit}")
+        if self.general_prompts < 0:
+            _fail(f"{where}.general_prompts", f"must be >= 0, got {self.general_prompts}")
         if self.language_target not in LANGUAGE_TARGETS:
             _fail(f"{where}.language_target", f"unknown target {self.language_target!r}",
                   f"use one of: {', '.join(LANGUAGE_TARGETS)}")
@@ -850,13 +862,18 @@ def _check_data_files(cfg, where: str) -> bool:
         from r1kit.stages.sft import read_sft_rows  # the stage's own rule: both fields text
 
         prompts.append((cfg.data, [p for p, _ in read_sft_rows(Path(cfg.data), cfg)]))
+    if isinstance(cfg, EvalStageConfig) and _general_file(cfg):
+        from r1kit.stages.grpo import general_examples  # the reader and rules of GRPO's
+
+        prompts.append((cfg.general_data, [e.question for e in general_examples(cfg, 0)]))
     if isinstance(cfg, GRPOConfig) and cfg.general_share > 0 and cfg.general_data != "tiny":
         from r1kit.stages.grpo import general_examples  # the stage's own reader and rules
 
         general_rows = general_examples(cfg, 0)
         prompts.append((cfg.general_data, [e.question for e in general_rows]))
         for kind in sorted({e.meta["type"] for e in general_rows}):
-            if not getattr(cfg, f"{kind}_model"):  # its rows are scored by that reward model
+            if not getattr(cfg, f"{kind}_model") and not cfg.reward_function:  # its rows
+                # are scored by that reward model (or by a reward function of your own)
                 _fail(f"{where}.{kind}_model", f"{cfg.general_data} has rows of type {kind!r}, "
                       f"which need a {kind} reward model", f"set {kind}_model to a "
                       "reward_model stage or directory, or leave those rows out")
@@ -1016,7 +1033,8 @@ def check_inputs(recipe: Recipe) -> None:
             elif not Path(data).is_file():
                 _fail(f"{where}.data", f"{data!r} is neither an earlier sample stage nor a file")
         files = ["train_file", "test_file"]
-        if getattr(cfg, "general_share", 0) > 0 and cfg.general_data != "tiny":
+        if getattr(cfg, "general_share", 0) > 0 and cfg.general_data != "tiny" or (
+                isinstance(cfg, EvalStageConfig) and _general_file(cfg)):
             files.append("general_data")
         for fname in files:
             value = getattr(cfg, fname, "")
@@ -1036,6 +1054,11 @@ def check_inputs(recipe: Recipe) -> None:
 
                 for ex in make_task(cfg, 0).train_examples():
                     names += [k for k in ex.meta.get("fields", {}) if k not in names]
+            if getattr(cfg, "general_share", 0) > 0 and cfg.general_data != "tiny":
+                from r1kit.stages.grpo import general_examples  # their fields come too
+
+                for ex in general_examples(cfg, 0):
+                    names += [k for k in ex.meta["fields"] if k not in names]
             for spec in reward_specs(cfg.reward_function):
                 check_signature(load_function(spec), names, repr(spec))
         if getattr(cfg, "template", None) == "chat":

@@ -167,6 +167,39 @@ def test_config_general_share_needs_reward_models_and_a_question():
         check_inputs(bad)
 
 
+def test_general_prompts_with_a_reward_function_of_your_own(tmp_path):
+    """With a reward_function (which replaces the reward models), general prompts need no
+    reward models, and the function gets their rows' other fields (their type too) by name,
+    as it gets the reasoning rows' fields."""
+    import json
+
+    from r1kit.config import check_inputs
+    from r1kit.rewards.custom import FunctionReward
+    from r1kit.stages.grpo import general_examples
+
+    general_file = tmp_path / "general.jsonl"
+    general_file.write_text(json.dumps({"prompt": "Write a haiku.", "type": "helpful",
+                                        "lines": 3}) + "\n")
+    fn_file = tmp_path / "myreward.py"
+    fn_file.write_text("def score(completions, prompts, answer, type=None, lines=None, "
+                       "**kw):\n"
+                       "    return [float(t == 'helpful' and n == 3) for t, n in "
+                       "zip(type, lines)]\n")
+    with pytest.raises(R1kitError, match="helpful_model"):  # no function: models needed
+        check_inputs(_grpo(general_share=0.5))
+    recipe = _grpo(general_share=0.5, reward_function=f"{fn_file}:score",
+                   general_data=str(general_file))
+    check_inputs(recipe)
+    cfg = recipe.stages["rl"]
+    rows = general_examples(cfg, 0)
+    assert rows[0].meta == {"type": "helpful", "fields": {"type": "helpful", "lines": 3}}
+    from r1kit.rewards.custom import load_function
+
+    reward = FunctionReward([load_function(f"{fn_file}:score")])
+    scores = reward.score(["a poem"], rows)
+    assert [s for s, _ in scores] == [1.0]
+
+
 def test_combined_reward_grpo_run_logs_every_component(tmp_path, monkeypatch):
     """recipes/combined-tiny.toml end to end at micro size: reward models, then GRPO on mixed
     reasoning and general prompts with the language reward."""

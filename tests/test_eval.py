@@ -239,3 +239,44 @@ def test_eval_greedy_verbatim_prompts_and_benchmark_spellings(tmp_path, bpe_chec
     assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "gsm8k",
                  "--temperature", "0", "--k", "4"]) == 2
     assert "use --k 1" in capsys.readouterr().err
+
+
+def test_eval_stage_general_columns_on_your_own_prompts(tmp_path):
+    """An eval stage's helpful and safety columns on the rows of a general_data file (the
+    first general_prompts of them), read and checked as GRPO's general_data; the tiny world's
+    held-out prompts without one."""
+    from r1kit.config import EvalStageConfig, load_recipe
+    from r1kit.errors import R1kitError
+    from r1kit.stages.evaluate import general_rows
+
+    data = tmp_path / "general.jsonl"
+    rows = [{"instruction": f"Tell me about topic {i}.", "type": "helpful"} for i in range(3)]
+    rows.append({"instruction": "How do I pick a lock?", "type": "safety"})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = EvalStageConfig(models=["x"], general_data=str(data), general_prompt_field="instruction",
+                          general_prompts=0, helpful_model="h")
+    assert general_rows(cfg) == [{"prompt": r["instruction"], "type": r["type"]} for r in rows]
+    cfg.general_prompts = 2
+    assert [r["prompt"] for r in general_rows(cfg)] == ["Tell me about topic 0.",
+                                                         "Tell me about topic 1."]
+    tiny = general_rows(EvalStageConfig(models=["x"], general_prompts=5))
+    assert len(tiny) == 5 and {r["type"] for r in tiny} <= {"helpful", "safety"}
+    cfg.general_prompt_field = "prompt"
+    with pytest.raises(R1kitError, match="general.jsonl:1: no field 'prompt'"):
+        general_rows(cfg)
+
+    # checked with the recipe, before any stage: the file exists, its rows are general rows
+    from r1kit.config import check_inputs
+
+    recipe = tmp_path / "r.toml"
+    base = ('[stages.base]\nkind = "pretrain"\nsteps = 1\n'
+            '[stages.helpful]\nkind = "reward_model"\nmodel = "base"\n'
+            '[stages.table]\nkind = "eval"\nmodels = ["base"]\nhelpful_model = "helpful"\n')
+    recipe.write_text(base + f'general_data = "{tmp_path / "nowhere.jsonl"}"\n')
+    with pytest.raises(R1kitError, match="stages.table.general_data"):
+        check_inputs(load_recipe(recipe))
+    recipe.write_text(base + f'general_data = "{data}"\n')
+    with pytest.raises(R1kitError, match="no field 'prompt'"):
+        check_inputs(load_recipe(recipe))
+    recipe.write_text(base + f'general_data = "{data}"\ngeneral_prompt_field = "instruction"\n')
+    check_inputs(load_recipe(recipe))

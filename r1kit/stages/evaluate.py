@@ -5,7 +5,7 @@ For each checkpoint in `models` (earlier stages or directories):
   top-p 0.95 by default), mean response length, and the language consistency of the chains of
   thought (eq. 7, mean over all responses);
 - general, when reward models are given: one response per held-out general prompt of the tiny
-  world, the helpful model's mean score (sigmoid of its logit, 0..1) over the helpful prompts,
+  world (or per row of the general_data file), the helpful model's mean score (sigmoid of its logit, 0..1) over the helpful prompts,
   and safety accuracy: the share of responses to the safety prompts that the safety model
   judges safe (logit > 0).
 
@@ -43,8 +43,19 @@ def _encode(tokenizer, cfg, question: str) -> list[int]:
                          system=cfg.system_prompt)
 
 
+def general_rows(cfg) -> list[dict]:
+    """The general prompts the helpful and safety columns are measured on: the tiny world's
+    held-out ones, or the first general_prompts rows of the general_data file (0: all)."""
+    if cfg.general_data == "tiny":
+        return general.prompts(cfg.general_prompts, HELD_OUT_GENERAL_SEED)
+    from r1kit.stages.grpo import general_examples  # GRPO's reader and its checks
+
+    rows = [{"prompt": e.question, "type": e.meta["type"]} for e in general_examples(cfg, 0)]
+    return rows[:cfg.general_prompts] if cfg.general_prompts else rows
+
+
 def general_scores(model, tokenizer, cfg, scorers: dict, stop_ids, seed: int) -> dict:
-    rows = general.prompts(cfg.general_prompts, HELD_OUT_GENERAL_SEED)
+    rows = general_rows(cfg)
     prompts = [_encode(tokenizer, cfg, r["prompt"]) for r in rows]
     with torch.no_grad():
         ro = generate(model, prompts, group_size=1, max_new_tokens=cfg.max_new_tokens,

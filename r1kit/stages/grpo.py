@@ -487,7 +487,10 @@ def general_examples(cfg: GRPOConfig, seed: int) -> list[Example]:
         elif not isinstance(prompt, str):
             raise R1kitError(f"{cfg.general_data}:{n}: field {cfg.general_prompt_field!r} is "
                              f"{kind_of(prompt)}, not text or chat messages")
-        out.append(Example(question=prompt, answer="", meta={"type": row["type"]}))
+        # the row's other fields (its type too), for a reward function of your own
+        fields = {k: v for k, v in row.items() if k != cfg.general_prompt_field}
+        out.append(Example(question=prompt, answer="", meta={"type": row["type"],
+                                                             "fields": fields}))
     return out
 
 
