@@ -50,7 +50,8 @@ if [ "${GROWTH_CHECK:-1}" = 1 ]; then  # the cache growing on the CUDA-graph pat
         | tail -n 4 | tee -a "$out/run.log"
 fi
 if [ "${DECODE:-1}" = 1 ]; then
-    timeout 150 python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" ${DECODE_PARTS:+--parts} \
+    limit=150; [ -n "${DECODE_AGREE:-}" ] && limit=210  # --agree: two more compiled rollouts
+    timeout "$limit" python3 bench/decode.py --paths "${DECODE_PATHS:-hf,r1kit}" ${DECODE_PARTS:+--parts} \
         ${DECODE_AGREE:+--agree} \
         --out "$out/decode.json" 2>&1 | tee -a "$out/run.log"
 fi

@@ -402,6 +402,9 @@ def main(argv=None) -> int:
           f"micro-batch {p['micro']}, activation checkpointing {p['ckpt']}; "
           f"{args.steps} steps per side, median of steps {skip + 1}..{args.steps}", flush=True)
     sides = args.sides.split(",")
+    unknown = [s for s in sides if s not in ("trl", "r1kit", "r1kit-layers")]
+    if unknown:
+        ap.error(f"--sides: unknown side(s) {', '.join(unknown)} (trl, r1kit, r1kit-layers)")
     results: dict = {"preset": args.preset, "settings": p, "runs": []}
     for r in range(runs):
         row = {}

@@ -361,7 +361,9 @@ class GRPOConfig:
             if self.general_data == "tiny" and not (self.helpful_model and self.safety_model
                                                     or self.reward_function):
                 _fail(f"{where}.helpful_model", "general prompts of the tiny world need both "
-                      "helpful_model and safety_model", "name two reward_model stages")
+                      "helpful_model and safety_model, or a reward_function",
+                      "name two reward_model stages, or set reward_function (it gets each "
+                      "general row's type)")
 
     def general_questions(self) -> int:
         """General prompts per rollout (from general_from_step on); one reasoning question
@@ -597,7 +599,7 @@ class EvalStageConfig:
     # JSONL/parquet file whose rows have general_prompt_field and "type" (helpful | safety)
     general_data: str = "tiny"
     general_prompt_field: str = "prompt"
-    general_prompts: int = 200  # the first N of them; 0 = all of a file
+    general_prompts: int = 200  # N of them (of each type, from a file); 0 = all of a file
     world: WorldConfig = field(default_factory=WorldConfig)
 
     def validate(self, where: str) -> None:
@@ -610,8 +612,9 @@ class EvalStageConfig:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.limit < 0:
             _fail(f"{where}.limit", f"must be >= 0 (0: all problems), got {self.limit}")
-        if self.general_prompts < 0:
-            _fail(f"{where}.general_prompts", f"must be >= 0, got {self.general_prompts}")
+        if self.general_prompts < (1 if self.general_data == "tiny" else 0):
+            _fail(f"{where}.general_prompts", f"must be >= 1 with the tiny world's prompts, "
+                  f">= 0 (0: all rows) with a general_data file; got {self.general_prompts}")
         if self.language_target not in LANGUAGE_TARGETS:
             _fail(f"{where}.language_target", f"unknown target {self.language_target!r}",
                   f"use one of: {', '.join(LANGUAGE_TARGETS)}")
@@ -1054,8 +1057,8 @@ def check_inputs(recipe: Recipe) -> None:
 
                 for ex in make_task(cfg, 0).train_examples():
                     names += [k for k in ex.meta.get("fields", {}) if k not in names]
-            if getattr(cfg, "general_share", 0) > 0 and cfg.general_data != "tiny":
-                from r1kit.stages.grpo import general_examples  # their fields come too
+            if getattr(cfg, "general_share", 0) > 0:  # general rows' fields come too
+                from r1kit.stages.grpo import general_examples
 
                 for ex in general_examples(cfg, 0):
                     names += [k for k in ex.meta["fields"] if k not in names]

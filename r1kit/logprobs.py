@@ -21,9 +21,13 @@ CHUNK_AUTO_COMPILED = 512
 
 
 def chunk_positions(setting, compiled: bool) -> int:
-    """The logprob_chunk_tokens setting as a number of positions (0: full logits)."""
+    """The logprob_chunk_tokens setting as a number of positions (0: full logits). `compiled`:
+    the chunks' softmax work is to be compiled; where compiling has failed in this process,
+    the uncompiled path's size."""
     if setting == "auto":
-        return CHUNK_AUTO_COMPILED if compiled else CHUNK_AUTO
+        failed = compiled and (compiled_version(softmax_stats).failed
+                               or compiled_version(logits_grad).failed)
+        return CHUNK_AUTO_COMPILED if compiled and not failed else CHUNK_AUTO
     return int(setting)
 
 
@@ -71,8 +75,9 @@ class ChunkedHeadLogp(torch.autograd.Function):
         ctx.save_for_backward(h, weight, bias, targets)
         ctx.temperature, ctx.chunk, ctx.fused = temperature, chunk, fused
         ctx.mark_non_differentiable(ent)
-        if fused:  # one compiled pass over each chunk's logits in their own dtype
-            stats, step = compiled_version(softmax_stats), 2 * chunk
+        stats = compiled_version(softmax_stats) if fused else None
+        if stats is not None and not stats.failed:  # one compiled pass per chunk's logits
+            step = 2 * chunk
             for i in range(0, n, step):
                 lp, e = stats(torch.nn.functional.linear(h[i:i + step], weight, bias),
                               targets[i:i + step], temperature, with_entropy)
@@ -93,6 +98,7 @@ class ChunkedHeadLogp(torch.autograd.Function):
         h, weight, bias, targets = ctx.saved_tensors
         want_h, want_w, want_b = ctx.needs_input_grad[:3]
         T, chunk = ctx.temperature, ctx.chunk
+        fused = ctx.fused and not compiled_version(logits_grad).failed
         gh = torch.empty_like(h) if want_h else None
         gw = torch.zeros_like(weight) if want_w else None
         gb = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) \
@@ -100,7 +106,7 @@ class ChunkedHeadLogp(torch.autograd.Function):
         coef = g_logp.float().neg() / T  # d loss / d logits = (p - onehot) * coef
         for i in range(0, h.shape[0], chunk):
             hc, c = h[i:i + chunk], coef[i:i + chunk, None]
-            if ctx.fused:
+            if fused:
                 grad = compiled_version(logits_grad)(torch.nn.functional.linear(hc, weight, bias),
                                               targets[i:i + chunk], c, T)
             else:
@@ -164,6 +170,7 @@ def compiled_version(fn):
                               stacklevel=2)
         return fn(*args)
 
+    call.failed = failed  # ChunkedHeadLogp then takes its uncompiled path's chunks
     return call
 
 

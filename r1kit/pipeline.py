@@ -129,7 +129,11 @@ def _fingerprint(path: Path) -> dict:
 def stage_inputs(cfg, recipe: Recipe) -> dict[str, dict]:
     """Fingerprints of what a stage reads from outside the run directory: its data files,
     checkpoint directories that are not stages, reward-function files."""
-    paths = [getattr(cfg, f, "") for f in INPUT_FILES]
+    # general_data only where read: GRPO with general_share, an eval stage with reward models
+    uses_general = (getattr(cfg, "general_share", 0) > 0 if hasattr(cfg, "general_share")
+                    else bool(getattr(cfg, "helpful_model", "") or getattr(cfg, "safety_model",
+                                                                          "")))
+    paths = [getattr(cfg, f, "") for f in INPUT_FILES if f != "general_data" or uses_general]
     paths += [getattr(cfg, f, "") for f in MODEL_REFS] + list(getattr(cfg, "models", []) or [])
     paths += [spec.rpartition(":")[0] for spec in reward_specs(getattr(cfg, "reward_function", ""))]
     out = {}
@@ -227,6 +231,15 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     saved = run_dir / "config.json"
     if saved.is_file():
         previous = json.loads(saved.read_text())
+        # stages taken out of the recipe earlier keep their settings in "dropped_stages":
+        # put back with the same settings, their results stand
+        was_dropped = previous.get("dropped_stages") or {}
+        if isinstance(previous.get("stages"), dict) and isinstance(was_dropped, dict):
+            previous["stages"] = {**previous["stages"], **{
+                n: t for n, t in was_dropped.items()
+                if n in recipe.stages and n not in previous["stages"]}}
+            resolved["dropped_stages"] = {n: t for n, t in was_dropped.items()
+                                          if n not in recipe.stages}
         changed = _changed_keys(_results_settings(_with_defaults(previous)),
                                 _results_settings(resolved))
         if from_stage is not None:  # the stages before it are kept: their settings must be
@@ -235,17 +248,18 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                                                                 .index(from_stage)]]
             kept += ["run"] if kept else []
             changed = [k for k in changed if any(k == s or k.startswith(s + ".") for s in kept)]
-        # a stage dropped from the end of the recipe leaves the stages before it as they were
+        # a stage taken out of the recipe: the stages that remain did not read its results
+        # (the recipe names no stage it lacks), so they stand; its settings are kept
         old_names = list(previous.get("stages") or {})
         dropped = [n for n in old_names if n not in recipe.stages]
-        trailing = [n for n in dropped
-                    if all(m not in recipe.stages for m in old_names[old_names.index(n):])]
-        if trailing:
-            changed = [k for k in changed if stage_of(k, old_names) not in trailing]
-            print_fn(f"{run_dir}: stage{'s' if len(trailing) > 1 else ''} "
-                     f"{', '.join(trailing)} no longer in the recipe; "
-                     f"{'their directories are' if len(trailing) > 1 else 'its directory is'}"
-                     " left as they are")
+        if dropped:
+            changed = [k for k in changed if stage_of(k, old_names) not in dropped]
+            resolved.setdefault("dropped_stages", {}).update(
+                {n: previous["stages"][n] for n in dropped})
+            print_fn(f"{run_dir}: {'stages' if len(dropped) > 1 else 'stage'} "
+                     f"{', '.join(dropped)} no longer in the recipe; "
+                     f"{'their directories are' if len(dropped) > 1 else 'its directory is'}"
+                     " left as they were")
         # a stage that holds no result (not done, no checkpoint: it stopped before any, and
         # runs again from its start) may take new settings; [run]'s only while no stage does
         names = [*old_names, *recipe.stages]
@@ -259,9 +273,6 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
         if changed:
             shown = _shown(changed)
             stage = stage_of(changed[0], names)
-            if stage in dropped:  # a stage taken out: rerun from the first one after it
-                stage = next((m for m in old_names[old_names.index(stage):]
-                              if m in recipe.stages), None)
             raise R1kitError(
                 f"{run_dir} holds a run with other settings: {shown}"
                 + (f" (with --from {from_stage}, the stages before it are kept as they are)"
@@ -351,7 +362,8 @@ def _results_settings(resolved: dict) -> dict:
     run = {k: v for k, v in resolved.get("run", {}).items() if k not in DISPLAY_ONLY}
     stages = {name: {k: v for k, v in stage.items() if k not in SPEED_ONLY}
               for name, stage in resolved.get("stages", {}).items()}
-    return {**resolved, "run": run, "stages": stages}
+    return {**{k: v for k, v in resolved.items() if k != "dropped_stages"}, "run": run,
+            "stages": stages}
 
 
 def _plain(config) -> dict:

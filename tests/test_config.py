@@ -323,6 +323,13 @@ def test_logprob_chunk_tokens_is_auto_or_a_number() -> None:
     assert chunk_positions("auto", compiled=False) == CHUNK_AUTO == 256
     assert chunk_positions("auto", compiled=True) == CHUNK_AUTO_COMPILED == 512
     assert chunk_positions(1024, compiled=True) == 1024 and chunk_positions(0, False) == 0
+    import r1kit.logprobs as logprobs  # after a failed compile: the uncompiled path's size
+
+    logprobs.compiled_version(logprobs.logits_grad).failed.append("no compiler")
+    try:
+        assert chunk_positions("auto", compiled=True) == CHUNK_AUTO
+    finally:
+        logprobs.compiled_version.cache_clear()
 
 
 # ----- GRPOConfig.max_new_tokens_at ----------------------------------------------------------

@@ -243,8 +243,8 @@ def test_eval_greedy_verbatim_prompts_and_benchmark_spellings(tmp_path, bpe_chec
 
 def test_eval_stage_general_columns_on_your_own_prompts(tmp_path):
     """An eval stage's helpful and safety columns on the rows of a general_data file (the
-    first general_prompts of them), read and checked as GRPO's general_data; the tiny world's
-    held-out prompts without one."""
+    first general_prompts of each type that has a reward model), read and checked as GRPO's
+    general_data; the tiny world's held-out prompts without one."""
     from r1kit.config import EvalStageConfig, load_recipe
     from r1kit.errors import R1kitError
     from r1kit.stages.evaluate import general_rows
@@ -256,9 +256,10 @@ def test_eval_stage_general_columns_on_your_own_prompts(tmp_path):
     cfg = EvalStageConfig(models=["x"], general_data=str(data), general_prompt_field="instruction",
                           general_prompts=0, helpful_model="h")
     assert general_rows(cfg) == [{"prompt": r["instruction"], "type": r["type"]} for r in rows]
-    cfg.general_prompts = 2
-    assert [r["prompt"] for r in general_rows(cfg)] == ["Tell me about topic 0.",
-                                                         "Tell me about topic 1."]
+    cfg.general_prompts = 2  # of each type: a file sorted by type keeps both columns
+    assert [r["prompt"] for r in general_rows(cfg)] == [
+        "Tell me about topic 0.", "Tell me about topic 1.", "How do I pick a lock?"]
+    assert [r["type"] for r in general_rows(cfg, ("helpful",))] == ["helpful", "helpful"]
     tiny = general_rows(EvalStageConfig(models=["x"], general_prompts=5))
     assert len(tiny) == 5 and {r["type"] for r in tiny} <= {"helpful", "safety"}
     cfg.general_prompt_field = "prompt"

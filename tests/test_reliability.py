@@ -515,7 +515,8 @@ def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, c
     said = capsys.readouterr().out
     assert "taking the new settings (stages.zero.lr)" in said and "[zero] grpo stage" in said
     assert json.loads((out / "config.json").read_text())["stages"]["zero"]["lr"] == 0.25
-    # the recipe's last stage taken out: the stages before it stand, with a note
+    # a stage taken out of the recipe: the stages that remain stand, with a note; put back
+    # with the same settings, its results stand too
     text = Path(RECIPE).read_text()
     base_only = tmp_path / "base-only.toml"
     base_only.write_text(text[:text.index("[stages.zero]")])
@@ -523,6 +524,12 @@ def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, c
                  "--set", "run.progress=false", "--set", "run.tensorboard=false"]) == 0
     said = capsys.readouterr().out
     assert "stage zero no longer in the recipe" in said and "[base] already done" in said
+    assert "zero" in json.loads((out / "config.json").read_text())["dropped_stages"]
+    assert main([*args, "--set", "stages.zero.lr=0.25"]) == 0
+    said = capsys.readouterr().out
+    assert "[zero] already done" in said and "no longer in the recipe" not in said
+    assert "dropped_stages" not in json.loads((out / "config.json").read_text()) or not \
+        json.loads((out / "config.json").read_text())["dropped_stages"]
 
 
 def test_train_and_test_files_may_name_their_fields_differently(tmp_path):

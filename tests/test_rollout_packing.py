@@ -74,6 +74,7 @@ def aot_compiled(monkeypatch):
         def call(*a):
             calls.append(fn.__name__)
             return compiled(*a)
+        call.failed = []
         return call
 
     for module in (r1kit.logprobs, r1kit.rollout):
@@ -127,6 +128,7 @@ def test_a_compile_that_fails_warns_once_and_runs_uncompiled(monkeypatch):
     import torch._dynamo
 
     import r1kit.logprobs
+    from r1kit.logprobs import ChunkedHeadLogp
 
     def broken_compile(fn, **kw):
         def run(*a):
@@ -143,6 +145,25 @@ def test_a_compile_that_fails_warns_once_and_runs_uncompiled(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # said once
             again = stats(logits, targets, 1.0, True)
+        # the chunked output layer then takes its uncompiled path, in chunks of its size (the
+        # compiled forward pass would take twice as many positions per chunk)
+        assert stats.failed
+        chunks = []
+        real_scaled = r1kit.logprobs.scaled_logits
+        monkeypatch.setattr(r1kit.logprobs, "scaled_logits",
+                            lambda h, *a: chunks.append(h.shape[0]) or real_scaled(h, *a))
+        h0, w0 = torch.randn(5, 4), torch.randn(9, 4)
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        with pytest.warns(RuntimeWarning, match="logits_grad failed"):
+            lp, _ = ChunkedHeadLogp.apply(h, w, None, torch.arange(5), 1.0, 2, False, True)
+            lp.sum().backward()
+        assert chunks[:3] == [2, 2, 1]  # the forward pass: chunks of 2, uncompiled
+        hr, wr = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        want = torch.log_softmax(hr @ wr.t(), -1)[torch.arange(5), torch.arange(5)]
+        want.sum().backward()
+        torch.testing.assert_close(lp, want.detach())
+        torch.testing.assert_close(h.grad, hr.grad)
+        torch.testing.assert_close(w.grad, wr.grad)
     finally:
         r1kit.logprobs.compiled_version.cache_clear()
     want = r1kit.logprobs.softmax_stats(logits, targets, 1.0, True)

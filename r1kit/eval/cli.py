@@ -73,8 +73,8 @@ def trained_prompting(path: Path) -> tuple[str, dict] | None:
     path = Path(path).resolve()  # (`--model .` inside a stage directory)
     stage_dir = path.parent.parent if path.parent.name == "checkpoints" else path
     try:
-        stages = json.loads((stage_dir.parent / "config.json").read_text())["stages"]
-        stage = stages[stage_dir.name]
+        config = json.loads((stage_dir.parent / "config.json").read_text())
+        stage = ({**(config.get("dropped_stages") or {}), **config["stages"]})[stage_dir.name]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not isinstance(stage, dict) or stage.get("template") not in TEMPLATES:

@@ -5,9 +5,9 @@ For each checkpoint in `models` (earlier stages or directories):
   top-p 0.95 by default), mean response length, and the language consistency of the chains of
   thought (eq. 7, mean over all responses);
 - general, when reward models are given: one response per held-out general prompt of the tiny
-  world (or per row of the general_data file), the helpful model's mean score (sigmoid of its logit, 0..1) over the helpful prompts,
-  and safety accuracy: the share of responses to the safety prompts that the safety model
-  judges safe (logit > 0).
+  world (or per row of the general_data file), the helpful model's mean score (sigmoid of its
+  logit, 0..1) over the helpful prompts, and safety accuracy: the share of responses to the
+  safety prompts that the safety model judges safe (logit > 0).
 
 Writes one eval.jsonl record per checkpoint, and `stage_table.md` / `stage_table.png` in the
 stage directory.
@@ -29,7 +29,7 @@ from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.rewards.combined import RewardModelScorer
 from r1kit.rollout import generate
 from r1kit.tasks import general, make_task
-from r1kit.templates import encode_prompt
+from r1kit.templates import encode_prompt, prompt_text
 
 HELD_OUT_GENERAL_SEED = 424242  # general prompts for evaluation: a seed of their own
 
@@ -43,19 +43,28 @@ def _encode(tokenizer, cfg, question: str) -> list[int]:
                          system=cfg.system_prompt)
 
 
-def general_rows(cfg) -> list[dict]:
-    """The general prompts the helpful and safety columns are measured on: the tiny world's
-    held-out ones, or the first general_prompts rows of the general_data file (0: all)."""
+def general_rows(cfg, kinds=("helpful", "safety")) -> list[dict]:
+    """The general prompts the helpful and safety columns are measured on: general_prompts
+    of the tiny world's held-out ones, or the first general_prompts rows of each type in
+    `kinds` of the general_data file (0: all of them)."""
     if cfg.general_data == "tiny":
         return general.prompts(cfg.general_prompts, HELD_OUT_GENERAL_SEED)
     from r1kit.stages.grpo import general_examples  # GRPO's reader and its checks
 
-    rows = [{"prompt": e.question, "type": e.meta["type"]} for e in general_examples(cfg, 0)]
-    return rows[:cfg.general_prompts] if cfg.general_prompts else rows
+    taken: dict[str, int] = {}
+    out = []
+    for e in general_examples(cfg, 0):
+        kind = e.meta["type"]
+        if kind in kinds and (not cfg.general_prompts or taken.get(kind, 0) < cfg.general_prompts):
+            taken[kind] = taken.get(kind, 0) + 1
+            out.append({"prompt": e.question, "type": kind})
+    return out
 
 
 def general_scores(model, tokenizer, cfg, scorers: dict, stop_ids, seed: int) -> dict:
-    rows = general_rows(cfg)
+    rows = general_rows(cfg, tuple(scorers))
+    if not rows:
+        return {"general_samples": []}
     prompts = [_encode(tokenizer, cfg, r["prompt"]) for r in rows]
     with torch.no_grad():
         ro = generate(model, prompts, group_size=1, max_new_tokens=cfg.max_new_tokens,
@@ -71,7 +80,7 @@ def general_scores(model, tokenizer, cfg, scorers: dict, stop_ids, seed: int) ->
         idx = [i for i, r in enumerate(rows) if r["type"] == kind]
         if not idx:
             continue
-        raw = scorer([rows[i]["prompt"] for i in idx], [texts[i] for i in idx])
+        raw = scorer([prompt_text(rows[i]["prompt"]) for i in idx], [texts[i] for i in idx])
         if kind == "helpful":
             out["helpful"] = sum(1 / (1 + math.exp(-s)) for s in raw) / len(raw)
         else:

@@ -467,9 +467,12 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
 
 def general_examples(cfg: GRPOConfig, seed: int) -> list[Example]:
     """The general prompts of a stage with general_share > 0, each with its data type."""
-    if cfg.general_data == "tiny":
+    if cfg.general_data == "tiny":  # fields: type, and for safety prompts harmful
         rows = general.prompts(4000, seed)
-        return [Example(question=r["prompt"], answer="", meta={"type": r["type"]}) for r in rows]
+        return [Example(question=r["prompt"], answer="",
+                        meta={"type": r["type"], "fields": {k: v for k, v in r.items()
+                                                             if k != "prompt"}})
+                for r in rows]
     out = []
     for n, row in read_rows(cfg.general_data):
         for name in (cfg.general_prompt_field, "type"):
