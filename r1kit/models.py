@@ -224,11 +224,31 @@ def check_scalar_head(path: str | os.PathLike, config: dict | None = None) -> No
                          "transformers implements")
 
 
+# text that a tokenizer rebuilt around a saved vocabulary would split otherwise: spaces, a
+# newline, a tab, digits, accents, CJK, an emoji
+_PROBE = "Hello world,\n  2 + 3 = 5.\tÜber 计算 😀 end"
+
+
+def _rebuilt(tok, tokenizer_file: Path) -> bool:
+    """Whether `tok` gives other token ids than the checkpoint's own tokenizer.json: since
+    transformers 5, AutoTokenizer rebuilds some model types' tokenizer class (Qwen2: byte
+    level, its own pre-tokenizer) around the saved vocabulary, ignoring how tokenizer.json
+    splits text (a character-level tokenizer loses its spaces)."""
+    from tokenizers import Tokenizer
+
+    try:
+        saved = Tokenizer.from_file(str(tokenizer_file)).encode(_PROBE, add_special_tokens=False)
+        return tok(_PROBE, add_special_tokens=False)["input_ids"] != saved.ids
+    except Exception:  # a tokenizer.json the tokenizers library cannot read as it is: keep tok
+        return False
+
+
 def load_tokenizer(path: str | os.PathLike):
     """The checkpoint's tokenizer. A directory whose tokenizer_config.json names the generic
-    PreTrainedTokenizerFast is loaded as exactly that: AutoTokenizer would rebuild some model
-    types' own tokenizer class around the saved vocabulary (a Qwen2 checkpoint becomes a
-    byte-level tokenizer) and silently change the token ids."""
+    PreTrainedTokenizerFast is loaded as exactly that. Any other is loaded with AutoTokenizer
+    and, where that gives other token ids than the directory's tokenizer.json (_rebuilt: a
+    Qwen2 checkpoint with a tokenizer of its own), loaded again as PreTrainedTokenizerFast:
+    the ids the model was trained with."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     saved = Path(path) / "tokenizer_config.json"
@@ -242,6 +262,9 @@ def load_tokenizer(path: str | os.PathLike):
     cls = PreTrainedTokenizerFast if generic else AutoTokenizer
     try:
         tok = cls.from_pretrained(str(path), trust_remote_code=_TRUST_REMOTE_CODE)
+        if not generic and (Path(path) / "tokenizer.json").is_file() and _rebuilt(
+                tok, Path(path) / "tokenizer.json"):
+            tok = PreTrainedTokenizerFast.from_pretrained(str(path))
     except R1kitError:
         raise
     except Exception as exc:  # a corrupt or unreadable tokenizer file: say which, no traceback

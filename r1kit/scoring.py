@@ -222,26 +222,31 @@ REWARDS: dict[str, Reward] = {
 def _function_reward(spec: str) -> Reward:
     """Your own reward function ("module:function" or "file.py:function"), called as in a
     GRPO stage: completions, prompts (each row's `prompt`, else `question`), answer (its
-    `answer`), and the rows' other fields by name."""
+    `answer` read as a math task reads a reference: a GSM8K solution cut to what follows
+    '####'), and the rows' other fields by name (not the one that gave the prompt)."""
     from r1kit.rewards.custom import BUILT_IN, FunctionReward, check_signature, load_function
     from r1kit.tasks.base import Example
+    from r1kit.tasks.math import reference_text
 
     fn = load_function(spec)
     checked: set[tuple] = set()
 
+    def prompt_key(row: dict) -> str:
+        return "prompt" if "prompt" in row else "question"
+
     def check_row(row: dict, settings: dict) -> str | None:
         problem = _need_str(row, "completion")
-        names = tuple(sorted(k for k in row if k != "completion"))
+        names = tuple(sorted(k for k in row if k not in ("completion", prompt_key(row))))
         if problem is None and names not in checked:  # each set of fields once
             checked.add(names)
             check_signature(fn, [*BUILT_IN, *names], repr(spec))
         return problem
 
     def score(rows: list[dict], settings: dict) -> list[Scored]:
-        examples = [Example(question=r.get("prompt", r.get("question", "")),
-                            answer="" if r.get("answer") is None else str(r["answer"]),
+        examples = [Example(question=r.get(prompt_key(r), ""),
+                            answer=reference_text(r.get("answer")),
                             meta={"fields": {k: v for k, v in r.items()
-                                             if k not in ("completion", "prompt")}})
+                                             if k not in ("completion", prompt_key(r))}})
                     for r in rows]
         return FunctionReward(fn).score([r["completion"] for r in rows], examples)
 

@@ -223,3 +223,32 @@ def test_reward_function_gets_conversational_completions_after_chat_prompts():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         reward.score(["<think>4</think>"], [chat])
+
+
+def test_a_tokenizer_that_transformers_would_rebuild_keeps_its_own_token_ids(tmp_path):
+    """A Qwen2 checkpoint whose tokenizer.json is its own (here character level) under the
+    tokenizer class Qwen2Tokenizer, as real Qwen checkpoints name it: transformers 5's
+    AutoTokenizer rebuilds it byte level and drops spaces, newlines and CJK; load_tokenizer
+    keeps tokenizer.json's ids, and the text round-trips."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    text = "What is 7 + 3?\n计算 😀 answer is 10"
+    chars = sorted(set(text + "abcdefghijklmnopqrstuvwxyz0123456789 ÜÖ.,\t="))
+    vocab = {"<unk>": 0, "<eos>": 1, "<pad>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    raw.decoder = decoders.Fuse()
+    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>", pad_token="<pad>",
+                            unk_token="<unk>").save_pretrained(tmp_path)
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()),
+                                  "tokenizer_class": "Qwen2Tokenizer"}))
+    rebuilt = AutoTokenizer.from_pretrained(str(tmp_path))
+    ids = rebuilt(text, add_special_tokens=False)["input_ids"]
+    if rebuilt.decode(ids) == text:
+        pytest.skip("this transformers loads the saved tokenizer as it is")
+    tok = load_tokenizer(tmp_path)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert ids == raw.encode(text, add_special_tokens=False).ids
+    assert tok.decode(ids) == text and tok.eos_token == "<eos>" and tok.pad_token == "<pad>"

@@ -325,6 +325,23 @@ def test_your_own_reward_function(tmp_path, capsys) -> None:
     assert "file.py:function" in capsys.readouterr().err
 
 
+def test_your_reward_function_gets_what_a_grpo_stage_gives_it(tmp_path) -> None:
+    """The same arguments as in a GRPO stage on a math task: the reference answer read as the
+    task reads it (a GSM8K solution cut to what follows '####', no thousands separators), and
+    the field that gave the prompt not passed again."""
+    fn = tmp_path / "exact.py"
+    fn.write_text("def exact(completions, prompts, answer, **kwargs):\n"
+                  "    assert 'question' not in kwargs\n"
+                  "    return [float(c == a) for c, a in zip(completions, answer)]\n")
+    rows = [{"completion": "72", "question": "Clips?", "answer": "48/2 = 24.\n#### 72"},
+            {"completion": "1080", "question": "Sum?", "answer": "#### 1,080"},
+            {"completion": "5", "question": "2+3?", "answer": 5}]
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--reward", f"{fn}:exact", "--input",
+                 str(write_jsonl(tmp_path / "in.jsonl", rows)), "--output", str(out)]) == 0
+    assert [r["reward"] for r in read_jsonl(out)] == [1.0, 1.0, 1.0]
+
+
 def test_a_parquet_input(tmp_path, capsys) -> None:
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
