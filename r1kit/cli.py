@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from r1kit.errors import R1kitError
@@ -53,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, default=0.6,
                     help="sampling temperature (0: greedy, one sample per problem)")
     ev.add_argument("--top-p", type=float, default=0.95)
-    ev.add_argument("--max-new-tokens", type=int, default=32768)
+    ev.add_argument("--max-new-tokens", type=int, default=None,
+                    help="new tokens per sample (default: as the r1kit stage that trained the "
+                         "model evaluated, else 32768, the paper's)")
     ev.add_argument("--limit", type=int, default=0, help="only the first N problems of each (0, the default: all)")
     ev.add_argument("--template", default="auto",
                     help="r1-zero, chat, none (each question verbatim), or auto: for a model "
@@ -101,8 +105,28 @@ def _say(text: str) -> None:
     sys.stderr.flush()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, a scheduler's preemption): stopped as Ctrl-C stops a run."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+    try:
+        return _main(args)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args) -> int:
+    resume = ("run the same command again: finished stages are kept, and a stage with "
+              "save_every resumes from its newest checkpoint (one without starts over)")
     try:
         if args.command == "run":
             from r1kit.config import load_recipe
@@ -137,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             hint = "free disk space or fix permissions"
         else:
             hint = "check the path"
-        _say(f"hint: {hint}, then run the same command again: finished stages and "
-             "checkpoints are kept")
+        _say(f"hint: {hint}, then " + (resume if args.command == "run" else
+                                       "run the command again"))
         return 2
-    except KeyboardInterrupt:
-        _say("interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        _say(("terminated" if terminated else "interrupted")
+             + (f"; {resume}" if args.command == "run" else ""))
+        return 143 if terminated else 130
     except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) is one too
         from r1kit.errors import out_of_memory
 
@@ -151,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"error: out of memory: {str(exc).splitlines()[0]}")
         _say("hint: lower micro_batch_size (the training pass), generation_rows (rows "
              "sampled at once) or max_new_tokens (r1kit eval: --generation-rows, "
-             "--max-new-tokens), or set activation_checkpointing = true; then run the same "
-             "command again: finished stages and checkpoints are kept")
+             "--max-new-tokens), or set activation_checkpointing = true; then "
+             + (resume if args.command == "run" else "run the command again"))
         return 2
 
 if __name__ == "__main__":

@@ -759,7 +759,12 @@ def build(cls, data: dict, where: str):
     for key, value in data.items():
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
+            kind = getattr(cls, "kind", None)
+            other = [k for k, c in STAGE_KINDS.items()
+                     if k != kind and key in {f.name for f in dataclasses.fields(c)}]
             _fail(f"{where}.{key}", "unknown key", _foreign_hint(key, names) or (
+                f"{key!r} is a setting of {' and '.join(other)} stages, and this is a {kind} "
+                "stage" if other and kind else
                 f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(names)}"))
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     return cls(**kwargs)

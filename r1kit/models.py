@@ -90,6 +90,9 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, ValueError) as exc:
         raise R1kitError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from exc
+    if device.type not in ("cpu", "cuda"):  # mps, xpu, meta, ...: not what r1kit runs on
+        raise R1kitError(f"device {name!r}: r1kit runs on the CPU or CUDA GPUs",
+                         "use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise R1kitError(f"device {name!r}: this machine has no CUDA GPU (or this torch "

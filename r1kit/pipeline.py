@@ -223,6 +223,9 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     if not main:
         print_fn = _silent
     run_dir = Path(run_dir or default_run_dir(recipe))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise R1kitError(f"the run directory {str(run_dir)!r} is a file",
+                         "give --out a directory (new, or one an earlier run wrote)")
     check_inputs(recipe)
     if from_stage is not None and from_stage not in recipe.stages:
         raise R1kitError(f"--from {from_stage!r}: no such stage",

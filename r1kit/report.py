@@ -134,7 +134,7 @@ def _stage_result(summary: Any) -> str:
         if _num(summary.get(key)) is not None:
             return f"{label} {_pct(summary[key])}"
     loss = _num(summary.get("final_loss"))
-    return "" if loss is None else f"final loss {loss:.4g}"
+    return "" if loss is None else f"final loss {loss:.4g} (mean of its last steps)"
 
 
 def _num(value: Any) -> float | None:

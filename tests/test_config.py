@@ -182,6 +182,11 @@ def test_reward_functions_take_no_rule_weights(tmp_path) -> None:
     assert unused_with_reward_function(_load_and_check([]).stages["zero"]) == []
 
 
+def test_a_key_of_another_stage_kind_says_so() -> None:
+    message = _error(["stages.base.group_size=8"])  # a grpo key in the pretrain stage
+    assert "'group_size' is a setting of grpo" in message and "pretrain stage" in message
+
+
 def test_override_of_an_unknown_table_names_the_override() -> None:
     message = _error(["stage.zero.steps=3"])  # `stage` for `stages`: not the recipe's mistake
     assert "--set 'stage.zero.steps=3'" in message and "'stages'" in message

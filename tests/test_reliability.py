@@ -52,6 +52,20 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_run(tmp_path, monke
     b = load_file(killed / "zero" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+    # SIGTERM (kill, timeout, preemption) stops as Ctrl-C does, and says how to go on
+    termed = tmp_path / "termed"
+    proc = subprocess.Popen([sys.executable, "-m", "r1kit", "run", RECIPE, "--out", str(termed),
+                             *args], env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    target = termed / "zero" / "checkpoints" / "step-1"
+    deadline = time.time() + 120
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err
+    assert "r1kit: terminated; run the same command again" in err and "Traceback" not in err
+
 
 def test_a_reward_that_keeps_failing_stops_the_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
@@ -247,6 +261,8 @@ def test_eval_command_input_errors_name_the_problem(tmp_path, capsys):
         (["--model", str(model), "--device", "gpu"], ["unknown device 'gpu'"]),
         (["--model", str(model), "--dtype", "fp16"], ["unknown dtype 'fp16'", "bfloat16"]),
         (["--model", str(model), "--out", str(tmp_path)], ["is a directory"]),
+        (["--model", str(model), "--out", "/proc/r1kit-results.json"], ["cannot be written"]),
+        (["--model", str(model), "--device", "mps"], ["runs on the CPU or CUDA"]),
     ]
     if not torch.cuda.is_available():
         cases.append((["--model", str(model), "--device", "cuda"], ["no CUDA GPU"]))

@@ -47,7 +47,7 @@ def _check(args) -> list[str]:
     if args.temperature == 0 and args.k > 1:
         raise R1kitError(f"--temperature 0 (greedy) gives {args.k} identical samples",
                          "use --k 1 (the default with --temperature 0)")
-    if args.max_new_tokens < 1 or args.generation_rows < 1:
+    if (args.max_new_tokens is not None and args.max_new_tokens < 1) or args.generation_rows < 1:
         raise R1kitError("--max-new-tokens and --generation-rows must be >= 1")
     if args.template not in ("auto", *TEMPLATES):
         raise R1kitError(f"--template: unknown template {args.template!r}",
@@ -55,7 +55,23 @@ def _check(args) -> list[str]:
     if args.out and Path(args.out).is_dir():  # found now, not after the evaluation
         raise R1kitError(f"--out {str(args.out)!r} is a directory",
                          "give the path of the JSON file to write, e.g. results.json")
+    if args.out:
+        _check_writable(Path(args.out))
     return names
+
+
+def _check_writable(out: Path) -> None:
+    """An R1kitError now, before any sampling, where `out` cannot be written."""
+    existed = out.exists()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise R1kitError(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}",
+                         "give a path in a directory you can write to") from exc
+    if not existed:
+        out.unlink(missing_ok=True)
 
 
 def _bench_name(name: str) -> str:
@@ -111,7 +127,13 @@ def _run_eval(args) -> list[dict]:
     dtype = resolve_dtype(args.dtype, device)
     template, prefill, system = args.template, args.prefill, args.system_prompt
     instruction = args.math_instruction
-    trained = trained_prompting(Path(path)) if template == "auto" else None
+    stage_of_model = trained_prompting(Path(path))
+    trained = stage_of_model if template == "auto" else None
+    if args.max_new_tokens is None:  # as the stage's own evaluations, else the paper's
+        own_settings = stage_of_model[1] if stage_of_model is not None else {}
+        evals = own_settings.get("eval") if isinstance(own_settings.get("eval"), dict) else {}
+        args.max_new_tokens = (evals.get("max_new_tokens")
+                               or own_settings.get("max_new_tokens") or 32768)
     if trained is not None:  # prompt as the stage that trained this checkpoint did
         stage, settings = trained
         template = settings["template"]
@@ -121,7 +143,8 @@ def _run_eval(args) -> list[dict]:
         own = any(is_data_file(n) for n in names)
         instruction = instruction if instruction is not None else not own
         print(f"prompts as stage {stage!r} trained this model: template {template!r}, "
-              f"prefill {prefill!r}" + (f", system turn {system_text(system)[:40]!r}…"
+              f"prefill {prefill!r}, max_new_tokens {args.max_new_tokens}"
+              + (f", system turn {system_text(system)[:40]!r}…"
                                         if template == "chat" and system_text(system) else "")
               + (", your files' questions as they are (as its evaluations)" if own and
                  not instruction else "") + " (--template to choose another)")

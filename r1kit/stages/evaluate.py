@@ -165,7 +165,8 @@ def write_table(rows: list[dict], stage_dir: Path, k: int) -> None:
     ax.set_xticks(range(len(rows)), [r["model"] for r in rows])
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
-    ax.legend(fontsize=7, loc="lower right")
+    # beside the bars, not over them
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_title("stage table")
     fig.tight_layout()
     fig.savefig(stage_dir / "stage_table.png", dpi=120)
