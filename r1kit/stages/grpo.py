@@ -644,6 +644,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         evals = [run_eval(0)] if cfg.eval.every and test else []
         evals = [e for e in evals if e is not None]  # rank 0 alone keeps evaluation records
     bar = _progress(cfg.steps, ctx.progress)
+    say = ctx.print
+    if bar.bar is not None and not bar.bar.disable:  # lines of their own while the bar runs
+        ctx.print = bar.write
     t_stage = time.time()
     bar.update_to(start)
     bad_updates = 0
@@ -812,6 +815,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             ctx.print(f"[{ctx.name}] max_seconds = {cfg.max_seconds:g} reached after {done} steps")
             break
     bar.close()
+    ctx.print = say
     if lora is not None:  # later stages get a plain checkpoint: adapters merged into the weights
         policy = lora.merge_and_unload()
     weights = distributed.full_state(policy) if distributed.is_sharded(policy) else None
@@ -1063,7 +1067,8 @@ def _checked_adapter_load(load, where: Path) -> None:
 
 
 class _progress:
-    """A tqdm bar with the live reward and accuracy (silent when tqdm is missing or off)."""
+    """A tqdm bar with the live reward, the training samples' accuracy (`train_acc`, at the
+    sampling temperature) and mean response length (silent when tqdm is missing or off)."""
 
     def __init__(self, total: int, enabled: bool):
         self.bar = None
@@ -1072,7 +1077,9 @@ class _progress:
                 from tqdm import tqdm
             except ImportError:
                 return
-            self.bar = tqdm(total=total, desc="grpo", unit="step", dynamic_ncols=True)
+            # disable=None: no bar where stderr is not a terminal (a log file gets lines only)
+            self.bar = tqdm(total=total, desc="grpo", unit="step", dynamic_ncols=True,
+                            disable=None)
 
     def update_to(self, n: int) -> None:
         if self.bar is not None and n:
@@ -1082,9 +1089,13 @@ class _progress:
         if self.bar is not None:
             acc = record["accuracy"]
             self.bar.set_postfix(reward=f"{record['reward']:.3f}",
-                                 acc="-" if acc is None else f"{acc:.3f}",
+                                 train_acc="-" if acc is None else f"{acc:.3f}",
                                  len=f"{record['response_length']:.0f}", refresh=False)
             self.bar.update(1)
+
+    def write(self, text: str) -> None:
+        """A line above the bar (tqdm clears and redraws it)."""
+        self.bar.write(text)
 
     def close(self) -> None:
         if self.bar is not None:
