@@ -411,12 +411,18 @@ def _model_path(ref: str, recipe: Recipe, run_dir: Path, kind: str = "causal") -
     return check_model_dir(run_dir / ref if ref in recipe.stages else ref, kind)
 
 
+def _prefixed(print_fn, name: str):
+    """print_fn with the stage's name before each line that does not begin with a tag."""
+    return lambda text: print_fn(text if text.startswith("[") else f"[{name}] {text}")
+
+
 def _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_fn) -> dict:
     seed = recipe.run.seed
+    said = _prefixed(print_fn, name)
     if isinstance(cfg, PretrainConfig):
         from r1kit.stages.pretrain import run_pretrain
 
-        return run_pretrain(cfg, stage_dir, seed, log=print_fn)
+        return run_pretrain(cfg, stage_dir, seed, log=said)
     if isinstance(cfg, GRPOConfig):
         from r1kit.stages.grpo import StageContext, run_grpo
 
@@ -432,18 +438,18 @@ def _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_
         from r1kit.stages.reward_model import run_reward_model
 
         return run_reward_model(cfg, _model_path(cfg.model, recipe, run_dir), stage_dir, seed,
-                                device, dtype, log=print_fn)
+                                device, dtype, log=said)
     if isinstance(cfg, SFTConfig):
         from r1kit.stages.sft import run_sft
 
         data = run_dir / cfg.data / "data.jsonl" if cfg.data in recipe.stages else Path(cfg.data)
         return run_sft(cfg, _model_path(cfg.model, recipe, run_dir), data, stage_dir, seed,
-                       device, dtype, log=print_fn, runlog=log, name=name)
+                       device, dtype, log=said, runlog=log, name=name)
     if isinstance(cfg, SampleConfig):
         from r1kit.sampling import run_sample
 
         return run_sample(cfg, _model_path(cfg.model, recipe, run_dir), stage_dir, seed, device,
-                          dtype, log=print_fn)
+                          dtype, log=said)
     if isinstance(cfg, EvalStageConfig):
         from r1kit.stages.evaluate import run_eval_stage
 
