@@ -42,9 +42,18 @@ def _check_mode(cfg, key: str, where: str) -> None:
         _fail(f"{where}.{key}", f"unknown value {getattr(cfg, key)!r}", "use auto, on or off")
 
 
-def _general_file(cfg) -> bool:
-    """An eval stage that scores general prompts from a file (reward models given)."""
-    return cfg.general_data != "tiny" and bool(cfg.helpful_model or cfg.safety_model)
+# the reward model objective each reward slot takes
+REWARD_OBJECTIVE = {"helpful_model": "pairwise", "safety_model": "pointwise"}
+
+
+def reads_general_file(cfg) -> bool:
+    """Whether a stage reads a general_data file of your own: a grpo stage with
+    general_share > 0, an eval stage with a reward model for its general columns."""
+    if getattr(cfg, "general_data", "tiny") == "tiny":
+        return False
+    if isinstance(cfg, GRPOConfig):
+        return cfg.general_share > 0
+    return isinstance(cfg, EvalStageConfig) and bool(cfg.helpful_model or cfg.safety_model)
 
 
 def _check_chunk(value, where: str) -> None:
@@ -870,18 +879,16 @@ def _check_data_files(cfg, where: str) -> bool:
         from r1kit.stages.sft import read_sft_rows  # the stage's own rule: both fields text
 
         prompts.append((cfg.data, [p for p, _ in read_sft_rows(Path(cfg.data), cfg)]))
-    if isinstance(cfg, EvalStageConfig) and _general_file(cfg):
-        from r1kit.stages.grpo import general_examples  # the reader and rules of GRPO's
-
-        prompts.append((cfg.general_data, [e.question for e in general_examples(cfg, 0)]))
-    if isinstance(cfg, GRPOConfig) and cfg.general_share > 0 and cfg.general_data != "tiny":
-        from r1kit.stages.grpo import general_examples  # the stage's own reader and rules
+    if reads_general_file(cfg):
+        from r1kit.stages.grpo import general_examples  # GRPO's own reader and rules
 
         general_rows = general_examples(cfg, 0)
         prompts.append((cfg.general_data, [e.question for e in general_rows]))
-        for kind in sorted({e.meta["type"] for e in general_rows}):
-            if not getattr(cfg, f"{kind}_model") and not cfg.reward_function:  # its rows
-                # are scored by that reward model (or by a reward function of your own)
+        # GRPO scores each row with its type's reward model (unless a reward function does)
+        needed = (sorted({e.meta["type"] for e in general_rows})
+                  if isinstance(cfg, GRPOConfig) and not cfg.reward_function else [])
+        for kind in needed:
+            if not getattr(cfg, f"{kind}_model"):
                 _fail(f"{where}.{kind}_model", f"{cfg.general_data} has rows of type {kind!r}, "
                       f"which need a {kind} reward model", f"set {kind}_model to a "
                       "reward_model stage or directory, or leave those rows out")
@@ -981,7 +988,7 @@ def check_inputs(recipe: Recipe) -> None:
                       "writes a reward model, not a language model to train or sample",
                       "name a stage that trains a language model, or a checkpoint directory")
             if ref in earlier and field_name in ("helpful_model", "safety_model"):
-                wanted = "pairwise" if field_name == "helpful_model" else "pointwise"
+                wanted = REWARD_OBJECTIVE[field_name]
                 if recipe.stages[ref].objective != wanted:
                     _fail(f"{where}.{field_name}", f"stage {ref!r} trains a "
                           f"{recipe.stages[ref].objective} reward model; the "
@@ -1006,7 +1013,7 @@ def check_inputs(recipe: Recipe) -> None:
             if field_name in ("helpful_model", "safety_model"):
                 from r1kit.models import reward_objective
 
-                wanted = "pairwise" if field_name == "helpful_model" else "pointwise"
+                wanted = REWARD_OBJECTIVE[field_name]
                 found = reward_objective(ref)
                 if found not in (None, wanted):
                     _fail(f"{where}.{field_name}", f"{ref!r} is a {found} reward model; the "
@@ -1041,8 +1048,7 @@ def check_inputs(recipe: Recipe) -> None:
             elif not Path(data).is_file():
                 _fail(f"{where}.data", f"{data!r} is neither an earlier sample stage nor a file")
         files = ["train_file", "test_file"]
-        if getattr(cfg, "general_share", 0) > 0 and cfg.general_data != "tiny" or (
-                isinstance(cfg, EvalStageConfig) and _general_file(cfg)):
+        if reads_general_file(cfg):
             files.append("general_data")
         for fname in files:
             value = getattr(cfg, fname, "")

@@ -33,6 +33,7 @@ from r1kit.config import (
     SampleConfig,
     SFTConfig,
     check_inputs,
+    reads_general_file,
     reward_specs,
     to_dict,
 )
@@ -129,11 +130,8 @@ def _fingerprint(path: Path) -> dict:
 def stage_inputs(cfg, recipe: Recipe) -> dict[str, dict]:
     """Fingerprints of what a stage reads from outside the run directory: its data files,
     checkpoint directories that are not stages, reward-function files."""
-    # general_data only where read: GRPO with general_share, an eval stage with reward models
-    uses_general = (getattr(cfg, "general_share", 0) > 0 if hasattr(cfg, "general_share")
-                    else bool(getattr(cfg, "helpful_model", "") or getattr(cfg, "safety_model",
-                                                                          "")))
-    paths = [getattr(cfg, f, "") for f in INPUT_FILES if f != "general_data" or uses_general]
+    paths = [getattr(cfg, f, "") for f in INPUT_FILES
+             if f != "general_data" or reads_general_file(cfg)]
     paths += [getattr(cfg, f, "") for f in MODEL_REFS] + list(getattr(cfg, "models", []) or [])
     paths += [spec.rpartition(":")[0] for spec in reward_specs(getattr(cfg, "reward_function", ""))]
     out = {}
