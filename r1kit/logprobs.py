@@ -75,17 +75,23 @@ class ChunkedHeadLogp(torch.autograd.Function):
         ctx.save_for_backward(h, weight, bias, targets)
         ctx.temperature, ctx.chunk, ctx.fused = temperature, chunk, fused
         ctx.mark_non_differentiable(ent)
+        i = 0
         stats = compiled_version(softmax_stats) if fused else None
         if stats is not None and not stats.failed:  # one compiled pass per chunk's logits
             step = 2 * chunk
-            for i in range(0, n, step):
-                lp, e = stats(torch.nn.functional.linear(h[i:i + step], weight, bias),
-                              targets[i:i + step], temperature, with_entropy)
-                logp[i:i + step] = lp
+            while i < n:
+                out = stats.attempt(torch.nn.functional.linear(h[i:i + step], weight, bias),
+                                    targets[i:i + step], temperature, with_entropy)
+                if out is None:  # compiling failed just now: the rest uncompiled, below,
+                    chunk = max(1, chunk // 2)  # half the positions (float32 [C, V] too)
+                    break
+                logp[i:i + step] = out[0]
                 if with_entropy:
-                    ent[i:i + step] = e
-            return logp, ent
-        for i in range(0, n, chunk):
+                    ent[i:i + step] = out[1]
+                i += step
+            else:
+                return logp, ent
+        for i in range(i, n, chunk):
             lsm = torch.log_softmax(scaled_logits(h[i:i + chunk], weight, bias, temperature),
                                     dim=-1, dtype=torch.float32)  # [C, V]
             logp[i:i + chunk] = lsm.gather(-1, targets[i:i + chunk, None]).squeeze(-1)
@@ -104,12 +110,18 @@ class ChunkedHeadLogp(torch.autograd.Function):
         gb = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) \
             if want_b and bias is not None else None
         coef = g_logp.float().neg() / T  # d loss / d logits = (p - onehot) * coef
-        for i in range(0, h.shape[0], chunk):
+        i, n = 0, h.shape[0]
+        while i < n:
             hc, c = h[i:i + chunk], coef[i:i + chunk, None]
+            grad = None
             if fused:
-                grad = compiled_version(logits_grad)(torch.nn.functional.linear(hc, weight, bias),
-                                              targets[i:i + chunk], c, T)
-            else:
+                grad = compiled_version(logits_grad).attempt(
+                    torch.nn.functional.linear(hc, weight, bias), targets[i:i + chunk], c, T)
+                if grad is None:  # compiling failed just now: uncompiled from here, with
+                    fused = False  # half the positions (it holds float32 probabilities too)
+                    chunk = max(1, chunk // 2)
+                    continue
+            if grad is None:
                 p = torch.softmax(scaled_logits(hc, weight, bias, T), dim=-1,
                                   dtype=torch.float32)
                 p[torch.arange(p.shape[0], device=p.device), targets[i:i + chunk]] -= 1.0
@@ -122,6 +134,7 @@ class ChunkedHeadLogp(torch.autograd.Function):
                 gw.addmm_(grad.t(), hc)
             if gb is not None:
                 gb += grad.float().sum(0)
+            i += chunk
         if gb is not None:
             gb = gb.to(bias.dtype)
         return (gh, gw, gb) + (None,) * (len(ctx.needs_input_grad) - 3)
@@ -159,7 +172,8 @@ def compiled_version(fn):
     compiled = torch.compile(fn, dynamic=None)
     failed: list[str] = []
 
-    def call(*args):
+    def attempt(*args):
+        """The compiled result, or None where compiling fails (now or before)."""
         if not failed:
             try:
                 return compiled(*args)
@@ -167,10 +181,15 @@ def compiled_version(fn):
                 failed.append(compile_failure(exc))
                 warnings.warn(f"torch.compile of {fn.__name__} failed ({failed[0]}); it runs "
                               "uncompiled (compile = \"off\" avoids trying)", RuntimeWarning,
-                              stacklevel=2)
-        return fn(*args)
+                              stacklevel=3)
+        return None
 
-    call.failed = failed  # ChunkedHeadLogp then takes its uncompiled path's chunks
+    def call(*args):
+        out = attempt(*args)
+        return fn(*args) if out is None else out
+
+    call.attempt = attempt  # ChunkedHeadLogp: on failure, goes on with its uncompiled chunks
+    call.failed = failed  # ... and later calls take the uncompiled path's chunk size
     return call
 
 

@@ -75,6 +75,7 @@ def aot_compiled(monkeypatch):
             calls.append(fn.__name__)
             return compiled(*a)
         call.failed = []
+        call.attempt = call
         return call
 
     for module in (r1kit.logprobs, r1kit.rollout):
@@ -170,6 +171,49 @@ def test_a_compile_that_fails_warns_once_and_runs_uncompiled(monkeypatch):
     for x in (first, again):
         torch.testing.assert_close(x[0], want[0])
         torch.testing.assert_close(x[1], want[1])
+
+
+def test_a_compile_failing_inside_the_output_layer_goes_on_with_smaller_chunks(monkeypatch):
+    """Where compiling fails in the middle of ChunkedHeadLogp's first fused call, the call goes
+    on uncompiled from there with half the chunk (the uncompiled path holds float32 [C, V]
+    probabilities beside the logits: about twice the bytes per position), and gives the
+    eager path's numbers; the failing chunk is not computed uncompiled at the compiled size."""
+    import torch._dynamo
+
+    import r1kit.logprobs
+    from r1kit.logprobs import ChunkedHeadLogp
+
+    def broken_compile(fn, **kw):
+        def run(*a):
+            raise torch._dynamo.exc.TorchDynamoException("no compiler here")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    chunks = []
+    real_scaled = r1kit.logprobs.scaled_logits
+    monkeypatch.setattr(r1kit.logprobs, "scaled_logits",
+                        lambda h, *a: chunks.append(h.shape[0]) or real_scaled(h, *a))
+    r1kit.logprobs.compiled_version.cache_clear()
+    g = torch.Generator().manual_seed(3)
+    h0, w0 = torch.randn(11, 4, generator=g), torch.randn(9, 4, generator=g)
+    targets = torch.randint(0, 9, (11,), generator=g)
+    try:
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        with pytest.warns(RuntimeWarning, match="softmax_stats failed"):
+            lp, _ = ChunkedHeadLogp.apply(h, w, None, targets, 1.0, 4, False, True)
+        assert chunks == [2] * 5 + [1]  # forward: compiled would take 8; uncompiled 4 // 2
+        chunks.clear()
+        with pytest.warns(RuntimeWarning, match="logits_grad failed"):
+            lp.sum().backward()
+        assert chunks == [2] * 5 + [1]  # backward: compiled 4; uncompiled 4 // 2
+    finally:
+        r1kit.logprobs.compiled_version.cache_clear()
+    hr, wr = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+    want = torch.log_softmax(hr @ wr.t(), -1)[torch.arange(11), targets]
+    want.sum().backward()
+    torch.testing.assert_close(lp, want.detach())
+    torch.testing.assert_close(h.grad, hr.grad)
+    torch.testing.assert_close(w.grad, wr.grad)
 
 
 def test_an_optimizer_checkpoint_keeps_this_processs_kernel_choice():
