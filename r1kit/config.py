@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import tomllib
 import types
@@ -60,6 +61,14 @@ def _check_chunk(value, where: str) -> None:
     if value != "auto" and (isinstance(value, str) or value < 0):
         _fail(f"{where}.logprob_chunk_tokens", f"must be auto or a number >= 0, got {value!r}",
               "auto, or positions per chunk of the output layer (0 = full logits)")
+
+
+def _check_lr(value: float, where: str) -> None:
+    """AdamW moves each weight by about lr per step: above 1 that destroys any model (and far
+    above, it overflows inside the optimizer)."""
+    if value > 1:
+        _fail(f"{where}.lr", f"{value:g} is above 1: AdamW would move every weight by about "
+              "that much per step", "language models train at 1e-6 to 1e-3")
 
 
 def _fail(where: str, message: str, hint: str | None = None):
@@ -110,6 +119,7 @@ class PretrainConfig:
     use_cache: bool = True  # reuse an identical base model from R1KIT_CACHE
 
     def validate(self, where: str) -> None:
+        _check_lr(self.lr, where)
         if self.general_docs < 0:
             _fail(f"{where}.general_docs", f"must be >= 0, got {self.general_docs}")
         for name in ("corpus_docs", "vocab_size", "hidden_size", "num_layers", "num_heads",
@@ -257,6 +267,7 @@ class GRPOConfig:
     world: WorldConfig = field(default_factory=WorldConfig)  # for task = "arithmetic"
 
     def validate(self, where: str) -> None:
+        _check_lr(self.lr, where)
         if not self.model:
             _fail(f"{where}.model", "is required",
                   "set it to an earlier stage's name or to a checkpoint directory")
@@ -408,6 +419,7 @@ class RewardModelConfig:
     lr: float = 6e-6
 
     def validate(self, where: str) -> None:
+        _check_lr(self.lr, where)
         if not self.model:
             _fail(f"{where}.model", "is required",
                   "set it to an earlier stage's name or to a checkpoint directory")
@@ -485,6 +497,7 @@ class SFTConfig:
     distributed: str = "ddp"  # under torchrun: ddp (replicated weights) | fsdp (FSDP2)
 
     def validate(self, where: str) -> None:
+        _check_lr(self.lr, where)
         if self.distributed not in ("ddp", "fsdp"):
             _fail(f"{where}.distributed", f"unknown mode {self.distributed!r}", "use ddp or fsdp")
         for name in ("save_every", "keep_checkpoints"):
@@ -680,6 +693,8 @@ def _coerce(value, tp, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(where, f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            _fail(where, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

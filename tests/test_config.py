@@ -259,6 +259,18 @@ def test_wrong_type_names_key(override: str, key: str) -> None:
     assert msg.startswith(key + ":") or f"{key}:" in msg
 
 
+@pytest.mark.parametrize("override,says", [
+    ("stages.zero.lr=1e38", "above 1"),  # overflowed inside AdamW after the first rollout
+    ("stages.zero.lr=2", "above 1"),
+    ("stages.zero.beta=nan", "finite"),
+    ("stages.zero.clip_eps_low=inf", "finite"),
+])
+def test_learning_rates_above_one_and_non_finite_numbers_are_refused(override, says) -> None:
+    key = override.split("=")[0]
+    msg = _error([override])
+    assert msg.startswith(key + ":") and says in msg
+
+
 def test_int_is_accepted_for_float() -> None:
     recipe = load_recipe(ZERO_TINY, ["stages.zero.lr=1"])
     assert recipe.stages["zero"].lr == 1.0 and isinstance(recipe.stages["zero"].lr, float)
