@@ -97,6 +97,9 @@ def load_run(run_dir: Path) -> Run:
 
     config = _read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
     configured = config.get("stages", {}) if isinstance(config, dict) else {}
+    configured = configured if isinstance(configured, dict) else {}
+    dropped = config.get("dropped_stages", {}) if isinstance(config, dict) else {}
+    dropped = dropped if isinstance(dropped, dict) else {}
     names = list(configured)
     for row in metrics + evals:  # stages the rows name but the config does not
         if isinstance(row.get("stage"), str) and row["stage"] not in names:
@@ -110,12 +113,16 @@ def load_run(run_dir: Path) -> Run:
         meta_path = run_dir / name / "stage.json"
         meta = _read_json(meta_path) if meta_path.is_file() else {}
         meta = meta if isinstance(meta, dict) else {}
-        cfg = configured.get(name, {})
+        cfg = configured.get(name) or dropped.get(name) or {}
         kind = str(meta.get("kind") or (cfg.get("kind") if isinstance(cfg, dict) else "") or "")
-        stages.append(Stage(name=name, kind=kind,
-                            status=str(meta.get("status", "not run")) if meta else "not run",
-                            seconds=_num(meta.get("seconds")),
-                            result=_stage_result(meta.get("summary"))))
+        status = str(meta.get("status", "not run")) if meta else "not run"
+        summary = meta.get("summary")
+        if name in dropped and name not in configured:
+            status = f"{status}; no longer in the recipe"
+        elif isinstance(summary, dict) and summary.get("cached") and status == "done":
+            status = "done (from the cache)"
+        stages.append(Stage(name=name, kind=kind, status=status,
+                            seconds=_num(meta.get("seconds")), result=_stage_result(summary)))
     return Run(dir=run_dir, stages=stages, metrics=metrics, evals=evals)
 
 
@@ -134,7 +141,11 @@ def _stage_result(summary: Any) -> str:
         if _num(summary.get(key)) is not None:
             return f"{label} {_pct(summary[key])}"
     loss = _num(summary.get("final_loss"))
-    return "" if loss is None else f"final loss {loss:.4g} (mean of its last steps)"
+    if loss is None:
+        return ""
+    took = _num(summary.get("seconds")) if summary.get("cached") else None
+    return (f"final loss {loss:.4g} (mean of its last steps)"
+            + (f"; pretrained in {took:.0f} s" if took is not None else ""))
 
 
 def _num(value: Any) -> float | None:

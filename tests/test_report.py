@@ -182,3 +182,20 @@ def test_report_marks_stages_that_did_not_run(tmp_path):
     text = write_report(run_dir).read_text()
     assert "| zero | grpo | not run |  |" in text
     assert "No evaluations in eval.jsonl." in text
+
+
+def test_report_marks_a_cached_base_and_a_stage_taken_out_of_the_recipe(tmp_path):
+    """A base model copied from the cache took no time in this run: the table says where it came
+    from and how long it took to pretrain; a stage taken out of the recipe (config.json's
+    dropped_stages) is not listed as one of the run's stages done."""
+    run_dir = make_run(tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["dropped_stages"] = {"zero": config["stages"].pop("zero")}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "base" / "stage.json").write_text(json.dumps(
+        {"kind": "pretrain", "status": "done", "seconds": 0.01,
+         "summary": {"final_loss": 0.25, "seconds": 248.8, "cached": "/cache/tiny-base-x"}}))
+    text = write_report(run_dir).read_text()
+    assert ("| base | pretrain | done (from the cache) | 0 | final loss 0.25 (mean of its last "
+            "steps); pretrained in 249 s |") in text
+    assert "| zero | grpo | done; no longer in the recipe | 34 |" in text

@@ -71,7 +71,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: Path, seed: int, log=print) -> di
     if cfg.use_cache and (cached / "config.json").is_file():
         log(f"pretrain: reusing cached base model {cached}")
         shutil.copytree(cached, out_dir, dirs_exist_ok=True)
-        return json.loads((cached / "pretrain.json").read_text())
+        return {**json.loads((cached / "pretrain.json").read_text()), "cached": str(cached)}
 
     torch.manual_seed(seed)
     task = ArithmeticTask(cfg.world, seed=seed)
