@@ -301,9 +301,6 @@ class GRPOConfig:
                   f"{self.min_new_tokens}")
         if self.distributed not in ("ddp", "fsdp"):
             _fail(f"{where}.distributed", f"unknown mode {self.distributed!r}", "use ddp or fsdp")
-        if self.distributed == "fsdp" and self.lora_rank:
-            _fail(f"{where}.distributed", "fsdp with LoRA is not supported",
-                  'use distributed = "ddp": LoRA adapters are small enough to replicate')
         specs = reward_specs(self.reward_function)
         if any(not isinstance(x, str) or not x for x in specs):
             _fail(f"{where}.reward_function", "must be a \"module:function\" text or a list "

@@ -302,8 +302,35 @@ def full_state(model) -> dict:
     return {k: v for k, v in state.items() if k in names}
 
 
-def load_full_state(model, state: dict) -> None:
-    """Load a whole (unsharded) state dict, sharding it where the model is sharded."""
+def full_tensors(model, names) -> dict:
+    """Some of the model's parameters (`names`), whole, as CPU tensors: for a sharded model
+    gathered to rank 0 (a collective: every rank calls it, the others get {}), only those,
+    not the whole model (LoRA adapters beside frozen weights)."""
+    wanted = set(names)
+    if not is_sharded(model):
+        return {n: p.detach() for n, p in model.named_parameters() if n in wanted}
+    out = {}
+    for name, param in model.named_parameters():  # the same order on every rank
+        if name in wanted:
+            whole = param.full_tensor() if hasattr(param, "full_tensor") else param
+            if current().is_main:
+                out[name] = whole.detach().cpu()
+    return out
+
+
+def load_full_state(model, state: dict, strict: bool = True):
+    """Load a whole (unsharded) state dict, sharding it where the model is sharded; `strict`
+    False: some of the model's tensors (LoRA adapters; returns the missing and unexpected
+    keys)."""
+    if not strict:
+        if is_sharded(model):
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+            )
+            return set_model_state_dict(model, state, options=StateDictOptions(
+                full_state_dict=True, strict=False))
+        return model.load_state_dict(state, strict=False)
     if not is_sharded(model):
         # a sharded run's state keeps one name of each tied tensor (full_state): the model's
         # other names of that tensor (an output layer sharing the embedding) take its value

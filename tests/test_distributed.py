@@ -102,6 +102,36 @@ def test_two_processes_train_like_one(tmp_path_factory, monkeypatch, mode):
     assert len(_rows(two / "metrics.jsonl")) == 2  # rank 0 alone logged
 
 
+def test_lora_on_sharded_weights_trains_like_one_process(tmp_path_factory, monkeypatch):
+    """LoRA under fsdp: the frozen weights sharded, only the adapters gathered for the
+    checkpoints, the adapters merged from the gathered shards at the end. The same metrics,
+    checkpointed adapters and merged weights as one process with LoRA; and a sharded run
+    resumes from its adapter checkpoint to the same result."""
+    cache = tmp_path_factory.getbasetemp() / "dist-cache"
+    monkeypatch.setenv("R1KIT_CACHE", str(cache))
+    lora = ["--set", "stages.zero.lora_rank=4", "--set", "stages.zero.lora_alpha=8",
+            "--set", "stages.zero.lr=1e-2"]
+    one = tmp_path_factory.mktemp("lora-one")
+    assert main(["run", *SETTINGS, *lora, "--set", "run.threads=1", "--out", str(one)]) == 0
+    two = tmp_path_factory.mktemp("lora-two")
+    _torchrun(two, cache, *lora, "--set", "stages.zero.distributed=fsdp")
+    weights = _check_same(one, two)
+    ckpt = "zero/checkpoints/step-1/adapter_model.safetensors"
+    ad_a, ad_b = load_file(one / ckpt), load_file(two / ckpt)
+    assert ad_a.keys() == ad_b.keys() and any("lora_B" in k for k in ad_a)
+    for k in ad_a:
+        torch.testing.assert_close(ad_b[k], ad_a[k], atol=1e-5, rtol=1e-4, msg=k)
+    base = load_file(one / "base" / "model.safetensors")
+    moved = [k for k in base if (weights[k] - base[k]).abs().max().item() > 1e-4]
+    assert moved and all(k.endswith("proj.weight") for k in moved)  # the adapted layers only
+    # resume the sharded run from its checkpoint after step 1: the same end
+    (two / "zero" / "stage.json").unlink()
+    (two / "zero" / "model.safetensors").unlink()
+    res = _torchrun(two, cache, *lora, "--set", "stages.zero.distributed=fsdp")
+    assert "resuming from" in res.stdout + res.stderr
+    _check_same(one, two)
+
+
 def test_dynamic_sampling_under_two_processes(tmp_path_factory):
     """Each process fills its own share of the groups with varied rewards; the processes take
     the same number of rounds (their collectives stay in step) and train together."""

@@ -33,11 +33,36 @@ def test_lora_grpo_trains_adapters_and_saves_a_plain_merged_checkpoint(tmp_path,
     assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
 
 
-def test_lora_config_errors(tmp_path, capsys):
-    recipe = str(REPO / "recipes" / "zero-tiny.toml")
-    assert main(["run", recipe, "--out", str(tmp_path / "a"), "--set", "stages.zero.lora_rank=4",
-                 "--set", 'stages.zero.distributed="fsdp"']) == 2
-    assert "fsdp with LoRA is not supported" in capsys.readouterr().err
+def test_merging_gathered_lora_weights_is_peft_merge(tmp_path):
+    """Under fsdp the adapters are merged into weights gathered from the shards
+    (merged_lora_state), where peft's merge_and_unload cannot run: the same weights as peft's
+    merge, with a bias, under the plain model's names; a LoRA tensor it cannot merge is an
+    error, not a silent drop."""
+    from r1kit.stages.grpo import merged_lora_state
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, attention_bias=True))
+    plain_names = set(model.state_dict())
+    cfg = GRPOConfig(lora_rank=4, lora_alpha=8.0, lora_target_modules=["q_proj", "down_proj"])
+    peft_model, policy = apply_lora(model, cfg)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # peft starts B at zero: a merge would change nothing
+    adapted = {k: v.clone() for k, v in policy.state_dict().items()}
+    merged = merged_lora_state(adapted, cfg)
+    want = peft_model.merge_and_unload().state_dict()
+    assert merged.keys() == want.keys() == plain_names
+    for k in want:
+        torch.testing.assert_close(merged[k], want[k], msg=k)
+    q = "model.layers.0.self_attn.q_proj"
+    assert (merged[q + ".bias"] == want[q + ".bias"]).all()
+    broken = {k: v for k, v in adapted.items() if "down_proj.lora_A" not in k}
+    with pytest.raises(R1kitError, match="cannot merge the LoRA adapters of "
+                                         "model.layers.0.mlp.down_proj"):
+        merged_lora_state(broken, cfg)
 
 
 def _lora_model(rank: int, targets=("q_proj", "v_proj")):

@@ -816,9 +816,14 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             break
     bar.close()
     ctx.print = say
-    if lora is not None:  # later stages get a plain checkpoint: adapters merged into the weights
+    weights = None
+    if lora is not None and distributed.is_sharded(policy):  # merged from the gathered shards
+        weights = distributed.full_state(policy)
+        weights = merged_lora_state(weights, cfg) if world.is_main else None
+    elif lora is not None:  # later stages get a plain checkpoint: adapters merged into the weights
         policy = lora.merge_and_unload()
-    weights = distributed.full_state(policy) if distributed.is_sharded(policy) else None
+    elif distributed.is_sharded(policy):
+        weights = distributed.full_state(policy)
     if world.is_main:
         save_model(policy, tokenizer, ctx.stage_dir, state_dict=weights)
     distributed.wait_for_main()
@@ -962,6 +967,10 @@ def _epoch_order(size: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
+PEFT_PREFIX = "base_model.model."  # a peft model's names of its base model's tensors
+LORA_ADAPTER = "default"  # the adapter's name in its tensors' names (peft's default)
+
+
 def apply_lora(model, cfg: GRPOConfig):
     """(the peft model, the model to train and sample with): LoRA adapters on
     `lora_target_modules`, every other weight frozen. peft injects the adapters into the base
@@ -999,17 +1008,25 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
     Under torchrun every rank calls it (sharded weights are gathered to rank 0, a collective);
     rank 0 alone writes, and the others wait until it has."""
     sharded = distributed.is_sharded(policy)
-    weights = distributed.full_state(policy) if sharded else None
+    weights = adapters = ref_state = None
+    if sharded and lora is not None:  # the adapters alone gathered, never the frozen weights
+        trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+        adapters = {PEFT_PREFIX + k: v for k, v in
+                    distributed.full_tensors(policy, trainable).items()}
+        ref_state = distributed.full_tensors(ref, trainable) if ref is not None else None
+    elif sharded:
+        weights = distributed.full_state(policy)
+        ref_state = distributed.full_state(ref) if ref is not None else None
     optim = distributed.optimizer_state(policy, opt)
-    ref_state = distributed.full_state(ref) if sharded and ref is not None else None
 
     def write(tmp: Path) -> None:
         nonlocal ref_state
         if lora is not None:
             with quiet_loading():
-                lora.save_pretrained(tmp)
+                lora.save_pretrained(tmp, state_dict=adapters)  # None: the model's own
                 tokenizer.save_pretrained(tmp)
-            ref_state = _trainable_state(ref, policy) if ref is not None else None
+            if ref is not None and ref_state is None:
+                ref_state = _trainable_state(ref, policy)
         else:
             save_model(policy, tokenizer, tmp, state_dict=weights)
         if ref is not None and ref_state is None:
@@ -1032,7 +1049,8 @@ def _trainable_state(model, like) -> dict:
 
 def _load_trainable(model, tensors: dict, where: Path) -> None:
     """Load the tensors _trainable_state saved; every one must fit a tensor of the model."""
-    _checked_adapter_load(lambda: model.load_state_dict(tensors, strict=False), where)
+    _checked_adapter_load(lambda: distributed.load_full_state(model, tensors, strict=False),
+                          where)
 
 
 def load_adapters(peft_model, directory: Path, device) -> None:
@@ -1046,9 +1064,54 @@ def load_adapters(peft_model, directory: Path, device) -> None:
                          "(adapter_model.safetensors): it was saved without LoRA",
                          "resume with lora_rank = 0, or delete its checkpoints directory to "
                          "start over")
-    _checked_adapter_load(
-        lambda: set_peft_model_state_dict(peft_model, load_file(path, device=str(device))),
-        directory)
+    model = peft_model.get_base_model()
+    if not distributed.is_sharded(model):
+        _checked_adapter_load(
+            lambda: set_peft_model_state_dict(peft_model, load_file(path, device=str(device))),
+            directory)
+        return
+    # sharded: peft's loader cannot write into sharded weights; its file names each adapter
+    # without the adapter's name ("default"), under the peft model's prefix
+    by_saved = {PEFT_PREFIX + n.replace(f".{LORA_ADAPTER}.", "."): n
+                for n, p in model.named_parameters() if p.requires_grad}
+    saved = load_file(path, device="cpu")
+    unknown = sorted(k for k in saved if k not in by_saved)
+    if unknown:
+        raise R1kitError(f"the checkpoint {directory} has adapter weights this model lacks: "
+                         f"{unknown[:3]}", "resume with the lora_rank and lora_target_modules "
+                         "it was saved with, or delete its checkpoints directory to start over")
+    _checked_adapter_load(lambda: distributed.load_full_state(
+        model, {by_saved[k]: v for k, v in saved.items()}, strict=False), directory)
+
+
+def merged_lora_state(state: dict, cfg: GRPOConfig) -> dict:
+    """A LoRA-adapted model's whole state dict (peft's names: base_layer, lora_A, lora_B) as
+    the plain model's: W + (lora_alpha / lora_rank) * B @ A in each adapted layer, as peft's
+    merge_and_unload computes it, for weights gathered from shards (where peft's own merge
+    cannot run)."""
+    scale = cfg.lora_alpha / cfg.lora_rank
+    out, used = {}, set()
+    for key, value in state.items():
+        if ".base_layer." not in key:
+            continue
+        module, leaf = key.split(".base_layer.")
+        out[f"{module}.{leaf}"] = value
+        used.add(key)
+        if leaf != "weight":
+            continue
+        a, b = (f"{module}.lora_{x}.{LORA_ADAPTER}.weight" for x in "AB")
+        if a not in state or b not in state or value.dim() != 2:
+            raise R1kitError(f"cannot merge the LoRA adapters of {module}: not a linear "
+                             "layer's", 'use distributed = "ddp" with LoRA on this model')
+        delta = state[b].float() @ state[a].float() * scale
+        out[f"{module}.weight"] = (value.float() + delta).to(value.dtype)
+        used |= {a, b}
+    left = [k for k in state if k not in used and ".lora_" in k]
+    if left:
+        raise R1kitError(f"cannot merge the LoRA adapters {left[:3]}",
+                         'use distributed = "ddp" with LoRA on this model')
+    out.update({k: v for k, v in state.items() if k not in used and k not in out})
+    return out
 
 
 def _checked_adapter_load(load, where: Path) -> None:
