@@ -31,7 +31,7 @@ def test_group_advantages_hand_values() -> None:
     # [1, 0, 1, 0]: mean 0.5, sample std sqrt(sum (±0.5)^2 / (4-1)) = sqrt(1/3),
     # so (±0.5) / sqrt(1/3) = ±sqrt(3)/2. A population std (correction 0) would give ±1 here,
     # so this also pins down the correction.
-    adv = group_advantages(torch.tensor([[1.0, 0.0, 1.0, 0.0]]))
+    adv = group_advantages(torch.tensor([[1.0, 0.0, 1.0, 0.0]]), eps=0)  # the paper's formula
     expected = torch.tensor([[SQRT3_OVER_2, -SQRT3_OVER_2, SQRT3_OVER_2, -SQRT3_OVER_2]])
     assert adv.shape == (1, 4)
     torch.testing.assert_close(adv, expected, atol=1e-6, rtol=0)
@@ -40,7 +40,7 @@ def test_group_advantages_hand_values() -> None:
 def test_group_advantages_one_right_of_four() -> None:
     # [1, 0, 0, 0]: mean 0.25, deviations (0.75, -0.25 x3), var = (0.5625 + 3*0.0625)/3 = 0.25,
     # std 0.5 → advantages (1.5, -0.5, -0.5, -0.5). Groups are independent of one another.
-    adv = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]]))
+    adv = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]]), eps=0)
     torch.testing.assert_close(
         adv, torch.tensor([[1.5, -0.5, -0.5, -0.5], [-1.5, 0.5, 0.5, 0.5]]), atol=1e-6, rtol=0
     )
@@ -66,7 +66,7 @@ def test_group_advantages_equal_group_is_exactly_zero(rewards: list[list[float]]
 def test_group_advantages_equal_group_next_to_varied_group() -> None:
     # The constant-group special case must be per row, not for the whole batch.
     adv = group_advantages(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0],
-                                         [1.0, 1.0, 1.0, 1.0]]))
+                                         [1.0, 1.0, 1.0, 1.0]]), eps=0)
     assert torch.equal(adv[0], torch.zeros(4))
     assert torch.equal(adv[2], torch.zeros(4))
     torch.testing.assert_close(
@@ -86,7 +86,7 @@ def test_group_advantages_scale_none() -> None:
 
 def test_group_advantages_integer_rewards_give_float() -> None:
     # Rewards built from int tensors must not be floor-divided or rejected.
-    adv = group_advantages(torch.tensor([[1, 0, 1, 0]]))
+    adv = group_advantages(torch.tensor([[1, 0, 1, 0]]), eps=0)
     assert adv.is_floating_point()
     torch.testing.assert_close(adv[0, 0], torch.tensor(SQRT3_OVER_2), atol=1e-6, rtol=0)
 
@@ -443,3 +443,84 @@ def test_policy_loss_does_not_mutate_inputs() -> None:
     for k, v in inputs.items():
         assert torch.equal(v.detach(), before[k]), k
         assert v.dtype == before[k].dtype, k
+
+
+# ----- inputs a direct API user may pass -------------------------------------------------------
+
+
+def test_dr_grpo_normaliser_is_the_given_constant_not_the_padding() -> None:
+    """seq-mean-token-sum-norm (Dr. GRPO) divides by a constant: with norm_length the loss of
+    the same completions does not change with the batch's padded width (the GRPO stage passes
+    the step's max_new_tokens); without it, the width T is the normaliser."""
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -0.7, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    adv = torch.tensor([1.0, -0.5])
+    old = logp - 0.1
+    losses = []
+    for pad in (0, 2, 7):
+        wide = torch.nn.functional.pad
+        args = (wide(logp, (0, pad)), wide(old, (0, pad)), adv, wide(mask, (0, pad)))
+        fixed, _ = policy_loss(*args, aggregation="seq-mean-token-sum-norm", norm_length=16)
+        plain, _ = policy_loss(*args, aggregation="seq-mean-token-sum-norm")
+        losses.append((fixed.item(), plain.item(), 3 + pad))
+    ratio = math.exp(0.1)
+    sums = (-ratio * 3 * 1.0, -ratio * 2 * -0.5)  # per sequence: -ratio * A per token
+    for fixed, plain, width in losses:
+        assert fixed == pytest.approx((sums[0] / 16 + sums[1] / 16) / 2, rel=1e-6)
+        assert plain == pytest.approx((sums[0] / width + sums[1] / width) / 2, rel=1e-6)
+
+
+def test_policy_loss_computes_in_float32_and_treats_old_and_ref_as_constants() -> None:
+    """bf16 log-probs: the k3 KL of a small difference is not rounded to 0; an old_logp that
+    is the same tensor as logp (not detached) still gives the policy gradient."""
+    g = torch.Generator().manual_seed(0)
+    logp32 = -torch.rand(4, 6, generator=g) * 3
+    ref32 = logp32 + 0.05 * torch.randn(4, 6, generator=g)
+    mask = torch.ones(4, 6)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    _, m16 = policy_loss(logp32.bfloat16(), logp32.bfloat16(), adv, mask, beta=0.1,
+                         ref_logp=ref32.bfloat16())
+    _, m32 = policy_loss(logp32, logp32, adv, mask, beta=0.1, ref_logp=ref32)
+    assert m16["kl"] > 0 and m16["kl"] == pytest.approx(m32["kl"], rel=0.2)
+    logp = logp32.clone().requires_grad_()
+    loss, _ = policy_loss(logp, logp, adv, mask)  # old_logp not detached by the caller
+    loss.backward()
+    assert logp.grad.abs().sum() > 0
+
+
+def test_policy_loss_ignores_nan_and_minus_inf_on_padding() -> None:
+    logp = torch.tensor([[-1.0, float("-inf")], [-0.5, float("nan")]])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    ref = torch.tensor([[-1.1, float("nan")], [-0.4, float("-inf")]])
+    for aggregation in AGGREGATIONS:
+        for sampling in ("token", "sequence"):
+            loss, m = policy_loss(logp, logp, torch.tensor([1.0, -1.0]), mask, beta=0.1,
+                                  ref_logp=ref, aggregation=aggregation,
+                                  importance_sampling=sampling)
+            assert math.isfinite(loss.item()) and all(math.isfinite(v) for v in m.values())
+
+
+def test_policy_loss_names_a_wrong_advantage_shape() -> None:
+    logp = torch.zeros(3, 4)
+    for adv in (torch.zeros(3, 1), torch.zeros(1), torch.zeros(4)):
+        with pytest.raises(ValueError, match="advantages \\[B\\]"):
+            policy_loss(logp, logp, adv, torch.ones(3, 4))
+
+
+def test_group_advantages_refuse_non_finite_and_damp_rounding_noise() -> None:
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            group_advantages(torch.tensor([[1.0, bad, 0.0]]))
+    # scores equal but for float32 rounding (a reward model's): no full-size signal
+    noise = group_advantages(torch.tensor([[1.0, 1.0, 1.0, 1.0000001]]))
+    assert noise.abs().max() < 0.2  # (the paper's formula, eps = 0, gives 1.5 here)
+    assert group_advantages(torch.tensor([[1.0, 1.0, 1.0, 1.0000001]]), eps=0).max() > 1
+    real = group_advantages(torch.tensor([[0.0, 0.001, 0.0, 0.001]]))  # a real spread stays
+    torch.testing.assert_close(real, group_advantages(torch.tensor([[0.0, 1.0, 0.0, 1.0]])),
+                               atol=1e-2, rtol=0)
+
+
+def test_kl_k3_is_never_negative_from_rounding() -> None:
+    logp = -torch.rand(100_000, generator=torch.Generator().manual_seed(1)) * 5
+    d = torch.randn(100_000, generator=torch.Generator().manual_seed(2)) * 1e-3
+    assert (kl_k3(logp, logp + d) >= 0).all()

@@ -280,10 +280,11 @@ class TrainBatch:
     width: int  # T
     first: int = 0  # under torchrun: the global index of this rank's first completion
     total: int = 0  # under torchrun: the completions of all ranks (0 = just these)
+    budget: int = 0  # the rollout's max_new_tokens: seq-mean-token-sum-norm's constant
 
 
-def make_batch(ro: Rollouts, advantages: torch.Tensor, mask_truncated: bool = False
-               ) -> TrainBatch:
+def make_batch(ro: Rollouts, advantages: torch.Tensor, mask_truncated: bool = False,
+               budget: int = 0) -> TrainBatch:
     """`mask_truncated` (DAPO's overlong filtering): the tokens of completions that hit the
     length cap without a stop token count for nothing in the loss; they keep their place in
     their group's advantages and, under a per-sequence aggregation, in the number of
@@ -295,7 +296,8 @@ def make_batch(ro: Rollouts, advantages: torch.Tensor, mask_truncated: bool = Fa
     mask = ro.completion_mask.float()
     if mask_truncated:
         mask = mask * ro.stopped.float()[:, None]
-    return TrainBatch(prompts, completions, mask, advantages, ro.completion_ids.shape[1])
+    return TrainBatch(prompts, completions, mask, advantages, ro.completion_ids.shape[1],
+                      budget=budget)
 
 
 def wants_prompt_sharing(mode: str, prompts: list[list[int]], completions: list[list[int]],
@@ -412,7 +414,7 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                     logp, old, adv[at], mask[at], clip_eps_low=cfg.clip_eps_low,
                     clip_eps_high=cfg.clip_eps_high or None, beta=cfg.beta, ref_logp=ref_logp,
                     aggregation=cfg.aggregation, importance_sampling=cfg.importance_sampling,
-                    metrics_as_tensors=True)
+                    norm_length=batch.budget or None, metrics_as_tensors=True)
                 # weight each micro-batch so the sum equals the mini-batch's aggregate; metrics
                 # stay on the device until the mini-batch ends (no wait per micro-batch)
                 token_share = mask[at].sum() / total_tokens if real else 0.0
@@ -747,7 +749,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         # 5. updates
         policy.train()
         t1 = time.time()
-        batch = make_batch(ro, adv, cfg.mask_truncated)
+        batch = make_batch(ro, adv, cfg.mask_truncated, budget=cfg.max_new_tokens_at(step))
         if world.enabled:
             batch.first, batch.total = q_lo * G, questions_per_step * G
         upd = update_policy(policy, ref, opt, batch, cfg, pad_id,
