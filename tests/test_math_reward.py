@@ -175,6 +175,27 @@ def test_math_reward_rules(verifier: MathVerifier, completion: str, score: float
     assert parts == {"accuracy": score, "timeout": 0.0, "hedged": hedged, "error": 0.0}
 
 
+def test_one_box_per_part_of_a_multi_part_reference(verifier: MathVerifier) -> None:
+    """MATH-500 has references such as "1,-2" and "3, 5, 7": a response that boxes each part
+    on its own is that answer, not a hedge; the same boxes against a one-part reference, or
+    the wrong parts, are still a hedge (0)."""
+    from r1kit.rewards.answers import _parts
+
+    cases = [
+        (wrap("The solutions are $\\boxed{1}$ and $\\boxed{-2}$."), "1,-2", 1.0, 0.0),
+        (wrap("\\boxed{3}, \\boxed{5}, \\boxed{7}"), "3, 5, 7", 1.0, 0.0),
+        (wrap("\\boxed{1} and \\boxed{2}"), "1,-2", 0.0, 1.0),  # a wrong part
+        (wrap("\\boxed{3}, \\boxed{5}"), "3, 5, 7", 0.0, 1.0),  # a part missing
+        (wrap("\\boxed{2} or \\boxed{3}"), "3", 0.0, 1.0),  # one answer: a hedge
+        (wrap("\\boxed{1} or \\boxed{000}"), "1,000", 0.0, 1.0),  # a number, not 2 parts
+    ]
+    got = math_rewards([c for c, *_ in cases], [r for _, r, *_ in cases], verifier)
+    for (completion, reference, score, hedged), (s, parts) in zip(cases, got):
+        assert (s, parts["hedged"]) == (score, hedged), (completion, reference)
+    assert [_parts(x) for x in ("1,-2", "3, 5, 7", "1,000", "(1, 2)", "[0, 1)", "7")] == \
+        [2, 3, 1, 1, 1, 1]
+
+
 def test_math_rewards_batch_matches_single(verifier: MathVerifier) -> None:
     completions = [wrap("\\boxed{1/2}"), wrap("\\boxed{2} \\boxed{3}"), "<think>4</think>",
                    wrap("\\boxed{0.25}")]

@@ -104,13 +104,11 @@ def test_answer_tag_only_inside_think_is_not_an_answer() -> None:
     # extract_answer returns None "when it gives none outside the reasoning". An <answer> tag
     # written inside the reasoning is such an answer, so it must not be extracted, and
     # RuleReward must not pay accuracy for it.
-    # NOTE: this currently FAILS: extract_answer takes the last "<answer>" anywhere in the
-    # response, including inside <think>, and returns "5" (see the report).
     response = "<think>I guess <answer>5</answer> but let me think more</think>"
     assert extract_answer(response) is None
     task = ArithmeticTask(WorldConfig(train_pool=50, test_size=10, level_test_size=5))
     example = Example(question="What is 2 + 3?", answer="5", level=1)
-    assert RuleReward(task)(response, example) == (0.0, {"accuracy": 0.0, "format": 0.0})
+    assert RuleReward(task)(response, example) == (0.0, {"accuracy": 0.0, "format": 0.0, "hedged": 0.0})
 
 
 def test_last_boxed() -> None:
@@ -142,26 +140,27 @@ def _wrong(ex: Example) -> str:
 
 def test_rule_reward_right_and_well_formatted(task: ArithmeticTask, example: Example) -> None:
     response = f"<think>working it out</think>\n<answer>{example.answer}</answer>"
-    assert RuleReward(task)(response, example) == (2.0, {"accuracy": 1.0, "format": 1.0})
+    assert RuleReward(task)(response, example) == (2.0, {"accuracy": 1.0, "format": 1.0,
+                                                          "hedged": 0.0})
 
 
 def test_rule_reward_wrong_but_well_formatted(task: ArithmeticTask, example: Example) -> None:
     response = f"<think>working it out</think>\n<answer>{_wrong(example)}</answer>"
-    assert RuleReward(task)(response, example) == (1.0, {"accuracy": 0.0, "format": 1.0})
+    assert RuleReward(task)(response, example) == (1.0, {"accuracy": 0.0, "format": 1.0, "hedged": 0.0})
 
 
 def test_rule_reward_right_but_badly_formatted(task: ArithmeticTask, example: Example) -> None:
     # no <answer> tag: the text after </think> is the answer, right, but the format fails
     response = f"<think>working it out</think> {example.answer}"
-    assert RuleReward(task)(response, example) == (1.0, {"accuracy": 1.0, "format": 0.0})
+    assert RuleReward(task)(response, example) == (1.0, {"accuracy": 1.0, "format": 0.0, "hedged": 0.0})
     # trailing text after </answer> also breaks the format but not the answer
     response = f"<think>w</think><answer>{example.answer}</answer> hope that helps"
-    assert RuleReward(task)(response, example) == (1.0, {"accuracy": 1.0, "format": 0.0})
+    assert RuleReward(task)(response, example) == (1.0, {"accuracy": 1.0, "format": 0.0, "hedged": 0.0})
 
 
 def test_rule_reward_wrong_and_badly_formatted(task: ArithmeticTask, example: Example) -> None:
     response = f"<think>working</think> {_wrong(example)}"
-    assert RuleReward(task)(response, example) == (0.0, {"accuracy": 0.0, "format": 0.0})
+    assert RuleReward(task)(response, example) == (0.0, {"accuracy": 0.0, "format": 0.0, "hedged": 0.0})
 
 
 @pytest.mark.parametrize(
@@ -181,15 +180,16 @@ def test_rule_reward_no_accuracy(task: ArithmeticTask, example: Example, respons
 
 def test_rule_reward_boxed_answer(task: ArithmeticTask, example: Example) -> None:
     response = f"<think>w</think><answer>The result is \\boxed{{{example.answer}}}.</answer>"
-    assert RuleReward(task)(response, example) == (2.0, {"accuracy": 1.0, "format": 1.0})
+    assert RuleReward(task)(response, example) == (2.0, {"accuracy": 1.0, "format": 1.0,
+                                                          "hedged": 0.0})
 
 
 def test_rule_reward_weights(task: ArithmeticTask, example: Example) -> None:
     reward = RuleReward(task, accuracy_weight=2.0, format_weight=0.5)
     right = f"<think>w</think><answer>{example.answer}</answer>"
     wrong = f"<think>w</think><answer>{_wrong(example)}</answer>"
-    assert reward(right, example) == (2.5, {"accuracy": 1.0, "format": 1.0})
-    assert reward(wrong, example) == (0.5, {"accuracy": 0.0, "format": 1.0})
+    assert reward(right, example) == (2.5, {"accuracy": 1.0, "format": 1.0, "hedged": 0.0})
+    assert reward(wrong, example) == (0.5, {"accuracy": 0.0, "format": 1.0, "hedged": 0.0})
 
 
 def test_arithmetic_verify(task: ArithmeticTask) -> None:
@@ -211,3 +211,17 @@ def test_math_equal() -> None:
     assert math_equal("0.5", "\\frac{1}{2}") is True
     assert math_equal("27.0", "27") is True
     assert math_equal("3", "4") is False
+
+
+def test_rule_reward_reads_answers_as_every_scoring_path_does() -> None:
+    """RuleReward (public) pays nothing for a hedge, as the GRPO reward does; an empty last
+    box does not hide the answer boxed before it."""
+    task = ArithmeticTask(WorldConfig(train_pool=50, test_size=10, level_test_size=5))
+    example = Example(question="What is 2 + 1?", answer="3", level=1)
+    hedge = "<think>w</think><answer>\\boxed{2} or \\boxed{3}</answer>"
+    assert RuleReward(task)(hedge, example) == (1.0, {"accuracy": 0.0, "format": 1.0,
+                                                      "hedged": 1.0})
+    empty_last = "<think>w</think><answer>\\boxed{3} \\boxed{}</answer>"
+    assert extract_answer(empty_last) == "3"
+    assert RuleReward(task)(empty_last, example) == (2.0, {"accuracy": 1.0, "format": 1.0,
+                                                           "hedged": 0.0})

@@ -211,7 +211,7 @@ class _Verdicts:
         return getattr(self.task, "checks_in_workers", False)
 
     def score(self, texts: list[str], examples: list[Example]) -> list[tuple[float, dict]]:
-        answers = final_answers(self.task, texts)[0]
+        answers = final_answers(self.task, texts, examples)[0]
         return [(v, {"answer": a})
                 for v, a in zip(_verify_all(self.task, answers, examples), answers)]
 

@@ -5,7 +5,9 @@ The final answer is `rule.extract_answer`'s (the last `\\boxed{}` of the answer 
 whole part). A response that boxes several *different* answers hedges, and has no final
 answer: "different" means not the same after `normalize_answer` and not equal to the final
 answer under the task's own verifier (so `\\boxed{0.5} ... \\boxed{\\frac{1}{2}}` is one answer
-written twice, for a math task).
+written twice, for a math task). One exception, where the reference is known: a reference of
+several comma-separated parts ("1, -2") answered with as many different boxes, one per part
+("\\boxed{1} and \\boxed{-2}"), is that answer, joined ("1, -2"), when the verifier agrees.
 """
 
 from __future__ import annotations
@@ -15,22 +17,31 @@ from r1kit.rewards.rule import answer_region, extract_answer
 from r1kit.tasks.base import Example, Task
 
 
-def final_answers(task: Task, responses: list[str]) -> tuple[list[str | None], list[str]]:
+def final_answers(task: Task, responses: list[str], examples: list[Example] | None = None
+                  ) -> tuple[list[str | None], list[str]]:
     """(answer or None, status) per response. Status: "ok" (an answer, or none outside the
     reasoning: then the answer is None), "hedged", or "timeout" / "error" when a check of the
     other boxes against the final answer ran past its deadline or failed (no answer then
-    either; the caller counts these as the verifier's failures, not the response's)."""
+    either; the caller counts these as the verifier's failures, not the response's).
+    `examples` (the responses' questions, with their references): boxes that answer the parts
+    of a multi-part reference one by one are read as one answer (the module's docstring)."""
     answers = [extract_answer(r) for r in responses]
     checks: list[tuple[int, str]] = []  # (response, a box that differs from its final answer)
+    distinct: dict[int, list[str]] = {}  # response -> its different boxes, in order
     for i, (response, answer) in enumerate(zip(responses, answers)):
         if answer is None:
             continue
+        boxes = [b for b in boxed_answers(answer_region(response) or "") if b.strip()]
         seen = {normalize_answer(answer)}
-        for box in boxed_answers(answer_region(response) or ""):
+        for box in boxes:
             key = normalize_answer(box)
             if key and key not in seen:
                 seen.add(key)
                 checks.append((i, box))
+        keys: dict[str, str] = {}
+        for box in boxes:
+            keys.setdefault(normalize_answer(box), box.strip())
+        distinct[i] = list(keys.values())
     status = ["ok"] * len(responses)
     if checks:
         found: dict[int, set[str]] = {}
@@ -40,7 +51,26 @@ def final_answers(task: Task, responses: list[str]) -> tuple[list[str | None], l
         for i, verdicts in found.items():  # the math reward's order: timeout, error, hedged
             status[i] = next((s for s, v in (("timeout", "timeout"), ("error", "error"),
                                              ("hedged", "different")) if v in verdicts), "ok")
+    if examples is not None:  # one box per part of a multi-part reference: one answer
+        joined = {i: ", ".join(distinct[i]) for i, st in enumerate(status)
+                  if st == "hedged" and len(distinct[i]) == _parts(examples[i].answer)}
+        verdicts = _verdicts_on(task, [joined[i] for i in joined], [examples[i] for i in joined])
+        for i, v in zip(joined, verdicts):
+            if v == "same":
+                answers[i], status[i] = joined[i], "ok"
     return [a if s == "ok" else None for a, s in zip(answers, status)], status
+
+
+def _parts(reference) -> int:
+    """The comma-separated parts of a reference answer ("1, -2": 2); 1 for anything else, so
+    that no single-answer question takes several boxes."""
+    text = str(reference) if reference is not None else ""
+    if "," not in text or any(c in text for c in "([{"):  # a tuple, interval or set: one
+        return 1
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > 1 and all(p.isdigit() and len(p) == 3 for p in parts[1:]):
+        return 1  # thousands separators: 1,000
+    return len(parts) if all(parts) else 1
 
 
 def _same_answers(task: Task, boxes: list[str], finals: list[str]) -> list[str]:
@@ -59,9 +89,13 @@ def _same_answers(task: Task, boxes: list[str], finals: list[str]) -> list[str]:
 
 def _verdicts(task: Task, answers: list[str], references: list[str]) -> list[str]:
     """"same" / "different" / "timeout" / "error" per (answer, reference) under the task."""
+    return _verdicts_on(task, answers, [Example(question="", answer=r) for r in references])
+
+
+def _verdicts_on(task: Task, answers: list[str], examples: list[Example]) -> list[str]:
+    """_verdicts against the examples themselves."""
     if not answers:
         return []
-    examples = [Example(question="", answer=r) for r in references]
     detailed = getattr(task, "verify_detailed", None)
     batch = getattr(task, "verify_batch", None)
     try:

@@ -85,7 +85,7 @@ class CombinedReward:
                   ) -> list[tuple[float, str]]:
         """(accuracy, status) per response. A verifier that raises costs that sample (score 0,
         status "error"), never the step; statuses are counted in the parts."""
-        answers, statuses = final_answers(self.task, responses)
+        answers, statuses = final_answers(self.task, responses, examples)
         found = [i for i, a in enumerate(answers) if a is not None]
         out = [(0.0, st) for st in statuses]
         detailed = getattr(self.task, "verify_detailed", None)

@@ -465,7 +465,8 @@ def math_rewards(completions: Sequence[str], answers: Sequence[str], verifier: M
     if len(completions) != len(answers):
         raise ValueError(f"{len(completions)} completions but {len(answers)} answers")
     task = _VerifierTask(verifier, timeout)
-    finals, statuses = final_answers(task, list(completions))
+    finals, statuses = final_answers(task, list(completions),
+                                     [Example(question="", answer=a) for a in answers])
     found = [i for i, a in enumerate(finals) if a is not None]
     checked = dict(zip(found, task.verify_detailed(
         [finals[i] for i in found], [Example(question="", answer=answers[i]) for i in found])))

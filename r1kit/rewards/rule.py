@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from r1kit.rewards.math import boxed_answers
 from r1kit.tasks.base import Example, Task
 
 _FORMAT_RE = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
@@ -67,6 +68,8 @@ def extract_answer(response: str) -> str | None:
     if region is None:
         return None
     boxed = last_boxed(region)
+    if boxed is not None and not boxed.strip():  # an empty last box: the last one with content
+        boxed = next((b for b in reversed(boxed_answers(region)) if b.strip()), boxed)
     answer = (boxed if boxed is not None else region).strip()
     if answer.startswith("####"):  # GSM8K's own answer marker
         answer = answer[4:].strip()
@@ -75,15 +78,20 @@ def extract_answer(response: str) -> str | None:
 
 @dataclass(frozen=True)
 class RuleReward:
-    """reward = accuracy_weight * accuracy + format_weight * format (R1-SPEC eq. 4: equal weight)."""
+    """reward = accuracy_weight * accuracy + format_weight * format (R1-SPEC eq. 4: equal weight),
+    the final answer read as every scoring path reads it (r1kit.rewards.answers: a response
+    that boxes different answers hedges and scores no accuracy). Parts: accuracy, format,
+    hedged (0/1)."""
 
     task: Task
     accuracy_weight: float = 1.0
     format_weight: float = 1.0
 
     def __call__(self, response: str, example: Example) -> tuple[float, dict[str, float]]:
-        answer = extract_answer(response)
+        from r1kit.rewards.answers import final_answers  # (answers imports this module)
+
+        (answer,), (status,) = final_answers(self.task, [response], [example])
         accuracy = self.task.verify(answer, example) if answer is not None else 0.0
         fmt = format_reward(response)
         score = self.accuracy_weight * accuracy + self.format_weight * fmt
-        return score, {"accuracy": accuracy, "format": fmt}
+        return score, {"accuracy": accuracy, "format": fmt, "hedged": float(status == "hedged")}
