@@ -52,6 +52,40 @@ def test_majority_vote_groups_equivalent_answers():
     assert majority_vote(["025", "25", "24"], equal=math_equal) == "025"
 
 
+def test_cons_at_k_votes_by_each_math_tasks_equivalence(tmp_path, monkeypatch):
+    """The in-run evaluations (GRPO's, the eval stage's) vote as `r1kit eval` does: the math
+    tasks bring mathematical equivalence to majority_vote, so cons@k of "3", "\\frac{1}{2}",
+    "0.5", "1/2", "3" elects the half (by text, "3" would win 2-1-1-1)."""
+    import torch
+
+    import r1kit.eval.core as core
+    from r1kit.eval.benchmarks import BenchmarkTask, FileBenchmark
+    from r1kit.rollout import Rollouts
+    from r1kit.tasks.base import Example
+    from r1kit.tasks.math import MathTask
+
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "half of 1?", "answer": "1/2"}\n')
+    votes = ["3", "\\frac{1}{2}", "0.5", "1/2", "3"]
+    k = len(votes)
+    example = Example(question="half of 1?", answer="1/2")
+
+    def fake_sampling(model, tokenizer, task, examples, prompts, **kw):
+        ro = Rollouts(prompt_ids=[[1]], completion_ids=torch.ones(k, 2, dtype=torch.long),
+                      completion_mask=torch.ones(k, 2), logprobs=None,
+                      stopped=torch.ones(k, dtype=torch.bool), group_size=k)
+        return ro, ["x"] * k, [(0.0, {"answer": a}) for a in votes]
+
+    monkeypatch.setattr(core, "sample_and_verify", fake_sampling)
+    tasks = [MathTask("math", data), BenchmarkTask("math500"), FileBenchmark(data)]
+    for task in tasks:
+        assert core.majority_vote(votes, task.vote_key, task.vote_equal) == "\\frac{1}{2}"
+        res = core.evaluate(torch.nn.Linear(1, 1), None, task, [example], [[1]], k=k,
+                            temperature=1.0, top_p=1.0, max_new_tokens=2, stop_ids=[],
+                            seed=0)
+        assert res.cons_at_k == 1.0, type(task).__name__
+
+
 def test_mean_ci95():
     assert mean_ci95([]) == (0.0, 0.0)
     assert mean_ci95([0.5]) == (0.5, 0.5)

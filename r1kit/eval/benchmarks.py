@@ -97,6 +97,10 @@ class BenchmarkTask(_HeldOut):
         self.name = name
         self.spec = BENCHMARKS[name]
         self.path = path or DATA_DIR / self.spec.file
+        if self.spec.kind == "math":  # cons@k votes by mathematical equivalence
+            from r1kit.tasks.math import math_equal, math_vote_key
+
+            self.vote_key, self.vote_equal = math_vote_key, math_equal
         self._examples = []
         for _, row in read_jsonl(self.path):
             level = row.get("level")
@@ -140,8 +144,9 @@ class FileBenchmark(_HeldOut):
 
     def __init__(self, path, question_field: str = "question", answer_field: str = "answer",
                  instruction: bool = True):
-        from r1kit.tasks.math import read_examples
+        from r1kit.tasks.math import math_equal, math_vote_key, read_examples
 
+        self.vote_key, self.vote_equal = math_vote_key, math_equal  # as the shipped ones
         self.name = str(path)
         self.path = Path(path)
         if not self.path.is_file():

@@ -98,18 +98,6 @@ def trained_prompting(path: Path) -> tuple[str, dict] | None:
     return stage_dir.name, stage
 
 
-def _math_key(answer: str) -> str:
-    from r1kit.rewards.math import normalize_answer
-
-    return normalize_answer(answer)
-
-
-def _math_equal(a: str, b: str) -> bool:
-    from r1kit.tasks.math import math_equal
-
-    return math_equal(a, b)
-
-
 def run_eval_command(args) -> list[dict]:
     with trusting_remote_code(args.trust_remote_code):
         return _run_eval(args)
@@ -179,13 +167,10 @@ def _run_eval(args) -> list[dict]:
                        if name in BENCHMARKS else 16 if own else 4)
         prompts = [encode_prompt(e.question, template, tokenizer, prefill, system=system or False)
                    for e in examples]
-        is_math = own or (name in BENCHMARKS and BENCHMARKS[name].kind == "math")
         res = evaluate(model, tokenizer, task, examples, prompts, k=k,
                        temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=args.max_new_tokens, stop_ids=stop_ids, seed=args.seed,
                        prefill=prefill, max_rows=args.generation_rows,
-                       answer_key=_math_key if is_math else str.strip,
-                       answer_equal=_math_equal if is_math else None,
                        overlap=args.overlap_rewards)
         record = {"benchmark": name, **res.as_record(), "samples": res.samples,
                   "seconds": time.time() - t0}

@@ -108,11 +108,14 @@ class EvalResult:
 def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: list[list[int]], *,
              k: int, temperature: float, top_p: float, max_new_tokens: int, stop_ids: list[int],
              seed: int, prefill: str = "", max_rows: int = 1024,
-             answer_key: Callable[[str], Hashable] = str.strip,
+             answer_key: Callable[[str], Hashable] | None = None,
              answer_equal: Callable[[str, str], bool] | None = None,
              language_target: str = "prompt", overlap: str = "auto") -> EvalResult:
     """Sample k responses per example and score them with the task's verifier; `language`
     is the mean eq. 7 share of `language_target` words in their chains of thought.
+    cons@k's vote groups answers by `answer_key` and merges groups by `answer_equal`
+    (majority_vote); by default the task's own `vote_key` / `vote_equal` (math tasks:
+    mathematical equivalence), else the answer's text.
     `overlap` ("auto" | "on" | "off", as GRPO's overlap_rewards): verify responses as they
     finish, while the rest decode, where the task's checks run in worker processes
     (r1kit.rewards.overlap; the same scores); "auto": on CUDA."""
@@ -125,6 +128,8 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
             prefill=prefill, max_rows=max_rows, overlap=overlap)
     finally:
         model.train(was_training)
+    answer_key = answer_key or getattr(task, "vote_key", None) or str.strip
+    answer_equal = answer_equal or getattr(task, "vote_equal", None)
     scores = [s for s, _ in verdicts]
     answers = [v["answer"] for _, v in verdicts]  # None: no answer, or hedged
     lengths = ro.lengths.tolist()

@@ -176,7 +176,19 @@ def math_equal(answer: str, reference: str, timeout: float = 5.0) -> bool:
     return verify_answers([answer], [reference], timeout)[0][0] == 1.0
 
 
+def math_vote_key(answer: str) -> str:
+    """cons@k's first grouping of math answers: their normalised form (r1kit.eval.core)."""
+    from r1kit.rewards.math import normalize_answer
+
+    return normalize_answer(answer)
+
+
 class MathTask:
+    # cons@k votes: answers grouped by their normalised form, groups merged where math-verify
+    # finds them equal ("1/2", "0.5", "\\frac{1}{2}" vote together)
+    vote_key = staticmethod(math_vote_key)
+    vote_equal = staticmethod(math_equal)
+
     @property
     def checks_in_workers(self) -> bool:
         """math-verify in the verifier's worker processes, unless a subclass checks its own
