@@ -14,7 +14,8 @@ The output is written to a temporary file and renamed into place once all rows a
 so a failed run never leaves a half-written file (and never clobbers an old one).
 
 Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
-- math      needs completion, answer. Settings: timeout (s per check, 5), workers.
+- math      needs completion, answer. Settings: timeout (s per check, 5), workers,
+            answer_field (the reference's field: answer; open-r1's data calls it solution).
 - format    needs completion. rule.format_reward.
 - language  needs completion; optional per-row `target` and `prompt`. Setting: target (en).
 - code      needs completion and tests (tests/setup, MBPP test_list/test_setup_code, or
@@ -90,17 +91,27 @@ def _need_str(row: dict, name: str) -> str | None:
     return None
 
 
+def _field_name(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise R1kitError(f"--set {name}: must be a field name (text), got {value!r}")
+    return value
+
+
 def _check_math(row: dict, settings: dict) -> str | None:
     problem = _need_str(row, "completion")
     if problem:
         return problem
-    if "answer" not in row:
-        return "missing field 'answer'"
-    answer = row["answer"]  # a number is fine too: GSM8K-style files store 72, not "72"
+    name = settings["answer_field"]
+    if name not in row:
+        other = next((f for f in ("solution", "answer", "reference", "ground_truth", "target")
+                      if f in row and f != name), None)
+        return f"missing field {name!r}" + (
+            f" (this row has {other!r}: --set answer_field={other})" if other else "")
+    answer = row[name]  # a number is fine too: GSM8K-style files store 72, not "72"
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-        return f"field 'answer' must be a string or a number, got {type(answer).__name__}"
+        return f"field {name!r} must be a string or a number, got {type(answer).__name__}"
     if not reference_text(answer):
-        return "field 'answer' holds no answer (blank, or nothing after '####')"
+        return f"field {name!r} holds no answer (blank, or nothing after '####')"
     return None
 
 
@@ -161,7 +172,7 @@ def _score_math(rows: list[dict], settings: dict) -> list[Scored]:
         # references as every other path reads them: GSM8K's "#### 72", floats without an
         # exponent (r1kit.tasks.math.reference_text)
         return math_rewards([r["completion"] for r in rows],
-                            [reference_text(r["answer"]) for r in rows],
+                            [reference_text(r[settings["answer_field"]]) for r in rows],
                             verifier, settings["timeout"])
 
 
@@ -212,6 +223,7 @@ REWARDS: dict[str, Reward] = {
     "math": Reward(_check_math, _score_math, {
         "timeout": (5.0, _positive_number),
         "workers": (min(4, os.cpu_count() or 1), _positive_int),
+        "answer_field": ("answer", _field_name),  # open-r1's data: solution
     }),
     "format": Reward(_check_format, _score_format),
     "language": Reward(_check_language, _score_language, {"target": ("en", _language_target)}),

@@ -66,6 +66,19 @@ def test_math_scores_in_order_with_fields_kept(tmp_path, capsys) -> None:
     assert capsys.readouterr().out == ""  # everything went to the file
 
 
+def test_math_reference_under_another_field_name(tmp_path, capsys) -> None:
+    """open-r1's data keeps the reference in `solution`: the missing `answer` is named with
+    the setting that reads it, and `--set answer_field=solution` scores those rows."""
+    rows = [{"completion": box("3"), "solution": "3"}, {"completion": box("4"), "solution": "5"}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    err = run_error(capsys, ["score", "--reward", "math", "--input", str(src)])
+    assert "missing field 'answer'" in err and "--set answer_field=solution" in err
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--reward", "math", "--input", str(src), "--output", str(out),
+                 "--set", "answer_field=solution", "--set", "workers=1"]) == 0
+    assert [r["reward"] for r in read_jsonl(out)] == [1.0, 0.0]
+
+
 def test_math_timeout_setting_and_pathological_row(tmp_path, capsys) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [
         {"completion": box("9^{9^{9^{9}}}"), "answer": "1"},
@@ -251,8 +264,8 @@ def test_missing_input_file(tmp_path, capsys) -> None:
 
 
 def test_parse_settings_types_and_defaults() -> None:
-    assert scoring.parse_settings("math", ["timeout=2", "workers=3"]) == {"timeout": 2.0,
-                                                                          "workers": 3}
+    assert scoring.parse_settings("math", ["timeout=2", "workers=3"]) == {
+        "timeout": 2.0, "workers": 3, "answer_field": "answer"}
     assert scoring.parse_settings("math", [" timeout = 0.25 "])["timeout"] == 0.25
     assert scoring.parse_settings("math", [])["timeout"] == 5.0
     assert scoring.parse_settings("language", ["target=zh"]) == {"target": "zh"}
