@@ -28,7 +28,12 @@ from r1kit.rewards.language import (
         ("wait, let me check.", 0 + 4, 0, 0),
         ("don't stop", 2, 0, 0),  # an apostrophe inside a word
         ("我们计算", 0, 4, 0),  # no spaces in Chinese: one word per character
-        ("x2y", 2, 0, 0),  # a digit splits a Latin run
+        ("xy2ab", 2, 0, 0),  # a digit splits a Latin run
+        ("x2y", 0, 0, 0),  # single letters against a digit or operator: variables
+        ("首先，\\frac{1}{2}+x=y", 0, 2, 0),  # LaTeX commands and variables are no words
+        ("设 $a^2 + b^2 = c^2$，所以 f(x) = 2x", 0, 3, 0),  # nor is LaTeX math
+        ("so \\(x\\) is a number", 4, 0, 0),
+        ("Ｈｅｌｌｏ world", 2, 0, 0),  # fullwidth Latin is Latin
         ("café naïve", 2, 0, 0),  # accented Latin letters are Latin
         ("Привет мир", 0, 0, 2),  # another script: counted, but neither en nor zh
         ("\u3400\u4dbf\u4e00\u9fff\uf900\ufaff\U00020000\U0002fa1f", 0, 8, 0),  # block edges

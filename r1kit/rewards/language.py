@@ -14,7 +14,11 @@ The paper leaves open how words are split and languages told apart; the choices 
   apostrophes allowed inside ("don't"); accented Latin letters count as Latin, since telling
   English from French needs a dictionary too. A run of letters of any other script is one
   word of language "other": it counts in the denominator, never as a target word. Digits,
-  symbols and punctuation belong to no language and are not counted.
+  symbols and punctuation belong to no language and are not counted; nor is mathematics:
+  LaTeX math ($…$, $$…$$, \\(…\\), \\[…\\]), LaTeX commands (\\frac, \\times) and single
+  letters written against a digit or an operator (the x and y of "2x+1=y"), so that a Chinese
+  chain of thought full of formulas is not scored as part English. Fullwidth Latin letters
+  (Ｈｅｌｌｏ) are Latin.
 - A chain of thought with no countable word scores 0.0: it shows no consistency to reward.
 - Target "prompt": the dominant language of the prompt by the same counting; a prompt with
   no English or Chinese words (or a tie) falls back to English.
@@ -29,7 +33,7 @@ TARGETS = ("en", "zh", "prompt")
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f\U00030000-\U000323af"
 # Latin letters: ASCII, Latin-1 letters (without × and ÷), Latin Extended-A/B.
-_LATIN = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"
+_LATIN = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\uff21-\uff3a\uff41-\uff5a"
 _WORD_RE = re.compile(
     rf"(?P<zh>[{_CJK}])"
     rf"|(?P<en>[{_LATIN}]+(?:['\u2019][{_LATIN}]+)*)"
@@ -39,10 +43,20 @@ _WORD_RE = re.compile(
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|\Z)", re.DOTALL)
 
 
+# mathematics, which belongs to no language: LaTeX math, LaTeX commands, and a single letter
+# against a digit or an operator (a variable: 2x, x=y, f(x))
+_MATH_RE = re.compile(
+    r"\$\$.*?\$\$|\$[^$]*\$|\\\(.*?\\\)|\\\[.*?\\\]"
+    r"|\\[A-Za-z]+"
+    rf"|(?<![{_LATIN}])[{_LATIN}](?=[0-9+\-*/=^_<>()|])"
+    rf"|(?<=[0-9+\-*/=^_<>()|])[{_LATIN}](?![{_LATIN}])",
+    re.DOTALL)
+
+
 def count_words(text: str) -> dict[str, int]:
     """Countable words of `text` by language: {"en": n, "zh": n, "other": n}."""
     counts = {"en": 0, "zh": 0, "other": 0}
-    for match in _WORD_RE.finditer(text):
+    for match in _WORD_RE.finditer(_MATH_RE.sub(" ", text)):
         counts[match.lastgroup] += 1
     return counts
 
