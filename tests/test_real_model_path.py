@@ -34,7 +34,7 @@ def test_bpe_tokenizer_round_trip_and_reward(bpe_checkpoint):
         decoded = tok.decode(ids, skip_special_tokens=False)
         assert decoded == text  # spaces, newlines, backslashes and braces survive
         score, parts = reward(decoded, example)
-        assert parts == {"accuracy": 1.0, "format": 1.0}, (text, parts)
+        assert parts == {"accuracy": 1.0, "format": 1.0, "hedged": 0.0}, (text, parts)
         assert score == 2.0
     wrong, parts = reward("<think> 70 </think> <answer> \\boxed{70} </answer>", example)
     assert parts["accuracy"] == 0.0 and wrong == 1.0
