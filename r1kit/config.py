@@ -169,8 +169,11 @@ class GRPOConfig:
     prefill: str = ""  # text the response is forced to begin with, e.g. "<think>\n"
     system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"
     #                                (r1kit's reasoning instruction), "" (none) or your own text
-    # --- the paper's hyperparameters
-    steps: int = 10400  # one step = one rollout and the updates made from it
+    # --- the paper's hyperparameters. The paper counts steps as policy updates of 512
+    # samples (16 per rollout of 8,192); r1kit counts rollouts: its 10,400 steps are 650
+    # rollouts, the reference reset every 400 updates is every 25 rollouts, and the length cap
+    # raised at update 8,200 is raised after 512 rollouts (8,192 updates)
+    steps: int = 650  # one step = one rollout and the updates made from it
     lr: float = 3e-6
     beta: float = 0.001  # KL coefficient; 0 drops the reference model altogether
     clip_eps_low: float = 10.0  # the paper's deliberately large clip
@@ -183,8 +186,8 @@ class GRPOConfig:
     ppo_epochs: int = 1  # passes over the rollout
     max_new_tokens: int = 32768
     min_new_tokens: int = 0  # stop tokens are masked out before this many tokens (benchmarks)
-    max_new_tokens_schedule: list[list[int]] = field(default_factory=lambda: [[8200, 65536]])
-    ref_refresh_every: int = 400  # reset the reference to the policy every N steps; 0 = never
+    max_new_tokens_schedule: list[list[int]] = field(default_factory=lambda: [[512, 65536]])
+    ref_refresh_every: int = 25  # reset the reference to the policy every N steps; 0 = never
     # --- choices the paper leaves open (R1-SPEC [open])
     aggregation: str = "seq-mean-token-mean"
     advantage_scale: str = "std"
@@ -207,7 +210,8 @@ class GRPOConfig:
     language_weight: float = 0.0  # eq. 7; 0 = logged only (R1-Zero)
     language_target: str = "en"  # en | zh | prompt (the question's own language)
     general_share: float = 0.0  # share of each rollout's questions that are general prompts
-    general_from_step: int = 0  # general prompts only from this step on (the paper: last 400)
+    general_from_step: int = 0  # general prompts only from this step on (the paper: the
+    # last 400 of 1,700 updates, the last 25 of ~106 rollouts)
     general_data: str = "tiny"  # tiny (the tiny world's prompts) | a JSONL/parquet file
     general_prompt_field: str = "prompt"  # with a "type" field: helpful | safety
     helpful_model: str = ""  # a reward_model stage (pairwise) or directory
@@ -389,7 +393,8 @@ class GRPOConfig:
         return min(n - 1, round(self.general_share * n))
 
     def max_new_tokens_at(self, step: int) -> int:
-        """The length cap in force at `step` (the paper raises it at step 8,200)."""
+        """The length cap in force at `step` (0-based rollouts; the paper raises it at update
+        8,200, the default schedule after 512 rollouts of 16 updates)."""
         cap = self.max_new_tokens
         for start, value in sorted(self.max_new_tokens_schedule):
             if step >= start:

@@ -353,13 +353,16 @@ def test_logprob_chunk_tokens_is_auto_or_a_number() -> None:
 
 
 def test_default_length_schedule() -> None:
-    # The paper raises the cap from 32,768 to 65,536 tokens at step 8,200.
+    # The paper raises the cap from 32,768 to 65,536 tokens at update 8,200 of 10,400, with 16
+    # updates per rollout: r1kit's steps are rollouts, so after 512 of 650 (8,192 updates).
     cfg = GRPOConfig(model="x")
-    assert cfg.max_new_tokens_schedule == [[8200, 65536]]
+    assert cfg.steps * cfg.num_minibatches * cfg.ppo_epochs == 10400
+    assert cfg.ref_refresh_every * cfg.num_minibatches == 400
+    assert cfg.max_new_tokens_schedule == [[512, 65536]]
     assert cfg.max_new_tokens_at(0) == 32768
-    assert cfg.max_new_tokens_at(8199) == 32768
-    assert cfg.max_new_tokens_at(8200) == 65536
-    assert cfg.max_new_tokens_at(10399) == 65536
+    assert cfg.max_new_tokens_at(511) == 32768
+    assert cfg.max_new_tokens_at(512) == 65536
+    assert cfg.max_new_tokens_at(649) == 65536
 
 
 def test_length_schedule_order_does_not_matter() -> None:

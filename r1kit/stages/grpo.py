@@ -18,13 +18,14 @@ Which log-probs are computed, and why:
     gradient exactly the policy gradient) and no extra pass is needed. With several updates,
     one no-grad pass before the first update gives them for every sequence.
   - reference log-probs only when beta > 0; the reference is reset to the policy every
-    `ref_refresh_every` steps (the paper: 400).
+    `ref_refresh_every` steps (the paper: every 400 updates, 25 rollouts of 16 updates).
   - π is softmax(logits / temperature) both when sampling and when training, so the ratio
     compares like with like.
 
 Where this departs from the paper or chooses what it leaves open: the per-token loss form and
-its aggregation (see algos.py); a step is one rollout; the learning rate schedule, optimizer
-settings and the Dr. GRPO normaliser T (the widest completion of the rollout) are choices.
+its aggregation (see algos.py); a step is one rollout (the paper's step is one of its 16
+updates: the defaults count its step numbers in rollouts); the learning rate schedule,
+optimizer settings and the Dr. GRPO normaliser (the step's max_new_tokens) are choices.
 """
 
 from __future__ import annotations
