@@ -415,7 +415,9 @@ class RewardModelConfig:
     test_file: str = ""
     train_rows: int = 4000  # for data = "tiny"
     test_rows: int = 400
-    summary_only: bool = True  # score only the text after </think> (the helpful model)
+    # score only the text after </think>: auto = the paper's choice per model, yes for the
+    # helpful (pairwise) one, no for the safety (pointwise) one, which reads the reasoning too
+    summary_only: bool | str = "auto"
     epochs: float = 1.0
     batch_size: int = 256
     lr: float = 6e-6
@@ -437,6 +439,15 @@ class RewardModelConfig:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.epochs <= 0 or self.lr <= 0:
             _fail(f"{where}.epochs", "epochs and lr must be > 0")
+        if isinstance(self.summary_only, str) and self.summary_only != "auto":
+            _fail(f"{where}.summary_only", f"must be auto, true or false, got "
+                  f"{self.summary_only!r}")
+
+    def scores_summary_only(self) -> bool:
+        """summary_only resolved: auto = pairwise (helpful) models only (R1-SPEC §3)."""
+        if isinstance(self.summary_only, bool):
+            return self.summary_only
+        return self.objective == "pairwise"
 
 
 def _check_split(task: str, split: str, where: str) -> None:

@@ -7,7 +7,8 @@ import json
 from conftest import MICRO_BASE, REPO
 
 from r1kit.cli import main
-from r1kit.stages.reward_model import reward_text
+from r1kit.config import RewardModelConfig
+from r1kit.stages.reward_model import epoch_order, reward_text
 from r1kit.tasks import general
 
 
@@ -27,6 +28,23 @@ def test_reward_text_scores_the_summary_only_when_asked():
     response = "<think> they want a greeting </think> Hello, Ann!"
     assert reward_text("Say hello to Ann.", response, True) == "User: Say hello to Ann.. Assistant: Hello, Ann!"
     assert "they want a greeting" in reward_text("Say hello to Ann.", response, False)
+
+
+def test_summary_only_auto_is_the_papers_choice_per_model():
+    """R1-SPEC §3: the helpful model scores the summary, the safety model the whole response
+    (reasoning included); true / false still force either."""
+    assert RewardModelConfig(objective="pairwise").scores_summary_only() is True
+    assert RewardModelConfig(objective="pointwise").scores_summary_only() is False
+    assert RewardModelConfig(objective="pointwise", summary_only=True).scores_summary_only()
+
+
+def test_one_epoch_sees_every_row_once():
+    import torch
+
+    order = epoch_order(10, 25, torch.Generator().manual_seed(0))
+    assert len(order) == 25
+    assert sorted(order[:10]) == list(range(10)) and sorted(order[10:20]) == list(range(10))
+    assert order[:10] != list(range(10))  # shuffled
 
 
 def test_reward_model_stages_learn_the_synthetic_labels(tmp_path, monkeypatch):

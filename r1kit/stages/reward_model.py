@@ -88,18 +88,29 @@ def score_texts(model, tokenizer, texts: list[str]) -> torch.Tensor:
 
 
 def _loss_and_correct(model, tokenizer, batch: list[dict], cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    summary = cfg.scores_summary_only()
     if cfg.objective == "pairwise":
-        chosen = score_texts(model, tokenizer, [reward_text(r["prompt"], r["chosen"], cfg.summary_only)
+        chosen = score_texts(model, tokenizer, [reward_text(r["prompt"], r["chosen"], summary)
                                                  for r in batch])
-        rejected = score_texts(model, tokenizer, [reward_text(r["prompt"], r["rejected"],
-                                                              cfg.summary_only) for r in batch])
+        rejected = score_texts(model, tokenizer, [reward_text(r["prompt"], r["rejected"], summary)
+                                                   for r in batch])
         margin = chosen - rejected
         return -torch.nn.functional.logsigmoid(margin).mean(), (margin > 0).float()
-    scores = score_texts(model, tokenizer, [reward_text(r["prompt"], r["response"], cfg.summary_only)
+    scores = score_texts(model, tokenizer, [reward_text(r["prompt"], r["response"], summary)
                                             for r in batch])
     labels = torch.tensor([float(bool(r["safe"])) for r in batch], device=scores.device)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(scores, labels)
     return loss, ((scores > 0).float() == labels).float()
+
+
+def epoch_order(rows: int, draws: int, gen: torch.Generator) -> list[int]:
+    """`draws` row indices, epoch after epoch of shuffled rows: each row once per epoch (the
+    paper trains its reward models for one epoch; draws with replacement would see only
+    about 63% of the rows in one)."""
+    order: list[int] = []
+    while len(order) < draws:
+        order += torch.randperm(rows, generator=gen).tolist()
+    return order[:draws]
 
 
 def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, seed: int,
@@ -114,8 +125,9 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
     model.train()
+    order = epoch_order(len(train), steps * cfg.batch_size, gen)
     for step in range(steps):
-        idx = torch.randint(len(train), (cfg.batch_size,), generator=gen).tolist()
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         loss, _ = _loss_and_correct(model, tokenizer, [train[i] for i in idx], cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -133,6 +145,6 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
     save_model(model, tokenizer, stage_dir)
     # how the GRPO stage must read this model (r1kit.rewards.combined.RewardModelScorer)
     (stage_dir / "reward_model.json").write_text(json.dumps(
-        {"objective": cfg.objective, "summary_only": cfg.summary_only}))
+        {"objective": cfg.objective, "summary_only": cfg.scores_summary_only()}))
     return {name: accuracy, "train_rows": len(train), "test_rows": len(test), "steps": steps,
             "seconds": time.time() - t0}
