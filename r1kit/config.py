@@ -71,6 +71,15 @@ def _check_lr(value: float, where: str) -> None:
               "that much per step", "language models train at 1e-6 to 1e-3")
 
 
+def _check_format(value: str, where: str) -> None:
+    from r1kit.rewards.rule import FORMATS
+
+    if value not in FORMATS:
+        _fail(f"{where}.format", f"unknown format {value!r}",
+              "auto, answer (<think>…</think><answer>…</answer>) or think (<think>…</think> "
+              "then a summary)")
+
+
 def _fail(where: str, message: str, hint: str | None = None):
     raise R1kitError(f"{where}: {message}", hint)
 
@@ -206,6 +215,11 @@ class GRPOConfig:
     dynamic_sampling_metric: str = "accuracy"
     accuracy_weight: float = 1.0
     format_weight: float = 1.0  # eq. 4: equal weight
+    # what the format reward asks for: answer (<think>…</think><answer>…</answer>, the R1-Zero
+    # template's) | think (<think>…</think> then a summary, R1's) | auto (answer where the
+    # prompt carries r1kit's instruction, the r1-zero template or chat with system_prompt
+    # "r1kit"; else think)
+    format: str = "auto"
     # --- eq. 7-10: language consistency and general data scored by reward models
     language_weight: float = 0.0  # eq. 7; 0 = logged only (R1-Zero)
     language_target: str = "en"  # en | zh | prompt (the question's own language)
@@ -272,6 +286,7 @@ class GRPOConfig:
 
     def validate(self, where: str) -> None:
         _check_lr(self.lr, where)
+        _check_format(self.format, where)
         if not self.model:
             _fail(f"{where}.model", "is required",
                   "set it to an earlier stage's name or to a checkpoint directory")
@@ -558,6 +573,9 @@ class SampleConfig:
     overlap_rewards: str = "auto"  # verify while decoding, as the grpo stage's setting
     filters: list[str] = field(default_factory=lambda: ["mixed_language", "long_paragraph",
                                                         "code_in_cot", "repetition"])
+    # the format a kept sample must have, as the grpo stage's `format` (auto: <answer> tags
+    # where the prompt asks for them, else R1's <think>…</think> summary)
+    format: str = "auto"
     language: str = "prompt"  # the chain of thought's language for mixed_language: en | zh | prompt
     max_paragraph_chars: int = 600  # long_paragraph: a paragraph of the chain of thought longer
     rewrite: bool = False  # cold start: rewrite kept samples (tiny world: deterministic)
@@ -567,6 +585,7 @@ class SampleConfig:
     def validate(self, where: str) -> None:
         from r1kit.sampling import FILTERS
 
+        _check_format(self.format, where)
         if not self.model:
             _fail(f"{where}.model", "is required", "an earlier stage's name or a directory")
         _check_task(self, where)

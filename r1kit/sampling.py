@@ -33,7 +33,7 @@ from r1kit.errors import R1kitError
 from r1kit.eval.core import sample_and_verify
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.rewards.language import LANGUAGES, chain_of_thought, count_words, detect_language
-from r1kit.rewards.rule import format_reward
+from r1kit.rewards.rule import format_reward, format_style
 from r1kit.tasks import general, make_task
 from r1kit.templates import encode_prompt, prompt_text
 
@@ -127,6 +127,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     prompts = [encode_prompt(e.question, cfg.template, tokenizer, cfg.prefill,
                              system=cfg.system_prompt) for e in examples]
     stop_ids = stop_token_ids(tokenizer, model)
+    style = format_style(cfg.format, cfg.template, cfg.system_prompt)
     k = cfg.samples_per_prompt
     # a sample with no final answer (or a hedged one) scores 0
     _, texts, verdicts = sample_and_verify(
@@ -143,7 +144,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
             if i not in correct:
                 counts["rejected/wrong"] += 1
                 continue
-            if not format_reward(text):
+            if not format_reward(text, style):
                 counts["rejected/format"] += 1
                 continue
             target = cfg.language

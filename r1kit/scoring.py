@@ -16,7 +16,8 @@ so a failed run never leaves a half-written file (and never clobbers an old one)
 Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
 - math      needs completion, answer. Settings: timeout (s per check, 5), workers,
             answer_field (the reference's field: answer; open-r1's data calls it solution).
-- format    needs completion. rule.format_reward.
+- format    needs completion. Setting: style (answer: <think>…</think><answer>…</answer>;
+            think: <think>…</think> then a summary, R1's). rule.format_reward.
 - language  needs completion; optional per-row `target` and `prompt`. Setting: target (en).
 - code      needs completion and tests (tests/setup, MBPP test_list/test_setup_code, or
             HumanEval test/entry_point). Setting: pass_fraction (false). r1kit.rewards.code.
@@ -176,12 +177,20 @@ def _score_math(rows: list[dict], settings: dict) -> list[Scored]:
                             verifier, settings["timeout"])
 
 
+def _format_style(name: str, value: Any) -> str:
+    if value not in ("answer", "think"):
+        raise R1kitError(f"--set {name}: unknown format {value!r}",
+                         "answer (<think>…</think><answer>…</answer>) or think (<think>…</think> "
+                         "then a summary)")
+    return value
+
+
 def _score_format(rows: list[dict], settings: dict) -> list[Scored]:
     from r1kit.rewards.rule import format_reward
 
     out = []
     for row in rows:
-        score = format_reward(row["completion"])
+        score = format_reward(row["completion"], settings["style"])
         out.append((score, {"format": score}))
     return out
 
@@ -225,7 +234,7 @@ REWARDS: dict[str, Reward] = {
         "workers": (min(4, os.cpu_count() or 1), _positive_int),
         "answer_field": ("answer", _field_name),  # open-r1's data: solution
     }),
-    "format": Reward(_check_format, _score_format),
+    "format": Reward(_check_format, _score_format, {"style": ("answer", _format_style)}),
     "language": Reward(_check_language, _score_language, {"target": ("en", _language_target)}),
     "code": Reward(_check_code, _score_code, {"pass_fraction": (False, _boolean)}),
 }

@@ -260,12 +260,13 @@ def test_wrong_type_names_key(override: str, key: str) -> None:
 
 
 @pytest.mark.parametrize("override,says", [
+    ("stages.zero.format=boxed", "unknown format"),
     ("stages.zero.lr=1e38", "above 1"),  # overflowed inside AdamW after the first rollout
     ("stages.zero.lr=2", "above 1"),
     ("stages.zero.beta=nan", "finite"),
     ("stages.zero.clip_eps_low=inf", "finite"),
 ])
-def test_learning_rates_above_one_and_non_finite_numbers_are_refused(override, says) -> None:
+def test_impossible_values_are_refused_with_their_key(override, says) -> None:
     key = override.split("=")[0]
     msg = _error([override])
     assert msg.startswith(key + ":") and says in msg

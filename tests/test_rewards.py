@@ -225,3 +225,23 @@ def test_rule_reward_reads_answers_as_every_scoring_path_does() -> None:
     assert extract_answer(empty_last) == "3"
     assert RuleReward(task)(empty_last, example) == (2.0, {"accuracy": 1.0, "format": 1.0,
                                                            "hedged": 0.0})
+
+
+def test_format_reward_styles_and_which_a_stage_takes() -> None:
+    """"answer": the R1-Zero template's two tags; "think": R1's <think>…</think> then a
+    summary (what the cold-start data and the released models write). A stage's "auto" holds
+    responses to <answer> tags only where its prompt asks for them."""
+    from r1kit.rewards.rule import format_style
+
+    r1_style = "<think>\n2 + 1 = 3\n</think>\nThe answer is \\boxed{3}."
+    zero_style = "<think> 2 + 1 = 3 </think> <answer> \\boxed{3} </answer>"
+    assert format_reward(r1_style) == 0.0 and format_reward(zero_style) == 1.0
+    assert format_reward(r1_style, "think") == 1.0 and format_reward(zero_style, "think") == 1.0
+    for bad in ("<think> a </think>", "<think> a </think> <think> b </think> c",
+                "no tags at all", "<think> a", "x <think> a </think> b"):
+        assert format_reward(bad, "think") == 0.0, bad
+    assert format_style("auto", "r1-zero") == "answer"
+    assert format_style("auto", "chat", "r1kit") == "answer"  # r1kit's system instruction
+    assert format_style("auto", "chat", "") == "think"  # R1's way: no system prompt
+    assert format_style("auto", "none") == "think"
+    assert format_style("answer", "chat", "") == "answer"

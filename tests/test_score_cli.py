@@ -271,7 +271,8 @@ def test_parse_settings_types_and_defaults() -> None:
     assert scoring.parse_settings("language", ["target=zh"]) == {"target": "zh"}
     assert scoring.parse_settings("language", ['target="prompt"']) == {"target": "prompt"}
     assert scoring.parse_settings("code", ["pass_fraction=true"]) == {"pass_fraction": True}
-    assert scoring.parse_settings("format", []) == {}
+    assert scoring.parse_settings("format", []) == {"style": "answer"}
+    assert scoring.parse_settings("format", ["style=think"]) == {"style": "think"}
 
 
 @pytest.mark.parametrize(

@@ -71,8 +71,10 @@ class CombinedReward:
     def __init__(self, task: Task, *, accuracy_weight: float = 1.0, format_weight: float = 1.0,
                  language_weight: float = 0.0, language_target: str = "en",
                  helpful=None, safety=None, helpful_weight: float = 1.0,
-                 safety_weight: float = 1.0, reward_model_scale: str = "sigmoid"):
+                 safety_weight: float = 1.0, reward_model_scale: str = "sigmoid",
+                 format_style: str = "answer"):
         self.task = task
+        self.format_style = format_style  # r1kit.rewards.rule.format_reward
         self.accuracy_weight = accuracy_weight
         self.format_weight = format_weight
         self.language_weight = language_weight
@@ -150,7 +152,7 @@ class CombinedReward:
         out = []
         for i, (response, example, kind) in enumerate(zip(responses, examples, kinds)):
             p = parts[i]
-            p["format"] = format_reward(response)
+            p["format"] = format_reward(response, self.format_style)
             p["language"] = language_reward(response, self.language_target,
                                             prompt_text(example.question))[0]
             main = (self.accuracy_weight * p["accuracy"] if kind == "reasoning"

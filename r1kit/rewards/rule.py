@@ -17,12 +17,35 @@ from r1kit.rewards.math import boxed_answers
 from r1kit.tasks.base import Example, Task
 
 _FORMAT_RE = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
+_THINK_FORMAT_RE = re.compile(r"\s*<think>(.*?)</think>\s*\S.*", re.DOTALL)
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+# the format reward's two forms: "answer", the R1-Zero template's <think>…</think>
+# <answer>…</answer>; "think", R1's own <think>…</think> then a summary (R1-SPEC §3-4: the
+# format the cold-start data and the released models use). "auto" (GRPO and sample stages):
+# "answer" where the prompt carries r1kit's instruction, which asks for both tags
+FORMATS = ("auto", "answer", "think")
 
 
-def format_reward(response: str) -> float:
-    """1.0 when the response is exactly one <think>…</think> followed by exactly one
-    <answer>…</answer>, with only whitespace around them; else 0.0."""
+def format_style(style: str, template: str, system_prompt: str = "r1kit") -> str:
+    """The format a stage's responses are held to: `style` unless "auto"; then "answer" where
+    the prompt asks for <answer> tags (the R1-Zero template, or a chat template with r1kit's
+    system instruction), else "think" (R1's `<think>…</think>` summary)."""
+    if style != "auto":
+        return style
+    asks = template == "r1-zero" or (template == "chat" and system_prompt == "r1kit")
+    return "answer" if asks else "think"
+
+
+def format_reward(response: str, style: str = "answer") -> float:
+    """style "answer": 1.0 when the response is exactly one <think>…</think> followed by
+    exactly one <answer>…</answer>, with only whitespace around them; "think": exactly one
+    <think>…</think> followed by a summary (any text but whitespace); else 0.0."""
+    if style == "think":
+        if response.count("<think>") != 1 or response.count("</think>") != 1:
+            return 0.0
+        return 1.0 if _THINK_FORMAT_RE.fullmatch(response) else 0.0
+    if style != "answer":
+        raise ValueError(f"unknown format style {style!r}; use answer or think")
     if any(response.count(tag) != 1 for tag in _TAGS):
         return 0.0
     return 1.0 if _FORMAT_RE.fullmatch(response) else 0.0
@@ -86,12 +109,13 @@ class RuleReward:
     task: Task
     accuracy_weight: float = 1.0
     format_weight: float = 1.0
+    format_style: str = "answer"  # or "think" (format_reward)
 
     def __call__(self, response: str, example: Example) -> tuple[float, dict[str, float]]:
         from r1kit.rewards.answers import final_answers  # (answers imports this module)
 
         (answer,), (status,) = final_answers(self.task, [response], [example])
         accuracy = self.task.verify(answer, example) if answer is not None else 0.0
-        fmt = format_reward(response)
+        fmt = format_reward(response, self.format_style)
         score = self.accuracy_weight * accuracy + self.format_weight * fmt
         return score, {"accuracy": accuracy, "format": fmt, "hedged": float(status == "hedged")}

@@ -75,6 +75,7 @@ from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelSco
 from r1kit.rewards.custom import FunctionReward, load_function
 from r1kit.rewards.length import overlong_penalty
 from r1kit.rewards.overlap import OverlappedRewards
+from r1kit.rewards.rule import format_style
 from r1kit.rollout import Rollouts, generate
 from r1kit.runlog import RunLog, read_jsonl
 from r1kit.stages.pretrain import cosine_lr
@@ -508,7 +509,8 @@ def make_reward(cfg: GRPOConfig, task, reward_models: dict[str, Path], ctx: Stag
         language_weight=cfg.language_weight, language_target=cfg.language_target,
         helpful=scorers.get("helpful"), safety=scorers.get("safety"),
         helpful_weight=cfg.helpful_weight, safety_weight=cfg.safety_weight,
-        reward_model_scale=cfg.reward_model_scale)
+        reward_model_scale=cfg.reward_model_scale,
+        format_style=format_style(cfg.format, cfg.template, cfg.system_prompt))
 
 
 def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
