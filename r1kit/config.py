@@ -166,7 +166,9 @@ class GRPOConfig:
 
     kind: str = "grpo"
     model: str = ""  # an earlier stage's name or a checkpoint directory
-    task: str = "arithmetic"  # arithmetic | gsm8k | math (a JSONL/parquet file of your own)
+    # arithmetic | gsm8k | math (a JSONL/parquet file of your own) | code (a file of problems
+    # with tests, run in the sandbox: r1kit.tasks.code)
+    task: str = "arithmetic"
     train_file: str = ""  # for task = "math": JSONL or parquet with question/answer fields
     test_file: str = ""
     question_field: str = "question"
@@ -474,20 +476,21 @@ def _check_split(task: str, split: str, where: str) -> None:
 
 
 def _check_task(cfg, where: str) -> None:
-    if cfg.task not in ("arithmetic", "gsm8k", "math"):
-        _fail(f"{where}.task", f"unknown task {cfg.task!r}", "use arithmetic, gsm8k or math")
+    if cfg.task not in ("arithmetic", "gsm8k", "math", "code"):
+        _fail(f"{where}.task", f"unknown task {cfg.task!r}",
+              "use arithmetic, gsm8k, math or code")
     if cfg.task == "arithmetic":  # the built-in tiny world reads no file
         for name in ("train_file", "test_file"):
             if getattr(cfg, name, ""):
                 _fail(f"{where}.{name}", "task = 'arithmetic' (the default: the built-in tiny "
                       f"world) does not read {name}", 'set task = "math" to train on your own '
                       'file (or "gsm8k" for GSM8K-format files)')
-    if cfg.task == "math":
+    if cfg.task in ("math", "code"):
         # an eval stage only evaluates: it needs the held-out file; the others train
         need = "test_file" if cfg.kind == "eval" else "train_file"
         if not getattr(cfg, need):
-            _fail(f"{where}.{need}", f"task = 'math' in a {cfg.kind} stage needs a {need} "
-                  "(JSONL or parquet)")
+            _fail(f"{where}.{need}", f"task = {cfg.task!r} in a {cfg.kind} stage needs a "
+                  f"{need} (JSONL or parquet)")
     if cfg.template not in TEMPLATES:
         _fail(f"{where}.template", f"unknown template {cfg.template!r}",
               f"use one of: {', '.join(TEMPLATES)}")
@@ -914,7 +917,7 @@ def _check_data_files(cfg, where: str) -> bool:
     stage has started (the error names file, line and field). Returns whether any of its
     prompts is a conversation (chat messages)."""
     prompts: list[tuple[str, list]] = []  # (file, its prompts)
-    if getattr(cfg, "task", None) in ("math", "gsm8k") and (
+    if getattr(cfg, "task", None) in ("math", "gsm8k", "code") and (
             getattr(cfg, "train_file", "") or getattr(cfg, "test_file", "")):
         from r1kit.tasks import make_task  # the task's own reader and rules
 

@@ -115,18 +115,10 @@ class BenchmarkTask(_HeldOut):
     def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
         if self.spec.kind == "math":
             return super().verify_batch(answers, examples)
-        from r1kit.rewards.code import extract_code, score_code_rows
+        from r1kit.tasks.code import code_scores
 
-        rows, completions = [], []
-        for answer, ex in zip(answers, examples):
-            row = ex.meta["row"]
-            answer = f"<answer>{answer or ''}</answer>"  # the answer part, as the reward reads it
-            code = extract_code(answer)
-            if code is not None and self.name == "humaneval":
-                answer = f"<answer>```python\n{row['prompt']}\n{code}\n```</answer>"
-            rows.append(row)
-            completions.append(answer)
-        return [score for score, _ in score_code_rows(rows, completions)]
+        return code_scores(answers, [ex.meta["row"] for ex in examples],
+                           [self.name == "humaneval"] * len(examples))
 
 
 DATA_SUFFIXES = (".jsonl", ".parquet")

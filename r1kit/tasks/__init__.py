@@ -15,6 +15,11 @@ def make_task(cfg, seed: int) -> Task:
         from r1kit.tasks.arithmetic import ArithmeticTask
 
         return ArithmeticTask(cfg.world, seed=seed)
+    if cfg.task == "code":
+        from r1kit.tasks.code import CodeTask
+
+        return CodeTask(cfg.train_file, getattr(cfg, "test_file", "") or None,
+                        question_field=cfg.question_field)
     from r1kit.tasks.math import MathTask
 
     if cfg.task == "gsm8k":

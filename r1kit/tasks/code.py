@@ -1,0 +1,95 @@
+"""Code as a GRPO task (R1-SPEC §3: a code problem's accuracy reward runs its test cases).
+
+A JSONL or parquet file of your own, a row per problem: the question under `question_field`
+(text or chat messages) and its tests in one of the schemas of r1kit.rewards.code — r1kit's
+`tests` (and `setup`), MBPP's `test_list` (and `test_setup_code`), or HumanEval's `test` and
+`entry_point` (the row's `prompt`, the function's signature and docstring, is then put before
+the response's code, as HumanEval is scored). Each question is followed by the request for a
+```python block that the shipped code benchmarks make; the last python block of a response's
+answer part is run against the row's tests in the sandbox (r1kit/sandbox): accuracy 1 when
+all of them pass, else 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from r1kit.errors import R1kitError
+from r1kit.tasks.base import Example
+
+CODE_INSTRUCTION = "\nWrite the complete Python code in a ```python code block."
+_TEST_FIELDS = ("tests", "test_list", "test")
+
+
+def code_scores(answers: list[str | None], rows: list[dict], humaneval: list[bool]) -> list[float]:
+    """1.0 / 0.0 per (answer part, row): its last python block passes all the row's tests.
+    `humaneval`: per row, whether the row's `prompt` (HumanEval's signature and docstring)
+    goes before the code."""
+    from r1kit.rewards.code import extract_code, score_code_rows
+
+    completions = []
+    for answer, row, prefix in zip(answers, rows, humaneval):
+        answer = f"<answer>{answer or ''}</answer>"  # the answer part, as the reward reads it
+        code = extract_code(answer)
+        if code is not None and prefix:
+            answer = f"<answer>```python\n{row['prompt']}\n{code}\n```</answer>"
+        completions.append(answer)
+    return [float(score) for score, _ in score_code_rows(rows, completions)]
+
+
+def read_code_examples(path, question_field: str) -> list[Example]:
+    """The rows of a code data file as examples, checked: a question and tests in every row."""
+    from r1kit.rewards.code import tests_from_row
+    from r1kit.tasks.math import read_rows
+    from r1kit.templates import check_messages, with_instruction
+
+    out = []
+    for n, row in read_rows(path):
+        if question_field not in row:
+            raise R1kitError(f"{path}:{n}: no field {question_field!r}",
+                             (f"its fields are {', '.join(map(str, row))}" if row else
+                              "the row is empty") + "; set question_field to the question's")
+        question = row[question_field]
+        if isinstance(question, list):
+            question = check_messages(question, f"{path}:{n}: field {question_field!r}")
+        elif not isinstance(question, str) or not question.strip():
+            raise R1kitError(f"{path}:{n}: field {question_field!r} is not a question (text or "
+                             "chat messages)")
+        if not any(f in row for f in _TEST_FIELDS):
+            raise R1kitError(f"{path}:{n}: no tests", "give each row 'tests' (a list of assert "
+                             "statements), MBPP's 'test_list', or HumanEval's 'test' and "
+                             "'entry_point'")
+        try:
+            tests_from_row(row)
+        except R1kitError as exc:
+            raise R1kitError(f"{path}:{n}: {exc.args[0]}", exc.hint) from exc
+        humaneval = "test" in row and "entry_point" in row and isinstance(row.get("prompt"), str)
+        out.append(Example(question=with_instruction(question, CODE_INSTRUCTION), answer="",
+                           level=row.get("level") if isinstance(row.get("level"), int) else None,
+                           meta={"row": row, "humaneval": humaneval}))
+    return out
+
+
+class CodeTask:
+    """Code problems with tests (module docstring): train and held-out files."""
+
+    checks_in_workers = True  # the programs run in the sandbox's worker processes
+
+    def __init__(self, train_file, test_file=None, question_field: str = "question"):
+        named = test_file or train_file
+        self.name = Path(named).stem if named else "code"
+        self._train = read_code_examples(train_file, question_field) if train_file else []
+        self._test = read_code_examples(test_file, question_field) if test_file else []
+
+    def train_examples(self) -> list[Example]:
+        return list(self._train)
+
+    def test_examples(self, split: str = "main") -> list[Example]:
+        return list(self._test)
+
+    def verify(self, answer: str, example: Example) -> float:
+        return self.verify_batch([answer], [example])[0]
+
+    def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
+        return code_scores(answers, [e.meta["row"] for e in examples],
+                           [bool(e.meta.get("humaneval")) for e in examples])

@@ -1,0 +1,88 @@
+"""task = "code": problems with tests as a GRPO task (r1kit.tasks.code), the accuracy reward
+running each response's code against its row's tests in the sandbox."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO
+
+from r1kit.cli import main
+from r1kit.config import load_recipe
+from r1kit.errors import R1kitError
+from r1kit.rewards.combined import CombinedReward
+from r1kit.tasks.code import CodeTask
+
+ROWS = [
+    {"question": "Write add(a, b) returning a + b.", "tests": ["assert add(2, 3) == 5"]},
+    {"text": "unused", "question": "Write square(x).",
+     "test_list": ["assert square(3) == 9", "assert square(-2) == 4"]},
+    {"question": "Complete the function.",
+     "prompt": "def one():\n    return 1\n\n\ndef neg(x):\n    \"\"\"-x\"\"\"\n",
+     "test": "def check(f):\n    assert f(2) == -2\n", "entry_point": "neg"},
+]
+
+
+def _file(tmp_path, rows=ROWS, name="code.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _answer(code: str) -> str:
+    return f"<think> easy </think> <answer>\n```python\n{code}\n```\n</answer>"
+
+
+def test_code_rows_are_scored_by_their_tests_in_each_schema(tmp_path):
+    """r1kit's `tests`, MBPP's `test_list`, HumanEval's `test` + `entry_point` (its prompt put
+    before the code): right code 1, wrong code or no code 0, through the GRPO reward."""
+    task = CodeTask(_file(tmp_path))
+    examples = task.train_examples()
+    assert all(e.question.endswith("```python code block.") for e in examples)
+    right = [_answer("def add(a, b):\n    return a + b"),
+             _answer("def square(x):\n    return x * x"),
+             _answer("def neg(x):\n    return -x * one()")]  # HumanEval: after its prompt
+    wrong = [_answer("def add(a, b):\n    return a - b"),
+             _answer("def square(x):\n    return 2 * x"),
+             "<think> hmm </think> <answer> no code </answer>"]
+    reward = CombinedReward(task)
+    scores = reward.score(right + wrong, examples + examples)
+    assert [p["accuracy"] for _, p in scores] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert [s for s, _ in scores[:3]] == [2.0, 2.0, 2.0]  # + format
+
+
+def test_code_task_checks_its_file_before_any_stage(tmp_path):
+    recipe = str(REPO / "recipes" / "zero-tiny.toml")
+    with pytest.raises(R1kitError, match="task = 'code' in a grpo stage needs a train_file"):
+        load_recipe(recipe, ["stages.zero.task=\"code\""])
+    bad = _file(tmp_path, [{"question": "q", "tests": ["assert True"]}, {"question": "q2"}],
+                "bad.jsonl")
+    with pytest.raises(R1kitError, match=r"bad.jsonl:2: no tests"):
+        CodeTask(bad)
+    typo = _file(tmp_path, [{"prompt": "q", "tests": ["assert True"]}], "typo.jsonl")
+    with pytest.raises(R1kitError, match="no field 'question'") as info:
+        CodeTask(typo)
+    assert "question_field" in str(info.value)
+
+
+def test_a_grpo_stage_trains_and_evaluates_on_code(bpe_checkpoint, tmp_path):
+    data = _file(tmp_path)
+    out = tmp_path / "run"
+    assert main([
+        "run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out),
+        "--set", f"stages.zero.model={json.dumps(str(bpe_checkpoint))}",
+        "--set", 'stages.zero.task="code"',
+        "--set", f"stages.zero.train_file={json.dumps(str(data))}",
+        "--set", f"stages.zero.test_file={json.dumps(str(data))}",
+        "--set", "stages.zero.steps=1", "--set", "stages.zero.group_size=2",
+        "--set", "stages.zero.rollout_batch_size=4", "--set", "stages.zero.num_minibatches=1",
+        "--set", "stages.zero.max_new_tokens=8", "--set", "stages.zero.save_every=0",
+        "--set", "stages.zero.eval.every=1", "--set", "stages.zero.eval.k=1",
+        "--set", "run.progress=false",
+    ]) == 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and "reward/accuracy" in metrics[0]
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["benchmark"] for e in evals] == ["code/main", "code/main"]
+    assert evals[0]["n"] == len(ROWS)
