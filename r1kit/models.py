@@ -146,11 +146,17 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
     if not cfg.is_file() and adapter.is_file():  # a LoRA stage's checkpoints/step-N
         stage = p.parent.parent if p.parent.name == "checkpoints" else None
         final = stage is not None and (stage / "config.json").is_file()
+        merge = ("merge it into its base model (peft: PeftModel.from_pretrained(base, "
+                 "adapter).merge_and_unload(), then save_pretrained; its adapter_config.json "
+                 "names the base) and give that directory")
         raise R1kitError(f"{str(p)!r} holds a LoRA adapter (peft), not a whole model",
-                         f"give the stage's final model, the adapter merged: {stage}" if final
-                         else "merge it into its base model (peft: PeftModel.from_pretrained("
-                         "base, adapter).merge_and_unload(), then save_pretrained) and give "
-                         "that directory")
+                         merge + (f"; the stage's final model, after its last step, is "
+                                  f"{stage}, the adapter merged" if final else ""))
+    if not cfg.is_file() and (p / "stage.json").is_file():  # a stage that has not finished
+        ckpts = sorted((p / "checkpoints").glob("step-*")) if (p / "checkpoints").is_dir() else []
+        raise R1kitError(f"{str(p)!r} is a stage that has not finished: it holds no model yet",
+                         f"its checkpoints: {', '.join(str(c) for c in ckpts[-3:])}" if ckpts
+                         else "run the same command again to finish it")
     if not cfg.is_file():
         raise R1kitError(f"{str(p)!r} has no config.json: it is not a Hugging Face checkpoint",
                          "save the model with save_pretrained() or give another directory")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -20,9 +21,11 @@ pytest.importorskip("peft")
 
 def test_lora_grpo_trains_adapters_and_saves_a_plain_merged_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
-    assert main(["run", str(REPO / "recipes" / "zero-tiny.toml"), "--out", str(out), *MICRO_BASE,
+    assert main(["run", str(REPO / "recipes" / "zero-tiny.toml"), "--out", "run", *MICRO_BASE,
                  "--set", "run.progress=false", "--set", "stages.zero.steps=3",
+                 "--set", "stages.zero.save_every=2",
                  "--set", "stages.zero.rollout_batch_size=32", "--set", "stages.zero.eval.every=0",
                  "--set", "stages.zero.lora_rank=4", "--set", "stages.zero.lr=1e-2",
                  "--set", 'stages.zero.lora_target_modules=["q_proj", "v_proj"]']) == 0
@@ -31,6 +34,10 @@ def test_lora_grpo_trains_adapters_and_saves_a_plain_merged_checkpoint(tmp_path,
     assert tuned.keys() == base.keys()  # a plain checkpoint: no adapter weights left
     changed = {k for k in base if not torch.equal(base[k], tuned[k])}
     assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
+    # the step checkpoint's adapters name their base model absolute, though the run
+    # directory was given relative: loadable with peft from anywhere
+    adapter = json.loads((out / "zero/checkpoints/step-2/adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str((out / "base").resolve())
 
 
 def test_merging_gathered_lora_weights_is_peft_merge(tmp_path):

@@ -40,7 +40,7 @@ def test_bpe_tokenizer_round_trip_and_reward(bpe_checkpoint):
     assert parts["accuracy"] == 0.0 and wrong == 1.0
 
 
-def test_zero_gsm8k_recipe_runs_on_a_random_checkpoint(bpe_checkpoint, tmp_path):
+def test_zero_gsm8k_recipe_runs_on_a_random_checkpoint(bpe_checkpoint, tmp_path, capsys):
     out = tmp_path / "run"
     before = load_file(str(bpe_checkpoint / "model.safetensors"))
     rc = main([
@@ -69,8 +69,10 @@ def test_zero_gsm8k_recipe_runs_on_a_random_checkpoint(bpe_checkpoint, tmp_path)
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 2]
     assert evals[0]["benchmark"] == "gsm8k/main" and evals[0]["n"] == 3
-    # a random model earns no reward: every group has zero variance, so no update moves it
+    # a random model earns no reward: every group has zero variance, so no update moves it,
+    # and a note says so
     assert all(m["zero_var_frac"] == 1.0 and m["reward"] == 0.0 for m in metrics)
+    assert "no learning signal in the last 2 steps" in capsys.readouterr().out
     after = load_file(str(out / "zero" / "model.safetensors"))
     # (compared in the saved dtype: on a GPU the run loads and saves in bfloat16)
     assert all(torch.equal(before[k].to(after[k].dtype), after[k]) for k in before)
@@ -252,3 +254,20 @@ def test_a_tokenizer_that_transformers_would_rebuild_keeps_its_own_token_ids(tmp
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert ids == raw.encode(text, add_special_tokens=False).ids
     assert tok.decode(ids) == text and tok.eos_token == "<eos>" and tok.pad_token == "<pad>"
+
+
+def test_an_sft_prompt_too_long_for_max_length_names_the_system_turn(bpe_checkpoint):
+    """Where r1kit's system instruction is what fills max_length, the error says so and how to
+    drop it (a short question under a small vocabulary's long system turn)."""
+    from r1kit.errors import R1kitError
+    from r1kit.stages.sft import encode_rows
+    from r1kit.templates import encode_prompt
+
+    tok = load_tokenizer(bpe_checkpoint)
+    with_system = len(encode_prompt("What is 2 + 3?", "chat", tok, system=True))
+    without = len(encode_prompt("What is 2 + 3?", "chat", tok, system=False))
+    assert without < with_system
+    with pytest.raises(R1kitError, match="system_prompt") as info:
+        encode_rows(tok, [("What is 2 + 3?", "5")], "chat", with_system, system=True)
+    assert f"{with_system} tokens with its system turn, {without} without" in str(info.value)
+    assert encode_rows(tok, [("What is 2 + 3?", "5")], "chat", with_system, system=False)

@@ -170,10 +170,15 @@ def test_a_lora_adapter_directory_is_named_as_one(tmp_path, checkpoint):
     with pytest.raises(R1kitError, match="holds a LoRA adapter") as err:
         check_model_dir(step)
     assert str(stage) in err.value.hint
+    assert "merge_and_unload" in err.value.hint and "after its last step" in err.value.hint
     (stage / "config.json").unlink()  # no final model yet: how to merge it
     with pytest.raises(R1kitError, match="holds a LoRA adapter") as err:
         check_model_dir(step)
-    assert "merge_and_unload" in err.value.hint
+    assert "merge_and_unload" in err.value.hint and str(stage) not in err.value.hint
+    (stage / "stage.json").write_text('{"kind": "grpo", "status": "running"}')
+    with pytest.raises(R1kitError, match="a stage that has not finished") as err:
+        check_model_dir(stage)  # the stage directory itself: its checkpoints are named
+    assert str(step) in err.value.hint
 
 
 def test_errors_under_torchrun_name_the_rank(tmp_path, monkeypatch, capsys):

@@ -527,7 +527,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         disable_dropout(policy)
     lora = None
     if cfg.lora_rank:
-        lora, policy = apply_lora(policy, cfg)
+        lora, policy = apply_lora(policy, cfg, base=model_path)
     ref = None
     if cfg.beta > 0:
         ref = copy.deepcopy(policy).eval()
@@ -655,6 +655,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     t_stage = time.time()
     bar.update_to(start)
     bad_updates = 0
+    flat_steps = 0  # steps in a row whose groups all had equal rewards (no learning signal)
+
     def sample_round(step: int, draw: int, n_general: int) -> _Round:
         """Draw `draw`'s questions (a seeded order of the training set, reshuffled every
         epoch; general prompts in place of n_general of them), sample this rank's share and
@@ -794,6 +796,12 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         }
         ctx.log.metrics(record)
         bar.update(record)
+        flat_steps = flat_steps + 1 if record["zero_var_frac"] == 1.0 else 0
+        if flat_steps == min(NO_SIGNAL_STEPS, cfg.steps) and world.is_main:
+            ctx.print(f"[{ctx.name}] no learning signal in the last {flat_steps} steps: in every "
+                      "group all samples got the same reward (zero_var_frac 1.0), so the "
+                      "updates change nothing. Check the rewards on a few samples (r1kit "
+                      "score), or raise temperature or group_size")
         bad_updates = bad_updates + 1 if upd.get("skipped_updates", 0.0) == 1.0 else 0
         if cfg.max_nonfinite_steps and bad_updates >= cfg.max_nonfinite_steps:
             last = latest_checkpoint(ctx.stage_dir)
@@ -972,15 +980,18 @@ def _epoch_order(size: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
+NO_SIGNAL_STEPS = 10  # steps in a row without a group of unequal rewards before a note says so
 PEFT_PREFIX = "base_model.model."  # a peft model's names of its base model's tensors
 LORA_ADAPTER = "default"  # the adapter's name in its tensors' names (peft's default)
 
 
-def apply_lora(model, cfg: GRPOConfig):
+def apply_lora(model, cfg: GRPOConfig, base: Path | None = None):
     """(the peft model, the model to train and sample with): LoRA adapters on
     `lora_target_modules`, every other weight frozen. peft injects the adapters into the base
     model's own modules, so the base model object computes with them and keeps its usual
-    forward signature (which the rollout engine and the chunked output layer rely on)."""
+    forward signature (which the rollout engine and the chunked output layer rely on).
+    `base`: the directory the model came from, written absolute into the adapters'
+    adapter_config.json (peft would write the path as given: relative to where r1kit ran)."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
@@ -996,6 +1007,8 @@ def apply_lora(model, cfg: GRPOConfig):
     peft_model = get_peft_model(model, LoraConfig(
         r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=list(cfg.lora_target_modules), bias="none"))
+    if base is not None:
+        peft_model.peft_config["default"].base_model_name_or_path = str(Path(base).resolve())
     return peft_model, peft_model.get_base_model()
 
 

@@ -120,9 +120,17 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
             cut += 1
         out.append((p, r))
     if rows and not out:
+        hint = "raise max_length"
+        if template == "chat" and system:  # the system turn may be most of it: say so
+            first = rows[0][0]
+            with_system = len(encode_prompt(first, template, tokenizer, system=system))
+            without = len(encode_prompt(first, template, tokenizer, system=False))
+            if without < max_length <= with_system:
+                hint = (f"the first prompt takes {with_system} tokens with its system turn, "
+                        f"{without} without: set system_prompt = \"\" (no system turn), or "
+                        "raise max_length")
         raise R1kitError(f"every prompt of the SFT data takes max_length = {max_length} tokens "
-                         "or more, which leaves no response to train on",
-                         "raise max_length")
+                         "or more, which leaves no response to train on", hint)
     if (cut or dropped) and log is not None:
         log(f"max_length = {max_length}: {cut} of {len(rows)} rows cut (the ends of their "
             f"responses are not trained on), {dropped} left out (their prompts alone reach it)")
