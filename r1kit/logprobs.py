@@ -91,12 +91,12 @@ class ChunkedHeadLogp(torch.autograd.Function):
                 i += step
             else:
                 return logp, ent
-        for i in range(i, n, chunk):
-            lsm = torch.log_softmax(scaled_logits(h[i:i + chunk], weight, bias, temperature),
+        for j in range(i, n, chunk):  # (from where a failed compile left off)
+            lsm = torch.log_softmax(scaled_logits(h[j:j + chunk], weight, bias, temperature),
                                     dim=-1, dtype=torch.float32)  # [C, V]
-            logp[i:i + chunk] = lsm.gather(-1, targets[i:i + chunk, None]).squeeze(-1)
+            logp[j:j + chunk] = lsm.gather(-1, targets[j:j + chunk, None]).squeeze(-1)
             if with_entropy:  # -sum p log p, p = exp(log p), computed in place
-                ent[i:i + chunk] = lsm.exp().mul_(lsm).sum(-1).neg_()
+                ent[j:j + chunk] = lsm.exp().mul_(lsm).sum(-1).neg_()
         return logp, ent
 
     @staticmethod

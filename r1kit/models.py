@@ -318,16 +318,24 @@ def save_model(model, tokenizer, path: str | os.PathLike, state_dict: dict | Non
     # torch's files as the model's own code (auto_map): save as the model's own class instead
     cls = type(model)
     own = next(c for c in cls.__mro__ if not c.__module__.startswith("torch."))
+    # training turns the model's cache off (r1kit's stages need none); the checkpoint keeps
+    # transformers' default, so that a plain forward call returns one as the user expects
+    config = getattr(model, "config", None)
+    cache = getattr(config, "use_cache", None)
     with quiet_loading():
         try:
             if own is not cls and not own.__module__.startswith("transformers."):
                 model.__class__ = own
+            if cache is False:
+                config.use_cache = True
             if state_dict is not None:
                 model.save_pretrained(path, state_dict=state_dict)
             else:
                 model.save_pretrained(path)
         finally:
             model.__class__ = cls
+            if cache is False:
+                config.use_cache = False
         tokenizer.save_pretrained(path)
 
 

@@ -58,7 +58,7 @@ def test_cons_at_k_votes_by_each_math_tasks_equivalence(tmp_path, monkeypatch):
     "0.5", "1/2", "3" elects the half (by text, "3" would win 2-1-1-1)."""
     import torch
 
-    import r1kit.eval.core as core
+    from r1kit.eval import core
     from r1kit.eval.benchmarks import BenchmarkTask, FileBenchmark
     from r1kit.rollout import Rollouts
     from r1kit.tasks.base import Example

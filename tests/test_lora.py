@@ -32,6 +32,8 @@ def test_lora_grpo_trains_adapters_and_saves_a_plain_merged_checkpoint(tmp_path,
     base = load_file(out / "base" / "model.safetensors")
     tuned = load_file(out / "zero" / "model.safetensors")
     assert tuned.keys() == base.keys()  # a plain checkpoint: no adapter weights left
+    # training turned the cache off; the checkpoint keeps transformers' default
+    assert json.loads((out / "zero" / "config.json").read_text())["use_cache"] is True
     changed = {k for k in base if not torch.equal(base[k], tuned[k])}
     assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
     # the step checkpoint's adapters name their base model absolute, though the run
