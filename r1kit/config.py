@@ -1050,8 +1050,14 @@ def check_inputs(recipe: Recipe) -> None:
                 _fail(f"{where}.{field_name}", f"stage {ref!r} runs after {name!r}",
                       "a stage can only use the output of an earlier stage")
             if not Path(ref).is_dir():
+                hub = (ref.count("/") == 1 and not ref.startswith((".", "/", "~"))
+                       and not Path(ref.split("/")[0]).exists())
                 _fail(f"{where}.{field_name}", f"{ref!r} is neither an earlier stage nor a "
-                      f"directory", f"earlier stages: {', '.join(earlier) or 'none'}; or give a "
+                      f"directory" + (" (r1kit reads local checkpoint directories, never the "
+                                      "Hugging Face Hub: download it first, e.g. huggingface-cli "
+                                      f"download {ref} --local-dir DIR, and give DIR)"
+                                      if hub else "") + f"; paths are relative to {Path.cwd()}",
+                      f"earlier stages: {', '.join(earlier) or 'none'}; or give a "
                       "checkpoint path, e.g. --set " + (
                           f"{where}.{field_name}='[\"/path/to/checkpoint\"]'"
                           if field_name == "models" else

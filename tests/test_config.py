@@ -214,6 +214,16 @@ def test_missing_model_directory(tmp_path: Path) -> None:
     msg = _error([f'stages.zero.model="{missing}"'])
     assert "stages.zero.model" in msg
     assert str(missing) in msg
+    assert "Hugging Face Hub" not in msg
+
+
+def test_a_hub_id_as_model_says_r1kit_reads_local_directories(monkeypatch, tmp_path) -> None:
+    """`model = "Qwen/Qwen2.5-0.5B"` (a TRL habit): nothing is downloaded; the message says
+    so and how to get the directory, and where relative paths start."""
+    monkeypatch.chdir(tmp_path)
+    msg = _error(['stages.zero.model="Qwen/Qwen2.5-0.5B"'], ZERO_TINY.resolve())
+    assert "never the Hugging Face Hub" in msg and "download Qwen/Qwen2.5-0.5B" in msg
+    assert f"paths are relative to {tmp_path}" in msg
 
 
 def test_existing_model_directory_is_accepted(tmp_path: Path) -> None:
