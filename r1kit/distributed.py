@@ -320,18 +320,14 @@ def full_tensors(model, names) -> dict:
 
 def load_full_state(model, state: dict, strict: bool = True):
     """Load a whole (unsharded) state dict, sharding it where the model is sharded; `strict`
-    False: some of the model's tensors (LoRA adapters; returns the missing and unexpected
-    keys)."""
-    if not strict:
-        if is_sharded(model):
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                set_model_state_dict,
-            )
-            return set_model_state_dict(model, state, options=StateDictOptions(
-                full_state_dict=True, strict=False))
-        return model.load_state_dict(state, strict=False)
-    if not is_sharded(model):
+    False: some of the model's tensors (LoRA adapters). Returns the missing and unexpected
+    keys."""
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        return set_model_state_dict(model, state, options=StateDictOptions(
+            full_state_dict=True, strict=strict))
+    if strict:
         # a sharded run's state keeps one name of each tied tensor (full_state): the model's
         # other names of that tensor (an output layer sharing the embedding) take its value
         own = model.state_dict(keep_vars=True)
@@ -343,11 +339,7 @@ def load_full_state(model, state: dict, strict: bool = True):
             alias = next((a for a in names_of[id(own[name])] if a in state), None)
             if alias is not None:
                 state[name] = state[alias]
-        model.load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    return model.load_state_dict(state, strict=strict)
 
 
 def optimizer_state(model, opt) -> dict:

@@ -23,11 +23,11 @@ from pathlib import Path
 from r1kit.errors import R1kitError
 from r1kit.tasks import DATA_DIR
 from r1kit.tasks.base import Example
-from r1kit.tasks.math import read_jsonl, verify_answers
+from r1kit.tasks.code import CODE_INSTRUCTION, code_scores
+from r1kit.tasks.math import math_equal, math_vote_key, read_jsonl, verify_answers
 from r1kit.templates import prompt_text, with_instruction
 
 MATH_INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
-CODE_INSTRUCTION = "\nWrite the complete Python code in a ```python code block."
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,6 @@ class BenchmarkTask(_HeldOut):
         self.spec = BENCHMARKS[name]
         self.path = path or DATA_DIR / self.spec.file
         if self.spec.kind == "math":  # cons@k votes by mathematical equivalence
-            from r1kit.tasks.math import math_equal, math_vote_key
-
             self.vote_key, self.vote_equal = math_vote_key, math_equal
         self._examples = []
         for _, row in read_jsonl(self.path):
@@ -115,8 +113,6 @@ class BenchmarkTask(_HeldOut):
     def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
         if self.spec.kind == "math":
             return super().verify_batch(answers, examples)
-        from r1kit.tasks.code import code_scores
-
         return code_scores(answers, [ex.meta["row"] for ex in examples],
                            [self.name == "humaneval"] * len(examples))
 
@@ -134,11 +130,14 @@ class FileBenchmark(_HeldOut):
     answer per row, verified like the shipped math benchmarks. With `instruction` (default)
     each question gets the shipped benchmarks' request for a boxed final answer."""
 
+    # cons@k votes by mathematical equivalence, as the shipped math benchmarks
+    vote_key = staticmethod(math_vote_key)
+    vote_equal = staticmethod(math_equal)
+
     def __init__(self, path, question_field: str = "question", answer_field: str = "answer",
                  instruction: bool = True):
-        from r1kit.tasks.math import math_equal, math_vote_key, read_examples
+        from r1kit.tasks.math import read_examples
 
-        self.vote_key, self.vote_equal = math_vote_key, math_equal  # as the shipped ones
         self.name = str(path)
         self.path = Path(path)
         if not self.path.is_file():
