@@ -256,7 +256,8 @@ def run_trl(preset: str, model: Path, steps: int) -> dict:
 
 
 def run_r1kit(preset: str, model: Path, steps: int, prompt_sharing: str = "auto",
-              compile_mode: str = "auto", logprob_chunk: int | str = "auto") -> dict:
+              compile_mode: str = "auto", logprob_chunk: int | str = "auto",
+              logprob_rows: int | str = "auto") -> dict:
     import torch
 
     import r1kit
@@ -289,7 +290,7 @@ def run_r1kit(preset: str, model: Path, steps: int, prompt_sharing: str = "auto"
                      rollout_batch_size=completions, num_minibatches=1, ppo_epochs=1,
                      max_new_tokens=p["new"], min_new_tokens=p["new"],
                      max_new_tokens_schedule=[], micro_batch_size=p["micro"],
-                     logprob_chunk_tokens=logprob_chunk,
+                     logprob_chunk_tokens=logprob_chunk, logprob_micro_batch_size=logprob_rows,
                      aggregation="token-mean", max_grad_norm=1.0, weight_decay=0.0,
                      activation_checkpointing=p["ckpt"], ref_refresh_every=0,
                      prompt_sharing=prompt_sharing, compile=compile_mode,
@@ -339,7 +340,7 @@ def side_main(args) -> int:
 
         r1kit.lean.COMPILE_DECODE_LAYERS = args.compile_decode_layers
         result = run_r1kit(args.preset, Path(args.model), args.steps, args.prompt_sharing,
-                           args.compile, args.logprob_chunk)
+                           args.compile, args.logprob_chunk, args.logprob_rows)
     result["device"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                         else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)")
     result["torch"] = torch.__version__
@@ -380,6 +381,10 @@ def main(argv=None) -> int:
                     default="auto",
                     help="r1kit's logprob_chunk_tokens (output-layer positions per chunk, or "
                          "auto: r1kit's default)")
+    ap.add_argument("--logprob-rows", type=lambda v: v if v == "auto" else int(v),
+                    default="auto",
+                    help="r1kit's logprob_micro_batch_size (rows per no-grad pass of the "
+                         "reference's log-probs, or auto: r1kit's default)")
     ap.add_argument("--out", default=None, help="write every figure as JSON here")
     ap.add_argument("--side", choices=["trl", "r1kit"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -416,6 +421,7 @@ def main(argv=None) -> int:
                    "--model", str(model), "--steps", str(args.steps), "--result", str(out),
                    "--prompt-sharing", args.prompt_sharing, "--compile", args.compile,
                    "--logprob-chunk", str(args.logprob_chunk),
+                   "--logprob-rows", str(args.logprob_rows),
                    *(["--compile-decode-layers"] if layers else [])]
             t = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -245,6 +245,10 @@ class GRPOConfig:
     # output layer in chunks of positions (vocab >= 32768): auto (logprobs.chunk_positions) |
     # a number; 0 = full logits
     logprob_chunk_tokens: int | str = "auto"
+    # rows per no-grad pass of the reference's log-probs (beta > 0) and the old policy's (more
+    # than one update per rollout), computed once per rollout before the updates: auto (4 x
+    # micro_batch_size on CUDA with the lean forward, micro_batch_size elsewhere) | a number
+    logprob_micro_batch_size: int | str = "auto"
     activation_checkpointing: bool = False  # recompute each layer in backward: less memory
     # the training pass runs a prompt once for all the completions of a micro-batch that
     # continue it (lean path): auto (on the CPU, when that removes >= 5% of the pass's tokens;
@@ -311,6 +315,10 @@ class GRPOConfig:
             _fail(f"{where}.lora_rank", "lora_rank must be >= 0, lora_alpha > 0 and "
                   "lora_dropout in [0, 1)")
         _check_chunk(self.logprob_chunk_tokens, where)
+        rows = self.logprob_micro_batch_size
+        if rows != "auto" and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
+            _fail(f"{where}.logprob_micro_batch_size", f"must be auto or a number >= 1, got "
+                  f"{rows!r}", "auto, or rows per no-grad pass of the reference's log-probs")
         if self.engine not in ("auto", "hf"):
             _fail(f"{where}.engine", f"unknown engine {self.engine!r}", "use auto or hf")
         if isinstance(self.compile, bool):

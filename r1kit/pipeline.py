@@ -355,8 +355,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
 # with other values of these
 DISPLAY_ONLY = ("progress", "tensorboard", "wandb")
 # stage settings that change how fast a stage runs, not what it computes (compile and
-# logprob_chunk_tokens: up to float rounding, as another GPU would)
-SPEED_ONLY = ("overlap_rewards", "compile", "logprob_chunk_tokens")
+# logprob_chunk_tokens, logprob_micro_batch_size: up to float rounding, as another GPU would)
+SPEED_ONLY = ("overlap_rewards", "compile", "logprob_chunk_tokens", "logprob_micro_batch_size")
 
 
 def _results_settings(resolved: dict) -> dict:

@@ -338,6 +338,14 @@ def test_compile_is_auto_on_off_or_a_bool() -> None:
     assert not compile_wanted("off", torch.device("cuda")) and not compile_wanted(False, cpu)
 
 
+def test_logprob_micro_batch_size_is_auto_or_a_positive_number() -> None:
+    assert load_recipe(ZERO_TINY).stages["zero"].logprob_micro_batch_size == "auto"
+    key = "stages.zero.logprob_micro_batch_size"
+    assert load_recipe(ZERO_TINY, [f"{key}=64"]).stages["zero"].logprob_micro_batch_size == 64
+    for bad in ('"big"', "0", "-2", "1.5", "true"):
+        assert key in _error([f"{key}={bad}"]), bad
+
+
 def test_logprob_chunk_tokens_is_auto_or_a_number() -> None:
     from r1kit.logprobs import CHUNK_AUTO, CHUNK_AUTO_COMPILED, chunk_positions
 

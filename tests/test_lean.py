@@ -284,6 +284,61 @@ def test_update_metrics_do_not_depend_on_the_micro_batches(aggregation):
             assert m[key] == pytest.approx(logged[0][key], rel=1e-4, abs=1e-7), key
 
 
+def test_reference_and_old_logprobs_in_larger_no_grad_passes_change_nothing(monkeypatch):
+    """logprob_micro_batch_size (rows per no-grad pass of the reference's and the old policy's
+    log-probs) changes speed, not the update: loss, metrics and weights agree for passes of 1,
+    3 and all rows, with two mini-batches and two epochs (old-policy log-probs in use). The
+    reference runs once per rollout, not once per micro-batch of every epoch."""
+    prompts, completions = _data(48, seed=9)
+    n = len(completions)
+    batch = _batch(prompts, completions)
+    outs = []
+    for rows in (1, 3, n):
+        cfg = GRPOConfig(model="x", beta=0.04, lr=1.0, group_size=5, rollout_batch_size=n,
+                         num_minibatches=1, ppo_epochs=2, micro_batch_size=2, clip_eps_low=0.2,
+                         aggregation="token-mean", ref_refresh_every=0,
+                         logprob_micro_batch_size=rows)
+        policy = _qwen2()
+        ref = _qwen2().eval()
+        with torch.no_grad():  # a reference that differs, so kl is not 0
+            ref.lm_head.weight.mul_(1.5)
+        views = (LeanLM(policy), LeanLM(ref))
+        passes = {"policy": 0, "ref": 0}
+        real = LeanLM.hidden_states
+
+        def counted(self, *a, _views=views, _passes=passes, **kw):
+            if not torch.is_grad_enabled():
+                _passes["policy" if self is _views[0] else "ref"] += 1
+            return real(self, *a, **kw)
+
+        monkeypatch.setattr(LeanLM, "hidden_states", counted)
+        opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
+        metrics = update_policy(policy, ref, opt, batch, cfg, PAD,
+                                torch.Generator().manual_seed(0), lambda: cfg.lr, *views)
+        monkeypatch.setattr(LeanLM, "hidden_states", real)
+        # one no-grad pass over the rollout for each model, in passes of `rows`
+        assert passes == {"policy": -(-n // rows), "ref": -(-n // rows)}, rows
+        outs.append((metrics, {k: v.detach().clone() for k, v in policy.state_dict().items()}))
+    (m0, w0) = outs[0]
+    assert m0["kl"] > 1e-4 and m0["clip_frac"] >= 0
+    moved = max((w0[k] - _qwen2().state_dict()[k]).abs().max().item() for k in w0)
+    assert moved > 1e-3
+    for m, w in outs[1:]:
+        for key in ("loss", "kl", "clip_frac", "ratio_mean", "entropy", "grad_norm"):
+            assert m[key] == pytest.approx(m0[key], rel=1e-4, abs=1e-6), key
+        for k in w0:
+            torch.testing.assert_close(w[k], w0[k], atol=1e-5, rtol=1e-4)
+
+
+def test_logprob_rows_auto_is_larger_on_cuda_with_the_lean_forward():
+    from r1kit.stages.grpo import LOGPROB_ROWS_AUTO, logprob_rows
+
+    assert logprob_rows("auto", 32, "cuda", lean=True) == LOGPROB_ROWS_AUTO * 32 == 128
+    assert logprob_rows("auto", 32, "cuda", lean=False) == 32  # transformers' attention
+    assert logprob_rows("auto", 16, "cpu", lean=True) == 16  # the CPU's passes as before
+    assert logprob_rows(7, 32, "cuda", lean=True) == 7
+
+
 def test_models_the_lean_path_does_not_cover_are_named():
     from transformers import GPT2Config, GPT2LMHeadModel
 

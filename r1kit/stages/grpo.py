@@ -326,6 +326,26 @@ def wants_prompt_sharing(mode: str, prompts: list[list[int]], completions: list[
     return micro_batch_size * longest_c * (longest_p + longest_c) <= 2 ** 26
 
 
+# logprob_micro_batch_size = "auto" on CUDA with the lean forward: rows per no-grad pass, as a
+# multiple of micro_batch_size. A no-grad pass holds one layer's activations at a time, where
+# the training pass holds the gradients and, with activation checkpointing, every layer's
+# input plus one layer's activations and their gradients: several times more per row. Fewer,
+# larger passes launch fewer kernels (the GPU preset's update waits for the host).
+LOGPROB_ROWS_AUTO = 4
+
+
+def logprob_rows(setting, micro_batch_size: int, device_type: str, lean: bool) -> int:
+    """Rows per no-grad pass of the reference's and the old policy's log-probs
+    (GRPOConfig.logprob_micro_batch_size): auto = LOGPROB_ROWS_AUTO micro-batches on CUDA
+    with r1kit's lean forward, one micro-batch elsewhere (the CPU's passes stay as they were;
+    transformers' own attention may hold [rows, heads, length, length] scores)."""
+    if setting != "auto":
+        return int(setting)
+    if device_type == "cuda" and lean:
+        return LOGPROB_ROWS_AUTO * micro_batch_size
+    return micro_batch_size
+
+
 def _micro_batches(idx: list[int], size: int):
     for i in range(0, len(idx), size):
         yield idx[i:i + size]
@@ -356,26 +376,46 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
         cfg.prompt_sharing, batch.prompts, batch.completions, cfg.micro_batch_size, device.type)
     prompt_of = [tuple(p) for p in batch.prompts] if share else None
 
-    def micro_batches(idx):
+    def micro_batches(idx, size=cfg.micro_batch_size):
         if not share:
-            return _micro_batches(sorted(idx, key=lambda i: total_len[i]), cfg.micro_batch_size)
+            return _micro_batches(sorted(idx, key=lambda i: total_len[i]), size)
         # the completions of a prompt side by side (so that they share it), groups ordered by
         # their longest sequence, each group by length
         longest: dict[tuple, int] = {}
         for i in idx:
             longest[prompt_of[i]] = max(longest.get(prompt_of[i], 0), total_len[i])
         return _micro_batches(sorted(idx, key=lambda i: (longest[prompt_of[i]], prompt_of[i],
-                                                         total_len[i])), cfg.micro_batch_size)
+                                                         total_len[i])), size)
 
+    def no_grad_logprobs(model, lean) -> torch.Tensor:
+        """Log-probs [n, width] of every sequence of the rollout under `model`, in no-grad
+        passes of logprob_rows(...) rows: the same numbers as per micro-batch, up to float
+        rounding (each row's log-probs depend on that row alone)."""
+        out = torch.zeros((n, batch.width), device=device)
+        passes: list = list(micro_batches(list(range(n)), rows_per_pass))
+        if sharded and batch.total:  # every rank makes as many passes (collectives)
+            want = int(distributed.all_reduce(torch.tensor(len(passes), device=device), "max"))
+            passes += [None] * (want - len(passes))
+        with torch.no_grad():
+            for mb in passes:
+                rows = mb or [0]
+                logp = completion_logprobs(
+                    model, [batch.prompts[i] for i in rows], [batch.completions[i] for i in rows],
+                    cfg.temperature, batch.width, pad_id, chunk_tokens=chunk, lean=lean,
+                    share_prompts=share)[0]
+                if mb:
+                    out[to_device(torch.tensor(mb), device)] = logp
+        return out
+
+    rows_per_pass = logprob_rows(cfg.logprob_micro_batch_size, cfg.micro_batch_size,
+                                 device.type, lean_policy is not None)
+    # the old policy's log-probs (when a rollout feeds more than one update) and the
+    # reference's (beta > 0): one pass over the rollout before the first update, where no
+    # gradients hold memory yet; the reference does not change during the updates
     old_logp = None
     if cfg.num_minibatches * cfg.ppo_epochs > 1:
-        old_logp = torch.zeros((n, batch.width), device=device)
-        with torch.no_grad():
-            for mb in micro_batches(list(range(n))):
-                old_logp[to_device(torch.tensor(mb), device)] = completion_logprobs(
-                    policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
-                    cfg.temperature, batch.width, pad_id, chunk_tokens=chunk,
-                    lean=lean_policy, share_prompts=share)[0]
+        old_logp = no_grad_logprobs(policy, lean_policy)
+    ref_all = no_grad_logprobs(ref, lean_ref) if ref is not None else None
     mask = batch.mask.to(device)
     adv = batch.advantages.to(device)
     sums: dict[str, float] = {}
@@ -398,14 +438,7 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                 micro += [([0], False)] * (max(1, want) - len(micro))
             for mb, real in micro:
                 at = to_device(torch.tensor(mb), device)  # index tensors: no wait per lookup
-                ref_logp = None
-                if ref is not None:
-                    with torch.no_grad():
-                        ref_logp = completion_logprobs(
-                            ref, [batch.prompts[i] for i in mb],
-                            [batch.completions[i] for i in mb], cfg.temperature, batch.width,
-                            pad_id, chunk_tokens=chunk, lean=lean_ref,
-                            share_prompts=share)[0]
+                ref_logp = ref_all[at] if ref_all is not None else None
                 logp, entropy = completion_logprobs(
                     policy, [batch.prompts[i] for i in mb], [batch.completions[i] for i in mb],
                     cfg.temperature, batch.width, pad_id, with_entropy=True,
