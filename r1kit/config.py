@@ -246,8 +246,8 @@ class GRPOConfig:
     # a number; 0 = full logits
     logprob_chunk_tokens: int | str = "auto"
     # rows per no-grad pass of the reference's log-probs (beta > 0) and the old policy's (more
-    # than one update per rollout), computed once per rollout before the updates: auto (4 x
-    # micro_batch_size on CUDA with the lean forward, micro_batch_size elsewhere) | a number
+    # than one update per rollout), each computed once per rollout: auto (micro_batch_size) |
+    # a number
     logprob_micro_batch_size: int | str = "auto"
     activation_checkpointing: bool = False  # recompute each layer in backward: less memory
     # the training pass runs a prompt once for all the completions of a micro-batch that

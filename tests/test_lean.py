@@ -330,13 +330,10 @@ def test_reference_and_old_logprobs_in_larger_no_grad_passes_change_nothing(monk
             torch.testing.assert_close(w[k], w0[k], atol=1e-5, rtol=1e-4)
 
 
-def test_logprob_rows_auto_is_larger_on_cuda_with_the_lean_forward():
-    from r1kit.stages.grpo import LOGPROB_ROWS_AUTO, logprob_rows
+def test_logprob_rows_auto_is_the_micro_batch():
+    from r1kit.stages.grpo import logprob_rows
 
-    assert logprob_rows("auto", 32, "cuda", lean=True) == LOGPROB_ROWS_AUTO * 32 == 128
-    assert logprob_rows("auto", 32, "cuda", lean=False) == 32  # transformers' attention
-    assert logprob_rows("auto", 16, "cpu", lean=True) == 16  # the CPU's passes as before
-    assert logprob_rows(7, 32, "cuda", lean=True) == 7
+    assert logprob_rows("auto", 32) == 32 and logprob_rows(128, 32) == 128
 
 
 def test_models_the_lean_path_does_not_cover_are_named():

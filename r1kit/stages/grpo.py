@@ -326,24 +326,16 @@ def wants_prompt_sharing(mode: str, prompts: list[list[int]], completions: list[
     return micro_batch_size * longest_c * (longest_p + longest_c) <= 2 ** 26
 
 
-# logprob_micro_batch_size = "auto" on CUDA with the lean forward: rows per no-grad pass, as a
-# multiple of micro_batch_size. A no-grad pass holds one layer's activations at a time, where
-# the training pass holds the gradients and, with activation checkpointing, every layer's
-# input plus one layer's activations and their gradients: several times more per row. Fewer,
-# larger passes launch fewer kernels (the GPU preset's update waits for the host).
-LOGPROB_ROWS_AUTO = 4
-
-
-def logprob_rows(setting, micro_batch_size: int, device_type: str, lean: bool) -> int:
+def logprob_rows(setting, micro_batch_size: int) -> int:
     """Rows per no-grad pass of the reference's and the old policy's log-probs
-    (GRPOConfig.logprob_micro_batch_size): auto = LOGPROB_ROWS_AUTO micro-batches on CUDA
-    with r1kit's lean forward, one micro-batch elsewhere (the CPU's passes stay as they were;
-    transformers' own attention may hold [rows, heads, length, length] scores)."""
-    if setting != "auto":
-        return int(setting)
-    if device_type == "cuda" and lean:
-        return LOGPROB_ROWS_AUTO * micro_batch_size
-    return micro_batch_size
+    (GRPOConfig.logprob_micro_batch_size): auto = micro_batch_size. A no-grad pass holds one
+    layer's activations at a time, where the training pass holds the gradients and, with
+    activation checkpointing, every layer's input plus one layer's activations and their
+    gradients, so larger passes fit where the training pass does. They launch fewer kernels,
+    but on an H200 four micro-batches per pass did not make the GPU preset's step faster
+    (bench/RESULTS.md, run G): the compiled decoder layer then sees two batch sizes and
+    compiles for any size."""
+    return micro_batch_size if setting == "auto" else int(setting)
 
 
 def _micro_batches(idx: list[int], size: int):
@@ -387,35 +379,36 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
         return _micro_batches(sorted(idx, key=lambda i: (longest[prompt_of[i]], prompt_of[i],
                                                          total_len[i])), size)
 
-    def no_grad_logprobs(model, lean) -> torch.Tensor:
-        """Log-probs [n, width] of every sequence of the rollout under `model`, in no-grad
-        passes of logprob_rows(...) rows: the same numbers as per micro-batch, up to float
-        rounding (each row's log-probs depend on that row alone)."""
-        out = torch.zeros((n, batch.width), device=device)
-        passes: list = list(micro_batches(list(range(n)), rows_per_pass))
+    def no_grad_logprobs(model, lean, rows: list[int], out: torch.Tensor) -> None:
+        """out[rows] = the log-probs of those sequences under `model`, in no-grad passes of
+        logprob_rows(...) rows (each row's log-probs depend on that row alone: other passes
+        change them only by float rounding)."""
+        passes: list = list(micro_batches(rows, rows_per_pass)) if rows else []
         if sharded and batch.total:  # every rank makes as many passes (collectives)
             want = int(distributed.all_reduce(torch.tensor(len(passes), device=device), "max"))
             passes += [None] * (want - len(passes))
         with torch.no_grad():
             for mb in passes:
-                rows = mb or [0]
+                part = mb or [0]
                 logp = completion_logprobs(
-                    model, [batch.prompts[i] for i in rows], [batch.completions[i] for i in rows],
+                    model, [batch.prompts[i] for i in part], [batch.completions[i] for i in part],
                     cfg.temperature, batch.width, pad_id, chunk_tokens=chunk, lean=lean,
                     share_prompts=share)[0]
                 if mb:
                     out[to_device(torch.tensor(mb), device)] = logp
-        return out
 
-    rows_per_pass = logprob_rows(cfg.logprob_micro_batch_size, cfg.micro_batch_size,
-                                 device.type, lean_policy is not None)
-    # the old policy's log-probs (when a rollout feeds more than one update) and the
-    # reference's (beta > 0): one pass over the rollout before the first update, where no
-    # gradients hold memory yet; the reference does not change during the updates
+    rows_per_pass = logprob_rows(cfg.logprob_micro_batch_size, cfg.micro_batch_size)
+    # the old policy's log-probs, when a rollout feeds more than one update: one pass over the
+    # rollout before the first
     old_logp = None
     if cfg.num_minibatches * cfg.ppo_epochs > 1:
-        old_logp = no_grad_logprobs(policy, lean_policy)
-    ref_all = no_grad_logprobs(ref, lean_ref) if ref is not None else None
+        old_logp = torch.zeros((n, batch.width), device=device)
+        no_grad_logprobs(policy, lean_policy, list(range(n)), old_logp)
+    # the reference's (beta > 0): at the start of each mini-batch of the first epoch, for its
+    # sequences (no gradients hold memory yet), and reused by later epochs: the reference does
+    # not change during the updates
+    ref_all = torch.zeros((n, batch.width), device=device) if ref is not None else None
+    ref_done = [False] * n
     mask = batch.mask.to(device)
     adv = batch.advantages.to(device)
     sums: dict[str, float] = {}
@@ -429,6 +422,11 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
+            if ref_all is not None:
+                missing = [i for i in idx if not ref_done[i]]
+                no_grad_logprobs(ref, lean_ref, missing, ref_all)
+                for i in missing:
+                    ref_done[i] = True
             total_tokens = distributed.all_reduce(mask[idx].sum()).clamp(min=1)
             parts: dict[str, float] = {}
             micro = [(mb, True) for mb in micro_batches(idx)]
