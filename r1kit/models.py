@@ -339,6 +339,18 @@ def save_model(model, tokenizer, path: str | os.PathLike, state_dict: dict | Non
         tokenizer.save_pretrained(path)
 
 
+def add_stop_token(model, token_id: int | None) -> None:
+    """Add token_id to the model's generation config's eos ids, so that transformers'
+    generate (and servers that read generation_config.json) stop on it too."""
+    gen = getattr(model, "generation_config", None)
+    if token_id is None or gen is None:
+        return
+    eos = gen.eos_token_id
+    ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    if token_id not in ids:
+        gen.eos_token_id = [*ids, int(token_id)] if ids else int(token_id)
+
+
 def disable_dropout(model) -> None:
     """Dropout off everywhere in `model`: its Dropout modules and the dropout rates that
     attention modules keep as numbers (transformers' attention passes `attention_dropout` to
@@ -429,10 +441,17 @@ def load_reward_model(path: str | os.PathLike, device: torch.device, dtype: torc
 
 
 def stop_token_ids(tokenizer, model=None) -> list[int]:
-    """Token ids that end a response: the tokenizer's eos and the generation config's."""
+    """Token ids that end a response: the tokenizer's eos, the generation config's, and the
+    chat template's end of turn (r1kit.templates.end_of_turn_id: what SFT with the chat
+    template ends responses with)."""
+    from r1kit.templates import end_of_turn_id
+
     ids = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
+    turn = end_of_turn_id(tokenizer)
+    if turn is not None:
+        ids.add(turn)
     gen = getattr(model, "generation_config", None) if model is not None else None
     eos = getattr(gen, "eos_token_id", None)
     if isinstance(eos, int):

@@ -153,6 +153,30 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "",
     return text + prefill
 
 
+def end_of_turn_id(tokenizer) -> int | None:
+    """The special token that the tokenizer's chat template writes right after an assistant
+    message (ChatML's <|im_end|>, Llama 3's <|eot_id|>, Gemma's <end_of_turn>), or None: no
+    chat template, or no special token there. A base model's eos is often another token
+    (Qwen2.5's <|endoftext|>), so a chat-template response ends with this one, as the template
+    writes it, and sampling stops on it."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    marker = "r1kit end-of-turn probe"
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
+    try:
+        text = tokenizer.apply_chat_template(turns, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render this has no answer here
+        return None
+    at = text.rfind(marker) if isinstance(text, str) else -1
+    if at < 0:
+        return None
+    after = tokenizer(text[at + len(marker):], add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids) | {
+        i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()
+        if getattr(t, "special", False)}
+    return int(after[0]) if after and after[0] in special else None
+
+
 def encode_prompt(question, template: str, tokenizer, prefill: str = "",
                   system: bool | str = True) -> list[int]:
     """The prompt's token ids. A chat template writes its own special tokens (BOS included);

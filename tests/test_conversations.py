@@ -283,3 +283,59 @@ def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkp
     with pytest.raises(R1kitError, match="no field 'prompt'") as err:
         read_sft_rows(data, cfg)
     assert "'messages'" in err.value.hint
+
+
+def test_chat_sft_ends_responses_with_the_templates_end_of_turn(bpe_checkpoint, tmp_path):
+    """A base model whose eos is not its chat template's end of turn (Qwen2.5's base models:
+    <|endoftext|> against ChatML's <|im_end|>). SFT with template = "chat" ends each response
+    with <|im_end|>, as the template writes it (TRL's SFT trains the rendered conversation);
+    sampling stops on it; the SFT stage's checkpoint lists it in generation_config.json. With
+    template = "none" a response ends with eos, as before."""
+    from r1kit.models import stop_token_ids
+    from r1kit.stages.sft import encode_rows
+    from r1kit.templates import end_of_turn_id
+
+    base = tmp_path / "base"
+    shutil.copytree(bpe_checkpoint, base)
+    tok = load_tokenizer(base)
+    tok.eos_token = "<|endoftext|>"
+    tok.save_pretrained(base)
+    tok = load_tokenizer(base)
+    for name in ("config.json", "generation_config.json"):  # the model's eos too
+        conf = json.loads((base / name).read_text())
+        conf["eos_token_id"] = tok.eos_token_id
+        (base / name).write_text(json.dumps(conf))
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.eos_token_id != im_end and end_of_turn_id(tok) == im_end
+    (_, chat), = encode_rows(tok, [("What is 70 + 2?", "72")], "chat", 512)
+    (_, plain), = encode_rows(tok, [("What is 70 + 2?", "72")], "none", 512)
+    assert chat[-1] == im_end and plain[-1] == tok.eos_token_id
+    assert tok.decode(chat[:-1]) == tok.decode(plain[:-1]) == "72"
+    assert set(stop_token_ids(tok)) == {tok.eos_token_id, im_end}
+
+    # Llama 3's and Gemma's kinds of template; none where no special token follows
+    other = load_tokenizer(base)
+    other.add_special_tokens({"additional_special_tokens": ["<|eot_id|>", "<end_of_turn>"]})
+    other.chat_template = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
+                           "<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{% endfor %}")
+    assert end_of_turn_id(other) == other.convert_tokens_to_ids("<|eot_id|>")
+    other.chat_template = ("{% for m in messages %}<start_of_turn>{{ m['role'] }}\n"
+                           "{{ m['content'] }}<end_of_turn>\n{% endfor %}")
+    assert end_of_turn_id(other) == other.convert_tokens_to_ids("<end_of_turn>")
+    other.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    assert end_of_turn_id(other) is None
+    other.chat_template = None
+    assert end_of_turn_id(other) is None
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?",
+                                        "response": f"<think>{i}+1</think> {i + 1}"}) + "\n"
+                            for i in range(4)))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[run]\nprogress = false\ntensorboard = false\n\n[stages.sft]\n'
+                      f'kind = "sft"\nmodel = "{base}"\ndata = "{data}"\ntemplate = "chat"\n'
+                      'epochs = 1\nbatch_size = 4\nmicro_batch_size = 2\nlr = 1e-3\n')
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    gen = json.loads((tmp_path / "run" / "sft" / "generation_config.json").read_text())
+    eos = gen["eos_token_id"]
+    assert im_end in (eos if isinstance(eos, list) else [eos])

@@ -61,6 +61,7 @@ from r1kit.logprobs import (
     vocab_size,
 )
 from r1kit.models import (
+    add_stop_token,
     checkpoint_layers,
     disable_dropout,
     load_model,
@@ -82,7 +83,7 @@ from r1kit.stages.pretrain import cosine_lr
 from r1kit.tasks import general, make_task
 from r1kit.tasks.base import Example
 from r1kit.tasks.math import kind_of, read_rows
-from r1kit.templates import check_messages, encode_prompt
+from r1kit.templates import check_messages, encode_prompt, end_of_turn_id
 
 
 @dataclass
@@ -554,6 +555,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     tokenizer = load_tokenizer(model_path)
     policy = load_model(model_path, ctx.device, ctx.dtype, tokenizer)
     policy.config.use_cache = False  # the training pass needs no cache; generation makes its own
+    if cfg.template == "chat":  # rollouts stop on the chat template's end of turn: so do
+        add_stop_token(policy, end_of_turn_id(tokenizer))  # the stage's checkpoints
     if cfg.disable_dropout:
         disable_dropout(policy)
     lora = None

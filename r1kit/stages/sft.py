@@ -30,11 +30,17 @@ from r1kit.logprobs import (
     chunk_positions,
     vocab_size,
 )
-from r1kit.models import checkpoint_layers, load_model, load_tokenizer, save_model
+from r1kit.models import (
+    add_stop_token,
+    checkpoint_layers,
+    load_model,
+    load_tokenizer,
+    save_model,
+)
 from r1kit.packing import packs_safely, to_device
 from r1kit.stages.pretrain import cosine_lr, packed_batch
 from r1kit.tasks.math import checked_text, kind_of, read_rows
-from r1kit.templates import assistant_text, check_messages, encode_prompt
+from r1kit.templates import assistant_text, check_messages, encode_prompt, end_of_turn_id
 
 
 def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], str]]:
@@ -94,12 +100,19 @@ def _conversation(row: dict, cfg: SFTConfig) -> tuple[str, list] | None:
 
 def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_length: int,
                 log=None, system: bool | str = True) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, response ids + eos) per row. A row longer than max_length keeps its prompt
-    and the start of its response (its end is not trained on); a row whose prompt alone
-    takes max_length tokens has nothing left to train on and is left out. `log`: told how
-    many rows were cut and left out. `system`: the system turn of a chat-template prompt
-    that brings none (r1kit.templates.render_prompt)."""
+    """(prompt ids, response ids + end) per row. The end token is the tokenizer's eos, or with
+    template = "chat" the token the chat template writes after an assistant message where it
+    has one (r1kit.templates.end_of_turn_id: <|im_end|> for ChatML, also where eos is
+    <|endoftext|>, as in Qwen2.5's base models), as TRL's SFT trains the rendered
+    conversation. A row longer than max_length keeps its prompt and the start of its
+    response (its end is not trained on); a row whose prompt alone takes max_length tokens
+    has nothing left to train on and is left out. `log`: told how many rows were cut and
+    left out. `system`: the system turn of a chat-template prompt that brings none
+    (r1kit.templates.render_prompt)."""
     eos = tokenizer.eos_token_id
+    if template == "chat":
+        turn = end_of_turn_id(tokenizer)
+        eos = turn if turn is not None else eos
     if eos is None:
         raise R1kitError("the model's tokenizer has no end-of-sequence token: SFT ends every "
                          "response with it, so that the model learns to stop",
@@ -186,6 +199,8 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     resume = distributed.broadcast_object(latest_checkpoint(stage_dir))
     model = load_model(resume or model_path, device, dtype, tokenizer)
     model.config.use_cache = False
+    if cfg.template == "chat":  # checkpoints stop on the end of turn SFT teaches (encode_rows)
+        add_stop_token(model, end_of_turn_id(tokenizer))
     if cfg.activation_checkpointing:
         checkpoint_layers(model)
     one_per_row = not packs_safely(model)  # (before sharding: a forward pass of its own)
