@@ -589,6 +589,7 @@ class SampleConfig:
     format: str = "auto"
     language: str = "prompt"  # the chain of thought's language for mixed_language: en | zh | prompt
     max_paragraph_chars: int = 600  # long_paragraph: a paragraph of the chain of thought longer
+    max_repeats: int = 3  # repetition: a sentence said more often than this rejects a sample
     rewrite: bool = False  # cold start: rewrite kept samples (tiny world: deterministic)
     general_rows: int = 0  # non-reasoning rows mixed in (tiny world: r1kit.tasks.general)
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -601,7 +602,7 @@ class SampleConfig:
             _fail(f"{where}.model", "is required", "an earlier stage's name or a directory")
         _check_task(self, where)
         for name in ("samples_per_prompt", "keep_per_prompt", "max_new_tokens",
-                     "generation_rows", "max_paragraph_chars"):
+                     "generation_rows", "max_paragraph_chars", "max_repeats"):
             if getattr(self, name) < 1:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
         _check_mode(self, "overlap_rewards", where)

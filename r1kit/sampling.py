@@ -77,6 +77,15 @@ def repetition(cot: str, max_repeats: int = 3, **_) -> str | None:
 FILTERS = {"mixed_language": mixed_language, "long_paragraph": long_paragraph,
            "code_in_cot": code_in_cot, "repetition": repetition}
 
+def rejected_by(cot: str, cfg, language: str) -> str | None:
+    """The first of a sample stage's filters (cfg.filters, with its settings) that rejects
+    this chain of thought, or None."""
+    return next((name for name in cfg.filters
+                 if FILTERS[name](cot, language=language,
+                                  max_paragraph_chars=cfg.max_paragraph_chars,
+                                  max_repeats=cfg.max_repeats)), None)
+
+
 _ZH_OPS = {"加": " plus ", "减": " minus "}
 
 
@@ -152,9 +161,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
                 detected = detect_language(prompt_text(ex.question))
                 target = detected if detected in LANGUAGES else "en"
             cot = chain_of_thought(text)
-            reason = next((name for name in cfg.filters
-                           if FILTERS[name](cot, language=target,
-                                            max_paragraph_chars=cfg.max_paragraph_chars)), None)
+            reason = rejected_by(cot, cfg, target)
             if reason is not None:
                 counts[f"rejected/{reason}"] += 1
                 continue

@@ -50,6 +50,7 @@ def test_majority_vote_groups_equivalent_answers():
     assert majority_vote(["7", "0.5", "7.0", "1/2"], equal=math_equal) == "7"
     assert majority_vote([None, None]) is None
     assert majority_vote(["025", "25", "24"], equal=math_equal) == "025"
+    assert majority_vote([" 3 ", "3", "4"]) == "3"  # the answer as it votes, stripped
 
 
 def test_cons_at_k_votes_by_each_math_tasks_equivalence(tmp_path, monkeypatch):
@@ -95,6 +96,8 @@ def test_mean_ci95():
     # an interval of accuracies stays within [0, 1]: here mean 0.5 +- 0.566
     assert mean_ci95([0.0, 1.0, 0.0, 1.0]) == (0.0, 1.0)
     assert mean_ci95([0.0, 0.0, 0.0, 1.0])[0] == 0.0
+    with pytest.raises(ValueError, match="finite"):
+        mean_ci95([float("nan"), 1.0])
 
 
 def test_reflective_words():

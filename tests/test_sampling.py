@@ -50,6 +50,20 @@ def test_repetition():
     assert repetition("") is None
 
 
+def test_the_filters_take_the_stage_settings():
+    from r1kit.config import SampleConfig
+    from r1kit.sampling import rejected_by
+
+    cot = "7 plus 2=9. " * 4
+    assert rejected_by(cot, SampleConfig(model="m"), "en") == "repetition"
+    assert rejected_by(cot, SampleConfig(model="m", max_repeats=4), "en") is None
+    long = "x" * 100
+    assert rejected_by(long, SampleConfig(model="m", max_paragraph_chars=99), "en") == \
+        "long_paragraph"
+    assert rejected_by(long, SampleConfig(model="m", filters=["repetition"],
+                                          max_paragraph_chars=99), "en") is None
+
+
 def test_every_filter_is_registered_by_name():
     assert FILTERS == {"mixed_language": mixed_language, "long_paragraph": long_paragraph,
                        "code_in_cot": code_in_cot, "repetition": repetition}

@@ -25,7 +25,7 @@ def majority_vote(answers: list[str | None], key: Callable[[str], Hashable] = st
     Answers are grouped by `key`, and with `equal` (e.g. mathematical equivalence) groups whose
     first answers are equal are merged, so "1/2", "0.5" and "\\frac{1}{2}" vote together. A tie
     goes to the group whose first member came first, so the result is deterministic; the
-    answer returned is that group's first member."""
+    answer returned is that group's first member, stripped."""
     groups: dict[Hashable, list[int]] = {}
     for i, a in enumerate(answers):
         if a is not None:
@@ -41,7 +41,7 @@ def majority_vote(answers: list[str | None], key: Callable[[str], Hashable] = st
         else:
             merged.append(list(idx))
     best = max(merged, key=lambda idx: (len(idx), -min(idx)))
-    return answers[min(best)]
+    return answers[min(best)].strip()
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -65,6 +65,8 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
     errors, sample standard deviation), cut to [0, 1] (the values are per-problem
     accuracies); the mean itself when there is one value."""
     n = len(values)
+    if any(not math.isfinite(v) for v in values):
+        raise ValueError("mean_ci95: the values must be finite accuracies")
     if n == 0:
         return (0.0, 0.0)
     mean = sum(values) / n
