@@ -157,6 +157,11 @@ def test_different_values_score_0(verifier: MathVerifier, answer: str, reference
         ("<think>x</think> so it is \\boxed{4}.", 1.0, 0.0),  # no answer tag: after </think>
         (wrap("\\boxed{3} or \\boxed{4}"), 0.0, 1.0),  # hedging, even with the right last box
         (wrap("\\boxed{4} or maybe \\boxed{3}"), 0.0, 1.0),
+        # another value in words inside the box (math-verify leaves \text out: it read "4")
+        (wrap("\\boxed{4 \\text{ (or 3)}}"), 0.0, 1.0),
+        (wrap("\\boxed{4 \\; \\text{(maybe 5)}}"), 0.0, 1.0),
+        (wrap("\\boxed{4 \\text{ cm}}"), 1.0, 0.0),  # a unit is no hedge
+        (wrap("\\boxed{4 \\text{ (base 10)}}"), 1.0, 0.0),  # a number without doubt
         (wrap("\\boxed{4}, i.e. \\boxed{4}"), 1.0, 0.0),  # the same answer twice is fine
         (wrap("\\boxed{4.0} = \\boxed{004}"), 1.0, 0.0),  # equal after normalisation
         (wrap("\\boxed{\\frac{8}{2}} = \\boxed{4}"), 1.0, 0.0),  # equivalent by math-verify

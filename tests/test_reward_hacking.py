@@ -17,6 +17,8 @@ PROBES = {
     "many boxed answers": ("<think>x</think><answer>\\boxed{41} \\boxed{42} \\boxed{43}</answer>",
                            0.0, 1.0),
     "boxed list of guesses": ("<think>x</think><answer>\\boxed{41, 42, 43}</answer>", 0.0, 1.0),
+    "a guess in text inside the box": (
+        "<think>x</think><answer>\\boxed{42 \\text{ (or 41)}}</answer>", 0.0, 1.0),
     "answer only in the reasoning": ("<think>so it is \\boxed{42}</think><answer></answer>",
                                      0.0, 1.0),
     "unterminated reasoning": ("<think>so it is \\boxed{42}", 0.0, 0.0),

@@ -8,9 +8,13 @@ answer under the task's own verifier (so `\\boxed{0.5} ... \\boxed{\\frac{1}{2}}
 written twice, for a math task). One exception, where the reference is known: a reference of
 several comma-separated parts ("1, -2") answered with as many different boxes, one per part
 ("\\boxed{1} and \\boxed{-2}"), is that answer, joined ("1, -2"), when the verifier agrees.
+A final answer that names another value in words inside `\\text{}` ("3 \\text{ (or 2)}",
+"3 \\text{, maybe 4}") hedges too: math-verify drops text, so it would read "3".
 """
 
 from __future__ import annotations
+
+import re
 
 from r1kit.rewards.math import boxed_answers, normalize_answer
 from r1kit.rewards.rule import answer_region, extract_answer
@@ -42,23 +46,43 @@ def final_answers(task: Task, responses: list[str], examples: list[Example] | No
         for box in boxes:
             keys.setdefault(normalize_answer(box), box.strip())
         distinct[i] = list(keys.values())
-    status = ["ok"] * len(responses)
+    in_text = {i for i, a in enumerate(answers) if a is not None and hedges_in_text(a)}
+    status = ["hedged" if i in in_text else "ok" for i in range(len(answers))]
     if checks:
         found: dict[int, set[str]] = {}
         for (i, _), v in zip(checks, _same_answers(task, [b for _, b in checks],
                                                    [answers[i] for i, _ in checks])):
             found.setdefault(i, set()).add(v)
         for i, verdicts in found.items():  # the math reward's order: timeout, error, hedged
+            if status[i] != "ok":
+                continue
             status[i] = next((s for s, v in (("timeout", "timeout"), ("error", "error"),
                                              ("hedged", "different")) if v in verdicts), "ok")
     if examples is not None:  # one box per part of a multi-part reference: one answer
         joined = {i: ", ".join(distinct[i]) for i, st in enumerate(status)
-                  if st == "hedged" and len(distinct[i]) == _parts(examples[i].answer)}
+                  if st == "hedged" and i not in in_text
+                  and len(distinct[i]) == _parts(examples[i].answer)}
         verdicts = _verdicts_on(task, [joined[i] for i in joined], [examples[i] for i in joined])
         for i, v in zip(joined, verdicts):
             if v == "same":
                 answers[i], status[i] = joined[i], "ok"
     return [a if s == "ok" else None for a, s in zip(answers, status)], status
+
+
+# a \text{} (\textrm{}, \mbox{}, ...) group: its content, one level of braces inside
+_TEXT_GROUP = re.compile(r"\\(?:text|textrm|textit|textbf|textnormal|mbox)\s*"
+                         r"\{((?:[^{}]|\{[^{}]*\})*)\}")
+_HEDGE_WORDS = re.compile(r"\b(?:or|maybe|perhaps|possibly|probably|either|alternatively|"
+                          r"otherwise)\b", re.I)
+
+
+def hedges_in_text(answer: str) -> bool:
+    """Whether a \\text{} group of the answer names a number with a word of doubt ("3
+    \\text{ (or 2)}"): math-verify leaves text out, so the answer would count as its first
+    value alone. Words without a number ("x = 3 \\text{ or } x = -3", "5 \\text{ or more}"),
+    and numbers without such a word ("12 \\text{ (base 10)}"), are left to the verifier."""
+    return any(re.search(r"\d", g) and _HEDGE_WORDS.search(g)
+               for g in _TEXT_GROUP.findall(answer))
 
 
 def _parts(reference) -> int:
