@@ -11,6 +11,8 @@
 # the training pass and sampling's arithmetic on CUDA); DECODE_LAYERS=1 adds it once more with
 # the decoder layers compiled inside the decode graphs (experimental; LAYERS_SIDE=1 runs that
 # side in each of vs_trl.py's runs instead, between r1kit's and the next run's TRL side);
+# LOGPROB_ROWS=N adds it once more with the reference's log-probs in no-grad passes of N rows
+# (logprob_micro_batch_size; the default is one micro-batch, 32 rows);
 # REWARD_OVERLAP=1 adds
 # bench/reward_overlap.py (math-verify's checks during the rollout or after it; needs
 # math-verify's wheels); SHARING_CHECK=0 skips bench/sharing_check.py (prompt sharing's
@@ -70,6 +72,11 @@ fi
 if [ "${DECODE_LAYERS:-0}" = 1 ]; then  # the same r1kit side with its decode layers compiled
     timeout 150 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
         --compile-decode-layers --out "$out/vs_trl-decode-layers.json" 2>&1 | tee -a "$out/run.log"
+fi
+if [ -n "${LOGPROB_ROWS:-}" ]; then  # the same r1kit side with larger no-grad passes
+    timeout 120 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
+        --logprob-rows "$LOGPROB_ROWS" --out "$out/vs_trl-rows$LOGPROB_ROWS.json" 2>&1 \
+        | tee -a "$out/run.log"
 fi
 if [ "${REWARD_OVERLAP:-0}" = 1 ]; then  # the tiny world as a math task, rewards overlapped or not
     R1KIT_CACHE=/tmp/r1kit-cache timeout 240 python3 bench/reward_overlap.py \

@@ -124,7 +124,11 @@ class LeanLM:
         return _attend(q, k, v, self.scale, **kw)
 
     def _causal_layer(self, layer, x, cos, sin):
-        layer_fn = _compiled_causal_layer() if self.compiled else _causal_layer
+        layer_fn = _causal_layer
+        if self.compiled:  # no-grad passes (reference, old policy) compiled apart: their
+            # batch sizes (logprob_micro_batch_size) leave the training pass's shapes static
+            layer_fn = (_compiled_causal_layer() if torch.is_grad_enabled()
+                        else _compiled_causal_layer_no_grad())
         return layer_fn(self._weights(layer), x, cos, sin, self.n_heads, self.n_kv,
                         self.head_dim, self.scale)
 
@@ -326,6 +330,19 @@ def _compiled_causal_layer():
     """_causal_layer through torch.compile, made once per process (every layer, the policy and
     the reference share it: their weights are arguments, not constants)."""
     return compiled_version(_causal_layer)
+
+
+def _causal_layer_no_grad(w: LayerWeights, x, cos, sin, nh: int, nkv: int, d: int,
+                          scale: float):
+    """_causal_layer for no-grad passes: a function of its own, so that torch.compile keeps
+    its graphs and the shapes it has seen apart from the training pass's (a second batch size
+    seen by one compiled function makes it compile for any batch size)."""
+    return _causal_layer(w, x, cos, sin, nh, nkv, d, scale)
+
+
+@functools.cache
+def _compiled_causal_layer_no_grad():
+    return compiled_version(_causal_layer_no_grad)
 
 
 class CachedLayerWeights(NamedTuple):

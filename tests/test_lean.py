@@ -573,15 +573,22 @@ def test_compiled_decoder_layer_gives_the_same_update(monkeypatch):
     """GRPOConfig.compile: the lean training pass's decoder layer through torch.compile (here
     with the aot_eager backend: dynamo's tracing and autograd without code generation, which
     needs a compiler) gives the loss, metrics and updated weights of the eager pass, with
-    activation checkpointing, on two shapes (a recompile)."""
+    activation checkpointing, on two shapes (a recompile). The reference's no-grad passes
+    take a compiled function of their own."""
     compiled_fn = torch.compile(lean_module._causal_layer, backend="aot_eager")
-    calls = []
+    no_grad_fn = torch.compile(lean_module._causal_layer_no_grad, backend="aot_eager")
+    calls, no_grad_calls = [], []
 
     def compiled_layer():
-        calls.append(1)
+        calls.append(torch.is_grad_enabled())
         return compiled_fn
 
+    def compiled_no_grad():
+        no_grad_calls.append(torch.is_grad_enabled())
+        return no_grad_fn
+
     monkeypatch.setattr(lean_module, "_compiled_causal_layer", compiled_layer)
+    monkeypatch.setattr(lean_module, "_compiled_causal_layer_no_grad", compiled_no_grad)
     prompts, completions = _data(48, seed=4)
     n = len(completions)
     batch = _batch(prompts, completions)
@@ -600,7 +607,10 @@ def test_compiled_decoder_layer_gives_the_same_update(monkeypatch):
                                 torch.Generator().manual_seed(0), lambda lr=cfg.lr: lr, *views)
         outs.append((metrics, {k: v.detach().clone() for k, v in policy.state_dict().items()}))
     (m0, w0), (m1, w1) = outs
-    assert len(calls) >= 2 * 2 * 2  # the compiled layer ran (2 layers, policy and reference)
+    # the compiled layers ran: the policy's with gradients, the reference's without (2
+    # layers, 2 micro-batches at least)
+    assert len(calls) >= 2 * 2 and all(calls)
+    assert len(no_grad_calls) >= 2 * 2 and not any(no_grad_calls)
     for key in ("loss", "kl", "entropy", "grad_norm"):
         assert m1[key] == pytest.approx(m0[key], rel=1e-5, abs=1e-7), key
     for k in w0:

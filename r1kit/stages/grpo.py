@@ -334,8 +334,9 @@ def logprob_rows(setting, micro_batch_size: int) -> int:
     activation checkpointing, every layer's input plus one layer's activations and their
     gradients, so larger passes fit where the training pass does. They launch fewer kernels,
     but on an H200 four micro-batches per pass did not make the GPU preset's step faster
-    (bench/RESULTS.md, run G): the compiled decoder layer then sees two batch sizes and
-    compiles for any size."""
+    (bench/RESULTS.md, run G), where one compiled decoder layer then saw two batch sizes and
+    compiled for any size. No-grad passes now compile a layer function of their own
+    (r1kit.lean), not yet measured on a GPU (bench/gpu.sh LOGPROB_ROWS=128)."""
     return micro_batch_size if setting == "auto" else int(setting)
 
 
