@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                          "\\boxed{} final answer to each question (default: on, but off for "
                          "a model an r1kit stage trained, as that stage's evaluations)")
     ev.add_argument("--k", type=int, default=0,
-                    help="samples per problem (0, the default: the paper's, 64 for AIME/AMC, 16 "
-                    "for the other benchmarks and your own files, 4 for the tiny world)")
+                    help="samples per problem (0, the default: 64 for AIME, as the paper, and "
+                    "for AMC; 16 for MATH-500, as the paper, and for the other benchmarks and "
+                    "your own files; 4 for the tiny world)")
     ev.add_argument("--temperature", type=float, default=0.6,
                     help="sampling temperature (0: greedy, one sample per problem)")
     ev.add_argument("--top-p", type=float, default=0.95)

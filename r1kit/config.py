@@ -390,6 +390,7 @@ class GRPOConfig:
             _fail(f"{where}.adam_betas", "needs two numbers, e.g. [0.9, 0.999]")
         if self.eval.k < 1 or self.eval.every < 0:
             _fail(f"{where}.eval", "k must be >= 1 and every >= 0")
+        _check_sampling(self.eval.temperature, self.eval.k, f"{where}.eval")
         if self.language_target not in LANGUAGE_TARGETS:
             _fail(f"{where}.language_target", f"unknown target {self.language_target!r}",
                   f"use one of: {', '.join(LANGUAGE_TARGETS)}")
@@ -685,6 +686,19 @@ class EvalStageConfig:
             _fail(f"{where}.language_target", f"unknown target {self.language_target!r}",
                   f"use one of: {', '.join(LANGUAGE_TARGETS)}")
         _check_mode(self, "overlap_rewards", where)
+        if not 0 < self.top_p <= 1:
+            _fail(f"{where}.top_p", f"must be in (0, 1], got {self.top_p}")
+        _check_sampling(self.temperature, self.k, where)
+
+
+def _check_sampling(temperature: float, k: int, where: str) -> None:
+    """An evaluation's temperature: >= 0 (0: greedy, one sample per problem)."""
+    if temperature < 0:
+        _fail(f"{where}.temperature", f"must be >= 0 (0: greedy), got {temperature}",
+              "a negative temperature samples the least likely tokens")
+    if temperature == 0 and k > 1:
+        _fail(f"{where}.k", f"temperature 0 (greedy) gives {k} identical samples",
+              "set k = 1 with temperature 0, or a temperature above 0 (the paper: 0.6)")
 
 
 STAGE_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "grpo": GRPOConfig,

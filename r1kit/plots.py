@@ -26,7 +26,7 @@ def plot_figure1(run_dir: Path) -> Path | None:
         k = rows[0].get("k", 1)
         ax_acc.plot(steps, [e["pass@1"] for e in rows], marker="o", label=f"{stage} pass@1")
         cons = f"cons@{k}"
-        if all(cons in e for e in rows):
+        if all(e.get(cons) is not None for e in rows):
             ax_acc.plot(steps, [e[cons] for e in rows], marker="s", linestyle="--",
                         label=f"{stage} {cons}")
         ax_len.plot(steps, [e["mean_tokens"] for e in rows], marker="o", label=stage)

@@ -86,3 +86,54 @@ def test_a_grpo_stage_trains_and_evaluates_on_code(bpe_checkpoint, tmp_path):
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["benchmark"] for e in evals] == ["code/main", "code/main"]
     assert evals[0]["n"] == len(ROWS)
+
+
+def test_code_answers_are_read_as_code_on_every_scoring_path(tmp_path, monkeypatch):
+    """The answer of a code task is its answer part's last python block, not the math rule's
+    last \\boxed{}: a box after the code, or a response without tags, still runs the code;
+    a HumanEval answer that is the function's body alone goes under the prompt's signature,
+    as HumanEval's completions do. The shipped code benchmarks read answers the same way,
+    and programs are not voted on (no cons@k)."""
+    from r1kit.eval.benchmarks import BenchmarkTask
+    from r1kit.eval.core import _Verdicts, evaluate
+
+    task = CodeTask(_file(tmp_path))
+    examples = task.train_examples()
+    boxed = _answer("def add(a, b):\n    return a + b") + " The answer is \\boxed{add}."
+    untagged = "```python\ndef square(x):\n    return x * x\n```"
+    body = "<think> x </think> <answer>\n```python\n    return -x\n```\n</answer>"
+    texts = [boxed, untagged, body]
+    assert [p["accuracy"] for _, p in CombinedReward(task).score(texts, examples)] == [1.0] * 3
+    assert [s for s, _ in _Verdicts(task).score(texts, examples)] == [1.0] * 3
+
+    mbpp = BenchmarkTask("mbpp")
+    ex = mbpp.test_examples()[0]
+    code = ex.meta["solution"]
+    right = f"<think> x </think>\n```python\n{code}\n```\nSo the answer is \\boxed{{done}}."
+    assert _Verdicts(mbpp).score([right], [ex])[0][0] == 1.0
+    human = BenchmarkTask("humaneval")
+    ex = human.test_examples()[0]
+    body_only = f"```python\n{ex.meta['row']['canonical_solution']}```"
+    assert _Verdicts(human).score([body_only], [ex])[0][0] == 1.0
+    assert getattr(mbpp, "votes", True) is False and task.votes is False
+    assert getattr(BenchmarkTask("gsm8k"), "votes", True) is True
+
+    # evaluate with canned samples: cons@k is None for a task that does not vote
+    import torch
+
+    from r1kit.eval import core
+    from r1kit.rollout import Rollouts
+
+    def canned(model, tokenizer, task, examples, prompts, **kw):
+        n = len(examples) * kw["k"]
+        ro = Rollouts(prompt_ids=[[1]] * len(examples), completion_ids=torch.ones(n, 1).long(),
+                      completion_mask=torch.ones(n, 1), logprobs=None,
+                      stopped=torch.ones(n, dtype=torch.bool), group_size=kw["k"])
+        texts = [boxed, boxed, untagged, "no code"]
+        return ro, texts, _Verdicts(task).score(texts, [examples[i // kw["k"]] for i in range(n)])
+
+    monkeypatch.setattr(core, "sample_and_verify", canned)
+    res = evaluate(torch.nn.Linear(1, 1), None, task, examples[:2], [[1], [1]], k=2,
+                   temperature=0.6, top_p=0.95, max_new_tokens=4, stop_ids=[0], seed=0)
+    assert res.pass_at_1 == pytest.approx(0.75)
+    assert res.cons_at_k is None and res.as_record()["cons@2"] is None

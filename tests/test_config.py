@@ -469,3 +469,20 @@ def test_questions_per_step_must_divide_among_torchrun_processes(monkeypatch) ->
     assert "stages.zero.rollout_batch_size" in msg and "3 questions per step" in msg
     assert "multiple of 16" in msg
     _load_and_check(["stages.zero.rollout_batch_size=32", "stages.zero.group_size=8"])
+
+
+def test_evaluation_sampling_settings_are_checked() -> None:
+    """An in-run or eval-stage evaluation's temperature: >= 0, and 0 (greedy) only with
+    k = 1; an eval stage's top_p in (0, 1]. A negative temperature samples the least likely
+    tokens, so it is refused before any stage, as `r1kit eval` refuses it."""
+    assert "stages.zero.eval.temperature" in _error(["stages.zero.eval.temperature=-0.6"])
+    assert "stages.zero.eval.k" in _error(["stages.zero.eval.temperature=0"])  # k 4 greedy
+    recipe = load_recipe(ZERO_TINY, ["stages.zero.eval.temperature=0", "stages.zero.eval.k=1"])
+    assert recipe.stages["zero"].eval.temperature == 0
+    from r1kit.config import EvalStageConfig
+
+    for bad, key in (({"temperature": -1.0}, "temperature"), ({"top_p": 1.5}, "top_p"),
+                     ({"temperature": 0.0, "k": 4}, "k")):
+        with pytest.raises(R1kitError, match=f"e.{key}"):
+            EvalStageConfig(models=["m"], **bad).validate("e")
+    EvalStageConfig(models=["m"], temperature=0.0, k=1).validate("e")

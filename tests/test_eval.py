@@ -318,3 +318,37 @@ def test_eval_stage_general_columns_on_your_own_prompts(tmp_path):
         check_inputs(load_recipe(recipe))
     recipe.write_text(base + f'general_data = "{data}"\ngeneral_prompt_field = "instruction"\n')
     check_inputs(load_recipe(recipe))
+
+
+def test_eval_defaults_follow_the_stage_that_trained_the_checkpoint(tmp_path):
+    """r1kit eval's default max_new_tokens is the cap of the stage's own last evaluation (its
+    length schedule raised it by then), and --bench tiny is that stage's world."""
+    from r1kit.eval.cli import _ks, _stage_cap, _stage_world
+
+    stage = {"max_new_tokens": 64, "max_new_tokens_schedule": [[10, 128], [50, 256]],
+             "steps": 20}
+    final = tmp_path / "zero"
+    step5 = final / "checkpoints" / "step-5"
+    step5.mkdir(parents=True)
+    assert _stage_cap(stage, final) == 128  # raised at rollout 10, before the last (20)
+    assert _stage_cap(stage, step5) == 64
+    assert _stage_cap({**stage, "steps": 60}, final) == 256
+    assert _stage_cap({"epochs": 2}, final) is None  # not a sampling stage
+    world = _stage_world({"world": {"max_operand": 7, "test_size": 30, "unknown": 1}})
+    assert (world.max_operand, world.test_size) == (7, 30)
+    assert _stage_world({}) is None
+    tiny = load_benchmark("tiny", world=world)
+    assert len(tiny.test_examples()) == 30
+    assert _ks(6) == [1, 2, 4, 6] and _ks(8) == [1, 2, 4, 8] and _ks(1) == [1]
+
+
+def test_plain_words_after_a_number_are_a_unit():
+    """A numeric reference answered as a number and plain words ("18 dollars") is that number
+    (math-verify alone read the words as variables); words of mathematics are not dropped."""
+    from r1kit.rewards.math import check_equal
+
+    assert check_equal("18 dollars", "18") and check_equal("18 eggs", "18")
+    assert check_equal("1,000 dollars", "1000") and check_equal("18.5 kg", "18.5")
+    assert not check_equal("17 dollars", "18")
+    assert not check_equal("2 pi", "2") and not check_equal("3 times 4", "3")
+    assert not check_equal("3 x", "3")

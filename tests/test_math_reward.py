@@ -199,6 +199,11 @@ def test_one_box_per_part_of_a_multi_part_reference(verifier: MathVerifier) -> N
         assert (s, parts["hedged"]) == (score, hedged), (completion, reference)
     assert [_parts(x) for x in ("1,-2", "3, 5, 7", "1,000", "(1, 2)", "[0, 1)", "7")] == \
         [2, 3, 1, 1, 1, 1]
+    # LaTeX thousands separators (MATH-500's) are one number, not parts
+    assert [_parts(x) for x in ("10,\\!080", "\\$32,\\!348", "11,\\! 111", "1{,}000")] == \
+        [1, 1, 1, 1]
+    split = math_rewards([wrap("\\boxed{10} and \\boxed{080}")], ["10,\\!080"], verifier)
+    assert split[0][0] == 0.0 and split[0][1]["hedged"] == 1.0
 
 
 def test_math_rewards_batch_matches_single(verifier: MathVerifier) -> None:

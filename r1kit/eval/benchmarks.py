@@ -23,7 +23,7 @@ from pathlib import Path
 from r1kit.errors import R1kitError
 from r1kit.tasks import DATA_DIR
 from r1kit.tasks.base import Example
-from r1kit.tasks.code import CODE_INSTRUCTION, code_scores
+from r1kit.tasks.code import CODE_INSTRUCTION, code_answers, code_scores
 from r1kit.tasks.math import math_equal, math_vote_key, read_jsonl, verify_answers
 from r1kit.templates import prompt_text, with_instruction
 
@@ -99,6 +99,8 @@ class BenchmarkTask(_HeldOut):
         self.path = path or DATA_DIR / self.spec.file
         if self.spec.kind == "math":  # cons@k votes by mathematical equivalence
             self.vote_key, self.vote_equal = math_vote_key, math_equal
+        else:  # code: the answer part's last python block runs; no vote (CodeTask)
+            self.read_answers, self.votes = code_answers, False
         self._examples = []
         for _, row in read_jsonl(self.path):
             level = row.get("level")
@@ -155,14 +157,14 @@ class FileBenchmark(_HeldOut):
 
 
 def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
-                   answer_field: str = "answer", instruction: bool = True):
-    """The Task of a shipped benchmark, of the tiny world's held-out set ("tiny"), or of a
-    math benchmark in a JSONL or parquet file of your own (the field names and instruction
-    apply to it only)."""
+                   answer_field: str = "answer", instruction: bool = True, world=None):
+    """The Task of a shipped benchmark, of the tiny world's held-out set ("tiny": of `world`, a
+    WorldConfig, default the default world), or of a math benchmark in a JSONL or parquet
+    file of your own (the field names and instruction apply to it only)."""
     if is_data_file(name):
         return FileBenchmark(name, question_field, answer_field, instruction)
     if name == "tiny":
         from r1kit.tasks.arithmetic import ArithmeticTask
 
-        return ArithmeticTask(seed=seed)
+        return ArithmeticTask(world, seed=seed)
     return BenchmarkTask(name)

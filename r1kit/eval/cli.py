@@ -98,6 +98,41 @@ def trained_prompting(path: Path) -> tuple[str, dict] | None:
     return stage_dir.name, stage
 
 
+def _stage_cap(settings: dict, path: Path) -> int | None:
+    """The length cap a stage's own evaluations of this checkpoint used: its max_new_tokens,
+    raised by its max_new_tokens_schedule up to the checkpoint's step (checkpoints/step-N),
+    or its last step for its final model; None where the stage has no max_new_tokens."""
+    cap = settings.get("max_new_tokens")
+    if not isinstance(cap, int):
+        return None
+    step = settings.get("steps")
+    if Path(path).resolve().parent.name == "checkpoints":
+        try:
+            step = int(Path(path).resolve().name.removeprefix("step-"))
+        except ValueError:
+            pass
+    schedule = settings.get("max_new_tokens_schedule") or []
+    for entry in sorted(x for x in schedule if isinstance(x, (list, tuple)) and len(x) == 2):
+        if isinstance(step, int) and step >= entry[0]:
+            cap = entry[1]
+    return cap
+
+
+def _stage_world(settings: dict):
+    """The tiny world of a stage's settings (its `world` table), for --bench tiny: the
+    held-out set that stage was evaluated on, kept out of its training pool; None where the
+    stage has no world table."""
+    from dataclasses import fields
+
+    from r1kit.config import WorldConfig
+
+    world = settings.get("world")
+    if not isinstance(world, dict):
+        return None
+    known = {f.name for f in fields(WorldConfig)}
+    return WorldConfig(**{k: v for k, v in world.items() if k in known})
+
+
 def run_eval_command(args) -> list[dict]:
     with trusting_remote_code(args.trust_remote_code):
         return _run_eval(args)
@@ -121,7 +156,7 @@ def _run_eval(args) -> list[dict]:
         own_settings = stage_of_model[1] if stage_of_model is not None else {}
         evals = own_settings.get("eval") if isinstance(own_settings.get("eval"), dict) else {}
         args.max_new_tokens = (evals.get("max_new_tokens")
-                               or own_settings.get("max_new_tokens") or 32768)
+                               or _stage_cap(own_settings, Path(path)) or 32768)
     if trained is not None:  # prompt as the stage that trained this checkpoint did
         stage, settings = trained
         template = settings["template"]
@@ -137,8 +172,9 @@ def _run_eval(args) -> list[dict]:
               + (", your files' questions as they are (as its evaluations)" if own and
                  not instruction else "") + " (--template to choose another)")
     # every benchmark read (and a file of your own checked) before the model loads
+    world = _stage_world(stage_of_model[1]) if stage_of_model is not None else None
     tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,
-                                  instruction is not False) for name in names}
+                                  instruction is not False, world=world) for name in names}
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(path)
     if template == "auto":
@@ -195,15 +231,17 @@ def _run_eval(args) -> list[dict]:
 
 def format_table(results: list[dict]) -> str:
     """The printed summary: one row per benchmark, then per-level / per-subject pass@1."""
-    lines = ["| benchmark | problems | k | pass@1 (95% CI) | pass@k | cons@k | mean tokens |",
-             "|---|---:|---:|---|---|---:|---:|"]
+    lines = [("| benchmark | problems | k | pass@1 (95% CI) | pass@k | cons@k | mean tokens "
+              "| truncated |"), "|---|---:|---:|---|---|---:|---:|---:|"]
     for r in results:
         k = r["k"]
         lo, hi = r["pass@1_ci95"]
         more = ", ".join(f"@{kk}: {100 * r[f'pass@{kk}']:.1f}%" for kk in _ks(k) if kk > 1)
+        cons = r.get(f"cons@{k}")
         lines.append(f"| {r['benchmark']} | {r['n']} | {k} | {100 * r['pass@1']:.1f}% "
                      f"({100 * lo:.1f}–{100 * hi:.1f}) | {more or '—'} | "
-                     f"{100 * r[f'cons@{k}']:.1f}% | {r['mean_tokens']:.1f} |")
+                     + (f"{100 * cons:.1f}%" if cons is not None else "—")
+                     + f" | {r['mean_tokens']:.1f} | {100 * r['truncated']:.1f}% |")
     for r in results:
         for title, key in (("level", "by_level"), ("subject", "by_subject")):
             if r.get(key):
@@ -213,8 +251,9 @@ def format_table(results: list[dict]) -> str:
 
 
 def _ks(k: int) -> list[int]:
+    """The k of the pass@k columns: 1, 2, 4, ... up to k, and k itself."""
     out, kk = [], 1
     while kk <= k:
         out.append(kk)
         kk *= 2
-    return out
+    return out if out[-1] == k else [*out, k]

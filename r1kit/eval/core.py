@@ -80,7 +80,9 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
 @dataclass
 class EvalResult:
     pass_at_1: float  # mean over problems of the share of the k samples that are right
-    cons_at_k: float  # share of problems whose majority answer is right
+    # share of problems whose majority answer is right; None for tasks that do not vote
+    # (code: programs are not compared as answers)
+    cons_at_k: float | None
     k: int
     mean_tokens: float  # mean response length in tokens
     truncated: float  # share of responses that hit the length cap
@@ -117,7 +119,8 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
     is the mean eq. 7 share of `language_target` words in their chains of thought.
     cons@k's vote groups answers by `answer_key` and merges groups by `answer_equal`
     (majority_vote); by default the task's own `vote_key` / `vote_equal` (math tasks:
-    mathematical equivalence), else the answer's text.
+    mathematical equivalence), else the answer's text; no vote (cons_at_k None) for a task
+    whose `votes` is False (code).
     `overlap` ("auto" | "on" | "off", as GRPO's overlap_rewards): verify responses as they
     finish, while the rest decode, where the task's checks run in worker processes
     (r1kit.rewards.overlap; the same scores); "auto": on CUDA."""
@@ -157,18 +160,21 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
         if i < 3:
             samples.append({"question": ex.question, "answer": ex.answer, "response": group[0],
                             "score": scores[i * k]})
-    voted = [(a, ex) for a, ex in zip(voted_answers, examples) if a is not None]
-    vote_scores = iter(_verify_all(task, [a for a, _ in voted], [ex for _, ex in voted]))
-    cons = [next(vote_scores) if a is not None else 0.0 for a in voted_answers]
+    votes = getattr(task, "votes", True)
+    if votes:
+        voted = [(a, ex) for a, ex in zip(voted_answers, examples) if a is not None]
+        vote_scores = iter(_verify_all(task, [a for a, _ in voted], [ex for _, ex in voted]))
+        cons = [next(vote_scores) if a is not None else 0.0 for a in voted_answers]
     n = max(1, len(examples))
     pass_at = {}
     kk = 1
     while kk <= k:
         pass_at[kk] = sum(pass_at_k(k, round(p * k), kk) for p in correct) / n
         kk *= 2
+    pass_at[k] = sum(pass_at_k(k, round(p * k), k) for p in correct) / n  # k itself too
     return EvalResult(
         pass_at_1=sum(correct) / n,
-        cons_at_k=sum(cons) / n,
+        cons_at_k=sum(cons) / n if votes else None,
         k=k,
         mean_tokens=ro.lengths.float().mean().item(),
         truncated=1.0 - ro.stopped.float().mean().item(),

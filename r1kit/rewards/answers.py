@@ -28,7 +28,12 @@ def final_answers(task: Task, responses: list[str], examples: list[Example] | No
     other boxes against the final answer ran past its deadline or failed (no answer then
     either; the caller counts these as the verifier's failures, not the response's).
     `examples` (the responses' questions, with their references): boxes that answer the parts
-    of a multi-part reference one by one are read as one answer (the module's docstring)."""
+    of a multi-part reference one by one are read as one answer (the module's docstring).
+    A task with `read_answers(responses)` (code tasks: the answer part, whose last python
+    block runs) reads them its own way."""
+    own = getattr(task, "read_answers", None)  # a task that reads answers its own way (code)
+    if own is not None:
+        return own(responses)
     answers = [extract_answer(r) for r in responses]
     checks: list[tuple[int, str]] = []  # (response, a box that differs from its final answer)
     distinct: dict[int, list[str]] = {}  # response -> its different boxes, in order
@@ -73,7 +78,7 @@ def final_answers(task: Task, responses: list[str], examples: list[Example] | No
 _TEXT_GROUP = re.compile(r"\\(?:text|textrm|textit|textbf|textnormal|mbox)\s*"
                          r"\{((?:[^{}]|\{[^{}]*\})*)\}")
 _HEDGE_WORDS = re.compile(r"\b(?:or|maybe|perhaps|possibly|probably|either|alternatively|"
-                          r"otherwise)\b", re.I)
+                          r"otherwise)\b", re.IGNORECASE)
 
 
 def hedges_in_text(answer: str) -> bool:
@@ -89,6 +94,8 @@ def _parts(reference) -> int:
     """The comma-separated parts of a reference answer ("1, -2": 2); 1 for anything else, so
     that no single-answer question takes several boxes."""
     text = str(reference) if reference is not None else ""
+    # LaTeX thousands separators (MATH-500's "10,\\!080", "1{,}000") as plain commas
+    text = re.sub(r"\{,\}", ",", re.sub(r",\s*\\[!,;: ]\s*", ",", text))
     if "," not in text or any(c in text for c in "([{"):  # a tuple, interval or set: one
         return 1
     parts = [p.strip() for p in text.split(",")]

@@ -103,6 +103,26 @@ def normalize_answer(text: str) -> str:
     return s
 
 
+_PLAIN_NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
+_MATH_WORDS = {"pi", "sqrt", "times", "cdot", "over", "divided", "plus", "minus", "squared",
+               "cubed", "to", "by", "and", "or", "root", "power", "exp", "log", "ln", "mod"}
+
+
+def _without_unit_words(answer: str, reference: str) -> str:
+    """The number of an answer written as a number and plain words ("18 dollars", "18 eggs")
+    where the reference is a plain number: math-verify would read the words as variables
+    and find "18 dollars" unequal to 18. Words of mathematics ("2 pi", "3 times 4") and
+    single letters ("3 x") keep the answer as it is."""
+    if not re.fullmatch(_PLAIN_NUMBER, reference):
+        return answer
+    m = re.fullmatch(rf"({_PLAIN_NUMBER})\s*((?:\\text\s*)?\{{?\s*[A-Za-z]{{2,}}(?:\s+[A-Za-z]+)*"
+                     r"\s*\}?)\.?", answer)
+    if m is None:
+        return answer
+    words = set(re.findall(r"[A-Za-z]+", m.group(2).replace("\\text", "")))
+    return answer if words & _MATH_WORDS else m.group(1)
+
+
 def check_equal(answer: str, reference: str) -> bool:
     """True when `answer` equals `reference` as normalized text or, failing that, when
     math-verify finds them equivalent. No time limit of its own: call it in a worker
@@ -112,6 +132,7 @@ def check_equal(answer: str, reference: str) -> bool:
     a, r = normalize_answer(answer), normalize_answer(reference)
     if a == r:
         return bool(a)
+    a = _without_unit_words(a, r)
     # Timeouts off: they use signal.alarm; the worker's deadline is enforced by the parent.
     gold = parse(f"${r}$", parsing_timeout=None) or parse(r, parsing_timeout=None)
     pred = parse(f"${a}$", parsing_timeout=None) or parse(a, parsing_timeout=None)

@@ -120,7 +120,7 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
         log.eval({"stage": name, "step": 0, "benchmark": f"{task.name}/{cfg.split}",
                   **{k: v for k, v in row.items() if k != "general_samples"}})
         print_fn(f"[{name}] {ref}: " + "  ".join(
-            f"{label} {row[key]:.3f}" for key, label in COLUMNS if key in row))
+            f"{label} {row[key]:.3f}" for key, label in COLUMNS if row.get(key) is not None))
         table.append(row)
         del model
     write_table(table, stage_dir, k=cfg.k)
@@ -131,7 +131,7 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
 
 def write_table(rows: list[dict], stage_dir: Path, k: int) -> None:
     cols = [(key, label.replace("@k", f"@{k}")) for key, label in COLUMNS
-            if any(key in r for r in rows)]
+            if any(r.get(key) is not None for r in rows)]
     lines = ["| stage | " + " | ".join(label for _, label in cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for r in rows:
@@ -160,7 +160,7 @@ def write_table(rows: list[dict], stage_dir: Path, k: int) -> None:
     width = 0.8 / max(1, len(shown))
     for j, (key, label) in enumerate(shown):
         xs = [i + (j - (len(shown) - 1) / 2) * width for i in range(len(rows))]
-        ax.bar(xs, [100 * r.get(key, 0.0) for r in rows], width,
+        ax.bar(xs, [100 * (r.get(key) or 0.0) for r in rows], width,
                label=label + (" ×100" if key == "helpful" else ""))
     ax.set_xticks(range(len(rows)), [r["model"] for r in rows])
     ax.set_ylabel("%")

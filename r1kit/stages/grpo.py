@@ -645,7 +645,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                   **res.as_record(), "seconds": time.time() - t0}
         ctx.log.eval(record)
         ctx.print(f"[{ctx.name}] eval step {step}: pass@1 {res.pass_at_1:.3f}  "
-                  f"cons@{res.k} {res.cons_at_k:.3f}  mean length {res.mean_tokens:.1f} tokens")
+                  + (f"cons@{res.k} {res.cons_at_k:.3f}  " if res.cons_at_k is not None else "")
+                  + f"mean length {res.mean_tokens:.1f} tokens")
         return record
 
     G = cfg.group_size

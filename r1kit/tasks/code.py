@@ -12,6 +12,8 @@ all of them pass, else 0.
 
 from __future__ import annotations
 
+import re
+import textwrap
 from pathlib import Path
 
 from r1kit.errors import R1kitError
@@ -19,6 +21,16 @@ from r1kit.tasks.base import Example
 
 CODE_INSTRUCTION = "\nWrite the complete Python code in a ```python code block."
 _TEST_FIELDS = ("tests", "test_list", "test")
+
+
+def code_answers(responses: list[str]) -> tuple[list[str | None], list[str]]:
+    """A code task's final answers (r1kit.rewards.answers.final_answers): each response's
+    answer part (r1kit.rewards.code.answer_part: after the reasoning, or the whole response
+    when it has no tags), whose last python block code_scores runs, as `r1kit score` reads
+    it. Not the math rule's last \\boxed{}: a box after the code would replace the code."""
+    from r1kit.rewards.code import answer_part
+
+    return [answer_part(r) for r in responses], ["ok"] * len(responses)
 
 
 def code_scores(answers: list[str | None], rows: list[dict], humaneval: list[bool]) -> list[float]:
@@ -32,6 +44,9 @@ def code_scores(answers: list[str | None], rows: list[dict], humaneval: list[boo
         answer = f"<answer>{answer or ''}</answer>"  # the answer part, as the reward reads it
         code = extract_code(answer)
         if code is not None and prefix:
+            if not re.search(rf"^\s*def\s+{re.escape(str(row['entry_point']))}\s*\(", code,
+                             re.MULTILINE):  # the function's body alone, as HumanEval's completions
+                code = textwrap.indent(code, "    ")
             answer = f"<answer>```python\n{row['prompt']}\n{code}\n```</answer>"
         completions.append(answer)
     return [float(score) for score, _ in score_code_rows(rows, completions)]
@@ -74,6 +89,8 @@ class CodeTask:
     """Code problems with tests (module docstring): train and held-out files."""
 
     checks_in_workers = True  # the programs run in the sandbox's worker processes
+    votes = False  # no cons@k: programs are not voted on (r1kit.eval.core.evaluate)
+    read_answers = staticmethod(code_answers)
 
     def __init__(self, train_file, test_file=None, question_field: str = "question"):
         named = test_file or train_file
