@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args) -> int:
     resume = ("run the same command again: finished stages are kept, and a stage with "
               "save_every resumes from its newest checkpoint (one without starts over)")
+    if args.command == "run" and getattr(args, "from_stage", None):
+        # --from starts its stage over, checkpoints included: resuming is the run without it
+        resume = ("run the command again without --from: finished stages are kept, and a "
+                  "stage with save_every resumes from its newest checkpoint (one without starts "
+                  f"over; --from {args.from_stage} would start it over, checkpoints and all)")
     try:
         if args.command == "run":
             from r1kit.config import load_recipe

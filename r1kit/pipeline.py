@@ -354,9 +354,11 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
 # [run] settings that change what a run shows, not what it computes: a run may continue
 # with other values of these
 DISPLAY_ONLY = ("progress", "tensorboard", "wandb")
-# stage settings that change how fast a stage runs, not what it computes (compile and
-# logprob_chunk_tokens, logprob_micro_batch_size: up to float rounding, as another GPU would)
-SPEED_ONLY = ("overlap_rewards", "compile", "logprob_chunk_tokens", "logprob_micro_batch_size")
+# stage settings that change how fast a stage runs or the memory it takes, not what it
+# computes (up to float rounding, as another GPU would): a stage may resume with other values,
+# e.g. a smaller micro_batch_size after running out of memory
+SPEED_ONLY = ("overlap_rewards", "compile", "logprob_chunk_tokens", "logprob_micro_batch_size",
+              "micro_batch_size", "activation_checkpointing")
 
 
 def _results_settings(resolved: dict) -> dict:

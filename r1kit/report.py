@@ -115,7 +115,7 @@ def load_run(run_dir: Path) -> Run:
         meta = meta if isinstance(meta, dict) else {}
         cfg = configured.get(name) or dropped.get(name) or {}
         kind = str(meta.get("kind") or (cfg.get("kind") if isinstance(cfg, dict) else "") or "")
-        status = str(meta.get("status", "not run")) if meta else "not run"
+        status = str(meta.get("status", "not run")) if meta else _unfinished(run_dir / name)
         summary = meta.get("summary")
         if name in dropped and name not in configured:
             status = f"{status}; no longer in the recipe"
@@ -128,6 +128,21 @@ def load_run(run_dir: Path) -> Run:
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
+
+
+def _unfinished(stage_dir: Path) -> str:
+    """The status of a stage without a stage.json (written when it finishes): "not finished"
+    with its newest checkpoint (a rerun resumes there) where it started, else "not run"."""
+    if not stage_dir.is_dir() or not any(stage_dir.iterdir()):
+        return "not run"
+    steps = []
+    for ckpt in (stage_dir / "checkpoints").glob("step-*"):
+        try:
+            steps.append(int(ckpt.name.removeprefix("step-")))
+        except ValueError:
+            continue
+    return (f"not finished (checkpoint step-{max(steps)})" if steps
+            else "not finished (stopped or failed)")
 
 
 def _stage_result(summary: Any) -> str:

@@ -181,8 +181,17 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
         counts["general"] = len(extra)
     random.Random(f"sample-rows-{seed}").shuffle(rows)
     if not rows:
-        raise R1kitError(f"sample stage kept no rows out of {len(texts)} samples",
-                         "raise samples_per_prompt or prompts, or relax the filters")
+        why = ", ".join(f"{k.removeprefix('rejected/')} {v}" for k, v in counts.items()
+                        if k.startswith("rejected/") and v)
+        hint = "raise samples_per_prompt or prompts, or relax the filters"
+        if counts["rejected/wrong"] == len(texts):
+            hint = ("no sample was right: a stronger model, a higher temperature, or more "
+                    "samples_per_prompt; `r1kit eval` on the task's file shows its accuracy")
+        elif counts["rejected/format"]:
+            hint = (f"the format check wants format = {style!r}: set format (answer | think) "
+                    "to what the model writes, or " + hint)
+        raise R1kitError(f"sample stage kept no rows out of {len(texts)} samples (rejected: "
+                         f"{why or 'none'})", hint)
     with (stage_dir / "data.jsonl").open("w") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -318,3 +318,16 @@ def test_math_task_verify_uses_the_pool() -> None:
     assert math_equal("025", "25") and math_equal("\\dfrac{3}{4}", "0.75")
     assert not math_equal("26", "25")
     assert not math_equal(PATHOLOGICAL, "1", timeout=0.5)
+
+
+def test_answers_and_references_written_as_sentences(verifier: MathVerifier) -> None:
+    """A reference written as a sentence ("The answer is 10.") or an answer that is one (no
+    box) is read as math-verify reads the sentence: normalizing had taken its spaces, and
+    every such answer scored 0. A sentence with two numbers is no answer."""
+    cases = [(wrap("\\boxed{10}"), "The answer is 10.", 1.0),
+             (wrap("The answer is 10."), "10", 1.0),
+             (wrap("The answer is 11."), "10", 0.0),
+             (wrap("The answer is 10 or 11."), "10", 0.0),
+             (wrap("\\boxed{3}"), "The answer is 10.", 0.0)]
+    got = math_rewards([c for c, *_ in cases], [r for _, r, _ in cases], verifier)
+    assert [s for s, _ in got] == [s for *_, s in cases]

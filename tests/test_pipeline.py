@@ -136,8 +136,9 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
         "rs": {"kind": "sample", "model": str(bpe_checkpoint), "task": "gsm8k",
                "template": "chat", "prompts": 2, "samples_per_prompt": 2,
                "max_new_tokens": 4}}})
-    with pytest.raises(R1kitError, match="kept no rows"):
+    with pytest.raises(R1kitError, match="kept no rows") as info:  # it says why
         run_recipe(recipe, tmp_path / "run2", print_fn=lambda *_: None)
+    assert "(rejected: wrong 4)" in str(info.value) and "no sample was right" in info.value.hint
 
 
 def test_chat_template_is_checked_before_any_stage(tmp_path, bpe_checkpoint):

@@ -182,6 +182,14 @@ def test_report_marks_stages_that_did_not_run(tmp_path):
     text = write_report(run_dir).read_text()
     assert "| zero | grpo | not run |  |" in text
     assert "No evaluations in eval.jsonl." in text
+    # a stage that started: stopped or failed, or interrupted after a checkpoint (a rerun
+    # resumes there)
+    (run_dir / "zero" / "completions.jsonl").write_text("{}\n")
+    assert "| zero | grpo | not finished (stopped or failed) |" in write_report(run_dir).read_text()
+    for step in (5, 10):
+        (run_dir / "zero" / "checkpoints" / f"step-{step}").mkdir(parents=True)
+    text = write_report(run_dir).read_text()
+    assert "| zero | grpo | not finished (checkpoint step-10) |" in text
 
 
 def test_report_marks_a_cached_base_and_a_stage_taken_out_of_the_recipe(tmp_path):

@@ -274,3 +274,23 @@ def test_stage_kinds_and_checkpoints_are_checked_before_any_stage(tmp_path, chec
         tmp_path, grpo + f'model = "{checkpoint}"\neval.limit = -1\n')
     msg = _recipe_error(tmp_path, '[stages.table]\nkind = "eval"\nmodels = ["nowhere"]\n')
     assert "--set stages.table.models='[\"/path/to/checkpoint\"]'" in msg
+
+
+def test_an_interrupted_run_with_from_says_to_rerun_without_it(tmp_path, monkeypatch, capsys):
+    """--from starts its stage over, checkpoints included: after an interruption, the way to
+    resume is the run without --from, and the message says so (it said "the same command")."""
+    from conftest import REPO
+
+    from r1kit import pipeline
+    from r1kit.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_recipe", interrupted)
+    recipe = str(REPO / "recipes" / "zero-tiny.toml")
+    assert main(["run", recipe, "--out", str(tmp_path / "r"), "--from", "zero"]) == 130
+    err = capsys.readouterr().err
+    assert "run the command again without --from" in err and "--from zero would start" in err
+    assert main(["run", recipe, "--out", str(tmp_path / "r")]) == 130
+    assert "run the same command again" in capsys.readouterr().err

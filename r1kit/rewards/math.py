@@ -136,9 +136,22 @@ def check_equal(answer: str, reference: str) -> bool:
     # Timeouts off: they use signal.alarm; the worker's deadline is enforced by the parent.
     gold = parse(f"${r}$", parsing_timeout=None) or parse(r, parsing_timeout=None)
     pred = parse(f"${a}$", parsing_timeout=None) or parse(a, parsing_timeout=None)
-    if not gold or not pred:
-        return False
-    return bool(verify(gold, pred, timeout_seconds=None))
+    if gold and pred and verify(gold, pred, timeout_seconds=None):
+        return True
+    # a sentence ("The answer is 10."): normalizing took its spaces, so math-verify found no
+    # value in it; math-verify reads the sentence as written
+    # (an answer only with one number in it: "10 or 11" is a hedge, not an answer)
+    prose_answer = _prose(answer) and len(re.findall(r"\d+(?:\.\d+)?", answer)) == 1
+    if _prose(reference) or prose_answer:
+        gold = parse(reference, parsing_timeout=None) if _prose(reference) else gold
+        pred = parse(answer, parsing_timeout=None) if prose_answer else pred
+        return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
+    return False
+
+
+def _prose(text: str) -> bool:
+    """Whether a text holds two words in a row (a sentence, not mathematics)."""
+    return re.search(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}", text.replace("\\text", "")) is not None
 
 
 # ----- the worker process ---------------------------------------------------------------------
