@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.algos import ADVANTAGE_SCALES, AGGREGATIONS, IMPORTANCE_SAMPLING
-from r1kit.errors import R1kitError
+from r1kit.errors import R1kitError, hub_note
 from r1kit.rewards.language import TARGETS as LANGUAGE_TARGETS
 from r1kit.tasks.arithmetic import WorldConfig
 from r1kit.templates import TEMPLATES
@@ -770,7 +770,13 @@ def _coerce(value, tp, where: str):
 FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "learning_rate": ("lr",), "num_generations": ("group_size",),
     "max_completion_length": ("max_new_tokens",), "max_response_length": ("max_new_tokens",),
-    "max_tokens": ("max_new_tokens",), "num_train_epochs": ("epochs",),
+    "max_tokens": ("max_new_tokens",), "num_train_epochs": ("epochs", "steps"),
+    "rollout_n": ("group_size",), "n_samples_per_prompt": ("group_size",),
+    "max_prompt_length": ("max_length", "not needed: a grpo stage keeps each prompt whole "
+                          "(max_new_tokens caps the responses)"),
+    "output_dir": ("given on the command line: r1kit run RECIPE --out DIR",),
+    "logging_steps": ("not needed: every step is a row of metrics.jsonl (and TensorBoard)",),
+    "report_to": ("set under [run]: tensorboard = true, wandb = \"PROJECT\"",),
     "max_steps": ("steps",), "total_training_steps": ("steps",),
     "gradient_checkpointing": ("activation_checkpointing",),
     "per_device_train_batch_size": ("micro_batch_size",),
@@ -799,6 +805,7 @@ _FOREIGN_NOTES = {
     "dataset_name": ", a local JSONL or parquet file", "use_peft": " (> 0 turns LoRA on)",
     "dataset_path": ", a local JSONL or parquet file",
     "reward_funcs": " (one \"module:function\" or a list of them, with reward_weights)",
+    "num_train_epochs": " here (a grpo stage counts rollouts; an sft stage counts epochs)",
 }
 
 
@@ -1073,13 +1080,8 @@ def check_inputs(recipe: Recipe) -> None:
                 _fail(f"{where}.{field_name}", f"stage {ref!r} runs after {name!r}",
                       "a stage can only use the output of an earlier stage")
             if not Path(ref).is_dir():
-                hub = (ref.count("/") == 1 and not ref.startswith((".", "/", "~"))
-                       and not Path(ref.split("/")[0]).exists())
                 _fail(f"{where}.{field_name}", f"{ref!r} is neither an earlier stage nor a "
-                      f"directory" + (" (r1kit reads local checkpoint directories, never the "
-                                      "Hugging Face Hub: download it first, e.g. huggingface-cli "
-                                      f"download {ref} --local-dir DIR, and give DIR)"
-                                      if hub else "") + f"; paths are relative to {Path.cwd()}",
+                      f"directory{hub_note(ref)}; paths are relative to {Path.cwd()}",
                       f"earlier stages: {', '.join(earlier) or 'none'}; or give a "
                       "checkpoint path, e.g. --set " + (
                           f"{where}.{field_name}='[\"/path/to/checkpoint\"]'"
@@ -1125,7 +1127,8 @@ def check_inputs(recipe: Recipe) -> None:
                 _fail(f"{where}.data", f"stage {data!r} runs after {name!r}",
                       "a stage can only use the output of an earlier stage")
             elif not Path(data).is_file():
-                _fail(f"{where}.data", f"{data!r} is neither an earlier sample stage nor a file")
+                _fail(f"{where}.data", f"{data!r} is neither an earlier sample stage nor a "
+                      f"file{hub_note(data, dataset=True)}")
         files = ["train_file", "test_file"]
         if reads_general_file(cfg):
             files.append("general_data")
@@ -1135,7 +1138,8 @@ def check_inputs(recipe: Recipe) -> None:
                 _fail(f"{where}.{fname}", f"{value!r} is a directory, not a data file",
                       "give one .jsonl or .parquet file (join shards into one first)")
             if value and not Path(value).is_file():
-                _fail(f"{where}.{fname}", f"file {value!r} not found")
+                _fail(f"{where}.{fname}", f"file {value!r} not found"
+                      f"{hub_note(value, dataset=True)}")
         if _check_data_files(cfg, where):
             conversational.add(name)
         if getattr(cfg, "reward_function", ""):  # the file and function exist and import,

@@ -20,3 +20,19 @@ def out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc)
                                            or "out of memory" in str(exc).lower()))
+
+
+def hub_note(ref: str, dataset: bool = False) -> str:
+    """" (r1kit reads local …: download it first …)" where `ref` looks like a Hugging Face Hub
+    id ("Qwen/Qwen2.5-0.5B", "openai/gsm8k") and is no local path; "" otherwise."""
+    from pathlib import Path
+
+    ref = str(ref)
+    if ref.count("/") != 1 or ref.startswith((".", "/", "~")) or Path(ref.split("/")[0]).exists():
+        return ""
+    if dataset:
+        return (" (r1kit reads local data files, never the Hugging Face Hub: download it first, "
+                f"e.g. huggingface-cli download {ref} --repo-type dataset --local-dir DIR, and "
+                "give one of its .jsonl or .parquet files)")
+    return (" (r1kit reads local checkpoint directories, never the Hugging Face Hub: download it "
+            f"first, e.g. huggingface-cli download {ref} --local-dir DIR, and give DIR)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from r1kit.errors import R1kitError
+from r1kit.errors import R1kitError, hub_note
 
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "<|eos|>",
@@ -138,7 +138,7 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
     (`kind="causal"`) or of a reward model with a scalar head (`kind="reward"`)."""
     p = Path(path)
     if not p.is_dir():
-        raise R1kitError(f"model directory {str(p)!r} does not exist",
+        raise R1kitError(f"model directory {str(p)!r} does not exist{hub_note(str(path))}",
                          "give a Hugging Face checkpoint directory (in a recipe, `model` may "
                          "also name an earlier stage)")
     cfg = p / "config.json"

@@ -156,6 +156,11 @@ def test_typo_suggests_close_key() -> None:
     ("learning_rate=1e-5", "is 'lr'"),
     ("gradient_accumulation_steps=4", "accumulates over a batch's micro-batches by itself"),
     ("seed=1", "'seed' is a [run] setting"),
+    ("num_train_epochs=2", "is 'steps' here (a grpo stage counts rollouts"),
+    ("rollout_n=8", "is 'group_size'"),
+    ("max_prompt_length=512", "keeps each prompt whole"),
+    ('output_dir="out"', "r1kit run RECIPE --out DIR"),
+    ("logging_steps=10", "every step is a row of metrics.jsonl"),
 ])
 def test_trl_names_point_to_r1kit_names(setting, says) -> None:
     """TRL's / open-r1's names are not spelling mistakes: the hint names r1kit's setting (a
@@ -224,6 +229,19 @@ def test_a_hub_id_as_model_says_r1kit_reads_local_directories(monkeypatch, tmp_p
     msg = _error(['stages.zero.model="Qwen/Qwen2.5-0.5B"'], ZERO_TINY.resolve())
     assert "never the Hugging Face Hub" in msg and "download Qwen/Qwen2.5-0.5B" in msg
     assert f"paths are relative to {tmp_path}" in msg
+    # a data set's hub id, r1kit eval's --model, and a CSV file say so too
+    msg = _error(['stages.zero.task="math"', 'stages.zero.train_file="openai/gsm8k"'],
+                 ZERO_TINY.resolve())
+    assert "--repo-type dataset" in msg and "stages.zero.train_file" in msg
+    from r1kit.models import check_model_dir
+    from r1kit.tasks.math import read_rows
+
+    with pytest.raises(R1kitError, match="download Qwen/Qwen2.5-0.5B --local-dir"):
+        check_model_dir("Qwen/Qwen2.5-0.5B")
+    (tmp_path / "rows.csv").write_text("question,answer\n1+1,2\n")
+    with pytest.raises(R1kitError, match="reads JSONL .* and parquet .* not .csv") as info:
+        read_rows(tmp_path / "rows.csv")
+    assert "to_json" in info.value.hint
 
 
 def test_existing_model_directory_is_accepted(tmp_path: Path) -> None:

@@ -473,6 +473,16 @@ def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsy
     with pytest.raises(R1kitError, match=r"broken raised ZeroDivisionError.*test_reliability"):
         FunctionReward(broken).score(["2", "5"], examples)
 
+    def bad_argument(completions, **kwargs):  # fails inside the standard library
+        import re
+
+        return [float(bool(re.match(7, c))) for c in completions]
+
+    with pytest.raises(R1kitError) as info:
+        FunctionReward(bad_argument).score(["2", "5"], examples)
+    line = bad_argument.__code__.co_firstlineno + 3
+    assert f"test_reliability.py:{line}, in __init__.py:" in str(info.value)
+
     rewards = tmp_path / "myreward.py"
     rewards.write_text("def needs_gold(completions, gold_answer, **kw):\n"
                        "    return [0.0] * len(completions)\n"

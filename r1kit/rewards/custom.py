@@ -183,8 +183,14 @@ class FunctionReward:
             frames = [f for f in traceback.extract_tb(exc.__traceback__)
                       if Path(f.filename).resolve() != Path(__file__).resolve()]
             code = getattr(fn, "__code__", None)  # (a call that failed before running it)
-            where = (f"{frames[-1].filename}:{frames[-1].lineno}" if frames else
+            # the innermost line of the function's own file (not the library it called,
+            # e.g. re's, on a bad argument), else the innermost line at all
+            own = [f for f in frames if code is not None and f.filename == code.co_filename]
+            frame = (own or frames or [None])[-1]
+            where = (f"{frame.filename}:{frame.lineno}" if frame is not None else
                      f"{code.co_filename}:{code.co_firstlineno}" if code else "?")
+            if own and frames and frames[-1] is not own[-1]:
+                where += f", in {Path(frames[-1].filename).name}:{frames[-1].lineno}"
             raise R1kitError(f"reward_function {name} raised {type(exc).__name__}: {exc} "
                              f"({where})") from exc
         try:

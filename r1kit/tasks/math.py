@@ -13,7 +13,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
-from r1kit.errors import R1kitError
+from r1kit.errors import R1kitError, hub_note
 from r1kit.tasks.base import Example
 
 MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer line is almost surely not one JSONL row
@@ -22,8 +22,14 @@ MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer line is almost surely not one JSON
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     """(line number, row) for each non-blank line of a JSONL file; a missing or empty file,
     invalid UTF-8, invalid JSON, a line over MAX_LINE_BYTES or a line that is not an object is
-    an error naming file and line."""
+    an error naming file and line; a .csv, .tsv, .xlsx or .arrow file says which formats are
+    read."""
     p = _data_file(path)
+    if p.suffix.lower() in (".csv", ".tsv", ".xlsx", ".arrow"):
+        raise R1kitError(f"{p}: r1kit reads JSONL (.jsonl, one JSON object per line) and parquet "
+                         f"(.parquet) data files, not {p.suffix.lower()}",
+                         "convert it, e.g. pandas: pd.read_csv(path).to_json('data.jsonl', "
+                         "orient='records', lines=True)")
     rows = []
     with p.open("rb") as fh:
         for n, raw in enumerate(fh, 1):
@@ -57,7 +63,7 @@ def _data_file(path: str | Path) -> Path:
         raise R1kitError(f"{str(p)!r} is a directory, not a data file",
                          "give one .jsonl or .parquet file (join shards into one first)")
     if not p.is_file():
-        raise R1kitError(f"file {str(p)!r} not found")
+        raise R1kitError(f"file {str(p)!r} not found{hub_note(str(path), dataset=True)}")
     return p
 
 
