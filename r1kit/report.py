@@ -331,17 +331,21 @@ def _training_section(run: Run, report: Path, figures: Path) -> list[str]:
         if kinds.get(stage) == "sft":
             change = (f"loss {_fixed(first.get('loss'), 4)} → {_fixed(last.get('loss'), 4)} "
                       f"(step {_step(first)} → {_step(last)}).")
-            lines += [f"### {stage} ({len(rows)} SFT steps)", "", change, ""]
+            lines += [f"### {stage} ({len(rows)} SFT step{'s' * (len(rows) != 1)})", "", change,
+                      ""]
             image = _plot_loss(stage, rows, figures / f"train_{_slug(stage)}.png")
             if image:
                 lines += [_image(report, image, f"{stage} SFT loss"), ""]
             continue
-        lines.append(f"### {stage} ({len(rows)} steps)")
+        lines.append(f"### {stage} ({len(rows)} step{'s' * (len(rows) != 1)})")
         lines.append("")
+        # (a stage with a reward_function of its own logs no accuracy)
+        accuracy = (f"accuracy {_pct(first.get('accuracy'))} → {_pct(last.get('accuracy'))}, "
+                    if _num(first.get("accuracy")) is not None
+                    or _num(last.get("accuracy")) is not None else "")
         lines.append(
             f"reward {_fixed(first.get('reward'), 3)} → {_fixed(last.get('reward'), 3)}, "
-            f"accuracy {_pct(first.get('accuracy'))} → {_pct(last.get('accuracy'))}, "
-            f"response length {_fixed(first.get('response_length'))} → "
+            f"{accuracy}response length {_fixed(first.get('response_length'))} → "
             f"{_fixed(last.get('response_length'))} tokens "
             f"(step {_step(first)} → {_step(last)}).")
         lines.append("")

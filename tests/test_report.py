@@ -207,3 +207,18 @@ def test_report_marks_a_cached_base_and_a_stage_taken_out_of_the_recipe(tmp_path
     assert ("| base | pretrain | done (from the cache) | 0 | final loss 0.25 (mean of its last "
             "steps); pretrained in 249 s |") in text
     assert "| zero | grpo | done; no longer in the recipe | 34 |" in text
+
+
+def test_report_of_a_stage_with_its_own_reward_function(tmp_path):
+    """A stage whose reward_function replaces the rule rewards logs no accuracy: its line
+    leaves accuracy out instead of printing "accuracy  → "."""
+    run_dir = make_run(tmp_path)
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("accuracy", None)
+    _write_jsonl(run_dir / "metrics.jsonl", rows)
+    text = write_report(run_dir).read_text()
+    line = next(x for x in text.splitlines() if x.startswith("reward "))
+    assert "accuracy" not in line and "response length" in line
+    (tmp_path / "b").mkdir()
+    assert "accuracy 10.0% → 50.0%" in write_report(make_run(tmp_path / "b")).read_text()

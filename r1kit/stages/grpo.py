@@ -36,6 +36,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -585,7 +586,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     unused = unused_with_reward_function(cfg)
     if unused and world.is_main:
         ctx.print(f"[{ctx.name}] reward_function replaces the rule rewards and reward models: "
-                  f"{', '.join(unused)} have no effect")
+                  f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect")
     reward_fn = (FunctionReward(reward_function, cfg.reward_weights or None)
                  if reward_function is not None
                  else make_reward(cfg, task, reward_models or {}, ctx))
@@ -891,7 +892,8 @@ def _lean_views(cfg: GRPOConfig, policy, ref, ctx: StageContext):
     why = "engine = 'hf'" if cfg.engine == "hf" else LeanLM.unsupported(policy)
     if why is not None:
         if cfg.engine != "hf":
-            ctx.print(f"[{ctx.name}] transformers' forward for this model ({why})")
+            ctx.print(f"[{ctx.name}] the training pass takes transformers' forward for this "
+                      f"model ({why})")
         if cfg.compile in (True, "on"):
             ctx.print(f"[{ctx.name}] compile = on applies to r1kit's lean forward only: "
                       f"not compiled ({why})")
@@ -1040,9 +1042,12 @@ def apply_lora(model, cfg: GRPOConfig, base: Path | None = None):
                              {n.rsplit('.', 1)[-1] for n, m in model.named_modules()
                               if isinstance(m, torch.nn.Linear)
                               or type(m).__name__ == "Conv1D"})))  # GPT-2's projections
-    peft_model = get_peft_model(model, LoraConfig(
-        r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_target_modules), bias="none"))
+    with warnings.catch_warnings():  # peft reads transformers 5's deprecated name: not ours
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                category=FutureWarning)
+        peft_model = get_peft_model(model, LoraConfig(
+            r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_target_modules), bias="none"))
     if base is not None:
         peft_model.peft_config["default"].base_model_name_or_path = str(Path(base).resolve())
     return peft_model, peft_model.get_base_model()
