@@ -1143,9 +1143,14 @@ def check_inputs(recipe: Recipe) -> None:
         if _check_data_files(cfg, where):
             conversational.add(name)
         if getattr(cfg, "reward_function", ""):  # the file and function exist and import,
-            from r1kit.rewards.custom import BUILT_IN, check_signature, load_function
+            from r1kit.rewards.custom import (
+                BUILT_IN,
+                GRPO_EXTRAS,
+                check_signature,
+                load_function,
+            )
 
-            names = list(BUILT_IN)  # and take the keyword arguments the stage will pass
+            names = [*BUILT_IN, *GRPO_EXTRAS]  # and take the keyword arguments it will pass
             if cfg.task in ("math", "gsm8k"):  # the data rows' fields, read as the stage reads
                 from r1kit.tasks import make_task
 

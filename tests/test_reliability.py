@@ -501,6 +501,37 @@ def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsy
         check_signature(lambda completions, *args: [], list(BUILT_IN), "x")
 
 
+def test_a_reward_function_gets_completion_ids_and_trainer_state_like_trl(bpe_checkpoint):
+    """open-r1's soft_overlong_punishment(completion_ids, **kwargs) runs unchanged: a grpo
+    stage gives each completion's token ids (its text encoded by the model's tokenizer) and
+    trainer_state (global_step, max_steps), as TRL does; the recipe check accepts them."""
+    from r1kit.models import load_tokenizer
+    from r1kit.rewards.custom import BUILT_IN, GRPO_EXTRAS, FunctionReward, check_signature
+    from r1kit.tasks.base import Example
+
+    tok = load_tokenizer(bpe_checkpoint)
+    seen = {}
+
+    def soft_overlong_punishment(completion_ids, **kwargs):
+        seen.update(kwargs)
+        return [-0.5 if len(ids) > 3 else 0.0 for ids in completion_ids]
+
+    check_signature(soft_overlong_punishment, [*BUILT_IN, *GRPO_EXTRAS], "x")
+    reward = FunctionReward(soft_overlong_punishment, tokenizer=tok)
+    reward.trainer_state.global_step, reward.trainer_state.max_steps = 7, 10
+    texts = ["72", "The answer is seventy two, as the sum says."]
+    scores = reward.score(texts, [Example(question="q", answer="72")] * 2)
+    assert len(tok("72", add_special_tokens=False)["input_ids"]) <= 3
+    assert [s for s, _ in scores] == [0.0, -0.5]
+    assert seen["trainer_state"].global_step == 7 and seen["answer"] == ["72", "72"]
+
+    def counts_steps(completions, trainer_state, **kwargs):  # named, without completion_ids
+        return [float(trainer_state.global_step)] * len(completions)
+
+    assert [s for s, _ in reward.__class__(counts_steps, tokenizer=tok).score(
+        ["a"], [Example(question="q", answer="1")])] == [0.0]
+
+
 def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, capsys):
     """The same run directory with changed settings is refused, naming the keys; --from STAGE
     reruns from STAGE with new settings for it and later stages, but not with changed settings

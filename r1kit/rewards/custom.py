@@ -4,7 +4,8 @@
 It is called once per rollout with keyword arguments, like TRL's reward functions:
 `fn(completions=[...], prompts=[...], answer=[...], **columns)` (the response texts, the
 questions, the reference answers, and for a data file of your own (`task = "math"`) every other
-field of its rows under the field's name, e.g. `solution=[...]`; all lists of the same length)
+field of its rows under the field's name, e.g. `solution=[...]`; all lists of the same length;
+in a grpo stage also `completion_ids` and `trainer_state`, GRPO_EXTRAS)
 and returns one float per completion, or None for a completion it cannot score (as TRL's
 reward functions may: it scores 0, and `reward/custom_none` logs the share). Its parameters are checked against those names before any
 stage runs.
@@ -21,6 +22,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 from r1kit.errors import R1kitError
 from r1kit.tasks.base import Example
@@ -65,6 +67,10 @@ def _importable(directory: Path) -> None:
 
 
 BUILT_IN = ("completions", "prompts", "answer")
+# what a grpo stage also gives, as TRL does: each completion's token ids (its text encoded
+# again by the model's tokenizer, without special tokens; open-r1's soft_overlong_punishment
+# counts them) and the training state (global_step, max_steps)
+GRPO_EXTRAS = ("completion_ids", "trainer_state")
 
 
 def _parameters(fn: Callable):
@@ -104,7 +110,8 @@ def _columns(fn: Callable, examples: list[Example]) -> dict[str, list]:
     accepted = {p.name for p in params or [] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     names = dict.fromkeys(k for e in examples for k in e.meta.get("fields", {}))
     return {k: [e.meta.get("fields", {}).get(k) for e in examples]
-            for k in names if k not in BUILT_IN and (takes_all or k in accepted)}
+            for k in names if k not in BUILT_IN and k not in GRPO_EXTRAS
+            and (takes_all or k in accepted)}
 
 
 class FunctionReward:
@@ -114,8 +121,12 @@ class FunctionReward:
     does (a completion no function scores gets 0), and reward/custom_none logs the share of
     completions with a None (0 where there is none)."""
 
-    def __init__(self, fn: Callable | list[Callable], weights: list[float] | None = None):
+    def __init__(self, fn: Callable | list[Callable], weights: list[float] | None = None,
+                 tokenizer=None):
         self.fns = list(fn) if isinstance(fn, (list, tuple)) else [fn]
+        # with a tokenizer (a grpo stage): completion_ids and trainer_state, as TRL gives them
+        self.tokenizer = tokenizer
+        self.trainer_state = SimpleNamespace(global_step=0, max_steps=0)
         self.weights = list(weights) if weights else [1.0] * len(self.fns)
         if len(self.weights) != len(self.fns):
             raise R1kitError(f"reward_weights has {len(self.weights)} weights for "
@@ -175,8 +186,19 @@ class FunctionReward:
               n: int) -> list[float | None]:
         """One function's scores of the completions: floats, or None where it gives none."""
         name = _name(fn)
+        extras = {}
+        if self.tokenizer is not None:
+            params = _parameters(fn)
+            takes_all = params is None or any(p.kind is p.VAR_KEYWORD for p in params)
+            takes = {p.name for p in params or []}
+            if takes_all or "completion_ids" in takes:
+                texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+                extras["completion_ids"] = [self.tokenizer(t, add_special_tokens=False)
+                                            ["input_ids"] for t in texts]
+            if takes_all or "trainer_state" in takes:
+                extras["trainer_state"] = self.trainer_state
         try:
-            scores = fn(**_columns(fn, examples), completions=completions,
+            scores = fn(**_columns(fn, examples), **extras, completions=completions,
                         prompts=[e.question for e in examples],
                         answer=[e.answer for e in examples])
         except Exception as exc:  # the user's function failed: name it and where

@@ -587,7 +587,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     if unused and world.is_main:
         ctx.print(f"[{ctx.name}] reward_function replaces the rule rewards and reward models: "
                   f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect")
-    reward_fn = (FunctionReward(reward_function, cfg.reward_weights or None)
+    reward_fn = (FunctionReward(reward_function, cfg.reward_weights or None, tokenizer)
                  if reward_function is not None
                  else make_reward(cfg, task, reward_models or {}, ctx))
     train = task.train_examples()
@@ -738,6 +738,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         return _Round(examples, ro, texts, scored, t_gen, time.time() - t0 - t_gen)
 
     for step in range(start, cfg.steps):
+        if isinstance(reward_fn, FunctionReward):  # TRL's trainer_state, for your function
+            reward_fn.trainer_state.global_step, reward_fn.trainer_state.max_steps = step, cfg.steps
         t0 = time.time()
         # 1-3. questions, rollouts, rewards; with dynamic sampling, more rounds while groups
         #      with varied rewards are short (each process fills its own share)
