@@ -844,19 +844,36 @@ def build(cls, data: dict, where: str):
     """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in data if key not in names]
+    if unknown:  # every unknown key of the table at once, each with its hint
+        kind = getattr(cls, "kind", None)
+        said = [_unknown_hint(key, names, kind, cls) for key in unknown]
+        if len(unknown) == 1:
+            _fail(f"{where}.{unknown[0]}", "unknown key", said[0])
+        _fail(where, f"unknown keys {', '.join(unknown)}",
+              "; ".join(f"{key}: {hint}" for key, hint in zip(unknown, said)))
     kwargs = {}
     for key, value in data.items():
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            kind = getattr(cls, "kind", None)
-            other = [k for k, c in STAGE_KINDS.items()
-                     if k != kind and key in {f.name for f in dataclasses.fields(c)}]
-            _fail(f"{where}.{key}", "unknown key", _foreign_hint(key, names) or (
-                f"{key!r} is a setting of {' and '.join(other)} stages, and this is a {kind} "
-                "stage" if other and kind else
-                f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(names)}"))
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     return cls(**kwargs)
+
+
+def _unknown_hint(key: str, names: list[str], kind: str | None, cls) -> str:
+    """What to say about an unknown key: r1kit's name for a TRL / open-r1 / verl one, the
+    stage kind it belongs to, the closest spelling, or where the settings are listed."""
+    close = difflib.get_close_matches(key, names, n=1)
+    other = [k for k, c in STAGE_KINDS.items()
+             if k != kind and key in {f.name for f in dataclasses.fields(c)}]
+    if _foreign_hint(key, names):
+        return _foreign_hint(key, names)
+    if other and kind:
+        return f"{key!r} is a setting of {' and '.join(other)} stages, and this is a {kind} stage"
+    if close:
+        return f"did you mean {close[0]!r}?"
+    if len(names) > 20:
+        return (f"not a setting of {kind or 'this'} {'stages' if kind else 'table'} (the "
+                f"README lists them; r1kit/config.py: {cls.__name__})")
+    return f"valid keys: {', '.join(names)}"
 
 
 def parse_value(text: str):

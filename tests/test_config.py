@@ -504,3 +504,11 @@ def test_evaluation_sampling_settings_are_checked() -> None:
         with pytest.raises(R1kitError, match=f"e.{key}"):
             EvalStageConfig(models=["m"], **bad).validate("e")
     EvalStageConfig(models=["m"], temperature=0.0, k=1).validate("e")
+
+
+def test_every_unknown_key_of_a_table_is_named_at_once() -> None:
+    msg = _error(["stages.zero.foo_bar_baz=1", "stages.zero.grup_size=3",
+                  "stages.zero.num_generations=4"])
+    assert "unknown keys foo_bar_baz, grup_size, num_generations" in msg
+    assert "did you mean 'group_size'" in msg and "is 'group_size'" in msg
+    assert "not a setting of grpo stages" in msg and "valid keys" not in msg
