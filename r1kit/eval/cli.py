@@ -118,6 +118,21 @@ def _stage_cap(settings: dict, path: Path) -> int | None:
     return cap
 
 
+PAPER_MAX_NEW_TOKENS = 32768
+
+
+def _model_positions(path: Path) -> int | None:
+    """A checkpoint's max_position_embeddings where it is below the paper's 32,768 new tokens
+    (a pretrain stage's 512): the default length then stops at the model's last position, as
+    samples past the positions a model learned are noise; None otherwise."""
+    try:
+        positions = json.loads((path / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    ok = isinstance(positions, int) and not isinstance(positions, bool)
+    return positions if ok and 0 < positions < PAPER_MAX_NEW_TOKENS else None
+
+
 def _stage_world(settings: dict):
     """The tiny world of a stage's settings (its `world` table), for --bench tiny: the
     held-out set that stage was evaluated on, kept out of its training pool; None where the
@@ -152,11 +167,15 @@ def _run_eval(args) -> list[dict]:
     instruction = args.math_instruction
     stage_of_model = trained_prompting(Path(path))
     trained = stage_of_model if template == "auto" else None
+    positions = None  # the model's positions, where they cap the default length
     if args.max_new_tokens is None:  # as the stage's own evaluations, else the paper's
         own_settings = stage_of_model[1] if stage_of_model is not None else {}
         evals = own_settings.get("eval") if isinstance(own_settings.get("eval"), dict) else {}
         args.max_new_tokens = (evals.get("max_new_tokens")
-                               or _stage_cap(own_settings, Path(path)) or 32768)
+                               or _stage_cap(own_settings, Path(path)))
+        if not args.max_new_tokens:
+            positions = _model_positions(Path(path))
+            args.max_new_tokens = PAPER_MAX_NEW_TOKENS
     if trained is not None:  # prompt as the stage that trained this checkpoint did
         stage, settings = trained
         template = settings["template"]
@@ -203,13 +222,18 @@ def _run_eval(args) -> list[dict]:
                        if name in BENCHMARKS else 16 if own else 4)
         prompts = [encode_prompt(e.question, template, tokenizer, prefill, system=system or False)
                    for e in examples]
+        max_new = args.max_new_tokens
+        if positions is not None and prompts:  # the default, up to the model's last position
+            max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
+            print(f"{name}: max_new_tokens {max_new}, up to the model's max_position_embeddings "
+                  f"= {positions} (--max-new-tokens to choose)")
         res = evaluate(model, tokenizer, task, examples, prompts, k=k,
                        temperature=args.temperature, top_p=args.top_p,
-                       max_new_tokens=args.max_new_tokens, stop_ids=stop_ids, seed=args.seed,
+                       max_new_tokens=max_new, stop_ids=stop_ids, seed=args.seed,
                        prefill=prefill, max_rows=args.generation_rows,
                        overlap=args.overlap_rewards)
-        record = {"benchmark": name, **res.as_record(), "samples": res.samples,
-                  "seconds": time.time() - t0}
+        record = {"benchmark": name, **res.as_record(), "max_new_tokens": max_new,
+                  "samples": res.samples, "seconds": time.time() - t0}
         results.append(record)
     print(format_table(results))
     if args.out:
