@@ -349,12 +349,20 @@ def test_eval_defaults_follow_the_stage_that_trained_the_checkpoint(tmp_path):
 
 
 def test_plain_words_after_a_number_are_a_unit():
-    """A numeric reference answered as a number and plain words ("18 dollars") is that number
-    (math-verify alone read the words as variables); words of mathematics are not dropped."""
+    """A numeric reference answered as a number and one plain word, a unit ("18 dollars"), is
+    that number (math-verify alone read the word as a variable); more words, words that
+    change the value and words of mathematics are not dropped."""
     from r1kit.rewards.math import check_equal
 
     assert check_equal("18 dollars", "18") and check_equal("18 eggs", "18")
     assert check_equal("1,000 dollars", "1000") and check_equal("18.5 kg", "18.5")
+    assert check_equal("18\\text{ eggs}", "18") and check_equal("$18$ dollars", "18")
     assert not check_equal("17 dollars", "18")
     assert not check_equal("2 pi", "2") and not check_equal("3 times 4", "3")
     assert not check_equal("3 x", "3")
+    # one word only, and not one that changes the value: these are not 18 (or 3, 5, 2)
+    for answer, reference in (("3 times four", "3"), ("2 pi radians", "2"),
+                              ("18 thousand", "18"), ("5 million", "5"), ("3 dozen", "3"),
+                              ("18 hundredths", "18"), ("18 or so", "18"),
+                              ("18 is wrong", "18")):
+        assert not check_equal(answer, reference), answer

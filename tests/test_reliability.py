@@ -503,8 +503,9 @@ def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsy
 
 def test_a_reward_function_gets_completion_ids_and_trainer_state_like_trl(bpe_checkpoint):
     """open-r1's soft_overlong_punishment(completion_ids, **kwargs) runs unchanged: a grpo
-    stage gives each completion's token ids (its text encoded by the model's tokenizer) and
-    trainer_state (global_step, max_steps), as TRL does; the recipe check accepts them."""
+    stage gives a function that names them each completion's sampled token ids (here, without
+    a rollout, its text encoded by the model's tokenizer) and trainer_state (global_step,
+    max_steps), as TRL does; the recipe check accepts them."""
     from r1kit.models import load_tokenizer
     from r1kit.rewards.custom import BUILT_IN, GRPO_EXTRAS, FunctionReward, check_signature
     from r1kit.tasks.base import Example
@@ -523,13 +524,42 @@ def test_a_reward_function_gets_completion_ids_and_trainer_state_like_trl(bpe_ch
     scores = reward.score(texts, [Example(question="q", answer="72")] * 2)
     assert len(tok("72", add_special_tokens=False)["input_ids"]) <= 3
     assert [s for s, _ in scores] == [0.0, -0.5]
-    assert seen["trainer_state"].global_step == 7 and seen["answer"] == ["72", "72"]
+    assert "trainer_state" not in seen and seen["answer"] == ["72", "72"]  # not named
+    reward.sampled_ids = [[5, 6, 7, 8], [9]]  # a grpo stage's: the rollout's own ids
+    scores = reward.score(texts, [Example(question="q", answer="72")] * 2)
+    assert [s for s, _ in scores] == [-0.5, 0.0]
 
     def counts_steps(completions, trainer_state, **kwargs):  # named, without completion_ids
+        seen.update(kwargs)
         return [float(trainer_state.global_step)] * len(completions)
 
-    assert [s for s, _ in reward.__class__(counts_steps, tokenizer=tok).score(
-        ["a"], [Example(question="q", answer="1")])] == [0.0]
+    steps = FunctionReward(counts_steps, tokenizer=tok)  # (see the run below)
+    steps.trainer_state.global_step = 7
+    seen.clear()
+    assert [s for s, _ in steps.score(["a"], [Example(question="q", answer="1")])] == [7.0]
+    assert "completion_ids" not in seen
+
+
+def test_a_grpo_stage_gives_its_sampled_ids_and_step(tmp_path, monkeypatch):
+    """In a run, completion_ids are the rollout's sampled ids, stop token included (their
+    mean length is the logged response_length), and trainer_state counts the steps."""
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    fn = tmp_path / "rw.py"
+    fn.write_text("def by_length(completions, completion_ids, trainer_state, **kw):\n"
+                  "    assert trainer_state.max_steps == 2\n"
+                  "    return [len(ids) / 1000 + trainer_state.global_step for ids in "
+                  "completion_ids]\n")
+    out = tmp_path / "run"
+    assert main(["run", RECIPE, "--out", str(out), *SMALL, "--set", "stages.zero.steps=2",
+                 "--set", "stages.zero.eval.every=0",
+                 "--set", f'stages.zero.reward_function="{fn}:by_length"']) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
+            if json.loads(x).get("stage") == "zero"]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        # (the reward is averaged in float32)
+        assert (r["reward"] - (r["step"] - 1)) * 1000 == pytest.approx(r["response_length"],
+                                                                       abs=0.01)
 
 
 def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, capsys):

@@ -51,7 +51,8 @@ def final_answers(task: Task, responses: list[str], examples: list[Example] | No
         for box in boxes:
             keys.setdefault(normalize_answer(box), box.strip())
         distinct[i] = list(keys.values())
-    in_text = {i for i, a in enumerate(answers) if a is not None and hedges_in_text(a)}
+    in_text = {i for i, a in enumerate(answers) if a is not None and hedges_in_text(
+        a, examples[i].answer if examples is not None else None)}
     status = ["hedged" if i in in_text else "ok" for i in range(len(answers))]
     if checks:
         found: dict[int, set[str]] = {}
@@ -81,13 +82,22 @@ _HEDGE_WORDS = re.compile(r"\b(?:or|maybe|perhaps|possibly|probably|either|alter
                           r"otherwise)\b", re.IGNORECASE)
 
 
-def hedges_in_text(answer: str) -> bool:
-    """Whether a \\text{} group of the answer names a number with a word of doubt ("3
-    \\text{ (or 2)}"): math-verify leaves text out, so the answer would count as its first
-    value alone. Words without a number ("x = 3 \\text{ or } x = -3", "5 \\text{ or more}"),
-    and numbers without such a word ("12 \\text{ (base 10)}"), are left to the verifier."""
-    return any(re.search(r"\d", g) and _HEDGE_WORDS.search(g)
-               for g in _TEXT_GROUP.findall(answer))
+def hedges_in_text(answer: str, reference=None) -> bool:
+    """Whether the answer offers another value with a word of doubt in \\text{} ("3
+    \\text{ (or 2)}", "3 \\text{ (or }2\\text{)}"): math-verify leaves text out, so the
+    answer would count as its first value alone. Hedging: a \\text{} group with such a
+    word and a number; or such a word in \\text{} and two different numbers in the answer,
+    where the reference is known to be one value (not several parts, not ±). Otherwise left
+    to the verifier: "x = 3 \\text{ or } x = -3" for a two-root reference, "5 \\text{ or
+    more}", "12 \\text{ (base 10)}"."""
+    groups = [g for g in _TEXT_GROUP.findall(answer) if _HEDGE_WORDS.search(g)]
+    if not groups:
+        return False
+    if any(re.search(r"\d", g) for g in groups):
+        return True
+    if reference is None or _parts(reference) > 1 or "pm" in str(reference):
+        return False
+    return len(set(re.findall(r"\d+(?:\.\d+)?", answer))) > 1
 
 
 def _parts(reference) -> int:

@@ -67,9 +67,9 @@ def _importable(directory: Path) -> None:
 
 
 BUILT_IN = ("completions", "prompts", "answer")
-# what a grpo stage also gives, as TRL does: each completion's token ids (its text encoded
-# again by the model's tokenizer, without special tokens; open-r1's soft_overlong_punishment
-# counts them) and the training state (global_step, max_steps)
+# what a grpo stage also gives, as TRL does, to a function that names them: each completion's
+# sampled token ids (the stop token included; open-r1's soft_overlong_punishment counts them)
+# and the training state (global_step: the rollout step, max_steps)
 GRPO_EXTRAS = ("completion_ids", "trainer_state")
 
 
@@ -124,9 +124,12 @@ class FunctionReward:
     def __init__(self, fn: Callable | list[Callable], weights: list[float] | None = None,
                  tokenizer=None):
         self.fns = list(fn) if isinstance(fn, (list, tuple)) else [fn]
-        # with a tokenizer (a grpo stage): completion_ids and trainer_state, as TRL gives them
+        # with a tokenizer (a grpo stage): completion_ids and trainer_state, as TRL gives them,
+        # to the functions that name them; sampled_ids: the rollout's token ids, set by the
+        # stage around its scoring call
         self.tokenizer = tokenizer
         self.trainer_state = SimpleNamespace(global_step=0, max_steps=0)
+        self.sampled_ids: list[list[int]] | None = None
         self.weights = list(weights) if weights else [1.0] * len(self.fns)
         if len(self.weights) != len(self.fns):
             raise R1kitError(f"reward_weights has {len(self.weights)} weights for "
@@ -138,6 +141,14 @@ class FunctionReward:
                       for i, n in enumerate(names)])
         self.told = False  # the conversational completions' notice
         self.told_none = False  # the notice of completions without a score
+
+    def _completion_ids(self, completions: list, n: int) -> list[list[int]]:
+        """The completions' token ids: the sampled ones (the stop token included, as TRL's)
+        where the stage set them for this call, else each text encoded again."""
+        if self.sampled_ids is not None and len(self.sampled_ids) == n:
+            return [list(ids) for ids in self.sampled_ids]
+        texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
     @staticmethod
     def _warn(fn: Callable, message: str) -> None:
@@ -187,15 +198,11 @@ class FunctionReward:
         """One function's scores of the completions: floats, or None where it gives none."""
         name = _name(fn)
         extras = {}
-        if self.tokenizer is not None:
-            params = _parameters(fn)
-            takes_all = params is None or any(p.kind is p.VAR_KEYWORD for p in params)
-            takes = {p.name for p in params or []}
-            if takes_all or "completion_ids" in takes:
-                texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-                extras["completion_ids"] = [self.tokenizer(t, add_special_tokens=False)
-                                            ["input_ids"] for t in texts]
-            if takes_all or "trainer_state" in takes:
+        if self.tokenizer is not None:  # (a grpo stage's): to the functions that name them
+            takes = {p.name for p in _parameters(fn) or []}
+            if "completion_ids" in takes:
+                extras["completion_ids"] = self._completion_ids(completions, n)
+            if "trainer_state" in takes:
                 extras["trainer_state"] = self.trainer_state
         try:
             scores = fn(**_columns(fn, examples), **extras, completions=completions,

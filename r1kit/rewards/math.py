@@ -104,23 +104,35 @@ def normalize_answer(text: str) -> str:
 
 
 _PLAIN_NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
-_MATH_WORDS = {"pi", "sqrt", "times", "cdot", "over", "divided", "plus", "minus", "squared",
-               "cubed", "to", "by", "and", "or", "root", "power", "exp", "log", "ln", "mod"}
+# words after a number that change its value or are mathematics, not a unit
+_NOT_UNITS = {"pi", "sqrt", "times", "cdot", "over", "divided", "plus", "minus", "squared",
+              "cubed", "root", "power", "exp", "log", "ln", "mod", "and", "or", "to", "by",
+              "hundred", "hundreds", "thousand", "thousands", "million", "millions", "billion",
+              "billions", "trillion", "dozen", "dozens", "half", "halves", "third", "thirds",
+              "quarter", "quarters", "tenth", "tenths", "hundredth", "hundredths",
+              "thousandth", "thousandths", "percent", "degrees", "radians", "factorial",
+              "is", "not", "maybe", "approximately", "about", "roughly", "or so"}
 
 
-def _without_unit_words(answer: str, reference: str) -> str:
-    """The number of an answer written as a number and plain words ("18 dollars", "18 eggs")
-    where the reference is a plain number: math-verify would read the words as variables
-    and find "18 dollars" unequal to 18. Words of mathematics ("2 pi", "3 times 4") and
-    single letters ("3 x") keep the answer as it is."""
-    if not re.fullmatch(_PLAIN_NUMBER, reference):
+def _without_unit(answer: str, reference: str) -> str:
+    """The number of an answer written as a number and one plain word, a unit ("18 dollars",
+    "18 eggs", "18\\text{ eggs}"), where the reference is a plain number: math-verify reads
+    the word as a variable and finds "18 dollars" unequal to 18. Anything more ("18 is
+    wrong", "3 times four"), words that change the value or are mathematics ("18
+    thousand", "2 pi"), and single letters ("3 x") keep the answer as it is. `answer` as
+    written (normalize_answer takes the space between number and word)."""
+    if not re.fullmatch(_PLAIN_NUMBER, normalize_answer(reference)):
         return answer
-    m = re.fullmatch(rf"({_PLAIN_NUMBER})\s*((?:\\text\s*)?\{{?\s*[A-Za-z]{{2,}}(?:\s+[A-Za-z]+)*"
-                     r"\s*\}?)\.?", answer)
-    if m is None:
+    m = re.fullmatch(rf"\s*\$?\s*({_PLAIN_NUMBER})\s*\$?\s*(?:\\(?:text|mbox|textrm)\s*\{{\s*"
+                     r"([A-Za-z]{2,})\s*\}|([A-Za-z]{2,}))\s*\.?\s*", answer)
+    if m is None or (m.group(2) or m.group(3)).lower() in _NOT_UNITS:
         return answer
-    words = set(re.findall(r"[A-Za-z]+", m.group(2).replace("\\text", "")))
-    return answer if words & _MATH_WORDS else m.group(1)
+    return m.group(1)
+
+
+def _one_number(text: str) -> bool:
+    """Whether a text holds exactly one number (digits, or a number written in LaTeX)."""
+    return len(re.findall(r"\d+(?:[.,]\d+)*", text)) == 1
 
 
 def check_equal(answer: str, reference: str) -> bool:
@@ -129,22 +141,19 @@ def check_equal(answer: str, reference: str) -> bool:
     (`MathVerifier`) unless the inputs are trusted."""
     from math_verify import parse, verify
 
-    a, r = normalize_answer(answer), normalize_answer(reference)
+    a, r = normalize_answer(_without_unit(answer, reference)), normalize_answer(reference)
     if a == r:
         return bool(a)
-    a = _without_unit_words(a, r)
     # Timeouts off: they use signal.alarm; the worker's deadline is enforced by the parent.
     gold = parse(f"${r}$", parsing_timeout=None) or parse(r, parsing_timeout=None)
     pred = parse(f"${a}$", parsing_timeout=None) or parse(a, parsing_timeout=None)
     if gold and pred and verify(gold, pred, timeout_seconds=None):
         return True
-    # a sentence ("The answer is 10."): normalizing took its spaces, so math-verify found no
-    # value in it; math-verify reads the sentence as written
-    # (an answer only with one number in it: "10 or 11" is a hedge, not an answer)
-    prose_answer = _prose(answer) and len(re.findall(r"\d+(?:\.\d+)?", answer)) == 1
-    if _prose(reference) or prose_answer:
-        gold = parse(reference, parsing_timeout=None) if _prose(reference) else gold
-        pred = parse(answer, parsing_timeout=None) if prose_answer else pred
+    # a reference written as a sentence with one number ("The answer is 10."): normalizing
+    # took its spaces, so math-verify found no value in it; it reads the sentence as written.
+    # (Not an answer written so: "It is not 42." would count as 42.)
+    if _prose(reference) and _one_number(reference):
+        gold = parse(reference, parsing_timeout=None)
         return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
     return False
 

@@ -729,7 +729,14 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             t_gen = time.time() - t0
             texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask,
                                      stop_ids, cfg.prefill)
-            scored = scoring.results(texts)
+            if isinstance(reward_fn, FunctionReward):  # TRL's completion_ids: the sampled ones
+                reward_fn.sampled_ids = [row[:n] for row, n in zip(ro.completion_ids.tolist(),
+                                                                    ro.lengths.tolist())]
+            try:
+                scored = scoring.results(texts)
+            finally:
+                if isinstance(reward_fn, FunctionReward):
+                    reward_fn.sampled_ids = None
         if cfg.overlong_buffer:  # DAPO's soft overlong punishment, logged as reward/overlong
             penalty = overlong_penalty(ro.lengths, cfg.max_new_tokens_at(step),
                                        cfg.overlong_buffer).tolist()
