@@ -806,6 +806,7 @@ _FOREIGN_NOTES = {
     "dataset_path": ", a local JSONL or parquet file",
     "reward_funcs": " (one \"module:function\" or a list of them, with reward_weights)",
     "num_train_epochs": " here (a grpo stage counts rollouts; an sft stage counts epochs)",
+    "max_prompt_length": ", which caps the whole row (prompt and response)",
 }
 
 

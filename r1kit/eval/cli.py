@@ -17,7 +17,7 @@ import torch
 
 from r1kit.errors import R1kitError
 from r1kit.eval.benchmarks import BENCHMARKS, NAMES, is_data_file, load_benchmark
-from r1kit.eval.core import evaluate
+from r1kit.eval.core import evaluate, pass_ks
 from r1kit.models import (
     check_model_dir,
     load_model,
@@ -102,6 +102,8 @@ def _stage_cap(settings: dict, path: Path) -> int | None:
     """The length cap a stage's own evaluations of this checkpoint used: its max_new_tokens,
     raised by its max_new_tokens_schedule up to the checkpoint's step (checkpoints/step-N),
     or its last step for its final model; None where the stage has no max_new_tokens."""
+    from r1kit.config import GRPOConfig
+
     cap = settings.get("max_new_tokens")
     if not isinstance(cap, int):
         return None
@@ -111,11 +113,11 @@ def _stage_cap(settings: dict, path: Path) -> int | None:
             step = int(Path(path).resolve().name.removeprefix("step-"))
         except ValueError:
             pass
-    schedule = settings.get("max_new_tokens_schedule") or []
-    for entry in sorted(x for x in schedule if isinstance(x, (list, tuple)) and len(x) == 2):
-        if isinstance(step, int) and step >= entry[0]:
-            cap = entry[1]
-    return cap
+    schedule = [x for x in settings.get("max_new_tokens_schedule") or []
+                if isinstance(x, (list, tuple)) and len(x) == 2]
+    if not isinstance(step, int):
+        return cap
+    return GRPOConfig(max_new_tokens=cap, max_new_tokens_schedule=schedule).max_new_tokens_at(step)
 
 
 PAPER_MAX_NEW_TOKENS = 32768
@@ -145,7 +147,8 @@ def _stage_world(settings: dict):
     if not isinstance(world, dict):
         return None
     known = {f.name for f in fields(WorldConfig)}
-    return WorldConfig(**{k: v for k, v in world.items() if k in known})
+    return WorldConfig(**{k: tuple(v) if isinstance(v, list) else v  # (JSON lists: tuples)
+                          for k, v in world.items() if k in known})
 
 
 def run_eval_command(args) -> list[dict]:
@@ -275,9 +278,5 @@ def format_table(results: list[dict]) -> str:
 
 
 def _ks(k: int) -> list[int]:
-    """The k of the pass@k columns: 1, 2, 4, ... up to k, and k itself."""
-    out, kk = [], 1
-    while kk <= k:
-        out.append(kk)
-        kk *= 2
-    return out if out[-1] == k else [*out, k]
+    """The k of the pass@k columns (r1kit.eval.core.pass_ks)."""
+    return pass_ks(k)

@@ -77,6 +77,15 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
     return (max(0.0, mean - half), min(1.0, mean + half))
 
 
+def pass_ks(k: int) -> list[int]:
+    """The k of the reported pass@k: 1, 2, 4, ... up to the samples drawn, and their number."""
+    out, kk = [], 1
+    while kk <= k:
+        out.append(kk)
+        kk *= 2
+    return out if out[-1] == k else [*out, k]
+
+
 @dataclass
 class EvalResult:
     pass_at_1: float  # mean over problems of the share of the k samples that are right
@@ -166,12 +175,8 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
         vote_scores = iter(_verify_all(task, [a for a, _ in voted], [ex for _, ex in voted]))
         cons = [next(vote_scores) if a is not None else 0.0 for a in voted_answers]
     n = max(1, len(examples))
-    pass_at = {}
-    kk = 1
-    while kk <= k:
-        pass_at[kk] = sum(pass_at_k(k, round(p * k), kk) for p in correct) / n
-        kk *= 2
-    pass_at[k] = sum(pass_at_k(k, round(p * k), k) for p in correct) / n  # k itself too
+    pass_at = {kk: sum(pass_at_k(k, round(p * k), kk) for p in correct) / n
+               for kk in pass_ks(k)}
     return EvalResult(
         pass_at_1=sum(correct) / n,
         cons_at_k=sum(cons) / n if votes else None,

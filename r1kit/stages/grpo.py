@@ -333,7 +333,8 @@ def logprob_rows(setting, micro_batch_size: int) -> int:
     (GRPOConfig.logprob_micro_batch_size): auto = micro_batch_size. A no-grad pass holds one
     layer's activations at a time, where the training pass holds the gradients and, with
     activation checkpointing, every layer's input plus one layer's activations and their
-    gradients, so larger passes fit where the training pass does. They launch fewer kernels,
+    gradients, so larger passes fit where the training pass does (with the chunked output
+    layer: without it, a pass holds its rows' whole logits). They launch fewer kernels,
     but on an H200 four micro-batches per pass did not make the GPU preset's step faster
     (bench/RESULTS.md, run G), where one compiled decoder layer then saw two batch sizes and
     compiled for any size. No-grad passes now compile a layer function of their own
