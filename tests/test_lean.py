@@ -306,15 +306,15 @@ def test_reference_and_old_logprobs_in_larger_no_grad_passes_change_nothing(monk
         passes = {"policy": 0, "ref": 0}
         real = LeanLM.hidden_states
 
-        def counted(self, *a, _views=views, _passes=passes, **kw):
+        def counted(self, *a, _views=views, _passes=passes, _real=real, **kw):
             if not torch.is_grad_enabled():
                 _passes["policy" if self is _views[0] else "ref"] += 1
-            return real(self, *a, **kw)
+            return _real(self, *a, **kw)
 
         monkeypatch.setattr(LeanLM, "hidden_states", counted)
         opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
         metrics = update_policy(policy, ref, opt, batch, cfg, PAD,
-                                torch.Generator().manual_seed(0), lambda: cfg.lr, *views)
+                                torch.Generator().manual_seed(0), lambda lr=cfg.lr: lr, *views)
         monkeypatch.setattr(LeanLM, "hidden_states", real)
         # one no-grad pass over the rollout for each model, in passes of `rows`
         assert passes == {"policy": -(-n // rows), "ref": -(-n // rows)}, rows
