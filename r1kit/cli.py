@@ -176,8 +176,13 @@ def _main(args) -> int:
              + (f"; {resume}" if args.command == "run" else ""))
         return 143 if terminated else 130
     except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) is one too
+        from r1kit.distributed import peer_failed
         from r1kit.errors import out_of_memory
 
+        if peer_failed(exc):  # under torchrun: another rank stopped, and said why
+            _say("error: another process of this run stopped (its message is above or in its "
+                 "log); this one stops too")
+            return 2
         if not out_of_memory(exc):
             raise
         _say(f"error: out of memory: {str(exc).splitlines()[0]}")

@@ -145,6 +145,18 @@ def all_reduce(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return x
 
 
+def peer_failed(exc: BaseException) -> bool:
+    """Whether `exc` is a collective's failure because another rank of the run stopped
+    (gloo: "Connection closed by peer"; NCCL: an aborted communicator), not an error of this
+    rank: that rank said why, and this one only has to stop."""
+    if not _world.enabled and os.environ.get("WORLD_SIZE", "1") == "1":
+        return False
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(s in text for s in (
+        "Connection closed by peer", "Connection reset by peer", "Broken pipe",
+        "communicator was aborted", "NCCL communicator", "ProcessGroupNCCL"))
+
+
 def run_on_main(fn):
     """fn() on rank 0 only; its result (or the fact that it failed) on every rank."""
     if not _world.enabled:
@@ -154,7 +166,11 @@ def run_on_main(fn):
         try:
             result = fn()
         except BaseException as exc:  # tell the waiting ranks, then fail here as usual
-            broadcast_object((None, f"{type(exc).__name__}: {exc}"))
+            if not isinstance(exc, KeyboardInterrupt):  # (Ctrl-C, SIGTERM: every rank got it)
+                try:
+                    broadcast_object((None, f"{type(exc).__name__}: {exc}"))
+                except Exception:  # noqa: BLE001 - the others are gone: say this rank's error
+                    pass
             raise
     result, error = broadcast_object((result, None))
     if error is not None:

@@ -329,6 +329,10 @@ def _write_atomically(path: Path, text: str) -> None:
 def score_file(name: str, input_path: Path, output_path: Path | None = None,
                set_items: Sequence[str] = ()) -> list[Scored]:
     """The `score` command: check everything, score every row, then write the output."""
+    if os.environ.get("WORLD_SIZE", "1") != "1":  # (torchrun's)
+        raise R1kitError("r1kit score runs in one process, not under torchrun",
+                         "run r1kit score alone: each process would score every row and write "
+                         "the same file")
     reward = get_reward(name)
     settings = parse_settings(name, list(set_items), reward)
     if output_path is not None and output_path.is_dir():

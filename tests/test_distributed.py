@@ -253,3 +253,54 @@ def test_ranks_that_cannot_see_the_run_directory_are_named(tmp_path, monkeypatch
         pipeline._check_shared(tmp_path)
     assert seen == [True] and "shares" in err.value.hint
     assert not list(tmp_path.iterdir())  # rank 0 removed its token file
+
+
+def test_a_rank_stopping_is_said_once_not_as_a_traceback(monkeypatch, capsys):
+    """Ctrl-C in a stage only rank 0 runs: rank 0 does not tell the other ranks over the
+    process group (every rank got the signal, and they are gone), so it stops with its own
+    "interrupted" line; an error there is still told to them, and where that fails too,
+    rank 0's own error is the one raised. A rank whose collective fails because another rank
+    stopped says so in one line (exit 2), without gloo's traceback."""
+    from r1kit import distributed
+    from r1kit.errors import R1kitError
+
+    monkeypatch.setattr(distributed, "_world", distributed.World(rank=0, world_size=2))
+    told = []
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj: told.append(obj) or obj)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distributed.run_on_main(interrupted)
+    assert told == []
+
+    def failing():
+        raise R1kitError("bad data")
+
+    with pytest.raises(R1kitError, match="bad data"):
+        distributed.run_on_main(failing)
+    assert told == [(None, "R1kitError: bad data")]
+
+    def gone(obj):
+        raise RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:1234")
+
+    monkeypatch.setattr(distributed, "broadcast_object", gone)
+    with pytest.raises(R1kitError, match="bad data"):
+        distributed.run_on_main(failing)
+
+    import r1kit.pipeline as pipeline
+
+    def collective_fails(*args, **kwargs):
+        raise RuntimeError("[../gloo/transport/tcp/pair.cc:553] Connection closed by peer")
+
+    monkeypatch.setattr(pipeline, "run_recipe", collective_fails)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["run", str(REPO / "recipes" / "zero-tiny.toml"), "--out", "/nonexistent/x"]) == 2
+    err = capsys.readouterr().err
+    assert "r1kit (rank 1): error: another process of this run stopped" in err
+    assert "Traceback" not in err
+    # `r1kit score` under torchrun is refused, as `r1kit eval` is
+    assert main(["score", "--reward", "math", "--input", "x.jsonl"]) == 2
+    assert "r1kit score runs in one process" in capsys.readouterr().err
