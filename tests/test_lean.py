@@ -258,6 +258,14 @@ def test_one_update_is_the_same_through_either_path(prompt_sharing, monkeypatch)
         torch.testing.assert_close(w1[k], w0[k], atol=1e-5, rtol=1e-4)
 
 
+def _policy_and_other_reference():
+    """A policy and a reference that differs from it, so that kl is not 0."""
+    policy, ref = _qwen2(), _qwen2().eval()
+    with torch.no_grad():
+        ref.lm_head.weight.mul_(1.5)
+    return policy, ref
+
+
 @pytest.mark.parametrize("aggregation", ["seq-mean-token-mean", "token-mean"])
 def test_update_metrics_do_not_depend_on_the_micro_batches(aggregation):
     """micro_batch_size changes memory, not what is logged: the token-mean diagnostics (kl,
@@ -271,10 +279,7 @@ def test_update_metrics_do_not_depend_on_the_micro_batches(aggregation):
         cfg = GRPOConfig(model="x", beta=0.04, lr=1.0, group_size=2, rollout_batch_size=n,
                          num_minibatches=1, micro_batch_size=micro, aggregation=aggregation,
                          ref_refresh_every=0)
-        policy = _qwen2()
-        ref = _qwen2().eval()
-        with torch.no_grad():  # a reference that differs, so kl is not 0
-            ref.lm_head.weight.mul_(1.5)
+        policy, ref = _policy_and_other_reference()
         opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
         logged.append(update_policy(policy, ref, opt, batch, cfg, PAD,
                                     torch.Generator().manual_seed(0), lambda: 1.0))
@@ -287,7 +292,7 @@ def test_update_metrics_do_not_depend_on_the_micro_batches(aggregation):
 def test_reference_and_old_logprobs_in_larger_no_grad_passes_change_nothing(monkeypatch):
     """logprob_micro_batch_size (rows per no-grad pass of the reference's and the old policy's
     log-probs) changes speed, not the update: loss, metrics and weights agree for passes of 1,
-    3 and all rows, with two mini-batches and two epochs (old-policy log-probs in use). The
+    3 and all rows, with two epochs (old-policy log-probs in use). The
     reference runs once per rollout, not once per micro-batch of every epoch."""
     prompts, completions = _data(48, seed=9)
     n = len(completions)
@@ -298,10 +303,7 @@ def test_reference_and_old_logprobs_in_larger_no_grad_passes_change_nothing(monk
                          num_minibatches=1, ppo_epochs=2, micro_batch_size=2, clip_eps_low=0.2,
                          aggregation="token-mean", ref_refresh_every=0,
                          logprob_micro_batch_size=rows)
-        policy = _qwen2()
-        ref = _qwen2().eval()
-        with torch.no_grad():  # a reference that differs, so kl is not 0
-            ref.lm_head.weight.mul_(1.5)
+        policy, ref = _policy_and_other_reference()
         views = (LeanLM(policy), LeanLM(ref))
         passes = {"policy": 0, "ref": 0}
         real = LeanLM.hidden_states
