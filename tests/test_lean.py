@@ -10,6 +10,7 @@ loop; and a whole update (loss, metrics, updated weights) through either path.
 from __future__ import annotations
 
 import copy
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -617,3 +618,33 @@ def test_compiled_decoder_layer_gives_the_same_update(monkeypatch):
         assert m1[key] == pytest.approx(m0[key], rel=1e-5, abs=1e-7), key
     for k in w0:
         torch.testing.assert_close(w1[k], w0[k], atol=1e-6, rtol=1e-5)
+
+
+def test_zero_weight_passes_read_a_computed_reference(monkeypatch):
+    """Under torchrun a rank with no member in a mini-batch makes zero-weight passes over its
+    row 0 (every rank makes as many passes). Their reference log-probs are row 0's own,
+    computed before the updates: zeros there would make kl's expm1 overflow for a very
+    unlikely token, and inf times a zero weight is NaN."""
+    prompts, completions = _data(48, seed=9)
+    n = len(completions)
+    batch = _batch(prompts, completions)
+    batch.first, batch.total = n, 2 * n  # this rank: the second half of the rollout
+    cfg = GRPOConfig(model="x", beta=0.04, lr=1.0, group_size=5, rollout_batch_size=2 * n,
+                     num_minibatches=2, micro_batch_size=2, aggregation="token-mean",
+                     ref_refresh_every=0)
+    policy, ref = _policy_and_other_reference()
+    calls = []
+    real = grpo_module.completion_logprobs
+
+    def recorded(model, prompts, *args, **kwargs):
+        out = real(model, prompts, *args, **kwargs)
+        if model is ref:
+            calls.append(len(prompts))
+        return out
+
+    monkeypatch.setattr(grpo_module, "completion_logprobs", recorded)
+    metrics = update_policy(policy, ref, torch.optim.SGD(policy.parameters(), lr=cfg.lr),
+                            batch, cfg, PAD, torch.Generator().manual_seed(3), lambda: 1.0)
+    assert calls[0] == 1  # row 0 first, alone
+    assert sum(calls[1:]) == n  # then each row once, as its mini-batch comes
+    assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))

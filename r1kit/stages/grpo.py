@@ -413,6 +413,8 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
     # not change during the updates
     ref_all = torch.zeros((n, batch.width), device=device) if ref is not None else None
     ref_done = [False] * n
+    if ref_all is not None and batch.total:  # under torchrun, the zero-weight passes below
+        no_grad_logprobs(ref, lean_ref, [0], ref_all)  # read row 0 (every rank makes this one)
     mask = batch.mask.to(device)
     adv = batch.advantages.to(device)
     sums: dict[str, float] = {}
