@@ -323,7 +323,8 @@ def test_eval_stage_general_columns_on_your_own_prompts(tmp_path):
 def test_eval_defaults_follow_the_stage_that_trained_the_checkpoint(tmp_path):
     """r1kit eval's default max_new_tokens is the cap of the stage's own last evaluation (its
     length schedule raised it by then), and --bench tiny is that stage's world."""
-    from r1kit.eval.cli import _ks, _stage_cap, _stage_world
+    from r1kit.eval.cli import _stage_cap, _stage_world
+    from r1kit.eval.core import pass_ks as _ks
 
     stage = {"max_new_tokens": 64, "max_new_tokens_schedule": [[10, 128], [50, 256]],
              "steps": 20}

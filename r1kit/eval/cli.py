@@ -263,7 +263,7 @@ def format_table(results: list[dict]) -> str:
     for r in results:
         k = r["k"]
         lo, hi = r["pass@1_ci95"]
-        more = ", ".join(f"@{kk}: {100 * r[f'pass@{kk}']:.1f}%" for kk in _ks(k) if kk > 1)
+        more = ", ".join(f"@{kk}: {100 * r[f'pass@{kk}']:.1f}%" for kk in pass_ks(k) if kk > 1)
         cons = r.get(f"cons@{k}")
         lines.append(f"| {r['benchmark']} | {r['n']} | {k} | {100 * r['pass@1']:.1f}% "
                      f"({100 * lo:.1f}–{100 * hi:.1f}) | {more or '—'} | "
@@ -275,8 +275,3 @@ def format_table(results: list[dict]) -> str:
                 parts = ", ".join(f"{g}: {100 * v:.1f}%" for g, v in r[key].items())
                 lines.append(f"{r['benchmark']} pass@1 by {title}: {parts}")
     return "\n".join(lines)
-
-
-def _ks(k: int) -> list[int]:
-    """The k of the pass@k columns (r1kit.eval.core.pass_ks)."""
-    return pass_ks(k)

@@ -8,8 +8,9 @@ answer under the task's own verifier (so `\\boxed{0.5} ... \\boxed{\\frac{1}{2}}
 written twice, for a math task). One exception, where the reference is known: a reference of
 several comma-separated parts ("1, -2") answered with as many different boxes, one per part
 ("\\boxed{1} and \\boxed{-2}"), is that answer, joined ("1, -2"), when the verifier agrees.
-A final answer that names another value in words inside `\\text{}` ("3 \\text{ (or 2)}",
-"3 \\text{, maybe 4}") hedges too: math-verify drops text, so it would read "3".
+A final answer that offers another value with a word of doubt in `\\text{}` ("3 \\text{ (or
+2)}", "3 \\text{ (or }2\\text{)}") hedges too: math-verify drops text, so it would read "3"
+(hedges_in_text).
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ _NOT_UNITS = {"pi", "sqrt", "times", "cdot", "over", "divided", "plus", "minus",
               "billions", "trillion", "dozen", "dozens", "half", "halves", "third", "thirds",
               "quarter", "quarters", "tenth", "tenths", "hundredth", "hundredths",
               "thousandth", "thousandths", "percent", "degrees", "radians", "factorial",
-              "is", "not", "maybe", "approximately", "about", "roughly", "or so"}
+              "is", "not", "maybe", "approximately", "about", "roughly"}
 
 
 def _without_unit(answer: str, reference: str) -> str:
