@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -142,16 +143,12 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
                          "give a Hugging Face checkpoint directory (in a recipe, `model` may "
                          "also name an earlier stage)")
     cfg = p / "config.json"
-    adapter = p / "adapter_config.json"
-    if not cfg.is_file() and adapter.is_file():  # a LoRA stage's checkpoints/step-N
-        stage = p.parent.parent if p.parent.name == "checkpoints" else None
-        final = stage is not None and (stage / "config.json").is_file()
-        merge = ("merge it into its base model (peft: PeftModel.from_pretrained(base, "
-                 "adapter).merge_and_unload(), then save_pretrained; its adapter_config.json "
-                 "names the base) and give that directory")
-        raise R1kitError(f"{str(p)!r} holds a LoRA adapter (peft), not a whole model",
-                         merge + (f"; the stage's final model, after its last step, is "
-                                  f"{stage}, the adapter merged" if final else ""))
+    if not cfg.is_file() and (p / "adapter_config.json").is_file():  # e.g. a LoRA checkpoint
+        if kind != "causal":
+            raise R1kitError(f"{str(p)!r} holds a LoRA adapter (peft), not a reward model",
+                             "name a reward model's directory")
+        adapter_base(p)  # a whole checkpoint, which load_model merges the adapter into
+        return p
     if not cfg.is_file() and (p / "stage.json").is_file():  # a stage that has not finished
         ckpts = sorted((p / "checkpoints").glob("step-*")) if (p / "checkpoints").is_dir() else []
         raise R1kitError(f"{str(p)!r} is a stage that has not finished: it holds no model yet",
@@ -194,6 +191,46 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
                          "the directory needs the weights save_pretrained() writes; save or "
                          "copy them again")
     return p
+
+
+def adapter_base(path: str | os.PathLike) -> Path:
+    """The base model of a peft adapter directory (a LoRA stage's checkpoints/step-N, or
+    adapters saved by peft elsewhere), checked to be a whole causal LM checkpoint here, with
+    peft installed to merge the adapter into it: `load_model` does."""
+    p = Path(path)
+    try:
+        config = json.loads((p / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise R1kitError(f"{p / 'adapter_config.json'}: not valid JSON ({exc})") from exc
+    named = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    stage = p.parent.parent if p.parent.name == "checkpoints" else None
+    final = stage is not None and (stage / "config.json").is_file()
+    merge = ("or merge it into its base model yourself (peft: PeftModel.from_pretrained(base, "
+             "adapter).merge_and_unload(), then save_pretrained) and give that directory"
+             + (f"; the stage's final model, after its last step, is {stage}, the adapter "
+                f"merged" if final else ""))
+    if not isinstance(named, str) or not named:
+        raise R1kitError(f"{str(p)!r} holds a LoRA adapter (peft) whose adapter_config.json "
+                         "names no base model (base_model_name_or_path)",
+                         "set base_model_name_or_path to the base model's directory, " + merge)
+    base = Path(named)
+    if not base.is_absolute():  # peft writes the path as it was given: relative to where it ran
+        base = base if base.is_dir() else p / base
+    if not base.is_dir():
+        raise R1kitError(f"{str(p)!r} holds a LoRA adapter (peft) on the base model {named!r}, "
+                         f"which is not a directory here{hub_note(named)}",
+                         "put the base model's checkpoint at that path (or set "
+                         "base_model_name_or_path in adapter_config.json to where it is), "
+                         + merge)
+    try:
+        import peft  # noqa: F401
+    except ImportError as exc:
+        raise R1kitError(f"{str(p)!r} holds a LoRA adapter (peft): loading it on its base "
+                         "model needs peft", 'pip install "r1kit[lora]", ' + merge) from exc
+    if (base / "adapter_config.json").is_file() and not (base / "config.json").is_file():
+        raise R1kitError(f"{str(p)!r} holds a LoRA adapter on another adapter ({str(base)!r})",
+                         merge)
+    return check_model_dir(base)
 
 
 # the weight files of a checkpoint (safetensors or PyTorch's, whole or in shards)
@@ -260,6 +297,8 @@ def load_tokenizer(path: str | os.PathLike):
     the ids the model was trained with."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    if is_adapter(path) and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+        path = adapter_base(path)  # an adapter saved without its tokenizer: the base's
     saved = Path(path) / "tokenizer_config.json"
     generic = False
     if saved.is_file():
@@ -381,11 +420,55 @@ def checkpoint_layers(model) -> None:
 
 def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype,
                tokenizer=None):
-    """The causal LM of a checkpoint directory; with `tokenizer`, checked to have an embedding
-    for each of its tokens."""
+    """The causal LM of a checkpoint directory (or of a peft adapter directory: its base model
+    with the adapter merged); with `tokenizer`, checked to have an embedding for each of its
+    tokens."""
+    check_model_dir(path)
+    if is_adapter(path):
+        model = _merged_adapter(path, dtype)
+    else:
+        model = _load_whole(path, dtype)
+    try:
+        rows = model.get_input_embeddings().num_embeddings
+    except (NotImplementedError, AttributeError):  # own model code without the accessor
+        rows = None
+    if tokenizer is not None and rows is not None:
+        if len(tokenizer) > rows:
+            raise R1kitError(f"the tokenizer of {str(path)!r} has {len(tokenizer)} tokens but "
+                             f"the model embeds only {rows}",
+                             "after adding tokens, call model.resize_token_embeddings("
+                             "len(tokenizer)) and save the model again")
+    return model.to(device)
+
+
+def is_adapter(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a peft adapter rather than a whole model."""
+    p = Path(path)
+    return (p / "adapter_config.json").is_file() and not (p / "config.json").is_file()
+
+
+def _merged_adapter(path: str | os.PathLike, dtype: torch.dtype):
+    """The base model of a peft adapter directory with the adapter merged into its weights."""
+    from peft import PeftModel
+
+    model = _load_whole(adapter_base(path), dtype)
+    try:
+        with quiet_loading(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft on transformers 5's names
+            merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except (R1kitError, MemoryError):
+        raise
+    except Exception as exc:  # adapters that do not fit the base model, a corrupt file, ...
+        raise R1kitError(f"could not load the LoRA adapter of {str(path)!r} on its base model "
+                         f"{str(adapter_base(path))!r}: {type(exc).__name__}: "
+                         f"{_first_line(exc)}", "the adapter must have been trained on that "
+                         "base model (its adapter_config.json names it)") from exc
+    return merged
+
+
+def _load_whole(path: str | os.PathLike, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
-    check_model_dir(path)
     try:
         with quiet_loading():
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype,
@@ -404,17 +487,7 @@ def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype
                          "config together again" if shapes else "check that the installed "
                          f"transformers ({_version()}) supports this model type and its "
                          "files") from exc
-    try:
-        rows = model.get_input_embeddings().num_embeddings
-    except (NotImplementedError, AttributeError):  # own model code without the accessor
-        rows = None
-    if tokenizer is not None and rows is not None:
-        if len(tokenizer) > rows:
-            raise R1kitError(f"the tokenizer of {str(path)!r} has {len(tokenizer)} tokens but "
-                             f"the model embeds only {rows}",
-                             "after adding tokens, call model.resize_token_embeddings("
-                             "len(tokenizer)) and save the model again")
-    return model.to(device)
+    return model
 
 
 def _version() -> str:

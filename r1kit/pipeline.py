@@ -38,7 +38,14 @@ from r1kit.config import (
     to_dict,
 )
 from r1kit.errors import R1kitError
-from r1kit.models import check_model_dir, resolve_device, resolve_dtype, trusting_remote_code
+from r1kit.models import (
+    adapter_base,
+    check_model_dir,
+    is_adapter,
+    resolve_device,
+    resolve_dtype,
+    trusting_remote_code,
+)
 from r1kit.runlog import RunLog
 
 
@@ -140,6 +147,9 @@ def stage_inputs(cfg, recipe: Recipe) -> dict[str, dict]:
             path = Path(value)
             if path.is_file() or path.is_dir():
                 out[str(path.resolve())] = _fingerprint(path)
+            if path.is_dir() and is_adapter(path):  # a peft adapter: its base model too
+                base = adapter_base(path)
+                out[str(base.resolve())] = _fingerprint(base)
     return out
 
 

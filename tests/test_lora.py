@@ -14,12 +14,14 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from r1kit.cli import main
 from r1kit.config import GRPOConfig
 from r1kit.errors import R1kitError
+from r1kit.models import load_model
 from r1kit.stages.grpo import apply_lora, load_adapters, save_checkpoint
 
 pytest.importorskip("peft")
 
 
-def test_lora_grpo_trains_adapters_and_saves_a_plain_merged_checkpoint(tmp_path, monkeypatch):
+def test_lora_grpo_trains_adapters_and_saves_a_plain_merged_checkpoint(tmp_path, monkeypatch,
+                                                                       capsys):
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
@@ -40,6 +42,23 @@ def test_lora_grpo_trains_adapters_and_saves_a_plain_merged_checkpoint(tmp_path,
     # directory was given relative: loadable with peft from anywhere
     adapter = json.loads((out / "zero/checkpoints/step-2/adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str((out / "base").resolve())
+
+    # a step checkpoint loads as its base model with the adapters merged: W + alpha / r * B A
+    step = out / "zero/checkpoints/step-2"
+    merged = load_model(step, torch.device("cpu"), torch.float32).state_dict()
+    lora = load_file(step / "adapter_model.safetensors")
+    scale = adapter["lora_alpha"] / adapter["r"]
+    assert set(base) <= merged.keys()  # (and a tied lm_head.weight)
+    for key in changed:
+        module = "base_model.model." + key.removesuffix(".weight")
+        delta = lora[f"{module}.lora_B.weight"] @ lora[f"{module}.lora_A.weight"] * scale
+        assert delta.abs().max() > 0
+        torch.testing.assert_close(merged[key], base[key] + delta)
+    assert all(torch.equal(merged[k], base[k]) for k in base if k not in changed)
+    # and r1kit eval takes it, prompting as the stage did
+    assert main(["eval", "--model", str(step), "--bench", "tiny", "--limit", "2", "--k", "1",
+                 "--max-new-tokens", "4"]) == 0
+    assert "prompts as stage 'zero' trained this model" in capsys.readouterr().out
 
 
 def test_merging_gathered_lora_weights_is_peft_merge(tmp_path):

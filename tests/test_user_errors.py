@@ -160,18 +160,33 @@ def test_cli_says_what_to_lower_when_memory_runs_out(error, tmp_path, monkeypatc
 
 
 def test_a_lora_adapter_directory_is_named_as_one(tmp_path, checkpoint):
-    from r1kit.models import check_model_dir
+    from r1kit.models import check_model_dir, load_tokenizer
 
     stage = tmp_path / "zero"
     shutil.copytree(checkpoint, stage)  # the stage's final model, merged
     step = stage / "checkpoints" / "step-4"
     step.mkdir(parents=True)
     (step / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
-    with pytest.raises(R1kitError, match="holds a LoRA adapter") as err:
+    with pytest.raises(R1kitError, match="holds a LoRA adapter .* names no base model") as err:
         check_model_dir(step)
     assert str(stage) in err.value.hint
     assert "merge_and_unload" in err.value.hint and "after its last step" in err.value.hint
+    gone = tmp_path / "gone"
+    (step / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(gone)}))
+    with pytest.raises(R1kitError, match="on the base model .* not a directory here") as err:
+        check_model_dir(step)
+    (step / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Org/M"}))
+    with pytest.raises(R1kitError, match="'Org/M'.*never the Hugging Face Hub") as err:
+        check_model_dir(step)
+    # on a base model that is here, the adapter is a model to load (tokenizer: the base's)
+    (step / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path":
+                                                          str(checkpoint)}))
+    assert check_model_dir(step) == step
+    assert load_tokenizer(step).get_vocab() == load_tokenizer(checkpoint).get_vocab()
+    with pytest.raises(R1kitError, match="not a reward model"):
+        check_model_dir(step, "reward")
     (stage / "config.json").unlink()  # no final model yet: how to merge it
+    (step / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
     with pytest.raises(R1kitError, match="holds a LoRA adapter") as err:
         check_model_dir(step)
     assert "merge_and_unload" in err.value.hint and str(stage) not in err.value.hint

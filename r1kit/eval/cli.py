@@ -19,7 +19,9 @@ from r1kit.errors import R1kitError
 from r1kit.eval.benchmarks import BENCHMARKS, NAMES, is_data_file, load_benchmark
 from r1kit.eval.core import evaluate, pass_ks
 from r1kit.models import (
+    adapter_base,
     check_model_dir,
+    is_adapter,
     load_model,
     load_tokenizer,
     resolve_device,
@@ -127,6 +129,8 @@ def _model_positions(path: Path) -> int | None:
     """A checkpoint's max_position_embeddings where it is below the paper's 32,768 new tokens
     (a pretrain stage's 512): the default length then stops at the model's last position, as
     samples past the positions a model learned are noise; None otherwise."""
+    if is_adapter(path):  # a peft adapter: its base model's positions
+        path = adapter_base(path)
     try:
         positions = json.loads((path / "config.json").read_text()).get("max_position_embeddings")
     except (OSError, ValueError, AttributeError):
