@@ -106,6 +106,14 @@ def _say(text: str) -> None:
     sys.stderr.flush()
 
 
+def _echo_rank() -> bool:
+    """Under torchrun, whether this process is not its machine's first (LOCAL_RANK > 0): an
+    error in the recipe, read from the same files by every process of a machine, is said once
+    per machine (by local rank 0), not once per process."""
+    return (os.environ.get("WORLD_SIZE", "1") != "1"
+            and os.environ.get("LOCAL_RANK", "0") not in ("", "0"))
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM (kill, timeout, a scheduler's preemption): stopped as Ctrl-C stops a run."""
 
@@ -138,7 +146,12 @@ def _main(args) -> int:
             from r1kit.config import load_recipe
             from r1kit.pipeline import run_recipe
 
-            recipe = load_recipe(args.recipe, args.overrides)
+            try:
+                recipe = load_recipe(args.recipe, args.overrides)
+            except R1kitError:
+                if _echo_rank():  # the same recipe and files on each rank of a machine
+                    return 2
+                raise
             run_recipe(recipe, args.out, args.from_stage)
         elif args.command == "score":
             from r1kit.scoring import score_file

@@ -204,6 +204,14 @@ def test_errors_under_torchrun_name_the_rank(tmp_path, monkeypatch, capsys):
     assert main(["run", str(tmp_path / "gone.toml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("r1kit (rank 1): error: recipe") and err.count("\n") == 2
+    # a recipe's error is said by each machine's first process alone (the others: same files)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert main(["run", str(tmp_path / "gone.toml")]) == 2
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "2")  # the second machine's first process
+    assert main(["run", str(tmp_path / "gone.toml")]) == 2
+    assert capsys.readouterr().err.startswith("r1kit (rank 2): error: recipe")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert main(["run", str(tmp_path / "gone.toml")]) == 2
     assert capsys.readouterr().err.startswith("r1kit: error: recipe")
