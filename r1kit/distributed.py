@@ -382,10 +382,27 @@ def load_optimizer_state(model, opt, state: dict) -> None:
         return
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
+        get_optimizer_state_dict,
         set_optimizer_state_dict,
     )
 
-    set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True))
+    options = StateDictOptions(full_state_dict=True)
+    saved = [p for g in state.get("param_groups", []) for p in g.get("params", [])]
+    if any(isinstance(p, int) for p in saved):  # a checkpoint of unsharded weights (ddp)
+        # optimizer.state_dict() numbers the parameters in the optimizer's order; sharded,
+        # they are named. The same optimizer over the same model has the same order, which
+        # is how optimizer.load_state_dict matches them too.
+        names = [n for g in get_optimizer_state_dict(model, opt, options=options)["param_groups"]
+                 for n in g["params"]]
+        if len(names) != len(saved):
+            raise R1kitError(f"the checkpoint's optimizer state holds {len(saved)} parameters, "
+                             f"this model's optimizer {len(names)}",
+                             "resume with the settings the checkpoint was saved with")
+        name = dict(zip(saved, names))
+        state = {"state": {name[k]: v for k, v in state.get("state", {}).items()},
+                 "param_groups": [{**g, "params": [name[p] for p in g["params"]]}
+                                  for g in state["param_groups"]]}
+    set_optimizer_state_dict(model, opt, state, options=options)
 
 
 def full_norm(norm: torch.Tensor) -> torch.Tensor:

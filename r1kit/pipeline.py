@@ -368,7 +368,7 @@ DISPLAY_ONLY = ("progress", "tensorboard", "wandb")
 # computes (up to float rounding, as another GPU would): a stage may resume with other values,
 # e.g. a smaller micro_batch_size after running out of memory
 SPEED_ONLY = ("overlap_rewards", "compile", "logprob_chunk_tokens", "logprob_micro_batch_size",
-              "micro_batch_size", "activation_checkpointing")
+              "micro_batch_size", "activation_checkpointing", "distributed")
 
 
 def _results_settings(resolved: dict) -> dict:

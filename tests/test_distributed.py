@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -100,6 +101,28 @@ def test_two_processes_train_like_one(tmp_path_factory, monkeypatch, mode):
     base = load_file(one / "base" / "model.safetensors")
     assert max((weights[k] - base[k]).abs().max().item() for k in base) > 1e-3
     assert len(_rows(two / "metrics.jsonl")) == 2  # rank 0 alone logged
+
+
+def test_a_one_process_checkpoint_resumes_sharded(tmp_path_factory, monkeypatch):
+    """One process's checkpoint (the optimizer's state numbered, as optimizer.state_dict()
+    writes it) resumes under torchrun with fsdp (which names it): the same end as the
+    one-process run. It failed with KeyError 'state.0.step'."""
+    cache = tmp_path_factory.getbasetemp() / "dist-cache"
+    one = tmp_path_factory.getbasetemp() / "dist-one"
+    monkeypatch.setenv("R1KIT_CACHE", str(cache))
+    if not (one / "zero" / "stage.json").is_file():
+        assert main(["run", *SETTINGS, "--set", "run.threads=1", "--out", str(one)]) == 0
+    two = tmp_path_factory.mktemp("resume-sharded")
+    shutil.copytree(one, two, dirs_exist_ok=True)
+    saved = torch.load(two / "zero/checkpoints/step-1/trainer_state.pt", weights_only=True)
+    assert all(isinstance(k, int) for k in saved["optimizer"]["state"])
+    assert saved["optimizer"]["state"]  # AdamW's moments after step 1: what must carry over
+    (two / "zero" / "stage.json").unlink()
+    (two / "zero" / "model.safetensors").unlink()
+    res = _torchrun(two, cache, "--set", "stages.zero.distributed=fsdp",
+                    "--set", "run.threads=1")  # (as the one-process run's)
+    assert "resuming from" in res.stdout + res.stderr
+    _check_same(one, two)
 
 
 def test_lora_on_sharded_weights_trains_like_one_process(tmp_path_factory, monkeypatch):
