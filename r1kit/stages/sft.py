@@ -214,6 +214,9 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
                        (lambda m: log(f"[{name}] {m}")) if world.rank == 0 else None,
                        system=cfg.system_prompt)
     steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
+    if cfg.save_every and cfg.save_every >= steps and world.rank == 0:
+        log(f"[{name}] save_every = {cfg.save_every} is not below its {steps} optimizer steps: "
+            "no checkpoint before the final model (an interrupted stage starts over)")
     opt = distributed.adamw(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(seed)
