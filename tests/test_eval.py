@@ -93,9 +93,16 @@ def test_mean_ci95():
     values = [0.25, 0.75, 0.25, 0.75] * 4
     half = 1.96 * math.sqrt(sum((v - 0.5) ** 2 for v in values) / 15) / 4
     assert mean_ci95(values) == pytest.approx((0.5 - half, 0.5 + half))
-    # an interval of accuracies stays within [0, 1]: here mean 0.5 +- 0.566
-    assert mean_ci95([0.0, 1.0, 0.0, 1.0]) == (0.0, 1.0)
-    assert mean_ci95([0.0, 0.0, 0.0, 1.0])[0] == 0.0
+    # an interval of accuracies stays within [0, 1]: here mean 0.3 +- 0.32
+    assert mean_ci95([0.0, 0.6, 0.0, 0.6])[0] == 0.0
+    # problems each solved or not: the Wilson score interval (reference values computed by
+    # hand: centre (p + z^2/2n) / (1 + z^2/n), half-width z sqrt(p(1-p)/n + z^2/4n^2) / (1 +
+    # z^2/n)), which does not collapse when none or all are solved
+    assert mean_ci95([0.0, 1.0, 0.0, 1.0]) == pytest.approx((0.15003, 0.84997), abs=1e-5)
+    assert mean_ci95([0.0] * 30) == pytest.approx((0.0, 3.8416 / 33.8416))  # 0 of 30: to 11%
+    assert mean_ci95([1.0] * 30) == pytest.approx((30 / 33.8416, 1.0))
+    lo, hi = mean_ci95([1.0] + [0.0] * 29)
+    assert lo > 0.0 and hi == pytest.approx(0.1667, abs=1e-4)
     with pytest.raises(ValueError, match="finite"):
         mean_ci95([float("nan"), 1.0])
 

@@ -61,19 +61,27 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:
-    """Normal-approximation 95% interval of the mean over problems (mean +- 1.96 standard
-    errors, sample standard deviation), cut to [0, 1] (the values are per-problem
-    accuracies); the mean itself when there is one value."""
+    """95% interval of the mean over problems of their accuracies. Where every problem's
+    accuracy is 0 or 1 (one sample each, or problems all solved or all missed), the Wilson
+    score interval of that proportion: the normal approximation collapses to the point 0 or 1
+    when no problem or every problem is solved (0 of 30 AIME problems is not certainty).
+    Otherwise the normal approximation, mean +- 1.96 standard errors of the sample standard
+    deviation, cut to [0, 1]; the mean itself for one such value."""
     n = len(values)
     if any(not math.isfinite(v) for v in values):
         raise ValueError("mean_ci95: the values must be finite accuracies")
     if n == 0:
         return (0.0, 0.0)
     mean = sum(values) / n
+    z = 1.96
+    if all(v in (0.0, 1.0) for v in values):
+        centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return (max(0.0, centre - half), min(1.0, centre + half))
     if n == 1:
         return (mean, mean)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = 1.96 * sd / math.sqrt(n)
+    half = z * sd / math.sqrt(n)
     return (max(0.0, mean - half), min(1.0, mean + half))
 
 
