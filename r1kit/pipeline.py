@@ -225,6 +225,35 @@ def _check_shared(run_dir: Path) -> None:
                          "(the same absolute path on each)")
 
 
+def _previous_run(run_dir: Path) -> dict | None:
+    """The settings an earlier run wrote to `run_dir` (its config.json), None for a new or
+    empty directory; an R1kitError for a directory that is not a run's (a model checkpoint:
+    the run's config.json would overwrite the model's)."""
+    from r1kit.models import TOKENIZER_FILES, WEIGHT_FILES
+
+    fix = "give --out a new directory, or one an earlier r1kit run wrote"
+    saved = run_dir / "config.json"
+    if not saved.is_file():
+        if run_dir.is_dir() and any(next(run_dir.glob(pattern), None) for pattern in
+                                    (*WEIGHT_FILES, "adapter_config.json", *TOKENIZER_FILES)):
+            raise R1kitError(f"the run directory {str(run_dir)!r} holds a model's files, not "
+                             "an r1kit run's", fix)
+        return None
+    try:
+        previous = json.loads(saved.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise R1kitError(f"{saved} is not valid JSON ({exc}): {str(run_dir)!r} is not a run "
+                         "directory r1kit can resume", fix) from exc
+    if isinstance(previous, dict) and (previous.get("model_type") or
+                                       previous.get("architectures")):
+        raise R1kitError(f"the run directory {str(run_dir)!r} is a model checkpoint (its "
+                         "config.json is a model's): the run would overwrite it", fix)
+    if not isinstance(previous, dict) or not isinstance(previous.get("stages"), dict):
+        raise R1kitError(f"{saved} is not an r1kit run's settings: {str(run_dir)!r} is not a "
+                         "run directory", fix)
+    return previous
+
+
 def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, print_fn,
                 device) -> dict:
     main = distributed.current().is_main
@@ -240,8 +269,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                          f"stages of this recipe: {', '.join(recipe.stages)}")
     resolved = {"run": _plain(recipe.run), "stages": _plain(recipe.stages)}
     saved = run_dir / "config.json"
-    if saved.is_file():
-        previous = json.loads(saved.read_text())
+    previous = _previous_run(run_dir)
+    if previous is not None:
         # stages taken out of the recipe earlier keep their settings in "dropped_stages":
         # put back with the same settings, their results stand
         was_dropped = previous.get("dropped_stages") or {}

@@ -317,3 +317,31 @@ def test_an_interrupted_run_with_from_says_to_rerun_without_it(tmp_path, monkeyp
     assert "run the command again without --from" in err and "--from zero would start" in err
     assert main(["run", recipe, "--out", str(tmp_path / "r")]) == 130
     assert "run the same command again" in capsys.readouterr().err
+
+
+def test_out_that_is_not_a_run_directory_is_refused(tmp_path, checkpoint):
+    """--out at a model checkpoint would have overwritten its config.json with the run's
+    settings; a config.json that is empty or not a run's gave a traceback."""
+    from r1kit.config import load_recipe
+    from r1kit.pipeline import run_recipe
+
+    recipe_file = tmp_path / "r.toml"
+    recipe_file.write_text(f'[stages.rl]\nkind = "grpo"\nmodel = "{checkpoint}"\n')
+    recipe = load_recipe(recipe_file)
+    other = tmp_path / "other_model"
+    shutil.copytree(checkpoint, other)
+    before = (other / "config.json").read_text()
+    with pytest.raises(R1kitError, match="is a model checkpoint .* would overwrite it"):
+        run_recipe(recipe, other, print_fn=lambda *_: None)
+    assert (other / "config.json").read_text() == before
+    (other / "config.json").unlink()  # weights without a config: still a model's files
+    with pytest.raises(R1kitError, match="holds a model's files"):
+        run_recipe(recipe, other, print_fn=lambda *_: None)
+    for text, expected in [("", "is not valid JSON"), ("[1, 2]", "is not an r1kit run's"),
+                           ('{"run": {}}', "is not an r1kit run's")]:
+        out = tmp_path / f"out{len(text)}"
+        out.mkdir()
+        (out / "config.json").write_text(text)
+        with pytest.raises(R1kitError, match=expected) as err:
+            run_recipe(recipe, out, print_fn=lambda *_: None)
+        assert "give --out a new directory" in err.value.hint
