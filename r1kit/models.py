@@ -463,6 +463,8 @@ def _merged_adapter(path: str | os.PathLike, dtype: torch.dtype):
                          f"{str(adapter_base(path))!r}: {type(exc).__name__}: "
                          f"{_first_line(exc)}", "the adapter must have been trained on that "
                          "base model (its adapter_config.json names it)") from exc
+    for param in merged.parameters():  # peft loads for inference: frozen. A whole model
+        param.requires_grad_(True)     # trains every weight, as from_pretrained's does
     return merged
 
 

@@ -45,7 +45,9 @@ def test_lora_grpo_trains_adapters_and_saves_a_plain_merged_checkpoint(tmp_path,
 
     # a step checkpoint loads as its base model with the adapters merged: W + alpha / r * B A
     step = out / "zero/checkpoints/step-2"
-    merged = load_model(step, torch.device("cpu"), torch.float32).state_dict()
+    model = load_model(step, torch.device("cpu"), torch.float32)
+    assert all(p.requires_grad for p in model.parameters())  # trainable, as any loaded model
+    merged = model.state_dict()
     lora = load_file(step / "adapter_model.safetensors")
     scale = adapter["lora_alpha"] / adapter["r"]
     assert set(base) <= merged.keys()  # (and a tied lm_head.weight)
