@@ -54,8 +54,8 @@ class RunLog:
                 self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     def _append(self, name: str, record: dict) -> None:
-        with open(self.run_dir / name, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+        append_line(self.run_dir / name, json.dumps({k: _clean(v) for k, v in record.items()})
+                    + "\n")
 
     def drop(self, stage: str, after_step: int = -1) -> None:
         """Forget the rows a stage wrote after `after_step` (all of them with -1): a stage that
@@ -119,6 +119,36 @@ def _start_wandb(wandb, project: str, run_dir: Path, config: dict):
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a log r1kit appends to. A last line without its newline is a write that
+    was cut short (the process killed, the disk full) and is left out; a broken line before
+    it is an R1kitError naming it."""
     if not Path(path).is_file():
         return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")  # the last is "" when the file ends with its newline
+    rows = []
+    for number, line in enumerate(lines[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            raise R1kitError(f"{path}:{number}: a line is not JSON ({exc})",
+                             "remove the broken line (an interrupted write?)") from exc
+    return rows
+
+
+def append_line(path: Path, text: str) -> None:
+    """Append one line (`text` ends with its newline) to a log that read_jsonl reads; a last
+    line cut short by an earlier interrupted write is dropped first, so the new line does not
+    join it."""
+    path = Path(path)
+    with open(path, "a+b") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        if end:
+            fh.seek(end - 1)
+            if fh.read(1) != b"\n":  # the file does not end with a whole line: cut it back
+                fh.seek(0)
+                data = fh.read()
+                fh.truncate(data.rfind(b"\n") + 1)
+        fh.write(text.encode("utf-8"))

@@ -98,3 +98,26 @@ def test_wandb_that_cannot_start_is_an_error_before_any_stage(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert code == 2 and "W&B did not start a run" in err and "WANDB_MODE=offline" in err
     assert "Traceback" not in err and not (out / "base").exists()
+
+
+def test_a_log_line_cut_short_is_dropped_and_a_broken_one_named(tmp_path):
+    """A run killed mid-write (or out of disk) leaves a last line without its newline: the
+    resumed run reads the log without it and appends whole lines after the whole ones (it
+    failed with a JSONDecodeError traceback)."""
+    import pytest
+
+    from r1kit.errors import R1kitError
+    from r1kit.runlog import RunLog, read_jsonl
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"stage": "rl", "step": 1}\n{"stage": "rl", "step": 2}\n'
+                       '{"stage": "rl", "step": 3, "rew')
+    assert read_jsonl(metrics) == [{"stage": "rl", "step": 1}, {"stage": "rl", "step": 2}]
+    log = RunLog(tmp_path, tensorboard=False)
+    log.drop("rl", after_step=2)  # a resume from step 2: nothing to drop but the cut line
+    log.metrics({"stage": "rl", "step": 3})
+    assert metrics.read_text() == ('{"stage": "rl", "step": 1}\n{"stage": "rl", "step": 2}\n'
+                                   '{"stage": "rl", "step": 3}\n')
+    metrics.write_text('{"stage": "rl", "step": 1}\n{"stage": "rl", "st\n{"stage": "rl"}\n')
+    with pytest.raises(R1kitError, match="metrics.jsonl:2: a line is not JSON"):
+        read_jsonl(metrics)
