@@ -473,6 +473,20 @@ def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsy
     with pytest.raises(R1kitError, match=r"broken raised ZeroDivisionError.*test_reliability"):
         FunctionReward(broken).score(["2", "5"], examples)
 
+    def exits(completions, **kwargs):  # ended the run silently, with its code (0 too)
+        import sys
+
+        sys.exit(0)
+
+    with pytest.raises(R1kitError, match=r"exits raised SystemExit: 0 .*test_reliability"):
+        FunctionReward(exits).score(["2", "5"], examples)
+
+    def short(completions, **kwargs):
+        return [1.0]
+
+    with pytest.raises(R1kitError, match="returned 1 score for 2 completions"):
+        FunctionReward(short).score(["2", "5"], examples)
+
     def bad_argument(completions, **kwargs):  # fails inside the standard library
         import re
 

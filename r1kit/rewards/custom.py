@@ -48,7 +48,7 @@ def load_function(spec: str) -> Callable:
             module = importlib.import_module(where)
     except R1kitError:
         raise
-    except Exception as exc:  # the user's module failed to import: say which and why
+    except (Exception, SystemExit) as exc:  # the user's module failed to import: say why
         missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
         hint = ("give the file instead, reward_function = 'path/to/file.py:function', or put "
                 "its directory on PYTHONPATH" if missing and where.split(".")[0] ==
@@ -208,7 +208,8 @@ class FunctionReward:
             scores = fn(**_columns(fn, examples), **extras, completions=completions,
                         prompts=[e.question for e in examples],
                         answer=[e.answer for e in examples])
-        except Exception as exc:  # the user's function failed: name it and where
+        except (Exception, SystemExit) as exc:  # the user's function failed (sys.exit()
+            # included: it would end the run with its code, 0 too): name it and where
             frames = [f for f in traceback.extract_tb(exc.__traceback__)
                       if Path(f.filename).resolve() != Path(__file__).resolve()]
             code = getattr(fn, "__code__", None)  # (a call that failed before running it)
@@ -228,8 +229,9 @@ class FunctionReward:
             raise R1kitError(f"reward_function {name} returned {type(scores).__name__}, not a "
                              "list of scores", "return one float per completion") from exc
         if len(scores) != n:
-            raise R1kitError(f"reward_function {name} returned {len(scores)} scores for "
-                             f"{n} completions")
+            raise R1kitError(f"reward_function {name} returned {len(scores)} "
+                             f"score{'' if len(scores) == 1 else 's'} for {n} "
+                             f"completion{'' if n == 1 else 's'}")
         out = []
         for s in scores:
             if s is None:  # as TRL: no score for this completion (e.g. an unparsable answer)
