@@ -481,6 +481,15 @@ def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsy
     with pytest.raises(R1kitError, match=r"exits raised SystemExit: 0 .*test_reliability"):
         FunctionReward(exits).score(["2", "5"], examples)
 
+    # a row's own `answer` column where answer_field names another: `answer` is the
+    # reference (r1kit's argument), so the column cannot reach the function, and is named
+    from r1kit.config import GRPOConfig
+    from r1kit.rewards.custom import shadowed_fields
+
+    by_solution = read_examples(data, "question", "solution")
+    assert shadowed_fields(by_solution, GRPOConfig(answer_field="solution")) == ["answer"]
+    assert shadowed_fields(examples, GRPOConfig(answer_field="answer")) == []
+
     def short(completions, **kwargs):
         return [1.0]
 

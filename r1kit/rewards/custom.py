@@ -102,6 +102,15 @@ def check_signature(fn: Callable, names: list[str], spec: str) -> None:
                              "names), give it a default, or take **kwargs")
 
 
+def shadowed_fields(examples: list[Example], cfg) -> list[str]:
+    """The data fields that a reward function cannot get by their names, because r1kit's
+    own keyword arguments have them (a row's `answer` column where answer_field names
+    another: `answer` is the reference answer), in the order first seen."""
+    own = getattr(cfg, "answer_field", "answer")
+    names = dict.fromkeys(k for e in examples for k in e.meta.get("fields", {}))
+    return [k for k in names if k in (*BUILT_IN, *GRPO_EXTRAS) and k != own]
+
+
 def _columns(fn: Callable, examples: list[Example]) -> dict[str, list]:
     """The data rows' other fields that `fn` takes (all of them with **kwargs), by name, one
     list entry per example (None where a row lacks the field)."""

@@ -74,7 +74,7 @@ from r1kit.models import (
 from r1kit.packing import pack, packs_safely, to_device
 from r1kit.rewards import overlap
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
-from r1kit.rewards.custom import FunctionReward, load_function
+from r1kit.rewards.custom import FunctionReward, load_function, shadowed_fields
 from r1kit.rewards.length import overlong_penalty
 from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rewards.rule import format_style
@@ -595,6 +595,16 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                  else make_reward(cfg, task, reward_models or {}, ctx))
     train = task.train_examples()
     general_pool = general_examples(cfg, ctx.seed) if cfg.general_share > 0 else []
+    if reward_function is not None and world.is_main:
+        hidden = shadowed_fields(train + general_pool, cfg)
+        if hidden:
+            ctx.print(f"[{ctx.name}] the data's field{'s' if len(hidden) > 1 else ''} "
+                      f"{', '.join(map(repr, hidden))} cannot reach the reward function under "
+                      f"{'their names' if len(hidden) > 1 else 'its name'}, which r1kit's own "
+                      "arguments take (answer: the reference answer, answer_field = "
+                      f"{getattr(cfg, 'answer_field', 'answer')!r}); rename "
+                      f"{'them' if len(hidden) > 1 else 'it'} in the data to pass "
+                      f"{'them' if len(hidden) > 1 else 'it'}")
     test = task.test_examples(cfg.eval.split)
     if cfg.eval.limit:
         test = test[:cfg.eval.limit]
