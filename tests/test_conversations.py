@@ -283,6 +283,16 @@ def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkp
     with pytest.raises(R1kitError, match="no field 'prompt'") as err:
         read_sft_rows(data, cfg)
     assert "'messages'" in err.value.hint
+    # conversations that have no assistant's message to train on say so (not "no field
+    # 'prompt'")
+    for messages, expected in [(CONVERSATION, "ends with a 'user' message, not the assistant's"),
+                               ("hello", "field 'messages' is a text, not a list"),
+                               ([], "an empty conversation"),
+                               ([{"role": "assistant", "content": "72"}],
+                                "the assistant's message alone")]:
+        data.write_text(json.dumps({"messages": messages}) + "\n")
+        with pytest.raises(R1kitError, match=f"messages.jsonl:1: .*{expected}"):
+            read_sft_rows(data, cfg)
 
 
 def test_chat_sft_ends_responses_with_the_templates_end_of_turn(bpe_checkpoint, tmp_path):

@@ -72,6 +72,12 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], st
         for name, value in ((cfg.prompt_field, prompt), (cfg.response_field, response)):
             if not isinstance(value, str) and not (name == cfg.prompt_field
                                                     and isinstance(value, list)):
+                problem = _conversation_problem(row, cfg)
+                if problem is not None:
+                    raise R1kitError(f"{path}:{n}: {problem}", "a conversation to train on is "
+                                     "a list of chat messages ending with the assistant's "
+                                     'message: [{"role": "user", "content": "..."}, {"role": '
+                                     '"assistant", "content": "..."}]')
                 what = "no field" if name not in row else f"{kind_of(value)}, not text, in field"
                 raise R1kitError(f"{path}:{n}: {what} {name!r}",
                                  f"SFT rows need text in {cfg.prompt_field!r} and "
@@ -96,6 +102,25 @@ def _conversation(row: dict, cfg: SFTConfig) -> tuple[str, list] | None:
                 and turns[-1].get("role") == "assistant"):
             return name, turns
     return None
+
+
+def _conversation_problem(row: dict, cfg: SFTConfig) -> str | None:
+    """What is wrong with a row's `messages` (a row without the prompt and response fields
+    that _conversation did not take), None where it has none."""
+    if cfg.response_field in row or "messages" not in row or cfg.prompt_field in row:
+        return None
+    turns = row["messages"]
+    if not isinstance(turns, list):
+        return f"field 'messages' is {kind_of(turns)}, not a list of chat messages"
+    if not turns:
+        return "field 'messages' is an empty conversation"
+    last = turns[-1]
+    if not isinstance(last, dict) or last.get("role") != "assistant":
+        role = last.get("role") if isinstance(last, dict) else None
+        return ("field 'messages': the conversation ends with " +
+                (f"a {role!r} message" if isinstance(role, str) else "no chat message") +
+                ", not the assistant's (the response to train on)")
+    return "field 'messages' holds the assistant's message alone, without a prompt before it"
 
 
 def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_length: int,
