@@ -115,7 +115,9 @@ def load_run(run_dir: Path) -> Run:
         meta = meta if isinstance(meta, dict) else {}
         cfg = configured.get(name) or dropped.get(name) or {}
         kind = str(meta.get("kind") or (cfg.get("kind") if isinstance(cfg, dict) else "") or "")
-        status = str(meta.get("status", "not run")) if meta else _unfinished(run_dir / name)
+        logged = any(row.get("stage") == name for row in metrics + evals)
+        status = (str(meta.get("status", "not run")) if meta
+                  else _unfinished(run_dir / name, logged))
         summary = meta.get("summary")
         if name in dropped and name not in configured:
             status = f"{status}; no longer in the recipe"
@@ -130,10 +132,11 @@ def load_run(run_dir: Path) -> Run:
 # small helpers
 
 
-def _unfinished(stage_dir: Path) -> str:
+def _unfinished(stage_dir: Path, logged: bool = False) -> str:
     """The status of a stage without a stage.json (written when it finishes): "not finished"
-    with its newest checkpoint (a rerun resumes there) where it started, else "not run"."""
-    if not stage_dir.is_dir() or not any(stage_dir.iterdir()):
+    with its newest checkpoint (a rerun resumes there) where it started (its directory holds
+    files, or it logged rows), else "not run"."""
+    if not logged and (not stage_dir.is_dir() or not any(stage_dir.iterdir())):
         return "not run"
     steps = []
     for ckpt in (stage_dir / "checkpoints").glob("step-*"):

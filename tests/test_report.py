@@ -179,11 +179,18 @@ def test_report_marks_stages_that_did_not_run(tmp_path):
     run_dir = make_run(tmp_path)
     (run_dir / "zero" / "stage.json").unlink()
     (run_dir / "eval.jsonl").unlink()
+    logged = (run_dir / "metrics.jsonl").read_text()
+    assert '"stage": "zero"' in logged
+    (run_dir / "metrics.jsonl").write_text("")
     text = write_report(run_dir).read_text()
     assert "| zero | grpo | not run |  |" in text
     assert "No evaluations in eval.jsonl." in text
     # a stage that started: stopped or failed, or interrupted after a checkpoint (a rerun
-    # resumes there)
+    # resumes there); one that logged steps without writing a file of its own (an SFT stage
+    # interrupted before a checkpoint) started too
+    (run_dir / "metrics.jsonl").write_text(logged)
+    assert "| zero | grpo | not finished (stopped or failed) |" in write_report(run_dir).read_text()
+    (run_dir / "metrics.jsonl").write_text("")
     (run_dir / "zero" / "completions.jsonl").write_text("{}\n")
     assert "| zero | grpo | not finished (stopped or failed) |" in write_report(run_dir).read_text()
     for step in (5, 10):
