@@ -349,11 +349,11 @@ def test_eval_defaults_follow_the_stage_that_trained_the_checkpoint(tmp_path):
     assert len(tiny.test_examples()) == 30
     assert _ks(6) == [1, 2, 4, 6] and _ks(8) == [1, 2, 4, 8] and _ks(1) == [1]
     # a checkpoint no stage trained: the paper's 32,768, or up to its last position if fewer
-    from r1kit.eval.cli import _model_positions
+    from r1kit.eval.cli import model_positions
 
     for positions, want in ((512, 512), (131072, None), ("x", None)):
         (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": positions}))
-        assert _model_positions(tmp_path) == want
+        assert model_positions(tmp_path) == want
 
 
 def test_plain_words_after_a_number_are_a_unit():

@@ -113,8 +113,17 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
                 "prompt_field": "question", "response_field": "reply", "template": "chat",
                 "epochs": 2, "batch_size": 4, "micro_batch_size": 2, "lr": 1e-3},
         "table": {"kind": "eval", "models": ["sft"], "task": "gsm8k", "template": "chat",
-                  "limit": 3, "k": 2, "max_new_tokens": 8}}})
-    summaries = run_recipe(recipe, tmp_path / "run", print_fn=lambda *_: None)
+                  "limit": 3, "k": 2, "max_new_tokens": 8},
+        # the default length (the paper's 32,768) stops at the model's last position, as
+        # r1kit eval's does: tokens past the positions a model learned are noise
+        "capped": {"kind": "eval", "models": ["sft"], "task": "gsm8k", "template": "chat",
+                   "limit": 1, "k": 1, "temperature": 0.0}}})
+    printed = []
+    summaries = run_recipe(recipe, tmp_path / "run", print_fn=printed.append)
+    capped = [line for line in printed if "up to the model's max_position_embeddings = 1024"
+              in line]
+    assert len(capped) == 1 and capped[0].startswith("[capped] sft: max_new_tokens ")
+    assert 0 < int(capped[0].split("max_new_tokens ")[1].split(",")[0]) < 1024
     assert summaries["sft"]["rows"] == 12 and summaries["sft"]["steps"] == 6
     assert summaries["sft"]["final_loss"] < summaries["sft"]["first_loss"]
     # a row per optimizer step in metrics.jsonl (TensorBoard's source too), and the report

@@ -125,7 +125,7 @@ def _stage_cap(settings: dict, path: Path) -> int | None:
 PAPER_MAX_NEW_TOKENS = 32768
 
 
-def _model_positions(path: Path) -> int | None:
+def model_positions(path: Path) -> int | None:
     """A checkpoint's max_position_embeddings where it is below the paper's 32,768 new tokens
     (a pretrain stage's 512): the default length then stops at the model's last position, as
     samples past the positions a model learned are noise; None otherwise."""
@@ -181,7 +181,7 @@ def _run_eval(args) -> list[dict]:
         args.max_new_tokens = (evals.get("max_new_tokens")
                                or _stage_cap(own_settings, Path(path)))
         if not args.max_new_tokens:
-            positions = _model_positions(Path(path))
+            positions = model_positions(Path(path))
             args.max_new_tokens = PAPER_MAX_NEW_TOKENS
     if trained is not None:  # prompt as the stage that trained this checkpoint did
         stage, settings = trained

@@ -24,6 +24,7 @@ import torch
 
 from r1kit.config import EvalStageConfig
 from r1kit.errors import R1kitError
+from r1kit.eval.cli import PAPER_MAX_NEW_TOKENS, model_positions
 from r1kit.eval.core import decode_responses, evaluate
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.rewards.combined import RewardModelScorer
@@ -106,9 +107,16 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
         tokenizer = load_tokenizer(path)
         model = load_model(path, device, dtype, tokenizer).eval()
         stop_ids = stop_token_ids(tokenizer, model)
-        res = evaluate(model, tokenizer, task, test, [_encode(tokenizer, cfg, e.question) for e in test],
+        prompts = [_encode(tokenizer, cfg, e.question) for e in test]
+        max_new = cfg.max_new_tokens
+        positions = model_positions(Path(path))
+        if max_new == PAPER_MAX_NEW_TOKENS and positions is not None:  # the default: as eval's
+            max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
+            print_fn(f"[{name}] {ref}: max_new_tokens {max_new}, up to the model's "
+                     f"max_position_embeddings = {positions} (set max_new_tokens to choose)")
+        res = evaluate(model, tokenizer, task, test, prompts,
                        k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                       max_new_tokens=cfg.max_new_tokens, stop_ids=stop_ids, seed=seed,
+                       max_new_tokens=max_new, stop_ids=stop_ids, seed=seed,
                        prefill=cfg.prefill, max_rows=cfg.generation_rows,
                        language_target=cfg.language_target, overlap=cfg.overlap_rewards)
         row = {"model": ref, **res.as_record(), "cons@k": res.cons_at_k}
