@@ -14,7 +14,10 @@ from r1kit.errors import R1kitError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from r1kit import __version__
+
     p = argparse.ArgumentParser(prog="r1kit", description="Reasoning RL the DeepSeek-R1 way.")
+    p.add_argument("--version", action="version", version=f"r1kit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a recipe's stages in order")
     run.add_argument("recipe", help="a recipe file, e.g. recipes/zero-tiny.toml")

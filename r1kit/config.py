@@ -498,7 +498,7 @@ def _check_task(cfg, where: str) -> None:
         # an eval stage only evaluates: it needs the held-out file; the others train
         need = "test_file" if cfg.kind == "eval" else "train_file"
         if not getattr(cfg, need):
-            _fail(f"{where}.{need}", f"task = {cfg.task!r} in a {cfg.kind} stage needs a "
+            _fail(f"{where}.{need}", f"task = {cfg.task!r} in {_a(cfg.kind)} stage needs a "
                   f"{need} (JSONL or parquet)")
     if cfg.template not in TEMPLATES:
         _fail(f"{where}.template", f"unknown template {cfg.template!r}",
@@ -801,7 +801,8 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
 _FOREIGN_NOTES = {
     "per_device_train_batch_size": ": sequences per forward pass (the optimizer's batch is "
                                    "batch_size, or rollout_batch_size / num_minibatches)",
-    "warmup_ratio": ", a number of steps", "eval_steps": ": its [....eval] table's `every`",
+    "warmup_ratio": ", a number of steps", "eval_steps": (": `every` in the stage's eval table "
+                                                   "([stages.NAME.eval] every = N)"),
     "dataset_name": ", a local JSONL or parquet file", "use_peft": " (> 0 turns LoRA on)",
     "dataset_path": ", a local JSONL or parquet file",
     "reward_funcs": " (one \"module:function\" or a list of them, with reward_weights)",
@@ -828,7 +829,8 @@ def reward_specs(value) -> list:
 
 
 def _a(word: str) -> str:
-    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+    said_as_letters = word in ("sft",)  # "an SFT stage"
+    return f"{'an' if word[:1] in 'aeiou' or said_as_letters else 'a'} {word}"
 
 
 def _foreign_hint(key: str, names: list[str]) -> str | None:
@@ -868,7 +870,8 @@ def _unknown_hint(key: str, names: list[str], kind: str | None, cls) -> str:
     if _foreign_hint(key, names):
         return _foreign_hint(key, names)
     if other and kind:
-        return f"{key!r} is a setting of {' and '.join(other)} stages, and this is a {kind} stage"
+        return (f"{key!r} is a setting of {' and '.join(other)} stages, and this is "
+                f"{_a(kind)} stage")
     if close:
         return f"did you mean {close[0]!r}?"
     if len(names) > 20:

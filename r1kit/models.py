@@ -138,6 +138,9 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
     """A clear error unless `path` is a Hugging Face checkpoint directory of a causal LM
     (`kind="causal"`) or of a reward model with a scalar head (`kind="reward"`)."""
     p = Path(path)
+    if p.is_file():
+        raise R1kitError(f"{str(p)!r} is a file, not a model directory",
+                         f"give the checkpoint's directory ({str(p.parent)!r}?)")
     if not p.is_dir():
         raise R1kitError(f"model directory {str(p)!r} does not exist{hub_note(str(path))}",
                          "give a Hugging Face checkpoint directory (in a recipe, `model` may "

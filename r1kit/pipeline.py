@@ -319,7 +319,10 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                    if from_stage is not None else ""),
                 "use --out with a new directory, or --from STAGE to rerun stages with the new "
                 "settings" + (f" (--from {stage}: that stage and the ones after it)"
-                              if stage in recipe.stages else ""))
+                              if stage in recipe.stages else
+                              f" (--from {next(iter(recipe.stages))}: [run]'s settings apply "
+                              "to every stage)" if stage is None and from_stage is None
+                              else ""))
     distributed.wait_for_main()  # every rank has compared before rank 0 writes
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -393,6 +396,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
 # [run] settings that change what a run shows, not what it computes: a run may continue
 # with other values of these
 DISPLAY_ONLY = ("progress", "tensorboard", "wandb")
+# stage settings of what is logged, not what is computed
+LOGGING_ONLY = ("log_completions",)
 # stage settings that change how fast a stage runs or the memory it takes, not what it
 # computes (up to float rounding, as another GPU would): a stage may resume with other values,
 # e.g. a smaller micro_batch_size after running out of memory
@@ -402,7 +407,7 @@ SPEED_ONLY = ("overlap_rewards", "compile", "logprob_chunk_tokens", "logprob_mic
 
 def _results_settings(resolved: dict) -> dict:
     run = {k: v for k, v in resolved.get("run", {}).items() if k not in DISPLAY_ONLY}
-    stages = {name: {k: v for k, v in stage.items() if k not in SPEED_ONLY}
+    stages = {name: {k: v for k, v in stage.items() if k not in SPEED_ONLY + LOGGING_ONLY}
               for name, stage in resolved.get("stages", {}).items()}
     return {**{k: v for k, v in resolved.items() if k != "dropped_stages"}, "run": run,
             "stages": stages}

@@ -182,6 +182,9 @@ def test_eval_command_runs_every_benchmark(tmp_path, bpe_checkpoint, capsys):
 def test_eval_command_errors(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "none"), "--bench", "gsm8k"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text("{}")  # a checkpoint's file, not its directory
+    assert main(["eval", "--model", str(tmp_path / "config.json"), "--bench", "gsm8k"]) == 2
+    assert "is a file, not a model directory" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path), "--bench", "gsm9k"]) == 2
     assert "unknown benchmark 'gsm9k'" in capsys.readouterr().err
     assert set(BENCHMARKS) < set(NAMES)

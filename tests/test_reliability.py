@@ -614,9 +614,11 @@ def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, c
     capsys.readouterr()
     assert main([*args, "--set", "stages.zero.lr=0.5"]) == 0
     assert "[zero] already done" in capsys.readouterr().out
-    # memory-only settings may differ (a smaller micro-batch after running out of memory)
+    # memory-only settings may differ (a smaller micro-batch after running out of memory),
+    # and what is logged
     assert main([*args, "--set", "stages.zero.lr=0.5", "--set", "stages.zero.micro_batch_size=3",
-                 "--set", "stages.zero.activation_checkpointing=true"]) == 0
+                 "--set", "stages.zero.activation_checkpointing=true",
+                 "--set", "stages.zero.log_completions=7"]) == 0
     assert "[zero] already done" in capsys.readouterr().out
     # a stage that stopped before any result (here: its stage.json gone, as after an error at
     # its start) may take new settings; the finished stage before it still may not
@@ -624,7 +626,8 @@ def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, c
     assert main([*args, "--set", "stages.zero.lr=0.25", "--set", "stages.base.lr=0.5"]) == 2
     assert "other settings: stages.base.lr" in capsys.readouterr().err
     assert main([*args, "--set", "run.seed=3"]) == 2  # [run]: base holds results
-    assert "run.seed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "run.seed" in err and "--from base: [run]'s settings apply to every stage" in err
     assert main([*args, "--set", "stages.zero.lr=0.25"]) == 0
     said = capsys.readouterr().out
     assert "taking the new settings (stages.zero.lr)" in said and "[zero] grpo stage" in said

@@ -345,3 +345,12 @@ def test_out_that_is_not_a_run_directory_is_refused(tmp_path, checkpoint):
         with pytest.raises(R1kitError, match=expected) as err:
             run_recipe(recipe, out, print_fn=lambda *_: None)
         assert "give --out a new directory" in err.value.hint
+
+
+def test_version(capsys):
+    from r1kit import __version__
+    from r1kit.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"r1kit {__version__}\n"

@@ -195,8 +195,9 @@ def _run_eval(args) -> list[dict]:
               f"prefill {prefill!r}, max_new_tokens {args.max_new_tokens}"
               + (f", system turn {system_text(system)[:40]!r}…"
                                         if template == "chat" and system_text(system) else "")
-              + (", your files' questions as they are (as its evaluations)" if own and
-                 not instruction else "") + " (--template to choose another)")
+              + (", your files' questions as they are" + (
+                  " (as its evaluations)" if isinstance(settings.get("eval"), dict) else "")
+                 if own and not instruction else "") + " (--template to choose another)")
     # every benchmark read (and a file of your own checked) before the model loads
     world = _stage_world(stage_of_model[1]) if stage_of_model is not None else None
     tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,

@@ -861,7 +861,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         bar.update(record)
         flat_steps = flat_steps + 1 if record["zero_var_frac"] == 1.0 else 0
         if flat_steps == min(NO_SIGNAL_STEPS, cfg.steps) and world.is_main:
-            ctx.print(f"[{ctx.name}] no learning signal in the last {flat_steps} steps: in every "
+            ctx.print(f"[{ctx.name}] no learning signal in the last "
+                      f"{flat_steps} step{'s' if flat_steps != 1 else ''}: in every "
                       "group all samples got the same reward (zero_var_frac 1.0), so the "
                       "updates change nothing. Check the rewards on a few samples (r1kit "
                       "score), or raise temperature or group_size")
