@@ -188,6 +188,9 @@ GOOD = {"completion": box("1"), "answer": "1"}
         ([GOOD, GOOD, "{not json"], ["in.jsonl:3", "invalid JSON"]),
         ([GOOD, b"\xff\xfe{}"], ["in.jsonl:2", "UTF-8"]),
         ([GOOD, "[1, 2]"], ["in.jsonl:2", "expected a JSON object", "list"]),
+        # a JSON array of rows (a .json export) on the first line: how to make JSONL of it
+        (['[{"completion": "x", "answer": "1"}]'], ["in.jsonl:1", "is not JSONL"]),
+        (["[", json.dumps(GOOD) + ",", "]"], ["in.jsonl:1", "invalid JSON", "is not JSONL"]),
         ([GOOD, GOOD, GOOD, {"completion": "x"}], ["in.jsonl:4", "'answer'"]),
         ([{"answer": "1"}], ["in.jsonl:1", "'completion'"]),
         ([GOOD, {"completion": 5, "answer": "1"}], ["in.jsonl:2", "'completion'", "string"]),

@@ -45,12 +45,18 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
                 raise R1kitError(f"{p}:{n}: not valid UTF-8 ({exc.reason})") from exc
             if not line.strip():
                 continue
+            array = ("a JSON array of rows is not JSONL: write one object per line, e.g. "
+                     "pandas: pd.read_json(path).to_json('data.jsonl', orient='records', "
+                     "lines=True)")
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise R1kitError(f"{p}:{n}: invalid JSON: {exc.msg}") from exc
+                raise R1kitError(f"{p}:{n}: invalid JSON: {exc.msg}",
+                                 array if n == 1 and line.lstrip().startswith("[") else None
+                                 ) from exc
             if not isinstance(row, dict):
-                raise R1kitError(f"{p}:{n}: expected a JSON object, got {type(row).__name__}")
+                raise R1kitError(f"{p}:{n}: expected a JSON object, got {type(row).__name__}",
+                                 array if isinstance(row, list) and n == 1 else None)
             rows.append((n, row))
     if not rows:
         raise R1kitError(f"{p}: no rows", "the file is empty")
