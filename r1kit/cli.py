@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from r1kit.errors import R1kitError
@@ -129,11 +130,28 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return _main(args)
     finally:
+        warnings.showwarning = shown
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, "r1kit: warning: ...": r1kit's own without the line of its
+    code that warned; another's (your reward function's, a library's) with its file and line,
+    without the source line Python would print."""
+    try:
+        own = Path(filename).resolve().is_relative_to(_PACKAGE)
+    except (OSError, ValueError):
+        own = False
+    _say(f"warning: {message}" + ("" if own else f" ({filename}:{lineno})"))
 
 
 def _main(args) -> int:

@@ -354,3 +354,25 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out == f"r1kit {__version__}\n"
+
+
+def test_warnings_are_one_line(monkeypatch, capsys):
+    """Under the command line a warning is one line: r1kit's own without the line of r1kit's
+    code that warned, another's with its file and line (Python printed both, and the source
+    line)."""
+    import warnings
+
+    from r1kit import cli
+
+    def warns(args):
+        warnings.warn_explicit("an own warning", UserWarning, cli.__file__, 1)
+        warnings.warn_explicit("a user's warning", UserWarning, "/home/me/rewards.py", 16)
+        return 0
+
+    monkeypatch.setattr(cli, "_main", warns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.main(["report", "x"]) == 0
+    assert capsys.readouterr().err == ("r1kit: warning: an own warning\n"
+                                       "r1kit: warning: a user's warning "
+                                       "(/home/me/rewards.py:16)\n")
