@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="find training rows that share a 10-gram with benchmarks (or hold a "
                               "shorter math problem whole)")
     dec.add_argument("--train", required=True, type=Path, help="a JSONL or parquet file")
-    dec.add_argument("--bench", required=True, metavar="NAMES", help="comma-separated benchmarks")
+    dec.add_argument("--bench", required=True, metavar="NAMES",
+                     help="comma-separated benchmarks, or JSONL / parquet files of your own")
     dec.add_argument("--fields", default=None,
                      help="comma-separated text fields of the training rows (default: all "
                           "string fields)")

@@ -59,18 +59,19 @@ def ngrams(text: str, n: int = 10) -> set[NGram]:
 
 
 def _check_names(names: Iterable[str]) -> list[str]:
-    from r1kit.eval.benchmarks import BENCHMARKS
+    from r1kit.eval.benchmarks import BENCHMARKS, is_data_file
 
     out: list[str] = []
     for name in names:
         name = name.strip()
         if not name or name in out:
             continue
-        if name not in BENCHMARKS:
+        if name not in BENCHMARKS and not is_data_file(name):
             why = ("the tiny world is not a text benchmark" if name == "tiny"
                    else f"unknown benchmark {name!r}")
             raise R1kitError(f"cannot decontaminate against {name!r}: {why}",
-                             f"use benchmarks among: {', '.join(BENCHMARKS)}")
+                             f"use benchmarks among: {', '.join(BENCHMARKS)}, or a JSONL or "
+                             "parquet file of your own")
         out.append(name)
     if not out:
         raise R1kitError("no benchmark given", f"name some of: {', '.join(BENCHMARKS)}")
@@ -80,14 +81,24 @@ def _check_names(names: Iterable[str]) -> list[str]:
 def benchmark_ngrams(names: Iterable[str], n: int = 10) -> dict[str, set[NGram]]:
     """For each benchmark name, the n-grams of all its test problems and solutions (worked
     solutions, reference code; a math problem shorter than n words is one shorter gram, see
-    _bench_grams). Unknown names and "tiny" are an R1kitError."""
+    _bench_grams); for a JSONL or parquet file of your own, of every text of its rows (as a
+    training row's, _row_texts; texts shorter than n words give none). Unknown names and
+    "tiny" are an R1kitError."""
     from r1kit.eval.benchmarks import BENCHMARKS, load_benchmark
 
     if n < 1:
         raise R1kitError(f"n-gram length must be at least 1, got {n}")
     out: dict[str, set[NGram]] = {}
+    from r1kit.tasks.math import read_rows
+
     for name in _check_names(names):
         grams: set[NGram] = set()
+        if name not in BENCHMARKS:  # a file of your own: every text of its rows
+            for line, row in read_rows(name):
+                for text in _row_texts(row, None, f"{name}:{line}"):
+                    grams.update(_bench_grams(text, n, False))
+            out[name] = grams
+            continue
         for ex in load_benchmark(name).test_examples():
             for key in ("problem", "solution"):
                 short = key == "problem" and BENCHMARKS[name].kind == "math"

@@ -119,6 +119,19 @@ def test_cli_without_output_only_reports(tmp_path, gsm8k_problem, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
 
 
+def test_cli_against_a_held_out_file_of_your_own(tmp_path, capsys):
+    """--bench takes your own JSONL: a training row that copies ten words of any of its
+    rows' texts is contaminated."""
+    held_out = "A train leaves the station at noon and travels sixty miles per hour east"
+    test = _write_jsonl(tmp_path / "test.jsonl", [{"problem": held_out, "solution": "60"}])
+    train = _write_jsonl(tmp_path / "train.jsonl", [{"prompt": UNRELATED},
+                                                    {"prompt": "Q: " + held_out.lower()}])
+    assert main(["decontaminate", "--train", str(train), "--bench", f"gsm8k,{test}"]) == 0
+    report = capsys.readouterr().out
+    assert f"{test}: 1 contaminated" in report and "gsm8k: 0 contaminated" in report
+    assert f"line 2 [{test}]" in report
+
+
 @pytest.mark.parametrize("bench", ["nosuch", "tiny", "gsm8k,nosuch"])
 def test_cli_rejects_unknown_benchmarks(tmp_path, bench, capsys):
     train = _write_jsonl(tmp_path / "train.jsonl", [{"prompt": UNRELATED}])
