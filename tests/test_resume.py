@@ -100,11 +100,11 @@ def test_interrupted_sft_resumes_exactly(tmp_path, monkeypatch, capsys, bpe_chec
                                         "response": f"<think>{i}+2</think> {i + 2}"}) + "\n"
                             for i in range(10)))
 
-    def recipe(save_every=2):
+    def recipe(save_every=2, **more):
         return recipe_from_dict({"run": {"progress": False, "tensorboard": False}, "stages": {
             "sft": {"kind": "sft", "model": str(model_dir), "data": str(data), "epochs": 3,
                     "batch_size": 4, "micro_batch_size": 2, "lr": 1e-3,
-                    "save_every": save_every, "template": "none"}}})
+                    "save_every": save_every, "template": "none", **more}}})
 
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run_recipe(recipe(), whole, print_fn=lambda *_: None)
@@ -128,10 +128,13 @@ def test_interrupted_sft_resumes_exactly(tmp_path, monkeypatch, capsys, bpe_chec
     assert any("resuming from" in line and "step-4" in line for line in printed)
     assert rows_without_timings(resumed / "metrics.jsonl") == \
         rows_without_timings(whole / "metrics.jsonl")
-    # save_every at or past the stage's 8 steps writes no checkpoint: said at the start
+    # save_every at or past the stage's 8 steps writes no checkpoint, a warm-up as long
+    # never reaches lr: said at the start
     printed = []
-    run_recipe(recipe(save_every=8), tmp_path / "never", print_fn=printed.append)
+    run_recipe(recipe(save_every=8, warmup_steps=9), tmp_path / "never", print_fn=printed.append)
     assert any("save_every = 8 is not below its 8 optimizer steps" in line for line in printed)
+    assert any("warmup_steps = 9 is not below its 8 optimizer steps: the learning rate never "
+               "reaches lr = 0.001" in line for line in printed)
     assert not (tmp_path / "never" / "sft" / "checkpoints").exists()
     assert len(rows_without_timings(whole / "metrics.jsonl")) == 8  # ceil(3 * 10 / 4) steps
     a = load_file(whole / "sft" / "model.safetensors")

@@ -637,6 +637,10 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                             betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
     total_updates = cfg.steps * cfg.num_minibatches * cfg.ppo_epochs
     updates = [0]
+    if cfg.warmup_steps >= total_updates and world.is_main:
+        ctx.print(f"[{ctx.name}] warmup_steps = {cfg.warmup_steps} is not below the stage's "
+                  f"{total_updates} updates (steps x num_minibatches x ppo_epochs): the "
+                  f"learning rate never reaches lr = {cfg.lr:g}")
 
     def lr_at() -> float:
         u = updates[0]

@@ -239,6 +239,9 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
                        (lambda m: log(f"[{name}] {m}")) if world.rank == 0 else None,
                        system=cfg.system_prompt)
     steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
+    if cfg.warmup_steps >= steps and world.rank == 0:
+        log(f"[{name}] warmup_steps = {cfg.warmup_steps} is not below its {steps} optimizer "
+            f"steps: the learning rate never reaches lr = {cfg.lr:g}")
     if cfg.save_every and cfg.save_every >= steps and world.rank == 0:
         log(f"[{name}] save_every = {cfg.save_every} is not below its {steps} optimizer steps: "
             "no checkpoint before the final model (an interrupted stage starts over)")
