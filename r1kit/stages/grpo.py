@@ -673,6 +673,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
 
     G = cfg.group_size
     questions_per_step = cfg.rollout_batch_size // G
+    if 0 < len(train) < questions_per_step and world.is_main:
+        ctx.print(f"[{ctx.name}] the training set has {len(train)} question"
+                  f"{'s' if len(train) != 1 else ''}, fewer than the {questions_per_step} a "
+                  "step draws (rollout_batch_size / group_size): each step takes some of them "
+                  "more than once")
     # under torchrun this rank samples questions q_lo .. q_hi-1 of each step (whole groups)
     q_lo, q_hi = distributed.share(questions_per_step, "questions per step (rollout_batch_size "
                                    "/ group_size)") if world.enabled else (0, questions_per_step)
