@@ -164,7 +164,7 @@ def test_reward_function_errors_are_clear(tmp_path):
     with pytest.raises(R1kitError, match="no function 'g'"):
         load_function(str(tmp_path / "r.py") + ":g")
     fn = FunctionReward(load_function(str(tmp_path / "r.py") + ":f"))
-    with pytest.raises(R1kitError, match="1 scores for 2 completions"):
+    with pytest.raises(R1kitError, match="1 score for 2 completions"):
         fn.score(["a", "b"], [Example("q", "a")] * 2)
 
 
