@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import json
 import os
 import tomllib
 import types
@@ -760,7 +761,10 @@ def _coerce(value, tp, where: str):
         return value
     if tp is str:
         if not isinstance(value, str):
-            _fail(where, f"must be a string, got {value!r}")
+            text = json.dumps(value) if isinstance(value, (int, float, bool)) else None
+            _fail(where, f"must be a string, got {value!r}",
+                  f"quote it: {where} = \"{text}\" in the recipe, or --set "
+                  f"{where}='\"{text}\"'" if text is not None else None)
         return value
     return value
 

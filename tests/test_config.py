@@ -177,6 +177,10 @@ def test_reward_functions_take_no_rule_weights(tmp_path) -> None:
     assert "1 weights for 2 reward functions" in msg
     msg = _error([f'stages.zero.reward_function=["{fn}:f", 3]'])
     assert "stages.zero.reward_function[1]: must be a string" in msg
+    # a number where text belongs (--set KEY=123 reads a number): how to quote it
+    msg = _error(["stages.zero.system_prompt=123"])
+    assert "must be a string, got 123" in msg
+    assert """--set stages.zero.system_prompt='"123"'""" in msg
     # rule-reward settings beside it have no effect: a note when the stage starts (not an
     # error, so that runs that set them still resume)
     from r1kit.config import unused_with_reward_function
