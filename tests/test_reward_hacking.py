@@ -19,6 +19,10 @@ PROBES = {
     "boxed list of guesses": ("<think>x</think><answer>\\boxed{41, 42, 43}</answer>", 0.0, 1.0),
     "a guess in text inside the box": (
         "<think>x</think><answer>\\boxed{42 \\text{ (or 41)}}</answer>", 0.0, 1.0),
+    "guesses joined by or": ("<think>x</think><answer>x = 41 or x = 42</answer>", 0.0, 1.0),
+    "guesses joined by \\lor in the box": (
+        "<think>x</think><answer>\\boxed{x = 41 \\lor x = 42}</answer>", 0.0, 1.0),
+    "a false equation of numbers": ("<think>x</think><answer>7 = 42</answer>", 0.0, 1.0),
     "answer only in the reasoning": ("<think>so it is \\boxed{42}</think><answer></answer>",
                                      0.0, 1.0),
     "unterminated reasoning": ("<think>so it is \\boxed{42}", 0.0, 0.0),
@@ -65,7 +69,7 @@ def test_every_scoring_path_reads_answers_the_same_way(math_task):
     completions = [PROBES[n][0] for n in names]
     examples = [Example(question="q", answer="42")] * len(names)
     scored = CombinedReward(math_task).score(completions, examples)
-    answers, statuses = final_answers(math_task, completions)
+    answers, statuses = final_answers(math_task, completions, examples)
     verdicts = _verify_all(math_task, answers, examples)
     for name, (score, parts), verdict, st in zip(names, scored, verdicts, statuses):
         accuracy = PROBES[name][1]

@@ -91,6 +91,8 @@ def hedges_in_text(answer: str, reference=None) -> bool:
     where the reference is known to be one value (not several parts, not ±). Otherwise left
     to the verifier: "x = 3 \\text{ or } x = -3" for a two-root reference, "5 \\text{ or
     more}", "12 \\text{ (base 10)}"."""
+    if _contradiction(answer) or _hedged_plainly(answer, reference):
+        return True
     groups = [g for g in _TEXT_GROUP.findall(answer) if _HEDGE_WORDS.search(g)]
     if not groups:
         return False
@@ -99,6 +101,32 @@ def hedges_in_text(answer: str, reference=None) -> bool:
     if reference is None or _parts(reference) > 1 or "pm" in str(reference):
         return False
     return len(set(re.findall(r"\d+(?:\.\d+)?", answer))) > 1
+
+
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_NUMBER_CHAIN = re.compile(rf"{_NUMBER}(?:={_NUMBER})+")
+
+
+def _contradiction(answer: str) -> bool:
+    """An answer that equates different numbers ("7 = 4", "1 = 2 = 3 = 4"): the verifier
+    would read its last side alone."""
+    text = re.sub(r"\s+", "", answer)
+    if not _NUMBER_CHAIN.fullmatch(text):
+        return False
+    return len({float(v) for v in text.split("=")}) > 1
+
+
+def _hedged_plainly(answer: str, reference) -> bool:
+    """Two different numbers joined by "or" outside \\text{} ("x = 3 or x = 4", "x=3 \\lor
+    x=4") where the reference is one plain value (no comma, no ±, no "or" of its own), which
+    the verifier would read as its last value alone."""
+    ref = str(reference) if reference is not None else ""
+    if not ref or "," in ref or "pm" in ref or re.search(r"\bor\b|\\lor|\\vee", ref):
+        return False
+    outside = _TEXT_GROUP.sub(" ", answer)
+    if not re.search(r"\bor\b|\\lor\b|\\vee\b", outside):
+        return False
+    return len({float(v) for v in re.findall(_NUMBER, outside)}) > 1
 
 
 def _parts(reference) -> int:
