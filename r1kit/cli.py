@@ -105,10 +105,13 @@ def _parser() -> argparse.ArgumentParser:
 def _say(text: str) -> None:
     """One line (or a few) on stderr in one write, prefixed "r1kit: ", naming the process's
     rank under torchrun (so that ranks' messages neither interleave nor look alike)."""
-    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE", "1")
-    who = f"r1kit (rank {rank})" if rank is not None and world != "1" else "r1kit"
-    sys.stderr.write(f"{who}: {text}\n")
+    sys.stderr.write(f"{_who()}: {text}\n")
     sys.stderr.flush()
+
+
+def _who() -> str:
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE", "1")
+    return f"r1kit (rank {rank})" if rank is not None and world != "1" else "r1kit"
 
 
 def _echo_rank() -> bool:
@@ -131,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
-    shown = warnings.showwarning
-    warnings.showwarning = _show_warning
+    formatted = warnings.formatwarning
+    warnings.formatwarning = _format_warning  # (recorded warnings, as pytest's, stay records)
     try:
         return _main(args)
     finally:
-        warnings.showwarning = shown
+        warnings.formatwarning = formatted
         if in_main:
             signal.signal(signal.SIGTERM, previous)
 
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 _PACKAGE = Path(__file__).resolve().parent
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     """A warning as one line, "r1kit: warning: ...": r1kit's own without the line of its
     code that warned; another's (your reward function's, a library's) with its file and line,
     without the source line Python would print."""
@@ -152,7 +155,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         own = Path(filename).resolve().is_relative_to(_PACKAGE)
     except (OSError, ValueError):
         own = False
-    _say(f"warning: {message}" + ("" if own else f" ({filename}:{lineno})"))
+    return f"{_who()}: warning: {message}" + ("" if own else f" ({filename}:{lineno})") + "\n"
 
 
 def _main(args) -> int:

@@ -115,6 +115,14 @@ def test_code_answers_are_read_as_code_on_every_scoring_path(tmp_path, monkeypat
     ex = human.test_examples()[0]
     body_only = f"```python\n{ex.meta['row']['canonical_solution']}```"
     assert _Verdicts(human).score([body_only], [ex])[0][0] == 1.0
+    # r1kit score --reward code scores the HumanEval row the same way (it gave 0: the body
+    # ran alone, without the prompt's signature)
+    from r1kit.rewards.code import score_code_row, score_code_rows
+
+    row = {**ex.meta["row"], "completion": "<think>x</think>\n" + body_only}
+    assert score_code_row(row)[0] == 1.0 and score_code_rows([row])[0][0] == 1.0
+    wrong = {**row, "completion": "```python\n    return None\n```"}
+    assert score_code_rows([wrong])[0][0] == 0.0
     assert getattr(mbpp, "votes", True) is False and task.votes is False
     assert getattr(BenchmarkTask("gsm8k"), "votes", True) is True
 

@@ -356,7 +356,7 @@ def test_version(capsys):
     assert done.value.code == 0 and capsys.readouterr().out == f"r1kit {__version__}\n"
 
 
-def test_warnings_are_one_line(monkeypatch, capsys):
+def test_warnings_are_one_line(monkeypatch):
     """Under the command line a warning is one line: r1kit's own without the line of r1kit's
     code that warned, another's with its file and line (Python printed both, and the source
     line)."""
@@ -364,15 +364,12 @@ def test_warnings_are_one_line(monkeypatch, capsys):
 
     from r1kit import cli
 
-    def warns(args):
-        warnings.warn_explicit("an own warning", UserWarning, cli.__file__, 1)
-        warnings.warn_explicit("a user's warning", UserWarning, "/home/me/rewards.py", 16)
-        return 0
-
-    monkeypatch.setattr(cli, "_main", warns)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        assert cli.main(["report", "x"]) == 0
-    assert capsys.readouterr().err == ("r1kit: warning: an own warning\n"
-                                       "r1kit: warning: a user's warning "
-                                       "(/home/me/rewards.py:16)\n")
+    during = []
+    monkeypatch.setattr(cli, "_main", lambda args: during.append(warnings.formatwarning) or 0)
+    before = warnings.formatwarning
+    assert cli.main(["report", "x"]) == 0
+    assert during == [cli._format_warning] and warnings.formatwarning is before
+    own = cli._format_warning("an own warning", UserWarning, cli.__file__, 1)
+    theirs = cli._format_warning("a user's warning", UserWarning, "/home/me/rewards.py", 16)
+    assert own == "r1kit: warning: an own warning\n"
+    assert theirs == "r1kit: warning: a user's warning (/home/me/rewards.py:16)\n"

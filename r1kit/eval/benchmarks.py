@@ -115,8 +115,7 @@ class BenchmarkTask(_HeldOut):
     def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
         if self.spec.kind == "math":
             return super().verify_batch(answers, examples)
-        return code_scores(answers, [ex.meta["row"] for ex in examples],
-                           [self.name == "humaneval"] * len(examples))
+        return code_scores(answers, [ex.meta["row"] for ex in examples])
 
 
 DATA_SUFFIXES = (".jsonl", ".parquet")

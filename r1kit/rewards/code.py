@@ -128,6 +128,19 @@ def _completion(row: dict, completion: str | None) -> str:
     return completion
 
 
+def _program(row: dict, code: str | None) -> str | None:
+    """The program to test: the completion's code, or for a HumanEval row (`test`,
+    `entry_point`, `prompt`) whose code does not define the entry point, the function's body
+    alone (as HumanEval's completions are), put under the prompt's signature and docstring."""
+    if code is None or not ("test" in row and isinstance(row.get("entry_point"), str)
+                            and isinstance(row.get("prompt"), str)):
+        return code
+    if re.search(rf"^\s*def\s+{re.escape(row['entry_point'])}\s*\(", code, re.MULTILINE):
+        return code
+    body = textwrap.indent(textwrap.dedent(code), "    ")
+    return f"{row['prompt'].rstrip()}\n{body}"
+
+
 def score_code_row(row: dict, completion: str | None = None, *, pass_fraction: bool = False,
                    limits: Limits | None = None, isolation: str | None = None
                    ) -> tuple[float, dict[str, Any]]:
@@ -135,7 +148,7 @@ def score_code_row(row: dict, completion: str | None = None, *, pass_fraction: b
     row["completion"]. parts: accuracy, passed, total, has_code, complete (numbers) and
     status (a RunResult status, "no_code" or "no_report")."""
     spec = tests_from_row(row)
-    code = extract_code(_completion(row, completion))
+    code = _program(row, extract_code(_completion(row, completion)))
     if code is None:
         return _parts(None, len(spec.tests), pass_fraction)
     outcome = run_tests(code, spec, limits=limits or DEFAULT_LIMITS, isolation=isolation)
@@ -154,7 +167,7 @@ def score_code_rows(rows: Sequence[dict], completions: Sequence[str | None] | No
     if len(completions) != len(rows):
         raise ValueError(f"{len(rows)} rows but {len(completions)} completions")
     specs = [tests_from_row(row) for row in rows]
-    codes = [extract_code(_completion(row, c)) for row, c in zip(rows, completions)]
+    codes = [_program(row, extract_code(_completion(row, c))) for row, c in zip(rows, completions)]
     todo = [i for i, code in enumerate(codes) if code is not None]
     outcomes: dict[int, TestOutcome] = {}
     if todo:

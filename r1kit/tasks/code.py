@@ -12,8 +12,6 @@ all of them pass, else 0.
 
 from __future__ import annotations
 
-import re
-import textwrap
 from pathlib import Path
 
 from r1kit.errors import R1kitError
@@ -33,22 +31,13 @@ def code_answers(responses: list[str]) -> tuple[list[str | None], list[str]]:
     return [answer_part(r) for r in responses], ["ok"] * len(responses)
 
 
-def code_scores(answers: list[str | None], rows: list[dict], humaneval: list[bool]) -> list[float]:
-    """1.0 / 0.0 per (answer part, row): its last python block passes all the row's tests.
-    `humaneval`: per row, whether the row's `prompt` (HumanEval's signature and docstring)
-    goes before the code."""
-    from r1kit.rewards.code import extract_code, score_code_rows
+def code_scores(answers: list[str | None], rows: list[dict]) -> list[float]:
+    """1.0 / 0.0 per (answer part, row): its last python block passes all the row's tests,
+    as `r1kit score --reward code` scores it (r1kit.rewards.code; a HumanEval row's body-only
+    answer goes under the prompt's signature)."""
+    from r1kit.rewards.code import score_code_rows
 
-    completions = []
-    for answer, row, prefix in zip(answers, rows, humaneval):
-        answer = f"<answer>{answer or ''}</answer>"  # the answer part, as the reward reads it
-        code = extract_code(answer)
-        if code is not None and prefix:
-            if not re.search(rf"^\s*def\s+{re.escape(str(row['entry_point']))}\s*\(", code,
-                             re.MULTILINE):  # the function's body alone, as HumanEval's completions
-                code = textwrap.indent(code, "    ")
-            answer = f"<answer>```python\n{row['prompt']}\n{code}\n```</answer>"
-        completions.append(answer)
+    completions = [f"<answer>{answer or ''}</answer>" for answer in answers]  # as the reward
     return [float(score) for score, _ in score_code_rows(rows, completions)]
 
 
@@ -78,10 +67,9 @@ def read_code_examples(path, question_field: str) -> list[Example]:
             tests_from_row(row)
         except R1kitError as exc:
             raise R1kitError(f"{path}:{n}: {exc.args[0]}", exc.hint) from exc
-        humaneval = "test" in row and "entry_point" in row and isinstance(row.get("prompt"), str)
         out.append(Example(question=with_instruction(question, CODE_INSTRUCTION), answer="",
                            level=row.get("level") if isinstance(row.get("level"), int) else None,
-                           meta={"row": row, "humaneval": humaneval}))
+                           meta={"row": row}))
     return out
 
 
@@ -108,5 +96,4 @@ class CodeTask:
         return self.verify_batch([answer], [example])[0]
 
     def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
-        return code_scores(answers, [e.meta["row"] for e in examples],
-                           [bool(e.meta.get("humaneval")) for e in examples])
+        return code_scores(answers, [e.meta["row"] for e in examples])
