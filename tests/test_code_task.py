@@ -145,3 +145,32 @@ def test_code_answers_are_read_as_code_on_every_scoring_path(tmp_path, monkeypat
                    temperature=0.6, top_p=0.95, max_new_tokens=4, stop_ids=[0], seed=0)
     assert res.pass_at_1 == pytest.approx(0.75)
     assert res.cons_at_k is None and res.as_record()["cons@2"] is None
+
+
+def test_a_code_check_that_times_out_is_counted(tmp_path, monkeypatch):
+    """Tests whose setup never ends: every program runs past the sandbox's wall clock. The
+    grpo reward counts them (reward/timeouts, against max_reward_failures) instead of
+    training on silent zeros (it logged timeouts 0); a program that fails its tests is the
+    response's own 0, not a failure of the check."""
+    import dataclasses
+
+    import r1kit.rewards.code as code_reward
+    from r1kit.rewards.combined import CombinedReward
+    from r1kit.tasks.code import CodeTask
+
+    monkeypatch.setattr(code_reward, "DEFAULT_LIMITS",
+                        dataclasses.replace(code_reward.DEFAULT_LIMITS, wall_seconds=1.0,
+                                            cpu_seconds=1.0))
+    data = tmp_path / "code.jsonl"
+    data.write_text(json.dumps({"question": "Write add(a, b).", "tests": ["assert add(2, 3) == 5"],
+                                "setup": "import time\ntime.sleep(100)"}) + "\n"
+                    + json.dumps({"question": "Write add(a, b).",
+                                  "tests": ["assert add(2, 3) == 5"]}) + "\n")
+    task = CodeTask(data)
+    hang, plain = task.train_examples()
+    right = "<think>x</think>\n```python\ndef add(a, b):\n    return a + b\n```"
+    wrong = "<think>x</think>\n```python\ndef add(a, b):\n    return a - b\n```"
+    scored = CombinedReward(task).score([right, right, wrong], [hang, plain, plain])
+    assert [p["accuracy"] for _, p in scored] == [0.0, 1.0, 0.0]
+    assert [p["timeouts"] for _, p in scored] == [1.0, 0.0, 0.0]
+    assert [p["errors"] for _, p in scored] == [0.0, 0.0, 0.0]

@@ -35,10 +35,21 @@ def code_scores(answers: list[str | None], rows: list[dict]) -> list[float]:
     """1.0 / 0.0 per (answer part, row): its last python block passes all the row's tests,
     as `r1kit score --reward code` scores it (r1kit.rewards.code; a HumanEval row's body-only
     answer goes under the prompt's signature)."""
+    return [score for score, _ in code_results(answers, rows)]
+
+
+def code_results(answers: list[str | None], rows: list[dict]) -> list[tuple[float, str]]:
+    """(score, status) per (answer part, row), as code_scores: status "timeout" where the
+    program ran past the sandbox's time limit (a hang, or tests whose setup never ends),
+    "error" where the sandbox itself failed, else "ok" (a program that fails its tests or
+    raises is the response's own 0). The grpo stage counts them as reward/timeouts and
+    reward/errors, against max_reward_failures."""
     from r1kit.rewards.code import score_code_rows
 
     completions = [f"<answer>{answer or ''}</answer>" for answer in answers]  # as the reward
-    return [float(score) for score, _ in score_code_rows(rows, completions)]
+    status = {"timeout": "timeout", "sandbox_error": "error"}
+    return [(float(score), status.get(parts.get("status"), "ok"))
+            for score, parts in score_code_rows(rows, completions)]
 
 
 def read_code_examples(path, question_field: str) -> list[Example]:
@@ -97,3 +108,7 @@ class CodeTask:
 
     def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
         return code_scores(answers, [e.meta["row"] for e in examples])
+
+    def verify_detailed(self, answers: list[str], examples: list[Example]
+                        ) -> list[tuple[float, str]]:
+        return code_results(answers, [e.meta["row"] for e in examples])
