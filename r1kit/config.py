@@ -1005,6 +1005,13 @@ def _check_data_files(cfg, where: str) -> bool:
                 _fail(f"{where}.template", f"{path} gives prompts as chat messages, which "
                       f"need template = 'chat', not {cfg.template!r}",
                       "set template = \"chat\" (a model with a chat template)")
+        continued = [q for q in questions if isinstance(q, list) and q
+                     and isinstance(q[-1], dict) and q[-1].get("role") == "assistant"]
+        if continued and getattr(cfg, "prefill", ""):  # (found at the first prompt before)
+            _fail(f"{where}.prefill", f"{path} has prompts that end with an assistant message, "
+                  "which the response continues, and the prefill "
+                  f"{cfg.prefill!r} would go after that message",
+                  "set prefill = \"\", or end those conversations with the user's message")
     if isinstance(cfg, RewardModelConfig) and cfg.data == "file":
         from r1kit.stages.reward_model import read_reward_rows
 

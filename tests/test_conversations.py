@@ -349,3 +349,47 @@ def test_chat_sft_ends_responses_with_the_templates_end_of_turn(bpe_checkpoint, 
     gen = json.loads((tmp_path / "run" / "sft" / "generation_config.json").read_text())
     eos = gen["eos_token_id"]
     assert im_end in (eos if isinstance(eos, list) else [eos])
+
+
+def test_the_format_check_reads_a_continued_assistant_message(tmp_path):
+    """A prompt whose conversation ends with the assistant's "<think>\\n" (the response
+    continues it): the format check reads the response after that message, so a response
+    that closes the reasoning and summarises has R1's format (it scored 0 on every sample:
+    the opening tag was in the prompt). Opening it again is two tags: 0."""
+    from r1kit.rewards.combined import CombinedReward
+    from r1kit.rewards.rule import RuleReward
+    from r1kit.tasks.base import Example
+    from r1kit.tasks.math import MathTask
+
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"question": "q", "answer": "4"}\n')
+    task = MathTask("m", path)
+    continued = Example(question=[{"role": "user", "content": "What is 2 + 2?"},
+                                  {"role": "assistant", "content": "<think>\n"}], answer="4")
+    plain = Example(question="What is 2 + 2?", answer="4")
+    closes = "2 + 2 = 4\n</think>\nThe answer is \\boxed{4}."
+    reopens = "<think>2 + 2 = 4\n</think>\nThe answer is \\boxed{4}."
+    scored = CombinedReward(task, format_style="think").score(
+        [closes, reopens, closes], [continued, continued, plain])
+    assert [p["format"] for _, p in scored] == [1.0, 0.0, 0.0]
+    assert [p["accuracy"] for _, p in scored] == [1.0, 1.0, 1.0]
+    rule = RuleReward(task, format_style="think")
+    assert rule(closes, continued)[1]["format"] == 1.0 and rule(closes, plain)[1]["format"] == 0.0
+
+
+def test_a_prefill_after_a_continued_assistant_message_is_refused_before_any_stage(
+        tmp_path, bpe_checkpoint):
+    """It was found when the grpo stage encoded its first prompt, after the stages before it
+    had run."""
+    from r1kit.config import check_inputs, recipe_from_dict
+
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question": [{"role": "user", "content": "What is 2 + 2?"},
+                                             {"role": "assistant", "content": "<think>\n"}],
+                                "answer": "4"}) + "\n")
+    stages = {"rl": {"kind": "grpo", "model": str(bpe_checkpoint), "task": "math",
+                     "train_file": str(data), "template": "chat", "prefill": "<think>\n"}}
+    with pytest.raises(R1kitError, match="stages.rl.prefill: .*end with an assistant message"):
+        check_inputs(recipe_from_dict({"stages": stages}))
+    stages["rl"]["prefill"] = ""
+    check_inputs(recipe_from_dict({"stages": stages}))

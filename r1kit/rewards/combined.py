@@ -24,7 +24,7 @@ import torch
 
 from r1kit.rewards.answers import final_answers
 from r1kit.rewards.language import language_reward
-from r1kit.rewards.rule import format_reward
+from r1kit.rewards.rule import continued_text, format_reward
 from r1kit.tasks.base import Example, Task
 from r1kit.templates import prompt_text
 
@@ -152,7 +152,8 @@ class CombinedReward:
         out = []
         for i, (response, example, kind) in enumerate(zip(responses, examples, kinds)):
             p = parts[i]
-            p["format"] = format_reward(response, self.format_style)
+            p["format"] = format_reward(continued_text(example.question) + response,
+                                        self.format_style)
             p["language"] = language_reward(response, self.language_target,
                                             prompt_text(example.question))[0]
             main = (self.accuracy_weight * p["accuracy"] if kind == "reasoning"

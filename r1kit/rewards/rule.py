@@ -51,6 +51,17 @@ def format_reward(response: str, style: str = "answer") -> float:
     return 1.0 if _FORMAT_RE.fullmatch(response) else 0.0
 
 
+def continued_text(question) -> str:
+    """The content of a conversation's final assistant message, which the response continues
+    (a prompt of chat messages ending with "<think>\\n" as the assistant's), else "": the
+    format check reads the response after it, so that its opening tag counts."""
+    if isinstance(question, list) and question and isinstance(question[-1], dict) \
+            and question[-1].get("role") == "assistant":
+        content = question[-1].get("content")
+        return content if isinstance(content, str) else ""
+    return ""
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, braces balanced."""
     start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
@@ -116,6 +127,6 @@ class RuleReward:
 
         (answer,), (status,) = final_answers(self.task, [response], [example])
         accuracy = self.task.verify(answer, example) if answer is not None else 0.0
-        fmt = format_reward(response, self.format_style)
+        fmt = format_reward(continued_text(example.question) + response, self.format_style)
         score = self.accuracy_weight * accuracy + self.format_weight * fmt
         return score, {"accuracy": accuracy, "format": fmt, "hedged": float(status == "hedged")}
