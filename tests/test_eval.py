@@ -179,9 +179,14 @@ def test_eval_command_runs_every_benchmark(tmp_path, bpe_checkpoint, capsys):
     assert json.loads(out.read_text())["settings"]["template"] == "chat"
 
 
-def test_eval_command_errors(tmp_path, capsys):
+def test_eval_command_errors(tmp_path, capsys, bpe_checkpoint):
     assert main(["eval", "--model", str(tmp_path / "none"), "--bench", "gsm8k"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    code = tmp_path / "code.jsonl"  # code problems of your own: an eval stage's, not --bench's
+    code.write_text('{"question": "Write add(a, b).", "tests": ["assert add(1, 2) == 3"]}\n')
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", str(code)]) == 2
+    err = capsys.readouterr().err
+    assert "holds code problems" in err and 'task = "code"' in err
     (tmp_path / "config.json").write_text("{}")  # a checkpoint's file, not its directory
     assert main(["eval", "--model", str(tmp_path / "config.json"), "--bench", "gsm8k"]) == 2
     assert "is a file, not a model directory" in capsys.readouterr().err
