@@ -401,7 +401,8 @@ def _evals_section(run: Run, report: Path, figures: Path) -> list[str]:
             if isinstance(ci, list) and len(ci) == 2 and all(_num(v) is not None for v in ci):
                 pass1 += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
             key, cons = _cons(r)
-            cell = _pct(cons) + (f" ({key})" if len(ks) > 1 and cons is not None else "")
+            cell = (_pct(cons) + (f" ({key})" if len(ks) > 1 else "") if cons is not None
+                    else "—")  # no vote (code: programs are not voted on)
             row = [stage, _eval_label(r), str(r.get("benchmark", "")), pass1, cell,
                    _fixed(r.get("mean_tokens"))]
             if with_reflect:

@@ -9,6 +9,7 @@ scoring starts and without touching the output file.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -64,6 +65,9 @@ def test_math_scores_in_order_with_fields_kept(tmp_path, capsys) -> None:
         assert list(got)[:len(given)] == list(given)  # field order kept too
     assert rows[5]["parts"] == {"accuracy": 0.0, "timeout": 0.0, "hedged": 1.0, "error": 0.0}
     assert capsys.readouterr().out == ""  # everything went to the file
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file it writes (not 0600)
 
 
 def test_math_reference_under_another_field_name(tmp_path, capsys) -> None:

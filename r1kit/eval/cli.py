@@ -193,8 +193,9 @@ def _run_eval(args) -> list[dict]:
         instruction = instruction if instruction is not None else not own
         print(f"prompts as stage {stage!r} trained this model: template {template!r}, "
               f"prefill {prefill!r}, max_new_tokens {args.max_new_tokens}"
-              + (f", system turn {system_text(system)[:40]!r}…"
-                                        if template == "chat" and system_text(system) else "")
+              + (f", system turn {system_text(system)[:40]!r}"
+                 + ("…" if len(system_text(system)) > 40 else "")
+                 if template == "chat" and system_text(system) else "")
               + (", your files' questions as they are" + (
                   " (as its evaluations)" if isinstance(settings.get("eval"), dict) else "")
                  if own and not instruction else "") + " (--template to choose another)")

@@ -147,7 +147,7 @@ def write_table(rows: list[dict], stage_dir: Path, k: int) -> None:
         for key, _ in cols:
             v = r.get(key)
             if v is None:
-                cells.append("")
+                cells.append("—")
             elif key == "mean_tokens":
                 cells.append(f"{v:.1f}")
             elif key == "helpful":  # a mean score in (0, 1), not a rate
