@@ -22,6 +22,8 @@ PROBES = {
     "guesses joined by or": ("<think>x</think><answer>x = 41 or x = 42</answer>", 0.0, 1.0),
     "guesses joined by \\lor in the box": (
         "<think>x</think><answer>\\boxed{x = 41 \\lor x = 42}</answer>", 0.0, 1.0),
+    "one value written twice, joined by or": (
+        "<think>x</think><answer>x = 42 or x = \\frac{84}{2}</answer>", 1.0, 1.0),
     "a false equation of numbers": ("<think>x</think><answer>7 = 42</answer>", 0.0, 1.0),
     "answer only in the reasoning": ("<think>so it is \\boxed{42}</think><answer></answer>",
                                      0.0, 1.0),

@@ -117,16 +117,38 @@ def _contradiction(answer: str) -> bool:
 
 
 def _hedged_plainly(answer: str, reference) -> bool:
-    """Two different numbers joined by "or" outside \\text{} ("x = 3 or x = 4", "x=3 \\lor
-    x=4") where the reference is one plain value (no comma, no ±, no "or" of its own), which
-    the verifier would read as its last value alone."""
+    """Alternatives joined by "or" outside \\text{} whose values differ ("x = 3 or x = 4",
+    "x=3 \\lor x=4"; not "0.5 or 1/2") where the reference is one plain value (no comma, no
+    ±, no "or" of its own), which the verifier would read as its last value alone. Only
+    alternatives that are plain numbers or fractions (after an "x =") are compared: others
+    are left to the verifier."""
     ref = str(reference) if reference is not None else ""
     if not ref or "," in ref or "pm" in ref or re.search(r"\bor\b|\\lor|\\vee", ref):
         return False
     outside = _TEXT_GROUP.sub(" ", answer)
-    if not re.search(r"\bor\b|\\lor\b|\\vee\b", outside):
+    sides = re.split(r"\bor\b|\\lor\b|\\vee\b", outside)
+    if len(sides) < 2:
         return False
-    return len({float(v) for v in re.findall(_NUMBER, outside)}) > 1
+    values = [_plain_value(side) for side in sides]
+    known = {round(v, 9) for v in values if v is not None}
+    return len(known) > 1
+
+
+def _plain_value(text: str) -> float | None:
+    """The value of "3", "-2.5", "x = 3", "1/2", "\\frac{1}{2}" (spaces, $ and a trailing
+    period aside); None for anything else."""
+    text = re.sub(r"[\s$]", "", text).rstrip(".").removeprefix("(").removesuffix(")")
+    text = re.sub(r"^[a-zA-Z]\w*=", "", text)  # "x=3"
+    frac = re.fullmatch(rf"\\d?frac\{{({_NUMBER})\}}\{{({_NUMBER})\}}|({_NUMBER})/({_NUMBER})",
+                        text)
+    try:
+        if frac:
+            a, b = (frac.group(1), frac.group(2)) if frac.group(1) else (frac.group(3),
+                                                                        frac.group(4))
+            return float(a) / float(b)
+        return float(text) if re.fullmatch(_NUMBER, text) else None
+    except ZeroDivisionError:
+        return None
 
 
 def _parts(reference) -> int:
