@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import json
+import math
 import os
 import tomllib
 import types
@@ -1005,9 +1005,9 @@ def _check_data_files(cfg, where: str) -> bool:
                 _fail(f"{where}.template", f"{path} gives prompts as chat messages, which "
                       f"need template = 'chat', not {cfg.template!r}",
                       "set template = \"chat\" (a model with a chat template)")
-        continued = [q for q in questions if isinstance(q, list) and q
-                     and isinstance(q[-1], dict) and q[-1].get("role") == "assistant"]
-        if continued and getattr(cfg, "prefill", ""):  # (found at the first prompt before)
+        from r1kit.templates import continues_assistant
+
+        if getattr(cfg, "prefill", "") and any(continues_assistant(q) for q in questions):
             _fail(f"{where}.prefill", f"{path} has prompts that end with an assistant message, "
                   "which the response continues, and the prefill "
                   f"{cfg.prefill!r} would go after that message",

@@ -454,7 +454,8 @@ def _merged_adapter(path: str | os.PathLike, dtype: torch.dtype):
     """The base model of a peft adapter directory with the adapter merged into its weights."""
     from peft import PeftModel
 
-    model = _load_whole(adapter_base(path), dtype)
+    base = adapter_base(path)
+    model = _load_whole(base, dtype)
     try:
         with quiet_loading(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # peft on transformers 5's names
@@ -463,7 +464,7 @@ def _merged_adapter(path: str | os.PathLike, dtype: torch.dtype):
         raise
     except Exception as exc:  # adapters that do not fit the base model, a corrupt file, ...
         raise R1kitError(f"could not load the LoRA adapter of {str(path)!r} on its base model "
-                         f"{str(adapter_base(path))!r}: {type(exc).__name__}: "
+                         f"{str(base)!r}: {type(exc).__name__}: "
                          f"{_first_line(exc)}", "the adapter must have been trained on that "
                          "base model (its adapter_config.json names it)") from exc
     for param in merged.parameters():  # peft loads for inference: frozen. A whole model

@@ -120,8 +120,7 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "",
         lead = system_text(system)
         if lead and not any(m["role"] == "system" for m in turns):
             turns = [{"role": "system", "content": lead}, *turns]
-        # a conversation that ends with an assistant message: the response continues it
-        cont = turns[-1]["role"] == "assistant"
+        cont = continues_assistant(turns)
         if cont and prefill:
             raise R1kitError("a conversation that ends with an assistant message is continued "
                              f"by the response, and the prefill {prefill!r} would go after that "
@@ -151,6 +150,13 @@ def render_prompt(question, template: str, tokenizer=None, prefill: str = "",
     if prefill.strip() and text.rstrip().endswith(prefill.strip()):
         return text  # the template opened the reasoning itself (e.g. "<think>\n")
     return text + prefill
+
+
+def continues_assistant(question) -> bool:
+    """Whether a prompt is a conversation that ends with an assistant message, which the
+    response continues (rather than starting the assistant's turn)."""
+    return (isinstance(question, list) and bool(question) and isinstance(question[-1], dict)
+            and question[-1].get("role") == "assistant")
 
 
 def end_of_turn_id(tokenizer) -> int | None:

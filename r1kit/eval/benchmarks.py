@@ -146,17 +146,22 @@ class FileBenchmark(_HeldOut):
                              f"--bench: file {self.name!r} not found",
                              "give a .jsonl or .parquet file, or a shipped benchmark's name")
         hint = "set --question-field / --answer-field to the right names"
-        from r1kit.tasks.math import read_rows
+        try:
+            examples = read_examples(self.path, question_field, answer_field, fields_hint=hint)
+        except R1kitError as exc:
+            from r1kit.tasks.math import read_rows
 
-        first = read_rows(self.path)[0][1]
-        if answer_field not in first and any(f in first for f in ("tests", "test_list", "test")):
-            raise R1kitError(f"--bench: {self.name!r} holds code problems (tests, no "
-                             f"{answer_field!r}): --bench FILE reads math problems",
-                             "evaluate code problems of your own with an eval stage, task = "
-                             "\"code\" and test_file = your file (README: code tasks), or the "
-                             "shipped humaneval / mbpp")
+            first = read_rows(self.path)[0][1]
+            if answer_field not in first and any(f in first for f in ("tests", "test_list",
+                                                                      "test")):
+                raise R1kitError(f"--bench: {self.name!r} holds code problems (tests, no "
+                                 f"{answer_field!r}): --bench FILE reads math problems",
+                                 "evaluate code problems of your own with an eval stage, task "
+                                 "= \"code\" and test_file = your file (README: code tasks), or "
+                                 "the shipped humaneval / mbpp") from exc
+            raise
         self._examples = []
-        for ex in read_examples(self.path, question_field, answer_field, fields_hint=hint):
+        for ex in examples:
             question = with_instruction(ex.question, MATH_INSTRUCTION) if instruction else ex.question
             self._examples.append(Example(question=question, answer=ex.answer, level=ex.level,
                                           meta={"problem": prompt_text(ex.question)}))

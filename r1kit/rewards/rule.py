@@ -55,11 +55,10 @@ def continued_text(question) -> str:
     """The content of a conversation's final assistant message, which the response continues
     (a prompt of chat messages ending with "<think>\\n" as the assistant's), else "": the
     format check reads the response after it, so that its opening tag counts."""
-    if isinstance(question, list) and question and isinstance(question[-1], dict) \
-            and question[-1].get("role") == "assistant":
-        content = question[-1].get("content")
-        return content if isinstance(content, str) else ""
-    return ""
+    from r1kit.templates import continues_assistant
+
+    content = question[-1].get("content") if continues_assistant(question) else None
+    return content if isinstance(content, str) else ""
 
 
 def last_boxed(text: str) -> str | None:
