@@ -181,6 +181,10 @@ class GRPOConfig:
     prefill: str = ""  # text the response is forced to begin with, e.g. "<think>\n"
     system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"
     #                                (r1kit's reasoning instruction), "" (none) or your own text
+    # task = "code": the request after each question: "r1kit" (r1kit's, for a ```python block,
+    # as the shipped code benchmarks ask), "" (none: the questions verbatim) or your own text
+    code_instruction: str = "r1kit"
+    code_timeout: float = 10.0  # task = "code": wall seconds per program run (CPU: half of it)
     # --- the paper's hyperparameters. The paper counts steps as policy updates of 512
     # samples (16 per rollout of 8,192); r1kit counts rollouts: its 10,400 steps are 650
     # rollouts, the reference reset every 400 updates is every 25 rollouts, and the length cap
@@ -501,6 +505,14 @@ def _check_task(cfg, where: str) -> None:
         if not getattr(cfg, need):
             _fail(f"{where}.{need}", f"task = {cfg.task!r} in {_a(cfg.kind)} stage needs a "
                   f"{need} (JSONL or parquet)")
+    if cfg.task == "code":
+        if not cfg.code_timeout > 0:
+            _fail(f"{where}.code_timeout", f"must be > 0 seconds, got {cfg.code_timeout}")
+    else:
+        for name in ("code_instruction", "code_timeout"):
+            if getattr(cfg, name) != getattr(type(cfg), name):
+                _fail(f"{where}.{name}", f"is for task = 'code'; this stage's task is "
+                      f"{cfg.task!r}", f"leave {name} out, or set task = \"code\"")
     if cfg.template not in TEMPLATES:
         _fail(f"{where}.template", f"unknown template {cfg.template!r}",
               f"use one of: {', '.join(TEMPLATES)}")
@@ -576,6 +588,10 @@ class SampleConfig:
     prefill: str = ""
     system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"
     #                                (r1kit's reasoning instruction), "" (none) or your own text
+    # task = "code": the request after each question: "r1kit" (r1kit's, for a ```python block,
+    # as the shipped code benchmarks ask), "" (none: the questions verbatim) or your own text
+    code_instruction: str = "r1kit"
+    code_timeout: float = 10.0  # task = "code": wall seconds per program run (CPU: half of it)
     prompts: int = 0  # training questions to sample from; 0 = all
     samples_per_prompt: int = 4
     keep_per_prompt: int = 1  # correct, readable samples kept per question (distinct texts)
@@ -652,6 +668,10 @@ class EvalStageConfig:
     prefill: str = ""
     system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"
     #                                (r1kit's reasoning instruction), "" (none) or your own text
+    # task = "code": the request after each question: "r1kit" (r1kit's, for a ```python block,
+    # as the shipped code benchmarks ask), "" (none: the questions verbatim) or your own text
+    code_instruction: str = "r1kit"
+    code_timeout: float = 10.0  # task = "code": wall seconds per program run (CPU: half of it)
     split: str = "main"
     k: int = 4
     temperature: float = 0.6

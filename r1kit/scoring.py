@@ -20,7 +20,8 @@ Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
             think: <think>…</think> then a summary, R1's). rule.format_reward.
 - language  needs completion; optional per-row `target` and `prompt`. Setting: target (en).
 - code      needs completion and tests (tests/setup, MBPP test_list/test_setup_code, or
-            HumanEval test/entry_point). Setting: pass_fraction (false). r1kit.rewards.code.
+            HumanEval test/entry_point). Settings: pass_fraction (false), timeout (wall s
+            per program, 10; CPU: half). r1kit.rewards.code.
 - file.py:function or module:function: your own reward function, called as in a GRPO stage
             (completions, prompts from `prompt` or `question`, answer, the other fields by
             name; r1kit.rewards.custom). Needs completion.
@@ -204,19 +205,12 @@ def _score_language(rows: list[dict], settings: dict) -> list[Scored]:
 
 
 def _score_code(rows: list[dict], settings: dict) -> list[Scored]:
-    # Imported here: the code reward lives in its own module, and the other rewards must
-    # work without it.
-    try:
-        from r1kit.rewards import code
-    except ImportError as exc:
-        raise R1kitError(f"the code reward is not available: {exc}",
-                         "it needs r1kit.rewards.code") from exc
-    completions = [r["completion"] for r in rows]
-    if hasattr(code, "score_code_rows"):
-        return list(code.score_code_rows(rows, completions,
-                                         pass_fraction=settings["pass_fraction"]))
-    return [code.score_code_row(r, c, pass_fraction=settings["pass_fraction"])
-            for r, c in zip(rows, completions)]
+    from r1kit.rewards.code import score_code_rows
+    from r1kit.tasks.code import code_limits
+
+    return list(score_code_rows(rows, [r["completion"] for r in rows],
+                                     pass_fraction=settings["pass_fraction"],
+                                     limits=code_limits(settings["timeout"])))
 
 
 @dataclass(frozen=True)
@@ -236,7 +230,9 @@ REWARDS: dict[str, Reward] = {
     }),
     "format": Reward(_check_format, _score_format, {"style": ("answer", _format_style)}),
     "language": Reward(_check_language, _score_language, {"target": ("en", _language_target)}),
-    "code": Reward(_check_code, _score_code, {"pass_fraction": (False, _boolean)}),
+    "code": Reward(_check_code, _score_code, {"pass_fraction": (False, _boolean),
+                                              # wall seconds per program (CPU: half)
+                                              "timeout": (10.0, _positive_number)}),
 }
 
 

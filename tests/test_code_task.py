@@ -147,26 +147,18 @@ def test_code_answers_are_read_as_code_on_every_scoring_path(tmp_path, monkeypat
     assert res.cons_at_k is None and res.as_record()["cons@2"] is None
 
 
-def test_a_code_check_that_times_out_is_counted(tmp_path, monkeypatch):
+def test_a_code_check_that_times_out_is_counted(tmp_path):
     """Tests whose setup never ends: every program runs past the sandbox's wall clock. The
     grpo reward counts them (reward/timeouts, against max_reward_failures) instead of
     training on silent zeros (it logged timeouts 0); a program that fails its tests is the
     response's own 0, not a failure of the check."""
-    import dataclasses
-
-    import r1kit.rewards.code as code_reward
-    from r1kit.rewards.combined import CombinedReward
-    from r1kit.tasks.code import CodeTask
-
-    monkeypatch.setattr(code_reward, "DEFAULT_LIMITS",
-                        dataclasses.replace(code_reward.DEFAULT_LIMITS, wall_seconds=1.0,
-                                            cpu_seconds=1.0))
     data = tmp_path / "code.jsonl"
     data.write_text(json.dumps({"question": "Write add(a, b).", "tests": ["assert add(2, 3) == 5"],
                                 "setup": "import time\ntime.sleep(100)"}) + "\n"
                     + json.dumps({"question": "Write add(a, b).",
                                   "tests": ["assert add(2, 3) == 5"]}) + "\n")
-    task = CodeTask(data)
+    task = CodeTask(data, timeout=1.0)  # the stages' code_timeout
+    assert (task.limits.wall_seconds, task.limits.cpu_seconds) == (1.0, 0.5)
     hang, plain = task.train_examples()
     right = "<think>x</think>\n```python\ndef add(a, b):\n    return a + b\n```"
     wrong = "<think>x</think>\n```python\ndef add(a, b):\n    return a - b\n```"
@@ -174,3 +166,44 @@ def test_a_code_check_that_times_out_is_counted(tmp_path, monkeypatch):
     assert [p["accuracy"] for _, p in scored] == [0.0, 1.0, 0.0]
     assert [p["timeouts"] for _, p in scored] == [1.0, 0.0, 0.0]
     assert [p["errors"] for _, p in scored] == [0.0, 0.0, 0.0]
+
+
+def test_code_instruction_and_timeout_are_settings(tmp_path):
+    """code_instruction: r1kit's python-block request by default, "" the questions verbatim
+    (as an sft stage reads the same file), or your own text; code_timeout the wall seconds of
+    each program (a program that sleeps 3 s passes under 10, times out under 1). Both only
+    with task = "code"."""
+    from r1kit.tasks import make_task
+
+    rows = [{"question": "Write add(a, b).", "tests": ["assert add(2, 3) == 5"]},
+            {"question": [{"role": "user", "content": "Write add(a, b)."}],
+             "tests": ["assert add(2, 3) == 5"]}]
+    data = _file(tmp_path, rows)
+    recipe = str(REPO / "recipes" / "zero-tiny.toml")
+    base = ['stages.zero.task="code"', f'stages.zero.train_file="{data}"']
+
+    def task(*sets):
+        return make_task(load_recipe(recipe, base + list(sets)).stages["zero"], 0)
+
+    text, chat = task().train_examples()
+    assert text.question == "Write add(a, b).\nWrite the complete Python code in a ```python code block."
+    assert chat.question[-1]["content"] == text.question
+    text, chat = task('stages.zero.code_instruction=""').train_examples()
+    assert text.question == "Write add(a, b)." and chat.question == rows[1]["question"]
+    text, _ = task('stages.zero.code_instruction="Answer in Python 3."').train_examples()
+    assert text.question == "Write add(a, b).\nAnswer in Python 3."
+
+    slow = "<think>x</think>\n```python\nimport time\ntime.sleep(3)\ndef add(a, b):\n    return a + b\n```"
+    patient = task()
+    hasty = task("stages.zero.code_timeout=1")
+    assert (patient.limits.wall_seconds, hasty.limits.wall_seconds) == (10.0, 1.0)
+    example = patient.train_examples()[0]
+    assert patient.verify_detailed([slow], [example]) == [(1.0, "ok")]
+    assert hasty.verify_detailed([slow], [example]) == [(0.0, "timeout")]
+
+    with pytest.raises(R1kitError, match="code_timeout: must be > 0"):
+        task("stages.zero.code_timeout=0")
+    with pytest.raises(R1kitError, match="code_instruction: is for task = 'code'"):
+        load_recipe(recipe, ['stages.zero.code_instruction=""'])
+    with pytest.raises(R1kitError, match="code_timeout: is for task = 'code'"):
+        load_recipe(recipe, ["stages.zero.code_timeout=3"])

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
-import r1kit.rewards
 from r1kit import scoring
 from r1kit.cli import main
 from r1kit.errors import R1kitError
@@ -135,29 +132,29 @@ def test_non_ascii_survives_the_round_trip(tmp_path) -> None:
 
 
 def test_code_reward_wiring(tmp_path, capsys, monkeypatch) -> None:
-    # A stand-in for r1kit.rewards.code (written elsewhere): checks that rows, completions and
-    # pass_fraction reach it and that its scores come back in order.
+    # A stand-in for the sandbox's scoring: checks that rows, completions, pass_fraction and
+    # the timeout (wall seconds, CPU half of it) reach it and that its scores come back in order.
+    import r1kit.rewards.code as code_reward
+
     calls = []
 
     def score_code_rows(rows, completions, *, pass_fraction=False, limits=None):
-        calls.append((rows, completions, pass_fraction))
+        calls.append((rows, completions, pass_fraction, limits))
         return [(float(len(c)), {"passed": float(len(c))}) for c in completions]
 
-    fake = types.ModuleType("r1kit.rewards.code")
-    fake.score_code_rows = score_code_rows
-    monkeypatch.setitem(sys.modules, "r1kit.rewards.code", fake)
-    monkeypatch.setattr(r1kit.rewards, "code", fake, raising=False)
+    monkeypatch.setattr(code_reward, "score_code_rows", score_code_rows)
     src = write_jsonl(tmp_path / "in.jsonl", [
         {"completion": "a", "tests": ["assert True"], "setup": ""},
         {"completion": "bb", "test_list": ["assert True"], "test_setup_code": ""},
         {"completion": "ccc", "test": "def check(f): pass", "entry_point": "f"}])
     assert main(["score", "--reward", "code", "--input", str(src),
-                 "--set", "pass_fraction=true"]) == 0
+                 "--set", "pass_fraction=true", "--set", "timeout=3"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["reward"] for r in rows] == [1.0, 2.0, 3.0]
-    [(given_rows, completions, pass_fraction)] = calls
+    [(given_rows, completions, pass_fraction, limits)] = calls
     assert completions == ["a", "bb", "ccc"] and pass_fraction is True
     assert given_rows[2]["entry_point"] == "f"
+    assert (limits.wall_seconds, limits.cpu_seconds) == (3.0, 1.5)
 
 
 def test_code_reward_real_module(tmp_path, capsys) -> None:
@@ -277,7 +274,8 @@ def test_parse_settings_types_and_defaults() -> None:
     assert scoring.parse_settings("math", [])["timeout"] == 5.0
     assert scoring.parse_settings("language", ["target=zh"]) == {"target": "zh"}
     assert scoring.parse_settings("language", ['target="prompt"']) == {"target": "prompt"}
-    assert scoring.parse_settings("code", ["pass_fraction=true"]) == {"pass_fraction": True}
+    assert scoring.parse_settings("code", ["pass_fraction=true"]) == {"pass_fraction": True,
+                                                                       "timeout": 10.0}
     assert scoring.parse_settings("format", []) == {"style": "answer"}
     assert scoring.parse_settings("format", ["style=think"]) == {"style": "think"}
 
@@ -292,6 +290,7 @@ def test_parse_settings_types_and_defaults() -> None:
         ("math", "workers=1.5", "workers"),
         ("language", "target=fr", "'fr'"),
         ("code", "pass_fraction=yes", "true or false"),
+        ("code", "timeout=-1", "> 0"),
         ("math", "timeout", "key=value"),
     ],
 )

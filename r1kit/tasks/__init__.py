@@ -19,7 +19,9 @@ def make_task(cfg, seed: int) -> Task:
         from r1kit.tasks.code import CodeTask
 
         return CodeTask(cfg.train_file, getattr(cfg, "test_file", "") or None,
-                        question_field=cfg.question_field)
+                        question_field=cfg.question_field,
+                        instruction=getattr(cfg, "code_instruction", "r1kit"),
+                        timeout=getattr(cfg, "code_timeout", None))
     from r1kit.tasks.math import MathTask
 
     if cfg.task == "gsm8k":

@@ -5,13 +5,15 @@ A JSONL or parquet file of your own, a row per problem: the question under `ques
 `tests` (and `setup`), MBPP's `test_list` (and `test_setup_code`), or HumanEval's `test` and
 `entry_point` (the row's `prompt`, the function's signature and docstring, is then put before
 the response's code, as HumanEval is scored). Each question is followed by the request for a
-```python block that the shipped code benchmarks make; the last python block of a response's
-answer part is run against the row's tests in the sandbox (r1kit/sandbox): accuracy 1 when
-all of them pass, else 0.
+```python block that the shipped code benchmarks make (`code_instruction`: "r1kit"; "" leaves
+the questions as they are, other text is appended instead); the last python block of a
+response's answer part is run against the row's tests in the sandbox (r1kit/sandbox), each
+program for at most `code_timeout` wall seconds: accuracy 1 when all of them pass, else 0.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from r1kit.errors import R1kitError
@@ -31,6 +33,24 @@ def code_answers(responses: list[str]) -> tuple[list[str | None], list[str]]:
     return [answer_part(r) for r in responses], ["ok"] * len(responses)
 
 
+def instruction_text(setting: str) -> str:
+    """The text a `code_instruction` setting appends to each question: "r1kit" is
+    CODE_INSTRUCTION, "" nothing, other text follows the question on a line of its own."""
+    if setting == "r1kit":
+        return CODE_INSTRUCTION
+    return "\n" + setting.strip() if setting.strip() else ""
+
+
+def code_limits(timeout: float | None):
+    """The sandbox's limits for one program with `timeout` wall seconds (None: the default,
+    10): the CPU limit is half of it, as the default's 5 of 10."""
+    from r1kit.rewards.code import DEFAULT_LIMITS
+
+    if timeout is None or timeout == DEFAULT_LIMITS.wall_seconds:
+        return DEFAULT_LIMITS
+    return replace(DEFAULT_LIMITS, wall_seconds=float(timeout), cpu_seconds=timeout / 2)
+
+
 def code_scores(answers: list[str | None], rows: list[dict]) -> list[float]:
     """1.0 / 0.0 per (answer part, row): its last python block passes all the row's tests,
     as `r1kit score --reward code` scores it (r1kit.rewards.code; a HumanEval row's body-only
@@ -38,7 +58,8 @@ def code_scores(answers: list[str | None], rows: list[dict]) -> list[float]:
     return [score for score, _ in code_results(answers, rows)]
 
 
-def code_results(answers: list[str | None], rows: list[dict]) -> list[tuple[float, str]]:
+def code_results(answers: list[str | None], rows: list[dict], limits=None
+                 ) -> list[tuple[float, str]]:
     """(score, status) per (answer part, row), as code_scores: status "timeout" where the
     program ran past the sandbox's time limit (a hang, or tests whose setup never ends),
     "error" where the sandbox itself failed, else "ok" (a program that fails its tests or
@@ -49,11 +70,13 @@ def code_results(answers: list[str | None], rows: list[dict]) -> list[tuple[floa
     completions = [f"<answer>{answer or ''}</answer>" for answer in answers]  # as the reward
     status = {"timeout": "timeout", "sandbox_error": "error"}
     return [(float(score), status.get(parts.get("status"), "ok"))
-            for score, parts in score_code_rows(rows, completions)]
+            for score, parts in score_code_rows(rows, completions, limits=limits)]
 
 
-def read_code_examples(path, question_field: str) -> list[Example]:
-    """The rows of a code data file as examples, checked: a question and tests in every row."""
+def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRUCTION
+                       ) -> list[Example]:
+    """The rows of a code data file as examples, checked: a question and tests in every row;
+    `instruction` (instruction_text) follows each question."""
     from r1kit.rewards.code import tests_from_row
     from r1kit.tasks.math import read_rows
     from r1kit.templates import check_messages, with_instruction
@@ -78,7 +101,7 @@ def read_code_examples(path, question_field: str) -> list[Example]:
             tests_from_row(row)
         except R1kitError as exc:
             raise R1kitError(f"{path}:{n}: {exc.args[0]}", exc.hint) from exc
-        out.append(Example(question=with_instruction(question, CODE_INSTRUCTION), answer="",
+        out.append(Example(question=with_instruction(question, instruction), answer="",
                            level=row.get("level") if isinstance(row.get("level"), int) else None,
                            meta={"row": row}))
     return out
@@ -91,11 +114,14 @@ class CodeTask:
     votes = False  # no cons@k: programs are not voted on (r1kit.eval.core.evaluate)
     read_answers = staticmethod(code_answers)
 
-    def __init__(self, train_file, test_file=None, question_field: str = "question"):
+    def __init__(self, train_file, test_file=None, question_field: str = "question",
+                 instruction: str = "r1kit", timeout: float | None = None):
         named = test_file or train_file
         self.name = Path(named).stem if named else "code"
-        self._train = read_code_examples(train_file, question_field) if train_file else []
-        self._test = read_code_examples(test_file, question_field) if test_file else []
+        text = instruction_text(instruction)
+        self._train = read_code_examples(train_file, question_field, text) if train_file else []
+        self._test = read_code_examples(test_file, question_field, text) if test_file else []
+        self.limits = code_limits(timeout)
 
     def train_examples(self) -> list[Example]:
         return list(self._train)
@@ -107,8 +133,8 @@ class CodeTask:
         return self.verify_batch([answer], [example])[0]
 
     def verify_batch(self, answers: list[str], examples: list[Example]) -> list[float]:
-        return code_scores(answers, [e.meta["row"] for e in examples])
+        return [score for score, _ in self.verify_detailed(answers, examples)]
 
     def verify_detailed(self, answers: list[str], examples: list[Example]
                         ) -> list[tuple[float, str]]:
-        return code_results(answers, [e.meta["row"] for e in examples])
+        return code_results(answers, [e.meta["row"] for e in examples], self.limits)
