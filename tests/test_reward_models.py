@@ -63,3 +63,58 @@ def test_reward_model_stages_learn_the_synthetic_labels(tmp_path, monkeypatch):
     assert helpful["pairwise_accuracy"] >= 0.75, helpful
     assert safety["safety_accuracy"] >= 0.75, safety
     assert (out / "helpful" / "config.json").is_file()
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_conversational_preference_rows_read_as_the_text_rows(tmp_path):
+    """TRL's preference formats: text with a prompt; a conversation as the prompt and one
+    assistant message per response; whole conversations without a prompt (the implicit
+    prompt). Each gives the reward model the same text as the plain row (the last user
+    message and the last assistant message, as a grpo stage's chat prompt is read)."""
+    import pytest
+
+    from r1kit.errors import R1kitError
+    from r1kit.stages.reward_model import read_reward_rows
+
+    user = {"role": "user", "content": "Say hello to Ann."}
+    system = {"role": "system", "content": "Be kind."}
+    good, bad = "<think> a greeting </think> Hello, Ann!", "<think> no </think> Go away."
+
+    def said(text):
+        return [{"role": "assistant", "content": text}]
+
+    rows = [{"prompt": user["content"], "chosen": good, "rejected": bad},
+            {"prompt": [system, user], "chosen": said(good), "rejected": said(bad)},
+            {"chosen": [system, user, *said(good)], "rejected": [system, user, *said(bad)],
+             "id": 7}]
+    read = read_reward_rows(_jsonl(tmp_path / "pairs.jsonl", rows), "pairwise")
+    texts = {(reward_text(r["prompt"], r["chosen"], True), reward_text(r["prompt"], r["rejected"], True))
+             for r in read}
+    assert texts == {("User: Say hello to Ann.. Assistant: Hello, Ann!",
+                      "User: Say hello to Ann.. Assistant: Go away.")}
+    assert read[2]["id"] == 7  # other fields kept
+    safety = read_reward_rows(_jsonl(tmp_path / "safe.jsonl", [
+        {"prompt": [user], "response": said(good), "safe": True},
+        {"response": [user, *said(bad)], "safe": 0}]), "pointwise")
+    assert [(r["prompt"], r["response"], r["safe"]) for r in safety] == [
+        (user["content"], good, True), (user["content"], bad, 0)]
+
+    def error(row, objective="pairwise"):
+        with pytest.raises(R1kitError) as info:
+            read_reward_rows(_jsonl(tmp_path / "bad.jsonl", [row]), objective)
+        return str(info.value)
+
+    assert "bad.jsonl:1: no field 'prompt'" in error({"chosen": good, "rejected": bad})
+    assert "continue different conversations" in error(
+        {"chosen": [user, *said(good)], "rejected": [system, user, *said(bad)]})
+    assert "must end with the assistant's response" in error(
+        {"prompt": "hi", "chosen": [user], "rejected": bad})
+    assert "field 'rejected' is an integer, not text or chat messages" in error(
+        {"prompt": "hi", "chosen": good, "rejected": 3})
+    assert "no field 'rejected'" in error({"prompt": "hi", "chosen": good})
+    assert "field 'safe' is 'false'" in error(
+        {"prompt": "hi", "response": good, "safe": "false"}, "pointwise")

@@ -29,8 +29,10 @@ from r1kit.errors import R1kitError
 from r1kit.models import load_reward_model, load_tokenizer, save_model
 from r1kit.tasks import general
 from r1kit.tasks.math import kind_of, read_rows
+from r1kit.templates import check_messages, prompt_text
 
 FIELDS = {"pairwise": ("prompt", "chosen", "rejected"), "pointwise": ("prompt", "response", "safe")}
+RESPONSES = {"pairwise": ("chosen", "rejected"), "pointwise": ("response",)}
 
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
@@ -59,23 +61,69 @@ def _rows(cfg: RewardModelConfig, seed: int) -> tuple[list[dict], list[dict]]:
 def read_reward_rows(path, objective: str) -> list[dict]:
     """The rows of a reward-model data file, checked: every field of the objective present,
     texts as text, `safe` true or false (or 1 or 0: a string such as "false" is an error, not
-    a true value)."""
-    rows = []
-    for n, row in read_rows(path):
-        for field in FIELDS[objective]:
-            if field not in row:
-                raise R1kitError(f"{path}:{n}: no field {field!r}",
-                                 f"{objective} rows need {', '.join(FIELDS[objective])}")
-            value = row[field]
-            if field == "safe":
-                if not (isinstance(value, bool)
-                        or (isinstance(value, (int, float)) and value in (0, 1))):
-                    raise R1kitError(f"{path}:{n}: field 'safe' is {value!r}",
-                                     "use true or false (or 1 or 0)")
-            elif not isinstance(value, str):
-                raise R1kitError(f"{path}:{n}: field {field!r} is {kind_of(value)}, not text")
-        rows.append(row)
-    return rows
+    a true value). TRL's conversational rows are read as text (_reward_row)."""
+    return [_reward_row(row, objective, f"{path}:{n}") for n, row in read_rows(path)]
+
+
+def _reward_row(row: dict, objective: str, where: str) -> dict:
+    """A row with its prompt and responses as text. As TRL's preference data, a response may
+    be chat messages ending with the assistant's ([{"role": "assistant", "content": ...}]) and
+    the prompt a conversation; the model reads the prompt's last user message and the last
+    assistant message, as it reads a chat prompt in a grpo stage (templates.prompt_text).
+    Without a `prompt` field, responses that are whole conversations carry it (TRL's
+    implicit prompt): the messages before their last one, the same for chosen and rejected."""
+    out, implied = dict(row), []
+    for field in RESPONSES[objective]:
+        if field not in row:
+            raise R1kitError(f"{where}: no field {field!r}",
+                             f"{objective} rows need {', '.join(FIELDS[objective])}")
+        context, out[field] = _response(row[field], f"{where}: field {field!r}")
+        implied.append(context)
+    if "prompt" in row:
+        value = row["prompt"]
+        if isinstance(value, list):
+            out["prompt"] = prompt_text(check_messages(value, f"{where}: field 'prompt'"))
+        elif not isinstance(value, str):
+            raise R1kitError(f"{where}: field 'prompt' is {kind_of(value)}, not text or chat "
+                             "messages")
+    elif implied[0] is None:
+        raise R1kitError(f"{where}: no field 'prompt'",
+                         f"{objective} rows need {', '.join(FIELDS[objective])} (or, as TRL's "
+                         "implicit prompt, responses that are whole conversations, user "
+                         "message first)")
+    elif any(context != implied[0] for context in implied):
+        raise R1kitError(f"{where}: 'chosen' and 'rejected' continue different conversations",
+                         "give the prompt as its own field, or the same messages before each "
+                         "response's last one")
+    else:
+        out["prompt"] = prompt_text(implied[0])
+    if objective == "pointwise":
+        value = row.get("safe")
+        if "safe" not in row:
+            raise R1kitError(f"{where}: no field 'safe'",
+                             f"{objective} rows need {', '.join(FIELDS[objective])}")
+        if not (isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1))):
+            raise R1kitError(f"{where}: field 'safe' is {value!r}",
+                             "use true or false (or 1 or 0)")
+    return out
+
+
+def _response(value, where: str) -> tuple[list[dict] | None, str]:
+    """(the conversation before the response, or None; the response's text) of a response
+    given as text or as chat messages whose last one is the assistant's."""
+    if isinstance(value, str):
+        return None, value
+    if not isinstance(value, list):
+        raise R1kitError(f"{where} is {kind_of(value)}, not text or chat messages")
+    if not value or not all(isinstance(m, dict) for m in value) \
+            or value[-1].get("role") != "assistant" or not isinstance(value[-1].get("content"), str):
+        raise R1kitError(f"{where}: chat messages must end with the assistant's response",
+                         '[{"role": "assistant", "content": "..."}], after the conversation '
+                         "if the row has no prompt field")
+    context = value[:-1]
+    if context:
+        return check_messages(context, where), value[-1]["content"]
+    return None, value[-1]["content"]
 
 
 def score_texts(model, tokenizer, texts: list[str]) -> torch.Tensor:
