@@ -118,3 +118,29 @@ def test_conversational_preference_rows_read_as_the_text_rows(tmp_path):
     assert "no field 'rejected'" in error({"prompt": "hi", "chosen": good})
     assert "field 'safe' is 'false'" in error(
         {"prompt": "hi", "response": good, "safe": "false"}, "pointwise")
+
+
+def test_data_that_teaches_or_measures_less_is_noted(tmp_path):
+    """Pairs whose sides differ only in the reasoning read the same to the helpful model
+    (summary only): no gradient; held-out rows that are training rows (one file for both)."""
+    from r1kit.stages.reward_model import data_notes, read_reward_rows
+
+    rows = [{"prompt": "Say hi.", "chosen": "<think> warm </think> Hi!",
+             "rejected": "<think> cold </think> Hi!"},
+            {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "Go away."}]
+    data = _jsonl(tmp_path / "pairs.jsonl", rows)
+    cfg = RewardModelConfig(objective="pairwise", data="file", train_file=str(data),
+                            test_file=str(tmp_path / "." / "pairs.jsonl"))
+    rows = read_reward_rows(data, "pairwise")
+    notes = data_notes(cfg, rows, rows)
+    assert notes[0].startswith("note: 1 of 2 training pairs read the same for chosen and "
+                               "rejected (the model reads only the summary")
+    assert "1 of 2 held-out pairs" in notes[1] and "count as wrong" in notes[1]
+    assert "2 of 2 held-out rows are also training rows (train_file and test_file are one " \
+           "file)" in notes[2]
+    cfg.summary_only, cfg.test_file = False, str(tmp_path / "other.jsonl")
+    assert data_notes(cfg, rows, rows[1:]) == [
+        ("note: 1 of 1 held-out rows are also training rows: the held-out accuracy is not "
+         "measured on unseen data")]
+    tiny = general.split(general.helpful_pairs(300, seed=0), 100)
+    assert data_notes(RewardModelConfig(objective="pairwise"), *tiny) == []

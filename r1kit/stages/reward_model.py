@@ -161,6 +161,37 @@ def epoch_order(rows: int, draws: int, gen: torch.Generator) -> list[int]:
     return order[:draws]
 
 
+def data_notes(cfg: RewardModelConfig, train: list[dict], test: list[dict]) -> list[str]:
+    """What makes the data teach or measure less than it seems: pairs whose two sides read the
+    same (the helpful model reads only the summary, so responses that differ only in their
+    reasoning are one text: no gradient, and a held-out one never counts as right), and
+    held-out rows that are also training rows."""
+    notes = []
+    if cfg.objective == "pairwise":
+        summary = cfg.scores_summary_only()
+        for rows, which in ((train, "training"), (test, "held-out")):
+            same = sum(reward_text(r["prompt"], r["chosen"], summary)
+                       == reward_text(r["prompt"], r["rejected"], summary) for r in rows)
+            if same:
+                notes.append(
+                    f"note: {same} of {len(rows)} {which} pairs read the same for chosen and "
+                    "rejected" + (" (the model reads only the summary after </think>; "
+                                  "summary_only = false reads the reasoning too)" if summary
+                                  else "") + ": they teach nothing"
+                    + (", and count as wrong in the accuracy" if which == "held-out" else ""))
+    key = ("prompt", "chosen", "rejected") if cfg.objective == "pairwise" \
+        else ("prompt", "response", "safe")
+    seen = {tuple(str(r[k]) for k in key) for r in train}
+    both = sum(tuple(str(r[k]) for k in key) in seen for r in test)
+    if both:
+        same_file = cfg.data != "tiny" and Path(cfg.train_file).resolve() == Path(
+            cfg.test_file).resolve()
+        notes.append(f"note: {both} of {len(test)} held-out rows are also training rows"
+                     + (" (train_file and test_file are one file)" if same_file else "")
+                     + ": the held-out accuracy is not measured on unseen data")
+    return notes
+
+
 def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, seed: int,
                      device: torch.device, dtype: torch.dtype, log=print) -> dict:
     torch.manual_seed(seed)
@@ -168,6 +199,8 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
     tokenizer.padding_side = "right"
     model = load_reward_model(model_path, device, dtype, tokenizer.pad_token_id)
     train, test = _rows(cfg, seed)
+    for note in data_notes(cfg, train, test):
+        log(note)
     steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
     opt = distributed.adamw(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
