@@ -337,8 +337,11 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
     if output_path is not None and output_path.is_dir():
         raise R1kitError(f"--output {str(output_path)!r} is a directory",
                          "give the path of the JSONL file to write")
-    if output_path is not None and not output_path.parent.is_dir():
-        raise R1kitError(f"output directory {str(output_path.parent)!r} does not exist")
+    if output_path is not None:  # missing directories are made, as r1kit eval --out makes them
+        existing = next(p for p in output_path.absolute().parents if p.exists())
+        if not existing.is_dir():
+            raise R1kitError(f"--output {str(output_path)!r}: {str(existing)!r} is a file, "
+                             "not a directory")
     numbered = read_rows(input_path)  # JSONL, or parquet by its suffix
     for n, row in numbered:
         problem = reward.check_row(row, settings)
@@ -355,6 +358,7 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
              for row, (score, parts) in zip(rows, scored)]
     text = "".join(line + "\n" for line in lines)
     if stream is None:
+        output_path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(output_path, text)
     else:
         stream.write(text)

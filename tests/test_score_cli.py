@@ -251,6 +251,22 @@ def test_no_output_file_when_scoring_fails(tmp_path, capsys, monkeypatch) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
 
+def test_output_directories_are_made(tmp_path, capsys) -> None:
+    """--output in directories that do not exist yet: made (as r1kit eval --out makes them),
+    only once the rows are scored; a file where a directory should be is an error."""
+    src = write_jsonl(tmp_path / "in.jsonl", [GOOD])
+    out = tmp_path / "new" / "deeper" / "out.jsonl"
+    assert main(["score", "--reward", "math", "--input", str(src), "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["reward"] == 1.0
+    capsys.readouterr()
+    err = run_error(capsys, ["score", "--reward", "math", "--input", str(src), "--output",
+                             str(src / "out.jsonl")])
+    assert "in.jsonl' is a file, not a directory" in err
+    run_error(capsys, ["score", "--reward", "maths", "--input", str(src), "--output",
+                       str(tmp_path / "other" / "out.jsonl")])
+    assert not (tmp_path / "other").exists()
+
+
 def test_unknown_reward_lists_valid_names(tmp_path, capsys) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [GOOD])
     err = run_error(capsys, ["score", "--reward", "maths", "--input", str(src)])
