@@ -260,8 +260,10 @@ def test_eval_prompts_a_model_as_its_r1kit_stage_trained_it(tmp_path, bpe_checkp
         out = tmp_path / "eval.json"
         assert main(["eval", "--model", str(model), "--bench", str(own), "--k", "1",
                      "--max-new-tokens", "4", "--out", str(out), *args]) == 0
-        saved = json.loads(out.read_text())["settings"]
-        assert {k: saved[k] for k in settings} == settings, (model, args)
+        saved = json.loads(out.read_text())
+        instruction = settings.pop("math_instruction")
+        assert saved["results"][0]["math_instruction"] is instruction, (model, args)
+        assert {k: saved["settings"][k] for k in settings} == settings, (model, args)
         said = "prompts as stage 'zero' trained this model" in capsys.readouterr().out
         assert said == (model != bpe_checkpoint and not args)
     # a chat stage's system turn: its system_prompt (r1kit's instruction when it set none)
@@ -288,6 +290,7 @@ def test_eval_greedy_verbatim_prompts_and_benchmark_spellings(tmp_path, bpe_chec
     assert [r["benchmark"] for r in saved["results"]] == ["math500", "aime2024"]
     assert all(r["k"] == 1 for r in saved["results"])  # greedy: one sample per problem
     assert saved["settings"]["template"] == "none" and saved["settings"]["temperature"] == 0
+    assert all(r["math_instruction"] is True for r in saved["results"])  # in their questions
     assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "gsm8k",
                  "--temperature", "0", "--k", "4"]) == 2
     assert "use --k 1" in capsys.readouterr().err
@@ -382,3 +385,22 @@ def test_plain_words_after_a_number_are_a_unit():
                               ("18 hundredths", "18"), ("18 or so", "18"),
                               ("18 is wrong", "18")):
         assert not check_equal(answer, reference), answer
+
+
+def test_eval_json_says_when_the_positions_capped_the_length(tmp_path, bpe_checkpoint):
+    """Without --max-new-tokens, a checkpoint no stage trained samples up to its last
+    position; the JSON's settings say so, and each result has the length it used."""
+    import shutil
+
+    model = tmp_path / "short"
+    shutil.copytree(bpe_checkpoint, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(model), "--bench", "tiny", "--limit", "2", "--k", "1",
+                 "--temperature", "0", "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["settings"]["max_new_tokens"] == 32768  # asked: the paper's
+    assert saved["settings"]["max_new_tokens_up_to_position"] == 64
+    [result] = saved["results"]
+    assert 1 <= result["max_new_tokens"] < 64 and "math_instruction" not in result

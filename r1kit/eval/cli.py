@@ -242,6 +242,10 @@ def _run_eval(args) -> list[dict]:
                        prefill=prefill, max_rows=args.generation_rows,
                        overlap=args.overlap_rewards)
         record = {"benchmark": name, **res.as_record(), "max_new_tokens": max_new,
+                  # the request for \boxed{}: in a shipped math benchmark's questions always
+                  **({"math_instruction": instruction is not False} if own else
+                     {"math_instruction": True} if name in BENCHMARKS
+                     and BENCHMARKS[name].kind == "math" else {}),
                   "samples": res.samples, "seconds": time.time() - t0}
         results.append(record)
     print(format_table(results))
@@ -253,9 +257,10 @@ def _run_eval(args) -> list[dict]:
                     "temperature": args.temperature, "top_p": args.top_p,
                     "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                     "limit": args.limit}
+        if positions is not None:  # each result's max_new_tokens: the length it used
+            settings["max_new_tokens_up_to_position"] = positions
         if any(is_data_file(n) for n in names):
-            settings.update(question_field=args.question_field, answer_field=args.answer_field,
-                            math_instruction=instruction is not False)
+            settings.update(question_field=args.question_field, answer_field=args.answer_field)
         out.write_text(json.dumps({"settings": settings, "results": results}, indent=2,
                                   ensure_ascii=False))
         print(f"results: {out}")
