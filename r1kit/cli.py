@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--generation-rows", type=int, default=1024,
-                    help="most sequences sampled at once (memory only)")
+                    help="most sequences sampled at once (memory; another value draws "
+                         "other samples from the same distribution)")
     ev.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     dec = sub.add_parser("decontaminate",
                          help="find training rows that share a 10-gram with benchmarks (or hold a "

@@ -125,6 +125,29 @@ def test_a_one_process_checkpoint_resumes_sharded(tmp_path_factory, monkeypatch)
     _check_same(one, two)
 
 
+def test_a_torchrun_checkpoint_resumes_on_one_process_with_its_seeding(tmp_path_factory,
+                                                                        monkeypatch):
+    """A recipe with the default rollout_seeding = "step" samples per question under torchrun
+    (always); resumed in one process from the step-1 checkpoint, it keeps seeding per
+    question, so it ends as the uninterrupted two-process run. It switched to step seeding and
+    drew other samples, silently."""
+    cache = tmp_path_factory.getbasetemp() / "dist-cache"
+    monkeypatch.setenv("R1KIT_CACHE", str(cache))
+    at = SETTINGS.index("stages.zero.rollout_seeding=question")
+    plain = SETTINGS[:at - 1] + SETTINGS[at + 1:]
+    monkeypatch.setattr(sys.modules[__name__], "SETTINGS", plain)
+    two = tmp_path_factory.mktemp("two-step-seeding")
+    _torchrun(two, cache, "--set", "run.threads=1")
+    one = tmp_path_factory.mktemp("resumed-alone")
+    shutil.copytree(two, one, dirs_exist_ok=True)
+    saved = torch.load(one / "zero/checkpoints/step-1/trainer_state.pt", weights_only=True)
+    assert saved["question_seeds"] is True
+    (one / "zero" / "stage.json").unlink()
+    (one / "zero" / "model.safetensors").unlink()
+    assert main(["run", *plain, "--set", "run.threads=1", "--out", str(one)]) == 0
+    _check_same(two, one)
+
+
 def test_lora_on_sharded_weights_trains_like_one_process(tmp_path_factory, monkeypatch):
     """LoRA under fsdp: the frozen weights sharded, only the adapters gathered for the
     checkpoints, the adapters merged from the gathered shards at the end. The same metrics,

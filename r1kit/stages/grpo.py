@@ -702,6 +702,18 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         start, updates[0], evals = state["step"], state["updates"], list(state["evals"])
         draws = state.get("draws", start)
         ctx.print(f"[{ctx.name}] resuming from {resume} (step {start} of {cfg.steps})")
+        # the seeding the run sampled with (torchrun's is always per question), so that a
+        # stage resumed on another number of processes draws what it would have drawn
+        written = state.get("question_seeds")
+        if written and not per_question_seeds:
+            per_question_seeds = True
+            ctx.print(f"[{ctx.name}] sampling seeded per question, as the run was (under "
+                      "torchrun, or rollout_seeding = \"question\")")
+        elif written is False and per_question_seeds and world.is_main:
+            ctx.print(f"[{ctx.name}] the run sampled with rollout_seeding = \"step\" on one "
+                      "process; under torchrun sampling is seeded per question, so from here "
+                      "on the samples differ from the one-process run's (the same "
+                      "distribution)")
     ctx.log.drop(ctx.name, after_step=start if resume is not None else -1)
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)  # also when called outside a pipeline
     samples_file = ctx.stage_dir / "completions.jsonl"
@@ -895,7 +907,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
             save_checkpoint(ctx.stage_dir, done, policy, tokenizer, opt, ref,
                             {"step": done, "updates": updates[0], "evals": evals,
-                             "draws": draws},
+                             "draws": draws, "question_seeds": per_question_seeds},
                             cfg.keep_checkpoints, lora=lora)
         if out_of_time and done < cfg.steps:
             ctx.print(f"[{ctx.name}] max_seconds = {cfg.max_seconds:g} reached after {done} steps")
