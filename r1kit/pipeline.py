@@ -46,6 +46,7 @@ from r1kit.models import (
     resolve_dtype,
     trusting_remote_code,
 )
+from r1kit.rewards.custom import source_file
 from r1kit.runlog import RunLog
 
 
@@ -140,7 +141,7 @@ def stage_inputs(cfg, recipe: Recipe) -> dict[str, dict]:
     paths = [getattr(cfg, f, "") for f in INPUT_FILES
              if f != "general_data" or reads_general_file(cfg)]
     paths += [getattr(cfg, f, "") for f in MODEL_REFS] + list(getattr(cfg, "models", []) or [])
-    paths += [spec.rpartition(":")[0] for spec in reward_specs(getattr(cfg, "reward_function", ""))]
+    paths += [source_file(spec) for spec in reward_specs(getattr(cfg, "reward_function", ""))]
     out = {}
     for value in paths:
         if isinstance(value, str) and value and value not in recipe.stages:

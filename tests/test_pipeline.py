@@ -224,3 +224,24 @@ def test_a_finished_stage_whose_input_changed_is_not_reused(tmp_path, capsys, mo
     assert "--from sft" in err
     assert main(["run", str(recipe), "--out", str(out), "--from", "sft"]) == 0
     assert main(["run", str(recipe), "--out", str(out)]) == 0  # the new file's results now
+
+
+def test_a_reward_modules_file_is_an_input_of_its_stage(tmp_path, monkeypatch):
+    """reward_function = "module:function" fingerprints the module's source file, as
+    "file.py:function" does the file, so that a finished stage whose reward changed is not
+    reused; r1kit's own modules are not inputs."""
+    from r1kit.config import GRPOConfig, Recipe, RunConfig
+    from r1kit.pipeline import stage_inputs
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "myrewards.py").write_text("def acc(completions, **kw):\n"
+                                                   "    return [0.0] * len(completions)\n")
+    (tmp_path / "flat.py").write_text("def acc(completions, **kw):\n    return [1.0]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = GRPOConfig(model="base", reward_function=["pkg.myrewards:acc", "flat:acc",
+                                                    f"{tmp_path / 'flat.py'}:acc",
+                                                    "r1kit.rewards.length:overlong_penalty"])
+    inputs = stage_inputs(cfg, Recipe(run=RunConfig(), stages={"base": None}))
+    assert sorted(inputs) == sorted({str((tmp_path / "pkg" / "myrewards.py").resolve()),
+                                     str((tmp_path / "flat.py").resolve())})

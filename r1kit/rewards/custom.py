@@ -60,6 +60,28 @@ def load_function(spec: str) -> Callable:
     return fn
 
 
+def source_file(spec: str) -> str:
+    """The file a reward function's spec reads its code from, for the fingerprints of a
+    stage's inputs: the file of "file.py:function", the module's source of
+    "module:function" (found as load_function imports it); "" for r1kit's own modules and
+    for a module without a file."""
+    where = spec.rpartition(":")[0]
+    if where.endswith(".py") or not where:
+        return where
+    if where.split(".")[0] == "r1kit":
+        return ""
+    module = sys.modules.get(where)
+    origin = getattr(module, "__file__", None) if module is not None else None
+    if origin is None:
+        _importable(Path.cwd())
+        try:
+            found = importlib.util.find_spec(where)
+        except (ImportError, ValueError):
+            found = None
+        origin = found.origin if found is not None and found.has_location else None
+    return origin or ""
+
+
 def _importable(directory: Path) -> None:
     """Put `directory` on the import path (after what is there, so it shadows nothing)."""
     if str(directory) not in sys.path:
