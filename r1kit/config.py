@@ -923,7 +923,19 @@ def apply_override(data: dict, dotted: str) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise R1kitError(f"--set {dotted!r}: {k!r} is not a table")
-    node[keys[-1]] = parse_value(text.strip())
+    value = parse_value(text.strip())
+    if isinstance(value, dict) and isinstance(node.get(keys[-1]), dict):
+        _merge(node[keys[-1]], value)  # an inline table sets its keys; the others stay
+    else:
+        node[keys[-1]] = value
+
+
+def _merge(table: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(table.get(key), dict):
+            _merge(table[key], value)
+        else:
+            table[key] = value
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:

@@ -135,6 +135,18 @@ def test_apply_override_creates_nested_tables() -> None:
     assert data == {"stages": {"zero": {"lr": 1.0, "eval": {"k": 3}}}}
 
 
+def test_an_inline_table_sets_its_keys_and_keeps_the_others() -> None:
+    """--set stages.zero.eval={k=1} changes k and keeps the recipe's other eval keys (it
+    replaced the whole table, resetting them to the defaults, silently)."""
+    data: dict = {"stages": {"zero": {"eval": {"every": 0, "k": 2}, "world": {"a": {"b": 1}}}}}
+    apply_override(data, "stages.zero.eval={k=1}")
+    apply_override(data, "stages.zero={world={a={c=2}}, lr=0.5}")
+    assert data == {"stages": {"zero": {"eval": {"every": 0, "k": 1}, "lr": 0.5,
+                                        "world": {"a": {"b": 1, "c": 2}}}}}
+    apply_override(data, "stages.zero.eval=3")  # not a table: replaced (then refused by type)
+    assert data["stages"]["zero"]["eval"] == 3
+
+
 # ----- errors --------------------------------------------------------------------------------
 
 
