@@ -241,7 +241,7 @@ class GRPOConfig:
     safety_weight: float = 1.0
     reward_model_scale: str = "sigmoid"  # sigmoid (0..1, like the rule rewards) | raw logits
     lr_schedule: str = "constant"  # constant | cosine
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # optimizer updates (num_minibatches x ppo_epochs per step), as TRL's
     final_lr_ratio: float = 0.1  # cosine decays to lr * final_lr_ratio
     weight_decay: float = 0.0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -825,7 +825,8 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
 _FOREIGN_NOTES = {
     "per_device_train_batch_size": ": sequences per forward pass (the optimizer's batch is "
                                    "batch_size, or rollout_batch_size / num_minibatches)",
-    "warmup_ratio": ", a number of steps", "eval_steps": (": `every` in the stage's eval table "
+    "warmup_ratio": ", a number of optimizer updates (in a grpo stage, num_minibatches x "
+                    "ppo_epochs per step)", "eval_steps": (": `every` in the stage's eval table "
                                                    "([stages.NAME.eval] every = N)"),
     "dataset_name": ", a local JSONL or parquet file", "use_peft": " (> 0 turns LoRA on)",
     "dataset_path": ", a local JSONL or parquet file",

@@ -282,7 +282,13 @@ def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkp
     data.write_text(json.dumps({"text": "72"}) + "\n")
     with pytest.raises(R1kitError, match="no field 'prompt'") as err:
         read_sft_rows(data, cfg)
-    assert "'messages'" in err.value.hint
+    assert "'messages'" in err.value.hint and "its fields are text" in err.value.hint
+    data.write_text(json.dumps({"prompt": "1+1=", "completion": "2"}) + "\n")  # TRL's
+    with pytest.raises(R1kitError, match="no field 'response'") as err:
+        read_sft_rows(data, cfg)
+    assert 'set response_field = "completion"' in err.value.hint
+    assert read_sft_rows(data, SFTConfig(model="m", data=str(data), response_field="completion")
+                         ) == [("1+1=", "2")]
     # conversations that have no assistant's message to train on say so (not "no field
     # 'prompt'")
     for messages, expected in [(CONVERSATION, "ends with a 'user' message, not the assistant's"),

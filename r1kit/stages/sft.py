@@ -79,7 +79,13 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], st
                                      'message: [{"role": "user", "content": "..."}, {"role": '
                                      '"assistant", "content": "..."}]')
                 what = "no field" if name not in row else f"{kind_of(value)}, not text, in field"
+                if name not in row and name == cfg.response_field and "completion" in row:
+                    raise R1kitError(f"{path}:{n}: no field {name!r}", "the rows hold TRL's "
+                                     "prompt-completion format: set response_field = "
+                                     "\"completion\"")
                 raise R1kitError(f"{path}:{n}: {what} {name!r}",
+                                 (f"its fields are {', '.join(map(str, row))}; " if name not in
+                                  row and row else "") +
                                  f"SFT rows need text in {cfg.prompt_field!r} and "
                                  f"{cfg.response_field!r} (set prompt_field / response_field), "
                                  "or a whole conversation ending with the assistant's message "
