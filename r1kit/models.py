@@ -444,6 +444,21 @@ def load_model(path: str | os.PathLike, device: torch.device, dtype: torch.dtype
     return model.to(device)
 
 
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length",
+                 "seq_length")
+
+
+def trained_positions(config) -> int | None:
+    """The positions a model was trained on, from its config (an object, or config.json as a
+    dict): Llama's max_position_embeddings, GPT-2's n_positions, ... ; None where it gives
+    none."""
+    for key in POSITION_KEYS:
+        value = config.get(key) if isinstance(config, dict) else getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def is_adapter(path: str | os.PathLike) -> bool:
     """Whether `path` holds a peft adapter rather than a whole model."""
     p = Path(path)

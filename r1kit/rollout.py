@@ -31,6 +31,7 @@ import torch
 
 from r1kit.errors import R1kitError, out_of_memory
 from r1kit.lean import LeanLM
+from r1kit.models import trained_positions
 from r1kit.logprobs import compiled_version, softmax_stats
 
 
@@ -210,12 +211,13 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
                          f"{limit} positions this model has learned",
                          "lower max_new_tokens (eval: eval.max_new_tokens or --max-new-tokens) "
                          "or use shorter prompts")
-    trained = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    config = getattr(model, "config", None)
+    trained = trained_positions(config) if config is not None else None
     if limit is None and isinstance(trained, int) and longest > trained \
             and trained not in _WARNED_POSITIONS:
         _WARNED_POSITIONS.add(trained)  # once per process and length
         warnings.warn(f"prompts plus max_new_tokens can reach position {longest}, past the model's "
-                      f"max_position_embeddings = {trained}: the model was not trained on such "
+                      f"{trained} trained positions: the model was not trained on such "
                       "positions, and its samples there may be poor (lower max_new_tokens or "
                       "use shorter prompts)", stacklevel=3)  # (past no_grad's wrapper)
     device = next(model.parameters()).device

@@ -365,6 +365,8 @@ def test_eval_defaults_follow_the_stage_that_trained_the_checkpoint(tmp_path):
     for positions, want in ((512, 512), (131072, None), ("x", None)):
         (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": positions}))
         assert model_positions(tmp_path) == want
+    (tmp_path / "config.json").write_text(json.dumps({"n_positions": 128, "n_ctx": 128}))
+    assert model_positions(tmp_path) == 128  # GPT-2's name for them
 
 
 def test_plain_words_after_a_number_are_a_unit():

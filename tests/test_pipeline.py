@@ -120,7 +120,7 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
                    "limit": 1, "k": 1, "temperature": 0.0}}})
     printed = []
     summaries = run_recipe(recipe, tmp_path / "run", print_fn=printed.append)
-    capped = [line for line in printed if "up to the model's max_position_embeddings = 1024"
+    capped = [line for line in printed if "up to the model's 1024 positions"
               in line]
     assert len(capped) == 1 and capped[0].startswith("[capped] sft: max_new_tokens ")
     assert 0 < int(capped[0].split("max_new_tokens ")[1].split(",")[0]) < 1024

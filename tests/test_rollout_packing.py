@@ -454,7 +454,7 @@ def test_generation_past_a_rotary_models_trained_positions_warns_once(monkeypatc
         warnings.simplefilter("error")
         generate(llama, [[5, 6, 7, 8]], max_new_tokens=12, **kw)  # 16 positions: no warning
     with pytest.warns(UserWarning, match="can reach position 20, past the model's "
-                                         "max_position_embeddings = 16"):
+                                         "16 trained positions"):
         ro = generate(llama, [[5, 6, 7, 8]], max_new_tokens=16, min_new_tokens=16, **kw)
     assert ro.completion_ids.shape == (2, 16)
     with warnings.catch_warnings():

@@ -373,3 +373,35 @@ def test_warnings_are_one_line(monkeypatch):
     theirs = cli._format_warning("a user's warning", UserWarning, "/home/me/rewards.py", 16)
     assert own == "r1kit: warning: an own warning\n"
     assert theirs == "r1kit: warning: a user's warning (/home/me/rewards.py:16)\n"
+
+
+def test_sft_rows_stop_at_the_models_trained_positions(tmp_path, bpe_checkpoint):
+    """SFT rows longer than the positions a model was trained on (GPT-2's n_positions) are cut
+    there, with a note: it failed with IndexError in the position table (and a rotary model
+    trained past its positions without a word)."""
+    import shutil
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from r1kit.config import recipe_from_dict
+    from r1kit.models import load_tokenizer
+    from r1kit.pipeline import run_recipe
+
+    model_dir = tmp_path / "gpt2"
+    tok = load_tokenizer(bpe_checkpoint)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=32, n_layer=1,
+                               n_head=2, eos_token_id=tok.eos_token_id)).save_pretrained(model_dir)
+    for f in bpe_checkpoint.glob("*token*"):
+        shutil.copy(f, model_dir / f.name)
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {i} + {i}?",
+                                        "response": "Let me add them. " * 20 + f"{2 * i}"}) + "\n"
+                            for i in range(4)))
+    recipe = recipe_from_dict({"run": {"progress": False, "tensorboard": False}, "stages": {
+        "sft": {"kind": "sft", "model": str(model_dir), "data": str(data), "template": "none",
+                "epochs": 1, "batch_size": 2, "micro_batch_size": 2}}})
+    printed = []
+    summaries = run_recipe(recipe, tmp_path / "run", print_fn=printed.append)
+    assert summaries["sft"]["rows"] == 4
+    assert any("the model's 32 positions (below max_length = 32768): 4 of 4 rows cut" in line
+               for line in printed), printed

@@ -22,6 +22,7 @@ from r1kit.models import (
     adapter_base,
     check_model_dir,
     is_adapter,
+    trained_positions,
     load_model,
     load_tokenizer,
     resolve_device,
@@ -126,17 +127,18 @@ PAPER_MAX_NEW_TOKENS = 32768
 
 
 def model_positions(path: Path) -> int | None:
-    """A checkpoint's max_position_embeddings where it is below the paper's 32,768 new tokens
+    """A checkpoint's trained positions (max_position_embeddings, GPT-2's n_positions, ...:
+    models.trained_positions) where they are below the paper's 32,768 new tokens
     (a pretrain stage's 512): the default length then stops at the model's last position, as
     samples past the positions a model learned are noise; None otherwise."""
     if is_adapter(path):  # a peft adapter: its base model's positions
         path = adapter_base(path)
     try:
-        positions = json.loads((path / "config.json").read_text()).get("max_position_embeddings")
-    except (OSError, ValueError, AttributeError):
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
         return None
-    ok = isinstance(positions, int) and not isinstance(positions, bool)
-    return positions if ok and 0 < positions < PAPER_MAX_NEW_TOKENS else None
+    positions = trained_positions(config) if isinstance(config, dict) else None
+    return positions if positions is not None and positions < PAPER_MAX_NEW_TOKENS else None
 
 
 def _stage_world(settings: dict):
@@ -234,8 +236,8 @@ def _run_eval(args) -> list[dict]:
         max_new = args.max_new_tokens
         if positions is not None and prompts:  # the default, up to the model's last position
             max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
-            print(f"{name}: max_new_tokens {max_new}, up to the model's max_position_embeddings "
-                  f"= {positions} (--max-new-tokens to choose)")
+            print(f"{name}: max_new_tokens {max_new}, up to the model's {positions} positions "
+                  "(--max-new-tokens to choose)")
         res = evaluate(model, tokenizer, task, examples, prompts, k=k,
                        temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=max_new, stop_ids=stop_ids, seed=args.seed,

@@ -113,7 +113,7 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
         if max_new == PAPER_MAX_NEW_TOKENS and positions is not None:  # the default: as eval's
             max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
             print_fn(f"[{name}] {ref}: max_new_tokens {max_new}, up to the model's "
-                     f"max_position_embeddings = {positions} (set max_new_tokens to choose)")
+                     f"{positions} positions (set max_new_tokens to choose)")
         res = evaluate(model, tokenizer, task, test, prompts,
                        k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
                        max_new_tokens=max_new, stop_ids=stop_ids, seed=seed,

@@ -36,6 +36,7 @@ from r1kit.models import (
     load_model,
     load_tokenizer,
     save_model,
+    trained_positions,
 )
 from r1kit.packing import packs_safely, to_device
 from r1kit.stages.pretrain import cosine_lr, packed_batch
@@ -130,7 +131,8 @@ def _conversation_problem(row: dict, cfg: SFTConfig) -> str | None:
 
 
 def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_length: int,
-                log=None, system: bool | str = True) -> list[tuple[list[int], list[int]]]:
+                log=None, system: bool | str = True, cap: str = ""
+                ) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, response ids + end) per row. The end token is the tokenizer's eos, or with
     template = "chat" the token the chat template writes after an assistant message where it
     has one (r1kit.templates.end_of_turn_id: <|im_end|> for ChatML, also where eos is
@@ -139,7 +141,10 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
     response (its end is not trained on); a row whose prompt alone takes max_length tokens
     has nothing left to train on and is left out. `log`: told how many rows were cut and
     left out. `system`: the system turn of a chat-template prompt that brings none
-    (r1kit.templates.render_prompt)."""
+    (r1kit.templates.render_prompt). `cap`: what set max_length, for the messages (the
+    setting by default; run_sft caps it at the model's trained positions)."""
+    raise_it = "raise max_length" if not cap else "use shorter prompts, or a model of more positions"
+    cap = cap or f"max_length = {max_length}"
     eos = tokenizer.eos_token_id
     if template == "chat":
         turn = end_of_turn_id(tokenizer)
@@ -164,7 +169,7 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
             cut += 1
         out.append((p, r))
     if rows and not out:
-        hint = "raise max_length"
+        hint = raise_it
         if template == "chat" and system:  # the system turn may be most of it: say so
             first = rows[0][0]
             with_system = len(encode_prompt(first, template, tokenizer, system=system))
@@ -172,11 +177,11 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
             if without < max_length <= with_system:
                 hint = (f"the first prompt takes {with_system} tokens with its system turn, "
                         f"{without} without: set system_prompt = \"\" (no system turn), or "
-                        "raise max_length")
-        raise R1kitError(f"every prompt of the SFT data takes max_length = {max_length} tokens "
-                         "or more, which leaves no response to train on", hint)
+                        + raise_it)
+        raise R1kitError(f"every prompt of the SFT data takes {cap} tokens or more, which "
+                         "leaves no response to train on", hint)
     if (cut or dropped) and log is not None:
-        log(f"max_length = {max_length}: {cut} of {len(rows)} rows cut (the ends of their "
+        log(f"{cap}: {cut} of {len(rows)} rows cut (the ends of their "
             f"responses are not trained on), {dropped} left out (their prompts alone reach it)")
     if empty and log is not None:
         log(f"{empty} of {len(rows)} rows have an empty response: they teach the model to "
@@ -241,9 +246,16 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     # the chunked output layer calls the output layer directly, past FSDP's hooks
     chunk = (chunk_positions(cfg.logprob_chunk_tokens, False)
              if vocab_size(model) >= CHUNK_MIN_VOCAB and not sharded else 0)
-    data = encode_rows(tokenizer, read_sft_rows(data_path, cfg), cfg.template, cfg.max_length,
+    # a row runs up to the positions the model was trained on (past them GPT-2's table of
+    # positions has no entry, and a rotary model learns from positions it never saw)
+    positions = trained_positions(model.config)
+    capped = positions is not None and positions < cfg.max_length
+    data = encode_rows(tokenizer, read_sft_rows(data_path, cfg), cfg.template,
+                       positions if capped else cfg.max_length,
                        (lambda m: log(f"[{name}] {m}")) if world.rank == 0 else None,
-                       system=cfg.system_prompt)
+                       system=cfg.system_prompt,
+                       cap=f"the model's {positions} positions (below max_length = "
+                           f"{cfg.max_length})" if capped else "")
     steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
     if cfg.warmup_steps >= steps and world.rank == 0:
         log(f"[{name}] warmup_steps = {cfg.warmup_steps} is not below its {steps} optimizer "
