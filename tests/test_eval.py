@@ -387,6 +387,13 @@ def test_plain_words_after_a_number_are_a_unit():
                               ("18 hundredths", "18"), ("18 or so", "18"),
                               ("18 is wrong", "18")):
         assert not check_equal(answer, reference), answer
+    # a reference written with its unit is its number too, whichever the word (math-verify
+    # alone read "42 eggs", "42 dollars" and "42 people" as no 42, "42 apples" as 42)
+    for reference in ("42 eggs", "42 dollars", "42 cookies", "42 people", "42 apples",
+                      "42 dollars.", "$42$ eggs", "42\\text{ pages}"):
+        assert check_equal("42", reference) and check_equal("\\boxed{42}", reference), reference
+        assert check_equal("42 eggs", reference) and not check_equal("43", reference), reference
+    assert not check_equal("42", "42 thousand") and not check_equal("42", "42 dozen")
 
 
 def test_eval_json_says_when_the_positions_capped_the_length(tmp_path, bpe_checkpoint):

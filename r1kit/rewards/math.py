@@ -123,10 +123,16 @@ def _without_unit(answer: str, reference: str) -> str:
     written (normalize_answer takes the space between number and word)."""
     if not re.fullmatch(_PLAIN_NUMBER, normalize_answer(reference)):
         return answer
+    return _unit_number(answer) or answer
+
+
+def _unit_number(text: str) -> str | None:
+    """The number of a text that is a number and one plain word, a unit (_without_unit), else
+    None."""
     m = re.fullmatch(rf"\s*\$?\s*({_PLAIN_NUMBER})\s*\$?\s*(?:\\(?:text|mbox|textrm)\s*\{{\s*"
-                     r"([A-Za-z]{2,})\s*\}|([A-Za-z]{2,}))\s*\.?\s*", answer)
+                     r"([A-Za-z]{2,})\s*\}|([A-Za-z]{2,}))\s*\.?\s*", text)
     if m is None or (m.group(2) or m.group(3)).lower() in _NOT_UNITS:
-        return answer
+        return None
     return m.group(1)
 
 
@@ -141,6 +147,8 @@ def check_equal(answer: str, reference: str) -> bool:
     (`MathVerifier`) unless the inputs are trusted."""
     from math_verify import parse, verify
 
+    # a reference written with its unit ("42 eggs") is its number, as an answer so written is
+    reference = _unit_number(reference) or reference
     a, r = normalize_answer(_without_unit(answer, reference)), normalize_answer(reference)
     if a == r:
         return bool(a)
