@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                          "an r1kit stage trained, that stage's template, prefill and system "
                          "turn; else chat when the tokenizer has a chat template")
     ev.add_argument("--prefill", default=None,
-                    help='text the response starts with (auto: "<think>\\n" with chat)')
+                    help='text the response starts with, \\n a newline (auto: "<think>\\n" '
+                         'with chat)')
     ev.add_argument("--system-prompt", action=argparse.BooleanOptionalAction, default=None,
                     help="with a chat template, put r1kit's reasoning instruction in a system "
                          "turn (default: none, as the paper evaluates its released models, "

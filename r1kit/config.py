@@ -505,6 +505,10 @@ def _check_task(cfg, where: str) -> None:
         if not getattr(cfg, need):
             _fail(f"{where}.{need}", f"task = {cfg.task!r} in {_a(cfg.kind)} stage needs a "
                   f"{need} (JSONL or parquet)")
+    if "\\n" in cfg.prefill:
+        _fail(f"{where}.prefill", f"{cfg.prefill!r} holds a backslash and an n, not a newline",
+              "write it as a TOML string with its escape, prefill = \"<think>\\n\" (on the "
+              "command line: --set 'stages.NAME.prefill=\"<think>\\n\"')")
     if cfg.task == "code":
         if not cfg.code_timeout > 0:
             _fail(f"{where}.code_timeout", f"must be > 0 seconds, got {cfg.code_timeout}")
@@ -908,9 +912,9 @@ def _unknown_hint(key: str, names: list[str], kind: str | None, cls) -> str:
 def parse_value(text: str):
     """A --set value: TOML syntax (numbers, true/false, lists, quoted strings); bare text is a string."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        return tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
-        return text
+        return text.strip(" \t")  # (a newline given in the shell stays, as in "<think>⏎")
 
 
 def apply_override(data: dict, dotted: str) -> None:
@@ -924,7 +928,7 @@ def apply_override(data: dict, dotted: str) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise R1kitError(f"--set {dotted!r}: {k!r} is not a table")
-    value = parse_value(text.strip())
+    value = parse_value(text)
     if isinstance(value, dict) and isinstance(node.get(keys[-1]), dict):
         _merge(node[keys[-1]], value)  # an inline table sets its keys; the others stay
     else:

@@ -528,3 +528,17 @@ def test_every_unknown_key_of_a_table_is_named_at_once() -> None:
     assert "unknown keys foo_bar_baz, grup_size, num_generations" in msg
     assert "did you mean 'group_size'" in msg and "is 'group_size'" in msg
     assert "not a setting of grpo stages" in msg and "valid keys" not in msg
+
+
+def test_a_prefill_with_a_backslash_n_is_refused_and_a_shell_newline_kept() -> None:
+    """--set 'stages.zero.prefill=<think>\\n' (bare text: a backslash and an n) trained on
+    '<think>\\n...' silently; it is refused with the way to write a newline. A real newline
+    typed in the shell stays (it was stripped); a TOML string's escape is a newline."""
+    recipe = str(REPO / "recipes" / "zero-tiny.toml")
+    with pytest.raises(R1kitError, match="holds a backslash and an n, not a newline") as err:
+        load_recipe(recipe, ["stages.zero.prefill=<think>\\n"])
+    assert "prefill=\"<think>\\n\"" in err.value.hint
+    kept = load_recipe(recipe, ["stages.zero.prefill=<think>\n"]).stages["zero"].prefill
+    assert kept == "<think>\n"
+    toml = load_recipe(recipe, ['stages.zero.prefill="<think>\\n"']).stages["zero"].prefill
+    assert toml == "<think>\n"

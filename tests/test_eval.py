@@ -413,3 +413,12 @@ def test_eval_json_says_when_the_positions_capped_the_length(tmp_path, bpe_check
     assert saved["settings"]["max_new_tokens_up_to_position"] == 64
     [result] = saved["results"]
     assert 1 <= result["max_new_tokens"] < 64 and "math_instruction" not in result
+
+
+def test_eval_prefill_reads_backslash_n_as_a_newline(tmp_path, bpe_checkpoint):
+    """--prefill '<think>\\n' as the help writes it: a newline (it was a backslash and an n)."""
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "tiny", "--limit", "1",
+                 "--k", "1", "--temperature", "0", "--max-new-tokens", "2",
+                 "--prefill", "<think>\\n", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["settings"]["prefill"] == "<think>\n"

@@ -173,6 +173,8 @@ def _run_eval(args) -> list[dict]:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     template, prefill, system = args.template, args.prefill, args.system_prompt
+    if prefill is not None:  # as the help writes it: '<think>\n' ends with a newline
+        prefill = prefill.replace("\\n", "\n").replace("\\t", "\t")
     instruction = args.math_instruction
     stage_of_model = trained_prompting(Path(path))
     trained = stage_of_model if template == "auto" else None
