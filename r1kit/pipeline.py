@@ -271,6 +271,11 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     resolved = {"run": _plain(recipe.run), "stages": _plain(recipe.stages)}
     saved = run_dir / "config.json"
     previous = _previous_run(run_dir)
+    if previous is None and from_stage is not None and from_stage != next(iter(recipe.stages)):
+        raise R1kitError(f"--from {from_stage}: {run_dir} holds no run, so the stages before "
+                         f"{from_stage!r} would run again from their start",
+                         "give --out the run directory that holds them, or leave --from out "
+                         "to run every stage")
     if previous is not None:
         # stages taken out of the recipe earlier keep their settings in "dropped_stages":
         # put back with the same settings, their results stand
@@ -308,8 +313,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
         locked = [k for k in changed if (_holds_results(run_dir / stage_of(k, names))
                                          if stage_of(k, names) else any_held)]
         if changed and not locked:
-            print_fn(f"{run_dir}: taking the new settings ({_shown(changed)}): no stage holds "
-                     "results under the old ones")
+            print_fn(f"{run_dir}: taking the new settings ({_shown(changed)}): the stages they "
+                     "change hold no results under the old ones yet")
         changed = locked
         if changed:
             shown = _shown(changed)

@@ -319,6 +319,23 @@ def test_an_interrupted_run_with_from_says_to_rerun_without_it(tmp_path, monkeyp
     assert "run the same command again" in capsys.readouterr().err
 
 
+def test_from_a_later_stage_in_a_directory_without_a_run_is_refused(tmp_path):
+    """--from a later stage with a new (or mistyped) --out ran every stage from the start,
+    without a word; the first stage's --from is the same as none."""
+    from r1kit.config import load_recipe
+    from r1kit.pipeline import run_recipe
+
+    recipe_file = tmp_path / "r.toml"
+    recipe_file.write_text('[stages.base]\nkind = "pretrain"\n'
+                           '[stages.rl]\nkind = "grpo"\nmodel = "base"\n')
+    with pytest.raises(R1kitError, match="--from rl: .*typo holds no run, so the stages before "
+                                         "'rl' would run again") as err:
+        run_recipe(load_recipe(recipe_file), tmp_path / "typo", from_stage="rl",
+                   print_fn=lambda *_: None)
+    assert "give --out the run directory that holds them" in err.value.hint
+    assert not (tmp_path / "typo").exists()
+
+
 def test_out_that_is_not_a_run_directory_is_refused(tmp_path, checkpoint):
     """--out at a model checkpoint would have overwritten its config.json with the run's
     settings; a config.json that is empty or not a run's gave a traceback."""
