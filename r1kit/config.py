@@ -1097,7 +1097,9 @@ def _check_chat_template(recipe: Recipe, where: str, ref: str, known: dict) -> N
     if not known[ref]:
         source = repr(ref) if ref else "the tiny world's tokenizer (a pretrain stage)"
         _fail(where, f"'chat' needs a tokenizer with a chat template, and {source} has none",
-              "use template = 'r1-zero' for a base model without one")
+              "use template = 'r1-zero' for a base model without one, with prompts as text; "
+              "chat messages need a chat template: add one to the tokenizer (chat_template in "
+              "its tokenizer_config.json), or give the prompts and responses as text")
 
 
 def _torchrun_world() -> int:

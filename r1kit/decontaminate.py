@@ -5,10 +5,10 @@ a test question or solution. `r1kit decontaminate` does the same check: texts ar
 and split into words on anything that is not a letter or digit (any script), the n-grams are
 the tuples of n consecutive words, and a training row is contaminated when one of its
 n-grams occurs in a benchmark's problems or solutions. A math benchmark's problem shorter
-than n words (MATH-500 has 31) counts as one gram of its own length when it has at least
-SHORT_MIN_WORDS words, so a training row that contains it word for word is caught too (not
-code benchmarks' short problems and solutions, which are generic: "write a function to merge
-two dictionaries", "return sorted(list(set(l)))").
+than n words (MATH-500 has 31), and a text of a benchmark file of your own, counts as one gram
+of its own length when it has at least SHORT_MIN_WORDS words, so a training row that contains
+it word for word is caught too (not code benchmarks' short problems and solutions, which are
+generic: "write a function to merge two dictionaries", "return sorted(list(set(l)))").
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ def ngrams(text: str, n: int = 10) -> set[NGram]:
 
 
 def _check_names(names: Iterable[str]) -> list[str]:
-    from r1kit.eval.benchmarks import BENCHMARKS, is_data_file
+    from r1kit.eval.benchmarks import BENCHMARKS, bench_name, is_data_file
 
     out: list[str] = []
     for name in names:
-        name = name.strip()
+        name = bench_name(name.strip())
         if not name or name in out:
             continue
         if name not in BENCHMARKS and not is_data_file(name):
@@ -82,8 +82,8 @@ def benchmark_ngrams(names: Iterable[str], n: int = 10) -> dict[str, set[NGram]]
     """For each benchmark name, the n-grams of all its test problems and solutions (worked
     solutions, reference code; a math problem shorter than n words is one shorter gram, see
     _bench_grams); for a JSONL or parquet file of your own, of every text of its rows (as a
-    training row's, _row_texts; texts shorter than n words give none). Unknown names and
-    "tiny" are an R1kitError."""
+    training row's, _row_texts; a text shorter than n words is one gram, as a math problem).
+    Unknown names and "tiny" are an R1kitError."""
     from r1kit.eval.benchmarks import BENCHMARKS, load_benchmark
 
     if n < 1:
@@ -96,7 +96,7 @@ def benchmark_ngrams(names: Iterable[str], n: int = 10) -> dict[str, set[NGram]]
         if name not in BENCHMARKS:  # a file of your own: every text of its rows
             for line, row in read_rows(name):
                 for text in _row_texts(row, None, f"{name}:{line}"):
-                    grams.update(_bench_grams(text, n, False))
+                    grams.update(_bench_grams(text, n, True))
             out[name] = grams
             continue
         for ex in load_benchmark(name).test_examples():
@@ -224,8 +224,8 @@ def run_decontaminate_command(args) -> None:
     print(f"{args.train}: {len(rows)} training rows, {n}-grams against {', '.join(names)}")
     for name in names:
         count = sum(name in hit["benchmarks"] for hit in found)
-        print(f"  {name}: {count} contaminated rows")
-    print(f"  total: {len(found)} contaminated rows")
+        print(f"  {name}: {count} contaminated row{'' if count == 1 else 's'}")
+    print(f"  total: {len(found)} contaminated row{'' if len(found) == 1 else 's'}")
     for hit in found[:_SHOWN]:
         line = numbered[hit["index"]][0]
         print(f"  line {line} [{', '.join(hit['benchmarks'])}]: \"{hit['example']}\"")

@@ -132,6 +132,21 @@ def test_cli_against_a_held_out_file_of_your_own(tmp_path, capsys):
     assert f"line 2 [{test}]" in report
 
 
+def test_short_texts_of_your_own_file_and_benchmark_spellings(tmp_path, capsys):
+    """An 8-word question of your own held-out file copied word for word into the training
+    data is caught (a 10-gram check found none); shorter texts (the answer) are no evidence;
+    shipped names as r1kit eval takes them (MATH-500)."""
+    test = _write_jsonl(tmp_path / "test.jsonl", [
+        {"question": "How many eggs does Ann have left today?", "answer": "Ann has 4"}])
+    train = _write_jsonl(tmp_path / "train.jsonl", [
+        {"prompt": "Q: How many eggs does Ann have left today? A:"},
+        {"prompt": "Ann has 4 cats and 2 dogs."}, {"prompt": UNRELATED}])
+    assert main(["decontaminate", "--train", str(train), "--bench", f"MATH-500,{test}"]) == 0
+    report = capsys.readouterr().out
+    assert f"{test}: 1 contaminated row\n" in report and "math500: 0 contaminated rows" in report
+    assert f"line 1 [{test}]" in report and "line 2" not in report
+
+
 @pytest.mark.parametrize("bench", ["nosuch", "tiny", "gsm8k,nosuch"])
 def test_cli_rejects_unknown_benchmarks(tmp_path, bench, capsys):
     train = _write_jsonl(tmp_path / "train.jsonl", [{"prompt": UNRELATED}])

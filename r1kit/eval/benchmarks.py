@@ -121,6 +121,14 @@ class BenchmarkTask(_HeldOut):
 DATA_SUFFIXES = (".jsonl", ".parquet")
 
 
+def bench_name(name: str) -> str:
+    """A shipped benchmark's name however it is written (MATH-500, AIME_2024, ...)."""
+    if is_data_file(name):
+        return name
+    plain = name.lower().replace("-", "").replace("_", "")
+    return plain if plain in NAMES else name
+
+
 def is_data_file(name: str) -> bool:
     """Whether a --bench entry names a data file of your own rather than a shipped benchmark."""
     return Path(name).suffix.lower() in DATA_SUFFIXES

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from r1kit.errors import R1kitError
-from r1kit.eval.benchmarks import BENCHMARKS, NAMES, is_data_file, load_benchmark
+from r1kit.eval.benchmarks import BENCHMARKS, NAMES, bench_name, is_data_file, load_benchmark
 from r1kit.eval.core import evaluate, pass_ks
 from r1kit.models import (
     adapter_base,
@@ -34,7 +34,7 @@ from r1kit.templates import TEMPLATES, encode_prompt, system_text
 
 
 def _check(args) -> list[str]:
-    names = [_bench_name(n.strip()) for n in str(args.bench).split(",") if n.strip()]
+    names = [bench_name(n.strip()) for n in str(args.bench).split(",") if n.strip()]
     if not names:
         raise R1kitError("--bench names no benchmark", f"use any of: {', '.join(NAMES)}")
     for name in names:
@@ -75,14 +75,6 @@ def _check_writable(out: Path) -> None:
                          "give a path in a directory you can write to") from exc
     if not existed:
         out.unlink(missing_ok=True)
-
-
-def _bench_name(name: str) -> str:
-    """A shipped benchmark's name however it is written (MATH-500, AIME_2024, ...)."""
-    if is_data_file(name):
-        return name
-    plain = name.lower().replace("-", "").replace("_", "")
-    return plain if plain in NAMES else name
 
 
 def trained_prompting(path: Path) -> tuple[str, dict] | None:
