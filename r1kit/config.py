@@ -450,7 +450,12 @@ class RewardModelConfig:
     # helpful (pairwise) one, no for the safety (pointwise) one, which reads the reasoning too
     summary_only: bool | str = "auto"
     epochs: float = 1.0
-    batch_size: int = 256
+    batch_size: int = 256  # rows (pairs) per optimizer step
+    micro_batch_size: int = 16  # rows per forward/backward (memory only)
+    # tokens the model reads of a text (the prompt and response), its start cut so that the
+    # response's end stays; 0 = the positions the backbone was trained on. Scoring in a grpo
+    # stage cuts the same way (reward_model.json)
+    max_length: int = 0
     lr: float = 6e-6
 
     def validate(self, where: str) -> None:
@@ -458,6 +463,9 @@ class RewardModelConfig:
         if not self.model:
             _fail(f"{where}.model", "is required",
                   "set it to an earlier stage's name or to a checkpoint directory")
+        if self.max_length < 0:
+            _fail(f"{where}.max_length", f"must be >= 0 (0: the model's positions), got "
+                  f"{self.max_length}")
         if self.objective not in ("pairwise", "pointwise"):
             _fail(f"{where}.objective", f"unknown objective {self.objective!r}",
                   "use pairwise (helpful) or pointwise (safety)")
@@ -465,7 +473,7 @@ class RewardModelConfig:
             _fail(f"{where}.data", f"unknown data {self.data!r}", "use tiny or file")
         if self.data == "file" and not (self.train_file and self.test_file):
             _fail(f"{where}.train_file", "data = 'file' needs train_file and test_file")
-        for name in ("train_rows", "test_rows", "batch_size"):
+        for name in ("train_rows", "test_rows", "batch_size", "micro_batch_size"):
             if getattr(self, name) < 1:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.epochs <= 0 or self.lr <= 0:

@@ -144,3 +144,41 @@ def test_data_that_teaches_or_measures_less_is_noted(tmp_path):
          "measured on unseen data")]
     tiny = general.split(general.helpful_pairs(300, seed=0), 100)
     assert data_notes(RewardModelConfig(objective="pairwise"), *tiny) == []
+
+
+def test_micro_batches_and_max_length(tmp_path, bpe_checkpoint):
+    """micro_batch_size splits each batch's forward and backward (memory only: the same
+    weights as whole batches, to float rounding); max_length cuts a longer text's start, is
+    said at the start and saved for the grpo stage's scorer, which reads texts the same way."""
+    import torch
+    from safetensors.torch import load_file
+
+    from r1kit.rewards.combined import RewardModelScorer
+    from r1kit.stages.reward_model import run_reward_model
+
+    pairs = general.helpful_pairs(24, seed=0)
+    train = _jsonl(tmp_path / "train.jsonl", pairs[:16])
+    test = _jsonl(tmp_path / "test.jsonl", pairs[16:])
+    weights, said = {}, {}
+    for micro in (2, 8):
+        cfg = RewardModelConfig(model="m", data="file", train_file=str(train),
+                                test_file=str(test), batch_size=8, micro_batch_size=micro,
+                                lr=1e-3, epochs=1, max_length=12)
+        out = tmp_path / f"rm{micro}"
+        said[micro] = []
+        run_reward_model(cfg, bpe_checkpoint, out, 0, torch.device("cpu"), torch.float32,
+                         log=said[micro].append)
+        weights[micro] = load_file(out / "model.safetensors")
+    moved = load_file(bpe_checkpoint / "model.safetensors")
+    key = next(k for k in moved if k in weights[2] and "layers.0.mlp" in k)
+    assert (weights[2][key] - moved[key]).abs().max() > 1e-4  # it trained
+    for k in weights[2]:
+        torch.testing.assert_close(weights[2][k], weights[8][k], atol=2e-5, rtol=1e-4, msg=k)
+    assert any("texts are longer than 12 tokens (max_length): the model reads their ends"
+               in line for line in said[2]), said[2]
+    assert json.loads((tmp_path / "rm2" / "reward_model.json").read_text())["max_length"] == 12
+    scorer = RewardModelScorer(tmp_path / "rm2", torch.device("cpu"), torch.float32)
+    assert scorer.max_length == 12
+    long_prompt = "Say hello to Ann, " * 50
+    a, b = scorer([long_prompt, "Say hello to Ann, "], ["Hello, Ann!", "Hello, Ann!"])
+    assert abs(a - b) < 1e-4  # only the last 12 tokens are read: the same for both

@@ -48,6 +48,9 @@ class RewardModelScorer:
         meta_path = Path(path) / "reward_model.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         self.summary_only = meta.get("summary_only", True) if summary_only is None else summary_only
+        # the length its stage trained it on, read the same way (the start of a longer text cut)
+        self.max_length = meta.get("max_length") if isinstance(meta.get("max_length"), int) \
+            else None
         self.tokenizer = load_tokenizer(path)
         self.tokenizer.padding_side = "right"
         self.model = load_reward_model(path, device, dtype, self.tokenizer.pad_token_id).eval()
@@ -61,7 +64,8 @@ class RewardModelScorer:
         texts = [reward_text(p, r, self.summary_only) for p, r in zip(prompts, responses)]
         out: list[float] = []
         for i in range(0, len(texts), self.batch_size):
-            out += score_texts(self.model, self.tokenizer, texts[i:i + self.batch_size]).tolist()
+            out += score_texts(self.model, self.tokenizer, texts[i:i + self.batch_size],
+                               self.max_length).tolist()
         return out
 
 

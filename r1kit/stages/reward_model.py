@@ -26,7 +26,7 @@ import torch
 from r1kit import distributed
 from r1kit.config import RewardModelConfig
 from r1kit.errors import R1kitError
-from r1kit.models import load_reward_model, load_tokenizer, save_model
+from r1kit.models import load_reward_model, load_tokenizer, save_model, trained_positions
 from r1kit.tasks import general
 from r1kit.tasks.math import kind_of, read_rows
 from r1kit.templates import check_messages, prompt_text
@@ -126,26 +126,37 @@ def _response(value, where: str) -> tuple[list[dict] | None, str]:
     return None, value[-1]["content"]
 
 
-def score_texts(model, tokenizer, texts: list[str]) -> torch.Tensor:
-    """Scalar scores [N] of texts (right-padded batch)."""
+def score_texts(model, tokenizer, texts: list[str], max_length: int | None = None
+                ) -> torch.Tensor:
+    """Scalar scores [N] of texts (right-padded batch); with `max_length`, a longer text is
+    read from its end (its start cut: the response's end, which the head reads, stays)."""
     device = next(model.parameters()).device
-    enc = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    tokenizer.truncation_side = "left"
+    enc = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False,
+                    truncation=max_length is not None, max_length=max_length)
     out = model(input_ids=enc["input_ids"].to(device),
                 attention_mask=enc["attention_mask"].to(device), use_cache=False)
     return out.logits.squeeze(-1).float()
 
 
-def _loss_and_correct(model, tokenizer, batch: list[dict], cfg) -> tuple[torch.Tensor, torch.Tensor]:
+def _texts(row: dict, cfg) -> list[str]:
+    """What the model reads of a row: chosen and rejected, or the response."""
+    summary = cfg.scores_summary_only()
+    return [reward_text(row["prompt"], row[field], summary) for field in RESPONSES[cfg.objective]]
+
+
+def _loss_and_correct(model, tokenizer, batch: list[dict], cfg, max_length: int | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     summary = cfg.scores_summary_only()
     if cfg.objective == "pairwise":
         chosen = score_texts(model, tokenizer, [reward_text(r["prompt"], r["chosen"], summary)
-                                                 for r in batch])
+                                                 for r in batch], max_length)
         rejected = score_texts(model, tokenizer, [reward_text(r["prompt"], r["rejected"], summary)
-                                                   for r in batch])
+                                                   for r in batch], max_length)
         margin = chosen - rejected
         return -torch.nn.functional.logsigmoid(margin).mean(), (margin > 0).float()
     scores = score_texts(model, tokenizer, [reward_text(r["prompt"], r["response"], summary)
-                                            for r in batch])
+                                            for r in batch], max_length)
     labels = torch.tensor([float(bool(r["safe"])) for r in batch], device=scores.device)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(scores, labels)
     return loss, ((scores > 0).float() == labels).float()
@@ -201,31 +212,47 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
     train, test = _rows(cfg, seed)
     for note in data_notes(cfg, train, test):
         log(note)
+    positions = trained_positions(model.config)
+    max_length = min(filter(None, (cfg.max_length, positions)), default=None)
+    longer = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length
+                 for row in train + test for text in _texts(row, cfg)) if max_length else 0
+    if longer:
+        log(f"note: {longer} of {len(train + test) * len(RESPONSES[cfg.objective])} texts are "
+            f"longer than {max_length} tokens (max_length"
+            + (" 0: the model's positions" if not cfg.max_length else "")
+            + "): the model reads their ends, their starts cut")
     steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
     opt = distributed.adamw(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
     model.train()
     order = epoch_order(len(train), steps * cfg.batch_size, gen)
+    micro = cfg.micro_batch_size
     for step in range(steps):
-        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-        loss, _ = _loss_and_correct(model, tokenizer, [train[i] for i in idx], cfg)
+        batch = [train[i] for i in order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for start in range(0, len(batch), micro):  # the batch's mean loss, a part at a time
+            part = batch[start:start + micro]
+            loss, _ = _loss_and_correct(model, tokenizer, part, cfg, max_length)
+            (loss * (len(part) / len(batch))).backward()
+            total += loss.item() * len(part) / len(batch)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if (step + 1) % max(1, steps // 5) == 0:
-            log(f"reward model step {step + 1}/{steps} loss {loss.item():.4f}")
+            log(f"reward model step {step + 1}/{steps} loss {total:.4f}")
     model.eval()
     with torch.no_grad():
-        correct = torch.cat([_loss_and_correct(model, tokenizer, test[i:i + cfg.batch_size], cfg)[1]
-                             for i in range(0, len(test), cfg.batch_size)])
+        correct = torch.cat([_loss_and_correct(model, tokenizer, test[i:i + micro], cfg,
+                                               max_length)[1]
+                             for i in range(0, len(test), micro)])
     accuracy = correct.mean().item()
     name = "pairwise_accuracy" if cfg.objective == "pairwise" else "safety_accuracy"
     log(f"reward model held-out {name}: {accuracy:.3f} ({len(test)} rows)")
     save_model(model, tokenizer, stage_dir)
     # how the GRPO stage must read this model (r1kit.rewards.combined.RewardModelScorer)
     (stage_dir / "reward_model.json").write_text(json.dumps(
-        {"objective": cfg.objective, "summary_only": cfg.scores_summary_only()}))
+        {"objective": cfg.objective, "summary_only": cfg.scores_summary_only(),
+         "max_length": max_length}))
     return {name: accuracy, "train_rows": len(train), "test_rows": len(test), "steps": steps,
             "seconds": time.time() - t0}
