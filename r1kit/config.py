@@ -279,7 +279,8 @@ class GRPOConfig:
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(default_factory=lambda: [
+    # the modules' names, or "all-linear" (peft's: every linear layer but the output layer)
+    lora_target_modules: list[str] | str = field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     generation_rows: int = 1024  # most sequences sampled at once
     # under torchrun: ddp (every rank holds the weights) | fsdp (FSDP2: weights sharded)
@@ -319,6 +320,9 @@ class GRPOConfig:
         if self.lora_rank < 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
             _fail(f"{where}.lora_rank", "lora_rank must be >= 0, lora_alpha > 0 and "
                   "lora_dropout in [0, 1)")
+        if isinstance(self.lora_target_modules, str) and self.lora_target_modules != "all-linear":
+            _fail(f"{where}.lora_target_modules", f"{self.lora_target_modules!r} is not a list "
+                  "of module names or \"all-linear\"", 'e.g. ["q_proj", "v_proj"]')
         _check_chunk(self.logprob_chunk_tokens, where)
         rows = self.logprob_micro_batch_size
         if rows != "auto" and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):

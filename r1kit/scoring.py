@@ -363,9 +363,13 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
     else:
         stream.write(text)
         stream.flush()
-    means = {k: sum(float(p[k]) for _, p in scored) / len(scored) for k in scored[0][1]
-             if all(isinstance(p.get(k), (int, float)) for _, p in scored)}
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in means.items())
+    means = {}  # each part's mean over the rows that have a number for it (None: no score)
+    for k in dict.fromkeys(k for _, p in scored for k in p):
+        values = [float(p[k]) for _, p in scored if isinstance(p.get(k), (int, float))]
+        if values:
+            means[k] = (sum(values) / len(values), len(values))
+    summary = ", ".join(f"{k} {v:.4g}" + (f" of {n} rows" if n < len(scored) else "")
+                        for k, (v, n) in means.items())
     mean = sum(score for score, _ in scored) / len(scored)
     print(f"r1kit score: {len(scored)} rows, mean {name} reward {mean:.4f}"
           + (f" (means: {summary})" if summary else ""), file=sys.stderr)

@@ -95,6 +95,30 @@ def test_merging_gathered_lora_weights_is_peft_merge(tmp_path):
         merged_lora_state(broken, cfg)
 
 
+def test_all_linear_adapts_every_linear_layer_but_the_output(tmp_path):
+    """lora_target_modules = "all-linear" (peft's, as TRL users write it): adapters on every
+    projection, none on lm_head; other text is refused with the recipe's key."""
+    from conftest import REPO
+
+    from r1kit.config import load_recipe
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64))
+    recipe = str(REPO / "recipes" / "zero-tiny.toml")
+    cfg = load_recipe(recipe, ["stages.zero.lora_rank=4",
+                               'stages.zero.lora_target_modules="all-linear"']).stages["zero"]
+    _, policy = apply_lora(model, cfg)
+    adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in policy.named_parameters()
+               if "lora_A" in n}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                       "down_proj"}
+    assert not any("lm_head" in n and "lora" in n for n, _ in policy.named_parameters())
+    with pytest.raises(R1kitError, match="lora_target_modules: 'all' is not a list"):
+        load_recipe(recipe, ['stages.zero.lora_target_modules="all"'])
+
+
 def _lora_model(rank: int, targets=("q_proj", "v_proj")):
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(

@@ -342,6 +342,8 @@ def test_your_own_reward_function(tmp_path, capsys) -> None:
                   "    return [None if s is None else float(c.strip() == s)\n"
                   "            for c, s in zip(completions, solution)]\n"
                   "def needs_gold(completions, gold, **kwargs):\n"
+                  "    return [0.0] * len(completions)\n"
+                  "def by_ids(completions, completion_ids, **kwargs):\n"
                   "    return [0.0] * len(completions)\n")
     rows = [{"id": 0, "completion": "4", "solution": "4", "prompt": "2+2"},
             {"id": 1, "completion": [{"role": "assistant", "content": "5"}], "solution": "4"},
@@ -354,9 +356,12 @@ def test_your_own_reward_function(tmp_path, capsys) -> None:
     scored = read_jsonl(out)
     assert [r["reward"] for r in scored] == [1.0, 0.0, 0.0]
     assert [r["parts"]["custom_none"] for r in scored] == [0.0, 0.0, 1.0]
-    assert "mean" in capsys.readouterr().err
+    said = capsys.readouterr().err  # custom's mean over the rows it scored
+    assert "custom 0.5 of 2 rows" in said and "custom_none 0.3333" in said
     assert main(["score", "--reward", f"{fn}:needs_gold", "--input", str(src)]) == 2
     assert "parameter 'gold' is not one of" in capsys.readouterr().err
+    assert main(["score", "--reward", f"{fn}:by_ids", "--input", str(src)]) == 2
+    assert "'completion_ids' comes only in a grpo stage" in capsys.readouterr().err
     assert main(["score", "--reward", "nonsense", "--input", str(src)]) == 2
     assert "file.py:function" in capsys.readouterr().err
 

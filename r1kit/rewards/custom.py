@@ -118,6 +118,10 @@ def check_signature(fn: Callable, names: list[str], spec: str) -> None:
     for p in params or []:
         if p.kind is p.POSITIONAL_ONLY or (p.default is p.empty and p.name not in names
                                           and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
+            if p.name in GRPO_EXTRAS:  # (r1kit score: no sampled token ids, no training step)
+                raise R1kitError(f"reward_function {spec}: parameter {p.name!r} comes only in "
+                                 "a grpo stage, from its sampling and its steps",
+                                 f"give it a default ({p.name}=None) to score files with it")
             raise R1kitError(f"reward_function {spec}: parameter {p.name!r} is not one of the "
                              f"keyword arguments it gets ({', '.join(dict.fromkeys(names))})",
                              "name the parameters after those (data fields come by their "

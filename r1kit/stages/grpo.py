@@ -1083,7 +1083,8 @@ def apply_lora(model, cfg: GRPOConfig, base: Path | None = None):
     except ImportError as exc:
         raise R1kitError("lora_rank > 0 needs peft", 'pip install "r1kit[lora]"') from exc
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = [m for m in cfg.lora_target_modules if m not in names]
+    targets = cfg.lora_target_modules  # a list, or peft's "all-linear"
+    missing = [m for m in targets if m not in names] if not isinstance(targets, str) else []
     if missing:
         raise R1kitError(f"lora_target_modules: the model has no module named {missing}",
                          "the model's linear layers include: " + ", ".join(sorted(
@@ -1095,7 +1096,8 @@ def apply_lora(model, cfg: GRPOConfig, base: Path | None = None):
                                 category=FutureWarning)
         peft_model = get_peft_model(model, LoraConfig(
             r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=list(cfg.lora_target_modules), bias="none"))
+            target_modules=targets if isinstance(targets, str) else list(targets),
+            bias="none"))
     if base is not None:
         peft_model.peft_config["default"].base_model_name_or_path = str(Path(base).resolve())
     return peft_model, peft_model.get_base_model()
