@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                             "the reward needs")
     score.add_argument("--output", type=Path, default=None, metavar="OUT.jsonl",
                        help="where to write the scored rows (default: stdout)")
+    score.add_argument("--completion-field", default="completion", metavar="FIELD",
+                       help="the field holding each completion (default: completion; a sample "
+                            "stage's data.jsonl: response)")
     score.add_argument("--set", dest="settings", action="append", default=[],
                        metavar="KEY=VALUE", help="a reward setting, e.g. timeout=5, target=zh")
     ev = sub.add_parser("eval", help="evaluate a checkpoint on benchmarks the paper's way")
@@ -183,7 +186,8 @@ def _main(args) -> int:
         elif args.command == "score":
             from r1kit.scoring import score_file
 
-            score_file(args.reward, args.input, args.output, args.settings)
+            score_file(args.reward, args.input, args.output, args.settings,
+                       args.completion_field)
         elif args.command == "eval":
             from r1kit.eval.cli import run_eval_command
 

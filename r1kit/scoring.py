@@ -326,8 +326,11 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def score_file(name: str, input_path: Path, output_path: Path | None = None,
-               set_items: Sequence[str] = ()) -> list[Scored]:
-    """The `score` command: check everything, score every row, then write the output."""
+               set_items: Sequence[str] = (), completion_field: str = "completion"
+               ) -> list[Scored]:
+    """The `score` command: check everything, score every row, then write the output.
+    `completion_field`: the field that holds each completion (a sample stage's data.jsonl
+    calls it response); the rows are written as they came."""
     if os.environ.get("WORLD_SIZE", "1") != "1":  # (torchrun's)
         raise R1kitError("r1kit score runs in one process, not under torchrun",
                          "run r1kit score alone: each process would score every row and write "
@@ -343,13 +346,24 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
             raise R1kitError(f"--output {str(output_path)!r}: {str(existing)!r} is a file, "
                              "not a directory")
     numbered = read_rows(input_path)  # JSONL, or parquet by its suffix
+    given = [row for _, row in numbered]  # written as they came
+    if completion_field != "completion":  # scored with that field as the completion
+        numbered = [(n, {**row, "completion": row[completion_field]} if completion_field in row
+                     else row) for n, row in numbered]
     for n, row in numbered:
         problem = reward.check_row(row, settings)
+        if problem and completion_field not in row:
+            raise R1kitError(f"{input_path}:{n}: missing field {completion_field!r}",
+                             "the rows hold 'response' (as a sample stage's data.jsonl): "
+                             "--completion-field response scores it"
+                             if "response" in row and completion_field == "completion" else
+                             "--completion-field names the field of the completions; the "
+                             f"row's fields are {', '.join(map(str, row))}")
         if problem:
             raise R1kitError(f"{input_path}:{n}: {problem}",
                              f"the {name} reward needs these fields in every row")
-    rows = [row for _, row in numbered]
-    scored = score_rows(name, rows, settings, reward)
+    scored = score_rows(name, [row for _, row in numbered], settings, reward)
+    rows = given
 
     stream = sys.stdout if output_path is None else None
     ascii_only = stream is not None and (getattr(stream, "encoding", "") or "").lower() \

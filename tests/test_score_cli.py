@@ -393,3 +393,23 @@ def test_a_parquet_input(tmp_path, capsys) -> None:
     out = tmp_path / "out.jsonl"
     assert main(["score", "--reward", "math", "--input", str(src), "--output", str(out)]) == 0
     assert [r["reward"] for r in read_jsonl(out)] == [1.0, 0.0]
+
+
+def test_completion_field_scores_a_sample_stages_rows(tmp_path, capsys) -> None:
+    """A sample stage's data.jsonl holds each completion as 'response': the error says to
+    give --completion-field response, which scores it; the rows are written as they came."""
+    rows = [{"prompt": "1+1=", "response": box("2"), "answer": "2"},
+            {"prompt": "2+2=", "response": box("5"), "answer": "4"}]
+    src = write_jsonl(tmp_path / "data.jsonl", rows)
+    err = run_error(capsys, ["score", "--reward", "math", "--input", str(src)])
+    assert "missing field 'completion'" in err and "--completion-field response" in err
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--reward", "math", "--input", str(src), "--output", str(out),
+                 "--completion-field", "response"]) == 0
+    scored = read_jsonl(out)
+    assert [r["reward"] for r in scored] == [1.0, 0.0]
+    assert [{k: r[k] for k in rows[0]} for r in scored] == rows and "completion" not in scored[0]
+    capsys.readouterr()
+    err = run_error(capsys, ["score", "--reward", "math", "--input", str(src),
+                             "--completion-field", "text"])
+    assert "missing field 'text'" in err and "prompt, response, answer" in err
