@@ -88,6 +88,11 @@ def load_run(run_dir: Path) -> Run:
                          "pass the directory `r1kit run` wrote (its --out, default runs/NAME)")
     if not any((run_dir / f).is_file() for f in ("metrics.jsonl", "eval.jsonl")) and not any(
             run_dir.glob("*/stage.json")):
+        for up in (run_dir.resolve().parent, run_dir.resolve().parent.parent.parent):
+            if (up / "config.json").is_file() and any((up / f).is_file() for f in
+                                                      ("metrics.jsonl", "eval.jsonl")):
+                raise R1kitError(f"{run_dir} is a stage (or checkpoint) directory of the run "
+                                 f"{up}", f"r1kit report {up}")
         raise R1kitError(f"{run_dir} holds neither metrics.jsonl nor eval.jsonl nor a "
                          "finished stage",
                          "pass a run directory of `r1kit run` after at least one stage has "

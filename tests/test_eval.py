@@ -291,6 +291,12 @@ def test_eval_greedy_verbatim_prompts_and_benchmark_spellings(tmp_path, bpe_chec
     assert all(r["k"] == 1 for r in saved["results"])  # greedy: one sample per problem
     assert saved["settings"]["template"] == "none" and saved["settings"]["temperature"] == 0
     assert all(r["math_instruction"] is True for r in saved["results"])  # in their questions
+    capsys.readouterr()
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "gsm8k", "--limit", "1",
+                 "--k", "1", "--temperature", "0", "--max-new-tokens", "2",
+                 "--question-field", "problem", "--no-math-instruction"]) == 0
+    assert ("note: --question-field, --no-math-instruction apply to a benchmark file of your "
+            "own") in capsys.readouterr().out
     assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "gsm8k",
                  "--temperature", "0", "--k", "4"]) == 2
     assert "use --k 1" in capsys.readouterr().err

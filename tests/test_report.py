@@ -133,6 +133,14 @@ def test_report_cli_rejects_empty_and_missing_dirs(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     with pytest.raises(R1kitError):
         write_report(empty)
+    # a stage's (or one of its checkpoints') directory: the run's is named
+    (tmp_path / "r").mkdir()
+    run_dir = make_run(tmp_path / "r")
+    for inner in (run_dir / "zero", run_dir / "zero" / "checkpoints" / "step-2"):
+        inner.mkdir(parents=True, exist_ok=True)
+        capsys.readouterr()
+        assert main(["report", str(inner)]) == 2
+        assert f"fix: r1kit report {run_dir.resolve()}" in capsys.readouterr().err
 
 
 def test_report_of_a_run_with_only_reward_model_stages(tmp_path, capsys):

@@ -161,6 +161,14 @@ def _run_eval(args) -> list[dict]:
                          "run r1kit eval alone (a recipe's eval stage runs on rank 0 of a "
                          "torchrun run)")
     names = _check(args)
+    if not any(is_data_file(n) for n in names):
+        unused = [flag for flag, off in (("--question-field", args.question_field != "question"),
+                                         ("--answer-field", args.answer_field != "answer"),
+                                         ("--no-math-instruction",
+                                          args.math_instruction is False)) if off]
+        if unused:
+            print(f"note: {', '.join(unused)} apply to a benchmark file of your own (--bench "
+                  "FILE); the shipped benchmarks have their own fields and prompts")
     path = check_model_dir(args.model)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
