@@ -162,11 +162,12 @@ def test_lora_on_sharded_weights_trains_like_one_process(tmp_path_factory, monke
     two = tmp_path_factory.mktemp("lora-two")
     _torchrun(two, cache, *lora, "--set", "stages.zero.distributed=fsdp")
     weights = _check_same(one, two)
-    ckpt = "zero/checkpoints/step-1/adapter_model.safetensors"
-    ad_a, ad_b = load_file(one / ckpt), load_file(two / ckpt)
-    assert ad_a.keys() == ad_b.keys() and any("lora_B" in k for k in ad_a)
-    for k in ad_a:
-        torch.testing.assert_close(ad_b[k], ad_a[k], atol=1e-5, rtol=1e-4, msg=k)
+    for ckpt in ("zero/checkpoints/step-1/adapter_model.safetensors",
+                 "zero/adapter/adapter_model.safetensors"):  # and the final adapters
+        ad_a, ad_b = load_file(one / ckpt), load_file(two / ckpt)
+        assert ad_a.keys() == ad_b.keys() and any("lora_B" in k for k in ad_a)
+        for k in ad_a:
+            torch.testing.assert_close(ad_b[k], ad_a[k], atol=1e-5, rtol=1e-4, msg=k)
     base = load_file(one / "base" / "model.safetensors")
     moved = [k for k in base if (weights[k] - base[k]).abs().max().item() > 1e-4]
     assert moved and all(k.endswith("proj.weight") for k in moved)  # the adapted layers only

@@ -61,6 +61,10 @@ def test_lora_grpo_trains_adapters_and_saves_a_plain_merged_checkpoint(tmp_path,
     assert main(["eval", "--model", str(step), "--bench", "tiny", "--limit", "2", "--k", "1",
                  "--max-new-tokens", "4"]) == 0
     assert "prompts as stage 'zero' trained this model" in capsys.readouterr().out
+    # the final adapters beside the merged model: merged, they are the stage's final weights
+    final = load_model(out / "zero" / "adapter", torch.device("cpu"), torch.float32).state_dict()
+    for key in base:
+        torch.testing.assert_close(final[key], tuned[key], msg=key)
 
 
 def test_merging_gathered_lora_weights_is_peft_merge(tmp_path):

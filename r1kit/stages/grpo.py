@@ -915,6 +915,16 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     bar.close()
     ctx.print = say
     weights = None
+    if lora is not None:  # the final adapters too, a peft directory beside the merged model
+        adapters = None
+        if distributed.is_sharded(policy):  # (a collective: every rank gathers)
+            trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+            adapters = {PEFT_PREFIX + k: v for k, v in
+                        distributed.full_tensors(policy, trainable).items()}
+        if world.is_main:
+            with quiet_loading():
+                lora.save_pretrained(ctx.stage_dir / "adapter", state_dict=adapters)
+                tokenizer.save_pretrained(ctx.stage_dir / "adapter")
     if lora is not None and distributed.is_sharded(policy):  # merged from the gathered shards
         weights = distributed.full_state(policy)
         weights = merged_lora_state(weights, cfg) if world.is_main else None
