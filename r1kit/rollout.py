@@ -203,7 +203,7 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
     prompts ends. The engine checks for finished rows at the points where it already waits
     for the device (every token on the CPU, every 8 with CUDA graphs). `compiled`: sampling's
     arithmetic through torch.compile (r1kit's lean engine, on CUDA)."""
-    limit = _position_limit(model)
+    limit = position_limit(model)
     longest = max((len(p) for p in prompts), default=0) + max_new_tokens
     if limit is not None and longest > limit:
         raise R1kitError(f"prompts of up to {longest - max_new_tokens} tokens plus "
@@ -299,7 +299,7 @@ class _Handover:
         self(tokens, lengths, torch.ones_like(lengths, dtype=torch.bool))
 
 
-def _position_limit(model) -> int | None:
+def position_limit(model) -> int | None:
     """The length of a model's table of learned absolute positions (GPT-2's wpe, OPT's
     embed_positions), which it cannot go past; None for rotary or ALiBi models."""
     for name, module in model.named_modules():

@@ -392,24 +392,68 @@ def test_warnings_are_one_line(monkeypatch):
     assert theirs == "r1kit: warning: a user's warning (/home/me/rewards.py:16)\n"
 
 
-def test_sft_rows_stop_at_the_models_trained_positions(tmp_path, bpe_checkpoint):
-    """SFT rows longer than the positions a model was trained on (GPT-2's n_positions) are cut
-    there, with a note: it failed with IndexError in the position table (and a rotary model
-    trained past its positions without a word)."""
+def _gpt2(tmp_path, bpe_checkpoint, positions: int):
+    """A random GPT-2 (a table of learned positions: n_positions) with the BPE tokenizer."""
     import shutil
 
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from r1kit.config import recipe_from_dict
     from r1kit.models import load_tokenizer
-    from r1kit.pipeline import run_recipe
 
     model_dir = tmp_path / "gpt2"
     tok = load_tokenizer(bpe_checkpoint)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=32, n_layer=1,
-                               n_head=2, eos_token_id=tok.eos_token_id)).save_pretrained(model_dir)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=positions, n_embd=32,
+                               n_layer=1, n_head=2, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id)).save_pretrained(model_dir)
     for f in bpe_checkpoint.glob("*token*"):
         shutil.copy(f, model_dir / f.name)
+    return model_dir
+
+
+def test_long_training_prompts_are_found_before_any_sampling(tmp_path, bpe_checkpoint):
+    """A training question too long for max_new_tokens within the model's positions: an error
+    before the stage's first evaluation where the model cannot go past them (GPT-2), naming
+    the question; a note where it was trained on fewer (a rotary model). It was found at the
+    first rollout, after the step-0 evaluation (hours on a real benchmark)."""
+    from r1kit.config import recipe_from_dict
+    from r1kit.pipeline import run_recipe
+
+    data = tmp_path / "q.jsonl"
+    rows = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(8)]
+    rows[5]["question"] = "Add these numbers: " + " + ".join(["7"] * 60) + "."
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def stage(model, **more):
+        return {"run": {"progress": False, "tensorboard": False}, "stages": {"rl": {
+            "kind": "grpo", "model": str(model), "task": "math", "train_file": str(data),
+            "test_file": str(data), "template": "none", "steps": 1, "group_size": 2,
+            "rollout_batch_size": 4, "num_minibatches": 1, "micro_batch_size": 4, **more}}}
+
+    gpt2 = _gpt2(tmp_path, bpe_checkpoint, 64)
+    with pytest.raises(R1kitError, match=r"1 of 8 training questions take more than 48 prompt "
+                                         r"tokens, .* past the 64 positions this model has "
+                                         r"\(the first: question 6, \d+ tokens: 'Add these") as err:
+        run_recipe(recipe_from_dict(stage(gpt2, max_new_tokens=16,
+                                          max_new_tokens_schedule=[])), tmp_path / "a",
+                   print_fn=lambda *_: None)
+    assert "lower max_new_tokens" in err.value.hint
+    assert not (tmp_path / "a" / "eval.jsonl").exists()  # before any evaluation
+    printed = []
+    run_recipe(recipe_from_dict(stage(bpe_checkpoint, max_new_tokens=1000,
+                                      max_new_tokens_schedule=[], eval={"every": 0})),
+               tmp_path / "b", print_fn=printed.append)
+    assert any("note: 1 of 8 training questions take more than 24 prompt tokens" in line
+               and "positions this model was trained on" in line for line in printed), printed
+
+
+def test_sft_rows_stop_at_the_models_trained_positions(tmp_path, bpe_checkpoint):
+    """SFT rows longer than the positions a model was trained on (GPT-2's n_positions) are cut
+    there, with a note: it failed with IndexError in the position table (and a rotary model
+    trained past its positions without a word)."""
+    from r1kit.config import recipe_from_dict
+    from r1kit.pipeline import run_recipe
+
+    model_dir = _gpt2(tmp_path, bpe_checkpoint, 32)
     data = tmp_path / "long.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"What is {i} + {i}?",
                                         "response": "Let me add them. " * 20 + f"{2 * i}"}) + "\n"

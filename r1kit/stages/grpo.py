@@ -70,6 +70,7 @@ from r1kit.models import (
     quiet_loading,
     save_model,
     stop_token_ids,
+    trained_positions,
 )
 from r1kit.packing import pack, packs_safely, to_device
 from r1kit.rewards import overlap
@@ -78,7 +79,7 @@ from r1kit.rewards.custom import FunctionReward, load_function, shadowed_fields
 from r1kit.rewards.length import overlong_penalty
 from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rewards.rule import format_style
-from r1kit.rollout import Rollouts, generate
+from r1kit.rollout import Rollouts, generate, position_limit
 from r1kit.runlog import RunLog, read_jsonl
 from r1kit.stages.pretrain import cosine_lr
 from r1kit.tasks import general, make_task
@@ -633,6 +634,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
 
     test_prompts = [encode(e.question) for e in test]
     prompt_cache: dict[int, list[int]] = {}
+    _check_prompt_lengths(cfg, train, encode, policy, prompt_cache, ctx)  # (every rank alike)
     opt = distributed.adamw([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
                             betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
     total_updates = cfg.steps * cfg.num_minibatches * cfg.ppo_epochs
@@ -960,6 +962,46 @@ def _lean_views(cfg: GRPOConfig, policy, ref, ctx: StageContext):
         return None, None
     compiled = compile_wanted(cfg.compile, ctx.device)
     return (LeanLM(policy, compiled), LeanLM(ref, compiled) if ref is not None else None)
+
+
+def _check_prompt_lengths(cfg: GRPOConfig, train: list, encode, policy, cache: dict,
+                          ctx: StageContext) -> None:
+    """Before any sampling (the first evaluation can take long): the training questions whose
+    prompts leave no room for max_new_tokens within the model's positions. An R1kitError where
+    the model cannot go past them (a table of learned positions, GPT-2's), a note where it
+    was trained on fewer (rotary). Only questions long enough in bytes to come near are
+    encoded (a byte-level tokenizer writes at most a token per byte); those are cached."""
+    hard = position_limit(policy)
+    limit = hard or trained_positions(policy.config)
+    longest_new = max([cfg.max_new_tokens] + [v for s, v in cfg.max_new_tokens_schedule
+                                              if s < cfg.steps])
+    budget = (limit or 0) - longest_new  # the most prompt tokens that fit
+    if not limit or budget < 1:  # (none: the sampler's own check says it at once)
+        return
+    overhead = len(encode("x"))
+    long = []
+    for i, ex in enumerate(train):
+        text = ex.question if isinstance(ex.question, str) else "".join(
+            m["content"] for m in ex.question)
+        slack = 16 + (8 * len(ex.question) if isinstance(ex.question, list) else 0)
+        if len(text.encode()) + overhead + slack > budget:
+            cache[i] = encode(ex.question)
+            if len(cache[i]) > budget:
+                long.append((i, len(cache[i])))
+    if not long:
+        return
+    i, n = long[0]
+    shown = " ".join(str(train[i].question if isinstance(train[i].question, str)
+                         else train[i].question[-1]["content"]).split())[:60]
+    said = (f"{len(long)} of {len(train)} training questions take more than {budget} prompt "
+            f"tokens, which with max_new_tokens = {longest_new} reach past the {limit} "
+            f"positions this model {'has' if hard else 'was trained on'} (the first: question "
+            f"{i + 1}, {n} tokens: {shown!r})")
+    if hard:
+        raise R1kitError(f"[{ctx.name}] {said}", "lower max_new_tokens (and its schedule), or "
+                         "leave the long questions out of the data")
+    if distributed.current().is_main:
+        ctx.print(f"[{ctx.name}] note: {said}; samples past them may be poor")
 
 
 def _question_seed(seed: int, step: int, j: int) -> int:
