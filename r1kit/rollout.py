@@ -31,8 +31,8 @@ import torch
 
 from r1kit.errors import R1kitError, out_of_memory
 from r1kit.lean import LeanLM
-from r1kit.models import trained_positions
 from r1kit.logprobs import compiled_version, softmax_stats
+from r1kit.models import trained_positions
 
 
 @dataclass

@@ -22,12 +22,12 @@ from r1kit.models import (
     adapter_base,
     check_model_dir,
     is_adapter,
-    trained_positions,
     load_model,
     load_tokenizer,
     resolve_device,
     resolve_dtype,
     stop_token_ids,
+    trained_positions,
     trusting_remote_code,
 )
 from r1kit.templates import TEMPLATES, encode_prompt, system_text
