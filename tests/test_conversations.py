@@ -301,6 +301,29 @@ def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkp
             read_sft_rows(data, cfg)
 
 
+def test_sft_reads_sharegpt_conversations(tmp_path):
+    """ShareGPT's layout, as OpenThoughts and Bespoke-Stratos write their R1 traces:
+    `conversations` of {"from", "value"} turns (human / gpt, or user / assistant) and a
+    `system` field; read as the same conversation in `messages`."""
+    from r1kit.config import SFTConfig
+    from r1kit.stages.sft import read_sft_rows
+
+    data = tmp_path / "sharegpt.jsonl"
+    data.write_text(json.dumps({"system": "Think first.", "conversations": [
+        {"from": "user", "value": "What is 70 + 2?"},
+        {"from": "assistant", "value": "<think>70+2</think> 72"}]}) + "\n" + json.dumps(
+        {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})
+        + "\n")
+    cfg = SFTConfig(model="m", data=str(data), template="chat")
+    assert read_sft_rows(data, cfg) == [
+        ([{"role": "system", "content": "Think first."},
+          {"role": "user", "content": "What is 70 + 2?"}], "<think>70+2</think> 72"),
+        ([{"role": "user", "content": "Hi"}], "Hello")]
+    data.write_text(json.dumps({"conversations": [{"from": "human", "value": "Hi"}]}) + "\n")
+    with pytest.raises(R1kitError, match="ends with a 'user' message, not the assistant's"):
+        read_sft_rows(data, cfg)
+
+
 def test_chat_sft_ends_responses_with_the_templates_end_of_turn(bpe_checkpoint, tmp_path):
     """A base model whose eos is not its chat template's end of turn (Qwen2.5's base models:
     <|endoftext|> against ChatML's <|im_end|>). SFT with template = "chat" ends each response

@@ -50,9 +50,11 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], st
     ([{"role": "assistant", "content": text}], TRL's conversational completion). A row may
     instead hold its whole conversation in one field (`messages`, or the prompt field)
     ending with the assistant's message: the messages before it are the prompt, that last
-    message the response (earlier assistant turns are context, not trained on)."""
+    message the response (earlier assistant turns are context, not trained on). ShareGPT's
+    `conversations` ({"from", "value"} turns) are read as `messages` (_sharegpt)."""
     rows = []
     for n, row in read_rows(path):
+        row = _sharegpt(row, cfg)
         prompt, response = row.get(cfg.prompt_field), row.get(cfg.response_field)
         conversation = _conversation(row, cfg)
         if conversation is not None:  # TRL's "messages": the last assistant turn is trained
@@ -109,6 +111,26 @@ def _conversation(row: dict, cfg: SFTConfig) -> tuple[str, list] | None:
                 and turns[-1].get("role") == "assistant"):
             return name, turns
     return None
+
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "model": "assistant", "system": "system"}
+
+
+def _sharegpt(row: dict, cfg: SFTConfig) -> dict:
+    """A row in ShareGPT's layout, `conversations` of {"from": human | gpt | ..., "value": text}
+    (and a `system` field, as OpenThoughts and Bespoke-Stratos write it), with the same
+    conversation as `messages`; any other row as it is."""
+    turns = row.get("conversations")
+    if ("messages" in row or cfg.response_field in row or not isinstance(turns, list)
+            or not turns or not all(isinstance(t, dict) and "from" in t for t in turns)):
+        return row
+    messages = [{"role": SHAREGPT_ROLES.get(str(t["from"]).lower(), str(t["from"])),
+                 "content": t.get("value")} for t in turns]
+    if isinstance(row.get("system"), str) and row["system"].strip() and \
+            messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": row["system"]})
+    return {**row, "messages": messages}
 
 
 def _conversation_problem(row: dict, cfg: SFTConfig) -> str | None:
