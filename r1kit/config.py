@@ -1083,6 +1083,33 @@ def _source_dir(recipe: Recipe, ref: str) -> str:
     return ref
 
 
+def _check_lora_targets(directory: str, targets: list[str], where: str) -> None:
+    """lora_target_modules the model has, found before any stage (apply_lora finds them again
+    as the stage starts, after the earlier stages ran): the architecture of the directory a
+    stage's model comes from, built on the meta device (no weights read). Skipped where that
+    cannot be built (a pretrain stage's model: Llama's names; remote code)."""
+    if not directory or not Path(directory).is_dir():
+        return
+    from r1kit.models import adapter_base, is_adapter
+
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        path = adapter_base(directory) if is_adapter(directory) else Path(directory)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    except Exception:  # noqa: BLE001 - the stage's own check still runs
+        return
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [m for m in targets if m not in names]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"})
+        _fail(f"{where}.lora_target_modules", f"the model has no module named {missing}",
+              f"its linear layers include: {', '.join(linear)} (or \"all-linear\")")
+
+
 # stage kinds whose directory holds no model checkpoint
 NO_CHECKPOINT = (EvalStageConfig, SampleConfig)
 
@@ -1188,6 +1215,9 @@ def check_inputs(recipe: Recipe) -> None:
             from r1kit.models import check_scalar_head  # the backbone loads with a scalar head
 
             check_scalar_head(backbone)
+        if isinstance(cfg, GRPOConfig) and cfg.lora_rank > 0 and isinstance(
+                cfg.lora_target_modules, list):
+            _check_lora_targets(_source_dir(recipe, cfg.model), cfg.lora_target_modules, where)
         world = _torchrun_world()
         if isinstance(cfg, GRPOConfig) and world > 1:
             questions = cfg.rollout_batch_size // cfg.group_size  # each process takes a share

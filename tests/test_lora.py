@@ -123,6 +123,24 @@ def test_all_linear_adapts_every_linear_layer_but_the_output(tmp_path):
         load_recipe(recipe, ['stages.zero.lora_target_modules="all"'])
 
 
+def test_lora_targets_the_model_lacks_are_found_before_any_stage(tmp_path, bpe_checkpoint):
+    """A name the model does not have, found as the recipe is checked (it was found as the
+    stage started, after the stages before it had run), through a stage's chain of models."""
+    from r1kit.config import check_inputs, load_recipe
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text('{"prompt": "1+1=", "response": "2"}\n')
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[stages.sft]\nkind = "sft"\nmodel = "{bpe_checkpoint}"\n'
+                      f'data = "{data}"\n'
+                      '[stages.rl]\nkind = "grpo"\nmodel = "sft"\nlora_rank = 4\n'
+                      'lora_target_modules = ["q_proj", "c_attn"]\n')
+    with pytest.raises(R1kitError, match=r"stages.rl.lora_target_modules: the model has no "
+                                         r"module named \['c_attn'\]") as err:
+        check_inputs(load_recipe(recipe))
+    assert "q_proj" in err.value.hint and "all-linear" in err.value.hint
+
+
 def _lora_model(rank: int, targets=("q_proj", "v_proj")):
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(
