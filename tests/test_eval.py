@@ -398,8 +398,13 @@ def test_plain_words_after_a_number_are_a_unit():
     for reference in ("42 eggs", "42 dollars", "42 cookies", "42 people", "42 apples",
                       "42 dollars.", "$42$ eggs", "42\\text{ pages}"):
         assert check_equal("42", reference) and check_equal("\\boxed{42}", reference), reference
-        assert check_equal("42 eggs", reference) and not check_equal("43", reference), reference
+        assert not check_equal("43", reference), reference
+    assert check_equal("42 eggs", "42 eggs") and check_equal("42 egg", "$42$ eggs")
     assert not check_equal("42", "42 thousand") and not check_equal("42", "42 dozen")
+    # a number and letters without a space is no unit: 4xy is not 4, either way round
+    for answer, reference in (("12", "12xy"), ("4", "4xy"), ("3", "3mn"), ("4xy", "4"),
+                              ("10", "10 cos"), ("2", "2 ln")):
+        assert not check_equal(answer, reference), (answer, reference)
 
 
 def test_eval_json_says_when_the_positions_capped_the_length(tmp_path, bpe_checkpoint):

@@ -111,7 +111,8 @@ _NOT_UNITS = {"pi", "sqrt", "times", "cdot", "over", "divided", "plus", "minus",
               "billions", "trillion", "dozen", "dozens", "half", "halves", "third", "thirds",
               "quarter", "quarters", "tenth", "tenths", "hundredth", "hundredths",
               "thousandth", "thousandths", "percent", "degrees", "radians", "factorial",
-              "is", "not", "maybe", "approximately", "about", "roughly"}
+              "is", "not", "maybe", "approximately", "about", "roughly",
+              "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt", "mod"}
 
 
 def _without_unit(answer: str, reference: str) -> str:
@@ -129,11 +130,19 @@ def _without_unit(answer: str, reference: str) -> str:
 def _unit_number(text: str) -> str | None:
     """The number of a text that is a number and one plain word, a unit (_without_unit), else
     None."""
-    m = re.fullmatch(rf"\s*\$?\s*({_PLAIN_NUMBER})\s*\$?\s*(?:\\(?:text|mbox|textrm)\s*\{{\s*"
-                     r"([A-Za-z]{2,})\s*\}|([A-Za-z]{2,}))\s*\.?\s*", text)
+    found = _with_unit(text)
+    return found[0] if found is not None else None
+
+
+def _with_unit(text: str) -> tuple[str, str] | None:
+    """(number, unit in lower case) of a text that is a number and, after a space or in
+    \\text{}, one plain word that is no word of mathematics or of size (_NOT_UNITS); else
+    None. The space is needed: "4xy" is no 4 of unit "xy"."""
+    m = re.fullmatch(rf"\s*\$?\s*({_PLAIN_NUMBER})\s*\$?(?:\s*\\(?:text|mbox|textrm)\s*\{{\s*"
+                     r"([A-Za-z]{2,})\s*\}|\s+([A-Za-z]{2,}))\s*\.?\s*", text)
     if m is None or (m.group(2) or m.group(3)).lower() in _NOT_UNITS:
         return None
-    return m.group(1)
+    return m.group(1), (m.group(2) or m.group(3)).lower()
 
 
 def _one_number(text: str) -> bool:
@@ -147,8 +156,13 @@ def check_equal(answer: str, reference: str) -> bool:
     (`MathVerifier`) unless the inputs are trusted."""
     from math_verify import parse, verify
 
-    # a reference written with its unit ("42 eggs") is its number, as an answer so written is
-    reference = _unit_number(reference) or reference
+    # a reference written with its unit ("42 eggs") is its number, as an answer so written
+    # is, unless the answer names another unit (7 am is no 7 pm, 2 cm no 2 km)
+    with_unit = _with_unit(reference)
+    if with_unit is not None:
+        said = _with_unit(answer)
+        if said is None or said[1].rstrip("s") == with_unit[1].rstrip("s"):
+            reference = with_unit[0]
     a, r = normalize_answer(_without_unit(answer, reference)), normalize_answer(reference)
     if a == r:
         return bool(a)
