@@ -5,10 +5,12 @@ a test question or solution. `r1kit decontaminate` does the same check: texts ar
 and split into words on anything that is not a letter or digit (any script), the n-grams are
 the tuples of n consecutive words, and a training row is contaminated when one of its
 n-grams occurs in a benchmark's problems or solutions. A math benchmark's problem shorter
-than n words (MATH-500 has 31), and a text of a benchmark file of your own, counts as one gram
-of its own length when it has at least SHORT_MIN_WORDS words, so a training row that contains
-it word for word is caught too (not code benchmarks' short problems and solutions, which are
-generic: "write a function to merge two dictionaries", "return sorted(list(set(l)))").
+than n words (MATH-500 has 31) counts as one gram of its own length when it has at least
+SHORT_MIN_WORDS words, so a training row that contains it word for word is caught too (not
+code benchmarks' short problems and solutions, which are generic: "write a function to merge
+two dictionaries", "return sorted(list(set(l)))"; nor a file of your own's, which may hold a
+shared system message or instruction: the command says how many of its texts are too short
+to check).
 """
 
 from __future__ import annotations
@@ -78,17 +80,19 @@ def _check_names(names: Iterable[str]) -> list[str]:
     return out
 
 
-def benchmark_ngrams(names: Iterable[str], n: int = 10) -> dict[str, set[NGram]]:
+def benchmark_ngrams(names: Iterable[str], n: int = 10, short: dict[str, int] | None = None
+                     ) -> dict[str, set[NGram]]:
     """For each benchmark name, the n-grams of all its test problems and solutions (worked
     solutions, reference code; a math problem shorter than n words is one shorter gram, see
     _bench_grams); for a JSONL or parquet file of your own, of every text of its rows (as a
-    training row's, _row_texts; a text shorter than n words is one gram, as a math problem).
-    Unknown names and "tiny" are an R1kitError."""
+    training row's, _row_texts; texts shorter than n words give none: counted in `short`
+    by file, where given). Unknown names and "tiny" are an R1kitError."""
     from r1kit.eval.benchmarks import BENCHMARKS, load_benchmark
 
     if n < 1:
         raise R1kitError(f"n-gram length must be at least 1, got {n}")
     out: dict[str, set[NGram]] = {}
+    short = short if short is not None else {}
     from r1kit.tasks.math import read_rows
 
     for name in _check_names(names):
@@ -96,13 +100,14 @@ def benchmark_ngrams(names: Iterable[str], n: int = 10) -> dict[str, set[NGram]]
         if name not in BENCHMARKS:  # a file of your own: every text of its rows
             for line, row in read_rows(name):
                 for text in _row_texts(row, None, f"{name}:{line}"):
-                    grams.update(_bench_grams(text, n, True))
+                    grams.update(_bench_grams(text, n, False))
+                    short[name] = short.get(name, 0) + (0 < len(_words(text)) < n)
             out[name] = grams
             continue
         for ex in load_benchmark(name).test_examples():
             for key in ("problem", "solution"):
-                short = key == "problem" and BENCHMARKS[name].kind == "math"
-                grams.update(_bench_grams(str(ex.meta.get(key) or ""), n, short))
+                whole = key == "problem" and BENCHMARKS[name].kind == "math"
+                grams.update(_bench_grams(str(ex.meta.get(key) or ""), n, whole))
         out[name] = grams
     return out
 
@@ -110,7 +115,7 @@ def benchmark_ngrams(names: Iterable[str], n: int = 10) -> dict[str, set[NGram]]
 def _row_texts(row: dict, fields: Sequence[str] | None, where: str) -> list[str]:
     """The texts of a training row: the named fields (each must be a string), or by default
     every string value, the strings of a list and the "content" of dicts in a list (chat
-    messages)."""
+    messages; ShareGPT's turns: "value")."""
     if fields is not None:
         texts = []
         for field in fields:
@@ -119,8 +124,8 @@ def _row_texts(row: dict, fields: Sequence[str] | None, where: str) -> list[str]
                                  f"its fields are {', '.join(map(str, row))}; fix --fields")
             value = row[field]
             if isinstance(value, list) and all(isinstance(m, dict) and isinstance(
-                    m.get("content"), str) for m in value):  # chat messages: their texts
-                texts.extend(m["content"] for m in value)
+                    _turn_text(m), str) for m in value):  # chat messages: their texts
+                texts.extend(_turn_text(m) for m in value)
                 continue
             if not isinstance(value, str):
                 raise R1kitError(f"{where}: field {field!r} is a {type(value).__name__}, "
@@ -135,9 +140,14 @@ def _row_texts(row: dict, fields: Sequence[str] | None, where: str) -> list[str]
             for item in value:
                 if isinstance(item, str):
                     texts.append(item)
-                elif isinstance(item, dict) and isinstance(item.get("content"), str):
-                    texts.append(item["content"])
+                elif isinstance(item, dict) and isinstance(_turn_text(item), str):
+                    texts.append(_turn_text(item))
     return texts
+
+
+def _turn_text(message: dict):
+    """A chat message's text: its "content", or a ShareGPT turn's "value"."""
+    return message.get("content", message.get("value"))
 
 
 def _grams_at(words: list[str], n: int, starts: dict[str, set[int]]):
@@ -218,7 +228,8 @@ def run_decontaminate_command(args) -> None:
     where = [f"{args.train}:{line}" for line, _ in numbered]
     for row, loc in zip(rows, where):  # check every row's fields before the slow part
         _row_texts(row, fields, loc)
-    bench = benchmark_ngrams(names, n)
+    short: dict[str, int] = {}
+    bench = benchmark_ngrams(names, n, short)
     found = _find(rows, bench, fields, n, where)
 
     print(f"{args.train}: {len(rows)} training rows, {n}-grams against {', '.join(names)}")
@@ -226,6 +237,11 @@ def run_decontaminate_command(args) -> None:
         count = sum(name in hit["benchmarks"] for hit in found)
         print(f"  {name}: {count} contaminated row{'' if count == 1 else 's'}")
     print(f"  total: {len(found)} contaminated row{'' if len(found) == 1 else 's'}")
+    for name, count in short.items():
+        if count:
+            print(f"  note: {count} text{'s' if count > 1 else ''} of {name} "
+                  f"{'are' if count > 1 else 'is'} shorter than {n} words and not checked "
+                  f"(a lower --n checks {'them' if count > 1 else 'it'})")
     for hit in found[:_SHOWN]:
         line = numbered[hit["index"]][0]
         print(f"  line {line} [{', '.join(hit['benchmarks'])}]: \"{hit['example']}\"")

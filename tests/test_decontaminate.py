@@ -132,19 +132,29 @@ def test_cli_against_a_held_out_file_of_your_own(tmp_path, capsys):
     assert f"line 2 [{test}]" in report
 
 
-def test_short_texts_of_your_own_file_and_benchmark_spellings(tmp_path, capsys):
-    """An 8-word question of your own held-out file copied word for word into the training
-    data is caught (a 10-gram check found none); shorter texts (the answer) are no evidence;
-    shipped names as r1kit eval takes them (MATH-500)."""
+def test_short_texts_of_your_own_file_are_counted_and_benchmark_spellings(tmp_path, capsys):
+    """Texts of your own held-out file shorter than n words are not checked (they may be a
+    system message every row shares), and the report says how many; a lower --n checks them.
+    ShareGPT turns are read; shipped names as r1kit eval takes them (MATH-500)."""
+    question = "How many eggs does Ann have left today?"
     test = _write_jsonl(tmp_path / "test.jsonl", [
-        {"question": "How many eggs does Ann have left today?", "answer": "Ann has 4"}])
+        {"question": question, "answer": "Ann has 4"},
+        {"system": "You are a helpful, respectful and honest assistant.", "question": UNRELATED}])
     train = _write_jsonl(tmp_path / "train.jsonl", [
-        {"prompt": "Q: How many eggs does Ann have left today? A:"},
-        {"prompt": "Ann has 4 cats and 2 dogs."}, {"prompt": UNRELATED}])
+        {"conversations": [{"from": "human", "value": f"Q: {question} A:"},
+                           {"from": "gpt", "value": "4"}]},
+        {"messages": [{"role": "system",
+                       "content": "You are a helpful, respectful and honest assistant."},
+                      {"role": "user", "content": "Hi"}]},
+        {"prompt": "Ann has 4 cats and 2 dogs."}])
     assert main(["decontaminate", "--train", str(train), "--bench", f"MATH-500,{test}"]) == 0
     report = capsys.readouterr().out
-    assert f"{test}: 1 contaminated row\n" in report and "math500: 0 contaminated rows" in report
-    assert f"line 1 [{test}]" in report and "line 2" not in report
+    assert f"{test}: 0 contaminated rows" in report and "math500: 0 contaminated rows" in report
+    assert f"note: 3 texts of {test} are shorter than 10 words and not checked" in report
+    assert main(["decontaminate", "--train", str(train), "--bench", str(test), "--n", "8"]) == 0
+    report = capsys.readouterr().out
+    assert f"{test}: 2 contaminated rows" in report  # the question, and the system message
+    assert "line 1 [" in report and "line 2 [" in report and "line 3" not in report
 
 
 @pytest.mark.parametrize("bench", ["nosuch", "tiny", "gsm8k,nosuch"])
