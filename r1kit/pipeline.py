@@ -271,7 +271,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     resolved = {"run": _plain(recipe.run), "stages": _plain(recipe.stages)}
     saved = run_dir / "config.json"
     previous = _previous_run(run_dir)
-    if previous is None and from_stage is not None and from_stage != next(iter(recipe.stages)):
+    no_run = distributed.broadcast_object(previous is None)  # rank 0's view decides for all
+    if no_run and from_stage is not None and from_stage != next(iter(recipe.stages)):
         raise R1kitError(f"--from {from_stage}: {run_dir} holds no run, so the stages before "
                          f"{from_stage!r} would run again from their start",
                          "give --out the run directory that holds them, or leave --from out "

@@ -88,7 +88,7 @@ def load_run(run_dir: Path) -> Run:
                          "pass the directory `r1kit run` wrote (its --out, default runs/NAME)")
     if not any((run_dir / f).is_file() for f in ("metrics.jsonl", "eval.jsonl")) and not any(
             run_dir.glob("*/stage.json")):
-        for up in (run_dir.resolve().parent, run_dir.resolve().parent.parent.parent):
+        for up in run_dir.resolve().parents[:3]:  # a stage, its adapter/, a checkpoint
             if (up / "config.json").is_file() and any((up / f).is_file() for f in
                                                       ("metrics.jsonl", "eval.jsonl")):
                 raise R1kitError(f"{run_dir} is a stage (or checkpoint) directory of the run "

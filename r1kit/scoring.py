@@ -349,7 +349,8 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
     given = [row for _, row in numbered]  # written as they came
     if completion_field != "completion":  # scored with that field as the completion
         numbered = [(n, {**row, "completion": row[completion_field]} if completion_field in row
-                     else row) for n, row in numbered]
+                     else {k: v for k, v in row.items() if k != "completion"})
+                    for n, row in numbered]
     for n, row in numbered:
         problem = reward.check_row(row, settings)
         if problem and completion_field not in row:

@@ -71,7 +71,10 @@ def prompt_text(question) -> str:
 
 
 def with_instruction(question, instruction: str):
-    """The prompt with `instruction` appended (to the last user message of a conversation)."""
+    """The prompt with `instruction` appended (to the last user message of a conversation);
+    without one, the question as it is."""
+    if not instruction:
+        return question
     if not isinstance(question, list):
         return question.strip() + instruction
     last = max(i for i, m in enumerate(question) if m["role"] == "user")

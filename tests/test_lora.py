@@ -65,6 +65,10 @@ def test_lora_grpo_trains_adapters_and_saves_a_plain_merged_checkpoint(tmp_path,
     final = load_model(out / "zero" / "adapter", torch.device("cpu"), torch.float32).state_dict()
     for key in base:
         torch.testing.assert_close(final[key], tuned[key], msg=key)
+    # and prompted as the stage trained it, as its step checkpoints are
+    assert main(["eval", "--model", str(out / "zero" / "adapter"), "--bench", "tiny", "--limit",
+                 "2", "--k", "1", "--max-new-tokens", "4"]) == 0
+    assert "prompts as stage 'zero' trained this model" in capsys.readouterr().out
 
 
 def test_merging_gathered_lora_weights_is_peft_merge(tmp_path):

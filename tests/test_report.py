@@ -136,7 +136,8 @@ def test_report_cli_rejects_empty_and_missing_dirs(tmp_path, capsys):
     # a stage's (or one of its checkpoints') directory: the run's is named
     (tmp_path / "r").mkdir()
     run_dir = make_run(tmp_path / "r")
-    for inner in (run_dir / "zero", run_dir / "zero" / "checkpoints" / "step-2"):
+    for inner in (run_dir / "zero", run_dir / "zero" / "adapter",
+                  run_dir / "zero" / "checkpoints" / "step-2"):
         inner.mkdir(parents=True, exist_ok=True)
         capsys.readouterr()
         assert main(["report", str(inner)]) == 2

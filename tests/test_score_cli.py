@@ -413,3 +413,8 @@ def test_completion_field_scores_a_sample_stages_rows(tmp_path, capsys) -> None:
     err = run_error(capsys, ["score", "--reward", "math", "--input", str(src),
                              "--completion-field", "text"])
     assert "missing field 'text'" in err and "prompt, response, answer" in err
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [rows[0], {"completion": box("4"),
+                                                             "answer": "4"}])
+    err = run_error(capsys, ["score", "--reward", "math", "--input", str(mixed),
+                             "--completion-field", "response"])
+    assert "mixed.jsonl:2: missing field 'response'" in err  # not its completion, silently

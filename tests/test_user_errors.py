@@ -431,10 +431,12 @@ def test_long_training_prompts_are_found_before_any_sampling(tmp_path, bpe_check
 
     gpt2 = _gpt2(tmp_path, bpe_checkpoint, 64)
     with pytest.raises(R1kitError, match=r"1 of 8 training questions take more than 48 prompt "
-                                         r"tokens, .* past the 64 positions this model has "
+                                         r"tokens, which with max_new_tokens = 16 reach "
+                                         r"past the 64 positions this model has "
                                          r"\(the first: question 6, \d+ tokens: 'Add these") as err:
-        run_recipe(recipe_from_dict(stage(gpt2, max_new_tokens=16,
-                                          max_new_tokens_schedule=[])), tmp_path / "a",
+        # (a schedule from step 0 replaces max_new_tokens: 16 is the cap, not 60)
+        run_recipe(recipe_from_dict(stage(gpt2, max_new_tokens=60,
+                                          max_new_tokens_schedule=[[0, 16]])), tmp_path / "a",
                    print_fn=lambda *_: None)
     assert "lower max_new_tokens" in err.value.hint
     assert not (tmp_path / "a" / "eval.jsonl").exists()  # before any evaluation

@@ -78,11 +78,13 @@ def _check_writable(out: Path) -> None:
 
 
 def trained_prompting(path: Path) -> tuple[str, dict] | None:
-    """The stage of an r1kit run that wrote the checkpoint at `path` (its final model or one of
-    its checkpoints/step-N) and that stage's settings, from the run's config.json; None for
+    """The stage of an r1kit run that wrote the checkpoint at `path` (its final model, one of
+    its checkpoints/step-N, or a LoRA stage's final adapter/) and that stage's settings, from the run's config.json; None for
     any other checkpoint."""
     path = Path(path).resolve()  # (`--model .` inside a stage directory)
-    stage_dir = path.parent.parent if path.parent.name == "checkpoints" else path
+    stage_dir = (path.parent.parent if path.parent.name == "checkpoints"
+                 else path.parent if path.name == "adapter" and is_adapter(path)  # LoRA's final
+                 else path)
     try:
         config = json.loads((stage_dir.parent / "config.json").read_text())
         stage = ({**(config.get("dropped_stages") or {}), **config["stages"]})[stage_dir.name]

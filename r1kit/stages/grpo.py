@@ -973,8 +973,8 @@ def _check_prompt_lengths(cfg: GRPOConfig, train: list, encode, policy, cache: d
     encoded (a byte-level tokenizer writes at most a token per byte); those are cached."""
     hard = position_limit(policy)
     limit = hard or trained_positions(policy.config)
-    longest_new = max([cfg.max_new_tokens] + [v for s, v in cfg.max_new_tokens_schedule
-                                              if s < cfg.steps])
+    longest_new = max(cfg.max_new_tokens_at(s) for s in  # the caps in force in the stage
+                      {0, *(s for s, _ in cfg.max_new_tokens_schedule if s < cfg.steps)})
     budget = (limit or 0) - longest_new  # the most prompt tokens that fit
     if not limit or budget < 1:  # (none: the sampler's own check says it at once)
         return
