@@ -53,7 +53,11 @@ def long_paragraph(cot: str, max_paragraph_chars: int = 600, **_) -> str | None:
     return f"a {longest}-character paragraph" if longest > max_paragraph_chars else None
 
 
-_CODE_LINE = re.compile(r"^\s*(def |class |import |from \S+ import |print\(|for .+:\s*$)", re.M)
+# lines of Python as Python writes them (not English lines that begin with "for", "class" or
+# "import": "for every n we have:", "class of all integers", "import ant to note")
+_CODE_LINE = re.compile(
+    r"^\s*(def \w+\s*\(|class \w+\s*[(:]|import [\w.]+(\s+as\s+\w+)?(\s*,\s*[\w.]+)*\s*$"
+    r"|from [\w.]+ import |print\(|for \w+(\s*,\s*\w+)* in .+:\s*$)", re.M)
 
 
 def code_in_cot(cot: str, **_) -> str | None:
@@ -67,7 +71,9 @@ def code_in_cot(cot: str, **_) -> str | None:
 
 def repetition(cot: str, max_repeats: int = 3, **_) -> str | None:
     """Rejects a chain of thought that says the same sentence more than `max_repeats` times."""
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?。])\s+", cot) if len(s.strip()) > 3]
+    # sentences end at . ! ? and a space, at Chinese 。！？ (no space follows them), or a line
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n+", cot)
+                 if len(s.strip()) > 3]
     if not sentences:
         return None
     sentence, n = Counter(sentences).most_common(1)[0]

@@ -41,11 +41,21 @@ def test_code_in_cot():
     assert code_in_cot("first\ndef f(x):\n    return x") == "a line of code"
     assert code_in_cot("for i in range(3):\n  pass") == "a line of code"
     assert code_in_cot("I will print the answer") is None
+    # English lines that begin as Python does are not code
+    for text in ("We check\nfor every n we have:\n n=1 ok", "Consider the\nclass of all integers.",
+                 "This is\nimport ant to note.", "so\nfrom here on import nothing"):
+        assert code_in_cot(text) is None, text
+    for text in ("x\nimport numpy as np", "x\nclass Solver:", "x\nfrom math import gcd",
+                 "x\nfor a, b in pairs:"):
+        assert code_in_cot(text) == "a line of code", text
 
 
 def test_repetition():
     assert repetition("7 plus 2=9. wait, let me check. 7 plus 2=9.") is None
     assert repetition("7 plus 2=9. " * 4, max_repeats=3) is not None
+    assert repetition("7加3=10。" * 5) is not None  # no space after 。
+    assert repetition("wait, again\n" * 4) is not None  # lines without end punctuation
+    assert repetition("7加3=10。8加3=11。9加3=12。") is None
     assert repetition("7 plus 2=9. " * 3, max_repeats=3) is None
     assert repetition("") is None
 
