@@ -117,9 +117,15 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
         # the default length (the paper's 32,768) stops at the model's last position, as
         # r1kit eval's does: tokens past the positions a model learned are noise
         "capped": {"kind": "eval", "models": ["sft"], "task": "gsm8k", "template": "chat",
-                   "limit": 1, "k": 1, "temperature": 0.0}}})
+                   "limit": 1, "k": 1, "temperature": 0.0},
+        # a model trained with another template than the stage prompts with: said
+        "plain": {"kind": "eval", "models": ["sft"], "task": "gsm8k", "template": "none",
+                  "limit": 1, "k": 1, "temperature": 0.0, "max_new_tokens": 2}}})
     printed = []
     summaries = run_recipe(recipe, tmp_path / "run", print_fn=printed.append)
+    notes = [line for line in printed if "was trained with template" in line]
+    assert len(notes) == 1 and notes[0].startswith("[plain] note: sft was trained with "
+                                                   "template 'chat', prefill ''"), notes
     capped = [line for line in printed if "up to the model's 1024 positions"
               in line]
     assert len(capped) == 1 and capped[0].startswith("[capped] sft: max_new_tokens ")

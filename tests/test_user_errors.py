@@ -466,5 +466,15 @@ def test_sft_rows_stop_at_the_models_trained_positions(tmp_path, bpe_checkpoint)
     printed = []
     summaries = run_recipe(recipe, tmp_path / "run", print_fn=printed.append)
     assert summaries["sft"]["rows"] == 4
-    assert any("the model's 32 positions (below max_length = 32768): 4 of 4 rows cut" in line
+    assert any("the model's 32 positions, below max_length = 32768: 4 of 4 rows cut" in line
                for line in printed), printed
+    # prompts that alone fill the positions: said plainly, with the r1-zero template's share
+    from r1kit.models import load_tokenizer
+    from r1kit.stages.sft import encode_rows
+
+    with pytest.raises(R1kitError, match=r"every prompt of the SFT data takes 20 tokens or more "
+                                         r"\(the model's 20 positions, below max_length") as err:
+        encode_rows(load_tokenizer(bpe_checkpoint), [("1+1=", "2")], "r1-zero", 20,
+                    cap="the model's 20 positions, below max_length = 32768")
+    assert "with template 'r1-zero' the shortest prompt takes" in err.value.hint
+    assert 'template = "none" gives the prompts as they are' in err.value.hint

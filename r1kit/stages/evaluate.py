@@ -24,7 +24,7 @@ import torch
 
 from r1kit.config import EvalStageConfig
 from r1kit.errors import R1kitError
-from r1kit.eval.cli import PAPER_MAX_NEW_TOKENS, model_positions
+from r1kit.eval.cli import PAPER_MAX_NEW_TOKENS, model_positions, trained_prompting
 from r1kit.eval.core import decode_responses, evaluate
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.rewards.combined import RewardModelScorer
@@ -101,6 +101,17 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
         raise R1kitError(f"[{name}] the held-out set of task {cfg.task!r} is empty",
                          "give the eval stage a test_file with rows")
     scorers = {kind: RewardModelScorer(path, device, dtype) for kind, path in reward_models.items()}
+    for ref, path in models.items():  # every row is prompted with this stage's settings
+        trained = trained_prompting(Path(path))
+        if trained is None:
+            continue
+        stage, settings = trained
+        theirs = (settings.get("template"), settings.get("prefill", ""))
+        if theirs != (cfg.template, cfg.prefill):
+            print_fn(f"[{name}] note: {ref} was trained with template {theirs[0]!r}, prefill "
+                     f"{theirs[1]!r} (stage {stage!r}); this stage prompts every model with "
+                     f"template {cfg.template!r}, prefill {cfg.prefill!r} (r1kit eval --model "
+                     f"{path} prompts it as its stage did)")
     table = []
     for ref, path in models.items():
         t0 = time.time()

@@ -175,7 +175,7 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
         raise R1kitError("the model's tokenizer has no end-of-sequence token: SFT ends every "
                          "response with it, so that the model learns to stop",
                          "set eos_token in the model's tokenizer_config.json")
-    out, cut, dropped, empty = [], 0, 0, 0
+    out, cut, dropped, empty, shortest = [], 0, 0, 0, None
     for prompt, response in rows:
         empty += not response.strip()
         if template == "none" and not isinstance(prompt, list):  # (a list: render_prompt's error)
@@ -183,6 +183,7 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
         else:
             p = encode_prompt(prompt, template, tokenizer, system=system)
         r = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
+        shortest = len(p) if shortest is None else min(shortest, len(p))
         if len(p) >= max_length:
             dropped += 1
             continue
@@ -200,8 +201,12 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
                 hint = (f"the first prompt takes {with_system} tokens with its system turn, "
                         f"{without} without: set system_prompt = \"\" (no system turn), or "
                         + raise_it)
-        raise R1kitError(f"every prompt of the SFT data takes {cap} tokens or more, which "
-                         "leaves no response to train on", hint)
+        if hint == raise_it and template == "r1-zero":  # the template's own text may be it
+            hint = (f"with template 'r1-zero' the shortest prompt takes {shortest} tokens, its "
+                    "instructions included: template = \"none\" gives the prompts as they "
+                    "are; or " + raise_it)
+        raise R1kitError(f"every prompt of the SFT data takes {max_length} tokens or more "
+                         f"({cap}), which leaves no response to train on", hint)
     if (cut or dropped) and log is not None:
         log(f"{cap}: {cut} of {len(rows)} rows cut (the ends of their "
             f"responses are not trained on), {dropped} left out (their prompts alone reach it)")
@@ -276,8 +281,8 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
                        positions if capped else cfg.max_length,
                        (lambda m: log(f"[{name}] {m}")) if world.rank == 0 else None,
                        system=cfg.system_prompt,
-                       cap=f"the model's {positions} positions (below max_length = "
-                           f"{cfg.max_length})" if capped else "")
+                       cap=f"the model's {positions} positions, below max_length = "
+                           f"{cfg.max_length}" if capped else "")
     steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
     if cfg.warmup_steps >= steps and world.rank == 0:
         log(f"[{name}] warmup_steps = {cfg.warmup_steps} is not below its {steps} optimizer "
