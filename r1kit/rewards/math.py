@@ -112,7 +112,7 @@ _NOT_UNITS = {"pi", "sqrt", "times", "cdot", "over", "divided", "plus", "minus",
               "quarter", "quarters", "tenth", "tenths", "hundredth", "hundredths",
               "thousandth", "thousandths", "percent", "degrees", "radians", "factorial",
               "is", "not", "maybe", "approximately", "about", "roughly",
-              "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt", "mod"}
+              "sin", "cos", "tan", "cot", "sec", "csc"}
 
 
 def _without_unit(answer: str, reference: str) -> str:
@@ -124,14 +124,8 @@ def _without_unit(answer: str, reference: str) -> str:
     written (normalize_answer takes the space between number and word)."""
     if not re.fullmatch(_PLAIN_NUMBER, normalize_answer(reference)):
         return answer
-    return _unit_number(answer) or answer
-
-
-def _unit_number(text: str) -> str | None:
-    """The number of a text that is a number and one plain word, a unit (_without_unit), else
-    None."""
-    found = _with_unit(text)
-    return found[0] if found is not None else None
+    found = _with_unit(answer)
+    return found[0] if found is not None else answer
 
 
 def _with_unit(text: str) -> tuple[str, str] | None:

@@ -918,11 +918,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     ctx.print = say
     weights = None
     if lora is not None:  # the final adapters too, a peft directory beside the merged model
-        adapters = None
-        if distributed.is_sharded(policy):  # (a collective: every rank gathers)
-            trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
-            adapters = {PEFT_PREFIX + k: v for k, v in
-                        distributed.full_tensors(policy, trainable).items()}
+        adapters = _gathered_adapters(policy) if distributed.is_sharded(policy) else None
         if world.is_main:
             with quiet_loading():
                 lora.save_pretrained(ctx.stage_dir / "adapter", state_dict=adapters)
@@ -1155,6 +1151,13 @@ def apply_lora(model, cfg: GRPOConfig, base: Path | None = None):
     return peft_model, peft_model.get_base_model()
 
 
+def _gathered_adapters(policy) -> dict:
+    """A sharded LoRA policy's adapter tensors, whole, under peft's names (a collective: every
+    rank calls it), never the frozen weights."""
+    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+    return {PEFT_PREFIX + k: v for k, v in distributed.full_tensors(policy, trainable).items()}
+
+
 def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, state: dict,
                     keep: int, lora=None) -> Path:
     """checkpoints/step-N: the policy as a Hugging Face checkpoint plus trainer_state.pt
@@ -1171,9 +1174,8 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
     sharded = distributed.is_sharded(policy)
     weights = adapters = ref_state = None
     if sharded and lora is not None:  # the adapters alone gathered, never the frozen weights
+        adapters = _gathered_adapters(policy)
         trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
-        adapters = {PEFT_PREFIX + k: v for k, v in
-                    distributed.full_tensors(policy, trainable).items()}
         ref_state = distributed.full_tensors(ref, trainable) if ref is not None else None
     elif sharded:
         weights = distributed.full_state(policy)

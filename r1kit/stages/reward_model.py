@@ -147,16 +147,13 @@ def _texts(row: dict, cfg) -> list[str]:
 
 def _loss_and_correct(model, tokenizer, batch: list[dict], cfg, max_length: int | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    summary = cfg.scores_summary_only()
+    texts = [_texts(r, cfg) for r in batch]
     if cfg.objective == "pairwise":
-        chosen = score_texts(model, tokenizer, [reward_text(r["prompt"], r["chosen"], summary)
-                                                 for r in batch], max_length)
-        rejected = score_texts(model, tokenizer, [reward_text(r["prompt"], r["rejected"], summary)
-                                                   for r in batch], max_length)
+        chosen = score_texts(model, tokenizer, [t[0] for t in texts], max_length)
+        rejected = score_texts(model, tokenizer, [t[1] for t in texts], max_length)
         margin = chosen - rejected
         return -torch.nn.functional.logsigmoid(margin).mean(), (margin > 0).float()
-    scores = score_texts(model, tokenizer, [reward_text(r["prompt"], r["response"], summary)
-                                            for r in batch], max_length)
+    scores = score_texts(model, tokenizer, [t[0] for t in texts], max_length)
     labels = torch.tensor([float(bool(r["safe"])) for r in batch], device=scores.device)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(scores, labels)
     return loss, ((scores > 0).float() == labels).float()
@@ -181,8 +178,7 @@ def data_notes(cfg: RewardModelConfig, train: list[dict], test: list[dict]) -> l
     if cfg.objective == "pairwise":
         summary = cfg.scores_summary_only()
         for rows, which in ((train, "training"), (test, "held-out")):
-            same = sum(reward_text(r["prompt"], r["chosen"], summary)
-                       == reward_text(r["prompt"], r["rejected"], summary) for r in rows)
+            same = sum(chosen == rejected for chosen, rejected in (_texts(r, cfg) for r in rows))
             if same:
                 notes.append(
                     f"note: {same} of {len(rows)} {which} pairs read the same for chosen and "
