@@ -81,6 +81,19 @@ def _check_format(value: str, where: str) -> None:
               "then a summary)")
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _check_lora(cfg, where: str) -> None:
+    """A stage's LoRA settings (grpo, sft)."""
+    if cfg.lora_rank < 0 or cfg.lora_alpha <= 0 or not 0 <= cfg.lora_dropout < 1:
+        _fail(f"{where}.lora_rank", "lora_rank must be >= 0, lora_alpha > 0 and "
+              "lora_dropout in [0, 1)")
+    if isinstance(cfg.lora_target_modules, str) and cfg.lora_target_modules != "all-linear":
+        _fail(f"{where}.lora_target_modules", f"{cfg.lora_target_modules!r} is not a list "
+              "of module names or \"all-linear\"", 'e.g. ["q_proj", "v_proj"]')
+
+
 def _fail(where: str, message: str, hint: str | None = None):
     raise R1kitError(f"{where}: {message}", hint)
 
@@ -280,8 +293,7 @@ class GRPOConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     # the modules' names, or "all-linear" (peft's: every linear layer but the output layer)
-    lora_target_modules: list[str] | str = field(default_factory=lambda: [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lora_target_modules: list[str] | str = field(default_factory=lambda: list(LORA_TARGETS))
     generation_rows: int = 1024  # most sequences sampled at once
     # under torchrun: ddp (every rank holds the weights) | fsdp (FSDP2: weights sharded)
     distributed: str = "ddp"
@@ -317,12 +329,7 @@ class GRPOConfig:
             _fail(f"{where}.num_minibatches",
                   f"rollout_batch_size = {self.rollout_batch_size} does not split into "
                   f"{self.num_minibatches} equal mini-batches")
-        if self.lora_rank < 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
-            _fail(f"{where}.lora_rank", "lora_rank must be >= 0, lora_alpha > 0 and "
-                  "lora_dropout in [0, 1)")
-        if isinstance(self.lora_target_modules, str) and self.lora_target_modules != "all-linear":
-            _fail(f"{where}.lora_target_modules", f"{self.lora_target_modules!r} is not a list "
-                  "of module names or \"all-linear\"", 'e.g. ["q_proj", "v_proj"]')
+        _check_lora(self, where)
         _check_chunk(self.logprob_chunk_tokens, where)
         rows = self.logprob_micro_batch_size
         if rows != "auto" and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
@@ -564,9 +571,14 @@ class SFTConfig:
     save_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only the final model
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
     distributed: str = "ddp"  # under torchrun: ddp (replicated weights) | fsdp (FSDP2)
+    lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights (as in grpo)
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | str = field(default_factory=lambda: list(LORA_TARGETS))
 
     def validate(self, where: str) -> None:
         _check_lr(self.lr, where)
+        _check_lora(self, where)
         if self.distributed not in ("ddp", "fsdp"):
             _fail(f"{where}.distributed", f"unknown mode {self.distributed!r}", "use ddp or fsdp")
         for name in ("save_every", "keep_checkpoints"):
@@ -1215,7 +1227,7 @@ def check_inputs(recipe: Recipe) -> None:
             from r1kit.models import check_scalar_head  # the backbone loads with a scalar head
 
             check_scalar_head(backbone)
-        if isinstance(cfg, GRPOConfig) and cfg.lora_rank > 0 and isinstance(
+        if isinstance(cfg, (GRPOConfig, SFTConfig)) and cfg.lora_rank > 0 and isinstance(
                 cfg.lora_target_modules, list):
             _check_lora_targets(_source_dir(recipe, cfg.model), cfg.lora_target_modules, where)
         world = _torchrun_world()

@@ -215,10 +215,12 @@ save_every = 2
 """
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp", "fsdp-lora"])
 def test_two_processes_fine_tune_like_one(tmp_path_factory, monkeypatch, mode):
     """An SFT stage under torchrun: each rank takes its share of every batch, gradients are
-    summed; the logged losses, the checkpoint and the final weights are the one-process run's."""
+    summed; the logged losses, the checkpoint and the final weights are the one-process run's.
+    With LoRA under fsdp: the adapters gathered from the shards for the checkpoints and the
+    final adapter/, merged from them for the final model."""
     base = tmp_path_factory.getbasetemp()
     cache = base / "dist-cache"
     monkeypatch.setenv("R1KIT_CACHE", str(cache))
@@ -228,8 +230,10 @@ def test_two_processes_fine_tune_like_one(tmp_path_factory, monkeypatch, mode):
                             for i in range(15)))
     recipe = base / "sft-dist.toml"
     recipe.write_text(SFT_RECIPE.format(data=data))
-    args = [str(recipe), *MICRO_BASE]
-    one = base / "sft-one"
+    lora = mode.endswith("lora")
+    args = [str(recipe), *MICRO_BASE, *(["--set", "stages.sft.lora_rank=4", "--set",
+                                         "stages.sft.lr=1e-2"] if lora else [])]
+    one = base / ("sft-one-lora" if lora else "sft-one")
     if not (one / "sft" / "stage.json").is_file():
         assert main(["run", *args, "--set", "run.threads=1", "--out", str(one)]) == 0
     two = tmp_path_factory.mktemp(f"sft-two-{mode}")
@@ -237,7 +241,7 @@ def test_two_processes_fine_tune_like_one(tmp_path_factory, monkeypatch, mode):
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "r1kit", "run", *args, "--set", f"stages.sft.distributed={mode}",
+           "-m", "r1kit", "run", *args, "--set", f"stages.sft.distributed={mode[:4]}",
            "--out", str(two)]
     res = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
@@ -247,7 +251,10 @@ def test_two_processes_fine_tune_like_one(tmp_path_factory, monkeypatch, mode):
         assert r.keys() == s.keys()
         bad = {k: (r[k], s[k]) for k in r if not _close(r[k], s[k])}
         assert not bad, (r["step"], bad)
-    for where in ("sft/model.safetensors", "sft/checkpoints/step-4/model.safetensors"):
+    saved = ("sft/checkpoints/step-4/adapter_model.safetensors",
+             "sft/adapter/adapter_model.safetensors") if lora else (
+        "sft/checkpoints/step-4/model.safetensors",)
+    for where in ("sft/model.safetensors", *saved):
         wa, wb = load_file(one / where), load_file(two / where)
         assert wa.keys() == wb.keys()
         for k in wa:
@@ -255,6 +262,9 @@ def test_two_processes_fine_tune_like_one(tmp_path_factory, monkeypatch, mode):
     start = load_file(one / "base" / "model.safetensors")
     final = load_file(one / "sft" / "model.safetensors")
     assert max((final[k] - start[k]).abs().max().item() for k in start) > 1e-3
+    if lora:  # the adapted layers alone moved
+        moved = [k for k in start if not torch.equal(final[k], start[k])]
+        assert moved and all(k.endswith("proj.weight") for k in moved)
 
 
 def test_a_sharded_runs_state_loads_into_one_process():

@@ -1,4 +1,5 @@
-"""LoRA (peft) in the grpo stage: only the adapters train, the stage saves merged weights."""
+"""LoRA (peft) in the grpo and sft stages: only the adapters train, the stage saves merged
+weights."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from r1kit.cli import main
 from r1kit.config import GRPOConfig
 from r1kit.errors import R1kitError
+from r1kit.lora import apply_lora, load_adapters
 from r1kit.models import load_model
-from r1kit.stages.grpo import apply_lora, load_adapters, save_checkpoint
+from r1kit.stages.grpo import save_checkpoint
 
 pytest.importorskip("peft")
 
@@ -76,7 +78,7 @@ def test_merging_gathered_lora_weights_is_peft_merge(tmp_path):
     (merged_lora_state), where peft's merge_and_unload cannot run: the same weights as peft's
     merge, with a bias, under the plain model's names; a LoRA tensor it cannot merge is an
     error, not a silent drop."""
-    from r1kit.stages.grpo import merged_lora_state
+    from r1kit.lora import merged_lora_state
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(
@@ -201,3 +203,65 @@ def _tokenizer():
 
     vocab = {f"t{i}": i for i in range(40)}
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, "t0")))
+
+
+def test_lora_sft_trains_adapters_learns_and_resumes_exactly(tmp_path, monkeypatch,
+                                                             bpe_checkpoint):
+    """An sft stage with lora_rank: only the adapted layers' weights change, the loss falls,
+    checkpoints hold the adapters alone, an interrupted stage resumes from one to the weights
+    and logged losses of an uninterrupted run, and the final adapters merged are the stage's
+    final model."""
+    from conftest import rows_without_timings
+
+    import r1kit.stages.sft as sft
+    from r1kit.config import recipe_from_dict
+    from r1kit.pipeline import run_recipe
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {i} + 2?",
+                                        "response": f"<think>{i}+2</think> {i + 2}"}) + "\n"
+                            for i in range(12)))
+
+    def recipe():
+        return recipe_from_dict({"run": {"progress": False, "tensorboard": False}, "stages": {
+            "sft": {"kind": "sft", "model": str(bpe_checkpoint), "data": str(data),
+                    "epochs": 4, "batch_size": 4, "micro_batch_size": 2, "lr": 1e-2,
+                    "save_every": 4, "template": "none", "lora_rank": 4,
+                    "lora_target_modules": ["q_proj", "v_proj", "down_proj"]}}})
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run_recipe(recipe(), whole, print_fn=lambda *_: None)
+    base = load_file(bpe_checkpoint / "model.safetensors")
+    tuned = load_file(whole / "sft" / "model.safetensors")
+    assert tuned.keys() == base.keys()  # a plain checkpoint: no adapter weights left
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight", "down_proj.weight"))
+                           for k in changed)
+    losses = [r["loss"] for r in rows_without_timings(whole / "metrics.jsonl")]
+    assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3  # learned
+    step = whole / "sft" / "checkpoints" / "step-8"
+    assert (step / "adapter_config.json").is_file() and not (step / "model.safetensors").exists()
+    final = load_model(whole / "sft" / "adapter", torch.device("cpu"),
+                       torch.float32).state_dict()
+    for key in base:
+        torch.testing.assert_close(final[key], tuned[key], msg=key)
+
+    real, calls = sft.sft_loss, []
+
+    def crash_in_step_six(*args, **kw):  # 2 micro-batches per step
+        calls.append(1)
+        if len(calls) == 11:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sft, "sft_loss", crash_in_step_six)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe(), resumed, print_fn=lambda *_: None)
+    monkeypatch.setattr(sft, "sft_loss", real)
+    printed = []
+    run_recipe(recipe(), resumed, print_fn=printed.append)
+    assert any("resuming from" in line and "step-4" in line for line in printed)
+    assert rows_without_timings(resumed / "metrics.jsonl") == \
+        rows_without_timings(whole / "metrics.jsonl")
+    again = load_file(resumed / "sft" / "model.safetensors")
+    assert all(torch.equal(again[k], tuned[k]) for k in tuned)

@@ -7,7 +7,8 @@ tokens and the end-of-sequence token only. Sequences are packed; each optimizer 
 `batch_size` rows, in micro-batches of `micro_batch_size` whose losses are summed over
 response tokens and divided by the step's response-token count (so micro-batching changes
 memory, not the result). Learning rate: linear warm-up, then cosine from `lr` to
-`lr * final_lr_ratio` (the paper: 5e-5 -> 5e-6, 2-3 epochs, batch 128).
+`lr * final_lr_ratio` (the paper: 5e-5 -> 5e-6, 2-3 epochs, batch 128). With `lora_rank > 0`
+LoRA adapters alone train (r1kit/lora.py).
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from r1kit.logprobs import (
     chunk_positions,
     vocab_size,
 )
+from r1kit.lora import apply_lora, gathered_adapters, load_adapters, save_final
 from r1kit.models import (
     add_stop_token,
     checkpoint_layers,
     load_model,
     load_tokenizer,
+    quiet_loading,
     save_model,
     trained_positions,
 )
@@ -260,15 +263,22 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_path)
     resume = distributed.broadcast_object(latest_checkpoint(stage_dir))
-    model = load_model(resume or model_path, device, dtype, tokenizer)
+    # with LoRA a checkpoint holds the adapters alone, loaded onto the input model below
+    model = load_model(model_path if cfg.lora_rank else resume or model_path, device, dtype,
+                       tokenizer)
     model.config.use_cache = False
     if cfg.template == "chat":  # checkpoints stop on the end of turn SFT teaches (encode_rows)
         add_stop_token(model, end_of_turn_id(tokenizer))
     if cfg.activation_checkpointing:
         checkpoint_layers(model)
     one_per_row = not packs_safely(model)  # (before sharding: a forward pass of its own)
+    lora = None
+    if cfg.lora_rank:
+        lora, model = apply_lora(model, cfg, base=model_path)
     if world.enabled and cfg.distributed == "fsdp":
         distributed.shard(model)
+    if lora is not None and resume is not None:
+        load_adapters(lora, resume, device)
     sharded = distributed.is_sharded(model)
     # the chunked output layer calls the output layer directly, past FSDP's hooks
     chunk = (chunk_positions(cfg.logprob_chunk_tokens, False)
@@ -290,8 +300,8 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     if cfg.save_every and cfg.save_every >= steps and world.rank == 0:
         log(f"[{name}] save_every = {cfg.save_every} is not below its {steps} optimizer steps: "
             "no checkpoint before the final model (an interrupted stage starts over)")
-    opt = distributed.adamw(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            betas=(0.9, 0.95))
+    opt = distributed.adamw([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(seed)
     order: list[int] = []
     t0, losses, start = time.time(), [], 0
@@ -310,14 +320,21 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         runlog.drop(name, after_step=start if resume is not None else -1)
 
     def save(step: int) -> None:  # every rank (gathering sharded state is a collective)
-        weights = distributed.full_state(model) if sharded else None
+        # with LoRA the adapters alone (a peft directory on the stage's input model)
+        adapters = gathered_adapters(model) if sharded and lora is not None else None
+        weights = distributed.full_state(model) if sharded and lora is None else None
         optim = distributed.optimizer_state(model, opt)
         rngs = distributed.gather_lists([torch.get_rng_state()])
         cuda_rngs = distributed.gather_lists([torch.cuda.get_rng_state()
                                               if torch.cuda.is_available() else None])
 
         def write(tmp: Path) -> None:
-            save_model(model, tokenizer, tmp, state_dict=weights)
+            if lora is not None:
+                with quiet_loading():
+                    lora.save_pretrained(tmp, state_dict=adapters)
+                    tokenizer.save_pretrained(tmp)
+            else:
+                save_model(model, tokenizer, tmp, state_dict=weights)
             torch.save({"step": step, "optimizer": optim, "order": order,
                         "losses": losses, "generator": gen.get_state(),
                         "rng": rngs, "cuda_rng": cuda_rngs},
@@ -372,7 +389,11 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:
             log(f"sft step {step + 1}/{steps} loss {total:.4f} lr {lr:.2e}")
     model.eval()
-    weights = distributed.full_state(model) if sharded else None
+    if lora is not None:  # later stages get a plain checkpoint (the adapters merged); the
+        # final adapters go beside it
+        model, weights = save_final(lora, model, cfg, tokenizer, stage_dir)
+    else:
+        weights = distributed.full_state(model) if sharded else None
     summary = {"rows": len(data), "steps": steps, "first_loss": losses[0],
                "final_loss": sum(losses[-5:]) / len(losses[-5:]), "seconds": time.time() - t0}
     if world.is_main:

@@ -1,0 +1,153 @@
+"""LoRA adapters (peft) for the stages that train weights (grpo, sft): `lora_rank > 0` in a
+stage trains adapters on `lora_target_modules` with every other weight frozen. A stage's
+checkpoints hold the adapters alone (a peft directory on the stage's input model); its final
+model is the merged one (what later stages load), with the final adapters beside it in
+`STAGE/adapter/`. Under FSDP2 the adapters are gathered from the shards and merged here
+(merged_lora_state), where peft's own merge cannot run."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from r1kit import distributed
+from r1kit.errors import R1kitError
+from r1kit.models import quiet_loading
+
+PEFT_PREFIX = "base_model.model."  # a peft model's names of its base model's tensors
+LORA_ADAPTER = "default"  # the adapter's name in its tensors' names (peft's default)
+
+
+def apply_lora(model, cfg, base: Path | None = None):
+    """(the peft model, the model to train and sample with): LoRA adapters on
+    `lora_target_modules`, every other weight frozen. peft injects the adapters into the base
+    model's own modules, so the base model object computes with them and keeps its usual
+    forward signature (which the rollout engine and the chunked output layer rely on).
+    `base`: the directory the model came from, written absolute into the adapters'
+    adapter_config.json (peft would write the path as given: relative to where r1kit ran)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise R1kitError("lora_rank > 0 needs peft", 'pip install "r1kit[lora]"') from exc
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    targets = cfg.lora_target_modules  # a list, or peft's "all-linear"
+    missing = [m for m in targets if m not in names] if not isinstance(targets, str) else []
+    if missing:
+        raise R1kitError(f"lora_target_modules: the model has no module named {missing}",
+                         "the model's linear layers include: " + ", ".join(sorted(
+                             {n.rsplit('.', 1)[-1] for n, m in model.named_modules()
+                              if isinstance(m, torch.nn.Linear)
+                              or type(m).__name__ == "Conv1D"})))  # GPT-2's projections
+    with warnings.catch_warnings():  # peft reads transformers 5's deprecated name: not ours
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                category=FutureWarning)
+        peft_model = get_peft_model(model, LoraConfig(
+            r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=targets if isinstance(targets, str) else list(targets),
+            bias="none"))
+    if base is not None:
+        peft_model.peft_config["default"].base_model_name_or_path = str(Path(base).resolve())
+    return peft_model, peft_model.get_base_model()
+
+
+def gathered_adapters(policy) -> dict:
+    """A sharded LoRA policy's adapter tensors, whole, under peft's names (a collective: every
+    rank calls it), never the frozen weights."""
+    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+    return {PEFT_PREFIX + k: v for k, v in distributed.full_tensors(policy, trainable).items()}
+
+
+def load_adapters(peft_model, directory: Path, device) -> None:
+    """The LoRA adapters of a checkpoint written by save_checkpoint, into `peft_model`."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = directory / "adapter_model.safetensors"
+    if not path.is_file():
+        raise R1kitError(f"the checkpoint {directory} has no LoRA adapters "
+                         "(adapter_model.safetensors): it was saved without LoRA",
+                         "resume with lora_rank = 0, or delete its checkpoints directory to "
+                         "start over")
+    model = peft_model.get_base_model()
+    if not distributed.is_sharded(model):
+        checked_adapter_load(
+            lambda: set_peft_model_state_dict(peft_model, load_file(path, device=str(device))),
+            directory)
+        return
+    # sharded: peft's loader cannot write into sharded weights; its file names each adapter
+    # without the adapter's name ("default"), under the peft model's prefix
+    by_saved = {PEFT_PREFIX + n.replace(f".{LORA_ADAPTER}.", "."): n
+                for n, p in model.named_parameters() if p.requires_grad}
+    saved = load_file(path, device="cpu")
+    unknown = sorted(k for k in saved if k not in by_saved)
+    if unknown:
+        raise R1kitError(f"the checkpoint {directory} has adapter weights this model lacks: "
+                         f"{unknown[:3]}", "resume with the lora_rank and lora_target_modules "
+                         "it was saved with, or delete its checkpoints directory to start over")
+    checked_adapter_load(lambda: distributed.load_full_state(
+        model, {by_saved[k]: v for k, v in saved.items()}, strict=False), directory)
+
+
+def merged_lora_state(state: dict, cfg) -> dict:
+    """A LoRA-adapted model's whole state dict (peft's names: base_layer, lora_A, lora_B) as
+    the plain model's: W + (lora_alpha / lora_rank) * B @ A in each adapted layer, as peft's
+    merge_and_unload computes it, for weights gathered from shards (where peft's own merge
+    cannot run)."""
+    scale = cfg.lora_alpha / cfg.lora_rank
+    out, used = {}, set()
+    for key, value in state.items():
+        if ".base_layer." not in key:
+            continue
+        module, leaf = key.split(".base_layer.")
+        out[f"{module}.{leaf}"] = value
+        used.add(key)
+        if leaf != "weight":
+            continue
+        a, b = (f"{module}.lora_{x}.{LORA_ADAPTER}.weight" for x in "AB")
+        if a not in state or b not in state or value.dim() != 2:
+            raise R1kitError(f"cannot merge the LoRA adapters of {module}: not a linear "
+                             "layer's", 'use distributed = "ddp" with LoRA on this model')
+        delta = state[b].float() @ state[a].float() * scale
+        out[f"{module}.weight"] = (value.float() + delta).to(value.dtype)
+        used |= {a, b}
+    left = [k for k in state if k not in used and ".lora_" in k]
+    if left:
+        raise R1kitError(f"cannot merge the LoRA adapters {left[:3]}",
+                         'use distributed = "ddp" with LoRA on this model')
+    out.update({k: v for k, v in state.items() if k not in used and k not in out})
+    return out
+
+
+def checked_adapter_load(load, where: Path) -> None:
+    """Run load() (returning missing and unexpected keys); adapters that do not fit the model
+    (other LoRA settings than the checkpoint's) become an error that says so."""
+    hint = ("resume with the lora_rank and lora_target_modules it was saved with, or delete "
+            "its checkpoints directory to start over")
+    try:
+        unexpected = load().unexpected_keys
+    except RuntimeError as exc:  # a shape mismatch
+        raise R1kitError(f"the checkpoint {where} does not fit this model's LoRA adapters "
+                         f"({str(exc).strip().splitlines()[-1].strip()})", hint) from exc
+    if unexpected:
+        raise R1kitError(f"the checkpoint {where} has adapter weights this model lacks: "
+                         f"{sorted(unexpected)[:3]}", hint)
+
+
+def save_final(lora, model, cfg, tokenizer, stage_dir: Path):
+    """The end of a LoRA stage: the final adapters written to `stage_dir/adapter` (a peft
+    directory), and (the model, its state dict or None) to save as the stage's plain
+    checkpoint, the adapters merged into the weights (every rank calls it: gathering shards
+    is a collective; the state dict is rank 0's alone)."""
+    world = distributed.current()
+    sharded = distributed.is_sharded(model)
+    adapters = gathered_adapters(model) if sharded else None
+    if world.is_main:
+        with quiet_loading():
+            lora.save_pretrained(stage_dir / "adapter", state_dict=adapters)
+            tokenizer.save_pretrained(stage_dir / "adapter")
+    if not sharded:
+        return lora.merge_and_unload(), None
+    weights = distributed.full_state(model)
+    return model, merged_lora_state(weights, cfg) if world.is_main else None
