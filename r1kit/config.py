@@ -847,6 +847,7 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "dataset_name": ("train_file", "data"), "dataset_path": ("train_file", "data"),
     "max_seq_length": ("max_length",), "lora_r": ("lora_rank",), "use_peft": ("lora_rank",),
     "dataset_prompt_column": ("question_field", "prompt_field"),
+    "dataset_text_field": ("data",),
     "seed": ("a [run] setting",), "bf16": ("set as dtype = \"bfloat16\" under [run]",),
     "use_vllm": ("not needed: r1kit samples with its own engine (README: Speed)",),
 }
@@ -858,6 +859,8 @@ _FOREIGN_NOTES = {
                                                    "([stages.NAME.eval] every = N)"),
     "dataset_name": ", a local JSONL or parquet file", "use_peft": " (> 0 turns LoRA on)",
     "dataset_path": ", a local JSONL or parquet file",
+    "dataset_text_field": ": an sft stage trains a row with a 'text' field alone on that whole "
+                          "text, as TRL's language-modeling rows",
     "reward_funcs": " (one \"module:function\" or a list of them, with reward_weights)",
     "num_train_epochs": " here (a grpo stage counts rollouts; an sft stage counts epochs)",
     "max_prompt_length": ", which caps the whole row (prompt and response)",

@@ -279,10 +279,10 @@ def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkp
     with pytest.raises(R1kitError, match="messages.jsonl:1: field 'messages': the "
                                          "conversation has no user message"):
         read_sft_rows(data, cfg)
-    data.write_text(json.dumps({"text": "72"}) + "\n")
+    data.write_text(json.dumps({"body": "72"}) + "\n")
     with pytest.raises(R1kitError, match="no field 'prompt'") as err:
         read_sft_rows(data, cfg)
-    assert "'messages'" in err.value.hint and "its fields are text" in err.value.hint
+    assert "'messages'" in err.value.hint and "its fields are body" in err.value.hint
     data.write_text(json.dumps({"prompt": "1+1=", "completion": "2"}) + "\n")  # TRL's
     with pytest.raises(R1kitError, match="no field 'response'") as err:
         read_sft_rows(data, cfg)
@@ -299,6 +299,49 @@ def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkp
         data.write_text(json.dumps({"messages": messages}) + "\n")
         with pytest.raises(R1kitError, match=f"messages.jsonl:1: .*{expected}"):
             read_sft_rows(data, cfg)
+
+
+def test_sft_trains_trl_text_rows_whole_and_never_across_packed_rows(bpe_checkpoint,
+                                                                     tmp_path):
+    """TRL's language-modeling rows ({"text": ...}): the whole text is trained on, verbatim
+    whatever the template (a note says so), ended with eos. A row without a prompt or a bos
+    (a text row, or an empty prompt with template "none") starts with a token nothing
+    predicts: packed after another row, it is not trained as the continuation of that row."""
+    from r1kit.config import SFTConfig
+    from r1kit.stages.pretrain import packed_batch
+    from r1kit.stages.sft import encode_rows, read_sft_rows
+
+    data = tmp_path / "text.jsonl"
+    texts = ["Question: 2+2? Answer: 4", "The sky is blue."]
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    cfg = SFTConfig(model="m", data=str(data))
+    assert read_sft_rows(data, cfg) == [(None, t) for t in texts]
+    tok = load_tokenizer(bpe_checkpoint)
+    said = []
+    rows = encode_rows(tok, read_sft_rows(data, cfg), "r1-zero", 512, said.append)
+    assert said == ["2 of 2 rows are plain text (field 'text'): trained on whole, as they are, "
+                    "without the 'r1-zero' template"]
+    for (p, r), text in zip(rows, texts):
+        assert r[-1] == tok.eos_token_id
+        whole = tok(text, add_special_tokens=True)["input_ids"]
+        # every token of the text is trained on but one with nothing before it to predict it
+        assert p + r[:-1] == whole and len(p) == 1
+    # packed one after the other, no label sits on a row's first position
+    ids, _, labels = packed_batch(rows, tok.pad_token_id, 64)
+    assert ids.shape[0] == 1 and (labels != -100).sum() == sum(len(r) for _, r in rows)
+    second = len(rows[0][0]) + len(rows[0][1])
+    assert labels[0, second] == -100 and labels[0, second + 1] != -100
+    # an empty prompt with template "none" is read the same way
+    empty = encode_rows(tok, [("", texts[1])], "none", 512)
+    assert empty == [rows[1]]
+    # and the stage trains on them
+    recipe = tmp_path / "text.toml"
+    recipe.write_text(f'[run]\nprogress = false\ntensorboard = false\n[stages.sft]\n'
+                      f'kind = "sft"\nmodel = "{bpe_checkpoint}"\ndata = "{data}"\n'
+                      'epochs = 30\nbatch_size = 2\nlr = 3e-3\n')
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "sft" / "sft.json").read_text())
+    assert summary["final_loss"] < 0.5 * summary["first_loss"]
 
 
 def test_sft_reads_sharegpt_conversations(tmp_path):

@@ -47,19 +47,30 @@ from r1kit.tasks.math import checked_text, kind_of, read_rows
 from r1kit.templates import assistant_text, check_messages, encode_prompt, end_of_turn_id
 
 
-def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict], str]]:
+TEXT_FIELD = "text"  # TRL's field of plain-text rows (its dataset_text_field's default)
+
+
+def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict] | None, str]]:
     """(prompt, response) per row. The prompt is text or a conversation of chat messages
     (template = "chat"); the response is text or a conversation's one assistant message
     ([{"role": "assistant", "content": text}], TRL's conversational completion). A row may
     instead hold its whole conversation in one field (`messages`, or the prompt field)
     ending with the assistant's message: the messages before it are the prompt, that last
     message the response (earlier assistant turns are context, not trained on). ShareGPT's
-    `conversations` ({"from", "value"} turns) are read as `messages` (_sharegpt)."""
+    `conversations` ({"from", "value"} turns) are read as `messages` (_sharegpt). A row with
+    none of these but a `text` field (TRL's language-modeling rows) is (None, text): the whole
+    text is trained on, without the template."""
     rows = []
     for n, row in read_rows(path):
         row = _sharegpt(row, cfg)
         prompt, response = row.get(cfg.prompt_field), row.get(cfg.response_field)
         conversation = _conversation(row, cfg)
+        if (prompt is None and response is None and conversation is None
+                and "messages" not in row and isinstance(row.get(TEXT_FIELD), str)):
+            # TRL's language-modeling rows: the whole text trained on, verbatim (no prompt)
+            rows.append((None, checked_text(row[TEXT_FIELD], f"{path}:{n}: field "
+                                            f"{TEXT_FIELD!r}")))
+            continue
         if conversation is not None:  # TRL's "messages": the last assistant turn is trained
             name, turns = conversation
             where = f"{path}:{n}: field {name!r}"
@@ -178,14 +189,21 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
         raise R1kitError("the model's tokenizer has no end-of-sequence token: SFT ends every "
                          "response with it, so that the model learns to stop",
                          "set eos_token in the model's tokenizer_config.json")
-    out, cut, dropped, empty, shortest = [], 0, 0, 0, None
+    out, cut, dropped, empty, shortest, plain, blank = [], 0, 0, 0, None, 0, 0
     for prompt, response in rows:
         empty += not response.strip()
-        if template == "none" and not isinstance(prompt, list):  # (a list: render_prompt's error)
-            p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        plain += prompt is None
+        if prompt is None or (template == "none" and not isinstance(prompt, list)):
+            # (a list: render_prompt's error; None: a plain-text row, taken verbatim)
+            p = tokenizer(prompt or "", add_special_tokens=True)["input_ids"]
         else:
             p = encode_prompt(prompt, template, tokenizer, system=system)
         r = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
+        if not p:  # nothing before the first token (no bos): it is not predicted, only read
+            p, r = r[:1], r[1:]
+            if not r:  # an empty text without a bos: nothing to predict
+                blank += 1
+                continue
         shortest = len(p) if shortest is None else min(shortest, len(p))
         if len(p) >= max_length:
             dropped += 1
@@ -196,7 +214,8 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
         out.append((p, r))
     if rows and not out:
         hint = raise_it
-        if template == "chat" and system:  # the system turn may be most of it: say so
+        if template == "chat" and system and rows[0][0] is not None:  # the system turn may be
+            # most of it: say so
             first = rows[0][0]
             with_system = len(encode_prompt(first, template, tokenizer, system=system))
             without = len(encode_prompt(first, template, tokenizer, system=False))
@@ -213,6 +232,12 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
     if (cut or dropped) and log is not None:
         log(f"{cap}: {cut} of {len(rows)} rows cut (the ends of their "
             f"responses are not trained on), {dropped} left out (their prompts alone reach it)")
+    if blank and log is not None:
+        log(f"{blank} of {len(rows)} rows left out: an empty text without a prompt or a "
+            "beginning-of-sequence token holds nothing to predict")
+    if plain and template != "none" and log is not None:
+        log(f"{plain} of {len(rows)} rows are plain text (field {TEXT_FIELD!r}): trained on "
+            f"whole, as they are, without the {template!r} template")
     if empty and log is not None:
         log(f"{empty} of {len(rows)} rows have an empty response: they teach the model to "
             "stop at once after their prompts")
