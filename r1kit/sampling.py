@@ -80,8 +80,15 @@ def repetition(cot: str, max_repeats: int = 3, **_) -> str | None:
     return f"{sentence!r} {n} times" if n > max_repeats else None
 
 
+def empty_thought(cot: str, **_) -> str | None:
+    """Rejects a chain of thought without a word in it (`<think></think>` and the answer: no
+    reasoning to learn from). Not among the default filters."""
+    return None if re.search(r"\w", cot) else "an empty chain of thought"
+
+
 FILTERS = {"mixed_language": mixed_language, "long_paragraph": long_paragraph,
-           "code_in_cot": code_in_cot, "repetition": repetition}
+           "code_in_cot": code_in_cot, "repetition": repetition, "empty_thought": empty_thought}
+
 
 def rejected_by(cot: str, cfg, language: str) -> str | None:
     """The first of a sample stage's filters (cfg.filters, with its settings) that rejects

@@ -8,6 +8,7 @@ from r1kit.rewards.rule import extract_answer, format_reward
 from r1kit.sampling import (
     FILTERS,
     code_in_cot,
+    empty_thought,
     general_rows,
     long_paragraph,
     mixed_language,
@@ -74,9 +75,25 @@ def test_the_filters_take_the_stage_settings():
                                           max_paragraph_chars=99), "en") is None
 
 
+def test_empty_thought_is_a_filter_to_ask_for():
+    from r1kit.config import SampleConfig
+    from r1kit.rewards.language import chain_of_thought
+    from r1kit.sampling import rejected_by
+
+    for text in ("<think></think> The answer is \\boxed{4}.", "<think>\n \n</think>4",
+                 "<think>...</think>4"):
+        assert empty_thought(chain_of_thought(text)) == "an empty chain of thought", text
+    assert empty_thought(chain_of_thought("<think>2+2=4</think>4")) is None
+    cot = chain_of_thought("<think></think>4")
+    assert rejected_by(cot, SampleConfig(model="m"), "en") is None  # not by default
+    assert rejected_by(cot, SampleConfig(model="m", filters=["empty_thought"]), "en") == \
+        "empty_thought"
+
+
 def test_every_filter_is_registered_by_name():
     assert FILTERS == {"mixed_language": mixed_language, "long_paragraph": long_paragraph,
-                       "code_in_cot": code_in_cot, "repetition": repetition}
+                       "code_in_cot": code_in_cot, "repetition": repetition,
+                       "empty_thought": empty_thought}
 
 
 def test_rewrite_tiny_is_english_with_a_summary_the_verifier_accepts():
