@@ -108,7 +108,8 @@ def test_conversational_preference_rows_read_as_the_text_rows(tmp_path):
             read_reward_rows(_jsonl(tmp_path / "bad.jsonl", [row]), objective)
         return str(info.value)
 
-    assert "bad.jsonl:1: no field 'prompt'" in error({"chosen": good, "rejected": bad})
+    assert "bad.jsonl:1: no field 'prompt'" in error({"chosen": "Hello, Ann!",
+                                                     "rejected": "Go away."})
     assert "continue different conversations" in error(
         {"chosen": [user, *said(good)], "rejected": [system, user, *said(bad)]})
     assert "must end with the assistant's response" in error(
@@ -118,6 +119,31 @@ def test_conversational_preference_rows_read_as_the_text_rows(tmp_path):
     assert "no field 'rejected'" in error({"prompt": "hi", "chosen": good})
     assert "field 'safe' is 'false'" in error(
         {"prompt": "hi", "response": good, "safe": "false"}, "pointwise")
+
+
+def test_implicit_prompt_in_text_is_the_start_chosen_and_rejected_share(tmp_path):
+    """TRL's implicit prompt given as text, as Anthropic's HH rows: chosen and rejected are
+    whole dialogues; the prompt is the start they share, ended at a word's end, and each keeps
+    a word of its own; a note at the stage's start says so and shows one."""
+    from r1kit.stages.reward_model import _shared_start, data_notes, read_reward_rows
+
+    hh = "\n\nHuman: What is 40 + 2?\n\nAssistant:"
+    rows = read_reward_rows(_jsonl(tmp_path / "hh.jsonl", [
+        {"chosen": hh + " 42, since 40 + 2 = 42.", "rejected": hh + " 45."},
+        {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}]), "pairwise")
+    assert (rows[0]["prompt"], rows[0]["chosen"], rows[0]["rejected"]) == (
+        hh.strip(), "42, since 40 + 2 = 42.", "45.")
+    assert reward_text(rows[0]["prompt"], rows[0]["rejected"], True) == \
+        "User: Human: What is 40 + 2?\n\nAssistant:. Assistant: 45."
+    assert _shared_start("The answer: 42", "The answer: 45") == "The answer: "  # no split word
+    assert _shared_start("Yes", "Yes indeed") == ""  # each keeps a word of its own
+    assert _shared_start("A: yes", "A: yes indeed") == "A: "
+    assert _shared_start("Hello", "Go away") == ""
+    notes = data_notes(RewardModelConfig(model="m", data="file", train_file="x",
+                                         test_file="y"), rows, [])
+    assert notes == ["note: 1 of 2 rows have no prompt field: their prompt is the text chosen "
+                     "and rejected begin with (TRL's implicit prompt), the first "
+                     "'Human: What is 40 + 2?\\n\\nAssistant:'"]
 
 
 def test_data_that_teaches_or_measures_less_is_noted(tmp_path):

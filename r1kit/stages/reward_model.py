@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ RESPONSES = {"pairwise": ("chosen", "rejected"), "pointwise": ("response",)}
 
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+IMPLIED = "_prompt_implied"  # a row's key: its prompt is the start of its chosen and rejected
 
 
 def reward_text(prompt: str, response: str, summary_only: bool) -> str:
@@ -71,7 +73,8 @@ def _reward_row(row: dict, objective: str, where: str) -> dict:
     the prompt a conversation; the model reads the prompt's last user message and the last
     assistant message, as it reads a chat prompt in a grpo stage (templates.prompt_text).
     Without a `prompt` field, responses that are whole conversations carry it (TRL's
-    implicit prompt): the messages before their last one, the same for chosen and rejected."""
+    implicit prompt): the messages before their last one, the same for chosen and rejected;
+    chosen and rejected given as text carry it as the words they start with alike."""
     out, implied = dict(row), []
     for field in RESPONSES[objective]:
         if field not in row:
@@ -86,11 +89,18 @@ def _reward_row(row: dict, objective: str, where: str) -> dict:
         elif not isinstance(value, str):
             raise R1kitError(f"{where}: field 'prompt' is {kind_of(value)}, not text or chat "
                              "messages")
+    elif objective == "pairwise" and all(isinstance(row[f], str) for f in RESPONSES[objective]) \
+            and _shared_start(row["chosen"], row["rejected"]):
+        # TRL's implicit prompt in text (Anthropic HH's rows): the start both texts share
+        start = _shared_start(row["chosen"], row["rejected"])
+        out["prompt"], out[IMPLIED] = start.strip(), True
+        for field in RESPONSES[objective]:
+            out[field] = row[field][len(start):].strip()
     elif implied[0] is None:
         raise R1kitError(f"{where}: no field 'prompt'",
                          f"{objective} rows need {', '.join(FIELDS[objective])} (or, as TRL's "
                          "implicit prompt, responses that are whole conversations, user "
-                         "message first)")
+                         "message first, or texts that begin with the same prompt)")
     elif any(context != implied[0] for context in implied):
         raise R1kitError(f"{where}: 'chosen' and 'rejected' continue different conversations",
                          "give the prompt as its own field, or the same messages before each "
@@ -106,6 +116,19 @@ def _reward_row(row: dict, objective: str, where: str) -> dict:
             raise R1kitError(f"{where}: field 'safe' is {value!r}",
                              "use true or false (or 1 or 0)")
     return out
+
+
+def _shared_start(a: str, b: str) -> str:
+    """The longest start of two texts that both go on after it with words of their own: it
+    ends at whitespace (no word split) and leaves each text a word ("" where none)."""
+    n = len(os.path.commonprefix([a, b]))
+    while n > 0:
+        if a[n - 1].isspace() or ((n == len(a) or a[n].isspace())
+                                  and (n == len(b) or b[n].isspace())):
+            if a[n:].strip() and b[n:].strip():
+                return a[:n] if a[:n].strip() else ""
+        n -= 1
+    return ""
 
 
 def _response(value, where: str) -> tuple[list[dict] | None, str]:
@@ -159,6 +182,10 @@ def _loss_and_correct(model, tokenizer, batch: list[dict], cfg, max_length: int 
     return loss, ((scores > 0).float() == labels).float()
 
 
+def _shown(text: str, most: int = 80) -> str:
+    return repr(text if len(text) <= most else "..." + text[-most:])
+
+
 def epoch_order(rows: int, draws: int, gen: torch.Generator) -> list[int]:
     """`draws` row indices, epoch after epoch of shuffled rows: each row once per epoch (the
     paper trains its reward models for one epoch; draws with replacement would see only
@@ -186,6 +213,11 @@ def data_notes(cfg: RewardModelConfig, train: list[dict], test: list[dict]) -> l
                                   "summary_only = false reads the reasoning too)" if summary
                                   else "") + ": they teach nothing"
                     + (", and count as wrong in the accuracy" if which == "held-out" else ""))
+    implied = [r for r in train + test if r.get(IMPLIED)]
+    if implied:
+        notes.append(f"note: {len(implied)} of {len(train) + len(test)} rows have no prompt "
+                     "field: their prompt is the text chosen and rejected begin with (TRL's "
+                     f"implicit prompt), the first {_shown(implied[0]['prompt'])}")
     key = ("prompt", "chosen", "rejected") if cfg.objective == "pairwise" \
         else ("prompt", "response", "safe")
     seen = {tuple(str(r[k]) for k in key) for r in train}
