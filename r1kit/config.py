@@ -721,6 +721,10 @@ class EvalStageConfig:
     def validate(self, where: str) -> None:
         if not self.models:
             _fail(f"{where}.models", "is required", "list stage names or checkpoint directories")
+        twice = sorted({m for m in self.models if self.models.count(m) > 1})
+        if twice:
+            _fail(f"{where}.models", f"lists {', '.join(map(repr, twice))} more than once (a "
+                  "model is one row of the stage's table)", "list each model once")
         _check_task(self, where)
         _check_split(self.task, self.split, f"{where}.split")
         for name in ("k", "max_new_tokens", "generation_rows"):

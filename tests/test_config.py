@@ -491,6 +491,13 @@ def test_float16_training_is_refused() -> None:
     assert recipe_from_dict(evaluation).run.dtype == "float16"  # evaluation alone is fine
 
 
+def test_an_eval_stage_lists_each_model_once() -> None:
+    # the table has one row per model: a model listed twice was dropped without a word
+    evaluation = {"stages": {"table": {"kind": "eval", "models": ["/m", "/n", "/m"]}}}
+    with pytest.raises(R1kitError, match=r"stages.table.models: lists '/m' more than once"):
+        recipe_from_dict(evaluation)
+
+
 def test_questions_per_step_must_divide_among_torchrun_processes(monkeypatch) -> None:
     # under torchrun (WORLD_SIZE) a step's questions are split among the processes: checked
     # before any stage starts, not when the GRPO stage gets to it
