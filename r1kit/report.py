@@ -385,6 +385,14 @@ def _plot_pass1(run: Run, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _problems(row: dict) -> str:
+    """An evaluation's size: problems × samples per problem (what its pass@1 rests on)."""
+    n, k = row.get("n"), row.get("k")
+    if not isinstance(n, int) or isinstance(n, bool):
+        return ""
+    return f"{n} × {k}" if isinstance(k, int) and not isinstance(k, bool) else str(n)
+
+
 def _evals_section(run: Run, report: Path, figures: Path) -> list[str]:
     lines = ["## Held-out evaluations", ""]
     selected = _selected_evals(run)
@@ -394,7 +402,8 @@ def _evals_section(run: Run, report: Path, figures: Path) -> list[str]:
     cons_header = ks.pop() if len(ks) == 1 else "cons@k"
     with_reflect = any(isinstance(r.get("reflect"), dict) for _, rows, _ in selected
                        for r in rows)
-    header = ["stage", "checkpoint", "benchmark", "pass@1", cons_header, "mean tokens"]
+    header = ["stage", "checkpoint", "benchmark", "problems × k", "pass@1", cons_header,
+              "mean tokens"]
     header += ["reflective words / response"] if with_reflect else []
     table = []
     shortened = False
@@ -408,8 +417,8 @@ def _evals_section(run: Run, report: Path, figures: Path) -> list[str]:
             key, cons = _cons(r)
             cell = (_pct(cons) + (f" ({key})" if len(ks) > 1 else "") if cons is not None
                     else "—")  # no vote (code: programs are not voted on)
-            row = [stage, _eval_label(r), str(r.get("benchmark", "")), pass1, cell,
-                   _fixed(r.get("mean_tokens"))]
+            row = [stage, _eval_label(r), str(r.get("benchmark", "")), _problems(r), pass1,
+                   cell, _fixed(r.get("mean_tokens"))]
             if with_reflect:
                 reflect = r.get("reflect")
                 row.append(_fixed(reflect.get(REFLECT_TOTAL), 2)

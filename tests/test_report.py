@@ -55,7 +55,7 @@ def make_run(root: Path, reflect: bool = True, eval_stage: bool = False) -> Path
          "length_by_level": {"2": 15.0, "3": 18.0, "4": 22.0},
          "reflect": {"wait": 0.1, "total": 0.15}},
         {"stage": "zero", "step": 5, "benchmark": "arithmetic/main", "pass@1": 0.80,
-         "cons@4": 0.90, "k": 4, "mean_tokens": 28.4, "pass@1_ci95": [0.76, 0.84],
+         "cons@4": 0.90, "k": 4, "n": 200, "mean_tokens": 28.4, "pass@1_ci95": [0.76, 0.84],
          "by_level": {"2": 0.9, "3": 0.8, "4": 0.7},
          "length_by_level": {"2": 24.0, "3": 28.0, "4": 33.0},
          "reflect": {"wait": 0.5, "total": 0.75}},
@@ -100,9 +100,11 @@ def test_report_renders_stages_curves_and_behaviour(tmp_path):
         in text
     assert "| zero | step 0 | 50.0% | 40.0% | 30.0% | 15.0 | 18.0 | 22.0 |" in text
     assert "| zero | step 5 | 90.0% | 80.0% | 70.0% | 24.0 | 28.0 | 33.0 |" in text
-    # held-out table with the confidence interval and cons@4
-    assert "| zero | step 5 | arithmetic/main | 80.0% [76.0, 84.0] | 90.0% | 28.4 | 0.75 |" \
-        in text
+    # held-out table with its size (an older record without n: blank), the confidence
+    # interval and cons@4
+    assert "| zero | step 5 | arithmetic/main | 200 × 4 | 80.0% [76.0, 84.0] | 90.0% | 28.4 " \
+           "| 0.75 |" in text
+    assert "| zero | step 0 | arithmetic/main |  | 40.0% [35.0, 45.0] |" in text
     assert "cons@4" in text
 
     figures = run_dir / "report"
@@ -181,7 +183,7 @@ def test_report_includes_stage_table_and_figure1(tmp_path):
     assert "](figure1.png)" in text
     assert "| table | eval | done | 3 |" in text
     # every checkpoint of the eval stage is listed, by model name
-    assert "| table | zero | arithmetic/main | 80.0% |" in text
+    assert "| table | zero | arithmetic/main |  | 80.0% |" in text
 
 
 def test_report_marks_stages_that_did_not_run(tmp_path):
