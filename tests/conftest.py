@@ -30,6 +30,21 @@ def rows_without_timings(path: Path) -> list[dict]:
             for line in path.read_text().splitlines()]
 
 
+def interrupt_at_call(monkeypatch, module, name: str, n: int):
+    """Make module.name raise KeyboardInterrupt at its n-th call (an interrupted run); returns
+    the real function, to put back with monkeypatch.setattr."""
+    real, calls = getattr(module, name), []
+
+    def interrupted(*args, **kw):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, name, interrupted)
+    return real
+
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

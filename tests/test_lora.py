@@ -211,7 +211,7 @@ def test_lora_sft_trains_adapters_learns_and_resumes_exactly(tmp_path, monkeypat
     checkpoints hold the adapters alone, an interrupted stage resumes from one to the weights
     and logged losses of an uninterrupted run, and the final adapters merged are the stage's
     final model."""
-    from conftest import rows_without_timings
+    from conftest import interrupt_at_call, rows_without_timings
 
     import r1kit.stages.sft as sft
     from r1kit.config import recipe_from_dict
@@ -246,15 +246,7 @@ def test_lora_sft_trains_adapters_learns_and_resumes_exactly(tmp_path, monkeypat
     for key in base:
         torch.testing.assert_close(final[key], tuned[key], msg=key)
 
-    real, calls = sft.sft_loss, []
-
-    def crash_in_step_six(*args, **kw):  # 2 micro-batches per step
-        calls.append(1)
-        if len(calls) == 11:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(sft, "sft_loss", crash_in_step_six)
+    real = interrupt_at_call(monkeypatch, sft, "sft_loss", 11)  # step six: 2 micro-batches a step
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe(), resumed, print_fn=lambda *_: None)
     monkeypatch.setattr(sft, "sft_loss", real)

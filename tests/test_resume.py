@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import MICRO_BASE, REPO, rows_without_timings
+from conftest import MICRO_BASE, REPO, interrupt_at_call, rows_without_timings
 from safetensors.torch import load_file
 
 import r1kit.stages.grpo as grpo
@@ -38,16 +38,7 @@ def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys, variant
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert main(["run", *args, "--out", str(whole)]) == 0
 
-    real = grpo.update_policy
-    calls = []
-
-    def crash_in_step_three(*args, **kw):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(grpo, "update_policy", crash_in_step_three)
+    real = interrupt_at_call(monkeypatch, grpo, "update_policy", 3)  # in step three
     assert main(["run", *args, "--out", str(resumed)]) != 0
     ckpts = sorted(p.name for p in (resumed / "zero" / "checkpoints").iterdir())
     assert ckpts == ["step-1", "step-2"]  # keep_checkpoints = 2
@@ -108,16 +99,7 @@ def test_interrupted_sft_resumes_exactly(tmp_path, monkeypatch, capsys, bpe_chec
 
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run_recipe(recipe(), whole, print_fn=lambda *_: None)
-    real = sft.sft_loss
-    calls = []
-
-    def crash_in_step_five(*args, **kw):  # 2 micro-batches per step
-        calls.append(1)
-        if len(calls) == 9:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(sft, "sft_loss", crash_in_step_five)
+    real = interrupt_at_call(monkeypatch, sft, "sft_loss", 9)  # step five: 2 micro-batches a step
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe(), resumed, print_fn=lambda *_: None)
     assert sorted(p.name for p in (resumed / "sft" / "checkpoints").iterdir()) == \
