@@ -334,6 +334,15 @@ def test_sft_trains_trl_text_rows_whole_and_never_across_packed_rows(bpe_checkpo
     # an empty prompt with template "none" is read the same way
     empty = encode_rows(tok, [("", texts[1])], "none", 512)
     assert empty == [rows[1]]
+    # with the chat template the text still ends with eos, not the template's end of turn
+    tok.eos_token = "<|endoftext|>"  # (a base model's eos, as Qwen2.5's: not <|im_end|>)
+    (_, chat), = encode_rows(tok, [(None, texts[1])], "chat", 512)
+    assert chat[-1] == tok.eos_token_id
+    (_, turn), = encode_rows(tok, [("Hi", texts[1])], "chat", 512)
+    assert tok.convert_ids_to_tokens(turn[-1]) == "<|im_end|>"
+    with pytest.raises(R1kitError, match="every row of the SFT data is empty"):
+        encode_rows(tok, [("", "")], "none", 512)
+    tok.eos_token = "<|im_end|>"
     # and the stage trains on them
     recipe = tmp_path / "text.toml"
     recipe.write_text(f'[run]\nprogress = false\ntensorboard = false\n[stages.sft]\n'

@@ -198,7 +198,10 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
             p = tokenizer(prompt or "", add_special_tokens=True)["input_ids"]
         else:
             p = encode_prompt(prompt, template, tokenizer, system=system)
-        r = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
+        # a plain-text row ends with eos, as TRL's language-modeling rows, not with a chat
+        # template's end of turn
+        end = tokenizer.eos_token_id if prompt is None else eos
+        r = tokenizer(response, add_special_tokens=False)["input_ids"] + [end]
         if not p:  # nothing before the first token (no bos): it is not predicted, only read
             p, r = r[:1], r[1:]
             if not r:  # an empty text without a bos: nothing to predict
@@ -212,6 +215,9 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
             r = r[:max_length - len(p)]
             cut += 1
         out.append((p, r))
+    if rows and blank == len(rows):
+        raise R1kitError("every row of the SFT data is empty: no prompt, no response",
+                         "drop the empty rows")
     if rows and not out:
         hint = raise_it
         if template == "chat" and system and rows[0][0] is not None:  # the system turn may be
