@@ -388,4 +388,11 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
     mean = sum(score for score, _ in scored) / len(scored)
     print(f"r1kit score: {len(scored)} rows, mean {name} reward {mean:.4f}"
           + (f" (means: {summary})" if summary else ""), file=sys.stderr)
+    if name == "math":
+        from r1kit.rewards.rule import UNTAGGED_NOTE, untagged
+
+        bare = sum(untagged(str(row["completion"])) for _, row in numbered)
+        if bare:
+            print(f"note: {bare} of {len(scored)} completions have no <think>, </think> or "
+                  f"<answer>: {UNTAGGED_NOTE}", file=sys.stderr)
     return scored

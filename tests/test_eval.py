@@ -176,7 +176,19 @@ def test_eval_command_runs_every_benchmark(tmp_path, bpe_checkpoint, capsys):
         lo, hi = r["pass@1_ci95"]
         assert lo <= r["pass@1"] <= hi
         assert r["benchmark"] in printed
+        assert r["untagged"] == 0.0  # the chat prefill opens <think>
     assert json.loads(out.read_text())["settings"]["template"] == "chat"
+    assert "have no <think>" not in printed
+    # without the prefill a random model's text has no reasoning tags: no answer is read,
+    # and a note says so; a code benchmark reads an untagged response whole: no note
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "gsm8k,mbpp", "--limit",
+                 "2", "--k", "2", "--max-new-tokens", "8", "--template", "none", "--out",
+                 str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert [r["untagged"] for r in json.loads(out.read_text())["results"]] == [1.0, 0.0]
+    assert "note: gsm8k: 100.0% of the responses have no <think>, </think> or <answer>: r1kit " \
+           "reads a final answer only after the reasoning" in printed
+    assert "note: mbpp" not in printed
 
 
 def test_eval_command_errors(tmp_path, capsys, bpe_checkpoint):

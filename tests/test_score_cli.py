@@ -61,10 +61,24 @@ def test_math_scores_in_order_with_fields_kept(tmp_path, capsys) -> None:
             k: v for k, v in given.items() if k != "reward"}
         assert list(got)[:len(given)] == list(given)  # field order kept too
     assert rows[5]["parts"] == {"accuracy": 0.0, "timeout": 0.0, "hedged": 1.0, "error": 0.0}
-    assert capsys.readouterr().out == ""  # everything went to the file
+    said = capsys.readouterr()
+    assert said.out == ""  # everything went to the file
+    assert "note:" not in said.err  # every completion has its tags
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file it writes (not 0600)
+
+
+def test_completions_without_reasoning_tags_are_counted(tmp_path, capsys) -> None:
+    # a right answer with no <think>, </think> or <answer> scores 0 (no answer part): said
+    src = write_jsonl(tmp_path / "bare.jsonl", [
+        {"completion": "The answer is \\boxed{12}", "answer": "12"},
+        {"completion": box("12"), "answer": "12"}])
+    assert main(["score", "--reward", "math", "--input", str(src)]) == 0
+    said = capsys.readouterr()
+    assert [r["reward"] for r in map(json.loads, said.out.splitlines())] == [0.0, 1.0]
+    assert "note: 1 of 2 completions have no <think>, </think> or <answer>: r1kit reads a " \
+           "final answer only after the reasoning" in said.err
 
 
 def test_math_reference_under_another_field_name(tmp_path, capsys) -> None:

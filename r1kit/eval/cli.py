@@ -30,6 +30,7 @@ from r1kit.models import (
     trained_positions,
     trusting_remote_code,
 )
+from r1kit.rewards.rule import UNTAGGED_NOTE
 from r1kit.templates import TEMPLATES, encode_prompt, system_text
 
 
@@ -286,6 +287,11 @@ def format_table(results: list[dict]) -> str:
                      f"({100 * lo:.1f}–{100 * hi:.1f}) | {more or '—'} | "
                      + (f"{100 * cons:.1f}%" if cons is not None else "—")
                      + f" | {r['mean_tokens']:.1f} | {100 * r['truncated']:.1f}% |")
+    for r in results:
+        if r.get("untagged"):
+            lines.append(f"note: {r['benchmark']}: {100 * r['untagged']:.1f}% of the responses "
+                         f"have no <think>, </think> or <answer>: {UNTAGGED_NOTE} (prompt the "
+                         "model to reason in <think>…</think>: --template, --system-prompt)")
     for r in results:
         for title, key in (("level", "by_level"), ("subject", "by_subject")):
             if r.get(key):

@@ -13,6 +13,7 @@ from r1kit.rewards.answers import final_answers
 from r1kit.rewards.language import language_reward
 from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rewards.overlap import wanted as overlap_wanted
+from r1kit.rewards.rule import untagged
 from r1kit.rollout import generate
 from r1kit.tasks.base import Example, Task
 from r1kit.templates import prompt_text
@@ -112,10 +113,13 @@ class EvalResult:
     pass_at: dict[int, float] = field(default_factory=dict)  # unbiased pass@k, k = 1, 2, 4, ...
     ci95: tuple[float, float] = (0.0, 0.0)  # 95% confidence interval of pass@1
     samples: list[dict] = field(default_factory=list)  # a few responses to look at
+    # share of responses without <think>, </think> or <answer>: no answer read (rule.untagged)
+    untagged: float = 0.0
 
     def as_record(self) -> dict:
         return {"pass@1": self.pass_at_1, f"cons@{self.k}": self.cons_at_k, "k": self.k,
                 "mean_tokens": self.mean_tokens, "truncated": self.truncated, "n": self.n,
+                "untagged": self.untagged,
                 "language": self.language,
                 "pass@1_ci95": list(self.ci95),
                 **{f"pass@{k}": v for k, v in sorted(self.pass_at.items()) if k > 1},
@@ -198,6 +202,9 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
         length_by_level={lv: sum(v) / len(v) for lv, v in len_level.items()},
         by_subject={sub: sum(v) / len(v) for sub, v in per_subject.items()},
         reflect=reflective_counts(texts),
+        # (a task that reads answers its own way, code, reads an untagged response whole)
+        untagged=(sum(map(untagged, texts)) / max(1, len(texts))
+                  if getattr(task, "read_answers", None) is None else 0.0),
         pass_at=pass_at,
         ci95=mean_ci95(correct),
     )

@@ -95,6 +95,16 @@ def answer_region(response: str) -> str | None:
     return tail
 
 
+def untagged(response: str) -> bool:
+    """A response without <think>, </think> or <answer>: it has no answer part to read (a
+    model that answers without reasoning tags, or was never asked for them)."""
+    return not any(tag in response for tag in ("<think>", "</think>", "<answer>"))
+
+
+UNTAGGED_NOTE = ("r1kit reads a final answer only after the reasoning (after </think>, or in "
+                 "<answer>), as R1's rewards do, so these score 0")
+
+
 def extract_answer(response: str) -> str | None:
     """The final answer of a response, or None when it gives none outside the reasoning."""
     region = answer_region(response)

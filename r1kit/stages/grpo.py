@@ -84,7 +84,7 @@ from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelSco
 from r1kit.rewards.custom import FunctionReward, load_function, shadowed_fields
 from r1kit.rewards.length import overlong_penalty
 from r1kit.rewards.overlap import OverlappedRewards
-from r1kit.rewards.rule import format_style
+from r1kit.rewards.rule import UNTAGGED_NOTE, format_style, untagged
 from r1kit.rollout import Rollouts, generate, position_limit
 from r1kit.runlog import RunLog, read_jsonl
 from r1kit.stages.pretrain import cosine_lr
@@ -894,7 +894,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                       f"{flat_steps} step{'s' if flat_steps != 1 else ''}: in every "
                       "group all samples got the same reward (zero_var_frac 1.0), so the "
                       "updates change nothing. Check the rewards on a few samples (r1kit "
-                      "score), or raise temperature or group_size")
+                      "score), or raise temperature or group_size"
+                      + (f"; {sum(map(untagged, texts))} of this step's {len(texts)} samples "
+                         f"have no <think>, </think> or <answer>: {UNTAGGED_NOTE}"
+                         if reward_function is None and getattr(task, "read_answers", None)
+                         is None and any(map(untagged, texts)) else ""))
         bad_updates = bad_updates + 1 if upd.get("skipped_updates", 0.0) == 1.0 else 0
         if cfg.max_nonfinite_steps and bad_updates >= cfg.max_nonfinite_steps:
             last = latest_checkpoint(ctx.stage_dir)
