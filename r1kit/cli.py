@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="with a chat template, put r1kit's reasoning instruction in a system "
                          "turn (default: none, as the paper evaluates its released models, "
                          "unless the model's r1kit stage trained with it)")
+    ev.add_argument("--system-text", default=None, metavar="TEXT",
+                    help="with a chat template, your own system turn for every question "
+                         "without one (as a recipe's system_prompt)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--overlap-rewards", choices=["auto", "on", "off"], default="auto",
                     help="verify answers (math-verify, code tests) while the rest still decode "

@@ -197,14 +197,27 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
         why = ", ".join(f"{k.removeprefix('rejected/')} {v}" for k, v in counts.items()
                         if k.startswith("rejected/") and v)
         hint = "raise samples_per_prompt or prompts, or relax the filters"
-        if counts["rejected/wrong"] == len(texts):
-            hint = ("no sample was right: a stronger model, a higher temperature, or more "
-                    "samples_per_prompt; `r1kit eval` on the task's file shows its accuracy")
-        elif counts["rejected/format"]:
+        wrong, bad_format = counts["rejected/wrong"], counts["rejected/format"]
+        if wrong >= len(texts) / 2:
+            hint = (("no sample was right" if wrong == len(texts) else "most samples were "
+                     "wrong") + ": prompt the model as it was trained (template, prefill"
+                    + (", system_prompt: it applies to prompts without a system turn"
+                       if cfg.template == "chat" else "") + "), a stronger model, a higher "
+                    "temperature, or more samples_per_prompt; `r1kit eval` on the task's file "
+                    "shows its accuracy")
+        elif bad_format:
             hint = (f"the format check wants format = {style!r}: set format (answer | think) "
                     "to what the model writes, or " + hint)
+        # a few of the samples to look at, with why each was rejected
+        shown = [{"prompt": prompt_text(examples[i // k].question), "response": texts[i],
+                  "answer": examples[i // k].answer,
+                  "rejected": "wrong" if i not in correct else "format or filters"}
+                 for i in range(min(len(texts), 20))]
+        with (stage_dir / "rejected_samples.jsonl").open("w") as fh:
+            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in shown)
         raise R1kitError(f"sample stage kept no rows out of {len(texts)} samples (rejected: "
-                         f"{why or 'none'})", hint)
+                         f"{why or 'none'}); the first {len(shown)} are in "
+                         f"{stage_dir / 'rejected_samples.jsonl'}", hint)
     with (stage_dir / "data.jsonl").open("w") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")

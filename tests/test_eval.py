@@ -445,3 +445,18 @@ def test_eval_prefill_reads_backslash_n_as_a_newline(tmp_path, bpe_checkpoint):
                  "--k", "1", "--temperature", "0", "--max-new-tokens", "2",
                  "--prefill", "<think>\\n", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["settings"]["prefill"] == "<think>\n"
+
+
+def test_eval_takes_your_own_system_turn(tmp_path, bpe_checkpoint, capsys):
+    """--system-text: a system turn of your own for questions without one (a model trained
+    with its data's own system turn is evaluated under it); with --system-prompt, refused."""
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "gsm8k", "--limit", "1",
+                 "--k", "1", "--max-new-tokens", "2", "--template", "chat",
+                 "--system-text", "You are a helpful assistant.", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["settings"]["system_prompt"] == \
+        "You are a helpful assistant."
+    capsys.readouterr()
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "gsm8k", "--system-text",
+                 "Hi", "--no-system-prompt"]) == 2
+    assert "--system-text and --system-prompt" in capsys.readouterr().err

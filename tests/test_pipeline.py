@@ -154,6 +154,11 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
     with pytest.raises(R1kitError, match="kept no rows") as info:  # it says why
         run_recipe(recipe, tmp_path / "run2", print_fn=lambda *_: None)
     assert "(rejected: wrong 4)" in str(info.value) and "no sample was right" in info.value.hint
+    assert "system_prompt" in info.value.hint  # (chat: a system turn the model never saw)
+    shown = [json.loads(line) for line in
+             (tmp_path / "run2" / "rs" / "rejected_samples.jsonl").read_text().splitlines()]
+    assert len(shown) == 4 and all(r["rejected"] == "wrong" for r in shown)  # to look at
+    assert "rejected_samples.jsonl" in str(info.value)
 
 
 def test_chat_template_is_checked_before_any_stage(tmp_path, bpe_checkpoint):

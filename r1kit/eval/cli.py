@@ -176,6 +176,11 @@ def _run_eval(args) -> list[dict]:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     template, prefill, system = args.template, args.prefill, args.system_prompt
+    if args.system_text is not None:
+        if system is not None:
+            raise R1kitError("--system-text and --system-prompt / --no-system-prompt both set "
+                             "the system turn", "give one of them")
+        system = args.system_text.replace("\\n", "\n") or False
     if prefill is not None:  # as the help writes it: '<think>\n' ends with a newline
         prefill = prefill.replace("\\n", "\n").replace("\\t", "\t")
     instruction = args.math_instruction
@@ -202,6 +207,7 @@ def _run_eval(args) -> list[dict]:
               f"prefill {prefill!r}, max_new_tokens {args.max_new_tokens}"
               + (f", system turn {system_text(system)[:40]!r}"
                  + ("…" if len(system_text(system)) > 40 else "")
+                 + " (for questions without a system turn of their own)"
                  if template == "chat" and system_text(system) else "")
               + (", your files' questions as they are" + (
                   " (as its evaluations)" if isinstance(settings.get("eval"), dict) else "")
