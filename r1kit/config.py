@@ -328,7 +328,9 @@ class GRPOConfig:
         if self.num_minibatches < 1 or self.rollout_batch_size % self.num_minibatches:
             _fail(f"{where}.num_minibatches",
                   f"rollout_batch_size = {self.rollout_batch_size} does not split into "
-                  f"{self.num_minibatches} equal mini-batches")
+                  f"{self.num_minibatches} equal mini-batches",
+                  "set num_minibatches (policy updates per rollout, default 16) to a divisor "
+                  f"of {self.rollout_batch_size}, e.g. 1")
         _check_lora(self, where)
         _check_chunk(self.logprob_chunk_tokens, where)
         rows = self.logprob_micro_batch_size
@@ -809,7 +811,10 @@ def _coerce(value, tp, where: str):
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            _fail(where, f"must be an integer, got {value!r}")
+            _fail(where, f"must be an integer, got {value!r}",
+                  "a sample stage's questions come from train_file; prompts is how many of "
+                  "them to sample from (0 = all)" if where.endswith(".prompts")
+                  and isinstance(value, str) else None)
         return value
     if tp is str:
         if not isinstance(value, str):

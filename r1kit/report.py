@@ -563,8 +563,8 @@ def _behaviour_section(run: Run, report: Path, figures: Path) -> list[str]:
                                   figures / f"reflect_{_slug(stage)}.png")
             lines += [_image(report, image, f"{stage} reflective words"), ""]
     else:
-        lines += [("No reflective-word counts in metrics.jsonl (a run from before they were "
-                   "logged): no behaviour plot."), ""]
+        lines += [("No reflective-word counts in metrics.jsonl (they are logged by grpo "
+                   "stages, from their sampled responses): no behaviour plot."), ""]
 
     entries = _level_rows(run)
     if entries:

@@ -290,6 +290,8 @@ def parse_settings(name: str, items: Sequence[str], reward: Reward | None = None
         if "=" not in item:
             raise R1kitError(f"--set {item!r}: expected key=value", "e.g. --set timeout=5")
         key, text = (part.strip() for part in item.split("=", 1))
+        if key == "format" and "style" in reward.settings:  # a recipe's name for it
+            key = "style"
         if key not in reward.settings:
             valid = ", ".join(reward.settings) or "none"
             raise R1kitError(f"--set {key}: unknown setting for the {name} reward",

@@ -491,6 +491,18 @@ def test_float16_training_is_refused() -> None:
     assert recipe_from_dict(evaluation).run.dtype == "float16"  # evaluation alone is fine
 
 
+def test_common_slips_get_a_way_out() -> None:
+    data = tomllib.loads(ZERO_TINY.read_text())
+    data["stages"]["zero"].update(rollout_batch_size=8, group_size=4, num_minibatches=16)
+    with pytest.raises(R1kitError, match="does not split into 16 equal") as info:
+        recipe_from_dict(copy.deepcopy(data))
+    assert "set num_minibatches" in info.value.hint
+    sample = {"stages": {"rs": {"kind": "sample", "model": "/m", "prompts": "train.parquet"}}}
+    with pytest.raises(R1kitError, match="stages.rs.prompts: must be an integer") as info:
+        recipe_from_dict(sample)
+    assert "come from train_file" in info.value.hint
+
+
 def test_an_eval_stage_lists_each_model_once() -> None:
     # the table has one row per model: a model listed twice was dropped without a word
     evaluation = {"stages": {"table": {"kind": "eval", "models": ["/m", "/n", "/m"]}}}

@@ -114,6 +114,14 @@ def test_format_reward(tmp_path, capsys) -> None:
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["reward"], r["parts"]) for r in rows] == [
         (1.0, {"format": 1.0}), (0.0, {"format": 0.0}), (0.0, {"format": 0.0})]
+    # R1's own format, named as the recipes' setting (format) or as the reward's (style)
+    summary = write_jsonl(tmp_path / "summary.jsonl", [{"completion": "<think>a</think> b"}])
+    for key in ("style", "format"):
+        assert main(["score", "--reward", "format", "--input", str(summary), "--set",
+                     f"{key}=think"]) == 0
+        assert json.loads(capsys.readouterr().out)["reward"] == 1.0
+    assert main(["score", "--reward", "format", "--input", str(summary)]) == 0
+    assert json.loads(capsys.readouterr().out)["reward"] == 0.0
 
 
 def test_language_reward_targets(tmp_path, capsys) -> None:
