@@ -38,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--output", type=Path, default=None, metavar="OUT.jsonl",
                        help="where to write the scored rows (default: stdout)")
     score.add_argument("--completion-field", default="completion", metavar="FIELD",
-                       help="the field holding each completion (default: completion; a sample "
-                            "stage's data.jsonl: response)")
+                       help="the field holding each completion (default: completion; give "
+                            "response for a sample stage's data.jsonl)")
     score.add_argument("--set", dest="settings", action="append", default=[],
                        metavar="KEY=VALUE", help="a reward setting, e.g. timeout=5, target=zh")
     ev = sub.add_parser("eval", help="evaluate a checkpoint on benchmarks the paper's way")

@@ -155,14 +155,19 @@ def _unfinished(stage_dir: Path, logged: bool = False) -> str:
 
 def _stage_result(summary: Any) -> str:
     """A stage's headline figure from its stage.json summary: a reward model's held-out
-    accuracy, a pretrain or SFT stage's final loss ("" for the rest: their curves and
-    evaluations are their own sections)."""
+    accuracy, a pretrain or SFT stage's final loss, a sample stage's kept samples ("" for the
+    rest: their curves and evaluations are their own sections)."""
     if not isinstance(summary, dict):
         return ""
     for key, label in (("pairwise_accuracy", "held-out pairwise accuracy"),
                        ("safety_accuracy", "held-out safety accuracy")):
         if _num(summary.get(key)) is not None:
             return f"{label} {_pct(summary[key])}"
+    kept, generated = _num(summary.get("kept")), _num(summary.get("generated"))
+    if kept is not None and generated:  # a sample stage
+        right = _num(summary.get("correct"))
+        return (f"kept {kept:.0f} of {generated:.0f} samples"
+                + (f" ({right:.0f} right)" if right is not None else ""))
     loss = _num(summary.get("final_loss"))
     if loss is None:
         return ""

@@ -240,3 +240,11 @@ def test_report_of_a_stage_with_its_own_reward_function(tmp_path):
     assert "accuracy" not in line and "response length" in line
     (tmp_path / "b").mkdir()
     assert "accuracy 10.0% → 50.0%" in write_report(make_run(tmp_path / "b")).read_text()
+
+
+def test_a_sample_stage_shows_what_it_kept():
+    from r1kit.report import _stage_result
+
+    assert _stage_result({"generated": 640, "correct": 600, "kept": 160, "rows": 160}) == \
+        "kept 160 of 640 samples (600 right)"
+    assert _stage_result({"final_loss": 0.5}) == "final loss 0.5 (mean of its last steps)"
