@@ -306,7 +306,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             print_fn(f"{run_dir}: {'stages' if len(dropped) > 1 else 'stage'} "
                      f"{', '.join(dropped)} no longer in the recipe; "
                      f"{'their directories are' if len(dropped) > 1 else 'its directory is'}"
-                     " left as they were")
+                     f" left as {'they were' if len(dropped) > 1 else 'it was'}")
         # a stage that holds no result (not done, no checkpoint: it stopped before any, and
         # runs again from its start) may take new settings; [run]'s only while no stage does
         names = [*old_names, *recipe.stages]

@@ -74,8 +74,10 @@ def test_zero_gsm8k_recipe_runs_on_a_random_checkpoint(bpe_checkpoint, tmp_path,
     assert all(m["zero_var_frac"] == 1.0 and m["reward"] == 0.0 for m in metrics)
     said = capsys.readouterr().out
     assert "no learning signal in the last 2 steps" in said
-    # (its samples open with the prefill's <think>: no note of samples without tags)
+    # (its samples open with the prefill's <think>: no note of samples without tags), and
+    # its random text runs to the length cap: the note says so
     assert "samples have no <think>" not in said
+    assert "100% of this step's samples were cut at max_new_tokens = 12, unfinished" in said
     after = load_file(str(out / "zero" / "model.safetensors"))
     # (compared in the saved dtype: on a GPU the run loads and saves in bfloat16)
     assert all(torch.equal(before[k].to(after[k].dtype), after[k]) for k in before)

@@ -530,7 +530,8 @@ def general_examples(cfg: GRPOConfig, seed: int) -> list[Example]:
                                  f"({' or '.join(GENERAL_TYPES)})")
         if row["type"] not in GENERAL_TYPES:
             raise R1kitError(f"{cfg.general_data}:{n}: type {row['type']!r} is not one of "
-                             f"{', '.join(GENERAL_TYPES)}")
+                             f"{', '.join(GENERAL_TYPES)}", "helpful rows are scored by "
+                             "helpful_model, safety rows (harmlessness) by safety_model")
         prompt = row[cfg.general_prompt_field]
         if isinstance(prompt, list):  # a conversation (template = "chat")
             prompt = check_messages(prompt, f"{cfg.general_data}:{n}: field "
@@ -895,6 +896,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                       "group all samples got the same reward (zero_var_frac 1.0), so the "
                       "updates change nothing. Check the rewards on a few samples (r1kit "
                       "score), or raise temperature or group_size"
+                      + (f"; {record['truncated']:.0%} of this step's samples were cut at "
+                         f"max_new_tokens = {record['max_new_tokens']}, unfinished (raise it)"
+                         if record.get("truncated", 0) >= 0.5 else "")
                       + (f"; {sum(map(untagged, texts))} of this step's {len(texts)} samples "
                          f"have no <think>, </think> or <answer>: {UNTAGGED_NOTE}"
                          if reward_function is None and getattr(task, "read_answers", None)
