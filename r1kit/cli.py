@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="rerun from this stage on (later stages too)")
     score = sub.add_parser("score", help="score completions in a JSONL file with a reward")
     score.add_argument("--reward", required=True, metavar="NAME",
-                       help="math, format, language, code, or your own reward function "
+                       help="math, format, language, code, choice, or your own reward function "
                             "as file.py:function or module:function")
     score.add_argument("--input", required=True, type=Path, metavar="IN.jsonl",
                        help="one JSON object per line (or a .parquet file), with the fields "
@@ -47,15 +47,22 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--bench", required=True, metavar="NAMES",
                     help="comma-separated: math500, gsm8k, aime2024, aime2025, amc2023, "
                          "humaneval, mbpp, tiny, or a .jsonl / .parquet file of your own (a "
-                         "math benchmark: one question and reference answer per row)")
+                         "math benchmark: one question and reference answer per row; or "
+                         "multiple-choice questions: rows with choices or options, or GPQA's "
+                         "columns)")
     ev.add_argument("--question-field", default="question",
                     help="(your own file) the field with the problem (default: question)")
     ev.add_argument("--answer-field", default="answer",
                     help="(your own file) the field with the reference answer (default: answer)")
+    ev.add_argument("--choices-field", default="",
+                    help="(your own file) the field with a multiple-choice question's options "
+                         "(default: choices or options where the rows have them)")
     ev.add_argument("--math-instruction", action=argparse.BooleanOptionalAction, default=None,
                     help="(your own file) append the shipped math benchmarks' request for a "
                          "\\boxed{} final answer to each question (default: on, but off for "
-                         "a model an r1kit stage trained, as that stage's evaluations)")
+                         "a model an r1kit stage trained, as that stage's evaluations; "
+                         "multiple-choice questions: the request for a boxed letter, on "
+                         "unless --no-math-instruction)")
     ev.add_argument("--k", type=int, default=0,
                     help="samples per problem (0, the default: 64 for AIME, as the paper, and "
                     "for AMC; 16 for MATH-500, as the paper, and for the other benchmarks and "

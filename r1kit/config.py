@@ -181,7 +181,8 @@ class GRPOConfig:
     kind: str = "grpo"
     model: str = ""  # an earlier stage's name or a checkpoint directory
     # arithmetic | gsm8k | math (a JSONL/parquet file of your own) | code (a file of problems
-    # with tests, run in the sandbox: r1kit.tasks.code)
+    # with tests, run in the sandbox: r1kit.tasks.code) | choice (multiple-choice questions:
+    # r1kit.tasks.choice)
     task: str = "arithmetic"
     train_file: str = ""  # for task = "math": JSONL or parquet with question/answer fields
     test_file: str = ""
@@ -189,6 +190,7 @@ class GRPOConfig:
     answer_field: str = "answer"
     test_question_field: str = ""  # the test_file's own field names ("" = the same as above)
     test_answer_field: str = ""
+    choices_field: str = ""  # task = "choice": the options' field ("" = choices or options)
     template: str = "r1-zero"  # r1-zero (flat string) | chat (the tokenizer's chat template)
     #                            | none (the question verbatim)
     prefill: str = ""  # text the response is forced to begin with, e.g. "<think>\n"
@@ -510,17 +512,20 @@ def _check_split(task: str, split: str, where: str) -> None:
               f"use one of: {', '.join(splits)}")
 
 
+TASKS = ("arithmetic", "gsm8k", "math", "code", "choice")
+
+
 def _check_task(cfg, where: str) -> None:
-    if cfg.task not in ("arithmetic", "gsm8k", "math", "code"):
+    if cfg.task not in TASKS:
         _fail(f"{where}.task", f"unknown task {cfg.task!r}",
-              "use arithmetic, gsm8k, math or code")
+              "use arithmetic, gsm8k, math, code or choice")
     if cfg.task == "arithmetic":  # the built-in tiny world reads no file
         for name in ("train_file", "test_file"):
             if getattr(cfg, name, ""):
                 _fail(f"{where}.{name}", "task = 'arithmetic' (the default: the built-in tiny "
                       f"world) does not read {name}", 'set task = "math" to train on your own '
                       'file (or "gsm8k" for GSM8K-format files)')
-    if cfg.task in ("math", "code"):
+    if cfg.task in ("math", "code", "choice"):
         # an eval stage only evaluates: it needs the held-out file; the others train
         need = "test_file" if cfg.kind == "eval" else "train_file"
         if not getattr(cfg, need):
@@ -538,6 +543,9 @@ def _check_task(cfg, where: str) -> None:
             if getattr(cfg, name) != getattr(type(cfg), name):
                 _fail(f"{where}.{name}", f"is for task = 'code'; this stage's task is "
                       f"{cfg.task!r}", f"leave {name} out, or set task = \"code\"")
+    if cfg.task != "choice" and cfg.choices_field:
+        _fail(f"{where}.choices_field", f"is for task = 'choice'; this stage's task is "
+              f"{cfg.task!r}", "leave choices_field out, or set task = \"choice\"")
     if cfg.template not in TEMPLATES:
         _fail(f"{where}.template", f"unknown template {cfg.template!r}",
               f"use one of: {', '.join(TEMPLATES)}")
@@ -614,6 +622,7 @@ class SampleConfig:
     answer_field: str = "answer"
     test_question_field: str = ""  # the test_file's own field names ("" = the same as above)
     test_answer_field: str = ""
+    choices_field: str = ""  # task = "choice": the options' field ("" = choices or options)
     template: str = "r1-zero"
     prefill: str = ""
     system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"
@@ -694,6 +703,7 @@ class EvalStageConfig:
     answer_field: str = "answer"
     test_question_field: str = ""  # the test_file's own field names ("" = the same as above)
     test_answer_field: str = ""
+    choices_field: str = ""  # task = "choice": the options' field ("" = choices or options)
     template: str = "r1-zero"
     prefill: str = ""
     system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"
@@ -1045,7 +1055,7 @@ def _check_data_files(cfg, where: str) -> bool:
     stage has started (the error names file, line and field). Returns whether any of its
     prompts is a conversation (chat messages)."""
     prompts: list[tuple[str, list]] = []  # (file, its prompts)
-    if getattr(cfg, "task", None) in ("math", "gsm8k", "code") and (
+    if getattr(cfg, "task", None) in ("math", "gsm8k", "code", "choice") and (
             getattr(cfg, "train_file", "") or getattr(cfg, "test_file", "")):
         from r1kit.tasks import make_task  # the task's own reader and rules
 
@@ -1288,7 +1298,7 @@ def check_inputs(recipe: Recipe) -> None:
             )
 
             names = [*BUILT_IN, *GRPO_EXTRAS]  # and take the keyword arguments it will pass
-            if cfg.task in ("math", "gsm8k"):  # the data rows' fields, read as the stage reads
+            if cfg.task in ("math", "gsm8k", "choice"):  # the data rows' fields, read as the stage reads
                 from r1kit.tasks import make_task
 
                 for ex in make_task(cfg, 0).train_examples():

@@ -22,6 +22,10 @@ Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
 - code      needs completion and tests (tests/setup, MBPP test_list/test_setup_code, or
             HumanEval test/entry_point). Settings: pass_fraction (false), timeout (wall s
             per program, 10; CPU: half). r1kit.rewards.code.
+- choice    needs completion and the right option (answer: a letter, an index with the
+            row's choices or options, or the right option's text; or GPQA's columns, with
+            its Question). Settings: answer_field (answer), choices_field (choices or
+            options). The final answer must name the right letter: r1kit.tasks.choice.
 - file.py:function or module:function: your own reward function, called as in a GRPO stage
             (completions, prompts from `prompt` or `question`, answer, the other fields by
             name; r1kit.rewards.custom). Needs completion.
@@ -99,6 +103,13 @@ def _field_name(name: str, value: Any) -> str:
     return value
 
 
+def _choices_field(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise R1kitError(f"--set {name}: must be a field name (text; \"\" for choices or "
+                         f"options), got {value!r}")
+    return value
+
+
 def _check_math(row: dict, settings: dict) -> str | None:
     problem = _need_str(row, "completion")
     if problem:
@@ -163,6 +174,31 @@ def _check_code(row: dict, settings: dict) -> str | None:
     return None
 
 
+def _choice_row(row: dict, settings: dict) -> tuple[str, int]:
+    """(the right letter, the number of options) of a row for the choice reward."""
+    from r1kit.tasks.choice import LETTERS, row_options
+
+    question = row.get("Question", row.get("question", ""))
+    options, letter = row_options(row, settings["answer_field"], settings["choices_field"], "",
+                                  str(question))
+    return letter, len(options) if options is not None else len(LETTERS)
+
+
+def _check_choice(row: dict, settings: dict) -> str | None:
+    from r1kit.tasks.choice import GPQA_FIELDS
+
+    problem = _need_str(row, "completion")
+    if problem:
+        return problem
+    if settings["answer_field"] not in row and not all(f in row for f in GPQA_FIELDS):
+        return f"missing field {settings['answer_field']!r} (the right option)"
+    try:
+        _choice_row(row, settings)
+    except R1kitError as exc:
+        return exc.args[0].removeprefix(": ") + (f"; {exc.hint}" if exc.hint else "")
+    return None
+
+
 # ----- scoring --------------------------------------------------------------------------------
 
 
@@ -213,6 +249,25 @@ def _score_code(rows: list[dict], settings: dict) -> list[Scored]:
                                      limits=code_limits(settings["timeout"])))
 
 
+def _score_choice(rows: list[dict], settings: dict) -> list[Scored]:
+    from r1kit.rewards.answers import final_answers
+    from r1kit.tasks.base import Example
+    from r1kit.tasks.choice import ChoiceTask, read_letter
+
+    task = ChoiceTask(None)
+    examples = []
+    for row in rows:
+        letter, count = _choice_row(row, settings)
+        examples.append(Example(question="", answer=letter, meta={"count": count}))
+    answers, status = final_answers(task, [r["completion"] for r in rows], examples)
+    out = []
+    for answer, st, ex in zip(answers, status, examples):
+        score = task.verify(answer, ex) if answer is not None else 0.0
+        out.append((score, {"accuracy": score, "answer": read_letter(answer, ex.meta["count"]),
+                            "hedged": float(st == "hedged")}))
+    return out
+
+
 @dataclass(frozen=True)
 class Reward:
     """A reward the `score` command can apply: its row check, its settings, its scorer."""
@@ -230,6 +285,8 @@ REWARDS: dict[str, Reward] = {
     }),
     "format": Reward(_check_format, _score_format, {"style": ("answer", _format_style)}),
     "language": Reward(_check_language, _score_language, {"target": ("en", _language_target)}),
+    "choice": Reward(_check_choice, _score_choice, {"answer_field": ("answer", _field_name),
+                                                    "choices_field": ("", _choices_field)}),
     "code": Reward(_check_code, _score_code, {"pass_fraction": (False, _boolean),
                                               # wall seconds per program (CPU: half)
                                               "timeout": (10.0, _positive_number)}),

@@ -8,7 +8,10 @@ README), each a Task: held-out examples plus the verifier that RL rewards also u
   runs the prompt, then the answer's code, then `test` and `check(entry_point)`;
 - tiny: the tiny world's held-out arithmetic (for the tiny models);
 - a JSONL or parquet file of your own: a math benchmark (question and reference answer per
-  row, the same reader and checks as a recipe's `task = "math"`), scored like the shipped ones.
+  row, the same reader and checks as a recipe's `task = "math"`), scored like the shipped ones;
+  or multiple-choice questions (GPQA, MMLU, ...: rows with `choices` or `options`, GPQA's
+  columns, or any file with a `choices_field`), read and scored as `task = "choice"`
+  (r1kit.tasks.choice).
 
 An Example's question is the text the model is asked (a math problem gets the instruction to
 put its final answer in \\boxed{}); `meta` keeps the benchmark row, its `solution` when it has
@@ -177,11 +180,33 @@ class FileBenchmark(_HeldOut):
             raise R1kitError(f"--bench: {self.name!r} has no rows")
 
 
+def is_choice_file(name: str, choices_field: str = "") -> bool:
+    """Whether a --bench file of your own holds multiple-choice questions: a `choices_field`
+    is given, or its first row has `choices` or `options`, or GPQA's columns."""
+    from r1kit.tasks.choice import CHOICE_FIELDS, GPQA_FIELDS
+    from r1kit.tasks.math import read_rows
+
+    if not is_data_file(name) or not Path(name).is_file():
+        return False
+    if choices_field:
+        return True
+    first = read_rows(name)[0][1]
+    return any(f in first for f in CHOICE_FIELDS) or all(f in first for f in GPQA_FIELDS)
+
+
 def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
-                   answer_field: str = "answer", instruction: bool = True, world=None):
+                   answer_field: str = "answer", instruction: bool = True, world=None,
+                   choices_field: str = ""):
     """The Task of a shipped benchmark, of the tiny world's held-out set ("tiny": of `world`, a
-    WorldConfig, default the default world), or of a math benchmark in a JSONL or parquet
-    file of your own (the field names and instruction apply to it only)."""
+    WorldConfig, default the default world), or of a math or multiple-choice benchmark in a
+    JSONL or parquet file of your own (the field names and instruction apply to it only)."""
+    if is_choice_file(name, choices_field):
+        from r1kit.tasks.choice import ChoiceTask
+
+        task = ChoiceTask(None, name, question_field, answer_field, choices_field,
+                          instruction=instruction)
+        task.name = str(name)
+        return task
     if is_data_file(name):
         return FileBenchmark(name, question_field, answer_field, instruction)
     if name == "tiny":

@@ -16,7 +16,14 @@ from pathlib import Path
 import torch
 
 from r1kit.errors import R1kitError
-from r1kit.eval.benchmarks import BENCHMARKS, NAMES, bench_name, is_data_file, load_benchmark
+from r1kit.eval.benchmarks import (
+    BENCHMARKS,
+    NAMES,
+    bench_name,
+    is_choice_file,
+    is_data_file,
+    load_benchmark,
+)
 from r1kit.eval.core import evaluate, pass_ks
 from r1kit.models import (
     adapter_base,
@@ -31,6 +38,7 @@ from r1kit.models import (
     trusting_remote_code,
 )
 from r1kit.rewards.rule import UNTAGGED_NOTE
+from r1kit.tasks.choice import ChoiceTask
 from r1kit.templates import TEMPLATES, encode_prompt, system_text
 
 
@@ -167,6 +175,7 @@ def _run_eval(args) -> list[dict]:
     if not any(is_data_file(n) for n in names):
         unused = [flag for flag, off in (("--question-field", args.question_field != "question"),
                                          ("--answer-field", args.answer_field != "answer"),
+                                         ("--choices-field", bool(args.choices_field)),
                                          ("--no-math-instruction",
                                           args.math_instruction is False)) if off]
         if unused:
@@ -201,7 +210,8 @@ def _run_eval(args) -> list[dict]:
         prefill = prefill if prefill is not None else settings.get("prefill", "")
         if system is None:  # the stage's system turn (r1kit's instruction unless it set one)
             system = settings.get("system_prompt", "r1kit") if template == "chat" else False
-        own = any(is_data_file(n) for n in names)
+        # (multiple-choice files keep their request for a letter, as the stage's evaluations)
+        own = any(is_data_file(n) and not is_choice_file(n, args.choices_field) for n in names)
         instruction = instruction if instruction is not None else not own
         print(f"prompts as stage {stage!r} trained this model: template {template!r}, "
               f"prefill {prefill!r}, max_new_tokens {args.max_new_tokens}"
@@ -214,8 +224,15 @@ def _run_eval(args) -> list[dict]:
                  if own and not instruction else "") + " (--template to choose another)")
     # every benchmark read (and a file of your own checked) before the model loads
     world = _stage_world(stage_of_model[1]) if stage_of_model is not None else None
+    asks = {name: (args.math_instruction if is_choice_file(name, args.choices_field)
+                   else instruction) is not False for name in names}  # the request appended
     tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,
-                                  instruction is not False, world=world) for name in names}
+                                  asks[name], world=world, choices_field=args.choices_field)
+             for name in names}
+    for name, task in tasks.items():
+        if isinstance(task, ChoiceTask):
+            print(f"{name}: multiple-choice questions ({len(task.test_examples())}); the answer "
+                  "is the letter of an option (r1kit.tasks.choice)")
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(path)
     if template == "auto":
@@ -256,7 +273,7 @@ def _run_eval(args) -> list[dict]:
                        overlap=args.overlap_rewards)
         record = {"benchmark": name, **res.as_record(), "max_new_tokens": max_new,
                   # the request for \boxed{}: in a shipped math benchmark's questions always
-                  **({"math_instruction": instruction is not False} if own else
+                  **({"math_instruction": asks[name]} if own else
                      {"math_instruction": True} if name in BENCHMARKS
                      and BENCHMARKS[name].kind == "math" else {}),
                   "samples": res.samples, "seconds": time.time() - t0}
@@ -274,6 +291,8 @@ def _run_eval(args) -> list[dict]:
             settings["max_new_tokens_up_to_position"] = positions
         if any(is_data_file(n) for n in names):
             settings.update(question_field=args.question_field, answer_field=args.answer_field)
+            if args.choices_field:
+                settings["choices_field"] = args.choices_field
         out.write_text(json.dumps({"settings": settings, "results": results}, indent=2,
                                   ensure_ascii=False))
         print(f"results: {out}")

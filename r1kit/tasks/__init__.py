@@ -22,6 +22,14 @@ def make_task(cfg, seed: int) -> Task:
                         question_field=cfg.question_field,
                         instruction=getattr(cfg, "code_instruction", "r1kit"),
                         timeout=getattr(cfg, "code_timeout", None))
+    test_fields = (getattr(cfg, "test_question_field", "") or cfg.question_field,
+                   getattr(cfg, "test_answer_field", "") or cfg.answer_field)
+    if cfg.task == "choice":
+        from r1kit.tasks.choice import ChoiceTask
+
+        return ChoiceTask(cfg.train_file, getattr(cfg, "test_file", "") or None,
+                          question_field=cfg.question_field, answer_field=cfg.answer_field,
+                          choices_field=cfg.choices_field, test_fields=test_fields)
     from r1kit.tasks.math import MathTask
 
     if cfg.task == "gsm8k":
@@ -40,8 +48,7 @@ def make_task(cfg, seed: int) -> Task:
                     test_file=getattr(cfg, "test_file", "") or None,
                     question_field=cfg.question_field,
                     answer_field=cfg.answer_field,
-                    test_fields=(getattr(cfg, "test_question_field", "") or cfg.question_field,
-                                 getattr(cfg, "test_answer_field", "") or cfg.answer_field))
+                    test_fields=test_fields)
 
 
 __all__ = ["Example", "Task", "make_task", "DATA_DIR"]

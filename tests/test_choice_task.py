@@ -1,0 +1,204 @@
+"""task = "choice": multiple-choice questions (GPQA, MMLU, MMLU-Pro, ARC, your own) as a GRPO,
+sample and eval task, `r1kit eval --bench FILE` and `r1kit score --reward choice`
+(r1kit.tasks.choice)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO
+
+from r1kit.cli import main
+from r1kit.config import check_inputs, load_recipe
+from r1kit.errors import R1kitError
+from r1kit.rewards.combined import CombinedReward
+from r1kit.tasks.choice import ChoiceTask, choice_equal, choice_vote_key, read_letter
+
+MMLU = {"question": "What is 2 + 2?", "choices": ["3", "4", "5", "6"], "answer": 1,
+        "subject": "arithmetic"}
+MMLU_PRO = {"question": "Which is a noble gas?", "options": ["N", "O", "Ne", "H", "C"],
+            "answer": "C", "category": "chemistry"}
+ARC = {"question": "Which is largest?", "answerKey": "4",
+       "choices": {"text": ["ant", "cat", "dog", "horse"], "label": ["1", "2", "3", "4"]}}
+TEXT_ANSWER = {"question": "Capital of France?", "choices": ["Rome", "Paris", "Oslo"],
+               "answer": "Paris"}
+LISTED = {"question": "Pick the even number.\nA) 3\nB) 5\nC) 8\nD) 9", "answer": "C"}
+GPQA = {"Question": "Which particle has no charge?", "Correct Answer": "neutron",
+        "Incorrect Answer 1": "proton", "Incorrect Answer 2": "electron",
+        "Incorrect Answer 3": "positron", "High-level domain": "Physics"}
+
+
+def _file(tmp_path, rows, name="choice.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _boxed(letter: str) -> str:
+    return f"<think> let me see </think> <answer> \\boxed{{{letter}}} </answer>"
+
+
+def test_each_layout_gives_the_right_letter_and_lists_the_options(tmp_path):
+    mmlu, pro, text, listed = ChoiceTask(_file(tmp_path, [MMLU, MMLU_PRO, TEXT_ANSWER,
+                                                          LISTED])).train_examples()
+    assert (mmlu.answer, pro.answer, text.answer, listed.answer) == ("B", "C", "B", "C")
+    assert mmlu.question.startswith("What is 2 + 2?\n\nA) 3\nB) 4\nC) 5\nD) 6\n\nPlease reason")
+    assert mmlu.question.endswith("letter of your final answer within \\boxed{}.")
+    assert "E) C" in pro.question and pro.meta["count"] == 5
+    assert listed.question.startswith(LISTED["question"] + "\nPlease reason")
+    assert (mmlu.meta["subject"], pro.meta["subject"]) == ("arithmetic", "chemistry")
+    (arc,) = ChoiceTask(_file(tmp_path, [ARC], "arc.jsonl"),
+                        answer_field="answerKey").train_examples()
+    assert arc.answer == "D" and "D) horse" in arc.question
+
+    # GPQA: the right option (listed first in the data) moves to a place drawn from the
+    # question, the same each time the file is read
+    path = _file(tmp_path, [GPQA], "gpqa.jsonl")
+    (gpqa,) = ChoiceTask(path).train_examples()
+    assert f"{gpqa.answer}) neutron" in gpqa.question
+    assert ChoiceTask(path).train_examples()[0].question == gpqa.question
+    assert gpqa.meta["subject"] == "Physics"
+    others = [{**GPQA, "Question": f"Which particle has no charge? ({i})"} for i in range(12)]
+    letters = {e.answer for e in ChoiceTask(_file(tmp_path, others, "g.jsonl")).train_examples()}
+    assert len(letters) > 1  # not always where the data put it
+
+
+def test_a_final_answer_names_a_letter():
+    for text, letter in [("C", "C"), ("(C)", "C"), ("c", "C"), ("C) 4.2", "C"), ("C.", "C"),
+                         ("\\text{C}", "C"), ("\\textbf{(B)}", "B"), ("**D**", "D"),
+                         ("The answer is B.", "B"), ("Answer: D", "D"), ("option (A)", "A"),
+                         ("$\\text{A}$", "A")]:
+        assert read_letter(text, 4) == letter, text
+    for text in ["E", "42", "I think so", "neutron", "", "A or C"]:
+        assert read_letter(text, 4) is None, text
+    assert read_letter("E", 5) == "E"
+    assert choice_vote_key("\\boxed{(B)}".removeprefix("\\boxed{").rstrip("}")) == "B"
+    assert choice_equal("(B)", "Answer: B") and not choice_equal("B", "C")
+    assert not choice_equal("neutron", "neutron")  # no letter: not an answer to vote for
+
+
+def test_the_grpo_reward_scores_the_letter(tmp_path):
+    """Right letter 1, wrong 0; an answer only inside the reasoning, a letter the question
+    does not have, or two different boxed letters (a hedge) score no accuracy."""
+    task = ChoiceTask(_file(tmp_path, [MMLU]))
+    (ex,) = task.train_examples()
+    texts = [_boxed("B"), _boxed("\\text{(B)}"), _boxed("A"),
+             "<think> it is \\boxed{B} </think> <answer> no idea </answer>",
+             _boxed("E"),
+             "<think> hmm </think> <answer> \\boxed{A} or \\boxed{B} </answer>",
+             "<think> 2 + 2 = 4 </think>\nThe answer is (B).",
+             "<think> ok </think> <answer> 4 </answer>"]
+    scores = CombinedReward(task).score(texts, [ex] * len(texts))
+    assert [p["accuracy"] for _, p in scores] == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert scores[5][1]["hedged"] == 1.0
+    assert scores[0][0] == 2.0  # + format
+
+
+def test_cons_at_k_votes_by_letter(tmp_path, monkeypatch):
+    import torch
+
+    from r1kit.eval import core
+    from r1kit.eval.core import _Verdicts, evaluate
+    from r1kit.rollout import Rollouts
+
+    task = ChoiceTask(None, _file(tmp_path, [MMLU, MMLU_PRO]))
+    examples = task.test_examples()
+    # question 1: B written three ways outvotes A twice; question 2: A twice beats C once
+    texts = [_boxed("B"), _boxed("(B)"), "<think>x</think> Answer: B", _boxed("A"), _boxed("A"),
+             _boxed("A"), _boxed("A"), _boxed("C"), _boxed("D"), _boxed("E")]
+
+    def canned(model, tokenizer, task, examples, prompts, **kw):
+        n = len(examples) * kw["k"]
+        ro = Rollouts(prompt_ids=[[1]] * len(examples), completion_ids=torch.ones(n, 1).long(),
+                      completion_mask=torch.ones(n, 1), logprobs=None,
+                      stopped=torch.ones(n, dtype=torch.bool), group_size=kw["k"])
+        return ro, texts, _Verdicts(task).score(texts, [examples[i // kw["k"]]
+                                                        for i in range(n)])
+
+    monkeypatch.setattr(core, "sample_and_verify", canned)
+    res = evaluate(torch.nn.Linear(1, 1), None, task, examples, [[1], [1]], k=5,
+                   temperature=0.6, top_p=0.95, max_new_tokens=4, stop_ids=[0], seed=0)
+    assert res.pass_at_1 == pytest.approx((3 / 5 + 1 / 5) / 2)
+    assert res.cons_at_k == pytest.approx(0.5)  # the first question's vote is right
+    assert res.by_subject == {"arithmetic": pytest.approx(0.6), "chemistry": pytest.approx(0.2)}
+
+
+def test_bad_rows_and_settings_are_found_before_any_stage(tmp_path):
+    cases = [({"question": "q", "choices": ["a", "b"], "answer": 2}, "not an option's index"),
+             ({"question": "q", "choices": ["a", "b"], "answer": "maybe"}, "not an option"),
+             ({"question": "q", "choices": "a, b", "answer": "A"}, "not a list of options"),
+             ({"question": "q", "choices": ["a"], "answer": "A"}, "has 1 options"),
+             ({"question": "q", "answer": "7"}, "not an option"),
+             ({"prompt": "q", "choices": ["a", "b"], "answer": "A"}, "no field 'question'")]
+    for i, (row, message) in enumerate(cases):
+        with pytest.raises(R1kitError, match=message):
+            ChoiceTask(_file(tmp_path, [MMLU, row], f"bad{i}.jsonl"))
+    with pytest.raises(R1kitError, match=r"bad0.jsonl:2"):
+        ChoiceTask(tmp_path / "bad0.jsonl")
+
+    recipe = str(REPO / "recipes" / "zero-tiny.toml")
+    with pytest.raises(R1kitError, match="task = 'choice' in a grpo stage needs a train_file"):
+        load_recipe(recipe, ['stages.zero.task="choice"'])
+    with pytest.raises(R1kitError, match="choices_field.*is for task = 'choice'"):
+        load_recipe(recipe, ['stages.zero.choices_field="options"'])
+    bad = _file(tmp_path, [MMLU, {"question": "q", "choices": ["a", "b"], "answer": 5}],
+                "late.jsonl")
+    with pytest.raises(R1kitError, match="late.jsonl:2"):
+        check_inputs(load_recipe(recipe, ['stages.zero.task="choice"',
+                                          f"stages.zero.train_file={json.dumps(str(bad))}"]))
+
+
+def test_a_grpo_stage_trains_and_evaluates_on_choice(bpe_checkpoint, tmp_path):
+    data = _file(tmp_path, [MMLU, MMLU_PRO, TEXT_ANSWER, LISTED])
+    out = tmp_path / "run"
+    assert main([
+        "run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out),
+        "--set", f"stages.zero.model={json.dumps(str(bpe_checkpoint))}",
+        "--set", 'stages.zero.task="choice"',
+        "--set", f"stages.zero.train_file={json.dumps(str(data))}",
+        "--set", f"stages.zero.test_file={json.dumps(str(data))}",
+        "--set", "stages.zero.steps=1", "--set", "stages.zero.group_size=2",
+        "--set", "stages.zero.rollout_batch_size=4", "--set", "stages.zero.num_minibatches=1",
+        "--set", "stages.zero.max_new_tokens=8", "--set", "stages.zero.save_every=0",
+        "--set", "stages.zero.eval.every=1", "--set", "stages.zero.eval.k=2",
+        "--set", "run.progress=false",
+    ]) == 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and "reward/accuracy" in metrics[0]
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["benchmark"] for e in evals] == ["choice/main", "choice/main"]
+    assert evals[0]["n"] == 4 and evals[0]["cons@2"] is not None
+
+
+def test_r1kit_eval_reads_a_multiple_choice_file(bpe_checkpoint, tmp_path, capsys):
+    """--bench FILE with choices (or GPQA's columns) is read as multiple choice; the random
+    model's samples are scored (its pass@1 is whatever it is: the check is that the file is
+    read as questions with options, and the results recorded)."""
+    data = _file(tmp_path, [MMLU, MMLU_PRO, ARC | {"answer": "4"}], "mc.jsonl")
+    gpqa = _file(tmp_path, [GPQA], "gpqa.jsonl")
+    out = tmp_path / "res.json"
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", f"{data},{gpqa}",
+                 "--k", "2", "--max-new-tokens", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{data}: multiple-choice questions (3)" in printed
+    results = json.loads(out.read_text())["results"]
+    assert [r["n"] for r in results] == [3, 1]
+    assert all(r["cons@2"] is not None for r in results)
+    assert "A) 3\nB) 4" in results[0]["samples"][0]["question"]
+
+
+def test_r1kit_score_choice(tmp_path, capsys):
+    rows = [{**MMLU, "completion": _boxed("B")}, {**MMLU, "completion": _boxed("A")},
+            {**LISTED, "completion": "<think>x</think> Answer: C"},
+            {**MMLU_PRO, "completion": "<think>x</think> \\boxed{C}, or \\boxed{E}"}]
+    src = _file(tmp_path, rows, "scored.jsonl")
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--reward", "choice", "--input", str(src), "--output", str(out)]) == 0
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["reward"] for r in scored] == [1.0, 0.0, 1.0, 0.0]
+    assert [r["parts"]["answer"] for r in scored] == ["B", "A", "C", None]
+    assert scored[3]["parts"]["hedged"] == 1.0
+    bad = _file(tmp_path, [{"completion": "x", "choices": ["a", "b"], "answer": 3}], "b.jsonl")
+    assert main(["score", "--reward", "choice", "--input", str(bad)]) == 2
+    assert "b.jsonl:1: field 'answer' is 3, not an option's index" in capsys.readouterr().err
