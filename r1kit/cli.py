@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
                          "a model an r1kit stage trained, as that stage's evaluations; "
                          "multiple-choice questions: the request for a boxed letter, on "
                          "unless --no-math-instruction)")
+    ev.add_argument("--read-untagged", action=argparse.BooleanOptionalAction, default=None,
+                    help="read a response without <think>, </think> or <answer> whole, as "
+                         "open-r1 does (default: off, R1's rule: no answer; for a model an "
+                         "r1kit stage trained, that stage's read_untagged)")
     ev.add_argument("--k", type=int, default=0,
                     help="samples per problem (0, the default: 64 for AIME, as the paper, and "
                     "for AMC; 16 for MATH-500, as the paper, and for the other benchmarks and "

@@ -191,6 +191,9 @@ class GRPOConfig:
     test_question_field: str = ""  # the test_file's own field names ("" = the same as above)
     test_answer_field: str = ""
     choices_field: str = ""  # task = "choice": the options' field ("" = choices or options)
+    # a response without <think>, </think> or <answer>: no final answer (false, R1's rule) or
+    # read whole, as open-r1's accuracy reward reads every completion (true)
+    read_untagged: bool = False
     template: str = "r1-zero"  # r1-zero (flat string) | chat (the tokenizer's chat template)
     #                            | none (the question verbatim)
     prefill: str = ""  # text the response is forced to begin with, e.g. "<think>\n"
@@ -623,6 +626,9 @@ class SampleConfig:
     test_question_field: str = ""  # the test_file's own field names ("" = the same as above)
     test_answer_field: str = ""
     choices_field: str = ""  # task = "choice": the options' field ("" = choices or options)
+    # a response without <think>, </think> or <answer>: no final answer (false, R1's rule) or
+    # read whole, as open-r1's accuracy reward reads every completion (true)
+    read_untagged: bool = False
     template: str = "r1-zero"
     prefill: str = ""
     system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"
@@ -704,6 +710,9 @@ class EvalStageConfig:
     test_question_field: str = ""  # the test_file's own field names ("" = the same as above)
     test_answer_field: str = ""
     choices_field: str = ""  # task = "choice": the options' field ("" = choices or options)
+    # a response without <think>, </think> or <answer>: no final answer (false, R1's rule) or
+    # read whole, as open-r1's accuracy reward reads every completion (true)
+    read_untagged: bool = False
     template: str = "r1-zero"
     prefill: str = ""
     system_prompt: str = "r1kit"  # chat template, a conversation without a system turn: "r1kit"

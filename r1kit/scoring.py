@@ -15,7 +15,9 @@ so a failed run never leaves a half-written file (and never clobbers an old one)
 
 Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
 - math      needs completion, answer. Settings: timeout (s per check, 5), workers,
-            answer_field (the reference's field: answer; open-r1's data calls it solution).
+            answer_field (the reference's field: answer; open-r1's data calls it solution),
+            read_untagged (false: a completion without <think>, </think> or <answer> has no
+            answer, R1's rule; true: it is read whole, as open-r1 reads completions).
 - format    needs completion. Setting: style (answer: <think>…</think><answer>…</answer>;
             think: <think>…</think> then a summary, R1's). rule.format_reward.
 - language  needs completion; optional per-row `target` and `prompt`. Setting: target (en).
@@ -25,7 +27,8 @@ Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
 - choice    needs completion and the right option (answer: a letter, an index with the
             row's choices or options, or the right option's text; or GPQA's columns, with
             its Question). Settings: answer_field (answer), choices_field (choices or
-            options). The final answer must name the right letter: r1kit.tasks.choice.
+            options), read_untagged (as math). The final answer must name the right letter:
+            r1kit.tasks.choice.
 - file.py:function or module:function: your own reward function, called as in a GRPO stage
             (completions, prompts from `prompt` or `question`, answer, the other fields by
             name; r1kit.rewards.custom). Needs completion.
@@ -211,7 +214,7 @@ def _score_math(rows: list[dict], settings: dict) -> list[Scored]:
         # exponent (r1kit.tasks.math.reference_text)
         return math_rewards([r["completion"] for r in rows],
                             [reference_text(r[settings["answer_field"]]) for r in rows],
-                            verifier, settings["timeout"])
+                            verifier, settings["timeout"], settings["read_untagged"])
 
 
 def _format_style(name: str, value: Any) -> str:
@@ -255,6 +258,7 @@ def _score_choice(rows: list[dict], settings: dict) -> list[Scored]:
     from r1kit.tasks.choice import ChoiceTask, read_letter
 
     task = ChoiceTask(None)
+    task.read_untagged = settings["read_untagged"]
     examples = []
     for row in rows:
         letter, count = _choice_row(row, settings)
@@ -282,11 +286,13 @@ REWARDS: dict[str, Reward] = {
         "timeout": (5.0, _positive_number),
         "workers": (min(4, os.cpu_count() or 1), _positive_int),
         "answer_field": ("answer", _field_name),  # open-r1's data: solution
+        "read_untagged": (False, _boolean),  # a completion without tags read whole (open-r1)
     }),
     "format": Reward(_check_format, _score_format, {"style": ("answer", _format_style)}),
     "language": Reward(_check_language, _score_language, {"target": ("en", _language_target)}),
     "choice": Reward(_check_choice, _score_choice, {"answer_field": ("answer", _field_name),
-                                                    "choices_field": ("", _choices_field)}),
+                                                    "choices_field": ("", _choices_field),
+                                                    "read_untagged": (False, _boolean)}),
     "code": Reward(_check_code, _score_code, {"pass_fraction": (False, _boolean),
                                               # wall seconds per program (CPU: half)
                                               "timeout": (10.0, _positive_number)}),
@@ -447,11 +453,12 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
     mean = sum(score for score, _ in scored) / len(scored)
     print(f"r1kit score: {len(scored)} rows, mean {name} reward {mean:.4f}"
           + (f" (means: {summary})" if summary else ""), file=sys.stderr)
-    if name == "math":
+    if name in ("math", "choice") and not settings["read_untagged"]:
         from r1kit.rewards.rule import UNTAGGED_NOTE, untagged
 
         bare = sum(untagged(str(row["completion"])) for _, row in numbered)
         if bare:
             print(f"note: {bare} of {len(scored)} completions have no <think>, </think> or "
-                  f"<answer>: {UNTAGGED_NOTE}", file=sys.stderr)
+                  f"<answer>: {UNTAGGED_NOTE} (--set read_untagged=true reads them whole, as "
+                  "open-r1)", file=sys.stderr)
     return scored

@@ -189,6 +189,15 @@ def test_eval_command_runs_every_benchmark(tmp_path, bpe_checkpoint, capsys):
     assert "note: gsm8k: 100.0% of the responses have no <think>, </think> or <answer>: r1kit " \
            "reads a final answer only after the reasoning" in printed
     assert "note: mbpp" not in printed
+    assert json.loads(out.read_text())["settings"]["read_untagged"] is False
+    # --read-untagged (open-r1's way): such responses are read whole; no share, no note
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "gsm8k", "--limit", "2",
+                 "--k", "2", "--max-new-tokens", "8", "--template", "none", "--read-untagged",
+                 "--out", str(out)]) == 0
+    assert "have no <think>" not in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert saved["settings"]["read_untagged"] is True
+    assert [r["untagged"] for r in saved["results"]] == [0.0]
 
 
 def test_eval_command_errors(tmp_path, capsys, bpe_checkpoint):
@@ -291,6 +300,16 @@ def test_eval_prompts_a_model_as_its_r1kit_stage_trained_it(tmp_path, bpe_checkp
         assert main(["eval", "--model", str(run / "zero"), "--bench", "tiny", "--limit", "1",
                      "--k", "1", "--max-new-tokens", "4", "--out", str(out)]) == 0
         assert json.loads(out.read_text())["settings"]["system_prompt"] == expected
+    # a stage that read untagged responses whole: its model's evaluation reads them so too
+    # (said), unless --no-read-untagged
+    stage["read_untagged"] = True
+    (run / "config.json").write_text(json.dumps({"run": {}, "stages": {"zero": stage}}))
+    capsys.readouterr()
+    for args, expected in (([], True), (["--no-read-untagged"], False)):
+        assert main(["eval", "--model", str(run / "zero"), "--bench", "tiny", "--limit", "1",
+                     "--k", "1", "--max-new-tokens", "4", "--out", str(out), *args]) == 0
+        assert json.loads(out.read_text())["settings"]["read_untagged"] is expected
+        assert ("as stage 'zero' did (read_untagged" in capsys.readouterr().out) is expected
 
 
 def test_eval_greedy_verbatim_prompts_and_benchmark_spellings(tmp_path, bpe_checkpoint, capsys):

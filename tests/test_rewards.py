@@ -245,3 +245,32 @@ def test_format_reward_styles_and_which_a_stage_takes() -> None:
     assert format_style("auto", "chat", "") == "think"  # R1's way: no system prompt
     assert format_style("auto", "none") == "think"
     assert format_style("answer", "chat", "") == "answer"
+
+
+def test_read_untagged_reads_a_response_without_tags_whole(tmp_path) -> None:
+    """R1's rule: a response without <think>, </think> or <answer> has no answer. A stage's
+    `read_untagged = true` (open-r1's way) reads it whole, through every scoring path of the
+    stage's task; tagged responses are read as before, and hedging still scores 0."""
+    import json
+
+    from conftest import REPO
+
+    from r1kit.config import load_recipe
+    from r1kit.rewards.combined import CombinedReward
+    from r1kit.tasks import make_task
+
+    data = tmp_path / "m.jsonl"
+    data.write_text(json.dumps({"question": "What is 2 + 1?", "answer": "3"}) + "\n")
+    recipe = str(REPO / "recipes" / "zero-tiny.toml")
+    sets = ['stages.zero.task="math"', f"stages.zero.train_file={json.dumps(str(data))}"]
+    texts = ["So it is \\boxed{3}.", "3", "<think> \\boxed{3} </think> <answer> 4 </answer>",
+             "<think> \\boxed{3}", "\\boxed{3} or \\boxed{4}"]
+    for flag, expected in ((False, [0.0] * 5), (True, [1.0, 1.0, 0.0, 0.0, 0.0])):
+        cfg = load_recipe(recipe, [*sets, f"stages.zero.read_untagged={str(flag).lower()}"]
+                          ).stages["zero"]
+        task = make_task(cfg, 0)
+        (ex,) = task.train_examples()
+        scores = CombinedReward(task).score(texts, [ex] * len(texts))
+        assert [p["accuracy"] for _, p in scores] == expected, flag
+        assert RuleReward(task)(texts[0], ex)[1]["accuracy"] == expected[0]
+    assert scores[4][1]["hedged"] == 1.0

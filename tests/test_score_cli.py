@@ -79,6 +79,17 @@ def test_completions_without_reasoning_tags_are_counted(tmp_path, capsys) -> Non
     assert [r["reward"] for r in map(json.loads, said.out.splitlines())] == [0.0, 1.0]
     assert "note: 1 of 2 completions have no <think>, </think> or <answer>: r1kit reads a " \
            "final answer only after the reasoning" in said.err
+    # read whole, as open-r1 reads completions: the untagged right answer scores, no note;
+    # a tagged response is read as before (an answer only inside <think> is none)
+    inner = write_jsonl(tmp_path / "inner.jsonl", [
+        {"completion": "The answer is \\boxed{12}", "answer": "12"},
+        {"completion": "<think> \\boxed{12} </think> <answer> 13 </answer>", "answer": "12"},
+        {"completion": "<think> still \\boxed{12}", "answer": "12"}])
+    assert main(["score", "--reward", "math", "--input", str(inner),
+                 "--set", "read_untagged=true"]) == 0
+    said = capsys.readouterr()
+    assert [r["reward"] for r in map(json.loads, said.out.splitlines())] == [1.0, 0.0, 0.0]
+    assert "note:" not in said.err
 
 
 def test_math_reference_under_another_field_name(tmp_path, capsys) -> None:

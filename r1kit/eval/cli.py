@@ -229,7 +229,15 @@ def _run_eval(args) -> list[dict]:
     tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,
                                   asks[name], world=world, choices_field=args.choices_field)
              for name in names}
+    read_untagged = args.read_untagged
+    if read_untagged is None:  # as the stage that trained the model read its answers
+        read_untagged = bool(stage_of_model and stage_of_model[1].get("read_untagged"))
+        if read_untagged:
+            print(f"reads responses without tags whole, as stage {stage_of_model[0]!r} did "
+                  "(read_untagged; --no-read-untagged for R1's rule)")
     for name, task in tasks.items():
+        if read_untagged:
+            task.read_untagged = True  # r1kit.rewards.answers.reads_untagged
         if isinstance(task, ChoiceTask):
             print(f"{name}: multiple-choice questions ({len(task.test_examples())}); the answer "
                   "is the letter of an option (r1kit.tasks.choice)")
@@ -286,7 +294,7 @@ def _run_eval(args) -> list[dict]:
                     "system_prompt": system_text(system or False) or False,
                     "temperature": args.temperature, "top_p": args.top_p,
                     "max_new_tokens": args.max_new_tokens, "seed": args.seed,
-                    "limit": args.limit}
+                    "limit": args.limit, "read_untagged": read_untagged}
         if positions is not None:  # each result's max_new_tokens: the length it used
             settings["max_new_tokens_up_to_position"] = positions
         if any(is_data_file(n) for n in names):
@@ -316,7 +324,8 @@ def format_table(results: list[dict]) -> str:
         if r.get("untagged"):
             lines.append(f"note: {r['benchmark']}: {100 * r['untagged']:.1f}% of the responses "
                          f"have no <think>, </think> or <answer>: {UNTAGGED_NOTE} (prompt the "
-                         "model to reason in <think>…</think>: --template, --system-prompt)")
+                         "model to reason in <think>…</think>: --template, --system-prompt; "
+                         "or --read-untagged reads them whole, as open-r1)")
     for r in results:
         for title, key in (("level", "by_level"), ("subject", "by_subject")):
             if r.get(key):

@@ -9,7 +9,7 @@ from typing import Callable, Hashable
 import torch
 
 from r1kit.eval.behaviour import reflective_counts
-from r1kit.rewards.answers import final_answers
+from r1kit.rewards.answers import final_answers, reads_untagged
 from r1kit.rewards.language import language_reward
 from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rewards.overlap import wanted as overlap_wanted
@@ -203,8 +203,10 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
         by_subject={sub: sum(v) / len(v) for sub, v in per_subject.items()},
         reflect=reflective_counts(texts),
         # (a task that reads answers its own way, code, reads an untagged response whole)
+        # (and one that reads them whole, read_untagged)
         untagged=(sum(map(untagged, texts)) / max(1, len(texts))
-                  if getattr(task, "read_answers", None) is None else 0.0),
+                  if getattr(task, "read_answers", None) is None and not reads_untagged(task)
+                  else 0.0),
         pass_at=pass_at,
         ci95=mean_ci95(correct),
     )

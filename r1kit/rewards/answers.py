@@ -35,13 +35,14 @@ def final_answers(task: Task, responses: list[str], examples: list[Example] | No
     own = getattr(task, "read_answers", None)  # a task that reads answers its own way (code)
     if own is not None:
         return own(responses)
-    answers = [extract_answer(r) for r in responses]
+    whole = reads_untagged(task)
+    answers = [extract_answer(r, whole) for r in responses]
     checks: list[tuple[int, str]] = []  # (response, a box that differs from its final answer)
     distinct: dict[int, list[str]] = {}  # response -> its different boxes, in order
     for i, (response, answer) in enumerate(zip(responses, answers)):
         if answer is None:
             continue
-        boxes = [b for b in boxed_answers(answer_region(response) or "") if b.strip()]
+        boxes = [b for b in boxed_answers(answer_region(response, whole) or "") if b.strip()]
         seen = {normalize_answer(answer)}
         for box in boxes:
             key = normalize_answer(box)
@@ -74,6 +75,13 @@ def final_answers(task: Task, responses: list[str], examples: list[Example] | No
             if v == "same":
                 answers[i], status[i] = joined[i], "ok"
     return [a if s == "ok" else None for a, s in zip(answers, status)], status
+
+
+def reads_untagged(task: Task) -> bool:
+    """Whether a task reads a response without <think>, </think> or <answer> whole (its
+    `read_untagged`: a stage's setting, `r1kit eval --read-untagged`), rather than as no
+    answer (R1's rule, the default)."""
+    return bool(getattr(task, "read_untagged", False))
 
 
 # a \text{} (\textrm{}, \mbox{}, ...) group: its content, one level of braces inside

@@ -514,16 +514,19 @@ class _VerifierTask:
 
 
 def math_rewards(completions: Sequence[str], answers: Sequence[str], verifier: MathVerifier,
-                 timeout: float = DEFAULT_TIMEOUT) -> list[tuple[float, dict[str, float]]]:
+                 timeout: float = DEFAULT_TIMEOUT, read_untagged: bool = False
+                 ) -> list[tuple[float, dict[str, float]]]:
     """`math_reward` for many completions: the final answers (and the hedging check) as every
-    scoring path reads them (r1kit.rewards.answers.final_answers), then one `verify_batch`
-    call for all of them, so the pool checks them in parallel."""
+    scoring path reads them (r1kit.rewards.answers.final_answers; `read_untagged`: a
+    completion without tags read whole), then one `verify_batch` call for all of them, so the
+    pool checks them in parallel."""
     from r1kit.rewards.answers import final_answers
     from r1kit.tasks.base import Example
 
     if len(completions) != len(answers):
         raise ValueError(f"{len(completions)} completions but {len(answers)} answers")
     task = _VerifierTask(verifier, timeout)
+    task.read_untagged = read_untagged
     finals, statuses = final_answers(task, list(completions),
                                      [Example(question="", answer=a) for a in answers])
     found = [i for i, a in enumerate(finals) if a is not None]

@@ -78,10 +78,14 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def answer_region(response: str) -> str | None:
+def answer_region(response: str, read_untagged: bool = False) -> str | None:
     """The part of a response that may hold the final answer, or None when there is none:
     only text after the last </think> counts (an unterminated <think> means everything is
-    reasoning); inside it, the content of the last <answer> tag when there is one."""
+    reasoning); inside it, the content of the last <answer> tag when there is one. A
+    response without any tag has none, or with `read_untagged` is read whole (open-r1's
+    accuracy reward reads every completion whole)."""
+    if read_untagged and untagged(response):
+        return response
     if "</think>" in response:
         tail = response.rsplit("</think>", 1)[1]
     elif "<think>" in response:
@@ -105,9 +109,10 @@ UNTAGGED_NOTE = ("r1kit reads a final answer only after the reasoning (after </t
                  "<answer>), as R1's rewards do, so these score 0")
 
 
-def extract_answer(response: str) -> str | None:
-    """The final answer of a response, or None when it gives none outside the reasoning."""
-    region = answer_region(response)
+def extract_answer(response: str, read_untagged: bool = False) -> str | None:
+    """The final answer of a response, or None when it gives none outside the reasoning
+    (`read_untagged`: answer_region's)."""
+    region = answer_region(response, read_untagged)
     if region is None:
         return None
     boxed = last_boxed(region)

@@ -80,6 +80,7 @@ from r1kit.models import (
 )
 from r1kit.packing import pack, packs_safely, to_device
 from r1kit.rewards import overlap
+from r1kit.rewards.answers import reads_untagged
 from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
 from r1kit.rewards.custom import FunctionReward, load_function, shadowed_fields
 from r1kit.rewards.length import overlong_penalty
@@ -900,9 +901,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                          f"max_new_tokens = {record['max_new_tokens']}, unfinished (raise it)"
                          if record.get("truncated", 0) >= 0.5 else "")
                       + (f"; {sum(map(untagged, texts))} of this step's {len(texts)} samples "
-                         f"have no <think>, </think> or <answer>: {UNTAGGED_NOTE}"
+                         f"have no <think>, </think> or <answer>: {UNTAGGED_NOTE} "
+                         "(read_untagged = true reads them whole, as open-r1)"
                          if reward_function is None and getattr(task, "read_answers", None)
-                         is None and any(map(untagged, texts)) else ""))
+                         is None and not reads_untagged(task) and any(map(untagged, texts))
+                         else ""))
         bad_updates = bad_updates + 1 if upd.get("skipped_updates", 0.0) == 1.0 else 0
         if cfg.max_nonfinite_steps and bad_updates >= cfg.max_nonfinite_steps:
             last = latest_checkpoint(ctx.stage_dir)

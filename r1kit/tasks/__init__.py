@@ -10,7 +10,15 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 def make_task(cfg, seed: int) -> Task:
-    """The task a GRPO stage config names (`task`, `train_file`, `world`, ...)."""
+    """The task a GRPO stage config names (`task`, `train_file`, `world`, ...), reading
+    responses without tags whole where the stage's `read_untagged` says so."""
+    task = _make_task(cfg, seed)
+    if getattr(cfg, "read_untagged", False):
+        task.read_untagged = True  # r1kit.rewards.answers.reads_untagged
+    return task
+
+
+def _make_task(cfg, seed: int) -> Task:
     if cfg.task == "arithmetic":
         from r1kit.tasks.arithmetic import ArithmeticTask
 
