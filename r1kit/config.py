@@ -664,6 +664,11 @@ class SampleConfig:
         if not self.model:
             _fail(f"{where}.model", "is required", "an earlier stage's name or a directory")
         _check_task(self, where)
+        for name in ("test_question_field", "test_answer_field"):
+            if getattr(self, name):  # (the grpo and eval stages' key for their test_file)
+                _fail(f"{where}.{name}", "a sample stage reads no test_file, only its "
+                      "train_file", "leave it out; question_field / answer_field name the "
+                      "train_file's fields")
         for name in ("samples_per_prompt", "keep_per_prompt", "max_new_tokens",
                      "generation_rows", "max_paragraph_chars", "max_repeats"):
             if getattr(self, name) < 1:

@@ -501,6 +501,11 @@ def test_common_slips_get_a_way_out() -> None:
     with pytest.raises(R1kitError, match="stages.rs.prompts: must be an integer") as info:
         recipe_from_dict(sample)
     assert "come from train_file" in info.value.hint
+    # a sample stage has no test_file: naming its fields did nothing
+    sample = {"stages": {"rs": {"kind": "sample", "model": "/m", "test_answer_field": "sol"}}}
+    with pytest.raises(R1kitError, match="stages.rs.test_answer_field: a sample stage reads "
+                                         "no test_file"):
+        recipe_from_dict(sample)
 
 
 def test_an_eval_stage_lists_each_model_once() -> None:

@@ -271,6 +271,18 @@ def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkp
     assert tok.decode(prompt) == render_prompt(CONVERSATION, "chat", tok, system=False)
     assert response[-1] == tok.eos_token_id
     assert tok.decode(response[:-1]).strip() == "<think>70+2</think> 72"
+    # the default system_prompt gives r1kit's instruction to prompts without a system turn:
+    # said at the stage's start (a conversation with its own is not counted)
+    said: list[str] = []
+    own = [{"role": "system", "content": "Be brief."}, *CONVERSATION]
+    encode_rows(tok, [*rows, (own, "72"), ("What is 1 + 1?", "2")], "chat", 512, said.append,
+                system="r1kit")
+    assert said == ["2 of 3 prompts bring no system turn: they are trained under r1kit's "
+                    "reasoning instruction as one (system_prompt = \"r1kit\"; \"\" for none, "
+                    "or your own text)"]
+    said.clear()
+    encode_rows(tok, rows, "chat", 512, said.append, system="")
+    assert said == []
     # ultrachat's layout: a text prompt beside the conversation
     data.write_text(json.dumps({"prompt": "Hi", "prompt_id": "x", "messages": turns}) + "\n")
     assert read_sft_rows(data, cfg) == rows

@@ -247,6 +247,13 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
     if empty and log is not None:
         log(f"{empty} of {len(rows)} rows have an empty response: they teach the model to "
             "stop at once after their prompts")
+    if template == "chat" and (system is True or system == "r1kit") and log is not None:
+        given = [p for p, _ in rows if p is not None and not (
+            isinstance(p, list) and any(m.get("role") == "system" for m in p))]
+        if given:  # the default: said, as the model learns to answer under it
+            log(f"{len(given)} of {len(rows)} prompts bring no system turn: they are trained "
+                "under r1kit's reasoning instruction as one (system_prompt = \"r1kit\"; \"\" "
+                "for none, or your own text)")
     return out
 
 
