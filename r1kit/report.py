@@ -333,6 +333,24 @@ def _plot_loss(stage: str, rows: list[Row], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _general_line(rows: list[dict]) -> str:
+    """A stage with general prompts (eq. 8-10): their share of the questions and each
+    reward model's mean reward, from the first step that has it to the last; "" without."""
+    parts = []
+    for kind in ("helpful", "safety"):
+        have = [r for r in rows if _num(r.get(f"reward/{kind}")) is not None]
+        if have:
+            parts.append(f"{kind} reward {_fixed(have[0][f'reward/{kind}'], 3)} → "
+                         f"{_fixed(have[-1][f'reward/{kind}'], 3)} (step {_step(have[0])} → "
+                         f"{_step(have[-1])})")
+    mixed = [r for r in rows if (_num(r.get("general_frac")) or 0) > 0]
+    if not mixed:
+        return ""
+    share = (f"general prompts {_pct(mixed[-1]['general_frac'])} of each step's questions "
+             f"from step {_step(mixed[0])}")
+    return (share + (": " + ", ".join(parts) if parts else "") + ".")
+
+
 def _training_section(run: Run, report: Path, figures: Path) -> list[str]:
     lines = ["## Training curves", ""]
     groups = _by_stage(run.metrics, [s.name for s in run.stages])
@@ -361,6 +379,9 @@ def _training_section(run: Run, report: Path, figures: Path) -> list[str]:
             f"{accuracy}response length {_fixed(first.get('response_length'))} → "
             f"{_fixed(last.get('response_length'))} tokens "
             f"(step {_step(first)} → {_step(last)}).")
+        general = _general_line(rows)
+        if general:
+            lines.append(general)
         lines.append("")
         image = _plot_training(stage, rows, figures / f"train_{_slug(stage)}.png")
         if image:

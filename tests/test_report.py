@@ -242,6 +242,23 @@ def test_report_of_a_stage_with_its_own_reward_function(tmp_path):
     assert "accuracy 10.0% → 50.0%" in write_report(make_run(tmp_path / "b")).read_text()
 
 
+def test_a_stage_with_general_prompts_shows_their_rewards(tmp_path):
+    """Stage 2 of R1 (eq. 8-10): general prompts from a later step, scored by reward models:
+    the stage's line gives their share and each model's reward from the step it starts."""
+    run_dir = make_run(tmp_path)
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["general_frac"] = 0.25 if r["step"] >= 3 else 0.0
+        if r["step"] >= 3:
+            r.update({"reward/helpful": 0.1 * r["step"], "reward/safety": 0.9})
+    _write_jsonl(run_dir / "metrics.jsonl", rows)
+    text = write_report(run_dir).read_text()
+    assert ("general prompts 25.0% of each step's questions from step 3: helpful reward "
+            "0.300 → 0.500 (step 3 → 5), safety reward 0.900 → 0.900 (step 3 → 5).") in text
+    (tmp_path / "b").mkdir()
+    assert "general prompts" not in write_report(make_run(tmp_path / "b")).read_text()
+
+
 def test_a_sample_stage_shows_what_it_kept():
     from r1kit.report import _stage_result
 
