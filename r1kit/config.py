@@ -85,7 +85,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def _check_lora(cfg, where: str) -> None:
-    """A stage's LoRA settings (grpo, sft)."""
+    """A stage's LoRA settings (grpo, sft, reward_model)."""
     if cfg.lora_rank < 0 or cfg.lora_alpha <= 0 or not 0 <= cfg.lora_dropout < 1:
         _fail(f"{where}.lora_rank", "lora_rank must be >= 0, lora_alpha > 0 and "
               "lora_dropout in [0, 1)")
@@ -475,9 +475,16 @@ class RewardModelConfig:
     # stage cuts the same way (reward_model.json)
     max_length: int = 0
     lr: float = 6e-6
+    # LoRA (r1kit/lora.py): lora_rank > 0 trains adapters on lora_target_modules and the
+    # scalar head, the backbone's other weights frozen; the stage saves the merged model
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | str = field(default_factory=lambda: list(LORA_TARGETS))
 
     def validate(self, where: str) -> None:
         _check_lr(self.lr, where)
+        _check_lora(self, where)
         if not self.model:
             _fail(f"{where}.model", "is required",
                   "set it to an earlier stage's name or to a checkpoint directory")
@@ -1263,7 +1270,8 @@ def check_inputs(recipe: Recipe) -> None:
             from r1kit.models import check_scalar_head  # the backbone loads with a scalar head
 
             check_scalar_head(backbone)
-        if isinstance(cfg, (GRPOConfig, SFTConfig)) and cfg.lora_rank > 0 and isinstance(
+        if isinstance(cfg, (GRPOConfig, SFTConfig, RewardModelConfig)) and cfg.lora_rank > 0 \
+                and isinstance(
                 cfg.lora_target_modules, list):
             _check_lora_targets(_source_dir(recipe, cfg.model), cfg.lora_target_modules, where)
         world = _torchrun_world()

@@ -1,5 +1,6 @@
-"""LoRA adapters (peft) for the stages that train weights (grpo, sft): `lora_rank > 0` in a
-stage trains adapters on `lora_target_modules` with every other weight frozen. A stage's
+"""LoRA adapters (peft) for the stages that train weights (grpo, sft, reward_model): `lora_rank
+> 0` in a stage trains adapters on `lora_target_modules` with every other weight frozen (a
+reward model's scalar head trains whole). A stage's
 checkpoints hold the adapters alone (a peft directory on the stage's input model); its final
 model is the merged one (what later stages load), with the final adapters beside it in
 `STAGE/adapter/`. Under FSDP2 the adapters are gathered from the shards and merged here
@@ -20,13 +21,15 @@ PEFT_PREFIX = "base_model.model."  # a peft model's names of its base model's te
 LORA_ADAPTER = "default"  # the adapter's name in its tensors' names (peft's default)
 
 
-def apply_lora(model, cfg, base: Path | None = None):
+def apply_lora(model, cfg, base: Path | None = None, task_type: str | None = None):
     """(the peft model, the model to train and sample with): LoRA adapters on
     `lora_target_modules`, every other weight frozen. peft injects the adapters into the base
     model's own modules, so the base model object computes with them and keeps its usual
     forward signature (which the rollout engine and the chunked output layer rely on).
     `base`: the directory the model came from, written absolute into the adapters'
-    adapter_config.json (peft would write the path as given: relative to where r1kit ran)."""
+    adapter_config.json (peft would write the path as given: relative to where r1kit ran).
+    `task_type` "SEQ_CLS" (a reward model): the scalar head trains whole beside the adapters
+    (peft's modules_to_save), and "all-linear" leaves it out of the adapted layers."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
@@ -46,7 +49,7 @@ def apply_lora(model, cfg, base: Path | None = None):
         peft_model = get_peft_model(model, LoraConfig(
             r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
             target_modules=targets if isinstance(targets, str) else list(targets),
-            bias="none"))
+            bias="none", task_type=task_type))
     if base is not None:
         peft_model.peft_config["default"].base_model_name_or_path = str(Path(base).resolve())
     return peft_model, peft_model.get_base_model()

@@ -1,5 +1,5 @@
-"""LoRA (peft) in the grpo and sft stages: only the adapters train, the stage saves merged
-weights."""
+"""LoRA (peft) in the grpo, sft and reward_model stages: only the adapters train, the stage
+saves merged weights."""
 
 from __future__ import annotations
 
@@ -257,3 +257,33 @@ def test_lora_sft_trains_adapters_learns_and_resumes_exactly(tmp_path, monkeypat
         rows_without_timings(whole / "metrics.jsonl")
     again = load_file(resumed / "sft" / "model.safetensors")
     assert all(torch.equal(again[k], tuned[k]) for k in tuned)
+
+
+def test_lora_reward_models_learn_with_the_backbone_frozen(tmp_path, monkeypatch):
+    """A reward_model stage with lora_rank > 0 trains adapters and the scalar head (a new
+    layer: it cannot stay frozen); the backbone's other weights stay as they were; the stage
+    saves the merged model, which the grpo stage's scorer loads, and its adapters."""
+    from r1kit.rewards.combined import RewardModelScorer
+
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main([
+        "run", str(REPO / "recipes" / "reward-models-tiny.toml"), "--out", str(out),
+        *MICRO_BASE, "--set", "run.progress=false",
+        *[arg for stage in ("helpful", "safety") for arg in (
+            "--set", f"stages.{stage}.train_rows=1200", "--set", f"stages.{stage}.test_rows=200",
+            "--set", f"stages.{stage}.lr=5e-3", "--set", f"stages.{stage}.lora_rank=8")],
+    ]) == 0
+    base = load_file(next((tmp_path / "cache").rglob("model.safetensors")))
+    for stage, metric in (("helpful", "pairwise_accuracy"), ("safety", "safety_accuracy")):
+        summary = json.loads((out / stage / "stage.json").read_text())["summary"]
+        assert summary[metric] >= 0.75, (stage, summary)  # chance: 0.5
+        merged = load_file(out / stage / "model.safetensors")
+        assert "score.weight" in merged and (out / stage / "adapter" / "adapter_config.json"
+                                             ).is_file()
+        frozen = [k for k in base if "proj" not in k and k in merged]
+        assert frozen and all(torch.equal(base[k], merged[k]) for k in frozen)
+        adapted = [k for k in base if "proj" in k]
+        assert adapted and all(not torch.equal(base[k], merged[k]) for k in adapted)
+    scorer = RewardModelScorer(out / "helpful", torch.device("cpu"), torch.float32)
+    assert len(scorer(["Say hello to Ann."], ["Hello, Ann!"])) == 1

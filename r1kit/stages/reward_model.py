@@ -27,6 +27,7 @@ import torch
 from r1kit import distributed
 from r1kit.config import RewardModelConfig
 from r1kit.errors import R1kitError
+from r1kit.lora import apply_lora, save_final
 from r1kit.models import load_reward_model, load_tokenizer, save_model, trained_positions
 from r1kit.tasks import general
 from r1kit.tasks.math import kind_of, read_rows
@@ -250,7 +251,11 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
             + (" 0: the model's positions" if not cfg.max_length else "")
             + "): the model reads their ends, their starts cut")
     steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
-    opt = distributed.adamw(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    lora = None
+    if cfg.lora_rank:  # adapters and the scalar head train; the backbone's weights are frozen
+        lora, model = apply_lora(model, cfg, base=model_path, task_type="SEQ_CLS")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = distributed.adamw(params, lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
     model.train()
@@ -265,7 +270,7 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
             loss, _ = _loss_and_correct(model, tokenizer, part, cfg, max_length)
             (loss * (len(part) / len(batch))).backward()
             total += loss.item() * len(part) / len(batch)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if (step + 1) % max(1, steps // 5) == 0:
             log(f"reward model step {step + 1}/{steps} loss {total:.4f}")
@@ -277,6 +282,8 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
     accuracy = correct.mean().item()
     name = "pairwise_accuracy" if cfg.objective == "pairwise" else "safety_accuracy"
     log(f"reward model held-out {name}: {accuracy:.3f} ({len(test)} rows)")
+    if lora is not None:  # the adapters in adapter/, the merged model as the stage's model
+        model, _ = save_final(lora, model, cfg, tokenizer, stage_dir)
     save_model(model, tokenizer, stage_dir)
     # how the GRPO stage must read this model (r1kit.rewards.combined.RewardModelScorer)
     (stage_dir / "reward_model.json").write_text(json.dumps(
