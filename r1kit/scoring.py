@@ -27,7 +27,10 @@ Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
 - choice    needs completion and the right option (answer: a letter, an index with the
             row's choices or options, or the right option's text; or GPQA's columns, with
             its Question). Settings: answer_field (answer), choices_field (choices or
-            options), read_untagged (as math). The final answer must name the right letter:
+            options), question_field (question: the question's text, whose options it may
+            list; GPQA's option order is drawn from it, as the task reads it: Question where
+            the field is missing), read_untagged (as math). The final answer must name the
+            right letter:
             r1kit.tasks.choice.
 - file.py:function or module:function: your own reward function, called as in a GRPO stage
             (completions, prompts from `prompt` or `question`, answer, the other fields by
@@ -178,23 +181,25 @@ def _check_code(row: dict, settings: dict) -> str | None:
 
 
 def _choice_row(row: dict, settings: dict) -> tuple[str, int]:
-    """(the right letter, the number of options) of a row for the choice reward."""
-    from r1kit.tasks.choice import LETTERS, row_options
+    """(the right letter, the number of options) of a row for the choice reward, read as a
+    choice task reads its rows (GPQA's option order drawn from the question's text)."""
+    from r1kit.tasks.choice import GPQA_FIELDS, row_options
+    from r1kit.templates import prompt_text
 
-    question = row.get("Question", row.get("question", ""))
-    options, letter = row_options(row, settings["answer_field"], settings["choices_field"], "",
-                                  str(question))
-    return letter, len(options) if options is not None else len(LETTERS)
+    field = settings["question_field"]
+    if field not in row and "Question" in row and all(f in row for f in GPQA_FIELDS):
+        field = "Question"  # GPQA's own name, as the task reads it
+    question = row.get(field, "")
+    question = prompt_text(question) if isinstance(question, list) else str(question)
+    _, labels, letter = row_options(row, settings["answer_field"], settings["choices_field"],
+                                    "", question)
+    return letter, len(labels)
 
 
 def _check_choice(row: dict, settings: dict) -> str | None:
-    from r1kit.tasks.choice import GPQA_FIELDS
-
     problem = _need_str(row, "completion")
     if problem:
         return problem
-    if settings["answer_field"] not in row and not all(f in row for f in GPQA_FIELDS):
-        return f"missing field {settings['answer_field']!r} (the right option)"
     try:
         _choice_row(row, settings)
     except R1kitError as exc:
@@ -292,6 +297,7 @@ REWARDS: dict[str, Reward] = {
     "language": Reward(_check_language, _score_language, {"target": ("en", _language_target)}),
     "choice": Reward(_check_choice, _score_choice, {"answer_field": ("answer", _field_name),
                                                     "choices_field": ("", _choices_field),
+                                                    "question_field": ("question", _field_name),
                                                     "read_untagged": (False, _boolean)}),
     "code": Reward(_check_code, _score_code, {"pass_fraction": (False, _boolean),
                                               # wall seconds per program (CPU: half)

@@ -48,9 +48,14 @@ def test_each_layout_gives_the_right_letter_and_lists_the_options(tmp_path):
     assert "E) C" in pro.question and pro.meta["count"] == 5
     assert listed.question.startswith(LISTED["question"] + "\nPlease reason")
     assert (mmlu.meta["subject"], pro.meta["subject"]) == ("arithmetic", "chemistry")
-    (arc,) = ChoiceTask(_file(tmp_path, [ARC], "arc.jsonl"),
-                        answer_field="answerKey").train_examples()
+    (arc,) = ChoiceTask(_file(tmp_path, [ARC], "arc.jsonl")).train_examples()  # answerKey
     assert arc.answer == "D" and "D) horse" in arc.question
+    # MMLU's CSV columns A-D; an index column read as floats (a NaN elsewhere in it)
+    csv = {"question": "2 + 3?", "A": "4", "B": "5", "C": "6", "D": "7", "answer": "B"}
+    floats = {**MMLU, "answer": 1.0}
+    a, b = ChoiceTask(_file(tmp_path, [csv, floats], "csv.jsonl")).train_examples()
+    assert (a.answer, b.answer, a.meta["count"]) == ("B", "B", 4) and "D) 7" in a.question
+    assert listed.meta["count"] == 4  # the options its question lists
 
     # GPQA: the right option (listed first in the data) moves to a place drawn from the
     # question, the same each time the file is read
@@ -67,11 +72,21 @@ def test_each_layout_gives_the_right_letter_and_lists_the_options(tmp_path):
 def test_a_final_answer_names_a_letter():
     for text, letter in [("C", "C"), ("(C)", "C"), ("c", "C"), ("C) 4.2", "C"), ("C.", "C"),
                          ("\\text{C}", "C"), ("\\textbf{(B)}", "B"), ("**D**", "D"),
-                         ("The answer is B.", "B"), ("Answer: D", "D"), ("option (A)", "A"),
-                         ("$\\text{A}$", "A")]:
+                         ("The answer is B.", "B"), ("Answer: D", "D"),
+                         ("$\\text{A}$", "A"), ("the correct option is (A)", "A"),
+                         ("\\textit{B}", "B"), ("(B)\\ \\text{neutron}", "B"), ("b)", "B"),
+                         ("the answer is b", "B"),
+                         # the stated answer, not a later mention of another option
+                         ("The answer is C. Option A was tempting but wrong.", "C"),
+                         ("Answer: B. Choice D is out since it is charged.", "B"),
+                         ("The answer is B. Answer C is wrong.", "B"),
+                         ("Answer: B\nI double-checked option C too.", "B")]:
         assert read_letter(text, 4) == letter, text
-    for text in ["E", "42", "I think so", "neutron", "", "A or C"]:
+    for text in ["E", "42", "I think so", "neutron", "", "A or C", "option (A)",
+                 "A neutron has no charge.", "Answer: A neutron", "In answer: A neutron."]:
         assert read_letter(text, 4) is None, text
+    for text in ["Answer: I am not sure", "Answer: I think it is B"]:  # not option I
+        assert read_letter(text, 10) is None, text
     assert read_letter("E", 5) == "E"
     assert choice_vote_key("\\boxed{(B)}".removeprefix("\\boxed{").rstrip("}")) == "B"
     assert choice_equal("(B)", "Answer: B") and not choice_equal("B", "C")
@@ -88,9 +103,13 @@ def test_the_grpo_reward_scores_the_letter(tmp_path):
              _boxed("E"),
              "<think> hmm </think> <answer> \\boxed{A} or \\boxed{B} </answer>",
              "<think> 2 + 2 = 4 </think>\nThe answer is (B).",
-             "<think> ok </think> <answer> 4 </answer>"]
+             "<think> ok </think> <answer> 4 </answer>",
+             # a box of a worked-out value is not a second answer; the same letter twice is one
+             "<think> 2 + 2 </think> <answer> \\boxed{4}, which is option \\boxed{B} </answer>",
+             "<think> x </think> <answer> \\boxed{B} \\boxed{\\textit{B}} </answer>"]
     scores = CombinedReward(task).score(texts, [ex] * len(texts))
-    assert [p["accuracy"] for _, p in scores] == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert [p["accuracy"] for _, p in scores] == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0,
+                                                  1.0]
     assert scores[5][1]["hedged"] == 1.0
     assert scores[0][0] == 2.0  # + format
 
@@ -128,8 +147,14 @@ def test_bad_rows_and_settings_are_found_before_any_stage(tmp_path):
     cases = [({"question": "q", "choices": ["a", "b"], "answer": 2}, "not an option's index"),
              ({"question": "q", "choices": ["a", "b"], "answer": "maybe"}, "not an option"),
              ({"question": "q", "choices": "a, b", "answer": "A"}, "not a list of options"),
-             ({"question": "q", "choices": ["a"], "answer": "A"}, "has 1 options"),
-             ({"question": "q", "answer": "7"}, "not an option"),
+             ({"question": "q", "choices": ["a"], "answer": "A"}, "has 1 option\n"),
+             ({"question": "q", "answer": "B"}, "no options: the row has no choices or options"),
+             ({"question": "q\nA) 1\nB) 2", "answer": "C"}, (r"one of the options the "
+                                                         r"question lists \(A-B\)")),
+             ({"question": "q", "choices": ["a", " "], "answer": "A"}, "option 2, is empty"),
+             ({"question": "q", "choices": ["a", "a"], "answer": "A"}, ("options A and B are "
+                                                                       "the same text")),
+             ({**GPQA, "Correct Answer": None}, "'Correct Answer' is null, not an option"),
              ({"prompt": "q", "choices": ["a", "b"], "answer": "A"}, "no field 'question'")]
     for i, (row, message) in enumerate(cases):
         with pytest.raises(R1kitError, match=message):
@@ -186,6 +211,19 @@ def test_r1kit_eval_reads_a_multiple_choice_file(bpe_checkpoint, tmp_path, capsy
     assert [r["n"] for r in results] == [3, 1]
     assert all(r["cons@2"] is not None for r in results)
     assert "A) 3\nB) 4" in results[0]["samples"][0]["question"]
+    # --choices-field applies to the files that have that field; a math file stays math
+    math = _file(tmp_path, [{"question": "What is 2 + 2?", "answer": "4"}], "math.jsonl")
+    mmlu = _file(tmp_path, [MMLU, TEXT_ANSWER], "mmlu.jsonl")
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", f"{math},{mmlu}",
+                 "--choices-field", "choices", "--k", "1", "--max-new-tokens", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{mmlu}: multiple-choice" in printed and f"{math}: multiple-choice" not in printed
+    # a file with options in some rows is read as multiple choice, and says so where a row
+    # without them stops it
+    mixed = _file(tmp_path, [{"question": "What is 2 + 2?", "answer": "4"}, MMLU], "mixed.jsonl")
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", str(mixed)]) == 2
+    err = capsys.readouterr().err
+    assert "mixed.jsonl:1: no options" in err and "as multiple-choice questions" in err
 
 
 def test_r1kit_score_choice(tmp_path, capsys):
@@ -199,6 +237,15 @@ def test_r1kit_score_choice(tmp_path, capsys):
     assert [r["reward"] for r in scored] == [1.0, 0.0, 1.0, 0.0]
     assert [r["parts"]["answer"] for r in scored] == ["B", "A", "C", None]
     assert scored[3]["parts"]["hedged"] == 1.0
+    # GPQA's order comes from the question, read as the task reads it: question_field names it
+    gpqa = [{**GPQA, "Pre-Revision Question": f"Which? ({i})"} for i in range(8)]
+    task = ChoiceTask(_file(tmp_path, gpqa, "g.jsonl"), question_field="Pre-Revision Question")
+    letters = [e.answer for e in task.train_examples()]
+    rows = [{**row, "completion": _boxed(letter)} for row, letter in zip(gpqa, letters)]
+    src = _file(tmp_path, rows, "gpqa_scored.jsonl")
+    assert main(["score", "--reward", "choice", "--input", str(src), "--output", str(out),
+                 "--set", "question_field=Pre-Revision Question"]) == 0
+    assert [json.loads(line)["reward"] for line in out.read_text().splitlines()] == [1.0] * 8
     bad = _file(tmp_path, [{"completion": "x", "choices": ["a", "b"], "answer": 3}], "b.jsonl")
     assert main(["score", "--reward", "choice", "--input", str(bad)]) == 2
     assert "b.jsonl:1: field 'answer' is 3, not an option's index" in capsys.readouterr().err

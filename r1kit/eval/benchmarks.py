@@ -104,6 +104,7 @@ class BenchmarkTask(_HeldOut):
             self.vote_key, self.vote_equal = math_vote_key, math_equal
         else:  # code: the answer part's last python block runs; no vote (CodeTask)
             self.read_answers, self.votes = code_answers, False
+            self.read_untagged = True  # (code_answers reads a response without tags whole)
         self._examples = []
         for _, row in read_jsonl(self.path):
             level = row.get("level")
@@ -181,17 +182,19 @@ class FileBenchmark(_HeldOut):
 
 
 def is_choice_file(name: str, choices_field: str = "") -> bool:
-    """Whether a --bench file of your own holds multiple-choice questions: a `choices_field`
-    is given, or its first row has `choices` or `options`, or GPQA's columns."""
-    from r1kit.tasks.choice import CHOICE_FIELDS, GPQA_FIELDS
+    """Whether a --bench file of your own holds multiple-choice questions: rows with the
+    `choices_field` where one is given, else rows with their options in a layout the choice
+    task reads (r1kit.tasks.choice.looks_like_choice: a list under choices or options, GPQA's
+    columns, columns A and B)."""
+    from r1kit.tasks.choice import looks_like_choice
     from r1kit.tasks.math import read_rows
 
     if not is_data_file(name) or not Path(name).is_file():
         return False
+    rows = [row for _, row in read_rows(name)]
     if choices_field:
-        return True
-    first = read_rows(name)[0][1]
-    return any(f in first for f in CHOICE_FIELDS) or all(f in first for f in GPQA_FIELDS)
+        return any(choices_field in row for row in rows)
+    return any(looks_like_choice(row) for row in rows)
 
 
 def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
@@ -203,8 +206,14 @@ def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
     if is_choice_file(name, choices_field):
         from r1kit.tasks.choice import ChoiceTask
 
-        task = ChoiceTask(None, name, question_field, answer_field, choices_field,
-                          instruction=instruction)
+        try:
+            task = ChoiceTask(None, name, question_field, answer_field, choices_field,
+                              instruction=instruction)
+        except R1kitError as exc:  # say why the file was read so
+            raise R1kitError(f"{exc.args[0]} (--bench reads {name} as multiple-choice "
+                             "questions: rows of it have options"
+                             + (f" in {choices_field!r})" if choices_field else ")"),
+                             exc.hint) from exc
         task.name = str(name)
         return task
     if is_data_file(name):

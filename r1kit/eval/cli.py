@@ -50,7 +50,7 @@ def _check(args) -> list[str]:
         if name not in NAMES and not is_data_file(name):
             raise R1kitError(f"--bench: unknown benchmark {name!r}",
                              f"use any of: {', '.join(NAMES)}, or a .jsonl / .parquet file "
-                             "of your own (a math benchmark)")
+                             "of your own (math or multiple-choice questions)")
     if args.k < 0 or args.limit < 0:
         raise R1kitError("--k and --limit must be >= 0")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
@@ -219,7 +219,7 @@ def _run_eval(args) -> list[dict]:
                  + ("…" if len(system_text(system)) > 40 else "")
                  + " (for questions without a system turn of their own)"
                  if template == "chat" and system_text(system) else "")
-              + (", your files' questions as they are" + (
+              + (", your math files' questions as they are" + (
                   " (as its evaluations)" if isinstance(settings.get("eval"), dict) else "")
                  if own and not instruction else "") + " (--template to choose another)")
     # every benchmark read (and a file of your own checked) before the model loads

@@ -202,11 +202,9 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
         length_by_level={lv: sum(v) / len(v) for lv, v in len_level.items()},
         by_subject={sub: sum(v) / len(v) for sub, v in per_subject.items()},
         reflect=reflective_counts(texts),
-        # (a task that reads answers its own way, code, reads an untagged response whole)
-        # (and one that reads them whole, read_untagged)
+        # (a task that reads them whole, read_untagged, and code tasks, reads an answer there)
         untagged=(sum(map(untagged, texts)) / max(1, len(texts))
-                  if getattr(task, "read_answers", None) is None and not reads_untagged(task)
-                  else 0.0),
+                  if not reads_untagged(task) else 0.0),
         pass_at=pass_at,
         ci95=mean_ci95(correct),
     )

@@ -30,8 +30,8 @@ def final_answers(task: Task, responses: list[str], examples: list[Example] | No
     either; the caller counts these as the verifier's failures, not the response's).
     `examples` (the responses' questions, with their references): boxes that answer the parts
     of a multi-part reference one by one are read as one answer (the module's docstring).
-    A task with `read_answers(responses)` (code tasks: the answer part, whose last python
-    block runs) reads them its own way."""
+    A task with `read_answers(responses)` reads them its own way (multiple choice: the last
+    box that names a letter; code: the answer part, whose last python block runs)."""
     own = getattr(task, "read_answers", None)  # a task that reads answers its own way (code)
     if own is not None:
         return own(responses)

@@ -903,9 +903,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                       + (f"; {sum(map(untagged, texts))} of this step's {len(texts)} samples "
                          f"have no <think>, </think> or <answer>: {UNTAGGED_NOTE} "
                          "(read_untagged = true reads them whole, as open-r1)"
-                         if reward_function is None and getattr(task, "read_answers", None)
-                         is None and not reads_untagged(task) and any(map(untagged, texts))
-                         else ""))
+                         if reward_function is None and not reads_untagged(task)
+                         and any(map(untagged, texts)) else ""))
         bad_updates = bad_updates + 1 if upd.get("skipped_updates", 0.0) == 1.0 else 0
         if cfg.max_nonfinite_steps and bad_updates >= cfg.max_nonfinite_steps:
             last = latest_checkpoint(ctx.stage_dir)

@@ -25,12 +25,14 @@ hedges and scores 0. cons@k votes by letter.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 from pathlib import Path
 
 from r1kit.errors import R1kitError
 from r1kit.tasks.base import Example
+from r1kit.tasks.math import kind_of
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 CHOICE_INSTRUCTION = ("\nPlease reason step by step, and put the letter of your final answer "
@@ -39,35 +41,62 @@ CHOICE_FIELDS = ("choices", "options")  # read in this order when choices_field 
 GPQA_FIELDS = ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
 SUBJECT_FIELDS = ("subject", "category", "High-level domain")  # MMLU, MMLU-Pro, GPQA
 
-_WRAPPED = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+_WRAPPED = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|"
+                      r"emph|mbox|underline)\s*\{([^{}]*)\}")
+_SPACING = re.compile(r"\\(?:[ ,;:!]|quad|qquad)")  # LaTeX spacing commands
+# a letter that stands alone: "C", "(C)", "C.", "c)"
 _ALONE = re.compile(r"\(?([A-Za-z])\)?[.:]?")
-_LEADING = re.compile(r"(?:\(([A-Z])\)|([A-Z])[).:])(?:\s|$)")
-_STATED = re.compile(r"(?i:answer|option|choice)(?:\s+(?i:is))?\s*[:：]?\s*"
-                     r"(?:\(([A-Z])\)|([A-Z])\b)")
+# a letter that opens the answer: "C) 4.2", "(C) 4.2", "C. 4.2", "c) 4.2"
+_LEADING = re.compile(r"(?:\(([A-Za-z])\)|([A-Z])[.:]|([A-Za-z])\))(?:\s|$)")
+# a statement of the answer: "the answer is C", "Answer: (C)", "the correct option is C", the
+# letter followed by the end, punctuation or a parenthesis ("Answer: A neutron" is not one)
+_STATED = re.compile(r"(?i:\b(?:answer|option|choice)\s+is\s*:?|\banswer\s*[:：])\s*"
+                     r"(?:\(([A-Za-z])\)|([A-Za-z])(?=[ \t]*(?:$|\n|[).,;:!?\]])))")
 
 
 def read_letter(answer: str | None, count: int = len(LETTERS)) -> str | None:
     """The option letter a final answer names (module docstring), or None; only the first
-    `count` letters are options."""
+    `count` letters are options. A letter alone or opening the answer ("C", "(C)", "C) 4.2",
+    "\\text{C}"), else the last statement of the answer in it ("The answer is C.",
+    "Answer: C"); a mention of another option after it ("option A was tempting") is not one."""
     if answer is None:
         return None
-    text = str(answer)
+    text = _SPACING.sub(" ", str(answer))
     for _ in range(3):  # \text{\textbf{C}}
         text = _WRAPPED.sub(r"\1", text)
     text = re.sub(r"[$*]", "", text).strip()
     valid = LETTERS[:count]
-    alone = _ALONE.fullmatch(text)
-    if alone:
-        letter = alone.group(1).upper()
-        return letter if letter in valid else None
-    leading = _LEADING.match(text)
-    if leading:
-        letter = leading.group(1) or leading.group(2)
-        return letter if letter in valid else None
-    stated = [m.group(1) or m.group(2) for m in _STATED.finditer(text)]
-    if stated:
-        return stated[-1] if stated[-1] in valid else None
-    return None
+    found = _ALONE.fullmatch(text) or _LEADING.match(text)
+    stated = [m for m in _STATED.finditer(text)]
+    if found is None and stated:
+        found = stated[-1]
+    if found is None:
+        return None
+    letter = next(g for g in found.groups() if g).upper()
+    return letter if letter in valid else None
+
+
+def choice_answers(responses: list[str], read_untagged: bool = False
+                   ) -> tuple[list[str | None], list[str]]:
+    """A multiple-choice task's final answers (r1kit.rewards.answers.final_answers): the last
+    box of the answer part that names a letter (a box without one, a number worked out on
+    the way, is not an answer to the question), else the part as the math rule reads it.
+    Boxes that name different letters hedge: no answer, status "hedged"."""
+    from r1kit.rewards.math import boxed_answers
+    from r1kit.rewards.rule import answer_region, extract_answer
+
+    answers: list[str | None] = []
+    status: list[str] = []
+    for response in responses:
+        region = answer_region(response, read_untagged)
+        boxes = [b for b in boxed_answers(region or "") if read_letter(b) is not None]
+        if len({read_letter(b) for b in boxes}) > 1:
+            answers.append(None)
+            status.append("hedged")
+            continue
+        answers.append(boxes[-1] if boxes else extract_answer(response, read_untagged))
+        status.append("ok")
+    return answers, status
 
 
 def choice_vote_key(answer: str) -> str:
@@ -89,32 +118,90 @@ def _shuffled(options: list[str], question: str) -> tuple[list[str], int]:
     return [options[i] for i in order], order.index(0)
 
 
-def _options(row: dict, choices_field: str, where: str) -> tuple[list[str] | None, list[str]]:
-    """(the options' texts or None where the question lists them itself, their labels as
-    the row names them: ARC's "1"-"4" or letters; else the letters)."""
+_LISTED = re.compile(r"(?:^|\s)\(?([A-Z])[).:]\s")  # "A) 3", "(A) 3", "A. 3" in a question
+
+
+def _plain(value):
+    """A numpy value (a parquet file read another way) as the Python value it holds."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return value.tolist()
+    return value
+
+
+def _option_text(value, where: str, what: str) -> str:
+    """An option as text; an error for what cannot be one (null, NaN, a bool, a list, empty)."""
+    value = _plain(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):
+        shown = repr(value) if isinstance(value, float) else kind_of(value)
+        raise R1kitError(f"{where}: {what} is {shown}, not an option's text",
+                         "drop the row, or give the option as text")
+    text = str(value).strip()
+    if not text:
+        raise R1kitError(f"{where}: {what} is empty", "drop the row, or give the option's text")
+    return text
+
+
+def looks_like_choice(row: dict) -> bool:
+    """Whether a row holds a multiple-choice question in a layout with its options (a list
+    of texts, or ARC's object, under choices or options; GPQA's columns; columns A, B)."""
+    for name in CHOICE_FIELDS:
+        value = _plain(row.get(name))
+        if isinstance(value, dict) and "text" in value:
+            return True
+        if isinstance(value, list) and len(value) > 1 and all(
+                isinstance(o, (str, int, float)) and not isinstance(o, bool) for o in value):
+            return True
+    return all(f in row for f in GPQA_FIELDS) or ("A" in row and "B" in row)
+
+
+def _checked_options(options: list[str], where: str, field: str) -> list[str]:
+    if not 2 <= len(options) <= len(LETTERS):
+        raise R1kitError(f"{where}: {field} has {len(options)} option"
+                         f"{'s' * (len(options) != 1)}",
+                         f"a question needs 2 to {len(LETTERS)} options")
+    for i, text in enumerate(options):
+        if text in options[:i]:
+            raise R1kitError(f"{where}: {field}: options {LETTERS[options.index(text)]} and "
+                             f"{LETTERS[i]} are the same text ({text[:40]!r})",
+                             "a question's options must differ")
+    return options
+
+
+def _options(row: dict, choices_field: str, where: str, question: str
+             ) -> tuple[list[str] | None, list[str]]:
+    """(the options' texts, or None where the question lists them itself; their labels as
+    the row names them: ARC's "1"-"4", or the letters)."""
     field = choices_field or next((f for f in CHOICE_FIELDS if f in row), "")
-    if not field:
-        return None, []
-    if field not in row:
+    if field and field not in row:
         raise R1kitError(f"{where}: no field {field!r}",
                          f"its fields are {', '.join(map(str, row))}; set choices_field to "
                          "the options' field (\"\" reads choices or options)")
-    value = row[field]
+    if not field and "A" in row and "B" in row:  # MMLU's CSV layout: columns A, B, C, D
+        count = next(i for i, letter in enumerate(LETTERS + " ") if letter not in row)
+        return _checked_options([_option_text(row[L], where, f"field {L!r}")
+                                 for L in LETTERS[:count]], where, "fields A-" +
+                                LETTERS[count - 1]), list(LETTERS[:count])
+    if not field:  # the question lists its options: "A) ...", "(B) ...", "C. ..."
+        marked = set(_LISTED.findall(question))
+        count = next(i for i, letter in enumerate(LETTERS + " ") if letter not in marked)
+        if count < 2:
+            raise R1kitError(f"{where}: no options: the row has no choices or options field, "
+                             "and its question lists none (as lines \"A) ...\", \"B) ...\")",
+                             f"its fields are {', '.join(map(str, row))}; set choices_field to "
+                             "the field that holds the options")
+        return None, list(LETTERS[:count])
+    value = _plain(row[field])
     labels: list[str] = []
     if isinstance(value, dict) and "text" in value:  # ARC: {"text": [...], "label": [...]}
-        labels = [str(x) for x in value.get("label") or []]
-        value = value["text"]
-    if hasattr(value, "tolist"):  # a numpy array, as parquet rows may hold
-        value = value.tolist()
-    if not isinstance(value, list) or not value or not all(
-            isinstance(o, (str, int, float)) and not isinstance(o, bool) for o in value):
+        labels = [str(x) for x in _plain(value.get("label")) or []]
+        value = _plain(value["text"])
+    if not isinstance(value, list):
         raise R1kitError(f"{where}: field {field!r} is not a list of options",
                          "give the options as a list of texts, e.g. [\"4\", \"5\", \"6\", "
                          "\"7\"] (or leave them in the question and the field out)")
-    if not 2 <= len(value) <= len(LETTERS):
-        raise R1kitError(f"{where}: field {field!r} has {len(value)} options",
-                         f"a question needs 2 to {len(LETTERS)} options")
-    options = [str(o).strip() for o in value]
+    options = _checked_options([_option_text(o, where, f"field {field!r}, option {i + 1},")
+                                for i, o in enumerate(value)], where, f"field {field!r}")
     if labels and len(labels) != len(options):
         raise R1kitError(f"{where}: field {field!r} has {len(options)} texts and "
                          f"{len(labels)} labels")
@@ -125,36 +212,48 @@ def _answer_letter(value, options: list[str] | None, labels: list[str], where: s
                    field: str) -> str:
     """The right option's letter from a row's answer: an index (0 = A), a letter, a label
     (ARC's "1"-"4"), or the right option's text."""
-    count = len(options) if options is not None else len(LETTERS)
+    value = _plain(value)
+    count = len(labels)
+    if isinstance(value, float) and value.is_integer():  # an index column read as floats
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and options is not None:
         if 0 <= value < count:
             return LETTERS[value]
         raise R1kitError(f"{where}: field {field!r} is {value}, not an option's index "
                          f"(0-{count - 1}: 0 is the first option)")
-    text = str(value).strip() if isinstance(value, (str, int, float)) else ""
-    if options is not None:
-        if text in labels:
-            return LETTERS[labels.index(text)]
-        if text in options:
-            return LETTERS[options.index(text)]
+    text = str(value).strip() if isinstance(value, (str, int, float)) and not isinstance(
+        value, bool) else ""
+    if text in labels:
+        return LETTERS[labels.index(text)]
+    if options is not None and text in options:
+        return LETTERS[options.index(text)]
     letter = read_letter(text, count) if len(text) <= 3 else None
     if letter is not None:
         return letter
     told = (f"give one of {', '.join(labels)}, an index or an option's text" if options
-            is not None else "give a letter, as the question lists its options, or set "
-            "choices_field to the field that holds them")
+            is not None else f"give the letter of one of the options the question lists "
+            f"(A-{LETTERS[count - 1]})")
     raise R1kitError(f"{where}: field {field!r} is {value!r}, not an option", told)
 
 
 def row_options(row: dict, answer_field: str, choices_field: str, where: str,
-                question: str) -> tuple[list[str] | None, str]:
-    """A row's options (None where its question lists them) and the right one's letter, in
-    any layout of the module docstring (`question`: the text GPQA's order is drawn from)."""
+                question: str) -> tuple[list[str] | None, list[str], str]:
+    """A row's options (None where its question lists them), their labels (the letters) and
+    the right one's letter, in any layout of the module docstring (`question`: its text,
+    which GPQA's order is drawn from)."""
     if all(f in row for f in GPQA_FIELDS):
-        options, right = _shuffled([str(row[f]).strip() for f in GPQA_FIELDS], question)
-        return options, LETTERS[right]
-    options, labels = _options(row, choices_field, where)
-    return options, _answer_letter(row[answer_field], options, labels, where, answer_field)
+        options, right = _shuffled([_option_text(row[f], where, f"field {f!r}")
+                                    for f in GPQA_FIELDS], question)
+        return _checked_options(options, where, "GPQA's answers"), list(LETTERS[:4]), \
+            LETTERS[right]
+    options, labels = _options(row, choices_field, where, question)
+    if answer_field == "answer" and "answer" not in row and "answerKey" in row:  # ARC's name
+        answer_field = "answerKey"
+    if answer_field not in row:
+        raise R1kitError(f"{where}: no field {answer_field!r} (the right option)",
+                         f"its fields are {', '.join(map(str, row))}; set answer_field")
+    return options, labels, _answer_letter(row[answer_field], options, labels, where,
+                                           answer_field)
 
 
 def read_choice_examples(path, question_field: str = "question", answer_field: str = "answer",
@@ -170,35 +269,32 @@ def read_choice_examples(path, question_field: str = "question", answer_field: s
     out = []
     for n, row in read_rows(path):
         where = f"{path}:{n}"
-        gpqa = all(f in row for f in GPQA_FIELDS)
-        if gpqa and question_field not in row and "Question" in row:  # GPQA's own name
-            question_field = "Question"
-        needed = [question_field] + ([] if gpqa else [answer_field])
-        for name in needed:
-            if name not in row:
-                raise R1kitError(f"{where}: no field {name!r}",
-                                 (f"its fields are {', '.join(map(str, row))}" if row else
-                                  "the row is empty") + "; set question_field / answer_field "
-                                 "(and choices_field) to the right names")
-        question = row[question_field]
+        field = question_field
+        if field not in row and "Question" in row and all(f in row for f in GPQA_FIELDS):
+            field = "Question"  # GPQA's own name
+        if field not in row:
+            raise R1kitError(f"{where}: no field {field!r}",
+                             (f"its fields are {', '.join(map(str, row))}" if row else
+                              "the row is empty") + "; set question_field / answer_field "
+                             "(and choices_field) to the right names")
+        question = row[field]
         if isinstance(question, list):
-            question = check_messages(question, f"{where}: field {question_field!r}")
+            question = check_messages(question, f"{where}: field {field!r}")
         elif isinstance(question, str):
-            question = checked_text(question, f"{where}: field {question_field!r}")
+            question = checked_text(question, f"{where}: field {field!r}")
         else:
-            raise R1kitError(f"{where}: field {question_field!r} is not a question (text or "
-                             "chat messages)")
-        options, letter = row_options(row, answer_field, choices_field, where,
-                                      prompt_text(question))
+            raise R1kitError(f"{where}: field {field!r} is not a question (text or chat "
+                             "messages)")
+        options, labels, letter = row_options(row, answer_field, choices_field, where,
+                                              prompt_text(question))
         listed = ("\n\n" + "\n".join(f"{LETTERS[i]}) {o}" for i, o in enumerate(options))
                   + ("\n" if instruction else "") if options is not None else "")
         subject = next((row[f] for f in SUBJECT_FIELDS if isinstance(row.get(f), str)), None)
-        fields = {k: v for k, v in row.items() if k != question_field}
+        fields = {k: v for k, v in row.items() if k != field}
         out.append(Example(question=with_instruction(question, listed + instruction),
                            answer=letter,
                            level=row.get("level") if isinstance(row.get("level"), int) else None,
-                           meta={"count": len(options) if options is not None else len(LETTERS),
-                                 "fields": fields, "problem": prompt_text(question),
+                           meta={"count": len(labels), "fields": fields, "problem": prompt_text(question),
                                  "subject": subject}))
     return out
 
@@ -210,6 +306,11 @@ class ChoiceTask:
     checks_in_workers = False
     vote_key = staticmethod(choice_vote_key)
     vote_equal = staticmethod(choice_equal)
+    read_untagged = False  # a stage's read_untagged (r1kit.rewards.answers.reads_untagged)
+
+    def read_answers(self, responses: list[str]) -> tuple[list[str | None], list[str]]:
+        """The final answers as a multiple-choice question reads them (choice_answers)."""
+        return choice_answers(responses, self.read_untagged)
 
     def __init__(self, train_file, test_file=None, question_field: str = "question",
                  answer_field: str = "answer", choices_field: str = "",

@@ -113,6 +113,7 @@ class CodeTask:
     checks_in_workers = True  # the programs run in the sandbox's worker processes
     votes = False  # no cons@k: programs are not voted on (r1kit.eval.core.evaluate)
     read_answers = staticmethod(code_answers)
+    read_untagged = True  # a response without tags is read whole (code_answers)
 
     def __init__(self, train_file, test_file=None, question_field: str = "question",
                  instruction: str = "r1kit", timeout: float | None = None):
