@@ -318,7 +318,7 @@ def test_missing_input_file(tmp_path, capsys) -> None:
 
 def test_parse_settings_types_and_defaults() -> None:
     assert scoring.parse_settings("math", ["timeout=2", "workers=3"]) == {
-        "timeout": 2.0, "workers": 3, "answer_field": "answer"}
+        "timeout": 2.0, "workers": 3, "answer_field": "answer", "read_untagged": False}
     assert scoring.parse_settings("math", [" timeout = 0.25 "])["timeout"] == 0.25
     assert scoring.parse_settings("math", [])["timeout"] == 5.0
     assert scoring.parse_settings("language", ["target=zh"]) == {"target": "zh"}
