@@ -45,6 +45,31 @@ def interrupt_at_call(monkeypatch, module, name: str, n: int):
     return real
 
 
+def one_grpo_step_on(checkpoint: Path, out: Path, task: str, data: Path, eval_k: int = 1
+                     ) -> tuple[list[dict], list[dict]]:
+    """One tiny grpo step of recipes/zero-gsm8k.toml on `checkpoint` with task `task`,
+    training and evaluating on `data` (evaluations before and after the step): the run's
+    metrics and evaluation rows."""
+    import json
+
+    from r1kit.cli import main
+
+    assert main([
+        "run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out),
+        "--set", f"stages.zero.model={json.dumps(str(checkpoint))}",
+        "--set", f"stages.zero.task={json.dumps(task)}",
+        "--set", f"stages.zero.train_file={json.dumps(str(data))}",
+        "--set", f"stages.zero.test_file={json.dumps(str(data))}",
+        "--set", "stages.zero.steps=1", "--set", "stages.zero.group_size=2",
+        "--set", "stages.zero.rollout_batch_size=4", "--set", "stages.zero.num_minibatches=1",
+        "--set", "stages.zero.max_new_tokens=8", "--set", "stages.zero.save_every=0",
+        "--set", "stages.zero.eval.every=1", "--set", f"stages.zero.eval.k={eval_k}",
+        "--set", "run.progress=false",
+    ]) == 0
+    return ([json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()],
+            [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()])
+
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO
+from conftest import REPO, one_grpo_step_on
 
 from r1kit.cli import main
 from r1kit.config import check_inputs, load_recipe
@@ -176,22 +176,8 @@ def test_bad_rows_and_settings_are_found_before_any_stage(tmp_path):
 
 def test_a_grpo_stage_trains_and_evaluates_on_choice(bpe_checkpoint, tmp_path):
     data = _file(tmp_path, [MMLU, MMLU_PRO, TEXT_ANSWER, LISTED])
-    out = tmp_path / "run"
-    assert main([
-        "run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out),
-        "--set", f"stages.zero.model={json.dumps(str(bpe_checkpoint))}",
-        "--set", 'stages.zero.task="choice"',
-        "--set", f"stages.zero.train_file={json.dumps(str(data))}",
-        "--set", f"stages.zero.test_file={json.dumps(str(data))}",
-        "--set", "stages.zero.steps=1", "--set", "stages.zero.group_size=2",
-        "--set", "stages.zero.rollout_batch_size=4", "--set", "stages.zero.num_minibatches=1",
-        "--set", "stages.zero.max_new_tokens=8", "--set", "stages.zero.save_every=0",
-        "--set", "stages.zero.eval.every=1", "--set", "stages.zero.eval.k=2",
-        "--set", "run.progress=false",
-    ]) == 0
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics, evals = one_grpo_step_on(bpe_checkpoint, tmp_path / "run", "choice", data, 2)
     assert len(metrics) == 1 and "reward/accuracy" in metrics[0]
-    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["benchmark"] for e in evals] == ["choice/main", "choice/main"]
     assert evals[0]["n"] == 4 and evals[0]["cons@2"] is not None
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO
+from conftest import REPO, one_grpo_step_on
 
-from r1kit.cli import main
 from r1kit.config import load_recipe
 from r1kit.errors import R1kitError
 from r1kit.rewards.combined import CombinedReward
@@ -67,23 +66,9 @@ def test_code_task_checks_its_file_before_any_stage(tmp_path):
 
 
 def test_a_grpo_stage_trains_and_evaluates_on_code(bpe_checkpoint, tmp_path):
-    data = _file(tmp_path)
-    out = tmp_path / "run"
-    assert main([
-        "run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out),
-        "--set", f"stages.zero.model={json.dumps(str(bpe_checkpoint))}",
-        "--set", 'stages.zero.task="code"',
-        "--set", f"stages.zero.train_file={json.dumps(str(data))}",
-        "--set", f"stages.zero.test_file={json.dumps(str(data))}",
-        "--set", "stages.zero.steps=1", "--set", "stages.zero.group_size=2",
-        "--set", "stages.zero.rollout_batch_size=4", "--set", "stages.zero.num_minibatches=1",
-        "--set", "stages.zero.max_new_tokens=8", "--set", "stages.zero.save_every=0",
-        "--set", "stages.zero.eval.every=1", "--set", "stages.zero.eval.k=1",
-        "--set", "run.progress=false",
-    ]) == 0
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics, evals = one_grpo_step_on(bpe_checkpoint, tmp_path / "run", "code",
+                                      _file(tmp_path))
     assert len(metrics) == 1 and "reward/accuracy" in metrics[0]
-    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["benchmark"] for e in evals] == ["code/main", "code/main"]
     assert evals[0]["n"] == len(ROWS)
 
