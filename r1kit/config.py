@@ -1138,22 +1138,32 @@ def _source_dir(recipe: Recipe, ref: str) -> str:
     return ref
 
 
-def _check_lora_targets(directory: str, targets: list[str], where: str) -> None:
+def _check_lora_targets(directory: str, targets: list[str], where: str,
+                        scalar_head: bool = False) -> None:
     """lora_target_modules the model has, found before any stage (apply_lora finds them again
     as the stage starts, after the earlier stages ran): the architecture of the directory a
-    stage's model comes from, built on the meta device (no weights read). Skipped where that
-    cannot be built (a pretrain stage's model: Llama's names; remote code)."""
+    stage's model comes from (`scalar_head`: with a reward model's head in place of the output
+    layer), built on the meta device (no weights read). Skipped where that cannot be built
+    (a pretrain stage's model: Llama's names; remote code)."""
     if not directory or not Path(directory).is_dir():
         return
     from r1kit.models import adapter_base, is_adapter
 
     try:
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForSequenceClassification,
+        )
 
         path = adapter_base(directory) if is_adapter(directory) else Path(directory)
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+            if scalar_head:
+                model = AutoModelForSequenceClassification.from_config(
+                    AutoConfig.from_pretrained(path, num_labels=1))
+            else:
+                model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
     except Exception:  # noqa: BLE001 - the stage's own check still runs
         return
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
@@ -1273,7 +1283,8 @@ def check_inputs(recipe: Recipe) -> None:
         if isinstance(cfg, (GRPOConfig, SFTConfig, RewardModelConfig)) and cfg.lora_rank > 0 \
                 and isinstance(
                 cfg.lora_target_modules, list):
-            _check_lora_targets(_source_dir(recipe, cfg.model), cfg.lora_target_modules, where)
+            _check_lora_targets(_source_dir(recipe, cfg.model), cfg.lora_target_modules, where,
+                                scalar_head=isinstance(cfg, RewardModelConfig))
         world = _torchrun_world()
         if isinstance(cfg, GRPOConfig) and world > 1:
             questions = cfg.rollout_batch_size // cfg.group_size  # each process takes a share

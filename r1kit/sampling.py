@@ -33,7 +33,7 @@ from r1kit.errors import R1kitError
 from r1kit.eval.core import sample_and_verify
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.rewards.language import LANGUAGES, chain_of_thought, count_words, detect_language
-from r1kit.rewards.rule import format_reward, format_style
+from r1kit.rewards.rule import format_reward, format_style, untagged
 from r1kit.tasks import general, make_task
 from r1kit.templates import encode_prompt, prompt_text
 
@@ -166,7 +166,8 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
             if i not in correct:
                 counts["rejected/wrong"] += 1
                 continue
-            if not format_reward(text, style):
+            # (read_untagged: a response without tags is an answer as it is, its whole text)
+            if not format_reward(text, style) and not (cfg.read_untagged and untagged(text)):
                 counts["rejected/format"] += 1
                 continue
             target = cfg.language

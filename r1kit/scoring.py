@@ -183,12 +183,16 @@ def _check_code(row: dict, settings: dict) -> str | None:
 def _choice_row(row: dict, settings: dict) -> tuple[str, int]:
     """(the right letter, the number of options) of a row for the choice reward, read as a
     choice task reads its rows (GPQA's option order drawn from the question's text)."""
-    from r1kit.tasks.choice import GPQA_FIELDS, row_options
+    from r1kit.tasks.choice import GPQA_FIELDS, looks_like_choice, row_options
     from r1kit.templates import prompt_text
 
     field = settings["question_field"]
     if field not in row and "Question" in row and all(f in row for f in GPQA_FIELDS):
         field = "Question"  # GPQA's own name, as the task reads it
+    if field not in row and not (settings["choices_field"] in row or looks_like_choice(row)):
+        raise R1kitError(f"no field {field!r}: the question, which must list the options where "
+                         "no field of the row holds them", "--set question_field=NAME (or "
+                         "choices_field=NAME, the options' field)")
     question = row.get(field, "")
     question = prompt_text(question) if isinstance(question, list) else str(question)
     _, labels, letter = row_options(row, settings["answer_field"], settings["choices_field"],

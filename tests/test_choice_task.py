@@ -203,7 +203,18 @@ def test_r1kit_eval_reads_a_multiple_choice_file(bpe_checkpoint, tmp_path, capsy
     assert main(["eval", "--model", str(bpe_checkpoint), "--bench", f"{math},{mmlu}",
                  "--choices-field", "choices", "--k", "1", "--max-new-tokens", "4"]) == 0
     printed = capsys.readouterr().out
-    assert f"{mmlu}: multiple-choice" in printed and f"{math}: multiple-choice" not in printed
+    assert f"{mmlu}: multiple-choice" in printed and f"{math}: math problems (1)" in printed
+    # ... and a file with options of the usual names beside it stays multiple choice; a
+    # field no file has is an error, not a silent fall back to math
+    own = _file(tmp_path, [{"question": "2 + 2?", "opts": ["3", "4"], "answer": 1}], "own.jsonl")
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", f"{own},{data}",
+                 "--choices-field", "opts", "--k", "1", "--max-new-tokens", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{own}: multiple-choice" in printed and f"{data}: multiple-choice" in printed
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", str(data),
+                 "--choices-field", "optoins"]) == 2
+    assert "--choices-field 'optoins': no file of --bench has that field" in \
+        capsys.readouterr().err
     # a file with options in some rows is read as multiple choice, and says so where a row
     # without them stops it
     mixed = _file(tmp_path, [{"question": "What is 2 + 2?", "answer": "4"}, MMLU], "mixed.jsonl")

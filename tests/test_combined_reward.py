@@ -229,3 +229,16 @@ def test_combined_reward_grpo_run_logs_every_component(tmp_path, monkeypatch):
     assert any("reward/helpful" in r for r in rows) and any("reward/safety" in r for r in rows)
     assert json.loads((out / "helpful" / "reward_model.json").read_text())["summary_only"] is True
     assert json.loads((out / "safety" / "reward_model.json").read_text())["summary_only"] is False
+
+
+def test_the_untagged_count_of_a_no_signal_note_is_over_reasoning_questions():
+    """A grpo stage's "no learning signal" note counts the samples the rule rewards read no
+    answer from: a general prompt's sample without tags is its reward model's to score."""
+    from r1kit.stages.grpo import _Round, _untagged_reasoning
+
+    reasoning = Example(question="2 + 2?", answer="4")
+    helpful = Example(question="Say hi.", answer="", meta={"type": "helpful"})
+    texts = ["4", "<think> x </think> 4", "Hi!", "Hello!"]  # group size 2: two questions
+    rounds = [_Round([(0, reasoning), (-1, helpful)], None, texts, [], 0.0, 0.0)]
+    assert _untagged_reasoning(rounds, 2) == (1, 2)
+    assert _untagged_reasoning(rounds * 2, 2) == (2, 4)

@@ -145,6 +145,13 @@ def test_lora_targets_the_model_lacks_are_found_before_any_stage(tmp_path, bpe_c
                                          r"module named \['c_attn'\]") as err:
         check_inputs(load_recipe(recipe))
     assert "q_proj" in err.value.hint and "all-linear" in err.value.hint
+    # a reward model's layers: its scalar head in place of the output layer
+    recipe.write_text(f'[stages.rm]\nkind = "reward_model"\nmodel = "{bpe_checkpoint}"\n'
+                      'lora_rank = 4\nlora_target_modules = ["q_proj", "lm_head"]\n')
+    with pytest.raises(R1kitError, match=r"stages.rm.lora_target_modules: the model has no "
+                                         r"module named \['lm_head'\]") as err:
+        check_inputs(load_recipe(recipe))
+    assert "score" in err.value.hint and "lm_head" not in err.value.hint
 
 
 def _lora_model(rank: int, targets=("q_proj", "v_proj")):

@@ -126,6 +126,10 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
     notes = [line for line in printed if "was trained with template" in line]
     assert len(notes) == 1 and notes[0].startswith("[plain] note: sft was trained with "
                                                    "template 'chat', prefill ''"), notes
+    # its responses have no reasoning tags (no prefill opens one): no answer read, said
+    assert any(line.startswith("[plain] note: sft: 100.0% of the responses have no <think>, "
+                               "</think> or <answer>: r1kit reads a final answer only after "
+                               "the reasoning") for line in printed), printed
     capped = [line for line in printed if "up to the model's 1024 positions"
               in line]
     assert len(capped) == 1 and capped[0].startswith("[capped] sft: max_new_tokens ")

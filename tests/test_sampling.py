@@ -117,3 +117,37 @@ def test_general_rows_are_good_answers_without_reasoning(n):
         harmful = any(h in r["prompt"] for h in general.HARMFUL)
         if harmful:
             assert "Sure." not in r["response"]  # harmful requests are refused
+
+
+def test_read_untagged_keeps_right_samples_without_tags(tmp_path, monkeypatch, bpe_checkpoint):
+    """A sample stage with read_untagged = true reads a response without tags whole, as the
+    grpo stage does: a right one passes the format check (it has no tags to be held to);
+    without the setting it has no answer and is rejected."""
+    import json
+
+    import torch
+
+    from r1kit import sampling
+    from r1kit.config import SampleConfig
+    from r1kit.eval.core import _Verdicts
+
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question": "What is 2 + 2?", "answer": "4"}) + "\n")
+    texts = ["So it is \\boxed{4}.", "<think> 2 + 2 </think> <answer> 4 </answer>"]
+
+    def canned(model, tokenizer, task, examples, prompts, **kw):
+        rows = [examples[i // kw["k"]] for i in range(len(examples) * kw["k"])]
+        return None, texts, _Verdicts(task).score(texts, rows)
+
+    monkeypatch.setattr(sampling, "sample_and_verify", canned)
+    kept = {}
+    for flag in (False, True):
+        cfg = SampleConfig(model="m", task="math", train_file=str(data), samples_per_prompt=2,
+                           keep_per_prompt=2, read_untagged=flag)
+        out = tmp_path / str(flag)
+        out.mkdir()
+        summary = sampling.run_sample(cfg, bpe_checkpoint, out, 0, torch.device("cpu"),
+                                      torch.float32, log=lambda _: None)
+        kept[flag] = [json.loads(x)["response"] for x in (out / "data.jsonl").open()]
+        assert summary["correct"] == (2 if flag else 1)
+    assert {k: sorted(v) for k, v in kept.items()} == {False: texts[1:], True: sorted(texts)}

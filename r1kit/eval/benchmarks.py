@@ -182,19 +182,24 @@ class FileBenchmark(_HeldOut):
 
 
 def is_choice_file(name: str, choices_field: str = "") -> bool:
-    """Whether a --bench file of your own holds multiple-choice questions: rows with the
-    `choices_field` where one is given, else rows with their options in a layout the choice
-    task reads (r1kit.tasks.choice.looks_like_choice: a list under choices or options, GPQA's
-    columns, columns A and B)."""
+    """Whether a --bench file of your own holds multiple-choice questions: rows with their
+    options in a layout the choice task reads (r1kit.tasks.choice.looks_like_choice: a list
+    under choices or options, GPQA's columns, columns A and B), or with `choices_field`."""
+    return _choice_field(name, choices_field) is not None
+
+
+def _choice_field(name: str, choices_field: str) -> str | None:
+    """The choices_field a multiple-choice file is read with (`choices_field` where its rows
+    have it, else "": the layouts the task finds itself); None for any other file."""
     from r1kit.tasks.choice import looks_like_choice
     from r1kit.tasks.math import read_rows
 
     if not is_data_file(name) or not Path(name).is_file():
-        return False
+        return None
     rows = [row for _, row in read_rows(name)]
-    if choices_field:
-        return any(choices_field in row for row in rows)
-    return any(looks_like_choice(row) for row in rows)
+    if choices_field and any(choices_field in row for row in rows):
+        return choices_field
+    return "" if any(looks_like_choice(row) for row in rows) else None
 
 
 def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
@@ -203,9 +208,11 @@ def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
     """The Task of a shipped benchmark, of the tiny world's held-out set ("tiny": of `world`, a
     WorldConfig, default the default world), or of a math or multiple-choice benchmark in a
     JSONL or parquet file of your own (the field names and instruction apply to it only)."""
-    if is_choice_file(name, choices_field):
+    field = _choice_field(name, choices_field)
+    if field is not None:
         from r1kit.tasks.choice import ChoiceTask
 
+        choices_field = field
         try:
             task = ChoiceTask(None, name, question_field, answer_field, choices_field,
                               instruction=instruction)

@@ -160,6 +160,14 @@ def _stage_world(settings: dict):
                           for k, v in world.items() if k in known})
 
 
+def _has_field(name: str, field: str) -> bool:
+    """Whether any row of a --bench file of your own has `field`."""
+    from r1kit.tasks.math import read_rows
+
+    return is_data_file(name) and Path(name).is_file() and any(
+        field in row for _, row in read_rows(name))
+
+
 def run_eval_command(args) -> list[dict]:
     with trusting_remote_code(args.trust_remote_code):
         return _run_eval(args)
@@ -224,6 +232,11 @@ def _run_eval(args) -> list[dict]:
                  if own and not instruction else "") + " (--template to choose another)")
     # every benchmark read (and a file of your own checked) before the model loads
     world = _stage_world(stage_of_model[1]) if stage_of_model is not None else None
+    if args.choices_field and any(map(is_data_file, names)) and not any(
+            _has_field(n, args.choices_field) for n in names):
+        raise R1kitError(f"--choices-field {args.choices_field!r}: no file of --bench has that "
+                         "field", "name the field that holds the options, or leave "
+                         "--choices-field out (choices and options are read without it)")
     asks = {name: (args.math_instruction if is_choice_file(name, args.choices_field)
                    else instruction) is not False for name in names}  # the request appended
     tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,
@@ -241,6 +254,9 @@ def _run_eval(args) -> list[dict]:
         if isinstance(task, ChoiceTask):
             print(f"{name}: multiple-choice questions ({len(task.test_examples())}); the answer "
                   "is the letter of an option (r1kit.tasks.choice)")
+        elif is_data_file(name):
+            print(f"{name}: math problems ({len(task.test_examples())}); the answer is checked "
+                  "with math-verify (a file whose rows hold options is read as multiple choice)")
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(path)
     if template == "auto":

@@ -28,6 +28,7 @@ from r1kit.eval.cli import PAPER_MAX_NEW_TOKENS, model_positions, trained_prompt
 from r1kit.eval.core import decode_responses, evaluate
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.rewards.combined import RewardModelScorer
+from r1kit.rewards.rule import UNTAGGED_NOTE
 from r1kit.rollout import generate
 from r1kit.tasks import general, make_task
 from r1kit.templates import encode_prompt, prompt_text
@@ -140,6 +141,10 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
                   **{k: v for k, v in row.items() if k != "general_samples"}})
         print_fn(f"[{name}] {ref}: " + "  ".join(
             f"{label} {row[key]:.3f}" for key, label in COLUMNS if row.get(key) is not None))
+        if res.untagged:  # as r1kit eval says it
+            print_fn(f"[{name}] note: {ref}: {100 * res.untagged:.1f}% of the responses have no "
+                     f"<think>, </think> or <answer>: {UNTAGGED_NOTE} (read_untagged = true "
+                     "in this stage reads them whole, as open-r1)")
         table.append(row)
         del model
     write_table(table, stage_dir, k=cfg.k)

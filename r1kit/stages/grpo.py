@@ -81,7 +81,12 @@ from r1kit.models import (
 from r1kit.packing import pack, packs_safely, to_device
 from r1kit.rewards import overlap
 from r1kit.rewards.answers import reads_untagged
-from r1kit.rewards.combined import GENERAL_TYPES, CombinedReward, RewardModelScorer
+from r1kit.rewards.combined import (
+    GENERAL_TYPES,
+    CombinedReward,
+    RewardModelScorer,
+    data_type,
+)
 from r1kit.rewards.custom import FunctionReward, load_function, shadowed_fields
 from r1kit.rewards.length import overlong_penalty
 from r1kit.rewards.overlap import OverlappedRewards
@@ -892,6 +897,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         bar.update(record)
         flat_steps = flat_steps + 1 if record["zero_var_frac"] == 1.0 else 0
         if flat_steps == min(NO_SIGNAL_STEPS, cfg.steps) and world.is_main:
+            bare, reasoned = _untagged_reasoning(rounds, G)
             ctx.print(f"[{ctx.name}] no learning signal in the last "
                       f"{flat_steps} step{'s' if flat_steps != 1 else ''}: in every "
                       "group all samples got the same reward (zero_var_frac 1.0), so the "
@@ -900,11 +906,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                       + (f"; {record['truncated']:.0%} of this step's samples were cut at "
                          f"max_new_tokens = {record['max_new_tokens']}, unfinished (raise it)"
                          if record.get("truncated", 0) >= 0.5 else "")
-                      + (f"; {sum(map(untagged, texts))} of this step's {len(texts)} samples "
-                         f"have no <think>, </think> or <answer>: {UNTAGGED_NOTE} "
+                      + (f"; {bare} of this step's {reasoned} samples of reasoning "
+                         f"questions have no <think>, </think> or <answer>: {UNTAGGED_NOTE} "
                          "(read_untagged = true reads them whole, as open-r1)"
-                         if reward_function is None and not reads_untagged(task)
-                         and any(map(untagged, texts)) else ""))
+                         if reward_function is None and not reads_untagged(task) and bare
+                         else ""))
         bad_updates = bad_updates + 1 if upd.get("skipped_updates", 0.0) == 1.0 else 0
         if cfg.max_nonfinite_steps and bad_updates >= cfg.max_nonfinite_steps:
             last = latest_checkpoint(ctx.stage_dir)
@@ -1049,6 +1055,15 @@ class _Round:
 
     def groups(self, G: int) -> list[list[tuple[float, dict]]]:
         return [self.scored[b:b + G] for b in range(0, len(self.scored), G)]
+
+
+def _untagged_reasoning(rounds: list[_Round], G: int) -> tuple[int, int]:
+    """(samples without <think>, </think> or <answer>, samples) of a step's reasoning
+    questions: those the rule rewards read no answer from (a general prompt's sample is
+    scored whole by its reward model)."""
+    reasoned = [t for r in rounds for i, t in enumerate(r.texts)
+                if data_type(r.examples[i // G][1]) == "reasoning"]
+    return sum(map(untagged, reasoned)), len(reasoned)
 
 
 def _varied(group: list[tuple[float, dict]], metric: str) -> bool:

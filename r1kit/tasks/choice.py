@@ -149,7 +149,7 @@ def looks_like_choice(row: dict) -> bool:
         value = _plain(row.get(name))
         if isinstance(value, dict) and "text" in value:
             return True
-        if isinstance(value, list) and len(value) > 1 and all(
+        if isinstance(value, list) and value and all(
                 isinstance(o, (str, int, float)) and not isinstance(o, bool) for o in value):
             return True
     return all(f in row for f in GPQA_FIELDS) or ("A" in row and "B" in row)
@@ -220,7 +220,8 @@ def _answer_letter(value, options: list[str] | None, labels: list[str], where: s
         if 0 <= value < count:
             return LETTERS[value]
         raise R1kitError(f"{where}: field {field!r} is {value}, not an option's index "
-                         f"(0-{count - 1}: 0 is the first option)")
+                         f"(0-{count - 1}: 0 is the first option)",
+                         f"give an index from 0 to {count - 1}, a letter or the option's text")
     text = str(value).strip() if isinstance(value, (str, int, float)) and not isinstance(
         value, bool) else ""
     if text in labels:
