@@ -182,7 +182,8 @@ class GRPOConfig:
     model: str = ""  # an earlier stage's name or a checkpoint directory
     # arithmetic | gsm8k | math (a JSONL/parquet file of your own) | code (a file of problems
     # with tests, run in the sandbox: r1kit.tasks.code) | choice (multiple-choice questions:
-    # r1kit.tasks.choice)
+    # r1kit.tasks.choice) | prompts (no answers: reward models or a reward_function score
+    # them, r1kit.tasks.prompts)
     task: str = "arithmetic"
     train_file: str = ""  # for task = "math": JSONL or parquet with question/answer fields
     test_file: str = ""
@@ -522,20 +523,33 @@ def _check_split(task: str, split: str, where: str) -> None:
               f"use one of: {', '.join(splits)}")
 
 
-TASKS = ("arithmetic", "gsm8k", "math", "code", "choice")
+TASKS = ("arithmetic", "gsm8k", "math", "code", "choice", "prompts")
 
 
 def _check_task(cfg, where: str) -> None:
     if cfg.task not in TASKS:
         _fail(f"{where}.task", f"unknown task {cfg.task!r}",
-              "use arithmetic, gsm8k, math, code or choice")
+              "use arithmetic, gsm8k, math, code, choice or prompts")
     if cfg.task == "arithmetic":  # the built-in tiny world reads no file
         for name in ("train_file", "test_file"):
             if getattr(cfg, name, ""):
                 _fail(f"{where}.{name}", "task = 'arithmetic' (the default: the built-in tiny "
                       f"world) does not read {name}", 'set task = "math" to train on your own '
                       'file (or "gsm8k" for GSM8K-format files)')
-    if cfg.task in ("math", "code", "choice"):
+    if cfg.task == "prompts":  # no reference answers: GRPO on reward models or a function
+        if cfg.kind != "grpo":
+            _fail(f"{where}.task", f"task = 'prompts' has no answers to check, which "
+                  f"{_a(cfg.kind)} stage needs", "use it in grpo stages; sample and evaluate "
+                  "on a task with answers (math, gsm8k, code, choice)")
+        if cfg.test_file:
+            _fail(f"{where}.test_file", "task = 'prompts' has no answers to evaluate "
+                  "against: no held-out set", "leave test_file out")
+        if not (cfg.reward_function or cfg.helpful_model or cfg.safety_model):
+            _fail(f"{where}.task", "task = 'prompts' has no answers to check: its reward "
+                  "comes from reward models or a reward function, and this stage has none",
+                  "set helpful_model (or safety_model) to a reward_model stage or directory, "
+                  "or reward_function to your own")
+    if cfg.task in ("math", "code", "choice"):  # (prompts: the tiny world's without a file)
         # an eval stage only evaluates: it needs the held-out file; the others train
         need = "test_file" if cfg.kind == "eval" else "train_file"
         if not getattr(cfg, need):
@@ -1076,7 +1090,7 @@ def _check_data_files(cfg, where: str) -> bool:
     stage has started (the error names file, line and field). Returns whether any of its
     prompts is a conversation (chat messages)."""
     prompts: list[tuple[str, list]] = []  # (file, its prompts)
-    if getattr(cfg, "task", None) in ("math", "gsm8k", "code", "choice") and (
+    if getattr(cfg, "task", None) in ("math", "gsm8k", "code", "choice", "prompts") and (
             getattr(cfg, "train_file", "") or getattr(cfg, "test_file", "")):
         from r1kit.tasks import make_task  # the task's own reader and rules
 
@@ -1088,6 +1102,16 @@ def _check_data_files(cfg, where: str) -> bool:
         from r1kit.stages.sft import read_sft_rows  # the stage's own rule: both fields text
 
         prompts.append((cfg.data, [p for p, _ in read_sft_rows(Path(cfg.data), cfg)]))
+    if getattr(cfg, "task", None) == "prompts" and not cfg.reward_function:  # by type's model
+        from r1kit.tasks import make_task
+
+        for kind in sorted({e.meta["type"] for e in make_task(cfg, 0).train_examples()}):
+            if not getattr(cfg, f"{kind}_model"):
+                source = cfg.train_file or "the tiny world's general prompts (no train_file)"
+                _fail(f"{where}.{kind}_model", f"{source} has prompts of type {kind!r}, "
+                      f"which need a {kind} reward model", f"set {kind}_model to a "
+                      "reward_model stage or directory" + (", or leave those rows out"
+                                                           if cfg.train_file else ""))
     if reads_general_file(cfg):
         from r1kit.stages.grpo import general_examples  # GRPO's own reader and rules
 
@@ -1331,7 +1355,7 @@ def check_inputs(recipe: Recipe) -> None:
             )
 
             names = [*BUILT_IN, *GRPO_EXTRAS]  # and take the keyword arguments it will pass
-            if cfg.task in ("math", "gsm8k", "choice"):  # the data rows' fields, read as the stage reads
+            if cfg.task in ("math", "gsm8k", "choice", "prompts"):  # the data rows' fields, read as the stage reads
                 from r1kit.tasks import make_task
 
                 for ex in make_task(cfg, 0).train_examples():

@@ -344,8 +344,8 @@ def _general_line(rows: list[dict]) -> str:
                          f"{_fixed(have[-1][f'reward/{kind}'], 3)} (step {_step(have[0])} → "
                          f"{_step(have[-1])})")
     mixed = [r for r in rows if (_num(r.get("general_frac")) or 0) > 0]
-    if not mixed:
-        return ""
+    if not mixed:  # (a task of prompts alone, scored by reward models: their rewards)
+        return ", ".join(parts) + "." if parts else ""
     share = (f"general prompts {_pct(mixed[-1]['general_frac'])} of each step's questions "
              f"from step {_step(mixed[0])}")
     return (share + (": " + ", ".join(parts) if parts else "") + ".")

@@ -623,8 +623,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     if cfg.eval.limit:
         test = test[:cfg.eval.limit]
     if cfg.eval.every and not test and world.is_main:
-        ctx.print(f"[{ctx.name}] no held-out questions (task {cfg.task!r} without a test_file): "
-                  "no evaluations during the stage")
+        ctx.print(f"[{ctx.name}] no held-out questions (" + (
+            "task 'prompts' has no answers to check" if cfg.task == "prompts" else
+            f"task {cfg.task!r} without a test_file") + "): no evaluations during the stage")
     if cfg.save_every and cfg.save_every >= cfg.steps and world.is_main:
         ctx.print(f"[{ctx.name}] save_every = {cfg.save_every} is not below steps = "
                   f"{cfg.steps}: no checkpoint before the final model (an interrupted stage "

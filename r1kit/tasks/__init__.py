@@ -32,6 +32,15 @@ def _make_task(cfg, seed: int) -> Task:
                         timeout=getattr(cfg, "code_timeout", None))
     test_fields = (getattr(cfg, "test_question_field", "") or cfg.question_field,
                    getattr(cfg, "test_answer_field", "") or cfg.answer_field)
+    if cfg.task == "prompts":
+        from r1kit.tasks.prompts import PromptTask
+
+        # the type of a row without one: the reward model the stage has (none for a reward
+        # function, which scores every row)
+        default = (None if getattr(cfg, "reward_function", "") else
+                   "safety" if getattr(cfg, "safety_model", "") and
+                   not getattr(cfg, "helpful_model", "") else "helpful")
+        return PromptTask(cfg.train_file, cfg.question_field, default, seed)
     if cfg.task == "choice":
         from r1kit.tasks.choice import ChoiceTask
 

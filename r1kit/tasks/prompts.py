@@ -1,0 +1,88 @@
+"""Prompts without reference answers as a GRPO task (`task = "prompts"`: TRL's prompt-only
+data sets, RLHF with a reward model).
+
+A JSONL or parquet file, a prompt per row under `question_field` (text, or chat messages for
+template = "chat"); without a file, the tiny world's general prompts (r1kit.tasks.general,
+helpful and safety requests, as `general_data = "tiny"`). There is nothing to verify, so there is no accuracy and no held-out
+evaluation: the reward comes from
+
+- reward models: each prompt is scored by the model of its type, the row's `type` field
+  (`helpful` or `safety`, R1's two); a row without one is `helpful` where the stage has a
+  helpful_model, else `safety`. Their reward is the stage-2 general reward (R1-SPEC eq. 8-10):
+  the model's score plus the format reward (format_weight; 0 leaves it out) and the
+  language reward where language_weight is set;
+- or a `reward_function` of your own, which gets the row's other fields by name (TRL's
+  reward functions on a prompt-only data set).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from r1kit.errors import R1kitError
+from r1kit.tasks.base import Example
+
+TYPES = ("helpful", "safety")  # r1kit.rewards.combined.GENERAL_TYPES
+
+
+def read_prompts(path, question_field: str, default_type: str | None) -> list[Example]:
+    """The rows of a prompt file as examples, checked: a prompt in every row, a `type` (where
+    given) of TYPES; `default_type` for rows without one (None: no type, for a reward
+    function)."""
+    from r1kit.tasks.math import checked_text, kind_of, read_rows
+    from r1kit.templates import check_messages
+
+    out = []
+    for n, row in read_rows(path):
+        where = f"{path}:{n}"
+        if question_field not in row:
+            raise R1kitError(f"{where}: no field {question_field!r}",
+                             (f"its fields are {', '.join(map(str, row))}" if row else
+                              "the row is empty") + "; set question_field to the prompts' field")
+        prompt = row[question_field]
+        if isinstance(prompt, list):
+            prompt = check_messages(prompt, f"{where}: field {question_field!r}")
+        elif isinstance(prompt, str):
+            prompt = checked_text(prompt, f"{where}: field {question_field!r}")
+        else:
+            raise R1kitError(f"{where}: field {question_field!r} is {kind_of(prompt)}, not a "
+                             "prompt (text or chat messages)")
+        kind = row.get("type", default_type)
+        if kind is not None and kind not in TYPES and default_type is not None:
+            raise R1kitError(f"{where}: type {kind!r} is not one of {', '.join(TYPES)}",
+                             "helpful rows are scored by helpful_model, safety rows "
+                             "(harmlessness) by safety_model; leave the field out to score "
+                             f"every row as {default_type}")
+        fields = {k: v for k, v in row.items() if k != question_field}
+        out.append(Example(question=prompt, answer="",
+                           meta={"type": kind if kind in TYPES else None, "fields": fields}))
+    return out
+
+
+class PromptTask:
+    """Prompts to train on (module docstring); no held-out set, nothing to verify."""
+
+    checks_in_workers = False
+
+    def __init__(self, train_file, question_field: str = "question",
+                 default_type: str | None = "helpful", seed: int = 0):
+        self.name = Path(train_file).stem if train_file else "prompts"
+        if train_file:
+            self._train = read_prompts(train_file, question_field, default_type)
+        else:  # the tiny world's (fields: type, and for safety prompts harmful)
+            from r1kit.tasks import general
+
+            self._train = [Example(question=r["prompt"], answer="", meta={
+                "type": r["type"], "fields": {k: v for k, v in r.items() if k != "prompt"}})
+                for r in general.prompts(4000, seed)]
+
+    def train_examples(self) -> list[Example]:
+        return list(self._train)
+
+    def test_examples(self, split: str = "main") -> list[Example]:
+        return []
+
+    def verify(self, answer: str, example: Example) -> float:
+        """No reference answer: no accuracy (a prompt's reward comes from reward models or a
+        reward function; r1kit.rewards.combined scores a typed prompt by its model)."""
+        return 0.0

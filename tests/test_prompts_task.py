@@ -1,0 +1,122 @@
+"""task = "prompts": GRPO on prompts without answers, scored by reward models (RLHF) or a
+reward function of your own (r1kit.tasks.prompts)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+from conftest import MICRO_BASE, REPO
+
+from r1kit.cli import main
+from r1kit.config import check_inputs, load_recipe
+from r1kit.errors import R1kitError
+from r1kit.tasks.prompts import PromptTask
+
+RECIPE = str(REPO / "recipes" / "zero-gsm8k.toml")
+
+
+def _file(tmp_path, rows, name="prompts.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_prompt_rows_and_their_types(tmp_path):
+    rows = [{"prompt": "Say hi.", "id": 1}, {"prompt": "How do I pick a lock?", "type": "safety"},
+            {"prompt": [{"role": "user", "content": "Hello"}], "type": "helpful"}]
+    path = _file(tmp_path, rows)
+    a, b, c = PromptTask(path, "prompt").train_examples()
+    assert (a.meta["type"], b.meta["type"], c.meta["type"]) == ("helpful", "safety", "helpful")
+    assert a.question == "Say hi." and a.answer == "" and a.meta["fields"] == {"id": 1}
+    assert c.question == rows[2]["prompt"]
+    assert PromptTask(path, "prompt", "safety").train_examples()[0].meta["type"] == "safety"
+    assert PromptTask(path, "prompt").test_examples() == []
+    with pytest.raises(R1kitError, match="prompts.jsonl:1: type 'chat' is not one of helpful"):
+        PromptTask(_file(tmp_path, [{"prompt": "x", "type": "chat"}]), "prompt")
+    with pytest.raises(R1kitError, match="no field 'question'") as info:
+        PromptTask(path)
+    assert "set question_field" in info.value.hint
+    # a reward function scores every row: any type passes, as a field of the row
+    (ex,) = PromptTask(_file(tmp_path, [{"prompt": "x", "type": "chat"}]), "prompt",
+                       None).train_examples()
+    assert ex.meta["type"] is None and ex.meta["fields"] == {"type": "chat"}
+    tiny = PromptTask(None).train_examples()  # the tiny world's general prompts
+    assert {e.meta["type"] for e in tiny} == {"helpful", "safety"}
+
+
+def test_prompts_settings_are_checked_before_any_stage(tmp_path, bpe_checkpoint):
+    data = _file(tmp_path, [{"question": "Say hi."}, {"question": "Hurt someone.",
+                                                      "type": "safety"}])
+    task = ['stages.zero.task="prompts"', f"stages.zero.train_file={json.dumps(str(data))}",
+            f"stages.zero.model={json.dumps(str(bpe_checkpoint))}"]
+    with pytest.raises(R1kitError, match="its reward comes from reward models or a reward "
+                                         "function, and this stage has none"):
+        load_recipe(RECIPE, task)
+    with pytest.raises(R1kitError, match="task = 'prompts' has no answers to evaluate"):
+        load_recipe(RECIPE, [*task, f"stages.zero.test_file={json.dumps(str(data))}",
+                             f"stages.zero.helpful_model={json.dumps(str(bpe_checkpoint))}"])
+    # the safety row needs a safety model
+    from r1kit.config import recipe_from_dict
+
+    recipe = recipe_from_dict({"stages": {
+        "helpful": {"kind": "reward_model", "model": str(bpe_checkpoint)},
+        "rl": {"kind": "grpo", "model": str(bpe_checkpoint), "task": "prompts",
+               "train_file": str(data), "helpful_model": "helpful"}}})
+    with pytest.raises(R1kitError, match="stages.rl.safety_model: .*prompts.jsonl has "
+                                         "prompts of type 'safety'"):
+        check_inputs(recipe)
+    sample = {"stages": {"rs": {"kind": "sample", "model": "/m", "task": "prompts",
+                                "train_file": str(data)}}}
+    with pytest.raises(R1kitError, match="task = 'prompts' has no answers to check, which a "
+                                         "sample stage needs"):
+        recipe_from_dict(sample)
+
+
+def test_a_reward_function_scores_prompts_without_answers(tmp_path, bpe_checkpoint):
+    """TRL's GRPO on a prompt-only data set with a reward function of its own: the function
+    gets the completions and the rows' other fields; no accuracy, no evaluations."""
+    data = _file(tmp_path, [{"question": f"Write {i} words.", "words": i} for i in range(1, 5)])
+    fn = tmp_path / "rewards.py"
+    fn.write_text("def length_reward(completions, words, **kw):\n"
+                  "    return [-abs(len(c.split()) - w) for c, w in zip(completions, words)]\n")
+    out = tmp_path / "run"
+    assert main(["run", RECIPE, "--out", str(out),
+                 "--set", f"stages.zero.model={json.dumps(str(bpe_checkpoint))}",
+                 "--set", 'stages.zero.task="prompts"',
+                 "--set", f"stages.zero.train_file={json.dumps(str(data))}",
+                 "--set", f"stages.zero.reward_function={json.dumps(f'{fn}:length_reward')}",
+                 "--set", "stages.zero.steps=1", "--set", "stages.zero.group_size=2",
+                 "--set", "stages.zero.rollout_batch_size=4",
+                 "--set", "stages.zero.num_minibatches=1", "--set", "stages.zero.save_every=0",
+                 "--set", "stages.zero.max_new_tokens=8", "--set", "run.progress=false"]) == 0
+    (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert row["reward/custom"] <= 0 and row.get("accuracy") is None
+    assert not (out / "eval.jsonl").exists() or not (out / "eval.jsonl").read_text().strip()
+
+
+def test_grpo_on_reward_models_alone_raises_their_reward(tmp_path, monkeypatch):
+    """recipes/rlhf-tiny.toml at micro size: reward models, then GRPO on the tiny world's
+    general prompts scored by them alone; the helpful model's reward on the policy's samples
+    rises (the mean of the last 10 of 60 steps against the first 10)."""
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    small = [arg for stage in ("helpful", "safety") for arg in (
+        "--set", f"stages.{stage}.train_rows=1200", "--set", f"stages.{stage}.test_rows=200",
+        "--set", f"stages.{stage}.lr=2e-3")]
+    assert main(["run", str(REPO / "recipes" / "rlhf-tiny.toml"), "--out", str(out),
+                 *MICRO_BASE, *small, "--set", "stages.rl.steps=60",
+                 "--set", "stages.rl.rollout_batch_size=64",
+                 "--set", "stages.rl.max_new_tokens=64", "--set", "stages.rl.lr=3e-3",
+                 "--set", "run.progress=false"]) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["stage"] == "rl"]
+    assert len(rows) == 60 and all(r["general_frac"] == 0.0 and r["accuracy"] is None
+                                   for r in rows)
+    helpful = [r["reward/helpful"] for r in rows if "reward/helpful" in r]
+    first, last = statistics.mean(helpful[:10]), statistics.mean(helpful[-10:])
+    assert last > first + 0.1, (first, last)
+    from r1kit.report import write_report
+
+    assert "helpful reward " in write_report(out).read_text()
