@@ -544,6 +544,11 @@ def _check_task(cfg, where: str) -> None:
         if cfg.test_file:
             _fail(f"{where}.test_file", "task = 'prompts' has no answers to evaluate "
                   "against: no held-out set", "leave test_file out")
+        if cfg.reward_function and (cfg.helpful_model or cfg.safety_model):
+            _fail(f"{where}.reward_function", "a reward_function replaces the reward models: "
+                  "with task = 'prompts' it cannot be added to them", "set either "
+                  "reward_function or helpful_model / safety_model (a reward function can load "
+                  "and call a reward model of its own)")
         if not (cfg.reward_function or cfg.helpful_model or cfg.safety_model):
             _fail(f"{where}.task", "task = 'prompts' has no answers to check: its reward "
                   "comes from reward models or a reward function, and this stage has none",
@@ -1107,8 +1112,9 @@ def _check_data_files(cfg, where: str) -> bool:
 
         for kind in sorted({e.meta["type"] for e in make_task(cfg, 0).train_examples()}):
             if not getattr(cfg, f"{kind}_model"):
-                source = cfg.train_file or "the tiny world's general prompts (no train_file)"
-                _fail(f"{where}.{kind}_model", f"{source} has prompts of type {kind!r}, "
+                source = (f"{cfg.train_file} has" if cfg.train_file else "the tiny world's "
+                          "general prompts (no train_file) have")
+                _fail(f"{where}.{kind}_model", f"{source} prompts of type {kind!r}, "
                       f"which need a {kind} reward model", f"set {kind}_model to a "
                       "reward_model stage or directory" + (", or leave those rows out"
                                                            if cfg.train_file else ""))

@@ -149,7 +149,10 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
     if not cfg.is_file() and (p / "adapter_config.json").is_file():  # e.g. a LoRA checkpoint
         if kind != "causal":
             raise R1kitError(f"{str(p)!r} holds a LoRA adapter (peft), not a reward model",
-                             "name a reward model's directory")
+                             "name a reward model's directory (a reward_model stage with LoRA: "
+                             f"the stage's own directory, {str(p.parent)!r}?, holds the merged "
+                             "model)" if p.name == "adapter" else "name a reward model's "
+                             "directory")
         adapter_base(p)  # a whole checkpoint, which load_model merges the adapter into
         return p
     if not cfg.is_file() and (p / "stage.json").is_file():  # a stage that has not finished
@@ -184,6 +187,15 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
         if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
             raise R1kitError(f"{str(p)!r} holds a {', '.join(archs)}, not a reward model",
                              "train one with a reward_model stage and name that stage")
+        # (transformers writes id2label; a config with neither has its default of 2 labels)
+        labels = (len(config["id2label"]) if isinstance(config.get("id2label"), dict)
+                  else config.get("num_labels") or 2)
+        if labels != 1:  # a classifier: which of its logits is the reward is not r1kit's guess
+            raise R1kitError(f"{str(p)!r} is a classifier of {labels} labels, not a reward "
+                             "model (r1kit's score every text with one number: a scalar head)",
+                             "train one with a reward_model stage (on your preference pairs or "
+                             "labels), or save the classifier's head reduced to the one logit "
+                             "you mean as the reward (num_labels = 1)")
     elif archs and not any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
         raise R1kitError(f"{str(p)!r} holds a {', '.join(archs)}, not a causal language model")
     if kind == "causal" and not any((p / f).is_file() for f in TOKENIZER_FILES):

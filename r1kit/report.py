@@ -300,11 +300,12 @@ def _stages_section(run: Run) -> list[str]:
 
 
 def _plot_training(stage: str, rows: list[Row], path: Path) -> Path | None:
-    if not any(_points(rows, key)[0] for key, _ in TRAIN_CURVES):
+    curves = [(key, label) for key, label in TRAIN_CURVES if _points(rows, key)[0]]
+    if not curves:  # (a stage without accuracy, task = "prompts": no accuracy panel)
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(TRAIN_CURVES), figsize=(4.2 * len(TRAIN_CURVES), 3.4))
-    for ax, (key, label) in zip(axes, TRAIN_CURVES):
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], curves):
         xs, ys = _points(rows, key)
         ax.plot(xs, ys, label=key, linewidth=1.8)
         if key == "reward":  # the components the reward is the sum of

@@ -36,12 +36,18 @@ def test_prompt_rows_and_their_types(tmp_path):
     with pytest.raises(R1kitError, match="prompts.jsonl:1: type 'chat' is not one of helpful"):
         PromptTask(_file(tmp_path, [{"prompt": "x", "type": "chat"}]), "prompt")
     with pytest.raises(R1kitError, match="no field 'question'") as info:
-        PromptTask(path)
+        PromptTask(_file(tmp_path, [{"text": "Say hi."}], "text.jsonl"))
     assert "set question_field" in info.value.hint
     # a reward function scores every row: any type passes, as a field of the row
     (ex,) = PromptTask(_file(tmp_path, [{"prompt": "x", "type": "chat"}]), "prompt",
                        None).train_examples()
     assert ex.meta["type"] is None and ex.meta["fields"] == {"type": "chat"}
+    # TRL's layout: the prompt under "prompt"; a null type takes the default; an answer
+    # column is the answer a reward function gets
+    trl = [{"prompt": "Say hi.", "type": None, "answer": 6}, {"prompt": "Go.", "type": "safety"}]
+    a, b = PromptTask(_file(tmp_path, trl, "trl.jsonl")).train_examples()
+    assert (a.question, a.meta["type"], a.answer) == ("Say hi.", "helpful", "6")
+    assert (b.meta["type"], b.answer) == ("safety", "")
     tiny = PromptTask(None).train_examples()  # the tiny world's general prompts
     assert {e.meta["type"] for e in tiny} == {"helpful", "safety"}
 
@@ -67,6 +73,26 @@ def test_prompts_settings_are_checked_before_any_stage(tmp_path, bpe_checkpoint)
     with pytest.raises(R1kitError, match="stages.rl.safety_model: .*prompts.jsonl has "
                                          "prompts of type 'safety'"):
         check_inputs(recipe)
+    # a reward function beside reward models would replace them: refused
+    with pytest.raises(R1kitError, match="a reward_function replaces the reward models"):
+        recipe_from_dict({"stages": {
+            "helpful": {"kind": "reward_model", "model": str(bpe_checkpoint)},
+            "rl": {"kind": "grpo", "model": str(bpe_checkpoint), "task": "prompts",
+                   "train_file": str(data), "helpful_model": "helpful",
+                   "reward_function": "r.py:f"}}})
+    # a classifier of two labels is not a reward model: which logit is the reward?
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from r1kit.models import check_model_dir
+
+    torch.manual_seed(0)
+    classifier = LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=2, pad_token_id=0))
+    classifier.save_pretrained(tmp_path / "classifier")
+    with pytest.raises(R1kitError, match="is a classifier of 2 labels, not a reward model"):
+        check_model_dir(tmp_path / "classifier", kind="reward")
     sample = {"stages": {"rs": {"kind": "sample", "model": "/m", "task": "prompts",
                                 "train_file": str(data)}}}
     with pytest.raises(R1kitError, match="task = 'prompts' has no answers to check, which a "

@@ -608,6 +608,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                  if reward_function is not None
                  else make_reward(cfg, task, reward_models or {}, ctx))
     train = task.train_examples()
+    if cfg.task == "prompts" and not cfg.train_file and world.is_main:
+        ctx.print(f"[{ctx.name}] task 'prompts' without a train_file: the tiny world's "
+                  f"{len(train)} general prompts (set train_file to your own)")
     general_pool = general_examples(cfg, ctx.seed) if cfg.general_share > 0 else []
     if reward_function is not None and world.is_main:
         hidden = shadowed_fields(train + general_pool, cfg)

@@ -40,7 +40,7 @@ def _make_task(cfg, seed: int) -> Task:
         default = (None if getattr(cfg, "reward_function", "") else
                    "safety" if getattr(cfg, "safety_model", "") and
                    not getattr(cfg, "helpful_model", "") else "helpful")
-        return PromptTask(cfg.train_file, cfg.question_field, default, seed)
+        return PromptTask(cfg.train_file, cfg.question_field, default, seed, cfg.answer_field)
     if cfg.task == "choice":
         from r1kit.tasks.choice import ChoiceTask
 

@@ -2,7 +2,8 @@
 data sets, RLHF with a reward model).
 
 A JSONL or parquet file, a prompt per row under `question_field` (text, or chat messages for
-template = "chat"); without a file, the tiny world's general prompts (r1kit.tasks.general,
+template = "chat"; TRL's `prompt` is read where question_field is the default, "question",
+and the rows have no such field); without a file, the tiny world's general prompts (r1kit.tasks.general,
 helpful and safety requests, as `general_data = "tiny"`). There is nothing to verify, so there is no accuracy and no held-out
 evaluation: the reward comes from
 
@@ -25,16 +26,21 @@ from r1kit.tasks.base import Example
 TYPES = ("helpful", "safety")  # r1kit.rewards.combined.GENERAL_TYPES
 
 
-def read_prompts(path, question_field: str, default_type: str | None) -> list[Example]:
-    """The rows of a prompt file as examples, checked: a prompt in every row, a `type` (where
-    given) of TYPES; `default_type` for rows without one (None: no type, for a reward
-    function)."""
-    from r1kit.tasks.math import checked_text, kind_of, read_rows
+def read_prompts(path, question_field: str, default_type: str | None,
+                 answer_field: str = "answer") -> list[Example]:
+    """The rows of a prompt file as examples, checked: a prompt in every row (under
+    `question_field`; TRL's `prompt` where that is the default "question" and the rows have
+    no such field), a `type` (where given) of TYPES; `default_type` for rows without one or
+    with a null (None: no type, for a reward function). A row's `answer_field`, where it has
+    one, is its example's answer, as a reward function's `answer` argument takes it."""
+    from r1kit.tasks.math import checked_text, kind_of, read_rows, reference_text
     from r1kit.templates import check_messages
 
     out = []
     for n, row in read_rows(path):
         where = f"{path}:{n}"
+        if question_field == "question" and "question" not in row and "prompt" in row:
+            question_field = "prompt"  # TRL's prompt-only data sets
         if question_field not in row:
             raise R1kitError(f"{where}: no field {question_field!r}",
                              (f"its fields are {', '.join(map(str, row))}" if row else
@@ -47,14 +53,16 @@ def read_prompts(path, question_field: str, default_type: str | None) -> list[Ex
         else:
             raise R1kitError(f"{where}: field {question_field!r} is {kind_of(prompt)}, not a "
                              "prompt (text or chat messages)")
-        kind = row.get("type", default_type)
+        kind = row.get("type")
+        if kind is None or isinstance(kind, float) and kind != kind:  # null, or NaN (parquet)
+            kind = default_type
         if kind is not None and kind not in TYPES and default_type is not None:
             raise R1kitError(f"{where}: type {kind!r} is not one of {', '.join(TYPES)}",
                              "helpful rows are scored by helpful_model, safety rows "
                              "(harmlessness) by safety_model; leave the field out to score "
                              f"every row as {default_type}")
         fields = {k: v for k, v in row.items() if k != question_field}
-        out.append(Example(question=prompt, answer="",
+        out.append(Example(question=prompt, answer=reference_text(row.get(answer_field)),
                            meta={"type": kind if kind in TYPES else None, "fields": fields}))
     return out
 
@@ -65,10 +73,11 @@ class PromptTask:
     checks_in_workers = False
 
     def __init__(self, train_file, question_field: str = "question",
-                 default_type: str | None = "helpful", seed: int = 0):
+                 default_type: str | None = "helpful", seed: int = 0,
+                 answer_field: str = "answer"):
         self.name = Path(train_file).stem if train_file else "prompts"
         if train_file:
-            self._train = read_prompts(train_file, question_field, default_type)
+            self._train = read_prompts(train_file, question_field, default_type, answer_field)
         else:  # the tiny world's (fields: type, and for safety prompts harmful)
             from r1kit.tasks import general
 
