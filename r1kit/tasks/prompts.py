@@ -18,6 +18,7 @@ evaluation: the reward comes from
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from r1kit.errors import R1kitError
@@ -54,7 +55,7 @@ def read_prompts(path, question_field: str, default_type: str | None,
             raise R1kitError(f"{where}: field {question_field!r} is {kind_of(prompt)}, not a "
                              "prompt (text or chat messages)")
         kind = row.get("type")
-        if kind is None or isinstance(kind, float) and kind != kind:  # null, or NaN (parquet)
+        if kind is None or isinstance(kind, float) and math.isnan(kind):  # null, NaN (parquet)
             kind = default_type
         if kind is not None and kind not in TYPES and default_type is not None:
             raise R1kitError(f"{where}: type {kind!r} is not one of {', '.join(TYPES)}",
