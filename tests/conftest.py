@@ -45,6 +45,14 @@ def interrupt_at_call(monkeypatch, module, name: str, n: int):
     return real
 
 
+def write_jsonl(path: Path, rows: list) -> Path:
+    """`rows` as a JSONL file at `path`."""
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def one_grpo_step_on(checkpoint: Path, out: Path, task: str, data: Path, eval_k: int = 1
                      ) -> tuple[list[dict], list[dict]]:
     """One tiny grpo step of recipes/zero-gsm8k.toml on `checkpoint` with task `task`,

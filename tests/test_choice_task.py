@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO, one_grpo_step_on
+from conftest import REPO, one_grpo_step_on, write_jsonl
 
 from r1kit.cli import main
 from r1kit.config import check_inputs, load_recipe
@@ -30,9 +30,7 @@ GPQA = {"Question": "Which particle has no charge?", "Correct Answer": "neutron"
 
 
 def _file(tmp_path, rows, name="choice.jsonl"):
-    path = tmp_path / name
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_jsonl(tmp_path / name, rows)
 
 
 def _boxed(letter: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO, one_grpo_step_on
+from conftest import REPO, one_grpo_step_on, write_jsonl
 
 from r1kit.config import load_recipe
 from r1kit.errors import R1kitError
@@ -24,9 +24,7 @@ ROWS = [
 
 
 def _file(tmp_path, rows=ROWS, name="code.jsonl"):
-    path = tmp_path / name
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_jsonl(tmp_path / name, rows)
 
 
 def _answer(code: str) -> str:

@@ -7,7 +7,7 @@ import json
 import statistics
 
 import pytest
-from conftest import MICRO_BASE, REPO
+from conftest import MICRO_BASE, REPO, write_jsonl
 
 from r1kit.cli import main
 from r1kit.config import check_inputs, load_recipe
@@ -18,9 +18,7 @@ RECIPE = str(REPO / "recipes" / "zero-gsm8k.toml")
 
 
 def _file(tmp_path, rows, name="prompts.jsonl"):
-    path = tmp_path / name
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_jsonl(tmp_path / name, rows)
 
 
 def test_prompt_rows_and_their_types(tmp_path):

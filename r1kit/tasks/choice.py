@@ -264,8 +264,8 @@ def read_choice_examples(path, question_field: str = "question", answer_field: s
     question is followed by its options and `instruction`. An example's answer is the right
     letter; `meta` holds the option count, the row's other fields (for reward functions of
     your own), the question's own text and its subject where the row has one."""
-    from r1kit.tasks.math import checked_text, read_rows
-    from r1kit.templates import check_messages, prompt_text, with_instruction
+    from r1kit.tasks.math import read_rows, row_question
+    from r1kit.templates import prompt_text, with_instruction
 
     out = []
     for n, row in read_rows(path):
@@ -273,19 +273,8 @@ def read_choice_examples(path, question_field: str = "question", answer_field: s
         field = question_field
         if field not in row and "Question" in row and all(f in row for f in GPQA_FIELDS):
             field = "Question"  # GPQA's own name
-        if field not in row:
-            raise R1kitError(f"{where}: no field {field!r}",
-                             (f"its fields are {', '.join(map(str, row))}" if row else
-                              "the row is empty") + "; set question_field / answer_field "
-                             "(and choices_field) to the right names")
-        question = row[field]
-        if isinstance(question, list):
-            question = check_messages(question, f"{where}: field {field!r}")
-        elif isinstance(question, str):
-            question = checked_text(question, f"{where}: field {field!r}")
-        else:
-            raise R1kitError(f"{where}: field {field!r} is not a question (text or chat "
-                             "messages)")
+        question = row_question(row, field, where, "set question_field / answer_field (and "
+                                "choices_field) to the right names")
         options, labels, letter = row_options(row, answer_field, choices_field, where,
                                               prompt_text(question))
         listed = ("\n\n" + "\n".join(f"{LETTERS[i]}) {o}" for i, o in enumerate(options))

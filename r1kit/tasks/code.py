@@ -78,21 +78,13 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
     """The rows of a code data file as examples, checked: a question and tests in every row;
     `instruction` (instruction_text) follows each question."""
     from r1kit.rewards.code import tests_from_row
-    from r1kit.tasks.math import read_rows
-    from r1kit.templates import check_messages, with_instruction
+    from r1kit.tasks.math import read_rows, row_question
+    from r1kit.templates import with_instruction
 
     out = []
     for n, row in read_rows(path):
-        if question_field not in row:
-            raise R1kitError(f"{path}:{n}: no field {question_field!r}",
-                             (f"its fields are {', '.join(map(str, row))}" if row else
-                              "the row is empty") + "; set question_field to the question's")
-        question = row[question_field]
-        if isinstance(question, list):
-            question = check_messages(question, f"{path}:{n}: field {question_field!r}")
-        elif not isinstance(question, str) or not question.strip():
-            raise R1kitError(f"{path}:{n}: field {question_field!r} is not a question (text or "
-                             "chat messages)")
+        question = row_question(row, question_field, f"{path}:{n}",
+                                "set question_field to the question's")
         if not any(f in row for f in _TEST_FIELDS):
             raise R1kitError(f"{path}:{n}: no tests", "give each row 'tests' (a list of assert "
                              "statements), MBPP's 'test_list', or HumanEval's 'test' and "

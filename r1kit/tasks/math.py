@@ -140,6 +140,26 @@ def checked_text(value, where: str, allow_empty: bool = False) -> str:
     return text
 
 
+def row_question(row: dict, field: str, where: str, fields_hint: str):
+    """A row's question (or prompt) under `field`: text (checked_text) or a conversation of
+    chat messages (check_messages); a missing field, or a value of another type, is an
+    R1kitError naming `where` (a missing field's hint lists the row's fields, then
+    `fields_hint`)."""
+    from r1kit.templates import check_messages
+
+    if field not in row:
+        raise R1kitError(f"{where}: no field {field!r}",
+                         (f"its fields are {', '.join(map(str, row))}" if row else
+                          "the row is empty") + f"; {fields_hint}")
+    value = row[field]
+    if isinstance(value, list):
+        return check_messages(value, f"{where}: field {field!r}")
+    if isinstance(value, str):
+        return checked_text(value, f"{where}: field {field!r}")
+    raise R1kitError(f"{where}: field {field!r} is {kind_of(value)}, not a question (text or "
+                     "chat messages)")
+
+
 def read_examples(path, question_field: str, answer_field: str,
                   fields_hint: str = "set question_field / answer_field to the right names"
                   ) -> list[Example]:

@@ -34,26 +34,15 @@ def read_prompts(path, question_field: str, default_type: str | None,
     no such field), a `type` (where given) of TYPES; `default_type` for rows without one or
     with a null (None: no type, for a reward function). A row's `answer_field`, where it has
     one, is its example's answer, as a reward function's `answer` argument takes it."""
-    from r1kit.tasks.math import checked_text, kind_of, read_rows, reference_text
-    from r1kit.templates import check_messages
+    from r1kit.tasks.math import read_rows, reference_text, row_question
 
     out = []
     for n, row in read_rows(path):
         where = f"{path}:{n}"
         if question_field == "question" and "question" not in row and "prompt" in row:
             question_field = "prompt"  # TRL's prompt-only data sets
-        if question_field not in row:
-            raise R1kitError(f"{where}: no field {question_field!r}",
-                             (f"its fields are {', '.join(map(str, row))}" if row else
-                              "the row is empty") + "; set question_field to the prompts' field")
-        prompt = row[question_field]
-        if isinstance(prompt, list):
-            prompt = check_messages(prompt, f"{where}: field {question_field!r}")
-        elif isinstance(prompt, str):
-            prompt = checked_text(prompt, f"{where}: field {question_field!r}")
-        else:
-            raise R1kitError(f"{where}: field {question_field!r} is {kind_of(prompt)}, not a "
-                             "prompt (text or chat messages)")
+        prompt = row_question(row, question_field, where,
+                              "set question_field to the prompts' field")
         kind = row.get("type")
         if kind is None or isinstance(kind, float) and math.isnan(kind):  # null, NaN (parquet)
             kind = default_type
