@@ -544,11 +544,6 @@ def _check_task(cfg, where: str) -> None:
         if cfg.test_file:
             _fail(f"{where}.test_file", "task = 'prompts' has no answers to evaluate "
                   "against: no held-out set", "leave test_file out")
-        if cfg.reward_function and (cfg.helpful_model or cfg.safety_model):
-            _fail(f"{where}.reward_function", "a reward_function replaces the reward models: "
-                  "with task = 'prompts' it cannot be added to them", "set either "
-                  "reward_function or helpful_model / safety_model (a reward function can load "
-                  "and call a reward model of its own)")
         if not (cfg.reward_function or cfg.helpful_model or cfg.safety_model):
             _fail(f"{where}.task", "task = 'prompts' has no answers to check: its reward "
                   "comes from reward models or a reward function, and this stage has none",
@@ -932,6 +927,8 @@ def unused_with_reward_function(cfg: GRPOConfig) -> list[str]:
     error: runs that set them before this note existed must still resume.)"""
     if not cfg.reward_function:
         return []
+    if cfg.task == "prompts" and (cfg.helpful_model or cfg.safety_model):
+        return []  # the reward models' rewards and the functions' are added up
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
     return [n for n in ("accuracy_weight", "format_weight", "language_weight", "helpful_model",
                         "safety_model", "helpful_weight", "safety_weight")
@@ -1107,7 +1104,8 @@ def _check_data_files(cfg, where: str) -> bool:
         from r1kit.stages.sft import read_sft_rows  # the stage's own rule: both fields text
 
         prompts.append((cfg.data, [p for p, _ in read_sft_rows(Path(cfg.data), cfg)]))
-    if getattr(cfg, "task", None) == "prompts" and not cfg.reward_function:  # by type's model
+    if getattr(cfg, "task", None) == "prompts" and (  # scored by their type's reward model
+            not cfg.reward_function or cfg.helpful_model or cfg.safety_model):
         from r1kit.tasks import make_task
 
         for kind in sorted({e.meta["type"] for e in make_task(cfg, 0).train_examples()}):

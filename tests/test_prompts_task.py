@@ -71,13 +71,6 @@ def test_prompts_settings_are_checked_before_any_stage(tmp_path, bpe_checkpoint)
     with pytest.raises(R1kitError, match="stages.rl.safety_model: .*prompts.jsonl has "
                                          "prompts of type 'safety'"):
         check_inputs(recipe)
-    # a reward function beside reward models would replace them: refused
-    with pytest.raises(R1kitError, match="a reward_function replaces the reward models"):
-        recipe_from_dict({"stages": {
-            "helpful": {"kind": "reward_model", "model": str(bpe_checkpoint)},
-            "rl": {"kind": "grpo", "model": str(bpe_checkpoint), "task": "prompts",
-                   "train_file": str(data), "helpful_model": "helpful",
-                   "reward_function": "r.py:f"}}})
     # a classifier of two labels is not a reward model: which logit is the reward?
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
@@ -118,6 +111,41 @@ def test_a_reward_function_scores_prompts_without_answers(tmp_path, bpe_checkpoi
     (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert row["reward/custom"] <= 0 and row.get("accuracy") is None
     assert not (out / "eval.jsonl").exists() or not (out / "eval.jsonl").read_text().strip()
+
+
+def test_a_reward_model_and_reward_functions_add_up(tmp_path, bpe_checkpoint):
+    """TRL sums a reward model's reward with reward functions': so does a prompts task with
+    both (the model's general reward, here without the format reward, plus the function)."""
+    import torch
+
+    from r1kit.config import RewardModelConfig
+    from r1kit.stages.reward_model import run_reward_model
+    from r1kit.tasks import general
+
+    pairs = general.helpful_pairs(24, seed=0)
+    train, test = _file(tmp_path, pairs[:16], "pairs.jsonl"), _file(tmp_path, pairs[16:], "t.jsonl")
+    rm = tmp_path / "rm"
+    run_reward_model(RewardModelConfig(model="m", data="file", train_file=str(train),
+                                       test_file=str(test), batch_size=8, lr=1e-3),
+                     bpe_checkpoint, rm, 0, torch.device("cpu"), torch.float32,
+                     log=lambda _: None)
+    data = _file(tmp_path, [{"prompt": f"Say hello to Ann {i}."} for i in range(4)])
+    fn = tmp_path / "rewards.py"
+    fn.write_text("def one(completions, **kw):\n    return [1.0] * len(completions)\n")
+    out = tmp_path / "run"
+    assert main(["run", RECIPE, "--out", str(out),
+                 "--set", f"stages.zero.model={json.dumps(str(bpe_checkpoint))}",
+                 "--set", 'stages.zero.task="prompts"',
+                 "--set", f"stages.zero.train_file={json.dumps(str(data))}",
+                 "--set", f"stages.zero.helpful_model={json.dumps(str(rm))}",
+                 "--set", f"stages.zero.reward_function={json.dumps(f'{fn}:one')}",
+                 "--set", "stages.zero.format_weight=0", "--set", "stages.zero.steps=1",
+                 "--set", "stages.zero.group_size=2", "--set", "stages.zero.rollout_batch_size=4",
+                 "--set", "stages.zero.num_minibatches=1", "--set", "stages.zero.save_every=0",
+                 "--set", "stages.zero.max_new_tokens=8", "--set", "run.progress=false"]) == 0
+    (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert row["reward/custom"] == 1.0 and 0.0 < row["reward/helpful"] < 1.0
+    assert row["reward"] == pytest.approx(row["reward/helpful"] + 1.0)
 
 
 def test_grpo_on_reward_models_alone_raises_their_reward(tmp_path, monkeypatch):

@@ -154,11 +154,14 @@ class FunctionReward:
     their weighted sum (`weights`, default 1 each). One function is logged as reward/custom;
     several each as reward/custom/NAME. A None score is skipped in the sum, as TRL's nansum
     does (a completion no function scores gets 0), and reward/custom_none logs the share of
-    completions with a None (0 where there is none)."""
+    completions with a None (0 where there is none). `base` (a reward with `score`, such as
+    the reward models' CombinedReward): its reward is added to the functions' sum, its parts
+    logged beside theirs, as TRL sums a reward model with reward functions."""
 
     def __init__(self, fn: Callable | list[Callable], weights: list[float] | None = None,
-                 tokenizer=None):
+                 tokenizer=None, base=None):
         self.fns = list(fn) if isinstance(fn, (list, tuple)) else [fn]
+        self.base = base
         # with a tokenizer (a grpo stage): completion_ids and trainer_state, as TRL gives them,
         # to the functions that name them; sampled_ids: the rollout's token ids, set by the
         # stage around its scoring call
@@ -206,9 +209,12 @@ class FunctionReward:
                        "completion is given as [{'role': 'assistant', 'content': text}], as TRL "
                        "does")
         per_fn = [self._call(fn, completions, examples, len(responses)) for fn in self.fns]
+        based = (self.base.score(responses, examples) if self.base is not None
+                 else [(0.0, {})] * len(responses))
         out, unscored = [], 0
         for i in range(len(responses)):
-            parts, total, missing = {}, 0.0, False
+            total, parts = based[i]
+            parts, missing = dict(parts), False
             for key, w, scores in zip(self.keys, self.weights, per_fn):
                 if scores[i] is None:
                     missing = True

@@ -604,9 +604,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     if unused and world.is_main:
         ctx.print(f"[{ctx.name}] reward_function replaces the rule rewards and reward models: "
                   f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect")
-    reward_fn = (FunctionReward(reward_function, cfg.reward_weights or None, tokenizer)
-                 if reward_function is not None
-                 else make_reward(cfg, task, reward_models or {}, ctx))
+    # (task = "prompts": your functions' rewards added to the reward models', as TRL sums them)
+    models = (make_reward(cfg, task, reward_models or {}, ctx)
+              if reward_function is None or cfg.task == "prompts" and reward_models else None)
+    reward_fn = (FunctionReward(reward_function, cfg.reward_weights or None, tokenizer,
+                                base=models) if reward_function is not None else models)
     train = task.train_examples()
     if cfg.task == "prompts" and not cfg.train_file and world.is_main:
         ctx.print(f"[{ctx.name}] task 'prompts' without a train_file: the tiny world's "

@@ -36,10 +36,10 @@ def _make_task(cfg, seed: int) -> Task:
         from r1kit.tasks.prompts import PromptTask
 
         # the type of a row without one: the reward model the stage has (none for a reward
-        # function, which scores every row)
-        default = (None if getattr(cfg, "reward_function", "") else
-                   "safety" if getattr(cfg, "safety_model", "") and
-                   not getattr(cfg, "helpful_model", "") else "helpful")
+        # function alone, which scores every row)
+        helpful, safety = getattr(cfg, "helpful_model", ""), getattr(cfg, "safety_model", "")
+        default = (None if getattr(cfg, "reward_function", "") and not (helpful or safety)
+                   else "safety" if safety and not helpful else "helpful")
         return PromptTask(cfg.train_file, cfg.question_field, default, seed, cfg.answer_field)
     if cfg.task == "choice":
         from r1kit.tasks.choice import ChoiceTask
