@@ -242,3 +242,16 @@ def test_the_untagged_count_of_a_no_signal_note_is_over_reasoning_questions():
     rounds = [_Round([(0, reasoning), (-1, helpful)], None, texts, [], 0.0, 0.0)]
     assert _untagged_reasoning(rounds, 2) == (1, 2)
     assert _untagged_reasoning(rounds * 2, 2) == (2, 4)
+
+
+def test_the_progress_bar_shows_the_reward_models_rewards():
+    """A stage scored by reward models (task = "prompts") has no accuracy: its bar shows
+    their rewards instead of an empty train_acc."""
+    from r1kit.stages.grpo import _shown
+
+    rule = {"reward": 1.5, "accuracy": 0.5, "response_length": 20.4}
+    assert _shown(rule) == {"reward": "1.500", "train_acc": "0.500", "len": "20"}
+    rlhf = {"reward": 1.2, "accuracy": None, "reward/helpful": 0.61, "response_length": 9.0}
+    assert _shown(rlhf) == {"reward": "1.200", "helpful": "0.610", "len": "9"}
+    custom = {"reward": 0.0, "accuracy": None, "response_length": 3.0}
+    assert _shown(custom)["train_acc"] == "-"

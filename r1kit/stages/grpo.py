@@ -1204,6 +1204,22 @@ def _load_trainable(model, tensors: dict, where: Path) -> None:
                           where)
 
 
+def _shown(record: dict) -> dict[str, str]:
+    """What the progress bar shows of a step's record: the reward, the training samples'
+    accuracy where there is one, the reward models' rewards where they scored, the mean
+    response length."""
+    shown = {"reward": f"{record['reward']:.3f}"}
+    if record.get("accuracy") is not None:
+        shown["train_acc"] = f"{record['accuracy']:.3f}"
+    for kind in GENERAL_TYPES:
+        if record.get(f"reward/{kind}") is not None:
+            shown[kind] = f"{record[f'reward/{kind}']:.3f}"
+    if record.get("accuracy") is None and len(shown) == 1:
+        shown["train_acc"] = "-"
+    shown["len"] = f"{record['response_length']:.0f}"
+    return shown
+
+
 class _progress:
     """A tqdm bar with the live reward, the training samples' accuracy (`train_acc`, at the
     sampling temperature) and mean response length (silent when tqdm is missing or off)."""
@@ -1225,10 +1241,7 @@ class _progress:
 
     def update(self, record: dict) -> None:
         if self.bar is not None:
-            acc = record["accuracy"]
-            self.bar.set_postfix(reward=f"{record['reward']:.3f}",
-                                 train_acc="-" if acc is None else f"{acc:.3f}",
-                                 len=f"{record['response_length']:.0f}", refresh=False)
+            self.bar.set_postfix(_shown(record), refresh=False)
             self.bar.update(1)
 
     def write(self, text: str) -> None:
