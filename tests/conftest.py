@@ -53,29 +53,28 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
-def one_grpo_step_on(checkpoint: Path, out: Path, task: str, data: Path, eval_k: int = 1
-                     ) -> tuple[list[dict], list[dict]]:
+def one_grpo_step_on(checkpoint: Path, out: Path, task: str, data: Path, eval_k: int = 1,
+                     evaluate: bool = True, **settings) -> tuple[list[dict], list[dict]]:
     """One tiny grpo step of recipes/zero-gsm8k.toml on `checkpoint` with task `task`,
-    training and evaluating on `data` (evaluations before and after the step): the run's
-    metrics and evaluation rows."""
+    training on `data` and (`evaluate`) evaluating on it before and after the step, with
+    the stage's other `settings` (TOML values): the run's metrics and evaluation rows."""
     import json
 
     from r1kit.cli import main
 
-    assert main([
-        "run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out),
-        "--set", f"stages.zero.model={json.dumps(str(checkpoint))}",
-        "--set", f"stages.zero.task={json.dumps(task)}",
-        "--set", f"stages.zero.train_file={json.dumps(str(data))}",
-        "--set", f"stages.zero.test_file={json.dumps(str(data))}",
-        "--set", "stages.zero.steps=1", "--set", "stages.zero.group_size=2",
-        "--set", "stages.zero.rollout_batch_size=4", "--set", "stages.zero.num_minibatches=1",
-        "--set", "stages.zero.max_new_tokens=8", "--set", "stages.zero.save_every=0",
-        "--set", "stages.zero.eval.every=1", "--set", f"stages.zero.eval.k={eval_k}",
-        "--set", "run.progress=false",
-    ]) == 0
+    given = {"model": str(checkpoint), "task": task, "train_file": str(data), "steps": 1,
+             "group_size": 2, "rollout_batch_size": 4, "num_minibatches": 1,
+             "max_new_tokens": 8, "save_every": 0, **settings}
+    if evaluate:
+        given.update({"test_file": str(data), "eval.every": 1, "eval.k": eval_k})
+    sets = [arg for key, value in given.items()
+            for arg in ("--set", f"stages.zero.{key}={json.dumps(value)}")]
+    assert main(["run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out), *sets,
+                 "--set", "run.progress=false"]) == 0
+    evals = out / "eval.jsonl"
     return ([json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()],
-            [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()])
+            [json.loads(line) for line in evals.read_text().splitlines()]
+            if evals.exists() else [])
 
 
 CHAT_TEMPLATE = (

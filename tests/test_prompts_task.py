@@ -7,7 +7,7 @@ import json
 import statistics
 
 import pytest
-from conftest import MICRO_BASE, REPO, write_jsonl
+from conftest import MICRO_BASE, REPO, one_grpo_step_on, write_jsonl
 
 from r1kit.cli import main
 from r1kit.config import check_inputs, load_recipe
@@ -98,19 +98,9 @@ def test_a_reward_function_scores_prompts_without_answers(tmp_path, bpe_checkpoi
     fn = tmp_path / "rewards.py"
     fn.write_text("def length_reward(completions, words, **kw):\n"
                   "    return [-abs(len(c.split()) - w) for c, w in zip(completions, words)]\n")
-    out = tmp_path / "run"
-    assert main(["run", RECIPE, "--out", str(out),
-                 "--set", f"stages.zero.model={json.dumps(str(bpe_checkpoint))}",
-                 "--set", 'stages.zero.task="prompts"',
-                 "--set", f"stages.zero.train_file={json.dumps(str(data))}",
-                 "--set", f"stages.zero.reward_function={json.dumps(f'{fn}:length_reward')}",
-                 "--set", "stages.zero.steps=1", "--set", "stages.zero.group_size=2",
-                 "--set", "stages.zero.rollout_batch_size=4",
-                 "--set", "stages.zero.num_minibatches=1", "--set", "stages.zero.save_every=0",
-                 "--set", "stages.zero.max_new_tokens=8", "--set", "run.progress=false"]) == 0
-    (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert row["reward/custom"] <= 0 and row.get("accuracy") is None
-    assert not (out / "eval.jsonl").exists() or not (out / "eval.jsonl").read_text().strip()
+    (row,), evals = one_grpo_step_on(bpe_checkpoint, tmp_path / "run", "prompts", data,
+                                     evaluate=False, reward_function=f"{fn}:length_reward")
+    assert row["reward/custom"] <= 0 and row.get("accuracy") is None and evals == []
 
 
 def test_a_reward_model_and_reward_functions_add_up(tmp_path, bpe_checkpoint):
@@ -132,18 +122,9 @@ def test_a_reward_model_and_reward_functions_add_up(tmp_path, bpe_checkpoint):
     data = _file(tmp_path, [{"prompt": f"Say hello to Ann {i}."} for i in range(4)])
     fn = tmp_path / "rewards.py"
     fn.write_text("def one(completions, **kw):\n    return [1.0] * len(completions)\n")
-    out = tmp_path / "run"
-    assert main(["run", RECIPE, "--out", str(out),
-                 "--set", f"stages.zero.model={json.dumps(str(bpe_checkpoint))}",
-                 "--set", 'stages.zero.task="prompts"',
-                 "--set", f"stages.zero.train_file={json.dumps(str(data))}",
-                 "--set", f"stages.zero.helpful_model={json.dumps(str(rm))}",
-                 "--set", f"stages.zero.reward_function={json.dumps(f'{fn}:one')}",
-                 "--set", "stages.zero.format_weight=0", "--set", "stages.zero.steps=1",
-                 "--set", "stages.zero.group_size=2", "--set", "stages.zero.rollout_batch_size=4",
-                 "--set", "stages.zero.num_minibatches=1", "--set", "stages.zero.save_every=0",
-                 "--set", "stages.zero.max_new_tokens=8", "--set", "run.progress=false"]) == 0
-    (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    (row,), _ = one_grpo_step_on(bpe_checkpoint, tmp_path / "run", "prompts", data,
+                                 evaluate=False, helpful_model=str(rm),
+                                 reward_function=f"{fn}:one", format_weight=0)
     assert row["reward/custom"] == 1.0 and 0.0 < row["reward/helpful"] < 1.0
     assert row["reward"] == pytest.approx(row["reward/helpful"] + 1.0)
 
