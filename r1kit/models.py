@@ -192,7 +192,7 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
                   else config.get("num_labels") or 2)
         if labels != 1:  # a classifier: which of its logits is the reward is not r1kit's guess
             raise R1kitError(f"{str(p)!r} is a classifier of {labels} labels, not a reward "
-                             "model (r1kit's score every text with one number: a scalar head)",
+                             "model (r1kit's reward models score a text with one number: a scalar head)",
                              "train one with a reward_model stage (on your preference pairs or "
                              "labels), or save the classifier's head reduced to the one logit "
                              "you mean as the reward (num_labels = 1)")

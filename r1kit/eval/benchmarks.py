@@ -181,16 +181,11 @@ class FileBenchmark(_HeldOut):
             raise R1kitError(f"--bench: {self.name!r} has no rows")
 
 
-def is_choice_file(name: str, choices_field: str = "") -> bool:
-    """Whether a --bench file of your own holds multiple-choice questions: rows with their
-    options in a layout the choice task reads (r1kit.tasks.choice.looks_like_choice: a list
-    under choices or options, GPQA's columns, columns A and B), or with `choices_field`."""
-    return _choice_field(name, choices_field) is not None
-
-
-def _choice_field(name: str, choices_field: str) -> str | None:
-    """The choices_field a multiple-choice file is read with (`choices_field` where its rows
-    have it, else "": the layouts the task finds itself); None for any other file."""
+def choice_field_of(name: str, choices_field: str = "") -> str | None:
+    """For a --bench file of your own that holds multiple-choice questions, the choices_field
+    it is read with: `choices_field` where its rows have it, else "" where they have their
+    options in a layout the choice task finds itself (r1kit.tasks.choice.looks_like_choice: a
+    list under choices or options, GPQA's columns, columns A and B); None for any other file."""
     from r1kit.tasks.choice import looks_like_choice
     from r1kit.tasks.math import read_rows
 
@@ -208,7 +203,7 @@ def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
     """The Task of a shipped benchmark, of the tiny world's held-out set ("tiny": of `world`, a
     WorldConfig, default the default world), or of a math or multiple-choice benchmark in a
     JSONL or parquet file of your own (the field names and instruction apply to it only)."""
-    field = _choice_field(name, choices_field)
+    field = choice_field_of(name, choices_field)
     if field is not None:
         from r1kit.tasks.choice import ChoiceTask
 

@@ -20,7 +20,7 @@ from r1kit.eval.benchmarks import (
     BENCHMARKS,
     NAMES,
     bench_name,
-    is_choice_file,
+    choice_field_of,
     is_data_file,
     load_benchmark,
 )
@@ -160,14 +160,6 @@ def _stage_world(settings: dict):
                           for k, v in world.items() if k in known})
 
 
-def _has_field(name: str, field: str) -> bool:
-    """Whether any row of a --bench file of your own has `field`."""
-    from r1kit.tasks.math import read_rows
-
-    return is_data_file(name) and Path(name).is_file() and any(
-        field in row for _, row in read_rows(name))
-
-
 def run_eval_command(args) -> list[dict]:
     with trusting_remote_code(args.trust_remote_code):
         return _run_eval(args)
@@ -180,6 +172,8 @@ def _run_eval(args) -> list[dict]:
                          "run r1kit eval alone (a recipe's eval stage runs on rank 0 of a "
                          "torchrun run)")
     names = _check(args)
+    # the choices_field each multiple-choice file of your own is read with (None: not one)
+    choice_fields = {n: choice_field_of(n, args.choices_field) for n in names}
     if not any(is_data_file(n) for n in names):
         unused = [flag for flag, off in (("--question-field", args.question_field != "question"),
                                          ("--answer-field", args.answer_field != "answer"),
@@ -219,7 +213,7 @@ def _run_eval(args) -> list[dict]:
         if system is None:  # the stage's system turn (r1kit's instruction unless it set one)
             system = settings.get("system_prompt", "r1kit") if template == "chat" else False
         # (multiple-choice files keep their request for a letter, as the stage's evaluations)
-        own = any(is_data_file(n) and not is_choice_file(n, args.choices_field) for n in names)
+        own = any(is_data_file(n) and choice_fields[n] is None for n in names)
         instruction = instruction if instruction is not None else not own
         print(f"prompts as stage {stage!r} trained this model: template {template!r}, "
               f"prefill {prefill!r}, max_new_tokens {args.max_new_tokens}"
@@ -232,12 +226,12 @@ def _run_eval(args) -> list[dict]:
                  if own and not instruction else "") + " (--template to choose another)")
     # every benchmark read (and a file of your own checked) before the model loads
     world = _stage_world(stage_of_model[1]) if stage_of_model is not None else None
-    if args.choices_field and any(map(is_data_file, names)) and not any(
-            _has_field(n, args.choices_field) for n in names):
+    if args.choices_field and any(map(is_data_file, names)) and args.choices_field not in \
+            choice_fields.values():
         raise R1kitError(f"--choices-field {args.choices_field!r}: no file of --bench has that "
                          "field", "name the field that holds the options, or leave "
                          "--choices-field out (choices and options are read without it)")
-    asks = {name: (args.math_instruction if is_choice_file(name, args.choices_field)
+    asks = {name: (args.math_instruction if choice_fields[name] is not None
                    else instruction) is not False for name in names}  # the request appended
     tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,
                                   asks[name], world=world, choices_field=args.choices_field)
