@@ -163,7 +163,8 @@ class PretrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Held-out evaluation during RL: pass@1 over k samples and cons@k (R1-SPEC §5)."""
+    """Held-out evaluation during RL: pass@1 over k samples and cons@k (R1-SPEC §5); for
+    task = "prompts" (no answers) the mean of the stage's reward over k samples."""
 
     every: int = 50  # RL steps between evaluations (also before the first and after the last)
     k: int = 16  # samples per problem (the paper: 16 for MATH, 64 for AIME)
@@ -541,9 +542,6 @@ def _check_task(cfg, where: str) -> None:
             _fail(f"{where}.task", f"task = 'prompts' has no answers to check, which "
                   f"{_a(cfg.kind)} stage needs", "use it in grpo stages; sample and evaluate "
                   "on a task with answers (math, gsm8k, code, choice)")
-        if cfg.test_file:
-            _fail(f"{where}.test_file", "task = 'prompts' has no answers to evaluate "
-                  "against: no held-out set", "leave test_file out")
         if not (cfg.reward_function or cfg.helpful_model or cfg.safety_model):
             _fail(f"{where}.task", "task = 'prompts' has no answers to check: its reward "
                   "comes from reward models or a reward function, and this stage has none",
@@ -1108,14 +1106,18 @@ def _check_data_files(cfg, where: str) -> bool:
             not cfg.reward_function or cfg.helpful_model or cfg.safety_model):
         from r1kit.tasks import make_task
 
-        for kind in sorted({e.meta["type"] for e in make_task(cfg, 0).train_examples()}):
-            if not getattr(cfg, f"{kind}_model"):
-                source = (f"{cfg.train_file} has" if cfg.train_file else "the tiny world's "
-                          "general prompts (no train_file) have")
+        task = make_task(cfg, 0)
+        for fname, examples in (("train_file", task.train_examples()),
+                                ("test_file", task.test_examples())):
+            for kind in sorted({e.meta["type"] for e in examples}):
+                if getattr(cfg, f"{kind}_model"):
+                    continue
+                source = (f"{getattr(cfg, fname)} has" if getattr(cfg, fname) else
+                          "the tiny world's general prompts (no train_file) have")
                 _fail(f"{where}.{kind}_model", f"{source} prompts of type {kind!r}, "
                       f"which need a {kind} reward model", f"set {kind}_model to a "
                       "reward_model stage or directory" + (", or leave those rows out"
-                                                           if cfg.train_file else ""))
+                                                           if getattr(cfg, fname) else ""))
     if reads_general_file(cfg):
         from r1kit.stages.grpo import general_examples  # GRPO's own reader and rules
 

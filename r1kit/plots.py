@@ -1,5 +1,5 @@
-"""The run's picture in the style of the paper's Figure 1: held-out accuracy and mean response
-length against RL step."""
+"""The run's picture in the style of the paper's Figure 1: held-out accuracy (or, for prompts
+without answers, the held-out reward) and mean response length against RL step."""
 
 from __future__ import annotations
 
@@ -20,19 +20,31 @@ def plot_figure1(run_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, (ax_acc, ax_len) = plt.subplots(1, 2, figsize=(11, 4))
+    by_reward = []  # stages evaluated by their reward (task = "prompts": no accuracy)
     for stage in dict.fromkeys(e["stage"] for e in evals):
         rows = sorted((e for e in evals if e["stage"] == stage), key=lambda e: e["step"])
         steps = [e["step"] for e in rows]
         k = rows[0].get("k", 1)
-        ax_acc.plot(steps, [e["pass@1"] for e in rows], marker="o", label=f"{stage} pass@1")
+        if "pass@1" not in rows[0]:
+            by_reward.append(stage)
+            ax_acc.plot(steps, [e["reward"] for e in rows], marker="o",
+                        label=f"{stage} mean reward")
+        else:
+            ax_acc.plot(steps, [e["pass@1"] for e in rows], marker="o", label=f"{stage} pass@1")
         cons = f"cons@{k}"
         if all(e.get(cons) is not None for e in rows):
             ax_acc.plot(steps, [e[cons] for e in rows], marker="s", linestyle="--",
                         label=f"{stage} {cons}")
         ax_len.plot(steps, [e["mean_tokens"] for e in rows], marker="o", label=stage)
     bench = evals[0].get("benchmark", "held-out")
-    ax_acc.set(xlabel="RL step", ylabel="accuracy", title=f"{bench}: held-out accuracy",
-               ylim=(0, 1))
+    if by_reward and len(by_reward) == len({e["stage"] for e in evals}):
+        ax_acc.set(xlabel="RL step", ylabel="mean reward", title=f"{bench}: held-out reward")
+    elif by_reward:  # stages of both kinds: rewards need not lie in 0..1
+        ax_acc.set(xlabel="RL step", ylabel="accuracy / reward",
+                   title=f"{bench}: held-out accuracy / reward")
+    else:
+        ax_acc.set(xlabel="RL step", ylabel="accuracy", title=f"{bench}: held-out accuracy",
+                   ylim=(0, 1))
     ax_len.set(xlabel="RL step", ylabel="tokens", title="mean response length")
     for ax in (ax_acc, ax_len):
         ax.grid(alpha=0.3)

@@ -390,14 +390,21 @@ def _training_section(run: Run, report: Path, figures: Path) -> list[str]:
     return lines
 
 
-def _plot_pass1(run: Run, path: Path) -> Path | None:
+def _is_reward_row(row: Row) -> bool:
+    """An evaluation by the stage's reward (task = "prompts": no answers, no pass@1)."""
+    return "pass@1" not in row and _num(row.get("reward")) is not None
+
+
+def _plot_pass1(run: Run, path: Path, key: str = "pass@1") -> Path | None:
+    """Held-out pass@1 (or, key "reward", the held-out reward) against RL step."""
     groups = {stage: rows for stage, rows in _by_stage(run.evals, []).items()
               if not any(r.get("model") for r in rows)}
     series = []
     for stage, rows in groups.items():
         benches = dict.fromkeys(str(r.get("benchmark", "")) for r in rows)
         for bench in benches:
-            xs, ys = _points([r for r in rows if str(r.get("benchmark", "")) == bench], "pass@1")
+            xs, ys = _points([r for r in rows if str(r.get("benchmark", "")) == bench
+                              and (key != "reward" or _is_reward_row(r))], key)
             if xs:
                 series.append((stage if len(benches) == 1 else f"{stage} {bench}", xs, ys))
     if not series:
@@ -406,7 +413,10 @@ def _plot_pass1(run: Run, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for label, xs, ys in series:
         ax.plot(xs, ys, marker="o", label=label)
-    ax.set(xlabel="RL step", ylabel="pass@1", title="held-out pass@1", ylim=(-0.02, 1.02))
+    if key == "reward":
+        ax.set(xlabel="RL step", ylabel="mean reward", title="held-out reward")
+    else:
+        ax.set(xlabel="RL step", ylabel="pass@1", title="held-out pass@1", ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -425,6 +435,12 @@ def _evals_section(run: Run, report: Path, figures: Path) -> list[str]:
     selected = _selected_evals(run)
     if not selected:
         return lines + ["No evaluations in eval.jsonl.", ""]
+    by_reward = [(stage, rows, total) for stage, rows, total in selected
+                 if any(map(_is_reward_row, rows))]
+    selected = [(stage, rows, total) for stage, rows, total in selected
+                if not any(map(_is_reward_row, rows))]
+    if not selected:
+        return lines + _reward_evals(run, by_reward, report, figures)
     ks = {_cons(r)[0] for _, rows, _ in selected for r in rows}
     cons_header = ks.pop() if len(ks) == 1 else "cons@k"
     with_reflect = any(isinstance(r.get("reflect"), dict) for _, rows, _ in selected
@@ -460,6 +476,35 @@ def _evals_section(run: Run, report: Path, figures: Path) -> list[str]:
     image = _plot_pass1(run, figures / "eval_pass1.png")
     if image:
         lines += [_image(report, image, "held-out pass@1 against RL step"), ""]
+    return lines + (_reward_evals(run, by_reward, report, figures) if by_reward else [])
+
+
+def _reward_evals(run: Run, selected: list[tuple[str, list[Row], int]], report: Path,
+                  figures: Path) -> list[str]:
+    """Evaluations by the stage's reward (prompts without answers): a table and a plot."""
+    parts = [p for p in ("helpful", "safety", "format")
+             if any(_num(r.get(f"reward/{p}")) is not None for _, rows, _ in selected
+                    for r in rows)]
+    header = ["stage", "checkpoint", "held-out set", "prompts × k", "mean reward",
+              *(f"{p} reward" for p in parts), "mean tokens"]
+    table = []
+    for stage, rows, _ in selected:
+        for r in rows:
+            cell = _fixed(r.get("reward"), 3)
+            ci = r.get("reward_ci95")
+            if isinstance(ci, list) and len(ci) == 2 and all(_num(v) is not None for v in ci):
+                cell += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+            table.append([stage, _eval_label(r), str(r.get("benchmark", "")), _problems(r), cell,
+                          *(_fixed(r.get(f"reward/{p}"), 3) for p in parts),
+                          _fixed(r.get("mean_tokens"))])
+    lines = ["Prompts without answers (task = \"prompts\"): the stage's own reward on held-out "
+             "prompts, with its 95% confidence interval in brackets.", "",
+             *_md_table(header, table, numeric_from=3), ""]
+    if any(len(rows) < total for _, rows, total in selected):
+        lines += ["First and last evaluation shown; the plot has all of them.", ""]
+    image = _plot_pass1(run, figures / "eval_reward.png", key="reward")
+    if image:
+        lines += [_image(report, image, "held-out reward against RL step"), ""]
     return lines
 
 

@@ -30,7 +30,9 @@ def test_prompt_rows_and_their_types(tmp_path):
     assert a.question == "Say hi." and a.answer == "" and a.meta["fields"] == {"id": 1}
     assert c.question == rows[2]["prompt"]
     assert PromptTask(path, "prompt", "safety").train_examples()[0].meta["type"] == "safety"
-    assert PromptTask(path, "prompt").test_examples() == []
+    assert PromptTask(path, "prompt").test_examples() == []  # no test_file: no held-out set
+    held_out = PromptTask(None, "prompt", test_file=path).test_examples()
+    assert [e.question for e in held_out] == [r["prompt"] for r in rows]
     with pytest.raises(R1kitError, match="prompts.jsonl:1: type 'chat' is not one of helpful"):
         PromptTask(_file(tmp_path, [{"prompt": "x", "type": "chat"}]), "prompt")
     with pytest.raises(R1kitError, match="no field 'question'") as info:
@@ -48,6 +50,11 @@ def test_prompt_rows_and_their_types(tmp_path):
     assert (b.meta["type"], b.answer) == ("safety", "")
     tiny = PromptTask(None).train_examples()  # the tiny world's general prompts
     assert {e.meta["type"] for e in tiny} == {"helpful", "safety"}
+    # and its held-out ones (the eval stage's): a seed of their own, the same in every run
+    held_out = PromptTask(None, seed=3).test_examples()
+    assert len(held_out) == 200 and {e.meta["type"] for e in held_out} == {"helpful", "safety"}
+    assert held_out == PromptTask(None, seed=5).test_examples()
+    assert [e.question for e in held_out[:50]] != [e.question for e in tiny[:50]]
 
 
 def test_prompts_settings_are_checked_before_any_stage(tmp_path, bpe_checkpoint):
@@ -58,19 +65,23 @@ def test_prompts_settings_are_checked_before_any_stage(tmp_path, bpe_checkpoint)
     with pytest.raises(R1kitError, match="its reward comes from reward models or a reward "
                                          "function, and this stage has none"):
         load_recipe(RECIPE, task)
-    with pytest.raises(R1kitError, match="task = 'prompts' has no answers to evaluate"):
-        load_recipe(RECIPE, [*task, f"stages.zero.test_file={json.dumps(str(data))}",
-                             f"stages.zero.helpful_model={json.dumps(str(bpe_checkpoint))}"])
-    # the safety row needs a safety model
+    # the safety row needs a safety model, in the training prompts and in the held-out ones
     from r1kit.config import recipe_from_dict
 
-    recipe = recipe_from_dict({"stages": {
-        "helpful": {"kind": "reward_model", "model": str(bpe_checkpoint)},
-        "rl": {"kind": "grpo", "model": str(bpe_checkpoint), "task": "prompts",
-               "train_file": str(data), "helpful_model": "helpful"}}})
-    with pytest.raises(R1kitError, match="stages.rl.safety_model: .*prompts.jsonl has "
-                                         "prompts of type 'safety'"):
-        check_inputs(recipe)
+    helpful_only = _file(tmp_path, [{"question": "Say hi."}], "helpful.jsonl")
+    for train, test, named in ((data, "", "prompts.jsonl"), (helpful_only, data, "prompts.jsonl"),
+                               (helpful_only, helpful_only, None)):
+        recipe = recipe_from_dict({"stages": {
+            "helpful": {"kind": "reward_model", "model": str(bpe_checkpoint)},
+            "rl": {"kind": "grpo", "model": str(bpe_checkpoint), "task": "prompts",
+                   "train_file": str(train), "test_file": str(test),
+                   "helpful_model": "helpful"}}})
+        if named is None:
+            check_inputs(recipe)
+            continue
+        with pytest.raises(R1kitError, match=f"stages.rl.safety_model: .*{named} has "
+                                             "prompts of type 'safety'"):
+            check_inputs(recipe)
     # a classifier of two labels is not a reward model: which logit is the reward?
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
@@ -93,14 +104,29 @@ def test_prompts_settings_are_checked_before_any_stage(tmp_path, bpe_checkpoint)
 
 def test_a_reward_function_scores_prompts_without_answers(tmp_path, bpe_checkpoint):
     """TRL's GRPO on a prompt-only data set with a reward function of its own: the function
-    gets the completions and the rows' other fields; no accuracy, no evaluations."""
+    gets the completions and the rows' other fields; no accuracy. The held-out prompts
+    (test_file; TRL's eval_dataset) are evaluated by the same reward, k responses each."""
     data = _file(tmp_path, [{"question": f"Write {i} words.", "words": i} for i in range(1, 5)])
     fn = tmp_path / "rewards.py"
     fn.write_text("def length_reward(completions, words, **kw):\n"
                   "    return [-abs(len(c.split()) - w) for c, w in zip(completions, words)]\n")
-    (row,), evals = one_grpo_step_on(bpe_checkpoint, tmp_path / "run", "prompts", data,
-                                     evaluate=False, reward_function=f"{fn}:length_reward")
-    assert row["reward/custom"] <= 0 and row.get("accuracy") is None and evals == []
+    out = tmp_path / "run"
+    (row,), evals = one_grpo_step_on(bpe_checkpoint, out, "prompts", data, eval_k=3,
+                                     reward_function=f"{fn}:length_reward")
+    assert row["reward/custom"] <= 0 and row.get("accuracy") is None
+    assert [e["step"] for e in evals] == [0, 1]
+    for e in evals:
+        assert "pass@1" not in e and (e["n"], e["k"]) == (4, 3)
+        # the function gives whole numbers: 12 of them, each at most 0
+        assert e["reward"] == pytest.approx(e["reward/custom"]) and e["reward"] <= 0
+        assert round(12 * e["reward"], 6) % 1 == 0
+        low, high = e["reward_ci95"]
+        assert low <= e["reward"] <= high
+    from r1kit.report import write_report
+
+    text = write_report(out).read_text()
+    assert "the stage's own reward on held-out prompts" in text and "eval_reward.png" in text
+    assert "held-out pass@1" not in text
 
 
 def test_a_reward_model_and_reward_functions_add_up(tmp_path, bpe_checkpoint):
@@ -132,7 +158,8 @@ def test_a_reward_model_and_reward_functions_add_up(tmp_path, bpe_checkpoint):
 def test_grpo_on_reward_models_alone_raises_their_reward(tmp_path, monkeypatch):
     """recipes/rlhf-tiny.toml at micro size: reward models, then GRPO on the tiny world's
     general prompts scored by them alone; the helpful model's reward on the policy's samples
-    rises (the mean of the last 10 of 60 steps against the first 10)."""
+    rises (the mean of the last 10 of 60 steps against the first 10), and on held-out
+    prompts (before the first step against after the last)."""
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
     small = [arg for stage in ("helpful", "safety") for arg in (
@@ -142,7 +169,7 @@ def test_grpo_on_reward_models_alone_raises_their_reward(tmp_path, monkeypatch):
                  *MICRO_BASE, *small, "--set", "stages.rl.steps=60",
                  "--set", "stages.rl.rollout_batch_size=64",
                  "--set", "stages.rl.max_new_tokens=64", "--set", "stages.rl.lr=3e-3",
-                 "--set", "run.progress=false"]) == 0
+                 "--set", "stages.rl.eval.every=60", "--set", "run.progress=false"]) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["stage"] == "rl"]
     assert len(rows) == 60 and all(r["general_frac"] == 0.0 and r["accuracy"] is None
@@ -150,6 +177,11 @@ def test_grpo_on_reward_models_alone_raises_their_reward(tmp_path, monkeypatch):
     helpful = [r["reward/helpful"] for r in rows if "reward/helpful" in r]
     first, last = statistics.mean(helpful[:10]), statistics.mean(helpful[-10:])
     assert last > first + 0.1, (first, last)
+    # and on the tiny world's 200 held-out general prompts, 2 responses each
+    evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["n"], e["k"]) for e in evals] == [(0, 200, 2), (60, 200, 2)]
+    before, after = (e["reward/helpful"] for e in evals)
+    assert after > before + 0.1, (before, after)  # measured 0.19 -> 0.47 (seed 0)
     from r1kit.report import write_report
 
     assert "helpful reward " in write_report(out).read_text()

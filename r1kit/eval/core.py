@@ -130,6 +130,54 @@ class EvalResult:
 
 
 @torch.no_grad()
+def evaluate_reward(model, tokenizer, reward, examples: list[Example], prompts: list[list[int]],
+                    *, k: int, temperature: float, top_p: float, max_new_tokens: int,
+                    stop_ids: list[int], seed: int, prefill: str = "",
+                    max_rows: int = 1024) -> dict:
+    """Held-out prompts without answers (task = "prompts"), evaluated by the stage's own
+    reward (its `score(responses, examples)`: reward models, reward functions): k responses
+    per prompt; the mean reward with a 95% interval over prompts (normal approximation of
+    the per-prompt means), each part's mean over the responses it scored (`reward/<part>`,
+    as GRPO's metrics), mean length, the share cut at max_new_tokens, a few samples."""
+    was_training = model.training
+    model.eval()
+    try:
+        ro = generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
+                      temperature=temperature, top_p=top_p, stop_ids=stop_ids,
+                      pad_id=tokenizer.pad_token_id,
+                      generator=torch.Generator(device=next(model.parameters()).device)
+                      .manual_seed(seed), max_rows=max_rows, logprobs=False)
+    finally:
+        model.train(was_training)
+    texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids, prefill)
+    rows = [examples[i // k] for i in range(len(texts))]
+    if hasattr(reward, "sampled_ids"):  # a reward function's completion_ids (TRL's)
+        reward.sampled_ids = [r[:n] for r, n in zip(ro.completion_ids.tolist(),
+                                                    ro.lengths.tolist())]
+    try:
+        scored = reward.score(texts, rows)
+    finally:
+        if hasattr(reward, "sampled_ids"):
+            reward.sampled_ids = None
+    per_prompt = [sum(s for s, _ in scored[i * k:(i + 1) * k]) / k
+                  for i in range(len(examples))]
+    n = len(per_prompt)
+    mean = sum(per_prompt) / max(1, n)
+    half = (1.96 * math.sqrt(sum((v - mean) ** 2 for v in per_prompt) / (n - 1) / n)
+            if n > 1 else 0.0)
+    parts: dict[str, list[float]] = {}
+    for _, p in scored:
+        for name, v in p.items():
+            parts.setdefault(name, []).append(float(v))
+    return {"reward": mean, "reward_ci95": [mean - half, mean + half], "k": k, "n": n,
+            **{f"reward/{name}": sum(v) / len(v) for name, v in parts.items()},
+            "mean_tokens": ro.lengths.float().mean().item(),
+            "truncated": 1.0 - ro.stopped.float().mean().item(),
+            "samples": [{"question": examples[i].question, "response": texts[i * k],
+                         "reward": scored[i * k][0]} for i in range(min(3, n))]}
+
+
+@torch.no_grad()
 def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: list[list[int]], *,
              k: int, temperature: float, top_p: float, max_new_tokens: int, stop_ids: list[int],
              seed: int, prefill: str = "", max_rows: int = 1024,

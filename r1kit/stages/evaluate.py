@@ -33,7 +33,7 @@ from r1kit.rollout import generate
 from r1kit.tasks import general, make_task
 from r1kit.templates import encode_prompt, prompt_text
 
-HELD_OUT_GENERAL_SEED = 424242  # general prompts for evaluation: a seed of their own
+HELD_OUT_GENERAL_SEED = general.HELD_OUT_SEED  # general prompts for evaluation
 
 COLUMNS = [("pass@1", "reasoning pass@1"), ("cons@k", "cons@k"),
            ("language", "language consistency"), ("helpful", "helpful RM score"),

@@ -49,7 +49,7 @@ from r1kit.checkpoints import STATE_FILE, latest_checkpoint, write_checkpoint
 from r1kit.config import GRPOConfig, reward_specs, unused_with_reward_function
 from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
-from r1kit.eval.core import decode_responses, evaluate, response_text
+from r1kit.eval.core import decode_responses, evaluate, evaluate_reward, response_text
 from r1kit.lean import compile_wanted, padded_places
 from r1kit.logprobs import (
     CHUNK_MIN_VOCAB,
@@ -629,7 +629,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         test = test[:cfg.eval.limit]
     if cfg.eval.every and not test and world.is_main:
         ctx.print(f"[{ctx.name}] no held-out questions (" + (
-            "task 'prompts' has no answers to check" if cfg.task == "prompts" else
+            "task 'prompts' with a train_file and no test_file" if cfg.task == "prompts" else
             f"task {cfg.task!r} without a test_file") + "): no evaluations during the stage")
     if cfg.save_every and cfg.save_every >= cfg.steps and world.is_main:
         ctx.print(f"[{ctx.name}] save_every = {cfg.save_every} is not below steps = "
@@ -679,6 +679,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
 
     def _eval(step: int) -> dict:
         t0 = time.time()
+        if getattr(task, "scored_by_reward", False):  # prompts without answers: the reward
+            return _eval_reward(step, t0)
         res = evaluate(policy, tokenizer, task, test, test_prompts, k=cfg.eval.k,
                        temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                        max_new_tokens=cfg.eval.max_new_tokens or cfg.max_new_tokens_at(step),
@@ -690,6 +692,22 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         ctx.print(f"[{ctx.name}] eval step {step}: pass@1 {res.pass_at_1:.3f}  "
                   + (f"cons@{res.k} {res.cons_at_k:.3f}  " if res.cons_at_k is not None else "")
                   + f"mean length {res.mean_tokens:.1f} tokens")
+        return record
+
+    def _eval_reward(step: int, t0: float) -> dict:
+        res = evaluate_reward(policy, tokenizer, reward_fn, test, test_prompts, k=cfg.eval.k,
+                              temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
+                              max_new_tokens=cfg.eval.max_new_tokens or cfg.max_new_tokens_at(step),
+                              stop_ids=stop_ids, seed=ctx.seed * 7919 + step, prefill=cfg.prefill,
+                              max_rows=cfg.generation_rows)
+        res.pop("samples")
+        record = {"stage": ctx.name, "step": step, "benchmark": f"{task.name}/{cfg.eval.split}",
+                  **res, "seconds": time.time() - t0}
+        ctx.log.eval(record)
+        parts = "  ".join(f"{kind} {res[f'reward/{kind}']:.3f}" for kind in GENERAL_TYPES
+                          if f"reward/{kind}" in res)
+        ctx.print(f"[{ctx.name}] eval step {step}: held-out reward {res['reward']:.3f}  "
+                  + (parts + "  " if parts else "") + f"mean length {res['mean_tokens']:.1f} tokens")
         return record
 
     G = cfg.group_size
@@ -955,8 +973,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     distributed.wait_for_main()
     summary = {"steps": done, "seconds": time.time() - t_stage}
     if evals:
+        key = "pass@1" if "pass@1" in evals[0] else "reward"  # (task = "prompts": the reward)
         summary.update({"first_eval": evals[0], "final_eval": evals[-1],
-                        "best_pass@1": max(e["pass@1"] for e in evals)})
+                        f"best_{key}": max(e[key] for e in evals)})
     return summary
 
 

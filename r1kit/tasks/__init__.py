@@ -40,7 +40,9 @@ def _make_task(cfg, seed: int) -> Task:
         helpful, safety = getattr(cfg, "helpful_model", ""), getattr(cfg, "safety_model", "")
         default = (None if getattr(cfg, "reward_function", "") and not (helpful or safety)
                    else "safety" if safety and not helpful else "helpful")
-        return PromptTask(cfg.train_file, cfg.question_field, default, seed, cfg.answer_field)
+        return PromptTask(cfg.train_file, cfg.question_field, default, seed, cfg.answer_field,
+                          test_file=getattr(cfg, "test_file", "") or None,
+                          test_fields=test_fields)
     if cfg.task == "choice":
         from r1kit.tasks.choice import ChoiceTask
 

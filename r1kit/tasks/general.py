@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import random
 
+HELD_OUT_SEED = 424242  # general prompts for evaluation: a seed of their own
+
 NAMES = ["Ann", "Bo", "Cai", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun"]
 COLORS = ["red", "blue", "green", "yellow", "black", "white"]
 OPPOSITES = {"up": "down", "hot": "cold", "big": "small", "fast": "slow", "old": "new",

@@ -4,8 +4,8 @@ data sets, RLHF with a reward model).
 A JSONL or parquet file, a prompt per row under `question_field` (text, or chat messages for
 template = "chat"; TRL's `prompt` is read where question_field is the default, "question",
 and the rows have no such field); without a file, the tiny world's general prompts (r1kit.tasks.general,
-helpful and safety requests, as `general_data = "tiny"`). There is nothing to verify, so there is no accuracy and no held-out
-evaluation: the reward comes from
+helpful and safety requests, as `general_data = "tiny"`). There is nothing to verify, so there is no accuracy: the
+reward comes from
 
 - reward models: each prompt is scored by the model of its type, the row's `type` field
   (`helpful` or `safety`, R1's two); a row without one is `helpful` where the stage has a
@@ -14,6 +14,11 @@ evaluation: the reward comes from
   language reward where language_weight is set;
 - or a `reward_function` of your own, which gets the row's other fields by name (TRL's
   reward functions on a prompt-only data set).
+
+The held-out set (a `test_file` of the same shape; without a train_file, the tiny world's
+held-out general prompts, the eval stage's) is evaluated by that same reward: the mean reward
+of k responses per prompt (TRL's `eval_dataset` with its reward), with each reward model's and
+function's part.
 """
 
 from __future__ import annotations
@@ -57,29 +62,56 @@ def read_prompts(path, question_field: str, default_type: str | None,
     return out
 
 
+TINY_HELD_OUT = 200  # the tiny world's held-out general prompts (the eval stage's default)
+
+
+def _tiny(n: int, seed: int) -> list[Example]:
+    """The tiny world's general prompts (fields: type, and for safety prompts harmful)."""
+    from r1kit.tasks import general
+
+    return [Example(question=r["prompt"], answer="", meta={
+        "type": r["type"], "fields": {k: v for k, v in r.items() if k != "prompt"}})
+        for r in general.prompts(n, seed)]
+
+
 class PromptTask:
-    """Prompts to train on (module docstring); no held-out set, nothing to verify."""
+    """Prompts to train on and held-out prompts (module docstring); nothing to verify."""
 
     checks_in_workers = False
+    scored_by_reward = True  # held-out evaluation: the stage's reward, not accuracy
 
     def __init__(self, train_file, question_field: str = "question",
                  default_type: str | None = "helpful", seed: int = 0,
-                 answer_field: str = "answer"):
+                 answer_field: str = "answer", test_file=None,
+                 test_fields: tuple[str, str] | None = None):
         self.name = Path(train_file).stem if train_file else "prompts"
+        self._test_file = test_file
+        self._test_fields = test_fields or (question_field, answer_field)
+        self._default_type = default_type
+        self._tiny_world = not train_file
         if train_file:
             self._train = read_prompts(train_file, question_field, default_type, answer_field)
-        else:  # the tiny world's (fields: type, and for safety prompts harmful)
-            from r1kit.tasks import general
-
-            self._train = [Example(question=r["prompt"], answer="", meta={
-                "type": r["type"], "fields": {k: v for k, v in r.items() if k != "prompt"}})
-                for r in general.prompts(4000, seed)]
+        else:
+            self._train = _tiny(4000, seed)
+        self._test = None
 
     def train_examples(self) -> list[Example]:
         return list(self._train)
 
     def test_examples(self, split: str = "main") -> list[Example]:
-        return []
+        """The test_file's prompts; without one: the tiny world's held-out general prompts
+        where the training prompts are the tiny world's, else none."""
+        if self._test is None:
+            if self._test_file:
+                question, answer = self._test_fields
+                self._test = read_prompts(self._test_file, question, self._default_type, answer)
+            elif self._tiny_world:
+                from r1kit.tasks.general import HELD_OUT_SEED
+
+                self._test = _tiny(TINY_HELD_OUT, HELD_OUT_SEED)
+            else:
+                self._test = []
+        return list(self._test)
 
     def verify(self, answer: str, example: Example) -> float:
         """No reference answer: no accuracy (a prompt's reward comes from reward models or a
