@@ -54,7 +54,7 @@ def main(argv=None) -> int:
 
         def inverse_cdf(logits=logits):
             probs = torch.softmax(logits, dim=-1)
-            return _inverse_cdf(probs, torch.rand(args.rows, generator=gen))
+            return _inverse_cdf(probs, torch.rand(args.rows, generator=gen, dtype=torch.float64))
 
         row = {"multinomial_ms": timed(multinomial), "inverse_cdf_ms": timed(inverse_cdf),
                "sample_tokens_uses": "inverse_cdf" if v >= MULTINOMIAL_MAX_VOCAB

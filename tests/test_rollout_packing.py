@@ -240,6 +240,10 @@ def test_no_new_tokens_gives_empty_completions(model, engine):
     ro = generate(model, [[5, 6, 7], [8]], group_size=2, max_new_tokens=0, temperature=1.0,
                   stop_ids=[EOS], pad_id=PAD, engine=engine)
     assert ro.completion_ids.shape == (4, 0) and ro.lengths.tolist() == [0, 0, 0, 0]
+    ro = generate(model, [], group_size=2, max_new_tokens=4, temperature=1.0,  # no prompts
+                  stop_ids=[EOS], pad_id=PAD, engine=engine)
+    assert ro.completion_ids.shape == (0, 0) and ro.stopped.shape == (0,)
+    assert ro.logprobs.shape == (0, 0) and ro.lengths.tolist() == []
 
 
 def test_first_fit_respects_capacity():
@@ -339,8 +343,8 @@ def test_cpu_sampling_draws_from_the_softmax_and_never_a_banned_token(top_p, wit
                                with_logprobs=with_logprobs)
     want = torch.softmax(logits[0].index_fill(0, banned, float("-inf")) / 0.7, 0)
     if vocab > 7 and top_p == 1.0:  # the path taken: inverting at torch.rand's numbers
-        u = torch.rand(10000, generator=torch.Generator().manual_seed(0))
-        cdf = want.cumsum(0)
+        u = torch.rand(10000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        cdf = want.double().cumsum(0)
         assert torch.equal(tokens, torch.searchsorted(cdf, u * cdf[-1], right=True))
     if top_p < 1.0:  # the nucleus: the fewest top tokens that cover top_p
         ranked, order = want.sort(descending=True)
@@ -359,6 +363,31 @@ def test_cpu_sampling_draws_from_the_softmax_and_never_a_banned_token(top_p, wit
     again, _ = sample_tokens(logits, 0.7, top_p, torch.Generator().manual_seed(0),
                              banned=banned, with_logprobs=with_logprobs)
     assert torch.equal(tokens, again)
+
+
+def test_inverse_cdf_sampling_reaches_tokens_far_below_float32_resolution():
+    """A token of probability 1e-9 after most of the mass: a float32 running sum would not
+    move past it (its slot would have no width, so it could never be drawn, and its share
+    would go to a neighbour); the float64 sum gives each such token its own slot."""
+    from r1kit.rollout import _inverse_cdf
+
+    weights = torch.cat([torch.tensor([1.0 - 1e-6]), torch.full((1000,), 1e-9)])[None]
+    js = [1, 2, 500, 1000]
+    u = torch.tensor([(1.0 - 1e-6 + (j - 0.5) * 1e-9) / (1.0 - 1e-6 + 1e-6) for j in js],
+                     dtype=torch.float64)  # the middle of token j's slot
+    rows = weights.expand(len(js), -1)
+    assert _inverse_cdf(rows, u).tolist() == js
+    cdf32 = rows.cumsum(-1)  # what a float32 sum would draw there: other tokens
+    assert torch.searchsorted(cdf32, (u.float() * cdf32[:, -1])[:, None],
+                              right=True).squeeze(-1).tolist() != js
+    assert _inverse_cdf(weights, torch.tensor([0.5], dtype=torch.float64)).item() == 0
+    # a real vocabulary's size (sums within blocks of 1,024, over the blocks in float64):
+    # tokens of probability ~1e-10 in the blocks after the one that holds the mass
+    weights = torch.cat([torch.tensor([1.0 - 1e-6]), torch.full((10239,), 1e-6 / 10239)])
+    cdf = weights.double().cumsum(0)
+    js = [1024, 1500, 5000, 10239]
+    u = torch.stack([(cdf[j - 1] + weights[j].double() / 2) / cdf[-1] for j in js])
+    assert _inverse_cdf(weights.expand(len(js), -1), u).tolist() == js
 
 
 def test_models_that_let_packed_sequences_mix_get_one_sequence_per_row():
