@@ -189,6 +189,29 @@ def _check_done_inputs(recipe: Recipe, run_dir: Path, from_stage: str | None) ->
                              "one; or restore the old one, or use a new --out")
 
 
+INPUTS_FILE = "inputs.json"  # a running stage's stage_inputs, for a resume to compare
+
+
+def _check_resume_inputs(name: str, stage_dir: Path) -> None:
+    """An R1kitError when an interrupted stage would resume from its checkpoint although a
+    file or checkpoint it read from outside the run has changed since it started: its steps
+    so far are of the old one, the rest would be of the new."""
+    if latest_checkpoint(stage_dir) is None:
+        return  # it starts over
+    try:
+        saved = json.loads((stage_dir / INPUTS_FILE).read_text())
+    except (OSError, ValueError):
+        return  # (a run of an older r1kit)
+    changed = [p for p, fp in saved.items() if _input_changed(p, fp)] if isinstance(
+        saved, dict) else []
+    if changed:
+        raise R1kitError(f"stage {name!r} was interrupted after a checkpoint, but {changed[0]} "
+                         "has changed since the stage started: resuming would train its first "
+                         "steps on the old one and the rest on the new",
+                         f"restore the old one to resume; --from {name} starts the stage over "
+                         "(and the stages after it) with the new one; or use a new --out")
+
+
 def _check_shared(run_dir: Path) -> None:
     """Under torchrun, every rank must see rank 0's files in the run directory (stages hand
     over through it): a token rank 0 writes there is read back by all, before any work; an
@@ -365,7 +388,10 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             distributed.wait_for_main()
             print_fn(f"[{name}] {cfg.kind} stage -> {stage_dir}")
             t0 = time.time()
+            _check_resume_inputs(name, stage_dir)  # (every rank: each would raise)
             inputs = stage_inputs(cfg, recipe) if main else {}  # as it starts to read them
+            if main:
+                _write_json(stage_dir / INPUTS_FILE, inputs)
             if not isinstance(cfg, (GRPOConfig, SFTConfig)):  # those may resume: they drop
                 log.drop(name)  # their own rows
 

@@ -231,6 +231,13 @@ def test_a_math_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):
     bare = load_benchmark(str(own), question_field="problem", answer_field="solution",
                           instruction=False)
     assert bare.test_examples()[0].question == "What is 70 + 2?"
+    # JSON Lines under a .json name (datasets' to_json) or no suffix, as recipes read them
+    for name in ("mine.json", "mine"):
+        (tmp_path / name).write_bytes(own.read_bytes())
+        other = load_benchmark(str(tmp_path / name), question_field="problem",
+                               answer_field="solution")
+        assert [e.question for e in other.test_examples()] == \
+            [e.question for e in task.test_examples()]
 
     out = tmp_path / "eval.json"
     assert main(["eval", "--model", str(bpe_checkpoint), "--bench", f"{own},tiny",
@@ -243,7 +250,9 @@ def test_a_math_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):
     assert saved["settings"]["answer_field"] == "solution"
     assert str(own) in capsys.readouterr().out
 
+    (tmp_path / "array.json").write_text(json.dumps([{"question": "1+1?", "answer": "2"}]))
     for bench, expected in [(str(own), "no field 'question'"),
+                            (str(tmp_path / "array.json"), "expected a JSON object, got list"),
                             (str(tmp_path / "gone.jsonl"), "not found"),
                             (str(tmp_path / "dir.jsonl"), "is not a file")]:
         (tmp_path / "dir.jsonl").mkdir(exist_ok=True)

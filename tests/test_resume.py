@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 import r1kit.stages.grpo as grpo
 from r1kit.cli import main
+from r1kit.errors import R1kitError
 
 ARGS = [str(REPO / "recipes" / "zero-tiny.toml"), *MICRO_BASE, "--set", "run.progress=false",
         "--set", "stages.zero.steps=4", "--set", "stages.zero.save_every=1",
@@ -105,6 +106,14 @@ def test_interrupted_sft_resumes_exactly(tmp_path, monkeypatch, capsys, bpe_chec
     assert sorted(p.name for p in (resumed / "sft" / "checkpoints").iterdir()) == \
         ["step-2", "step-4"]
     monkeypatch.setattr(sft, "sft_loss", real)
+    # its data file replaced meanwhile: no resume onto other data (restored: it resumes)
+    kept = data.read_bytes()
+    data.write_text(kept.decode()[:len(kept) // 2].rsplit("\n", 1)[0] + "\n")
+    with pytest.raises(R1kitError, match="stage 'sft' was interrupted after a checkpoint, but "
+                                         ".*sft.jsonl has changed since the stage started") as e:
+        run_recipe(recipe(), resumed, print_fn=lambda *_: None)
+    assert "--from sft starts the stage over" in e.value.hint
+    data.write_bytes(kept)
     printed = []
     run_recipe(recipe(), resumed, print_fn=printed.append)
     assert any("resuming from" in line and "step-4" in line for line in printed)

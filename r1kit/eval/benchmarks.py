@@ -122,7 +122,7 @@ class BenchmarkTask(_HeldOut):
         return code_scores(answers, [ex.meta["row"] for ex in examples])
 
 
-DATA_SUFFIXES = (".jsonl", ".parquet")
+DATA_SUFFIXES = (".jsonl", ".parquet", ".json")  # (.json: JSON Lines, as datasets' to_json)
 
 
 def bench_name(name: str) -> str:
@@ -134,8 +134,9 @@ def bench_name(name: str) -> str:
 
 
 def is_data_file(name: str) -> bool:
-    """Whether a --bench entry names a data file of your own rather than a shipped benchmark."""
-    return Path(name).suffix.lower() in DATA_SUFFIXES
+    """Whether a --bench entry names a data file of your own rather than a shipped benchmark:
+    a JSONL, parquet or .json name, or any file that exists."""
+    return Path(name).suffix.lower() in DATA_SUFFIXES or Path(name).is_file()
 
 
 class FileBenchmark(_HeldOut):
