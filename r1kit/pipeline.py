@@ -429,8 +429,11 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
 # [run] settings that change what a run shows, not what it computes: a run may continue
 # with other values of these
 DISPLAY_ONLY = ("progress", "tensorboard", "wandb")
-# stage settings of what is logged, not what is computed
-LOGGING_ONLY = ("log_completions",)
+# [run] settings of speed: results differ only in float rounding (as with micro_batch_size)
+RUN_SPEED_ONLY = ("threads",)
+# stage settings of what is logged or kept, not what is computed: how often a resumable
+# checkpoint is written (more of them while a long stage runs) and how many are kept
+LOGGING_ONLY = ("log_completions", "save_every", "keep_checkpoints")
 # stage settings that change how fast a stage runs or the memory it takes, not what it
 # computes (up to float rounding, as another GPU would): a stage may resume with other values,
 # e.g. a smaller micro_batch_size after running out of memory
@@ -439,7 +442,8 @@ SPEED_ONLY = ("overlap_rewards", "compile", "logprob_chunk_tokens", "logprob_mic
 
 
 def _results_settings(resolved: dict) -> dict:
-    run = {k: v for k, v in resolved.get("run", {}).items() if k not in DISPLAY_ONLY}
+    run = {k: v for k, v in resolved.get("run", {}).items()
+           if k not in DISPLAY_ONLY + RUN_SPEED_ONLY}
     stages = {name: {k: v for k, v in stage.items() if k not in SPEED_ONLY + LOGGING_ONLY}
               for name, stage in resolved.get("stages", {}).items()}
     return {**{k: v for k, v in resolved.items() if k != "dropped_stages"}, "run": run,

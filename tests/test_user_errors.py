@@ -241,6 +241,19 @@ def test_prompts_that_are_empty_or_messages_as_json_text_are_named(tmp_path):
             read_examples(data, "question", "answer")
     data.write_text(json.dumps({"question": "[1, 2] + [3]", "answer": "2"}) + "\n")
     assert read_examples(data, "question", "answer")[0].question == "[1, 2] + [3]"
+    # one row without its answer: that row is named, not the field names (the rows before
+    # have it); the first row without it: the file's fields are listed; a null: a fix line
+    for rows, expected, hint in [
+            ([{"question": "a", "answer": "1"}, {"question": "b"}], "d.jsonl:2: no field "
+             "'answer'", "the rows before it have 'answer': fill it in or drop this row"),
+            ([{"question": "b"}], "d.jsonl:1: no field 'answer'", "its fields are question; "
+             "set question_field / answer_field"),
+            ([{"question": "b", "answer": None}], "d.jsonl:1: field 'answer' is null",
+             "fill it in or drop the rows without one")]:
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with pytest.raises(R1kitError, match=expected) as info:
+            read_examples(data, "question", "answer")
+        assert info.value.hint.startswith(hint), info.value.hint
     data.write_text(json.dumps({"prompt": messages, "response": "2"}) + "\n")
     with pytest.raises(R1kitError, match="JSON string"):
         read_sft_rows(data, SFTConfig(model="m", data=str(data)))

@@ -172,15 +172,18 @@ def read_examples(path, question_field: str, answer_field: str,
     for n, row in read_rows(path):
         for field in (question_field, answer_field):
             if field not in row:
-                raise R1kitError(f"{path}:{n}: no field {field!r}",
-                                 (f"its fields are {', '.join(map(str, row))}" if row else
-                                  "the row is empty") + f"; {fields_hint}")
+                # the rows before it have the field: this row lacks it, the names are right
+                raise R1kitError(f"{path}:{n}: no field {field!r}", (
+                    f"the rows before it have {field!r}: fill it in or drop this row" if out
+                    else (f"its fields are {', '.join(map(str, row))}" if row else
+                          "the row is empty") + f"; {fields_hint}"))
             value = row[field]
             if field == question_field and isinstance(value, list):
                 continue  # a conversation, checked below
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise R1kitError(f"{path}:{n}: field {field!r} is {kind_of(value)}, not text or "
-                                 "a number")
+                                 "a number", "fill it in or drop the rows without one"
+                                 if value is None else "")
         level = row.get("level")
         answer = reference_text(row[answer_field])
         if not answer:
