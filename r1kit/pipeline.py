@@ -126,8 +126,10 @@ def _model_files(directory: Path) -> list[Path]:
 
 
 def _fingerprint(path: Path) -> dict:
-    if path.is_dir():
-        return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in _model_files(path)}
+    if path.is_dir():  # per file: size, time and, up to HASHED_UP_TO, sha256 (else None)
+        return {f.name: [f.stat().st_size, f.stat().st_mtime_ns,
+                         _hash(f) if f.stat().st_size <= HASHED_UP_TO else None]
+                for f in _model_files(path)}
     st = path.stat()
     out = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if st.st_size <= HASHED_UP_TO:
@@ -158,13 +160,30 @@ def _input_changed(path: str, saved: dict) -> bool:
     p = Path(path)
     if not p.exists():
         return True
-    now = _fingerprint(p) if p.is_dir() else {"size": p.stat().st_size,
-                                              "mtime_ns": p.stat().st_mtime_ns}
-    if p.is_dir() or "size" not in saved:
-        return now != saved
+    if p.is_dir():
+        return _dir_changed(p, saved)
+    now = {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
+    if "size" not in saved:
+        return True
     if (now["size"], now["mtime_ns"]) == (saved["size"], saved.get("mtime_ns")):
         return False
     return "sha256" not in saved or now["size"] != saved["size"] or _hash(p) != saved["sha256"]
+
+
+def _dir_changed(directory: Path, saved: dict) -> bool:
+    """Whether a checkpoint directory's model files differ from `saved` (_fingerprint's): other
+    files, sizes, or a file whose time changed and whose sha256 differs or was not kept (a
+    file over HASHED_UP_TO: its time decides; a copy without its times is "changed")."""
+    files = {f.name: f for f in _model_files(directory)}
+    if set(files) != set(saved):
+        return True
+    for name, f in files.items():
+        st, was = f.stat(), saved[name]
+        if not isinstance(was, list) or len(was) < 2 or st.st_size != was[0]:
+            return True
+        if st.st_mtime_ns != was[1] and (len(was) < 3 or was[2] is None or _hash(f) != was[2]):
+            return True
+    return False
 
 
 def _check_done_inputs(recipe: Recipe, run_dir: Path, from_stage: str | None) -> None:

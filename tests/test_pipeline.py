@@ -241,6 +241,39 @@ def test_a_finished_stage_whose_input_changed_is_not_reused(tmp_path, capsys, mo
     assert main(["run", str(recipe), "--out", str(out)]) == 0  # the new file's results now
 
 
+def test_a_checkpoint_directory_copied_or_touched_is_the_same_input(tmp_path, monkeypatch):
+    """A checkpoint directory a stage read is "changed" when its model files differ: a file
+    only touched (a copy without its times, the same bytes) is not a change where its
+    sha256 was kept (files up to HASHED_UP_TO); other bytes, sizes or files are."""
+    import os
+
+    import r1kit.pipeline as pipeline
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    (model / "model.safetensors").write_bytes(b"\0" * 1000)
+    saved = json.loads(json.dumps(pipeline._fingerprint(model)))  # as stage.json keeps it
+    assert not pipeline._input_changed(str(model), saved)
+    os.utime(model / "model.safetensors", ns=(1, 1))
+    assert not pipeline._input_changed(str(model), saved)
+    (model / "model.safetensors").write_bytes(b"\1" * 1000)  # same size, other weights
+    assert pipeline._input_changed(str(model), saved)
+    (model / "model.safetensors").write_bytes(b"\0" * 1000)
+    assert not pipeline._input_changed(str(model), saved)
+    (model / "tokenizer.json").write_text("{}")  # a file more
+    assert pipeline._input_changed(str(model), saved)
+    (model / "tokenizer.json").unlink()
+    # a file over HASHED_UP_TO (no sha256 kept), or a fingerprint of an older r1kit (size
+    # and time only): its time decides
+    monkeypatch.setattr(pipeline, "HASHED_UP_TO", 10)
+    big = json.loads(json.dumps(pipeline._fingerprint(model)))
+    assert big["model.safetensors"][2] is None and not pipeline._input_changed(str(model), big)
+    old = {name: fp[:2] for name, fp in saved.items()}
+    os.utime(model / "model.safetensors", ns=(2, 2))
+    assert pipeline._input_changed(str(model), big) and pipeline._input_changed(str(model), old)
+
+
 def test_a_reward_modules_file_is_an_input_of_its_stage(tmp_path, monkeypatch):
     """reward_function = "module:function" fingerprints the module's source file, as
     "file.py:function" does the file, so that a finished stage whose reward changed is not
