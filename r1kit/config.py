@@ -672,6 +672,15 @@ class SampleConfig:
     language: str = "prompt"  # the chain of thought's language for mixed_language: en | zh | prompt
     max_paragraph_chars: int = 600  # long_paragraph: a paragraph of the chain of thought longer
     max_repeats: int = 3  # repetition: a sentence said more often than this rejects a sample
+    # a generative judge (r1kit.rewards.judge): a causal LM (stage or directory) that
+    # compares a sample's final answer with the reference where the rules cannot
+    judge_model: str = ""
+    # which samples it decides: "wrong" (those with a final answer that the rules reject:
+    # answers rules cannot check) | "all" (every sample with a final answer; rules unused)
+    judge: str = "wrong"
+    judge_prompt: str = ""  # the request, with {question} {reference} {answer}; "" = r1kit's
+    judge_threshold: float = 0.5  # P(yes) / (P(yes) + P(no)) at which an answer is accepted
+    judge_batch_size: int = 16
     rewrite: bool = False  # cold start: rewrite kept samples (tiny world: deterministic)
     general_rows: int = 0  # non-reasoning rows mixed in (tiny world: r1kit.tasks.general)
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -704,6 +713,21 @@ class SampleConfig:
         if self.language not in LANGUAGE_TARGETS:
             _fail(f"{where}.language", f"unknown language {self.language!r}",
                   f"use one of: {', '.join(LANGUAGE_TARGETS)}")
+        if self.judge not in ("wrong", "all"):
+            _fail(f"{where}.judge", f"must be wrong or all, got {self.judge!r}",
+                  "wrong: the judge decides the samples the rules reject; all: every sample")
+        if not 0 < self.judge_threshold < 1 or self.judge_batch_size < 1:
+            _fail(f"{where}.judge_threshold", "judge_threshold must be in (0, 1) and "
+                  "judge_batch_size >= 1")
+        if self.judge_prompt:
+            from r1kit.rewards.judge import check_prompt
+
+            why = check_prompt(self.judge_prompt)
+            if why:
+                _fail(f"{where}.judge_prompt", why, "name {question}, {reference} and {answer}")
+        if not self.judge_model and (self.judge_prompt or self.judge != "wrong"):
+            _fail(f"{where}.judge_model", "judge settings without a judge_model",
+                  "set judge_model to a causal LM (a stage or a checkpoint directory)")
         if self.keep_per_prompt > self.samples_per_prompt:
             _fail(f"{where}.keep_per_prompt", f"{self.keep_per_prompt} kept of "
                   f"samples_per_prompt = {self.samples_per_prompt} samples per question",
@@ -1155,7 +1179,8 @@ def _check_data_files(cfg, where: str) -> bool:
 
 
 # fields that name a checkpoint: an earlier stage or a directory
-MODEL_FIELDS = ("model", "helpful_model", "safety_model")
+MODEL_FIELDS = ("model", "helpful_model", "safety_model", "judge_model")
+CAUSAL_FIELDS = ("model", "models", "judge_model")  # language models (the others: reward)
 
 
 def _source_dir(recipe: Recipe, ref: str) -> str:
@@ -1260,9 +1285,9 @@ def check_inputs(recipe: Recipe) -> None:
                 _fail(f"{where}.{field_name}", f"stage {ref!r} is {_a(recipe.stages[ref].kind)} "
                       "stage and writes no model", "name a stage that trains one, or a "
                       "checkpoint directory")
-            wants_reward = field_name not in ("model", "models") or isinstance(
+            wants_reward = field_name not in CAUSAL_FIELDS or isinstance(
                 cfg, RewardModelConfig)  # (a reward model's backbone may be either)
-            if ref in earlier and field_name not in ("model", "models") and not isinstance(
+            if ref in earlier and field_name not in CAUSAL_FIELDS and not isinstance(
                     recipe.stages[ref], RewardModelConfig):
                 _fail(f"{where}.{field_name}", f"stage {ref!r} is {_a(recipe.stages[ref].kind)} "
                       "stage, not a reward_model stage", "name a reward_model stage, or a "
@@ -1295,7 +1320,7 @@ def check_inputs(recipe: Recipe) -> None:
             from r1kit.models import check_model_dir
 
             # a causal LM checkpoint (config.json), or a reward model for the reward fields
-            check_model_dir(ref, "causal" if field_name in ("model", "models") else "reward")
+            check_model_dir(ref, "causal" if field_name in CAUSAL_FIELDS else "reward")
             if field_name in ("helpful_model", "safety_model"):
                 from r1kit.models import reward_objective
 

@@ -102,7 +102,7 @@ def _holds_results(stage_dir: Path) -> bool:
 # ----- what a finished stage read from outside the run: changed since? ----------------------
 
 INPUT_FILES = ("train_file", "test_file", "data", "general_data")
-MODEL_REFS = ("model", "helpful_model", "safety_model")
+MODEL_REFS = ("model", "helpful_model", "safety_model", "judge_model")
 HASHED_UP_TO = 64 << 20  # files up to this size also keep a sha256 (a touched file is the same)
 
 
@@ -549,7 +549,8 @@ def _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_
         from r1kit.sampling import run_sample
 
         return run_sample(cfg, _model_path(cfg.model, recipe, run_dir), stage_dir, seed, device,
-                          dtype, log=said)
+                          dtype, log=said, judge_path=_model_path(cfg.judge_model, recipe, run_dir)
+                          if cfg.judge_model else None)
     if isinstance(cfg, EvalStageConfig):
         from r1kit.stages.evaluate import run_eval_stage
 

@@ -130,8 +130,29 @@ def general_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def _judge(cfg, path: Path, device, dtype, examples, verdicts, correct: set[int],
+           k: int) -> dict[int, float]:
+    """The judge's P(yes) for the samples cfg.judge names that have a final answer."""
+    from r1kit.rewards.judge import DEFAULT_PROMPT, AnswerJudge
+
+    todo = [i for i, (_, v) in enumerate(verdicts) if v["answer"] is not None
+            and (cfg.judge == "all" or i not in correct)]
+    if not todo:
+        return {}
+    judge = AnswerJudge(path, device, dtype, cfg.judge_prompt or DEFAULT_PROMPT,
+                        cfg.judge_batch_size)
+    verdict = judge([prompt_text(examples[i // k].question) for i in todo],
+                    [examples[i // k].answer for i in todo],
+                    [verdicts[i][1]["answer"] for i in todo])
+    return dict(zip(todo, verdict))
+
+
 def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.device,
-               dtype: torch.dtype, log=print) -> dict:
+               dtype: torch.dtype, log=print, judge_path: Path | None = None) -> dict:
+    """Rejection sampling: samples_per_prompt samples of each training question, kept where
+    right (the task's rules; with `judge_path`, the judge_model's verdict on the samples of
+    cfg.judge: r1kit.rewards.judge), in format and readable (filters), up to keep_per_prompt
+    distinct ones per question; data.jsonl for an sft stage."""
     if cfg.rewrite and cfg.task != "arithmetic":
         raise R1kitError("rewrite = true has a built-in rewriter only for the tiny world",
                          "rewrite your samples with a model of your choice and give them to an "
@@ -158,6 +179,19 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
         prefill=cfg.prefill, max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards)
     correct = {i for i, (s, _) in enumerate(verdicts) if s > 0}
     counts = Counter({"generated": len(texts), "correct": len(correct)})
+    judged: dict[int, float] = {}  # sample -> the judge's P(yes)
+    if judge_path is not None:
+        del model  # the judge's turn: one model in memory at a time
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        judged = _judge(cfg, judge_path, device, dtype, examples, verdicts, correct, k)
+        accepted = {i for i, p in judged.items() if p >= cfg.judge_threshold}
+        correct = (correct | accepted) if cfg.judge == "wrong" else accepted
+        counts["correct"] = len(correct)  # (by the rules and the judge)
+        counts["judged"], counts["judge_accepted"] = len(judged), len(accepted)
+        which = "that the rules reject" if cfg.judge == "wrong" else ""
+        log(f"sample: the judge decided {len(judged)} samples {which} with a final answer "
+            f"and accepted {len(accepted)}".replace("  ", " "))
     rows, examples_seen = [], []
     for q, ex in enumerate(examples):
         kept: list[str] = []
@@ -186,7 +220,8 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
                 continue
             kept.append(text)
             rows.append({"prompt": ex.question, "response": text, "type": "reasoning",
-                         "answer": ex.answer})
+                         "answer": ex.answer, **({"judge": round(judged[i], 4)}
+                                                 if i in judged else {})})
         examples_seen.append(bool(kept))
     counts["kept"] = len(rows)
     if cfg.general_rows:
