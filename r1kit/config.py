@@ -725,6 +725,9 @@ class SampleConfig:
             why = check_prompt(self.judge_prompt)
             if why:
                 _fail(f"{where}.judge_prompt", why, "name {question}, {reference} and {answer}")
+        if self.judge_model and self.task == "code":
+            _fail(f"{where}.judge_model", "a code task's samples are judged by running their "
+                  "tests, not by a judge model", "leave judge_model out")
         if not self.judge_model and (self.judge_prompt or self.judge != "wrong"):
             _fail(f"{where}.judge_model", "judge settings without a judge_model",
                   "set judge_model to a causal LM (a stage or a checkpoint directory)")

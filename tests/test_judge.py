@@ -157,7 +157,8 @@ def test_judge_settings_are_checked_before_any_stage(tmp_path, bpe_checkpoint):
             ({"judge_model": "x", "judge": "some"}, "stages.rs.judge: must be wrong or all"),
             ({"judge_model": "x", "judge_prompt": "Is {answer} right?"},
              "stages.rs.judge_prompt: it leaves out {question}, {reference}"),
-            ({"judge_model": "x", "judge_threshold": 1.0}, "judge_threshold must be in")]:
+            ({"judge_model": "x", "judge_threshold": 1.0}, "judge_threshold must be in"),
+            ({"judge_model": "x", "task": "code"}, "judged by running their tests")]:
         with pytest.raises(R1kitError, match=expected.replace("{", r"\{").replace("}", r"\}")):
             recipe(**settings)
     with pytest.raises(R1kitError, match="stages.rs.judge_model: stage 'rm' is a reward_model "
