@@ -35,6 +35,7 @@ from r1kit.algos import ADVANTAGE_SCALES, AGGREGATIONS, IMPORTANCE_SAMPLING
 from r1kit.errors import R1kitError, hub_note
 from r1kit.rewards.language import TARGETS as LANGUAGE_TARGETS
 from r1kit.tasks.arithmetic import WorldConfig
+from r1kit.tasks.math import data_exists, is_pattern
 from r1kit.templates import TEMPLATES
 
 
@@ -1125,7 +1126,7 @@ def _check_data_files(cfg, where: str) -> bool:
         for fname, examples in (("train_file", task.train_examples()),
                                 ("test_file", task.test_examples())):
             prompts.append((getattr(cfg, fname, "") or fname, [e.question for e in examples]))
-    if isinstance(cfg, SFTConfig) and Path(cfg.data).is_file():
+    if isinstance(cfg, SFTConfig) and data_exists(cfg.data):
         from r1kit.stages.sft import read_sft_rows  # the stage's own rule: both fields text
 
         prompts.append((cfg.data, [p for p, _ in read_sft_rows(Path(cfg.data), cfg)]))
@@ -1364,9 +1365,10 @@ def check_inputs(recipe: Recipe) -> None:
             elif data in recipe.stages:
                 _fail(f"{where}.data", f"stage {data!r} runs after {name!r}",
                       "a stage can only use the output of an earlier stage")
-            elif not Path(data).is_file():
+            elif not data_exists(data):
                 _fail(f"{where}.data", f"{data!r} is neither an earlier sample stage nor a "
-                      f"file{hub_note(data, dataset=True)}")
+                      + ("glob that matches a file" if is_pattern(data) else
+                         f"file{hub_note(data, dataset=True)}"))
         files = ["train_file", "test_file"]
         if reads_general_file(cfg):
             files.append("general_data")
@@ -1374,8 +1376,12 @@ def check_inputs(recipe: Recipe) -> None:
             value = getattr(cfg, fname, "")
             if value and Path(value).is_dir():
                 _fail(f"{where}.{fname}", f"{value!r} is a directory, not a data file",
-                      "give one .jsonl or .parquet file (join shards into one first)")
-            if value and not Path(value).is_file():
+                      "give one .jsonl or .parquet file, or a glob of one data set's shards "
+                      f"(e.g. {value.rstrip('/')}/train-*.parquet)")
+            if value and is_pattern(value) and not data_exists(value):
+                _fail(f"{where}.{fname}", f"no file matches {value!r}",
+                      "a glob names the shards of one data set, e.g. data/train-*.parquet")
+            if value and not data_exists(value):
                 _fail(f"{where}.{fname}", f"file {value!r} not found"
                       f"{hub_note(value, dataset=True)}")
         if _check_data_files(cfg, where):

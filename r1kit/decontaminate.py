@@ -93,13 +93,13 @@ def benchmark_ngrams(names: Iterable[str], n: int = 10, short: dict[str, int] | 
         raise R1kitError(f"n-gram length must be at least 1, got {n}")
     out: dict[str, set[NGram]] = {}
     short = short if short is not None else {}
-    from r1kit.tasks.math import read_rows
+    from r1kit.tasks.math import read_rows, row_at
 
     for name in _check_names(names):
         grams: set[NGram] = set()
         if name not in BENCHMARKS:  # a file of your own: every text of its rows
             for line, row in read_rows(name):
-                for text in _row_texts(row, None, f"{name}:{line}"):
+                for text in _row_texts(row, None, row_at(name, line)):
                     grams.update(_bench_grams(text, n, False))
                     short[name] = short.get(name, 0) + (0 < len(_words(text)) < n)
             out[name] = grams
@@ -221,11 +221,11 @@ def run_decontaminate_command(args) -> None:
             raise R1kitError("--fields names no field", "give comma-separated field names")
     names = _check_names(str(args.bench).split(","))
 
-    from r1kit.tasks.math import read_rows
+    from r1kit.tasks.math import read_rows, row_at
 
     numbered = read_rows(args.train)
     rows = [row for _, row in numbered]
-    where = [f"{args.train}:{line}" for line, _ in numbered]
+    where = [row_at(args.train, line) for line, _ in numbered]
     for row, loc in zip(rows, where):  # check every row's fields before the slow part
         _row_texts(row, fields, loc)
     short: dict[str, int] = {}
@@ -244,7 +244,8 @@ def run_decontaminate_command(args) -> None:
                   f"(a lower --n checks {'them' if count > 1 else 'it'})")
     for hit in found[:_SHOWN]:
         line = numbered[hit["index"]][0]
-        print(f"  line {line} [{', '.join(hit['benchmarks'])}]: \"{hit['example']}\"")
+        print(f"  {'line ' if isinstance(line, int) else ''}{line} "
+              f"[{', '.join(hit['benchmarks'])}]: \"{hit['example']}\"")
     if len(found) > _SHOWN:
         print(f"  ... and {len(found) - _SHOWN} more")
 

@@ -48,6 +48,7 @@ from r1kit.models import (
 )
 from r1kit.rewards.custom import source_file
 from r1kit.runlog import RunLog
+from r1kit.tasks.math import data_files, is_pattern
 
 
 def default_run_dir(recipe: Recipe) -> Path:
@@ -146,6 +147,11 @@ def stage_inputs(cfg, recipe: Recipe) -> dict[str, dict]:
     paths += [source_file(spec) for spec in reward_specs(getattr(cfg, "reward_function", ""))]
     out = {}
     for value in paths:
+        if isinstance(value, str) and value and value not in recipe.stages and is_pattern(value):
+            for shard in data_files(value):  # each shard of a glob (a new shard: see below)
+                out[str(shard.resolve())] = _fingerprint(shard)
+            out[value] = {"shards": [str(f.resolve()) for f in data_files(value)]}
+            continue
         if isinstance(value, str) and value and value not in recipe.stages:
             path = Path(value)
             if path.is_file() or path.is_dir():
@@ -157,6 +163,11 @@ def stage_inputs(cfg, recipe: Recipe) -> dict[str, dict]:
 
 
 def _input_changed(path: str, saved: dict) -> bool:
+    if "shards" in saved:  # a glob: the same files must match it
+        try:
+            return [str(f.resolve()) for f in data_files(path)] != saved["shards"]
+        except R1kitError:
+            return True
     p = Path(path)
     if not p.exists():
         return True

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.errors import R1kitError
-from r1kit.tasks.math import read_rows, reference_text
+from r1kit.tasks.math import read_rows, reference_text, row_at
 from r1kit.templates import assistant_text
 
 Scored = tuple[float, dict[str, Any]]
@@ -429,14 +429,14 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
     for n, row in numbered:
         problem = reward.check_row(row, settings)
         if problem and completion_field not in row:
-            raise R1kitError(f"{input_path}:{n}: missing field {completion_field!r}",
+            raise R1kitError(f"{row_at(input_path, n)}: missing field {completion_field!r}",
                              "the rows hold 'response' (as a sample stage's data.jsonl): "
                              "--completion-field response scores it"
                              if "response" in row and completion_field == "completion" else
                              "--completion-field names the field of the completions; the "
                              f"row's fields are {', '.join(map(str, row))}")
         if problem:
-            raise R1kitError(f"{input_path}:{n}: {problem}",
+            raise R1kitError(f"{row_at(input_path, n)}: {problem}",
                              f"the {name} reward needs these fields in every row")
     scored = score_rows(name, [row for _, row in numbered], settings, reward)
     rows = given

@@ -8,6 +8,7 @@ directory, instead of a traceback minutes or hours into training.
 from __future__ import annotations
 
 import copy
+import json
 import tomllib
 from pathlib import Path
 
@@ -566,3 +567,51 @@ def test_a_prefill_with_a_backslash_n_is_refused_and_a_shell_newline_kept() -> N
     assert kept == "<think>\n"
     toml = load_recipe(recipe, ['stages.zero.prefill="<think>\\n"']).stages["zero"].prefill
     assert toml == "<think>\n"
+
+
+def test_a_glob_reads_a_data_sets_shards(tmp_path: Path, bpe_checkpoint) -> None:
+    """train_file = "data/train-*.parquet" (a Hugging Face data set's shards): the shards in
+    name order, each row named by its shard and line; a glob that matches nothing, or a
+    directory, says so before any stage; a finished stage's shards are its inputs (one more
+    shard is a change)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from r1kit.pipeline import _input_changed, stage_inputs
+    from r1kit.tasks.math import read_examples
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(6)]
+    pq.write_table(pa.Table.from_pylist(rows[:3]), data / "train-00000-of-00002.parquet")
+    (data / "train-00001-of-00002.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows[3:]))
+    pq.write_table(pa.Table.from_pylist(rows[:1]), data / "test-00000-of-00001.parquet")
+    pattern = str(data / "train-*")
+    got = read_examples(pattern, "question", "answer")
+    assert [e.answer for e in got] == ["1", "2", "3", "4", "5", "6"]
+    (data / "train-00001-of-00002.jsonl").write_text(json.dumps(rows[3]) + "\n{\"question\": 1}\n")
+    with pytest.raises(R1kitError, match=r"train-00001-of-00002.jsonl:2: no field 'answer'"):
+        read_examples(pattern, "question", "answer")
+    (data / "train-00001-of-00002.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows[3:]))
+
+    def recipe(train_file):
+        return recipe_from_dict({"stages": {"zero": {
+            "kind": "grpo", "model": str(bpe_checkpoint), "task": "math",
+            "train_file": train_file, "group_size": 2, "rollout_batch_size": 4,
+            "num_minibatches": 1}}})
+
+    _check_inputs(recipe(pattern))
+    with pytest.raises(R1kitError, match="stages.zero.train_file: no file matches"):
+        _check_inputs(recipe(str(data / "validation-*.parquet")))
+    with pytest.raises(R1kitError, match="is a directory, not a data file") as info:
+        _check_inputs(recipe(str(data)))
+    assert "train-*.parquet" in str(info.value)
+    r = recipe(pattern)
+    inputs = json.loads(json.dumps(stage_inputs(r.stages["zero"], r)))
+    shards = sorted(Path(p).name for p in inputs if p.endswith(("parquet", "jsonl")))
+    assert shards == ["train-00000-of-00002.parquet", "train-00001-of-00002.jsonl"]
+    assert not any(_input_changed(p, fp) for p, fp in inputs.items())
+    pq.write_table(pa.Table.from_pylist(rows[:1]), data / "train-00002-of-00003.parquet")
+    assert _input_changed(pattern, inputs[pattern])

@@ -135,8 +135,11 @@ def bench_name(name: str) -> str:
 
 def is_data_file(name: str) -> bool:
     """Whether a --bench entry names a data file of your own rather than a shipped benchmark:
-    a JSONL, parquet or .json name, or any file that exists."""
-    return Path(name).suffix.lower() in DATA_SUFFIXES or Path(name).is_file()
+    a JSONL, parquet or .json name, a glob of shards, or any file that exists."""
+    from r1kit.tasks.math import is_pattern
+
+    return (Path(name).suffix.lower() in DATA_SUFFIXES or is_pattern(name)
+            or Path(name).is_file())
 
 
 class FileBenchmark(_HeldOut):
@@ -150,11 +153,13 @@ class FileBenchmark(_HeldOut):
 
     def __init__(self, path, question_field: str = "question", answer_field: str = "answer",
                  instruction: bool = True):
-        from r1kit.tasks.math import read_examples
+        from r1kit.tasks.math import data_files, is_pattern, read_examples
 
         self.name = str(path)
         self.path = Path(path)
-        if not self.path.is_file():
+        if is_pattern(path):
+            data_files(path)  # (no file matches: an error that says so)
+        elif not self.path.is_file():
             raise R1kitError(f"--bench: {self.name!r} is not a file" if self.path.exists() else
                              f"--bench: file {self.name!r} not found",
                              "give a .jsonl or .parquet file, or a shipped benchmark's name")
@@ -188,9 +193,9 @@ def choice_field_of(name: str, choices_field: str = "") -> str | None:
     options in a layout the choice task finds itself (r1kit.tasks.choice.looks_like_choice: a
     list under choices or options, GPQA's columns, columns A and B); None for any other file."""
     from r1kit.tasks.choice import looks_like_choice
-    from r1kit.tasks.math import read_rows
+    from r1kit.tasks.math import data_exists, read_rows
 
-    if not is_data_file(name) or not Path(name).is_file():
+    if not is_data_file(name) or not data_exists(name):
         return None
     rows = [row for _, row in read_rows(name)]
     if choices_field and any(choices_field in row for row in rows):

@@ -96,7 +96,7 @@ from r1kit.runlog import RunLog, read_jsonl
 from r1kit.stages.pretrain import cosine_lr
 from r1kit.tasks import general, make_task
 from r1kit.tasks.base import Example
-from r1kit.tasks.math import kind_of, read_rows
+from r1kit.tasks.math import kind_of, read_rows, row_at
 from r1kit.templates import check_messages, encode_prompt, end_of_turn_id
 
 
@@ -531,19 +531,19 @@ def general_examples(cfg: GRPOConfig, seed: int) -> list[Example]:
     for n, row in read_rows(cfg.general_data):
         for name in (cfg.general_prompt_field, "type"):
             if name not in row:
-                raise R1kitError(f"{cfg.general_data}:{n}: no field {name!r}",
+                raise R1kitError(f"{row_at(cfg.general_data, n)}: no field {name!r}",
                                  f"general rows need {cfg.general_prompt_field!r} and 'type' "
                                  f"({' or '.join(GENERAL_TYPES)})")
         if row["type"] not in GENERAL_TYPES:
-            raise R1kitError(f"{cfg.general_data}:{n}: type {row['type']!r} is not one of "
+            raise R1kitError(f"{row_at(cfg.general_data, n)}: type {row['type']!r} is not one of "
                              f"{', '.join(GENERAL_TYPES)}", "helpful rows are scored by "
                              "helpful_model, safety rows (harmlessness) by safety_model")
         prompt = row[cfg.general_prompt_field]
         if isinstance(prompt, list):  # a conversation (template = "chat")
-            prompt = check_messages(prompt, f"{cfg.general_data}:{n}: field "
+            prompt = check_messages(prompt, f"{row_at(cfg.general_data, n)}: field "
                                             f"{cfg.general_prompt_field!r}")
         elif not isinstance(prompt, str):
-            raise R1kitError(f"{cfg.general_data}:{n}: field {cfg.general_prompt_field!r} is "
+            raise R1kitError(f"{row_at(cfg.general_data, n)}: field {cfg.general_prompt_field!r} is "
                              f"{kind_of(prompt)}, not text or chat messages")
         # the row's other fields (its type too), for a reward function of your own
         fields = {k: v for k, v in row.items() if k != cfg.general_prompt_field}

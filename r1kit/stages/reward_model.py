@@ -30,7 +30,7 @@ from r1kit.errors import R1kitError
 from r1kit.lora import apply_lora, save_final
 from r1kit.models import load_reward_model, load_tokenizer, save_model, trained_positions
 from r1kit.tasks import general
-from r1kit.tasks.math import kind_of, read_rows
+from r1kit.tasks.math import kind_of, read_rows, row_at
 from r1kit.templates import check_messages, prompt_text
 
 FIELDS = {"pairwise": ("prompt", "chosen", "rejected"), "pointwise": ("prompt", "response", "safe")}
@@ -65,7 +65,7 @@ def read_reward_rows(path, objective: str) -> list[dict]:
     """The rows of a reward-model data file, checked: every field of the objective present,
     texts as text, `safe` true or false (or 1 or 0: a string such as "false" is an error, not
     a true value). TRL's conversational rows are read as text (_reward_row)."""
-    return [_reward_row(row, objective, f"{path}:{n}") for n, row in read_rows(path)]
+    return [_reward_row(row, objective, row_at(path, n)) for n, row in read_rows(path)]
 
 
 def _reward_row(row: dict, objective: str, where: str) -> dict:

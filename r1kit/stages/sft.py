@@ -43,9 +43,8 @@ from r1kit.models import (
 )
 from r1kit.packing import packs_safely, to_device
 from r1kit.stages.pretrain import cosine_lr, packed_batch
-from r1kit.tasks.math import checked_text, kind_of, read_rows
+from r1kit.tasks.math import checked_text, kind_of, read_rows, row_at
 from r1kit.templates import assistant_text, check_messages, encode_prompt, end_of_turn_id
-
 
 TEXT_FIELD = "text"  # TRL's field of plain-text rows (its dataset_text_field's default)
 
@@ -68,21 +67,21 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict] | N
         if (prompt is None and response is None and conversation is None
                 and "messages" not in row and isinstance(row.get(TEXT_FIELD), str)):
             # TRL's language-modeling rows: the whole text trained on, verbatim (no prompt)
-            rows.append((None, checked_text(row[TEXT_FIELD], f"{path}:{n}: field "
+            rows.append((None, checked_text(row[TEXT_FIELD], f"{row_at(path, n)}: field "
                                             f"{TEXT_FIELD!r}")))
             continue
         if conversation is not None:  # TRL's "messages": the last assistant turn is trained
             name, turns = conversation
-            where = f"{path}:{n}: field {name!r}"
+            where = f"{row_at(path, n)}: field {name!r}"
             if not isinstance(turns[-1].get("content"), str):
                 raise R1kitError(f"{where}: the last message's content is not text")
             prompt, response = check_messages(turns[:-1], where), turns[-1]["content"]
         elif isinstance(prompt, list):
-            prompt = check_messages(prompt, f"{path}:{n}: field {cfg.prompt_field!r}")
+            prompt = check_messages(prompt, f"{row_at(path, n)}: field {cfg.prompt_field!r}")
         if isinstance(response, list):
             text = assistant_text(response)
             if text is None:
-                raise R1kitError(f"{path}:{n}: field {cfg.response_field!r} holds a list: a "
+                raise R1kitError(f"{row_at(path, n)}: field {cfg.response_field!r} holds a list: a "
                                  "response is text or one assistant message",
                                  '[{"role": "assistant", "content": "..."}]')
             response = text
@@ -91,16 +90,16 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict] | N
                                                     and isinstance(value, list)):
                 problem = _conversation_problem(row, cfg)
                 if problem is not None:
-                    raise R1kitError(f"{path}:{n}: {problem}", "a conversation to train on is "
+                    raise R1kitError(f"{row_at(path, n)}: {problem}", "a conversation to train on is "
                                      "a list of chat messages ending with the assistant's "
                                      'message: [{"role": "user", "content": "..."}, {"role": '
                                      '"assistant", "content": "..."}]')
                 what = "no field" if name not in row else f"{kind_of(value)}, not text, in field"
                 if name not in row and name == cfg.response_field and "completion" in row:
-                    raise R1kitError(f"{path}:{n}: no field {name!r}", "the rows hold TRL's "
+                    raise R1kitError(f"{row_at(path, n)}: no field {name!r}", "the rows hold TRL's "
                                      "prompt-completion format: set response_field = "
                                      "\"completion\"")
-                raise R1kitError(f"{path}:{n}: {what} {name!r}",
+                raise R1kitError(f"{row_at(path, n)}: {what} {name!r}",
                                  (f"its fields are {', '.join(map(str, row))}; " if name not in
                                   row and row else "") +
                                  f"SFT rows need text in {cfg.prompt_field!r} and "
@@ -108,7 +107,7 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict] | N
                                  "or a whole conversation ending with the assistant's message "
                                  "in 'messages'")
         if isinstance(prompt, str):  # (an empty prompt: plain text to learn, with "none")
-            prompt = checked_text(prompt, f"{path}:{n}: field {cfg.prompt_field!r}", True)
+            prompt = checked_text(prompt, f"{row_at(path, n)}: field {cfg.prompt_field!r}", True)
         rows.append((prompt, response))
     return rows
 

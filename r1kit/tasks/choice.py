@@ -264,12 +264,12 @@ def read_choice_examples(path, question_field: str = "question", answer_field: s
     question is followed by its options and `instruction`. An example's answer is the right
     letter; `meta` holds the option count, the row's other fields (for reward functions of
     your own), the question's own text and its subject where the row has one."""
-    from r1kit.tasks.math import read_rows, row_question
+    from r1kit.tasks.math import read_rows, row_at, row_question
     from r1kit.templates import prompt_text, with_instruction
 
     out = []
     for n, row in read_rows(path):
-        where = f"{path}:{n}"
+        where = row_at(path, n)
         field = question_field
         if field not in row and "Question" in row and all(f in row for f in GPQA_FIELDS):
             field = "Question"  # GPQA's own name

@@ -78,21 +78,21 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
     """The rows of a code data file as examples, checked: a question and tests in every row;
     `instruction` (instruction_text) follows each question."""
     from r1kit.rewards.code import tests_from_row
-    from r1kit.tasks.math import read_rows, row_question
+    from r1kit.tasks.math import read_rows, row_at, row_question
     from r1kit.templates import with_instruction
 
     out = []
     for n, row in read_rows(path):
-        question = row_question(row, question_field, f"{path}:{n}",
+        question = row_question(row, question_field, row_at(path, n),
                                 "set question_field to the question's")
         if not any(f in row for f in _TEST_FIELDS):
-            raise R1kitError(f"{path}:{n}: no tests", "give each row 'tests' (a list of assert "
+            raise R1kitError(f"{row_at(path, n)}: no tests", "give each row 'tests' (a list of assert "
                              "statements), MBPP's 'test_list', or HumanEval's 'test' and "
                              "'entry_point'")
         try:
             tests_from_row(row)
         except R1kitError as exc:
-            raise R1kitError(f"{path}:{n}: {exc.args[0]}", exc.hint) from exc
+            raise R1kitError(f"{row_at(path, n)}: {exc.args[0]}", exc.hint) from exc
         out.append(Example(question=with_instruction(question, instruction), answer="",
                            level=row.get("level") if isinstance(row.get("level"), int) else None,
                            meta={"row": row}))

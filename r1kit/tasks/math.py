@@ -63,18 +63,62 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     return rows
 
 
+def is_pattern(path: str | Path) -> bool:
+    """Whether a data setting is a glob of shards ("data/train-*.parquet")."""
+    return any(c in str(path) for c in "*?[")
+
+
+def data_files(path: str | Path) -> list[Path]:
+    """The files a data setting names: the file, or the files a glob matches in name order
+    (a data set's shards, as a Hugging Face data set's data/train-*.parquet); a pattern that
+    matches no file, or only directories, is an error."""
+    if not is_pattern(path):
+        return [Path(path)]
+    import glob
+
+    found = sorted(Path(f) for f in glob.glob(str(path), recursive=True) if Path(f).is_file())
+    if not found:
+        raise R1kitError(f"no file matches {str(path)!r}",
+                         "a glob names the shards of one data set, e.g. data/train-*.parquet")
+    return found
+
+
+def data_exists(path: str | Path) -> bool:
+    """Whether a data setting names a file, or a glob that matches one."""
+    if not is_pattern(path):
+        return Path(path).is_file()
+    try:
+        return bool(data_files(path))
+    except R1kitError:
+        return False
+
+
+def row_at(path: str | Path, n: int | str) -> str:
+    """How messages name row `n` (read_rows' numbering) of the data setting `path`:
+    FILE:LINE (a shard of a glob: the shard's own FILE:LINE)."""
+    return n if isinstance(n, str) else f"{path}:{n}"
+
+
 def _data_file(path: str | Path) -> Path:
     p = Path(path)
     if p.is_dir():
+        shards = sorted(f.name for f in p.iterdir() if f.suffix.lower() in (".jsonl", ".parquet"))
         raise R1kitError(f"{str(p)!r} is a directory, not a data file",
-                         "give one .jsonl or .parquet file (join shards into one first)")
+                         "give one .jsonl or .parquet file, or a glob of one data set's shards"
+                         + (f", e.g. {str(p / shards[0].split('-')[0])}-*{Path(shards[0]).suffix}"
+                            if shards else ""))
     if not p.is_file():
         raise R1kitError(f"file {str(p)!r} not found{hub_note(str(path), dataset=True)}")
     return p
 
 
-def read_rows(path: str | Path) -> list[tuple[int, dict]]:
-    """(line or row number, row) of a JSONL or parquet file; no rows is an error."""
+def read_rows(path: str | Path) -> list[tuple[int | str, dict]]:
+    """(line or row number, row) of a JSONL or parquet file; no rows is an error. A glob
+    (data_files) reads its shards one after the other, each row numbered "SHARD:LINE"
+    (row_at names a row either way)."""
+    if is_pattern(path):
+        return [(f"{shard}:{n}", row) for shard in data_files(path)
+                for n, row in read_rows(shard)]
     p = Path(path)
     if p.suffix.lower() != ".parquet":
         return read_jsonl(p)
@@ -173,7 +217,7 @@ def read_examples(path, question_field: str, answer_field: str,
         for field in (question_field, answer_field):
             if field not in row:
                 # the rows before it have the field: this row lacks it, the names are right
-                raise R1kitError(f"{path}:{n}: no field {field!r}", (
+                raise R1kitError(f"{row_at(path, n)}: no field {field!r}", (
                     f"the rows before it have {field!r}: fill it in or drop this row" if out
                     else (f"its fields are {', '.join(map(str, row))}" if row else
                           "the row is empty") + f"; {fields_hint}"))
@@ -181,17 +225,17 @@ def read_examples(path, question_field: str, answer_field: str,
             if field == question_field and isinstance(value, list):
                 continue  # a conversation, checked below
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise R1kitError(f"{path}:{n}: field {field!r} is {kind_of(value)}, not text or "
+                raise R1kitError(f"{row_at(path, n)}: field {field!r} is {kind_of(value)}, not text or "
                                  "a number", "fill it in or drop the rows without one"
                                  if value is None else "")
         level = row.get("level")
         answer = reference_text(row[answer_field])
         if not answer:
-            raise R1kitError(f"{path}:{n}: field {answer_field!r} holds no answer "
+            raise R1kitError(f"{row_at(path, n)}: field {answer_field!r} holds no answer "
                              f"({row[answer_field]!r})",
                              "every row needs a reference answer; drop the rows without one")
         question = row[question_field]
-        where = f"{path}:{n}: field {question_field!r}"
+        where = f"{row_at(path, n)}: field {question_field!r}"
         question = (check_messages(question, where) if isinstance(question, list)
                     else checked_text(question, where))
         # the row's other fields, for reward functions of your own (passed by their names)

@@ -39,11 +39,11 @@ def read_prompts(path, question_field: str, default_type: str | None,
     no such field), a `type` (where given) of TYPES; `default_type` for rows without one or
     with a null (None: no type, for a reward function). A row's `answer_field`, where it has
     one, is its example's answer, as a reward function's `answer` argument takes it."""
-    from r1kit.tasks.math import read_rows, reference_text, row_question
+    from r1kit.tasks.math import read_rows, reference_text, row_at, row_question
 
     out = []
     for n, row in read_rows(path):
-        where = f"{path}:{n}"
+        where = row_at(path, n)
         if question_field == "question" and "question" not in row and "prompt" in row:
             question_field = "prompt"  # TRL's prompt-only data sets
         prompt = row_question(row, question_field, where,
