@@ -76,7 +76,7 @@ def _stopping_reference(model):
     with torch.no_grad():
         model.lm_head.weight[EOS] += 0.2
     prompts, _ = _data(model.config.vocab_size, seed=11)
-    seeds = [21, 22, 23, 24, 25]
+    seeds = [31, 32, 33, 34, 35]  # (rows that stop at many lengths in every model)
     return prompts, seeds, generate(model, prompts, group_size=4, max_new_tokens=30,
                                     temperature=1.0, stop_ids=[EOS], pad_id=PAD, seeds=seeds,
                                     engine="hf")
