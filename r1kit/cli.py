@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, type=Path, help="a Hugging Face checkpoint directory")
     ev.add_argument("--bench", required=True, metavar="NAMES",
                     help="comma-separated: math500, gsm8k, aime2024, aime2025, amc2023, "
-                         "humaneval, mbpp, tiny, or a .jsonl / .parquet file of your own (a "
-                         "math benchmark: one question and reference answer per row; or "
+                         "humaneval, mbpp, tiny, or a .jsonl / .json / .parquet file (or a "
+                         "glob of its shards) of your own (a math benchmark: one question and reference answer per row; or "
                          "multiple-choice questions: rows with choices or options, or GPQA's "
                          "columns)")
     ev.add_argument("--question-field", default="question",

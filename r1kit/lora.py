@@ -62,6 +62,21 @@ def gathered_adapters(policy) -> dict:
     return {PEFT_PREFIX + k: v for k, v in distributed.full_tensors(policy, trainable).items()}
 
 
+def save_adapters(peft_model, path: Path, adapters: dict | None = None) -> None:
+    """peft's save_pretrained of the adapters (`adapters`: a sharded policy's, gathered), with
+    the base model seen as its own class: FSDP2's wrapper class (made by torch) would go into
+    adapter_config.json's auto_mapping, which peft's loaders then refuse to import."""
+    base = peft_model.get_base_model()
+    cls = type(base)
+    own = next(c for c in cls.__mro__ if not c.__module__.startswith("torch."))
+    with quiet_loading():
+        try:
+            base.__class__ = own
+            peft_model.save_pretrained(path, state_dict=adapters)  # None: the model's own
+        finally:
+            base.__class__ = cls
+
+
 def load_adapters(peft_model, directory: Path, device) -> None:
     """The LoRA adapters of a checkpoint written by save_checkpoint, into `peft_model`."""
     from peft import set_peft_model_state_dict
@@ -147,8 +162,8 @@ def save_final(lora, model, cfg, tokenizer, stage_dir: Path):
     sharded = distributed.is_sharded(model)
     adapters = gathered_adapters(model) if sharded else None
     if world.is_main:
+        save_adapters(lora, stage_dir / "adapter", adapters)
         with quiet_loading():
-            lora.save_pretrained(stage_dir / "adapter", state_dict=adapters)
             tokenizer.save_pretrained(stage_dir / "adapter")
     if not sharded:
         return lora.merge_and_unload(), None

@@ -211,10 +211,10 @@ def _check_done_inputs(recipe: Recipe, run_dir: Path, from_stage: str | None) ->
             continue
         if not isinstance(saved, dict) or saved.get("status") != "done":
             continue
-        changed = [p for p, fp in (saved.get("inputs") or {}).items() if _input_changed(p, fp)]
+        changed = _changed_inputs(saved.get("inputs") or {}, recipe.stages[name], recipe)
         if changed:
-            raise R1kitError(f"stage {name!r} is done, but {changed[0]} has changed since it "
-                             "read it (its results are of the old one)",
+            raise R1kitError(f"stage {name!r} is done, but {changed[0]} is not what it read "
+                             "(changed since, or another file): its results are of the old one",
                              f"--from {name} reruns it and the stages after it with the new "
                              "one; or restore the old one, or use a new --out")
 
@@ -222,22 +222,31 @@ def _check_done_inputs(recipe: Recipe, run_dir: Path, from_stage: str | None) ->
 INPUTS_FILE = "inputs.json"  # a running stage's stage_inputs, for a resume to compare
 
 
-def _check_resume_inputs(name: str, stage_dir: Path) -> None:
+def _changed_inputs(saved: dict, cfg, recipe: Recipe) -> list[str]:
+    """What a stage read from outside the run (`saved`, stage_inputs' record) that is not
+    what it would read now: a file or checkpoint changed since, or one it did not read (a
+    relative path from another working directory names another file)."""
+    if not isinstance(saved, dict):
+        return []
+    changed = [p for p, fp in saved.items() if _input_changed(p, fp)]
+    return changed + [p for p in stage_inputs(cfg, recipe) if p not in saved]
+
+
+def _check_resume_inputs(name: str, stage_dir: Path, cfg, recipe: Recipe) -> None:
     """An R1kitError when an interrupted stage would resume from its checkpoint although a
-    file or checkpoint it read from outside the run has changed since it started: its steps
-    so far are of the old one, the rest would be of the new."""
+    file or checkpoint it reads from outside the run has changed since it started
+    (_changed_inputs): its steps so far are of the old one, the rest would be of the new."""
     if latest_checkpoint(stage_dir) is None:
         return  # it starts over
     try:
         saved = json.loads((stage_dir / INPUTS_FILE).read_text())
     except (OSError, ValueError):
         return  # (a run of an older r1kit)
-    changed = [p for p, fp in saved.items() if _input_changed(p, fp)] if isinstance(
-        saved, dict) else []
+    changed = _changed_inputs(saved, cfg, recipe)
     if changed:
         raise R1kitError(f"stage {name!r} was interrupted after a checkpoint, but {changed[0]} "
-                         "has changed since the stage started: resuming would train its first "
-                         "steps on the old one and the rest on the new",
+                         "is not what the stage read when it started (changed since, or "
+                         "another file): resuming would mix the two",
                          f"restore the old one to resume; --from {name} starts the stage over "
                          "(and the stages after it) with the new one; or use a new --out")
 
@@ -418,7 +427,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             distributed.wait_for_main()
             print_fn(f"[{name}] {cfg.kind} stage -> {stage_dir}")
             t0 = time.time()
-            _check_resume_inputs(name, stage_dir)  # (every rank: each would raise)
+            _check_resume_inputs(name, stage_dir, cfg, recipe)  # (every rank: each would raise)
             inputs = stage_inputs(cfg, recipe) if main else {}  # as it starts to read them
             if main:
                 _write_json(stage_dir / INPUTS_FILE, inputs)

@@ -38,7 +38,7 @@ def plot_figure1(run_dir: Path) -> Path | None:
         ax_len.plot(steps, [e["mean_tokens"] for e in rows], marker="o", label=stage)
     bench = evals[0].get("benchmark", "held-out")
     if by_reward and len(by_reward) == len({e["stage"] for e in evals}):
-        ax_acc.set(xlabel="RL step", ylabel="mean reward", title=f"{bench}: held-out reward")
+        ax_acc.set(xlabel="RL step", ylabel="mean reward", title=f"{bench}: mean reward")
     elif by_reward:  # stages of both kinds: rewards need not lie in 0..1
         ax_acc.set(xlabel="RL step", ylabel="accuracy / reward",
                    title=f"{bench}: held-out accuracy / reward")

@@ -396,7 +396,7 @@ def _is_reward_row(row: Row) -> bool:
 
 
 def _plot_pass1(run: Run, path: Path, key: str = "pass@1") -> Path | None:
-    """Held-out pass@1 (or, key "reward", the held-out reward) against RL step."""
+    """Held-out pass@1 (key "reward": the evaluations' mean reward) against RL step."""
     groups = {stage: rows for stage, rows in _by_stage(run.evals, []).items()
               if not any(r.get("model") for r in rows)}
     series = []
@@ -414,7 +414,7 @@ def _plot_pass1(run: Run, path: Path, key: str = "pass@1") -> Path | None:
     for label, xs, ys in series:
         ax.plot(xs, ys, marker="o", label=label)
     if key == "reward":
-        ax.set(xlabel="RL step", ylabel="mean reward", title="held-out reward")
+        ax.set(xlabel="RL step", ylabel="mean reward", title="evaluations: mean reward")
     else:
         ax.set(xlabel="RL step", ylabel="pass@1", title="held-out pass@1", ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
@@ -482,10 +482,12 @@ def _evals_section(run: Run, report: Path, figures: Path) -> list[str]:
 def _reward_evals(run: Run, selected: list[tuple[str, list[Row], int]], report: Path,
                   figures: Path) -> list[str]:
     """Evaluations by the stage's reward (prompts without answers): a table and a plot."""
-    parts = [p for p in ("helpful", "safety", "format")
+    logged = dict.fromkeys(k[len("reward/"):] for _, rows, _ in selected for r in rows
+                           for k in r if k.startswith("reward/custom") and k != "reward/custom_none")
+    parts = [p for p in ("helpful", "safety", "format", *logged)  # (your functions: custom)
              if any(_num(r.get(f"reward/{p}")) is not None for _, rows, _ in selected
                     for r in rows)]
-    header = ["stage", "checkpoint", "held-out set", "prompts × k", "mean reward",
+    header = ["stage", "checkpoint", "prompts", "prompts × k", "mean reward",
               *(f"{p} reward" for p in parts), "mean tokens"]
     table = []
     for stage, rows, _ in selected:
@@ -497,14 +499,14 @@ def _reward_evals(run: Run, selected: list[tuple[str, list[Row], int]], report: 
             table.append([stage, _eval_label(r), str(r.get("benchmark", "")), _problems(r), cell,
                           *(_fixed(r.get(f"reward/{p}"), 3) for p in parts),
                           _fixed(r.get("mean_tokens"))])
-    lines = ["Prompts without answers (task = \"prompts\"): the stage's own reward on held-out "
-             "prompts, with its 95% confidence interval in brackets.", "",
+    lines = ["Prompts without answers (task = \"prompts\"): the stage's own reward on its "
+             "evaluation prompts, with its 95% confidence interval in brackets.", "",
              *_md_table(header, table, numeric_from=3), ""]
     if any(len(rows) < total for _, rows, total in selected):
         lines += ["First and last evaluation shown; the plot has all of them.", ""]
     image = _plot_pass1(run, figures / "eval_reward.png", key="reward")
     if image:
-        lines += [_image(report, image, "held-out reward against RL step"), ""]
+        lines += [_image(report, image, "evaluations: mean reward against RL step"), ""]
     return lines
 
 
@@ -679,7 +681,10 @@ def _figure1_section(run: Run, report: Path) -> list[str]:
     figure = run.dir / "figure1.png"
     if not figure.is_file():
         return []
-    return ["## Figure 1", "", "Held-out accuracy and mean response length against RL step.",
+    rl = [r for r in run.evals if not r.get("model")]
+    what = ("The evaluations' mean reward" if rl and all(map(_is_reward_row, rl)) else
+            "Held-out accuracy" + (" (or mean reward)" if any(map(_is_reward_row, rl)) else ""))
+    return ["## Figure 1", "", f"{what} and mean response length against RL step.",
             "", _image(report, figure, "figure 1"), ""]
 
 

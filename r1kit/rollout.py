@@ -170,13 +170,16 @@ def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     drawn, its share moved to a neighbour: ~1e-3 of a 150k-entry distribution); in blocks,
     an entry only loses out against its own block's mass (~1e-5), at the cost of one float32
     sum (a float64 sum over the vocabulary took 3x as long on a CPU). Up to 4 blocks: one
-    float64 sum."""
+    float64 sum. Weights that are not finite (NaN logits) give some index in range, as
+    torch.multinomial's errors would not on CUDA."""
     N, V = weights.shape
     if V <= 4 * CDF_BLOCK:  # small: one float64 sum costs least
         ends = weights.double().cumsum(-1)
         target = torch.minimum(u.to(ends)[:, None] * ends[:, -1:],
                                torch.nextafter(ends[:, -1:], torch.zeros_like(ends[:, -1:])))
-        return torch.searchsorted(ends, target, right=True).squeeze(1)
+        return torch.searchsorted(ends, target, right=True).squeeze(1).clamp(max=V - 1)
+    if weights.dtype in (torch.float16, torch.bfloat16):  # sums within blocks need float32
+        weights = weights.float()
     full = V // CDF_BLOCK
     blocks = weights[:, :full * CDF_BLOCK].view(N, full, CDF_BLOCK).cumsum(-1)  # [N, full, B]
     tail = weights[:, full * CDF_BLOCK:].cumsum(-1)  # [N, V - full * B]
@@ -184,7 +187,8 @@ def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     ends = totals.cumsum(-1)
     target = torch.minimum(u.to(ends)[:, None] * ends[:, -1:],
                            torch.nextafter(ends[:, -1:], torch.zeros_like(ends[:, -1:])))
-    b = torch.searchsorted(ends, target, right=True)  # [N, 1]: its block (of positive total)
+    b = torch.searchsorted(ends, target, right=True).clamp(max=ends.shape[1] - 1)  # its
+    # block [N, 1] (of positive total; the clamp: NaN weights)
     start = torch.where(b > 0, ends.gather(1, (b - 1).clamp(min=0)), 0.0)
     total = totals.gather(1, b)
     rest = torch.minimum(target - start, torch.nextafter(total, torch.zeros_like(total)))
@@ -197,7 +201,7 @@ def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
                             device=weights.device)
         padded[:, :tail.shape[1]] = tail
         row = torch.where(b == full, padded, row)
-    return (b * CDF_BLOCK + torch.searchsorted(row, rest, right=True)).squeeze(1)
+    return (b * CDF_BLOCK + torch.searchsorted(row, rest, right=True)).squeeze(1).clamp(max=V - 1)
 
 
 class _GroupUniforms:

@@ -168,6 +168,15 @@ def test_lora_on_sharded_weights_trains_like_one_process(tmp_path_factory, monke
         assert ad_a.keys() == ad_b.keys() and any("lora_B" in k for k in ad_a)
         for k in ad_a:
             torch.testing.assert_close(ad_b[k], ad_a[k], atol=1e-5, rtol=1e-4, msg=k)
+        # the adapters' config names the model's own class, not FSDP2's wrapper (peft's
+        # loaders refuse to import torch's module)
+        configs = [json.loads((run / ckpt).with_name("adapter_config.json").read_text())
+                   for run in (one, two)]
+        assert "fsdp" not in json.dumps(configs[1].get("auto_mapping") or {}).lower()
+        for c in configs:  # (set-like and run-specific entries)
+            c["target_modules"] = sorted(c["target_modules"])
+            c.pop("base_model_name_or_path")
+        assert configs[0] == configs[1]
     base = load_file(one / "base" / "model.safetensors")
     moved = [k for k in base if (weights[k] - base[k]).abs().max().item() > 1e-4]
     assert moved and all(k.endswith("proj.weight") for k in moved)  # the adapted layers only

@@ -274,6 +274,28 @@ def test_a_checkpoint_directory_copied_or_touched_is_the_same_input(tmp_path, mo
     assert pipeline._input_changed(str(model), big) and pipeline._input_changed(str(model), old)
 
 
+def test_a_relative_data_path_from_another_directory_is_another_input(tmp_path, monkeypatch):
+    """A stage's inputs are compared with what it would read now: the same relative train
+    file seen from another working directory is another file (a resume or a skipped stage
+    there would mix the two), even though the file it read is unchanged."""
+    from r1kit.config import SFTConfig, recipe_from_dict
+    from r1kit.pipeline import _changed_inputs, stage_inputs
+
+    for d, response in (("a", "2"), ("b", "3")):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "sft.jsonl").write_text(json.dumps({"prompt": "1+1=",
+                                                            "response": response}) + "\n")
+    recipe = recipe_from_dict({"stages": {"sft": {"kind": "sft", "model": "/m",
+                                                  "data": "sft.jsonl"}}})
+    cfg = recipe.stages["sft"]
+    assert isinstance(cfg, SFTConfig)
+    monkeypatch.chdir(tmp_path / "a")
+    saved = json.loads(json.dumps(stage_inputs(cfg, recipe)))
+    assert _changed_inputs(saved, cfg, recipe) == []
+    monkeypatch.chdir(tmp_path / "b")
+    assert _changed_inputs(saved, cfg, recipe) == [str(tmp_path / "b" / "sft.jsonl")]
+
+
 def test_a_reward_modules_file_is_an_input_of_its_stage(tmp_path, monkeypatch):
     """reward_function = "module:function" fingerprints the module's source file, as
     "file.py:function" does the file, so that a finished stage whose reward changed is not

@@ -110,7 +110,7 @@ def test_interrupted_sft_resumes_exactly(tmp_path, monkeypatch, capsys, bpe_chec
     kept = data.read_bytes()
     data.write_text(kept.decode()[:len(kept) // 2].rsplit("\n", 1)[0] + "\n")
     with pytest.raises(R1kitError, match="stage 'sft' was interrupted after a checkpoint, but "
-                                         ".*sft.jsonl has changed since the stage started") as e:
+                                         ".*sft.jsonl is not what the stage read") as e:
         run_recipe(recipe(), resumed, print_fn=lambda *_: None)
     assert "--from sft starts the stage over" in e.value.hint
     data.write_bytes(kept)

@@ -388,6 +388,14 @@ def test_inverse_cdf_sampling_reaches_tokens_far_below_float32_resolution():
     js = [1024, 1500, 5000, 10239]
     u = torch.stack([(cdf[j - 1] + weights[j].double() / 2) / cdf[-1] for j in js])
     assert _inverse_cdf(weights.expand(len(js), -1), u).tolist() == js
+    # bfloat16 weights are summed in float32 (bfloat16 sums would leave half of 8,192 equal
+    # weights no slot); NaN weights (NaN logits) give an index in range, no crash
+    u = torch.rand(4000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    even = _inverse_cdf(torch.full((4000, 8192), 1 / 8192, dtype=torch.bfloat16), u)
+    assert torch.equal(even, (u * 8192).long())
+    for vocab in (100, 8192):
+        nan = _inverse_cdf(torch.full((2, vocab), float("nan")), u[:2])
+        assert ((0 <= nan) & (nan < vocab)).all()
 
 
 def test_models_that_let_packed_sequences_mix_get_one_sequence_per_row():

@@ -49,8 +49,9 @@ def _check(args) -> list[str]:
     for name in names:
         if name not in NAMES and not is_data_file(name):
             raise R1kitError(f"--bench: unknown benchmark {name!r}",
-                             f"use any of: {', '.join(NAMES)}, or a .jsonl / .parquet file "
-                             "of your own (math or multiple-choice questions)")
+                             f"use any of: {', '.join(NAMES)}, or a .jsonl / .json / .parquet file "
+                             "(or a glob of its shards) of your own (math or multiple-choice "
+                             "questions)")
     if args.k < 0 or args.limit < 0:
         raise R1kitError("--k and --limit must be >= 0")
     if args.temperature < 0 or not 0 < args.top_p <= 1:

@@ -65,6 +65,7 @@ from r1kit.lora import (
     checked_adapter_load,
     gathered_adapters,
     load_adapters,
+    save_adapters,
     save_final,
 )
 from r1kit.models import (
@@ -701,11 +702,12 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                               stop_ids=stop_ids, seed=ctx.seed * 7919 + step, prefill=cfg.prefill,
                               max_rows=cfg.generation_rows)
         res.pop("samples")
-        record = {"stage": ctx.name, "step": step, "benchmark": f"{task.name}/{cfg.eval.split}",
+        name = getattr(task, "test_name", task.name)
+        record = {"stage": ctx.name, "step": step, "benchmark": f"{name}/{cfg.eval.split}",
                   **res, "seconds": time.time() - t0}
         ctx.log.eval(record)
-        parts = "  ".join(f"{kind} {res[f'reward/{kind}']:.3f}" for kind in GENERAL_TYPES
-                          if f"reward/{kind}" in res)
+        parts = "  ".join(f"{key[7:]} {res[key]:.3f}" for key in res if key.startswith(
+            ("reward/helpful", "reward/safety", "reward/custom")) and key != "reward/custom_none")
         ctx.print(f"[{ctx.name}] eval step {step}: held-out reward {res['reward']:.3f}  "
                   + (parts + "  " if parts else "") + f"mean length {res['mean_tokens']:.1f} tokens")
         return record
@@ -1192,8 +1194,8 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
     def write(tmp: Path) -> None:
         nonlocal ref_state
         if lora is not None:
+            save_adapters(lora, tmp, adapters)
             with quiet_loading():
-                lora.save_pretrained(tmp, state_dict=adapters)  # None: the model's own
                 tokenizer.save_pretrained(tmp)
             if ref is not None and ref_state is None:
                 ref_state = _trainable_state(ref, policy)

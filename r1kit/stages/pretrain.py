@@ -86,7 +86,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: Path, seed: int, log=print) -> di
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(seed)
-    log(f"pretrain: a tiny base model from scratch ({n_params / 1e6:.2g}M parameters, "
+    log(f"pretrain: a tiny base model from scratch ({n_params / 1e6:.3g}M parameters, "
         f"{len(data)} documents, {cfg.steps} steps; a line every {max(1, cfg.steps // 10)})"
         + (f", then cached in {cached}" if cfg.use_cache else ""))
     model.train()

@@ -31,7 +31,13 @@ from r1kit.logprobs import (
     chunk_positions,
     vocab_size,
 )
-from r1kit.lora import apply_lora, gathered_adapters, load_adapters, save_final
+from r1kit.lora import (
+    apply_lora,
+    gathered_adapters,
+    load_adapters,
+    save_adapters,
+    save_final,
+)
 from r1kit.models import (
     add_stop_token,
     checkpoint_layers,
@@ -367,8 +373,8 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
 
         def write(tmp: Path) -> None:
             if lora is not None:
+                save_adapters(lora, tmp, adapters)
                 with quiet_loading():
-                    lora.save_pretrained(tmp, state_dict=adapters)
                     tokenizer.save_pretrained(tmp)
             else:
                 save_model(model, tokenizer, tmp, state_dict=weights)

@@ -15,10 +15,12 @@ reward comes from
 - or a `reward_function` of your own, which gets the row's other fields by name (TRL's
   reward functions on a prompt-only data set).
 
-The held-out set (a `test_file` of the same shape; without a train_file, the tiny world's
-held-out general prompts, the eval stage's) is evaluated by that same reward: the mean reward
-of k responses per prompt (TRL's `eval_dataset` with its reward), with each reward model's and
-function's part.
+The held-out set (a `test_file` of the same shape) is evaluated by that same reward: the mean
+reward of k responses per prompt (TRL's `eval_dataset` with its reward), with each reward
+model's and function's part. Without a train_file the evaluation prompts are the distinct
+ones among the eval stage's general prompts of the tiny world; its requests come from a few
+templates, so these are training prompts too (the evaluation shows the policy's reward on
+them at the evaluation temperature, not how it carries over to unseen requests).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def read_prompts(path, question_field: str, default_type: str | None,
     return out
 
 
-TINY_HELD_OUT = 200  # the tiny world's held-out general prompts (the eval stage's default)
+TINY_EVAL = 200  # draws of the eval stage's general prompts (its default), distinct ones kept
 
 
 def _tiny(n: int, seed: int) -> list[Example]:
@@ -85,6 +87,9 @@ class PromptTask:
                  answer_field: str = "answer", test_file=None,
                  test_fields: tuple[str, str] | None = None):
         self.name = Path(train_file).stem if train_file else "prompts"
+        # what evaluations are named after: the held-out file (or the tiny world's prompts)
+        self.test_name = (Path(test_file).stem if test_file else
+                          "tiny-general-prompts" if not train_file else self.name)
         self._test_file = test_file
         self._test_fields = test_fields or (question_field, answer_field)
         self._default_type = default_type
@@ -99,8 +104,9 @@ class PromptTask:
         return list(self._train)
 
     def test_examples(self, split: str = "main") -> list[Example]:
-        """The test_file's prompts; without one: the tiny world's held-out general prompts
-        where the training prompts are the tiny world's, else none."""
+        """The test_file's prompts; without one: where the training prompts are the tiny
+        world's, the distinct ones among its eval stage's general prompts (module docstring:
+        training prompts too), else none."""
         if self._test is None:
             if self._test_file:
                 question, answer = self._test_fields
@@ -108,7 +114,9 @@ class PromptTask:
             elif self._tiny_world:
                 from r1kit.tasks.general import HELD_OUT_SEED
 
-                self._test = _tiny(TINY_HELD_OUT, HELD_OUT_SEED)
+                seen: set[str] = set()
+                self._test = [e for e in _tiny(TINY_EVAL, HELD_OUT_SEED)
+                              if not (e.question in seen or seen.add(e.question))]
             else:
                 self._test = []
         return list(self._test)
