@@ -216,7 +216,8 @@ def _main(args) -> int:
             run_report_command(args)
         return 0
     except R1kitError as exc:
-        _say(f"error: {exc}")
+        if not (getattr(exc, "same_on_every_process", False) and _echo_rank()):
+            _say(f"error: {exc}")
         return 2
     except OSError as exc:  # out of disk, permission denied, ...: no traceback, say what
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""

@@ -1348,9 +1348,13 @@ def check_inputs(recipe: Recipe) -> None:
         if isinstance(cfg, GRPOConfig) and world > 1:
             questions = cfg.rollout_batch_size // cfg.group_size  # each process takes a share
             if questions % world:
-                _fail(f"{where}.rollout_batch_size", f"{questions} questions per step "
-                      f"(rollout_batch_size / group_size) do not divide among {world} processes",
-                      f"use a multiple of {world * cfg.group_size} completions")
+                _fail(f"{where}.rollout_batch_size", f"{questions} question"
+                      f"{' per step' if questions == 1 else 's per step'} (rollout_batch_size "
+                      f"/ group_size) {'does' if questions == 1 else 'do'} not divide among "
+                      f"{world} processes", f"set rollout_batch_size to a multiple of "
+                      f"{world * cfg.group_size} completions ({world} processes x group_size "
+                      f"{cfg.group_size}), or run on a number of processes that divides "
+                      f"{questions}")
         model = getattr(cfg, "model", None)
         data = getattr(cfg, "data", "")
         if isinstance(cfg, SFTConfig):

@@ -326,7 +326,11 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     if run_dir.exists() and not run_dir.is_dir():
         raise R1kitError(f"the run directory {str(run_dir)!r} is a file",
                          "give --out a directory (new, or one an earlier run wrote)")
-    check_inputs(recipe)
+    try:
+        check_inputs(recipe)
+    except R1kitError as exc:  # every process reads the same files: said once per machine
+        exc.same_on_every_process = True
+        raise
     if from_stage is not None and from_stage not in recipe.stages:
         raise R1kitError(f"--from {from_stage!r}: no such stage",
                          f"stages of this recipe: {', '.join(recipe.stages)}")

@@ -212,6 +212,19 @@ def test_errors_under_torchrun_name_the_rank(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RANK", "2")  # the second machine's first process
     assert main(["run", str(tmp_path / "gone.toml")]) == 2
     assert capsys.readouterr().err.startswith("r1kit (rank 2): error: recipe")
+    # so is an error in the files it names, found before any stage (a missing train file)
+    import r1kit.distributed
+
+    monkeypatch.setattr(r1kit.distributed, "init", lambda device: device)  # (no group here)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[stages.base]\nkind = "pretrain"\n[stages.zero]\nkind = "grpo"\n'
+                      'model = "base"\ntask = "math"\n'
+                      f'train_file = "{tmp_path / "gone.jsonl"}"\n')
+    for local, said in (("1", False), ("0", True)):
+        monkeypatch.setenv("LOCAL_RANK", local)
+        assert main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert ("stages.zero.train_file: file" in err) == said, err
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert main(["run", str(tmp_path / "gone.toml")]) == 2
     assert capsys.readouterr().err.startswith("r1kit: error: recipe")

@@ -205,9 +205,12 @@ class FunctionReward:
                        for r, e in zip(responses, examples)]
         if not self.told and any(isinstance(c, list) for c in completions):
             self.told = True  # (a function written for text would quietly score 0)
-            self._warn(self.fns[0], "reward_function: after prompts of chat messages each "
-                       "completion is given as [{'role': 'assistant', 'content': text}], as TRL "
-                       "does")
+            from r1kit import distributed
+
+            if distributed.current().is_main:  # (every rank's data is alike: said once)
+                self._warn(self.fns[0], "reward_function: after prompts of chat messages "
+                           "each completion is given as [{'role': 'assistant', 'content': "
+                           "text}], as TRL does")
         per_fn = [self._call(fn, completions, examples, len(responses)) for fn in self.fns]
         based = (self.base.score(responses, examples) if self.base is not None
                  else [(0.0, {})] * len(responses))

@@ -922,8 +922,10 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         ctx.log.metrics(record)
         bar.update(record)
         flat_steps = flat_steps + 1 if record["zero_var_frac"] == 1.0 else 0
+        if flat_steps == min(NO_SIGNAL_STEPS, cfg.steps):  # (every rank: a collective)
+            counts = torch.tensor(_untagged_reasoning(rounds, G), device=ctx.device)
+            bare, reasoned = distributed.all_reduce(counts, "sum").tolist()  # of all ranks
         if flat_steps == min(NO_SIGNAL_STEPS, cfg.steps) and world.is_main:
-            bare, reasoned = _untagged_reasoning(rounds, G)
             ctx.print(f"[{ctx.name}] no learning signal in the last "
                       f"{flat_steps} step{'s' if flat_steps != 1 else ''}: in every "
                       "group all samples got the same reward (zero_var_frac 1.0), so the "
