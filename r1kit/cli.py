@@ -231,7 +231,10 @@ def _main(args) -> int:
         return 2
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, _Terminated)
-        _say(("terminated" if terminated else "interrupted")
+        torchrun = os.environ.get("WORLD_SIZE", "1") != "1"
+        _say(("terminated" + (" (by you, a scheduler, or torchrun after another process of "
+                              "the run stopped: torchrun's summary gives its exit code)"
+                              if torchrun else "") if terminated else "interrupted")
              + (f"; {resume}" if args.command == "run" else ""))
         return 143 if terminated else 130
     except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) is one too

@@ -717,9 +717,10 @@ class SampleConfig:
         if self.judge not in ("wrong", "all"):
             _fail(f"{where}.judge", f"must be wrong or all, got {self.judge!r}",
                   "wrong: the judge decides the samples the rules reject; all: every sample")
-        if not 0 < self.judge_threshold < 1 or self.judge_batch_size < 1:
-            _fail(f"{where}.judge_threshold", "judge_threshold must be in (0, 1) and "
-                  "judge_batch_size >= 1")
+        if not 0 < self.judge_threshold < 1:
+            _fail(f"{where}.judge_threshold", f"must be in (0, 1), got {self.judge_threshold}")
+        if self.judge_batch_size < 1:
+            _fail(f"{where}.judge_batch_size", f"must be >= 1, got {self.judge_batch_size}")
         if self.judge_prompt:
             from r1kit.rewards.judge import check_prompt
 

@@ -221,8 +221,10 @@ def run_decontaminate_command(args) -> None:
             raise R1kitError("--fields names no field", "give comma-separated field names")
     names = _check_names(str(args.bench).split(","))
 
-    from r1kit.tasks.math import read_rows, row_at
+    from r1kit.tasks.math import check_output_outside, read_rows, row_at
 
+    if args.output is not None:
+        check_output_outside(args.output, args.train, "--train")
     numbered = read_rows(args.train)
     rows = [row for _, row in numbered]
     where = [row_at(args.train, line) for line, _ in numbered]

@@ -141,13 +141,15 @@ def _fingerprint(path: Path) -> dict:
 def stage_inputs(cfg, recipe: Recipe) -> dict[str, dict]:
     """Fingerprints of what a stage reads from outside the run directory: its data files,
     checkpoint directories that are not stages, reward-function files."""
-    paths = [getattr(cfg, f, "") for f in INPUT_FILES
-             if f != "general_data" or reads_general_file(cfg)]
-    paths += [getattr(cfg, f, "") for f in MODEL_REFS] + list(getattr(cfg, "models", []) or [])
+    data = [getattr(cfg, f, "") for f in INPUT_FILES
+            if f != "general_data" or reads_general_file(cfg)]
+    paths = data + [getattr(cfg, f, "") for f in MODEL_REFS]
+    paths += list(getattr(cfg, "models", []) or [])
     paths += [source_file(spec) for spec in reward_specs(getattr(cfg, "reward_function", ""))]
     out = {}
     for value in paths:
-        if isinstance(value, str) and value and value not in recipe.stages and is_pattern(value):
+        if (isinstance(value, str) and value and value not in recipe.stages and value in data
+                and is_pattern(value)):
             for shard in data_files(value):  # each shard of a glob (a new shard: see below)
                 out[str(shard.resolve())] = _fingerprint(shard)
             out[value] = {"shards": [str(f.resolve()) for f in data_files(value)]}
@@ -211,7 +213,8 @@ def _check_done_inputs(recipe: Recipe, run_dir: Path, from_stage: str | None) ->
             continue
         if not isinstance(saved, dict) or saved.get("status") != "done":
             continue
-        changed = _changed_inputs(saved.get("inputs") or {}, recipe.stages[name], recipe)
+        # (a stage.json without "inputs": an older r1kit's, which kept none to compare)
+        changed = _changed_inputs(saved.get("inputs"), recipe.stages[name], recipe)
         if changed:
             raise R1kitError(f"stage {name!r} is done, but {changed[0]} is not what it read "
                              "(changed since, or another file): its results are of the old one",
@@ -227,7 +230,7 @@ def _changed_inputs(saved: dict, cfg, recipe: Recipe) -> list[str]:
     what it would read now: a file or checkpoint changed since, or one it did not read (a
     relative path from another working directory names another file)."""
     if not isinstance(saved, dict):
-        return []
+        return []  # (no record)
     changed = [p for p, fp in saved.items() if _input_changed(p, fp)]
     return changed + [p for p in stage_inputs(cfg, recipe) if p not in saved]
 

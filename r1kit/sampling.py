@@ -144,7 +144,7 @@ def _judge(cfg, path: Path, device, dtype, examples, verdicts, correct: set[int]
     verdict = judge([prompt_text(examples[i // k].question) for i in todo],
                     [examples[i // k].answer for i in todo],
                     [verdicts[i][1]["answer"] for i in todo])
-    return dict(zip(todo, verdict))
+    return dict(zip(todo, verdict))  # (None: the request did not fit the judge)
 
 
 def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.device,
@@ -173,18 +173,20 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     style = format_style(cfg.format, cfg.template, cfg.system_prompt)
     k = cfg.samples_per_prompt
     # a sample with no final answer (or a hedged one) scores 0
-    _, texts, verdicts = sample_and_verify(
+    rollout, texts, verdicts = sample_and_verify(
         model, tokenizer, task, examples, prompts, k=k, temperature=cfg.temperature,
         top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop_ids=stop_ids, seed=seed,
         prefill=cfg.prefill, max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards)
     correct = {i for i, (s, _) in enumerate(verdicts) if s > 0}
     counts = Counter({"generated": len(texts), "correct": len(correct)})
+    del rollout  # (its tensors: the judge's turn next, one model in memory at a time)
     judged: dict[int, float] = {}  # sample -> the judge's P(yes)
     if judge_path is not None:
-        del model  # the judge's turn: one model in memory at a time
+        del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        judged = _judge(cfg, judge_path, device, dtype, examples, verdicts, correct, k)
+        verdict = _judge(cfg, judge_path, device, dtype, examples, verdicts, correct, k)
+        judged = {i: v for i, v in verdict.items() if v is not None}
         accepted = {i for i, p in judged.items() if p >= cfg.judge_threshold}
         correct = (correct | accepted) if cfg.judge == "wrong" else accepted
         counts["correct"] = len(correct)  # (by the rules and the judge)
@@ -192,6 +194,11 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
         which = "that the rules reject" if cfg.judge == "wrong" else ""
         log(f"sample: the judge decided {len(judged)} samples {which} with a final answer "
             f"and accepted {len(accepted)}".replace("  ", " "))
+        if len(verdict) > len(judged):
+            counts["judge_too_long"] = len(verdict) - len(judged)
+            log(f"sample: {len(verdict) - len(judged)} requests were longer than the judge's "
+                "positions and not judged (rejected): shorten judge_prompt, or a judge with a "
+                "longer context")
     rows, examples_seen = [], []
     for q, ex in enumerate(examples):
         kept: list[str] = []

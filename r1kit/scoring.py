@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.errors import R1kitError
-from r1kit.tasks.math import read_rows, reference_text, row_at
+from r1kit.tasks.math import check_output_outside, read_rows, reference_text, row_at
 from r1kit.templates import assistant_text
 
 Scored = tuple[float, dict[str, Any]]
@@ -415,6 +415,8 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
     if output_path is not None and output_path.is_dir():
         raise R1kitError(f"--output {str(output_path)!r} is a directory",
                          "give the path of the JSONL file to write")
+    if output_path is not None:
+        check_output_outside(output_path, input_path, "--input")
     if output_path is not None:  # missing directories are made, as r1kit eval --out makes them
         existing = next(p for p in output_path.absolute().parents if p.exists())
         if not existing.is_dir():

@@ -615,3 +615,14 @@ def test_a_glob_reads_a_data_sets_shards(tmp_path: Path, bpe_checkpoint) -> None
     assert not any(_input_changed(p, fp) for p, fp in inputs.items())
     pq.write_table(pa.Table.from_pylist(rows[:1]), data / "train-00002-of-00003.parquet")
     assert _input_changed(pattern, inputs[pattern])
+    # a file whose name holds glob characters is that file; a command's output inside the
+    # glob it reads is refused (the next run would read it back)
+    from r1kit.tasks.math import check_output_outside, read_rows
+
+    literal = tmp_path / "data[1].jsonl"
+    literal.write_text(json.dumps(rows[0]) + "\n")
+    assert read_rows(literal) == [(1, rows[0])]
+    _check_inputs(recipe(str(literal)))
+    with pytest.raises(R1kitError, match="matches the glob --train"):
+        check_output_outside(data / "train-clean.jsonl", pattern, "--train")
+    check_output_outside(tmp_path / "clean.jsonl", pattern, "--train")

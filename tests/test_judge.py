@@ -14,7 +14,7 @@ from r1kit.errors import R1kitError
 from r1kit.rewards.judge import DEFAULT_PROMPT, AnswerJudge, check_prompt, verdict_ids
 
 
-def constant_judge(path: Path, tokenizer_dir: Path, says: str) -> Path:
+def constant_judge(path: Path, tokenizer_dir: Path, says: str, positions: int = 4096) -> Path:
     """A judge model that answers `says` (yes or no) to anything: every token embeds to the
     same vector, the layers add nothing, and the output layer reads that vector as +1 for
     one word's tokens and -1 for the other's."""
@@ -25,7 +25,7 @@ def constant_judge(path: Path, tokenizer_dir: Path, says: str) -> Path:
     tok = load_tokenizer(tokenizer_dir)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, tie_word_embeddings=False, max_position_embeddings=4096,
+        intermediate_size=32, tie_word_embeddings=False, max_position_embeddings=positions,
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
     yes, no = verdict_ids(tok)
     with torch.no_grad():
@@ -71,6 +71,13 @@ def test_the_verdict_is_p_yes_over_yes_and_no(tmp_path, bpe_checkpoint):
         judge = AnswerJudge(constant_judge(tmp_path / says, bpe_checkpoint, says), cpu,
                             torch.float32)
         assert judge(q, ref, ans) == pytest.approx([want, want], abs=1e-6)
+    # a request longer than the judge's positions is not judged (None), the others are
+    short = AnswerJudge(constant_judge(tmp_path / "short", bpe_checkpoint, "yes", positions=130),
+                        cpu, torch.float32)
+    lengths = [len(short.tokenizer(short.text(*x), add_special_tokens=False)["input_ids"])
+               for x in zip(q, ref, ["4", "x " * 60])]
+    assert lengths[0] <= 130 < lengths[1]
+    assert short(q, ref, ["4", "x " * 60]) == [pytest.approx(1.0, abs=1e-6), None]
     judge = AnswerJudge(bpe_checkpoint, cpu, torch.float32, batch_size=2)
     assert judge.chat and "What is 2 + 2?" in judge.text(q[0], ref[0], ans[0])
     batched = judge(q, ref, ans)
@@ -157,7 +164,8 @@ def test_judge_settings_are_checked_before_any_stage(tmp_path, bpe_checkpoint):
             ({"judge_model": "x", "judge": "some"}, "stages.rs.judge: must be wrong or all"),
             ({"judge_model": "x", "judge_prompt": "Is {answer} right?"},
              "stages.rs.judge_prompt: it leaves out {question}, {reference}"),
-            ({"judge_model": "x", "judge_threshold": 1.0}, "judge_threshold must be in"),
+            ({"judge_model": "x", "judge_threshold": 1.0}, "judge_threshold: must be in"),
+            ({"judge_model": "x", "judge_batch_size": 0}, "judge_batch_size: must be >= 1"),
             ({"judge_model": "x", "task": "code"}, "judged by running their tests")]:
         with pytest.raises(R1kitError, match=expected.replace("{", r"\{").replace("}", r"\}")):
             recipe(**settings)

@@ -7,7 +7,11 @@ template frames the request where its tokenizer has one). Each (question, refere
 final answer) goes to it in `judge_prompt`, and its verdict is read, without sampling, from
 its distribution over the next token: P(yes) / (P(yes) + P(no)), where "yes" is the first
 token of `yes`, `Yes`, ` yes` or ` Yes` and "no" likewise (tokens both words start with
-count for neither). A verdict of `judge_threshold` or more accepts the answer.
+count for neither), computed from the two log-sum-exps (no underflow). A verdict of
+`judge_threshold` or more accepts the answer. A chat template is asked not to open a
+reasoning block (`enable_thinking=False`, which Qwen3's templates read and others ignore):
+the verdict must be the next token. A request longer than the judge's positions is not
+judged (None: the sample stays rejected).
 """
 
 from __future__ import annotations
@@ -79,6 +83,10 @@ class AnswerJudge:
         self.model = load_model(path, device, dtype, self.tokenizer).eval()
         self.model.requires_grad_(False)
         self.prompt, self.batch_size, self.device = prompt, batch_size, device
+        from r1kit.models import trained_positions
+        from r1kit.rollout import position_limit
+
+        self.positions = position_limit(self.model) or trained_positions(self.model.config)
 
     def text(self, question: str, reference: str, answer: str) -> str:
         """The judge's input: the request in its chat template (where it has one), else the
@@ -87,22 +95,30 @@ class AnswerJudge:
         if self.chat:
             return self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": request}], tokenize=False,
-                add_generation_prompt=True)
+                add_generation_prompt=True, enable_thinking=False)
         return request + "\nAnswer:"
 
     @torch.no_grad()
     def __call__(self, questions: list[str], references: list[str],
-                 answers: list[str]) -> list[float]:
-        texts = [self.text(q, r, a) for q, r, a in zip(questions, references, answers)]
-        out: list[float] = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt",
-                                 padding=True, add_special_tokens=not self.chat).to(self.device)
-            mask = enc["attention_mask"]
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real positions
-            logits = self.model(input_ids=enc["input_ids"], attention_mask=mask,
-                                position_ids=positions).logits[:, -1].float()
-            probs = torch.softmax(logits, -1)
-            yes, no = probs[:, self.yes].sum(-1), probs[:, self.no].sum(-1)
-            out += (yes / (yes + no).clamp(min=1e-30)).tolist()
+                 answers: list[str]) -> list[float | None]:
+        """The verdicts, None for a request longer than the judge's positions."""
+        ids = [self.tokenizer(self.text(q, r, a), add_special_tokens=not self.chat)["input_ids"]
+               for q, r, a in zip(questions, references, answers)]
+        fits = [i for i, x in enumerate(ids) if self.positions is None or len(x) <= self.positions]
+        out: list[float | None] = [None] * len(ids)
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(fits), self.batch_size):
+            batch = [ids[i] for i in fits[start:start + self.batch_size]]
+            width = max(map(len, batch))
+            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch],
+                                     device=self.device)  # left padding
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch],
+                                device=self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each row's real positions
+            logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                logits_to_keep=1).logits[:, -1].float()
+            verdict = torch.sigmoid(logits[:, self.yes].logsumexp(-1)
+                                    - logits[:, self.no].logsumexp(-1))
+            for i, v in zip(fits[start:start + self.batch_size], verdict.tolist()):
+                out[i] = v
         return out

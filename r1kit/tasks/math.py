@@ -64,8 +64,9 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
 
 
 def is_pattern(path: str | Path) -> bool:
-    """Whether a data setting is a glob of shards ("data/train-*.parquet")."""
-    return any(c in str(path) for c in "*?[")
+    """Whether a data setting is a glob of shards ("data/train-*.parquet"): glob characters
+    in a path that names no file (a file literally named "data[1].jsonl" is that file)."""
+    return any(c in str(path) for c in "*?[") and not Path(path).exists()
 
 
 def data_files(path: str | Path) -> list[Path]:
@@ -81,6 +82,22 @@ def data_files(path: str | Path) -> list[Path]:
         raise R1kitError(f"no file matches {str(path)!r}",
                          "a glob names the shards of one data set, e.g. data/train-*.parquet")
     return found
+
+
+def check_output_outside(output: str | Path, data: str | Path, flag: str) -> None:
+    """An R1kitError when `output` (a file a command writes) would be one of the shards the
+    glob `data` reads, now or on the next run (it would read its own output back)."""
+    if not is_pattern(data):
+        return
+    import fnmatch
+    import os
+
+    out = os.path.normpath(os.path.abspath(output))
+    pattern = os.path.normpath(os.path.abspath(data))
+    if fnmatch.fnmatch(out, pattern) or out in {str(f.resolve()) for f in data_files(data)}:
+        raise R1kitError(f"--output {str(output)!r} matches the glob {flag} {str(data)!r}: a "
+                         "later run would read it as one of its shards",
+                         "write it outside the glob (another name or directory)")
 
 
 def data_exists(path: str | Path) -> bool:
