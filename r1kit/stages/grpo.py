@@ -706,9 +706,10 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         record = {"stage": ctx.name, "step": step, "benchmark": f"{name}/{cfg.eval.split}",
                   **res, "seconds": time.time() - t0}
         ctx.log.eval(record)
-        parts = "  ".join(f"{key[7:]} {res[key]:.3f}" for key in res if key.startswith(
-            ("reward/helpful", "reward/safety", "reward/custom")) and key != "reward/custom_none")
-        ctx.print(f"[{ctx.name}] eval step {step}: held-out reward {res['reward']:.3f}  "
+        shown = [f"reward/{kind}" for kind in GENERAL_TYPES] + sorted(
+            k for k in res if k.startswith("reward/custom") and k != "reward/custom_none")
+        parts = "  ".join(f"{key[7:]} {res[key]:.3f}" for key in shown if key in res)
+        ctx.print(f"[{ctx.name}] eval step {step} ({name}): reward {res['reward']:.3f}  "
                   + (parts + "  " if parts else "") + f"mean length {res['mean_tokens']:.1f} tokens")
         return record
 
