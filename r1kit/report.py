@@ -499,8 +499,8 @@ def _reward_evals(run: Run, selected: list[tuple[str, list[Row], int]], report: 
             table.append([stage, _eval_label(r), str(r.get("benchmark", "")), _problems(r), cell,
                           *(_fixed(r.get(f"reward/{p}"), 3) for p in parts),
                           _fixed(r.get("mean_tokens"))])
-    lines = ["Prompts without answers (task = \"prompts\"): the stage's own reward on its "
-             "evaluation prompts, with its 95% confidence interval in brackets.", "",
+    lines = [("Prompts without answers (task = \"prompts\"): the stage's own reward on its "
+              "evaluation prompts, with its 95% confidence interval in brackets."), "",
              *_md_table(header, table, numeric_from=3), ""]
     if any(len(rows) < total for _, rows, total in selected):
         lines += ["First and last evaluation shown; the plot has all of them.", ""]

@@ -247,7 +247,7 @@ def test_a_checkpoint_directory_copied_or_touched_is_the_same_input(tmp_path, mo
     sha256 was kept (files up to HASHED_UP_TO); other bytes, sizes or files are."""
     import os
 
-    import r1kit.pipeline as pipeline
+    from r1kit import pipeline
 
     model = tmp_path / "model"
     model.mkdir()

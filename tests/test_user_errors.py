@@ -257,10 +257,10 @@ def test_prompts_that_are_empty_or_messages_as_json_text_are_named(tmp_path):
     # one row without its answer: that row is named, not the field names (the rows before
     # have it); the first row without it: the file's fields are listed; a null: a fix line
     for rows, expected, hint in [
-            ([{"question": "a", "answer": "1"}, {"question": "b"}], "d.jsonl:2: no field "
-             "'answer'", "the rows before it have 'answer': fill it in or drop this row"),
-            ([{"question": "b"}], "d.jsonl:1: no field 'answer'", "its fields are question; "
-             "set question_field / answer_field"),
+            ([{"question": "a", "answer": "1"}, {"question": "b"}], "d.jsonl:2: no field 'answer'",
+             "the rows before it have 'answer': fill it in or drop this row"),
+            ([{"question": "b"}], "d.jsonl:1: no field 'answer'",
+             "its fields are question; set question_field / answer_field"),
             ([{"question": "b", "answer": None}], "d.jsonl:1: field 'answer' is null",
              "fill it in or drop the rows without one")]:
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))

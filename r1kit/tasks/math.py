@@ -122,7 +122,7 @@ def _data_file(path: str | Path) -> Path:
         shards = sorted(f.name for f in p.iterdir() if f.suffix.lower() in (".jsonl", ".parquet"))
         raise R1kitError(f"{str(p)!r} is a directory, not a data file",
                          "give one .jsonl or .parquet file, or a glob of one data set's shards"
-                         + (f", e.g. {str(p / shards[0].split('-')[0])}-*{Path(shards[0]).suffix}"
+                         + (f", e.g. {p / shards[0].split('-')[0]}-*{Path(shards[0]).suffix}"
                             if shards else ""))
     if not p.is_file():
         raise R1kitError(f"file {str(p)!r} not found{hub_note(str(path), dataset=True)}")
