@@ -114,8 +114,9 @@ def benchmark_ngrams(names: Iterable[str], n: int = 10, short: dict[str, int] | 
 
 def _row_texts(row: dict, fields: Sequence[str] | None, where: str) -> list[str]:
     """The texts of a training row: the named fields (each must be a string), or by default
-    every string value, the strings of a list and the "content" of dicts in a list (chat
-    messages; ShareGPT's turns: "value")."""
+    every string value, the strings of a list, the "content" of dicts in a list (chat
+    messages; ShareGPT's turns: "value") and the strings of an object's values but its labels
+    (ARC's choices: {"text": [...], "label": [...]})."""
     if fields is not None:
         texts = []
         for field in fields:
@@ -134,6 +135,9 @@ def _row_texts(row: dict, fields: Sequence[str] | None, where: str) -> list[str]
         return texts
     texts = []
     for value in row.values():
+        if isinstance(value, dict):  # ARC's choices {"text": [...], "label": [...]}
+            value = [t for k, v in value.items() if k not in ("label", "labels")
+                     for t in (v if isinstance(v, list) else [v])]
         if isinstance(value, str):
             texts.append(value)
         elif isinstance(value, list):

@@ -80,8 +80,10 @@ def test_nine_word_overlap_counts_with_n_9(gsm8k_problem):
 def test_fields_and_chat_messages(gsm8k_problem, gsm8k_grams):
     rows = [{"prompt": UNRELATED, "response": gsm8k_problem},
             {"messages": [{"role": "user", "content": gsm8k_problem}]},
-            {"tags": ["x", gsm8k_problem]}]
-    assert [h["index"] for h in find_contaminated(rows, gsm8k_grams)] == [0, 1, 2]
+            {"tags": ["x", gsm8k_problem]},
+            {"choices": {"text": ["a", gsm8k_problem], "label": ["A", "B"]}},  # ARC's options
+            {"choices": {"text": ["a", "b"], "label": ["A", "B"]}}]
+    assert [h["index"] for h in find_contaminated(rows, gsm8k_grams)] == [0, 1, 2, 3]
     assert find_contaminated(rows[:1], gsm8k_grams, fields=["prompt"]) == []
     with pytest.raises(R1kitError, match="prompt"):
         find_contaminated(rows[1:2], gsm8k_grams, fields=["prompt"])
