@@ -119,6 +119,9 @@ def isolation(request) -> str:
     ("<think>a</think>\n  ```python\n  def f():\n      return 1\n  ```",
      "def f():\n    return 1\n"),
     ("", None),
+    # a tagged block wins over a later untagged one (most often the program's output)
+    ("<think>a</think>```python\nprint(add(1, 2))\n```\nIt prints:\n```\n3\n```",
+     "print(add(1, 2))\n"),
 ])
 def test_extract_code(response, expected) -> None:
     assert extract_code(response) == expected
@@ -141,6 +144,26 @@ def test_tests_from_row_schemas() -> None:
         spec_of({"tests": "assert f()"})
     with pytest.raises(R1kitError, match="entry_point"):
         spec_of({"test": "def check(c): pass", "entry_point": "f(); import os"})
+
+
+def test_pytest_style_tests_are_called_and_empty_tests_refused() -> None:
+    """A test that only defines `def test_add(): ...` checks nothing unless called: it is
+    called (a wrong program used to pass it); KodCode's layout (`test` of test_* functions
+    importing the code `from solution`) runs each function as a test; an empty test list
+    and input/output cases (which the reward does not run) are errors that say so."""
+    right, wrong = answer("def add(a, b):\n    return a + b"), answer("def add(a, b):\n    return a - b")
+    rows = [{"tests": ["def test_add():\n    assert add(1, 2) == 3"]},
+            {"test": "from solution import add\n\ndef test_one():\n    assert add(1, 2) == 3\n"
+                     "\ndef test_zero():\n    assert add(0, 0) == 0\n"},
+            {"tests": ["import solution\nassert solution.add(2, 2) == 4"]}]
+    assert [(s, p["passed"], p["total"]) for s, p in score_code_rows(rows, [right] * 3)] == \
+        [(1.0, 1, 1), (1.0, 2, 2), (1.0, 1, 1)]
+    assert [(s, p["passed"]) for s, p in score_code_rows(rows, [wrong] * 3)] == \
+        [(0.0, 0), (0.0, 1), (0.0, 0)]
+    with pytest.raises(R1kitError, match="'tests' is an empty list"):
+        spec_of({"tests": []})
+    with pytest.raises(R1kitError, match="'input_output' holds input/output cases"):
+        spec_of({"input_output": '{"inputs": ["1"], "outputs": ["1"]}'})
 
 
 # ----- correct and wrong programs -------------------------------------------------------------

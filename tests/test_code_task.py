@@ -4,6 +4,7 @@ running each response's code against its row's tests in the sandbox."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import REPO, one_grpo_step_on, write_jsonl
@@ -49,13 +50,32 @@ def test_code_rows_are_scored_by_their_tests_in_each_schema(tmp_path):
     assert [s for s, _ in scores[:3]] == [2.0, 2.0, 2.0]  # + format
 
 
+def test_an_mbpp_layout_file_is_asked_as_the_shipped_mbpp(tmp_path):
+    """A file of MBPP's layout is asked with its tests (they name the function), as the
+    shipped mbpp benchmark asks it, so that its scores compare; a question that already shows
+    its tests is left as it is."""
+    from r1kit.eval.benchmarks import load_benchmark
+
+    mine = CodeTask(None, REPO / "r1kit" / "data" / "mbpp" / "test.jsonl", question_field="text")
+    shipped = load_benchmark("mbpp").test_examples()
+    def same(text):  # (a shipped test that ends with a space: the same question)
+        return re.sub(r"[ \t]+\n", "\n", text)
+
+    assert [same(e.question) for e in mine.test_examples()[:20]] == \
+        [same(e.question) for e in shipped[:20]]
+    row = {"text": "Write add.\nassert add(1, 2) == 3", "test_list": ["assert add(1, 2) == 3"]}
+    (tmp_path / "m.jsonl").write_text(json.dumps(row) + "\n")
+    (ex,) = CodeTask(None, tmp_path / "m.jsonl", question_field="text").test_examples()
+    assert "should pass these tests" not in ex.question and ex.question.startswith(row["text"])
+
+
 def test_code_task_checks_its_file_before_any_stage(tmp_path):
     recipe = str(REPO / "recipes" / "zero-tiny.toml")
     with pytest.raises(R1kitError, match="task = 'code' in a grpo stage needs a train_file"):
         load_recipe(recipe, ["stages.zero.task=\"code\""])
     bad = _file(tmp_path, [{"question": "q", "tests": ["assert True"]}, {"question": "q2"}],
                 "bad.jsonl")
-    with pytest.raises(R1kitError, match=r"bad.jsonl:2: no tests"):
+    with pytest.raises(R1kitError, match=r"bad.jsonl:2: the row has no tests"):
         CodeTask(bad)
     typo = _file(tmp_path, [{"prompt": "q", "tests": ["assert True"]}], "typo.jsonl")
     with pytest.raises(R1kitError, match="no field 'question'") as info:

@@ -26,7 +26,7 @@ from pathlib import Path
 from r1kit.errors import R1kitError
 from r1kit.tasks import DATA_DIR
 from r1kit.tasks.base import Example
-from r1kit.tasks.code import CODE_INSTRUCTION, code_answers, code_scores
+from r1kit.tasks.code import CODE_INSTRUCTION, code_answers, code_scores, mbpp_tests_text
 from r1kit.tasks.math import math_equal, math_vote_key, read_jsonl, verify_answers
 from r1kit.templates import prompt_text, with_instruction
 
@@ -68,8 +68,7 @@ def _question(name: str, spec: Spec, row: dict) -> str:
     if name == "humaneval":
         return ("Complete the following Python function.\n```python\n" + row["prompt"] + "```"
                 + CODE_INSTRUCTION)
-    tests = "\n".join(row["test_list"])
-    return f"{row['text']}\nYour code should pass these tests:\n{tests}" + CODE_INSTRUCTION
+    return row["text"] + mbpp_tests_text(row["test_list"]) + CODE_INSTRUCTION
 
 
 class _HeldOut:

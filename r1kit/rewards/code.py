@@ -2,8 +2,8 @@
 
     score, parts = score_code_row({"tests": ["assert add(1, 2) == 3"], "completion": text})
 
-The code is the last fenced Python block (```python, ```py or a plain ```) of the answer
-part of the response: the text after the last </think> (nothing, if a <think> is never
+The code is the last fenced block tagged Python (```python, ```py), or where there is none
+the last plain ``` block, of the answer part of the response: the text after the last </think> (nothing, if a <think> is never
 closed), and within it the last <answer>...</answer> when there is one. The same answer rule
 as the math reward (r1kit/rewards/rule.py): code written only while reasoning is not an
 answer.
@@ -56,15 +56,19 @@ def extract_code(response: str) -> str | None:
     if tail is None:
         return None
     fences = list(_FENCE.finditer(tail))
-    code = None
+    tagged = plain = None
     # Fence lines pair up in order (open, close), so a ```bash block's closing fence is never
-    # mistaken for the opening of a Python one; an unclosed last fence is not a block.
+    # mistaken for the opening of a Python one; an unclosed last fence is not a block. The
+    # last block tagged python wins; an untagged one only where none is tagged (an untagged
+    # block after the code is most often its output: "Running it prints: ```3```").
     for opening, closing in zip(fences[::2], fences[1::2]):
-        if opening.group(1).lower() in _PYTHON_TAGS:
+        tag = opening.group(1).lower()
+        if tag in _PYTHON_TAGS:
             body = tail[opening.end() + 1:closing.start()]
             if body.strip():
                 code = textwrap.dedent(body).strip("\n") + "\n"
-    return code
+                tagged, plain = (code, plain) if tag else (tagged, code)
+    return tagged if tagged is not None else plain
 
 
 def _string_list(row: dict, key: str) -> tuple[str, ...]:
@@ -84,13 +88,53 @@ def _optional_str(row: dict, key: str) -> str:
     return value
 
 
+_TEST_FUNCTION = re.compile(r"^def\s+(test\w*)\s*\(\s*\)", re.MULTILINE)
+_SOLUTION_IMPORT = re.compile(r"^\s*(from\s+solution\s+import|import\s+solution\b)",
+                              re.MULTILINE)
+# tests written against a module "solution" (KodCode's, pytest's layout) import the code
+# under test from it: that module is the candidate's namespace
+SOLUTION_MODULE = ("import sys as _sys, types as _types\n_solution = _types.ModuleType('solution')"
+                   "\n_solution.__dict__.update(globals())\n_sys.modules['solution'] = _solution\n")
+
+
+def _called(test: str) -> str:
+    """A test statement block with a call after it of each pytest-style test function it
+    defines at top level and never calls (`def test_add(): assert ...`): defined alone, such
+    a function would check nothing and every program would pass."""
+    calls = [name for name in _TEST_FUNCTION.findall(test)
+             if not re.search(rf"^{name}\s*\(", test, re.MULTILINE)]
+    return test + "".join(f"\n{name}()" for name in calls)
+
+
+def _checked(tests: tuple[str, ...], key: str) -> tuple[str, ...]:
+    if not tests:
+        raise R1kitError(f"field {key!r} is an empty list: the row has no tests",
+                         "give each row at least one test, or drop the row")
+    return tuple(_called(t) for t in tests)
+
+
+def _module_setup(setup: str, tests: tuple[str, ...]) -> str:
+    if any(_SOLUTION_IMPORT.search(t) for t in (setup, *tests)):
+        return SOLUTION_MODULE + setup
+    return setup
+
+
 def tests_from_row(row: dict) -> TestSpec:
-    """The tests of a row in the r1kit, MBPP or HumanEval schema (see the module docstring)."""
+    """The tests of a row in the r1kit, MBPP or HumanEval schema (see the module docstring),
+    or a pytest-style `test` without `entry_point` (KodCode's: test_* functions, the code
+    imported `from solution`): each test function is a test."""
     if "tests" in row:
-        return TestSpec(tests=_string_list(row, "tests"), setup=_optional_str(row, "setup"))
+        tests = _checked(_string_list(row, "tests"), "tests")
+        return TestSpec(tests=tests, setup=_module_setup(_optional_str(row, "setup"), tests))
     if "test_list" in row:
-        return TestSpec(tests=_string_list(row, "test_list"),
-                        setup=_optional_str(row, "test_setup_code"))
+        tests = _checked(_string_list(row, "test_list"), "test_list")
+        return TestSpec(tests=tests,
+                        setup=_module_setup(_optional_str(row, "test_setup_code"), tests))
+    if "test" in row and row.get("entry_point") is None and isinstance(row["test"], str) \
+            and _TEST_FUNCTION.search(row["test"]):
+        names = tuple(dict.fromkeys(_TEST_FUNCTION.findall(row["test"])))
+        return TestSpec(tests=tuple(f"{name}()" for name in names),
+                        setup=_module_setup(row["test"], ()))
     if "test" in row:
         entry = row.get("entry_point")
         if not isinstance(entry, str) or not _IDENTIFIER.fullmatch(entry):
@@ -98,8 +142,13 @@ def tests_from_row(row: dict) -> TestSpec:
                              f"to check, got {entry!r}")
         return TestSpec(tests=(f"check({entry})",), setup=_optional_str(row, "test"),
                         prelude=_optional_str(row, "prompt"))
-    raise R1kitError("the row has no tests", "give 'tests' (and 'setup'), MBPP 'test_list' "
-                     "(and 'test_setup_code'), or HumanEval 'test' and 'entry_point'")
+    io = [k for k in ("input_output", "verification_info", "official_tests", "test_cases")
+          if k in row]
+    raise R1kitError("the row has no tests" + (
+        f" r1kit runs: {io[0]!r} holds input/output cases (stdin → stdout, as APPS, "
+        "Codeforces and open-r1's verification_info), which r1kit's code reward does not run"
+        if io else ""), "give 'tests' (and 'setup'), MBPP 'test_list' (and 'test_setup_code'), "
+        "HumanEval 'test' and 'entry_point', or pytest-style test_* functions in 'test'")
 
 
 def _parts(outcome: TestOutcome | None, total: int, pass_fraction: bool

@@ -4,7 +4,9 @@ A JSONL or parquet file of your own, a row per problem: the question under `ques
 (text or chat messages) and its tests in one of the schemas of r1kit.rewards.code — r1kit's
 `tests` (and `setup`), MBPP's `test_list` (and `test_setup_code`), or HumanEval's `test` and
 `entry_point` (the row's `prompt`, the function's signature and docstring, is then put before
-the response's code, as HumanEval is scored). Each question is followed by the request for a
+the response's code, as HumanEval is scored), or pytest-style test_* functions in `test`. A
+question of MBPP's layout is followed by its tests, as the shipped mbpp benchmark asks it
+(they name the function to write). Each question is followed by the request for a
 ```python block that the shipped code benchmarks make (`code_instruction`: "r1kit"; "" leaves
 the questions as they are, other text is appended instead); the last python block of a
 response's answer part is run against the row's tests in the sandbox (r1kit/sandbox), each
@@ -20,7 +22,6 @@ from r1kit.errors import R1kitError
 from r1kit.tasks.base import Example
 
 CODE_INSTRUCTION = "\nWrite the complete Python code in a ```python code block."
-_TEST_FIELDS = ("tests", "test_list", "test")
 
 
 def code_answers(responses: list[str]) -> tuple[list[str | None], list[str]]:
@@ -31,6 +32,12 @@ def code_answers(responses: list[str]) -> tuple[list[str | None], list[str]]:
     from r1kit.rewards.code import answer_part
 
     return [answer_part(r) for r in responses], ["ok"] * len(responses)
+
+
+def mbpp_tests_text(tests) -> str:
+    """What MBPP's prompts add after the problem (as the shipped mbpp benchmark asks it): its
+    tests, which name the function the program must define."""
+    return "\nYour code should pass these tests:\n" + "\n".join(tests)
 
 
 def instruction_text(setting: str) -> str:
@@ -85,14 +92,15 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
     for n, row in read_rows(path):
         question = row_question(row, question_field, row_at(path, n),
                                 "set question_field to the question's")
-        if not any(f in row for f in _TEST_FIELDS):
-            raise R1kitError(f"{row_at(path, n)}: no tests", "give each row 'tests' (a list of assert "
-                             "statements), MBPP's 'test_list', or HumanEval's 'test' and "
-                             "'entry_point'")
         try:
             tests_from_row(row)
         except R1kitError as exc:
             raise R1kitError(f"{row_at(path, n)}: {exc.args[0]}", exc.hint) from exc
+        if "tests" not in row and "test_list" in row:  # MBPP's layout: asked as MBPP asks,
+            # with its tests (they name the function), unless the question shows them
+            shown = question if isinstance(question, str) else str(question)
+            if not all(t.strip() in shown for t in row["test_list"]):
+                question = with_instruction(question, mbpp_tests_text(row["test_list"]))
         out.append(Example(question=with_instruction(question, instruction), answer="",
                            level=row.get("level") if isinstance(row.get("level"), int) else None,
                            meta={"row": row}))
