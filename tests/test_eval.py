@@ -488,3 +488,33 @@ def test_eval_takes_your_own_system_turn(tmp_path, bpe_checkpoint, capsys):
     assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "gsm8k", "--system-text",
                  "Hi", "--no-system-prompt"]) == 2
     assert "--system-text and --system-prompt" in capsys.readouterr().err
+
+
+def test_responses_that_end_inside_an_unclosed_think_are_counted(bpe_checkpoint):
+    """A response that stopped (not cut at the length cap) inside a <think> it never closed
+    has no answer: its share is `unclosed`, and r1kit eval's table says what to do (a model
+    that does not reason in tags, prompted with a prefill that opens <think>)."""
+    import torch
+
+    from r1kit.eval.cli import format_table
+    from r1kit.eval.core import evaluate
+    from r1kit.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(bpe_checkpoint)
+    model = load_model(bpe_checkpoint, torch.device("cpu"), torch.float32, tok)
+    task = load_benchmark("gsm8k")
+    examples = task.test_examples()[:2]
+    prompts = [tok(e.question)["input_ids"] for e in examples]
+    every = list(range(len(tok)))  # every token stops: each response ends at once
+
+    def unclosed(prefill, stop_ids):
+        return evaluate(model, tok, task, examples, prompts, k=2, temperature=1.0, top_p=1.0,
+                        max_new_tokens=4, stop_ids=stop_ids, seed=0, prefill=prefill).unclosed
+
+    assert unclosed("<think>\n", every) == 1.0
+    assert unclosed("", every) == 0.0
+    assert unclosed("<think>\n", [tok.eos_token_id]) == 0.0  # cut at the cap: not counted
+    row = {"benchmark": "gsm8k", "n": 2, "k": 2, "pass@1": 0.0, "pass@1_ci95": [0.0, 0.5],
+           "pass@2": 0.0, "cons@2": 0.0, "mean_tokens": 1.0, "truncated": 0.0,
+           "unclosed": 1.0}
+    assert "never closed" in format_table([row]) and "--prefill ''" in format_table([row])

@@ -337,6 +337,12 @@ def format_table(results: list[dict]) -> str:
                          f"have no <think>, </think> or <answer>: {UNTAGGED_NOTE} (prompt the "
                          "model to reason in <think>…</think>: --template, --system-prompt; "
                          "or --read-untagged reads them whole, as open-r1)")
+        if r.get("unclosed"):
+            lines.append(f"note: {r['benchmark']}: {100 * r['unclosed']:.1f}% of the responses "
+                         "ended inside a <think> they never closed (not cut at the length cap): "
+                         "no answer is read from them. A model that does not reason in "
+                         "<think>…</think> needs a prompt that does not open one for it "
+                         "(--prefill '')")
     for r in results:
         for title, key in (("level", "by_level"), ("subject", "by_subject")):
             if r.get(key):

@@ -115,11 +115,14 @@ class EvalResult:
     samples: list[dict] = field(default_factory=list)  # a few responses to look at
     # share of responses without <think>, </think> or <answer>: no answer read (rule.untagged)
     untagged: float = 0.0
+    # share of responses that ended (not cut at the length cap) inside a <think> they never
+    # closed: no answer read (a model that does not reason in tags, prompted with <think>)
+    unclosed: float = 0.0
 
     def as_record(self) -> dict:
         return {"pass@1": self.pass_at_1, f"cons@{self.k}": self.cons_at_k, "k": self.k,
                 "mean_tokens": self.mean_tokens, "truncated": self.truncated, "n": self.n,
-                "untagged": self.untagged,
+                "untagged": self.untagged, "unclosed": self.unclosed,
                 "language": self.language,
                 "pass@1_ci95": list(self.ci95),
                 **{f"pass@{k}": v for k, v in sorted(self.pass_at.items()) if k > 1},
@@ -255,6 +258,8 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
                   if not reads_untagged(task) else 0.0),
         pass_at=pass_at,
         ci95=mean_ci95(correct),
+        unclosed=sum(stop and "<think>" in t and "</think>" not in t
+                     for t, stop in zip(texts, ro.stopped.tolist())) / max(1, len(texts)),
     )
 
 
