@@ -166,6 +166,17 @@ def test_pytest_style_tests_are_called_and_empty_tests_refused() -> None:
         spec_of({"input_output": '{"inputs": ["1"], "outputs": ["1"]}'})
 
 
+def test_a_humaneval_body_without_a_fence_is_code() -> None:
+    """HumanEval's own completions are the function's body, unfenced: read as code where it
+    is Python under the prompt's signature; prose is not."""
+    body = "    ordered = sorted(numbers)\n    return any(b - a < threshold for a, b in " \
+           "zip(ordered, ordered[1:]))\n"
+    scored = score_code_rows([HUMANEVAL_ROW] * 3, [body, "<think>x</think>\n" + body,
+                                                  "Sort them and compare neighbours."])
+    assert [(s, p["status"]) for s, p in scored] == [(1.0, "ok"), (1.0, "ok"), (0.0, "no_code")]
+    assert score_code_rows([ADD_ROW], ["def add(a, b):\n    return a + b"])[0][0] == 0.0
+
+
 # ----- correct and wrong programs -------------------------------------------------------------
 
 

@@ -190,6 +190,25 @@ def _program(row: dict, code: str | None) -> str | None:
     return f"{row['prompt'].rstrip()}\n{body}"
 
 
+def _code_of(row: dict, completion: str) -> str | None:
+    """The code a completion gives for a row: its fenced block (extract_code), or for a
+    HumanEval row an answer without a fence that is Python under the prompt's signature (as
+    HumanEval's own completions are: the function's body continuing the prompt)."""
+    code = extract_code(completion)
+    if code is not None or not ("test" in row and isinstance(row.get("entry_point"), str)
+                                and isinstance(row.get("prompt"), str)):
+        return code
+    part = answer_part(completion)
+    if part is None or not part.strip():
+        return None
+    body = textwrap.dedent(part.strip("\n")) + "\n"
+    try:
+        compile(_program(row, body), "<completion>", "exec")
+    except (SyntaxError, ValueError):
+        return None  # prose, not a body
+    return body
+
+
 def score_code_row(row: dict, completion: str | None = None, *, pass_fraction: bool = False,
                    limits: Limits | None = None, isolation: str | None = None
                    ) -> tuple[float, dict[str, Any]]:
@@ -197,7 +216,7 @@ def score_code_row(row: dict, completion: str | None = None, *, pass_fraction: b
     row["completion"]. parts: accuracy, passed, total, has_code, complete (numbers) and
     status (a RunResult status, "no_code" or "no_report")."""
     spec = tests_from_row(row)
-    code = _program(row, extract_code(_completion(row, completion)))
+    code = _program(row, _code_of(row, _completion(row, completion)))
     if code is None:
         return _parts(None, len(spec.tests), pass_fraction)
     outcome = run_tests(code, spec, limits=limits or DEFAULT_LIMITS, isolation=isolation)
@@ -216,7 +235,7 @@ def score_code_rows(rows: Sequence[dict], completions: Sequence[str | None] | No
     if len(completions) != len(rows):
         raise ValueError(f"{len(rows)} rows but {len(completions)} completions")
     specs = [tests_from_row(row) for row in rows]
-    codes = [_program(row, extract_code(_completion(row, c))) for row, c in zip(rows, completions)]
+    codes = [_program(row, _code_of(row, _completion(row, c))) for row, c in zip(rows, completions)]
     todo = [i for i, code in enumerate(codes) if code is not None]
     outcomes: dict[int, TestOutcome] = {}
     if todo:
