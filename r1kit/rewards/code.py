@@ -8,16 +8,12 @@ closed), and within it the last <answer>...</answer> when there is one. The same
 as the math reward (r1kit/rewards/rule.py): code written only while reasoning is not an
 answer.
 
-Tests come from the row, in one of these schemas (`tests_from_row`):
+Tests come from the row, in one of three schemas (`tests_from_row`):
 - r1kit: `tests` (a list of assert statements) and optional `setup` (run before them);
 - MBPP: `test_list` and `test_setup_code` (run in the order code, setup, asserts);
 - HumanEval: `test` (defines check(candidate)) and `entry_point`; `prompt`, when present,
   runs before the code so that its imports and helper functions exist, as in the original
-  harness; the one test is `check(<entry_point>)`;
-- pytest's (KodCode's): `test` of test_* functions (importing the code `from solution`), each
-  called as a test;
-- input/output cases (APPS' `input_output`, open-r1's `verification_info`, Codeforces'
-  `official_tests`): each case runs the program on its stdin and compares its stdout.
+  harness; the one test is `check(<entry_point>)`.
 
 Reward: 1.0 when every test passes, else 0.0; with pass_fraction, passed / total. A pass is
 decided by r1kit/sandbox/harness.py, which a program cannot fake by exiting early or by
@@ -123,98 +119,10 @@ def _module_setup(setup: str, tests: tuple[str, ...]) -> str:
     return setup
 
 
-# Input/output cases (APPS' input_output, open-r1's verification_info, Codeforces' tests):
-# each case runs the program as __main__ on the case's stdin; its stdout must equal the
-# case's output, line by line, trailing spaces and blank lines aside.
-IO_FIELDS = ("input_output", "verification_info", "official_tests")
-IO_HELPER = """
-def _r1kit_io(source, stdin, expected):
-    import io, sys
-    given = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8")
-    raw = io.BytesIO()
-    out = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
-    kept = sys.stdin, sys.stdout
-    sys.stdin, sys.stdout = given, out
-    try:
-        exec(compile(source, "<solution>", "exec", dont_inherit=True),
-             {"__name__": "__main__", "__builtins__": __builtins__})
-    except SystemExit as exc:
-        if exc.code not in (None, 0):
-            raise AssertionError(f"exit status {exc.code!r}") from None
-    finally:
-        out.flush()
-        sys.stdin, sys.stdout = kept
-    got = raw.getvalue().decode("utf-8", "replace").rstrip().splitlines()
-    want = str(expected).rstrip().splitlines()
-    assert [x.rstrip() for x in got] == [x.rstrip() for x in want], "wrong output"
-"""
-
-
-def io_cases(row: dict) -> list[tuple[str, str]] | None:
-    """A row's input/output cases ((stdin, expected stdout) pairs), or None where it has
-    none: APPS' `input_output` ({"inputs", "outputs"}, or that as a JSON string), open-r1's
-    `verification_info` ({"test_cases": [{"input", "output", "type": "stdin_stdout"}]},
-    or that as a JSON string), Codeforces' `official_tests` ([{"input", "output"}])."""
-    import json
-
-    key = next((k for k in IO_FIELDS if k in row and row[k] is not None), None)
-    if key is None:
-        return None
-    value = row[key]
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise R1kitError(f"field {key!r} is not JSON ({exc})") from exc
-    if key == "input_output":
-        if not isinstance(value, dict) or not isinstance(value.get("inputs"), list) \
-                or not isinstance(value.get("outputs"), list):
-            raise R1kitError("field 'input_output' needs lists 'inputs' and 'outputs'")
-        if value.get("fn_name"):
-            raise R1kitError("field 'input_output' names a function (fn_name): call-based "
-                             "cases are not run, only stdin → stdout ones",
-                             "turn them into assert tests ('tests')")
-        pairs = list(zip(value["inputs"], value["outputs"]))
-    else:
-        cases = value.get("test_cases") if isinstance(value, dict) else value
-        if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
-            raise R1kitError(f"field {key!r} needs a list of cases with 'input' and 'output'")
-        if any(c.get("type", "stdin_stdout") != "stdin_stdout" for c in cases):
-            raise R1kitError(f"field {key!r} has cases of another type than stdin_stdout, "
-                             "which are not run")
-        if isinstance(value, dict) and value.get("language", "python") != "python":
-            raise R1kitError(f"field {key!r} is for {value.get('language')!r}, not python")
-        pairs = [(c.get("input"), c.get("output")) for c in cases]
-    out = []
-    for inp, expected in pairs:
-        if isinstance(inp, list):
-            inp = "\n".join(map(str, inp))
-        if isinstance(expected, list):
-            expected = "\n".join(map(str, expected))
-        if not isinstance(inp, str) or not isinstance(expected, str):
-            raise R1kitError(f"field {key!r}: a case's input and output must be text")
-        out.append((inp, expected))
-    if not out:
-        raise R1kitError(f"field {key!r} holds no cases: the row has no tests",
-                         "give each row at least one case, or drop the row")
-    return out
-
-
-def io_spec(cases: list[tuple[str, str]], code: str) -> TestSpec:
-    """The tests of input/output cases for one program, each case a test that runs the
-    program as __main__ on the case's stdin. Each test holds the check and the program's
-    source itself, so a program cannot replace them for the cases after its first run."""
-    return TestSpec(tests=tuple(IO_HELPER + f"_r1kit_io({code!r}, {i!r}, {o!r})\n"
-                                for i, o in cases))
-
-
 def tests_from_row(row: dict) -> TestSpec:
     """The tests of a row in the r1kit, MBPP or HumanEval schema (see the module docstring),
     or a pytest-style `test` without `entry_point` (KodCode's: test_* functions, the code
     imported `from solution`): each test function is a test."""
-    cases = io_cases(row) if not any(k in row for k in ("tests", "test_list", "test")) else None
-    if cases is not None:  # (the program itself goes into the tests: io_spec)
-        return io_spec(cases, "")
     if "tests" in row:
         tests = _checked(_string_list(row, "tests"), "tests")
         return TestSpec(tests=tests, setup=_module_setup(_optional_str(row, "setup"), tests))
@@ -234,10 +142,13 @@ def tests_from_row(row: dict) -> TestSpec:
                              f"to check, got {entry!r}")
         return TestSpec(tests=(f"check({entry})",), setup=_optional_str(row, "test"),
                         prelude=_optional_str(row, "prompt"))
-    raise R1kitError("the row has no tests", "give 'tests' (and 'setup'), MBPP 'test_list' "
-                     "(and 'test_setup_code'), HumanEval 'test' and 'entry_point', pytest-style "
-                     "test_* functions in 'test', or input/output cases (APPS' input_output, "
-                     "open-r1's verification_info, Codeforces' official_tests)")
+    io = [k for k in ("input_output", "verification_info", "official_tests", "test_cases")
+          if k in row]
+    raise R1kitError("the row has no tests" + (
+        f" r1kit runs: {io[0]!r} holds input/output cases (stdin → stdout, as APPS, "
+        "Codeforces and open-r1's verification_info), which r1kit's code reward does not run"
+        if io else ""), "give 'tests' (and 'setup'), MBPP 'test_list' (and 'test_setup_code'), "
+        "HumanEval 'test' and 'entry_point', or pytest-style test_* functions in 'test'")
 
 
 def _parts(outcome: TestOutcome | None, total: int, pass_fraction: bool
@@ -298,15 +209,6 @@ def _code_of(row: dict, completion: str) -> str | None:
     return body
 
 
-def _with_cases(row: dict, code: str, spec: TestSpec) -> tuple[str, TestSpec]:
-    """(the program to run first, the tests): for a row of input/output cases nothing runs
-    first (the program would read an empty stdin) and each case runs the program."""
-    if any(k in row for k in ("tests", "test_list", "test")):
-        return code, spec
-    cases = io_cases(row)
-    return (code, spec) if cases is None else ("", io_spec(cases, code))
-
-
 def score_code_row(row: dict, completion: str | None = None, *, pass_fraction: bool = False,
                    limits: Limits | None = None, isolation: str | None = None
                    ) -> tuple[float, dict[str, Any]]:
@@ -317,7 +219,6 @@ def score_code_row(row: dict, completion: str | None = None, *, pass_fraction: b
     code = _program(row, _code_of(row, _completion(row, completion)))
     if code is None:
         return _parts(None, len(spec.tests), pass_fraction)
-    code, spec = _with_cases(row, code, spec)
     outcome = run_tests(code, spec, limits=limits or DEFAULT_LIMITS, isolation=isolation)
     return _parts(outcome, len(spec.tests), pass_fraction)
 
@@ -337,8 +238,6 @@ def score_code_rows(rows: Sequence[dict], completions: Sequence[str | None] | No
     codes = [_program(row, _code_of(row, _completion(row, c))) for row, c in zip(rows, completions)]
     todo = [i for i, code in enumerate(codes) if code is not None]
     outcomes: dict[int, TestOutcome] = {}
-    for i in todo:
-        codes[i], specs[i] = _with_cases(rows[i], codes[i], specs[i])
     if todo:
         ran = run_tests_many([codes[i] for i in todo], [specs[i] for i in todo],
                              limits=limits or DEFAULT_LIMITS, pool=pool, workers=workers,
