@@ -162,6 +162,20 @@ def test_pytest_style_tests_are_called_and_empty_tests_refused() -> None:
         [(0.0, 0), (0.0, 1), (0.0, 0)]
     with pytest.raises(R1kitError, match="'tests' is an empty list"):
         spec_of({"tests": []})
+    # a program that rebinds the test functions it can reach passes no test it did not pass
+    forger = answer("def add(a, b):\n    g = globals()\n    for n in list(g):\n"
+                    "        if n.startswith('test_'):\n            g[n] = lambda: None\n"
+                    "    return 3")
+    assert score_code_rows(rows[1:2], [forger])[0][1]["passed"] == 1
+    # test functions r1kit would not call (parameters, async, in a class) are refused:
+    # defined and never run, they would pass every program
+    for test in ("import pytest\n@pytest.mark.parametrize('a', [1])\ndef test_b(a):\n"
+                 "    assert add(a, 1) == 2\n",
+                 "class TestAdd:\n    def test_x(self):\n        assert add(1, 2) == 3\n",
+                 "async def test_x():\n    assert add(1, 2) == 3\n"):
+        for row in ({"test": test}, {"tests": [test]}):
+            with pytest.raises(R1kitError, match="test function r1kit cannot call"):
+                spec_of(row)
     with pytest.raises(R1kitError, match="'input_output' holds input/output cases"):
         spec_of({"input_output": '{"inputs": ["1"], "outputs": ["1"]}'})
 
@@ -175,6 +189,8 @@ def test_a_humaneval_body_without_a_fence_is_code() -> None:
                                                   "Sort them and compare neighbours."])
     assert [(s, p["status"]) for s, p in scored] == [(1.0, "ok"), (1.0, "ok"), (0.0, "no_code")]
     assert score_code_rows([ADD_ROW], ["def add(a, b):\n    return a + b"])[0][0] == 0.0
+    # text that exhausts the compiler is no code, not a crash of the reward
+    assert score_code_rows([HUMANEVAL_ROW], ["return " + "+".join(["1"] * 200000)])[0][0] == 0
 
 
 # ----- correct and wrong programs -------------------------------------------------------------

@@ -97,10 +97,27 @@ SOLUTION_MODULE = ("import sys as _sys, types as _types\n_solution = _types.Modu
                    "\n_solution.__dict__.update(globals())\n_sys.modules['solution'] = _solution\n")
 
 
+# any test function or class pytest would collect, at any indentation, with or without
+# parameters (those r1kit cannot call: fixtures, parametrize, methods)
+_ANY_TEST = re.compile(r"^[ \t]*(?:async[ \t]+)?(?:def[ \t]+test\w*|class[ \t]+Test\w*)",
+                       re.MULTILINE)
+
+
+def _uncallable(test: str) -> None:
+    """An R1kitError where a test defines test functions r1kit would not call (with
+    parameters, async, in a class): defined and never run, they would pass every program."""
+    if len(_ANY_TEST.findall(test)) > len(_TEST_FUNCTION.findall(test)):
+        raise R1kitError("a test defines a test function r1kit cannot call (one with "
+                         "parameters, async, or in a class: pytest's fixtures, parametrize, "
+                         "test classes)", "write such tests as plain asserts, or as test_* "
+                         "functions without parameters at the top level")
+
+
 def _called(test: str) -> str:
     """A test statement block with a call after it of each pytest-style test function it
     defines at top level and never calls (`def test_add(): assert ...`): defined alone, such
     a function would check nothing and every program would pass."""
+    _uncallable(test)
     calls = [name for name in _TEST_FUNCTION.findall(test)
              if not re.search(rf"^{name}\s*\(", test, re.MULTILINE)]
     return test + "".join(f"\n{name}()" for name in calls)
@@ -131,10 +148,13 @@ def tests_from_row(row: dict) -> TestSpec:
         return TestSpec(tests=tests,
                         setup=_module_setup(_optional_str(row, "test_setup_code"), tests))
     if "test" in row and row.get("entry_point") is None and isinstance(row["test"], str) \
-            and _TEST_FUNCTION.search(row["test"]):
+            and _ANY_TEST.search(row["test"]):
+        _uncallable(row["test"])
         names = tuple(dict.fromkeys(_TEST_FUNCTION.findall(row["test"])))
-        return TestSpec(tests=tuple(f"{name}()" for name in names),
-                        setup=_module_setup(row["test"], ()))
+        # each test defines every test function again before its call: the candidate's code
+        # (run by an earlier test) cannot have rebound the one it calls
+        return TestSpec(tests=tuple(f"{row['test']}\n{name}()" for name in names),
+                        setup=_module_setup("", (row["test"],)))
     if "test" in row:
         entry = row.get("entry_point")
         if not isinstance(entry, str) or not _IDENTIFIER.fullmatch(entry):
@@ -199,13 +219,13 @@ def _code_of(row: dict, completion: str) -> str | None:
                                 and isinstance(row.get("prompt"), str)):
         return code
     part = answer_part(completion)
-    if part is None or not part.strip():
+    if part is None or not part.strip() or len(part) > 50_000:
         return None
     body = textwrap.dedent(part.strip("\n")) + "\n"
     try:
         compile(_program(row, body), "<completion>", "exec")
-    except (SyntaxError, ValueError):
-        return None  # prose, not a body
+    except Exception:  # noqa: BLE001 - prose (SyntaxError), or text that exhausts the
+        return None  # compiler (RecursionError, MemoryError): not a body to run
     return body
 
 
