@@ -214,7 +214,7 @@ def _check_done_inputs(recipe: Recipe, run_dir: Path, from_stage: str | None) ->
         if not isinstance(saved, dict) or saved.get("status") != "done":
             continue
         # (a stage.json without "inputs": an older r1kit's, which kept none to compare)
-        changed = _changed_inputs(saved.get("inputs"), recipe.stages[name], recipe)
+        changed = _changed_inputs(saved.get("inputs"), stage_inputs(recipe.stages[name], recipe))
         if changed:
             raise R1kitError(f"stage {name!r} is done, but {changed[0]} is not what it read "
                              "(changed since, or another file): its results are of the old one",
@@ -225,17 +225,17 @@ def _check_done_inputs(recipe: Recipe, run_dir: Path, from_stage: str | None) ->
 INPUTS_FILE = "inputs.json"  # a running stage's stage_inputs, for a resume to compare
 
 
-def _changed_inputs(saved: dict, cfg, recipe: Recipe) -> list[str]:
+def _changed_inputs(saved: dict, now: dict) -> list[str]:
     """What a stage read from outside the run (`saved`, stage_inputs' record) that is not
     what it would read now: a file or checkpoint changed since, or one it did not read (a
     relative path from another working directory names another file)."""
     if not isinstance(saved, dict):
         return []  # (no record)
     changed = [p for p, fp in saved.items() if _input_changed(p, fp)]
-    return changed + [p for p in stage_inputs(cfg, recipe) if p not in saved]
+    return changed + [p for p in now if p not in saved]
 
 
-def _check_resume_inputs(name: str, stage_dir: Path, cfg, recipe: Recipe) -> None:
+def _check_resume_inputs(name: str, stage_dir: Path, now: dict) -> None:
     """An R1kitError when an interrupted stage would resume from its checkpoint although a
     file or checkpoint it reads from outside the run has changed since it started
     (_changed_inputs): its steps so far are of the old one, the rest would be of the new."""
@@ -245,7 +245,7 @@ def _check_resume_inputs(name: str, stage_dir: Path, cfg, recipe: Recipe) -> Non
         saved = json.loads((stage_dir / INPUTS_FILE).read_text())
     except (OSError, ValueError):
         return  # (a run of an older r1kit)
-    changed = _changed_inputs(saved, cfg, recipe)
+    changed = _changed_inputs(saved, now)
     if changed:
         raise R1kitError(f"stage {name!r} was interrupted after a checkpoint, but {changed[0]} "
                          "is not what the stage read when it started (changed since, or "
@@ -434,8 +434,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             distributed.wait_for_main()
             print_fn(f"[{name}] {cfg.kind} stage -> {stage_dir}")
             t0 = time.time()
-            _check_resume_inputs(name, stage_dir, cfg, recipe)  # (every rank: each would raise)
-            inputs = stage_inputs(cfg, recipe) if main else {}  # as it starts to read them
+            inputs = stage_inputs(cfg, recipe)  # as it starts to read them
+            _check_resume_inputs(name, stage_dir, inputs)  # (every rank: each would raise)
             if main:
                 _write_json(stage_dir / INPUTS_FILE, inputs)
             if not isinstance(cfg, (GRPOConfig, SFTConfig)):  # those may resume: they drop

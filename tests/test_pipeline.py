@@ -291,9 +291,9 @@ def test_a_relative_data_path_from_another_directory_is_another_input(tmp_path, 
     assert isinstance(cfg, SFTConfig)
     monkeypatch.chdir(tmp_path / "a")
     saved = json.loads(json.dumps(stage_inputs(cfg, recipe)))
-    assert _changed_inputs(saved, cfg, recipe) == []
+    assert _changed_inputs(saved, stage_inputs(cfg, recipe)) == []
     monkeypatch.chdir(tmp_path / "b")
-    assert _changed_inputs(saved, cfg, recipe) == [str(tmp_path / "b" / "sft.jsonl")]
+    assert _changed_inputs(saved, stage_inputs(cfg, recipe)) == [str(tmp_path / "b" / "sft.jsonl")]
 
 
 def test_a_reward_modules_file_is_an_input_of_its_stage(tmp_path, monkeypatch):
