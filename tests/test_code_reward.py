@@ -150,7 +150,7 @@ def test_pytest_style_tests_are_called_and_empty_tests_refused() -> None:
     """A test that only defines `def test_add(): ...` checks nothing unless called: it is
     called (a wrong program used to pass it); KodCode's layout (`test` of test_* functions
     importing the code `from solution`) runs each function as a test; an empty test list
-    and input/output cases (which the reward does not run) are errors that say so."""
+    is an error that says so."""
     right, wrong = answer("def add(a, b):\n    return a + b"), answer("def add(a, b):\n    return a - b")
     rows = [{"tests": ["def test_add():\n    assert add(1, 2) == 3"]},
             {"test": "from solution import add\n\ndef test_one():\n    assert add(1, 2) == 3\n"
@@ -176,8 +176,6 @@ def test_pytest_style_tests_are_called_and_empty_tests_refused() -> None:
         for row in ({"test": test}, {"tests": [test]}):
             with pytest.raises(R1kitError, match="test function r1kit cannot call"):
                 spec_of(row)
-    with pytest.raises(R1kitError, match="'input_output' holds input/output cases"):
-        spec_of({"input_output": '{"inputs": ["1"], "outputs": ["1"]}'})
 
 
 def test_a_humaneval_body_without_a_fence_is_code() -> None:

@@ -8,12 +8,16 @@ closed), and within it the last <answer>...</answer> when there is one. The same
 as the math reward (r1kit/rewards/rule.py): code written only while reasoning is not an
 answer.
 
-Tests come from the row, in one of three schemas (`tests_from_row`):
+Tests come from the row, in one of these schemas (`tests_from_row`):
 - r1kit: `tests` (a list of assert statements) and optional `setup` (run before them);
 - MBPP: `test_list` and `test_setup_code` (run in the order code, setup, asserts);
 - HumanEval: `test` (defines check(candidate)) and `entry_point`; `prompt`, when present,
   runs before the code so that its imports and helper functions exist, as in the original
-  harness; the one test is `check(<entry_point>)`.
+  harness; the one test is `check(<entry_point>)`;
+- pytest-style test_* functions in `test` (KodCode's), importing the code `from solution`;
+- input/output cases (APPS, open-r1, Codeforces, CodeContests: r1kit/rewards/code_io.py):
+  the program runs once per case on its stdin, in a process of its own, and its stdout is
+  compared in the parent with the expected output, which the program never sees.
 
 Reward: 1.0 when every test passes, else 0.0; with pass_fraction, passed / total. A pass is
 decided by r1kit/sandbox/harness.py, which a program cannot fake by exiting early or by
@@ -28,9 +32,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from r1kit.errors import R1kitError
+from r1kit.rewards.code_io import IOCases, IOOutcome, io_cases_from_row, run_io_many
 from r1kit.rewards.rule import answer_region
-from r1kit.sandbox.harness import TestOutcome, TestSpec, run_tests, run_tests_many
+from r1kit.sandbox.harness import TestOutcome, TestSpec, run_tests_many
 from r1kit.sandbox.limits import Limits
+from r1kit.sandbox.pool import SandboxPool
 
 # A test run of a short solution takes milliseconds; these bound the hostile ones.
 DEFAULT_LIMITS = Limits(wall_seconds=10.0, cpu_seconds=5.0, memory_bytes=1 << 30,
@@ -136,10 +142,11 @@ def _module_setup(setup: str, tests: tuple[str, ...]) -> str:
     return setup
 
 
-def tests_from_row(row: dict) -> TestSpec:
+def tests_from_row(row: dict) -> TestSpec | IOCases:
     """The tests of a row in the r1kit, MBPP or HumanEval schema (see the module docstring),
     or a pytest-style `test` without `entry_point` (KodCode's: test_* functions, the code
-    imported `from solution`): each test function is a test."""
+    imported `from solution`): each test function is a test; or, for a row with none of
+    those, its input/output cases (r1kit.rewards.code_io)."""
     if "tests" in row:
         tests = _checked(_string_list(row, "tests"), "tests")
         return TestSpec(tests=tests, setup=_module_setup(_optional_str(row, "setup"), tests))
@@ -162,30 +169,40 @@ def tests_from_row(row: dict) -> TestSpec:
                              f"to check, got {entry!r}")
         return TestSpec(tests=(f"check({entry})",), setup=_optional_str(row, "test"),
                         prelude=_optional_str(row, "prompt"))
-    io = [k for k in ("input_output", "verification_info", "official_tests", "test_cases")
-          if k in row]
-    raise R1kitError("the row has no tests" + (
-        f" r1kit runs: {io[0]!r} holds input/output cases (stdin → stdout, as APPS, "
-        "Codeforces and open-r1's verification_info), which r1kit's code reward does not run"
-        if io else ""), "give 'tests' (and 'setup'), MBPP 'test_list' (and 'test_setup_code'), "
-        "HumanEval 'test' and 'entry_point', or pytest-style test_* functions in 'test'")
+    io = io_cases_from_row(row)
+    if io is not None:
+        return io
+    raise R1kitError("the row has no tests", "give 'tests' (and 'setup'), MBPP 'test_list' "
+                     "(and 'test_setup_code'), HumanEval 'test' and 'entry_point', pytest-style "
+                     "test_* functions in 'test', or input/output cases ('test_cases', APPS' "
+                     "'input_output', open-r1's 'verification_info')")
 
 
-def _parts(outcome: TestOutcome | None, total: int, pass_fraction: bool
+def _parts(outcome: TestOutcome | IOOutcome | None, total: int, pass_fraction: bool
            ) -> tuple[float, dict[str, Any]]:
     if outcome is None:
         return 0.0, {"accuracy": 0.0, "passed": 0, "total": total, "has_code": 0.0,
                      "complete": 0.0, "status": "no_code"}
+    if isinstance(outcome, IOOutcome):
+        # each case is its own run: the fraction counts the cases that passed; a case not
+        # run (stopped after a failure or a timeout) did not pass
+        complete, status = outcome.ran == outcome.total, outcome.status
+    else:
+        complete, status = outcome.complete, outcome.result.status
+        if status == "ok" and not complete:
+            status = "no_report"  # exited 0 without the harness's report: it never finished
     if pass_fraction:
-        accuracy = outcome.passed / outcome.total if outcome.complete and outcome.total else 0.0
+        accuracy = outcome.passed / outcome.total \
+            if outcome.total and (complete or isinstance(outcome, IOOutcome)) else 0.0
     else:
         accuracy = 1.0 if outcome.all_passed else 0.0
-    status = outcome.result.status
-    if status == "ok" and not outcome.complete:
-        status = "no_report"  # exited 0 without the harness's report: it never finished
     return accuracy, {"accuracy": accuracy, "passed": outcome.passed, "total": outcome.total,
-                      "has_code": 1.0, "complete": 1.0 if outcome.complete else 0.0,
+                      "has_code": 1.0, "complete": 1.0 if complete else 0.0,
                       "status": status}
+
+
+def _total(spec: TestSpec | IOCases) -> int:
+    return len(spec.cases) if isinstance(spec, IOCases) else len(spec.tests)
 
 
 def _completion(row: dict, completion: str | None) -> str:
@@ -235,12 +252,8 @@ def score_code_row(row: dict, completion: str | None = None, *, pass_fraction: b
     """(reward, parts) for one completion against the row's tests; completion defaults to
     row["completion"]. parts: accuracy, passed, total, has_code, complete (numbers) and
     status (a RunResult status, "no_code" or "no_report")."""
-    spec = tests_from_row(row)
-    code = _program(row, _code_of(row, _completion(row, completion)))
-    if code is None:
-        return _parts(None, len(spec.tests), pass_fraction)
-    outcome = run_tests(code, spec, limits=limits or DEFAULT_LIMITS, isolation=isolation)
-    return _parts(outcome, len(spec.tests), pass_fraction)
+    return score_code_rows([row], [completion], pass_fraction=pass_fraction, limits=limits,
+                           isolation=isolation)[0]
 
 
 def score_code_rows(rows: Sequence[dict], completions: Sequence[str | None] | None = None, *,
@@ -257,11 +270,24 @@ def score_code_rows(rows: Sequence[dict], completions: Sequence[str | None] | No
     specs = [tests_from_row(row) for row in rows]
     codes = [_program(row, _code_of(row, _completion(row, c))) for row, c in zip(rows, completions)]
     todo = [i for i, code in enumerate(codes) if code is not None]
-    outcomes: dict[int, TestOutcome] = {}
-    if todo:
-        ran = run_tests_many([codes[i] for i in todo], [specs[i] for i in todo],
-                             limits=limits or DEFAULT_LIMITS, pool=pool, workers=workers,
-                             isolation=isolation)
-        outcomes = dict(zip(todo, ran))
-    return [_parts(outcomes.get(i), len(spec.tests), pass_fraction)
+    harness = [i for i in todo if isinstance(specs[i], TestSpec)]
+    io = [i for i in todo if isinstance(specs[i], IOCases)]
+    limits = limits or DEFAULT_LIMITS
+    outcomes: dict[int, TestOutcome | IOOutcome] = {}
+    own = pool is None and bool(todo)
+    if own:
+        pool = SandboxPool(workers, isolation=isolation)
+    try:
+        if harness:
+            ran = run_tests_many([codes[i] for i in harness], [specs[i] for i in harness],
+                                 limits=limits, pool=pool)
+            outcomes.update(zip(harness, ran))
+        if io:
+            ran = run_io_many([codes[i] for i in io], [specs[i] for i in io], pool=pool,
+                              limits=limits, pass_fraction=pass_fraction)
+            outcomes.update(zip(io, ran))
+    finally:
+        if own:
+            pool.close()
+    return [_parts(outcomes.get(i), _total(spec), pass_fraction)
             for i, spec in enumerate(specs)]

@@ -4,10 +4,14 @@ A JSONL or parquet file of your own, a row per problem: the question under `ques
 (text or chat messages) and its tests in one of the schemas of r1kit.rewards.code — r1kit's
 `tests` (and `setup`), MBPP's `test_list` (and `test_setup_code`), or HumanEval's `test` and
 `entry_point` (the row's `prompt`, the function's signature and docstring, is then put before
-the response's code, as HumanEval is scored), or pytest-style test_* functions in `test`. A
+the response's code, as HumanEval is scored), or pytest-style test_* functions in `test`; or
+input/output cases (APPS' `input_output`, open-r1's `verification_info`, Codeforces'
+`official_tests`, `test_cases`, CodeContests' tests: r1kit.rewards.code_io), each run as its
+own program on the case's stdin, the stdout compared with the case's output. A
 question of MBPP's layout is followed by its tests, as the shipped mbpp benchmark asks it
 (they name the function to write). Each question is followed by the request for a
-```python block that the shipped code benchmarks make (`code_instruction`: "r1kit"; "" leaves
+```python block that the shipped code benchmarks make (`code_instruction`: "r1kit", which
+for input/output problems asks for a program reading stdin and printing its answer; "" leaves
 the questions as they are, other text is appended instead); the last python block of a
 response's answer part is run against the row's tests in the sandbox (r1kit/sandbox), each
 program for at most `code_timeout` wall seconds: accuracy 1 when all of them pass, else 0.
@@ -22,6 +26,9 @@ from r1kit.errors import R1kitError
 from r1kit.tasks.base import Example
 
 CODE_INSTRUCTION = "\nWrite the complete Python code in a ```python code block."
+# the same request for a problem judged on input/output cases (r1kit.rewards.code_io)
+IO_INSTRUCTION = ("\nWrite a complete Python program that reads the input from standard "
+                  "input and prints the answer to standard output, in a ```python code block.")
 
 
 def code_answers(responses: list[str]) -> tuple[list[str | None], list[str]]:
@@ -85,6 +92,7 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
     """The rows of a code data file as examples, checked: a question and tests in every row;
     `instruction` (instruction_text) follows each question."""
     from r1kit.rewards.code import tests_from_row
+    from r1kit.rewards.code_io import IOCases
     from r1kit.tasks.math import read_rows, row_at, row_question
     from r1kit.templates import with_instruction
 
@@ -93,15 +101,17 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
         question = row_question(row, question_field, row_at(path, n),
                                 "set question_field to the question's")
         try:
-            tests_from_row(row)
+            spec = tests_from_row(row)
         except R1kitError as exc:
             raise R1kitError(f"{row_at(path, n)}: {exc.args[0]}", exc.hint) from exc
+        asked = IO_INSTRUCTION if instruction == CODE_INSTRUCTION \
+            and isinstance(spec, IOCases) else instruction
         if "tests" not in row and "test_list" in row:  # MBPP's layout: asked as MBPP asks,
             # with its tests (they name the function), unless the question shows them
             shown = question if isinstance(question, str) else str(question)
             if not all(t.strip() in shown for t in row["test_list"]):
                 question = with_instruction(question, mbpp_tests_text(row["test_list"]))
-        out.append(Example(question=with_instruction(question, instruction), answer="",
+        out.append(Example(question=with_instruction(question, asked), answer="",
                            level=row.get("level") if isinstance(row.get("level"), int) else None,
                            meta={"row": row}))
     return out

@@ -1,0 +1,150 @@
+"""Input/output code cases (r1kit/rewards/code_io.py): the schemas of APPS, open-r1,
+Codeforces and CodeContests, the output comparison, scores, and programs that try to learn
+the expected output instead of computing it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from r1kit.errors import R1kitError
+from r1kit.rewards import code as code_reward
+from r1kit.rewards.code import score_code_rows
+from r1kit.rewards.code_io import IOCases, outputs_match
+from r1kit.sandbox import Limits, SandboxPool
+from r1kit.tasks.code import CODE_INSTRUCTION, IO_INSTRUCTION, CodeTask
+
+spec_of = code_reward.tests_from_row  # not under its own name: pytest collects test*
+
+LIMITS = Limits(wall_seconds=2.0, cpu_seconds=1.0, memory_bytes=256 << 20,
+                max_output_bytes=64 << 10)
+SUM = "a, b = map(int, input().split())\nprint(a + b)\n"
+DIFF = "a, b = map(int, input().split())\nprint(a - b)\n"
+CASES = (("1 2\n", "3\n"), ("3 4\n", "7\n"), ("-5 5\n", "0\n"))
+
+
+def answer(code: str) -> str:
+    return f"<think>sum them</think>\n```python\n{code}```"
+
+
+def test_each_dataset_schema_gives_the_same_cases() -> None:
+    """APPS/TACO (JSON text, or lists of lines), open-r1's verification_info, Codeforces'
+    official_tests, test_cases in both shapes, and CodeContests' three groups together."""
+    ins, outs = [c[0] for c in CASES], [c[1] for c in CASES]
+    pairs = [{"input": i, "output": o} for i, o in CASES]
+    rows = [{"input_output": json.dumps({"inputs": ins, "outputs": outs})},
+            {"input_output": {"inputs": ins, "outputs": outs}},
+            {"verification_info": json.dumps({"language": "python", "test_cases": [
+                {**p, "type": "stdin_stdout"} for p in pairs]})},
+            {"official_tests": pairs, "generated_checker": None, "input_mode": "stdio"},
+            {"test_cases": pairs},
+            {"test_cases": {"input": ins, "output": outs}},
+            {"public_tests": {"input": ins[:1], "output": outs[:1]},
+             "private_tests": {"input": ins[1:], "output": outs[1:]},
+             "generated_tests": {"input": [], "output": []}}]
+    for row in rows:
+        assert spec_of(row) == IOCases(cases=CASES), row
+    lines = spec_of({"input_output": {"inputs": [["1 2", "3"]], "outputs": [["3", "x"]]}})
+    assert lines.cases == (("1 2\n3\n", "3\nx\n"),)
+    # assert-style tests win where a row has both
+    assert not isinstance(spec_of({"tests": ["assert True"], "test_cases": pairs}), IOCases)
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"input_output": {"inputs": [[1, 2]], "outputs": [3], "fn_name": "add"}}, "function-call"),
+    ({"verification_info": {"language": "cpp", "test_cases": [{"input": "", "output": ""}]}},
+     "language 'cpp'"),
+    ({"verification_info": {"test_cases": [{"type": "function_call", "input": "[1]",
+                                            "output": "1"}]}}, "type 'function_call'"),
+    ({"official_tests": [{"input": "1", "output": "1"}], "generated_checker": "def check():"},
+     "checker"),
+    ({"official_tests": [{"input": "1", "output": "1"}], "input_mode": "file"}, "input_mode"),
+    ({"input_output": {"inputs": ["1", "2"], "outputs": ["1"]}}, "2 inputs but 1 outputs"),
+    ({"test_cases": []}, "holds no cases"),
+    ({"input_output": "{not json"}, "not JSON"),
+    ({"test_cases": [{"input": "1"}]}, "'input' and 'output'"),
+    ({"test_cases": [{"input": 1, "output": "1"}]}, "must be text"),
+])
+def test_cases_that_cannot_be_judged_as_text_are_refused(row, message) -> None:
+    with pytest.raises(R1kitError, match=message):
+        spec_of(row)
+
+
+@pytest.mark.parametrize("got, expected, same", [
+    ("3\n", "3", True),
+    ("1 2\n3\n", "1\n2   3 \n", True),  # line breaks and spaces do not matter
+    ("0.3333334", "0.333333", True),  # a decimal within 1e-6
+    ("1000000.5", "1000000.0", True),  # relative above 1
+    ("0.33", "0.333333", False),
+    ("3", "3.0", True), ("3.0", "3", False),  # integers compare exactly
+    ("1e-9", "0.0", True), ("nan", "0.5", False), ("inf", "1e308", False),
+    ("YES", "Yes", False), ("1 2", "1 2 3", False), ("", "0", False),
+])
+def test_outputs_compare_by_tokens_with_a_tolerance_for_decimals(got, expected, same) -> None:
+    assert outputs_match(got, expected) is same
+
+
+def test_programs_are_scored_on_each_case_and_cannot_see_the_expected_output() -> None:
+    rows = [{"test_cases": [{"input": i, "output": o} for i, o in CASES]}]
+    right, wrong = answer(SUM), answer(DIFF)
+    # right on the first two cases only (-5 5 gives 0 only for a + b)
+    half = answer("a, b = map(int, input().split())\nprint(abs(a) + b)\n")
+    with SandboxPool(2) as pool:
+        scored = score_code_rows(rows * 3, [right, wrong, half], limits=LIMITS, pool=pool)
+        assert [(s, p["passed"], p["total"], p["status"]) for s, p in scored] == \
+            [(1.0, 3, 3, "ok"), (0.0, 0, 3, "ok"), (0.0, 2, 3, "ok")]
+        scored = score_code_rows(rows, [half], limits=LIMITS, pool=pool, pass_fraction=True)
+        assert scored[0][0] == pytest.approx(2 / 3) and scored[0][1]["complete"] == 1.0
+        # attempts to learn the answer: the caller's frame, a file the parent wrote, the
+        # environment; an early clean exit; the right output with a failing exit status
+        forgers = [
+            "import sys\nf = sys._getframe()\nwhile f.f_back: f = f.f_back\n"
+            "print(*[v for v in f.f_locals.values() if isinstance(v, str)])\n",
+            "import os\nfor n in os.listdir('.'):\n    print(open(n).read())\n",
+            "import os\nprint(*os.environ.values())\n",
+            "raise SystemExit(0)\n",
+            SUM + "raise SystemExit(3)\n",
+        ]
+        scored = score_code_rows(rows * len(forgers), [answer(f) for f in forgers],
+                                 limits=LIMITS, pool=pool, pass_fraction=True)
+        assert [s for s, _ in scored] == [0.0] * len(forgers), scored
+        assert scored[-1][1]["status"] == "error"
+        # no code: no run
+        assert score_code_rows(rows, ["no code here"], pool=pool)[0][1]["status"] == "no_code"
+
+
+def test_a_hang_stops_the_cases_after_it_and_large_outputs_are_not_cut() -> None:
+    cases = [{"input": "1\n", "output": "1\n"}] * 4
+    hang = answer("import sys\nif sys.stdin.read().strip() == '1':\n    while True: pass\n")
+    with SandboxPool(1) as pool:  # one at a time: the cases after the hang never start
+        (score, parts), = score_code_rows([{"test_cases": cases}], [hang], pool=pool,
+                                          limits=Limits(wall_seconds=1.0, cpu_seconds=1.0),
+                                          pass_fraction=True)
+    assert (score, parts["status"], parts["complete"]) == (0.0, "timeout", 0.0)
+    big = " ".join(["7"] * 200_000)  # 400 KB, above the 64 KB cap of LIMITS
+    row = {"test_cases": [{"input": "200000\n", "output": big}]}
+    (score, parts), = score_code_rows([row], [answer("print(*[7] * int(input()))\n")],
+                                      limits=LIMITS, workers=1)
+    assert (score, parts["status"]) == (1.0, "ok")
+
+
+def test_a_code_task_asks_io_problems_for_a_program_and_judges_them(tmp_path) -> None:
+    rows = [{"question": "Print the sum of two integers.",
+             "input_output": {"inputs": [c[0] for c in CASES], "outputs": [c[1] for c in CASES]}},
+            {"question": "Define add.", "tests": ["assert add(1, 2) == 3"]}]
+    data = tmp_path / "apps.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = CodeTask(None, data)
+    io, plain = task.test_examples()
+    assert io.question.endswith(IO_INSTRUCTION.strip()) and IO_INSTRUCTION != CODE_INSTRUCTION
+    assert plain.question.endswith(CODE_INSTRUCTION.strip())
+    add = "```python\ndef add(a, b):\n    return a + b\n```"
+    assert task.verify_batch([f"```python\n{SUM}```", add, f"```python\n{DIFF}```", add],
+                             [io, plain, io, io]) == [1.0, 1.0, 0.0, 0.0]
+    own = CodeTask(None, data, instruction="Answer in Python.")
+    assert own.test_examples()[0].question.endswith("Answer in Python.")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "test_cases": [{"input": "1"}]}) + "\n")
+    with pytest.raises(R1kitError, match=r"bad.jsonl:1.*'input' and 'output'"):
+        CodeTask(bad)
