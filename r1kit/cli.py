@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                          "humaneval, mbpp, tiny, or a .jsonl / .json / .parquet file (or a "
                          "glob of its shards) of your own (a math benchmark: one question and reference answer per row; or "
                          "multiple-choice questions: rows with choices or options, or GPQA's "
-                         "columns)")
+                         "columns; or code problems: rows with tests or input/output cases, "
+                         "as a code task reads them)")
     ev.add_argument("--question-field", default="question",
                     help="(your own file) the field with the problem (default: question)")
     ev.add_argument("--answer-field", default="answer",
@@ -61,8 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="(your own file) append the shipped math benchmarks' request for a "
                          "\\boxed{} final answer to each question (default: on, but off for "
                          "a model an r1kit stage trained, as that stage's evaluations; "
-                         "multiple-choice questions: the request for a boxed letter, on "
-                         "unless --no-math-instruction)")
+                         "multiple-choice questions: the request for a boxed letter, and "
+                         "code problems: the request for a ```python block, on unless "
+                         "--no-math-instruction)")
     ev.add_argument("--read-untagged", action=argparse.BooleanOptionalAction, default=None,
                     help="read a response without <think>, </think> or <answer> whole, as "
                          "open-r1 does (default: off, R1's rule: no answer; for a model an "

@@ -203,17 +203,42 @@ def test_eval_command_runs_every_benchmark(tmp_path, bpe_checkpoint, capsys):
 def test_eval_command_errors(tmp_path, capsys, bpe_checkpoint):
     assert main(["eval", "--model", str(tmp_path / "none"), "--bench", "gsm8k"]) == 2
     assert "does not exist" in capsys.readouterr().err
-    code = tmp_path / "code.jsonl"  # code problems of your own: an eval stage's, not --bench's
-    code.write_text('{"question": "Write add(a, b).", "tests": ["assert add(1, 2) == 3"]}\n')
+    code = tmp_path / "code.jsonl"  # a code file's faults are named before the model loads
+    code.write_text('{"question": "Write add(a, b).", "tests": []}\n')
     assert main(["eval", "--model", str(bpe_checkpoint), "--bench", str(code)]) == 2
-    err = capsys.readouterr().err
-    assert "holds code problems" in err and 'task = "code"' in err
+    assert "code.jsonl:1: field 'tests' is an empty list" in capsys.readouterr().err
     (tmp_path / "config.json").write_text("{}")  # a checkpoint's file, not its directory
     assert main(["eval", "--model", str(tmp_path / "config.json"), "--bench", "gsm8k"]) == 2
     assert "is a file, not a model directory" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path), "--bench", "gsm9k"]) == 2
     assert "unknown benchmark 'gsm9k'" in capsys.readouterr().err
     assert set(BENCHMARKS) < set(NAMES)
+
+
+def test_a_code_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):
+    """`--bench my_code.jsonl`: rows with tests (or input/output cases, as LiveCodeBench and
+    CodeContests give them) are code problems, asked and scored as a code task's."""
+    own = tmp_path / "code.jsonl"
+    own.write_text(json.dumps({"question": "Write add(a, b).", "tests": ["assert add(1, 2) == 3"]})
+                   + "\n" + json.dumps({"question": "Print a + b.", "test_cases": [
+                       {"input": "1 2\n", "output": "3\n"}, {"input": "5 5", "output": "10"}]})
+                   + "\n")
+    task = load_benchmark(str(own))
+    add, io = task.test_examples()
+    assert "```python" in add.question and "standard input" in io.question
+    assert task.verify_batch(["```python\ndef add(a, b):\n    return a + b\n```",
+                              "```python\na, b = map(int, input().split())\nprint(a + b)\n```",
+                              "```python\nprint(3)\n```"], [add, io, io]) == [1.0, 1.0, 0.0]
+    assert load_benchmark(str(own), instruction=False).test_examples()[0].question == \
+        "Write add(a, b)."
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", f"{own},gsm8k", "--limit",
+                 "2", "--k", "2", "--max-new-tokens", "8", "--out", str(out)]) == 0
+    assert "code problems (2)" in capsys.readouterr().out
+    mine, gsm8k = json.loads(out.read_text())["results"]
+    assert (mine["n"], mine["k"], mine["code_instruction"]) == (2, 2, True)
+    assert mine["cons@2"] is None and gsm8k["cons@2"] == 0.0  # programs are not voted on
+    assert "code_instruction" not in gsm8k
 
 
 def test_a_math_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):

@@ -163,20 +163,7 @@ class FileBenchmark(_HeldOut):
                              f"--bench: file {self.name!r} not found",
                              "give a .jsonl or .parquet file, or a shipped benchmark's name")
         hint = "set --question-field / --answer-field to the right names"
-        try:
-            examples = read_examples(self.path, question_field, answer_field, fields_hint=hint)
-        except R1kitError as exc:
-            from r1kit.tasks.math import read_rows
-
-            first = read_rows(self.path)[0][1]
-            if answer_field not in first and any(f in first for f in ("tests", "test_list",
-                                                                      "test")):
-                raise R1kitError(f"--bench: {self.name!r} holds code problems (tests, no "
-                                 f"{answer_field!r}): --bench FILE reads math problems",
-                                 "evaluate code problems of your own with an eval stage, task "
-                                 "= \"code\" and test_file = your file (README: code tasks), or "
-                                 "the shipped humaneval / mbpp") from exc
-            raise
+        examples = read_examples(self.path, question_field, answer_field, fields_hint=hint)
         self._examples = []
         for ex in examples:
             question = with_instruction(ex.question, MATH_INSTRUCTION) if instruction else ex.question
@@ -202,12 +189,28 @@ def choice_field_of(name: str, choices_field: str = "") -> str | None:
     return "" if any(looks_like_choice(row) for row in rows) else None
 
 
+def is_code_file(name: str, answer_field: str = "answer") -> bool:
+    """Whether a --bench entry is a file of code problems of your own: its first row has
+    tests in a schema of the code reward (r1kit.rewards.code: tests, test_list, test,
+    input/output cases) and no `answer_field`."""
+    from r1kit.rewards.code_io import IO_KEYS
+    from r1kit.tasks.math import data_exists, read_rows
+
+    if not is_data_file(name) or not data_exists(name):
+        return False
+    rows = read_rows(name)
+    first = rows[0][1] if rows else {}
+    return answer_field not in first and any(
+        first.get(key) is not None for key in ("tests", "test_list", "test", *IO_KEYS))
+
+
 def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
                    answer_field: str = "answer", instruction: bool = True, world=None,
                    choices_field: str = ""):
     """The Task of a shipped benchmark, of the tiny world's held-out set ("tiny": of `world`, a
-    WorldConfig, default the default world), or of a math or multiple-choice benchmark in a
-    JSONL or parquet file of your own (the field names and instruction apply to it only)."""
+    WorldConfig, default the default world), or of a math, multiple-choice or code benchmark
+    in a JSONL or parquet file of your own (the field names and instruction apply to it
+    only; a code file's instruction is the code task's request for a ```python block)."""
     field = choice_field_of(name, choices_field)
     if field is not None:
         from r1kit.tasks.choice import ChoiceTask
@@ -221,6 +224,12 @@ def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
                              "questions: rows of it have options"
                              + (f" in {choices_field!r})" if choices_field else ")"),
                              exc.hint) from exc
+        task.name = str(name)
+        return task
+    if is_code_file(name, answer_field):  # run as a code task's held-out file is
+        from r1kit.tasks.code import CodeTask
+
+        task = CodeTask(None, name, question_field, instruction="r1kit" if instruction else "")
         task.name = str(name)
         return task
     if is_data_file(name):

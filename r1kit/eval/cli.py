@@ -21,6 +21,7 @@ from r1kit.eval.benchmarks import (
     NAMES,
     bench_name,
     choice_field_of,
+    is_code_file,
     is_data_file,
     load_benchmark,
 )
@@ -175,6 +176,8 @@ def _run_eval(args) -> list[dict]:
     names = _check(args)
     # the choices_field each multiple-choice file of your own is read with (None: not one)
     choice_fields = {n: choice_field_of(n, args.choices_field) for n in names}
+    code_files = {n for n in names if choice_fields[n] is None
+                  and is_code_file(n, args.answer_field)}
     if not any(is_data_file(n) for n in names):
         unused = [flag for flag, off in (("--question-field", args.question_field != "question"),
                                          ("--answer-field", args.answer_field != "answer"),
@@ -214,7 +217,8 @@ def _run_eval(args) -> list[dict]:
         if system is None:  # the stage's system turn (r1kit's instruction unless it set one)
             system = settings.get("system_prompt", "r1kit") if template == "chat" else False
         # (multiple-choice files keep their request for a letter, as the stage's evaluations)
-        own = any(is_data_file(n) and choice_fields[n] is None for n in names)
+        own = any(is_data_file(n) and choice_fields[n] is None and n not in code_files
+                  for n in names)
         instruction = instruction if instruction is not None else not own
         print(f"prompts as stage {stage!r} trained this model: template {template!r}, "
               f"prefill {prefill!r}, max_new_tokens {args.max_new_tokens}"
@@ -232,8 +236,9 @@ def _run_eval(args) -> list[dict]:
         raise R1kitError(f"--choices-field {args.choices_field!r}: no file of --bench has that "
                          "field", "name the field that holds the options, or leave "
                          "--choices-field out (choices and options are read without it)")
+    # the request appended (for multiple-choice and code files: on unless turned off)
     asks = {name: (args.math_instruction if choice_fields[name] is not None
-                   else instruction) is not False for name in names}  # the request appended
+                   or name in code_files else instruction) is not False for name in names}
     tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,
                                   asks[name], world=world, choices_field=args.choices_field)
              for name in names}
@@ -249,6 +254,10 @@ def _run_eval(args) -> list[dict]:
         if isinstance(task, ChoiceTask):
             print(f"{name}: multiple-choice questions ({len(task.test_examples())}); the answer "
                   "is the letter of an option (r1kit.tasks.choice)")
+        elif name in code_files:
+            print(f"{name}: code problems ({len(task.test_examples())}); the last python block "
+                  "of each answer runs against the row's tests in the sandbox "
+                  "(r1kit.rewards.code)")
         elif is_data_file(name):
             print(f"{name}: math problems ({len(task.test_examples())}); the answer is checked "
                   "with math-verify (a file whose rows hold options is read as multiple choice)")
@@ -292,7 +301,8 @@ def _run_eval(args) -> list[dict]:
                        overlap=args.overlap_rewards)
         record = {"benchmark": name, **res.as_record(), "max_new_tokens": max_new,
                   # the request for \boxed{}: in a shipped math benchmark's questions always
-                  **({"math_instruction": asks[name]} if own else
+                  **({"code_instruction": asks[name]} if name in code_files else
+                     {"math_instruction": asks[name]} if own else
                      {"math_instruction": True} if name in BENCHMARKS
                      and BENCHMARKS[name].kind == "math" else {}),
                   "samples": res.samples, "seconds": time.time() - t0}
