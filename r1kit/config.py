@@ -790,9 +790,23 @@ class EvalStageConfig:
     general_data: str = "tiny"
     general_prompt_field: str = "prompt"
     general_prompts: int = 200  # N of them (of each type, from a file); 0 = all of a file
+    # shipped benchmarks each model is also evaluated on, a column each (pass@1 over k
+    # samples, the stage's prompting): math500, gsm8k, aime2024, aime2025, amc2023,
+    # humaneval, mbpp
+    benchmarks: list[str] = field(default_factory=list)
     world: WorldConfig = field(default_factory=WorldConfig)
 
     def validate(self, where: str) -> None:
+        from r1kit.eval.benchmarks import BENCHMARKS, bench_name
+
+        for bench in self.benchmarks:
+            if not isinstance(bench, str) or bench_name(bench) not in BENCHMARKS:
+                _fail(f"{where}.benchmarks", f"unknown benchmark {bench!r}",
+                      f"use any of: {', '.join(BENCHMARKS)} (the stage's own task evaluates "
+                      "a file of yours: task and test_file)")
+        named = [bench_name(b) for b in self.benchmarks]
+        if len(set(named)) < len(named):
+            _fail(f"{where}.benchmarks", "lists a benchmark more than once")
         if not self.models:
             _fail(f"{where}.models", "is required", "list stage names or checkpoint directories")
         twice = sorted({m for m in self.models if self.models.count(m) > 1})

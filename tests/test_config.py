@@ -514,6 +514,14 @@ def test_an_eval_stage_lists_each_model_once() -> None:
     evaluation = {"stages": {"table": {"kind": "eval", "models": ["/m", "/n", "/m"]}}}
     with pytest.raises(R1kitError, match=r"stages.table.models: lists '/m' more than once"):
         recipe_from_dict(evaluation)
+    # its shipped benchmarks: known names however they are written, each once
+    table = {"kind": "eval", "models": ["/m"], "benchmarks": ["MATH-500", "aime_2024"]}
+    assert recipe_from_dict({"stages": {"table": table}}).stages["table"].benchmarks == \
+        ["MATH-500", "aime_2024"]
+    for benchmarks, message in ((["math501"], "unknown benchmark 'math501'"),
+                                (["math500", "MATH-500"], "lists a benchmark more than once")):
+        with pytest.raises(R1kitError, match=f"stages.table.benchmarks: {message}"):
+            recipe_from_dict({"stages": {"table": {**table, "benchmarks": benchmarks}}})
 
 
 def test_questions_per_step_must_divide_among_torchrun_processes(monkeypatch) -> None:

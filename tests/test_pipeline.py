@@ -113,7 +113,8 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
                 "prompt_field": "question", "response_field": "reply", "template": "chat",
                 "epochs": 2, "batch_size": 4, "micro_batch_size": 2, "lr": 1e-3},
         "table": {"kind": "eval", "models": ["sft"], "task": "gsm8k", "template": "chat",
-                  "limit": 3, "k": 2, "max_new_tokens": 8},
+                  "limit": 3, "k": 2, "max_new_tokens": 8,
+                  "benchmarks": ["MATH-500", "humaneval"]},
         # the default length (the paper's 32,768) stops at the model's last position, as
         # r1kit eval's does: tokens past the positions a model learned are noise
         "capped": {"kind": "eval", "models": ["sft"], "task": "gsm8k", "template": "chat",
@@ -150,6 +151,18 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
     (row,) = summaries["table"]["rows"]
     assert row["model"] == "sft" and row["n"] == 3 and 0.0 <= row["pass@1"] <= 1.0
     assert "helpful" not in row  # no reward models given: no general columns
+    # the shipped benchmarks: a column each, and their records in eval.jsonl
+    for bench in ("math500", "humaneval"):
+        assert (row[bench]["n"], row[bench]["k"]) == (3, 2)
+        assert 0.0 <= row[bench]["pass@1"] <= 1.0
+    assert "| stage | reasoning pass@1 | cons@2 | language consistency | math500 pass@1 | " \
+        "humaneval pass@1 | mean length (tokens) |" in \
+        (tmp_path / "run" / "table" / "stage_table.md").read_text()
+    logged = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text()
+              .splitlines()]
+    assert [(r["benchmark"], r["n"]) for r in logged if r["stage"] == "table"] == \
+        [("math500", 3), ("humaneval", 3), ("gsm8k/main", 3)]
+    assert "| table | sft | math500 | 3 × 2 |" in report
 
     recipe = recipe_from_dict({"run": {"progress": False, "tensorboard": False}, "stages": {
         "rs": {"kind": "sample", "model": str(bpe_checkpoint), "task": "gsm8k",

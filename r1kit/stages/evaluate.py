@@ -4,6 +4,9 @@ For each checkpoint in `models` (earlier stages or directories):
 - reasoning: pass@1 over k samples and cons@k on the task's held-out problems (T 0.6,
   top-p 0.95 by default), mean response length, and the language consistency of the chains of
   thought (eq. 7, mean over all responses);
+- each shipped benchmark in `benchmarks` (MATH-500, AIME, HumanEval, ...): pass@1 over k
+  samples, its questions prompted with the stage's template (R1-SPEC §5: the paper's
+  Table 3 rows across benchmarks);
 - general, when reward models are given: one response per held-out general prompt of the tiny
   world (or per row of the general_data file), the helpful model's mean score (sigmoid of its
   logit, 0..1) over the helpful prompts, and safety accuracy: the share of responses to the
@@ -24,6 +27,7 @@ import torch
 
 from r1kit.config import EvalStageConfig
 from r1kit.errors import R1kitError
+from r1kit.eval.benchmarks import bench_name, load_benchmark
 from r1kit.eval.cli import PAPER_MAX_NEW_TOKENS, model_positions, trained_prompting
 from r1kit.eval.core import decode_responses, evaluate
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
@@ -101,6 +105,11 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
     if not test:
         raise R1kitError(f"[{name}] the held-out set of task {cfg.task!r} is empty",
                          "give the eval stage a test_file with rows")
+    benches = {}
+    for bench in map(bench_name, cfg.benchmarks):
+        benches[bench] = load_benchmark(bench, seed)
+        if cfg.read_untagged:  # as the stage's own task reads its responses
+            benches[bench].read_untagged = True
     scorers = {kind: RewardModelScorer(path, device, dtype) for kind, path in reward_models.items()}
     for ref, path in models.items():  # every row is prompted with this stage's settings
         trained = trained_prompting(Path(path))
@@ -132,6 +141,9 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
                        prefill=cfg.prefill, max_rows=cfg.generation_rows,
                        language_target=cfg.language_target, overlap=cfg.overlap_rewards)
         row = {"model": ref, **res.as_record(), "cons@k": res.cons_at_k}
+        for bench, bench_task in benches.items():
+            row[bench] = _benchmark(model, tokenizer, cfg, bench_task, stop_ids, seed, positions,
+                                    log, name, ref, print_fn)
         if scorers:
             extra = general_scores(model, tokenizer, cfg, scorers, stop_ids, seed)
             row["general_samples"] = extra.pop("general_samples")
@@ -140,28 +152,62 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
         log.eval({"stage": name, "step": 0, "benchmark": f"{task.name}/{cfg.split}",
                   **{k: v for k, v in row.items() if k != "general_samples"}})
         print_fn(f"[{name}] {ref}: " + "  ".join(
-            f"{label} {row[key]:.3f}" for key, label in COLUMNS if row.get(key) is not None))
+            f"{label} {row[key]:.3f}" for key, label in COLUMNS if row.get(key) is not None)
+            + "".join(f"  {bench} pass@1 {row[bench]['pass@1']:.3f}" for bench in benches))
         if res.untagged:  # as r1kit eval says it
             print_fn(f"[{name}] note: {ref}: {100 * res.untagged:.1f}% of the responses have no "
                      f"<think>, </think> or <answer>: {UNTAGGED_NOTE} (read_untagged = true "
                      "in this stage reads them whole, as open-r1)")
         table.append(row)
         del model
-    write_table(table, stage_dir, k=cfg.k)
+    write_table(table, stage_dir, k=cfg.k, benchmarks=list(benches))
     (stage_dir / "eval.json").write_text(json.dumps(table, indent=2))
     return {"rows": [{k: v for k, v in r.items() if k not in ("general_samples", "by_level")}
                      for r in table]}
 
 
-def write_table(rows: list[dict], stage_dir: Path, k: int) -> None:
+def _benchmark(model, tokenizer, cfg, task, stop_ids, seed, positions, log, name, ref,
+               print_fn) -> dict:
+    """One model on one shipped benchmark (the stage's `benchmarks`): pass@1 over the
+    stage's k samples, its questions (the benchmark's own, with its request for a boxed
+    answer or a python block) prompted with the stage's template; logged to eval.jsonl under
+    the benchmark's name. Returns pass@1, its 95% interval, n and k."""
+    test = task.test_examples()
+    if cfg.limit:
+        test = test[:cfg.limit]
+    prompts = [_encode(tokenizer, cfg, e.question) for e in test]
+    max_new = cfg.max_new_tokens
+    if max_new == PAPER_MAX_NEW_TOKENS and positions is not None:
+        max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
+    t0 = time.time()
+    res = evaluate(model, tokenizer, task, test, prompts, k=cfg.k,
+                   temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=max_new,
+                   stop_ids=stop_ids, seed=seed, prefill=cfg.prefill,
+                   max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards)
+    log.eval({"stage": name, "step": 0, "benchmark": task.name, "model": ref,
+              **res.as_record(), "max_new_tokens": max_new, "seconds": time.time() - t0})
+    if res.untagged:
+        print_fn(f"[{name}] note: {ref} on {task.name}: {100 * res.untagged:.1f}% of the "
+                 f"responses have no <think>, </think> or <answer>: {UNTAGGED_NOTE}")
+    return {"pass@1": res.pass_at_1, "pass@1_ci95": list(res.ci95), "n": res.n, "k": res.k,
+            "mean_tokens": res.mean_tokens}
+
+
+def write_table(rows: list[dict], stage_dir: Path, k: int, benchmarks=()) -> None:
     cols = [(key, label.replace("@k", f"@{k}")) for key, label in COLUMNS
             if any(r.get(key) is not None for r in rows)]
+    # each benchmark's pass@1 after the task's columns, before the general ones
+    at = next((i for i, (key, _) in enumerate(cols) if key in ("helpful", "safety",
+                                                                "mean_tokens")), len(cols))
+    cols[at:at] = [(bench, f"{bench} pass@1") for bench in benchmarks]
     lines = ["| stage | " + " | ".join(label for _, label in cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for r in rows:
         cells = []
         for key, _ in cols:
             v = r.get(key)
+            if isinstance(v, dict):  # a benchmark's results
+                v = v["pass@1"]
             if v is None:
                 cells.append("—")
             elif key == "mean_tokens":
@@ -184,7 +230,8 @@ def write_table(rows: list[dict], stage_dir: Path, k: int) -> None:
     width = 0.8 / max(1, len(shown))
     for j, (key, label) in enumerate(shown):
         xs = [i + (j - (len(shown) - 1) / 2) * width for i in range(len(rows))]
-        ax.bar(xs, [100 * (r.get(key) or 0.0) for r in rows], width,
+        ax.bar(xs, [100 * ((r[key]["pass@1"] if isinstance(r.get(key), dict) else r.get(key))
+                           or 0.0) for r in rows], width,
                label=label + (" ×100" if key == "helpful" else ""))
     ax.set_xticks(range(len(rows)), [r["model"] for r in rows])
     ax.set_ylabel("%")
