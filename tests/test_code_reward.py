@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import textwrap
 import time
 
 import pytest
@@ -189,6 +190,15 @@ def test_a_humaneval_body_without_a_fence_is_code() -> None:
     assert score_code_rows([ADD_ROW], ["def add(a, b):\n    return a + b"])[0][0] == 0.0
     # text that exhausts the compiler is no code, not a crash of the reward
     assert score_code_rows([HUMANEVAL_ROW], ["return " + "+".join(["1"] * 200000)])[0][0] == 0
+    # a program that binds the entry point otherwise than by its def line is a program, not
+    # a body to put under the signature
+    solve = "def solve(numbers, threshold):\n" + body
+    aliased = [solve + "has_close_elements = solve\n",
+               "from math import inf\n" + solve.replace("solve", "has_close_elements") + "\n",
+               "class has_close_elements:\n    def __new__(cls, numbers, threshold):\n"
+               + textwrap.indent(body, "    ")]
+    scored = score_code_rows([HUMANEVAL_ROW] * 3, [answer(a) for a in aliased])
+    assert [s for s, _ in scored] == [1.0] * 3, scored
 
 
 # ----- correct and wrong programs -------------------------------------------------------------

@@ -26,6 +26,7 @@ printing; every program runs in r1kit/sandbox (bubblewrap when available).
 
 from __future__ import annotations
 
+import ast
 import re
 import textwrap
 from collections.abc import Sequence
@@ -214,6 +215,31 @@ def _completion(row: dict, completion: str | None) -> str:
     return completion
 
 
+def _binds(code: str, name: str) -> bool:
+    """Whether a program binds `name` at its top level: defines it (def, class), assigns it
+    (`has_close = solve`) or imports it; a text that is no module (a function's body alone,
+    with its `return`) binds nothing."""
+    if len(code) > 200_000:  # (not parsed: found by its def line alone)
+        return re.search(rf"^\s*def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound = [node.name]
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound = [a.asname or a.name.split(".")[0] for a in node.names]
+        else:
+            continue
+        if name in bound:
+            return True
+    return False
+
+
 def _program(row: dict, code: str | None) -> str | None:
     """The program to test: the completion's code, or for a HumanEval row (`test`,
     `entry_point`, `prompt`) whose code does not define the entry point, the function's body
@@ -221,7 +247,7 @@ def _program(row: dict, code: str | None) -> str | None:
     if code is None or not ("test" in row and isinstance(row.get("entry_point"), str)
                             and isinstance(row.get("prompt"), str)):
         return code
-    if re.search(rf"^\s*def\s+{re.escape(row['entry_point'])}\s*\(", code, re.MULTILINE):
+    if _binds(code, row["entry_point"]):
         return code
     body = textwrap.indent(textwrap.dedent(code), "    ")
     return f"{row['prompt'].rstrip()}\n{body}"
