@@ -44,9 +44,14 @@ def test_each_dataset_schema_gives_the_same_cases() -> None:
              "private_tests": {"input": ins[1:], "output": outs[1:]},
              "generated_tests": {"input": [], "output": []}}]
     for row in rows:
-        assert spec_of(row) == IOCases(cases=CASES), row
+        assert spec_of(row).cases == CASES, row
     lines = spec_of({"input_output": {"inputs": [["1 2", "3"]], "outputs": [["3", "x"]]}})
     assert lines.cases == (("1 2\n3\n", "3\nx\n"),)
+    # open-r1's Codeforces: generated tests carried in the row are judged too (their number
+    # alone is not), and outputs compare exactly there
+    cf = spec_of({"official_tests": pairs[:1], "generated_tests": pairs[1:]})
+    assert (cf.cases, cf.tolerance) == (CASES, 0.0)
+    assert spec_of({"official_tests": pairs, "generated_tests": 17}).cases == CASES
     # assert-style tests win where a row has both
     assert not isinstance(spec_of({"tests": ["assert True"], "test_cases": pairs}), IOCases)
 
@@ -59,6 +64,15 @@ def test_each_dataset_schema_gives_the_same_cases() -> None:
                                             "output": "1"}]}}, "type 'function_call'"),
     ({"official_tests": [{"input": "1", "output": "1"}], "generated_checker": "def check():"},
      "checker"),
+    ({"test_cases": [{"input": "1", "output": "1"}], "generated_checker": "def check():"},
+     "checker"),
+    ({"official_tests": [{"input": "1", "output": "1"}], "interaction_format": "Read ..."},
+     "interactor"),
+    ({"public_tests": {"input": ["1"], "output": ["1"]}, "input_file": "in.txt"}, "file input"),
+    ({"test_cases": [{"input": "1", "output": " \n"}, {"input": "2", "output": ""}]},
+     "every case's output is empty"),
+    ({"test_cases": [{"input": "\ud800", "output": "1"}]}, "not valid Unicode"),
+    ({"test_cases": [{"input": "1", "output": "\ud800"}]}, "not valid Unicode"),
     ({"official_tests": [{"input": "1", "output": "1"}], "input_mode": "file"}, "input_mode"),
     ({"input_output": {"inputs": ["1", "2"], "outputs": ["1"]}}, "2 inputs but 1 outputs"),
     ({"test_cases": []}, "holds no cases"),
@@ -79,10 +93,16 @@ def test_cases_that_cannot_be_judged_as_text_are_refused(row, message) -> None:
     ("0.33", "0.333333", False),
     ("3", "3.0", True), ("3.0", "3", False),  # integers compare exactly
     ("1e-9", "0.0", True), ("nan", "0.5", False), ("inf", "1e308", False),
-    ("YES", "Yes", False), ("1 2", "1 2 3", False), ("", "0", False),
+    ("YES", "Yes", False), ("1 2", "1 2 3", False), ("", "0", False), ("", "\n", True),
+    # as the judges' checkers: ASCII digits and ASCII whitespace only; an exponent without a
+    # point is not read as a decimal
+    ("\u0660.\u0665", "0.5", False), ("\uff10.\uff15", "0.5", False),
+    ("1\u00a02", "1 2", False), ("1\u20282", "1 2", False), ("1000", "1e3", False),
 ])
 def test_outputs_compare_by_tokens_with_a_tolerance_for_decimals(got, expected, same) -> None:
     assert outputs_match(got, expected) is same
+    assert outputs_match("0.142857", "0.14285714285714285714")  # 1e-6 ...
+    assert not outputs_match("0.142857", "0.14285714285714285714", tolerance=0.0)  # exact
 
 
 def test_programs_are_scored_on_each_case_and_cannot_see_the_expected_output() -> None:
@@ -112,6 +132,27 @@ def test_programs_are_scored_on_each_case_and_cannot_see_the_expected_output() -
         assert scored[-1][1]["status"] == "error"
         # no code: no run
         assert score_code_rows(rows, ["no code here"], pool=pool)[0][1]["status"] == "no_code"
+
+
+def test_an_outcome_does_not_depend_on_how_many_cases_ran_at_once() -> None:
+    """The cases after a decisive one (a timeout; without pass_fraction, any failure) count
+    as failed whether or not the pool had started them."""
+    cases = [{"input": f"{i}\n", "output": f"{i}\n"} for i in range(4)]
+    slow = answer("import time\nn = input()\nif n == '0':\n    time.sleep(5)\nprint(n)\n")
+    wrong_first = answer("n = input()\nprint(n if n != '0' else 'x')\n")
+    limits = Limits(wall_seconds=1.0, cpu_seconds=1.0)
+    seen = set()
+    for workers in (1, 2, 4):
+        with SandboxPool(workers) as pool:
+            for code, fraction in ((slow, True), (wrong_first, False), (wrong_first, True)):
+                (score, parts), = score_code_rows([{"test_cases": cases}], [code], pool=pool,
+                                                  limits=limits, pass_fraction=fraction)
+                seen.add((code == slow, fraction, score, parts["passed"],
+                          parts["status"], parts["complete"]))
+    # one outcome per program and setting, whatever the number of workers
+    assert sorted(seen) == sorted([(True, True, 0.0, 0, "timeout", 0.0),
+                                   (False, False, 0.0, 0, "ok", 0.0),
+                                   (False, True, 0.75, 3, "ok", 1.0)])
 
 
 def test_a_hang_stops_the_cases_after_it_and_large_outputs_are_not_cut() -> None:

@@ -9,10 +9,13 @@ one harness process with it.
 
 Comparison (`outputs_match`): the outputs' whitespace-separated tokens, in order. A token
 equals the expected one as text, or, where the expected token is a decimal number with a
-point or an exponent (`0.333333`, `1e-9`), as a number within `FLOAT_TOLERANCE` (absolute,
-or relative to the expected value where that is above 1), as the usual checkers of
-Codeforces accept floating-point answers. Integers and words compare exactly (`YES` is not
-`Yes`). Line breaks and trailing spaces do not matter.
+point (`0.333333`, `1.5e-9`), as a number within `FLOAT_TOLERANCE` (absolute, or relative to
+the expected value where that is above 1), as the usual checkers of Codeforces accept
+floating-point answers. Integers and words compare exactly (`YES` is not `Yes`), and so does
+everything in open-r1's Codeforces rows (`official_tests`): there, a problem with several
+right outputs has a checker, and those rows are refused. Tokens are separated by ASCII
+whitespace, as the judges' checkers read them; line breaks and trailing spaces do not
+matter. Numbers are ASCII.
 
 Schemas (`io_cases_from_row`), the first present wins:
 - `input_output` (APPS, TACO): a JSON object (or its text) with `inputs` and `outputs`;
@@ -25,9 +28,16 @@ Schemas (`io_cases_from_row`), the first present wins:
 A row's cases are in `IOCases.cases`, all of them run (no sample is taken).
 
 Refused with a message, because comparing their output as text would score right answers
-wrong: function-call cases (`fn_name`), cases in another language, Codeforces problems with
-a checker (`generated_checker`: several answers are right) or with file input and output
-(`input_mode` other than `stdio`).
+wrong: function-call cases (`fn_name`), cases in another language, problems with a checker
+(`generated_checker`: several answers are right), an interactor (`interaction_format`) or
+file input and output (`input_mode` other than `stdio`, CodeContests' `input_file`), and
+rows whose every expected output is empty (a program printing nothing would pass).
+
+A program's cases run in order of submission to the pool, which starts them in that order.
+Its outcome is read up to the first case that decides it, so that it does not depend on how
+many cases the pool happened to start at once: without pass_fraction the first failure (the
+reward is 0 and the cases after it are not started), with it the first timeout (a program
+that hangs would cost the wall limit again on each later case: those count as failed).
 """
 
 from __future__ import annotations
@@ -46,8 +56,12 @@ FLOAT_TOLERANCE = 1e-6
 IO_KEYS = ("input_output", "verification_info", "official_tests", "test_cases",
            "public_tests", "private_tests", "generated_tests")
 _CODE_CONTESTS = ("public_tests", "private_tests", "generated_tests")
-_DECIMAL = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+(?=[eE]))(?:[eE][-+]?\d+)?")
-_INTEGER = re.compile(r"[-+]?\d+")
+# ASCII only, as the judges' checkers read numbers (float() also takes other scripts' digits)
+_DECIMAL = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
+# the separators of the judges' token checkers: space, tab, CR, LF (str.split() would also
+# split on Unicode spaces, so that "1\u00a02" would read as "1 2")
+_SPACES = re.compile(r"[ \t\r\n\f\v]+")
 _HINT = ("give each case as {'input': ..., 'output': ...} under 'test_cases', or APPS' "
          "'input_output' {'inputs': [...], 'outputs': [...]}")
 
@@ -65,9 +79,9 @@ class IOCases:
 
 @dataclass(frozen=True)
 class IOOutcome:
-    """What the cases of one program gave: `passed` of `total`; `ran` of them were run (the
-    rest were stopped after a failure that decided the reward); `status` the first non-ok
-    run status among them ("ok" when every run exited cleanly, whatever it printed)."""
+    """What the cases of one program gave: `passed` of `total`; `ran` of them were judged,
+    in order, up to the case that decided the outcome (module docstring); `status` the first
+    non-ok run status among them ("ok" when each exited cleanly, whatever it printed)."""
 
     passed: int
     total: int
@@ -82,14 +96,13 @@ class IOOutcome:
 def outputs_match(got: str, expected: str, tolerance: float = FLOAT_TOLERANCE) -> bool:
     """Whether a program's stdout answers a case (module docstring: tokens, decimals within
     tolerance)."""
-    a, b = got.split(), expected.split()
+    a, b = _SPACES.split(got.strip(" \t\r\n\f\v")), _SPACES.split(expected.strip(" \t\r\n\f\v"))
     if len(a) != len(b):
         return False
     for x, y in zip(a, b):
         if x == y:
             continue
-        if not (tolerance and _DECIMAL.fullmatch(y)
-                and (_DECIMAL.fullmatch(x) or _INTEGER.fullmatch(x))):
+        if not (tolerance and _DECIMAL.fullmatch(y) and _NUMBER.fullmatch(x)):
             return False
         fx, fy = float(x), float(y)
         if not (math.isfinite(fx) and math.isfinite(fy)) \
@@ -109,10 +122,15 @@ def _object(value: Any, key: str) -> Any:
 
 def _text(value: Any, key: str) -> str:
     """A case's input or output: text, or a list of lines (as some TACO rows give them)."""
-    if isinstance(value, str):
-        return value
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return "\n".join(value) + "\n"
+        value = "\n".join(value) + "\n"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise R1kitError(f"field {key!r}: a case holds text that is not valid Unicode (a "
+                             "lone surrogate)", "fix or drop the row") from None
+        return value
     raise R1kitError(f"field {key!r}: a case's input and output must be text, got "
                      f"{type(value).__name__}", _HINT)
 
@@ -169,6 +187,18 @@ def io_cases_from_row(row: dict) -> IOCases | None:
     key = next((k for k in IO_KEYS if k in row and row[k] is not None), None)
     if key is None:
         return None
+    for field, what in (("generated_checker", "a checker ('generated_checker'): several "
+                         "outputs are right, and r1kit compares a program's output with the "
+                         "one expected"),
+                        ("interaction_format", "an interactor ('interaction_format'): the "
+                         "program talks with a judge program, which r1kit does not run"),
+                        ("input_file", "file input ('input_file'): r1kit runs programs on "
+                         "stdin and stdout"),
+                        ("output_file", "file output ('output_file'): r1kit runs programs on "
+                         "stdin and stdout")):
+        if row.get(field):
+            raise R1kitError(f"the row's problem has {what}", "drop such rows")
+    tolerance = FLOAT_TOLERANCE
     if key in _CODE_CONTESTS:
         cases = [c for k in _CODE_CONTESTS if isinstance(row.get(k), (dict, list, str))
                  for c in _case_list(row[k], k)]
@@ -193,18 +223,23 @@ def io_cases_from_row(row: dict) -> IOCases | None:
         cases = _case_list(value["test_cases"], key)
     else:
         cases = _case_list(row[key], key)
+    if key == "official_tests":
+        # open-r1's Codeforces: the generated tests, where a row carries them (not only their
+        # number), are judged too; outputs compare exactly (module docstring)
+        if isinstance(row.get("generated_tests"), (list, tuple, str)):
+            cases += _case_list(row["generated_tests"], "generated_tests")
+        tolerance = 0.0
     if row.get("input_mode") not in (None, "", "stdio"):
         raise R1kitError(f"the row's program reads and writes files (input_mode "
                          f"{row['input_mode']!r}): r1kit runs programs on stdin and stdout",
                          "drop the rows whose input_mode is not 'stdio'")
-    if key == "official_tests" and row.get("generated_checker"):
-        raise R1kitError("the row has a checker ('generated_checker'): several outputs are "
-                         "right, and r1kit compares a program's output with the one expected",
-                         "drop the rows with a checker")
     if not cases:
         raise R1kitError(f"field {key!r} holds no cases: the row has no tests",
                          "give each row at least one case, or drop the row")
-    return IOCases(cases=tuple(cases))
+    if not any(out.strip() for _, out in cases):
+        raise R1kitError(f"field {key!r}: every case's output is empty, so a program that "
+                         "prints nothing passes", "drop the row, or give its outputs")
+    return IOCases(cases=tuple(cases), tolerance=tolerance)
 
 
 def case_limits(limits, expected: str):
@@ -249,19 +284,23 @@ class _Row:
 
     def outcome(self) -> IOOutcome:
         # read here, not in the callbacks: a future's result is there before its callbacks
-        # have run
-        passed = ran = 0
+        # have run. The pool starts cases in order, and only cases after a decisive one are
+        # ever dropped: every case before the first decisive one has run.
+        passed = judged = 0
         status = "ok"
         for index, future in enumerate(self.futures):
             try:
                 result = future.result()
             except CancelledError:
-                continue
-            ran += 1
-            passed += self.passes(index, result)
+                break
+            judged += 1
+            ok = self.passes(index, result)
+            passed += ok
             if status == "ok":
                 status = result.status
-        return IOOutcome(passed=passed, total=len(self.spec.cases), ran=ran, status=status)
+            if not ok and (self.stop_on_failure or result.status == "timeout"):
+                break
+        return IOOutcome(passed=passed, total=len(self.spec.cases), ran=judged, status=status)
 
 
 def run_io_many(codes, specs, *, pool, limits, pass_fraction: bool = False
@@ -270,15 +309,21 @@ def run_io_many(codes, specs, *, pool, limits, pass_fraction: bool = False
     one process per case. Without pass_fraction, a program's remaining cases are dropped at
     its first failure (its reward is 0 either way); with it, only after a timeout."""
     rows = [_Row(spec, stop_on_failure=not pass_fraction) for spec in specs]
-    for code, row in zip(codes, rows):
-        for i, (stdin, expected) in enumerate(row.spec.cases):
-            if row.stopped:  # an earlier case already decided it
-                break
-            future = pool.submit(code, stdin=stdin, limits=case_limits(limits, expected))
-            with row.lock:
-                row.futures.append(future)
-                stopped = row.stopped
-            if stopped:
+    try:
+        for code, row in zip(codes, rows):
+            for i, (stdin, expected) in enumerate(row.spec.cases):
+                if row.stopped:  # an earlier case already decided it
+                    break
+                future = pool.submit(code, stdin=stdin, limits=case_limits(limits, expected))
+                with row.lock:
+                    row.futures.append(future)
+                    stopped = row.stopped
+                if stopped:
+                    future.cancel()
+                future.add_done_callback(lambda f, row=row, i=i: row.done(i, f))
+        return [row.outcome() for row in rows]
+    except BaseException:  # (an interrupt): the queued programs are not run for nothing
+        for row in rows:
+            for future in list(row.futures):
                 future.cancel()
-            future.add_done_callback(lambda f, row=row, i=i: row.done(i, f))
-    return [row.outcome() for row in rows]
+        raise
