@@ -18,6 +18,7 @@ import stat
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -315,6 +316,29 @@ def test_read_only_file_system_under_bubblewrap() -> None:
     r = run(src, "bubblewrap")
     assert r.status == "ok" and "wrote" not in r.stdout
     assert not os.path.exists("/tmp/r1kit-escape") and not os.path.exists("/etc/r1kit-escape")
+
+
+def test_bubblewrap_hides_the_callers_files(tmp_path) -> None:
+    """A program sees the system's and the interpreter's directories, not the caller's data,
+    working directory or home: it cannot look up the answers it is checked against."""
+    config = _bubblewrap_or_skip()
+    if config.visible is None:
+        pytest.skip("this machine's bubblewrap shows the whole file system: " + str(config.notes))
+    answers = tmp_path / "train.jsonl"
+    answers.write_text('{"input": "1 2", "output": "3"}\n')
+    os.chmod(answers, 0o644)
+    for d in [tmp_path, *tmp_path.parents]:  # readable by any uid, as a shared disk's files
+        if d != Path("/"):
+            os.chmod(d, os.stat(d).st_mode | 0o005)
+    here = Path.cwd() / "pyproject.toml"
+    src = ("import os, sys\n"
+           f"for path in ({str(answers)!r}, {str(here)!r}, os.path.expanduser('~')):\n"
+           "    print(path, os.path.exists(path))\n"
+           "import fractions, json, decimal\nprint('stdlib ok')\n")
+    r = run(src, "bubblewrap")
+    assert r.status == "ok", r.stderr
+    assert r.stdout.splitlines()[:2] == [f"{answers} False", f"{here} False"]
+    assert "stdlib ok" in r.stdout
 
 
 # ----- the pool -------------------------------------------------------------------------------

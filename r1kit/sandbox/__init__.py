@@ -19,8 +19,10 @@ What the sandbox enforces (details in isolation.py):
   caller's interpreter in isolated mode; every process the program started is killed
   when it ends.
 - bubblewrap adds: new PID, network, IPC and UTS namespaces (the program cannot see or
-  signal the caller's processes, and has only a private loopback), a read-only file system
-  except its own directory (a size-capped tmpfs: Limits.disk_bytes), and as root a switch
+  signal the caller's processes, and has only a private loopback), of the file system only
+  the system's and the interpreter's directories, read-only (not the caller's data files,
+  home or working directory), nothing writable except its own directory (a size-capped
+  tmpfs: Limits.disk_bytes), and as root a switch
   to an unprivileged uid, which also makes Limits.max_processes hold.
 - limits-only is not an isolation boundary: the program shares network, file system and
   process table with the caller. A launcher process stands between it and the caller (it

@@ -3,8 +3,12 @@
 Two levels (`isolation_level()`):
 
 - "bubblewrap": each program runs under `bwrap` in new PID, network, IPC and UTS namespaces
-  (plus a user namespace when we are not root), with the whole file system mounted read-only
-  except its own working directory (a tmpfs capped at Limits.disk_bytes, so that a program
+  (plus a user namespace when we are not root). Of the machine's files it sees only the
+  system's directories (/usr, /bin, /lib*, /etc) and the interpreter's (its prefix, standard
+  library and site-packages), read-only: not the caller's home, working directory, data
+  files, caches or runs, so a program cannot look up the answers it is checked against
+  (where that mount fails, the whole file system read-only, said in the notes); writable
+  only its own working directory (a tmpfs capped at Limits.disk_bytes, so that a program
   cannot fill the disk, where bwrap supports --size), a fresh /proc and a minimal /dev, and
   --die-with-parent.
   As root, the launcher inside drops to an unprivileged uid (65534, "nobody"; set
@@ -54,6 +58,9 @@ class SandboxConfig:
     unshare_user: bool = False  # bwrap: also a user namespace (needed when not root)
     cap_drop: bool = False  # bwrap as root without a uid switch: drop every capability
     masks: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (tmpfs over dir, read-only binds)
+    # bwrap: None, the whole file system read-only (masks aside); else only the system's
+    # directories (SYSTEM_PATHS) and these (the interpreter's), read-only
+    visible: tuple[str, ...] | None = None
     uid: int | None = None  # switch to this uid/gid before the program runs (root only)
     gid: int | None = None
     cgroup_parent: str | None = None  # limits-only: make a pids cgroup per run under this dir
@@ -109,6 +116,33 @@ def _interpreter_paths() -> list[str]:
     paths.update(p for p in sys.path if p)
     real = {os.path.realpath(p) for p in paths}
     return sorted(p for p in real | paths if os.path.isdir(p))
+
+
+# what a program under bubblewrap sees of the machine's directories (besides its own working
+# directory and the interpreter's: SandboxConfig.visible), read-only
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+
+def _under(path: str, roots) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _visible_paths() -> tuple[str, ...]:
+    """The directories the sandboxed interpreter needs outside SYSTEM_PATHS: its binary, its
+    standard library and its site-packages (not the rest of sys.path, such as a project's
+    directory, which may hold data files and their answers)."""
+    import site
+    import sysconfig
+
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable))}
+    paths.update(v for k, v in sysconfig.get_paths().items()
+                 if k in ("stdlib", "platstdlib", "purelib", "platlib"))
+    paths.update(site.getsitepackages())
+    real = {os.path.realpath(p) for p in paths if p} | {p for p in paths if p}
+    keep = {p.rstrip("/") for p in real
+            if p != "/" and os.path.isdir(p) and not _under(p, SYSTEM_PATHS)}
+    return tuple(sorted(p for p in keep if not _under(p, keep - {p})))
 
 
 def _masks(paths: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -199,35 +233,52 @@ def _supports_size(bwrap: str) -> bool:
 
 
 def _probe_bubblewrap() -> tuple[SandboxConfig | None, str]:
+    """The first configuration that runs a real program: each with only the system's and
+    the interpreter's directories visible, and failing that, the whole file system
+    read-only."""
     bwrap = shutil.which("bwrap") or shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin")
     if bwrap is None:
         return None, "bwrap is not installed (apt-get install bubblewrap)"
     sized = _supports_size(bwrap)
-    if os.geteuid() != 0:
-        config = SandboxConfig(BUBBLEWRAP, bwrap=bwrap, unshare_user=True, tmpfs_size=sized,
-                               notes=("runs as the caller's uid inside a user namespace; "
-                                      "RLIMIT_NPROC bounds processes",))
-        ok, why = _works(config, os.getuid())
-        return (config, "") if ok else (None, f"bwrap failed: {why}")
-    ids = _sandbox_ids()
+    visible = _visible_paths()
+    hidden = ("only the system's directories (/usr, /etc, ...) and the interpreter's are "
+              "visible, read-only")
+    whole = ("the whole file system is visible, read-only (showing only the system's and the "
+             "interpreter's directories failed)")
     failures = []
+
+    def attempt(base: SandboxConfig, uid: int, label: str) -> SandboxConfig | None:
+        for config in (replace(base, visible=visible, masks=(),
+                               notes=base.notes + (hidden,)),
+                       replace(base, notes=base.notes + (whole,))):
+            ok, why = _works(config, uid)
+            if ok:
+                return config
+            failures.append(f"{label}: {why}")
+        return None
+
+    if os.geteuid() != 0:
+        config = attempt(SandboxConfig(BUBBLEWRAP, bwrap=bwrap, unshare_user=True,
+                                       tmpfs_size=sized,
+                                       notes=("runs as the caller's uid inside a user "
+                                              "namespace; RLIMIT_NPROC bounds processes",)),
+                         os.getuid(), "as the caller")
+        return (config, "") if config else (None, "bwrap failed: " + "; ".join(failures))
+    ids = _sandbox_ids()
     if ids is not None:
-        config = SandboxConfig(BUBBLEWRAP, bwrap=bwrap, uid=ids[0], gid=ids[1], tmpfs_size=sized,
-                               masks=_masks(_interpreter_paths()),
-                               notes=(f"drops root to uid {ids[0]}; RLIMIT_NPROC bounds "
-                                      "processes",))
-        ok, why = _works(config, ids[0])
-        if ok:
+        config = attempt(SandboxConfig(BUBBLEWRAP, bwrap=bwrap, uid=ids[0], gid=ids[1],
+                                       tmpfs_size=sized, masks=_masks(_interpreter_paths()),
+                                       notes=(f"drops root to uid {ids[0]}; RLIMIT_NPROC "
+                                              "bounds processes",)),
+                         ids[0], f"as uid {ids[0]}")
+        if config:
             return config, ""
-        failures.append(f"as uid {ids[0]}: {why}")
     unbounded = ("runs as root without capabilities inside the namespaces; the number of "
                  "processes is NOT bounded (RLIMIT_NPROC does not bind root)")
-    config = SandboxConfig(BUBBLEWRAP, bwrap=bwrap, cap_drop=True, tmpfs_size=sized,
-                           notes=(unbounded,))
-    ok, why = _works(config, 0)
-    if ok:
+    config = attempt(SandboxConfig(BUBBLEWRAP, bwrap=bwrap, cap_drop=True, tmpfs_size=sized,
+                                   notes=(unbounded,)), 0, "as root")
+    if config:
         return config, ""
-    failures.append(why)
     return None, "bwrap failed: " + "; ".join(failures)
 
 

@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 from r1kit.sandbox import _child
-from r1kit.sandbox.isolation import BUBBLEWRAP, SandboxConfig, get_config
+from r1kit.sandbox.isolation import BUBBLEWRAP, SYSTEM_PATHS, SandboxConfig, get_config
 from r1kit.sandbox.limits import Limits, RunResult
 
 _CHILD_SOURCE = Path(_child.__file__).read_text(encoding="utf-8")
@@ -181,7 +181,33 @@ def _bwrap_argv(config: SandboxConfig, workdir: str, script: str, limits: Limits
         # uid (inside a user namespace mapping only root, that uid would not exist).
         argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                  "--unshare-cgroup-try"]
-    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    made: set[str] = {"/"}
+
+    def parents(path: str) -> None:
+        # bwrap would create the directories on the way to a mount point mode 0700, which the
+        # unprivileged uid could not enter
+        parts = path.strip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            step = "/" + "/".join(parts[:i])
+            if step not in made:
+                made.add(step)
+                argv.extend(["--perms", "0755", "--dir", step])
+
+    if config.visible is None:
+        argv += ["--ro-bind", "/", "/"]
+    else:  # an empty root with the system's and the interpreter's directories in it
+        for path in SYSTEM_PATHS:
+            if os.path.islink(path):
+                argv += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                argv += ["--ro-bind", path, path]
+            made.add(path)
+        for path in config.visible:
+            parents(path)
+            argv += ["--ro-bind", path, path]
+            made.add(path)
+        parents(workdir)
+    argv += ["--dev", "/dev", "--proc", "/proc"]
     for directory, binds in config.masks:
         argv += ["--perms", "0755", "--tmpfs", directory]
         made = {directory}
