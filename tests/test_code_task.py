@@ -21,6 +21,8 @@ ROWS = [
     {"question": "Complete the function.",
      "prompt": "def one():\n    return 1\n\n\ndef neg(x):\n    \"\"\"-x\"\"\"\n",
      "test": "def check(f):\n    assert f(2) == -2\n", "entry_point": "neg"},
+    {"question": "Read n and print 2n.", "test_cases": [{"input": "4\n", "output": "8\n"},
+                                                        {"input": "-1\n", "output": "-2\n"}]},
 ]
 
 
@@ -34,20 +36,23 @@ def _answer(code: str) -> str:
 
 def test_code_rows_are_scored_by_their_tests_in_each_schema(tmp_path):
     """r1kit's `tests`, MBPP's `test_list`, HumanEval's `test` + `entry_point` (its prompt put
-    before the code): right code 1, wrong code or no code 0, through the GRPO reward."""
+    before the code), input/output cases: right code 1, wrong code or no code 0, through the
+    GRPO reward."""
     task = CodeTask(_file(tmp_path))
     examples = task.train_examples()
     assert all(e.question.endswith("```python code block.") for e in examples)
     right = [_answer("def add(a, b):\n    return a + b"),
              _answer("def square(x):\n    return x * x"),
-             _answer("def neg(x):\n    return -x * one()")]  # HumanEval: after its prompt
+             _answer("def neg(x):\n    return -x * one()"),  # HumanEval: after its prompt
+             _answer("print(2 * int(input()))")]
     wrong = [_answer("def add(a, b):\n    return a - b"),
              _answer("def square(x):\n    return 2 * x"),
-             "<think> hmm </think> <answer> no code </answer>"]
+             "<think> hmm </think> <answer> no code </answer>",
+             _answer("print(8)")]  # right on the first case only
     reward = CombinedReward(task)
     scores = reward.score(right + wrong, examples + examples)
-    assert [p["accuracy"] for _, p in scores] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
-    assert [s for s, _ in scores[:3]] == [2.0, 2.0, 2.0]  # + format
+    assert [p["accuracy"] for _, p in scores] == [1.0] * 4 + [0.0] * 4
+    assert [s for s, _ in scores[:4]] == [2.0] * 4  # + format
 
 
 def test_an_mbpp_layout_file_is_asked_as_the_shipped_mbpp(tmp_path):
@@ -101,7 +106,7 @@ def test_code_answers_are_read_as_code_on_every_scoring_path(tmp_path, monkeypat
     from r1kit.eval.core import _Verdicts, evaluate
 
     task = CodeTask(_file(tmp_path))
-    examples = task.train_examples()
+    examples = task.train_examples()[:3]
     boxed = _answer("def add(a, b):\n    return a + b") + " The answer is \\boxed{add}."
     untagged = "```python\ndef square(x):\n    return x * x\n```"
     body = "<think> x </think> <answer>\n```python\n    return -x\n```\n</answer>"
