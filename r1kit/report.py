@@ -565,7 +565,10 @@ def _level_rows(run: Run) -> list[LevelEntry]:
     """The eval rows that have levels: the first and last evaluation of an RL stage, every
     checkpoint of an eval stage."""
     out = []
-    for stage, rows, _ in _selected_evals(run):
+    selected = _selected_evals(run)
+    for stage, rows, _ in selected:
+        # an eval stage with shipped benchmarks logs several: each entry names its own
+        several = sum(s == stage for s, _, _ in selected) > 1
         for r in rows:
             acc, length = r.get("by_level"), r.get("length_by_level")
             acc = acc if isinstance(acc, dict) else {}
@@ -573,7 +576,7 @@ def _level_rows(run: Run) -> list[LevelEntry]:
             if not acc and not length:
                 continue
             out.append(LevelEntry(
-                stage, _eval_label(r),
+                stage, _eval_label(r) + (f" ({r.get('benchmark', '')})" if several else ""),
                 {str(k): float(v) for k, v in acc.items() if _num(v) is not None},
                 {str(k): float(v) for k, v in length.items() if _num(v) is not None}))
     return out

@@ -196,9 +196,16 @@ def test_a_humaneval_body_without_a_fence_is_code() -> None:
     aliased = [solve + "has_close_elements = solve\n",
                "from math import inf\n" + solve.replace("solve", "has_close_elements") + "\n",
                "class has_close_elements:\n    def __new__(cls, numbers, threshold):\n"
-               + textwrap.indent(body, "    ")]
-    scored = score_code_rows([HUMANEVAL_ROW] * 3, [answer(a) for a in aliased])
-    assert [s for s, _ in scored] == [1.0] * 3, scored
+               + textwrap.indent(body, "    "),
+               "import sys\nif sys.version_info >= (3,):\n"
+               + textwrap.indent(solve.replace("solve", "has_close_elements"), "    "),
+               "try:\n    from nowhere import has_close_elements\nexcept ImportError:\n"
+               + textwrap.indent(solve.replace("solve", "has_close_elements"), "    ")]
+    scored = score_code_rows([HUMANEVAL_ROW] * 5, [answer(a) for a in aliased])
+    assert [s for s, _ in scored] == [1.0] * 5, scored
+    # a body that only reads the name (table[has_close_elements] = 1) is still a body
+    read = "table = {}\ntable[has_close_elements] = 1\n" + textwrap.dedent(body)
+    assert score_code_rows([HUMANEVAL_ROW], [answer(read)])[0][0] == 1.0
 
 
 # ----- correct and wrong programs -------------------------------------------------------------

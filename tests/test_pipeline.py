@@ -163,6 +163,7 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
     assert [(r["benchmark"], r["n"]) for r in logged if r["stage"] == "table"] == \
         [("math500", 3), ("humaneval", 3), ("gsm8k/main", 3)]
     assert "| table | sft | math500 | 3 × 2 |" in report
+    assert "| table | sft (math500) |" in report  # its levels, named as MATH-500's
 
     recipe = recipe_from_dict({"run": {"progress": False, "tensorboard": False}, "stages": {
         "rs": {"kind": "sample", "model": str(bpe_checkpoint), "task": "gsm8k",

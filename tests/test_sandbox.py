@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import shutil
 import signal
 import socket
 import stat
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -320,25 +322,52 @@ def test_read_only_file_system_under_bubblewrap() -> None:
 
 def test_bubblewrap_hides_the_callers_files(tmp_path) -> None:
     """A program sees the system's and the interpreter's directories, not the caller's data,
-    working directory or home: it cannot look up the answers it is checked against."""
+    working directory or home: it cannot look up the answers it is checked against. Nothing
+    but its own directory and /dev/shm (as capped) is writable."""
     config = _bubblewrap_or_skip()
     if config.visible is None:
         pytest.skip("this machine's bubblewrap shows the whole file system: " + str(config.notes))
-    answers = tmp_path / "train.jsonl"
-    answers.write_text('{"input": "1 2", "output": "3"}\n')
-    os.chmod(answers, 0o644)
-    for d in [tmp_path, *tmp_path.parents]:  # readable by any uid, as a shared disk's files
-        if d != Path("/"):
-            os.chmod(d, os.stat(d).st_mode | 0o005)
-    here = Path.cwd() / "pyproject.toml"
-    src = ("import os, sys\n"
-           f"for path in ({str(answers)!r}, {str(here)!r}, os.path.expanduser('~')):\n"
-           "    print(path, os.path.exists(path))\n"
-           "import fractions, json, decimal\nprint('stdlib ok')\n")
-    r = run(src, "bubblewrap")
+    shared = Path(tempfile.mkdtemp(prefix="r1kit-shared-", dir="/tmp"))
+    try:
+        os.chmod(shared, 0o755)  # readable by any uid, as a shared disk's files
+        answers = shared / "train.jsonl"
+        answers.write_text('{"input": "1 2", "output": "3"}\n')
+        os.chmod(answers, 0o644)
+        here = Path.cwd() / "pyproject.toml"
+        src = ("import os, sys\n"
+               f"for path in ({str(answers)!r}, {str(here)!r}, os.path.expanduser('~')):\n"
+               "    print(path, os.path.exists(path))\n"
+               "for d in ('/', '/tmp', '/dev', '/dev/shm', '.'):\n"
+               "    try:\n        open(os.path.join(d, 'w'), 'w').write('x'); print('wrote', d)\n"
+               "    except OSError:\n        print('refused', d)\n"
+               "import fractions, json, decimal\nprint('stdlib ok')\n")
+        r = run(src, "bubblewrap")
+    finally:
+        shutil.rmtree(shared)
     assert r.status == "ok", r.stderr
-    assert r.stdout.splitlines()[:2] == [f"{answers} False", f"{here} False"]
-    assert "stdlib ok" in r.stdout
+    lines = r.stdout.splitlines()
+    assert lines[:2] == [f"{answers} False", f"{here} False"]
+    assert lines[3:8] == ["refused /", "refused /tmp", "refused /dev", "wrote /dev/shm",
+                          "wrote ."] and lines[8] == "stdlib ok"
+
+
+def test_an_installed_r1kit_package_is_hidden_from_programs(tmp_path) -> None:
+    """Installed into site-packages, r1kit's data/ (the shipped benchmarks' tests and answers)
+    would be visible with the interpreter: its package directory is covered."""
+    config = _bubblewrap_or_skip()
+    if config.visible is None:
+        pytest.skip("this machine's bubblewrap shows the whole file system")
+    package = Path(iso.__file__).resolve().parent.parent
+    visible = (*config.visible, str(package.parent))  # as when it lies in site-packages
+    hidden = iso._hidden_paths(visible)
+    assert hidden == (str(package),)
+    seen = execute(dataclasses.replace(config, visible=visible, hidden=hidden),
+                   f"import os\nprint(os.listdir({str(package)!r}), "
+                   f"os.path.exists({str(package.parent / 'pyproject.toml')!r}))\n",
+                   limits=LIMITS)
+    assert seen.stdout.strip() == "[] True", seen
+    if not iso._under(str(package), config.visible):  # an editable install: not visible,
+        assert iso._hidden_paths(config.visible) == ()  # so nothing to cover
 
 
 # ----- the pool -------------------------------------------------------------------------------

@@ -216,27 +216,40 @@ def _completion(row: dict, completion: str | None) -> str:
 
 
 def _binds(code: str, name: str) -> bool:
-    """Whether a program binds `name` at its top level: defines it (def, class), assigns it
-    (`has_close = solve`) or imports it; a text that is no module (a function's body alone,
-    with its `return`) binds nothing."""
+    """Whether a program binds `name` at module level (also inside a module-level if, try,
+    with, for or while): defines it (def, class), assigns it (`has_close = solve`) or imports
+    it; a function's body alone binds nothing of the kind."""
     if len(code) > 200_000:  # (not parsed: found by its def line alone)
         return re.search(rf"^\s*def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
-    for node in tree.body:
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound = [node.name]
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            bound = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            bound = [a.asname or a.name.split(".")[0] for a in node.names]
-        else:
+            if node.name == name:
+                return True
+            continue  # (its body binds its own names)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any((a.asname or a.name.split(".")[0]) == name for a in node.names):
+                return True
             continue
-        if name in bound:
-            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With,
+                             ast.AsyncFor, ast.AsyncWith, ast.NamedExpr)):
+            targets = (node.targets if isinstance(node, ast.Assign)
+                       else [i.optional_vars for i in node.items if i.optional_vars]
+                       if isinstance(node, (ast.With, ast.AsyncWith)) else [node.target])
+            if any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store)
+                   for t in targets for n in ast.walk(t)):
+                return True
+        # the blocks of module-level statements (if, try, with, for, while, match) run at
+        # module level: a def in them binds the name too
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            value = getattr(node, field, None)
+            if isinstance(value, list):
+                todo.extend(value)
     return False
 
 

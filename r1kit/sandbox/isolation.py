@@ -61,6 +61,9 @@ class SandboxConfig:
     # bwrap: None, the whole file system read-only (masks aside); else only the system's
     # directories (SYSTEM_PATHS) and these (the interpreter's), read-only
     visible: tuple[str, ...] | None = None
+    # bwrap: directories covered with an empty read-only tmpfs (r1kit's own package, where
+    # it lies under a visible one: its data/ holds the shipped benchmarks' answers)
+    hidden: tuple[str, ...] = ()
     uid: int | None = None  # switch to this uid/gid before the program runs (root only)
     gid: int | None = None
     cgroup_parent: str | None = None  # limits-only: make a pids cgroup per run under this dir
@@ -138,11 +141,33 @@ def _visible_paths() -> tuple[str, ...]:
              os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable))}
     paths.update(v for k, v in sysconfig.get_paths().items()
                  if k in ("stdlib", "platstdlib", "purelib", "platlib"))
-    paths.update(site.getsitepackages())
+    sites = [d for d in site.getsitepackages() if os.path.isdir(d)]
+    paths.update(sites)
     real = {os.path.realpath(p) for p in paths if p} | {p for p in paths if p}
     keep = {p.rstrip("/") for p in real
             if p != "/" and os.path.isdir(p) and not _under(p, SYSTEM_PATHS)}
+    # packages installed as links to a store elsewhere (uv's link-mode=symlink): their targets
+    for d in sites:
+        try:
+            entries = os.scandir(d)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if os.path.exists(target) and not _under(target, SYSTEM_PATHS):
+                        keep.add(target)
     return tuple(sorted(p for p in keep if not _under(p, keep - {p})))
+
+
+def _hidden_paths(visible: tuple[str, ...]) -> tuple[str, ...]:
+    """r1kit's own package directory where a visible directory holds it (an install into
+    site-packages): its data/ holds the shipped benchmarks' tests and answers. The sandboxed
+    launcher is given as source and never imports r1kit."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return (package,) if _under(package, visible) or _under(os.path.realpath(package),
+                                                             visible) else ()
 
 
 def _masks(paths: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -241,6 +266,7 @@ def _probe_bubblewrap() -> tuple[SandboxConfig | None, str]:
         return None, "bwrap is not installed (apt-get install bubblewrap)"
     sized = _supports_size(bwrap)
     visible = _visible_paths()
+    hide = _hidden_paths(visible)
     hidden = ("only the system's directories (/usr, /etc, ...) and the interpreter's are "
               "visible, read-only")
     whole = ("the whole file system is visible, read-only (showing only the system's and the "
@@ -248,7 +274,7 @@ def _probe_bubblewrap() -> tuple[SandboxConfig | None, str]:
     failures = []
 
     def attempt(base: SandboxConfig, uid: int, label: str) -> SandboxConfig | None:
-        for config in (replace(base, visible=visible, masks=(),
+        for config in (replace(base, visible=visible, masks=(), hidden=hide,
                                notes=base.notes + (hidden,)),
                        replace(base, notes=base.notes + (whole,))):
             ok, why = _works(config, uid)
@@ -263,7 +289,8 @@ def _probe_bubblewrap() -> tuple[SandboxConfig | None, str]:
                                        notes=("runs as the caller's uid inside a user "
                                               "namespace; RLIMIT_NPROC bounds processes",)),
                          os.getuid(), "as the caller")
-        return (config, "") if config else (None, "bwrap failed: " + "; ".join(failures))
+        return (config, "; ".join(failures)) if config else \
+            (None, "bwrap failed: " + "; ".join(failures))
     ids = _sandbox_ids()
     if ids is not None:
         config = attempt(SandboxConfig(BUBBLEWRAP, bwrap=bwrap, uid=ids[0], gid=ids[1],
@@ -272,13 +299,13 @@ def _probe_bubblewrap() -> tuple[SandboxConfig | None, str]:
                                               "bounds processes",)),
                          ids[0], f"as uid {ids[0]}")
         if config:
-            return config, ""
+            return config, "; ".join(failures)
     unbounded = ("runs as root without capabilities inside the namespaces; the number of "
                  "processes is NOT bounded (RLIMIT_NPROC does not bind root)")
     config = attempt(SandboxConfig(BUBBLEWRAP, bwrap=bwrap, cap_drop=True, tmpfs_size=sized,
                                    notes=(unbounded,)), 0, "as root")
     if config:
-        return config, ""
+        return config, "; ".join(failures)
     return None, "bwrap failed: " + "; ".join(failures)
 
 
@@ -334,6 +361,12 @@ def get_config(isolation: str | None = None) -> SandboxConfig:
                     warnings.warn(f"r1kit.sandbox: {why}; running untrusted code with "
                                   "resource limits only, which is not an isolation boundary "
                                   f"({'; '.join(config.notes)})", RuntimeWarning, stacklevel=3)
+            elif config.visible is None:  # bubblewrap, but the whole file system visible
+                warnings.warn("r1kit.sandbox: bubblewrap could not show programs only the "
+                              "system's and the interpreter's directories; they see the whole "
+                              "file system read-only (your data files too, where they could "
+                              f"look up answers): {why or '; '.join(config.notes)}",
+                              RuntimeWarning, stacklevel=3)
         _configs[key] = config
         return config
 
