@@ -12,7 +12,7 @@ import pytest
 from r1kit.cli import main
 from r1kit.eval import majority_vote, mean_ci95, pass_at_k
 from r1kit.eval.behaviour import reflective_counts
-from r1kit.eval.benchmarks import BENCHMARKS, NAMES, load_benchmark
+from r1kit.eval.benchmarks import BENCHMARKS, NAMES, is_code_file, load_benchmark
 from r1kit.tasks import DATA_DIR
 from r1kit.tasks.math import math_equal
 from r1kit.templates import R1_ZERO_SYSTEM
@@ -236,9 +236,31 @@ def test_a_code_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):
                  "2", "--k", "2", "--max-new-tokens", "8", "--out", str(out)]) == 0
     assert "code problems (2)" in capsys.readouterr().out
     mine, gsm8k = json.loads(out.read_text())["results"]
-    assert (mine["n"], mine["k"], mine["code_instruction"]) == (2, 2, True)
+    assert (mine["n"], mine["k"], mine["code_instruction"]) == (2, 2, "r1kit")
     assert mine["cons@2"] is None and gsm8k["cons@2"] == 0.0  # programs are not voted on
     assert "code_instruction" not in gsm8k
+    # a model a code stage trained: asked with that stage's code_instruction
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(bpe_checkpoint, run / "rl")
+    stage = {"kind": "grpo", "task": "code", "template": "chat", "code_instruction": "Code it.",
+             "code_timeout": 30}
+    (run / "config.json").write_text(json.dumps({"run": {}, "stages": {"rl": stage}}))
+    assert main(["eval", "--model", str(run / "rl"), "--bench", str(own), "--limit", "1",
+                 "--k", "1", "--max-new-tokens", "4", "--out", str(out)]) == 0
+    (saved,) = json.loads(out.read_text())["results"]
+    assert saved["code_instruction"] == "Code it."
+    assert saved["samples"][0]["question"].endswith("Write add(a, b).\nCode it.")
+    task = load_benchmark(str(own), code_instruction="Code it.", code_timeout=30)
+    assert task.limits.wall_seconds == 30
+    # a math file with a column named test is math (HumanEval's test needs its entry_point)
+    math = tmp_path / "math.jsonl"
+    math.write_text(json.dumps({"question": "1 + 1?", "solution": "2", "test": "held out"})
+                    + "\n")
+    assert not is_code_file(str(math), "answer")
+    assert load_benchmark(str(math), answer_field="solution").verify("2", load_benchmark(
+        str(math), answer_field="solution").test_examples()[0]) == 1.0
 
 
 def test_a_math_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):

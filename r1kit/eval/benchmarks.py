@@ -20,6 +20,7 @@ one (for decontamination) and its `subject` where the data has one (MATH-500).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,17 +201,26 @@ def is_code_file(name: str, answer_field: str = "answer") -> bool:
         return False
     rows = read_rows(name)
     first = rows[0][1] if rows else {}
-    return answer_field not in first and any(
-        first.get(key) is not None for key in ("tests", "test_list", "test", *IO_KEYS))
+    if answer_field in first:
+        return False
+    if any(first.get(key) is not None for key in ("tests", "test_list", *IO_KEYS)):
+        return True
+    # `test` alone: HumanEval's (with entry_point) or pytest-style test functions; a math
+    # file's column named test is not
+    test = first.get("test")
+    return isinstance(test, str) and (first.get("entry_point") is not None
+                                      or re.search(r"^def test\w*\s*\(", test, re.M) is not None)
 
 
 def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
                    answer_field: str = "answer", instruction: bool = True, world=None,
-                   choices_field: str = ""):
+                   choices_field: str = "", code_instruction: str = "r1kit",
+                   code_timeout: float | None = None):
     """The Task of a shipped benchmark, of the tiny world's held-out set ("tiny": of `world`, a
     WorldConfig, default the default world), or of a math, multiple-choice or code benchmark
     in a JSONL or parquet file of your own (the field names and instruction apply to it
-    only; a code file's instruction is the code task's request for a ```python block)."""
+    only; a code file's instruction is the code task's `code_instruction`, by default its
+    request for a ```python block, and code_timeout its time limit per program)."""
     field = choice_field_of(name, choices_field)
     if field is not None:
         from r1kit.tasks.choice import ChoiceTask
@@ -229,7 +239,9 @@ def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
     if is_code_file(name, answer_field):  # run as a code task's held-out file is
         from r1kit.tasks.code import CodeTask
 
-        task = CodeTask(None, name, question_field, instruction="r1kit" if instruction else "")
+        task = CodeTask(None, name, question_field,
+                        instruction=code_instruction if instruction else "",
+                        timeout=code_timeout)
         task.name = str(name)
         return task
     if is_data_file(name):

@@ -51,8 +51,8 @@ def _check(args) -> list[str]:
         if name not in NAMES and not is_data_file(name):
             raise R1kitError(f"--bench: unknown benchmark {name!r}",
                              f"use any of: {', '.join(NAMES)}, or a .jsonl / .json / .parquet file "
-                             "(or a glob of its shards) of your own (math or multiple-choice "
-                             "questions)")
+                             "(or a glob of its shards) of your own (math, multiple-choice or "
+                             "code problems)")
     if args.k < 0 or args.limit < 0:
         raise R1kitError("--k and --limit must be >= 0")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
@@ -239,8 +239,15 @@ def _run_eval(args) -> list[dict]:
     # the request appended (for multiple-choice and code files: on unless turned off)
     asks = {name: (args.math_instruction if choice_fields[name] is not None
                    or name in code_files else instruction) is not False for name in names}
+    # code files of your own, for a model a code stage trained: its request and time limit
+    code_stage = stage_of_model[1] if stage_of_model is not None \
+        and stage_of_model[1].get("task") == "code" else {}
+    code_request = code_stage.get("code_instruction", "r1kit") \
+        if args.math_instruction is None else "r1kit"
     tasks = {name: load_benchmark(name, args.seed, args.question_field, args.answer_field,
-                                  asks[name], world=world, choices_field=args.choices_field)
+                                  asks[name], world=world, choices_field=args.choices_field,
+                                  code_instruction=code_request,
+                                  code_timeout=code_stage.get("code_timeout"))
              for name in names}
     read_untagged = args.read_untagged
     if read_untagged is None:  # as the stage that trained the model read its answers
@@ -301,7 +308,9 @@ def _run_eval(args) -> list[dict]:
                        overlap=args.overlap_rewards)
         record = {"benchmark": name, **res.as_record(), "max_new_tokens": max_new,
                   # the request for \boxed{}: in a shipped math benchmark's questions always
-                  **({"code_instruction": asks[name]} if name in code_files else
+                  # a code file's: the code_instruction setting it was asked with
+                  **({"code_instruction": code_request if asks[name] else ""}
+                     if name in code_files else
                      {"math_instruction": asks[name]} if own else
                      {"math_instruction": True} if name in BENCHMARKS
                      and BENCHMARKS[name].kind == "math" else {}),
