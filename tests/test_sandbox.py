@@ -358,14 +358,15 @@ def test_an_installed_r1kit_package_is_hidden_from_programs(tmp_path) -> None:
     if config.visible is None:
         pytest.skip("this machine's bubblewrap shows the whole file system")
     package = Path(iso.__file__).resolve().parent.parent
-    visible = (*config.visible, str(package.parent))  # as when it lies in site-packages
+    visible = (*config.visible, str(package))  # as when it lies in a visible site-packages
     hidden = iso._hidden_paths(visible)
     assert hidden == (str(package),)
-    seen = execute(dataclasses.replace(config, visible=visible, hidden=hidden),
-                   f"import os\nprint(os.listdir({str(package)!r}), "
-                   f"os.path.exists({str(package.parent / 'pyproject.toml')!r}))\n",
+    listing = f"import os\nprint(sorted(os.listdir({str(package)!r}))[:1])\n"
+    shown = execute(dataclasses.replace(config, visible=visible), listing, limits=LIMITS)
+    assert shown.stdout.strip() == "['__init__.py']", shown  # visible without the cover
+    seen = execute(dataclasses.replace(config, visible=visible, hidden=hidden), listing,
                    limits=LIMITS)
-    assert seen.stdout.strip() == "[] True", seen
+    assert seen.stdout.strip() == "[]", seen
     if not iso._under(str(package), config.visible):  # an editable install: not visible,
         assert iso._hidden_paths(config.visible) == ()  # so nothing to cover
 
