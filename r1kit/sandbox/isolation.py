@@ -8,9 +8,10 @@ Two levels (`isolation_level()`):
   library and site-packages), read-only: not the caller's home, working directory, data
   files, caches or runs, so a program cannot look up the answers it is checked against
   (where that mount fails, the whole file system read-only, said in the notes); writable
-  only its own working directory (a tmpfs capped at Limits.disk_bytes, so that a program
-  cannot fill the disk, where bwrap supports --size), a fresh /proc and a minimal /dev, and
-  --die-with-parent.
+  only its own working directory and /dev/shm (each a tmpfs capped at Limits.disk_bytes, so
+  that a program cannot fill the disk or the memory, where bwrap supports --size), a fresh
+  /proc and a minimal read-only /dev, r1kit's own package covered where it lies in a visible
+  directory (its data/ holds the shipped benchmarks' answers), and --die-with-parent.
   As root, the launcher inside drops to an unprivileged uid (65534, "nobody"; set
   R1KIT_SANDBOX_UID to another number, or to "none" to stay root); directories that uid cannot
   enter on the way to the interpreter (/root when Python lives under it) are covered with an
