@@ -215,6 +215,9 @@ def _completion(row: dict, completion: str | None) -> str:
     return completion
 
 
+_BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")  # a statement's nested blocks
+
+
 def _binds(code: str, name: str) -> bool:
     """Whether a program binds `name` at module level (also inside a module-level if, try,
     with, for or while): defines it (def, class), assigns it (`has_close = solve`) or imports
@@ -236,17 +239,16 @@ def _binds(code: str, name: str) -> bool:
             if any((a.asname or a.name.split(".")[0]) == name for a in node.names):
                 return True
             continue
-        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With,
-                             ast.AsyncFor, ast.AsyncWith, ast.NamedExpr)):
-            targets = (node.targets if isinstance(node, ast.Assign)
-                       else [i.optional_vars for i in node.items if i.optional_vars]
-                       if isinstance(node, (ast.With, ast.AsyncWith)) else [node.target])
-            if any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store)
-                   for t in targets for n in ast.walk(t)):
-                return True
+        # what the statement stores outside its blocks: assignment and loop targets, `with
+        # ... as`, `:=` (a function's body alone reads the name; it stores none of it)
+        heads = [v for f, v in ast.iter_fields(node) if f not in _BLOCKS]
+        if any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store)
+               for head in heads for item in (head if isinstance(head, list) else [head])
+               if isinstance(item, ast.AST) for n in ast.walk(item)):
+            return True
         # the blocks of module-level statements (if, try, with, for, while, match) run at
         # module level: a def in them binds the name too
-        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+        for field in _BLOCKS:
             value = getattr(node, field, None)
             if isinstance(value, list):
                 todo.extend(value)

@@ -128,18 +128,12 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
         tokenizer = load_tokenizer(path)
         model = load_model(path, device, dtype, tokenizer).eval()
         stop_ids = stop_token_ids(tokenizer, model)
-        prompts = [_encode(tokenizer, cfg, e.question) for e in test]
-        max_new = cfg.max_new_tokens
         positions = model_positions(Path(path))
-        if max_new == PAPER_MAX_NEW_TOKENS and positions is not None:  # the default: as eval's
-            max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
+        res, max_new = _evaluate_on(model, tokenizer, cfg, task, test, stop_ids, seed,
+                                    positions, language_target=cfg.language_target)
+        if max_new != cfg.max_new_tokens:
             print_fn(f"[{name}] {ref}: max_new_tokens {max_new}, up to the model's "
                      f"{positions} positions (set max_new_tokens to choose)")
-        res = evaluate(model, tokenizer, task, test, prompts,
-                       k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                       max_new_tokens=max_new, stop_ids=stop_ids, seed=seed,
-                       prefill=cfg.prefill, max_rows=cfg.generation_rows,
-                       language_target=cfg.language_target, overlap=cfg.overlap_rewards)
         row = {"model": ref, **res.as_record(), "cons@k": res.cons_at_k}
         for bench, bench_task in benches.items():
             row[bench] = _benchmark(model, tokenizer, cfg, bench_task, stop_ids, seed, positions,
@@ -166,6 +160,21 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
                      for r in table]}
 
 
+def _evaluate_on(model, tokenizer, cfg, task, test, stop_ids, seed, positions, **options):
+    """A model's evaluation on `test` with the stage's sampling settings: (EvalResult, the
+    max_new_tokens it used: the stage's, or under the default (the paper's) up to the model's
+    last position, as r1kit eval's default)."""
+    prompts = [_encode(tokenizer, cfg, e.question) for e in test]
+    max_new = cfg.max_new_tokens
+    if max_new == PAPER_MAX_NEW_TOKENS and positions is not None:
+        max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
+    res = evaluate(model, tokenizer, task, test, prompts, k=cfg.k, temperature=cfg.temperature,
+                   top_p=cfg.top_p, max_new_tokens=max_new, stop_ids=stop_ids, seed=seed,
+                   prefill=cfg.prefill, max_rows=cfg.generation_rows,
+                   overlap=cfg.overlap_rewards, **options)
+    return res, max_new
+
+
 def _benchmark(model, tokenizer, cfg, task, stop_ids, seed, positions, log, name, ref,
                print_fn) -> dict:
     """One model on one shipped benchmark (the stage's `benchmarks`): pass@1 over the
@@ -175,15 +184,8 @@ def _benchmark(model, tokenizer, cfg, task, stop_ids, seed, positions, log, name
     test = task.test_examples()
     if cfg.limit:
         test = test[:cfg.limit]
-    prompts = [_encode(tokenizer, cfg, e.question) for e in test]
-    max_new = cfg.max_new_tokens
-    if max_new == PAPER_MAX_NEW_TOKENS and positions is not None:
-        max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
     t0 = time.time()
-    res = evaluate(model, tokenizer, task, test, prompts, k=cfg.k,
-                   temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=max_new,
-                   stop_ids=stop_ids, seed=seed, prefill=cfg.prefill,
-                   max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards)
+    res, max_new = _evaluate_on(model, tokenizer, cfg, task, test, stop_ids, seed, positions)
     log.eval({"stage": name, "step": 0, "benchmark": task.name, "model": ref,
               **res.as_record(), "max_new_tokens": max_new, "seconds": time.time() - t0})
     if res.untagged:
