@@ -11,9 +11,9 @@ import pytest
 from r1kit.errors import R1kitError
 from r1kit.rewards import code as code_reward
 from r1kit.rewards.code import score_code_rows
-from r1kit.rewards.code_io import IOCases, outputs_match
+from r1kit.rewards.code_io import IOCases, outputs_match, returns_match
 from r1kit.sandbox import Limits, SandboxPool
-from r1kit.tasks.code import CODE_INSTRUCTION, IO_INSTRUCTION, CodeTask
+from r1kit.tasks.code import CODE_INSTRUCTION, IO_INSTRUCTION, CodeTask, call_instruction
 
 spec_of = code_reward.tests_from_row  # not under its own name: pytest collects test*
 
@@ -57,11 +57,19 @@ def test_each_dataset_schema_gives_the_same_cases() -> None:
 
 
 @pytest.mark.parametrize("row, message", [
-    ({"input_output": {"inputs": [[1, 2]], "outputs": [3], "fn_name": "add"}}, "function-call"),
+    ({"input_output": {"inputs": [[1, 2]], "outputs": [3], "fn_name": "a b"}}, "identifier"),
+    ({"input_output": {"inputs": [1], "outputs": [3], "fn_name": "add"}}, "list of the call"),
+    ({"input_output": {"inputs": [[1]], "outputs": [[None]], "fn_name": "f"}}, "expects None"),
+    ({"test_cases": [{"input": "1", "output": "1"},
+                     {"input": [1], "output": 1, "fn_name": "f"}]}, "mixes cases"),
+    ({"public_test_cases": json.dumps([{"input": "1", "output": "1",
+                                        "testtype": "functional"}])}, "func_name"),
+    ({"public_test_cases": "[]", "private_test_cases": "not base64 nor json"}, "packed JSON"),
     ({"verification_info": {"language": "cpp", "test_cases": [{"input": "", "output": ""}]}},
      "language 'cpp'"),
     ({"verification_info": {"test_cases": [{"type": "function_call", "input": "[1]",
-                                            "output": "1"}]}}, "type 'function_call'"),
+                                            "output": "1"}]}}, "fn_name"),
+    ({"test_cases": [{"type": "checker", "input": "1", "output": "1"}]}, "type 'checker'"),
     ({"official_tests": [{"input": "1", "output": "1"}], "generated_checker": "def check():"},
      "checker"),
     ({"test_cases": [{"input": "1", "output": "1"}], "generated_checker": "def check():"},
@@ -189,3 +197,132 @@ def test_a_code_task_asks_io_problems_for_a_program_and_judges_them(tmp_path) ->
     bad.write_text(json.dumps({"question": "q", "test_cases": [{"input": "1"}]}) + "\n")
     with pytest.raises(R1kitError, match=r"bad.jsonl:1.*'input' and 'output'"):
         CodeTask(bad)
+
+
+def _lcb_packed(cases) -> str:
+    """Private tests as LiveCodeBench ships them: the JSON text pickled, compressed, base64."""
+    import base64
+    import pickle
+    import zlib
+
+    return base64.b64encode(zlib.compress(pickle.dumps(json.dumps(cases)))).decode()
+
+
+def test_function_call_cases_of_each_layout() -> None:
+    """APPS/TACO's fn_name, open-r1's function_call cases and LiveCodeBench's functional ones
+    become calls: the arguments' JSON in, the expected value's JSON out."""
+    apps = spec_of({"input_output": json.dumps({"fn_name": "add", "inputs": [[1, 2], [3, 4]],
+                                                "outputs": [[3], [7]]})})
+    assert (apps.call, apps.unwrap, apps.cases) == ("add", True,
+                                                    (("[1, 2]", "[3]"), ("[3, 4]", "[7]")))
+    r1 = spec_of({"verification_info": {"language": "python", "test_cases": [
+        {"fn_name": "add", "input": [1, 2], "output": [3], "type": "function_call"},
+        {"fn_name": "add", "input": "[3, 4]", "output": [7], "type": "function_call"}]}})
+    assert (r1.call, r1.cases) == ("add", apps.cases)
+    lcb_cases = [{"input": "[1, 2]\n5", "output": "8", "testtype": "functional"}]
+    lcb = spec_of({"public_test_cases": json.dumps(lcb_cases),
+                   "private_test_cases": _lcb_packed([{**lcb_cases[0], "input": "[]\n0",
+                                                       "output": "0"}]),
+                   "metadata": json.dumps({"func_name": "total"})})
+    assert (lcb.call, lcb.unwrap, lcb.cases) == ("total", False,
+                                                 (("[[1, 2], 5]", "8"), ("[[], 0]", "0")))
+    stdin = spec_of({"public_test_cases": json.dumps([{"input": "1 2\n", "output": "3\n",
+                                                       "testtype": "stdin"}]),
+                     "private_test_cases": json.dumps([{"input": "3 4\n", "output": "7\n",
+                                                        "testtype": "stdin"}]),
+                     "metadata": "{}"})
+    assert (stdin.call, stdin.cases) == ("", CASES[:2])
+
+
+def test_a_packed_pickle_that_names_any_code_is_not_run(tmp_path) -> None:
+    import base64
+    import os
+    import pickle
+    import zlib
+
+    flag = tmp_path / "ran"
+
+    class Hostile:
+        def __reduce__(self):
+            return (os.system, (f"touch {flag}",))
+
+    packed = base64.b64encode(zlib.compress(pickle.dumps(Hostile()))).decode()
+    with pytest.raises(R1kitError, match="posix.system|os.system"):
+        spec_of({"public_test_cases": "[]", "private_test_cases": packed})
+    assert not flag.exists()
+
+
+@pytest.mark.parametrize("stdout, expected, unwrap, same", [
+    ("\x1er1kit-returned\x1e3\n", "3", False, True),
+    ("debug 7\n\x1er1kit-returned\x1e[1, 2]\n", "[1, 2]", False, True),
+    ("\x1er1kit-returned\x1e3\n", "[3]", True, True),  # APPS wraps the value
+    ("\x1er1kit-returned\x1e3\n", "[3]", False, False),  # LiveCodeBench does not
+    ("\x1er1kit-returned\x1e3\n", "[3, 4]", True, False),
+    ("\x1er1kit-returned\x1e3.0\n", "3", False, True),  # == as Python's
+    ("\x1er1kit-returned\x1e0.30000000000000004\n", "0.3", False, False),
+    ("3\n", "3", False, False),  # printed, not returned
+    ("\x1er1kit-returned\x1e\n", "null", False, False),
+])
+def test_returned_values_compare_as_the_judges_compare_them(stdout, expected, unwrap,
+                                                             same) -> None:
+    assert returns_match(stdout, expected, unwrap) is same
+
+
+def test_calls_are_scored_on_what_the_function_returns() -> None:
+    apps = {"input_output": {"fn_name": "add", "inputs": [[1, 2], [3, 4], [-5, 5]],
+                             "outputs": [[3], [7], [0]]}}
+    lcb = {"public_test_cases": json.dumps([{"input": "1\n2", "output": "3",
+                                             "testtype": "functional"}]),
+           "metadata": {"func_name": "add"}}
+    programs = {
+        "function": "def add(a, b):\n    print('debug', a)\n    return a + b\n",
+        "leetcode": "class Solution:\n    def add(self, a: int, b: int) -> List[int]:\n"
+                    "        return a + b\n",
+        "tuple": "def add(a, b):\n    return (a + b,)\n",
+        "main block": "def add(a, b):\n    return a + b\n"
+                      "if __name__ == '__main__':\n    print(add(int(input()), 1))\n",
+        "wrong": "def add(a, b):\n    return abs(a) + b\n",  # wrong on (-5, 5)
+        "printer": "def add(a, b):\n    print(a + b)\n",
+        "no function": "def plus(a, b):\n    return a + b\n",
+        "reads stdin": "import sys\nargs = sys.stdin.read()\ndef add(a, b):\n"
+                       "    return args\n",
+        "frames": "import sys\ndef add(a, b):\n    f = sys._getframe()\n"
+                  "    while f.f_back: f = f.f_back\n"
+                  "    return [v for v in f.f_locals.values() if isinstance(v, int)]\n",
+        "raises": "def add(a, b):\n    raise ValueError(a)\n",
+        "exits": "import os\ndef add(a, b):\n    os._exit(0)\n",
+    }
+    with SandboxPool(2) as pool:
+        scored = score_code_rows([apps] * len(programs), [answer(p) for p in programs.values()],
+                                 limits=LIMITS, pool=pool, pass_fraction=True)
+        got = {name: (s, p["passed"], p["status"]) for name, (s, p) in zip(programs, scored)}
+        assert got == {"function": (1.0, 3, "ok"), "leetcode": (1.0, 3, "ok"),
+                       "tuple": (1.0, 3, "ok"), "main block": (1.0, 3, "ok"),
+                       "wrong": (pytest.approx(2 / 3), 2, "ok"), "printer": (0.0, 0, "ok"),
+                       "no function": (0.0, 0, "error"), "reads stdin": (0.0, 0, "ok"),
+                       "frames": (0.0, 0, "ok"), "raises": (0.0, 0, "error"),
+                       "exits": (0.0, 0, "ok")}, got
+        # LiveCodeBench compares the value itself: 3, not [3]
+        scored = score_code_rows([lcb] * 2, [answer(programs["function"]),
+                                             answer(programs["tuple"])], limits=LIMITS, pool=pool)
+        assert [s for s, _ in scored] == [1.0, 0.0]
+
+
+def test_a_code_task_asks_call_problems_for_the_function(tmp_path) -> None:
+    starter = "class Solution:\n    def add(self, a: int, b: int) -> int:\n        "
+    rows = [{"question": "Add two numbers.", "starter_code": starter,
+             "input_output": {"fn_name": "add", "inputs": [[1, 2]], "outputs": [[3]]}},
+            {"question": "Add.\n" + starter, "starter_code": starter,
+             "input_output": {"fn_name": "add", "inputs": [[1, 2]], "outputs": [[3]]}}]
+    data = tmp_path / "taco.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = CodeTask(None, data)
+    shown, plain = task.test_examples()
+    assert shown.question.endswith(call_instruction("add", starter).strip())
+    assert "Start from this code" in shown.question and "`add`" in shown.question
+    # the question shows the starter code already: not again
+    assert plain.question.endswith(call_instruction("add").strip())
+    assert plain.question.count("class Solution:") == 1
+    right = f"```python\n{starter}return a + b\n```"
+    assert task.verify_batch([right, right.replace("a + b", "a * b")],
+                             [shown, shown]) == [1.0, 0.0]

@@ -15,9 +15,11 @@ Tests come from the row, in one of these schemas (`tests_from_row`):
   runs before the code so that its imports and helper functions exist, as in the original
   harness; the one test is `check(<entry_point>)`;
 - pytest-style test_* functions in `test` (KodCode's), importing the code `from solution`;
-- input/output cases (APPS, open-r1, Codeforces, CodeContests: r1kit/rewards/code_io.py):
-  the program runs once per case on its stdin, in a process of its own, and its stdout is
-  compared in the parent with the expected output, which the program never sees.
+- input/output cases (APPS, open-r1, Codeforces, CodeContests, LiveCodeBench:
+  r1kit/rewards/code_io.py): the program runs once per case on its stdin, in a process of its
+  own, and its stdout is compared in the parent with the expected output, which the program
+  never sees; function-call cases (`fn_name`) call the function on the case's arguments
+  there, and the value it returns is compared.
 
 Reward: 1.0 when every test passes, else 0.0; with pass_fraction, passed / total. A pass is
 decided by r1kit/sandbox/harness.py, which a program cannot fake by exiting early or by

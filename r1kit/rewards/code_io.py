@@ -1,6 +1,7 @@
 """Input/output code cases: a program reads a case's input on stdin and its stdout is compared
 with the expected output, as competitive programming judges it (APPS, TACO, Codeforces,
-CodeContests, open-r1's verification_info).
+CodeContests, LiveCodeBench, open-r1's verification_info); or a function is called on a
+case's arguments and the value it returns compared.
 
 Each case is its own sandboxed process (r1kit/sandbox), with its own limits, that sees only
 the case's input: the expected output never leaves the parent, which compares. A program
@@ -17,21 +18,37 @@ right outputs has a checker, and those rows are refused. Tokens are separated by
 whitespace, as the judges' checkers read them; line breaks and trailing spaces do not
 matter. Numbers are ASCII.
 
+Function-call cases (APPS' and TACO's `fn_name`, open-r1's `function_call` cases,
+LiveCodeBench's `functional` ones) call a function on each case's arguments instead: the
+program is loaded as module `solution` (call_source; its `__main__` block does not run), then
+`fn_name(*args)` or, where it defines class Solution as LeetCode's starter code does,
+`Solution().fn_name(*args)`, in a process of its own that reads the arguments as JSON on
+stdin. The value returned comes back as JSON and the parent compares it with `==` (a tuple
+is a list, 1 == 1.0): exactly as the judges of APPS and LiveCodeBench do, and for APPS'
+layout (outputs wrapped as [v]) also unwrapped, as APPS does. The expected value never
+reaches the process here either.
+
 Schemas (`io_cases_from_row`), the first present wins:
-- `input_output` (APPS, TACO): a JSON object (or its text) with `inputs` and `outputs`;
+- `input_output` (APPS, TACO): a JSON object (or its text) with `inputs` and `outputs`, and
+  `fn_name` for function-call problems;
 - `verification_info` (open-r1, PrimeIntellect): an object (or its text) whose `test_cases`
-  hold `input` and `output` (type `stdin_stdout`);
+  hold `input` and `output` (type `stdin_stdout`, or `function_call` with `fn_name`);
 - `official_tests` (open-r1's Codeforces): a list of `input`/`output` objects;
 - `test_cases`: a list of `input`/`output` objects, or an object of two lists;
 - `public_tests`, `private_tests`, `generated_tests` (DeepMind's CodeContests): objects of
-  two lists, all of them together.
+  two lists, all of them together;
+- `public_test_cases` and `private_test_cases` (LiveCodeBench): lists of `input`, `output`,
+  `testtype` ("stdin" or "functional", calling `metadata`'s func_name; each input line is an
+  argument's JSON). Private tests packed as LiveCodeBench ships them (a pickle of the JSON
+  text, zlib-compressed, base64) are read by an unpickler that builds plain data only.
 A row's cases are in `IOCases.cases`, all of them run (no sample is taken).
 
 Refused with a message, because comparing their output as text would score right answers
-wrong: function-call cases (`fn_name`), cases in another language, problems with a checker
-(`generated_checker`: several answers are right), an interactor (`interaction_format`) or
-file input and output (`input_mode` other than `stdio`, CodeContests' `input_file`), and
-rows whose every expected output is empty (a program printing nothing would pass).
+wrong: cases in another language, problems with a checker (`generated_checker`: several
+answers are right), an interactor (`interaction_format`) or file input and output
+(`input_mode` other than `stdio`, CodeContests' `input_file`), rows whose every expected
+output is empty (a program printing nothing would pass), or whose every call expects None,
+and rows that mix stdin and call cases.
 
 A program's cases run in order of submission to the pool, which starts them in that order.
 Its outcome is read up to the first case that decides it, so that it does not depend on how
@@ -42,10 +59,14 @@ that hangs would cost the wall limit again on each later case: those count as fa
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
+import pickle
 import re
 import threading
+import zlib
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, replace
 from typing import Any
@@ -54,7 +75,7 @@ from r1kit.errors import R1kitError
 
 FLOAT_TOLERANCE = 1e-6
 IO_KEYS = ("input_output", "verification_info", "official_tests", "test_cases",
-           "public_tests", "private_tests", "generated_tests")
+           "public_tests", "private_tests", "generated_tests", "public_test_cases")
 _CODE_CONTESTS = ("public_tests", "private_tests", "generated_tests")
 # ASCII only, as the judges' checkers read numbers (float() also takes other scripts' digits)
 _DECIMAL = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
@@ -62,6 +83,8 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 # the separators of the judges' token checkers: space, tab, CR, LF (str.split() would also
 # split on Unicode spaces, so that "1\u00a02" would read as "1 2")
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_Case = tuple[str, str, str]  # (input, output, the function called: "" for stdin cases)
 _HINT = ("give each case as {'input': ..., 'output': ...} under 'test_cases', or APPS' "
          "'input_output' {'inputs': [...], 'outputs': [...]}")
 
@@ -72,6 +95,11 @@ class IOCases:
 
     cases: tuple[tuple[str, str], ...]
     tolerance: float = FLOAT_TOLERANCE
+    # function-call cases: the name of the function each case calls, the case's input the
+    # JSON text of its arguments and its output the JSON text of the value expected back
+    call: str = ""
+    # APPS' rule for call cases: an expected value [v] also accepts v as the return value
+    unwrap: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cases", tuple(tuple(c) for c in self.cases))
@@ -135,23 +163,57 @@ def _text(value: Any, key: str) -> str:
                      f"{type(value).__name__}", _HINT)
 
 
-def _pairs(inputs: Any, outputs: Any, key: str) -> list[tuple[str, str]]:
+def _pairs(inputs: Any, outputs: Any, key: str, call: str = "") -> list[_Case]:
     if not isinstance(inputs, (list, tuple)) or not isinstance(outputs, (list, tuple)):
         raise R1kitError(f"field {key!r} must hold a list of inputs and a list of outputs",
                          _HINT)
     if len(inputs) != len(outputs):
         raise R1kitError(f"field {key!r} has {len(inputs)} inputs but {len(outputs)} outputs",
                          _HINT)
-    return [(_text(i, key), _text(o, key)) for i, o in zip(inputs, outputs)]
+    if call:
+        return [_call_case(i, o, key, call) for i, o in zip(inputs, outputs)]
+    return [(_text(i, key), _text(o, key), "") for i, o in zip(inputs, outputs)]
 
 
-def _case_list(value: Any, key: str) -> list[tuple[str, str]]:
-    """Cases from a list of {input, output} objects, or an object of two lists."""
+def _function(name: Any, key: str) -> str:
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise R1kitError(f"field {key!r}: the name of the function the cases call (fn_name, "
+                         f"func_name) must be a Python identifier, got {name!r}",
+                         "fix or drop the row")
+    return name
+
+
+def _json(value: Any, key: str) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError) as exc:
+        raise R1kitError(f"field {key!r}: a case's value is not JSON ({exc})", _HINT) from None
+
+
+def _call_case(args: Any, expected: Any, key: str, call: str) -> _Case:
+    """A function-call case (APPS', TACO's, open-r1's `fn_name`): `args` the list of the
+    call's arguments (or its JSON text), `expected` the value returned (as APPS gives it, [v]
+    for v)."""
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            args = None
+    if not isinstance(args, (list, tuple)):
+        raise R1kitError(f"field {key!r}: a function-call case's input must be the list of "
+                         f"the call's arguments, got {type(args).__name__}",
+                         "give each input as a list of arguments, as APPS does")
+    return _json(list(args), key), _json(expected, key), call
+
+
+def _case_list(value: Any, key: str, call: str = "") -> list[_Case]:
+    """Cases from a list of {input, output} objects, or an object of two lists; `call` the
+    function a row's cases call (its fn_name), if they are calls."""
     value = _object(value, key)
     if isinstance(value, dict):
         if "inputs" in value or "input" in value:
             return _pairs(value.get("inputs", value.get("input")),
-                          value.get("outputs", value.get("output")), key)
+                          value.get("outputs", value.get("output")), key, call)
         raise R1kitError(f"field {key!r} holds no 'input' and 'output'", _HINT)
     if not isinstance(value, (list, tuple)):
         raise R1kitError(f"field {key!r} must be a list of cases, got {type(value).__name__}",
@@ -163,22 +225,83 @@ def _case_list(value: Any, key: str) -> list[tuple[str, str]]:
             raise R1kitError(f"field {key!r}: each case must be an object with 'input' and "
                              "'output'", _HINT)
         kind = case.get("type")
-        if kind not in (None, "", "stdin_stdout", "stdin"):
+        name = case.get("fn_name") or (call if kind == "function_call" else "")
+        if kind == "function_call" or name:
+            out.append(_call_case(case["input"], case["output"], key,
+                                  _function(name or None, key)))
+        elif kind not in (None, "", "stdin_stdout", "stdin"):
             raise R1kitError(f"field {key!r} holds a case of type {kind!r}: r1kit runs "
-                             "stdin_stdout cases only (a program reading its input)",
+                             "stdin_stdout and function_call cases",
                              "drop the rows of other types, or write their cases as 'tests' "
                              "(assert statements)")
-        if case.get("fn_name"):
-            _refuse_calls(key)
-        out.append((_text(case["input"], key), _text(case["output"], key)))
+        else:
+            out.append((_text(case["input"], key), _text(case["output"], key), ""))
     return out
 
 
-def _refuse_calls(key: str) -> None:
-    raise R1kitError(f"field {key!r} holds function-call cases (fn_name): r1kit runs programs "
-                     "on stdin, not calls of a function on arguments",
-                     "write such cases as 'tests' (assert statements calling the function), "
-                     "or drop those rows")
+class _NoGlobals(pickle.Unpickler):
+    """An unpickler that loads plain data only (str, bytes, numbers, lists, dicts): it finds
+    no class and no function, so a pickle can build nothing else and call nothing."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"a pickle that names {module}.{name} is not read")
+
+
+_MAX_PRIVATE = 1 << 30  # bytes of LiveCodeBench's decompressed private tests
+
+
+def _lcb_tests(value: Any, key: str) -> Any:
+    """LiveCodeBench's tests: JSON text (its public tests), or JSON text pickled, compressed
+    and base64-encoded (its private tests), read without running any pickled code."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        pass
+    try:
+        packed = base64.b64decode(value, validate=True)
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(packed, _MAX_PRIVATE)
+        if inflate.unconsumed_tail:
+            raise ValueError(f"more than {_MAX_PRIVATE >> 20} MiB")
+        text = _NoGlobals(io.BytesIO(raw)).load()
+        return json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - binascii, zlib and pickle errors, bad JSON
+        raise R1kitError(f"field {key!r} is neither JSON nor LiveCodeBench's packed JSON "
+                         f"({type(exc).__name__}: {exc})", "fix or drop the row") from None
+
+
+def _lcb_cases(row: dict) -> list[_Case]:
+    """LiveCodeBench's code generation rows: `public_test_cases` and `private_test_cases`,
+    each a list of {input, output, testtype}; "functional" cases call the function that
+    `metadata`'s func_name names, each line of their input one argument's JSON, their output
+    the returned value's JSON (compared exactly, as LiveCodeBench does)."""
+    meta = _object(row.get("metadata") or {}, "metadata")
+    name = meta.get("func_name") if isinstance(meta, dict) else None
+    out = []
+    for key in ("public_test_cases", "private_test_cases"):
+        cases = _lcb_tests(row.get(key) or [], key)
+        if not isinstance(cases, list):
+            raise R1kitError(f"field {key!r} must be a list of cases, got "
+                             f"{type(cases).__name__}", _HINT)
+        for case in cases:
+            if not isinstance(case, dict) or not isinstance(case.get("input"), str) \
+                    or not isinstance(case.get("output"), str):
+                raise R1kitError(f"field {key!r}: each case must be an object with 'input' "
+                                 "and 'output' text", _HINT)
+            if case.get("testtype") != "functional":
+                out.append((_text(case["input"], key), _text(case["output"], key), ""))
+                continue
+            try:
+                args = [json.loads(line) for line in case["input"].split("\n")]
+                expected = json.loads(case["output"])
+            except ValueError as exc:
+                raise R1kitError(f"field {key!r}: a functional case is not JSON ({exc})",
+                                 "fix or drop the row") from None
+            out.append(_call_case(args, expected, key,
+                                  _function(name, "metadata")))
+    return out
 
 
 def io_cases_from_row(row: dict) -> IOCases | None:
@@ -198,18 +321,19 @@ def io_cases_from_row(row: dict) -> IOCases | None:
                          "stdin and stdout")):
         if row.get(field):
             raise R1kitError(f"the row's problem has {what}", "drop such rows")
-    tolerance = FLOAT_TOLERANCE
+    tolerance, unwrap = FLOAT_TOLERANCE, True
     if key in _CODE_CONTESTS:
         cases = [c for k in _CODE_CONTESTS if isinstance(row.get(k), (dict, list, str))
                  for c in _case_list(row[k], k)]
+    elif key == "public_test_cases":
+        cases, unwrap = _lcb_cases(row), False
     elif key == "input_output":
         value = _object(row[key], key)
         if not isinstance(value, dict):
             raise R1kitError(f"field {key!r} must be an object with 'inputs' and 'outputs'",
                              _HINT)
-        if value.get("fn_name"):
-            _refuse_calls(key)
-        cases = _pairs(value.get("inputs"), value.get("outputs"), key)
+        call = _function(value["fn_name"], key) if value.get("fn_name") else ""
+        cases = _pairs(value.get("inputs"), value.get("outputs"), key, call)
     elif key == "verification_info":
         value = _object(row[key], key)
         if not isinstance(value, dict) or "test_cases" not in value:
@@ -218,9 +342,8 @@ def io_cases_from_row(row: dict) -> IOCases | None:
         if language and str(language).lower() not in ("python", "python3", "py"):
             raise R1kitError(f"field {key!r} is for language {language!r}: r1kit runs Python",
                              "drop the rows of other languages")
-        if value.get("fn_name"):
-            _refuse_calls(key)
-        cases = _case_list(value["test_cases"], key)
+        call = _function(value["fn_name"], key) if value.get("fn_name") else ""
+        cases = _case_list(value["test_cases"], key, call)
     else:
         cases = _case_list(row[key], key)
     if key == "official_tests":
@@ -236,10 +359,94 @@ def io_cases_from_row(row: dict) -> IOCases | None:
     if not cases:
         raise R1kitError(f"field {key!r} holds no cases: the row has no tests",
                          "give each row at least one case, or drop the row")
-    if not any(out.strip() for _, out in cases):
+    calls = {name for _, _, name in cases}
+    if len(calls) > 1:
+        shown = ", ".join(repr(n) if n else "stdin" for n in sorted(calls))
+        raise R1kitError(f"field {key!r} mixes cases of several kinds ({shown}): a row's "
+                         "cases all read stdin, or all call one function", "split the row")
+    call = calls.pop()
+    if call:
+        if all(json.loads(out) in (None, [None]) for _, out, _ in cases):
+            raise R1kitError(f"field {key!r}: every case expects None back, so a function "
+                             "that does nothing passes", "drop the row, or give its outputs")
+    elif not any(out.strip() for _, out, _ in cases):
         raise R1kitError(f"field {key!r}: every case's output is empty, so a program that "
                          "prints nothing passes", "drop the row, or give its outputs")
-    return IOCases(cases=tuple(cases), tolerance=tolerance)
+    return IOCases(cases=tuple((i, o) for i, o, _ in cases), tolerance=tolerance, call=call,
+                   unwrap=unwrap and bool(call))
+
+
+# What a call case's program sees before its own code, as LeetCode's Python and the judges
+# of APPS and LiveCodeBench give it: typing's names (starter code annotates with List[int]),
+# and the containers, heaps, bisection and iteration tools competitive code leaves unimported.
+CALL_NAMES = ("from typing import *\nfrom collections import *\nfrom heapq import *\n"
+              "from bisect import *\nfrom functools import *\nfrom itertools import *\n"
+              "import collections, heapq, bisect, functools, itertools, math, re, string, sys\n"
+              "from math import inf, gcd, sqrt, log2, comb, factorial, isqrt\n")
+_RETURNED = "\x1er1kit-returned\x1e"  # starts the line that carries the call's return value
+_CALL_DRIVER = """\
+def _r1kit_call(source, name, names, mark):
+    import json, os, sys, types
+    sys.set_int_max_str_digits(0)
+    args = json.loads(sys.stdin.read())
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    module = types.ModuleType("solution")
+    sys.modules["solution"] = module
+    exec(names, module.__dict__)
+    exec(compile(source, "solution.py", "exec"), module.__dict__)
+    owner = module.__dict__.get("Solution")
+    if isinstance(owner, type) and callable(getattr(owner, name, None)):
+        function = getattr(owner(), name)
+    elif callable(module.__dict__.get(name)):
+        function = module.__dict__[name]
+    else:
+        sys.exit(f"the program defines no function {name!r} (nor a method of class Solution)")
+    value = json.dumps(function(*args))
+    sys.stdout.flush()
+    out.write("\\n" + mark + value + "\\n")
+    out.flush()
+
+
+_r1kit_call(%r, %r, %r, %r)
+"""
+
+
+def call_source(code: str, name: str) -> str:
+    """The program that runs one call case: `code` as module `solution` (its `if __name__
+    == "__main__"` block does not run, as in APPS' and LiveCodeBench's judges), then
+    `name(*args)`, or `Solution().name(*args)` where the code defines class Solution as
+    LeetCode's starter code does, on the arguments read from stdin as JSON. The returned
+    value goes to stdout as JSON after a mark; what the program prints comes before it. The
+    expected value is never in the process: the parent compares."""
+    return _CALL_DRIVER % (code, name, CALL_NAMES, _RETURNED)
+
+
+_MISSING = object()
+
+
+def returned_value(stdout: str) -> Any:
+    """The value a call case's program returned (call_source), or a sentinel where it
+    returned none (it raised, or printed nothing after the mark)."""
+    head, mark, tail = stdout.rpartition(_RETURNED)
+    if not mark:
+        return _MISSING
+    try:
+        return json.loads(tail.split("\n", 1)[0])
+    except ValueError:
+        return _MISSING
+
+
+def returns_match(stdout: str, expected: str, unwrap: bool = False) -> bool:
+    """Whether a call case's program returned the expected value (its JSON text): equal as
+    Python compares the values the JSON reads as (a tuple returned is a list; 1 == 1.0 ==
+    True, as the judges' `==`), or with `unwrap` (APPS' rule) equal to v where [v] is
+    expected."""
+    got = returned_value(stdout)
+    if got is _MISSING:
+        return False
+    want = json.loads(expected)
+    return got == want or (unwrap and isinstance(want, list) and len(want) == 1
+                           and got == want[0])
 
 
 def case_limits(limits, expected: str):
@@ -263,8 +470,12 @@ class _Row:
         self.stopped = False
 
     def passes(self, index: int, result) -> bool:
-        return result.status == "ok" and not result.output_truncated \
-            and outputs_match(result.stdout, self.spec.cases[index][1], self.spec.tolerance)
+        if result.status != "ok" or result.output_truncated:
+            return False
+        expected = self.spec.cases[index][1]
+        if self.spec.call:
+            return returns_match(result.stdout, expected, self.spec.unwrap)
+        return outputs_match(result.stdout, expected, self.spec.tolerance)
 
     def done(self, index: int, future: Future) -> None:
         """A case finished (a pool thread's callback): a failure decides an all-or-nothing
@@ -311,6 +522,8 @@ def run_io_many(codes, specs, *, pool, limits, pass_fraction: bool = False
     rows = [_Row(spec, stop_on_failure=not pass_fraction) for spec in specs]
     try:
         for code, row in zip(codes, rows):
+            if row.spec.call:
+                code = call_source(code, row.spec.call)
             for i, (stdin, expected) in enumerate(row.spec.cases):
                 if row.stopped:  # an earlier case already decided it
                     break

@@ -6,12 +6,17 @@ A JSONL or parquet file of your own, a row per problem: the question under `ques
 `entry_point` (the row's `prompt`, the function's signature and docstring, is then put before
 the response's code, as HumanEval is scored), or pytest-style test_* functions in `test`; or
 input/output cases (APPS' `input_output`, open-r1's `verification_info`, Codeforces'
-`official_tests`, `test_cases`, CodeContests' tests: r1kit.rewards.code_io), each run as its
-own program on the case's stdin, the stdout compared with the case's output. A
+`official_tests`, `test_cases`, CodeContests' tests, LiveCodeBench's `public_test_cases` and
+`private_test_cases`: r1kit.rewards.code_io), each run as its own program on the case's stdin,
+the stdout compared with the case's output, or, for function-call cases (APPS' `fn_name`,
+LiveCodeBench's functional ones), the function called on the case's arguments and the value
+it returns compared with the one expected. A
 question of MBPP's layout is followed by its tests, as the shipped mbpp benchmark asks it
 (they name the function to write). Each question is followed by the request for a
 ```python block that the shipped code benchmarks make (`code_instruction`: "r1kit", which
-for input/output problems asks for a program reading stdin and printing its answer; "" leaves
+for input/output problems asks for a program reading stdin and printing its answer, and for
+function-call problems names the function, after the row's `starter_code` where the
+question does not show it; "" leaves
 the questions as they are, other text is appended instead); the last python block of a
 response's answer part is run against the row's tests in the sandbox (r1kit/sandbox), each
 program for at most `code_timeout` wall seconds: accuracy 1 when all of them pass, else 0.
@@ -29,6 +34,18 @@ CODE_INSTRUCTION = "\nWrite the complete Python code in a ```python code block."
 # the same request for a problem judged on input/output cases (r1kit.rewards.code_io)
 IO_INSTRUCTION = ("\nWrite a complete Python program that reads the input from standard "
                   "input and prints the answer to standard output, in a ```python code block.")
+
+
+
+
+def call_instruction(name: str, starter: str = "") -> str:
+    """The request for a problem whose cases call a function (r1kit.rewards.code_io: APPS'
+    fn_name, LiveCodeBench's functional cases), showing the row's starter code if any."""
+    shown = f"\nStart from this code:\n```python\n{starter.strip()}\n```" \
+        if starter.strip() else ""
+    return (f"{shown}\nWrite the complete Python code in a ```python code block. Its function "
+            f"`{name}` (a method of class Solution where the code has one) is called on each "
+            "test's arguments, and the value it returns is checked.")
 
 
 def code_answers(responses: list[str]) -> tuple[list[str | None], list[str]]:
@@ -104,8 +121,13 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
             spec = tests_from_row(row)
         except R1kitError as exc:
             raise R1kitError(f"{row_at(path, n)}: {exc.args[0]}", exc.hint) from exc
-        asked = IO_INSTRUCTION if instruction == CODE_INSTRUCTION \
-            and isinstance(spec, IOCases) else instruction
+        asked = instruction
+        if instruction == CODE_INSTRUCTION and isinstance(spec, IOCases):
+            starter = row.get("starter_code")
+            shown = question if isinstance(question, str) else str(question)
+            if not isinstance(starter, str) or starter.strip() in shown:
+                starter = ""
+            asked = call_instruction(spec.call, starter) if spec.call else IO_INSTRUCTION
         if "tests" not in row and "test_list" in row:  # MBPP's layout: asked as MBPP asks,
             # with its tests (they name the function), unless the question shows them
             shown = question if isinstance(question, str) else str(question)
