@@ -254,6 +254,22 @@ def test_a_code_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):
     assert saved["samples"][0]["question"].endswith("Write add(a, b).\nCode it.")
     task = load_benchmark(str(own), code_instruction="Code it.", code_timeout=30)
     assert task.limits.wall_seconds == 30
+    # LiveCodeBench's layout: a function-call problem, asked for the function after its
+    # starter code, and k = 8 by default, as the paper evaluates LiveCodeBench
+    lcb = tmp_path / "lcb.jsonl"
+    lcb.write_text(json.dumps({
+        "question_content": "Return the sum of a and b.", "starter_code": "class Solution:\n"
+        "    def add(self, a: int, b: int) -> int:\n        ", "metadata": '{"func_name": "add"}',
+        "public_test_cases": json.dumps([{"input": "1\n2", "output": "3",
+                                          "testtype": "functional"}]),
+        "private_test_cases": "[]"}) + "\n")
+    assert is_code_file(str(lcb))
+    (asked,) = load_benchmark(str(lcb), question_field="question_content").test_examples()
+    assert "def add(self, a: int, b: int)" in asked.question and "`add`" in asked.question
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", str(lcb), "--limit", "1",
+                 "--max-new-tokens", "4", "--question-field", "question_content",
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["results"][0]["k"] == 8
     # a math file with a column named test is math (HumanEval's test needs its entry_point)
     math = tmp_path / "math.jsonl"
     math.write_text(json.dumps({"question": "1 + 1?", "solution": "2", "test": "held out"})

@@ -291,9 +291,12 @@ def _run_eval(args) -> list[dict]:
         examples = task.test_examples("main")
         if args.limit:
             examples = examples[:args.limit]
-        own = is_data_file(name)  # a math benchmark of your own: the paper's default k
+        own = is_data_file(name)  # a benchmark of your own: the paper's default k (16 for
+        # MATH and Codeforces, 8 for LiveCodeBench, whose rows carry public_test_cases)
+        livecodebench = name in code_files and bool(examples) \
+            and "public_test_cases" in examples[0].meta.get("row", {})
         k = args.k or (1 if args.temperature == 0 else BENCHMARKS[name].k
-                       if name in BENCHMARKS else 16 if own else 4)
+                       if name in BENCHMARKS else 8 if livecodebench else 16 if own else 4)
         prompts = [encode_prompt(e.question, template, tokenizer, prefill, system=system or False)
                    for e in examples]
         max_new = args.max_new_tokens
