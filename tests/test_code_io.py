@@ -232,6 +232,14 @@ def test_function_call_cases_of_each_layout() -> None:
                                                         "testtype": "stdin"}]),
                      "metadata": "{}"})
     assert (stdin.call, stdin.cases) == ("", CASES[:2])
+    # DeepCoder's rows: the same cases under `tests` (r1kit's assert statements stay asserts)
+    deep = [{"tests": json.dumps(lcb_cases), "metadata": {"func_name": "total"}},
+            {"tests": [{"type": "stdin_stdout", "input": "1 2\n", "output": "3\n"}]},
+            {"tests": {"inputs": [[1, 2], [3, 4]], "outputs": [[3], [7]], "fn_name": "add"}}]
+    assert [(d.call, d.unwrap, d.cases) for d in map(spec_of, deep)] == [
+        ("total", False, lcb.cases[:1]), ("", False, CASES[:1]), ("add", True, apps.cases)]
+    assert not isinstance(spec_of({"tests": ["assert add(1, 2) == 3"]}), IOCases)
+    assert not isinstance(spec_of({"tests": ["[x for x in range(2)] == [0, 1]"]}), IOCases)
 
 
 def test_a_packed_pickle_that_names_any_code_is_not_run(tmp_path) -> None:

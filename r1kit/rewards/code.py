@@ -9,7 +9,8 @@ as the math reward (r1kit/rewards/rule.py): code written only while reasoning is
 answer.
 
 Tests come from the row, in one of these schemas (`tests_from_row`):
-- r1kit: `tests` (a list of assert statements) and optional `setup` (run before them);
+- r1kit: `tests` (a list of assert statements) and optional `setup` (run before them); a
+  `tests` that holds input/output or call cases instead (DeepCoder's) is read as below;
 - MBPP: `test_list` and `test_setup_code` (run in the order code, setup, asserts);
 - HumanEval: `test` (defines check(candidate)) and `entry_point`; `prompt`, when present,
   runs before the code so that its imports and helper functions exist, as in the original
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from r1kit.errors import R1kitError
-from r1kit.rewards.code_io import IOCases, IOOutcome, io_cases_from_row, run_io_many
+from r1kit.rewards.code_io import IOCases, IOOutcome, holds_cases, io_cases_from_row, run_io_many
 from r1kit.rewards.rule import answer_region
 from r1kit.sandbox.harness import TestOutcome, TestSpec, run_tests_many
 from r1kit.sandbox.limits import Limits
@@ -150,7 +151,7 @@ def tests_from_row(row: dict) -> TestSpec | IOCases:
     or a pytest-style `test` without `entry_point` (KodCode's: test_* functions, the code
     imported `from solution`): each test function is a test; or, for a row with none of
     those, its input/output cases (r1kit.rewards.code_io)."""
-    if "tests" in row:
+    if "tests" in row and not holds_cases(row["tests"]):
         tests = _checked(_string_list(row, "tests"), "tests")
         return TestSpec(tests=tests, setup=_module_setup(_optional_str(row, "setup"), tests))
     if "test_list" in row:

@@ -40,7 +40,10 @@ Schemas (`io_cases_from_row`), the first present wins:
 - `public_test_cases` and `private_test_cases` (LiveCodeBench): lists of `input`, `output`,
   `testtype` ("stdin" or "functional", calling `metadata`'s func_name; each input line is an
   argument's JSON). Private tests packed as LiveCodeBench ships them (a pickle of the JSON
-  text, zlib-compressed, base64) are read by an unpickler that builds plain data only.
+  text, zlib-compressed, base64) are read by an unpickler that builds plain data only;
+- `tests` holding such cases instead of assert statements (DeepCoder's rows: a list of case
+  objects of any of the kinds above, an object of two lists with `fn_name`, or their JSON
+  text; functional cases call `metadata`'s func_name).
 A row's cases are in `IOCases.cases`, all of them run (no sample is taken).
 
 Refused with a message, because comparing their output as text would score right answers
@@ -84,7 +87,8 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 # split on Unicode spaces, so that "1\u00a02" would read as "1 2")
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_Case = tuple[str, str, str]  # (input, output, the function called: "" for stdin cases)
+# (input, output, the function called ("" for stdin cases), whether APPS' [v] unwraps)
+_Case = tuple[str, str, str, bool]
 _HINT = ("give each case as {'input': ..., 'output': ...} under 'test_cases', or APPS' "
          "'input_output' {'inputs': [...], 'outputs': [...]}")
 
@@ -172,13 +176,13 @@ def _pairs(inputs: Any, outputs: Any, key: str, call: str = "") -> list[_Case]:
                          _HINT)
     if call:
         return [_call_case(i, o, key, call) for i, o in zip(inputs, outputs)]
-    return [(_text(i, key), _text(o, key), "") for i, o in zip(inputs, outputs)]
+    return [(_text(i, key), _text(o, key), "", False) for i, o in zip(inputs, outputs)]
 
 
 def _function(name: Any, key: str) -> str:
     if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise R1kitError(f"field {key!r}: the name of the function the cases call (fn_name, "
-                         f"func_name) must be a Python identifier, got {name!r}",
+                         f"metadata's func_name) must be a Python identifier, got {name!r}",
                          "fix or drop the row")
     return name
 
@@ -191,9 +195,8 @@ def _json(value: Any, key: str) -> str:
 
 
 def _call_case(args: Any, expected: Any, key: str, call: str) -> _Case:
-    """A function-call case (APPS', TACO's, open-r1's `fn_name`): `args` the list of the
-    call's arguments (or its JSON text), `expected` the value returned (as APPS gives it, [v]
-    for v)."""
+    """A function-call case as APPS gives it (TACO's, open-r1's `fn_name`): `args` the list
+    of the call's arguments (or its JSON text), `expected` the value returned, [v] for v."""
     if isinstance(args, str):
         try:
             args = json.loads(args)
@@ -203,15 +206,34 @@ def _call_case(args: Any, expected: Any, key: str, call: str) -> _Case:
         raise R1kitError(f"field {key!r}: a function-call case's input must be the list of "
                          f"the call's arguments, got {type(args).__name__}",
                          "give each input as a list of arguments, as APPS does")
-    return _json(list(args), key), _json(expected, key), call
+    return _json(list(args), key), _json(expected, key), call, True
 
 
-def _case_list(value: Any, key: str, call: str = "") -> list[_Case]:
-    """Cases from a list of {input, output} objects, or an object of two lists; `call` the
-    function a row's cases call (its fn_name), if they are calls."""
+def _functional_case(case: dict, key: str, call: str) -> _Case:
+    """LiveCodeBench's `functional` case: each line of its input text an argument's JSON,
+    its output the returned value's JSON, compared as it is (not unwrapped)."""
+    if not isinstance(case["input"], str) or not isinstance(case["output"], str):
+        raise R1kitError(f"field {key!r}: a functional case's input and output must be JSON "
+                         "text", "give each argument's JSON on a line of its own, as "
+                         "LiveCodeBench does")
+    try:
+        args = [json.loads(line) for line in case["input"].split("\n")]
+        expected = json.loads(case["output"])
+    except ValueError as exc:
+        raise R1kitError(f"field {key!r}: a functional case is not JSON ({exc})",
+                         "fix or drop the row") from None
+    return _json(args, key), _json(expected, key), _function(call or None, key), False
+
+
+def _case_list(value: Any, key: str, call: str = "", functional: str = "") -> list[_Case]:
+    """Cases from a list of {input, output} objects, or an object of two lists (with
+    `fn_name` where they are calls); `call` the function the cases call where the row names
+    it for all of them, `functional` the one LiveCodeBench's functional cases call."""
     value = _object(value, key)
     if isinstance(value, dict):
         if "inputs" in value or "input" in value:
+            if value.get("fn_name"):
+                call = _function(value["fn_name"], key)
             return _pairs(value.get("inputs", value.get("input")),
                           value.get("outputs", value.get("output")), key, call)
         raise R1kitError(f"field {key!r} holds no 'input' and 'output'", _HINT)
@@ -224,18 +246,20 @@ def _case_list(value: Any, key: str, call: str = "") -> list[_Case]:
         if not isinstance(case, dict) or "input" not in case or "output" not in case:
             raise R1kitError(f"field {key!r}: each case must be an object with 'input' and "
                              "'output'", _HINT)
-        kind = case.get("type")
+        kind = case.get("type") or case.get("testtype")
         name = case.get("fn_name") or (call if kind == "function_call" else "")
-        if kind == "function_call" or name:
+        if kind == "functional":
+            out.append(_functional_case(case, key, functional))
+        elif kind == "function_call" or name:
             out.append(_call_case(case["input"], case["output"], key,
                                   _function(name or None, key)))
         elif kind not in (None, "", "stdin_stdout", "stdin"):
             raise R1kitError(f"field {key!r} holds a case of type {kind!r}: r1kit runs "
-                             "stdin_stdout and function_call cases",
+                             "stdin_stdout and function-call cases",
                              "drop the rows of other types, or write their cases as 'tests' "
                              "(assert statements)")
         else:
-            out.append((_text(case["input"], key), _text(case["output"], key), ""))
+            out.append((_text(case["input"], key), _text(case["output"], key), "", False))
     return out
 
 
@@ -247,12 +271,13 @@ class _NoGlobals(pickle.Unpickler):
         raise pickle.UnpicklingError(f"a pickle that names {module}.{name} is not read")
 
 
-_MAX_PRIVATE = 1 << 30  # bytes of LiveCodeBench's decompressed private tests
+_MAX_PACKED = 1 << 30  # bytes of LiveCodeBench's decompressed private tests
 
 
-def _lcb_tests(value: Any, key: str) -> Any:
-    """LiveCodeBench's tests: JSON text (its public tests), or JSON text pickled, compressed
-    and base64-encoded (its private tests), read without running any pickled code."""
+def _unpacked(value: Any, key: str) -> Any:
+    """A field of cases: as it is, or, for text, its JSON, or LiveCodeBench's private tests
+    (the JSON text pickled, compressed and base64-encoded), read without running any
+    pickled code."""
     if not isinstance(value, str):
         return value
     try:
@@ -262,9 +287,9 @@ def _lcb_tests(value: Any, key: str) -> Any:
     try:
         packed = base64.b64decode(value, validate=True)
         inflate = zlib.decompressobj()
-        raw = inflate.decompress(packed, _MAX_PRIVATE)
+        raw = inflate.decompress(packed, _MAX_PACKED)
         if inflate.unconsumed_tail:
-            raise ValueError(f"more than {_MAX_PRIVATE >> 20} MiB")
+            raise ValueError(f"more than {_MAX_PACKED >> 20} MiB")
         text = _NoGlobals(io.BytesIO(raw)).load()
         return json.loads(text)
     except Exception as exc:  # noqa: BLE001 - binascii, zlib and pickle errors, bad JSON
@@ -272,42 +297,36 @@ def _lcb_tests(value: Any, key: str) -> Any:
                          f"({type(exc).__name__}: {exc})", "fix or drop the row") from None
 
 
-def _lcb_cases(row: dict) -> list[_Case]:
-    """LiveCodeBench's code generation rows: `public_test_cases` and `private_test_cases`,
-    each a list of {input, output, testtype}; "functional" cases call the function that
-    `metadata`'s func_name names, each line of their input one argument's JSON, their output
-    the returned value's JSON (compared exactly, as LiveCodeBench does)."""
+def _func_name(row: dict) -> str:
+    """The function LiveCodeBench's (and DeepCoder's) functional cases call: `metadata`'s
+    func_name, where the row has one."""
     meta = _object(row.get("metadata") or {}, "metadata")
     name = meta.get("func_name") if isinstance(meta, dict) else None
-    out = []
-    for key in ("public_test_cases", "private_test_cases"):
-        cases = _lcb_tests(row.get(key) or [], key)
-        if not isinstance(cases, list):
-            raise R1kitError(f"field {key!r} must be a list of cases, got "
-                             f"{type(cases).__name__}", _HINT)
-        for case in cases:
-            if not isinstance(case, dict) or not isinstance(case.get("input"), str) \
-                    or not isinstance(case.get("output"), str):
-                raise R1kitError(f"field {key!r}: each case must be an object with 'input' "
-                                 "and 'output' text", _HINT)
-            if case.get("testtype") != "functional":
-                out.append((_text(case["input"], key), _text(case["output"], key), ""))
-                continue
-            try:
-                args = [json.loads(line) for line in case["input"].split("\n")]
-                expected = json.loads(case["output"])
-            except ValueError as exc:
-                raise R1kitError(f"field {key!r}: a functional case is not JSON ({exc})",
-                                 "fix or drop the row") from None
-            out.append(_call_case(args, expected, key,
-                                  _function(name, "metadata")))
-    return out
+    return name if isinstance(name, str) else ""
+
+
+def holds_cases(value: Any) -> bool:
+    """Whether a row's `tests` holds input/output or call cases (DeepCoder's rows: a list of
+    case objects, an object of inputs and outputs, or their JSON text) rather than r1kit's
+    assert statements."""
+    if isinstance(value, str):
+        if value.lstrip()[:1] not in ("[", "{"):
+            return False
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return False
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) \
+        and all(isinstance(v, dict) for v in value)
 
 
 def io_cases_from_row(row: dict) -> IOCases | None:
     """The input/output cases of a row (module docstring), or None when it has none. Raises
     R1kitError, with a hint, for cases r1kit cannot judge fairly."""
-    key = next((k for k in IO_KEYS if k in row and row[k] is not None), None)
+    key = "tests" if holds_cases(row.get("tests")) else \
+        next((k for k in IO_KEYS if k in row and row[k] is not None), None)
     if key is None:
         return None
     for field, what in (("generated_checker", "a checker ('generated_checker'): several "
@@ -321,19 +340,21 @@ def io_cases_from_row(row: dict) -> IOCases | None:
                          "stdin and stdout")):
         if row.get(field):
             raise R1kitError(f"the row's problem has {what}", "drop such rows")
-    tolerance, unwrap = FLOAT_TOLERANCE, True
+    tolerance = FLOAT_TOLERANCE
     if key in _CODE_CONTESTS:
         cases = [c for k in _CODE_CONTESTS if isinstance(row.get(k), (dict, list, str))
                  for c in _case_list(row[k], k)]
-    elif key == "public_test_cases":
-        cases, unwrap = _lcb_cases(row), False
+    elif key == "public_test_cases":  # LiveCodeBench's: public and private tests together
+        cases = [c for k in ("public_test_cases", "private_test_cases")
+                 for c in _case_list(_unpacked(row.get(k) or [], k), k,
+                                     functional=_func_name(row))]
     elif key == "input_output":
         value = _object(row[key], key)
         if not isinstance(value, dict):
             raise R1kitError(f"field {key!r} must be an object with 'inputs' and 'outputs'",
                              _HINT)
-        call = _function(value["fn_name"], key) if value.get("fn_name") else ""
-        cases = _pairs(value.get("inputs"), value.get("outputs"), key, call)
+        cases = _case_list(value, key) if "inputs" in value or "input" in value \
+            else _pairs(value.get("inputs"), value.get("outputs"), key)
     elif key == "verification_info":
         value = _object(row[key], key)
         if not isinstance(value, dict) or "test_cases" not in value:
@@ -344,8 +365,8 @@ def io_cases_from_row(row: dict) -> IOCases | None:
                              "drop the rows of other languages")
         call = _function(value["fn_name"], key) if value.get("fn_name") else ""
         cases = _case_list(value["test_cases"], key, call)
-    else:
-        cases = _case_list(row[key], key)
+    else:  # (DeepCoder's `tests` too: its functional cases call metadata's func_name)
+        cases = _case_list(row[key], key, functional=_func_name(row))
     if key == "official_tests":
         # open-r1's Codeforces: the generated tests, where a row carries them (not only their
         # number), are judged too; outputs compare exactly (module docstring)
@@ -359,21 +380,21 @@ def io_cases_from_row(row: dict) -> IOCases | None:
     if not cases:
         raise R1kitError(f"field {key!r} holds no cases: the row has no tests",
                          "give each row at least one case, or drop the row")
-    calls = {name for _, _, name in cases}
+    calls = {name for _, _, name, _ in cases}
     if len(calls) > 1:
         shown = ", ".join(repr(n) if n else "stdin" for n in sorted(calls))
         raise R1kitError(f"field {key!r} mixes cases of several kinds ({shown}): a row's "
                          "cases all read stdin, or all call one function", "split the row")
     call = calls.pop()
     if call:
-        if all(json.loads(out) in (None, [None]) for _, out, _ in cases):
+        if all(json.loads(out) in (None, [None]) for _, out, _, _ in cases):
             raise R1kitError(f"field {key!r}: every case expects None back, so a function "
                              "that does nothing passes", "drop the row, or give its outputs")
-    elif not any(out.strip() for _, out, _ in cases):
+    elif not any(out.strip() for _, out, _, _ in cases):
         raise R1kitError(f"field {key!r}: every case's output is empty, so a program that "
                          "prints nothing passes", "drop the row, or give its outputs")
-    return IOCases(cases=tuple((i, o) for i, o, _ in cases), tolerance=tolerance, call=call,
-                   unwrap=unwrap and bool(call))
+    return IOCases(cases=tuple((i, o) for i, o, _, _ in cases), tolerance=tolerance,
+                   call=call, unwrap=bool(call) and all(u for *_, u in cases))
 
 
 # What a call case's program sees before its own code, as LeetCode's Python and the judges
