@@ -206,6 +206,9 @@ class GRPOConfig:
     # as the shipped code benchmarks ask), "" (none: the questions verbatim) or your own text
     code_instruction: str = "r1kit"
     code_timeout: float = 10.0  # task = "code": wall seconds per program run (CPU: half of it)
+    # task = "code": a training row's reward runs its first N input/output or call cases only
+    # (rows with hundreds of generated cases cost a process each); 0 = all. Held-out: all
+    code_max_cases: int = 0
     # --- the paper's hyperparameters. The paper counts steps as policy updates of 512
     # samples (16 per rollout of 8,192); r1kit counts rollouts: its 10,400 steps are 650
     # rollouts, the reference reset every 400 updates is every 25 rollouts, and the length cap
@@ -561,9 +564,12 @@ def _check_task(cfg, where: str) -> None:
     if cfg.task == "code":
         if not cfg.code_timeout > 0:
             _fail(f"{where}.code_timeout", f"must be > 0 seconds, got {cfg.code_timeout}")
+        if getattr(cfg, "code_max_cases", 0) < 0:
+            _fail(f"{where}.code_max_cases", f"must be >= 0 (0: all cases), got "
+                  f"{cfg.code_max_cases}")
     else:
-        for name in ("code_instruction", "code_timeout"):
-            if getattr(cfg, name) != getattr(type(cfg), name):
+        for name in ("code_instruction", "code_timeout", "code_max_cases"):
+            if hasattr(cfg, name) and getattr(cfg, name) != getattr(type(cfg), name):
                 _fail(f"{where}.{name}", f"is for task = 'code'; this stage's task is "
                       f"{cfg.task!r}", f"leave {name} out, or set task = \"code\"")
     if cfg.task != "choice" and cfg.choices_field:

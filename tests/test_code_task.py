@@ -215,3 +215,29 @@ def test_code_instruction_and_timeout_are_settings(tmp_path):
         load_recipe(recipe, ['stages.zero.code_instruction=""'])
     with pytest.raises(R1kitError, match="code_timeout: is for task = 'code'"):
         load_recipe(recipe, ["stages.zero.code_timeout=3"])
+
+
+def test_code_max_cases_caps_the_training_rows_cases_only(tmp_path):
+    """code_max_cases = N: a training row's reward runs its first N input/output cases (a
+    program right on those alone earns 1.0); the held-out rows run all of them."""
+    from r1kit.tasks import make_task
+
+    cases = [{"input": f"{a} {b}\n", "output": f"{a + b}\n"} for a, b in ((1, 2), (3, 4), (-5, 5))]
+    data = _file(tmp_path, [{"question": "Print a + b.", "test_cases": cases}])
+    recipe = str(REPO / "recipes" / "zero-tiny.toml")
+    base = ['stages.zero.task="code"', f'stages.zero.train_file="{data}"',
+            f'stages.zero.test_file="{data}"']
+    # right on the first two cases only (-5 5 gives 10)
+    half = "```python\na, b = map(int, input().split())\nprint(abs(a) + b)\n```"
+    right = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+    def task(*sets):
+        return make_task(load_recipe(recipe, base + list(sets)).stages["zero"], 0)
+
+    capped, full = task("stages.zero.code_max_cases=2"), task()
+    (train,), (test,) = capped.train_examples(), capped.test_examples()
+    assert capped.verify_batch([half, right, half], [train, train, test]) == [1.0, 1.0, 0.0]
+    assert full.verify_batch([half], full.train_examples()) == [0.0]
+    with pytest.raises(R1kitError, match="code_max_cases: must be >= 0"):
+        load_recipe(recipe, base + ["stages.zero.code_max_cases=-1"])
+    with pytest.raises(R1kitError, match="code_max_cases: is for task = 'code'"):
+        load_recipe(recipe, ["stages.zero.code_max_cases=2"])

@@ -33,6 +33,7 @@ import ast
 import re
 import textwrap
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from r1kit.errors import R1kitError
@@ -302,16 +303,24 @@ def score_code_row(row: dict, completion: str | None = None, *, pass_fraction: b
 
 def score_code_rows(rows: Sequence[dict], completions: Sequence[str | None] | None = None, *,
                     pass_fraction: bool = False, limits: Limits | None = None,
-                    workers: int | None = None, pool=None, isolation: str | None = None
-                    ) -> list[tuple[float, dict[str, Any]]]:
+                    workers: int | None = None, pool=None, isolation: str | None = None,
+                    max_cases: int | Sequence[int] = 0) -> list[tuple[float, dict[str, Any]]]:
     """score_code_row for many rows at once, the programs running in parallel in a
     SandboxPool (`pool`, or one made for the call with `workers`, default one per CPU).
-    Results are in input order."""
+    Results are in input order. `max_cases` (one for all rows, or one per row; 0: all) runs
+    only the first that many input/output or call cases of a row (a training reward's cost
+    on rows with hundreds of generated cases); assert-style tests all run."""
     if completions is None:
         completions = [None] * len(rows)
     if len(completions) != len(rows):
         raise ValueError(f"{len(rows)} rows but {len(completions)} completions")
     specs = [tests_from_row(row) for row in rows]
+    caps = [max_cases] * len(rows) if isinstance(max_cases, int) else list(max_cases)
+    if len(caps) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(caps)} max_cases")
+    specs = [replace(spec, cases=spec.cases[:cap])
+             if cap > 0 and isinstance(spec, IOCases) and len(spec.cases) > cap else spec
+             for spec, cap in zip(specs, caps)]
     codes = [_program(row, _code_of(row, _completion(row, c))) for row, c in zip(rows, completions)]
     todo = [i for i, code in enumerate(codes) if code is not None]
     harness = [i for i in todo if isinstance(specs[i], TestSpec)]

@@ -29,7 +29,8 @@ def _make_task(cfg, seed: int) -> Task:
         return CodeTask(cfg.train_file, getattr(cfg, "test_file", "") or None,
                         question_field=cfg.question_field,
                         instruction=getattr(cfg, "code_instruction", "r1kit"),
-                        timeout=getattr(cfg, "code_timeout", None))
+                        timeout=getattr(cfg, "code_timeout", None),
+                        max_cases=getattr(cfg, "code_max_cases", 0))
     test_fields = (getattr(cfg, "test_question_field", "") or cfg.question_field,
                    getattr(cfg, "test_answer_field", "") or cfg.answer_field)
     if cfg.task == "prompts":

@@ -20,6 +20,8 @@ question does not show it; "" leaves
 the questions as they are, other text is appended instead); the last python block of a
 response's answer part is run against the row's tests in the sandbox (r1kit/sandbox), each
 program for at most `code_timeout` wall seconds: accuracy 1 when all of them pass, else 0.
+`code_max_cases` (grpo stages) runs only the first that many input/output or call cases of
+a training row (the data's order: sample and public tests first); held-out rows run all.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def code_scores(answers: list[str | None], rows: list[dict]) -> list[float]:
     return [score for score, _ in code_results(answers, rows)]
 
 
-def code_results(answers: list[str | None], rows: list[dict], limits=None
+def code_results(answers: list[str | None], rows: list[dict], limits=None, max_cases=0
                  ) -> list[tuple[float, str]]:
     """(score, status) per (answer part, row), as code_scores: status "timeout" where the
     program ran past the sandbox's time limit (a hang, or tests whose setup never ends),
@@ -101,7 +103,8 @@ def code_results(answers: list[str | None], rows: list[dict], limits=None
     completions = [f"<answer>{answer or ''}</answer>" for answer in answers]  # as the reward
     status = {"timeout": "timeout", "sandbox_error": "error"}
     return [(float(score), status.get(parts.get("status"), "ok"))
-            for score, parts in score_code_rows(rows, completions, limits=limits)]
+            for score, parts in score_code_rows(rows, completions, limits=limits,
+                                                max_cases=max_cases)]
 
 
 def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRUCTION
@@ -148,11 +151,15 @@ class CodeTask:
     read_untagged = True  # a response without tags is read whole (code_answers)
 
     def __init__(self, train_file, test_file=None, question_field: str = "question",
-                 instruction: str = "r1kit", timeout: float | None = None):
+                 instruction: str = "r1kit", timeout: float | None = None,
+                 max_cases: int = 0):
         named = test_file or train_file
         self.name = Path(named).stem if named else "code"
         text = instruction_text(instruction)
         self._train = read_code_examples(train_file, question_field, text) if train_file else []
+        if max_cases:  # the training rows' rewards run their first max_cases cases only
+            self._train = [replace(e, meta={**e.meta, "max_cases": max_cases})
+                           for e in self._train]
         self._test = read_code_examples(test_file, question_field, text) if test_file else []
         self.limits = code_limits(timeout)
 
@@ -170,4 +177,5 @@ class CodeTask:
 
     def verify_detailed(self, answers: list[str], examples: list[Example]
                         ) -> list[tuple[float, str]]:
-        return code_results(answers, [e.meta["row"] for e in examples], self.limits)
+        return code_results(answers, [e.meta["row"] for e in examples], self.limits,
+                            [e.meta.get("max_cases", 0) for e in examples])
