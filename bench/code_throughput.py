@@ -3,11 +3,14 @@
     python bench/code_throughput.py                 # 200 programs, one worker per CPU
     python bench/code_throughput.py -n 500 --workers 4 --isolation limits
     python bench/code_throughput.py --io            # input/output problems, 3 cases each
+    python bench/code_throughput.py --calls         # function-call problems, 3 cases each
 
 Each program is a small MBPP-style solution with three asserts, run by the full test harness
 (r1kit/sandbox/harness.py) in the sandbox, exactly as score_code_rows runs it during RL.
 With --io, each problem is instead three input/output cases (stdin → stdout, as APPS or
-Codeforces give them), each run as its own sandboxed process (r1kit/rewards/code_io.py).
+Codeforces give them), each run as its own sandboxed process (r1kit/rewards/code_io.py);
+with --calls, three function-call cases (APPS' fn_name), each its own process that calls the
+function on the case's arguments.
 Prints programs/second and which isolation was active; the target on a 2-core machine is at
 least 10 programs/second. Exits 1 if any correct program was not scored 1.0 (a broken sandbox
 must not look fast).
@@ -55,6 +58,20 @@ def io_rows(n: int) -> list[dict]:
     return out
 
 
+def call_rows(n: int) -> list[dict]:
+    """n distinct small function-call problems of three cases, each with a correct function."""
+    out = []
+    for i in range(n):
+        k = i % 17 + 1
+        program = f"def scale(xs):\n    return [x * {k} for x in xs]\n"
+        cases = [([1, 2],), ([5],), ([-3, 0, 7],)]
+        out.append({"input_output": {"fn_name": "scale", "inputs": [list(c) for c in cases],
+                                     "outputs": [[[x * k for x in c[0]]] for c in cases]},
+                    "completion": f"<think>multiply</think><answer>\n```python\n{program}```\n"
+                                  "</answer>"})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="programs to score (200)")
@@ -64,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="auto (default, or $R1KIT_SANDBOX), bubblewrap or limits")
     parser.add_argument("--io", action="store_true",
                         help="input/output problems (three cases each, a process per case)")
+    parser.add_argument("--calls", action="store_true",
+                        help="function-call problems (three cases each, a process per case)")
     args = parser.parse_args(argv)
 
-    data = io_rows(args.n) if args.io else rows(args.n)
+    data = call_rows(args.n) if args.calls else io_rows(args.n) if args.io else rows(args.n)
     info = sandbox_info(args.isolation)
     with SandboxPool(args.workers, isolation=args.isolation) as pool:
         score_code_rows(data[:2], pool=pool)  # warm-up: page cache, first fork
@@ -80,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['processes_bounded']})")
     print(f"{args.n} programs in {seconds:.2f} s with {workers} workers on {os.cpu_count()} "
           f"CPUs: {rate:.1f} programs/second (target >= 10)"
-          + (f", {3 * rate:.1f} input/output cases/second" if args.io else ""))
+          + (f", {3 * rate:.1f} input/output cases/second" if args.io else "")
+          + (f", {3 * rate:.1f} function-call cases/second" if args.calls else ""))
     if bad:
         print(f"FAILED: {len(bad)} correct programs did not score 1.0, e.g. row {bad[0]}: "
               f"{scored[bad[0]][1]}", file=sys.stderr)

@@ -65,6 +65,15 @@ def test_each_dataset_schema_gives_the_same_cases() -> None:
     ({"public_test_cases": json.dumps([{"input": "1", "output": "1",
                                         "testtype": "functional"}])}, "func_name"),
     ({"public_test_cases": "[]", "private_test_cases": "not base64 nor json"}, "packed JSON"),
+    ({"input_output": {"inputs": [[1]], "outputs": [[1]], "fn_name": "class"}}, "identifier"),
+    ({"input_output": {"inputs": [[1]], "outputs": [[float("nan")]], "fn_name": "f"}}, "NaN"),
+    ({"input_output": {"inputs": ["abc"], "outputs": [[1]], "fn_name": "f"}}, "not JSON"),
+    ({"public_test_cases": [{"input": "1", "output": "1", "testtype": "weird"}]}, "'weird'"),
+    ({"public_test_cases": "[" * 5000 + "]" * 5000}, "nested too deeply"),
+    ({"input_output": '{"inputs": ' + "[" * 5000 + "]" * 5000 + "}"}, "nested too deeply"),
+    ({"public_test_cases": [{"input": "[" * 5000 + "]" * 5000, "output": "1",
+                             "testtype": "functional"}], "metadata": {"func_name": "f"}},
+     "nested too deeply"),
     ({"verification_info": {"language": "cpp", "test_cases": [{"input": "", "output": ""}]}},
      "language 'cpp'"),
     ({"verification_info": {"test_cases": [{"type": "function_call", "input": "[1]",
@@ -199,6 +208,11 @@ def test_a_code_task_asks_io_problems_for_a_program_and_judges_them(tmp_path) ->
         CodeTask(bad)
 
 
+def _rows_file(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def _lcb_packed(cases) -> str:
     """Private tests as LiveCodeBench ships them: the JSON text pickled, compressed, base64."""
     import base64
@@ -239,6 +253,14 @@ def test_function_call_cases_of_each_layout() -> None:
     assert [(d.call, d.unwrap, d.cases) for d in map(spec_of, deep)] == [
         ("total", False, lcb.cases[:1]), ("", False, CASES[:1]), ("add", True, apps.cases)]
     assert not isinstance(spec_of({"tests": ["assert add(1, 2) == 3"]}), IOCases)
+    # a row-level fn_name makes untyped cases calls; private tests alone are read; a stdin
+    # row's metadata is not needed
+    top = spec_of({"verification_info": {"fn_name": "add", "test_cases": [
+        {"input": [1, 2], "output": [3]}]}})
+    assert (top.call, top.cases) == ("add", apps.cases[:1])
+    alone = spec_of({"public_test_cases": None, "private_test_cases": _lcb_packed(
+        [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]), "metadata": "{bad"})
+    assert (alone.call, alone.cases) == ("", CASES[:1])
     assert not isinstance(spec_of({"tests": ["[x for x in range(2)] == [0, 1]"]}), IOCases)
 
 
@@ -299,6 +321,11 @@ def test_calls_are_scored_on_what_the_function_returns() -> None:
                   "    return [v for v in f.f_locals.values() if isinstance(v, int)]\n",
         "raises": "def add(a, b):\n    raise ValueError(a)\n",
         "exits": "import os\ndef add(a, b):\n    os._exit(0)\n",
+        # a name the judges' imports give (operator's add) is not the program's function
+        "only imports": "from math import *\n",
+        # what would crash a JSON reader: nesting deeper than its recursion limit
+        "deep": "import json\njson.dumps = lambda *a, **k: '[' * 50000\n"
+                "def add(a, b):\n    return a + b\n",
     }
     with SandboxPool(2) as pool:
         scored = score_code_rows([apps] * len(programs), [answer(p) for p in programs.values()],
@@ -309,11 +336,27 @@ def test_calls_are_scored_on_what_the_function_returns() -> None:
                        "wrong": (pytest.approx(2 / 3), 2, "ok"), "printer": (0.0, 0, "ok"),
                        "no function": (0.0, 0, "error"), "reads stdin": (0.0, 0, "ok"),
                        "frames": (0.0, 0, "ok"), "raises": (0.0, 0, "error"),
-                       "exits": (0.0, 0, "ok")}, got
+                       "exits": (0.0, 0, "ok"), "only imports": (0.0, 0, "error"),
+                       "deep": (0.0, 0, "ok")}, got
         # LiveCodeBench compares the value itself: 3, not [3]
         scored = score_code_rows([lcb] * 2, [answer(programs["function"]),
                                              answer(programs["tuple"])], limits=LIMITS, pool=pool)
         assert [s for s, _ in scored] == [1.0, 0.0]
+        # as the judges run them: their imports (ceil, deepcopy, List), a first argument
+        # that is a dict of number keys (APPS), numbers of other types (Fraction), and
+        # printing, which is not looked at (300 KB here, above LIMITS' 64 KB of output)
+        rows = [{"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[4]]}},
+                {"input_output": {"fn_name": "f", "inputs": [[{"1": 5, "2": 7}]],
+                                  "outputs": [[12]]}},
+                {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[3.5]]}},
+                {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[9]]}}]
+        programs = ["class Solution:\n    def f(self, a, b) -> List[int]:\n"
+                    "        return ceil(deepcopy(a) / b)\n",
+                    "def f(d):\n    return d[1] + d[2]\n",
+                    "from fractions import Fraction\ndef f(a, b):\n    return Fraction(a, b)\n",
+                    "def f(a, b):\n    print('x' * 300_000)\n    return a + b\n"]
+        scored = score_code_rows(rows, [answer(p) for p in programs], limits=LIMITS, pool=pool)
+        assert [s for s, _ in scored] == [1.0] * 4, scored
 
 
 def test_a_code_task_asks_call_problems_for_the_function(tmp_path) -> None:
@@ -331,6 +374,11 @@ def test_a_code_task_asks_call_problems_for_the_function(tmp_path) -> None:
     # the question shows the starter code already: not again
     assert plain.question.endswith(call_instruction("add").strip())
     assert plain.question.count("class Solution:") == 1
+    # shown with other indentation: not shown again either
+    other = CodeTask(None, _rows_file(tmp_path / "other.jsonl", [{
+        **rows[0], "question": "Add.\n    class Solution:\n        def add(self, a: int, b: int)"
+                               " -> int:"}]))
+    assert other.test_examples()[0].question.count("class Solution:") == 1
     right = f"```python\n{starter}return a + b\n```"
     assert task.verify_batch([right, right.replace("a + b", "a * b")],
                              [shown, shown]) == [1.0, 0.0]

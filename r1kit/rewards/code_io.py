@@ -20,13 +20,18 @@ matter. Numbers are ASCII.
 
 Function-call cases (APPS' and TACO's `fn_name`, open-r1's `function_call` cases,
 LiveCodeBench's `functional` ones) call a function on each case's arguments instead: the
-program is loaded as module `solution` (call_source; its `__main__` block does not run), then
-`fn_name(*args)` or, where it defines class Solution as LeetCode's starter code does,
-`Solution().fn_name(*args)`, in a process of its own that reads the arguments as JSON on
-stdin. The value returned comes back as JSON and the parent compares it with `==` (a tuple
-is a list, 1 == 1.0): exactly as the judges of APPS and LiveCodeBench do, and for APPS'
-layout (outputs wrapped as [v]) also unwrapped, as APPS does. The expected value never
-reaches the process here either.
+program is loaded as module `solution` (call_source; its `__main__` block does not run), with
+the names the judges import for it already there (CALL_NAMES), then `fn_name(*args)` or,
+where it defines class Solution as LeetCode's starter code does, `Solution().fn_name(*args)`,
+in a process of its own that reads the arguments as JSON on stdin. What it prints is
+discarded. The value returned comes back as JSON and the parent compares it with `==`, as
+the judges of APPS and LiveCodeBench do (1 == 1.0 == True; numbers of other types, such as
+Fraction or numpy's, as the numbers they are). The expected value never reaches the process
+here either. Where this differs from those judges: a tuple is a list at any depth (they
+convert the outer one); a returned dict's keys compare as JSON's text keys (APPS makes the
+expected dict's keys numbers); APPS' wrapped outputs ([v] for v) accept v only where the
+list holds one value (APPS accepts the first of any list); a module-level function of that
+name is called where class Solution lacks the method; numpy is not imported for the program.
 
 Schemas (`io_cases_from_row`), the first present wins:
 - `input_output` (APPS, TACO): a JSON object (or its text) with `inputs` and `outputs`, and
@@ -65,11 +70,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import keyword
 import math
 import pickle
 import re
 import threading
 import zlib
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, replace
 from typing import Any
@@ -78,7 +85,9 @@ from r1kit.errors import R1kitError
 
 FLOAT_TOLERANCE = 1e-6
 IO_KEYS = ("input_output", "verification_info", "official_tests", "test_cases",
-           "public_tests", "private_tests", "generated_tests", "public_test_cases")
+           "public_tests", "private_tests", "generated_tests", "public_test_cases",
+           "private_test_cases")
+_LIVECODEBENCH = ("public_test_cases", "private_test_cases")
 _CODE_CONTESTS = ("public_tests", "private_tests", "generated_tests")
 # ASCII only, as the judges' checkers read numbers (float() also takes other scripts' digits)
 _DECIMAL = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
@@ -86,7 +95,6 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 # the separators of the judges' token checkers: space, tab, CR, LF (str.split() would also
 # split on Unicode spaces, so that "1\u00a02" would read as "1 2")
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # (input, output, the function called ("" for stdin cases), whether APPS' [v] unwraps)
 _Case = tuple[str, str, str, bool]
 _HINT = ("give each case as {'input': ..., 'output': ...} under 'test_cases', or APPS' "
@@ -147,8 +155,10 @@ def _object(value: Any, key: str) -> Any:
     if isinstance(value, (str, bytes)):
         try:
             return json.loads(value)
-        except ValueError as exc:
-            raise R1kitError(f"field {key!r} is text that is not JSON: {exc}", _HINT) from None
+        except (ValueError, RecursionError) as exc:
+            raise R1kitError(f"field {key!r} is text that is not JSON: "
+                             f"{exc if isinstance(exc, ValueError) else 'nested too deeply'}",
+                             _HINT) from None
     return value
 
 
@@ -180,36 +190,43 @@ def _pairs(inputs: Any, outputs: Any, key: str, call: str = "") -> list[_Case]:
 
 
 def _function(name: Any, key: str) -> str:
-    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise R1kitError(f"field {key!r}: the name of the function the cases call (fn_name, "
                          f"metadata's func_name) must be a Python identifier, got {name!r}",
                          "fix or drop the row")
     return name
 
 
-def _json(value: Any, key: str) -> str:
+def _json(value: Any, key: str, expected: bool = False) -> str:
+    """JSON text of a case's arguments, or of its expected value (which may not be NaN or
+    infinite: no returned value equals NaN)."""
     try:
-        return json.dumps(value, ensure_ascii=True)
-    except (TypeError, ValueError) as exc:
-        raise R1kitError(f"field {key!r}: a case's value is not JSON ({exc})", _HINT) from None
+        return json.dumps(value, ensure_ascii=True, allow_nan=not expected)
+    except (TypeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else \
+            "NaN or infinity, which no value equals" if "Out of range" in str(exc) else str(exc)
+        raise R1kitError(f"field {key!r}: a case's {'expected value' if expected else 'input'}"
+                         f" is not JSON data ({why})", "fix or drop the row") from None
 
 
 def _call_case(args: Any, expected: Any, key: str, call: str) -> _Case:
     """A function-call case as APPS gives it (TACO's, open-r1's `fn_name`): `args` the list
     of the call's arguments (or its JSON text), `expected` the value returned, [v] for v."""
+    what = type(args).__name__
     if isinstance(args, str):
         try:
             args = json.loads(args)
-        except ValueError:
-            args = None
+            what = f"JSON text of {type(args).__name__}"
+        except (ValueError, RecursionError):
+            what = "text that is not JSON"
     if not isinstance(args, (list, tuple)):
         raise R1kitError(f"field {key!r}: a function-call case's input must be the list of "
-                         f"the call's arguments, got {type(args).__name__}",
+                         f"the call's arguments, got {what}",
                          "give each input as a list of arguments, as APPS does")
-    return _json(list(args), key), _json(expected, key), call, True
+    return _json(list(args), key), _json(expected, key, expected=True), call, True
 
 
-def _functional_case(case: dict, key: str, call: str) -> _Case:
+def _functional_case(case: dict, key: str, call: Callable[[], str]) -> _Case:
     """LiveCodeBench's `functional` case: each line of its input text an argument's JSON,
     its output the returned value's JSON, compared as it is (not unwrapped)."""
     if not isinstance(case["input"], str) or not isinstance(case["output"], str):
@@ -219,16 +236,20 @@ def _functional_case(case: dict, key: str, call: str) -> _Case:
     try:
         args = [json.loads(line) for line in case["input"].split("\n")]
         expected = json.loads(case["output"])
-    except ValueError as exc:
-        raise R1kitError(f"field {key!r}: a functional case is not JSON ({exc})",
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise R1kitError(f"field {key!r}: a functional case is not JSON ({why})",
                          "fix or drop the row") from None
-    return _json(args, key), _json(expected, key), _function(call or None, key), False
+    return (_json(args, key), _json(expected, key, expected=True),
+            _function(call() or None, "metadata"), False)
 
 
-def _case_list(value: Any, key: str, call: str = "", functional: str = "") -> list[_Case]:
+def _case_list(value: Any, key: str, call: str = "",
+               functional: Callable[[], str] = lambda: "") -> list[_Case]:
     """Cases from a list of {input, output} objects, or an object of two lists (with
     `fn_name` where they are calls); `call` the function the cases call where the row names
-    it for all of them, `functional` the one LiveCodeBench's functional cases call."""
+    it for all of them (cases without a type are then calls), `functional` what gives the
+    one LiveCodeBench's functional cases call (read only where there is such a case)."""
     value = _object(value, key)
     if isinstance(value, dict):
         if "inputs" in value or "input" in value:
@@ -247,7 +268,7 @@ def _case_list(value: Any, key: str, call: str = "", functional: str = "") -> li
             raise R1kitError(f"field {key!r}: each case must be an object with 'input' and "
                              "'output'", _HINT)
         kind = case.get("type") or case.get("testtype")
-        name = case.get("fn_name") or (call if kind == "function_call" else "")
+        name = case.get("fn_name") or (call if kind in (None, "", "function_call") else "")
         if kind == "functional":
             out.append(_functional_case(case, key, functional))
         elif kind == "function_call" or name:
@@ -271,7 +292,7 @@ class _NoGlobals(pickle.Unpickler):
         raise pickle.UnpicklingError(f"a pickle that names {module}.{name} is not read")
 
 
-_MAX_PACKED = 1 << 30  # bytes of LiveCodeBench's decompressed private tests
+_MAX_PACKED = 256 << 20  # bytes of LiveCodeBench's decompressed private tests, per row
 
 
 def _unpacked(value: Any, key: str) -> Any:
@@ -282,6 +303,9 @@ def _unpacked(value: Any, key: str) -> Any:
         return value
     try:
         return json.loads(value)
+    except RecursionError:
+        raise R1kitError(f"field {key!r} is JSON nested too deeply", "fix or drop the row"
+                         ) from None
     except ValueError:
         pass
     try:
@@ -292,7 +316,8 @@ def _unpacked(value: Any, key: str) -> Any:
             raise ValueError(f"more than {_MAX_PACKED >> 20} MiB")
         text = _NoGlobals(io.BytesIO(raw)).load()
         return json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - binascii, zlib and pickle errors, bad JSON
+    except Exception as exc:  # noqa: BLE001 - binascii, zlib and pickle errors, bad JSON,
+        # nesting too deep
         raise R1kitError(f"field {key!r} is neither JSON nor LiveCodeBench's packed JSON "
                          f"({type(exc).__name__}: {exc})", "fix or drop the row") from None
 
@@ -344,10 +369,10 @@ def io_cases_from_row(row: dict) -> IOCases | None:
     if key in _CODE_CONTESTS:
         cases = [c for k in _CODE_CONTESTS if isinstance(row.get(k), (dict, list, str))
                  for c in _case_list(row[k], k)]
-    elif key == "public_test_cases":  # LiveCodeBench's: public and private tests together
-        cases = [c for k in ("public_test_cases", "private_test_cases")
+    elif key in _LIVECODEBENCH:  # public and private tests together
+        cases = [c for k in _LIVECODEBENCH
                  for c in _case_list(_unpacked(row.get(k) or [], k), k,
-                                     functional=_func_name(row))]
+                                     functional=lambda: _func_name(row))]
     elif key == "input_output":
         value = _object(row[key], key)
         if not isinstance(value, dict):
@@ -366,7 +391,7 @@ def io_cases_from_row(row: dict) -> IOCases | None:
         call = _function(value["fn_name"], key) if value.get("fn_name") else ""
         cases = _case_list(value["test_cases"], key, call)
     else:  # (DeepCoder's `tests` too: its functional cases call metadata's func_name)
-        cases = _case_list(row[key], key, functional=_func_name(row))
+        cases = _case_list(row[key], key, functional=lambda: _func_name(row))
     if key == "official_tests":
         # open-r1's Codeforces: the generated tests, where a row carries them (not only their
         # number), are judged too; outputs compare exactly (module docstring)
@@ -397,49 +422,73 @@ def io_cases_from_row(row: dict) -> IOCases | None:
                    call=call, unwrap=bool(call) and all(u for *_, u in cases))
 
 
-# What a call case's program sees before its own code, as LeetCode's Python and the judges
-# of APPS and LiveCodeBench give it: typing's names (starter code annotates with List[int]),
-# and the containers, heaps, bisection and iteration tools competitive code leaves unimported.
-CALL_NAMES = ("from typing import *\nfrom collections import *\nfrom heapq import *\n"
-              "from bisect import *\nfrom functools import *\nfrom itertools import *\n"
-              "import collections, heapq, bisect, functools, itertools, math, re, string, sys\n"
-              "from math import inf, gcd, sqrt, log2, comb, factorial, isqrt\n")
+# What a call case's program sees before its own code: the names LiveCodeBench's judge
+# star-imports (string, re, datetime, collections, heapq, bisect, copy, math, random,
+# statistics, itertools, functools, operator, typing; the builtins again after them, so that
+# math's pow does not replace the builtin) and the modules themselves, with fractions and time
+# as APPS' judge adds them, and its recursion limit. Not numpy (APPS' `np`): its import would
+# cost every case a tenth of a second; a program that uses it imports it.
+_STAR = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
+         "statistics", "itertools", "functools", "operator", "typing", "builtins")
+CALL_NAMES = ("".join(f"from {m} import *\n" for m in _STAR)
+              + "import " + ", ".join(_STAR[:-1] + ("fractions", "time", "sys")) + "\n"
+              + "sys.setrecursionlimit(50000)\n")
 _RETURNED = "\x1er1kit-returned\x1e"  # starts the line that carries the call's return value
 _CALL_DRIVER = """\
-def _r1kit_call(source, name, names, mark):
-    import json, os, sys, types
+def _r1kit_call(source, name, names, mark, int_keys):
+    import json, numbers, os, sys, types
     sys.set_int_max_str_digits(0)
     args = json.loads(sys.stdin.read())
+    if int_keys and args and isinstance(args[0], dict):  # APPS' judge: a dict argument's
+        try:  # keys are numbers where they all read as numbers (JSON's keys are text)
+            args[0] = {int(k): v for k, v in args[0].items()}
+        except ValueError:
+            pass
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 1)  # what the program prints is not looked at, as the judges do not
     module = types.ModuleType("solution")
     sys.modules["solution"] = module
     exec(names, module.__dict__)
+    given = dict(module.__dict__)  # (operator's add is not the program's add)
     exec(compile(source, "solution.py", "exec"), module.__dict__)
-    owner = module.__dict__.get("Solution")
+    space = {k: v for k, v in module.__dict__.items() if v is not given.get(k, given)}
+    owner = space.get("Solution")
     if isinstance(owner, type) and callable(getattr(owner, name, None)):
         function = getattr(owner(), name)
-    elif callable(module.__dict__.get(name)):
-        function = module.__dict__[name]
+    elif callable(space.get(name)):
+        function = space[name]
     else:
         sys.exit(f"the program defines no function {name!r} (nor a method of class Solution)")
-    value = json.dumps(function(*args))
-    sys.stdout.flush()
+
+    def plain(value):  # numbers of other types compare with == as the numbers they are
+        if hasattr(value, "tolist"):  # numpy's scalars and arrays
+            return value.tolist()
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Number):  # Fraction, Decimal: as the judges' ==
+            return int(value) if value == int(value) else float(value)
+        raise TypeError(f"the function returned {type(value).__name__}, not JSON data")
+
+    value = json.dumps(function(*args), default=plain)
     out.write("\\n" + mark + value + "\\n")
     out.flush()
 
 
-_r1kit_call(%r, %r, %r, %r)
+_r1kit_call(%r, %r, %r, %r, %r)
 """
 
 
-def call_source(code: str, name: str) -> str:
+def call_source(code: str, name: str, int_keys: bool = False) -> str:
     """The program that runs one call case: `code` as module `solution` (its `if __name__
     == "__main__"` block does not run, as in APPS' and LiveCodeBench's judges), then
     `name(*args)`, or `Solution().name(*args)` where the code defines class Solution as
-    LeetCode's starter code does, on the arguments read from stdin as JSON. The returned
-    value goes to stdout as JSON after a mark; what the program prints comes before it. The
-    expected value is never in the process: the parent compares."""
-    return _CALL_DRIVER % (code, name, CALL_NAMES, _RETURNED)
+    LeetCode's starter code does, on the arguments read from stdin as JSON (with `int_keys`,
+    APPS' layout, a first argument that is a dict of number-like keys gets number keys, as
+    APPS' judge gives it). What the program prints is discarded; the returned value goes to
+    stdout as JSON after a mark. The expected value is never in the process: the parent
+    compares."""
+    return _CALL_DRIVER % (code, name, CALL_NAMES, _RETURNED, int_keys)
 
 
 _MISSING = object()
@@ -447,27 +496,31 @@ _MISSING = object()
 
 def returned_value(stdout: str) -> Any:
     """The value a call case's program returned (call_source), or a sentinel where it
-    returned none (it raised, or printed nothing after the mark)."""
+    returned none (it raised, printed nothing after the mark, or something no JSON reader
+    reads: nested too deeply)."""
     head, mark, tail = stdout.rpartition(_RETURNED)
     if not mark:
         return _MISSING
     try:
         return json.loads(tail.split("\n", 1)[0])
-    except ValueError:
+    except (ValueError, RecursionError):
         return _MISSING
 
 
 def returns_match(stdout: str, expected: str, unwrap: bool = False) -> bool:
     """Whether a call case's program returned the expected value (its JSON text): equal as
-    Python compares the values the JSON reads as (a tuple returned is a list; 1 == 1.0 ==
-    True, as the judges' `==`), or with `unwrap` (APPS' rule) equal to v where [v] is
-    expected."""
+    Python compares the values the JSON reads as (a tuple returned is a list, at any depth;
+    1 == 1.0 == True; dict keys compare as JSON's text keys), or with `unwrap` (APPS' rule,
+    for an expected list of one value) equal to v where [v] is expected."""
     got = returned_value(stdout)
     if got is _MISSING:
         return False
     want = json.loads(expected)
-    return got == want or (unwrap and isinstance(want, list) and len(want) == 1
-                           and got == want[0])
+    try:
+        return bool(got == want or (unwrap and isinstance(want, list) and len(want) == 1
+                                    and got == want[0]))
+    except RecursionError:  # (nested deeper than a comparison goes: not the value)
+        return False
 
 
 def case_limits(limits, expected: str):
@@ -544,7 +597,7 @@ def run_io_many(codes, specs, *, pool, limits, pass_fraction: bool = False
     try:
         for code, row in zip(codes, rows):
             if row.spec.call:
-                code = call_source(code, row.spec.call)
+                code = call_source(code, row.spec.call, int_keys=row.spec.unwrap)
             for i, (stdin, expected) in enumerate(row.spec.cases):
                 if row.stopped:  # an earlier case already decided it
                     break

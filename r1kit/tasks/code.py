@@ -43,11 +43,15 @@ IO_INSTRUCTION = ("\nWrite a complete Python program that reads the input from s
 def call_instruction(name: str, starter: str = "") -> str:
     """The request for a problem whose cases call a function (r1kit.rewards.code_io: APPS'
     fn_name, LiveCodeBench's functional cases), showing the row's starter code if any."""
-    shown = f"\nStart from this code:\n```python\n{starter.strip()}\n```" \
+    shown = f"\n\nStart from this code:\n```python\n{starter.strip()}\n```\n" \
         if starter.strip() else ""
     return (f"{shown}\nWrite the complete Python code in a ```python code block. Its function "
             f"`{name}` (a method of class Solution where the code has one) is called on each "
             "test's arguments, and the value it returns is checked.")
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
 
 
 def code_answers(responses: list[str]) -> tuple[list[str | None], list[str]]:
@@ -128,8 +132,8 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
         if instruction == CODE_INSTRUCTION and isinstance(spec, IOCases):
             starter = row.get("starter_code")
             shown = question if isinstance(question, str) else str(question)
-            if not isinstance(starter, str) or starter.strip() in shown:
-                starter = ""
+            if not isinstance(starter, str) or _words(starter) in _words(shown):
+                starter = ""  # (the question shows it, however it is indented)
             asked = call_instruction(spec.call, starter) if spec.call else IO_INSTRUCTION
         if "tests" not in row and "test_list" in row:  # MBPP's layout: asked as MBPP asks,
             # with its tests (they name the function), unless the question shows them
