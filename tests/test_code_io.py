@@ -261,7 +261,31 @@ def test_function_call_cases_of_each_layout() -> None:
     alone = spec_of({"public_test_cases": None, "private_test_cases": _lcb_packed(
         [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]), "metadata": "{bad"})
     assert (alone.call, alone.cases) == ("", CASES[:1])
-    assert not isinstance(spec_of({"tests": ["[x for x in range(2)] == [0, 1]"]}), IOCases)
+    assert not isinstance(spec_of({"tests": ["assert [x for x in range(2)] == [0, 1]"]}),
+                          IOCases)
+    # DeepCoder's cases each as JSON text, and r1kit's asserts as the JSON text of a list
+    texts = spec_of({"tests": [json.dumps(c) for c in lcb_cases],
+                     "metadata": {"func_name": "total"}})
+    assert (texts.call, texts.cases) == ("total", lcb.cases[:1])
+    listed = spec_of({"tests": json.dumps(["assert add(1, 2) == 3"])})
+    assert not isinstance(listed, IOCases) and listed.tests == ("assert add(1, 2) == 3",)
+
+
+@pytest.mark.parametrize("row, message", [
+    # tests that every program passes: a comparison without assert, a value, a case object
+    # among assert statements
+    ({"tests": ["[x for x in range(2)] == [0, 1]"]}, "not asserted"),
+    ({"test_list": ["assert f(1) == 2", "f(2) == 3"]}, "not asserted"),
+    ({"tests": ["assert f(1) == 2", '{"input": "1", "output": "2"}']}, "only a value"),
+    ({"tests": ["'f(1) == 2'"]}, "only a value"),
+    ({"tests": "[" * 100_000}, "nested too deeply"),
+    ({"tests": 'assert f(1) == 2'}, "list of strings"),
+    ({"public_test_cases": [{"input": "1", "output": "2", "testtype": "functional"}]},
+     "metadata func_name, and the row has none"),
+])
+def test_tests_that_check_nothing_are_refused(row, message) -> None:
+    with pytest.raises(R1kitError, match=message):
+        spec_of(row)
 
 
 def test_a_packed_pickle_that_names_any_code_is_not_run(tmp_path) -> None:
@@ -321,8 +345,10 @@ def test_calls_are_scored_on_what_the_function_returns() -> None:
                   "    return [v for v in f.f_locals.values() if isinstance(v, int)]\n",
         "raises": "def add(a, b):\n    raise ValueError(a)\n",
         "exits": "import os\ndef add(a, b):\n    os._exit(0)\n",
-        # a name the judges' imports give (operator's add) is not the program's function
+        # a name the judges' imports give (operator's add) is not the program's function,
+        # but one the program imports is
         "only imports": "from math import *\n",
+        "imports it": "from operator import add\n",
         # what would crash a JSON reader: nesting deeper than its recursion limit
         "deep": "import json\njson.dumps = lambda *a, **k: '[' * 50000\n"
                 "def add(a, b):\n    return a + b\n",
@@ -337,6 +363,7 @@ def test_calls_are_scored_on_what_the_function_returns() -> None:
                        "no function": (0.0, 0, "error"), "reads stdin": (0.0, 0, "ok"),
                        "frames": (0.0, 0, "ok"), "raises": (0.0, 0, "error"),
                        "exits": (0.0, 0, "ok"), "only imports": (0.0, 0, "error"),
+                       "imports it": (1.0, 3, "ok"),
                        "deep": (0.0, 0, "ok")}, got
         # LiveCodeBench compares the value itself: 3, not [3]
         scored = score_code_rows([lcb] * 2, [answer(programs["function"]),
@@ -349,14 +376,22 @@ def test_calls_are_scored_on_what_the_function_returns() -> None:
                 {"input_output": {"fn_name": "f", "inputs": [[{"1": 5, "2": 7}]],
                                   "outputs": [[12]]}},
                 {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[3.5]]}},
-                {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[9]]}}]
+                {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[9]]}},
+                {"input_output": {"fn_name": "gcd", "inputs": [[12, 18]], "outputs": [[6]]}},
+                {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[9]]}},
+                {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[[7, 2]]]}}]
         programs = ["class Solution:\n    def f(self, a, b) -> List[int]:\n"
                     "        return ceil(deepcopy(a) / b)\n",
                     "def f(d):\n    return d[1] + d[2]\n",
                     "from fractions import Fraction\ndef f(a, b):\n    return Fraction(a, b)\n",
-                    "def f(a, b):\n    print('x' * 300_000)\n    return a + b\n"]
+                    "def f(a, b):\n    print('x' * 300_000)\n    return a + b\n",
+                    # a library's function as the answer; printing on stderr (300 KB);
+                    # LiveCodeBench's io, sys and json names
+                    "from math import gcd\n",
+                    "def f(a, b):\n    stderr.write('x' * 300_000)\n    return a + b\n",
+                    "def f(a, b):\n    return loads(StringIO(dumps([a, b])).read())\n"]
         scored = score_code_rows(rows, [answer(p) for p in programs], limits=LIMITS, pool=pool)
-        assert [s for s, _ in scored] == [1.0] * 4, scored
+        assert [s for s, _ in scored] == [1.0] * 7, scored
 
 
 def test_a_code_task_asks_call_problems_for_the_function(tmp_path) -> None:

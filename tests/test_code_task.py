@@ -11,6 +11,7 @@ from conftest import REPO, one_grpo_step_on, write_jsonl
 
 from r1kit.config import load_recipe
 from r1kit.errors import R1kitError
+from r1kit.rewards.code_io import IOCases
 from r1kit.rewards.combined import CombinedReward
 from r1kit.tasks.code import CodeTask
 
@@ -237,6 +238,19 @@ def test_code_max_cases_caps_the_training_rows_cases_only(tmp_path):
     (train,), (test,) = capped.train_examples(), capped.test_examples()
     assert capped.verify_batch([half, right, half], [train, train, test]) == [1.0, 1.0, 0.0]
     assert full.verify_batch([half], full.train_examples()) == [0.0]
+    # where the first N cases all expect nothing, the cut goes on to the first that expects
+    # something: a program that does nothing does not pass
+    quiet = _file(tmp_path, [{"question": "Print a + b, or nothing for 0 0.", "test_cases": [
+        {"input": "0 0\n", "output": ""}, {"input": "0 0\n", "output": "\n"}, *cases]}],
+        name="quiet.jsonl")
+    nothing = "```python\npass\n```"
+    # right on the cut (0 0, 0 0, 1 2) alone, as before
+    some = "```python\na, b = map(int, input().split())\nif a or b:\n    print(abs(a) + b)\n```"
+    capped = task("stages.zero.code_max_cases=2", f'stages.zero.train_file="{quiet}"')
+    (train,) = capped.train_examples()
+    assert capped.verify_batch([nothing, some], [train, train]) == [0.0, 1.0]
+    assert IOCases(cases=(("", ""), ("", ""), ("", "1"), ("", "2"))).first(2).cases == (
+        ("", ""), ("", ""), ("", "1"))
     with pytest.raises(R1kitError, match="code_max_cases: must be >= 0"):
         load_recipe(recipe, base + ["stages.zero.code_max_cases=-1"])
     with pytest.raises(R1kitError, match="code_max_cases: is for task = 'code'"):

@@ -30,10 +30,10 @@ printing; every program runs in r1kit/sandbox (bubblewrap when available).
 from __future__ import annotations
 
 import ast
+import json
 import re
 import textwrap
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from r1kit.errors import R1kitError
@@ -84,9 +84,18 @@ def extract_code(response: str) -> str | None:
 
 def _string_list(row: dict, key: str) -> tuple[str, ...]:
     value = row[key]
+    if isinstance(value, str) and value.lstrip()[:1] == "[":  # a list as JSON text (parquet
+        try:  # exports of list columns)
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            pass
     if isinstance(value, str) or not isinstance(value, Sequence) \
             or not all(isinstance(t, str) for t in value):
-        raise R1kitError(f"field {key!r} must be a list of strings (test statements)")
+        got = "text" if isinstance(value, str) else type(value).__name__
+        raise R1kitError(f"field {key!r} must be a list of strings (test statements), or its "
+                         f"JSON text, got {got}", "give the tests as a list such as "
+                         "[\"assert add(1, 2) == 3\"]; input/output cases go under "
+                         "'test_cases' or APPS' 'input_output'")
     return tuple(value)
 
 
@@ -134,10 +143,36 @@ def _called(test: str) -> str:
     return test + "".join(f"\n{name}()" for name in calls)
 
 
+def _checks_nothing(test: str) -> str:
+    """Why a test statement block can pass whatever the program does ("" where it can
+    fail): a bare comparison (`add(1, 2) == 3`, an assert without `assert`) or only bare
+    values (a dict literal, a string) and no call."""
+    if len(test) > 200_000:
+        return ""
+    try:
+        body = ast.parse(test).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ""  # (it fails every program when it runs: no pass to forge)
+    if any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Compare) for s in body):
+        return "it holds a comparison that is not asserted"
+    if body and all(isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and not any(
+            isinstance(n, (ast.Call, ast.Await, ast.Yield)) for n in ast.walk(s)))
+                    for s in body):
+        return "it is only a value"
+    return ""
+
+
 def _checked(tests: tuple[str, ...], key: str) -> tuple[str, ...]:
     if not tests:
         raise R1kitError(f"field {key!r} is an empty list: the row has no tests",
                          "give each row at least one test, or drop the row")
+    for test in tests:
+        why = _checks_nothing(test)
+        if why:
+            shown = test if len(test) <= 80 else test[:77] + "..."
+            raise R1kitError(f"field {key!r}: the test {shown!r} checks nothing ({why}), so "
+                             "every program would pass it", "write each test as an assert "
+                             "statement (assert add(1, 2) == 3)")
     return tuple(_called(t) for t in tests)
 
 
@@ -150,8 +185,10 @@ def _module_setup(setup: str, tests: tuple[str, ...]) -> str:
 def tests_from_row(row: dict) -> TestSpec | IOCases:
     """The tests of a row in the r1kit, MBPP or HumanEval schema (see the module docstring),
     or a pytest-style `test` without `entry_point` (KodCode's: test_* functions, the code
-    imported `from solution`): each test function is a test; or, for a row with none of
-    those, its input/output cases (r1kit.rewards.code_io)."""
+    imported `from solution`): each test function is a test; or its input/output or
+    function-call cases (r1kit.rewards.code_io): those of a `tests` field that holds cases
+    (DeepCoder's), or of a row with none of the fields above. A test that checks nothing (a
+    bare comparison or value: every program would pass) is refused with a message."""
     if "tests" in row and not holds_cases(row["tests"]):
         tests = _checked(_string_list(row, "tests"), "tests")
         return TestSpec(tests=tests, setup=_module_setup(_optional_str(row, "setup"), tests))
@@ -314,12 +351,15 @@ def score_code_rows(rows: Sequence[dict], completions: Sequence[str | None] | No
         completions = [None] * len(rows)
     if len(completions) != len(rows):
         raise ValueError(f"{len(rows)} rows but {len(completions)} completions")
-    specs = [tests_from_row(row) for row in rows]
+    read: dict[int, TestSpec | IOCases] = {}  # (a group's samples share their row: read once)
+    for row in rows:
+        if id(row) not in read:
+            read[id(row)] = tests_from_row(row)
+    specs = [read[id(row)] for row in rows]
     caps = [max_cases] * len(rows) if isinstance(max_cases, int) else list(max_cases)
     if len(caps) != len(rows):
         raise ValueError(f"{len(rows)} rows but {len(caps)} max_cases")
-    specs = [replace(spec, cases=spec.cases[:cap])
-             if cap > 0 and isinstance(spec, IOCases) and len(spec.cases) > cap else spec
+    specs = [spec.first(cap) if isinstance(spec, IOCases) else spec
              for spec, cap in zip(specs, caps)]
     codes = [_program(row, _code_of(row, _completion(row, c))) for row, c in zip(rows, completions)]
     todo = [i for i, code in enumerate(codes) if code is not None]

@@ -49,7 +49,9 @@ Schemas (`io_cases_from_row`), the first present wins:
 - `tests` holding such cases instead of assert statements (DeepCoder's rows: a list of case
   objects of any of the kinds above, an object of two lists with `fn_name`, or their JSON
   text; functional cases call `metadata`'s func_name).
-A row's cases are in `IOCases.cases`, all of them run (no sample is taken).
+A row's cases are in `IOCases.cases`, and all of them run, in order; a grpo stage's
+`code_max_cases` runs a training row's first N only (`IOCases.first`, which goes on past N
+where those N all expect nothing, so that a program doing nothing does not pass).
 
 Refused with a message, because comparing their output as text would score right answers
 wrong: cases in another language, problems with a checker (`generated_checker`: several
@@ -115,6 +117,24 @@ class IOCases:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cases", tuple(tuple(c) for c in self.cases))
+
+    def first(self, n: int) -> IOCases:
+        """These cases cut to the first `n` (a training reward's cost: `code_max_cases`), or
+        to the first that expects something where the first `n` all expect nothing (empty
+        output, None back): a program that does nothing must not pass the cut."""
+        if n <= 0 or len(self.cases) <= n:
+            return self
+        end = n
+        while end < len(self.cases) and all(_trivial(out, self.call)
+                                            for _, out in self.cases[:end]):
+            end += 1
+        return replace(self, cases=self.cases[:end])
+
+
+def _trivial(expected: str, call: str) -> bool:
+    """Whether a case's expected output is one a program that does nothing gives: empty
+    stdout, or a call's None (APPS' [None])."""
+    return json.loads(expected) in (None, [None]) if call else not expected.strip()
 
 
 @dataclass(frozen=True)
@@ -240,8 +260,13 @@ def _functional_case(case: dict, key: str, call: Callable[[], str]) -> _Case:
         why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise R1kitError(f"field {key!r}: a functional case is not JSON ({why})",
                          "fix or drop the row") from None
-    return (_json(args, key), _json(expected, key, expected=True),
-            _function(call() or None, "metadata"), False)
+    name = call()
+    if not name:
+        raise R1kitError(f"field {key!r} holds a functional case, which calls the function "
+                         "named by the row's metadata func_name, and the row has none",
+                         "give the row 'metadata': {'func_name': ...}, as LiveCodeBench does")
+    return _json(args, key), _json(expected, key, expected=True), _function(name, "metadata"), \
+        False
 
 
 def _case_list(value: Any, key: str, call: str = "",
@@ -322,29 +347,37 @@ def _unpacked(value: Any, key: str) -> Any:
                          f"({type(exc).__name__}: {exc})", "fix or drop the row") from None
 
 
-def _func_name(row: dict) -> str:
+def _func_name(row: dict) -> Any:
     """The function LiveCodeBench's (and DeepCoder's) functional cases call: `metadata`'s
-    func_name, where the row has one."""
+    func_name, where the row has one ("" where not; checked by _function)."""
     meta = _object(row.get("metadata") or {}, "metadata")
     name = meta.get("func_name") if isinstance(meta, dict) else None
-    return name if isinstance(name, str) else ""
+    return "" if name is None else name
+
+
+def _json_object_text(value: Any) -> bool:
+    return isinstance(value, str) and value.lstrip()[:1] == "{"
 
 
 def holds_cases(value: Any) -> bool:
     """Whether a row's `tests` holds input/output or call cases (DeepCoder's rows: a list of
-    case objects, an object of inputs and outputs, or their JSON text) rather than r1kit's
-    assert statements."""
+    case objects, or of their JSON texts, an object of inputs and outputs, or the JSON text
+    of either) rather than r1kit's assert statements. (A statement never starts with `{`: as
+    a test, a dict literal would check nothing.)"""
     if isinstance(value, str):
         if value.lstrip()[:1] not in ("[", "{"):
             return False
         try:
             value = json.loads(value)
+        except RecursionError:  # (no list of statements: io_cases_from_row says why)
+            return True
         except ValueError:
             return False
     if isinstance(value, dict):
         return True
     return isinstance(value, (list, tuple)) and bool(value) \
-        and all(isinstance(v, dict) for v in value)
+        and (all(isinstance(v, dict) for v in value)
+             or all(_json_object_text(v) for v in value))
 
 
 def io_cases_from_row(row: dict) -> IOCases | None:
@@ -411,32 +444,36 @@ def io_cases_from_row(row: dict) -> IOCases | None:
         raise R1kitError(f"field {key!r} mixes cases of several kinds ({shown}): a row's "
                          "cases all read stdin, or all call one function", "split the row")
     call = calls.pop()
-    if call:
-        if all(json.loads(out) in (None, [None]) for _, out, _, _ in cases):
-            raise R1kitError(f"field {key!r}: every case expects None back, so a function "
-                             "that does nothing passes", "drop the row, or give its outputs")
-    elif not any(out.strip() for _, out, _, _ in cases):
-        raise R1kitError(f"field {key!r}: every case's output is empty, so a program that "
-                         "prints nothing passes", "drop the row, or give its outputs")
+    if all(_trivial(out, call) for _, out, _, _ in cases):
+        raise R1kitError(f"field {key!r}: " + ("every case expects None back, so a function "
+                                                "that does nothing passes" if call else
+                                                "every case's output is empty, so a program "
+                                                "that prints nothing passes"),
+                         "drop the row, or give its outputs")
     return IOCases(cases=tuple((i, o) for i, o, _, _ in cases), tolerance=tolerance,
                    call=call, unwrap=bool(call) and all(u for *_, u in cases))
 
 
 # What a call case's program sees before its own code: the names LiveCodeBench's judge
-# star-imports (string, re, datetime, collections, heapq, bisect, copy, math, random,
-# statistics, itertools, functools, operator, typing; the builtins again after them, so that
-# math's pow does not replace the builtin) and the modules themselves, with fractions and time
-# as APPS' judge adds them, and its recursion limit. Not numpy (APPS' `np`): its import would
-# cost every case a tenth of a second; a program that uses it imports it.
+# star-imports, in its order (string, re, datetime, collections, heapq, bisect, copy, math,
+# random, statistics, itertools, functools, operator, io, sys, json; the builtins again after
+# them, so that math's pow does not replace the builtin; typing) and the modules themselves,
+# with fractions and time as APPS' judge adds them, and its recursion limit. They are the
+# module's builtins (call_source): found by name as the judges give them, but not the
+# program's own bindings, so that a program that defines no `add` is not given operator's
+# while one that imports `gcd` from math has its own. Not numpy (APPS' `np`): its import
+# would cost every case a tenth of a second; a program that uses it imports it.
 _STAR = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
-         "statistics", "itertools", "functools", "operator", "typing", "builtins")
+         "statistics", "itertools", "functools", "operator", "io", "sys", "json", "builtins",
+         "typing")
 CALL_NAMES = ("".join(f"from {m} import *\n" for m in _STAR)
-              + "import " + ", ".join(_STAR[:-1] + ("fractions", "time", "sys")) + "\n"
+              + "import " + ", ".join([m for m in _STAR if m != "builtins"]
+                                      + ["fractions", "time"]) + "\n"
               + "sys.setrecursionlimit(50000)\n")
 _RETURNED = "\x1er1kit-returned\x1e"  # starts the line that carries the call's return value
 _CALL_DRIVER = """\
 def _r1kit_call(source, name, names, mark, int_keys):
-    import json, numbers, os, sys, types
+    import builtins, json, numbers, os, sys, traceback, types
     sys.set_int_max_str_digits(0)
     args = json.loads(sys.stdin.read())
     if int_keys and args and isinstance(args[0], dict):  # APPS' judge: a dict argument's
@@ -445,21 +482,22 @@ def _r1kit_call(source, name, names, mark, int_keys):
         except ValueError:
             pass
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    err = os.fdopen(os.dup(2), "w", encoding="utf-8", errors="replace")
     quiet = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(quiet, 1)  # what the program prints is not looked at, as the judges do not
+    os.dup2(quiet, 1)  # what the program prints, on stdout or stderr, is not looked at, as
+    os.dup2(quiet, 2)  # the judges do not; a failure's last line goes to stderr
+
+    def fail(why):
+        err.write(why[-2000:] + "\\n")
+        err.flush()
+        raise SystemExit(1)
+
+    given = {}
+    exec(names, given)
+    del given["__builtins__"]
     module = types.ModuleType("solution")
+    module.__dict__["__builtins__"] = {**builtins.__dict__, **given}
     sys.modules["solution"] = module
-    exec(names, module.__dict__)
-    given = dict(module.__dict__)  # (operator's add is not the program's add)
-    exec(compile(source, "solution.py", "exec"), module.__dict__)
-    space = {k: v for k, v in module.__dict__.items() if v is not given.get(k, given)}
-    owner = space.get("Solution")
-    if isinstance(owner, type) and callable(getattr(owner, name, None)):
-        function = getattr(owner(), name)
-    elif callable(space.get(name)):
-        function = space[name]
-    else:
-        sys.exit(f"the program defines no function {name!r} (nor a method of class Solution)")
 
     def plain(value):  # numbers of other types compare with == as the numbers they are
         if hasattr(value, "tolist"):  # numpy's scalars and arrays
@@ -470,7 +508,19 @@ def _r1kit_call(source, name, names, mark, int_keys):
             return int(value) if value == int(value) else float(value)
         raise TypeError(f"the function returned {type(value).__name__}, not JSON data")
 
-    value = json.dumps(function(*args), default=plain)
+    try:
+        exec(compile(source, "solution.py", "exec"), module.__dict__)
+        space = module.__dict__  # (the program's own bindings only)
+        owner = space.get("Solution")
+        if isinstance(owner, type) and callable(getattr(owner, name, None)):
+            function = getattr(owner(), name)
+        elif callable(space.get(name)):
+            function = space[name]
+        else:
+            fail(f"the program defines no function {name!r} (nor a method of class Solution)")
+        value = json.dumps(function(*args), default=plain)
+    except Exception as exc:  # (MemoryError too: its name ends stderr, as the sandbox reads)
+        fail(traceback.format_exception_only(exc)[-1].rstrip())
     out.write("\\n" + mark + value + "\\n")
     out.flush()
 
