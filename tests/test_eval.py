@@ -10,6 +10,7 @@ from itertools import combinations
 import pytest
 
 from r1kit.cli import main
+from r1kit.errors import R1kitError
 from r1kit.eval import majority_vote, mean_ci95, pass_at_k
 from r1kit.eval.behaviour import reflective_counts
 from r1kit.eval.benchmarks import BENCHMARKS, NAMES, is_code_file, load_benchmark
@@ -254,6 +255,9 @@ def test_a_code_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):
     assert saved["samples"][0]["question"].endswith("Write add(a, b).\nCode it.")
     task = load_benchmark(str(own), code_instruction="Code it.", code_timeout=30)
     assert task.limits.wall_seconds == 30
+    with pytest.raises(R1kitError, match="no field 'problem'") as refused:
+        load_benchmark(str(own), question_field="problem")
+    assert "--question-field" in refused.value.hint
     # LiveCodeBench's layout: a function-call problem, asked for the function after its
     # starter code, and k = 8 by default, as the paper evaluates LiveCodeBench
     lcb = tmp_path / "lcb.jsonl"

@@ -241,7 +241,7 @@ def load_benchmark(name: str, seed: int = 0, question_field: str = "question",
 
         task = CodeTask(None, name, question_field,
                         instruction=code_instruction if instruction else "",
-                        timeout=code_timeout)
+                        timeout=code_timeout, fields_hint="set --question-field to its name")
         task.name = str(name)
         return task
     if is_data_file(name):

@@ -111,10 +111,11 @@ def code_results(answers: list[str | None], rows: list[dict], limits=None, max_c
                                                 max_cases=max_cases)]
 
 
-def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRUCTION
-                       ) -> list[Example]:
+def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRUCTION,
+                       fields_hint: str = "set question_field to the question's") -> list[Example]:
     """The rows of a code data file as examples, checked: a question and tests in every row;
-    `instruction` (instruction_text) follows each question."""
+    `instruction` (instruction_text) follows each question; `fields_hint` ends a missing
+    question field's hint."""
     from r1kit.rewards.code import tests_from_row
     from r1kit.rewards.code_io import IOCases
     from r1kit.tasks.math import read_rows, row_at, row_question
@@ -122,8 +123,7 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
 
     out = []
     for n, row in read_rows(path):
-        question = row_question(row, question_field, row_at(path, n),
-                                "set question_field to the question's")
+        question = row_question(row, question_field, row_at(path, n), fields_hint)
         try:
             spec = tests_from_row(row)
         except R1kitError as exc:
@@ -156,15 +156,17 @@ class CodeTask:
 
     def __init__(self, train_file, test_file=None, question_field: str = "question",
                  instruction: str = "r1kit", timeout: float | None = None,
-                 max_cases: int = 0):
+                 max_cases: int = 0, fields_hint: str = "set question_field to the question's"):
         named = test_file or train_file
         self.name = Path(named).stem if named else "code"
         text = instruction_text(instruction)
-        self._train = read_code_examples(train_file, question_field, text) if train_file else []
+        self._train = read_code_examples(train_file, question_field, text, fields_hint) \
+            if train_file else []
         if max_cases:  # the training rows' rewards run their first max_cases cases only
             self._train = [replace(e, meta={**e.meta, "max_cases": max_cases})
                            for e in self._train]
-        self._test = read_code_examples(test_file, question_field, text) if test_file else []
+        self._test = read_code_examples(test_file, question_field, text, fields_hint) \
+            if test_file else []
         self.limits = code_limits(timeout)
 
     def train_examples(self) -> list[Example]:
