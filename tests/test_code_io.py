@@ -379,7 +379,8 @@ def test_calls_are_scored_on_what_the_function_returns() -> None:
                 {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[9]]}},
                 {"input_output": {"fn_name": "gcd", "inputs": [[12, 18]], "outputs": [[6]]}},
                 {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[9]]}},
-                {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[[7, 2]]]}}]
+                {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[[7, 2]]]}},
+                {"input_output": {"fn_name": "f", "inputs": [[7, 2]], "outputs": [[9]]}}]
         programs = ["class Solution:\n    def f(self, a, b) -> List[int]:\n"
                     "        return ceil(deepcopy(a) / b)\n",
                     "def f(d):\n    return d[1] + d[2]\n",
@@ -389,9 +390,10 @@ def test_calls_are_scored_on_what_the_function_returns() -> None:
                     # LiveCodeBench's io, sys and json names
                     "from math import gcd\n",
                     "def f(a, b):\n    stderr.write('x' * 300_000)\n    return a + b\n",
-                    "def f(a, b):\n    return loads(StringIO(dumps([a, b])).read())\n"]
+                    "def f(a, b):\n    return loads(StringIO(dumps([a, b])).read())\n",
+                    "def f(a, b):\n    return np.sum(np.array([a, b]))\n"]  # APPS' np
         scored = score_code_rows(rows, [answer(p) for p in programs], limits=LIMITS, pool=pool)
-        assert [s for s, _ in scored] == [1.0] * 7, scored
+        assert [s for s, _ in scored] == [1.0] * 8, scored
 
 
 def test_a_code_task_asks_call_problems_for_the_function(tmp_path) -> None:

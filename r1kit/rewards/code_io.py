@@ -31,7 +31,8 @@ here either. Where this differs from those judges: a tuple is a list at any dept
 convert the outer one); a returned dict's keys compare as JSON's text keys (APPS makes the
 expected dict's keys numbers); APPS' wrapped outputs ([v] for v) accept v only where the
 list holds one value (APPS accepts the first of any list); a module-level function of that
-name is called where class Solution lacks the method; numpy is not imported for the program.
+name is called where class Solution lacks the method; APPS' `np` (numpy) is there only for a
+program that names `np.` (its import costs a tenth of a second).
 
 Schemas (`io_cases_from_row`), the first present wins:
 - `input_output` (APPS, TACO): a JSON object (or its text) with `inputs` and `outputs`, and
@@ -461,8 +462,8 @@ def io_cases_from_row(row: dict) -> IOCases | None:
 # with fractions and time as APPS' judge adds them, and its recursion limit. They are the
 # module's builtins (call_source): found by name as the judges give them, but not the
 # program's own bindings, so that a program that defines no `add` is not given operator's
-# while one that imports `gcd` from math has its own. Not numpy (APPS' `np`): its import
-# would cost every case a tenth of a second; a program that uses it imports it.
+# while one that imports `gcd` from math has its own. APPS' `np` (numpy) only for a program
+# that names `np.` (_NUMPY): its import would cost every case a tenth of a second.
 _STAR = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
          "statistics", "itertools", "functools", "operator", "io", "sys", "json", "builtins",
          "typing")
@@ -470,6 +471,8 @@ CALL_NAMES = ("".join(f"from {m} import *\n" for m in _STAR)
               + "import " + ", ".join([m for m in _STAR if m != "builtins"]
                                       + ["fractions", "time"]) + "\n"
               + "sys.setrecursionlimit(50000)\n")
+_NUMPY = "try:\n    import numpy as np\nexcept ImportError:\n    pass\n"
+_USES_NP = re.compile(r"(?<![\w.])np\.")
 _RETURNED = "\x1er1kit-returned\x1e"  # starts the line that carries the call's return value
 _CALL_DRIVER = """\
 def _r1kit_call(source, name, names, mark, int_keys):
@@ -538,7 +541,8 @@ def call_source(code: str, name: str, int_keys: bool = False) -> str:
     APPS' judge gives it). What the program prints is discarded; the returned value goes to
     stdout as JSON after a mark. The expected value is never in the process: the parent
     compares."""
-    return _CALL_DRIVER % (code, name, CALL_NAMES, _RETURNED, int_keys)
+    names = CALL_NAMES + (_NUMPY if _USES_NP.search(code) else "")
+    return _CALL_DRIVER % (code, name, names, _RETURNED, int_keys)
 
 
 _MISSING = object()
