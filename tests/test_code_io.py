@@ -5,6 +5,7 @@ the expected output instead of computing it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_each_dataset_schema_gives_the_same_cases() -> None:
     assert (cf.cases, cf.tolerance) == (CASES, 0.0)
     assert spec_of({"official_tests": pairs, "generated_tests": 17}).cases == CASES
     # assert-style tests win where a row has both
-    assert not isinstance(spec_of({"tests": ["assert True"], "test_cases": pairs}), IOCases)
+    assert not isinstance(spec_of({"tests": ["assert f(1) == 2"], "test_cases": pairs}), IOCases)
 
 
 @pytest.mark.parametrize("row, message", [
@@ -149,6 +150,20 @@ def test_programs_are_scored_on_each_case_and_cannot_see_the_expected_output() -
         assert scored[-1][1]["status"] == "error"
         # no code: no run
         assert score_code_rows(rows, ["no code here"], pool=pool)[0][1]["status"] == "no_code"
+        # rows from a sequence that builds each row anew (as a datasets.Dataset does)
+
+        class Rows(Sequence):
+            def __len__(self):
+                return 4
+
+            def __getitem__(self, i):
+                if i >= 4:
+                    raise IndexError(i)
+                return {"tests": [f"assert f() == {i}"]}
+
+        scored = score_code_rows(Rows(), [answer(f"def f():\n    return {i}\n")
+                                          for i in (0, 1, 2, 0)], limits=LIMITS, pool=pool)
+        assert [s for s, _ in scored] == [1.0, 1.0, 1.0, 0.0]
 
 
 def test_an_outcome_does_not_depend_on_how_many_cases_ran_at_once() -> None:
@@ -269,6 +284,13 @@ def test_function_call_cases_of_each_layout() -> None:
     assert (texts.call, texts.cases) == ("total", lcb.cases[:1])
     listed = spec_of({"tests": json.dumps(["assert add(1, 2) == 3"])})
     assert not isinstance(listed, IOCases) and listed.tests == ("assert add(1, 2) == 3",)
+    # an empty column of another layout is not that layout (HumanEval's filler assert True
+    # among real checks is no reason to refuse)
+    assert spec_of({"tests": None, "test_list": None, "test": None,
+                    "input_output": {"fn_name": "add", "inputs": [[1, 2]], "outputs": [[3]]}}
+                   ).call == "add"
+    assert spec_of({"test": "def check(candidate):\n    assert True\n"
+                            "    assert candidate(1) == 2\n", "entry_point": "f"}).tests
 
 
 @pytest.mark.parametrize("row, message", [
@@ -276,8 +298,19 @@ def test_function_call_cases_of_each_layout() -> None:
     # among assert statements
     ({"tests": ["[x for x in range(2)] == [0, 1]"]}, "not asserted"),
     ({"test_list": ["assert f(1) == 2", "f(2) == 3"]}, "not asserted"),
-    ({"tests": ["assert f(1) == 2", '{"input": "1", "output": "2"}']}, "only a value"),
-    ({"tests": ["'f(1) == 2'"]}, "only a value"),
+    ({"tests": ["assert f(1) == 2", '{"input": "1", "output": "2"}']}, "asserts nothing"),
+    ({"tests": ["'f(1) == 2'"]}, "asserts nothing"),
+    ({"tests": ["assert True"]}, "asserts nothing"),
+    ({"tests": ["# f(1) == 2"]}, "it is empty"),
+    ({"tests": [""]}, "it is empty"),
+    ({"tests": ["assert (f(1) == 2, 'f')"]}, "a tuple"),
+    ({"tests": ["f(1) == 2 and f(2) == 4"]}, "not asserted"),
+    ({"tests": ["print(f(1) == 2)"]}, "not asserted"),
+    ({"tests": ["if True:\n    [f(1) == 2]"]}, "not asserted"),
+    ({"test": "from solution import f\ndef test_f():\n    f(1) == 2\n"}, "not asserted"),
+    ({"test": "def check(candidate):\n    candidate(1) == 2\n", "entry_point": "f"},
+     "not asserted"),
+    ({"tests": "{" + '"a":[' * 1000}, "not JSON"),
     ({"tests": "[" * 100_000}, "nested too deeply"),
     ({"tests": 'assert f(1) == 2'}, "list of strings"),
     ({"public_test_cases": [{"input": "1", "output": "2", "testtype": "functional"}]},
@@ -349,6 +382,7 @@ def test_calls_are_scored_on_what_the_function_returns() -> None:
         # but one the program imports is
         "only imports": "from math import *\n",
         "imports it": "from operator import add\n",
+        "adds a builtin": "import builtins\nbuiltins.K = 0\ndef add(a, b):\n    return a + b + K\n",
         # what would crash a JSON reader: nesting deeper than its recursion limit
         "deep": "import json\njson.dumps = lambda *a, **k: '[' * 50000\n"
                 "def add(a, b):\n    return a + b\n",
@@ -363,7 +397,7 @@ def test_calls_are_scored_on_what_the_function_returns() -> None:
                        "no function": (0.0, 0, "error"), "reads stdin": (0.0, 0, "ok"),
                        "frames": (0.0, 0, "ok"), "raises": (0.0, 0, "error"),
                        "exits": (0.0, 0, "ok"), "only imports": (0.0, 0, "error"),
-                       "imports it": (1.0, 3, "ok"),
+                       "imports it": (1.0, 3, "ok"), "adds a builtin": (1.0, 3, "ok"),
                        "deep": (0.0, 0, "ok")}, got
         # LiveCodeBench compares the value itself: 3, not [3]
         scored = score_code_rows([lcb] * 2, [answer(programs["function"]),

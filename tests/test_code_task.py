@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 from conftest import REPO, one_grpo_step_on, write_jsonl
@@ -79,11 +80,11 @@ def test_code_task_checks_its_file_before_any_stage(tmp_path):
     recipe = str(REPO / "recipes" / "zero-tiny.toml")
     with pytest.raises(R1kitError, match="task = 'code' in a grpo stage needs a train_file"):
         load_recipe(recipe, ["stages.zero.task=\"code\""])
-    bad = _file(tmp_path, [{"question": "q", "tests": ["assert True"]}, {"question": "q2"}],
+    bad = _file(tmp_path, [{"question": "q", "tests": ["assert f(1) == 2"]}, {"question": "q2"}],
                 "bad.jsonl")
     with pytest.raises(R1kitError, match=r"bad.jsonl:2: the row has no tests"):
         CodeTask(bad)
-    typo = _file(tmp_path, [{"prompt": "q", "tests": ["assert True"]}], "typo.jsonl")
+    typo = _file(tmp_path, [{"prompt": "q", "tests": ["assert f(1) == 2"]}], "typo.jsonl")
     with pytest.raises(R1kitError, match="no field 'question'") as info:
         CodeTask(typo)
     assert "question_field" in str(info.value)
@@ -238,8 +239,8 @@ def test_code_max_cases_caps_the_training_rows_cases_only(tmp_path):
     (train,), (test,) = capped.train_examples(), capped.test_examples()
     assert capped.verify_batch([half, right, half], [train, train, test]) == [1.0, 1.0, 0.0]
     assert full.verify_batch([half], full.train_examples()) == [0.0]
-    # where the first N cases all expect nothing, the cut goes on to the first that expects
-    # something: a program that does nothing does not pass
+    # where the first N cases all expect the same (here nothing), the cut adds the first
+    # that expects another output: a program that does nothing, or prints a constant, fails
     quiet = _file(tmp_path, [{"question": "Print a + b, or nothing for 0 0.", "test_cases": [
         {"input": "0 0\n", "output": ""}, {"input": "0 0\n", "output": "\n"}, *cases]}],
         name="quiet.jsonl")
@@ -249,8 +250,16 @@ def test_code_max_cases_caps_the_training_rows_cases_only(tmp_path):
     capped = task("stages.zero.code_max_cases=2", f'stages.zero.train_file="{quiet}"')
     (train,) = capped.train_examples()
     assert capped.verify_batch([nothing, some], [train, train]) == [0.0, 1.0]
-    assert IOCases(cases=(("", ""), ("", ""), ("", "1"), ("", "2"))).first(2).cases == (
-        ("", ""), ("", ""), ("", "1"))
+    stdin = IOCases(cases=(("", "0\n"), ("", " 0"), ("", "0"), ("", "2"), ("", "3")))
+    assert stdin.first(2).cases == (("", "0\n"), ("", " 0"), ("", "2"))
+    assert stdin.first(4).cases == stdin.cases[:4]  # two outputs already: as it is
+    same = IOCases(cases=(("", "1"), ("", "1"), ("", "1")))
+    assert same.first(2).cases == same.cases[:2]  # (no other output to add)
+    # calls: APPS' [5] is 5 to a program (unwrap); LiveCodeBench's [5] is not
+    calls = IOCases(cases=(("[1]", "[5]"), ("[2]", "5"), ("[3]", "[5]"), ("[4]", "6")),
+                    call="f", unwrap=True)
+    assert calls.first(2).cases == (("[1]", "[5]"), ("[2]", "5"), ("[4]", "6"))
+    assert replace(calls, unwrap=False).first(2).cases == calls.cases[:2]
     with pytest.raises(R1kitError, match="code_max_cases: must be >= 0"):
         load_recipe(recipe, base + ["stages.zero.code_max_cases=-1"])
     with pytest.raises(R1kitError, match="code_max_cases: is for task = 'code'"):

@@ -91,7 +91,8 @@ def _string_list(row: dict, key: str) -> tuple[str, ...]:
             pass
     if isinstance(value, str) or not isinstance(value, Sequence) \
             or not all(isinstance(t, str) for t in value):
-        got = "text" if isinstance(value, str) else type(value).__name__
+        got = type(value).__name__ if not isinstance(value, str) else \
+            "text that is not JSON" if value.lstrip()[:1] == "[" else "text"
         raise R1kitError(f"field {key!r} must be a list of strings (test statements), or its "
                          f"JSON text, got {got}", "give the tests as a list such as "
                          "[\"assert add(1, 2) == 3\"]; input/output cases go under "
@@ -143,23 +144,75 @@ def _called(test: str) -> str:
     return test + "".join(f"\n{name}()" for name in calls)
 
 
+def _comparison(node: ast.AST) -> bool:
+    """Whether an expression is a comparison whose result is dropped where it stands as a
+    statement: `f(1) == 2`, joined by and/or, negated, in a list or tuple, or printed."""
+    if isinstance(node, ast.Compare):
+        return True
+    if isinstance(node, ast.BoolOp):
+        return any(_comparison(v) for v in node.values)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return _comparison(node.operand)
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return any(_comparison(v) for v in node.elts)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+        return any(_comparison(v) for v in node.args)
+    return False
+
+
+def _parsed(test: str) -> list[ast.stmt] | None:
+    if len(test) > 200_000:
+        return None
+    try:
+        return ast.parse(test).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # (it fails every program when it runs: no pass to forge)
+
+
+def _unasserted(test: str) -> str:
+    """Why test code passes whatever the program returns ("" where not): a comparison that
+    is not asserted (`add(1, 2) == 3` as a statement, anywhere in it), or an assert that
+    always holds (`assert (add(1, 2) == 3, "msg")`: a tuple is true)."""
+    body = _parsed(test)
+    for node in (n for s in body or () for n in ast.walk(s)):
+        if isinstance(node, ast.Expr) and _comparison(node.value):
+            return "it holds a comparison that is not asserted"
+        if isinstance(node, ast.Assert) and isinstance(node.test, ast.Tuple) \
+                and node.test.elts:
+            return "it holds an assert of a tuple, which always holds"
+    return ""
+
+
+def _idle(statement: ast.stmt) -> bool:
+    """Whether a statement checks nothing: `pass`, a bare value without a call (a dict
+    literal, a string), `assert True` (HumanEval's filler between its checks)."""
+    if isinstance(statement, ast.Pass):
+        return True
+    if isinstance(statement, ast.Assert):
+        return isinstance(statement.test, ast.Constant) and bool(statement.test.value)
+    return isinstance(statement, ast.Expr) and not any(
+        isinstance(n, (ast.Call, ast.Await, ast.Yield)) for n in ast.walk(statement))
+
+
 def _checks_nothing(test: str) -> str:
     """Why a test statement block can pass whatever the program does ("" where it can
-    fail): a bare comparison (`add(1, 2) == 3`, an assert without `assert`) or only bare
-    values (a dict literal, a string) and no call."""
-    if len(test) > 200_000:
-        return ""
-    try:
-        body = ast.parse(test).body
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return ""  # (it fails every program when it runs: no pass to forge)
-    if any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Compare) for s in body):
-        return "it holds a comparison that is not asserted"
-    if body and all(isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and not any(
-            isinstance(n, (ast.Call, ast.Await, ast.Yield)) for n in ast.walk(s)))
-                    for s in body):
-        return "it is only a value"
+    fail): _unasserted's, or nothing but comments and statements that check nothing
+    (_idle)."""
+    why = _unasserted(test)
+    if why:
+        return why
+    body = _parsed(test)
+    if body is not None and all(map(_idle, body)):
+        return "it asserts nothing" if body else "it is empty"
     return ""
+
+
+def _refuse(why: str, test: str, key: str) -> None:
+    if why:
+        shown = test if len(test) <= 80 else test[:77] + "..."
+        raise R1kitError(f"field {key!r}: the test {shown!r} checks nothing ({why}), so every "
+                         "program would pass it", "write each test as an assert statement "
+                         "(assert add(1, 2) == 3)")
 
 
 def _checked(tests: tuple[str, ...], key: str) -> tuple[str, ...]:
@@ -167,12 +220,7 @@ def _checked(tests: tuple[str, ...], key: str) -> tuple[str, ...]:
         raise R1kitError(f"field {key!r} is an empty list: the row has no tests",
                          "give each row at least one test, or drop the row")
     for test in tests:
-        why = _checks_nothing(test)
-        if why:
-            shown = test if len(test) <= 80 else test[:77] + "..."
-            raise R1kitError(f"field {key!r}: the test {shown!r} checks nothing ({why}), so "
-                             "every program would pass it", "write each test as an assert "
-                             "statement (assert add(1, 2) == 3)")
+        _refuse(_checks_nothing(test), test, key)
     return tuple(_called(t) for t in tests)
 
 
@@ -189,22 +237,24 @@ def tests_from_row(row: dict) -> TestSpec | IOCases:
     function-call cases (r1kit.rewards.code_io): those of a `tests` field that holds cases
     (DeepCoder's), or of a row with none of the fields above. A test that checks nothing (a
     bare comparison or value: every program would pass) is refused with a message."""
-    if "tests" in row and not holds_cases(row["tests"]):
+    if row.get("tests") is not None and not holds_cases(row["tests"]):
         tests = _checked(_string_list(row, "tests"), "tests")
         return TestSpec(tests=tests, setup=_module_setup(_optional_str(row, "setup"), tests))
-    if "test_list" in row:
+    if row.get("test_list") is not None:
         tests = _checked(_string_list(row, "test_list"), "test_list")
         return TestSpec(tests=tests,
                         setup=_module_setup(_optional_str(row, "test_setup_code"), tests))
-    if "test" in row and row.get("entry_point") is None and isinstance(row["test"], str) \
-            and _ANY_TEST.search(row["test"]):
+    if row.get("test") is not None and row.get("entry_point") is None \
+            and isinstance(row["test"], str) and _ANY_TEST.search(row["test"]):
         _uncallable(row["test"])
+        _refuse(_unasserted(row["test"]), row["test"], "test")
         names = tuple(dict.fromkeys(_TEST_FUNCTION.findall(row["test"])))
         # each test defines every test function again before its call: the candidate's code
         # (run by an earlier test) cannot have rebound the one it calls
         return TestSpec(tests=tuple(f"{row['test']}\n{name}()" for name in names),
                         setup=_module_setup("", (row["test"],)))
-    if "test" in row:
+    if row.get("test") is not None:
+        _refuse(_unasserted(_optional_str(row, "test")), row["test"], "test")
         entry = row.get("entry_point")
         if not isinstance(entry, str) or not _IDENTIFIER.fullmatch(entry):
             raise R1kitError("a HumanEval row needs 'entry_point', the name of the function "
@@ -347,6 +397,7 @@ def score_code_rows(rows: Sequence[dict], completions: Sequence[str | None] | No
     Results are in input order. `max_cases` (one for all rows, or one per row; 0: all) runs
     only the first that many input/output or call cases of a row (a training reward's cost
     on rows with hundreds of generated cases); assert-style tests all run."""
+    rows = list(rows)  # (read once, and alive until the end: their ids stay theirs)
     if completions is None:
         completions = [None] * len(rows)
     if len(completions) != len(rows):

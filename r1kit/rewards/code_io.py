@@ -51,8 +51,9 @@ Schemas (`io_cases_from_row`), the first present wins:
   objects of any of the kinds above, an object of two lists with `fn_name`, or their JSON
   text; functional cases call `metadata`'s func_name).
 A row's cases are in `IOCases.cases`, and all of them run, in order; a grpo stage's
-`code_max_cases` runs a training row's first N only (`IOCases.first`, which goes on past N
-where those N all expect nothing, so that a program doing nothing does not pass).
+`code_max_cases` runs a training row's first N only (`IOCases.first`, which adds the first
+case that expects another output where those N all expect the same, so that a program
+printing a constant, or nothing, does not pass).
 
 Refused with a message, because comparing their output as text would score right answers
 wrong: cases in another language, problems with a checker (`generated_checker`: several
@@ -120,16 +121,29 @@ class IOCases:
         object.__setattr__(self, "cases", tuple(tuple(c) for c in self.cases))
 
     def first(self, n: int) -> IOCases:
-        """These cases cut to the first `n` (a training reward's cost: `code_max_cases`), or
-        to the first that expects something where the first `n` all expect nothing (empty
-        output, None back): a program that does nothing must not pass the cut."""
+        """These cases cut to the first `n` (a training reward's cost: `code_max_cases`),
+        and, where those `n` all expect the same output, the first case after them that
+        expects another (where the row has one): a program that prints or returns a
+        constant, or nothing, must not pass the cut."""
         if n <= 0 or len(self.cases) <= n:
             return self
-        end = n
-        while end < len(self.cases) and all(_trivial(out, self.call)
-                                            for _, out in self.cases[:end]):
-            end += 1
-        return replace(self, cases=self.cases[:end])
+        first = self._expected(0)
+        if any(self._expected(i) != first for i in range(1, n)):
+            return replace(self, cases=self.cases[:n])
+        other = next((c for i, c in enumerate(self.cases[n:], n) if self._expected(i) != first),
+                     None)
+        return replace(self, cases=self.cases[:n] + ((other,) if other else ()))
+
+    def _expected(self, index: int) -> Any:
+        """A case's expected output as a program that gives one constant output would meet
+        it: a call's value (APPS' [v] as v), stdout's tokens."""
+        out = self.cases[index][1]
+        if not self.call:
+            return tuple(_SPACES.split(out.strip(" \t\r\n\f\v")))
+        value = json.loads(out)
+        if self.unwrap and isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        return json.dumps(value, sort_keys=True)
 
 
 def _trivial(expected: str, call: str) -> bool:
@@ -372,8 +386,8 @@ def holds_cases(value: Any) -> bool:
             value = json.loads(value)
         except RecursionError:  # (no list of statements: io_cases_from_row says why)
             return True
-        except ValueError:
-            return False
+        except ValueError:  # (statements never start with `{`: not JSON, as it says)
+            return value.lstrip()[:1] == "{"
     if isinstance(value, dict):
         return True
     return isinstance(value, (list, tuple)) and bool(value) \
@@ -462,7 +476,8 @@ def io_cases_from_row(row: dict) -> IOCases | None:
 # with fractions and time as APPS' judge adds them, and its recursion limit. They are the
 # module's builtins (call_source): found by name as the judges give them, but not the
 # program's own bindings, so that a program that defines no `add` is not given operator's
-# while one that imports `gcd` from math has its own. APPS' `np` (numpy) only for a program
+# while one that imports `gcd` from math has its own (the builtins module itself, so that a
+# program that adds a builtin sees it). APPS' `np` (numpy) only for a program
 # that names `np.` (_NUMPY): its import would cost every case a tenth of a second.
 _STAR = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
          "statistics", "itertools", "functools", "operator", "io", "sys", "json", "builtins",
@@ -491,15 +506,15 @@ def _r1kit_call(source, name, names, mark, int_keys):
     os.dup2(quiet, 2)  # the judges do not; a failure's last line goes to stderr
 
     def fail(why):
-        err.write(why[-2000:] + "\\n")
+        err.write(why[:2000] + "\\n")
         err.flush()
         raise SystemExit(1)
 
     given = {}
     exec(names, given)
     del given["__builtins__"]
+    builtins.__dict__.update(given)  # (the program's module holds its own bindings alone)
     module = types.ModuleType("solution")
-    module.__dict__["__builtins__"] = {**builtins.__dict__, **given}
     sys.modules["solution"] = module
 
     def plain(value):  # numbers of other types compare with == as the numbers they are

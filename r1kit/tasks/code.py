@@ -135,7 +135,7 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
             if not isinstance(starter, str) or _words(starter) in _words(shown):
                 starter = ""  # (the question shows it, however it is indented)
             asked = call_instruction(spec.call, starter) if spec.call else IO_INSTRUCTION
-        if "tests" not in row and "test_list" in row:  # MBPP's layout: asked as MBPP asks,
+        if row.get("tests") is None and row.get("test_list") is not None:  # MBPP's layout: asked as MBPP asks,
             # with its tests (they name the function), unless the question shows them
             shown = question if isinstance(question, str) else str(question)
             if not all(t.strip() in shown for t in row["test_list"]):
