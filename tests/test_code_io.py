@@ -11,6 +11,7 @@ import pytest
 
 from r1kit.errors import R1kitError
 from r1kit.rewards import code as code_reward
+from r1kit.rewards import code_io
 from r1kit.rewards.code import score_code_rows
 from r1kit.rewards.code_io import IOCases, outputs_match, returns_match
 from r1kit.sandbox import Limits, SandboxPool
@@ -148,6 +149,16 @@ def test_programs_are_scored_on_each_case_and_cannot_see_the_expected_output() -
                                  limits=LIMITS, pool=pool, pass_fraction=True)
         assert [s for s, _ in scored] == [0.0] * len(forgers), scored
         assert scored[-1][1]["status"] == "error"
+        # names LiveCodeBench's judge gives stdin programs (deque, gcd, stdin: its star
+        # imports), read without an import; its __main__ block runs
+        judged = ["q = deque(map(int, stdin.readline().split()))\nprint(sum(q) + gcd(0, 0))\n",
+                  "def main():\n    a, b = map(int, input().split())\n    print(a + b)\n"
+                  "if __name__ == '__main__':\n    main()\n",
+                  "print(deque)\n"]  # (runs, and prints the wrong output)
+        scored = score_code_rows(rows * 3, [answer(p) for p in judged], limits=LIMITS, pool=pool)
+        assert [s for s, _ in scored] == [1.0, 1.0, 0.0], scored
+        assert code_io.stdin_source(SUM) == SUM  # (imports nothing: run as it is)
+        assert code_io.stdin_source(judged[0]) != judged[0]
         # no code: no run
         assert score_code_rows(rows, ["no code here"], pool=pool)[0][1]["status"] == "no_code"
         # rows from a sequence that builds each row anew (as a datasets.Dataset does)
