@@ -123,6 +123,10 @@ def isolation(request) -> str:
     # a tagged block wins over a later untagged one (most often the program's output)
     ("<think>a</think>```python\nprint(add(1, 2))\n```\nIt prints:\n```\n3\n```",
      "print(add(1, 2))\n"),
+    # Markdown's other fence: ~~~, closed by ~~~ only (a ``` line inside is code)
+    ("<think>a</think>~~~python\nx = 1\n~~~", "x = 1\n"),
+    ("<think>a</think>~~~python\ns = \"\"\"\n```\n\"\"\"\n~~~", "s = \"\"\"\n```\n\"\"\"\n"),
+    ("<think>a</think>```python\nx = 1\n~~~\n```", "x = 1\n~~~\n"),
 ])
 def test_extract_code(response, expected) -> None:
     assert extract_code(response) == expected

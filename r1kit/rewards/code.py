@@ -2,9 +2,9 @@
 
     score, parts = score_code_row({"tests": ["assert add(1, 2) == 3"], "completion": text})
 
-The code is the last fenced block tagged Python (```python, ```py), or where there is none
-the last plain ``` block, of the answer part of the response: the text after the last </think> (nothing, if a <think> is never
-closed), and within it the last <answer>...</answer> when there is one. The same answer rule
+The code is the last fenced block tagged Python (```python, ```py; Markdown's ~~~ fences
+too), or where there is none the last plain ``` block, of the answer part of the response:
+the text after the last </think> (nothing, if a <think> is never closed), and within it the last <answer>...</answer> when there is one. The same answer rule
 as the math reward (r1kit/rewards/rule.py): code written only while reasoning is not an
 answer.
 
@@ -47,7 +47,7 @@ from r1kit.sandbox.pool import SandboxPool
 DEFAULT_LIMITS = Limits(wall_seconds=10.0, cpu_seconds=5.0, memory_bytes=1 << 30,
                         file_bytes=16 << 20, max_processes=32, max_output_bytes=256 << 10)
 
-_FENCE = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+.#-]*)[^\n]*$", re.MULTILINE)
+_FENCE = re.compile(r"^[ \t]*(```|~~~)[ \t]*([A-Za-z0-9_+.#-]*)[^\n]*$", re.MULTILINE)
 _PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -66,14 +66,21 @@ def extract_code(response: str) -> str | None:
     tail = answer_part(response)
     if tail is None:
         return None
-    fences = list(_FENCE.finditer(tail))
     tagged = plain = None
-    # Fence lines pair up in order (open, close), so a ```bash block's closing fence is never
-    # mistaken for the opening of a Python one; an unclosed last fence is not a block. The
-    # last block tagged python wins; an untagged one only where none is tagged (an untagged
-    # block after the code is most often its output: "Running it prints: ```3```").
-    for opening, closing in zip(fences[::2], fences[1::2]):
-        tag = opening.group(1).lower()
+    # Fence lines pair up in order (open, close: the next fence line of the same kind, ```
+    # or ~~~, as Markdown pairs them), so a ```bash block's closing fence is never mistaken
+    # for the opening of a Python one; an unclosed last fence is not a block. The last block
+    # tagged python wins; an untagged one only where none is tagged (an untagged block after
+    # the code is most often its output: "Running it prints: ```3```").
+    blocks, opening = [], None
+    for fence in _FENCE.finditer(tail):
+        if opening is None:
+            opening = fence
+        elif fence.group(1) == opening.group(1):
+            blocks.append((opening, fence))
+            opening = None
+    for opening, closing in blocks:
+        tag = opening.group(2).lower()
         if tag in _PYTHON_TAGS:
             body = tail[opening.end() + 1:closing.start()]
             if body.strip():
