@@ -60,9 +60,12 @@ _CODE_LINE = re.compile(
     r"|from [\w.]+ import |print\(|for \w+(\s*,\s*\w+)* in .+:\s*$)", re.M)
 
 
+_TILDE_FENCE = re.compile(r"^[ \t]*~~~", re.M)  # Markdown's other fence
+
+
 def code_in_cot(cot: str, **_) -> str | None:
     """Rejects a chain of thought holding a fenced code block or lines of Python."""
-    if "```" in cot:
+    if "```" in cot or _TILDE_FENCE.search(cot):
         return "a fenced code block"
     if _CODE_LINE.search(cot):
         return "a line of code"

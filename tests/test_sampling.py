@@ -39,6 +39,8 @@ def test_long_paragraph():
 def test_code_in_cot():
     assert code_in_cot("7 plus 2=9.") is None
     assert code_in_cot("let me compute\n```python\nprint(7+2)\n```") == "a fenced code block"
+    assert code_in_cot("let me compute\n~~~\n7+2\n~~~") == "a fenced code block"
+    assert code_in_cot("about 7~~~9") is None
     assert code_in_cot("first\ndef f(x):\n    return x") == "a line of code"
     assert code_in_cot("for i in range(3):\n  pass") == "a line of code"
     assert code_in_cot("I will print the answer") is None
