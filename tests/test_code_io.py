@@ -302,6 +302,9 @@ def test_function_call_cases_of_each_layout() -> None:
                    ).call == "add"
     assert spec_of({"test": "def check(candidate):\n    assert True\n"
                             "    assert candidate(1) == 2\n", "entry_point": "f"}).tests
+    # a comparison expected to raise (pytest.raises) is a check
+    assert spec_of({"test": "import pytest\nfrom solution import f\ndef test_f():\n"
+                            "    with pytest.raises(TypeError):\n        f('a') < 3\n"}).tests
 
 
 @pytest.mark.parametrize("row, message", [

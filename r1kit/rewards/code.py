@@ -180,14 +180,27 @@ def _unasserted(test: str) -> str:
     """Why test code passes whatever the program returns ("" where not): a comparison that
     is not asserted (`add(1, 2) == 3` as a statement, anywhere in it), or an assert that
     always holds (`assert (add(1, 2) == 3, "msg")`: a tuple is true)."""
-    body = _parsed(test)
-    for node in (n for s in body or () for n in ast.walk(s)):
+    todo = list(_parsed(test) or ())
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.With, ast.AsyncWith)) and any(
+                _expects_raise(item.context_expr) for item in node.items):
+            continue  # (pytest.raises: there the statement is expected to raise)
+        todo.extend(ast.iter_child_nodes(node))
         if isinstance(node, ast.Expr) and _comparison(node.value):
             return "it holds a comparison that is not asserted"
         if isinstance(node, ast.Assert) and isinstance(node.test, ast.Tuple) \
                 and node.test.elts:
             return "it holds an assert of a tuple, which always holds"
     return ""
+
+
+def _expects_raise(node: ast.AST) -> bool:
+    """Whether a with statement's context is pytest.raises or unittest's assertRaises."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", "")
+    return name in ("raises", "assertRaises", "assertRaisesRegex")
 
 
 def _idle(statement: ast.stmt) -> bool:
