@@ -219,6 +219,13 @@ def test_code_instruction_and_timeout_are_settings(tmp_path):
         load_recipe(recipe, ["stages.zero.code_timeout=3"])
 
 
+def test_mbpp_tests_as_json_text_are_shown_whole(tmp_path):
+    tests = ["assert f(1) == 2", "assert f(2) == 3"]
+    data = _file(tmp_path, [{"question": "Write f.", "test_list": json.dumps(tests)}])
+    (ex,) = CodeTask(None, data).test_examples()
+    assert all(t in ex.question for t in tests) and "\n[\n" not in ex.question
+
+
 def test_code_max_cases_caps_the_training_rows_cases_only(tmp_path):
     """code_max_cases = N: a training row's reward runs its first N input/output cases (a
     program right on those alone earns 1.0); the held-out rows run all of them."""
@@ -256,6 +263,11 @@ def test_code_max_cases_caps_the_training_rows_cases_only(tmp_path):
     same = IOCases(cases=(("", "1"), ("", "1"), ("", "1")))
     assert same.first(2).cases == same.cases[:2]  # (no other output to add)
     # calls: APPS' [5] is 5 to a program (unwrap); LiveCodeBench's [5] is not
+    near = IOCases(cases=(("", "0.5"), ("", "0.50"), ("", "1.5")))  # one constant meets both
+    assert near.first(2).cases == near.cases
+    loose = IOCases(cases=(("[1]", "[1]"), ("[2]", "1.0"), ("[3]", "[[1]]"), ("[4]", "7")),
+                    call="f", unwrap=True)  # 1 == 1.0 == [1] unwrapped: then 7
+    assert loose.first(2).cases == loose.cases[:2] + loose.cases[3:]
     calls = IOCases(cases=(("[1]", "[5]"), ("[2]", "5"), ("[3]", "[5]"), ("[4]", "6")),
                     call="f", unwrap=True)
     assert calls.first(2).cases == (("[1]", "[5]"), ("[2]", "5"), ("[4]", "6"))

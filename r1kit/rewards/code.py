@@ -153,7 +153,8 @@ def _called(test: str) -> str:
 
 def _comparison(node: ast.AST) -> bool:
     """Whether an expression is a comparison whose result is dropped where it stands as a
-    statement: `f(1) == 2`, joined by and/or, negated, in a list or tuple, or printed."""
+    statement: `f(1) == 2`, joined by and/or, negated, in a list or tuple (a printed one is
+    not: a debugging print beside the asserts)."""
     if isinstance(node, ast.Compare):
         return True
     if isinstance(node, ast.BoolOp):
@@ -162,8 +163,6 @@ def _comparison(node: ast.AST) -> bool:
         return _comparison(node.operand)
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
         return any(_comparison(v) for v in node.elts)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
-        return any(_comparison(v) for v in node.args)
     return False
 
 

@@ -135,23 +135,26 @@ class IOCases:
         constant, or nothing, must not pass the cut."""
         if n <= 0 or len(self.cases) <= n:
             return self
-        first = self._expected(0)
-        if any(self._expected(i) != first for i in range(1, n)):
+        first = self.cases[0][1]
+        if any(not self._alike(first, out) for _, out in self.cases[1:n]):
             return replace(self, cases=self.cases[:n])
-        other = next((c for i, c in enumerate(self.cases[n:], n) if self._expected(i) != first),
-                     None)
+        other = next((c for c in self.cases[n:] if not self._alike(first, c[1])), None)
         return replace(self, cases=self.cases[:n] + ((other,) if other else ()))
 
-    def _expected(self, index: int) -> Any:
-        """A case's expected output as a program that gives one constant output would meet
-        it: a call's value (APPS' [v] as v), stdout's tokens."""
-        out = self.cases[index][1]
+    def _alike(self, a: str, b: str) -> bool:
+        """Whether one constant output could meet both expected outputs: stdout within twice
+        the tolerance, call values equal with ==, either unwrapped from APPS' [v]."""
         if not self.call:
-            return tuple(_SPACES.split(out.strip(" \t\r\n\f\v")))
-        value = json.loads(out)
-        if self.unwrap and isinstance(value, list) and len(value) == 1:
-            value = value[0]
-        return json.dumps(value, sort_keys=True)
+            return outputs_match(a, b, 2 * self.tolerance)
+        x, y = json.loads(a), json.loads(b)
+        xs, ys = [x], [y]
+        if self.unwrap:
+            xs += [x[0]] if isinstance(x, list) and len(x) == 1 else []
+            ys += [y[0]] if isinstance(y, list) and len(y) == 1 else []
+        try:
+            return any(u == v for u in xs for v in ys)
+        except RecursionError:
+            return False
 
 
 def _trivial(expected: str, call: str) -> bool:

@@ -116,7 +116,7 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
     """The rows of a code data file as examples, checked: a question and tests in every row;
     `instruction` (instruction_text) follows each question; `fields_hint` ends a missing
     question field's hint."""
-    from r1kit.rewards.code import tests_from_row
+    from r1kit.rewards.code import _string_list, tests_from_row
     from r1kit.rewards.code_io import IOCases
     from r1kit.tasks.math import read_rows, row_at, row_question
     from r1kit.templates import with_instruction
@@ -138,8 +138,9 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
         if row.get("tests") is None and row.get("test_list") is not None:  # MBPP's layout: asked as MBPP asks,
             # with its tests (they name the function), unless the question shows them
             shown = question if isinstance(question, str) else str(question)
-            if not all(t.strip() in shown for t in row["test_list"]):
-                question = with_instruction(question, mbpp_tests_text(row["test_list"]))
+            listed = _string_list(row, "test_list")  # (its JSON text too)
+            if not all(t.strip() in shown for t in listed):
+                question = with_instruction(question, mbpp_tests_text(listed))
         out.append(Example(question=with_instruction(question, asked), answer="",
                            level=row.get("level") if isinstance(row.get("level"), int) else None,
                            meta={"row": row}))
