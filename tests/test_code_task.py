@@ -265,6 +265,8 @@ def test_code_max_cases_caps_the_training_rows_cases_only(tmp_path):
     # calls: APPS' [5] is 5 to a program (unwrap); LiveCodeBench's [5] is not
     near = IOCases(cases=(("", "0.5"), ("", "0.50"), ("", "1.5")))  # one constant meets both
     assert near.first(2).cases == near.cases
+    ints = IOCases(cases=(("", "1.0"), ("", "1"), ("", "2")))  # print(1) meets both
+    assert ints.first(2).cases == ints.cases
     loose = IOCases(cases=(("[1]", "[1]"), ("[2]", "1.0"), ("[3]", "[[1]]"), ("[4]", "7")),
                     call="f", unwrap=True)  # 1 == 1.0 == [1] unwrapped: then 7
     assert loose.first(2).cases == loose.cases[:2] + loose.cases[3:]
