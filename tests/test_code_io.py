@@ -5,6 +5,7 @@ the expected output instead of computing it."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 
 import pytest
@@ -158,6 +159,14 @@ def test_programs_are_scored_on_each_case_and_cannot_see_the_expected_output() -
         scored = score_code_rows(rows * 3, [answer(p) for p in judged], limits=LIMITS, pool=pool)
         assert [s for s, _ in scored] == [1.0, 1.0, 0.0], scored
         assert code_io.stdin_source(SUM) == SUM  # (imports nothing: run as it is)
+        code_io._judge_names.cache_clear()
+        before = sys.getrecursionlimit()
+        sys.setrecursionlimit(1234)
+        try:
+            code_io.stdin_source(judged[0])
+            assert sys.getrecursionlimit() == 1234  # (the scorer's own is left as it is)
+        finally:
+            sys.setrecursionlimit(before)
         assert code_io.stdin_source(judged[0]) != judged[0]
         # no code: no run
         assert score_code_rows(rows, ["no code here"], pool=pool)[0][1]["status"] == "no_code"

@@ -586,7 +586,9 @@ exec(compile(%r, "solution.py", "exec"), {"__name__": "__main__", "__builtins__"
 def _judge_names() -> frozenset[str]:
     """The names CALL_NAMES gives a program that the builtins do not."""
     given: dict = {}
-    exec(CALL_NAMES, given)  # (imports of the standard library only)
+    # (the standard library's imports only: not the judges' recursion limit, which would
+    # be this process's)
+    exec(CALL_NAMES.replace("sys.setrecursionlimit(50000)\n", ""), given)
     return frozenset(given) - set(vars(builtins))
 
 
