@@ -175,11 +175,11 @@ def _parsed(test: str) -> list[ast.stmt] | None:
         return None  # (it fails every program when it runs: no pass to forge)
 
 
-def _unasserted(test: str) -> str:
+def _unasserted(test: str, body: list[ast.stmt] | None = None) -> str:
     """Why test code passes whatever the program returns ("" where not): a comparison that
     is not asserted (`add(1, 2) == 3` as a statement, anywhere in it), or an assert that
     always holds (`assert (add(1, 2) == 3, "msg")`: a tuple is true)."""
-    todo = list(_parsed(test) or ())
+    todo = list((_parsed(test) if body is None else body) or ())
     while todo:
         node = todo.pop()
         if isinstance(node, (ast.With, ast.AsyncWith)) and any(
@@ -217,10 +217,10 @@ def _checks_nothing(test: str) -> str:
     """Why a test statement block can pass whatever the program does ("" where it can
     fail): _unasserted's, or nothing but comments and statements that check nothing
     (_idle)."""
-    why = _unasserted(test)
+    body = _parsed(test)
+    why = _unasserted(test, body)
     if why:
         return why
-    body = _parsed(test)
     if body is not None and all(map(_idle, body)):
         return "it asserts nothing" if body else "it is empty"
     return ""
