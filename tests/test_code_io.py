@@ -95,7 +95,7 @@ def test_each_dataset_schema_gives_the_same_cases() -> None:
     ({"test_cases": [{"input": "1", "output": "\ud800"}]}, "not valid Unicode"),
     ({"official_tests": [{"input": "1", "output": "1"}], "input_mode": "file"}, "input_mode"),
     ({"input_output": {"inputs": ["1", "2"], "outputs": ["1"]}}, "2 inputs but 1 outputs"),
-    ({"test_cases": []}, "holds no cases"),
+    ({"test_cases": []}, "field 'test_cases' is empty: the row has no tests"),
     ({"input_output": "{not json"}, "not JSON"),
     ({"test_cases": [{"input": "1"}]}, "'input' and 'output'"),
     ({"test_cases": [{"input": 1, "output": "1"}]}, "must be text"),
@@ -316,6 +316,25 @@ def test_function_call_cases_of_each_layout() -> None:
     # a comparison expected to raise (pytest.raises) is a check
     assert spec_of({"test": "import pytest\nfrom solution import f\ndef test_f():\n"
                             "    with pytest.raises(TypeError):\n        f('a') < 3\n"}).tests
+    # checks of other kinds: numpy's assert_*, a helper of the setup or of the test that
+    # asserts, a raise; a call beside a real check (a test that the program runs)
+    for row in ({"tests": ["import numpy as np\nnp.testing.assert_allclose(f(1), 2)"]},
+                {"tests": ["check(f)"], "setup": "def check(g):\n    assert g(1) == 2\n"},
+                {"tests": ["if f(1) != 2:\n    raise AssertionError('f(1)')"]},
+                {"tests": ["f(0)", "assert f(1) == 2"]},
+                {"test": "from solution import f\ndef same(x):\n    assert f(x) == x\n"
+                         "def test_f():\n    same(1)\n"}):
+        assert spec_of(row).tests, row
+    # an empty column of a file of several layouts is no layout (parquet gives each row
+    # every column)
+    assert spec_of({"tests": "", "test_list": [], "test": "", "entry_point": "",
+                    "test_cases": [{"input": "1", "output": "1"}]}).cases
+    assert spec_of({"test_cases": [], "test_list": ["assert f(1) == 2"]}).tests \
+        == ("assert f(1) == 2",)
+    # case objects and their JSON texts in one list
+    mixed = spec_of({"tests": [{"input": "1", "output": "2"}, json.dumps({"input": "3",
+                                                                         "output": "4"})]})
+    assert mixed.cases == IOCases(cases=(("1", "2"), ("3", "4"))).cases
 
 
 @pytest.mark.parametrize("row, message", [
@@ -335,6 +354,27 @@ def test_function_call_cases_of_each_layout() -> None:
     ({"test": "from solution import f\ndef test_f():\n    f(1) == 2\n"}, "not asserted"),
     ({"test": "def check(candidate):\n    candidate(1) == 2\n", "entry_point": "f"},
      "not asserted"),
+    # a check whose result is dropped: a predicate's call, a comprehension, a conditional
+    # expression, `:=`, a test function's return value (pytest ignores it)
+    ({"tests": ["import math\nmath.isclose(f(1), 2.0)"]}, "not asserted"),
+    ({"tests": ["all(f(x) == x for x in range(3))"]}, "not asserted"),
+    ({"tests": ["[f(x) == x for x in range(3)]"]}, "not asserted"),
+    ({"tests": ["f(1) == 2 if True else None"]}, "not asserted"),
+    ({"tests": ["(y := f(1) == 2)"]}, "not asserted"),
+    ({"test": "from solution import f\ndef test_f():\n    return f(1) == 2\n"},
+     "returns a comparison"),
+    # no test of the row can fail a program that runs: calls alone, a print, a check
+    # that reads nothing, a function that asserts and is never called, a test function
+    # without an assert
+    ({"tests": ["f(1)", "print(f(1) == 2)"]}, "no test of the row checks anything"),
+    ({"tests": ["def g():\n    assert 1 == 1\ng()"]}, "no test of the row checks"),
+    ({"tests": ["def g():\n    pass\ng()"]}, "no test of the row checks"),
+    ({"tests": ["def g():\n    assert f(1) == 2"]}, "no test of the row checks"),
+    ({"test_list": ["assert True", "f(1)"]}, "asserts nothing"),
+    ({"test": "from solution import f\ndef test_f():\n    f(1)\n"},
+     "no test of the row checks"),
+    ({"test": "def check(candidate):\n    candidate(1)\n", "entry_point": "f"},
+     "no test of the row checks"),
     ({"tests": "{" + '"a":[' * 1000}, "not JSON"),
     ({"tests": "[" * 100_000}, "nested too deeply"),
     ({"tests": 'assert f(1) == 2'}, "list of strings"),
@@ -344,6 +384,36 @@ def test_function_call_cases_of_each_layout() -> None:
 def test_tests_that_check_nothing_are_refused(row, message) -> None:
     with pytest.raises(R1kitError, match=message):
         spec_of(row)
+
+
+def test_a_program_without_the_function_fails_tests_that_expect_a_raise() -> None:
+    """Under pytest.raises(Exception) a program without the function raised NameError, the
+    exception expected, and passed."""
+    rows = [{"tests": ["import pytest\nwith pytest.raises(Exception):\n    f(-1)"]},
+            {"tests": ["import pytest\npytest.raises(ValueError, f, -1)"]},
+            {"test": "import pytest\nfrom solution import *\ndef test_f():\n"
+                     "    with pytest.raises(Exception):\n        f(-1)\n"},
+            {"tests": ["import unittest\nwith unittest.TestCase().assertRaises(Exception):\n"
+                       "    f(-1)"]},
+            # a star import binds names the syntax does not show: no names are read first
+            {"tests": ["from math import *\nimport pytest\nwith pytest.raises(ValueError):\n"
+                       "    sqrt(-1)", "assert f(1) == 1"]}]
+    right = answer("def f(x):\n    if x < 0:\n        raise ValueError(x)\n    return x\n")
+    missing = answer("def g(x):\n    raise ValueError(x)\n")
+    scores = score_code_rows([r for r in rows for _ in (0, 1)], [right, missing] * len(rows),
+                             limits=LIMITS)
+    assert [s for s, _ in scores] == [1.0, 0.0] * len(rows)
+
+
+def test_a_none_test_column_is_not_humaneval() -> None:
+    """A row with `tests` and HumanEval's `entry_point` and `prompt` but a None `test` is not
+    read as HumanEval's: an answer without a fence is not a function body to run."""
+    row = {"tests": ["assert f(1) == 1"], "test": None, "entry_point": "f",
+           "prompt": "def f(x):\n"}
+    assert score_code_rows([row], ["    return x\n"], limits=LIMITS)[0][1]["status"] \
+        == "no_code"
+    humaneval = dict(row, test="def check(candidate):\n    assert candidate(1) == 1\n")
+    assert score_code_rows([humaneval], ["    return x\n"], limits=LIMITS)[0][0] == 1.0
 
 
 def test_a_packed_pickle_that_names_any_code_is_not_run(tmp_path) -> None:

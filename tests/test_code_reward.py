@@ -165,7 +165,7 @@ def test_pytest_style_tests_are_called_and_empty_tests_refused() -> None:
         [(1.0, 1, 1), (1.0, 2, 2), (1.0, 1, 1)]
     assert [(s, p["passed"]) for s, p in score_code_rows(rows, [wrong] * 3)] == \
         [(0.0, 0), (0.0, 1), (0.0, 0)]
-    with pytest.raises(R1kitError, match="'tests' is an empty list"):
+    with pytest.raises(R1kitError, match="field 'tests' is empty"):
         spec_of({"tests": []})
     # a program that rebinds the test functions it can reach passes no test it did not pass
     forger = answer("def add(a, b):\n    g = globals()\n    for n in list(g):\n"

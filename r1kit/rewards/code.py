@@ -22,6 +22,16 @@ Tests come from the row, in one of these schemas (`tests_from_row`):
   never sees; function-call cases (`fn_name`) call the function on the case's arguments
   there, and the value it returns is compared.
 
+A column that is None, "" or an empty list counts as absent (a file of several layouts gives
+each row every layout's columns). Tests that every program passes are refused with a message:
+a test that is empty or idle (`pass`, `assert True`), a comparison or a predicate's call
+(`math.isclose(...)`) whose result is dropped, an assert of a tuple, a test function that
+returns a comparison, and a row where no test holds a check (an assert that reads a value, a
+raise, pytest.raises, an assert* call, or a call of a helper of the tests that holds one).
+In a test that expects a raise, the names the raising part reads and the tests do not
+define are read first, so a program without the function fails there instead of passing
+by its NameError.
+
 Reward: 1.0 when every test passes, else 0.0; with pass_fraction, passed / total. A pass is
 decided by r1kit/sandbox/harness.py, which a program cannot fake by exiting early or by
 printing; every program runs in r1kit/sandbox (bubblewrap when available).
@@ -30,6 +40,7 @@ printing; every program runs in r1kit/sandbox (bubblewrap when available).
 from __future__ import annotations
 
 import ast
+import builtins
 import json
 import re
 import textwrap
@@ -37,7 +48,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from r1kit.errors import R1kitError
-from r1kit.rewards.code_io import IOCases, IOOutcome, holds_cases, io_cases_from_row, run_io_many
+from r1kit.rewards.code_io import (
+    IO_KEYS,
+    IOCases,
+    IOOutcome,
+    holds_cases,
+    io_cases_from_row,
+    names_of,
+    present,
+    run_io_many,
+)
 from r1kit.rewards.rule import answer_region
 from r1kit.sandbox.harness import TestOutcome, TestSpec, run_tests_many
 from r1kit.sandbox.limits import Limits
@@ -151,10 +171,26 @@ def _called(test: str) -> str:
     return test + "".join(f"\n{name}()" for name in calls)
 
 
+# functions that answer a question and raise nothing when the answer is no: a call of one
+# whose result is dropped is a comparison left unasserted (`math.isclose(f(1), 2.0)`)
+_PREDICATES = frozenset({
+    "isclose", "allclose", "array_equal", "array_equiv", "equal", "equals", "all", "any",
+    "bool", "isinstance", "issubclass", "callable", "hasattr", "startswith", "endswith",
+    "issubset", "issuperset", "isdisjoint", "eq", "ne", "lt", "le", "gt", "ge", "contains"})
+
+
+def _name_of(func: ast.AST) -> str:
+    """The name a call calls: `f` of `f(...)`, `isclose` of `math.isclose(...)`."""
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else ""
+
+
 def _comparison(node: ast.AST) -> bool:
     """Whether an expression is a comparison whose result is dropped where it stands as a
-    statement: `f(1) == 2`, joined by and/or, negated, in a list or tuple (a printed one is
-    not: a debugging print beside the asserts)."""
+    statement: `f(1) == 2`, joined by and/or, negated, in a list, tuple, comprehension,
+    conditional expression or `:=`, or a call of a predicate (`math.isclose(...)`,
+    `all(...)`). A printed one is not: a debugging print beside the asserts."""
     if isinstance(node, ast.Compare):
         return True
     if isinstance(node, ast.BoolOp):
@@ -163,7 +199,17 @@ def _comparison(node: ast.AST) -> bool:
         return _comparison(node.operand)
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
         return any(_comparison(v) for v in node.elts)
-    return False
+    if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
+        return _comparison(node.elt)
+    if isinstance(node, ast.DictComp):
+        return _comparison(node.value)
+    if isinstance(node, ast.IfExp):
+        return _comparison(node.body) or _comparison(node.orelse)
+    if isinstance(node, ast.NamedExpr):
+        return _comparison(node.value)
+    if isinstance(node, ast.Await):
+        return _comparison(node.value)
+    return isinstance(node, ast.Call) and _name_of(node.func) in _PREDICATES
 
 
 def _parsed(test: str) -> list[ast.stmt] | None:
@@ -191,7 +237,88 @@ def _unasserted(test: str, body: list[ast.stmt] | None = None) -> str:
         if isinstance(node, ast.Assert) and isinstance(node.test, ast.Tuple) \
                 and node.test.elts:
             return "it holds an assert of a tuple, which always holds"
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                and node.name.startswith("test") and any(
+                    isinstance(n, ast.Return) and n.value is not None
+                    and _comparison(n.value) for n in _own_nodes(node.body)):
+            return f"its test function {node.name} returns a comparison, which pytest ignores"
     return ""
+
+
+def _own_nodes(body: list[ast.stmt]):
+    """The nodes of a block that run when it runs: not those of the functions, lambdas and
+    classes it defines (they run when called)."""
+    todo = list(body)
+    while todo:
+        node = todo.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
+                                 ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
+
+
+# calls that fail a test: unittest's and numpy's assert* (assertEqual, assert_allclose),
+# pytest's fail and raises, and the exits
+_FAILING_CALLS = frozenset({"fail", "raises", "assertRaises", "assertRaisesRegex", "exit",
+                            "_exit", "quit", "abort"})
+
+
+def _fixed(test: ast.expr) -> bool:
+    """Whether an assert's test reads nothing (`assert True`, `assert 1 == 1`): it always
+    holds or always fails, whatever the program does."""
+    return not any(isinstance(n, (ast.Name, ast.Call, ast.Attribute, ast.Subscript,
+                                  ast.Await, ast.Starred)) for n in ast.walk(test))
+
+
+def _holds_check(body: list[ast.stmt], functions: dict[str, ast.AST]) -> bool:
+    """Whether running a block can fail a test for what the program does: it asserts
+    something that reads a value, raises, expects a raise, calls an assert* function or
+    one that fails a test, or calls a function of the test code (`functions`) that does."""
+    seen: set[str] = set()
+    todo = list(_own_nodes(body))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Assert) and not _fixed(node.test) \
+                and not (isinstance(node.test, ast.Tuple) and node.test.elts):
+            return True
+        if isinstance(node, ast.Raise):
+            return True
+        if isinstance(node, (ast.With, ast.AsyncWith)) and any(
+                _expects_raise(item.context_expr) for item in node.items):
+            return True
+        if isinstance(node, ast.Call):
+            name = _name_of(node.func)
+            if name.startswith("assert") or name in _FAILING_CALLS:
+                return True
+            if name in functions and name not in seen:  # (a helper that asserts)
+                seen.add(name)
+                todo.extend(_own_nodes(functions[name].body))
+    return False
+
+
+def _functions(*texts: str) -> dict[str, ast.AST]:
+    """The functions the test code defines at any depth, by name (a helper the tests call)."""
+    found: dict[str, ast.AST] = {}
+    for text in texts:
+        for node in ast.walk(ast.Module(body=_parsed(text) or [], type_ignores=[])):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found.setdefault(node.name, node)
+    return found
+
+
+def _no_check(tests: tuple[str, ...], setup: str, key: str) -> None:
+    """An R1kitError where no test of a row holds a check (_holds_check): each would pass
+    every program that runs without raising. A test that does not parse fails every program,
+    so it is no pass to forge, and a row with one is left alone."""
+    functions = _functions(setup, *tests)
+    bodies = [_parsed(t) for t in tests]
+    if any(b is None for b in bodies) or any(_holds_check(b, functions) for b in bodies):
+        return
+    shown = tests[0] if len(tests[0]) <= 80 else tests[0][:77] + "..."
+    raise R1kitError(f"field {key!r}: no test of the row checks anything (the first: "
+                     f"{shown!r}): none asserts, so every program that runs would pass",
+                     "write each test as an assert statement (assert add(1, 2) == 3), or "
+                     "use pytest.raises or an assert* function")
 
 
 def _expects_raise(node: ast.AST) -> bool:
@@ -234,13 +361,50 @@ def _refuse(why: str, test: str, key: str) -> None:
                          "(assert add(1, 2) == 3)")
 
 
-def _checked(tests: tuple[str, ...], key: str) -> tuple[str, ...]:
+def _checked(tests: tuple[str, ...], key: str, setup: str) -> tuple[str, ...]:
     if not tests:
         raise R1kitError(f"field {key!r} is an empty list: the row has no tests",
                          "give each row at least one test, or drop the row")
     for test in tests:
         _refuse(_checks_nothing(test), test, key)
-    return tuple(_called(t) for t in tests)
+    called = tuple(_called(t) for t in tests)
+    _no_check(called, setup, key)
+    return tuple(_guarded(t, setup) for t in called)
+
+
+def _raising(node: ast.AST) -> list[ast.AST]:
+    """What a statement or expression expects to raise: the body of a `with
+    pytest.raises(...)` (or assertRaises), the callable and arguments of
+    `pytest.raises(E, f, x)`."""
+    if isinstance(node, (ast.With, ast.AsyncWith)) and any(
+            _expects_raise(item.context_expr) for item in node.items):
+        return list(node.body)
+    if isinstance(node, ast.Call) and _name_of(node.func) in (
+            "raises", "assertRaises", "assertRaisesRegex"):
+        return list(node.args[1:]) + [k.value for k in node.keywords]
+    return []
+
+
+def _guarded(test: str, setup: str) -> str:
+    """A test that expects a raise, with a first line that reads each name the raising
+    part reads and neither the test nor its setup binds (the program's functions): under
+    `pytest.raises(Exception)` a program that does not define the function would pass by
+    its NameError. The line raises that NameError outside the raising part instead."""
+    body = _parsed(test)
+    if not body or "__future__" in test:
+        return test
+    tree = ast.Module(body=body + (_parsed(setup) or []), type_ignores=[])
+    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
+           and n.module != "solution" for n in ast.walk(tree)):
+        return test  # (a star import binds names the syntax does not show)
+    regions = [r for node in ast.walk(tree) for r in _raising(node)]
+    if not regions:
+        return test
+    _, bound = names_of(tree)
+    read = set().union(*(names_of(r)[0] for r in regions))
+    names = sorted(n for n in read - bound - set(vars(builtins))
+                   if not (n.startswith("__") and n.endswith("__")))
+    return f"({', '.join(names)},)\n{test}" if names else test
 
 
 def _module_setup(setup: str, tests: tuple[str, ...]) -> str:
@@ -256,34 +420,43 @@ def tests_from_row(row: dict) -> TestSpec | IOCases:
     function-call cases (r1kit.rewards.code_io): those of a `tests` field that holds cases
     (DeepCoder's), or of a row with none of the fields above. A test that checks nothing (a
     bare comparison or value: every program would pass) is refused with a message."""
-    if row.get("tests") is not None and not holds_cases(row["tests"]):
-        tests = _checked(_string_list(row, "tests"), "tests")
-        return TestSpec(tests=tests, setup=_module_setup(_optional_str(row, "setup"), tests))
-    if row.get("test_list") is not None:
-        tests = _checked(_string_list(row, "test_list"), "test_list")
-        return TestSpec(tests=tests,
-                        setup=_module_setup(_optional_str(row, "test_setup_code"), tests))
-    if row.get("test") is not None and row.get("entry_point") is None \
+    if present(row, "tests") and not holds_cases(row["tests"]):
+        setup = _optional_str(row, "setup")
+        tests = _checked(_string_list(row, "tests"), "tests", setup)
+        return TestSpec(tests=tests, setup=_module_setup(setup, tests))
+    if present(row, "test_list"):
+        setup = _optional_str(row, "test_setup_code")
+        tests = _checked(_string_list(row, "test_list"), "test_list", setup)
+        return TestSpec(tests=tests, setup=_module_setup(setup, tests))
+    if present(row, "test") and not present(row, "entry_point") \
             and isinstance(row["test"], str) and _ANY_TEST.search(row["test"]):
         _uncallable(row["test"])
         _refuse(_unasserted(row["test"]), row["test"], "test")
         names = tuple(dict.fromkeys(_TEST_FUNCTION.findall(row["test"])))
         # each test defines every test function again before its call: the candidate's code
         # (run by an earlier test) cannot have rebound the one it calls
-        return TestSpec(tests=tuple(f"{row['test']}\n{name}()" for name in names),
+        tests = tuple(f"{row['test']}\n{name}()" for name in names)
+        _no_check(tests, "", "test")
+        return TestSpec(tests=tuple(_guarded(t, "") for t in tests),
                         setup=_module_setup("", (row["test"],)))
-    if row.get("test") is not None:
+    if present(row, "test"):
         _refuse(_unasserted(_optional_str(row, "test")), row["test"], "test")
         entry = row.get("entry_point")
         if not isinstance(entry, str) or not _IDENTIFIER.fullmatch(entry):
             raise R1kitError("a HumanEval row needs 'entry_point', the name of the function "
                              f"to check, got {entry!r}")
+        if "check" in _functions(row["test"]):  # (without it every program fails)
+            _no_check((f"check({entry})",), row["test"], "test")
         return TestSpec(tests=(f"check({entry})",), setup=_optional_str(row, "test"),
                         prelude=_optional_str(row, "prompt"))
     io = io_cases_from_row(row)
     if io is not None:
         return io
-    raise R1kitError("the row has no tests", "give 'tests' (and 'setup'), MBPP 'test_list' "
+    empty = [k for k in ("tests", "test_list", "test", *IO_KEYS) if k in row]
+    said = "" if not empty else f"field {empty[0]!r} is empty: " if len(empty) == 1 else \
+        f"fields {', '.join(map(repr, empty))} are empty: "
+    raise R1kitError(said + "the row has no tests",
+                     "give 'tests' (and 'setup'), MBPP 'test_list' "
                      "(and 'test_setup_code'), HumanEval 'test' and 'entry_point', pytest-style "
                      "test_* functions in 'test', or input/output cases ('test_cases', APPS' "
                      "'input_output', open-r1's 'verification_info')")
@@ -369,7 +542,7 @@ def _program(row: dict, code: str | None) -> str | None:
     """The program to test: the completion's code, or for a HumanEval row (`test`,
     `entry_point`, `prompt`) whose code does not define the entry point, the function's body
     alone (as HumanEval's completions are), put under the prompt's signature and docstring."""
-    if code is None or not ("test" in row and isinstance(row.get("entry_point"), str)
+    if code is None or not (present(row, "test") and isinstance(row.get("entry_point"), str)
                             and isinstance(row.get("prompt"), str)):
         return code
     if _binds(code, row["entry_point"]):
@@ -383,7 +556,7 @@ def _code_of(row: dict, completion: str) -> str | None:
     HumanEval row an answer without a fence that is Python under the prompt's signature (as
     HumanEval's own completions are: the function's body continuing the prompt)."""
     code = extract_code(completion)
-    if code is not None or not ("test" in row and isinstance(row.get("entry_point"), str)
+    if code is not None or not (present(row, "test") and isinstance(row.get("entry_point"), str)
                                 and isinstance(row.get("prompt"), str)):
         return code
     part = answer_part(completion)

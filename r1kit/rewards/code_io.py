@@ -386,6 +386,13 @@ def _json_object_text(value: Any) -> bool:
     return isinstance(value, str) and value.lstrip()[:1] == "{"
 
 
+def present(row: dict, key: str) -> bool:
+    """Whether a row has a field: a value that is not None, "" or an empty list (one file
+    of several layouts, a parquet export, gives each row every layout's columns, empty)."""
+    value = row.get(key)
+    return value is not None and not (isinstance(value, (str, list, tuple)) and not value)
+
+
 def holds_cases(value: Any) -> bool:
     """Whether a row's `tests` holds input/output or call cases (DeepCoder's rows: a list of
     case objects, or of their JSON texts, an object of inputs and outputs, or the JSON text
@@ -403,15 +410,14 @@ def holds_cases(value: Any) -> bool:
     if isinstance(value, dict):
         return True
     return isinstance(value, (list, tuple)) and bool(value) \
-        and (all(isinstance(v, dict) for v in value)
-             or all(_json_object_text(v) for v in value))
+        and all(isinstance(v, dict) or _json_object_text(v) for v in value)
 
 
 def io_cases_from_row(row: dict) -> IOCases | None:
     """The input/output cases of a row (module docstring), or None when it has none. Raises
     R1kitError, with a hint, for cases r1kit cannot judge fairly."""
     key = "tests" if holds_cases(row.get("tests")) else \
-        next((k for k in IO_KEYS if k in row and row[k] is not None), None)
+        next((k for k in IO_KEYS if present(row, k)), None)
     if key is None:
         return None
     for field, what in (("generated_checker", "a checker ('generated_checker'): several "
@@ -601,6 +607,12 @@ def _free_names(code: str) -> set[str]:
         tree = ast.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return set()
+    read, bound = names_of(tree)
+    return read - bound
+
+
+def names_of(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """(the names code reads, the names it binds in any scope), from its syntax."""
     read, bound = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
@@ -617,7 +629,7 @@ def _free_names(code: str) -> set[str]:
             bound.update(node.names)
         elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
             bound.add(node.name)
-    return read - bound
+    return read, bound
 
 
 def stdin_source(code: str) -> str:

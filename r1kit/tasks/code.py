@@ -117,7 +117,7 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
     `instruction` (instruction_text) follows each question; `fields_hint` ends a missing
     question field's hint."""
     from r1kit.rewards.code import _string_list, tests_from_row
-    from r1kit.rewards.code_io import IOCases
+    from r1kit.rewards.code_io import IOCases, present
     from r1kit.tasks.math import read_rows, row_at, row_question
     from r1kit.templates import with_instruction
 
@@ -135,8 +135,9 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
             if not isinstance(starter, str) or _words(starter) in _words(shown):
                 starter = ""  # (the question shows it, however it is indented)
             asked = call_instruction(spec.call, starter) if spec.call else IO_INSTRUCTION
-        if row.get("tests") is None and row.get("test_list") is not None:  # MBPP's layout: asked as MBPP asks,
-            # with its tests (they name the function), unless the question shows them
+        if not present(row, "tests") and present(row, "test_list"):  # MBPP's layout:
+            # asked as MBPP asks, with its tests (they name the function), unless the
+            # question shows them
             shown = question if isinstance(question, str) else str(question)
             listed = _string_list(row, "test_list")  # (its JSON text too)
             if not all(t.strip() in shown for t in listed):
