@@ -155,9 +155,13 @@ def test_programs_are_scored_on_each_case_and_cannot_see_the_expected_output() -
         judged = ["q = deque(map(int, stdin.readline().split()))\nprint(sum(q) + gcd(0, 0))\n",
                   "def main():\n    a, b = map(int, input().split())\n    print(a + b)\n"
                   "if __name__ == '__main__':\n    main()\n",
-                  "print(deque)\n"]  # (runs, and prints the wrong output)
-        scored = score_code_rows(rows * 3, [answer(p) for p in judged], limits=LIMITS, pool=pool)
-        assert [s for s, _ in scored] == [1.0, 1.0, 0.0], scored
+                  "print(deque)\n",  # (runs, and prints the wrong output)
+                  # its own class pickled: pickle finds it in sys.modules["__main__"]
+                  "import pickle\nclass P:\n    def __init__(s, v):\n        s.v = v\n"
+                  "q = deque(map(int, input().split()))\n"
+                  "print(pickle.loads(pickle.dumps(P(sum(q)))).v)\n"]
+        scored = score_code_rows(rows * 4, [answer(p) for p in judged], limits=LIMITS, pool=pool)
+        assert [s for s, _ in scored] == [1.0, 1.0, 0.0, 1.0], scored
         assert code_io.stdin_source(SUM) == SUM  # (imports nothing: run as it is)
         code_io._judge_names.cache_clear()
         before = sys.getrecursionlimit()

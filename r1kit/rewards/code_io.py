@@ -584,7 +584,11 @@ _given = {}
 exec(%r, _given)
 del _given["__builtins__"]
 _builtins.__dict__.update(_given)
-exec(compile(%r, "solution.py", "exec"), {"__name__": "__main__", "__builtins__": _builtins})
+import sys as _sys
+_main = type(_sys)("__main__")  # (a module of its own, in sys.modules: pickle finds its
+_main.__builtins__ = _builtins  # classes there)
+_sys.modules["__main__"] = _main
+exec(compile(%r, "solution.py", "exec"), _main.__dict__)
 """
 
 
