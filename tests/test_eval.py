@@ -279,6 +279,15 @@ def test_a_code_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):
     math.write_text(json.dumps({"question": "1 + 1?", "solution": "2", "test": "held out"})
                     + "\n")
     assert not is_code_file(str(math), "answer")
+    # a code file with an answer column (a reference solution) is code; one whose test
+    # columns are empty is not
+    with_answer = tmp_path / "with_answer.jsonl"
+    with_answer.write_text(json.dumps({"question": "Add.", "answer": "def add(a, b): ...",
+                                       "tests": ["assert add(1, 2) == 3"]}) + "\n")
+    assert is_code_file(str(with_answer))
+    with_answer.write_text(json.dumps({"question": "1 + 1?", "answer": "2", "tests": [],
+                                       "test_list": None}) + "\n")
+    assert not is_code_file(str(with_answer))
     assert load_benchmark(str(math), answer_field="solution").verify("2", load_benchmark(
         str(math), answer_field="solution").test_examples()[0]) == 1.0
 

@@ -192,19 +192,19 @@ def choice_field_of(name: str, choices_field: str = "") -> str | None:
 
 def is_code_file(name: str, answer_field: str = "answer") -> bool:
     """Whether a --bench entry is a file of code problems of your own: its first row has
-    tests in a schema of the code reward (r1kit.rewards.code: tests, test_list, test,
-    input/output cases) and no `answer_field`."""
-    from r1kit.rewards.code_io import IO_KEYS
+    tests in a schema of the code reward (r1kit.rewards.code: tests, test_list, input/output
+    cases, whatever other columns it has; or `test` and no `answer_field`)."""
+    from r1kit.rewards.code_io import IO_KEYS, present
     from r1kit.tasks.math import data_exists, read_rows
 
     if not is_data_file(name) or not data_exists(name):
         return False
     rows = read_rows(name)
     first = rows[0][1] if rows else {}
+    if any(present(first, key) for key in ("tests", "test_list", *IO_KEYS)):
+        return True  # (an answer column beside them: a reference solution, not a math answer)
     if answer_field in first:
         return False
-    if any(first.get(key) is not None for key in ("tests", "test_list", *IO_KEYS)):
-        return True
     # `test` alone: HumanEval's (with entry_point) or pytest-style test functions; a math
     # file's column named test is not
     test = first.get("test")
