@@ -201,10 +201,13 @@ def is_code_file(name: str, answer_field: str = "answer") -> bool:
         return False
     rows = read_rows(name)
     first = rows[0][1] if rows else {}
-    if any(present(first, key) for key in ("tests", "test_list", *IO_KEYS)):
+    keys = ("tests", "test_list", *IO_KEYS)
+    if any(present(first, key) for key in keys):
         return True  # (an answer column beside them: a reference solution, not a math answer)
     if answer_field in first:
         return False
+    if any(key in first for key in keys):
+        return True  # (empty: the code reader says so)
     # `test` alone: HumanEval's (with entry_point) or pytest-style test functions; a math
     # file's column named test is not
     test = first.get("test")
