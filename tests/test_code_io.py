@@ -327,7 +327,21 @@ def test_function_call_cases_of_each_layout() -> None:
                 {"tests": ["if f(1) != 2:\n    raise AssertionError('f(1)')"]},
                 {"tests": ["f(0)", "assert f(1) == 2"]},
                 {"test": "from solution import f\ndef same(x):\n    assert f(x) == x\n"
-                         "def test_f():\n    same(1)\n"}):
+                         "def test_f():\n    same(1)\n"},
+                # `assert False` where the program's call should have raised (KodCode's)
+                {"test": "from solution import f\ndef test_neg():\n    try:\n        f(-1)\n"
+                         "        assert False\n    except ValueError:\n        pass\n"},
+                {"tests": ["if f(1) != 2:\n    assert False, 'f(1)'"]},
+                # a helper of the tests' own named like a predicate, which asserts
+                {"test_list": ["equal(f(1), 2)"],
+                 "test_setup_code": "def equal(a, b):\n    assert a == b\n"},
+                # an assert in a class body (it runs), one raised again after a print
+                {"tests": ["class C:\n    assert f(1) == 2"]},
+                {"tests": ["try:\n    assert f(1) == 2\nexcept AssertionError:\n"
+                           "    print('f')\n    raise"]},
+                # a long setup of data is read
+                {"test_list": ["check(f, 1, 2)"], "test_setup_code": "DATA = [" + "1, " * 80_000
+                 + "]\ndef check(g, x, y):\n    assert g(x) == y\n"}):
         assert spec_of(row).tests, row
     # an empty column of a file of several layouts is no layout (parquet gives each row
     # every column)
@@ -364,21 +378,38 @@ def test_function_call_cases_of_each_layout() -> None:
     ({"tests": ["all(f(x) == x for x in range(3))"]}, "not asserted"),
     ({"tests": ["[f(x) == x for x in range(3)]"]}, "not asserted"),
     ({"tests": ["f(1) == 2 if True else None"]}, "not asserted"),
-    ({"tests": ["(y := f(1) == 2)"]}, "not asserted"),
+    ({"tests": ["(y := f(1) == 2)"]}, "no test of the row can fail"),
     ({"test": "from solution import f\ndef test_f():\n    return f(1) == 2\n"},
      "returns a comparison"),
     # no test of the row can fail a program that runs: calls alone, a print, a check
     # that reads nothing, a function that asserts and is never called, a test function
     # without an assert
-    ({"tests": ["f(1)", "print(f(1) == 2)"]}, "no test of the row checks anything"),
-    ({"tests": ["def g():\n    assert 1 == 1\ng()"]}, "no test of the row checks"),
-    ({"tests": ["def g():\n    pass\ng()"]}, "no test of the row checks"),
-    ({"tests": ["def g():\n    assert f(1) == 2"]}, "no test of the row checks"),
+    ({"tests": ["f(1)", "print(f(1) == 2)"]}, "no test of the row can fail"),
+    ({"tests": ["def g():\n    assert 1 == 1\ng()"]}, "no test of the row can fail"),
+    ({"tests": ["def g():\n    pass\ng()"]}, "no test of the row can fail"),
+    ({"tests": ["def g():\n    assert f(1) == 2"]}, "no test of the row can fail"),
     ({"test_list": ["assert True", "f(1)"]}, "asserts nothing"),
     ({"test": "from solution import f\ndef test_f():\n    f(1)\n"},
-     "no test of the row checks"),
+     "no test of the row can fail"),
     ({"test": "def check(candidate):\n    candidate(1)\n", "entry_point": "f"},
-     "no test of the row checks"),
+     "no test of the row can fail"),
+    # checks that cannot fail: an assert swallowed by its try, in a branch that never runs,
+    # under contextlib.suppress; an assert of a list; a raise only raised again
+    ({"tests": ["try:\n    assert f(1) == 2\nexcept Exception:\n    pass"]}, "can fail"),
+    ({"tests": ["try:\n    assert f(1) == 2\nexcept:\n    print('no')"]}, "can fail"),
+    ({"test": "def check(candidate):\n    try:\n        assert candidate(1) == 2\n"
+              "    except AssertionError:\n        pass\n", "entry_point": "f"}, "can fail"),
+    ({"tests": ["if False:\n    assert f(1) == 2", "while 0:\n    assert f(1) == 2"]},
+     "can fail"),
+    ({"tests": ["import contextlib\nwith contextlib.suppress(Exception):\n"
+                "    assert f(1) == 2"]}, "can fail"),
+    ({"tests": ["assert [f(1) == 2, 'f']"]}, "assert of a list"),
+    ({"tests": ["try:\n    f(1)\nexcept Exception:\n    raise"]}, "can fail"),
+    # too long or too deep to check
+    ({"tests": ["pass\n" * 500_000]}, "too long to check"),
+    ({"tests": ["x if y else " * 2000 + "f(1) == 2"]}, "nested too deeply|not asserted"),
+    ({"tests": ["not " * 2000 + "f(1) == 2"]}, "nested too deeply|not asserted"),
+    ({"tests": [{"input": "1", "output": "2"}, "assert f(1) == 2"]}, "mixes case objects"),
     ({"tests": "{" + '"a":[' * 1000}, "not JSON"),
     ({"tests": "[" * 100_000}, "nested too deeply"),
     ({"tests": 'assert f(1) == 2'}, "list of strings"),
@@ -401,12 +432,24 @@ def test_a_program_without_the_function_fails_tests_that_expect_a_raise() -> Non
                        "    f(-1)"]},
             # a star import binds names the syntax does not show: no names are read first
             {"tests": ["from math import *\nimport pytest\nwith pytest.raises(ValueError):\n"
-                       "    sqrt(-1)", "assert f(1) == 1"]}]
+                       "    sqrt(-1)", "assert f(1) == 1"]},
+            # the function as an attribute of the module solution
+            {"test": "import pytest\nimport solution\ndef test_f():\n"
+                     "    with pytest.raises(Exception):\n        solution.f(-1)\n"},
+            {"test": "import pytest\nimport solution as s\ndef test_f():\n"
+                     "    pytest.raises(Exception, s.f, -1)\n"}]
     right = answer("def f(x):\n    if x < 0:\n        raise ValueError(x)\n    return x\n")
     missing = answer("def g(x):\n    raise ValueError(x)\n")
     scores = score_code_rows([r for r in rows for _ in (0, 1)], [right, missing] * len(rows),
                              limits=LIMITS)
     assert [s for s, _ in scores] == [1.0, 0.0] * len(rows)
+    # pytest-style: a test function reads first only the names its own raising part reads
+    # (the pass fraction of a program with f and without g)
+    row = {"test": "import pytest\nfrom solution import *\ndef test_f():\n"
+                   "    assert f(1) == 1\ndef test_g():\n    with pytest.raises(Exception):\n"
+                   "        g(-1)\n"}
+    scored = score_code_rows([row], [right], limits=LIMITS, pass_fraction=True)
+    assert (scored[0][1]["passed"], scored[0][1]["total"]) == (1, 2)
 
 
 def test_a_none_test_column_is_not_humaneval() -> None:

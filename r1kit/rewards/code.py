@@ -120,6 +120,8 @@ def _string_list(row: dict, key: str) -> tuple[str, ...]:
             or not all(isinstance(t, str) for t in value):
         got = type(value).__name__ if not isinstance(value, str) else \
             "text that is not JSON" if value.lstrip()[:1] == "[" else "text"
+        if isinstance(value, list) and any(isinstance(t, dict) for t in value):
+            got = "a list that mixes case objects and other items"
         raise R1kitError(f"field {key!r} must be a list of strings (test statements), or its "
                          f"JSON text, got {got}", "give the tests as a list such as "
                          "[\"assert add(1, 2) == 3\"]; input/output cases go under "
@@ -186,81 +188,139 @@ def _name_of(func: ast.AST) -> str:
     return func.id if isinstance(func, ast.Name) else ""
 
 
-def _comparison(node: ast.AST) -> bool:
+def _comparison(node: ast.AST, own: frozenset[str] = frozenset()) -> bool:
     """Whether an expression is a comparison whose result is dropped where it stands as a
-    statement: `f(1) == 2`, joined by and/or, negated, in a list, tuple, comprehension,
-    conditional expression or `:=`, or a call of a predicate (`math.isclose(...)`,
-    `all(...)`). A printed one is not: a debugging print beside the asserts."""
+    statement: `f(1) == 2`, joined by and/or, negated, in a list, tuple, comprehension or
+    conditional expression, or a call of a predicate (`math.isclose(...)`, `all(...)`) that
+    is not a function of the tests' own (`own`: a helper named `equal` may assert). A
+    printed one is not: a debugging print beside the asserts."""
     if isinstance(node, ast.Compare):
         return True
     if isinstance(node, ast.BoolOp):
-        return any(_comparison(v) for v in node.values)
+        return any(_comparison(v, own) for v in node.values)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-        return _comparison(node.operand)
+        return _comparison(node.operand, own)
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return any(_comparison(v) for v in node.elts)
+        return any(_comparison(v, own) for v in node.elts)
     if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
-        return _comparison(node.elt)
+        return _comparison(node.elt, own)
     if isinstance(node, ast.DictComp):
-        return _comparison(node.value)
+        return _comparison(node.value, own)
     if isinstance(node, ast.IfExp):
-        return _comparison(node.body) or _comparison(node.orelse)
-    if isinstance(node, ast.NamedExpr):
-        return _comparison(node.value)
+        return _comparison(node.body, own) or _comparison(node.orelse, own)
     if isinstance(node, ast.Await):
-        return _comparison(node.value)
-    return isinstance(node, ast.Call) and _name_of(node.func) in _PREDICATES
+        return _comparison(node.value, own)
+    return isinstance(node, ast.Call) and _name_of(node.func) in _PREDICATES - own
+
+
+_LONGEST_TEST = 2_000_000  # characters: a test beyond it is refused, not parsed
 
 
 def _parsed(test: str) -> list[ast.stmt] | None:
-    if len(test) > 200_000:
+    """A test's statements; None where it does not parse (it fails every program when it
+    runs: no pass to forge) or is too long to parse (_too_long refuses it)."""
+    if len(test) > _LONGEST_TEST:
         return None
     try:
         return ast.parse(test).body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None  # (it fails every program when it runs: no pass to forge)
+        return None
 
 
-def _unasserted(test: str, body: list[ast.stmt] | None = None) -> str:
+def _too_long(test: str) -> str:
+    return f"it is too long to check (over {_LONGEST_TEST:,} characters)" \
+        if len(test) > _LONGEST_TEST else ""
+
+
+def _list_literal(test: ast.expr) -> bool:
+    """A non-empty tuple, list or set written out: true whatever it holds."""
+    return isinstance(test, (ast.Tuple, ast.List, ast.Set)) and bool(test.elts)
+
+
+def _unasserted(test: str, body: list[ast.stmt] | None = None,
+                own: frozenset[str] = frozenset()) -> str:
     """Why test code passes whatever the program returns ("" where not): a comparison that
-    is not asserted (`add(1, 2) == 3` as a statement, anywhere in it), or an assert that
-    always holds (`assert (add(1, 2) == 3, "msg")`: a tuple is true)."""
+    is not asserted (`add(1, 2) == 3` as a statement, anywhere in it), an assert that
+    always holds (`assert (add(1, 2) == 3, "msg")`: a tuple is true), or a test function
+    that returns a comparison. `own`: the names of the tests' own functions."""
+    if _too_long(test):
+        return _too_long(test)
     todo = list((_parsed(test) if body is None else body) or ())
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.With, ast.AsyncWith)) and any(
-                _expects_raise(item.context_expr) for item in node.items):
-            continue  # (pytest.raises: there the statement is expected to raise)
-        todo.extend(ast.iter_child_nodes(node))
-        if isinstance(node, ast.Expr) and _comparison(node.value):
-            return "it holds a comparison that is not asserted"
-        if isinstance(node, ast.Assert) and isinstance(node.test, ast.Tuple) \
-                and node.test.elts:
-            return "it holds an assert of a tuple, which always holds"
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
-                and node.name.startswith("test") and any(
-                    isinstance(n, ast.Return) and n.value is not None
-                    and _comparison(n.value) for n in _own_nodes(node.body)):
-            return f"its test function {node.name} returns a comparison, which pytest ignores"
+    try:
+        while todo:
+            node = todo.pop()
+            if isinstance(node, (ast.With, ast.AsyncWith)) and any(
+                    _expects_raise(item.context_expr) for item in node.items):
+                continue  # (pytest.raises: there the statement is expected to raise)
+            todo.extend(ast.iter_child_nodes(node))
+            if isinstance(node, ast.Expr) and _comparison(node.value, own):
+                return "it holds a comparison that is not asserted"
+            if isinstance(node, ast.Assert) and _list_literal(node.test):
+                return (f"it holds an assert of a {type(node.test).__name__.lower()}, which "
+                        "always holds")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                    and node.name.startswith("test") and any(
+                        isinstance(n, ast.Return) and n.value is not None
+                        and _comparison(n.value, own) for n in _running(node.body)):
+                return (f"its test function {node.name} returns a comparison, which pytest "
+                        "ignores")
+    except RecursionError:
+        return "it is nested too deeply to check"
     return ""
 
 
-def _own_nodes(body: list[ast.stmt]):
-    """The nodes of a block that run when it runs: not those of the functions, lambdas and
-    classes it defines (they run when called)."""
+def _constant_false(test: ast.expr) -> bool:
+    """False, 0, None or "" written out, or `not` of a true constant."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        return isinstance(test.operand, ast.Constant) and bool(test.operand.value)
+    return isinstance(test, ast.Constant) and not test.value
+
+
+_BROAD = frozenset({"Exception", "BaseException", "AssertionError"})
+
+
+def _swallows(handler: ast.ExceptHandler) -> bool:
+    """Whether an except clause catches a failed assert and lets it go: it catches
+    AssertionError (bare, Exception, BaseException, AssertionError) and raises nothing."""
+    kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    broad = handler.type is None or any(_name_of(k) in _BROAD for k in kinds if k is not None)
+    return broad and not any(isinstance(n, ast.Raise) or (
+        isinstance(n, ast.Call) and _failing(_name_of(n.func)))
+        for n in ast.walk(ast.Module(body=handler.body, type_ignores=[])))
+
+
+def _running(body: list[ast.stmt]):
+    """The nodes of a block that run, and can fail it, when it runs: not those of the
+    functions and lambdas it defines (they run when called; a class body runs), of a branch
+    that never runs (`if False:`, `while 0:`), of `contextlib.suppress`, or of a try whose
+    except clause lets a failed assert go (_swallows)."""
     todo = list(body)
     while todo:
         node = todo.pop()
         yield node
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
-                                 ast.ClassDef)):
-            todo.extend(ast.iter_child_nodes(node))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        skip: list = []
+        if isinstance(node, (ast.If, ast.While)) and _constant_false(node.test):
+            skip = node.body
+        elif isinstance(node, (ast.With, ast.AsyncWith)) and any(
+                _name_of(getattr(item.context_expr, "func", item.context_expr)) == "suppress"
+                for item in node.items):
+            skip = node.body
+        elif isinstance(node, ast.Try) and any(map(_swallows, node.handlers)):
+            skip = node.body
+        todo.extend(child for child in ast.iter_child_nodes(node)
+                    if not any(child is s for s in skip))
 
 
 # calls that fail a test: unittest's and numpy's assert* (assertEqual, assert_allclose),
 # pytest's fail and raises, and the exits
 _FAILING_CALLS = frozenset({"fail", "raises", "assertRaises", "assertRaisesRegex", "exit",
                             "_exit", "quit", "abort"})
+
+
+def _failing(name: str) -> bool:
+    return name.startswith("assert") or name in _FAILING_CALLS
 
 
 def _fixed(test: ast.expr) -> bool:
@@ -271,28 +331,30 @@ def _fixed(test: ast.expr) -> bool:
 
 
 def _holds_check(body: list[ast.stmt], functions: dict[str, ast.AST]) -> bool:
-    """Whether running a block can fail a test for what the program does: it asserts
-    something that reads a value, raises, expects a raise, calls an assert* function or
-    one that fails a test, or calls a function of the test code (`functions`) that does."""
+    """Whether running a block can fail a test for what the program does (_running's
+    nodes): it asserts something that reads a value, or `assert False` (in a branch: the
+    try that expects a raise), raises an exception, expects a raise, calls an assert*
+    function or one that fails a test, or calls a function of the test code (`functions`)
+    that does. A bare `raise` (a caught exception raised again) is none."""
     seen: set[str] = set()
-    todo = list(_own_nodes(body))
+    todo = list(_running(body))
     while todo:
         node = todo.pop()
-        if isinstance(node, ast.Assert) and not _fixed(node.test) \
-                and not (isinstance(node.test, ast.Tuple) and node.test.elts):
+        if isinstance(node, ast.Assert) and not _list_literal(node.test) \
+                and (not _fixed(node.test) or _constant_false(node.test)):
             return True
-        if isinstance(node, ast.Raise):
+        if isinstance(node, ast.Raise) and node.exc is not None:
             return True
         if isinstance(node, (ast.With, ast.AsyncWith)) and any(
                 _expects_raise(item.context_expr) for item in node.items):
             return True
         if isinstance(node, ast.Call):
             name = _name_of(node.func)
-            if name.startswith("assert") or name in _FAILING_CALLS:
+            if _failing(name):
                 return True
             if name in functions and name not in seen:  # (a helper that asserts)
                 seen.add(name)
-                todo.extend(_own_nodes(functions[name].body))
+                todo.extend(_running(functions[name].body))
     return False
 
 
@@ -306,19 +368,22 @@ def _functions(*texts: str) -> dict[str, ast.AST]:
     return found
 
 
-def _no_check(tests: tuple[str, ...], setup: str, key: str) -> None:
+def _no_check(tests: tuple[str, ...], setup: str, key: str, shown: str = "") -> None:
     """An R1kitError where no test of a row holds a check (_holds_check): each would pass
     every program that runs without raising. A test that does not parse fails every program,
-    so it is no pass to forge, and a row with one is left alone."""
+    so it is no pass to forge, and a row with one is left alone. `shown`: the row's text to
+    quote (default: its first test)."""
     functions = _functions(setup, *tests)
     bodies = [_parsed(t) for t in tests]
     if any(b is None for b in bodies) or any(_holds_check(b, functions) for b in bodies):
         return
-    shown = tests[0] if len(tests[0]) <= 80 else tests[0][:77] + "..."
-    raise R1kitError(f"field {key!r}: no test of the row checks anything (the first: "
-                     f"{shown!r}): none asserts, so every program that runs would pass",
-                     "write each test as an assert statement (assert add(1, 2) == 3), or "
-                     "use pytest.raises or an assert* function")
+    shown = shown or tests[0]
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise R1kitError(f"field {key!r}: no test of the row can fail ({shown!r}): none holds an "
+                     "assert that reads a value, a raise, pytest.raises or an assert* call, "
+                     "so every program that runs would pass", "write each test as an assert "
+                     "statement (assert add(1, 2) == 3), or use pytest.raises or an assert* "
+                     "function")
 
 
 def _expects_raise(node: ast.AST) -> bool:
@@ -340,12 +405,12 @@ def _idle(statement: ast.stmt) -> bool:
         isinstance(n, (ast.Call, ast.Await, ast.Yield)) for n in ast.walk(statement))
 
 
-def _checks_nothing(test: str) -> str:
+def _checks_nothing(test: str, own: frozenset[str] = frozenset()) -> str:
     """Why a test statement block can pass whatever the program does ("" where it can
     fail): _unasserted's, or nothing but comments and statements that check nothing
-    (_idle)."""
+    (_idle). `own`: the names of the tests' own functions."""
     body = _parsed(test)
-    why = _unasserted(test, body)
+    why = _unasserted(test, body, own)
     if why:
         return why
     if body is not None and all(map(_idle, body)):
@@ -356,6 +421,9 @@ def _checks_nothing(test: str) -> str:
 def _refuse(why: str, test: str, key: str) -> None:
     if why:
         shown = test if len(test) <= 80 else test[:77] + "..."
+        if why.startswith(("it is too long", "it is nested too deeply")):
+            raise R1kitError(f"field {key!r}: the test {shown!r} cannot be checked for "
+                             f"whether it can fail ({why})", "shorten it, or drop the row")
         raise R1kitError(f"field {key!r}: the test {shown!r} checks nothing ({why}), so every "
                          "program would pass it", "write each test as an assert statement "
                          "(assert add(1, 2) == 3)")
@@ -365,8 +433,9 @@ def _checked(tests: tuple[str, ...], key: str, setup: str) -> tuple[str, ...]:
     if not tests:
         raise R1kitError(f"field {key!r} is an empty list: the row has no tests",
                          "give each row at least one test, or drop the row")
+    own = frozenset(_functions(setup, *tests))
     for test in tests:
-        _refuse(_checks_nothing(test), test, key)
+        _refuse(_checks_nothing(test, own), test, key)
     called = tuple(_called(t) for t in tests)
     _no_check(called, setup, key)
     return tuple(_guarded(t, setup) for t in called)
@@ -385,11 +454,14 @@ def _raising(node: ast.AST) -> list[ast.AST]:
     return []
 
 
-def _guarded(test: str, setup: str) -> str:
+def _guarded(test: str, setup: str, only: str = "") -> str:
     """A test that expects a raise, with a first line that reads each name the raising
-    part reads and neither the test nor its setup binds (the program's functions): under
-    `pytest.raises(Exception)` a program that does not define the function would pass by
-    its NameError. The line raises that NameError outside the raising part instead."""
+    part reads and neither the test nor its setup binds (the program's functions), and each
+    attribute it reads of the module `solution` (pytest-style tests' view of the program):
+    under `pytest.raises(Exception)` a program that does not define the function would pass
+    by its NameError (AttributeError). The line raises that error outside the raising part
+    instead. `only`: the test function this test calls (pytest-style tests: the raising
+    parts of the others are not this test's)."""
     body = _parsed(test)
     if not body or "__future__" in test:
         return test
@@ -397,13 +469,29 @@ def _guarded(test: str, setup: str) -> str:
     if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
            and n.module != "solution" for n in ast.walk(tree)):
         return test  # (a star import binds names the syntax does not show)
-    regions = [r for node in ast.walk(tree) for r in _raising(node)]
+    if only:  # the module's own statements, and the body of the test function called
+        parts, todo = [], list(body)
+        while todo:
+            node = todo.pop()
+            parts.append(node)
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                todo.extend(ast.iter_child_nodes(node))
+        parts += [n for f in body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  and f.name == only for n in ast.walk(f)]
+    else:
+        parts = list(ast.walk(ast.Module(body=body, type_ignores=[])))
+    regions = [r for node in parts for r in _raising(node)]
     if not regions:
         return test
     _, bound = names_of(tree)
     read = set().union(*(names_of(r)[0] for r in regions))
     names = sorted(n for n in read - bound - set(vars(builtins))
                    if not (n.startswith("__") and n.endswith("__")))
+    modules = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
+               for a in n.names if a.name == "solution"}
+    names += sorted({f"__import__('solution').{n.attr}" for r in regions for n in ast.walk(r)
+                     if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)
+                     and isinstance(n.value, ast.Name) and n.value.id in modules})
     return f"({', '.join(names)},)\n{test}" if names else test
 
 
@@ -431,22 +519,24 @@ def tests_from_row(row: dict) -> TestSpec | IOCases:
     if present(row, "test") and not present(row, "entry_point") \
             and isinstance(row["test"], str) and _ANY_TEST.search(row["test"]):
         _uncallable(row["test"])
-        _refuse(_unasserted(row["test"]), row["test"], "test")
+        _refuse(_unasserted(row["test"], own=frozenset(_functions(row["test"]))),
+                row["test"], "test")
         names = tuple(dict.fromkeys(_TEST_FUNCTION.findall(row["test"])))
         # each test defines every test function again before its call: the candidate's code
         # (run by an earlier test) cannot have rebound the one it calls
         tests = tuple(f"{row['test']}\n{name}()" for name in names)
-        _no_check(tests, "", "test")
-        return TestSpec(tests=tuple(_guarded(t, "") for t in tests),
+        _no_check(tests, "", "test", row["test"])
+        return TestSpec(tests=tuple(_guarded(t, "", only=name) for t, name in zip(tests, names)),
                         setup=_module_setup("", (row["test"],)))
     if present(row, "test"):
-        _refuse(_unasserted(_optional_str(row, "test")), row["test"], "test")
+        test = _optional_str(row, "test")
+        _refuse(_unasserted(test, own=frozenset(_functions(test))), test, "test")
         entry = row.get("entry_point")
         if not isinstance(entry, str) or not _IDENTIFIER.fullmatch(entry):
             raise R1kitError("a HumanEval row needs 'entry_point', the name of the function "
                              f"to check, got {entry!r}")
         if "check" in _functions(row["test"]):  # (without it every program fails)
-            _no_check((f"check({entry})",), row["test"], "test")
+            _no_check((f"check({entry})",), row["test"], "test", row["test"])
         return TestSpec(tests=(f"check({entry})",), setup=_optional_str(row, "test"),
                         prelude=_optional_str(row, "prompt"))
     io = io_cases_from_row(row)
