@@ -27,10 +27,11 @@ each row every layout's columns). Tests that every program passes are refused wi
 a test that is empty or idle (`pass`, `assert True`), a comparison or a predicate's call
 (`math.isclose(...)`) whose result is dropped, an assert of a tuple, a test function that
 returns a comparison, and a row where no test holds a check (an assert that reads a value, a
-raise, pytest.raises, an assert* call, or a call of a helper of the tests that holds one).
-In a test that expects a raise, the names the raising part reads and the tests do not
-define are read first, so a program without the function fails there instead of passing
-by its NameError.
+raise, pytest.raises, an assert* call, or a call of a helper of the tests that holds one; not
+under a try whose except clause lets a failed assert go, in a branch that never runs, or
+under contextlib.suppress). In a test that expects a raise, the names (and attributes of
+the module `solution`) the raising part reads and the tests do not define are read first,
+so a program without the function fails there instead of passing by its NameError.
 
 Reward: 1.0 when every test passes, else 0.0; with pass_fraction, passed / total. A pass is
 decided by r1kit/sandbox/harness.py, which a program cannot fake by exiting early or by
