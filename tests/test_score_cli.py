@@ -179,7 +179,8 @@ def test_code_reward_wiring(tmp_path, capsys, monkeypatch) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [
         {"completion": "a", "tests": ["assert f(1) == 2"], "setup": ""},
         {"completion": "bb", "test_list": ["assert f(1) == 2"], "test_setup_code": ""},
-        {"completion": "ccc", "test": "def check(f): pass", "entry_point": "f"}])
+        {"completion": "ccc", "test": "def check(f):\n    assert f(1) == 2",
+         "entry_point": "f"}])
     assert main(["score", "--reward", "code", "--input", str(src),
                  "--set", "pass_fraction=true", "--set", "timeout=3"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
