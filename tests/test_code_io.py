@@ -125,6 +125,25 @@ def test_outputs_compare_by_tokens_with_a_tolerance_for_decimals(got, expected, 
     assert not outputs_match("0.142857", "0.14285714285714285714", tolerance=0.0)  # exact
 
 
+@pytest.mark.parametrize("got, expected, same", [
+    ("3.0", "3", True), ("0.50\n", "0.5", True), ("1e3", "1000", True),  # exact decimals
+    ("0.3333334", "0.333333", False),  # no tolerance
+    ("1 2", "1\n2", False), ("1\n\n2", "1\n2", False),  # the lines count
+    ("  a  \r\nb\n\n", "a\nb", True), ("YES", "Yes", False), ("", "\n", True),
+])
+def test_livecodebench_outputs_compare_by_lines_as_its_judge(got, expected, same) -> None:
+    """LiveCodeBench's rows are judged as its own grader judges stdout, so that its figures
+    are its figures: stripped lines, each the same text or the same Decimal numbers."""
+    assert code_io.lines_match(got, expected) is same
+    if expected.strip():  # (a row whose outputs are all empty is refused)
+        row = {"public_test_cases": [{"input": "3\n", "output": expected,
+                                      "testtype": "stdin"}]}
+        assert spec_of(row).by_lines and not spec_of({"test_cases": [
+            {"input": "3\n", "output": expected}]}).by_lines
+        scored = score_code_rows([row], [answer(f"print({got!r}, end='')\n")], limits=LIMITS)
+        assert scored[0][0] == (1.0 if same else 0.0)
+
+
 def test_programs_are_scored_on_each_case_and_cannot_see_the_expected_output() -> None:
     rows = [{"test_cases": [{"input": i, "output": o} for i, o in CASES]}]
     right, wrong = answer(SUM), answer(DIFF)

@@ -16,7 +16,10 @@ floating-point answers. Integers and words compare exactly (`YES` is not `Yes`),
 everything in open-r1's Codeforces rows (`official_tests`): there, a problem with several
 right outputs has a checker, and those rows are refused. Tokens are separated by ASCII
 whitespace, as the judges' checkers read them; line breaks and trailing spaces do not
-matter. Numbers are ASCII.
+matter. Numbers are ASCII. LiveCodeBench's rows (`public_test_cases`, `private_test_cases`)
+are compared as its own judge compares them (`lines_match`): line by line, each line's words
+equal as text or as exact decimals (`3.0` is `3` there; no tolerance), and the count of
+lines too.
 
 A stdin program runs as it is, unless it reads, without importing or defining it, a name
 that LiveCodeBench's judge gives the programs it runs (its star imports: `deque`, `gcd`,
@@ -91,6 +94,7 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from r1kit.errors import R1kitError
@@ -124,6 +128,8 @@ class IOCases:
     call: str = ""
     # APPS' rule for call cases: an expected value [v] also accepts v as the return value
     unwrap: bool = False
+    # stdout compared as LiveCodeBench's judge compares it (lines_match) instead of by tokens
+    by_lines: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cases", tuple(tuple(c) for c in self.cases))
@@ -145,6 +151,8 @@ class IOCases:
         """Whether one constant output could meet both expected outputs: stdout within twice
         the tolerance, call values equal with ==, either unwrapped from APPS' [v]."""
         if not self.call:
+            if self.by_lines:
+                return lines_match(a, b)
             return outputs_match(a, b, 2 * self.tolerance) \
                 or outputs_match(b, a, 2 * self.tolerance)  # ("1" meets both "1" and "1.0")
         x, y = json.loads(a), json.loads(b)
@@ -194,6 +202,29 @@ def outputs_match(got: str, expected: str, tolerance: float = FLOAT_TOLERANCE) -
         fx, fy = float(x), float(y)
         if not (math.isfinite(fx) and math.isfinite(fy)) \
                 or abs(fx - fy) > tolerance * max(1.0, abs(fy)):
+            return False
+    return True
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.strip().split("\n")]
+
+
+def lines_match(got: str, expected: str) -> bool:
+    """Whether a program's stdout answers a case as LiveCodeBench's judge decides it: the
+    same number of lines once the whole text and each line are stripped, and each line the
+    same text, or the same numbers (its whitespace-separated words read as Decimal: `3.0`
+    is `3`, `0.50` is `0.5`, but `0.3333334` is not `0.333333`)."""
+    a, b = _lines(got), _lines(expected)
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x == y:
+            continue
+        try:
+            if [Decimal(w) for w in x.split()] != [Decimal(w) for w in y.split()]:
+                return False
+        except (InvalidOperation, ValueError):
             return False
     return True
 
@@ -484,7 +515,8 @@ def io_cases_from_row(row: dict) -> IOCases | None:
                                                 "that prints nothing passes"),
                          "drop the row, or give its outputs")
     return IOCases(cases=tuple((i, o) for i, o, _, _ in cases), tolerance=tolerance,
-                   call=call, unwrap=bool(call) and all(u for *_, u in cases))
+                   call=call, unwrap=bool(call) and all(u for *_, u in cases),
+                   by_lines=key in _LIVECODEBENCH and not call)
 
 
 # What a call case's program sees before its own code: the names LiveCodeBench's judge
@@ -705,6 +737,8 @@ class _Row:
         expected = self.spec.cases[index][1]
         if self.spec.call:
             return returns_match(result.stdout, expected, self.spec.unwrap)
+        if self.spec.by_lines:
+            return lines_match(result.stdout, expected)
         return outputs_match(result.stdout, expected, self.spec.tolerance)
 
     def done(self, index: int, future: Future) -> None:
