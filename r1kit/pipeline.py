@@ -89,6 +89,20 @@ def _shown(keys: list[str]) -> str:
     return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
 
 
+def _more_steps(changed: list[str], previous: dict, resolved: dict, names: list[str]
+                ) -> tuple[str, int] | None:
+    """(stage, its old steps) where the first refused change raises a stage's `steps`: the
+    way to train it further is a stage that starts from its model."""
+    stage = stage_of(changed[0], names)
+    if stage is None or changed[0] != f"stages.{stage}.steps":
+        return None
+    old = (previous.get("stages") or {}).get(stage, {}).get("steps")
+    new = resolved["stages"].get(stage, {}).get("steps")
+    if isinstance(old, int) and isinstance(new, int) and new > old:
+        return stage, old
+    return None
+
+
 def _holds_results(stage_dir: Path) -> bool:
     """Whether a stage directory holds what a run would keep: the stage done, or a
     checkpoint it would resume from."""
@@ -389,6 +403,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
         if changed:
             shown = _shown(changed)
             stage = stage_of(changed[0], names)
+            more = _more_steps(changed, previous, resolved, names)
             raise R1kitError(
                 f"{run_dir} holds a run with other settings: {shown}"
                 + (f" (with --from {from_stage}, the stages before it are kept as they are)"
@@ -398,7 +413,11 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                               if stage in recipe.stages else
                               f" (--from {next(iter(recipe.stages))}: [run]'s settings apply "
                               "to every stage)" if stage is None and from_stage is None
-                              else ""))
+                              else "")
+                + (f"; to train stage {more[0]!r} further without starting it over, keep its "
+                   f"steps at {more[1]} and add a stage after it with model = \"{more[0]}\" "
+                   f"and the steps to add (its optimizer, and its reference model for the KL "
+                   "term, start from there)" if more else ""))
     distributed.wait_for_main()  # every rank has compared before rank 0 writes
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -592,6 +592,11 @@ def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, c
     assert main([*args, "--set", "stages.zero.lr=0.5"]) == 2
     err = capsys.readouterr().err
     assert "other settings: stages.zero.lr" in err and "--from zero" in err
+    # more steps for a finished stage: the message says how to train it further
+    assert main([*args, "--set", "stages.zero.steps=3"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings: stages.zero.steps" in err and "keep its steps at 1 and add a " \
+        "stage after it with model = \"zero\"" in err
     assert main([*args, "--set", "stages.base.lr=0.5", "--from", "zero"]) == 2
     err = capsys.readouterr().err
     assert "stages.base.lr" in err and "stages before it are kept" in err
