@@ -358,6 +358,13 @@ def test_function_call_cases_of_each_layout() -> None:
                 {"tests": ["class C:\n    assert f(1) == 2"]},
                 {"tests": ["try:\n    assert f(1) == 2\nexcept AssertionError:\n"
                            "    print('f')\n    raise"]},
+                # a helper passed by name (map, a thread's target), or called by a lambda;
+                # `ok or pytest.fail(...)`
+                {"setup": "def check(c):\n    assert f(c[0]) == c[1]\n",
+                 "tests": ["list(map(check, [(1, 2)]))"]},
+                {"setup": "def check(x, y):\n    assert f(x) == y\n",
+                 "tests": ["run = lambda: check(1, 2)\nrun()"]},
+                {"tests": ["import pytest\nisinstance(f(1), int) or pytest.fail('f(1)')"]},
                 # a long setup of data is read
                 {"test_list": ["check(f, 1, 2)"], "test_setup_code": "DATA = [" + "1, " * 80_000
                  + "]\ndef check(g, x, y):\n    assert g(x) == y\n"}):
@@ -424,6 +431,15 @@ def test_function_call_cases_of_each_layout() -> None:
                 "    assert f(1) == 2"]}, "can fail"),
     ({"tests": ["assert [f(1) == 2, 'f']"]}, "assert of a list"),
     ({"tests": ["try:\n    f(1)\nexcept Exception:\n    raise"]}, "can fail"),
+    # a loop over nothing; a helper defined twice whose later (running) definition checks
+    # nothing; a helper named assert_* that only compares; a generator test function
+    ({"tests": ["for x, y in []:\n    assert f(x) == y"]}, "can fail"),
+    ({"setup": "def same(a, b):\n    assert a == b\ndef same(a, b):\n    pass\n",
+      "tests": ["same(f(1), 2)"]}, "can fail"),
+    ({"setup": "def assert_equal(a, b):\n    return a == b\n",
+      "tests": ["assert_equal(f(1), 2)"]}, "can fail"),
+    ({"test": "from solution import f\ndef test_f():\n    assert f(1) == 2\n    yield\n"},
+     "can fail"),
     # too long or too deep to check
     ({"tests": ["pass\n" * 500_000]}, "too long to check"),
     ({"tests": ["x if y else " * 2000 + "f(1) == 2"]}, "nested too deeply|not asserted"),
@@ -456,7 +472,16 @@ def test_a_program_without_the_function_fails_tests_that_expect_a_raise() -> Non
             {"test": "import pytest\nimport solution\ndef test_f():\n"
                      "    with pytest.raises(Exception):\n        solution.f(-1)\n"},
             {"test": "import pytest\nimport solution as s\ndef test_f():\n"
-                     "    pytest.raises(Exception, s.f, -1)\n"}]
+                     "    pytest.raises(Exception, s.f, -1)\n"},
+            # in a helper of the setup, or of a pytest-style file
+            {"setup": "import pytest\ndef expect_error(x):\n    with pytest.raises(Exception):\n"
+                      "        f(x)\n", "tests": ["expect_error(-1)"]},
+            {"test": "import pytest\nfrom solution import *\ndef expect_error(x):\n"
+                     "    with pytest.raises(Exception):\n        f(x)\n"
+                     "def test_f():\n    expect_error(-1)\n"},
+            # a try whose except clause would catch the missing function's NameError
+            {"tests": ["try:\n    f(-1)\nexcept Exception:\n    pass\n"
+                       "else:\n    raise AssertionError('no error')"]}]
     right = answer("def f(x):\n    if x < 0:\n        raise ValueError(x)\n    return x\n")
     missing = answer("def g(x):\n    raise ValueError(x)\n")
     scores = score_code_rows([r for r in rows for _ in (0, 1)], [right, missing] * len(rows),
@@ -469,6 +494,15 @@ def test_a_program_without_the_function_fails_tests_that_expect_a_raise() -> Non
                    "        g(-1)\n"}
     scored = score_code_rows([row], [right], limits=LIMITS, pass_fraction=True)
     assert (scored[0][1]["passed"], scored[0][1]["total"]) == (1, 2)
+    # a correct program still passes: an attribute the test sets on solution is not read
+    # first; a pytest-style file's __main__ block does not run (pytest imports the file)
+    rows = [{"test": "import pytest\nimport solution\ndef test_f():\n    solution.LIMIT = -1\n"
+                     "    with pytest.raises(ValueError):\n"
+                     "        solution.f(solution.LIMIT)\n"},
+            {"test": "import pytest\nfrom solution import f\ndef test_f():\n"
+                     "    assert f(1) == 1\n\nif __name__ == '__main__':\n"
+                     "    pytest.main([__file__])\n"}]
+    assert [s for s, _ in score_code_rows(rows, [right] * 2, limits=LIMITS)] == [1.0, 1.0]
 
 
 def test_a_none_test_column_is_not_humaneval() -> None:

@@ -197,8 +197,9 @@ def _comparison(node: ast.AST, own: frozenset[str] = frozenset()) -> bool:
     printed one is not: a debugging print beside the asserts."""
     if isinstance(node, ast.Compare):
         return True
-    if isinstance(node, ast.BoolOp):
-        return any(_comparison(v, own) for v in node.values)
+    if isinstance(node, ast.BoolOp):  # (`ok(x) or pytest.fail(...)` checks)
+        return any(_comparison(v, own) for v in node.values) and not any(
+            isinstance(v, ast.Call) and _failing(_name_of(v.func)) for v in node.values)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         return _comparison(node.operand, own)
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
@@ -290,19 +291,28 @@ def _swallows(handler: ast.ExceptHandler) -> bool:
         for n in ast.walk(ast.Module(body=handler.body, type_ignores=[])))
 
 
+def _empty_literal(node: ast.expr) -> bool:
+    return (isinstance(node, (ast.List, ast.Tuple, ast.Set)) and not node.elts) or (
+        isinstance(node, ast.Dict) and not node.keys) or (
+        isinstance(node, ast.Constant) and node.value in ("", b""))
+
+
 def _running(body: list[ast.stmt]):
     """The nodes of a block that run, and can fail it, when it runs: not those of the
-    functions and lambdas it defines (they run when called; a class body runs), of a branch
-    that never runs (`if False:`, `while 0:`), of `contextlib.suppress`, or of a try whose
-    except clause lets a failed assert go (_swallows)."""
+    functions it defines (they run when called; a class body runs; a lambda is taken to run),
+    of a branch that never runs (`if False:`, `while 0:`, a loop over `[]`), of
+    `contextlib.suppress`, or of a try whose except clause lets a failed assert go
+    (_swallows)."""
     todo = list(body)
     while todo:
         node = todo.pop()
         yield node
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         skip: list = []
         if isinstance(node, (ast.If, ast.While)) and _constant_false(node.test):
+            skip = node.body
+        elif isinstance(node, (ast.For, ast.AsyncFor)) and _empty_literal(node.iter):
             skip = node.body
         elif isinstance(node, (ast.With, ast.AsyncWith)) and any(
                 _name_of(getattr(item.context_expr, "func", item.context_expr)) == "suppress"
@@ -349,23 +359,33 @@ def _holds_check(body: list[ast.stmt], functions: dict[str, ast.AST]) -> bool:
         if isinstance(node, (ast.With, ast.AsyncWith)) and any(
                 _expects_raise(item.context_expr) for item in node.items):
             return True
-        if isinstance(node, ast.Call):
-            name = _name_of(node.func)
-            if _failing(name):
-                return True
-            if name in functions and name not in seen:  # (a helper that asserts)
+        # a function of the tests, called or named (map(check, cases), a thread's target):
+        # its body, unless it is a generator (calling one runs nothing); a name of another
+        # that fails a test (assert*, pytest.fail)
+        name = node.id if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) \
+            else _name_of(node.func) if isinstance(node, ast.Call) else ""
+        if name in functions:
+            if name not in seen and not _generator(functions[name]):
                 seen.add(name)
                 todo.extend(_running(functions[name].body))
+        elif isinstance(node, ast.Call) and _failing(name):
+            return True
     return False
 
 
+def _generator(function: ast.AST) -> bool:
+    """Whether a function yields (a call of it runs none of its body)."""
+    return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _running(function.body))
+
+
 def _functions(*texts: str) -> dict[str, ast.AST]:
-    """The functions the test code defines at any depth, by name (a helper the tests call)."""
+    """The functions the test code defines at any depth, by name (a helper the tests call;
+    of a name defined twice, the later definition, the one that runs)."""
     found: dict[str, ast.AST] = {}
     for text in texts:
         for node in ast.walk(ast.Module(body=_parsed(text) or [], type_ignores=[])):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                found.setdefault(node.name, node)
+                found[node.name] = node
     return found
 
 
@@ -376,15 +396,16 @@ def _no_check(tests: tuple[str, ...], setup: str, key: str, shown: str = "") -> 
     quote (default: its first test)."""
     functions = _functions(setup, *tests)
     bodies = [_parsed(t) for t in tests]
-    if any(b is None for b in bodies) or any(_holds_check(b, functions) for b in bodies):
+    if any(b is None for b in bodies):
         return
     shown = shown or tests[0]
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    raise R1kitError(f"field {key!r}: no test of the row can fail ({shown!r}): none holds an "
-                     "assert that reads a value, a raise, pytest.raises or an assert* call, "
-                     "so every program that runs would pass", "write each test as an assert "
-                     "statement (assert add(1, 2) == 3), or use pytest.raises or an assert* "
-                     "function")
+    fix = ("write each test as an assert statement (assert add(1, 2) == 3), or use "
+           "pytest.raises or an assert* function")
+    if not any(_holds_check(b, functions) for b in bodies):
+        raise R1kitError(f"field {key!r}: no test of the row can fail ({shown!r}): none holds "
+                         "an assert that reads a value, a raise, pytest.raises or an assert* "
+                         "call, so every program that runs would pass", fix)
 
 
 def _expects_raise(node: ast.AST) -> bool:
@@ -442,27 +463,61 @@ def _checked(tests: tuple[str, ...], key: str, setup: str) -> tuple[str, ...]:
     return tuple(_guarded(t, setup) for t in called)
 
 
+_RAISES = ("raises", "assertRaises", "assertRaisesRegex")
+# exceptions whose catching also catches the NameError (AttributeError) of a missing function
+_CATCHES_MISSING = frozenset({"Exception", "BaseException", "NameError", "AttributeError"})
+
+
 def _raising(node: ast.AST) -> list[ast.AST]:
-    """What a statement or expression expects to raise: the body of a `with
+    """What a statement or expression expects may raise: the body of a `with
     pytest.raises(...)` (or assertRaises), the callable and arguments of
-    `pytest.raises(E, f, x)`."""
+    `pytest.raises(E, f, x)`, the body of a try whose except clause would catch a missing
+    function's NameError (`except Exception`, bare)."""
     if isinstance(node, (ast.With, ast.AsyncWith)) and any(
             _expects_raise(item.context_expr) for item in node.items):
         return list(node.body)
-    if isinstance(node, ast.Call) and _name_of(node.func) in (
-            "raises", "assertRaises", "assertRaisesRegex"):
+    if isinstance(node, ast.Call) and _name_of(node.func) in _RAISES:
         return list(node.args[1:]) + [k.value for k in node.keywords]
+    if isinstance(node, ast.Try) and any(
+            h.type is None or any(_name_of(k) in _CATCHES_MISSING for k in (
+                h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]))
+            for h in node.handlers):
+        return list(node.body)
     return []
 
 
-def _guarded(test: str, setup: str, only: str = "") -> str:
+def _reached(body: list[ast.stmt], functions: dict[str, ast.AST]) -> list[ast.AST]:
+    """The nodes a block runs: its own, and those of the functions of the tests it calls or
+    names (at any depth), not those of the functions it defines and never calls."""
+    out, seen, todo = [], set(), list(body)
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+        name = node.id if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) \
+            else ""
+        if name in functions and name not in seen:
+            seen.add(name)
+            todo.extend(functions[name].body)
+    return out
+
+
+def _solution_names(tree: ast.AST) -> set[str]:
+    """The names a test binds to the module `solution` (import solution [as s])."""
+    return {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
+            for a in n.names if a.name == "solution"}
+
+
+def _guarded(test: str, setup: str) -> str:
     """A test that expects a raise, with a first line that reads each name the raising
-    part reads and neither the test nor its setup binds (the program's functions), and each
-    attribute it reads of the module `solution` (pytest-style tests' view of the program):
+    parts it runs read (_raising; in the test and in the helpers it calls) and neither the
+    test nor its setup binds (the program's functions), and each attribute they read of the
+    module `solution` (pytest-style tests' view of the program) that the test does not set:
     under `pytest.raises(Exception)` a program that does not define the function would pass
     by its NameError (AttributeError). The line raises that error outside the raising part
-    instead. `only`: the test function this test calls (pytest-style tests: the raising
-    parts of the others are not this test's)."""
+    instead."""
     body = _parsed(test)
     if not body or "__future__" in test:
         return test
@@ -470,30 +525,41 @@ def _guarded(test: str, setup: str, only: str = "") -> str:
     if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
            and n.module != "solution" for n in ast.walk(tree)):
         return test  # (a star import binds names the syntax does not show)
-    if only:  # the module's own statements, and the body of the test function called
-        parts, todo = [], list(body)
-        while todo:
-            node = todo.pop()
-            parts.append(node)
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-                todo.extend(ast.iter_child_nodes(node))
-        parts += [n for f in body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                  and f.name == only for n in ast.walk(f)]
-    else:
-        parts = list(ast.walk(ast.Module(body=body, type_ignores=[])))
-    regions = [r for node in parts for r in _raising(node)]
+    regions = [r for node in _reached(body, _functions(setup, test)) for r in _raising(node)]
     if not regions:
         return test
     _, bound = names_of(tree)
     read = set().union(*(names_of(r)[0] for r in regions))
     names = sorted(n for n in read - bound - set(vars(builtins))
                    if not (n.startswith("__") and n.endswith("__")))
-    modules = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
-               for a in n.names if a.name == "solution"}
+    modules = _solution_names(tree)
+    set_here = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                and not isinstance(n.ctx, ast.Load) and isinstance(n.value, ast.Name)
+                and n.value.id in modules} | {
+        n.args[1].value for n in ast.walk(tree) if isinstance(n, ast.Call)
+        and _name_of(n.func) == "setattr" and len(n.args) > 1
+        and isinstance(n.args[1], ast.Constant) and isinstance(n.args[1].value, str)}
     names += sorted({f"__import__('solution').{n.attr}" for r in regions for n in ast.walk(r)
                      if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)
-                     and isinstance(n.value, ast.Name) and n.value.id in modules})
+                     and isinstance(n.value, ast.Name) and n.value.id in modules
+                     and n.attr not in set_here})
     return f"({', '.join(names)},)\n{test}" if names else test
+
+
+def _without_main_block(test: str) -> str:
+    """A pytest-style test file without its `if __name__ == "__main__":` block (pytest imports
+    the file, so the block never runs there; `pytest.main([__file__])` would fail here)."""
+    body = _parsed(test)
+    cut = [(n.lineno, n.end_lineno) for n in body or () if isinstance(n, ast.If)
+           and isinstance(n.test, ast.Compare) and len(n.test.comparators) == 1
+           and {getattr(n.test.left, "id", None), getattr(n.test.comparators[0], "value", None)}
+           == {"__name__", "__main__"}]
+    if not cut:
+        return test
+    lines = test.splitlines(keepends=True)
+    for first, last in reversed(cut):
+        del lines[first - 1:last]
+    return "".join(lines)
 
 
 def _module_setup(setup: str, tests: tuple[str, ...]) -> str:
@@ -525,9 +591,10 @@ def tests_from_row(row: dict) -> TestSpec | IOCases:
         names = tuple(dict.fromkeys(_TEST_FUNCTION.findall(row["test"])))
         # each test defines every test function again before its call: the candidate's code
         # (run by an earlier test) cannot have rebound the one it calls
-        tests = tuple(f"{row['test']}\n{name}()" for name in names)
+        text = _without_main_block(row["test"])
+        tests = tuple(f"{text}\n{name}()" for name in names)
         _no_check(tests, "", "test", row["test"])
-        return TestSpec(tests=tuple(_guarded(t, "", only=name) for t, name in zip(tests, names)),
+        return TestSpec(tests=tuple(_guarded(t, "") for t in tests),
                         setup=_module_setup("", (row["test"],)))
     if present(row, "test"):
         test = _optional_str(row, "test")
