@@ -558,6 +558,19 @@ def add(a, b):
     assert "opened: []" in outcome.result.stdout, outcome.result.stdout
 
 
+def test_a_correct_program_that_prints_a_lot_passes() -> None:
+    """Under the harness what a program prints is never judged: debugging output past the
+    output cap is dropped, not a failure (as HumanEval's harness swallows it); a flood far
+    past it is still stopped."""
+    chatty = ("import sys\ndef add(a, b):\n    for i in range(20000):\n"
+              "        print('step', i, a, b)\n        print('err', i, file=sys.stderr)\n"
+              "    return a + b\n")
+    scored = score_code_row(ADD_ROW, answer(chatty), limits=LIMITS)
+    assert scored[0] == 1.0 and scored[1]["status"] == "ok", scored
+    flood = "def add(a, b):\n    return a + b\nwhile True:\n    print('x' * 65536)\n"
+    assert score_code_row(ADD_ROW, answer(flood), limits=LIMITS)[1]["status"] == "output_limit"
+
+
 def test_tests_using_int_still_pass_for_a_correct_candidate() -> None:
     # The builtins snapshot restores what the candidate replaced, for honest code too.
     code = "import builtins\nbuiltins.print = None\ndef add(a, b):\n    return int(a) + b"

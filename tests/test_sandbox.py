@@ -207,6 +207,18 @@ def test_huge_output_is_capped_and_killed(isolation) -> None:
     assert len(r.stdout) == LIMITS.max_output_bytes and r.wall_seconds < LIMITS.wall_seconds
     r = run("import os\nwhile True:\n    os.write(2, b'e' * 65536)", isolation)
     assert r.status == "output_limit" and len(r.stderr) == LIMITS.max_output_bytes
+    # with output_drain_bytes, output past the cap is dropped and the run goes on, up to
+    # that many bytes in all
+    drained = dataclasses.replace(LIMITS, output_drain_bytes=4 * LIMITS.max_output_bytes)
+    r = run_program("import sys\nfor _ in range(3):\n    sys.stdout.write('x' * 65536)\n"
+                    "print('end', file=sys.stderr)", limits=drained, isolation=isolation)
+    assert r.status == "ok" and r.output_truncated and r.stderr == "end\n"
+    assert len(r.stdout) == LIMITS.max_output_bytes
+    r = run_program("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)",
+                    limits=drained, isolation=isolation)
+    assert r.status == "output_limit" and r.wall_seconds < LIMITS.wall_seconds
+    with pytest.raises(ValueError, match="output_drain_bytes"):
+        Limits(output_drain_bytes=-1)
 
 
 def test_huge_file_is_stopped_by_the_file_size_limit(isolation) -> None:

@@ -715,6 +715,8 @@ def case_limits(limits, expected: str):
     """The limits for one case: `limits`, with room on stdout for at least twice the
     expected output (a correct program that prints a large answer is not cut)."""
     need = 2 * len(expected.encode("utf-8")) + (64 << 10)
+    if limits.output_drain_bytes:  # (stdout is what is judged: one past the cap has failed)
+        limits = replace(limits, output_drain_bytes=0)
     if need <= limits.max_output_bytes:
         return limits
     return replace(limits, max_output_bytes=need)

@@ -63,9 +63,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from r1kit.sandbox.limits import RunResult
+from r1kit.sandbox.limits import Limits, RunResult
 
 # Harness code: __r1kit_install sets up the vault, the ledger and the audit hook, and is
 # called with the driver's code object and the line numbers of its reporting lines (computed
@@ -369,15 +369,28 @@ def judge(job: HarnessJob, result: RunResult) -> TestOutcome:
     return TestOutcome(passed, job.total, True, result)
 
 
+DRAIN_FACTOR = 64  # a harness run is killed for its output past this many times the cap
+
+
+def draining(limits: Limits | None) -> Limits:
+    """The limits for a harness run: what the program prints is never judged (the report
+    comes on the side channel), so output past max_output_bytes is dropped, not a reason to
+    fail a correct program that prints a lot while it runs, up to DRAIN_FACTOR times the cap
+    (Limits.output_drain_bytes, where not set)."""
+    limits = limits or Limits()
+    if limits.output_drain_bytes:
+        return limits
+    return replace(limits, output_drain_bytes=DRAIN_FACTOR * limits.max_output_bytes)
+
+
 def run_tests(candidate: str, spec: TestSpec, *, limits=None, isolation: str | None = None
               ) -> TestOutcome:
     """Run `spec` against `candidate` in the sandbox (one program)."""
     from r1kit.sandbox.isolation import get_config
-    from r1kit.sandbox.limits import Limits
     from r1kit.sandbox.runner import execute
 
     job = build_script(candidate, spec)
-    result = execute(get_config(isolation), job.script, limits=limits or Limits(),
+    result = execute(get_config(isolation), job.script, limits=draining(limits),
                      side_input=job.side_input)
     return judge(job, result)
 
@@ -386,7 +399,6 @@ def run_tests_many(candidates: Sequence[str], specs: Sequence[TestSpec], *, limi
                    pool=None, workers: int | None = None, isolation: str | None = None
                    ) -> list[TestOutcome]:
     """Many (candidate, spec) pairs through a SandboxPool (given, or made for the call)."""
-    from r1kit.sandbox.limits import Limits
     from r1kit.sandbox.pool import SandboxPool
 
     if len(candidates) != len(specs):
@@ -395,8 +407,8 @@ def run_tests_many(candidates: Sequence[str], specs: Sequence[TestSpec], *, limi
     own = pool is None
     pool = pool or SandboxPool(workers, isolation=isolation)
     try:
-        futures = [pool.submit(j.script, limits=limits or Limits(), side_input=j.side_input)
-                   for j in jobs]
+        limits = draining(limits)
+        futures = [pool.submit(j.script, limits=limits, side_input=j.side_input) for j in jobs]
         return [judge(j, f.result()) for j, f in zip(jobs, futures)]
     finally:
         if own:

@@ -33,6 +33,10 @@ class Limits:
     max_processes: int = 32  # new processes beyond the ones already running (RLIMIT_NPROC)
     max_open_files: int = 256  # RLIMIT_NOFILE
     max_output_bytes: int = 256 << 10  # stdout and stderr are each cut (and the run killed) here
+    # 0, or more than max_output_bytes: what a stream writes past max_output_bytes is read and
+    # dropped, not a reason to kill the run, until it has written this many bytes in all (a
+    # program whose output is not what is judged, as under the test harness, may print a lot)
+    output_drain_bytes: int = 0
 
     def __post_init__(self) -> None:
         for name in ("wall_seconds", "cpu_seconds", "memory_bytes", "file_bytes", "disk_bytes",
@@ -40,6 +44,9 @@ class Limits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"Limits.{name} must be a number > 0, got {value!r}")
+        value = self.output_drain_bytes
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"Limits.output_drain_bytes must be an int >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,8 @@ class RunResult:
     stderr are decoded as UTF-8 (invalid bytes replaced) and cut at Limits.max_output_bytes.
     status summarises why the program ended: "ok" (exit 0), "error" (non-zero exit),
     "timeout" (wall clock or CPU limit), "memory" (died of MemoryError under RLIMIT_AS),
-    "output_limit" (printed more than the cap and was killed), "killed" (any other signal),
+    "output_limit" (printed more than the cap, or than Limits.output_drain_bytes where that
+    is set, and was killed), "killed" (any other signal),
     "sandbox_error" (the sandbox itself failed to start the program).
     """
 
@@ -58,7 +66,7 @@ class RunResult:
     stdout: str
     stderr: str
     timed_out: bool
-    output_truncated: bool
+    output_truncated: bool  # stdout or stderr was cut at Limits.max_output_bytes
     wall_seconds: float
     status: str
     isolation: str = ""  # "bubblewrap" or "limits-only": the isolation this run had

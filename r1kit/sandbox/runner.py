@@ -295,7 +295,12 @@ class _Supervisor:
                                            "side": bytearray()}
         self.caps = {"stdout": limits.max_output_bytes, "stderr": limits.max_output_bytes,
                      "side": _SIDE_CAP}
-        self.over_cap = False
+        # what a stream may write in all before the run is killed (past its cap: dropped)
+        drain = max(limits.output_drain_bytes, limits.max_output_bytes)
+        self.kill_at = {"stdout": drain, "stderr": drain, "side": _SIDE_CAP}
+        self.written = {"stdout": 0, "stderr": 0, "side": 0}
+        self.over_cap = False  # a stream wrote past kill_at: the run is killed
+        self.truncated = False  # a stream wrote past its cap
         self.stdin = stdin
         self.stdin_pos = 0
         for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
@@ -339,7 +344,10 @@ class _Supervisor:
         buf = self.bufs[name]
         room = self.caps[name] - len(buf)
         buf += chunk[:max(room, 0)]
+        self.written[name] += len(chunk)
         if len(chunk) > room:
+            self.truncated = True
+        if self.written[name] > self.kill_at[name]:
             self.over_cap = True
 
     def _write_stdin(self, fd: int) -> None:
@@ -542,7 +550,7 @@ def execute(config: SandboxConfig, source: str, *, stdin: str = "",
         rc, status, timed_out = _status(config, proc.returncode, stderr, timed_out,
                                         sup.over_cap)
         return RunResult(returncode=rc, stdout=sup.text("stdout"), stderr=stderr,
-                         timed_out=timed_out, output_truncated=sup.over_cap, wall_seconds=wall,
+                         timed_out=timed_out, output_truncated=sup.truncated, wall_seconds=wall,
                          status=status, isolation=config.mode, side_output=sup.text("side"))
     finally:
         for fd in fds_to_close:
