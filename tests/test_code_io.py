@@ -481,7 +481,15 @@ def test_a_program_without_the_function_fails_tests_that_expect_a_raise() -> Non
                      "def test_f():\n    expect_error(-1)\n"},
             # a try whose except clause would catch the missing function's NameError
             {"tests": ["try:\n    f(-1)\nexcept Exception:\n    pass\n"
-                       "else:\n    raise AssertionError('no error')"]}]
+                       "else:\n    raise AssertionError('no error')"]},
+            # the function imported from solution where its ImportError is caught
+            {"test": "import pytest\ndef test_f():\n    with pytest.raises(Exception):\n"
+                     "        from solution import f\n        f(-1)\n"},
+            {"test": "def test_f():\n    try:\n        from solution import f\n"
+                     "    except ImportError:\n        return\n    assert f(1) == 1\n"},
+            {"test": "def test_f():\n    try:\n        from solution import f\n"
+                     "        f(-1)\n        ok = False\n    except Exception:\n"
+                     "        ok = True\n    assert ok\n"}]
     right = answer("def f(x):\n    if x < 0:\n        raise ValueError(x)\n    return x\n")
     missing = answer("def g(x):\n    raise ValueError(x)\n")
     scores = score_code_rows([r for r in rows for _ in (0, 1)], [right, missing] * len(rows),
@@ -503,6 +511,27 @@ def test_a_program_without_the_function_fails_tests_that_expect_a_raise() -> Non
                      "    assert f(1) == 1\n\nif __name__ == '__main__':\n"
                      "    pytest.main([__file__])\n"}]
     assert [s for s, _ in score_code_rows(rows, [right] * 2, limits=LIMITS)] == [1.0, 1.0]
+    # ... nor does one whose tests look a name up that may be missing (Python 2's unicode,
+    # another entry point), or read a global its init() makes, under a try
+    lazy = answer("def init():\n    global CACHE\n    CACHE = {'k': 1}\n"
+                  "def f(x):\n    return x\n")
+    rows = [{"tests": ["try:\n    text = unicode\nexcept NameError:\n    text = str\n"
+                       "assert isinstance(str(f(1)), text)"]},
+            {"tests": ["try:\n    fn = Solution().f\nexcept NameError:\n    fn = f\n"
+                       "assert fn(2) == 2"]},
+            {"tests": ["init()\ntry:\n    v = CACHE['k']\nexcept Exception:\n    v = None\n"
+                       "assert v == f(1)"]}]
+    assert [s for s, _ in score_code_rows(rows, [right, right, lazy], limits=LIMITS)] \
+        == [1.0, 1.0, 1.0]
+    # the __main__ block is cut on the lines as Python counts them (a form feed or a line
+    # separator in a string ends none)
+    for odd in ("\x0c", "\u2028"):
+        row = {"test": f"from solution import f\ndef test_a():\n    s = 'a{odd}b'\n"
+                       "    assert f(1) == 1\ndef test_b():\n    assert f(2) == 2\n"
+                       "if __name__ == '__main__':\n    test_a()\n"}
+        wrong = answer("def f(x):\n    return 1\n")
+        assert [s for s, _ in score_code_rows([row, row], [right, wrong], limits=LIMITS)] \
+            == [1.0, 0.0], odd
 
 
 def test_a_none_test_column_is_not_humaneval() -> None:

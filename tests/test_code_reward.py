@@ -562,13 +562,25 @@ def test_a_correct_program_that_prints_a_lot_passes() -> None:
     """Under the harness what a program prints is never judged: debugging output past the
     output cap is dropped, not a failure (as HumanEval's harness swallows it); a flood far
     past it is still stopped."""
-    chatty = ("import sys\ndef add(a, b):\n    for i in range(20000):\n"
+    chatty = ("import sys\ndef add(a, b):\n    for i in range(5000):\n"
               "        print('step', i, a, b)\n        print('err', i, file=sys.stderr)\n"
               "    return a + b\n")
     scored = score_code_row(ADD_ROW, answer(chatty), limits=LIMITS)
     assert scored[0] == 1.0 and scored[1]["status"] == "ok", scored
     flood = "def add(a, b):\n    return a + b\nwhile True:\n    print('x' * 65536)\n"
     assert score_code_row(ADD_ROW, answer(flood), limits=LIMITS)[1]["status"] == "output_limit"
+    # a loop printing a line at a time is stopped too (past the cap its stream is read a
+    # pipe's worth at a time)
+    runaway = "import sys\ndef add(a, b):\n    while True:\n        print(a, file=sys.stderr)\n"
+    assert score_code_row(ADD_ROW, answer(runaway), limits=LIMITS)[1]["status"] \
+        == "output_limit"
+    # an input/output case: stderr is not judged, so it is drained; stdout is the answer
+    case = {"test_cases": [{"input": "1 2\n", "output": "3\n"}]}
+    noisy = "import sys\nfor i in range(30000):\n    print('dbg', i, file={})\n" \
+            "a, b = map(int, input().split())\nprint(a + b)\n"
+    assert [s for s, _ in score_code_rows([case, case], [
+        answer(noisy.format("sys.stderr")), answer(noisy.format("sys.stdout"))],
+        limits=LIMITS)] == [1.0, 0.0]
 
 
 def test_tests_using_int_still_pass_for_a_correct_candidate() -> None:

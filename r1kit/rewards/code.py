@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import copy
 import json
 import re
 import textwrap
@@ -467,15 +468,18 @@ def _checked(tests: tuple[str, ...], key: str, setup: str) -> tuple[str, ...]:
 
 
 _RAISES = ("raises", "assertRaises", "assertRaisesRegex")
-# exceptions whose catching also catches the NameError (AttributeError) of a missing function
-_CATCHES_MISSING = frozenset({"Exception", "BaseException", "NameError", "AttributeError"})
+# what an except clause catches that also catches a missing function's NameError, or the
+# ImportError of `from solution import f` (one that names NameError or AttributeError alone
+# is about a name that may be missing: `try: text = unicode except NameError: text = str`)
+_CATCHES_MISSING = frozenset({"Exception", "BaseException", "ImportError",
+                              "ModuleNotFoundError"})
 
 
 def _raising(node: ast.AST) -> list[ast.AST]:
     """What a statement or expression expects may raise: the body of a `with
     pytest.raises(...)` (or assertRaises), the callable and arguments of
     `pytest.raises(E, f, x)`, the body of a try whose except clause would catch a missing
-    function's NameError (`except Exception`, bare)."""
+    function's NameError or ImportError (`except Exception`, bare)."""
     if isinstance(node, (ast.With, ast.AsyncWith)) and any(
             _expects_raise(item.context_expr) for item in node.items):
         return list(node.body)
@@ -513,14 +517,20 @@ def _solution_names(tree: ast.AST) -> set[str]:
             for a in n.names if a.name == "solution"}
 
 
+class _WithoutSolutionImports(ast.NodeTransformer):
+    def visit_ImportFrom(self, node: ast.ImportFrom):
+        return None if node.module == "solution" else node
+
+
 def _guarded(test: str, setup: str) -> str:
-    """A test that expects a raise, with a first line that reads each name the raising
-    parts it runs read (_raising; in the test and in the helpers it calls) and neither the
-    test nor its setup binds (the program's functions), and each attribute they read of the
-    module `solution` (pytest-style tests' view of the program) that the test does not set:
-    under `pytest.raises(Exception)` a program that does not define the function would pass
-    by its NameError (AttributeError). The line raises that error outside the raising part
-    instead."""
+    """A test that expects a raise, with a first line that reads the functions the raising
+    parts it runs call (_raising; in the test and in the helpers it calls) and neither the
+    test nor its setup binds (the program's functions), and the attributes of the module
+    `solution` they call or import (pytest-style tests' view of the program) that the test
+    does not set: under `pytest.raises(Exception)` a program that does not define the
+    function would pass by its NameError (AttributeError, ImportError). The line raises that
+    error outside the raising part instead. Only what is called or imported is read first:
+    a value the program makes later (a global its init() sets) is not."""
     body = _parsed(test)
     if not body or "__future__" in test:
         return test
@@ -528,24 +538,32 @@ def _guarded(test: str, setup: str) -> str:
     if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
            and n.module != "solution" for n in ast.walk(tree)):
         return test  # (a star import binds names the syntax does not show)
-    regions = [r for node in _reached(body, _functions(setup, test)) for r in _raising(node)]
+    reached = _reached(body, _functions(setup, test))
+    regions = [r for node in reached for r in _raising(node)]
     if not regions:
         return test
-    _, bound = names_of(tree)
-    read = set().union(*(names_of(r)[0] for r in regions))
-    names = sorted(n for n in read - bound - set(vars(builtins))
-                   if not (n.startswith("__") and n.endswith("__")))
     modules = _solution_names(tree)
+    # the callables: of each call in a raising part, and pytest.raises(E, f, x)'s f
+    called = [n.func for r in regions for n in ast.walk(r) if isinstance(n, ast.Call)]
+    called += [n.args[1] for n in reached if isinstance(n, ast.Call)
+               and _name_of(n.func) in _RAISES and len(n.args) > 1]
+    # the names bound other than by `from solution import` (which, in a raising part, a
+    # missing function would pass by its ImportError)
+    _, bound = names_of(_WithoutSolutionImports().visit(copy.deepcopy(tree)))
+    names = sorted({f.id for f in called if isinstance(f, ast.Name)}
+                   - bound - set(vars(builtins)))
     set_here = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
                 and not isinstance(n.ctx, ast.Load) and isinstance(n.value, ast.Name)
                 and n.value.id in modules} | {
         n.args[1].value for n in ast.walk(tree) if isinstance(n, ast.Call)
         and _name_of(n.func) == "setattr" and len(n.args) > 1
         and isinstance(n.args[1], ast.Constant) and isinstance(n.args[1].value, str)}
-    names += sorted({f"__import__('solution').{n.attr}" for r in regions for n in ast.walk(r)
-                     if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)
-                     and isinstance(n.value, ast.Name) and n.value.id in modules
-                     and n.attr not in set_here})
+    attrs = {f.attr for f in called if isinstance(f, ast.Attribute)
+             and isinstance(f.value, ast.Name) and f.value.id in modules}
+    attrs |= {a.name for r in regions for n in ast.walk(r) if isinstance(n, ast.ImportFrom)
+              and n.module == "solution" for a in n.names if a.name != "*"}
+    names = [n for n in names if not (n.startswith("__") and n.endswith("__"))]
+    names += [f"__import__('solution').{a}" for a in sorted(attrs - set_here)]
     return f"({', '.join(names)},)\n{test}" if names else test
 
 
@@ -559,7 +577,8 @@ def _without_main_block(test: str) -> str:
            == {"__name__", "__main__"}]
     if not cut:
         return test
-    lines = test.splitlines(keepends=True)
+    # (the lines as the parser counts them: \f, \x85 or \u2028 in a string end none)
+    lines = re.findall(r".*?(?:\r\n|\r|\n)|.+$", test, re.DOTALL)
     for first, last in reversed(cut):
         del lines[first - 1:last]
     return "".join(lines)

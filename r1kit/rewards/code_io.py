@@ -98,6 +98,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from r1kit.errors import R1kitError
+from r1kit.sandbox.harness import draining
 
 FLOAT_TOLERANCE = 1e-6
 IO_KEYS = ("input_output", "verification_info", "official_tests", "test_cases",
@@ -715,8 +716,9 @@ def case_limits(limits, expected: str):
     """The limits for one case: `limits`, with room on stdout for at least twice the
     expected output (a correct program that prints a large answer is not cut)."""
     need = 2 * len(expected.encode("utf-8")) + (64 << 10)
-    if limits.output_drain_bytes:  # (stdout is what is judged: one past the cap has failed)
-        limits = replace(limits, output_drain_bytes=0)
+    # stdout is what is judged (one past the cap has failed); stderr is not, and is drained
+    # as under the harness
+    limits = replace(draining(limits), stdout_judged=True)
     if need <= limits.max_output_bytes:
         return limits
     return replace(limits, max_output_bytes=need)
@@ -734,7 +736,7 @@ class _Row:
         self.stopped = False
 
     def passes(self, index: int, result) -> bool:
-        if result.status != "ok" or result.output_truncated:
+        if result.status != "ok":  # (stdout past its cap: killed, "output_limit")
             return False
         expected = self.spec.cases[index][1]
         if self.spec.call:

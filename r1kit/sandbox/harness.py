@@ -369,7 +369,7 @@ def judge(job: HarnessJob, result: RunResult) -> TestOutcome:
     return TestOutcome(passed, job.total, True, result)
 
 
-DRAIN_FACTOR = 64  # a harness run is killed for its output past this many times the cap
+DRAIN_FACTOR = 16  # a harness run is killed for its output past this many times the cap
 
 
 def draining(limits: Limits | None) -> Limits:
@@ -380,7 +380,7 @@ def draining(limits: Limits | None) -> Limits:
     limits = limits or Limits()
     if limits.output_drain_bytes:
         return limits
-    return replace(limits, output_drain_bytes=DRAIN_FACTOR * limits.max_output_bytes)
+    return replace(limits, output_drain_bytes=int(DRAIN_FACTOR * limits.max_output_bytes))
 
 
 def run_tests(candidate: str, spec: TestSpec, *, limits=None, isolation: str | None = None

@@ -37,6 +37,9 @@ class Limits:
     # dropped, not a reason to kill the run, until it has written this many bytes in all (a
     # program whose output is not what is judged, as under the test harness, may print a lot)
     output_drain_bytes: int = 0
+    # stdout is the program's answer (input/output cases): it is not drained, whatever
+    # output_drain_bytes says (stderr still is)
+    stdout_judged: bool = False
 
     def __post_init__(self) -> None:
         for name in ("wall_seconds", "cpu_seconds", "memory_bytes", "file_bytes", "disk_bytes",

@@ -54,6 +54,10 @@ _CHILD_SOURCE = Path(_child.__file__).read_text(encoding="utf-8")
 _READ_CHUNK = 1 << 16
 _SIDE_CAP = 1 << 16
 _DRAIN_SECONDS = 0.5  # after the end: how long to wait for pipes held by stragglers
+# a stream past its cap is read again only after this pause, a pipe's worth at a time (the
+# program waits on the full pipe), so that a loop printing a line at a time past the cap
+# does not wake the parent for every line
+_PAST_CAP_PAUSE = 0.005
 _LAUNCHER_GRACE = 0.5  # limits-only: how long the launcher gets to kill its tree itself
 _cgroup_counter = 0
 _cgroup_lock = threading.Lock()
@@ -297,10 +301,12 @@ class _Supervisor:
                      "side": _SIDE_CAP}
         # what a stream may write in all before the run is killed (past its cap: dropped)
         drain = max(limits.output_drain_bytes, limits.max_output_bytes)
-        self.kill_at = {"stdout": drain, "stderr": drain, "side": _SIDE_CAP}
+        self.kill_at = {"stdout": limits.max_output_bytes if limits.stdout_judged else drain,
+                        "stderr": drain, "side": _SIDE_CAP}
         self.written = {"stdout": 0, "stderr": 0, "side": 0}
         self.over_cap = False  # a stream wrote past kill_at: the run is killed
         self.truncated = False  # a stream wrote past its cap
+        self.paused: dict[int, tuple[str, float]] = {}  # fd: (stream, when to read it again)
         self.stdin = stdin
         self.stdin_pos = 0
         for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
@@ -349,6 +355,25 @@ class _Supervisor:
             self.truncated = True
         if self.written[name] > self.kill_at[name]:
             self.over_cap = True
+        elif len(chunk) > room:  # past the cap, not yet killed: read it again after a pause
+            self.sel.unregister(fd)
+            self.paused[fd] = (name, time.monotonic() + _PAST_CAP_PAUSE)
+
+    def _resume(self, now: float | None = None) -> None:
+        """Read again the paused streams whose pause is over (all of them: now=None)."""
+        for fd, (name, when) in list(self.paused.items()):
+            if now is None or when <= now:
+                del self.paused[fd]
+                self.sel.register(fd, selectors.EVENT_READ, name)
+
+    def _wait(self, remaining: float) -> float:
+        """How long to wait for events: until the deadline, or the first pause's end."""
+        if self.pidfd is None:
+            remaining = min(remaining, 0.01)
+        if self.paused:
+            remaining = min(remaining, max(0.0, min(w for _, w in self.paused.values())
+                                                - time.monotonic()))
+        return remaining
 
     def _write_stdin(self, fd: int) -> None:
         try:
@@ -363,7 +388,8 @@ class _Supervisor:
             self._close_stdin()
 
     def _readers_left(self) -> bool:
-        return any(key.data in self.bufs for key in self.sel.get_map().values())
+        return bool(self.paused) or any(key.data in self.bufs
+                                        for key in self.sel.get_map().values())
 
     def watch(self, deadline: float) -> tuple[bool, bool]:
         """Until the process ends, the deadline passes or an output cap is exceeded.
@@ -372,8 +398,7 @@ class _Supervisor:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return _has_exited(self.proc.pid), True
-            wait = remaining if self.pidfd is not None else min(remaining, 0.01)
-            for key, _ in self.sel.select(wait):
+            for key, _ in self.sel.select(self._wait(remaining)):
                 if key.data == "exit":
                     self.sel.unregister(key.fd)
                     return True, False
@@ -383,6 +408,7 @@ class _Supervisor:
                     self._read(key.fd, key.data)
                 if self.over_cap:
                     return False, False
+            self._resume(time.monotonic())
             if self.pidfd is None and _has_exited(self.proc.pid):
                 return True, False
 
@@ -392,6 +418,7 @@ class _Supervisor:
         self._close_stdin()
         deadline = time.monotonic() + seconds
         while self._readers_left() and not self.over_cap:
+            self._resume()  # (the writers are gone: no pause needed)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
