@@ -569,6 +569,12 @@ def test_a_correct_program_that_prints_a_lot_passes() -> None:
     assert scored[0] == 1.0 and scored[1]["status"] == "ok", scored
     flood = "def add(a, b):\n    return a + b\nwhile True:\n    print('x' * 65536)\n"
     assert score_code_row(ADD_ROW, answer(flood), limits=LIMITS)[1]["status"] == "output_limit"
+    # just past the allowance and then done: a failure however the race with the scorer's
+    # reads ends (killed, or found past it once the program has exited)
+    over = ("import sys\nsys.stdout.write('x' * ({} + 100))\ndef add(a, b):\n"
+            "    return a + b\n").format(16 * LIMITS.max_output_bytes)
+    scored = score_code_rows([ADD_ROW] * 8, [answer(over)] * 8, limits=LIMITS)
+    assert [(s, p["status"]) for s, p in scored] == [(0.0, "output_limit")] * 8
     # a loop printing a line at a time is stopped too (past the cap its stream is read a
     # pipe's worth at a time)
     runaway = "import sys\ndef add(a, b):\n    while True:\n        print(a, file=sys.stderr)\n"

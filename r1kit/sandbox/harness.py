@@ -355,11 +355,13 @@ del __r1kit_make_note
 
 
 def judge(job: HarnessJob, result: RunResult) -> TestOutcome:
-    """Read a finished run: complete only with exit status 0 and exactly one side-channel
-    line holding the token, as `<token> <passed> <total>` with the expected total."""
+    """Read a finished run: complete only with exit status 0, status "ok" (not a run that
+    wrote past its output allowance and ended before it could be stopped) and exactly one
+    side-channel line holding the token, as `<token> <passed> <total>` with the expected
+    total."""
     report = [line for line in result.side_output.splitlines() if job.token in line]
     passed = None
-    if result.returncode == 0 and len(report) == 1:
+    if result.returncode == 0 and result.status == "ok" and len(report) == 1:
         fields = report[0].split()
         if len(fields) == 3 and fields[0] == job.token and fields[2] == str(job.total) \
                 and fields[1].isdigit() and int(fields[1]) <= job.total:

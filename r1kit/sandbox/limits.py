@@ -33,9 +33,10 @@ class Limits:
     max_processes: int = 32  # new processes beyond the ones already running (RLIMIT_NPROC)
     max_open_files: int = 256  # RLIMIT_NOFILE
     max_output_bytes: int = 256 << 10  # stdout and stderr are each cut (and the run killed) here
-    # 0, or more than max_output_bytes: what a stream writes past max_output_bytes is read and
-    # dropped, not a reason to kill the run, until it has written this many bytes in all (a
-    # program whose output is not what is judged, as under the test harness, may print a lot)
+    # 0 (none), or the bytes a stream may write in all (taken as at least max_output_bytes):
+    # what it writes past max_output_bytes is read and dropped, not a reason to kill the run,
+    # up to this (a program whose output is not what is judged, as under the test harness,
+    # may print a lot); a stream past it ends the run, status "output_limit"
     output_drain_bytes: int = 0
     # stdout is the program's answer (input/output cases): it is not drained, whatever
     # output_drain_bytes says (stderr still is)
