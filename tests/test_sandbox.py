@@ -217,6 +217,14 @@ def test_huge_output_is_capped_and_killed(isolation) -> None:
     r = run_program("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)",
                     limits=drained, isolation=isolation)
     assert r.status == "output_limit" and r.wall_seconds < LIMITS.wall_seconds
+    # stdout_judged: stdout is the answer, never drained; stderr still is
+    judged = dataclasses.replace(drained, stdout_judged=True)
+    r = run_program("import sys\nfor _ in range(3):\n    sys.stderr.write('e' * 65536)\n"
+                    "print('answer')", limits=judged, isolation=isolation)
+    assert r.status == "ok" and r.stdout == "answer\n"
+    r = run_program("import sys\nfor _ in range(3):\n    sys.stdout.write('x' * 65536)",
+                    limits=judged, isolation=isolation)
+    assert r.status == "output_limit"
     with pytest.raises(ValueError, match="output_drain_bytes"):
         Limits(output_drain_bytes=-1)
 
