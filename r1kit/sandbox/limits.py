@@ -32,7 +32,8 @@ class Limits:
     disk_bytes: int = 64 << 20
     max_processes: int = 32  # new processes beyond the ones already running (RLIMIT_NPROC)
     max_open_files: int = 256  # RLIMIT_NOFILE
-    max_output_bytes: int = 256 << 10  # stdout and stderr are each cut (and the run killed) here
+    # stdout and stderr are each cut here, and the run killed (unless output_drain_bytes)
+    max_output_bytes: int = 256 << 10
     # 0 (none), or the bytes a stream may write in all (taken as at least max_output_bytes):
     # what it writes past max_output_bytes is read and dropped, not a reason to kill the run,
     # up to this (a program whose output is not what is judged, as under the test harness,
@@ -62,7 +63,7 @@ class RunResult:
     status summarises why the program ended: "ok" (exit 0), "error" (non-zero exit),
     "timeout" (wall clock or CPU limit), "memory" (died of MemoryError under RLIMIT_AS),
     "output_limit" (printed more than the cap, or than Limits.output_drain_bytes where that
-    is set, and was killed), "killed" (any other signal),
+    is set: killed, or found past it once it had ended), "killed" (any other signal),
     "sandbox_error" (the sandbox itself failed to start the program).
     """
 
