@@ -30,10 +30,10 @@ returns a comparison, and a row where no test holds a check (an assert that read
 raise, pytest.raises, an assert* call, or a call of a helper of the tests that holds one; not
 under a try whose except clause lets a failed assert go, in a branch that never runs, or
 under contextlib.suppress, in a loop over nothing or a generator). In a test that expects
-a raise (pytest.raises, assertRaises, or a try that catches Exception), in its own code or
-in a helper it runs, the names (and attributes of the module `solution`) the raising part
-reads and the tests do not define are read first, so a program without the function fails
-there instead of passing by its NameError. A pytest-style file's `__main__` block does not
+a raise (pytest.raises, assertRaises, or a try that catches Exception or ImportError), in
+its own code or in a helper it runs, the functions the raising part calls (or imports from
+the module `solution`) and the tests do not define are read first, so a program without the
+function fails there instead of passing by its NameError. A pytest-style file's `__main__` block does not
 run, as under pytest.
 
 Reward: 1.0 when every test passes, else 0.0; with pass_fraction, passed / total. A pass is
