@@ -511,6 +511,11 @@ def test_a_program_without_the_function_fails_tests_that_expect_a_raise() -> Non
                      "    assert f(1) == 1\n\nif __name__ == '__main__':\n"
                      "    pytest.main([__file__])\n"}]
     assert [s for s, _ in score_code_rows(rows, [right] * 2, limits=LIMITS)] == [1.0, 1.0]
+    # the module solution is there however the tests import it
+    rows = [{"test": "import os, solution\ndef test_f():\n    assert solution.f(1) == 1\n"},
+            {"test": "import importlib\ndef test_f():\n"
+                     "    assert importlib.import_module('solution').f(1) == 1\n"}]
+    assert [s for s, _ in score_code_rows(rows, [right] * 2, limits=LIMITS)] == [1.0, 1.0]
     # ... nor does one whose tests look a name up that may be missing (Python 2's unicode,
     # another entry point), or read a global its init() makes, under a try
     lazy = answer("def init():\n    global CACHE\n    CACHE = {'k': 1}\n"

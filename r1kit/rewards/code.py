@@ -585,9 +585,25 @@ def _without_main_block(test: str) -> str:
 
 
 def _module_setup(setup: str, tests: tuple[str, ...]) -> str:
-    if any(_SOLUTION_IMPORT.search(t) for t in (setup, *tests)):
+    if any(_imports_solution(t) for t in (setup, *tests)):
         return SOLUTION_MODULE + setup
     return setup
+
+
+def _imports_solution(text: str) -> bool:
+    """Whether test code imports the module `solution`: `from solution import f`, `import
+    solution`, also among other modules (`import os, solution`) or by name
+    (`importlib.import_module("solution")`)."""
+    if _SOLUTION_IMPORT.search(text):
+        return True
+    if "solution" not in text:
+        return False
+    tree = ast.Module(body=_parsed(text) or [], type_ignores=[])
+    return any(isinstance(n, ast.Import) and any(a.name == "solution" for a in n.names)
+               or isinstance(n, ast.ImportFrom) and n.module == "solution"
+               or isinstance(n, ast.Call) and _name_of(n.func) in ("import_module", "__import__")
+               and n.args and isinstance(n.args[0], ast.Constant)
+               and n.args[0].value == "solution" for n in ast.walk(tree))
 
 
 def tests_from_row(row: dict) -> TestSpec | IOCases:
