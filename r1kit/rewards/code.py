@@ -4,9 +4,9 @@
 
 The code is the last fenced block tagged Python (```python, ```py; Markdown's ~~~ fences
 too), or where there is none the last plain ``` block, of the answer part of the response:
-the text after the last </think> (nothing, if a <think> is never closed), and within it the last <answer>...</answer> when there is one. The same answer rule
-as the math reward (r1kit/rewards/rule.py): code written only while reasoning is not an
-answer.
+the text after the last </think> (nothing, if a <think> is never closed), and within it
+the last <answer>...</answer> when there is one. The same answer rule as the math reward
+(r1kit/rewards/rule.py): code written only while reasoning is not an answer.
 
 Tests come from the row, in one of these schemas (`tests_from_row`):
 - r1kit: `tests` (a list of assert statements) and optional `setup` (run before them); a
@@ -33,8 +33,8 @@ under contextlib.suppress, in a loop over nothing or a generator). In a test tha
 a raise (pytest.raises, assertRaises, or a try that catches Exception or ImportError), in
 its own code or in a helper it runs, the functions the raising part calls (or imports from
 the module `solution`) and the tests do not define are read first, so a program without the
-function fails there instead of passing by its NameError. A pytest-style file's `__main__` block does not
-run, as under pytest.
+function fails there instead of passing by its NameError. A pytest-style file's `__main__`
+block does not run, as under pytest.
 
 Reward: 1.0 when every test passes, else 0.0; with pass_fraction, passed / total. A pass is
 decided by r1kit/sandbox/harness.py, which a program cannot fake by exiting early or by
@@ -285,12 +285,19 @@ def _constant_false(test: ast.expr) -> bool:
 _BROAD = frozenset({"Exception", "BaseException", "AssertionError"})
 
 
+def _catches(handler: ast.ExceptHandler, names: frozenset[str]) -> bool:
+    """Whether an except clause catches one of the exception classes named (a bare one
+    catches all)."""
+    if handler.type is None:
+        return True
+    kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(_name_of(k) in names for k in kinds)
+
+
 def _swallows(handler: ast.ExceptHandler) -> bool:
     """Whether an except clause catches a failed assert and lets it go: it catches
     AssertionError (bare, Exception, BaseException, AssertionError) and raises nothing."""
-    kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
-    broad = handler.type is None or any(_name_of(k) in _BROAD for k in kinds if k is not None)
-    return broad and not any(isinstance(n, ast.Raise) or (
+    return _catches(handler, _BROAD) and not any(isinstance(n, ast.Raise) or (
         isinstance(n, ast.Call) and _failing(_name_of(n.func)))
         for n in ast.walk(ast.Module(body=handler.body, type_ignores=[])))
 
@@ -400,24 +407,20 @@ def _no_check(tests: tuple[str, ...], setup: str, key: str, shown: str = "") -> 
     quote (default: its first test)."""
     functions = _functions(setup, *tests)
     bodies = [_parsed(t) for t in tests]
-    if any(b is None for b in bodies):
+    if any(b is None for b in bodies) or any(_holds_check(b, functions) for b in bodies):
         return
     shown = shown or tests[0]
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    fix = ("write each test as an assert statement (assert add(1, 2) == 3), or use "
-           "pytest.raises or an assert* function")
-    if not any(_holds_check(b, functions) for b in bodies):
-        raise R1kitError(f"field {key!r}: no test of the row can fail ({shown!r}): none holds "
-                         "an assert that reads a value, a raise, pytest.raises or an assert* "
-                         "call, so every program that runs would pass", fix)
+    raise R1kitError(f"field {key!r}: no test of the row can fail ({shown!r}): none holds an "
+                     "assert that reads a value, a raise, pytest.raises or an assert* call, "
+                     "so every program that runs would pass", "write each test as an assert "
+                     "statement (assert add(1, 2) == 3), or use pytest.raises or an assert* "
+                     "function")
 
 
 def _expects_raise(node: ast.AST) -> bool:
     """Whether a with statement's context is pytest.raises or unittest's assertRaises."""
-    if isinstance(node, ast.Call):
-        node = node.func
-    name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", "")
-    return name in ("raises", "assertRaises", "assertRaisesRegex")
+    return _name_of(node.func if isinstance(node, ast.Call) else node) in _RAISES
 
 
 def _idle(statement: ast.stmt) -> bool:
@@ -485,10 +488,7 @@ def _raising(node: ast.AST) -> list[ast.AST]:
         return list(node.body)
     if isinstance(node, ast.Call) and _name_of(node.func) in _RAISES:
         return list(node.args[1:]) + [k.value for k in node.keywords]
-    if isinstance(node, ast.Try) and any(
-            h.type is None or any(_name_of(k) in _CATCHES_MISSING for k in (
-                h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]))
-            for h in node.handlers):
+    if isinstance(node, ast.Try) and any(_catches(h, _CATCHES_MISSING) for h in node.handlers):
         return list(node.body)
     return []
 
@@ -550,8 +550,8 @@ def _guarded(test: str, setup: str) -> str:
     # the names bound other than by `from solution import` (which, in a raising part, a
     # missing function would pass by its ImportError)
     _, bound = names_of(_WithoutSolutionImports().visit(copy.deepcopy(tree)))
-    names = sorted({f.id for f in called if isinstance(f, ast.Name)}
-                   - bound - set(vars(builtins)))
+    names = sorted(n for n in {f.id for f in called if isinstance(f, ast.Name)}
+                   - bound - set(vars(builtins)) if not (n.startswith("__") and n.endswith("__")))
     set_here = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
                 and not isinstance(n.ctx, ast.Load) and isinstance(n.value, ast.Name)
                 and n.value.id in modules} | {
@@ -562,7 +562,6 @@ def _guarded(test: str, setup: str) -> str:
              and isinstance(f.value, ast.Name) and f.value.id in modules}
     attrs |= {a.name for r in regions for n in ast.walk(r) if isinstance(n, ast.ImportFrom)
               and n.module == "solution" for a in n.names if a.name != "*"}
-    names = [n for n in names if not (n.startswith("__") and n.endswith("__"))]
     names += [f"__import__('solution').{a}" for a in sorted(attrs - set_here)]
     return f"({', '.join(names)},)\n{test}" if names else test
 
@@ -599,11 +598,11 @@ def _imports_solution(text: str) -> bool:
     if "solution" not in text:
         return False
     tree = ast.Module(body=_parsed(text) or [], type_ignores=[])
-    return any(isinstance(n, ast.Import) and any(a.name == "solution" for a in n.names)
-               or isinstance(n, ast.ImportFrom) and n.module == "solution"
-               or isinstance(n, ast.Call) and _name_of(n.func) in ("import_module", "__import__")
-               and n.args and isinstance(n.args[0], ast.Constant)
-               and n.args[0].value == "solution" for n in ast.walk(tree))
+    return bool(_solution_names(tree)) or any(
+        isinstance(n, ast.ImportFrom) and n.module == "solution"
+        or isinstance(n, ast.Call) and _name_of(n.func) in ("import_module", "__import__")
+        and n.args and isinstance(n.args[0], ast.Constant) and n.args[0].value == "solution"
+        for n in ast.walk(tree))
 
 
 def tests_from_row(row: dict) -> TestSpec | IOCases:
