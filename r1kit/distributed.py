@@ -250,9 +250,32 @@ def is_sharded(model) -> bool:
     return any(isinstance(m, FSDPModule) for m in model.modules())
 
 
+# What shard() calls on FSDP2's modules: without the last two (older torch), FSDP2 would
+# average the gradients over ranks, silently dividing every update by the number of ranks.
+_FSDP_NEEDS = ("set_reshard_after_forward", "set_gradient_divide_factor",
+               "set_force_sum_reduction_for_comms")
+
+
+def fsdp_missing() -> str | None:
+    """Why this torch cannot run distributed = "fsdp" (None: it can)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule, fully_shard  # noqa: F401
+    except ImportError:
+        return f"this torch ({torch.__version__}) has no FSDP2 (torch.distributed.fsdp.fully_shard)"
+    lacking = [m for m in _FSDP_NEEDS if not hasattr(FSDPModule, m)]
+    if lacking:
+        return (f"this torch's FSDP2 ({torch.__version__}) lacks {', '.join(lacking)}, which "
+                "r1kit needs to sum gradients over ranks instead of averaging them")
+    return None
+
+
 def shard(model) -> None:
     """FSDP2 over this process group: each decoder layer, then the root. Gradients are summed
     over ranks (not averaged): the GRPO losses are already normalised by the global batch."""
+    missing = fsdp_missing()
+    if missing:
+        raise R1kitError(f'distributed = "fsdp": {missing}',
+                         'use distributed = "ddp", or a newer torch')
     from torch.distributed.fsdp import fully_shard
 
     layers = _decoder_layers(model)
@@ -262,10 +285,9 @@ def shard(model) -> None:
     for layer in layers:
         fully_shard(layer)
     fully_shard(model)
-    for m in model.modules():
-        if hasattr(m, "set_gradient_divide_factor"):
-            m.set_force_sum_reduction_for_comms(True)  # gloo has no pre-multiplied sum
-            m.set_gradient_divide_factor(1.0)
+    for m in _fsdp_modules(model):
+        m.set_force_sum_reduction_for_comms(True)  # gloo has no pre-multiplied sum
+        m.set_gradient_divide_factor(1.0)
 
 
 def _decoder_layers(model):

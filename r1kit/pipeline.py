@@ -268,6 +268,18 @@ def _check_resume_inputs(name: str, stage_dir: Path, now: dict) -> None:
                          "(and the stages after it) with the new one; or use a new --out")
 
 
+def _check_fsdp(recipe: Recipe) -> None:
+    """Under torchrun, a stage asking for FSDP2 on a torch that cannot run it is named before
+    any stage runs (not when its turn comes, after the stages before it)."""
+    if not distributed.current().enabled:
+        return  # (one process: `distributed` is not used)
+    sharded = [n for n, cfg in recipe.stages.items() if getattr(cfg, "distributed", "") == "fsdp"]
+    missing = distributed.fsdp_missing() if sharded else None
+    if missing:
+        raise R1kitError(f'stages.{sharded[0]}.distributed = "fsdp": {missing}',
+                         'use distributed = "ddp", or a newer torch')
+
+
 def _check_shared(run_dir: Path) -> None:
     """Under torchrun, every rank must see rank 0's files in the run directory (stages hand
     over through it): a token rank 0 writes there is read back by all, before any work; an
@@ -345,6 +357,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                          "give --out a directory (new, or one an earlier run wrote)")
     try:
         check_inputs(recipe)
+        _check_fsdp(recipe)
     except R1kitError as exc:  # every process reads the same files: said once per machine
         exc.same_on_every_process = True
         raise

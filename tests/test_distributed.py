@@ -370,3 +370,32 @@ def test_a_rank_stopping_is_said_once_not_as_a_traceback(monkeypatch, capsys):
     # `r1kit score` under torchrun is refused, as `r1kit eval` is
     assert main(["score", "--reward", "math", "--input", "x.jsonl"]) == 2
     assert "r1kit score runs in one process" in capsys.readouterr().err
+
+
+def test_a_torch_whose_fsdp2_would_average_gradients_is_refused(monkeypatch):
+    """FSDP2 without set_gradient_divide_factor / set_force_sum_reduction_for_comms (older
+    torch) averages gradients over ranks: every update would be divided by the number of
+    ranks, silently. Such a torch is refused with a message, before any stage under torchrun
+    and again where a stage shards its model."""
+    from torch.distributed.fsdp import FSDPModule
+
+    from r1kit import distributed, pipeline
+    from r1kit.config import load_recipe
+    from r1kit.errors import R1kitError
+
+    assert distributed.fsdp_missing() is None  # the torch these tests run on has it all
+    monkeypatch.delattr(FSDPModule, "set_force_sum_reduction_for_comms")
+    assert "set_force_sum_reduction_for_comms" in distributed.fsdp_missing()
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(R1kitError, match="set_force_sum_reduction_for_comms") as err:
+        distributed.shard(model)
+    assert "ddp" in err.value.hint
+    assert not distributed.is_sharded(model)  # refused before anything was sharded
+
+    recipe = load_recipe(REPO / "recipes" / "zero-tiny.toml",
+                         ['stages.zero.distributed="fsdp"'])
+    pipeline._check_fsdp(recipe)  # one process: distributed is not used, nothing to refuse
+    monkeypatch.setattr(distributed, "_world", distributed.World(rank=0, world_size=2))
+    with pytest.raises(R1kitError, match=r'stages\.zero\.distributed = "fsdp"'):
+        pipeline._check_fsdp(recipe)
+    pipeline._check_fsdp(load_recipe(REPO / "recipes" / "zero-tiny.toml"))  # ddp: fine
