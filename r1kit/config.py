@@ -1043,7 +1043,16 @@ def parse_value(text: str):
     """A --set value: TOML syntax (numbers, true/false, lists, quoted strings); bare text is a string."""
     try:
         return tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if "\n" in text.strip() and text.strip()[:1] == '"':  # a newline typed in a shell
+            try:  # inside a quoted string: the newline it means
+                return tomllib.loads(f"v = {text.strip()}".replace("\n", "\\n"))["v"]
+            except tomllib.TOMLDecodeError:
+                pass
+        if text.strip()[:1] in ("\"", "'", "[", "{"):  # meant as TOML, and broken
+            raise R1kitError(f"{text.strip()!r} is not a TOML value ({exc})",
+                             "close its quotes, brackets or braces, e.g. "
+                             "'\"text\"', [1, 2] or {k=8}") from None
         return text.strip(" \t")  # (a newline given in the shell stays, as in "<think>⏎")
 
 
@@ -1058,7 +1067,10 @@ def apply_override(data: dict, dotted: str) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise R1kitError(f"--set {dotted!r}: {k!r} is not a table")
-    value = parse_value(text)
+    try:
+        value = parse_value(text)
+    except R1kitError as exc:
+        raise R1kitError(f"--set {dotted!r}: {exc.args[0]}", exc.hint) from None
     if isinstance(value, dict) and isinstance(node.get(keys[-1]), dict):
         _merge(node[keys[-1]], value)  # an inline table sets its keys; the others stay
     else:
@@ -1101,6 +1113,25 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     return recipe_from_dict(data, source=str(p))
 
 
+# settings that name checkpoints, data files or a reward function's file: "~/..." in them is
+# the home directory, as a shell would read it (a recipe's paths are not seen by a shell)
+PATH_SETTINGS = ("model", "helpful_model", "safety_model", "judge_model", "models",
+                 "train_file", "test_file", "general_data", "data", "reward_function")
+
+
+def _expand_home(cfg) -> None:
+    def expanded(value):
+        if isinstance(value, str) and (value == "~" or value.startswith(("~/", "~\\"))):
+            return os.path.expanduser(value)
+        if isinstance(value, list):
+            return [expanded(v) for v in value]
+        return value
+
+    for name in PATH_SETTINGS:
+        if hasattr(cfg, name):
+            setattr(cfg, name, expanded(getattr(cfg, name)))
+
+
 def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
     unknown = set(data) - {"run", "stages"}
     for key in unknown:
@@ -1124,6 +1155,7 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
                   f"unknown stage kind {kind!r}", f"did you mean {close[0]!r}?" if close else
                   f"valid kinds: {', '.join(STAGE_KINDS)}")
         cfg = build(STAGE_KINDS[kind], table, where)
+        _expand_home(cfg)
         cfg.validate(where)
         stages[name] = cfg
     trains = [name for name, cfg in stages.items() if cfg.kind not in ("eval", "sample")]

@@ -634,3 +634,32 @@ def test_a_glob_reads_a_data_sets_shards(tmp_path: Path, bpe_checkpoint) -> None
     with pytest.raises(R1kitError, match="matches the glob --train"):
         check_output_outside(data / "train-clean.jsonl", pattern, "--train")
     check_output_outside(tmp_path / "clean.jsonl", pattern, "--train")
+
+
+def test_a_value_meant_as_toml_but_broken_is_refused_not_taken_as_text() -> None:
+    """An unclosed quote, list or inline table was taken as bare text, and then refused for
+    something else (a prefill "holding a backslash and an n", "must be a table")."""
+    for text, what in [('stages.zero.prefill="<think>\\n', "Unterminated string"),
+                       ("stages.zero.eval={k=8", "inline table"),
+                       ("stages.zero.max_new_tokens_schedule=[[1, 2]", "array"),
+                       ("stages.zero.template='chat", "'")]:
+        with pytest.raises(R1kitError, match="is not a TOML value") as err:
+            apply_override({}, text)
+        assert what in err.value.args[0] and text.split("=")[0] in err.value.args[0]
+        assert "close its quotes" in err.value.hint
+    assert parse_value("chat") == "chat"  # bare text is still a string
+    assert parse_value('"<think>\n"') == "<think>\n"  # a newline typed inside the quotes
+
+
+def test_a_home_directory_in_a_recipes_paths_is_expanded(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    recipe = recipe_from_dict({"stages": {
+        "a": {"kind": "grpo", "model": "~/ckpt", "task": "math", "train_file": "~/d.jsonl",
+              "reward_function": ["~/r.py:f"]},
+        "b": {"kind": "eval", "models": ["a", "~/other"], "task": "math",
+              "test_file": "~"}}})
+    a, b = recipe.stages["a"], recipe.stages["b"]
+    assert (a.model, a.train_file) == (f"{tmp_path}/ckpt", f"{tmp_path}/d.jsonl")
+    assert a.reward_function == [f"{tmp_path}/r.py:f"]
+    assert b.models == ["a", f"{tmp_path}/other"] and b.test_file == str(tmp_path)
+    assert a.question_field == "question"  # other settings are not paths
