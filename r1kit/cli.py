@@ -123,6 +123,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# The recipe settings that r1kit eval and r1kit score take as options: a message written for
+# a recipe ("use template = 'r1-zero'") names the option there ("use --template r1-zero").
+_OPTIONS = {"eval": ("template", "prefill", "question_field", "answer_field", "choices_field",
+                     "max_new_tokens", "generation_rows"),
+            "score": ("reward_function",)}
+_OPTION_NAME = {"reward_function": "reward"}
+
+
+def _in_options(text: str, command: str) -> str:
+    """`text` with `setting = 'value'` written as the command's `--option value`."""
+    import re
+
+    names = _OPTIONS.get(command)
+    if not names:
+        return text
+
+    def option(m):
+        flag = "--" + _OPTION_NAME.get(m["name"], m["name"]).replace("_", "-")
+        return f"{flag} {m['value']}" if m["value"] else f"{flag} ''"
+
+    return re.sub(r"\b(?P<name>" + "|".join(names) + r")\s*=\s*(?P<q>['\"]?)"
+                  r"(?P<value>[^'\"\s,;)]*)(?P=q)", option, text)
+
+
 def _say(text: str) -> None:
     """One line (or a few) on stderr in one write, prefixed "r1kit: ", naming the process's
     rank under torchrun (so that ranks' messages neither interleave nor look alike)."""
@@ -219,7 +243,7 @@ def _main(args) -> int:
         return 0
     except R1kitError as exc:
         if not (getattr(exc, "same_on_every_process", False) and _echo_rank()):
-            _say(f"error: {exc}")
+            _say(_in_options(f"error: {exc}", args.command))
         return 2
     except OSError as exc:  # out of disk, permission denied, ...: no traceback, say what
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""

@@ -1087,6 +1087,10 @@ def _merge(table: dict, new: dict) -> None:
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     p = Path(path)
+    if p.is_dir():
+        found = sorted(q.name for q in p.glob("*.toml"))[:10]
+        raise R1kitError(f"recipe {str(p)!r} is a directory", "give the path of a .toml recipe"
+                         + (f" (in it: {', '.join(found)})" if found else ""))
     if not p.is_file():
         raise R1kitError(f"recipe {str(p)!r} not found", "give the path of a .toml recipe")
     try:

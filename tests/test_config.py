@@ -663,3 +663,11 @@ def test_a_home_directory_in_a_recipes_paths_is_expanded(monkeypatch, tmp_path) 
     assert a.reward_function == [f"{tmp_path}/r.py:f"]
     assert b.models == ["a", f"{tmp_path}/other"] and b.test_file == str(tmp_path)
     assert a.question_field == "question"  # other settings are not paths
+
+
+def test_a_directory_given_as_the_recipe_is_named_as_one(tmp_path) -> None:
+    with pytest.raises(R1kitError, match="is a directory") as err:
+        load_recipe(RECIPES)
+    assert "zero-tiny.toml" in err.value.hint
+    with pytest.raises(R1kitError, match="not found"):
+        load_recipe(tmp_path / "missing.toml")

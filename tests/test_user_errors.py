@@ -262,10 +262,14 @@ def test_prompts_that_are_empty_or_messages_as_json_text_are_named(tmp_path):
             ([{"question": "b"}], "d.jsonl:1: no field 'answer'",
              "its fields are question; set question_field / answer_field"),
             ([{"question": "b", "answer": None}], "d.jsonl:1: field 'answer' is null",
-             "fill it in or drop the rows without one")]:
+             "fill it in or drop the rows without one"),
+            # question_field naming an id column: the model would be asked "8"
+            ([{"id": 8, "problem": "1 + 1?", "answer": "2"}],
+             r"d.jsonl:1: field 'id' is a number \(8\), not a question",
+             "its fields are id, problem, answer; set question_field")]:
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         with pytest.raises(R1kitError, match=expected) as info:
-            read_examples(data, "question", "answer")
+            read_examples(data, "id" if "id" in rows[0] else "question", "answer")
         assert info.value.hint.startswith(hint), info.value.hint
     data.write_text(json.dumps({"prompt": messages, "response": "2"}) + "\n")
     with pytest.raises(R1kitError, match="JSON string"):
@@ -504,3 +508,28 @@ def test_sft_rows_stop_at_the_models_trained_positions(tmp_path, bpe_checkpoint)
                     cap="the model's 20 positions, below max_length = 32768")
     assert "with template 'r1-zero' the shortest prompt takes" in err.value.hint
     assert 'template = "none" gives the prompts as they are' in err.value.hint
+
+
+def test_eval_and_score_name_their_options_not_recipe_settings(tmp_path, bpe_checkpoint,
+                                                               capsys):
+    """A message written for recipes ("use template = 'r1-zero'") says the command's option
+    under r1kit eval and r1kit score ("use --template r1-zero")."""
+    from conftest import without_chat_template
+
+    from r1kit.cli import main
+
+    plain = without_chat_template(bpe_checkpoint, tmp_path / "plain")
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question": "What is 2 + 2?", "answer": "4"}) + "\n")
+    assert main(["eval", "--model", str(plain), "--bench", str(data), "--template", "chat",
+                 "--k", "1", "--max-new-tokens", "2"]) == 2
+    said = capsys.readouterr()
+    said = said.out + said.err
+    assert "--template chat needs a tokenizer with a chat template" in said
+    assert "use --template r1-zero" in said and "template = " not in said
+    rows = tmp_path / "c.jsonl"
+    rows.write_text(json.dumps({"completion": "4", "answer": "4"}) + "\n")
+    assert main(["score", "--reward", "no_such_module_r1kit:fn", "--input", str(rows)]) == 2
+    said = capsys.readouterr()
+    said = said.out + said.err
+    assert "give the file instead, --reward path/to/file.py:function" in said
