@@ -1417,7 +1417,7 @@ def check_inputs(recipe: Recipe) -> None:
         if isinstance(cfg, SFTConfig):
             if data in earlier:
                 if not isinstance(recipe.stages[data], SampleConfig):
-                    _fail(f"{where}.data", f"stage {data!r} is a {recipe.stages[data].kind} "
+                    _fail(f"{where}.data", f"stage {data!r} is {_a(recipe.stages[data].kind)} "
                           "stage and writes no data set", "name a sample stage or a file")
                 if data in conversational and cfg.template != "chat":
                     _fail(f"{where}.template", f"stage {data!r} writes prompts as chat "

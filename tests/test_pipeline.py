@@ -158,6 +158,8 @@ def test_sft_sample_and_eval_stages_on_a_real_checkpoint(tmp_path, bpe_checkpoin
     assert "| stage | reasoning pass@1 | cons@2 | language consistency | math500 pass@1 | " \
         "humaneval pass@1 | mean length (tokens) |" in \
         (tmp_path / "run" / "table" / "stage_table.md").read_text()
+    said = [line for line in printed if line.startswith("[table] sft: reasoning pass@1")]
+    assert len(said) == 1 and " cons@2 " in said[0]  # with its k, as the table
     logged = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text()
               .splitlines()]
     assert [(r["benchmark"], r["n"]) for r in logged if r["stage"] == "table"] == \

@@ -145,8 +145,9 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
         row["seconds"] = time.time() - t0
         log.eval({"stage": name, "step": 0, "benchmark": f"{task.name}/{cfg.split}",
                   **{k: v for k, v in row.items() if k != "general_samples"}})
-        print_fn(f"[{name}] {ref}: " + "  ".join(
-            f"{label} {row[key]:.3f}" for key, label in COLUMNS if row.get(key) is not None)
+        print_fn(f"[{name}] {ref}: " + "  ".join(  # (cons@k said with its k, as the table)
+            f"{label.replace('@k', f'@{cfg.k}')} {row[key]:.3f}"
+            for key, label in COLUMNS if row.get(key) is not None)
             + "".join(f"  {bench} pass@1 {row[bench]['pass@1']:.3f}" for bench in benches))
         if res.untagged:  # as r1kit eval says it
             print_fn(f"[{name}] note: {ref}: {100 * res.untagged:.1f}% of the responses have no "
