@@ -255,7 +255,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
             hint = (f"the format check wants format = {style!r}: set format (answer | think) "
                     "to what the model writes, or " + hint)
         # a few of the samples to look at, with why each was rejected
-        shown = [{"prompt": prompt_text(examples[i // k].question), "response": texts[i],
+        shown = [{"prompt": examples[i // k].question, "response": texts[i],  # (as data.jsonl)
                   "answer": examples[i // k].answer,
                   "rejected": "wrong" if i not in correct else "format or filters"}
                  for i in range(min(len(texts), 20))]
