@@ -167,6 +167,12 @@ def _echo_rank() -> bool:
             and os.environ.get("LOCAL_RANK", "0") not in ("", "0"))
 
 
+def _beside_rank_zero() -> bool:
+    """Under torchrun, whether this process runs on rank 0's machine (torchrun numbers the
+    first machine's processes 0..N-1, so there RANK = LOCAL_RANK)."""
+    return os.environ.get("RANK", "0") == os.environ.get("LOCAL_RANK", "0")
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM (kill, timeout, a scheduler's preemption): stopped as Ctrl-C stops a run."""
 
@@ -242,7 +248,12 @@ def _main(args) -> int:
             run_report_command(args)
         return 0
     except R1kitError as exc:
-        if not (getattr(exc, "same_on_every_process", False) and _echo_rank()):
+        from r1kit.distributed import RankZeroFailed
+
+        if isinstance(exc, RankZeroFailed) and (_echo_rank() or _beside_rank_zero()):
+            _say("error: rank 0 stopped (its message is above or in its log); this one stops "
+                 "too")
+        elif not (getattr(exc, "same_on_every_process", False) and _echo_rank()):
             _say(_in_options(f"error: {exc}", args.command))
         return 2
     except OSError as exc:  # out of disk, permission denied, ...: no traceback, say what

@@ -174,8 +174,14 @@ def run_on_main(fn):
             raise
     result, error = broadcast_object((result, None))
     if error is not None:
-        raise R1kitError(f"rank 0 failed: {error}")
+        raise RankZeroFailed(f"rank 0 failed: {error}")
     return result
+
+
+class RankZeroFailed(R1kitError):
+    """A stage that rank 0 alone runs failed there; rank 0 says why. The CLI repeats it only
+    on another machine's first process (where rank 0's output is not), and elsewhere says in
+    one line that rank 0 stopped."""
 
 
 # ----- splitting the work ------------------------------------------------------------------

@@ -355,12 +355,22 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     if run_dir.exists() and not run_dir.is_dir():
         raise R1kitError(f"the run directory {str(run_dir)!r} is a file",
                          "give --out a directory (new, or one an earlier run wrote)")
+    failed = None
     try:
         check_inputs(recipe)
         _check_fsdp(recipe)
-    except R1kitError as exc:  # every process reads the same files: said once per machine
-        exc.same_on_every_process = True
-        raise
+    except R1kitError as exc:
+        failed = exc
+    if distributed.current().enabled:  # every process reads the same files, mostly
+        said = distributed.gather_lists([str(failed) if failed else None])
+        if failed is None and any(said):  # another rank failed where this one did not
+            rank = next(r for r, x in enumerate(said) if x)
+            raise R1kitError(f"rank {rank} stopped before any stage (its message is above or "
+                             "in its log); this one stops too")
+        if failed is not None and len(set(said)) == 1:  # the same on every rank: said once
+            failed.same_on_every_process = True  # per machine
+    if failed is not None:
+        raise failed
     if from_stage is not None and from_stage not in recipe.stages:
         raise R1kitError(f"--from {from_stage!r}: no such stage",
                          f"stages of this recipe: {', '.join(recipe.stages)}")

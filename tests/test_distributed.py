@@ -399,3 +399,58 @@ def test_a_torch_whose_fsdp2_would_average_gradients_is_refused(monkeypatch):
     with pytest.raises(R1kitError, match=r'stages\.zero\.distributed = "fsdp"'):
         pipeline._check_fsdp(recipe)
     pipeline._check_fsdp(load_recipe(REPO / "recipes" / "zero-tiny.toml"))  # ddp: fine
+
+
+def test_a_failure_only_some_ranks_see_is_said_by_them(monkeypatch, capsys, tmp_path):
+    """Before any stage: an error every rank meets is said once per machine; one that only
+    some ranks meet (a rank-dependent reward module, a file one node lacks) is said by those
+    ranks, and the others name the rank that stopped (they used to say nothing, or that "its
+    message is above" where there was none). A stage that rank 0 alone runs: its error is
+    said by rank 0, repeated only by the first process of another machine; the others say in
+    one line that rank 0 stopped."""
+    import r1kit.pipeline as pipeline
+    from r1kit import distributed
+    from r1kit.config import load_recipe
+    from r1kit.errors import R1kitError
+
+    recipe = load_recipe(REPO / "recipes" / "zero-tiny.toml")
+    monkeypatch.setattr(distributed, "_world", distributed.World(rank=0, world_size=2))
+    seen = {}
+
+    def gather(items):
+        seen["sent"] = items
+        return items + [seen["other"]]
+
+    monkeypatch.setattr(distributed, "gather_lists", gather)
+    seen["other"] = "stages.zero.reward_function: importing 'rf' failed"
+    with pytest.raises(R1kitError, match="rank 1 stopped before any stage") as err:
+        pipeline._run_recipe(recipe, tmp_path / "run", None, print, "cpu")
+    assert seen["sent"] == [None] and not getattr(err.value, "same_on_every_process", False)
+
+    def bad(_recipe):
+        raise R1kitError("stages.zero.train_file: file 'x.jsonl' not found")
+
+    monkeypatch.setattr(pipeline, "check_inputs", bad)
+    seen["other"] = str(R1kitError("stages.zero.train_file: file 'x.jsonl' not found"))
+    with pytest.raises(R1kitError, match="not found") as err:  # every rank: said once
+        pipeline._run_recipe(recipe, tmp_path / "run", None, print, "cpu")
+    assert err.value.same_on_every_process
+    seen["other"] = None  # this rank alone: said here, by this rank
+    with pytest.raises(R1kitError, match="not found") as err:
+        pipeline._run_recipe(recipe, tmp_path / "run", None, print, "cpu")
+    assert not getattr(err.value, "same_on_every_process", False)
+    assert not (tmp_path / "run").exists()
+
+    def rank_zero_failed(*args, **kwargs):
+        raise distributed.RankZeroFailed("rank 0 failed: R1kitError: sample stage kept no rows")
+
+    monkeypatch.setattr(pipeline, "run_recipe", rank_zero_failed)
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    for rank, local, full in [("1", "1", False), ("9", "1", False), ("8", "0", True)]:
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", local)
+        assert main(["run", str(REPO / "recipes" / "zero-tiny.toml")]) == 2
+        said = capsys.readouterr().err
+        assert said.count("\n") == 1 and f"r1kit (rank {rank}): error: " in said
+        assert ("kept no rows" in said) == full
+        assert ("rank 0 stopped (its message is above" in said) == (not full)
