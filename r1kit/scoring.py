@@ -402,9 +402,11 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
     `completion_field`: the field that holds each completion (a sample stage's data.jsonl
     calls it response); the rows are written as they came."""
     if os.environ.get("WORLD_SIZE", "1") != "1":  # (torchrun's)
-        raise R1kitError("r1kit score runs in one process, not under torchrun",
-                         "run r1kit score alone: each process would score every row and write "
-                         "the same file")
+        error = R1kitError("r1kit score runs in one process, not under torchrun",
+                           "run r1kit score alone: each process would score every row and "
+                           "write the same file")
+        error.same_on_every_process = True  # (every process is refused alike)
+        raise error
     reward = get_reward(name)
     settings = parse_settings(name, list(set_items), reward)
     if output_path is not None and output_path.is_dir():

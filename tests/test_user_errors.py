@@ -237,6 +237,12 @@ def test_eval_under_torchrun_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["eval", "--model", str(tmp_path), "--bench", "gsm8k"]) == 2
     assert "runs in one process, not under torchrun" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "1")  # said once per machine, by its first process
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    for command in (["eval", "--model", str(tmp_path), "--bench", "gsm8k"],
+                    ["score", "--reward", "math", "--input", "x.jsonl"]):
+        assert main(command) == 2
+        assert capsys.readouterr().err == ""
 
 
 def test_prompts_that_are_empty_or_messages_as_json_text_are_named(tmp_path):

@@ -170,9 +170,11 @@ def run_eval_command(args) -> list[dict]:
 def _run_eval(args) -> list[dict]:
     if "RANK" in os.environ and os.environ.get("WORLD_SIZE", "1") != "1":  # (torchrun's)
         # each rank would evaluate everything and write the same file
-        raise R1kitError("r1kit eval runs in one process, not under torchrun",
-                         "run r1kit eval alone (a recipe's eval stage runs on rank 0 of a "
-                         "torchrun run)")
+        error = R1kitError("r1kit eval runs in one process, not under torchrun",
+                           "run r1kit eval alone (a recipe's eval stage runs on rank 0 of a "
+                           "torchrun run)")
+        error.same_on_every_process = True  # (every process is refused alike)
+        raise error
     names = _check(args)
     # the choices_field each multiple-choice file of your own is read with (None: not one)
     choice_fields = {n: choice_field_of(n, args.choices_field) for n in names}
