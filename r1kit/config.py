@@ -1332,8 +1332,38 @@ def _torchrun_world() -> int:
     return size if "RANK" in os.environ else 1
 
 
+def _check_vocabulary(where: str, ref: str, tokenizers: dict) -> None:
+    """A checkpoint directory whose tokenizer has more tokens than its model embeds (tokens
+    added without resize_token_embeddings) fails when its stage loads it, after the stages
+    before it have run: found here instead. (A directory without a tokenizer, or whose
+    config.json gives no vocab_size, is left to the stage.)"""
+    config = Path(ref) / "config.json"
+    if not config.is_file() or not any((Path(ref) / f).is_file() for f in (
+            "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")):
+        return
+    try:
+        rows = json.loads(config.read_text()).get("vocab_size")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return  # (check_model_dir has said what is wrong with it)
+    if not isinstance(rows, int) or isinstance(rows, bool):
+        return
+    if ref not in tokenizers:
+        from r1kit.models import load_tokenizer
+
+        try:
+            tokenizers[ref] = len(load_tokenizer(ref))
+        except R1kitError as exc:
+            _fail(where, f"the tokenizer of {ref!r} does not load: {exc.args[0]}", exc.hint)
+    if tokenizers[ref] > rows:
+        _fail(where, f"the tokenizer of {ref!r} has {tokenizers[ref]} tokens but its model "
+              f"embeds only {rows} (config.json's vocab_size)",
+              "after adding tokens, call model.resize_token_embeddings(len(tokenizer)) and "
+              "save the model again")
+
+
 def check_inputs(recipe: Recipe) -> None:
     """Every model and data file a recipe names exists (run before any work starts)."""
+    tokenizers: dict[str, int] = {}  # a directory's tokenizer size, read once
     earlier: list[str] = []
     has_template: dict[str, bool] = {}
     conversational: set[str] = set()  # stages whose prompts include chat messages
@@ -1382,6 +1412,8 @@ def check_inputs(recipe: Recipe) -> None:
 
             # a causal LM checkpoint (config.json), or a reward model for the reward fields
             check_model_dir(ref, "causal" if field_name in CAUSAL_FIELDS else "reward")
+            if field_name in CAUSAL_FIELDS:
+                _check_vocabulary(f"{where}.{field_name}", ref, tokenizers)
             if field_name in ("helpful_model", "safety_model"):
                 from r1kit.models import reward_objective
 

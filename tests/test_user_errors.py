@@ -54,6 +54,22 @@ def test_tokenizer_larger_than_the_embedding_is_found_at_load(checkpoint):
     assert f"has {len(tok)} tokens" in str(info.value)
 
 
+def test_tokenizer_larger_than_the_embedding_is_found_before_any_stage(checkpoint, tmp_path):
+    """A directory named by a later stage: found before the stages before it run."""
+    tok = load_tokenizer(checkpoint)
+    recipe = ('[stages.base]\nkind = "pretrain"\nsteps = 1\n'
+              f'[stages.rl]\nkind = "grpo"\nmodel = "{checkpoint}"\n')
+    from r1kit.config import check_inputs, load_recipe
+
+    (tmp_path / "ok.toml").write_text(recipe)
+    check_inputs(load_recipe(tmp_path / "ok.toml"))  # as saved: fine
+    tok.add_tokens([f"<extra_{i}>" for i in range(5)])
+    tok.save_pretrained(checkpoint)
+    error = _recipe_error(tmp_path, recipe)
+    assert f"stages.rl.model: the tokenizer of '{checkpoint}' has {len(tok)} tokens but its " \
+        "model embeds only" in error and "resize_token_embeddings" in error
+
+
 def test_cli_says_which_weights_cannot_be_read(checkpoint, capsys):
     from r1kit.cli import main
 
