@@ -232,6 +232,9 @@ def test_errors_under_torchrun_name_the_rank(tmp_path, monkeypatch, capsys):
     import r1kit.distributed
 
     monkeypatch.setattr(r1kit.distributed, "init", lambda device: device)  # (no group here)
+    # two processes meeting the same error (gathered over the group under torchrun)
+    monkeypatch.setattr(r1kit.distributed, "_world", r1kit.distributed.World(1, 2, 1))
+    monkeypatch.setattr(r1kit.distributed, "gather_lists", lambda items: items * 2)
     recipe = tmp_path / "r.toml"
     recipe.write_text('[stages.base]\nkind = "pretrain"\n[stages.zero]\nkind = "grpo"\n'
                       'model = "base"\ntask = "math"\n'

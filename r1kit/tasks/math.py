@@ -245,11 +245,11 @@ def read_examples(path, question_field: str, answer_field: str,
                 raise R1kitError(f"{row_at(path, n)}: field {field!r} is {kind_of(value)}, not text or "
                                  "a number", "fill it in or drop the rows without one"
                                  if value is None else "")
-            if field == question_field and not isinstance(value, str):
-                # (an id or a count column: the model would be asked "8")
-                raise R1kitError(f"{row_at(path, n)}: field {field!r} is a number ({value!r}), "
-                                 "not a question", f"its fields are {', '.join(map(str, row))}; "
-                                 f"{fields_hint}")
+        if isinstance(row[question_field], (int, float)):
+            # (an id or a count column: the model would be asked "8")
+            raise R1kitError(f"{row_at(path, n)}: field {question_field!r} is a number "
+                             f"({row[question_field]!r}), not a question",
+                             f"its fields are {', '.join(map(str, row))}; {fields_hint}")
         level = row.get("level")
         answer = reference_text(row[answer_field])
         if not answer:
