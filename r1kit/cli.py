@@ -134,17 +134,20 @@ _OPTION_NAME = {"reward_function": "reward"}
 def _in_options(text: str, command: str) -> str:
     """`text` with `setting = 'value'` written as the command's `--option value`."""
     import re
+    import shlex
 
     names = _OPTIONS.get(command)
     if not names:
         return text
 
-    def option(m):
+    def option(m):  # (quoted for a shell where it needs it: <think>, spaces, '')
         flag = "--" + _OPTION_NAME.get(m["name"], m["name"]).replace("_", "-")
-        return f"{flag} {m['value']}" if m["value"] else f"{flag} ''"
+        return f"{flag} {shlex.quote(m['value'])}"
 
-    return re.sub(r"\b(?P<name>" + "|".join(names) + r")\s*=\s*(?P<q>['\"]?)"
-                  r"(?P<value>[^'\"\s,;)]*)(?P=q)", option, text)
+    return re.sub(r"\b(?P<name>" + "|".join(names) + r")\s*=\s*(?:(?P<q>['\"])"
+                  r"(?P<quoted>(?s:.*?))(?P=q)|(?P<value>[^'\"\s,;)]*))",
+                  lambda m: option({"name": m["name"], "value": m["quoted"] if m["q"]
+                                    else m["value"]}), text)
 
 
 def _say(text: str) -> None:

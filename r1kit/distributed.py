@@ -256,8 +256,9 @@ def is_sharded(model) -> bool:
     return any(isinstance(m, FSDPModule) for m in model.modules())
 
 
-# What shard() calls on FSDP2's modules: without the last two (older torch), FSDP2 would
-# average the gradients over ranks, silently dividing every update by the number of ranks.
+# What r1kit calls on FSDP2's modules (shard, gathered): without the last two (older torch)
+# FSDP2 would average the gradients over ranks, silently dividing every update by the number
+# of ranks.
 _FSDP_NEEDS = ("set_reshard_after_forward", "set_gradient_divide_factor",
                "set_force_sum_reduction_for_comms")
 
@@ -270,8 +271,9 @@ def fsdp_missing() -> str | None:
         return f"this torch ({torch.__version__}) has no FSDP2 (torch.distributed.fsdp.fully_shard)"
     lacking = [m for m in _FSDP_NEEDS if not hasattr(FSDPModule, m)]
     if lacking:
-        return (f"this torch's FSDP2 ({torch.__version__}) lacks {', '.join(lacking)}, which "
-                "r1kit needs to sum gradients over ranks instead of averaging them")
+        return (f"this torch's FSDP2 ({torch.__version__}) lacks {', '.join(lacking)} (r1kit "
+                "sums gradients over ranks with them; averaged, each update would be divided "
+                "by the number of ranks)")
     return None
 
 

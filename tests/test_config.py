@@ -647,7 +647,9 @@ def test_a_value_meant_as_toml_but_broken_is_refused_not_taken_as_text() -> None
             apply_override({}, text)
         assert what in err.value.args[0] and text.split("=")[0] in err.value.args[0]
         assert "close its quotes" in err.value.hint
-    assert parse_value("chat") == "chat"  # bare text is still a string
+    assert parse_value("chat") == "chat"  # bare text is still a string, also where it
+    for text in ("[THINK]", "[SYSTEM] Answer briefly.", "{question}", '"a" and b', r'"\d+"'):
+        assert parse_value(text) == text  # opens and closes what TOML cannot read
     assert parse_value('"<think>\n"') == "<think>\n"  # a newline typed inside the quotes
 
 

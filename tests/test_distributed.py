@@ -408,37 +408,43 @@ def test_a_failure_only_some_ranks_see_is_said_by_them(monkeypatch, capsys, tmp_
     message is above" where there was none). A stage that rank 0 alone runs: its error is
     said by rank 0, repeated only by the first process of another machine; the others say in
     one line that rank 0 stopped."""
+    import socket
+
     import r1kit.pipeline as pipeline
     from r1kit import distributed
     from r1kit.config import load_recipe
     from r1kit.errors import R1kitError
 
     recipe = load_recipe(REPO / "recipes" / "zero-tiny.toml")
-    monkeypatch.setattr(distributed, "_world", distributed.World(rank=0, world_size=2))
+    here = socket.gethostname()
+    monkeypatch.setattr(distributed, "_world", distributed.World(rank=1, world_size=2))
+    monkeypatch.setenv("LOCAL_RANK", "1")
     seen = {}
 
-    def gather(items):
+    def gather(items):  # rank 0 (seen["other"]), then this process, rank 1
         seen["sent"] = items
-        return items + [seen["other"]]
+        return [seen["other"]] + items
 
     monkeypatch.setattr(distributed, "gather_lists", gather)
-    seen["other"] = "stages.zero.reward_function: importing 'rf' failed"
-    with pytest.raises(R1kitError, match="rank 1 stopped before any stage") as err:
+    seen["other"] = (here, "0", "stages.zero.reward_function: importing 'rf' failed")
+    with pytest.raises(R1kitError, match="rank 0 stopped before any stage") as err:
         pipeline._run_recipe(recipe, tmp_path / "run", None, print, "cpu")
-    assert seen["sent"] == [None] and not getattr(err.value, "same_on_every_process", False)
+    assert seen["sent"] == [(here, "1", None)]
+    assert not getattr(err.value, "same_on_every_process", False)
 
     def bad(_recipe):
         raise R1kitError("stages.zero.train_file: file 'x.jsonl' not found")
 
     monkeypatch.setattr(pipeline, "check_inputs", bad)
-    seen["other"] = str(R1kitError("stages.zero.train_file: file 'x.jsonl' not found"))
-    with pytest.raises(R1kitError, match="not found") as err:  # every rank: said once
-        pipeline._run_recipe(recipe, tmp_path / "run", None, print, "cpu")
-    assert err.value.same_on_every_process
-    seen["other"] = None  # this rank alone: said here, by this rank
-    with pytest.raises(R1kitError, match="not found") as err:
-        pipeline._run_recipe(recipe, tmp_path / "run", None, print, "cpu")
-    assert not getattr(err.value, "same_on_every_process", False)
+    error = str(R1kitError("stages.zero.train_file: file 'x.jsonl' not found"))
+    for other, said_by_its_first in [
+            ((here, "0", error), True),  # this machine's first process meets it too: says it
+            ((here, "0", None), False),  # this process alone: says it itself
+            (("node-b", "0", error), False)]:  # the first process elsewhere: not this machine's
+        seen["other"] = other
+        with pytest.raises(R1kitError, match="not found") as err:
+            pipeline._run_recipe(recipe, tmp_path / "run", None, print, "cpu")
+        assert getattr(err.value, "same_on_every_process", False) == said_by_its_first
     assert not (tmp_path / "run").exists()
 
     def rank_zero_failed(*args, **kwargs):

@@ -234,7 +234,8 @@ def test_errors_under_torchrun_name_the_rank(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(r1kit.distributed, "init", lambda device: device)  # (no group here)
     # two processes meeting the same error (gathered over the group under torchrun)
     monkeypatch.setattr(r1kit.distributed, "_world", r1kit.distributed.World(1, 2, 1))
-    monkeypatch.setattr(r1kit.distributed, "gather_lists", lambda items: items * 2)
+    monkeypatch.setattr(r1kit.distributed, "gather_lists",  # and local rank 0 beside it
+                        lambda items: [(host, "0", error) for host, _, error in items] + items)
     recipe = tmp_path / "r.toml"
     recipe.write_text('[stages.base]\nkind = "pretrain"\n[stages.zero]\nkind = "grpo"\n'
                       'model = "base"\ntask = "math"\n'
@@ -291,7 +292,10 @@ def test_prompts_that_are_empty_or_messages_as_json_text_are_named(tmp_path):
             # question_field naming an id column: the model would be asked "8"
             ([{"id": 8, "problem": "1 + 1?", "answer": "2"}],
              r"d.jsonl:1: field 'id' is a number \(8\), not a question",
-             "its fields are id, problem, answer; set question_field")]:
+             "its fields are id, problem, answer; set question_field"),
+            ([{"id": "1 + 1?", "answer": "2"}, {"id": 17, "answer": "3"}],
+             r"d.jsonl:2: field 'id' is a number \(17\)",
+             "the rows before it have text there")]:
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         with pytest.raises(R1kitError, match=expected) as info:
             read_examples(data, "id" if "id" in rows[0] else "question", "answer")
@@ -558,3 +562,9 @@ def test_eval_and_score_name_their_options_not_recipe_settings(tmp_path, bpe_che
     said = capsys.readouterr()
     said = said.out + said.err
     assert "give the file instead, --reward path/to/file.py:function" in said
+    from r1kit.cli import _in_options
+
+    assert _in_options("set prefill = '<think>\n', question_field = \"my q\" or "
+                       "prefill = ''", "eval") == \
+        "set --prefill '<think>\n', --question-field 'my q' or --prefill ''"  # a shell's
+    assert _in_options("template = 'chat'", "run") == "template = 'chat'"  # recipes: as is

@@ -224,9 +224,9 @@ def row_question(row: dict, field: str, where: str, fields_hint: str):
 def read_examples(path, question_field: str, answer_field: str,
                   fields_hint: str = "set question_field / answer_field to the right names"
                   ) -> list[Example]:
-    """The rows of a math data file as examples, checked: both fields present, text or a
-    number (the question may also be a conversation of chat messages, for template = "chat"),
-    and a reference answer in every row."""
+    """The rows of a math data file as examples, checked: both fields present, the question
+    text (or a conversation of chat messages, for template = "chat"), the answer text or a
+    number, and a reference answer in every row."""
     from r1kit.templates import check_messages
 
     out = []
@@ -249,7 +249,9 @@ def read_examples(path, question_field: str, answer_field: str,
             # (an id or a count column: the model would be asked "8")
             raise R1kitError(f"{row_at(path, n)}: field {question_field!r} is a number "
                              f"({row[question_field]!r}), not a question",
-                             f"its fields are {', '.join(map(str, row))}; {fields_hint}")
+                             "the rows before it have text there: fix this row or drop it"
+                             if out else f"its fields are {', '.join(map(str, row))}; "
+                             f"{fields_hint}")
         level = row.get("level")
         answer = reference_text(row[answer_field])
         if not answer:
