@@ -1306,10 +1306,8 @@ def _check_chat_template(recipe: Recipe, where: str, ref: str, known: dict) -> N
         if not ref:  # a pretrain stage's model
             known[ref] = False
         else:
-            from r1kit.models import load_tokenizer
-
             try:
-                known[ref] = bool(getattr(load_tokenizer(ref), "chat_template", None))
+                known[ref] = bool(getattr(_tokenizer(ref, known), "chat_template", None))
             except R1kitError as exc:  # (a broken tokenizer file, or no end-of-sequence token)
                 _fail(where, f"the tokenizer of {ref!r} does not load: {exc.args[0]}", exc.hint)
             except Exception as exc:  # noqa: BLE001 - a broken tokenizer file, named
@@ -1334,7 +1332,23 @@ def _torchrun_world() -> int:
     return size if "RANK" in os.environ else 1
 
 
-def _check_vocabulary(where: str, ref: str, tokenizers: dict) -> None:
+def _tokenizer(ref: str, loaded: dict):
+    """load_tokenizer(ref), loaded once per check_inputs (`loaded` keeps it, or its error, under
+    ("tokenizer", ref))."""
+    key = ("tokenizer", ref)
+    if key not in loaded:
+        from r1kit.models import load_tokenizer
+
+        try:
+            loaded[key] = load_tokenizer(ref)
+        except Exception as exc:  # noqa: BLE001 - raised again to each caller
+            loaded[key] = exc
+    if isinstance(loaded[key], Exception):
+        raise loaded[key]
+    return loaded[key]
+
+
+def _check_vocabulary(where: str, ref: str, loaded: dict) -> None:
     """A checkpoint directory whose tokenizer has more tokens than its model embeds (tokens
     added without resize_token_embeddings) fails when its stage loads it, after the stages
     before it have run: found here instead. (A directory without a tokenizer, or whose
@@ -1349,15 +1363,12 @@ def _check_vocabulary(where: str, ref: str, tokenizers: dict) -> None:
         return  # (check_model_dir has said what is wrong with it)
     if not isinstance(rows, int) or isinstance(rows, bool):
         return
-    if ref not in tokenizers:
-        from r1kit.models import load_tokenizer
-
-        try:
-            tokenizers[ref] = len(load_tokenizer(ref))
-        except Exception:  # noqa: BLE001 - a tokenizer that does not load is said where the
-            tokenizers[ref] = None  # chat template is read, or by its stage
-    if tokenizers[ref] is not None and tokenizers[ref] > rows:
-        _fail(where, f"the tokenizer of {ref!r} has {tokenizers[ref]} tokens but its model "
+    try:
+        size = len(_tokenizer(ref, loaded))
+    except Exception:  # noqa: BLE001 - a tokenizer that does not load is said where the chat
+        return  # template is read, or by its stage
+    if size > rows:
+        _fail(where, f"the tokenizer of {ref!r} has {size} tokens but its model "
               f"embeds only {rows} (config.json's vocab_size)",
               "after adding tokens, call model.resize_token_embeddings(len(tokenizer)) and "
               "save the model again")
@@ -1365,9 +1376,8 @@ def _check_vocabulary(where: str, ref: str, tokenizers: dict) -> None:
 
 def check_inputs(recipe: Recipe) -> None:
     """Every model and data file a recipe names exists (run before any work starts)."""
-    tokenizers: dict[str, int | None] = {}  # a directory's tokenizer size, read once
     earlier: list[str] = []
-    has_template: dict[str, bool] = {}
+    has_template: dict = {}  # per directory: has a chat template; and its tokenizer (_tokenizer)
     conversational: set[str] = set()  # stages whose prompts include chat messages
     for name, cfg in recipe.stages.items():
         where = f"stages.{name}"
@@ -1415,7 +1425,7 @@ def check_inputs(recipe: Recipe) -> None:
             # a causal LM checkpoint (config.json), or a reward model for the reward fields
             check_model_dir(ref, "causal" if field_name in CAUSAL_FIELDS else "reward")
             if field_name in CAUSAL_FIELDS:
-                _check_vocabulary(f"{where}.{field_name}", ref, tokenizers)
+                _check_vocabulary(f"{where}.{field_name}", ref, has_template)
             if field_name in ("helpful_model", "safety_model"):
                 from r1kit.models import reward_objective
 
