@@ -386,8 +386,11 @@ class GRPOConfig:
         if self.temperature <= 0:
             _fail(f"{where}.temperature", "must be > 0 for RL sampling")
         if self.aggregation not in AGGREGATIONS:
+            trl = TRL_LOSS_TYPES.get(self.aggregation)
             _fail(f"{where}.aggregation", f"unknown aggregation {self.aggregation!r}",
-                  f"use one of: {', '.join(AGGREGATIONS)}")
+                  f"TRL's loss_type = {self.aggregation!r} is aggregation = {trl!r}" if trl else
+                  f"use one of: {', '.join(AGGREGATIONS)} (TRL's loss_type grpo, dapo / bnpo, "
+                  "dr_grpo)")
         if self.max_sampling_rounds < 1:
             _fail(f"{where}.max_sampling_rounds", f"must be >= 1, got {self.max_sampling_rounds}")
         if self.dynamic_sampling_metric not in ("accuracy", "reward"):
@@ -395,7 +398,9 @@ class GRPOConfig:
                   f"unknown metric {self.dynamic_sampling_metric!r}", "use accuracy or reward")
         if self.advantage_scale not in ADVANTAGE_SCALES:
             _fail(f"{where}.advantage_scale", f"unknown scale {self.advantage_scale!r}",
-                  f"use one of: {', '.join(ADVANTAGE_SCALES)}")
+                  f"use one of: {', '.join(ADVANTAGE_SCALES)} (TRL's scale_rewards \"group\" "
+                  "or true is std, \"none\" or false is none; its \"batch\", the whole "
+                  "batch's std, has no equivalent here)")
         if self.importance_sampling not in IMPORTANCE_SAMPLING:
             _fail(f"{where}.importance_sampling",
                   f"unknown level {self.importance_sampling!r}",
@@ -909,6 +914,11 @@ def _coerce(value, tp, where: str):
                   and isinstance(value, str) else None)
         return value
     if tp is str:
+        if not isinstance(value, str) and isinstance(value, bool) and \
+                where.endswith(".advantage_scale"):  # TRL's scale_rewards takes booleans
+            _fail(where, f"must be a string, got {value!r}",
+                  f"TRL's scale_rewards = {str(value).lower()} is advantage_scale = "
+                  f"\"{'std' if value else 'none'}\"")
         if not isinstance(value, str):
             text = json.dumps(value) if isinstance(value, (int, float, bool)) else None
             _fail(where, f"must be a string, got {value!r}",
@@ -920,6 +930,10 @@ def _coerce(value, tp, where: str):
 
 # Settings of TRL, open-r1 and verl under their own names: r1kit's name for each (the first
 # of them the stage has), or what to do instead (a phrase), and a note on how they differ.
+# TRL's GRPOConfig loss_type values, as r1kit's aggregation
+TRL_LOSS_TYPES = {"grpo": "seq-mean-token-mean", "dapo": "token-mean", "bnpo": "token-mean",
+                  "dr_grpo": "seq-mean-token-sum-norm"}
+
 FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "learning_rate": ("lr",), "num_generations": ("group_size",),
     "max_completion_length": ("max_new_tokens",), "max_response_length": ("max_new_tokens",),
@@ -931,11 +945,20 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "logging_steps": ("not needed: every step is a row of metrics.jsonl (and TensorBoard)",),
     "report_to": ("set under [run]: tensorboard = true, wandb = \"PROJECT\"",),
     "max_steps": ("steps",), "total_training_steps": ("steps",),
+    "top_k": ("not a setting: r1kit samples with top_p alone (no top-k)",),
     "gradient_checkpointing": ("activation_checkpointing",),
     "per_device_train_batch_size": ("micro_batch_size",),
     "gradient_accumulation_steps": (("not needed: r1kit accumulates over a batch's "
                                      "micro-batches by itself (set batch_size or "
-                                     "rollout_batch_size, and micro_batch_size)"),),
+                                     "rollout_batch_size, and micro_batch_size; in a grpo "
+                                     "stage num_minibatches is the number of optimizer "
+                                     "updates per rollout: TRL's steps_per_generation / "
+                                     "gradient_accumulation_steps, 1 by TRL's default)"),),
+    "steps_per_generation": (("num_minibatches, the optimizer updates per rollout: TRL's "
+                              "steps_per_generation / gradient_accumulation_steps (1 by TRL's "
+                              "default; r1kit's default is the paper's 16)"),),
+    "sync_ref_model": ("ref_refresh_every",), "ref_model_sync_steps": ("ref_refresh_every",),
+    "num_generations_eval": ("eval",), "per_device_eval_batch_size": ("eval",),
     "generation_batch_size": ("rollout_batch_size",), "num_iterations": ("ppo_epochs",),
     "epsilon": ("clip_eps_low",), "clip_ratio": ("clip_eps_low",),
     "epsilon_high": ("clip_eps_high",), "clip_ratio_high": ("clip_eps_high",),
@@ -953,6 +976,22 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "use_vllm": ("not needed: r1kit samples with its own engine (README: Speed)",),
 }
 _FOREIGN_NOTES = {
+    "max_steps": (", which counts rollouts: TRL's max_steps counts optimizer updates, "
+                  "num_minibatches x ppo_epochs of them per rollout here"),
+    "max_completion_length": (" (in a grpo stage max_new_tokens_schedule raises it later: by "
+                              "default to 65,536 at step 512, as the paper; set "
+                              "max_new_tokens_schedule = [] to keep one cap)"),
+    "loss_type": (": TRL's grpo is seq-mean-token-mean (r1kit's default), dapo and bnpo "
+                  "token-mean (TRL's default), dr_grpo seq-mean-token-sum-norm"),
+    "scale_rewards": (": TRL's \"group\" (or true) is std (the default), \"none\" (or "
+                      "false) is none"),
+    "sync_ref_model": (", every N steps (0 = never, as TRL's default)"),
+    "ref_model_sync_steps": (", every N rollouts (0 = never)"),
+    "num_generations_eval": (": k in the stage's eval table ([stages.NAME.eval] k = N)"),
+    "per_device_eval_batch_size": (": the eval table's settings; evaluations sample "
+                                   "generation_rows rows at once"),
+    "lr_scheduler_type": (": constant (the paper's) or cosine (to lr x final_lr_ratio); TRL's "
+                          "default linear decay has no equivalent"),
     "per_device_train_batch_size": ": sequences per forward pass (the optimizer's batch is "
                                    "batch_size, or rollout_batch_size / num_minibatches)",
     "warmup_ratio": ", a number of optimizer updates (in a grpo stage, num_minibatches x "

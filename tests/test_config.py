@@ -174,6 +174,23 @@ def test_typo_suggests_close_key() -> None:
     ("max_prompt_length=512", "keeps each prompt whole"),
     ('output_dir="out"', "r1kit run RECIPE --out DIR"),
     ("logging_steps=10", "every step is a row of metrics.jsonl"),
+    # TRL's semantics where they differ from r1kit's
+    ("gradient_accumulation_steps=4", "num_minibatches is the number of optimizer updates"),
+    ("steps_per_generation=4", "is num_minibatches, the optimizer updates per rollout"),
+    ("max_steps=100", "which counts rollouts: TRL's max_steps counts optimizer updates"),
+    ("max_completion_length=64", "max_new_tokens_schedule = [] to keep one cap"),
+    ('loss_type="dapo"', "dapo and bnpo token-mean (TRL's default)"),
+    ('scale_rewards="group"', "\"group\" (or true) is std"),
+    ("sync_ref_model=true", "is 'ref_refresh_every'"),
+    ("ref_model_sync_steps=64", "is 'ref_refresh_every'"),
+    ("num_generations_eval=4", "k in the stage's eval table"),
+    ("top_k=50", "r1kit samples with top_p alone"),
+    ('lr_scheduler_type="linear"', "TRL's default linear decay has no equivalent"),
+    # TRL's values of settings r1kit has
+    ('aggregation="dapo"', "TRL's loss_type = 'dapo' is aggregation = 'token-mean'"),
+    ('aggregation="dr_grpo"', "is aggregation = 'seq-mean-token-sum-norm'"),
+    ('advantage_scale="batch"', "its \"batch\", the whole batch's std, has no equivalent"),
+    ("advantage_scale=false", "TRL's scale_rewards = false is advantage_scale = \"none\""),
 ])
 def test_trl_names_point_to_r1kit_names(setting, says) -> None:
     """TRL's / open-r1's names are not spelling mistakes: the hint names r1kit's setting (a
