@@ -29,9 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="from_stage", default=None, metavar="STAGE",
                      help="rerun from this stage on (later stages too)")
     score = sub.add_parser("score", help="score completions in a JSONL file with a reward")
-    score.add_argument("--reward", required=True, metavar="NAME",
+    score.add_argument("--reward", required=True, metavar="NAME", action="append",
                        help="math, format, language, code, choice, or your own reward function "
-                            "as file.py:function or module:function")
+                            "as file.py:function or module:function (one)")
     score.add_argument("--input", required=True, type=Path, metavar="IN.jsonl",
                        help="one JSON object per line (or a .parquet file), with the fields "
                             "the reward needs")
@@ -235,7 +235,11 @@ def _main(args) -> int:
         elif args.command == "score":
             from r1kit.scoring import score_file
 
-            score_file(args.reward, args.input, args.output, args.settings,
+            if len(args.reward) > 1:  # (argparse would keep the last one, silently)
+                raise R1kitError(f"--reward given {len(args.reward)} times: r1kit score scores "
+                                 "with one reward", "score with each in turn (--output to a "
+                                 "file each); a grpo stage's reward_function list sums them")
+            score_file(args.reward[0], args.input, args.output, args.settings,
                        args.completion_field)
         elif args.command == "eval":
             from r1kit.eval.cli import run_eval_command

@@ -321,7 +321,7 @@ def _function_reward(spec: str) -> Reward:
 
     def check_row(row: dict, settings: dict) -> str | None:
         problem = _need_str(row, "completion")
-        names = tuple(sorted(k for k in row if k not in ("completion", prompt_key(row))))
+        names = tuple(sorted(k for k in row if k not in ("completion", "prompt")))
         if problem is None and names not in checked:  # each set of fields once
             checked.add(names)
             check_signature(fn, [*BUILT_IN, *names], repr(spec))
@@ -330,8 +330,8 @@ def _function_reward(spec: str) -> Reward:
     def score(rows: list[dict], settings: dict) -> list[Scored]:
         examples = [Example(question=r.get(prompt_key(r), ""),
                             answer=reference_text(r.get("answer")),
-                            meta={"fields": {k: v for k, v in r.items()
-                                             if k not in ("completion", prompt_key(r))}})
+                            meta={"fields": {k: v for k, v in r.items()  # (as TRL: all
+                                             if k not in ("completion", "prompt")}})  # but these)
                     for r in rows]
         return FunctionReward(fn).score([r["completion"] for r in rows], examples)
 

@@ -520,9 +520,9 @@ def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsy
 
 def test_a_reward_function_gets_completion_ids_and_trainer_state_like_trl(bpe_checkpoint):
     """open-r1's soft_overlong_punishment(completion_ids, **kwargs) runs unchanged: a grpo
-    stage gives a function that names them each completion's sampled token ids (here, without
-    a rollout, its text encoded by the model's tokenizer) and trainer_state (global_step,
-    max_steps), as TRL does; the recipe check accepts them."""
+    stage gives a function that names them, or takes **kwargs, each completion's sampled
+    token ids (here, without a rollout, its text encoded by the model's tokenizer) and
+    trainer_state (global_step, max_steps), as TRL does; the recipe check accepts them."""
     from r1kit.models import load_tokenizer
     from r1kit.rewards.custom import BUILT_IN, GRPO_EXTRAS, FunctionReward, check_signature
     from r1kit.tasks.base import Example
@@ -541,7 +541,7 @@ def test_a_reward_function_gets_completion_ids_and_trainer_state_like_trl(bpe_ch
     scores = reward.score(texts, [Example(question="q", answer="72")] * 2)
     assert len(tok("72", add_special_tokens=False)["input_ids"]) <= 3
     assert [s for s, _ in scores] == [0.0, -0.5]
-    assert "trainer_state" not in seen and seen["answer"] == ["72", "72"]  # not named
+    assert seen["trainer_state"].global_step == 7 and seen["answer"] == ["72", "72"]  # **kw
     reward.sampled_ids = [[5, 6, 7, 8], [9]]  # a grpo stage's: the rollout's own ids
     scores = reward.score(texts, [Example(question="q", answer="72")] * 2)
     assert [s for s, _ in scores] == [-0.5, 0.0]
@@ -554,7 +554,46 @@ def test_a_reward_function_gets_completion_ids_and_trainer_state_like_trl(bpe_ch
     steps.trainer_state.global_step = 7
     seen.clear()
     assert [s for s, _ in steps.score(["a"], [Example(question="q", answer="1")])] == [7.0]
-    assert "completion_ids" not in seen
+    assert seen["completion_ids"] == [tok("a", add_special_tokens=False)["input_ids"]]
+
+    def only_named(completions, prompts, answer, trainer_state):  # no **kwargs: what it names
+        return [float(trainer_state.global_step)] * len(completions)
+
+    only = FunctionReward(only_named, tokenizer=tok)
+    assert [s for s, _ in only.score(["a"], [Example(question="q", answer="1")])] == [0.0]
+
+
+def test_async_reward_functions_nan_scores_and_log_metric_as_trl():
+    """TRL 1.16 awaits async reward functions, reads NaN as None (no score), and gives
+    log_metric(name, value) for numbers of the function's own: the same here (logged as
+    reward/metric/NAME, the mean of a batch's values)."""
+    import asyncio
+
+    from r1kit.rewards.custom import FunctionReward, check_signature
+    from r1kit.stages.grpo import _component_means
+    from r1kit.tasks.base import Example
+
+    async def judged(completions, **kwargs):  # e.g. a judge model behind an async client
+        await asyncio.sleep(0)
+        kwargs["log_metric"]("judge_calls", len(completions))
+        return [1.0 if c == "yes" else float("nan") for c in completions]
+
+    def lengths(completions, log_metric, **kwargs):
+        log_metric("mean_chars", sum(map(len, completions)) / len(completions))
+        log_metric("mean_chars", 0.0)  # twice in a batch: its mean
+        return [0.5] * len(completions)
+
+    check_signature(lengths, ["completions", "prompts", "answer"], "x")  # log_metric is given
+    examples = [Example(question="q", answer="1")] * 3
+    scored = FunctionReward([judged, lengths]).score(["yes", "no", "yes"], examples)
+    assert [s for s, _ in scored] == [1.5, 0.5, 1.5]  # NaN: no score from judged
+    assert [p["custom_none"] for _, p in scored] == [0.0, 1.0, 0.0]
+    means = _component_means(scored)
+    assert means["reward/metric/judge_calls"] == 3.0
+    assert means["reward/metric/mean_chars"] == pytest.approx((8 / 3) / 2)
+    with pytest.raises(Exception, match="returned inf"):  # infinity is still an error
+        FunctionReward(lambda completions, **kw: [float("inf")] * len(completions)).score(
+            ["a"], examples[:1])
 
 
 def test_a_grpo_stage_gives_its_sampled_ids_and_step(tmp_path, monkeypatch):

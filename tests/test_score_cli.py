@@ -403,10 +403,11 @@ def test_your_own_reward_function(tmp_path, capsys) -> None:
 def test_your_reward_function_gets_what_a_grpo_stage_gives_it(tmp_path) -> None:
     """The same arguments as in a GRPO stage on a math task: the reference answer read as the
     task reads it (a GSM8K solution cut to what follows '####', no thousands separators), and
-    the field that gave the prompt not passed again."""
+    every field but "prompt" by its name, as TRL passes its data set's columns (a question
+    field of another name, here 'question', too)."""
     fn = tmp_path / "exact.py"
     fn.write_text("def exact(completions, prompts, answer, **kwargs):\n"
-                  "    assert 'question' not in kwargs\n"
+                  "    assert kwargs['question'] == prompts\n"
                   "    return [float(c == a) for c, a in zip(completions, answer)]\n")
     rows = [{"completion": "72", "question": "Clips?", "answer": "48/2 = 24.\n#### 72"},
             {"completion": "1080", "question": "Sum?", "answer": "#### 1,080"},
@@ -452,3 +453,10 @@ def test_completion_field_scores_a_sample_stages_rows(tmp_path, capsys) -> None:
     err = run_error(capsys, ["score", "--reward", "math", "--input", str(mixed),
                              "--completion-field", "response"])
     assert "mixed.jsonl:2: missing field 'response'" in err  # not its completion, silently
+
+
+def test_two_rewards_are_refused_not_the_last_one_taken(tmp_path, capsys) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"completion": box("2"), "answer": "2"}])
+    err = run_error(capsys, ["score", "--reward", "math", "--reward", "format",
+                             "--input", str(src)])
+    assert "--reward given 2 times" in err and "reward_function list sums them" in err

@@ -89,10 +89,15 @@ def _importable(directory: Path) -> None:
 
 
 BUILT_IN = ("completions", "prompts", "answer")
-# what a grpo stage also gives, as TRL does, to a function that names them: each completion's
-# sampled token ids (the stop token included; open-r1's soft_overlong_punishment counts them)
-# and the training state (global_step: the rollout step, max_steps)
+# what a grpo stage also gives, as TRL does, to a function that names them or takes **kwargs:
+# each completion's sampled token ids (the stop token included; open-r1's
+# soft_overlong_punishment counts them) and the training state (global_step: the rollout
+# step, max_steps)
 GRPO_EXTRAS = ("completion_ids", "trainer_state")
+# given wherever a function is called (a grpo stage, r1kit score), as TRL gives it:
+# log_metric(name, value) logs a number of the function's own as reward/metric/NAME (the mean
+# of the values it logged for a batch)
+LOG_METRIC = "log_metric"
 
 
 def _parameters(fn: Callable):
@@ -108,6 +113,7 @@ def check_signature(fn: Callable, names: list[str], spec: str) -> None:
     are not passed (unless it takes **kwargs), so a function of completions, prompts and answer
     keeps working on data with more fields."""
     params = _parameters(fn)
+    names = [*names, LOG_METRIC]
     if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params):
         takes = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         missing = [n for n in BUILT_IN if n not in takes]
@@ -145,7 +151,7 @@ def _columns(fn: Callable, examples: list[Example]) -> dict[str, list]:
     accepted = {p.name for p in params or [] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     names = dict.fromkeys(k for e in examples for k in e.meta.get("fields", {}))
     return {k: [e.meta.get("fields", {}).get(k) for e in examples]
-            for k in names if k not in BUILT_IN and k not in GRPO_EXTRAS
+            for k in names if k not in BUILT_IN and k not in GRPO_EXTRAS and k != LOG_METRIC
             and (takes_all or k in accepted)}
 
 
@@ -211,13 +217,20 @@ class FunctionReward:
                 self._warn(self.fns[0], "reward_function: after prompts of chat messages "
                            "each completion is given as [{'role': 'assistant', 'content': "
                            "text}], as TRL does")
-        per_fn = [self._call(fn, completions, examples, len(responses)) for fn in self.fns]
+        logged: dict[str, list[float]] = {}  # log_metric's values of this batch
+
+        def log_metric(name: str, value: float) -> None:
+            logged.setdefault(str(name), []).append(float(value))
+
+        per_fn = [self._call(fn, completions, examples, len(responses), log_metric)
+                  for fn in self.fns]
         based = (self.base.score(responses, examples) if self.base is not None
                  else [(0.0, {})] * len(responses))
+        metrics = {f"metric/{k}": sum(v) / len(v) for k, v in logged.items() if v}
         out, unscored = [], 0
         for i in range(len(responses)):
             total, parts = based[i]
-            parts, missing = dict(parts), False
+            parts, missing = {**parts, **metrics}, False
             for key, w, scores in zip(self.keys, self.weights, per_fn):
                 if scores[i] is None:
                     missing = True
@@ -238,20 +251,28 @@ class FunctionReward:
         return out
 
     def _call(self, fn: Callable, completions: list, examples: list[Example],
-              n: int) -> list[float | None]:
-        """One function's scores of the completions: floats, or None where it gives none."""
+              n: int, log_metric: Callable | None = None) -> list[float | None]:
+        """One function's scores of the completions: floats, or None where it gives none
+        (NaN too, as TRL reads None). An async function is awaited."""
         name = _name(fn)
         extras = {}
-        if self.tokenizer is not None:  # (a grpo stage's): to the functions that name them
-            takes = {p.name for p in _parameters(fn) or []}
+        params = _parameters(fn)
+        takes = {p.name for p in params or []}
+        if params is None or any(p.kind is p.VAR_KEYWORD for p in params):
+            takes |= {*GRPO_EXTRAS, LOG_METRIC}  # (**kwargs: all of them, as TRL)
+        if self.tokenizer is not None:  # (a grpo stage's)
             if "completion_ids" in takes:
                 extras["completion_ids"] = self._completion_ids(completions, n)
             if "trainer_state" in takes:
                 extras["trainer_state"] = self.trainer_state
+        if LOG_METRIC in takes and log_metric is not None:
+            extras[LOG_METRIC] = log_metric
         try:
             scores = fn(**_columns(fn, examples), **extras, completions=completions,
                         prompts=[e.question for e in examples],
                         answer=[e.answer for e in examples])
+            if inspect.isawaitable(scores):  # an async function (TRL awaits them)
+                scores = _awaited(scores)
         except (Exception, SystemExit) as exc:  # the user's function failed (sys.exit()
             # included: it would end the run with its code, 0 too): name it and where
             frames = [f for f in traceback.extract_tb(exc.__traceback__)
@@ -288,10 +309,32 @@ class FunctionReward:
             except (TypeError, ValueError) as exc:
                 raise R1kitError(f"reward_function {name} returned {s!r} among its scores",
                                  "return one float (or None) per completion") from exc
+            if math.isnan(s):  # as TRL, which reads None as NaN: no score
+                out.append(None)
+                continue
             if not math.isfinite(s):
-                raise R1kitError(f"reward_function {name} returned {s}", "return finite floats")
+                raise R1kitError(f"reward_function {name} returned {s}",
+                                 "return finite floats (or None, or NaN, for no score)")
             out.append(s)
         return out
+
+
+def _awaited(awaitable):
+    """The result of an async reward function's call: run to its end in an event loop of its
+    own (on a thread of its own where this thread already runs one, e.g. a notebook's)."""
+    import asyncio
+
+    async def result():
+        return await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(result())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, result()).result()
 
 
 def _name(fn: Callable) -> str:

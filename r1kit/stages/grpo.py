@@ -547,7 +547,7 @@ def general_examples(cfg: GRPOConfig, seed: int) -> list[Example]:
             raise R1kitError(f"{row_at(cfg.general_data, n)}: field {cfg.general_prompt_field!r} is "
                              f"{kind_of(prompt)}, not text or chat messages")
         # the row's other fields (its type too), for a reward function of your own
-        fields = {k: v for k, v in row.items() if k != cfg.general_prompt_field}
+        fields = {k: v for k, v in row.items() if k != "prompt"}  # (as TRL: all but prompt)
         out.append(Example(question=prompt, answer="", meta={"type": row["type"],
                                                              "fields": fields}))
     return out

@@ -280,7 +280,7 @@ def read_choice_examples(path, question_field: str = "question", answer_field: s
         listed = ("\n\n" + "\n".join(f"{LETTERS[i]}) {o}" for i, o in enumerate(options))
                   + ("\n" if instruction else "") if options is not None else "")
         subject = next((row[f] for f in SUBJECT_FIELDS if isinstance(row.get(f), str)), None)
-        fields = {k: v for k, v in row.items() if k != field}
+        fields = {k: v for k, v in row.items() if k != "prompt"}  # (as TRL: all but prompt)
         out.append(Example(question=with_instruction(question, listed + instruction),
                            answer=letter,
                            level=row.get("level") if isinstance(row.get("level"), int) else None,

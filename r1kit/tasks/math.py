@@ -263,7 +263,8 @@ def read_examples(path, question_field: str, answer_field: str,
         question = (check_messages(question, where) if isinstance(question, list)
                     else checked_text(question, where))
         # the row's other fields, for reward functions of your own (passed by their names)
-        fields = {k: v for k, v in row.items() if k != question_field}
+        # (the question's own field too, as TRL passes every column but "prompt")
+        fields = {k: v for k, v in row.items() if k != "prompt"}
         out.append(Example(question=question, answer=answer,
                            level=level if isinstance(level, int) else None,
                            meta={"fields": fields}))

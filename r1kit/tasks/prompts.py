@@ -58,7 +58,7 @@ def read_prompts(path, question_field: str, default_type: str | None,
                              "helpful rows are scored by helpful_model, safety rows "
                              "(harmlessness) by safety_model; leave the field out to score "
                              f"every row as {default_type}")
-        fields = {k: v for k, v in row.items() if k != question_field}
+        fields = {k: v for k, v in row.items() if k != "prompt"}  # (as TRL: all but prompt)
         out.append(Example(question=prompt, answer=reference_text(row.get(answer_field)),
                            meta={"type": kind if kind in TYPES else None, "fields": fields}))
     return out
