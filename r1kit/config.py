@@ -978,9 +978,9 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
 _FOREIGN_NOTES = {
     "max_steps": (", which counts rollouts: TRL's max_steps counts optimizer updates, "
                   "num_minibatches x ppo_epochs of them per rollout here"),
-    "max_completion_length": (" (in a grpo stage max_new_tokens_schedule raises it later: by "
-                              "default to 65,536 at step 512, as the paper; set "
-                              "max_new_tokens_schedule = [] to keep one cap)"),
+    "max_completion_length": (" (a grpo stage that sets it keeps that cap; left at the "
+                              "paper's 32,768 it is raised to 65,536 at step 512, and "
+                              "max_new_tokens_schedule raises it where you say)"),
     "loss_type": (": TRL's grpo is seq-mean-token-mean (r1kit's default), dapo and bnpo "
                   "token-mean (TRL's default), dr_grpo seq-mean-token-sum-norm"),
     "scale_rewards": (": TRL's \"group\" (or true) is std (the default), \"none\" (or "
@@ -1201,6 +1201,10 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
                   f"valid kinds: {', '.join(STAGE_KINDS)}")
         cfg = build(STAGE_KINDS[kind], table, where)
         _expand_home(cfg)
+        if isinstance(cfg, GRPOConfig) and "max_new_tokens" in table \
+                and "max_new_tokens_schedule" not in table:
+            # the paper's raise to 65,536 goes with the paper's cap: a cap of your own stays
+            cfg.max_new_tokens_schedule = []
         cfg.validate(where)
         stages[name] = cfg
     trains = [name for name, cfg in stages.items() if cfg.kind not in ("eval", "sample")]

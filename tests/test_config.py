@@ -178,7 +178,7 @@ def test_typo_suggests_close_key() -> None:
     ("gradient_accumulation_steps=4", "num_minibatches is the number of optimizer updates"),
     ("steps_per_generation=4", "is num_minibatches, the optimizer updates per rollout"),
     ("max_steps=100", "which counts rollouts: TRL's max_steps counts optimizer updates"),
-    ("max_completion_length=64", "max_new_tokens_schedule = [] to keep one cap"),
+    ("max_completion_length=64", "a grpo stage that sets it keeps that cap"),
     ('loss_type="dapo"', "dapo and bnpo token-mean (TRL's default)"),
     ('scale_rewards="group"', "\"group\" (or true) is std"),
     ("sync_ref_model=true", "is 'ref_refresh_every'"),
@@ -690,3 +690,22 @@ def test_a_directory_given_as_the_recipe_is_named_as_one(tmp_path) -> None:
     assert "zero-tiny.toml" in err.value.hint
     with pytest.raises(R1kitError, match="not found"):
         load_recipe(tmp_path / "missing.toml")
+
+
+def test_a_cap_of_your_own_is_not_raised_by_the_papers_schedule() -> None:
+    """The paper's schedule (32,768 raised to 65,536 at step 512) applies to the paper's cap:
+    a stage that sets max_new_tokens alone keeps it (a port of TRL's max_completion_length =
+    1024 jumped to 65,536 at step 512)."""
+    def stage(**settings):
+        return recipe_from_dict({"stages": {"rl": {"kind": "grpo", "model": "m", **settings}}}
+                                ).stages["rl"]
+
+    paper = stage()
+    assert paper.max_new_tokens_at(511) == 32768 and paper.max_new_tokens_at(512) == 65536
+    own = stage(max_new_tokens=1024)
+    assert own.max_new_tokens_schedule == [] and own.max_new_tokens_at(600) == 1024
+    both = stage(max_new_tokens=1024, max_new_tokens_schedule=[[10, 2048]])
+    assert both.max_new_tokens_at(10) == 2048  # a schedule of your own
+    # (--set reaches the stage's table the same way)
+    zero = load_recipe(ZERO_TINY, ["stages.zero.max_new_tokens=128"]).stages["zero"]
+    assert zero.max_new_tokens_at(600) == 128
