@@ -985,8 +985,12 @@ _FOREIGN_NOTES = {
                   "token-mean (TRL's default), dr_grpo seq-mean-token-sum-norm"),
     "scale_rewards": (": TRL's \"group\" (or true) is std (the default), \"none\" (or "
                       "false) is none"),
-    "sync_ref_model": (", every N steps (0 = never, as TRL's default)"),
-    "ref_model_sync_steps": (", every N rollouts (0 = never)"),
+    "sync_ref_model": (": the reference becomes a copy of the policy every N rollouts "
+                       "(default 25, the paper's 400 updates; 0 = never, as TRL's default "
+                       "sync_ref_model = false). TRL's sync mixes in the policy "
+                       "(ref_model_mixup_alpha) every ref_model_sync_steps optimizer updates"),
+    "ref_model_sync_steps": (": a copy of the policy every N rollouts (TRL counts optimizer "
+                             "updates and mixes by ref_model_mixup_alpha)"),
     "num_generations_eval": (": k in the stage's eval table ([stages.NAME.eval] k = N)"),
     "per_device_eval_batch_size": (": the eval table's settings; evaluations sample "
                                    "generation_rows rows at once"),

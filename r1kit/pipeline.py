@@ -536,10 +536,24 @@ SPEED_ONLY = ("overlap_rewards", "compile", "logprob_chunk_tokens", "logprob_mic
 def _results_settings(resolved: dict) -> dict:
     run = {k: v for k, v in resolved.get("run", {}).items()
            if k not in DISPLAY_ONLY + RUN_SPEED_ONLY}
-    stages = {name: {k: v for k, v in stage.items() if k not in SPEED_ONLY + LOGGING_ONLY}
+    stages = {name: _applied_schedule({k: v for k, v in stage.items()
+                                       if k not in SPEED_ONLY + LOGGING_ONLY})
               for name, stage in resolved.get("stages", {}).items()}
     return {**{k: v for k, v in resolved.items() if k != "dropped_stages"}, "run": run,
             "stages": stages}
+
+
+def _applied_schedule(stage: dict) -> dict:
+    """A grpo stage's settings with the max_new_tokens_schedule entries that never apply
+    (from a step at or past its steps) left out: they change no result. (A run written when a
+    stage's own max_new_tokens kept the paper's [[512, 65536]] resumes unchanged if its 512
+    steps were never reached.)"""
+    schedule, steps = stage.get("max_new_tokens_schedule"), stage.get("steps")
+    if not isinstance(schedule, list) or not isinstance(steps, int):
+        return stage
+    return {**stage, "max_new_tokens_schedule": [
+        e for e in schedule if not (isinstance(e, list) and e and isinstance(e[0], int)
+                                    and e[0] >= steps)]}
 
 
 def _plain(config) -> dict:

@@ -309,7 +309,8 @@ def _plot_training(stage: str, rows: list[Row], path: Path) -> Path | None:
         xs, ys = _points(rows, key)
         ax.plot(xs, ys, label=key, linewidth=1.8)
         if key == "reward":  # the components the reward is the sum of
-            components = dict.fromkeys(k for r in rows for k in r if k.startswith("reward/"))
+            components = dict.fromkeys(k for r in rows for k in r if k.startswith("reward/")
+                                       and not k.startswith("reward/metric/"))  # (log_metric's)
             for comp in components:
                 cx, cy = _points(rows, comp)
                 if cx:

@@ -308,7 +308,8 @@ def _function_reward(spec: str) -> Reward:
     """Your own reward function ("module:function" or "file.py:function"), called as in a
     GRPO stage: completions, prompts (each row's `prompt`, else `question`), answer (its
     `answer` read as a math task reads a reference: a GSM8K solution cut to what follows
-    '####'), and the rows' other fields by name (not the one that gave the prompt)."""
+    '####'), and the rows' other fields by name (all but `prompt` and `completion`, as TRL
+    passes its data set's columns)."""
     from r1kit.rewards.custom import BUILT_IN, FunctionReward, check_signature, load_function
     from r1kit.tasks.base import Example
     from r1kit.tasks.math import reference_text

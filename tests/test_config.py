@@ -709,3 +709,23 @@ def test_a_cap_of_your_own_is_not_raised_by_the_papers_schedule() -> None:
     # (--set reaches the stage's table the same way)
     zero = load_recipe(ZERO_TINY, ["stages.zero.max_new_tokens=128"]).stages["zero"]
     assert zero.max_new_tokens_at(600) == 128
+
+
+def test_a_run_written_before_a_cap_kept_its_value_resumes() -> None:
+    """A run whose stage set max_new_tokens alone was written with the paper's schedule
+    [[512, 65536]]; now that stage resolves it to []. Where its 512 steps are never reached
+    the schedule changed nothing, so the run resumes; where they are, it is a change."""
+    from r1kit.pipeline import _changed_keys, _results_settings
+
+    def run(schedule, steps=60):
+        return {"run": {}, "stages": {"zero": {"kind": "grpo", "steps": steps,
+                                               "max_new_tokens": 1024,
+                                               "max_new_tokens_schedule": schedule}}}
+
+    assert _changed_keys(_results_settings(run([[512, 65536]])),
+                         _results_settings(run([]))) == []
+    assert _changed_keys(_results_settings(run([[512, 65536]], 600)),
+                         _results_settings(run([], 600))) == \
+        ["stages.zero.max_new_tokens_schedule"]
+    assert _changed_keys(_results_settings(run([[10, 2048]])),  # one that applies
+                         _results_settings(run([]))) == ["stages.zero.max_new_tokens_schedule"]

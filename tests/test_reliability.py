@@ -485,10 +485,13 @@ def test_a_reward_function_gets_the_data_fields_by_name_like_trl(tmp_path, capsy
     # reference (r1kit's argument), so the column cannot reach the function, and is named
     from r1kit.config import GRPOConfig
     from r1kit.rewards.custom import shadowed_fields
+    from r1kit.tasks.base import Example
 
     by_solution = read_examples(data, "question", "solution")
     assert shadowed_fields(by_solution, GRPOConfig(answer_field="solution")) == ["answer"]
     assert shadowed_fields(examples, GRPOConfig(answer_field="answer")) == []
+    logs = [Example(question="q", answer="1", meta={"fields": {"log_metric": 1, "id": 2}})]
+    assert shadowed_fields(logs, GRPOConfig()) == ["log_metric"]  # (r1kit gives its own)
 
     def bad_argument(completions, **kwargs):  # fails inside the standard library
         import re
@@ -594,6 +597,27 @@ def test_async_reward_functions_nan_scores_and_log_metric_as_trl():
     with pytest.raises(Exception, match="returned inf"):  # infinity is still an error
         FunctionReward(lambda completions, **kw: [float("inf")] * len(completions)).score(
             ["a"], examples[:1])
+
+    def logs_nan(completions, log_metric, **kw):
+        log_metric("x", float("nan"))
+        return [0.0] * len(completions)
+
+    with pytest.raises(Exception, match=r"log_metric\('x', nan\): log finite numbers"):
+        FunctionReward(logs_nan).score(["a"], examples[:1])
+    # what an async function keeps between calls (a semaphore, an async HTTP client) stays
+    # bound to one event loop, as under TRL: a loop per call failed from the second call on
+    limit = asyncio.Semaphore(1)
+
+    async def limited(completions, **kwargs):
+        async def one(c):
+            async with limit:
+                await asyncio.sleep(0)
+                return float(len(c))
+        return await asyncio.gather(*(one(c) for c in completions))
+
+    reward = FunctionReward(limited)
+    for _ in range(2):
+        assert [s for s, _ in reward.score(["ab", "c"], examples[:2])] == [2.0, 1.0]
 
 
 def test_a_grpo_stage_gives_its_sampled_ids_and_step(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import importlib.util
 import inspect
 import math
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable
@@ -140,7 +141,7 @@ def shadowed_fields(examples: list[Example], cfg) -> list[str]:
     another: `answer` is the reference answer), in the order first seen."""
     own = getattr(cfg, "answer_field", "answer")
     names = dict.fromkeys(k for e in examples for k in e.meta.get("fields", {}))
-    return [k for k in names if k in (*BUILT_IN, *GRPO_EXTRAS) and k != own]
+    return [k for k in names if k in (*BUILT_IN, *GRPO_EXTRAS, LOG_METRIC) and k != own]
 
 
 def _columns(fn: Callable, examples: list[Example]) -> dict[str, list]:
@@ -220,7 +221,10 @@ class FunctionReward:
         logged: dict[str, list[float]] = {}  # log_metric's values of this batch
 
         def log_metric(name: str, value: float) -> None:
-            logged.setdefault(str(name), []).append(float(value))
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"log_metric({name!r}, {value}): log finite numbers")
+            logged.setdefault(str(name), []).append(value)
 
         per_fn = [self._call(fn, completions, examples, len(responses), log_metric)
                   for fn in self.fns]
@@ -319,22 +323,27 @@ class FunctionReward:
         return out
 
 
+_LOOP = None  # the event loop async reward functions run in (one for the process, as TRL's)
+_LOOP_LOCK = threading.Lock()
+
+
 def _awaited(awaitable):
-    """The result of an async reward function's call: run to its end in an event loop of its
-    own (on a thread of its own where this thread already runs one, e.g. a notebook's)."""
+    """The result of an async reward function's call, run in one long-lived event loop on a
+    thread of its own: what a function keeps between calls (an async HTTP client, a
+    semaphore) stays bound to the loop it was first used in, as under TRL."""
     import asyncio
+
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None:
+            _LOOP = asyncio.new_event_loop()
+            threading.Thread(target=_LOOP.run_forever, name="r1kit-reward-loop",
+                             daemon=True).start()
 
     async def result():
         return await awaitable
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(result())
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, result()).result()
+    return asyncio.run_coroutine_threadsafe(result(), _LOOP).result()
 
 
 def _name(fn: Callable) -> str:
