@@ -142,12 +142,10 @@ def _in_options(text: str, command: str) -> str:
 
     def option(m):  # (quoted for a shell where it needs it: <think>, spaces, '')
         flag = "--" + _OPTION_NAME.get(m["name"], m["name"]).replace("_", "-")
-        return f"{flag} {shlex.quote(m['value'])}"
+        return f"{flag} {shlex.quote(m['quoted'] if m['q'] else m['value'])}"
 
     return re.sub(r"\b(?P<name>" + "|".join(names) + r")\s*=\s*(?:(?P<q>['\"])"
-                  r"(?P<quoted>(?s:.*?))(?P=q)|(?P<value>[^'\"\s,;)]*))",
-                  lambda m: option({"name": m["name"], "value": m["quoted"] if m["q"]
-                                    else m["value"]}), text)
+                  r"(?P<quoted>(?s:.*?))(?P=q)|(?P<value>[^'\"\s,;)]*))", option, text)
 
 
 def _say(text: str) -> None:

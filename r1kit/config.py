@@ -1084,18 +1084,19 @@ def _unknown_hint(key: str, names: list[str], kind: str | None, cls) -> str:
 
 def parse_value(text: str):
     """A --set value: TOML syntax (numbers, true/false, lists, quoted strings); bare text is a string."""
+    value = text.strip()
     try:
-        return tomllib.loads(f"v = {text.strip()}")["v"]
+        return tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError as exc:
-        if "\n" in text.strip() and text.strip()[:1] == '"':  # a newline typed in a shell
-            try:  # inside a quoted string: the newline it means
-                return tomllib.loads(f"v = {text.strip()}".replace("\n", "\\n"))["v"]
+        if "\n" in value and value.startswith('"'):  # a newline typed in a shell inside a
+            try:  # quoted string: the newline it means
+                return tomllib.loads(f"v = {value}".replace("\n", "\\n"))["v"]
             except tomllib.TOMLDecodeError:
                 pass
-        if text.strip()[:1] in ("\"", "'", "[", "{") and "at end of document" in str(exc):
+        if value[:1] in ("\"", "'", "[", "{") and "at end of document" in str(exc):
             # opened as a TOML string, list or table and never closed; anything else
             # ([THINK], {question}, "a" and b) is bare text, as it always was
-            raise R1kitError(f"{text.strip()!r} is not a TOML value ({exc})",
+            raise R1kitError(f"{value!r} is not a TOML value ({exc})",
                              "close its quotes, brackets or braces, e.g. "
                              "'\"text\"', [1, 2] or {k=8}") from None
         return text.strip(" \t")  # (a newline given in the shell stays, as in "<think>⏎")
