@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The matrix products of one step of bench/vs_trl.py's cpu preset, and nothing else.
 
-    python bench/cpu_floor.py [--repeats 5]
+    python bench/cpu_floor.py [--repeats 5] [--dtype bfloat16]
 
 A step of the cpu preset (16 prompts x 8 completions x 64 tokens, the tiny random Qwen2 in
 fp32, beta > 0) needs these matrix products whatever the framework: the policy's forward and
@@ -12,7 +12,8 @@ and prints the fastest of --repeats passes: a step cannot take less time on this
 so TRL's seconds per step divided by this figure bounds the ratio any implementation can
 reach against TRL. It also prints the CPU's best rate (a large square product) and how long
 the step's products would take even at that rate. Layer shapes are read from the preset's
-model; prompt lengths are the preset's own prompts.
+model; prompt lengths are the preset's own prompts. --dtype bfloat16: the products in bf16
+(vs_trl.py --dtype bfloat16; fast on CPUs with bf16 matrix instructions).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
@@ -39,6 +41,7 @@ def main(argv=None) -> int:
     from transformers import AutoConfig, PreTrainedTokenizerFast
 
     p = vs_trl.PRESETS["cpu"]
+    dtype = getattr(torch, args.dtype)
     torch.set_num_threads(p["threads"])
     model_dir = Path(tempfile.mkdtemp(prefix="cpu-floor-"))
     vs_trl.build_cpu_model(model_dir)
@@ -85,16 +88,18 @@ def main(argv=None) -> int:
         for s in shapes:
             if batched:
                 b, m, k, n = s
-                out.append((torch.randn(b, m, k), torch.randn(b, k, n), torch.empty(b, m, n)))
+                out.append((torch.randn(b, m, k, dtype=dtype), torch.randn(b, k, n, dtype=dtype),
+                            torch.empty(b, m, n, dtype=dtype)))
             else:
                 m, k, n = s
-                out.append((torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)))
+                out.append((torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype),
+                            torch.empty(m, n, dtype=dtype)))
         return out
 
     parts = {"training (policy forward + backward, reference forward)": (mm, attn),
              "sampling (64 decode steps of 128 rows)": (decode, decode_attn)}
     report = {"tokens_per_step": tokens, "rows": rows, "threads": torch.get_num_threads(),
-              "parts": {}}
+              "dtype": args.dtype, "parts": {}}
     total = 0.0
     for name, (plain, batched) in parts.items():
         flops = sum(2 * m * k * n for m, k, n in plain) + sum(2 * b * m * k * n
@@ -118,10 +123,12 @@ def main(argv=None) -> int:
         print(f"{name}: {flops / 1e9:.1f} GFLOP in {seconds:.3f} s "
               f"({flops / 1e9 / seconds:.0f} GFLOP/s)")
     report["floor_seconds_per_step"] = total
-    print(f"matrix products alone: {total:.3f} s per step ({tokens} tokens, {rows} sequences)")
+    print(f"matrix products alone ({args.dtype}): {total:.3f} s per step ({tokens} tokens, "
+          f"{rows} sequences)")
     # the CPU's best rate: a large square product, which no shape of this model beats
     n = 2048
-    a, b, o = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    a, b, o = (torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype),
+               torch.empty(n, n, dtype=dtype))
     torch.mm(a, b, out=o)
     best = float("inf")
     for _ in range(args.repeats):

@@ -12,7 +12,9 @@
 # the decoder layers compiled inside the decode graphs (experimental; LAYERS_SIDE=1 runs that
 # side in each of vs_trl.py's runs instead, between r1kit's and the next run's TRL side);
 # LOGPROB_ROWS=N adds it once more with the reference's log-probs in no-grad passes of N rows
-# (logprob_micro_batch_size; the default is one micro-batch, 32 rows);
+# (logprob_micro_batch_size; the default is one micro-batch, 32 rows); PRECISION=bf16 runs
+# vs_trl.py with both sides updating the bf16 weights directly (runs D-G; the default, mixed:
+# both update float32 weights, each side as its users get it by default);
 # REWARD_OVERLAP=1 adds
 # bench/reward_overlap.py (math-verify's checks during the rollout or after it; needs
 # math-verify's wheels); SHARING_CHECK=0 skips bench/sharing_check.py (prompt sharing's
@@ -57,24 +59,25 @@ if [ "${DECODE:-1}" = 1 ]; then
         ${DECODE_AGREE:+--agree} \
         --out "$out/decode.json" 2>&1 | tee -a "$out/run.log"
 fi
+vs_trl=(python3 bench/vs_trl.py --preset gpu --precision "${PRECISION:-mixed}" --steps "${STEPS:-5}")
 sides=trl,r1kit per_run=120
 if [ "${LAYERS_SIDE:-0}" = 1 ]; then sides=trl,r1kit,r1kit-layers per_run=190; fi
-timeout "$((per_run * ${RUNS:-1} + 120))" python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" \
+timeout "$((per_run * ${RUNS:-1} + 120))" "${vs_trl[@]}" \
     --runs "${RUNS:-1}" --sides "$sides" --out "$out/vs_trl.json" 2>&1 | tee -a "$out/run.log"
 if [ "${SHARING_ON:-0}" = 1 ]; then  # the same r1kit side with prompt sharing
-    timeout 120 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
+    timeout 120 "${vs_trl[@]}" --sides r1kit \
         --prompt-sharing on --out "$out/vs_trl-sharing-on.json" 2>&1 | tee -a "$out/run.log"
 fi
 if [ "${COMPILE_OFF:-0}" = 1 ]; then  # the same r1kit side without torch.compile
-    timeout 120 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
+    timeout 120 "${vs_trl[@]}" --sides r1kit \
         --compile off --out "$out/vs_trl-compile-off.json" 2>&1 | tee -a "$out/run.log"
 fi
 if [ "${DECODE_LAYERS:-0}" = 1 ]; then  # the same r1kit side with its decode layers compiled
-    timeout 150 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
+    timeout 150 "${vs_trl[@]}" --sides r1kit \
         --compile-decode-layers --out "$out/vs_trl-decode-layers.json" 2>&1 | tee -a "$out/run.log"
 fi
 if [ -n "${LOGPROB_ROWS:-}" ]; then  # the same r1kit side with larger no-grad passes
-    timeout 120 python3 bench/vs_trl.py --preset gpu --steps "${STEPS:-5}" --sides r1kit \
+    timeout 120 "${vs_trl[@]}" --sides r1kit \
         --logprob-rows "$LOGPROB_ROWS" --out "$out/vs_trl-rows$LOGPROB_ROWS.json" 2>&1 \
         | tee -a "$out/run.log"
 fi

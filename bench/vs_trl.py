@@ -2,8 +2,8 @@
 """r1kit's GRPO stage against TRL's GRPOTrainer, side by side, same model, data, reward and settings.
 
     pip install -e ".[bench]"        # TRL and datasets: for this benchmark only
-    python bench/vs_trl.py --preset cpu [--runs 3] [--out results.json]
-    python bench/vs_trl.py --preset gpu [--runs 1] [--out results.json]
+    python bench/vs_trl.py --preset cpu [--runs 3] [--dtype bfloat16] [--out results.json]
+    python bench/vs_trl.py --preset gpu [--runs 1] [--precision mixed|bf16] [--out results.json]
 
 Each side runs in a fresh subprocess (so each has its own peak memory), TRL first, then r1kit,
 `--runs` times in alternation; the parent prints seconds per step (median after the warm-up
@@ -27,6 +27,14 @@ Presets (the settings of TRL's published-default comparison, shared/anchors):
        accumulation steps), activation checkpointing on both sides; reward len(text) % 7 == 0.
 Both sides: token-mean loss (TRL's default "dapo"), clip 0.2, temperature 1, top-p 1, AdamW
 (weight decay 0), gradient clipping 1.0, advantages scaled by the group's std.
+
+The gpu preset's --precision, each side as its users get it by default:
+  mixed (default): both sides update float32 weights and compute in bf16. TRL: the model loaded
+       in float32 (GRPOTrainer's default for a model path) under bf16 autocast (bf16 = True);
+       r1kit: bf16 weights, AdamW on float32 master copies ([run] master_weights = true).
+  bf16: both sides update bf16 weights directly (TRL: model_init_kwargs dtype bfloat16; r1kit:
+       master_weights = false), as bench/RESULTS.md's runs D-G did. At lr 3e-6 most of those
+       updates round away (r1kit/optim.py): a speed comparison only.
 """
 
 from __future__ import annotations
@@ -56,7 +64,8 @@ PRESETS = {
 }
 
 if os.environ.get("VS_TRL_SMALL") == "1":  # a quick CPU dry run of the gpu preset's code paths
-    PRESETS["gpu"].update(prompts=2, G=4, new=8, micro=4, steps=4, skip=1, dtype="float32")
+    PRESETS["gpu"].update(prompts=2, G=4, new=8, micro=4, steps=4, skip=1,
+                          dtype=os.environ.get("VS_TRL_SMALL_DTYPE", "float32"))
 
 
 # ----- the shared world: model, prompts, reward ------------------------------------------------
@@ -192,7 +201,7 @@ def _peak_memory_mib() -> dict:
     return out
 
 
-def run_trl(preset: str, model: Path, steps: int) -> dict:
+def run_trl(preset: str, model: Path, steps: int, precision: str = "mixed") -> dict:
     import dataclasses
 
     import torch
@@ -233,7 +242,9 @@ def run_trl(preset: str, model: Path, steps: int) -> dict:
         bf16=p["dtype"] == "bfloat16", fp16=False, use_cpu=dev == "cpu", use_vllm=False,
         logging_steps=1, max_steps=steps, save_strategy="no", report_to="none", seed=42,
         dataloader_num_workers=0, disable_tqdm=True,
-        model_init_kwargs={"dtype": getattr(torch, p["dtype"])})
+        # mixed: float32 weights under bf16 autocast, GRPOTrainer's default for a model path
+        model_init_kwargs={"dtype": torch.float32 if precision == "mixed"
+                           else getattr(torch, p["dtype"])})
     names = {f.name for f in dataclasses.fields(GRPOConfig)}
     # transformers 5.2x renames gradient_checkpointing to activation_checkpointing
     kwargs["activation_checkpointing" if "activation_checkpointing" in names
@@ -257,11 +268,12 @@ def run_trl(preset: str, model: Path, steps: int) -> dict:
 
 def run_r1kit(preset: str, model: Path, steps: int, prompt_sharing: str = "auto",
               compile_mode: str = "auto", logprob_chunk: int | str = "auto",
-              logprob_rows: int | str = "auto") -> dict:
+              logprob_rows: int | str = "auto", precision: str = "mixed") -> dict:
     import torch
 
     import r1kit
     from r1kit.config import EvalConfig, GRPOConfig
+    from r1kit.optim import keeping_master_weights
     from r1kit.runlog import RunLog
     from r1kit.stages.grpo import StageContext, run_grpo
     from r1kit.tasks.base import Example
@@ -314,7 +326,8 @@ def run_r1kit(preset: str, model: Path, steps: int, prompt_sharing: str = "auto"
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    run_grpo(cfg, model, ctx, task=Prompts(), reward_function=reward)
+    with keeping_master_weights(precision == "mixed"):
+        run_grpo(cfg, model, ctx, task=Prompts(), reward_function=reward)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"versions": {"r1kit": r1kit.__version__},
             # steps 2..N: from the end of one step to the end of the next
@@ -334,13 +347,14 @@ def side_main(args) -> int:
     if p["threads"]:
         torch.set_num_threads(p["threads"])
     if args.side == "trl":
-        result = run_trl(args.preset, Path(args.model), args.steps)
+        result = run_trl(args.preset, Path(args.model), args.steps, args.precision)
     else:
         import r1kit.lean
 
         r1kit.lean.COMPILE_DECODE_LAYERS = args.compile_decode_layers
         result = run_r1kit(args.preset, Path(args.model), args.steps, args.prompt_sharing,
-                           args.compile, args.logprob_chunk, args.logprob_rows)
+                           args.compile, args.logprob_chunk, args.logprob_rows,
+                           args.precision)
     result["device"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                         else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)")
     result["torch"] = torch.__version__
@@ -385,12 +399,21 @@ def main(argv=None) -> int:
                     default="auto",
                     help="r1kit's logprob_micro_batch_size (rows per no-grad pass of the "
                          "reference's log-probs, or auto: r1kit's default)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                    help="the weights' dtype on both sides (the preset's: cpu float32, gpu "
+                         "bfloat16); bfloat16 on a CPU with bf16 matrix instructions")
+    ap.add_argument("--precision", default="mixed", choices=["mixed", "bf16"],
+                    help="bf16 weights: mixed = both sides update float32 "
+                         "weights (TRL: float32 model under bf16 autocast; r1kit: float32 "
+                         "master copies), bf16 = both update the bf16 weights directly")
     ap.add_argument("--out", default=None, help="write every figure as JSON here")
     ap.add_argument("--side", choices=["trl", "r1kit"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     p = PRESETS[args.preset]
+    if args.dtype:
+        p["dtype"] = args.dtype
     args.steps = args.steps or p["steps"]
     if args.side:
         return side_main(args)
@@ -402,15 +425,17 @@ def main(argv=None) -> int:
     model = work / "model"
     (build_cpu_model if args.preset == "cpu" else build_gpu_model)(model)
     tokens = p["prompts"] * p["G"] * p["new"]
+    precision = (f"{p['dtype']}, {args.precision}" if p["dtype"] != "float32" else p["dtype"])
     print(f"preset {args.preset}: {p['prompts']} prompts x {p['G']} completions x {p['new']} "
-          f"tokens = {tokens} completion tokens per step; beta {p['beta']}, {p['dtype']}, "
+          f"tokens = {tokens} completion tokens per step; beta {p['beta']}, {precision}, "
           f"micro-batch {p['micro']}, activation checkpointing {p['ckpt']}; "
           f"{args.steps} steps per side, median of steps {skip + 1}..{args.steps}", flush=True)
     sides = args.sides.split(",")
     unknown = [s for s in sides if s not in ("trl", "r1kit", "r1kit-layers")]
     if unknown:
         ap.error(f"--sides: unknown side(s) {', '.join(unknown)} (trl, r1kit, r1kit-layers)")
-    results: dict = {"preset": args.preset, "settings": p, "runs": []}
+    results: dict = {"preset": args.preset, "settings": {**p, "precision": args.precision},
+                     "runs": []}
     for r in range(runs):
         row = {}
         for side in sides:
@@ -421,7 +446,8 @@ def main(argv=None) -> int:
                    "--model", str(model), "--steps", str(args.steps), "--result", str(out),
                    "--prompt-sharing", args.prompt_sharing, "--compile", args.compile,
                    "--logprob-chunk", str(args.logprob_chunk),
-                   "--logprob-rows", str(args.logprob_rows),
+                   "--logprob-rows", str(args.logprob_rows), "--precision", args.precision,
+                   "--dtype", p["dtype"],
                    *(["--compile-decode-layers"] if layers else [])]
             t = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -104,6 +104,9 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
     dtype: str = "auto"  # "auto" = bfloat16 on cuda, float32 on cpu
+    # bf16 / fp16 weights: AdamW updates float32 copies of them and rounds those into the
+    # model (r1kit.optim); false: it updates the low-precision weights directly
+    master_weights: bool = True
     threads: int = 0  # torch CPU threads; 0 = torch's default
     tensorboard: bool = True  # write TensorBoard events when tensorboard is installed
     wandb: str = ""  # a Weights & Biases project: log there too (pip install wandb)

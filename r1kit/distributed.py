@@ -44,6 +44,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from r1kit import optim
 from r1kit.errors import R1kitError
 
 
@@ -234,11 +235,12 @@ def sync_grads(params: list[torch.nn.Parameter], bucket_elems: int = 1 << 24) ->
 
 
 def adamw(params, **kwargs) -> torch.optim.AdamW:
-    """torch's AdamW, with its fused CUDA kernel (one launch per parameter group, not a few
-    per tensor) when every parameter is a plain CUDA tensor; the same update rule."""
+    """torch's AdamW (through float32 master copies for bf16 / fp16 weights: r1kit.optim),
+    with its fused CUDA kernel (one launch per parameter group, not a few per tensor) when
+    every parameter is a plain CUDA tensor; the same update rule."""
     params = list(params)
     fused = bool(params) and all(p.is_cuda and type(p.data) is torch.Tensor for p in params)
-    return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+    return optim.adamw(params, fused=fused or None, **kwargs)
 
 
 # ----- sharded weights (FSDP2) ----------------------------------------------------------------

@@ -46,6 +46,7 @@ from r1kit.models import (
     resolve_dtype,
     trusting_remote_code,
 )
+from r1kit.optim import keeping_master_weights
 from r1kit.rewards.custom import source_file
 from r1kit.runlog import RunLog
 from r1kit.tasks.math import data_files, is_pattern
@@ -67,7 +68,8 @@ def run_recipe(recipe: Recipe, run_dir: Path | None = None, from_stage: str | No
     device = distributed.init(resolve_device(run.device))  # joins torchrun's group, if any
     threads = torch.get_num_threads()  # run.threads applies to this run only
     try:
-        with trusting_remote_code(run.trust_remote_code):
+        with trusting_remote_code(run.trust_remote_code), \
+                keeping_master_weights(run.master_weights):
             summaries = _run_recipe(recipe, run_dir, from_stage, print_fn, device)
     except BaseException:
         distributed.shutdown(wait=False)  # the other ranks may never get here

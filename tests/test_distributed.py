@@ -125,6 +125,20 @@ def test_a_one_process_checkpoint_resumes_sharded(tmp_path_factory, monkeypatch)
     _check_same(one, two)
 
 
+def test_sharded_bf16_weights_keep_their_float32_master_copies(tmp_path):
+    """FSDP2 with bf16 weights: AdamW's float32 master copies (r1kit.optim) are sharded like
+    the weights, saved whole and loaded back into a new sharded optimizer, which goes on as
+    the uninterrupted one (tests/fsdp_master_weights.py, 2 gloo processes)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           str(REPO / "tests" / "fsdp_master_weights.py"), str(tmp_path / "optimizer.pt")]
+    res = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    assert "fsdp master weights: ok" in res.stdout
+
+
 def test_a_torchrun_checkpoint_resumes_on_one_process_with_its_seeding(tmp_path_factory,
                                                                         monkeypatch):
     """A recipe with the default rollout_seeding = "step" samples per question under torchrun

@@ -29,12 +29,18 @@ LORA = ["--set", "stages.zero.lora_rank=4", "--set", "stages.zero.lr=1e-2",
 DYNAMIC = ["--set", "stages.zero.dynamic_sampling=true"]
 
 
-@pytest.mark.parametrize("variant", ["full", "lora", "dynamic"])
+# bf16 weights at the paper's learning rate: the updates live in AdamW's float32 master
+# copies (r1kit.optim), which the checkpoint must hold; resumed from the rounded bf16 weights
+# alone, the run would go another way
+BF16 = ["--set", "run.dtype=bfloat16", "--set", "stages.zero.lr=3e-6"]
+
+
+@pytest.mark.parametrize("variant", ["full", "lora", "dynamic", "bf16"])
 def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys, variant):
     lora = variant == "lora"
     if lora:
         pytest.importorskip("peft")
-    args = ARGS + {"full": [], "lora": LORA, "dynamic": DYNAMIC}[variant]
+    args = ARGS + {"full": [], "lora": LORA, "dynamic": DYNAMIC, "bf16": BF16}[variant]
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert main(["run", *args, "--out", str(whole)]) == 0
@@ -66,6 +72,11 @@ def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys, variant
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     base = load_file(whole / "base" / "model.safetensors")
     assert any(not torch.equal(base[k], a[k]) for k in a)  # the run did train
+    if variant == "bf16":
+        assert {v.dtype for v in a.values()} == {torch.bfloat16}
+        state = torch.load(resumed / "zero" / "checkpoints" / "step-2" / grpo.STATE_FILE,
+                           weights_only=False)["optimizer"]["state"]
+        assert state and all(s["master"].dtype == torch.float32 for s in state.values())
     if variant == "dynamic":  # the checkpoint of step 2 came after extra rounds
         rows = [r for r in rows_without_timings(whole / "metrics.jsonl") if r["stage"] == "zero"]
         assert sum(r["sampling_rounds"] for r in rows[:2]) > 2

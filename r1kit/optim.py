@@ -1,0 +1,134 @@
+"""AdamW for weights kept in bfloat16 or float16: float32 master copies.
+
+A bf16 weight holds 8 significant bits: a weight of 0.02 moves in steps of 1.2e-4. AdamW moves
+each weight by about the learning rate per update, and the paper's 3e-6 is a fortieth of that
+step: applied to the bf16 weight directly, nearly every update rounds away (5 updates at 3e-6
+change about 3% of a 896 x 896 layer's bf16 weights; float32, all of them). torch's AdamW also
+keeps its moments in the weights' dtype.
+
+`MasterAdamW` keeps, for each bf16 / fp16 weight, a float32 copy and float32 moments in its own
+state. Each update runs torch's AdamW (the same function, fused on CUDA) on the float32 copies
+with the gradients in float32, then rounds the copies into the model's weights. The model,
+its gradients, and every forward and backward pass stay in bf16: only the optimizer holds
+float32 (12 bytes per trained weight where torch's AdamW holds 4 in bf16). float32 weights
+are updated in place, as torch's AdamW does. The copies live in the optimizer's state, keyed by
+the model's parameters, so checkpoints (also FSDP2's sharded ones) save and restore them
+whole; an interrupted run resumes from the float32 copies, not from the rounded weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.optim.adamw import adamw as _adamw_update
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+# the moments and master copies that float32 keeps apart from a low-precision weight
+_FLOAT32_STATE = ("master", "exp_avg", "exp_avg_sq")
+
+# [run] master_weights (set for a run by `keeping_master_weights`)
+_MASTER_WEIGHTS = True
+
+
+@contextlib.contextmanager
+def keeping_master_weights(keep: bool):
+    """Within: optimizers built by `adamw` for bf16 / fp16 weights keep float32 master copies
+    (`keep`), or update the low-precision weights directly (torch's AdamW)."""
+    global _MASTER_WEIGHTS
+    before, _MASTER_WEIGHTS = _MASTER_WEIGHTS, bool(keep)
+    try:
+        yield
+    finally:
+        _MASTER_WEIGHTS = before
+
+
+def adamw(params, fused: bool | None = None, **kwargs) -> torch.optim.AdamW:
+    """torch's AdamW, or `MasterAdamW` where some of `params` are bf16 / fp16 and master
+    weights are kept (the default)."""
+    params = list(params)
+    if _MASTER_WEIGHTS and any(p.dtype in LOW_PRECISION for p in params):
+        return MasterAdamW(params, fused=fused, **kwargs)
+    return torch.optim.AdamW(params, fused=fused, **kwargs)
+
+
+class MasterAdamW(torch.optim.AdamW):
+    """AdamW whose bf16 / fp16 parameters are updated through float32 master copies (see the
+    module's docstring). Without amsgrad, capturable and differentiable."""
+
+    def __init__(self, params, **kwargs):
+        for name in ("amsgrad", "capturable", "differentiable"):
+            if kwargs.get(name):
+                raise ValueError(f"MasterAdamW does not support {name}")
+        super().__init__(params, **kwargs)
+
+    def _new_state(self, p: torch.Tensor, group: dict) -> dict:
+        # the step count where torch's AdamW keeps it: on the device for the fused kernel
+        on_device = group["fused"] or group["capturable"]
+        state = {"step": torch.zeros((), dtype=torch.float32,
+                                     device=p.device if on_device else "cpu"),
+                 "exp_avg": torch.zeros_like(p, dtype=torch.float32,
+                                             memory_format=torch.preserve_format),
+                 "exp_avg_sq": torch.zeros_like(p, dtype=torch.float32,
+                                                memory_format=torch.preserve_format)}
+        if p.dtype in LOW_PRECISION:
+            state["master"] = p.detach().to(torch.float32, copy=True)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            weights, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            low, masters = [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("MasterAdamW does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state.update(self._new_state(p, group))
+                if p.dtype in LOW_PRECISION:
+                    weights.append(state["master"])
+                    grads.append(p.grad.to(torch.float32))
+                    low.append(p)
+                    masters.append(state["master"])
+                else:
+                    weights.append(p)
+                    grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            if not weights:
+                continue
+            beta1, beta2 = group["betas"]
+            _adamw_update(weights, grads, exp_avgs, exp_avg_sqs, [], steps,
+                          foreach=group["foreach"], fused=group["fused"], amsgrad=False,
+                          beta1=beta1, beta2=beta2, lr=group["lr"],
+                          weight_decay=group["weight_decay"], eps=group["eps"],
+                          maximize=group["maximize"])
+            del grads
+            for p, master in zip(low, masters):
+                p.copy_(master)  # rounded to the nearest bf16 / fp16
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # torch's loading casts every saved tensor to its parameter's dtype: the float32
+        # copies and moments of low-precision weights are taken aside and put back whole
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        kept = {i: {k: v for k, v in s.items() if k in _FLOAT32_STATE and torch.is_tensor(v)}
+                for i, s in state_dict.get("state", {}).items()}
+        super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(saved_ids, params):
+            if p.dtype not in LOW_PRECISION or p not in self.state:
+                continue
+            state = self.state[p]
+            for k, v in kept.get(i, {}).items():
+                state[k] = v.to(device=p.device, dtype=torch.float32, copy=True)
+            if "master" not in state:  # saved by torch's AdamW: the weights are all there is
+                state["master"] = p.detach().to(torch.float32, copy=True)
