@@ -29,6 +29,9 @@ _FLOAT32_STATE = ("master", "exp_avg", "exp_avg_sq")
 
 # [run] master_weights (set for a run by `keeping_master_weights`)
 _MASTER_WEIGHTS = True
+# weights updated per call of torch's AdamW: the float32 copies of their gradients exist for
+# one such call at a time (512 MB), not for the whole model at once
+_CHUNK_ELEMENTS = 1 << 27
 
 
 @contextlib.contextmanager
@@ -82,39 +85,41 @@ class MasterAdamW(torch.optim.AdamW):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            weights, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
-            low, masters = [], []
+            chunk, size = [], 0
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("MasterAdamW does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state.update(self._new_state(p, group))
-                if p.dtype in LOW_PRECISION:
-                    weights.append(state["master"])
-                    grads.append(p.grad.to(torch.float32))
-                    low.append(p)
-                    masters.append(state["master"])
-                else:
-                    weights.append(p)
-                    grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                steps.append(state["step"])
-            if not weights:
-                continue
-            beta1, beta2 = group["betas"]
-            _adamw_update(weights, grads, exp_avgs, exp_avg_sqs, [], steps,
-                          foreach=group["foreach"], fused=group["fused"], amsgrad=False,
-                          beta1=beta1, beta2=beta2, lr=group["lr"],
-                          weight_decay=group["weight_decay"], eps=group["eps"],
-                          maximize=group["maximize"])
-            del grads
-            for p, master in zip(low, masters):
-                p.copy_(master)  # rounded to the nearest bf16 / fp16
+                if not self.state[p]:
+                    self.state[p].update(self._new_state(p, group))
+                chunk.append(p)
+                size += p.numel()
+                if size >= _CHUNK_ELEMENTS:
+                    self._update(chunk, group)
+                    chunk, size = [], 0
+            if chunk:
+                self._update(chunk, group)
         return loss
+
+    def _update(self, params: list, group: dict) -> None:
+        """torch's AdamW on these weights: on the float32 copies of low-precision ones (then
+        rounded into them), in place on float32 ones."""
+        states = [self.state[p] for p in params]
+        low = [p.dtype in LOW_PRECISION for p in params]
+        weights = [s["master"] if is_low else p for p, s, is_low in zip(params, states, low)]
+        grads = [p.grad.to(torch.float32) for p in params]
+        beta1, beta2 = group["betas"]
+        _adamw_update(weights, grads, [s["exp_avg"] for s in states],
+                      [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states],
+                      foreach=group["foreach"], fused=group["fused"], amsgrad=False,
+                      beta1=beta1, beta2=beta2, lr=group["lr"],
+                      weight_decay=group["weight_decay"], eps=group["eps"],
+                      maximize=group["maximize"])
+        del grads
+        for p, s, is_low in zip(params, states, low):
+            if is_low:
+                p.copy_(s["master"])  # rounded to the nearest bf16 / fp16
 
     def load_state_dict(self, state_dict: dict) -> None:
         # torch's loading casts every saved tensor to its parameter's dtype: the float32

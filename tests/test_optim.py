@@ -140,3 +140,22 @@ def test_adamw_takes_master_copies_for_bf16_weights_only():
     assert type(optim.adamw(bf16, lr=LR)) is MasterAdamW  # the setting is put back
     with pytest.raises(ValueError, match="amsgrad"):
         MasterAdamW(bf16, lr=LR, amsgrad=True)
+
+
+def test_weights_updated_in_chunks_update_as_at_once(monkeypatch):
+    """The float32 gradients exist one chunk of weights at a time: the same updates."""
+    grads = _grads(3)
+
+    def run():
+        ws = [torch.nn.Parameter(_weights(i).to(torch.bfloat16)) for i in range(4)]
+        ws.append(torch.nn.Parameter(_weights(9)))  # a float32 weight among them
+        opt = MasterAdamW(ws, lr=1e-3)
+        for grad in grads:
+            for w in ws:
+                w.grad = grad.to(w.dtype)
+            opt.step()
+        return [w.detach() for w in ws] + [opt.state[w]["exp_avg_sq"] for w in ws]
+
+    at_once = run()
+    monkeypatch.setattr(optim, "_CHUNK_ELEMENTS", 64 * 48 + 1)  # two weights per chunk
+    assert all(torch.equal(a, b) for a, b in zip(at_once, run()))
