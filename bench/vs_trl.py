@@ -28,7 +28,8 @@ Presets (the settings of TRL's published-default comparison, shared/anchors):
 Both sides: token-mean loss (TRL's default "dapo"), clip 0.2, temperature 1, top-p 1, AdamW
 (weight decay 0), gradient clipping 1.0, advantages scaled by the group's std.
 
-The gpu preset's --precision, each side as its users get it by default:
+With bf16 (the gpu preset, or --dtype bfloat16) --precision says how each side keeps its
+weights, each as its users get it by default:
   mixed (default): both sides update float32 weights and compute in bf16. TRL: the model loaded
        in float32 (GRPOTrainer's default for a model path) under bf16 autocast (bf16 = True);
        r1kit: bf16 weights, AdamW on float32 master copies ([run] master_weights = true).
@@ -400,8 +401,9 @@ def main(argv=None) -> int:
                     help="r1kit's logprob_micro_batch_size (rows per no-grad pass of the "
                          "reference's log-probs, or auto: r1kit's default)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
-                    help="the weights' dtype on both sides (the preset's: cpu float32, gpu "
-                         "bfloat16); bfloat16 on a CPU with bf16 matrix instructions")
+                    help="the compute dtype on both sides (the preset's: cpu float32, gpu "
+                         "bfloat16; --precision says how bf16 weights are kept); bfloat16 on "
+                         "a CPU with bf16 matrix instructions")
     ap.add_argument("--precision", default="mixed", choices=["mixed", "bf16"],
                     help="bf16 weights: mixed = both sides update float32 "
                          "weights (TRL: float32 model under bf16 autocast; r1kit: float32 "

@@ -409,6 +409,8 @@ def load_optimizer_state(model, opt, state: dict) -> None:
     if len(kernels) == len(state.get("param_groups", [])):
         state = {**state, "param_groups": [{**saved, **mine} for saved, mine in zip(
             state["param_groups"], kernels)]}
+    if not isinstance(opt, optim.MasterAdamW):  # master_weights = false, or float32 weights
+        state = optim.without_masters(state)
     if not is_sharded(model):
         opt.load_state_dict(state)
         return

@@ -19,6 +19,7 @@ whole; an interrupted run resumes from the float32 copies, not from the rounded 
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 from torch.optim.adamw import adamw as _adamw_update
@@ -64,6 +65,9 @@ class MasterAdamW(torch.optim.AdamW):
             if kwargs.get(name):
                 raise ValueError(f"MasterAdamW does not support {name}")
         super().__init__(params, **kwargs)
+        # torch's fused AdamW takes GradScaler's scale and inf flags in its step; this step
+        # does not pass them on, so GradScaler must unscale and skip as for any optimizer
+        self._step_supports_amp_scaling = False
 
     def _new_state(self, p: torch.Tensor, group: dict) -> dict:
         # the step count where torch's AdamW keeps it: on the device for the fused kernel
@@ -94,7 +98,7 @@ class MasterAdamW(torch.optim.AdamW):
                 if not self.state[p]:
                     self.state[p].update(self._new_state(p, group))
                 chunk.append(p)
-                size += p.numel()
+                size += _local(p).numel()
                 if size >= _CHUNK_ELEMENTS:
                     self._update(chunk, group)
                     chunk, size = [], 0
@@ -123,17 +127,44 @@ class MasterAdamW(torch.optim.AdamW):
 
     def load_state_dict(self, state_dict: dict) -> None:
         # torch's loading casts every saved tensor to its parameter's dtype: the float32
-        # copies and moments of low-precision weights are taken aside and put back whole
+        # copies and moments are taken out before it and put back after it, moved where
+        # their parameter is (the saved tensors themselves where they already are: no copy)
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        kept = {i: {k: v for k, v in s.items() if k in _FLOAT32_STATE and torch.is_tensor(v)}
-                for i, s in state_dict.get("state", {}).items()}
-        super().load_state_dict(state_dict)
+        kept, rest = {}, {}
+        for i, s in state_dict.get("state", {}).items():
+            kept[i] = {k: v for k, v in s.items() if k in _FLOAT32_STATE and torch.is_tensor(v)}
+            rest[i] = {k: v for k, v in s.items() if k not in kept[i]}
+        super().load_state_dict({**state_dict, "state": rest})
         params = [p for g in self.param_groups for p in g["params"]]
+        stale = 0
         for i, p in zip(saved_ids, params):
-            if p.dtype not in LOW_PRECISION or p not in self.state:
+            if p not in self.state:
                 continue
             state = self.state[p]
             for k, v in kept.get(i, {}).items():
-                state[k] = v.to(device=p.device, dtype=torch.float32, copy=True)
-            if "master" not in state:  # saved by torch's AdamW: the weights are all there is
+                if k != "master" or p.dtype in LOW_PRECISION:  # float32: updated in place
+                    state[k] = v.to(device=p.device, dtype=torch.float32)
+            if p.dtype not in LOW_PRECISION:
+                continue
+            master = state.get("master")
+            # a copy that does not round to the weight was not saved with it (a state that
+            # torch's AdamW loaded and saved again, keeping an old copy): the weight it is
+            if master is None or not torch.equal(_local(master).to(p.dtype), _local(p.detach())):
+                stale += master is not None
                 state["master"] = p.detach().to(torch.float32, copy=True)
+        if stale:
+            warnings.warn(f"{stale} float32 master copies in the optimizer's state do not "
+                          "round to their weights (saved by another optimizer): they start "
+                          "again from the weights", stacklevel=2)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A sharded tensor's own shard (no collective), else the tensor."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def without_masters(state_dict: dict) -> dict:
+    """An optimizer state without MasterAdamW's float32 copies, for torch's AdamW (which
+    would keep them, unused, in bf16, and save them again)."""
+    return {**state_dict, "state": {i: {k: v for k, v in s.items() if k != "master"}
+                                    for i, s in state_dict.get("state", {}).items()}}

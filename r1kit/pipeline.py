@@ -525,6 +525,10 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
 DISPLAY_ONLY = ("progress", "tensorboard", "wandb")
 # [run] settings of speed: results differ only in float rounding (as with micro_batch_size)
 RUN_SPEED_ONLY = ("threads",)
+# how exactly AdamW keeps bf16 / fp16 weights' updates (float32 weights: nothing changes): a
+# run may take it up mid-stage, e.g. one written before master copies existed, which updated
+# its bf16 weights directly (the copies start from the weights)
+RUN_PRECISION_ONLY = ("master_weights",)
 # stage settings of what is logged or kept, not what is computed: how often a resumable
 # checkpoint is written (more of them while a long stage runs) and how many are kept
 LOGGING_ONLY = ("log_completions", "save_every", "keep_checkpoints")
@@ -537,7 +541,7 @@ SPEED_ONLY = ("overlap_rewards", "compile", "logprob_chunk_tokens", "logprob_mic
 
 def _results_settings(resolved: dict) -> dict:
     run = {k: v for k, v in resolved.get("run", {}).items()
-           if k not in DISPLAY_ONLY + RUN_SPEED_ONLY}
+           if k not in DISPLAY_ONLY + RUN_SPEED_ONLY + RUN_PRECISION_ONLY}
     stages = {name: _applied_schedule({k: v for k, v in stage.items()
                                        if k not in SPEED_ONLY + LOGGING_ONLY})
               for name, stage in resolved.get("stages", {}).items()}

@@ -159,3 +159,59 @@ def test_weights_updated_in_chunks_update_as_at_once(monkeypatch):
     at_once = run()
     monkeypatch.setattr(optim, "_CHUNK_ELEMENTS", 64 * 48 + 1)  # two weights per chunk
     assert all(torch.equal(a, b) for a, b in zip(at_once, run()))
+
+
+def test_loaded_copies_are_the_saved_tensors_not_copies():
+    """A resumed run holds one optimizer state, not the checkpoint's beside its own."""
+    w = torch.nn.Parameter(_weights().to(torch.bfloat16))
+    opt = MasterAdamW([w], lr=LR)
+    _train(w, opt, _grads(2))
+    saved = opt.state_dict()
+    saved = {**saved, "state": {i: {k: v.clone() for k, v in s.items()}
+                                for i, s in saved["state"].items()}}
+    again = MasterAdamW([w], lr=LR)
+    again.load_state_dict(saved)
+    for key in ("master", "exp_avg", "exp_avg_sq"):
+        assert again.state[w][key] is saved["state"][0][key]
+
+
+def test_a_state_torch_adamw_carried_does_not_bring_back_old_copies():
+    """master_weights = true, then false, then true: torch's AdamW (the middle part) would
+    keep the first part's float32 copies unused and save them again; loaded back, they would
+    undo the middle part's training. distributed.load_optimizer_state hands torch's AdamW no
+    copies, and a copy that does not round to its weight starts again from the weight."""
+    grads = _grads(9)
+    w = torch.nn.Parameter(_weights().to(torch.bfloat16))
+    first = MasterAdamW([w], lr=1e-3)
+    _train(w, first, grads[:3])
+
+    plain = torch.optim.AdamW([w], lr=1e-3)
+    holder = torch.nn.Module()
+    holder.w = w
+    distributed.load_optimizer_state(holder, plain, first.state_dict())
+    assert "master" not in plain.state[w]
+    # torch's own loading keeps the old copies (in bf16): such a state, trained on and saved
+    carried = torch.optim.AdamW([w], lr=1e-3)
+    carried.load_state_dict(first.state_dict())
+    _train(w, carried, grads[3:6])
+    first_end = first.state[w]["master"].clone()
+    assert "master" in carried.state_dict()["state"][0]
+    trained = w.detach().clone()
+
+    last = MasterAdamW([w], lr=1e-3)
+    with pytest.warns(UserWarning, match="do not round to their weights"):
+        last.load_state_dict(carried.state_dict())
+    assert torch.equal(last.state[w]["master"], trained.float())
+    # (the middle part did move the weights: old copies would have undone that)
+    assert not torch.equal(first_end.to(torch.bfloat16), trained)
+
+
+def test_float32_weights_drop_copies_a_bf16_run_saved():
+    w = torch.nn.Parameter(_weights().to(torch.bfloat16))
+    opt = MasterAdamW([w], lr=LR)
+    _train(w, opt, _grads(2))
+    w32 = torch.nn.Parameter(w.detach().float())
+    opt32 = MasterAdamW([w32], lr=LR)
+    opt32.load_state_dict(opt.state_dict())
+    assert "master" not in opt32.state[w32]
+    assert opt32.state[w32]["exp_avg"].dtype == torch.float32

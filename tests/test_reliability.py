@@ -677,11 +677,13 @@ def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, c
     assert main([*args, "--set", "stages.zero.lr=0.5"]) == 0
     assert "[zero] already done" in capsys.readouterr().out
     # memory-only settings may differ (a smaller micro-batch after running out of memory),
-    # what is logged, how often checkpoints are written and kept, and the CPU threads
+    # what is logged, how often checkpoints are written and kept, the CPU threads, and
+    # whether AdamW keeps float32 master copies of bf16 weights (a run written before them)
     assert main([*args, "--set", "stages.zero.lr=0.5", "--set", "stages.zero.micro_batch_size=3",
                  "--set", "stages.zero.activation_checkpointing=true",
                  "--set", "stages.zero.log_completions=7", "--set", "stages.zero.save_every=1",
-                 "--set", "stages.zero.keep_checkpoints=5", "--set", "run.threads=1"]) == 0
+                 "--set", "stages.zero.keep_checkpoints=5", "--set", "run.threads=1",
+                 "--set", "run.master_weights=false"]) == 0
     assert "[zero] already done" in capsys.readouterr().out
     # a stage that stopped before any result (here: its stage.json gone, as after an error at
     # its start) may take new settings; the finished stage before it still may not

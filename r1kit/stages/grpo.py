@@ -730,7 +730,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     if resume is not None:
         # the same command after an interruption: continue from the last checkpoint, exactly
         # (sampling and shuffling are seeded by the step, so only this state is needed)
-        state = torch.load(resume / STATE_FILE, map_location=ctx.device, weights_only=True)
+        # on the CPU: each part goes to the device as it is loaded, and the whole goes once
+        # read (kept on the device, it held a second optimizer state and reference model)
+        state = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=True)
         if lora is not None:
             load_adapters(lora, resume, ctx.device)
         else:
@@ -747,6 +749,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         # the seeding the run sampled with (torchrun's is always per question), so that a
         # stage resumed on another number of processes draws what it would have drawn
         written = state.get("question_seeds")
+        del state
         if written and not per_question_seeds:
             per_question_seeds = True
             ctx.print(f"[{ctx.name}] sampling seeded per question, as the run was (under "
