@@ -65,8 +65,7 @@ PRESETS = {
 }
 
 if os.environ.get("VS_TRL_SMALL") == "1":  # a quick CPU dry run of the gpu preset's code paths
-    PRESETS["gpu"].update(prompts=2, G=4, new=8, micro=4, steps=4, skip=1,
-                          dtype=os.environ.get("VS_TRL_SMALL_DTYPE", "float32"))
+    PRESETS["gpu"].update(prompts=2, G=4, new=8, micro=4, steps=4, skip=1, dtype="float32")
 
 
 # ----- the shared world: model, prompts, reward ------------------------------------------------
@@ -427,9 +426,9 @@ def main(argv=None) -> int:
     model = work / "model"
     (build_cpu_model if args.preset == "cpu" else build_gpu_model)(model)
     tokens = p["prompts"] * p["G"] * p["new"]
-    precision = (f"{p['dtype']}, {args.precision}" if p["dtype"] != "float32" else p["dtype"])
+    dtype_label = (f"{p['dtype']}, {args.precision}" if p["dtype"] != "float32" else p["dtype"])
     print(f"preset {args.preset}: {p['prompts']} prompts x {p['G']} completions x {p['new']} "
-          f"tokens = {tokens} completion tokens per step; beta {p['beta']}, {precision}, "
+          f"tokens = {tokens} completion tokens per step; beta {p['beta']}, {dtype_label}, "
           f"micro-batch {p['micro']}, activation checkpointing {p['ckpt']}; "
           f"{args.steps} steps per side, median of steps {skip + 1}..{args.steps}", flush=True)
     sides = args.sides.split(",")
