@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import torch
 
-ADVANTAGE_SCALES = ("std", "none")
+ADVANTAGE_SCALES = ("std", "batch", "none")
 IMPORTANCE_SAMPLING = ("token", "sequence")
 
 
-def group_advantages(rewards: torch.Tensor, scale: str = "std", eps: float = 1e-6) -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, scale: str = "std", eps: float = 1e-6,
+                     batch_rewards: torch.Tensor | None = None) -> torch.Tensor:
     """Group-relative advantages (R1-SPEC eq. 3).
 
     rewards: [B, G], G samples of each of B questions → advantages [B, G] in float32.
     scale="std": (r - mean) / (std + eps) with the sample std (torch.std, correction 1); `eps`
     (verl's 1e-6) keeps float rounding in nearly equal scores (a reward model's) from becoming
     a full-size signal, and changes real spreads by a millionth of their size.
+    scale="batch": (r - mean of the group) / (std of the whole batch + eps), the sample std of
+    every reward of the step (TRL's scale_rewards = "batch", PPO-Lite's): a question whose
+    samples differ a little gets a small signal, not a full-size one. `batch_rewards` (any
+    shape) is the whole batch when `rewards` is only part of it (one process's groups under
+    torchrun); by default it is `rewards`.
     scale="none": r - mean (Dr. GRPO).
     A group whose rewards are all equal gets exactly 0 (never NaN). NaN or infinite rewards
     are an error (they would make their group's advantages NaN).
@@ -37,9 +43,15 @@ def group_advantages(rewards: torch.Tensor, scale: str = "std", eps: float = 1e-
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     if scale == "none":
         return centred
-    if scale != "std":
+    if scale == "std":
+        std = rewards.std(dim=1, keepdim=True)  # [B, 1]
+    elif scale == "batch":
+        whole = rewards if batch_rewards is None else batch_rewards.float()
+        if not bool(torch.isfinite(whole).all()):
+            raise ValueError("batch_rewards must be finite: NaN or infinity among them")
+        std = whole.reshape(-1).std().reshape(1, 1)  # [1, 1] (a group varies: the batch does)
+    else:
         raise ValueError(f"unknown advantage scale {scale!r}; valid: {', '.join(ADVANTAGE_SCALES)}")
-    std = rewards.std(dim=1, keepdim=True)  # [B, 1]
     constant = (rewards == rewards[:, :1]).all(dim=1, keepdim=True)
     return torch.where(constant, torch.zeros_like(centred),
                        centred / torch.where(constant, 1.0, std + eps))

@@ -402,8 +402,7 @@ class GRPOConfig:
         if self.advantage_scale not in ADVANTAGE_SCALES:
             _fail(f"{where}.advantage_scale", f"unknown scale {self.advantage_scale!r}",
                   f"use one of: {', '.join(ADVANTAGE_SCALES)} (TRL's scale_rewards \"group\" "
-                  "or true is std, \"none\" or false is none; its \"batch\", the whole "
-                  "batch's std, has no equivalent here)")
+                  "or true is std, \"batch\" is batch, \"none\" or false is none)")
         if self.importance_sampling not in IMPORTANCE_SAMPLING:
             _fail(f"{where}.importance_sampling",
                   f"unknown level {self.importance_sampling!r}",
@@ -986,8 +985,8 @@ _FOREIGN_NOTES = {
                               "max_new_tokens_schedule raises it where you say)"),
     "loss_type": (": TRL's grpo is seq-mean-token-mean (r1kit's default), dapo and bnpo "
                   "token-mean (TRL's default), dr_grpo seq-mean-token-sum-norm"),
-    "scale_rewards": (": TRL's \"group\" (or true) is std (the default), \"none\" (or "
-                      "false) is none"),
+    "scale_rewards": (": TRL's \"group\" (or true) is std (the default), \"batch\" is "
+                      "batch, \"none\" (or false) is none"),
     "sync_ref_model": (": the reference becomes a copy of the policy every N rollouts "
                        "(default 25, the paper's 400 updates; 0 = never, as TRL's default "
                        "sync_ref_model = false). TRL's sync mixes in the policy "

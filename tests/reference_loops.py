@@ -17,12 +17,22 @@ AGGREGATION_NAMES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-no
 
 
 def ref_group_advantages(rewards: list[list[float]], scale: str = "std") -> list[list[float]]:
-    """Per group: r - mean, divided by the sample std (correction 1) when scale == "std".
+    """Per group: r - mean, divided by the sample std (correction 1) when scale == "std",
+    by the sample std of every reward of the batch when scale == "batch".
 
     A group whose rewards are all equal gets exactly 0 (it carries no learning signal, and
     dividing by its zero std would give NaN).
     """
     out: list[list[float]] = []
+    flat = [r for group in rewards for r in group]
+    batch_mean = 0.0
+    for r in flat:
+        batch_mean += r
+    batch_mean /= len(flat)
+    batch_var = 0.0
+    for r in flat:
+        batch_var += (r - batch_mean) ** 2
+    batch_std = math.sqrt(batch_var / (len(flat) - 1))
     for group in rewards:
         g = len(group)
         mean = 0.0
@@ -43,7 +53,7 @@ def ref_group_advantages(rewards: list[list[float]], scale: str = "std") -> list
         for r in group:
             var += (r - mean) ** 2
         var /= g - 1  # sample variance: Bessel's correction, like torch.std's default
-        std = math.sqrt(var)
+        std = batch_std if scale == "batch" else math.sqrt(var)
         out.append([(r - mean) / std for r in group])
     return out
 

@@ -57,7 +57,7 @@ def test_group_advantages_one_right_of_four() -> None:
 )
 def test_group_advantages_equal_group_is_exactly_zero(rewards: list[list[float]]) -> None:
     # A group where every sample scored the same carries no signal: exactly 0, never NaN.
-    for scale in ("std", "none"):
+    for scale in ("std", "batch", "none"):
         adv = group_advantages(torch.tensor(rewards), scale=scale)
         assert not torch.isnan(adv).any()
         assert torch.equal(adv, torch.zeros_like(adv))
@@ -91,7 +91,33 @@ def test_group_advantages_integer_rewards_give_float() -> None:
     torch.testing.assert_close(adv[0, 0], torch.tensor(SQRT3_OVER_2), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("scale", ["std", "none"])
+def test_group_advantages_scale_batch() -> None:
+    """TRL's scale_rewards = "batch": each group's mean, the whole batch's std."""
+    rewards = torch.tensor([[1.0, 0.0, 1.0, 0.0], [3.0, 0.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]])
+    adv = group_advantages(rewards, scale="batch", eps=0)
+    flat = [1.0, 0.0, 1.0, 0.0, 3.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0]  # mean 14 / 12
+    std = (sum((r - 14 / 12) ** 2 for r in flat) / 11) ** 0.5
+    want = torch.tensor([[0.5, -0.5, 0.5, -0.5], [2.0, -1.0, -1.0, 0.0], [0.0] * 4]) / std
+    torch.testing.assert_close(adv, want, atol=1e-6, rtol=1e-6)
+    assert (adv[2] == 0).all()  # an equal group: exactly 0
+
+
+def test_group_advantages_batch_rewards_is_the_whole_batch() -> None:
+    """A part of the batch (one process's groups) scaled by the whole batch's rewards gets the
+    whole batch's advantages for its rows; scaled by its own, other ones."""
+    g = torch.Generator().manual_seed(0)
+    rewards = torch.randn(6, 4, generator=g)
+    whole = group_advantages(rewards, scale="batch")
+    for rows in (slice(0, 2), slice(2, 6)):
+        got = group_advantages(rewards[rows], scale="batch", batch_rewards=rewards)
+        torch.testing.assert_close(got, whole[rows])
+    assert not torch.allclose(group_advantages(rewards[:2], scale="batch"), whole[:2])
+    with pytest.raises(ValueError, match="batch_rewards must be finite"):
+        group_advantages(rewards, scale="batch",
+                         batch_rewards=torch.tensor([1.0, float("nan")]))
+
+
+@pytest.mark.parametrize("scale", ["std", "batch", "none"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_group_advantages_matches_reference(scale: str, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
@@ -110,7 +136,7 @@ def test_group_advantages_invalid_scale_lists_valid_names() -> None:
     with pytest.raises(ValueError) as info:
         group_advantages(torch.tensor([[1.0, 0.0]]), scale="zscore")
     msg = str(info.value)
-    assert "zscore" in msg and "std" in msg and "none" in msg
+    assert "zscore" in msg and "std" in msg and "batch" in msg and "none" in msg
 
 
 @pytest.mark.parametrize("shape", [(4,), (2, 1), (2, 3, 4)])

@@ -189,7 +189,7 @@ def test_typo_suggests_close_key() -> None:
     # TRL's values of settings r1kit has
     ('aggregation="dapo"', "TRL's loss_type = 'dapo' is aggregation = 'token-mean'"),
     ('aggregation="dr_grpo"', "is aggregation = 'seq-mean-token-sum-norm'"),
-    ('advantage_scale="batch"', "its \"batch\", the whole batch's std, has no equivalent"),
+    ('advantage_scale="group"', "TRL's scale_rewards \"group\" or true is std"),
     ("advantage_scale=false", "TRL's scale_rewards = false is advantage_scale = \"none\""),
 ])
 def test_trl_names_point_to_r1kit_names(setting, says) -> None:

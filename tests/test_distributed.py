@@ -202,6 +202,20 @@ def test_lora_on_sharded_weights_trains_like_one_process(tmp_path_factory, monke
     _check_same(one, two)
 
 
+def test_batch_scaled_advantages_use_every_ranks_rewards(tmp_path_factory, monkeypatch):
+    """advantage_scale = "batch" divides by the std of the whole step's rewards: under
+    torchrun each process has half of them, and the std is still the whole batch's (each
+    rank's own would give other advantages, so other metrics and weights)."""
+    cache = tmp_path_factory.getbasetemp() / "dist-cache"
+    monkeypatch.setenv("R1KIT_CACHE", str(cache))
+    scale = ["--set", "stages.zero.advantage_scale=batch"]
+    one = tmp_path_factory.mktemp("one-batch-std")
+    assert main(["run", *SETTINGS, *scale, "--set", "run.threads=1", "--out", str(one)]) == 0
+    two = tmp_path_factory.mktemp("two-batch-std")
+    _torchrun(two, cache, *scale)
+    _check_same(one, two)
+
+
 def test_dynamic_sampling_under_two_processes(tmp_path_factory):
     """Each process fills its own share of the groups with varied rewards; the processes take
     the same number of rounds (their collectives stay in step) and train together."""

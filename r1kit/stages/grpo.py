@@ -879,7 +879,10 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         rewards = torch.tensor([s for r, b in chosen
                                 for s, _ in rounds[r].scored[b * G:(b + 1) * G]]).view(-1, G)
         # 4. advantages
-        adv = group_advantages(rewards, cfg.advantage_scale).view(-1)  # [B*G]
+        whole = None  # "batch": the std of every trained reward of the step, all ranks'
+        if cfg.advantage_scale == "batch" and world.enabled:
+            whole = torch.tensor(distributed.gather_lists(rewards.view(-1).tolist()))
+        adv = group_advantages(rewards, cfg.advantage_scale, batch_rewards=whole).view(-1)
         # 5. updates
         policy.train()
         t1 = time.time()
