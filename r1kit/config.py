@@ -913,7 +913,11 @@ def _coerce(value, tp, where: str):
             _fail(where, f"must be an integer, got {value!r}",
                   "a sample stage's questions come from train_file; prompts is how many of "
                   "them to sample from (0 = all)" if where.endswith(".prompts")
-                  and isinstance(value, str) else None)
+                  and isinstance(value, str) else
+                  "TRL's log_completions = true is log_completions = N here: one sample of "
+                  "each of the first N questions of a step goes to completions.jsonl (0: "
+                  "none)" if where.endswith(".log_completions") and isinstance(value, bool)
+                  else None)
         return value
     if tp is str:
         if not isinstance(value, str) and isinstance(value, bool) and \
@@ -976,6 +980,39 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "dataset_text_field": ("data",),
     "seed": ("a [run] setting",), "bf16": ("set as dtype = \"bfloat16\" under [run]",),
     "use_vllm": ("not needed: r1kit samples with its own engine (README: Speed)",),
+    "importance_sampling_level": ("importance_sampling",),
+    "num_completions_to_print": ("log_completions",),
+    "delta": ("not a setting: the ratio is clipped by clip_eps_low and clip_eps_high alone "
+              "(no upper bound for negative advantages, TRL's two-sided delta)",),
+    "top_entropy_quantile": ("not a setting: every token counts in the loss (no masking of "
+                             "low-entropy tokens)",),
+    "entropy_coef": ("not a setting: the loss has no entropy bonus (the policy's entropy is "
+                     "logged as entropy)",),
+    "min_p": ("not a setting: r1kit samples with temperature and top_p alone",),
+    "repetition_penalty": ("not a setting: r1kit samples with temperature and top_p alone",),
+    "generation_kwargs": ("not a setting: r1kit samples with temperature and top_p alone",),
+    "multi_objective_aggregation": ("not a setting: the reward is the weighted sum of the "
+                                    "reward functions, then centred and scaled per group "
+                                    "(advantage_scale): TRL's sum_then_normalize",),
+    "ref_model_mixup_alpha": ("not a setting: a reference refresh (ref_refresh_every) copies "
+                              "the policy whole, as TRL's ref_model_mixup_alpha = 1",),
+    "use_bias_correction_kl": ("not a setting: the KL term is the paper's k3 estimator of each "
+                               "sampled token; TRL 1.16 multiplies it by the importance ratio "
+                               "by default (use_bias_correction_kl = true), r1kit does not",),
+    "off_policy_mask_threshold": ("not a setting: no off-policy sequence masking",),
+    "chat_template_kwargs": ("not a setting: prompts go through the tokenizer's chat template "
+                             "with its defaults (template = \"chat\")",),
+    "model_init_kwargs": ("set under [run] as dtype and trust_remote_code",),
+    "trust_remote_code": ("a [run] setting",),
+    "cast_lm_head_to_fp32": ("not a setting: the output layer multiplies in the weights' dtype "
+                             "and its log-softmax runs in float32",),
+    "pad_to_multiple_of": ("not needed: training sequences are packed without padding",),
+    "cache_implementation": ("not needed: r1kit samples with its own engine (README: Speed)",),
+    "use_transformers_paged": ("not needed: r1kit samples with its own engine (README: "
+                               "Speed)",),
+    "ds3_gather_for_generation": ("not needed: r1kit shards with FSDP2 (distributed = "
+                                  "\"fsdp\"), not DeepSpeed",),
+    "max_tool_calling_iterations": ("not a setting: rollouts call no tools",),
 }
 _FOREIGN_NOTES = {
     "max_steps": (", which counts rollouts: TRL's max_steps counts optimizer updates, "
@@ -1009,6 +1046,9 @@ _FOREIGN_NOTES = {
                           "text, as TRL's language-modeling rows",
     "reward_funcs": " (one \"module:function\" or a list of them, with reward_weights)",
     "num_train_epochs": " here (a grpo stage counts rollouts; an sft stage counts epochs)",
+    "importance_sampling_level": ", with the same values: token or sequence",
+    "num_completions_to_print": (": one sample of each of the first N questions of a step, "
+                                 "written to the stage's completions.jsonl"),
     "max_prompt_length": ", which caps the whole row (prompt and response)",
 }
 
@@ -1039,7 +1079,8 @@ def _a(word: str) -> str:
 
 def _foreign_hint(key: str, names: list[str]) -> str | None:
     """The hint for a TRL / open-r1 / verl setting name, where FOREIGN_KEYS knows it."""
-    for target in FOREIGN_KEYS.get(key, ()):
+    # (TRL's vllm_* settings: all as use_vllm)
+    for target in FOREIGN_KEYS.get("use_vllm" if key.startswith("vllm_") else key, ()):
         if target in names:
             return f"r1kit's name for {key!r} is {target!r}{_FOREIGN_NOTES.get(key, '')}"
         if " " in target:

@@ -191,6 +191,14 @@ def test_typo_suggests_close_key() -> None:
     ('aggregation="dr_grpo"', "is aggregation = 'seq-mean-token-sum-norm'"),
     ('advantage_scale="group"', "TRL's scale_rewards \"group\" or true is std"),
     ("advantage_scale=false", "TRL's scale_rewards = false is advantage_scale = \"none\""),
+    ("log_completions=true", "TRL's log_completions = true is log_completions = N"),
+    # TRL 1.16's GRPOConfig settings without an equivalent: said so, not a near spelling
+    ("delta=4.0", "'delta' is not a setting: the ratio is clipped by clip_eps_low"),
+    ('generation_kwargs={}', "samples with temperature and top_p alone"),
+    ('vllm_mode="colocate"', "'vllm_mode' is not needed: r1kit samples with its own engine"),
+    ("use_bias_correction_kl=true", "multiplies it by the importance ratio by default"),
+    ('importance_sampling_level="sequence"', "is 'importance_sampling', with the same values"),
+    ("num_completions_to_print=2", "is 'log_completions'"),
 ])
 def test_trl_names_point_to_r1kit_names(setting, says) -> None:
     """TRL's / open-r1's names are not spelling mistakes: the hint names r1kit's setting (a
