@@ -4,8 +4,8 @@ JSONL out.
     r1kit score --reward math --input samples.jsonl --output scored.jsonl --set timeout=5
 
 Each output row is its input row (fields and order kept) plus `reward` (float) and `parts`
-(the reward's components); an input field of those names is replaced. Rows come out in
-input order.
+(the reward's components), and `extra` where a reward function logged columns with log_extra;
+an input field of those names is replaced. Rows come out in input order.
 
 Everything that can be wrong with the input is found before any scoring starts: every row is
 read and checked first, and a bad one (invalid UTF-8 or JSON, not an object, a missing or
@@ -378,7 +378,8 @@ def score_rows(name: str, rows: list[dict], settings: dict[str, Any],
     if len(scored) != len(rows):
         raise RuntimeError(f"the {name} reward returned {len(scored)} scores for "
                            f"{len(rows)} rows")
-    return [(float(score), dict(parts)) for score, parts in scored]
+    return [(float(score), parts if hasattr(parts, "extra") else dict(parts))  # (Parts)
+            for score, parts in scored]
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -444,7 +445,9 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
     stream = sys.stdout if output_path is None else None
     ascii_only = stream is not None and (getattr(stream, "encoding", "") or "").lower() \
         not in ("utf-8", "utf8")
-    lines = [json.dumps({**row, "reward": score, "parts": parts}, ensure_ascii=ascii_only)
+    lines = [json.dumps({**row, "reward": score, "parts": parts,
+                         **({"extra": parts.extra} if getattr(parts, "extra", None) else {})},
+                        ensure_ascii=ascii_only, default=str)
              for row, (score, parts) in zip(rows, scored)]
     text = "".join(line + "\n" for line in lines)
     if stream is None:

@@ -620,6 +620,46 @@ def test_async_reward_functions_nan_scores_and_log_metric_as_trl():
         assert [s for s, _ in reward.score(["ab", "c"], examples[:2])] == [2.0, 1.0]
 
 
+def test_log_extra_adds_columns_to_the_written_completions(tmp_path, capsys):
+    """TRL's log_extra(column, values), one value per completion: a column of the completions
+    written (completions.jsonl's `extra`, r1kit score's output rows), not a metric."""
+    from r1kit.rewards.custom import FunctionReward
+    from r1kit.stages.grpo import _component_means
+    from r1kit.tasks.base import Example
+
+    def judged(completions, log_extra, **kw):
+        log_extra("verdict", ["long" if len(c) > 1 else "short" for c in completions])
+        return [1.0] * len(completions)
+
+    def counted(completions, **kwargs):  # (**kwargs: given it too, as TRL)
+        kwargs["log_extra"]("chars", (len(c) for c in completions))
+        return [0.0] * len(completions)
+
+    examples = [Example(question="q", answer="1")] * 2
+    scored = FunctionReward([judged, counted]).score(["ab", "c"], examples)
+    assert [p.extra for _, p in scored] == [{"verdict": "long", "chars": 2},
+                                           {"verdict": "short", "chars": 1}]
+    assert not any("verdict" in k or "chars" in k for k in _component_means(scored))
+
+    def miscounted(completions, log_extra, **kw):
+        log_extra("x", [1])
+        return [0.0] * len(completions)
+
+    with pytest.raises(Exception, match=r"log_extra\('x', ...\): 1 values for 2 completions"):
+        FunctionReward(miscounted).score(["a", "b"], examples)
+    rw = tmp_path / "rw.py"
+    rw.write_text("def judged(completions, log_extra, **kw):\n"
+                  "    log_extra('first', [c[:1] for c in completions])\n"
+                  "    return [1.0] * len(completions)\n")
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text('{"prompt": "q", "completion": "yes"}\n{"prompt": "q", "completion": "no"}\n')
+    assert main(["score", "--reward", f"{rw}:judged", "--input", str(src),
+                 "--output", str(dst)]) == 0
+    rows = [json.loads(x) for x in dst.read_text().splitlines()]
+    assert [r["extra"] for r in rows] == [{"first": "y"}, {"first": "n"}]
+    assert all(r["reward"] == 1.0 for r in rows)
+
+
 def test_a_grpo_stage_gives_its_sampled_ids_and_step(tmp_path, monkeypatch):
     """In a run, completion_ids are the rollout's sampled ids, stop token included (their
     mean length is the logged response_length), and trainer_state counts the steps."""
@@ -627,12 +667,17 @@ def test_a_grpo_stage_gives_its_sampled_ids_and_step(tmp_path, monkeypatch):
     fn = tmp_path / "rw.py"
     fn.write_text("def by_length(completions, completion_ids, trainer_state, **kw):\n"
                   "    assert trainer_state.max_steps == 2\n"
+                  "    kw['log_extra']('ids', [len(ids) for ids in completion_ids])\n"
                   "    return [len(ids) / 1000 + trainer_state.global_step for ids in "
                   "completion_ids]\n")
     out = tmp_path / "run"
     assert main(["run", RECIPE, "--out", str(out), *SMALL, "--set", "stages.zero.steps=2",
                  "--set", "stages.zero.eval.every=0",
                  "--set", f'stages.zero.reward_function="{fn}:by_length"']) == 0
+    # log_extra's column: each written completion's own value (its token count)
+    samples = [json.loads(x) for x in (out / "zero" / "completions.jsonl").read_text()
+               .splitlines()]
+    assert samples and all(r["extra"] == {"ids": r["tokens"]} for r in samples)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
             if json.loads(x).get("stage") == "zero"]
     assert [r["step"] for r in rows] == [1, 2]

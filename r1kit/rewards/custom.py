@@ -99,6 +99,23 @@ GRPO_EXTRAS = ("completion_ids", "trainer_state")
 # log_metric(name, value) logs a number of the function's own as reward/metric/NAME (the mean
 # of the values it logged for a batch)
 LOG_METRIC = "log_metric"
+# and log_extra(column, values), one value per completion of the call: a column of the
+# completions the run writes (the `extra` of completions.jsonl's rows, of r1kit score's output
+# rows), as TRL's log_extra adds a column to its completions table
+LOG_EXTRA = "log_extra"
+LOGGERS = (LOG_METRIC, LOG_EXTRA)
+
+
+class Parts(dict):
+    """A completion's reward components (numbers, as a plain dict of them), and in `extra` the
+    columns its reward functions logged for it with log_extra (any JSON values), which only
+    the written completions show."""
+
+    extra: dict
+
+    def __init__(self, *args, extra: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.extra = extra or {}
 
 
 def _parameters(fn: Callable):
@@ -114,7 +131,7 @@ def check_signature(fn: Callable, names: list[str], spec: str) -> None:
     are not passed (unless it takes **kwargs), so a function of completions, prompts and answer
     keeps working on data with more fields."""
     params = _parameters(fn)
-    names = [*names, LOG_METRIC]
+    names = [*names, *LOGGERS]
     if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params):
         takes = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         missing = [n for n in BUILT_IN if n not in takes]
@@ -141,7 +158,7 @@ def shadowed_fields(examples: list[Example], cfg) -> list[str]:
     another: `answer` is the reference answer), in the order first seen."""
     own = getattr(cfg, "answer_field", "answer")
     names = dict.fromkeys(k for e in examples for k in e.meta.get("fields", {}))
-    return [k for k in names if k in (*BUILT_IN, *GRPO_EXTRAS, LOG_METRIC) and k != own]
+    return [k for k in names if k in (*BUILT_IN, *GRPO_EXTRAS, *LOGGERS) and k != own]
 
 
 def _columns(fn: Callable, examples: list[Example]) -> dict[str, list]:
@@ -152,7 +169,7 @@ def _columns(fn: Callable, examples: list[Example]) -> dict[str, list]:
     accepted = {p.name for p in params or [] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     names = dict.fromkeys(k for e in examples for k in e.meta.get("fields", {}))
     return {k: [e.meta.get("fields", {}).get(k) for e in examples]
-            for k in names if k not in BUILT_IN and k not in GRPO_EXTRAS and k != LOG_METRIC
+            for k in names if k not in BUILT_IN and k not in GRPO_EXTRAS and k not in LOGGERS
             and (takes_all or k in accepted)}
 
 
@@ -226,7 +243,20 @@ class FunctionReward:
                 raise ValueError(f"log_metric({name!r}, {value}): log finite numbers")
             logged.setdefault(str(name), []).append(value)
 
-        per_fn = [self._call(fn, completions, examples, len(responses), log_metric)
+        columns: dict[str, list] = {}  # log_extra's columns of this batch
+
+        def log_extra(column: str, values) -> None:
+            try:
+                values = list(values)
+            except TypeError:
+                raise ValueError(f"log_extra({column!r}, {values!r}): give a list of values, "
+                                 "one per completion") from None
+            if len(values) != len(responses):
+                raise ValueError(f"log_extra({column!r}, ...): {len(values)} values for "
+                                 f"{len(responses)} completions: give one per completion")
+            columns[str(column)] = values  # (a later call for the column replaces it)
+
+        per_fn = [self._call(fn, completions, examples, len(responses), log_metric, log_extra)
                   for fn in self.fns]
         based = (self.base.score(responses, examples) if self.base is not None
                  else [(0.0, {})] * len(responses))
@@ -244,7 +274,7 @@ class FunctionReward:
             unscored += missing
             # on every row, so that its mean over calls (ranks, sampling rounds) is the share
             parts["custom_none"] = float(missing)
-            out.append((total, parts))
+            out.append((total, Parts(parts, extra={c: v[i] for c, v in columns.items()})))
         if unscored and not self.told_none:
             self.told_none = True
             fn, sc = next((f, sc) for f, sc in zip(self.fns, per_fn) if None in sc)
@@ -255,7 +285,8 @@ class FunctionReward:
         return out
 
     def _call(self, fn: Callable, completions: list, examples: list[Example],
-              n: int, log_metric: Callable | None = None) -> list[float | None]:
+              n: int, log_metric: Callable | None = None,
+              log_extra: Callable | None = None) -> list[float | None]:
         """One function's scores of the completions: floats, or None where it gives none
         (NaN too, as TRL reads None). An async function is awaited."""
         name = _name(fn)
@@ -263,14 +294,15 @@ class FunctionReward:
         params = _parameters(fn)
         takes = {p.name for p in params or []}
         if params is None or any(p.kind is p.VAR_KEYWORD for p in params):
-            takes |= {*GRPO_EXTRAS, LOG_METRIC}  # (**kwargs: all of them, as TRL)
+            takes |= {*GRPO_EXTRAS, *LOGGERS}  # (**kwargs: all of them, as TRL)
         if self.tokenizer is not None:  # (a grpo stage's)
             if "completion_ids" in takes:
                 extras["completion_ids"] = self._completion_ids(completions, n)
             if "trainer_state" in takes:
                 extras["trainer_state"] = self.trainer_state
-        if LOG_METRIC in takes and log_metric is not None:
-            extras[LOG_METRIC] = log_metric
+        for arg, logger in ((LOG_METRIC, log_metric), (LOG_EXTRA, log_extra)):
+            if arg in takes and logger is not None:
+                extras[arg] = logger
         try:
             scores = fn(**_columns(fn, examples), **extras, completions=completions,
                         prompts=[e.question for e in examples],

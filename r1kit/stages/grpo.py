@@ -88,7 +88,7 @@ from r1kit.rewards.combined import (
     RewardModelScorer,
     data_type,
 )
-from r1kit.rewards.custom import FunctionReward, load_function, shadowed_fields
+from r1kit.rewards.custom import FunctionReward, Parts, load_function, shadowed_fields
 from r1kit.rewards.length import overlong_penalty
 from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rewards.rule import UNTAGGED_NOTE, format_style, untagged
@@ -823,7 +823,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         if cfg.overlong_buffer:  # DAPO's soft overlong punishment, logged as reward/overlong
             penalty = overlong_penalty(ro.lengths, cfg.max_new_tokens_at(step),
                                        cfg.overlong_buffer).tolist()
-            scored = [(s + cfg.overlong_weight * p, {**parts, "overlong": p})
+            scored = [(s + cfg.overlong_weight * p,
+                       Parts({**parts, "overlong": p}, extra=getattr(parts, "extra", None)))
                       for (s, parts), p in zip(scored, penalty)]
         return _Round(examples, ro, texts, scored, t_gen, time.time() - t0 - t_gen)
 
@@ -861,7 +862,9 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             rows = [{"step": step + 1, "question": first.examples[i // G][1].question,
                      "answer": first.examples[i // G][1].answer, "completion": first.texts[i],
                      "tokens": int(first.ro.lengths[i]), "stopped": bool(first.ro.stopped[i]),
-                     "reward": first.scored[i][0], **first.scored[i][1]}
+                     "reward": first.scored[i][0], **first.scored[i][1],
+                     **({"extra": first.scored[i][1].extra}  # (log_extra's columns)
+                        if getattr(first.scored[i][1], "extra", None) else {})}
                     for i in range(0, min(len(first.texts), cfg.log_completions * G), G)]
             rows = distributed.gather_lists(rows)[:cfg.log_completions]
             if world.is_main:
