@@ -59,8 +59,8 @@ Scored = tuple[float, dict[str, Any]]
 
 
 def _positive_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise R1kitError(f"--set {name}: must be a number > 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+        raise R1kitError(f"--set {name}: must be a finite number > 0, got {value!r}")
     return float(value)
 
 

@@ -523,6 +523,33 @@ def test_plain_words_after_a_number_are_a_unit():
         assert not check_equal(answer, reference), (answer, reference)
 
 
+def test_another_unit_is_another_answer():
+    """An answer in another unit than its reference's is wrong (math-verify drops the units it
+    knows, and found 5 km equal to 5 cm); the same unit under another name is the same."""
+    from r1kit.rewards.math import check_equal
+
+    for answer, reference in (("5 km", "5 cm"), ("5 m", "5 cm"), ("7 pm", "7 am"),
+                              ("3 hours", "3 minutes"), ("10 seconds", "10 minutes"),
+                              ("5 inches", "5 feet"), ("5\\text{ meters}", "5\\text{ cm}"),
+                              ("2 kg", "2 g"), ("42 apples", "42 eggs")):
+        assert not check_equal(answer, reference), (answer, reference)
+        assert check_equal(reference, reference), reference
+    for answer, reference in (("5 centimeters", "5 cm"), ("5 meters", "5 m"),
+                              ("3 hrs", "3 hours"), ("1 foot", "1 ft"), ("2 kgs", "2 kg"),
+                              ("4 days", "4 day"), ("7 pm", "7"), ("5 m", "5")):
+        assert check_equal(answer, reference), (answer, reference)
+
+
+def test_scientific_notation_with_a_small_e():
+    """1.5e3 is 1500, as 1.5E3 is (math-verify read the small e as Euler's number)."""
+    from r1kit.rewards.math import check_equal
+
+    for answer, reference in (("1.5e3", "1500"), ("1e-3", "0.001"), ("-2.5e+2", "-250"),
+                              ("1500", "1.5e3"), ("1E3", "1000")):
+        assert check_equal(answer, reference), (answer, reference)
+    assert not check_equal("1.5e3", "150") and not check_equal("2e", "2")
+
+
 def test_eval_json_says_when_the_positions_capped_the_length(tmp_path, bpe_checkpoint):
     """Without --max-new-tokens, a checkpoint no stage trained samples up to its last
     position; the JSON's settings say so, and each result has the length it used."""

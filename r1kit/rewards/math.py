@@ -115,6 +115,31 @@ _NOT_UNITS = {"pi", "sqrt", "times", "cdot", "over", "divided", "plus", "minus",
               "sin", "cos", "tan", "cot", "sec", "csc"}
 
 
+# units under their other names: a unit is compared by its name here (math-verify drops the
+# ones it knows, so that it found 5 km equal to 5 cm); the one-letter names are units only
+# here (after a number, "3 x" is no unit)
+_UNIT_NAMES = {
+    "millimeter": ("mm", "millimeters", "millimetre", "millimetres"),
+    "centimeter": ("cm", "centimeters", "centimetre", "centimetres"),
+    "meter": ("m", "meters", "metre", "metres"),
+    "kilometer": ("km", "kilometers", "kilometre", "kilometres"),
+    "inch": ("in", "inches"), "foot": ("ft", "feet"), "yard": ("yd", "yds", "yards"),
+    "mile": ("mi", "miles"), "second": ("s", "sec", "secs", "seconds"),
+    "minute": ("min", "mins", "minutes"), "hour": ("h", "hr", "hrs", "hours"),
+    "year": ("yr", "yrs", "years"), "milligram": ("mg", "milligrams"),
+    "gram": ("g", "grams"), "kilogram": ("kg", "kgs", "kilograms"),
+    "pound": ("lb", "lbs", "pounds"), "ounce": ("oz", "ounces"),
+    "milliliter": ("ml", "milliliters", "millilitre", "millilitres"),
+    "liter": ("l", "liters", "litre", "litres"), "cent": ("cents",),
+}
+_UNIT = {alias: unit for unit, aliases in _UNIT_NAMES.items() for alias in (unit, *aliases)}
+
+
+def _unit(word: str) -> str:
+    """A unit's one name (cm, centimetres → centimeter); another word without a plural s."""
+    return _UNIT.get(word, word[:-1] if word.endswith("s") else word)
+
+
 def _without_unit(answer: str, reference: str) -> str:
     """The number of an answer written as a number and one plain word, a unit ("18 dollars",
     "18 eggs", "18\\text{ eggs}"), where the reference is a plain number: math-verify reads
@@ -133,10 +158,11 @@ def _with_unit(text: str) -> tuple[str, str] | None:
     \\text{}, one plain word that is no word of mathematics or of size (_NOT_UNITS); else
     None. The space is needed: "4xy" is no 4 of unit "xy"."""
     m = re.fullmatch(rf"\s*\$?\s*({_PLAIN_NUMBER})\s*\$?(?:\s*\\(?:text|mbox|textrm)\s*\{{\s*"
-                     r"([A-Za-z]{2,})\s*\}|\s+([A-Za-z]{2,}))\s*\.?\s*", text)
-    if m is None or (m.group(2) or m.group(3)).lower() in _NOT_UNITS:
+                     r"([A-Za-z]+)\s*\}|\s+([A-Za-z]+))\s*\.?\s*", text)
+    word = m and (m.group(2) or m.group(3)).lower()
+    if m is None or word in _NOT_UNITS or (len(word) == 1 and word not in _UNIT):
         return None
-    return m.group(1), (m.group(2) or m.group(3)).lower()
+    return m.group(1), word
 
 
 def _one_number(text: str) -> bool:
@@ -151,13 +177,17 @@ def check_equal(answer: str, reference: str) -> bool:
     from math_verify import parse, verify
 
     # a reference written with its unit ("42 eggs") is its number, as an answer so written
-    # is, unless the answer names another unit (7 am is no 7 pm, 2 cm no 2 km)
+    # is, unless the answer names another unit (7 am is no 7 pm, 2 cm no 2 km: math-verify
+    # would drop both units)
     with_unit = _with_unit(reference)
     if with_unit is not None:
         said = _with_unit(answer)
-        if said is None or said[1].rstrip("s") == with_unit[1].rstrip("s"):
-            reference = with_unit[0]
+        if said is not None and _unit(said[1]) != _unit(with_unit[1]):
+            return False
+        reference = with_unit[0]
     a, r = normalize_answer(_without_unit(answer, reference)), normalize_answer(reference)
+    # 1.5e3 is 1.5E3, scientific notation (math-verify reads a lower-case e as Euler's number)
+    a, r = (re.sub(r"^(-?\d+(?:\.\d+)?)e([+-]?\d+)$", r"\1E\2", x) for x in (a, r))
     if a == r:
         return bool(a)
     # Timeouts off: they use signal.alarm; the worker's deadline is enforced by the parent.
