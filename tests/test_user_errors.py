@@ -568,3 +568,13 @@ def test_eval_and_score_name_their_options_not_recipe_settings(tmp_path, bpe_che
                        "prefill = ''", "eval") == \
         "set --prefill '<think>\n', --question-field 'my q' or --prefill ''"  # a shell's
     assert _in_options("template = 'chat'", "run") == "template = 'chat'"  # recipes: as is
+
+
+@pytest.mark.parametrize("flags", [["--temperature", "nan"], ["--temperature", "inf"],
+                                   ["--top-p", "nan"], ["--temperature", "-1"]])
+def test_eval_refuses_sampling_settings_that_are_not_numbers_it_can_use(flags, capsys):
+    """A NaN temperature failed deep in sampling with a traceback; it is refused first."""
+    from r1kit.cli import main
+
+    assert main(["eval", "--model", "nowhere", "--bench", "tiny", *flags]) == 2
+    assert "--temperature must be a finite number >= 0" in capsys.readouterr().err

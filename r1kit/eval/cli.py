@@ -55,8 +55,9 @@ def _check(args) -> list[str]:
                              "code problems)")
     if args.k < 0 or args.limit < 0:
         raise R1kitError("--k and --limit must be >= 0")
-    if args.temperature < 0 or not 0 < args.top_p <= 1:
-        raise R1kitError("--temperature must be >= 0 (0: greedy) and --top-p in (0, 1]",
+    if not 0 <= args.temperature < float("inf") or not 0 < args.top_p <= 1:  # (NaN too)
+        raise R1kitError("--temperature must be a finite number >= 0 (0: greedy) and --top-p "
+                         "in (0, 1]",
                          "the paper samples at temperature 0.6, top-p 0.95")
     if args.temperature == 0 and args.k > 1:
         raise R1kitError(f"--temperature 0 (greedy) gives {args.k} identical samples",
