@@ -116,6 +116,8 @@ def test_conversational_math_and_sft_data_train_and_evaluate(bpe_checkpoint, tmp
     recipe.write_text(head + 'template = "chat"\n\n' + grpo + 'template = "chat"\n')
     out = tmp_path / "run"
     assert main(["run", str(recipe), "--out", str(out)]) == 0
+    said = "".join(capsys.readouterr())  # r1kit's instruction joins them: said, as TRL does not
+    assert "training prompts are conversations without a system turn" in said
     summary = json.loads((out / "sft" / "stage.json").read_text())["summary"]
     assert summary["rows"] == 8 and summary["final_loss"] < summary["first_loss"]
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -287,6 +287,9 @@ def test_prompts_that_are_empty_or_messages_as_json_text_are_named(tmp_path):
              "the rows before it have 'answer': fill it in or drop this row"),
             ([{"question": "b"}], "d.jsonl:1: no field 'answer'",
              "its fields are question; set question_field / answer_field"),
+            # TRL's and open-r1's names: said to be the likely ones
+            ([{"prompt": "b", "solution": "1"}], "d.jsonl:1: no field 'question'",
+             "its fields are prompt, solution ('prompt' looks like the question); set"),
             ([{"question": "b", "answer": None}], "d.jsonl:1: field 'answer' is null",
              "fill it in or drop the rows without one"),
             # question_field naming an id column: the model would be asked "8"

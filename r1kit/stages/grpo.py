@@ -637,6 +637,14 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                   f"{cfg.steps}: no checkpoint before the final model (an interrupted stage "
                   "starts over)")
 
+    bare = sum(isinstance(e.question, list) and not any(m.get("role") == "system"
+                                                        for m in e.question) for e in train)
+    if bare and cfg.template == "chat" and cfg.system_prompt == "r1kit" and world.is_main:
+        ctx.print(f"[{ctx.name}] {bare} of the {len(train)} training prompts are conversations "
+                  "without a system turn: r1kit's R1-Zero instruction (system_prompt = "
+                  "\"r1kit\", which asks for <think> and <answer> tags) is their system turn; "
+                  "system_prompt = \"\" leaves them as they are, as TRL does")
+
     def encode(question: str) -> list[int]:
         return encode_prompt(question, cfg.template, tokenizer, cfg.prefill,
                              system=cfg.system_prompt)

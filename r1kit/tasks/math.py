@@ -221,6 +221,12 @@ def row_question(row: dict, field: str, where: str, fields_hint: str):
                      "chat messages)")
 
 
+# the names other data sets give a question and its answer (TRL's and open-r1's prompt and
+# solution): named in the hint when a row lacks the field asked for
+_LIKELY = {True: ("prompt", "problem", "question", "query", "input"),
+           False: ("solution", "answer", "final_answer", "ground_truth", "target", "gold")}
+
+
 def read_examples(path, question_field: str, answer_field: str,
                   fields_hint: str = "set question_field / answer_field to the right names"
                   ) -> list[Example]:
@@ -234,10 +240,14 @@ def read_examples(path, question_field: str, answer_field: str,
         for field in (question_field, answer_field):
             if field not in row:
                 # the rows before it have the field: this row lacks it, the names are right
+                like = next((k for k in _LIKELY[field == question_field] if k in row), None)
                 raise R1kitError(f"{row_at(path, n)}: no field {field!r}", (
                     f"the rows before it have {field!r}: fill it in or drop this row" if out
                     else (f"its fields are {', '.join(map(str, row))}" if row else
-                          "the row is empty") + f"; {fields_hint}"))
+                          "the row is empty") + (
+                        f" ({like!r} looks like the "
+                        f"{'question' if field == question_field else 'answer'})"
+                        if like else "") + f"; {fields_hint}"))
             value = row[field]
             if field == question_field and isinstance(value, list):
                 continue  # a conversation, checked below
