@@ -1003,6 +1003,11 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "chat_template_kwargs": ("not a setting: prompts go through the tokenizer's chat template "
                              "with its defaults (template = \"chat\")",),
     "model_init_kwargs": ("set under [run] as dtype and trust_remote_code",),
+    "torch_dtype": ("set as dtype under [run] (auto, bfloat16 or float32)",),
+    "dtype": ("set as dtype under [run] (auto, bfloat16 or float32)",),
+    "chat_template": ("not a setting: template = \"chat\" renders prompts with the "
+                      "tokenizer's own chat template (to use another, save it with the "
+                      "tokenizer: tokenizer.chat_template = ...; save_pretrained)",),
     "trust_remote_code": ("a [run] setting",),
     "cast_lm_head_to_fp32": ("not a setting: the output layer multiplies in the weights' dtype "
                              "and its log-softmax runs in float32",),
@@ -1114,6 +1119,13 @@ def _unknown_hint(key: str, names: list[str], kind: str | None, cls) -> str:
              if k != kind and key in {f.name for f in dataclasses.fields(c)}]
     if _foreign_hint(key, names):
         return _foreign_hint(key, names)
+    if kind is None and "seed" in names:  # [run]: a stage's setting (or TRL's name for one)
+        own = next((t for t in (key, *FOREIGN_KEYS.get(key, ()))
+                    if any(t in {f.name for f in dataclasses.fields(c)}
+                           for c in STAGE_KINDS.values())), None)
+        if own is not None:
+            return (f"{key!r} is set per stage: stages.NAME.{own}, in the table of the stage "
+                    "it applies to")
     if other and kind:
         return (f"{key!r} is a setting of {' and '.join(other)} stages, and this is "
                 f"{_a(kind)} stage")

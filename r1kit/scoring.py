@@ -39,6 +39,7 @@ Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -427,7 +428,7 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
         numbered = [(n, {**row, "completion": row[completion_field]} if completion_field in row
                      else {k: v for k, v in row.items() if k != "completion"})
                     for n, row in numbered]
-    for n, row in numbered:
+    for (n, row), own in zip(numbered, given):
         problem = reward.check_row(row, settings)
         if problem and completion_field not in row:
             raise R1kitError(f"{row_at(input_path, n)}: missing field {completion_field!r}",
@@ -435,14 +436,17 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
                              "--completion-field response scores it"
                              if "response" in row and completion_field == "completion" else
                              "--completion-field names the field of the completions; the "
-                             f"row's fields are {', '.join(map(str, row))}")
+                             f"row's fields are {', '.join(map(str, own))}")
         if problem:
             raise R1kitError(f"{row_at(input_path, n)}: {problem}",
                              f"the {name} reward needs these fields in every row")
-    scored = score_rows(name, [row for _, row in numbered], settings, reward)
+    stream = sys.stdout if output_path is None else None
+    # what a reward function prints goes to stderr, not into the JSONL written to stdout
+    with contextlib.redirect_stdout(sys.stderr) if stream is not None else \
+            contextlib.nullcontext():
+        scored = score_rows(name, [row for _, row in numbered], settings, reward)
     rows = given
 
-    stream = sys.stdout if output_path is None else None
     ascii_only = stream is not None and (getattr(stream, "encoding", "") or "").lower() \
         not in ("utf-8", "utf8")
     lines = [json.dumps({**row, "reward": score, "parts": parts,

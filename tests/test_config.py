@@ -199,12 +199,22 @@ def test_typo_suggests_close_key() -> None:
     ("use_bias_correction_kl=true", "multiplies it by the importance ratio by default"),
     ('importance_sampling_level="sequence"', "is 'importance_sampling', with the same values"),
     ("num_completions_to_print=2", "is 'log_completions'"),
+    ('torch_dtype="bfloat16"', "'torch_dtype' is set as dtype under [run]"),
+    ('chat_template="x"', "renders prompts with the tokenizer's own chat template"),
 ])
 def test_trl_names_point_to_r1kit_names(setting, says) -> None:
     """TRL's / open-r1's names are not spelling mistakes: the hint names r1kit's setting (a
     closest spelling would name the wrong one: num_generations → generation_rows)."""
     msg = _error([f"stages.zero.{setting}"])
     assert says in msg and "did you mean" not in msg
+
+
+@pytest.mark.parametrize("setting,says", [
+    ("learning_rate=1e-6", "'learning_rate' is set per stage: stages.NAME.lr"),
+    ("group_size=4", "'group_size' is set per stage: stages.NAME.group_size"),
+])
+def test_stage_settings_under_run_name_the_stage_table(setting, says) -> None:
+    assert says in _error([f"run.{setting}"])
 
 
 def test_reward_functions_take_no_rule_weights(tmp_path) -> None:

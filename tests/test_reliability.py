@@ -303,7 +303,7 @@ def test_a_custom_reward_of_none_for_a_completion_scores_it_0(recwarn):
     assert [s for s, _ in scored] == [1.0, 0.0, 0.0, 0.0]
     means = _component_means(scored)
     assert means == {"reward/custom": 0.5, "reward/custom_none": 0.5}  # custom: scored ones
-    told = [w for w in recwarn if "returned None for 2 of 4" in str(w.message)]
+    told = [w for w in recwarn if "returned None (or NaN) for 2 of 4" in str(w.message)]
     assert len(told) == 1 and told[0].filename == __file__
     reward.score(["1"], examples[:1])
     assert _component_means(reward.score(["1", "2"], examples[:2]))["reward/custom_none"] == 0.5
@@ -334,7 +334,8 @@ def test_several_reward_functions_are_summed_with_their_weights(tmp_path, recwar
     assert _component_means(scored) == pytest.approx({
         "reward/custom/accuracy": 0.5, "reward/custom/short": 2 / 3,
         "reward/custom_none": 1 / 3})
-    assert len([w for w in recwarn if "accuracy returned None for 1 of 3" in str(w.message)]) == 1
+    told = "accuracy returned None (or NaN) for 1 of 3"
+    assert len([w for w in recwarn if told in str(w.message)]) == 1
 
     fn = tmp_path / "rw.py"
     fn.write_text("def a(completions, **kw):\n    return [1.0] * len(completions)\n"
@@ -379,6 +380,33 @@ def test_a_missing_reward_function_stops_the_run_before_any_stage(tmp_path, caps
     recipe.write_text('[stages.base]\nkind = "pretrain"\n\n[stages.zero]\nkind = "grpo"\n'
                       f'model = "base"\nreward_function = "{tmp_path / "missing.py"}:score"\n')
     stops_before_any_stage(recipe, tmp_path, capsys, ["no file", "missing.py"])
+
+
+def test_reward_function_mistakes_say_what_was_meant(tmp_path, monkeypatch):
+    """A relative file is relative to the directory the command runs in (said, with it); a
+    list without its quotes says how to quote one; a function written for conversations
+    that gets text (or the other way round) hears which it got."""
+    from r1kit.errors import R1kitError
+    from r1kit.rewards.custom import FunctionReward, load_function
+    from r1kit.tasks.base import Example
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(R1kitError, match="no file 'rw.py'") as info:
+        load_function("rw.py:f")
+    assert f"relative to the directory the command runs in, {tmp_path}" in info.value.hint
+    with pytest.raises(R1kitError, match="no file") as info:
+        load_function("[/x/rw.py:f]")  # (--set without quotes: bare text)
+    assert "a list of quoted names" in info.value.hint
+
+    def for_chat(completions, **kw):
+        return [float(c[0]["content"] == "1") for c in completions]
+
+    examples = [Example(question="q", answer="1")]
+    with pytest.raises(R1kitError, match="raised TypeError") as info:
+        FunctionReward(for_chat).score(["1"], examples)
+    assert "after text prompts each completion is text" in info.value.hint
+    chat = [Example(question=[{"role": "user", "content": "q"}], answer="1")]
+    assert FunctionReward(for_chat).score(["1"], chat)[0][0] == 1.0
 
 
 def test_chat_templates_without_a_system_turn_get_the_instruction_in_the_user_turn():

@@ -386,7 +386,7 @@ def test_your_own_reward_function(tmp_path, capsys) -> None:
             {"id": 2, "completion": "4", "solution": None}]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    with pytest.warns(UserWarning, match="returned None for 1 of 3"):
+    with pytest.warns(UserWarning, match=r"returned None \(or NaN\) for 1 of 3"):
         assert main(["score", "--reward", f"{fn}:accuracy_reward", "--input", str(src),
                      "--output", str(out)]) == 0
     scored = read_jsonl(out)
@@ -455,6 +455,20 @@ def test_completion_field_scores_a_sample_stages_rows(tmp_path, capsys) -> None:
     err = run_error(capsys, ["score", "--reward", "math", "--input", str(mixed),
                              "--completion-field", "response"])
     assert "mixed.jsonl:2: missing field 'response'" in err  # not its completion, silently
+    assert "the row's fields are completion, answer" in err  # (as written: completion too)
+
+
+def test_what_a_reward_function_prints_stays_out_of_the_jsonl(tmp_path, capsys) -> None:
+    """Scored rows written to stdout: a print() in your function goes to stderr instead of
+    landing between them."""
+    fn = tmp_path / "rw.py"
+    fn.write_text("def noisy(completions, **kw):\n    print('DEBUG', completions)\n"
+                  "    return [1.0] * len(completions)\n")
+    src = write_jsonl(tmp_path / "in.jsonl", [{"completion": "a"}, {"completion": "b"}])
+    assert main(["score", "--reward", f"{fn}:noisy", "--input", str(src)]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(x)["reward"] for x in out.splitlines()] == [1.0, 1.0]
+    assert "DEBUG" in err
 
 
 def test_two_rewards_are_refused_not_the_last_one_taken(tmp_path, capsys) -> None:

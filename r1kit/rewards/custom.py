@@ -38,7 +38,14 @@ def load_function(spec: str) -> Callable:
         if where.endswith(".py"):
             path = Path(where)
             if not path.is_file():
-                raise R1kitError(f"reward_function: no file {where!r}")
+                listed = spec.startswith("[") or "," in spec
+                raise R1kitError(
+                    f"reward_function: no file {where!r}",
+                    "several functions are a list of quoted names: --set 'stages.NAME."
+                    "reward_function=[\"a.py:f\", \"b.py:g\"]' (r1kit score --reward takes "
+                    "one)" if listed else None if path.is_absolute() else
+                    f"a relative path is relative to the directory the command runs in, "
+                    f"{Path.cwd()}")
             # the file's own directory is importable, so it may import the modules beside it
             _importable(path.resolve().parent)
             module_spec = importlib.util.spec_from_file_location(f"r1kit_reward_{path.stem}", path)
@@ -278,8 +285,8 @@ class FunctionReward:
         if unscored and not self.told_none:
             self.told_none = True
             fn, sc = next((f, sc) for f, sc in zip(self.fns, per_fn) if None in sc)
-            self._warn(fn, f"reward_function {_name(fn)} returned None for {sc.count(None)} "
-                       f"of {len(responses)} completions: None adds nothing to the "
+            self._warn(fn, f"reward_function {_name(fn)} returned None (or NaN) for "
+                       f"{sc.count(None)} of {len(responses)} completions: None adds nothing to the "
                        "reward (a completion no function scores gets 0, as TRL's sum over "
                        "reward functions gives), and reward/custom_none logs the share")
         return out
@@ -322,8 +329,15 @@ class FunctionReward:
                      f"{code.co_filename}:{code.co_firstlineno}" if code else "?")
             if own and frames and frames[-1] is not own[-1]:
                 where += f", in {Path(frames[-1].filename).name}:{frames[-1].lineno}"
+            # (a function written for the other shape of completions: said which it got)
+            chat = bool(completions) and isinstance(completions[0], list)
+            shape = (None if not isinstance(exc, (TypeError, AttributeError, KeyError)) else
+                     "after prompts of chat messages each completion is a conversation, "
+                     "[{'role': 'assistant', 'content': text}], as TRL gives it" if chat else
+                     "after text prompts each completion is text (a string), as TRL gives "
+                     "it; prompts of chat messages give conversations")
             raise R1kitError(f"reward_function {name} raised {type(exc).__name__}: {exc} "
-                             f"({where})") from exc
+                             f"({where})", shape) from exc
         try:
             scores = list(scores)
         except TypeError as exc:  # None, a single number
