@@ -94,10 +94,11 @@ def _need_str(row: dict, name: str) -> str | None:
     TRL's conversational form, one assistant message ([{"role": "assistant", "content": ...}])."""
     if name not in row:
         return f"missing field {name!r}"
-    if name == "completion" and isinstance(row[name], list):
+    if name == "completion" and isinstance(row[name], (list, dict)):
         if assistant_text(row[name]) is None:
-            return ("field 'completion' holds a list: a completion is text or one assistant "
-                    'message, [{"role": "assistant", "content": "..."}]')
+            held = "a list" if isinstance(row[name], list) else "an object"
+            return (f"field 'completion' holds {held}: a completion is text or one assistant "
+                    'message in a list, [{"role": "assistant", "content": "..."}]')
         return None
     if not isinstance(row[name], str):
         return f"field {name!r} must be a string, got {type(row[name]).__name__}"
@@ -437,9 +438,10 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
                              if "response" in row and completion_field == "completion" else
                              "--completion-field names the field of the completions; the "
                              f"row's fields are {', '.join(map(str, own))}")
-        if problem:
-            raise R1kitError(f"{row_at(input_path, n)}: {problem}",
-                             f"the {name} reward needs these fields in every row")
+        if problem:  # (a problem that says its own fix, as the code reward's, says it)
+            raise R1kitError(f"{row_at(input_path, n)}: {problem}", None if "\n" in problem
+                             else "every row is scored: correct this one or drop it (r1kit "
+                             "score --help says what each reward reads)")
     stream = sys.stdout if output_path is None else None
     # what a reward function prints goes to stderr, not into the JSONL written to stdout
     with contextlib.redirect_stdout(sys.stderr) if stream is not None else \

@@ -330,7 +330,7 @@ def test_a_math_benchmark_of_your_own(tmp_path, bpe_checkpoint, capsys):
     for bench, expected in [(str(own), "no field 'question'"),
                             (str(tmp_path / "array.json"), "expected a JSON object, got list"),
                             (str(tmp_path / "gone.jsonl"), "not found"),
-                            (str(tmp_path / "dir.jsonl"), "is not a file")]:
+                            (str(tmp_path / "dir.jsonl"), "is a directory, not a data file")]:
         (tmp_path / "dir.jsonl").mkdir(exist_ok=True)
         assert main(["eval", "--model", str(bpe_checkpoint), "--bench", bench]) == 2
         err = capsys.readouterr().err
@@ -548,6 +548,49 @@ def test_scientific_notation_with_a_small_e():
                               ("1500", "1.5e3"), ("1E3", "1000")):
         assert check_equal(answer, reference), (answer, reference)
     assert not check_equal("1.5e3", "150") and not check_equal("2e", "2")
+
+
+def test_levels_written_as_math_writes_them_count(tmp_path):
+    """MATH's own rows say "Level 5": read as level 5 (such rows were left out of pass@1 by
+    level); anything else that is no level number is no level."""
+    from r1kit.tasks.math import read_examples, row_level
+
+    assert [row_level(v) for v in ("Level 5", "level 3", "4", 2, True, "Level ?", None)] == \
+        [5, 3, 4, 2, None, None, None]
+    data = tmp_path / "math.jsonl"
+    data.write_text('{"problem": "1+1?", "answer": "2", "level": "Level 2"}\n')
+    assert read_examples(data, "problem", "answer")[0].level == 2
+
+
+def test_a_benchmark_named_twice_runs_once_and_a_directory_is_said(tmp_path, bpe_checkpoint,
+                                                                    capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "tiny,tiny", "--limit", "1",
+                 "--k", "1", "--max-new-tokens", "4", "--out", str(out)]) == 0
+    assert [r["benchmark"] for r in json.loads(out.read_text())["results"]] == ["tiny"]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
+    capsys.readouterr()
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench",
+                 str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory, not a data file" in err and f"{tmp_path / 'data'}/*.jsonl" in err
+
+
+def test_a_system_turn_without_a_chat_template_is_said_unused(tmp_path, bpe_checkpoint,
+                                                              capsys):
+    """--system-text with a prompt that has no system turn (template r1-zero): a note says
+    so, and --out records no system prompt (it recorded the unused text)."""
+    from conftest import without_chat_template
+
+    model = without_chat_template(bpe_checkpoint, tmp_path / "plain")
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(model), "--bench", "tiny", "--limit", "1", "--k", "1",
+                 "--max-new-tokens", "4", "--system-text", "Be careful.",
+                 "--out", str(out)]) == 0
+    assert "with template 'r1-zero' there is none" in capsys.readouterr().out
+    saved = json.loads(out.read_text())["settings"]
+    assert saved["template"] == "r1-zero" and saved["system_prompt"] is False
 
 
 def test_eval_json_says_when_the_positions_capped_the_length(tmp_path, bpe_checkpoint):

@@ -233,6 +233,24 @@ def test_reference_answers_read_as_the_numbers_they_are(tmp_path):
     assert all(math_equal(a, r) for a, r in zip(["72", "0.00005", "10^16"], answers))
 
 
+def test_gzip_compressed_jsonl_is_read(tmp_path):
+    """HumanEval ships as HumanEval.jsonl.gz: read as the JSONL in it (it was "not valid
+    UTF-8"); a damaged one is an error naming it."""
+    import gzip
+
+    from r1kit.errors import R1kitError
+    from r1kit.tasks.math import read_rows
+
+    path = tmp_path / "rows.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"question": "a", "answer": "1"}\n\n'
+                                   b'{"question": "b", "answer": "2"}\n'))
+    assert read_rows(path) == [(1, {"question": "a", "answer": "1"}),
+                               (3, {"question": "b", "answer": "2"})]
+    path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(R1kitError, match="rows.jsonl.gz:1: the gzip-compressed file is damaged"):
+        read_rows(path)
+
+
 def test_eval_command_input_errors_name_the_problem(tmp_path, capsys):
     """A run directory given as the model, an unknown device or dtype, CUDA on a machine
     without it: exit status 2 and a message, no traceback."""

@@ -229,6 +229,9 @@ GOOD = {"completion": box("1"), "answer": "1"}
         ([GOOD, GOOD, GOOD, {"completion": "x"}], ["in.jsonl:4", "'answer'"]),
         ([{"answer": "1"}], ["in.jsonl:1", "'completion'"]),
         ([GOOD, {"completion": 5, "answer": "1"}], ["in.jsonl:2", "'completion'", "string"]),
+        # one assistant message, not in its list: says the form that works
+        ([{"completion": {"role": "assistant", "content": "x"}, "answer": "1"}],
+         ["in.jsonl:1", "holds an object", 'one assistant message in a list, [{"role"']),
         ([GOOD, {"completion": "x", "answer": [1]}], ["in.jsonl:2", "'answer'"]),
         ([GOOD, "", GOOD, "{"], ["in.jsonl:4"]),  # blank lines are skipped but still counted
     ],

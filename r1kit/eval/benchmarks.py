@@ -28,7 +28,7 @@ from r1kit.errors import R1kitError
 from r1kit.tasks import DATA_DIR
 from r1kit.tasks.base import Example
 from r1kit.tasks.code import CODE_INSTRUCTION, code_answers, code_scores, mbpp_tests_text
-from r1kit.tasks.math import math_equal, math_vote_key, read_jsonl, verify_answers
+from r1kit.tasks.math import math_equal, math_vote_key, read_jsonl, row_level, verify_answers
 from r1kit.templates import prompt_text, with_instruction
 
 MATH_INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -111,7 +111,7 @@ class BenchmarkTask(_HeldOut):
             self._examples.append(Example(
                 question=_question(name, self.spec, row),
                 answer=_answer_text(row.get(self.spec.answer, "")) if self.spec.answer else "",
-                level=level if isinstance(level, int) else None,
+                level=row_level(level),
                 meta={"row": row, "problem": str(row[self.spec.question]),
                       "solution": str(row.get(self.spec.solution) or ""),
                       "subject": row.get("subject")}))

@@ -44,10 +44,15 @@ from r1kit.templates import TEMPLATES, encode_prompt, system_text
 
 
 def _check(args) -> list[str]:
-    names = [bench_name(n.strip()) for n in str(args.bench).split(",") if n.strip()]
+    names = list(dict.fromkeys(  # (a benchmark named twice is run once)
+        bench_name(n.strip()) for n in str(args.bench).split(",") if n.strip()))
     if not names:
         raise R1kitError("--bench names no benchmark", f"use any of: {', '.join(NAMES)}")
     for name in names:
+        if name not in NAMES and Path(name).is_dir():
+            from r1kit.tasks.math import read_rows
+
+            read_rows(name)  # (a directory: said so, with the glob of its files)
         if name not in NAMES and not is_data_file(name):
             raise R1kitError(f"--bench: unknown benchmark {name!r}",
                              f"use any of: {', '.join(NAMES)}, or a .jsonl / .json / .parquet file "
@@ -188,7 +193,8 @@ def _run_eval(args) -> list[dict]:
                                          ("--no-math-instruction",
                                           args.math_instruction is False)) if off]
         if unused:
-            print(f"note: {', '.join(unused)} apply to a benchmark file of your own (--bench "
+            print(f"note: {', '.join(unused)} appl{'ies' if len(unused) == 1 else 'y'} to a "
+                  "benchmark file of your own (--bench "
                   "FILE); the shipped benchmarks have their own fields and prompts")
     path = check_model_dir(args.model)
     device = resolve_device(args.device)
@@ -283,6 +289,11 @@ def _run_eval(args) -> list[dict]:
                              if args.template == "r1-zero" else
                              "this model's tokenizer has no chat template: give the prompts "
                              "as text")
+    if template != "chat" and (args.system_text or args.system_prompt):
+        print(f"note: --system-text / --system-prompt give chat prompts a system turn; with "
+              f"template {template!r} there is none (the {template} prompt is used as it is)")
+    if template != "chat":
+        system = False  # (and --out says so)
     model = load_model(path, device, dtype, tokenizer).eval()
     if prefill is None:
         prefill = "<think>\n" if template == "chat" else ""

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from r1kit.errors import R1kitError
 from r1kit.tasks.base import Example
-from r1kit.tasks.math import kind_of
+from r1kit.tasks.math import kind_of, row_level
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 CHOICE_INSTRUCTION = ("\nPlease reason step by step, and put the letter of your final answer "
@@ -283,7 +283,7 @@ def read_choice_examples(path, question_field: str = "question", answer_field: s
         fields = {k: v for k, v in row.items() if k != "prompt"}  # (as TRL: all but prompt)
         out.append(Example(question=with_instruction(question, listed + instruction),
                            answer=letter,
-                           level=row.get("level") if isinstance(row.get("level"), int) else None,
+                           level=row_level(row.get("level")),
                            meta={"count": len(labels), "fields": fields, "problem": prompt_text(question),
                                  "subject": subject}))
     return out

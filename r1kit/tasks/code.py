@@ -118,7 +118,7 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
     question field's hint."""
     from r1kit.rewards.code import _string_list, tests_from_row
     from r1kit.rewards.code_io import IOCases, present
-    from r1kit.tasks.math import read_rows, row_at, row_question
+    from r1kit.tasks.math import read_rows, row_at, row_level, row_question
     from r1kit.templates import with_instruction
 
     out = []
@@ -143,7 +143,7 @@ def read_code_examples(path, question_field: str, instruction: str = CODE_INSTRU
             if not all(t.strip() in shown for t in listed):
                 question = with_instruction(question, mbpp_tests_text(listed))
         out.append(Example(question=with_instruction(question, asked), answer="",
-                           level=row.get("level") if isinstance(row.get("level"), int) else None,
+                           level=row_level(row.get("level")),
                            meta={"row": row}))
     return out
 

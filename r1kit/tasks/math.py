@@ -23,7 +23,7 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     """(line number, row) for each non-blank line of a JSONL file; a missing or empty file,
     invalid UTF-8, invalid JSON, a line over MAX_LINE_BYTES or a line that is not an object is
     an error naming file and line; a .csv, .tsv, .xlsx or .arrow file says which formats are
-    read."""
+    read. A gzip-compressed file (HumanEval's HumanEval.jsonl.gz) is read as the JSONL in it."""
     p = _data_file(path)
     if p.suffix.lower() in (".csv", ".tsv", ".xlsx", ".arrow"):
         raise R1kitError(f"{p}: r1kit reads JSONL (.jsonl, one JSON object per line) and parquet "
@@ -32,7 +32,11 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
                          "orient='records', lines=True)")
     rows = []
     with p.open("rb") as fh:
-        for n, raw in enumerate(fh, 1):
+        gz = fh.read(2) == b"\x1f\x8b"
+    import gzip
+
+    with gzip.open(p, "rb") if gz else p.open("rb") as fh:
+        for n, raw in _lines(fh, p):
             if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
                 raw = raw[3:]
             if len(raw) > MAX_LINE_BYTES:
@@ -61,6 +65,20 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     if not rows:
         raise R1kitError(f"{p}: no rows", "the file is empty")
     return rows
+
+
+def _lines(fh, p: Path):
+    """(line number, bytes) of an open file; a damaged gzip stream is an error naming it."""
+    import gzip
+    import zlib
+
+    n = 0
+    try:
+        for n, raw in enumerate(fh, 1):
+            yield n, raw
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise R1kitError(f"{p}:{n + 1}: the gzip-compressed file is damaged ({exc})",
+                         "decompress it (gunzip) to see where, or fetch it again") from exc
 
 
 def is_pattern(path: str | Path) -> bool:
@@ -120,10 +138,13 @@ def _data_file(path: str | Path) -> Path:
     p = Path(path)
     if p.is_dir():
         shards = sorted(f.name for f in p.iterdir() if f.suffix.lower() in (".jsonl", ".parquet"))
+        if shards:  # the shards of one data set (train-00000-of-00002.parquet), or all files
+            suffix, prefix = Path(shards[0]).suffix, shards[0].split("-")[0]
+            named = [f for f in shards if f.startswith(prefix + "-")]
+            example = p / (f"{prefix}-*{suffix}" if len(named) > 1 else f"*{suffix}")
         raise R1kitError(f"{str(p)!r} is a directory, not a data file",
                          "give one .jsonl or .parquet file, or a glob of one data set's shards"
-                         + (f", e.g. {p / shards[0].split('-')[0]}-*{Path(shards[0]).suffix}"
-                            if shards else ""))
+                         + (f", e.g. {example}" if shards else ""))
     if not p.is_file():
         raise R1kitError(f"file {str(p)!r} not found{hub_note(str(path), dataset=True)}")
     return p
@@ -275,10 +296,18 @@ def read_examples(path, question_field: str, answer_field: str,
         # the row's other fields, for reward functions of your own (passed by their names)
         # (the question's own field too, as TRL passes every column but "prompt")
         fields = {k: v for k, v in row.items() if k != "prompt"}
-        out.append(Example(question=question, answer=answer,
-                           level=level if isinstance(level, int) else None,
+        out.append(Example(question=question, answer=answer, level=row_level(level),
                            meta={"fields": fields}))
     return out
+
+
+def row_level(value) -> int | None:
+    """A row's difficulty level: an integer, or MATH's own text for one ("Level 5")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = re.fullmatch(r"\s*(?:level\s*)?(\d+)\s*", value, re.IGNORECASE) \
+        if isinstance(value, str) else None
+    return int(m.group(1)) if m else None
 
 
 def math_equal(answer: str, reference: str, timeout: float = 5.0) -> bool:
