@@ -400,6 +400,40 @@ def test_a_missing_reward_function_stops_the_run_before_any_stage(tmp_path, caps
     stops_before_any_stage(recipe, tmp_path, capsys, ["no file", "missing.py"])
 
 
+def test_the_readmes_trl_defaults_stage_runs(tmp_path, monkeypatch, bpe_checkpoint):
+    """The README's stage with TRL's defaults (chat prompts under `prompt`, open-r1's
+    `solution`, open-r1-style reward functions) runs as written, with paths of this test's
+    own, fewer steps and shorter completions."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("### Coming from TRL's GRPOTrainer", 1)[1]
+    block = block.split("```toml\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({
+        "prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "solution": str(i + 1)})
+        + "\n" for i in range(16)))
+    (tmp_path / "rewards.py").write_text(
+        "import re\n"
+        "def accuracy_reward(completions, solution, **kwargs):\n"
+        "    texts = [c[0]['content'] for c in completions]\n"
+        "    return [float(re.search(r'\\d+', t) is not None and\n"
+        "                  re.search(r'\\d+', t).group() == s) for t, s in zip(texts, solution)]\n"
+        "def format_reward(completions, **kwargs):\n"
+        "    return [float('<think>' in c[0]['content']) for c in completions]\n")
+    recipe = tmp_path / "trl.toml"
+    recipe.write_text("[run]\nprogress = false\ntensorboard = false\n\n"
+                      + block.replace("path/to/checkpoint", str(bpe_checkpoint)))
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out), "--set", "stages.grpo.steps=2",
+                 "--set", "stages.grpo.max_new_tokens=8", "--set", "stages.grpo.eval.every=0",
+                 "--set", "stages.grpo.save_every=0"]) == 0
+    config = json.loads((out / "config.json").read_text())["stages"]["grpo"]
+    assert (config["lr"], config["group_size"], config["clip_eps_low"], config["beta"]) == \
+        (1e-6, 8, 0.2, 0.0)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r.get("stage") == "grpo" and "reward" in r]
+    assert len(steps) == 2 and all("reward/custom/accuracy_reward" in r for r in steps)
+
+
 def test_reward_function_mistakes_say_what_was_meant(tmp_path, monkeypatch):
     """A relative file is relative to the directory the command runs in (said, with it); a
     list without its quotes says how to quote one; a function written for conversations

@@ -152,7 +152,9 @@ def check_signature(fn: Callable, names: list[str], spec: str) -> None:
             if p.name in GRPO_EXTRAS:  # (r1kit score: no sampled token ids, no training step)
                 raise R1kitError(f"reward_function {spec}: parameter {p.name!r} comes only in "
                                  "a grpo stage, from its sampling and its steps",
-                                 f"give it a default ({p.name}=None) to score files with it")
+                                 f"r1kit score has no sampled token ids and no training step: "
+                                 f"give it a default ({p.name}=None) and have the function do "
+                                 "without it when it is None, or score in a grpo stage")
             raise R1kitError(f"reward_function {spec}: parameter {p.name!r} is not one of the "
                              f"keyword arguments it gets ({', '.join(dict.fromkeys(names))})",
                              "name the parameters after those (data fields come by their "
