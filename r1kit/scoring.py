@@ -385,6 +385,10 @@ def score_rows(name: str, rows: list[dict], settings: dict[str, Any],
 
 
 def _write_atomically(path: Path, text: str) -> None:
+    if path.exists() and not path.is_file():  # /dev/null, a named pipe: written into (a
+        with open(path, "w", encoding="utf-8") as fh:  # rename would replace the device
+            fh.write(text)  # with a plain file)
+        return
     # Same directory, so the rename is atomic and never crosses file systems.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

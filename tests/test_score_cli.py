@@ -461,6 +461,25 @@ def test_completion_field_scores_a_sample_stages_rows(tmp_path, capsys) -> None:
     assert "the row's fields are completion, answer" in err  # (as written: completion too)
 
 
+def test_an_output_that_is_no_plain_file_is_written_into(tmp_path) -> None:
+    """--output /dev/null or a named pipe: the rows go into it (the atomic rename that
+    protects a file replaced /dev/null itself with a plain file, for every program after)."""
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    src = write_jsonl(tmp_path / "in.jsonl", [GOOD])
+    assert main(["score", "--reward", "math", "--input", str(src), "--output", str(fifo)]) == 0
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # still the pipe
+    assert [json.loads(x)["reward"] for x in got[0].splitlines()] == [1.0]
+
+
 def test_what_a_reward_function_prints_stays_out_of_the_jsonl(tmp_path, capsys) -> None:
     """Scored rows written to stdout: a print() in your function goes to stderr instead of
     landing between them."""
