@@ -61,7 +61,7 @@ Scored = tuple[float, dict[str, Any]]
 
 def _positive_number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
-        raise R1kitError(f"--set {name}: must be a finite number > 0, got {value!r}")
+        raise R1kitError(f"--set {name}: must be a number > 0 and < 1e9, got {value!r}")
     return float(value)
 
 

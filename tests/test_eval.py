@@ -531,12 +531,21 @@ def test_another_unit_is_another_answer():
     for answer, reference in (("5 km", "5 cm"), ("5 m", "5 cm"), ("7 pm", "7 am"),
                               ("3 hours", "3 minutes"), ("10 seconds", "10 minutes"),
                               ("5 inches", "5 feet"), ("5\\text{ meters}", "5\\text{ cm}"),
-                              ("2 kg", "2 g"), ("42 apples", "42 eggs")):
+                              ("2 kg", "2 g"), ("42 apples", "42 eggs"),
+                              # \mathrm, LaTeX spaces, and a unit's name without a space
+                              ("5\\mathrm{km}", "5\\text{ cm}"),
+                              ("5\\,\\mathrm{km}", "5\\,\\mathrm{cm}"),
+                              ("5km", "5 cm"), ("3cm", "3mm"), ("7pm", "7 am"),
+                              ("5 M", "5 m")):  # (a one-letter unit only as written)
         assert not check_equal(answer, reference), (answer, reference)
         assert check_equal(reference, reference), reference
     for answer, reference in (("5 centimeters", "5 cm"), ("5 meters", "5 m"),
                               ("3 hrs", "3 hours"), ("1 foot", "1 ft"), ("2 kgs", "2 kg"),
-                              ("4 days", "4 day"), ("7 pm", "7"), ("5 m", "5")):
+                              ("4 days", "4 day"), ("7 pm", "7"), ("5 m", "5"),
+                              ("5 cms", "5 cm"), ("12 kms", "12 km"), ("5km", "5 km"),
+                              ("5\\,\\mathrm{km}", "5 km"), ("2 liters", "2 L"),
+                              # "units" names no unit of its own
+                              ("5 cm", "5 \\text{ units}"), ("5 units", "5 cm")):
         assert check_equal(answer, reference), (answer, reference)
 
 
@@ -574,7 +583,15 @@ def test_a_benchmark_named_twice_runs_once_and_a_directory_is_said(tmp_path, bpe
     assert main(["eval", "--model", str(bpe_checkpoint), "--bench",
                  str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
-    assert "is a directory, not a data file" in err and f"{tmp_path / 'data'}/*.jsonl" in err
+    assert "is a directory, not a data file" in err and f"{tmp_path / 'data'}/mine.jsonl" in err
+    # a directory of splits: one split is named, never a glob that mixes train and test
+    for name in ("train-00000-of-00002.jsonl", "train-00001-of-00002.jsonl", "test.jsonl"):
+        (tmp_path / "data" / name).write_text('{"question": "1+1?", "answer": "2"}\n')
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench",
+                 str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert f"e.g. {tmp_path / 'data'}/mine.jsonl (one split at a time: it holds mine, test, " \
+        "train)" in err and "/*.jsonl" not in err
 
 
 def test_a_system_turn_without_a_chat_template_is_said_unused(tmp_path, bpe_checkpoint,
@@ -588,7 +605,7 @@ def test_a_system_turn_without_a_chat_template_is_said_unused(tmp_path, bpe_chec
     assert main(["eval", "--model", str(model), "--bench", "tiny", "--limit", "1", "--k", "1",
                  "--max-new-tokens", "4", "--system-text", "Be careful.",
                  "--out", str(out)]) == 0
-    assert "with template 'r1-zero' there is none" in capsys.readouterr().out
+    assert "with template 'r1-zero' prompts have none" in capsys.readouterr().out
     saved = json.loads(out.read_text())["settings"]
     assert saved["template"] == "r1-zero" and saved["system_prompt"] is False
 

@@ -460,6 +460,13 @@ def test_reward_function_mistakes_say_what_was_meant(tmp_path, monkeypatch):
     chat = [Example(question=[{"role": "user", "content": "q"}], answer="1")]
     assert FunctionReward(for_chat).score(["1"], chat)[0][0] == 1.0
 
+    def wants_a_field(completions, **kwargs):  # an error of its own: no word on shapes
+        return [float(s == "1") for s in kwargs["solution"]]
+
+    with pytest.raises(R1kitError, match="raised KeyError: 'solution'") as info:
+        FunctionReward(wants_a_field).score(["1"], examples)
+    assert not info.value.hint
+
 
 def test_chat_templates_without_a_system_turn_get_the_instruction_in_the_user_turn():
     from tokenizers import Tokenizer, models

@@ -291,7 +291,7 @@ def _run_eval(args) -> list[dict]:
                              "as text")
     if template != "chat" and (args.system_text or args.system_prompt):
         print(f"note: --system-text / --system-prompt give chat prompts a system turn; with "
-              f"template {template!r} there is none (the {template} prompt is used as it is)")
+              f"template {template!r} prompts have none")
     if template != "chat":
         system = False  # (and --out says so)
     model = load_model(path, device, dtype, tokenizer).eval()

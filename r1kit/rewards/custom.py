@@ -132,6 +132,13 @@ def _parameters(fn: Callable):
         return None
 
 
+# what Python says when text is used as a conversation or a conversation as text
+_SHAPE_ERRORS = ("string indices must be integers", "'list' object has no attribute",
+                 "'str' object has no attribute", "expected string or bytes-like object",
+                 "must be str, not list", "can only concatenate str (not \"list\")",
+                 "list indices must be integers or slices, not str")
+
+
 def check_signature(fn: Callable, names: list[str], spec: str) -> None:
     """An R1kitError when `fn` needs a parameter that is none of `names` (the keyword
     arguments it can get) or takes positional-only parameters. Data fields it does not take
@@ -333,7 +340,7 @@ class FunctionReward:
                 where += f", in {Path(frames[-1].filename).name}:{frames[-1].lineno}"
             # (a function written for the other shape of completions: said which it got)
             chat = bool(completions) and isinstance(completions[0], list)
-            shape = (None if not isinstance(exc, (TypeError, AttributeError, KeyError)) else
+            shape = (None if not any(s in str(exc) for s in _SHAPE_ERRORS) else
                      "after prompts of chat messages each completion is a conversation, "
                      "[{'role': 'assistant', 'content': text}], as TRL gives it" if chat else
                      "after text prompts each completion is text (a string), as TRL gives "

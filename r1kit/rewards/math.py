@@ -117,27 +117,34 @@ _NOT_UNITS = {"pi", "sqrt", "times", "cdot", "over", "divided", "plus", "minus",
 
 # units under their other names: a unit is compared by its name here (math-verify drops the
 # ones it knows, so that it found 5 km equal to 5 cm); the one-letter names are units only
-# here (after a number, "3 x" is no unit)
+# here and only as written (after a number, "3 x" is no unit, and "5 M" no 5 m), and a name
+# written without a space after its number ("5km") only when it is one of these
 _UNIT_NAMES = {
-    "millimeter": ("mm", "millimeters", "millimetre", "millimetres"),
-    "centimeter": ("cm", "centimeters", "centimetre", "centimetres"),
+    "millimeter": ("mm", "mms", "millimeters", "millimetre", "millimetres"),
+    "centimeter": ("cm", "cms", "centimeters", "centimetre", "centimetres"),
     "meter": ("m", "meters", "metre", "metres"),
-    "kilometer": ("km", "kilometers", "kilometre", "kilometres"),
+    "kilometer": ("km", "kms", "kilometers", "kilometre", "kilometres"),
     "inch": ("in", "inches"), "foot": ("ft", "feet"), "yard": ("yd", "yds", "yards"),
     "mile": ("mi", "miles"), "second": ("s", "sec", "secs", "seconds"),
     "minute": ("min", "mins", "minutes"), "hour": ("h", "hr", "hrs", "hours"),
     "year": ("yr", "yrs", "years"), "milligram": ("mg", "milligrams"),
     "gram": ("g", "grams"), "kilogram": ("kg", "kgs", "kilograms"),
     "pound": ("lb", "lbs", "pounds"), "ounce": ("oz", "ounces"),
-    "milliliter": ("ml", "milliliters", "millilitre", "millilitres"),
-    "liter": ("l", "liters", "litre", "litres"), "cent": ("cents",),
+    "milliliter": ("ml", "mls", "milliliters", "millilitre", "millilitres"),
+    "liter": ("l", "L", "liters", "litre", "litres"), "cent": ("cents",),
+    "am": (), "pm": (),
 }
 _UNIT = {alias: unit for unit, aliases in _UNIT_NAMES.items() for alias in (unit, *aliases)}
+# a word that names no unit of its own: "5 units" is no other unit than "5 cm"
+_ANY_UNIT = "unit"
 
 
 def _unit(word: str) -> str:
     """A unit's one name (cm, centimetres → centimeter); another word without a plural s."""
     return _UNIT.get(word, word[:-1] if word.endswith("s") else word)
+
+
+_SPACE = r"(?:\s|\\[,;:! ]|~)"  # a space, or LaTeX's (\, \; \: \! \ ~)
 
 
 def _without_unit(answer: str, reference: str) -> str:
@@ -154,13 +161,20 @@ def _without_unit(answer: str, reference: str) -> str:
 
 
 def _with_unit(text: str) -> tuple[str, str] | None:
-    """(number, unit in lower case) of a text that is a number and, after a space or in
-    \\text{}, one plain word that is no word of mathematics or of size (_NOT_UNITS); else
-    None. The space is needed: "4xy" is no 4 of unit "xy"."""
-    m = re.fullmatch(rf"\s*\$?\s*({_PLAIN_NUMBER})\s*\$?(?:\s*\\(?:text|mbox|textrm)\s*\{{\s*"
-                     r"([A-Za-z]+)\s*\}|\s+([A-Za-z]+))\s*\.?\s*", text)
-    word = m and (m.group(2) or m.group(3)).lower()
-    if m is None or word in _NOT_UNITS or (len(word) == 1 and word not in _UNIT):
+    """(number, unit) of a text that is a number and, after a space or in \\text{} (or
+    \\mathrm{}, \\mbox{}), one plain word that is no word of mathematics or of size
+    (_NOT_UNITS); else None. The unit is in lower case, but for a one-letter name, which
+    counts only as _UNIT writes it. The space is needed ("4xy" is no 4 of unit "xy") but for
+    a name of more letters in _UNIT ("5km")."""
+    m = re.fullmatch(
+        rf"\s*\$?\s*({_PLAIN_NUMBER})(?:\s*\$)?(?:{_SPACE}*\\(?:text|mbox|textrm|mathrm|rm)\s*"
+        rf"\{{{_SPACE}*([A-Za-z]+){_SPACE}*\}}|{_SPACE}+([A-Za-z]+)|([A-Za-z]{{2,}}))"
+        r"\s*\.?\s*\$?\s*", text)
+    if m is None:
+        return None
+    word = m.group(2) or m.group(3) or m.group(4)
+    word = word if len(word) == 1 else word.lower()
+    if word.lower() in _NOT_UNITS or ((len(word) == 1 or m.group(4)) and word not in _UNIT):
         return None
     return m.group(1), word
 
@@ -182,7 +196,8 @@ def check_equal(answer: str, reference: str) -> bool:
     with_unit = _with_unit(reference)
     if with_unit is not None:
         said = _with_unit(answer)
-        if said is not None and _unit(said[1]) != _unit(with_unit[1]):
+        units = {_unit(said[1]), _unit(with_unit[1])} if said is not None else set()
+        if len(units) > 1 and _ANY_UNIT not in units:
             return False
         reference = with_unit[0]
     a, r = normalize_answer(_without_unit(answer, reference)), normalize_answer(reference)

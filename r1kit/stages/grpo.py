@@ -642,7 +642,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     if bare and cfg.template == "chat" and cfg.system_prompt == "r1kit" and world.is_main:
         ctx.print(f"[{ctx.name}] {bare} of the {len(train)} training prompts are conversations "
                   "without a system turn: r1kit's R1-Zero instruction (system_prompt = "
-                  "\"r1kit\", which asks for <think> and <answer> tags) is their system turn; "
+                  "\"r1kit\", which asks for <think> and <answer> tags) is their system turn "
+                  "(where the chat template has no system role, it leads the user turn); "
                   "system_prompt = \"\" leaves them as they are, as TRL does")
 
     def encode(question: str) -> list[int]:

@@ -138,13 +138,19 @@ def _data_file(path: str | Path) -> Path:
     p = Path(path)
     if p.is_dir():
         shards = sorted(f.name for f in p.iterdir() if f.suffix.lower() in (".jsonl", ".parquet"))
-        if shards:  # the shards of one data set (train-00000-of-00002.parquet), or all files
-            suffix, prefix = Path(shards[0]).suffix, shards[0].split("-")[0]
-            named = [f for f in shards if f.startswith(prefix + "-")]
-            example = p / (f"{prefix}-*{suffix}" if len(named) > 1 else f"*{suffix}")
+        # its splits: a split's shards (train-00000-of-00002.parquet) or one file (test.jsonl);
+        # the example names one split alone (a glob of them all would mix train and test)
+        splits: dict[str, list[str]] = {}
+        for f in shards:
+            splits.setdefault(f.split("-")[0] if "-" in f else Path(f).stem, []).append(f)
+        if splits:
+            name, files = next(iter(splits.items()))
+            example = p / (f"{name}-*{Path(files[0]).suffix}" if len(files) > 1 else files[0])
+            others = (f" (one split at a time: it holds {', '.join(splits)})"
+                      if len(splits) > 1 else "")
         raise R1kitError(f"{str(p)!r} is a directory, not a data file",
                          "give one .jsonl or .parquet file, or a glob of one data set's shards"
-                         + (f", e.g. {example}" if shards else ""))
+                         + (f", e.g. {example}{others}" if splits else ""))
     if not p.is_file():
         raise R1kitError(f"file {str(p)!r} not found{hub_note(str(path), dataset=True)}")
     return p
