@@ -982,41 +982,41 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "use_vllm": ("not needed: r1kit samples with its own engine (README: Speed)",),
     "importance_sampling_level": ("importance_sampling",),
     "num_completions_to_print": ("log_completions",),
-    "delta": ("not a setting: the ratio is clipped by clip_eps_low and clip_eps_high alone "
-              "(no upper bound for negative advantages, TRL's two-sided delta)",),
-    "top_entropy_quantile": ("not a setting: every token counts in the loss (no masking of "
-                             "low-entropy tokens)",),
-    "entropy_coef": ("not a setting: the loss has no entropy bonus (the policy's entropy is "
-                     "logged as entropy)",),
+    "delta": (("not a setting: the ratio is clipped by clip_eps_low and clip_eps_high alone "
+              "(no upper bound for negative advantages, TRL's two-sided delta)"),),
+    "top_entropy_quantile": (("not a setting: every token counts in the loss (no masking of "
+                             "low-entropy tokens)"),),
+    "entropy_coef": (("not a setting: the loss has no entropy bonus (the policy's entropy is "
+                     "logged as entropy)"),),
     "min_p": ("not a setting: r1kit samples with temperature and top_p alone",),
     "repetition_penalty": ("not a setting: r1kit samples with temperature and top_p alone",),
     "generation_kwargs": ("not a setting: r1kit samples with temperature and top_p alone",),
-    "multi_objective_aggregation": ("not a setting: the reward is the weighted sum of the "
+    "multi_objective_aggregation": (("not a setting: the reward is the weighted sum of the "
                                     "reward functions, then centred and scaled per group "
-                                    "(advantage_scale): TRL's sum_then_normalize",),
-    "ref_model_mixup_alpha": ("not a setting: a reference refresh (ref_refresh_every) copies "
-                              "the policy whole, as TRL's ref_model_mixup_alpha = 1",),
-    "use_bias_correction_kl": ("not a setting: the KL term is the paper's k3 estimator of each "
+                                    "(advantage_scale): TRL's sum_then_normalize"),),
+    "ref_model_mixup_alpha": (("not a setting: a reference refresh (ref_refresh_every) copies "
+                              "the policy whole, as TRL's ref_model_mixup_alpha = 1"),),
+    "use_bias_correction_kl": (("not a setting: the KL term is the paper's k3 estimator of each "
                                "sampled token; TRL 1.16 multiplies it by the importance ratio "
-                               "by default (use_bias_correction_kl = true), r1kit does not",),
+                               "by default (use_bias_correction_kl = true), r1kit does not"),),
     "off_policy_mask_threshold": ("not a setting: no off-policy sequence masking",),
-    "chat_template_kwargs": ("not a setting: prompts go through the tokenizer's chat template "
-                             "with its defaults (template = \"chat\")",),
+    "chat_template_kwargs": (("not a setting: prompts go through the tokenizer's chat template "
+                             "with its defaults (template = \"chat\")"),),
     "model_init_kwargs": ("set under [run] as dtype and trust_remote_code",),
     "torch_dtype": ("set as dtype under [run] (auto, bfloat16 or float32)",),
     "dtype": ("set as dtype under [run] (auto, bfloat16 or float32)",),
-    "chat_template": ("not a setting: template = \"chat\" renders prompts with the "
+    "chat_template": (("not a setting: template = \"chat\" renders prompts with the "
                       "tokenizer's own chat template (to use another, save it with the "
-                      "tokenizer: tokenizer.chat_template = ...; save_pretrained)",),
+                      "tokenizer: tokenizer.chat_template = ...; save_pretrained)"),),
     "trust_remote_code": ("a [run] setting",),
-    "cast_lm_head_to_fp32": ("not a setting: the output layer multiplies in the weights' dtype "
-                             "and its log-softmax runs in float32",),
+    "cast_lm_head_to_fp32": (("not a setting: the output layer multiplies in the weights' "
+                              "dtype and its log-softmax runs in float32"),),
     "pad_to_multiple_of": ("not needed: training sequences are packed without padding",),
     "cache_implementation": ("not needed: r1kit samples with its own engine (README: Speed)",),
-    "use_transformers_paged": ("not needed: r1kit samples with its own engine (README: "
-                               "Speed)",),
-    "ds3_gather_for_generation": ("not needed: r1kit shards with FSDP2 (distributed = "
-                                  "\"fsdp\"), not DeepSpeed",),
+    "use_transformers_paged": (("not needed: r1kit samples with its own engine (README: "
+                               "Speed)"),),
+    "ds3_gather_for_generation": (("not needed: r1kit shards with FSDP2 (distributed = "
+                                   "\"fsdp\"), not DeepSpeed"),),
     "max_tool_calling_iterations": ("not a setting: rollouts call no tools",),
 }
 _FOREIGN_NOTES = {

@@ -52,7 +52,7 @@ def _check(args) -> list[str]:
         if name not in NAMES and Path(name).is_dir():
             from r1kit.tasks.math import read_rows
 
-            read_rows(name)  # (a directory: said so, with the glob of its files)
+            read_rows(name)  # (a directory: said so, with a file or glob of one split)
         if name not in NAMES and not is_data_file(name):
             raise R1kitError(f"--bench: unknown benchmark {name!r}",
                              f"use any of: {', '.join(NAMES)}, or a .jsonl / .json / .parquet file "

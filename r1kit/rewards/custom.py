@@ -295,8 +295,8 @@ class FunctionReward:
             self.told_none = True
             fn, sc = next((f, sc) for f, sc in zip(self.fns, per_fn) if None in sc)
             self._warn(fn, f"reward_function {_name(fn)} returned None (or NaN) for "
-                       f"{sc.count(None)} of {len(responses)} completions: None adds nothing to the "
-                       "reward (a completion no function scores gets 0, as TRL's sum over "
+                       f"{sc.count(None)} of {len(responses)} completions: None adds nothing "
+                       "to the reward (a completion no function scores gets 0, as TRL's sum over "
                        "reward functions gives), and reward/custom_none logs the share")
         return out
 
