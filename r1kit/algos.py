@@ -120,6 +120,7 @@ def policy_loss(
     aggregation: str = "seq-mean-token-mean",
     importance_sampling: str = "token",
     norm_length: int | None = None,
+    kl_ratio: bool = False,
     metrics_as_tensors: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO objective, negated for minimisation.
@@ -133,8 +134,14 @@ def policy_loss(
     tokens' ratios, ρ_i = exp(mean over its tokens of logp - old_logp), clipped as a whole and
     put on each of its tokens (the KL term stays per token). With "seq-mean-token-mean" this
     is GSPO's objective, the mean over sequences of min(ρ_i A_i, clip(ρ_i) A_i).
+    `kl_ratio`: the k3 term times the (unclipped) ratio ρ, token's or sequence's, as TRL 1.16
+    does by default (use_bias_correction_kl, from DeepSeek-V3.2): its gradient is then the
+    unbiased gradient of KL(π‖π_ref) for samples drawn from the old policy; on-policy (ρ = 1)
+    the loss's value is unchanged and its gradient gains β·k3 per token. The paper's (the
+    default): k3 alone.
     Metrics: clip_frac (share of tokens where the clipped term is the smaller one), kl (mean k3
-    over tokens, 0 without a reference), ratio_mean, pg_loss: floats, or with
+    over tokens, 0 without a reference; k3 alone, with kl_ratio too), ratio_mean, pg_loss:
+    floats, or with
     `metrics_as_tensors` 0-dim tensors on logp's device (reading a float waits for the device).
     """
     if clip_eps_high is None:
@@ -173,7 +180,8 @@ def policy_loss(
     if ref_logp is not None:
         kl = kl_k3(logp, ref_logp)  # [B, T]
         if beta > 0:
-            loss = loss + beta * aggregate(kl, mask, aggregation, norm_length)
+            term = kl * ratio if kl_ratio else kl  # (the metric below stays k3 alone)
+            loss = loss + beta * aggregate(term, mask, aggregation, norm_length)
         metrics["kl"] = _masked(kl.detach(), mask).sum() / mask.sum().clamp(min=1)
     if not metrics_as_tensors:
         metrics = {k: v.item() for k, v in metrics.items()}

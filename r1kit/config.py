@@ -235,6 +235,7 @@ class GRPOConfig:
     aggregation: str = "seq-mean-token-mean"
     advantage_scale: str = "std"
     importance_sampling: str = "token"  # token | sequence (GSPO: one ratio per completion)
+    kl_ratio_correction: bool = False  # the k3 term times the ratio (TRL 1.16's default)
     mask_truncated: bool = False  # DAPO: completions cut at the length cap add no loss
     overlong_buffer: int = 0  # DAPO: > 0, a penalty from 0 to -1 over the cap's last N tokens
     overlong_weight: float = 1.0  # the weight of that penalty in the reward
@@ -996,9 +997,7 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
                                     "(advantage_scale): TRL's sum_then_normalize"),),
     "ref_model_mixup_alpha": (("not a setting: a reference refresh (ref_refresh_every) copies "
                               "the policy whole, as TRL's ref_model_mixup_alpha = 1"),),
-    "use_bias_correction_kl": (("not a setting: the KL term is the paper's k3 estimator of each "
-                               "sampled token; TRL 1.16 multiplies it by the importance ratio "
-                               "by default (use_bias_correction_kl = true), r1kit does not"),),
+    "use_bias_correction_kl": ("kl_ratio_correction",),
     "off_policy_mask_threshold": ("not a setting: no off-policy sequence masking",),
     "chat_template_kwargs": (("not a setting: prompts go through the tokenizer's chat template "
                              "with its defaults (template = \"chat\")"),),
@@ -1052,6 +1051,8 @@ _FOREIGN_NOTES = {
     "reward_funcs": " (one \"module:function\" or a list of them, with reward_weights)",
     "num_train_epochs": " here (a grpo stage counts rollouts; an sft stage counts epochs)",
     "importance_sampling_level": ", with the same values: token or sequence",
+    "use_bias_correction_kl": (" (TRL 1.16's default is true: the KL term times the "
+                               "importance ratio; r1kit's is false, the paper's k3 alone)"),
     "num_completions_to_print": (": one sample of each of the first N questions of a step, "
                                  "written to the stage's completions.jsonl"),
     "max_prompt_length": ", which caps the whole row (prompt and response)",

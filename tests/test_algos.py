@@ -265,6 +265,47 @@ def test_policy_loss_kl_hand_value() -> None:
     assert m["pg_loss"] == pytest.approx(0.0, abs=1e-7)
 
 
+@pytest.mark.parametrize("importance_sampling", ["token", "sequence"])
+def test_policy_loss_kl_ratio_is_trls_bias_corrected_kl(importance_sampling) -> None:
+    """kl_ratio: the k3 term times the ratio, as TRL 1.16's use_bias_correction_kl (its
+    formula written out here): off-policy the loss is TRL's; on-policy its value is k3's and
+    its gradient gains beta * k3 per token (the ratio's own gradient)."""
+    g = torch.Generator().manual_seed(0)
+    logp = torch.randn(3, 5, generator=g) * 0.3 - 1
+    old = logp + torch.randn(3, 5, generator=g) * 0.2
+    ref = logp + torch.randn(3, 5, generator=g) * 0.5
+    adv, mask = torch.randn(3, generator=g), torch.ones(3, 5)
+    mask[1, 3:] = 0
+    beta = 0.04
+    kw = dict(beta=beta, ref_logp=ref, aggregation="token-mean",
+              importance_sampling=importance_sampling)
+    plain, m_plain = policy_loss(logp, old, adv, mask, **kw)
+    fixed, m_fixed = policy_loss(logp, old, adv, mask, kl_ratio=True, **kw)
+    # TRL 1.16: per_token_kl = k3 * coef_1 (coef_1: the token's ratio, or the sequence's)
+    log_ratio = logp - old
+    if importance_sampling == "sequence":
+        log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1)).unsqueeze(-1)
+    k3 = torch.exp(ref - logp) - (ref - logp) - 1
+    trl_kl = (k3 * torch.exp(log_ratio) * mask).sum() / mask.sum()
+    plain_kl = (k3 * mask).sum() / mask.sum()
+    assert (fixed - plain).item() == pytest.approx(beta * (trl_kl - plain_kl).item(), abs=1e-7)
+    assert abs((fixed - plain).item()) > 1e-4  # off-policy the two differ
+    assert m_fixed["kl"] == pytest.approx(m_plain["kl"])  # the metric: k3 alone
+    # on-policy: the same value, and the gradient gains beta * k3 / tokens per token
+    x = logp.clone().requires_grad_(True)
+    y = logp.clone().requires_grad_(True)
+    a, _ = policy_loss(x, logp, adv, mask, **kw)
+    b, _ = policy_loss(y, logp, adv, mask, kl_ratio=True, **kw)
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+    a.backward()
+    b.backward()
+    if importance_sampling == "token":
+        torch.testing.assert_close(y.grad - x.grad, beta * k3 * mask / mask.sum())
+    else:  # the sequence's ratio: each token gets its sequence's mean k3 share
+        per_seq = (k3 * mask).sum(-1, keepdim=True) / mask.sum()
+        torch.testing.assert_close(y.grad - x.grad, beta * per_seq * mask / mask.sum(-1, True))
+
+
 def test_policy_loss_kl_metric_without_penalty() -> None:
     # beta = 0 with a reference: the KL is reported but does not enter the loss.
     logp = torch.tensor([[0.0, -1.0]])

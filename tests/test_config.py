@@ -196,7 +196,7 @@ def test_typo_suggests_close_key() -> None:
     ("delta=4.0", "'delta' is not a setting: the ratio is clipped by clip_eps_low"),
     ('generation_kwargs={}', "samples with temperature and top_p alone"),
     ('vllm_mode="colocate"', "'vllm_mode' is not needed: r1kit samples with its own engine"),
-    ("use_bias_correction_kl=true", "multiplies it by the importance ratio by default"),
+    ("use_bias_correction_kl=true", "is 'kl_ratio_correction' (TRL 1.16's default is true"),
     ('importance_sampling_level="sequence"', "is 'importance_sampling', with the same values"),
     ("num_completions_to_print=2", "is 'log_completions'"),
     ('torch_dtype="bfloat16"', "'torch_dtype' is set as dtype under [run]"),

@@ -203,3 +203,28 @@ def test_dynamic_sampling_trains_on_groups_with_a_signal(tmp_path, monkeypatch, 
         assert r["varied_frac"] == 1.0 or r["sampling_rounds"] == 4
     # rewards, lengths and zero_var_frac are over every group sampled, trained on or not
     assert rows[0]["zero_var_frac"] > 0
+
+
+def test_kl_ratio_correction_reaches_the_loss(tmp_path, monkeypatch):
+    """kl_ratio_correction = true (TRL's use_bias_correction_kl) is what the stage's loss is
+    computed with (algos' tests check the loss itself)."""
+    from r1kit.stages import grpo
+
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    seen = []
+    real = grpo.policy_loss
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["kl_ratio"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grpo, "policy_loss", spy)
+    args = [*MICRO_BASE, "--set", "run.progress=false", "--set", "run.tensorboard=false",
+            "--set", "stages.zero.steps=1", "--set", "stages.zero.rollout_batch_size=16",
+            "--set", "stages.zero.eval.every=0"]
+    for value in (True, False):
+        seen.clear()
+        out = tmp_path / f"run-{value}"
+        assert main(["run", str(REPO / "recipes" / "zero-tiny.toml"), "--out", str(out), *args,
+                     "--set", f"stages.zero.kl_ratio_correction={str(value).lower()}"]) == 0
+        assert seen and set(seen) == {value}

@@ -467,7 +467,8 @@ def update_policy(policy, ref, opt, batch: TrainBatch, cfg: GRPOConfig, pad_id: 
                     logp, old, adv[at], mask[at], clip_eps_low=cfg.clip_eps_low,
                     clip_eps_high=cfg.clip_eps_high or None, beta=cfg.beta, ref_logp=ref_logp,
                     aggregation=cfg.aggregation, importance_sampling=cfg.importance_sampling,
-                    norm_length=batch.budget or None, metrics_as_tensors=True)
+                    norm_length=batch.budget or None, kl_ratio=cfg.kl_ratio_correction,
+                    metrics_as_tensors=True)
                 # weight each micro-batch so the sum equals the mini-batch's aggregate; metrics
                 # stay on the device until the mini-batch ends (no wait per micro-batch)
                 token_share = mask[at].sum() / total_tokens if real else 0.0
