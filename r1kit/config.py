@@ -1017,7 +1017,69 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "ds3_gather_for_generation": (("not needed: r1kit shards with FSDP2 (distributed = "
                                    "\"fsdp\"), not DeepSpeed"),),
     "max_tool_calling_iterations": ("not a setting: rollouts call no tools",),
+    # verl's (the last part of its dotted names: actor_rollout_ref.actor.kl_loss_coef)
+    "train_batch_size": ("rollout_batch_size",), "n": ("group_size",),
+    "ppo_mini_batch_size": (("num_minibatches, the optimizer updates per rollout: verl's "
+                             "train_batch_size / ppo_mini_batch_size (both count prompts)"),),
+    "ppo_micro_batch_size_per_gpu": ("micro_batch_size",),
+    "ppo_micro_batch_size": ("micro_batch_size",),
+    "log_prob_micro_batch_size_per_gpu": ("logprob_micro_batch_size",),
+    "log_prob_micro_batch_size": ("logprob_micro_batch_size",),
+    "use_kl_loss": ("beta",), "clip_ratio_low": ("clip_eps_low",),
+    "kl_loss_type": (("not a setting: the KL term is the k3 estimator, verl's low_var_kl "
+                      "(without its clamp to [-10, 10])"),),
+    "use_kl_in_reward": (("not a setting: the KL term is in the loss (beta), as verl's "
+                          "use_kl_loss, never in the reward"),),
+    "clip_ratio_c": (("not a setting: the ratio is clipped by clip_eps_low and clip_eps_high "
+                      "alone (no dual clip for negative advantages)"),),
+    "entropy_coeff": (("not a setting: the loss has no entropy bonus (the policy's entropy is "
+                       "logged as entropy)"),),
+    "norm_adv_by_std_in_grpo": ("advantage_scale",),
+    "adv_estimator": (("not a setting: a grpo stage's advantages are GRPO's (verl's "
+                       "adv_estimator = grpo), with no critic"),),
+    "total_epochs": ("epochs", "steps"), "save_freq": ("save_every",), "test_freq": ("eval",),
+    "val_before_train": ("eval",), "grad_clip": ("max_grad_norm",),
+    "clip_grad": ("max_grad_norm",), "betas": ("adam_betas",),
+    "lr_warmup_steps": ("warmup_steps",), "lr_warmup_steps_ratio": ("warmup_steps",),
+    "warmup_style": ("lr_schedule",), "min_lr_ratio": ("final_lr_ratio",),
+    "response_length": ("max_new_tokens",), "prompt_length": ("max_length", (
+        "not needed: a grpo stage keeps each prompt whole (max_new_tokens caps the "
+        "responses)")),
+    "prompt_key": ("question_field", "prompt_field"),
+    "train_files": ("train_file", "data"), "val_files": ("test_file",),
+    "reward_fn_key": (("not a setting: a verl compute_score gets each row's data_source "
+                       "field"),),
+    "custom_reward_function": ("reward_function",),
+    "enable_gradient_checkpointing": ("activation_checkpointing",),
+    "use_remove_padding": ("not needed: training sequences are packed without padding",),
+    "use_dynamic_bsz": (("not needed: training sequences are packed without padding, "
+                         "micro_batch_size sequences per forward pass"),),
+    "ppo_max_token_len_per_gpu": (("not needed: training sequences are packed without "
+                                   "padding, micro_batch_size sequences per forward pass"),),
+    "strategy": ("distributed",),
+    "param_offload": ("not a setting: no CPU offload (FSDP2 shards: distributed = \"fsdp\")",),
+    "optimizer_offload": (("not a setting: no CPU offload (FSDP2 shards: distributed = "
+                           "\"fsdp\")"),),
+    "gpu_memory_utilization": ("not needed: r1kit samples with its own engine (README: Speed)",),
+    "tensor_model_parallel_size": (("not a setting: r1kit samples with its own engine, one "
+                                    "model copy per process (README: Speed)"),),
+    "n_gpus_per_node": (("given to torchrun: torchrun --nproc-per-node N --nnodes M -m r1kit "
+                         "run RECIPE (README: Several GPUs and several nodes)"),),
+    "nnodes": (("given to torchrun: torchrun --nproc-per-node N --nnodes M -m r1kit run "
+                "RECIPE (README: Several GPUs and several nodes)"),),
+    "project_name": ("set under [run]: wandb = \"PROJECT\"",),
+    "experiment_name": ("given on the command line: r1kit run RECIPE --out DIR",),
+    "logger": ("set under [run]: tensorboard = true, wandb = \"PROJECT\"",),
+    "default_local_dir": ("given on the command line: r1kit run RECIPE --out DIR",),
+    "resume_mode": (("not needed: the same r1kit run command with the same --out resumes an "
+                     "interrupted run"),),
+    **{table: (("verl's table: a grpo stage's settings are the flat keys of its own table "
+                "(README: Coming from verl names them)"),)
+       for table in ("actor_rollout_ref", "algorithm", "trainer", "critic")},
 }
+# verl's top-level tables, read in a --set or a stage's key as verl's dotted settings
+VERL_TABLES = ("actor_rollout_ref", "algorithm", "data", "trainer", "critic",
+               "custom_reward_function", "reward_model")
 _FOREIGN_NOTES = {
     "max_steps": (", which counts rollouts: TRL's max_steps counts optimizer updates, "
                   "num_minibatches x ppo_epochs of them per rollout here"),
@@ -1056,6 +1118,27 @@ _FOREIGN_NOTES = {
     "num_completions_to_print": (": one sample of each of the first N questions of a step, "
                                  "written to the stage's completions.jsonl"),
     "max_prompt_length": ", which caps the whole row (prompt and response)",
+    "prompt_length": ", which caps the whole row (prompt and response)",
+    "train_batch_size": (", which counts completions: verl's train_batch_size (prompts) x "
+                         "rollout.n"),
+    "n": " (verl's rollout.n)",
+    "ppo_micro_batch_size_per_gpu": ": sequences per forward pass of each process",
+    "use_kl_loss": (": > 0 puts the k3 KL term in the loss (verl's use_kl_loss with "
+                    "kl_loss_coef), 0 leaves it out and loads no reference model"),
+    "norm_adv_by_std_in_grpo": ": true is std (the default), false is none (Dr. GRPO)",
+    "total_epochs": " (a grpo stage counts rollouts; an sft stage counts epochs)",
+    "test_freq": ": `every` in the stage's eval table ([stages.NAME.eval] every = N)",
+    "val_before_train": (": the stage's eval table evaluates before the first step and every "
+                         "`every` steps"),
+    "lr_warmup_steps_ratio": ", a number of optimizer updates",
+    "warmup_style": ": constant or cosine, the same",
+    "response_length": "",
+    "strategy": ": \"ddp\" or \"fsdp\" (FSDP2) under torchrun",
+    "custom_reward_function": (" = \"path/to/file.py:compute_score\" (verl's path and name "
+                               "in one): a function of data_source, solution_str, ground_truth "
+                               "and extra_info is called as verl calls it"),
+    "val_files": ", a local JSONL or parquet file",
+    "train_files": ", a local JSONL or parquet file",
 }
 
 
@@ -1187,6 +1270,27 @@ def _merge(table: dict, new: dict) -> None:
             table[key] = value
 
 
+def _verl_hint(keys: list[str], stages: list[str]) -> str:
+    """The hint for a verl setting given as verl names it (actor_rollout_ref.actor.optim.lr):
+    r1kit's setting for its last part, in a grpo stage's table."""
+    leaf, dotted = keys[-1], ".".join(keys)
+    grpo = [f.name for f in dataclasses.fields(GRPOConfig)]
+    stage = stages[0] if len(stages) == 1 else "NAME"
+    if leaf == "path" and len(keys) > 1 and keys[-2] in ("model", "custom_reward_function"):
+        leaf = keys[-2]
+    target = leaf if leaf in grpo else next(
+        (t for t in FOREIGN_KEYS.get(leaf, ()) if t in grpo), None)
+    if leaf == "model":
+        target = "model"
+    if target is not None:
+        note = _FOREIGN_NOTES.get(leaf, "") if target != leaf else ""
+        return (f"{dotted} is verl's name: r1kit's is stages.{stage}.{target}{note} (README: "
+                "Coming from verl)")
+    said = _foreign_hint(leaf, grpo)
+    return (f"{dotted} is verl's name{': ' + said if said else ''} (a grpo stage's settings "
+            "are the flat keys of its table; README: Coming from verl)")
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     p = Path(path)
     if p.is_dir():
@@ -1207,6 +1311,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         if keys[0] not in ("run", "stages") and keys[0] not in data:  # e.g. `stage.zero.lr`
             close = difflib.get_close_matches(keys[0], ["run", "stages"], n=1)
             raise R1kitError(f"--set {o!r}: {keys[0]!r} is not a recipe table (run, stages)",
+                             _verl_hint(keys, stages) if keys[0] in VERL_TABLES else
                              f"did you mean {close[0]!r}?" if close else
                              "give run.KEY=VALUE or stages.NAME.KEY=VALUE")
         if len(keys) > 2 and keys[0] == "stages" and keys[1] not in stages + list(added):

@@ -65,7 +65,7 @@ def load_function(spec: str) -> Callable:
     fn = getattr(module, name, None)
     if not callable(fn):
         raise R1kitError(f"reward_function: {where!r} has no function {name!r}")
-    return fn
+    return VerlScore(fn, spec) if VerlScore.takes(fn) else fn
 
 
 def source_file(spec: str) -> str:
@@ -168,6 +168,78 @@ def check_signature(fn: Callable, names: list[str], spec: str) -> None:
                              "names), give it a default, or take **kwargs")
 
 
+# verl's reward function: compute_score(data_source, solution_str, ground_truth, extra_info)
+VERL_ARGS = ("data_source", "solution_str", "ground_truth", "extra_info")
+
+
+class VerlScore:
+    """A reward function written for verl, `compute_score(data_source, solution_str,
+    ground_truth, extra_info=None)`, called as verl calls it: once per completion, with the
+    row's `data_source` and `extra_info` fields (None where a row has none), the completion's
+    text (the assistant message's content after chat prompts) and the reference answer as
+    text. It returns a number (None or NaN: no score), or a dict whose "score" is the reward
+    and whose other entries, as verl's reward_extra_info, are columns of the written
+    completions (log_extra), the numbers among them logged as reward/metric/NAME too.
+
+    load_function gives one in place of a function that takes `solution_str` (and no
+    `completions`), so a stage calls it as any reward function of its own."""
+
+    takes_text = True  # (its completions are text, whatever the prompts)
+
+    @staticmethod
+    def takes(fn: Callable) -> bool:
+        names = {p.name for p in _parameters(fn) or []}
+        return "solution_str" in names and "completions" not in names
+
+    def __init__(self, fn: Callable, spec: str):
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", "compute_score")
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        code = getattr(fn, "__code__", None)
+        if code is not None:  # (where a warning or an error of the function points)
+            self.__code__ = code
+        params = _parameters(fn)
+        self.passed = (VERL_ARGS if any(p.kind is p.VAR_KEYWORD for p in params) else
+                       tuple(a for a in VERL_ARGS if a in {p.name for p in params}))
+        for p in params:
+            if p.kind is p.POSITIONAL_ONLY or (p.default is p.empty and p.name not in VERL_ARGS
+                                              and p.kind is not p.VAR_POSITIONAL
+                                              and p.kind is not p.VAR_KEYWORD):
+                raise R1kitError(f"reward_function {spec}: parameter {p.name!r} is not one of "
+                                 f"the keyword arguments a verl compute_score gets "
+                                 f"({', '.join(VERL_ARGS)})", "give it a default")
+
+    def __call__(self, completions, prompts, answer, data_source=None, extra_info=None,
+                 log_metric=None, log_extra=None):
+        n = len(completions)
+        sources = data_source if data_source is not None else [None] * n
+        infos = extra_info if extra_info is not None else [None] * n
+        scores, columns = [], {}
+        for i, c in enumerate(completions):
+            text = c[0]["content"] if isinstance(c, list) else c
+            given = {"data_source": sources[i], "solution_str": text,
+                     "ground_truth": answer[i], "extra_info": infos[i]}
+            result = self.fn(**{a: given[a] for a in self.passed})
+            if inspect.isawaitable(result):  # (an async compute_score)
+                result = _awaited(result)
+            if isinstance(result, dict):
+                if "score" not in result:
+                    raise ValueError(f"it returned a dict without 'score' ({sorted(result)}): "
+                                     "verl reads the reward from its 'score'")
+                for key, value in result.items():
+                    if key != "score":
+                        columns.setdefault(str(key), [None] * n)[i] = value
+                result = result["score"]
+            scores.append(result)
+        for key, values in columns.items():
+            log_extra(key, values)
+            numbers = [float(v) for v in values if isinstance(v, (int, float))
+                       and math.isfinite(v)]
+            if numbers and len(numbers) == n:
+                log_metric(key, sum(numbers) / n)
+        return scores
+
+
 def shadowed_fields(examples: list[Example], cfg) -> list[str]:
     """The data fields that a reward function cannot get by their names, because r1kit's
     own keyword arguments have them (a row's `answer` column where answer_field names
@@ -243,7 +315,8 @@ class FunctionReward:
         completions = [[{"role": "assistant", "content": r}]
                        if isinstance(e.question, list) else r
                        for r, e in zip(responses, examples)]
-        if not self.told and any(isinstance(c, list) for c in completions):
+        if not self.told and any(isinstance(c, list) for c in completions) and not all(
+                getattr(f, "takes_text", False) for f in self.fns):
             self.told = True  # (a function written for text would quietly score 0)
             from r1kit import distributed
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from r1kit.errors import R1kitError
 from r1kit.tasks.base import Example
-from r1kit.tasks.math import kind_of, row_level
+from r1kit.tasks.math import kind_of, resolved, row_level
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 CHOICE_INSTRUCTION = ("\nPlease reason step by step, and put the letter of your final answer "
@@ -248,6 +248,7 @@ def row_options(row: dict, answer_field: str, choices_field: str, where: str,
         return _checked_options(options, where, "GPQA's answers"), list(LETTERS[:4]), \
             LETTERS[right]
     options, labels = _options(row, choices_field, where, question)
+    row = resolved(row, answer_field)
     if answer_field == "answer" and "answer" not in row and "answerKey" in row:  # ARC's name
         answer_field = "answerKey"
     if answer_field not in row:

@@ -182,6 +182,35 @@ def read_rows(path: str | Path) -> list[tuple[int | str, dict]]:
     return list(enumerate(rows, 1))
 
 
+def resolved(row: dict, *names: str) -> dict:
+    """`row`, with the value at each dotted name of `names` that it lacks as a field of its
+    own added under that name: "reward_model.ground_truth" is the `ground_truth` of the row's
+    `reward_model` object (verl's layout). A name the row has as it is stays as it is."""
+    found = {}
+    for name in names:
+        if not name or name in row or "." not in name:
+            continue
+        value, ok = row, True
+        for part in name.split("."):
+            if not isinstance(value, dict) or part not in value:
+                ok = False
+                break
+            value = value[part]
+        if ok:
+            found[name] = value
+    return {**row, **found} if found else row
+
+
+def nested_name(row: dict, keys) -> str | None:
+    """The dotted name of the first of `keys` that an object field of `row` holds
+    ("reward_model.ground_truth"), for a hint; None where none does."""
+    for key in keys:
+        for field, value in row.items():
+            if isinstance(value, dict) and key in value:
+                return f"{field}.{key}"
+    return None
+
+
 def reference_text(value) -> str:
     """A reference answer from a data file as text that math-verify reads as the same number:
     floats without an exponent (str(0.00005) is '5e-05', which parses as e - 5); a GSM8K-style
@@ -235,6 +264,7 @@ def row_question(row: dict, field: str, where: str, fields_hint: str):
     `fields_hint`)."""
     from r1kit.templates import check_messages
 
+    row = resolved(row, field)
     if field not in row:
         raise R1kitError(f"{where}: no field {field!r}",
                          (f"its fields are {', '.join(map(str, row))}" if row else
@@ -263,11 +293,13 @@ def read_examples(path, question_field: str, answer_field: str,
     from r1kit.templates import check_messages
 
     out = []
-    for n, row in read_rows(path):
+    for n, own in read_rows(path):
+        row = resolved(own, question_field, answer_field)
         for field in (question_field, answer_field):
             if field not in row:
                 # the rows before it have the field: this row lacks it, the names are right
-                like = next((k for k in _LIKELY[field == question_field] if k in row), None)
+                likely = _LIKELY[field == question_field]
+                like = next((k for k in likely if k in row), None) or nested_name(row, likely)
                 raise R1kitError(f"{row_at(path, n)}: no field {field!r}", (
                     f"the rows before it have {field!r}: fill it in or drop this row" if out
                     else (f"its fields are {', '.join(map(str, row))}" if row else
@@ -279,9 +311,16 @@ def read_examples(path, question_field: str, answer_field: str,
             if field == question_field and isinstance(value, list):
                 continue  # a conversation, checked below
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                inner = (nested_name({field: value}, _LIKELY[field == question_field])
+                         if isinstance(value, dict) else None)
                 raise R1kitError(f"{row_at(path, n)}: field {field!r} is {kind_of(value)}, not text or "
                                  "a number", "fill it in or drop the rows without one"
-                                 if value is None else "")
+                                 if value is None else
+                                 f"its keys are {', '.join(map(str, value))}: name the one that "
+                                 f"holds the {'question' if field == question_field else 'answer'}"
+                                 f" with a dot, e.g. {_key_of(field, question_field)} = "
+                                 f"\"{inner or field + '.' + next(iter(value), 'KEY')}\""
+                                 if isinstance(value, dict) else "")
         if isinstance(row[question_field], (int, float)):
             # (an id or a count column: the model would be asked "8")
             raise R1kitError(f"{row_at(path, n)}: field {question_field!r} is a number "
@@ -301,10 +340,15 @@ def read_examples(path, question_field: str, answer_field: str,
                     else checked_text(question, where))
         # the row's other fields, for reward functions of your own (passed by their names)
         # (the question's own field too, as TRL passes every column but "prompt")
-        fields = {k: v for k, v in row.items() if k != "prompt"}
+        fields = {k: v for k, v in own.items() if k != "prompt"}
         out.append(Example(question=question, answer=answer, level=row_level(level),
                            meta={"fields": fields}))
     return out
+
+
+def _key_of(field: str, question_field: str) -> str:
+    """The setting that names `field` (for a hint)."""
+    return "question_field" if field == question_field else "answer_field"
 
 
 def row_level(value) -> int | None:

@@ -41,7 +41,7 @@ def read_prompts(path, question_field: str, default_type: str | None,
     no such field), a `type` (where given) of TYPES; `default_type` for rows without one or
     with a null (None: no type, for a reward function). A row's `answer_field`, where it has
     one, is its example's answer, as a reward function's `answer` argument takes it."""
-    from r1kit.tasks.math import read_rows, reference_text, row_at, row_question
+    from r1kit.tasks.math import read_rows, reference_text, resolved, row_at, row_question
 
     out = []
     for n, row in read_rows(path):
@@ -59,7 +59,8 @@ def read_prompts(path, question_field: str, default_type: str | None,
                              "(harmlessness) by safety_model; leave the field out to score "
                              f"every row as {default_type}")
         fields = {k: v for k, v in row.items() if k != "prompt"}  # (as TRL: all but prompt)
-        out.append(Example(question=prompt, answer=reference_text(row.get(answer_field)),
+        out.append(Example(question=prompt, answer=reference_text(
+                               resolved(row, answer_field).get(answer_field)),
                            meta={"type": kind if kind in TYPES else None, "fields": fields}))
     return out
 
