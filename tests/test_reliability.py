@@ -468,6 +468,36 @@ def test_reward_function_mistakes_say_what_was_meant(tmp_path, monkeypatch):
     assert not info.value.hint
 
 
+def test_the_chat_completions_notice_is_for_functions_that_score_nothing(recwarn):
+    """After chat prompts a function that scores some completion of the first batch (one
+    written for conversations) hears nothing about their shape; one that scores every
+    completion 0 (a function written for text, whose regex finds nothing in a list) hears it
+    once, pointed at its own line."""
+    from r1kit.rewards.custom import FunctionReward
+    from r1kit.tasks.base import Example
+
+    def for_chat(completions, **kw):
+        return [float(c[0]["content"] == "1") for c in completions]
+
+    def for_text(completions, **kw):
+        return [float(isinstance(c, str) and c == "1") for c in completions]
+
+    chat = [Example(question=[{"role": "user", "content": "q"}], answer="1")] * 2
+    reward = FunctionReward(for_chat)
+    for _ in range(2):
+        reward.score(["1", "2"], chat)
+    assert not [w for w in recwarn if "'role': 'assistant'" in str(w.message)]
+    reward = FunctionReward([for_chat, for_text])
+    for _ in range(2):
+        reward.score(["1", "2"], chat)
+    told = [w for w in recwarn if "'role': 'assistant'" in str(w.message)]
+    assert len(told) == 1 and "for_text scored every completion of the first batch 0" in \
+        str(told[0].message)
+    assert told[0].filename == __file__
+    FunctionReward(for_text).score(["1"], [Example(question="q", answer="1")])  # (text: none)
+    assert len([w for w in recwarn if "'role': 'assistant'" in str(w.message)]) == 1
+
+
 def test_chat_templates_without_a_system_turn_get_the_instruction_in_the_user_turn():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast

@@ -315,15 +315,6 @@ class FunctionReward:
         completions = [[{"role": "assistant", "content": r}]
                        if isinstance(e.question, list) else r
                        for r, e in zip(responses, examples)]
-        if not self.told and any(isinstance(c, list) for c in completions) and not all(
-                getattr(f, "takes_text", False) for f in self.fns):
-            self.told = True  # (a function written for text would quietly score 0)
-            from r1kit import distributed
-
-            if distributed.current().is_main:  # (every rank's data is alike: said once)
-                self._warn(self.fns[0], "reward_function: after prompts of chat messages "
-                           "each completion is given as [{'role': 'assistant', 'content': "
-                           "text}], as TRL does")
         logged: dict[str, list[float]] = {}  # log_metric's values of this batch
 
         def log_metric(name: str, value: float) -> None:
@@ -347,6 +338,21 @@ class FunctionReward:
 
         per_fn = [self._call(fn, completions, examples, len(responses), log_metric, log_extra)
                   for fn in self.fns]
+        if not self.told and any(isinstance(c, list) for c in completions):
+            self.told = True  # (the first batch after chat prompts: a function written for
+            # text may quietly score every conversation 0; one that scores some is left alone)
+            from r1kit import distributed
+
+            blank = [(f, sc) for f, sc in zip(self.fns, per_fn)
+                     if not getattr(f, "takes_text", False)
+                     and all(x is None or x == 0 for x in sc)]
+            if blank and distributed.current().is_main:  # (every rank's data is alike)
+                fn, sc = blank[0]
+                self._warn(fn, f"reward_function {_name(fn)} scored every completion of the "
+                           f"first batch {'0 or None' if None in sc else '0'}: after prompts "
+                           "of chat messages each completion is given as [{'role': "
+                           "'assistant', 'content': text}], as TRL does (a function written "
+                           "for text needs completion[0]['content'])")
         based = (self.base.score(responses, examples) if self.base is not None
                  else [(0.0, {})] * len(responses))
         metrics = {f"metric/{k}": sum(v) / len(v) for k, v in logged.items() if v}
