@@ -311,7 +311,8 @@ def _function_reward(spec: str) -> Reward:
     GRPO stage: completions, prompts (each row's `prompt`, else `question`), answer (its
     `answer` read as a math task reads a reference: a GSM8K solution cut to what follows
     '####'), and the rows' other fields by name (all but `prompt` and `completion`, as TRL
-    passes its data set's columns)."""
+    passes its data set's columns), with those of a row's `fields` object (a grpo stage's
+    completions.jsonl keeps the data row's own fields there)."""
     from r1kit.rewards.custom import BUILT_IN, FunctionReward, check_signature, load_function
     from r1kit.tasks.base import Example
     from r1kit.tasks.math import reference_text
@@ -322,9 +323,18 @@ def _function_reward(spec: str) -> Reward:
     def prompt_key(row: dict) -> str:
         return "prompt" if "prompt" in row else "question"
 
+    def columns(row: dict) -> dict:
+        """The row's fields but the completion and the prompt, and those of its `fields`
+        object (a grpo stage's completions.jsonl keeps the data row's own fields there)
+        where the row has none of that name."""
+        inner = row.get("fields") if isinstance(row.get("fields"), dict) else {}
+        return {**{k: v for k, v in inner.items() if k != "prompt"},
+                **{k: v for k, v in row.items() if k not in ("completion", "prompt") and
+                   not (k == "fields" and inner)}}
+
     def check_row(row: dict, settings: dict) -> str | None:
         problem = _need_str(row, "completion")
-        names = tuple(sorted(k for k in row if k not in ("completion", "prompt")))
+        names = tuple(sorted(columns(row)))
         if problem is None and names not in checked:  # each set of fields once
             checked.add(names)
             check_signature(fn, [*BUILT_IN, *names], repr(spec))
@@ -333,8 +343,7 @@ def _function_reward(spec: str) -> Reward:
     def score(rows: list[dict], settings: dict) -> list[Scored]:
         examples = [Example(question=r.get(prompt_key(r), ""),
                             answer=reference_text(r.get("answer")),
-                            meta={"fields": {k: v for k, v in r.items()  # (as TRL: all
-                                             if k not in ("completion", "prompt")}})  # but these)
+                            meta={"fields": columns(r)})  # (as TRL: all but these)
                     for r in rows]
         return FunctionReward(fn).score([r["completion"] for r in rows], examples)
 

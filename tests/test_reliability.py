@@ -432,6 +432,16 @@ def test_the_readmes_trl_defaults_stage_runs(tmp_path, monkeypatch, bpe_checkpoi
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r.get("stage") == "grpo" and "reward" in r]
     assert len(steps) == 2 and all("reward/custom/accuracy_reward" in r for r in steps)
+    # the written completions keep the rows' own `solution`: r1kit score gives it to the
+    # function again, which scores them as the stage did
+    written = out / "grpo" / "completions.jsonl"
+    logged = [json.loads(x) for x in written.read_text().splitlines()]
+    assert logged and all(r["fields"]["solution"] == r["answer"] for r in logged)
+    rescored = tmp_path / "rescored.jsonl"
+    assert main(["score", "--reward", "rewards.py:accuracy_reward", "--input", str(written),
+                 "--output", str(rescored)]) == 0
+    again = [json.loads(x) for x in rescored.read_text().splitlines()]
+    assert [r["reward"] for r in again] == [r["custom/accuracy_reward"] for r in logged]
 
 
 def test_reward_function_mistakes_say_what_was_meant(tmp_path, monkeypatch):

@@ -874,7 +874,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                      "tokens": int(first.ro.lengths[i]), "stopped": bool(first.ro.stopped[i]),
                      "reward": first.scored[i][0], **first.scored[i][1],
                      **({"extra": first.scored[i][1].extra}  # (log_extra's columns)
-                        if getattr(first.scored[i][1], "extra", None) else {})}
+                        if getattr(first.scored[i][1], "extra", None) else {}),
+                     # the data row's own fields, by which r1kit score gives them to a
+                     # reward function again (TRL's solution, verl's data_source)
+                     **({"fields": first.examples[i // G][1].meta["fields"]}
+                        if first.examples[i // G][1].meta.get("fields") else {})}
                     for i in range(0, min(len(first.texts), cfg.log_completions * G), G)]
             rows = distributed.gather_lists(rows)[:cfg.log_completions]
             if world.is_main:
