@@ -1073,6 +1073,17 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "default_local_dir": ("given on the command line: r1kit run RECIPE --out DIR",),
     "resume_mode": (("not needed: the same r1kit run command with the same --out resumes an "
                      "interrupted run"),),
+    "gamma": ("not a setting: GRPO has no value function (verl's gamma and lam are GAE's)",),
+    "lam": ("not a setting: GRPO has no value function (verl's gamma and lam are GAE's)",),
+    "truncation": (("not needed: a grpo stage keeps each prompt whole (max_new_tokens caps "
+                    "the responses)"),),
+    "filter_overlong_prompts": (("not needed: a grpo stage keeps each prompt whole "
+                                 "(max_new_tokens caps the responses)"),),
+    "val_batch_size": ("generation_rows",),
+    "reward_manager": (("not a setting: a reward_function is called once per completion, as "
+                        "verl's naive reward manager calls it"),),
+    "do_sample": (("not a setting: RL samples (temperature > 0); in the stage's eval table "
+                   "temperature = 0 is greedy"),),
     **{table: (("verl's table: a grpo stage's settings are the flat keys of its own table "
                 "(README: Coming from verl names them)"),)
        for table in ("actor_rollout_ref", "algorithm", "trainer", "critic")},
@@ -1130,8 +1141,13 @@ _FOREIGN_NOTES = {
     "test_freq": ": `every` in the stage's eval table ([stages.NAME.eval] every = N)",
     "val_before_train": (": the stage's eval table evaluates before the first step and every "
                          "`every` steps"),
-    "lr_warmup_steps_ratio": ", a number of optimizer updates",
-    "warmup_style": ": constant or cosine, the same",
+    "lr_warmup_steps_ratio": (", a number of optimizer updates: the ratio x steps x "
+                              "num_minibatches x ppo_epochs"),
+    "warmup_style": (": constant or cosine; r1kit's cosine decays to lr x final_lr_ratio "
+                     "(0.1; verl's min_lr_ratio is 0)"),
+    "val_batch_size": ": the most sequences an evaluation samples at once",
+    "ppo_micro_batch_size": (": sequences per forward pass of each process (verl's "
+                             "ppo_micro_batch_size counts all processes' together)"),
     "response_length": "",
     "strategy": ": \"ddp\" or \"fsdp\" (FSDP2) under torchrun",
     "custom_reward_function": (" = \"path/to/file.py:compute_score\" (verl's path and name "
@@ -1184,7 +1200,10 @@ def build(cls, data: dict, where: str):
     unknown = [key for key in data if key not in names]
     if unknown:  # every unknown key of the table at once, each with its hint
         kind = getattr(cls, "kind", None)
-        said = [_unknown_hint(key, names, kind, cls) for key in unknown]
+        stage = where.split(".")[1:2] if where.startswith("stages.") else []
+        said = [_verl_hint(_leaf_path(key, data[key]), stage)
+                if key in VERL_TABLES and isinstance(data[key], dict) and data[key] else
+                _unknown_hint(key, names, kind, cls) for key in unknown]
         if len(unknown) == 1:
             _fail(f"{where}.{unknown[0]}", "unknown key", said[0])
         _fail(where, f"unknown keys {', '.join(unknown)}",
@@ -1270,22 +1289,70 @@ def _merge(table: dict, new: dict) -> None:
             table[key] = value
 
 
+# verl's sampling settings of its validation (rollout.val_kwargs.*): the eval table's
+_VERL_EVAL = {"n": "k", "temperature": "temperature", "top_p": "top_p",
+              "do_sample": "temperature"}
+
+
+def _leaf_path(key: str, value) -> list[str]:
+    """`key` and the keys down to the first setting of a TOML table's nested tables
+    (data = {max_prompt_length = 512}: ["data", "max_prompt_length"])."""
+    path = [key]
+    while isinstance(value, dict) and value:
+        inner, value = next(iter(value.items()))
+        path.append(str(inner))
+    return path
+
+
 def _verl_hint(keys: list[str], stages: list[str]) -> str:
     """The hint for a verl setting given as verl names it (actor_rollout_ref.actor.optim.lr):
-    r1kit's setting for its last part, in a grpo stage's table."""
-    leaf, dotted = keys[-1], ".".join(keys)
+    r1kit's setting for it in a grpo stage's table, by its last part where the tables above
+    it do not change its meaning (the critic's, the reward's KL controller's, the
+    validation's and the reward model's settings are not the policy's)."""
+    leaf, dotted, above = keys[-1], ".".join(keys), keys[:-1]
     grpo = [f.name for f in dataclasses.fields(GRPOConfig)]
     stage = stages[0] if len(stages) == 1 else "NAME"
-    if leaf == "path" and len(keys) > 1 and keys[-2] in ("model", "custom_reward_function"):
-        leaf = keys[-2]
+    where = " (README: Coming from verl)"
+
+    def ours(setting: str, note: str = "") -> str:
+        return f"{dotted} is verl's name: r1kit's is stages.{stage}.{setting}{note}{where}"
+
+    def instead(text: str) -> str:
+        return f"{dotted} is verl's name: {text}{where}"
+
+    if keys[0] == "critic":
+        return instead("a grpo stage has no critic (GRPO's advantages come from each group's "
+                       "rewards)")
+    if "kl_ctrl" in above or leaf in ("kl_penalty", "use_kl_in_reward"):
+        return instead("r1kit puts no KL penalty in the reward; the KL term is in the loss, "
+                       f"stages.{stage}.beta (verl's use_kl_loss with kl_loss_coef)")
+    if "val_kwargs" in above:
+        if leaf in _VERL_EVAL:
+            return ours(f"eval.{_VERL_EVAL[leaf]}", " (0: greedy, verl's do_sample = false)"
+                        if leaf == "do_sample" else " (verl validates greedily: temperature "
+                        "0, k 1)" if leaf == "n" else "")
+        return instead(f"the held-out evaluation's settings are the stage's eval table "
+                       f"([stages.{stage}.eval]: every, k, temperature, top_p)")
+    if keys[0] == "reward_model":
+        if leaf == "ground_truth":
+            return instead(f"a data field: stages.{stage}.answer_field = "
+                           "\"reward_model.ground_truth\" reads it")
+        if leaf in ("reward_manager", "launch_reward_fn_async"):
+            return instead("not a setting: a reward_function is called once per completion, "
+                           "as verl's naive reward manager calls it")
+        return instead("r1kit's reward models are helpful_model and safety_model (task = "
+                       "\"prompts\")")
+    if keys[0] == "custom_reward_function":
+        return ours("reward_function", _FOREIGN_NOTES["custom_reward_function"]
+                    if leaf in ("path", "name") else "")
+    if leaf == "name" and "rollout" in above:
+        return instead("not needed: r1kit samples with its own engine (README: Speed)")
+    if leaf == "path" and above and above[-1] == "model":
+        return ours("model")
     target = leaf if leaf in grpo else next(
         (t for t in FOREIGN_KEYS.get(leaf, ()) if t in grpo), None)
-    if leaf == "model":
-        target = "model"
     if target is not None:
-        note = _FOREIGN_NOTES.get(leaf, "") if target != leaf else ""
-        return (f"{dotted} is verl's name: r1kit's is stages.{stage}.{target}{note} (README: "
-                "Coming from verl)")
+        return ours(target, _FOREIGN_NOTES.get(leaf, "") if target != leaf else "")
     said = _foreign_hint(leaf, grpo)
     return (f"{dotted} is verl's name{': ' + said if said else ''} (a grpo stage's settings "
             "are the flat keys of its table; README: Coming from verl)")
@@ -1347,7 +1414,9 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
     unknown = set(data) - {"run", "stages"}
     for key in unknown:
         close = difflib.get_close_matches(key, ["run", "stages"], n=1)
+        stages = list(data["stages"]) if isinstance(data.get("stages"), dict) else []
         _fail(f"{source}: {key}", "unknown top-level table",
+              _verl_hint(_leaf_path(key, data[key]), stages) if key in VERL_TABLES else
               f"did you mean {close[0]!r}?" if close else "use [run] and [stages.NAME]")
     run = build(RunConfig, data.get("run", {}), "run")
     run.validate("run")
@@ -1709,10 +1778,12 @@ def check_inputs(recipe: Recipe) -> None:
             )
 
             names = [*BUILT_IN, *GRPO_EXTRAS]  # and take the keyword arguments it will pass
+            examples = []
             if cfg.task in ("math", "gsm8k", "choice", "prompts"):  # the data rows' fields, read as the stage reads
                 from r1kit.tasks import make_task
 
-                for ex in make_task(cfg, 0).train_examples():
+                examples = make_task(cfg, 0).train_examples()
+                for ex in examples:
                     names += [k for k in ex.meta.get("fields", {}) if k not in names]
             if getattr(cfg, "general_share", 0) > 0:  # general rows' fields come too
                 from r1kit.stages.grpo import general_examples
@@ -1720,7 +1791,22 @@ def check_inputs(recipe: Recipe) -> None:
                 for ex in general_examples(cfg, 0):
                     names += [k for k in ex.meta["fields"] if k not in names]
             for spec in reward_specs(cfg.reward_function):
-                check_signature(load_function(spec), names, repr(spec))
+                fn = load_function(spec)
+                check_signature(fn, names, repr(spec))
+                if (getattr(fn, "raw_reference", False) and cfg.task == "prompts" and examples
+                        and not any(ex.meta.get("reference") is not None for ex in examples)):
+                    # (a verl compute_score would get no ground_truth at all)
+                    from r1kit.tasks.math import _LIKELY, nested_name
+
+                    row = examples[0].meta.get("fields", {})
+                    like = next((k for k in _LIKELY[False] if k in row), None) or nested_name(
+                        row, ("ground_truth", *_LIKELY[False]))
+                    _fail(f"{where}.answer_field", f"no row of train_file has a field "
+                          f"{cfg.answer_field!r}, and reward_function {spec!r} (verl's "
+                          "compute_score) needs its ground_truth",
+                          f"set answer_field = \"{like}\"" if like else
+                          f"its rows' fields are {', '.join(map(str, row))}: name the "
+                          "reference's (a dotted name reads inside an object)")
         if getattr(cfg, "template", None) == "chat":
             refs = [model] if model else list(getattr(cfg, "models", []))
             for ref in refs:

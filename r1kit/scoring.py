@@ -34,7 +34,8 @@ Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
             r1kit.tasks.choice.
 - file.py:function or module:function: your own reward function, called as in a GRPO stage
             (completions, prompts from `prompt` or `question`, answer, the other fields by
-            name; r1kit.rewards.custom). Needs completion.
+            name; r1kit.rewards.custom). Needs completion. Setting: answer_field (answer; a
+            dotted name reads inside an object: verl's reward_model.ground_truth).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.errors import R1kitError
-from r1kit.tasks.math import check_output_outside, read_rows, reference_text, row_at
+from r1kit.tasks.math import check_output_outside, read_rows, reference_text, resolved, row_at
 from r1kit.templates import assistant_text
 
 Scored = tuple[float, dict[str, Any]]
@@ -123,6 +124,7 @@ def _check_math(row: dict, settings: dict) -> str | None:
     if problem:
         return problem
     name = settings["answer_field"]
+    row = resolved(row, name)
     if name not in row:
         other = next((f for f in ("solution", "answer", "reference", "ground_truth", "target")
                       if f in row and f != name), None)
@@ -219,7 +221,8 @@ def _score_math(rows: list[dict], settings: dict) -> list[Scored]:
         # references as every other path reads them: GSM8K's "#### 72", floats without an
         # exponent (r1kit.tasks.math.reference_text)
         return math_rewards([r["completion"] for r in rows],
-                            [reference_text(r[settings["answer_field"]]) for r in rows],
+                            [reference_text(resolved(r, settings["answer_field"])[
+                                settings["answer_field"]]) for r in rows],
                             verifier, settings["timeout"], settings["read_untagged"])
 
 
@@ -315,7 +318,6 @@ def _function_reward(spec: str) -> Reward:
     completions.jsonl keeps the data row's own fields there)."""
     from r1kit.rewards.custom import BUILT_IN, FunctionReward, check_signature, load_function
     from r1kit.tasks.base import Example
-    from r1kit.tasks.math import reference_text
 
     fn = load_function(spec)
     checked: set[tuple] = set()
@@ -334,6 +336,9 @@ def _function_reward(spec: str) -> Reward:
 
     def check_row(row: dict, settings: dict) -> str | None:
         problem = _need_str(row, "completion")
+        field = settings["answer_field"]
+        if problem is None and field != "answer" and field not in resolved(row, field):
+            problem = f"no field {field!r} (answer_field)"
         names = tuple(sorted(columns(row)))
         if problem is None and names not in checked:  # each set of fields once
             checked.add(names)
@@ -341,13 +346,16 @@ def _function_reward(spec: str) -> Reward:
         return problem
 
     def score(rows: list[dict], settings: dict) -> list[Scored]:
-        examples = [Example(question=r.get(prompt_key(r), ""),
-                            answer=reference_text(r.get("answer")),
-                            meta={"fields": columns(r)})  # (as TRL: all but these)
-                    for r in rows]
+        field = settings["answer_field"]
+        references = [resolved(r, field).get(field) for r in rows]
+        examples = [Example(question=r.get(prompt_key(r), ""), answer=reference_text(ref),
+                            meta={"fields": columns(r),  # (as TRL: all but these)
+                                  **({"reference": ref} if ref is not None else {})})
+                    for r, ref in zip(rows, references)]
         return FunctionReward(fn).score([r["completion"] for r in rows], examples)
 
-    return Reward(check_row, score)
+    # answer_field: the reference's field (verl's layout: reward_model.ground_truth)
+    return Reward(check_row, score, {"answer_field": ("answer", _field_name)})
 
 
 def get_reward(name: str) -> Reward:

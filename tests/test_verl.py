@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO
+from conftest import REPO, write_jsonl
 
 from r1kit.errors import R1kitError
 
@@ -50,10 +50,16 @@ def test_a_dotted_field_name_reads_inside_an_object(tmp_path):
 
     prompts = PromptTask(data, "prompt", None, 0, "reward_model.ground_truth")
     assert [e.answer for e in prompts.train_examples()] == ["1", "2", "3"]
+    with pytest.raises(R1kitError, match="no field 'reward_model.groundtruth'") as info:
+        PromptTask(data, "prompt", None, 0, "reward_model.groundtruth").train_examples()
+    assert "'reward_model.ground_truth' looks like the answer" in info.value.hint
 
     with pytest.raises(R1kitError, match="field 'reward_model' is an object") as info:
         MathTask("verl", data, question_field="prompt", answer_field="reward_model")
     assert 'answer_field = "reward_model.ground_truth"' in info.value.hint
+    with_solution = [{**r, "extra_info": {**r["extra_info"], "answer": "so 1 #### 1"}}
+                     for r in verl_rows(3)]  # (verl's gsm8k rows keep the solution there)
+    data = write_parquet(tmp_path / "train.parquet", with_solution)
     with pytest.raises(R1kitError, match="no field 'answer'") as info:
         MathTask("verl", data, question_field="prompt")
     assert "'reward_model.ground_truth' looks like the answer" in info.value.hint
@@ -84,6 +90,18 @@ def wants_more(data_source, solution_str, ground_truth, extra_info, tokenizer):
 
 def raises(data_source, solution_str, ground_truth, extra_info=None):
     return int(solution_str)
+
+def shape(data_source, solution_str, ground_truth, extra_info=None):
+    return float(solution_str["content"] == ground_truth)
+
+def numpy_values(data_source, solution_str, ground_truth, extra_info=None):
+    import numpy as np
+    seen.append(ground_truth)
+    return {"score": np.float32(0.5), "acc": np.bool_(len(solution_str) == 1),
+            "n": np.int64(len(solution_str)) if solution_str != "zz" else None,
+            "tag": "x"}
+
+seen = []
 '''
 
 
@@ -115,8 +133,8 @@ def test_a_verl_compute_score_is_called_as_verl_calls_it(tmp_path):
     assert [p["custom_none"] for _, p in scored] == [0.0, 0.0, 1.0]
     assert scored[0][1].extra == {"acc": True, "pred": "1"}
     assert scored[2][1].extra == {"acc": None, "pred": None}
-    # (acc: a number for two of the three completions, so no mean of it is logged)
-    assert "metric/acc" not in scored[0][1]
+    # (acc: the mean of the two completions it was given for; pred is text: not logged)
+    assert scored[0][1]["metric/acc"] == 0.5 and "metric/pred" not in scored[0][1]
 
     three = load_function(f"{tmp_path / 'verl_reward.py'}:three")
     calls = three.fn.__globals__["calls"]
@@ -130,6 +148,30 @@ def test_a_verl_compute_score_is_called_as_verl_calls_it(tmp_path):
     with pytest.raises(R1kitError, match="parameter 'tokenizer' is not one of the keyword "
                                          "arguments a verl compute_score gets"):
         load_function(f"{tmp_path / 'verl_reward.py'}:wants_more")
+    with pytest.raises(R1kitError, match="raised TypeError") as info:  # (it gets text: no
+        FunctionReward(load_function(f"{tmp_path / 'verl_reward.py'}:shape")).score(  # word
+            ["x"], examples[:1])  # on conversations)
+    assert not info.value.hint
+
+    # the reference as stored (a list, a number); numpy values as Python's; a column's
+    # numbers (where given) logged as their mean, other columns only written
+    stored = [{**verl_rows(1)[0], "reward_model": {"ground_truth": ["72", "72.0"]}},
+              {**verl_rows(1)[0], "reward_model": {"ground_truth": 72}},
+              {**verl_rows(1)[0], "reward_model": {"ground_truth": "72"}}]
+    from r1kit.tasks.prompts import PromptTask
+
+    rows = PromptTask(write_jsonl(tmp_path / "stored.jsonl", stored), "prompt", None, 0,
+                      "reward_model.ground_truth").train_examples()  # (JSONL: mixed types)
+    fn = load_function(f"{tmp_path / 'verl_reward.py'}:numpy_values")
+    scored = FunctionReward(fn).score(["a", "bcd", "zz"], rows)
+    assert fn.fn.__globals__["seen"] == [["72", "72.0"], 72, "72"]
+    assert [s for s, _ in scored] == [0.5] * 3
+    assert scored[0][1].extra == {"acc": True, "n": 1, "tag": "x"}
+    assert scored[2][1].extra == {"acc": False, "n": None, "tag": "x"}
+    assert scored[0][1]["metric/acc"] == pytest.approx(1 / 3)
+    assert scored[0][1]["metric/n"] == pytest.approx(2.0)  # (1 and 3: zz gave none)
+    assert "metric/tag" not in scored[0][1]
+
     line = SCORE.splitlines().index("    return int(solution_str)") + 1
     with pytest.raises(R1kitError, match=rf"raises raised ValueError.*verl_reward.py:{line}\)"):
         FunctionReward(load_function(f"{tmp_path / 'verl_reward.py'}:raises")).score(
@@ -163,11 +205,34 @@ def test_verl_names_get_r1kits(tmp_path):
     assert "micro_batch_size?" not in said["stages.grpo.ppo_mini_batch_size"]
     assert "'beta'" in said["stages.grpo.use_kl_loss"]
     assert "low_var_kl" in said["stages.grpo.kl_loss_type"]
+    # the tables above a name change its meaning: never the policy's setting for these
+    for override, said_instead in (
+            ("algorithm.kl_ctrl.kl_coef=0.001", "no KL penalty in the reward"),
+            ("critic.optim.lr=1e-5", "no critic"), ("critic.model.path='c'", "no critic"),
+            ("reward_model.model.path='rm'", "helpful_model and safety_model"),
+            ("actor_rollout_ref.rollout.val_kwargs.n=1", "stages.grpo.eval.k"),
+            ("actor_rollout_ref.rollout.val_kwargs.temperature=0", "stages.grpo.eval.temp"),
+            ("actor_rollout_ref.rollout.name='vllm'", "its own engine")):
+        with pytest.raises(R1kitError) as info:
+            load_recipe(recipe, [override])
+        assert said_instead in info.value.hint, (override, info.value.hint)
+        assert "stages.grpo.beta (" not in info.value.hint or "kl_ctrl" in override
     recipe.write_text('[stages.grpo]\nkind = "grpo"\ntask = "arithmetic"\n'
                       '[stages.grpo.actor_rollout_ref.actor]\nppo_epochs = 1\n')
     with pytest.raises(R1kitError) as info:
         load_recipe(recipe)
-    assert "verl's table" in info.value.hint
+    assert "actor_rollout_ref.actor.ppo_epochs is verl's name: r1kit's is " \
+        "stages.grpo.ppo_epochs" in info.value.hint
+    recipe.write_text('[data]\ntrain_batch_size = 8\n[stages.grpo]\nkind = "grpo"\n'
+                      'task = "arithmetic"\n[stages.grpo.trainer]\nsave_freq = 10\n')
+    with pytest.raises(R1kitError, match="unknown top-level table") as info:
+        load_recipe(recipe)
+    assert "stages.grpo.rollout_batch_size" in info.value.hint
+    recipe.write_text('[stages.grpo]\nkind = "grpo"\ntask = "arithmetic"\n'
+                      '[stages.grpo.trainer]\nsave_freq = 10\n')
+    with pytest.raises(R1kitError) as info:
+        load_recipe(recipe)
+    assert "stages.grpo.save_every" in info.value.hint
 
 
 README_SCORE = '''
@@ -216,3 +281,42 @@ def test_the_readmes_verl_stage_runs(tmp_path, monkeypatch, bpe_checkpoint):
     assert len(steps) == 2 and all(m["reward/metric/length"] > 0 for m in steps)
     evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 2] and all(e["n"] == 4 for e in evals)
+
+
+def test_r1kit_score_reads_verls_rows(tmp_path, capsys):
+    """r1kit score with answer_field = reward_model.ground_truth: a verl compute_score and
+    the math reward get verl's reference."""
+    from r1kit.cli import main
+
+    rows = [{**r, "completion": f"<think>x</think> #### {r['reward_model']['ground_truth']}"
+             f" \\boxed{{{r['reward_model']['ground_truth']}}}" if i % 2 == 0 else "#### 0"}
+            for i, r in enumerate(verl_rows(4))]
+    data = write_parquet(tmp_path / "rollouts.parquet", rows)
+    (tmp_path / "gsm8k_reward.py").write_text(README_SCORE)
+    out = tmp_path / "scored.jsonl"
+    for reward in (f"{tmp_path / 'gsm8k_reward.py'}:compute_score", "math"):
+        assert main(["score", "--reward", reward, "--set",
+                     "answer_field=reward_model.ground_truth", "--input", str(data),
+                     "--output", str(out)]) == 0, capsys.readouterr().err
+        scored = [json.loads(x) for x in out.read_text().splitlines()]
+        assert [r["reward"] for r in scored] == [1.0, 0.0, 1.0, 0.0], reward
+    assert main(["score", "--reward", f"{tmp_path / 'gsm8k_reward.py'}:compute_score",
+                 "--set", "answer_field=reward_model.truth", "--input", str(data)]) != 0
+    assert "no field 'reward_model.truth'" in capsys.readouterr().err
+
+
+def test_a_verl_function_without_a_reference_stops_the_run_before_any_stage(
+        tmp_path, capsys, bpe_checkpoint):
+    """task = "prompts" reads no reference where answer_field is left at "answer": a verl
+    compute_score would get none, so the run stops and names verl's field."""
+    from conftest import stops_before_any_stage
+
+    data = write_parquet(tmp_path / "train.parquet", verl_rows(4))
+    (tmp_path / "gsm8k_reward.py").write_text(README_SCORE)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[stages.grpo]\nkind = "grpo"\nmodel = "{bpe_checkpoint}"\n'
+                      f'task = "prompts"\ntrain_file = "{data}"\nquestion_field = "prompt"\n'
+                      f'template = "chat"\n'
+                      f'reward_function = "{tmp_path / "gsm8k_reward.py"}:compute_score"\n')
+    stops_before_any_stage(recipe, tmp_path, capsys,
+                           ["answer_field", 'set answer_field = "reward_model.ground_truth"'])

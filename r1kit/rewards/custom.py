@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import inspect
 import math
+import numbers
 import sys
 import threading
 import traceback
@@ -176,15 +177,17 @@ class VerlScore:
     """A reward function written for verl, `compute_score(data_source, solution_str,
     ground_truth, extra_info=None)`, called as verl calls it: once per completion, with the
     row's `data_source` and `extra_info` fields (None where a row has none), the completion's
-    text (the assistant message's content after chat prompts) and the reference answer as
-    text. It returns a number (None or NaN: no score), or a dict whose "score" is the reward
-    and whose other entries, as verl's reward_extra_info, are columns of the written
-    completions (log_extra), the numbers among them logged as reward/metric/NAME too.
+    text (the assistant message's content after chat prompts) and the reference as the data
+    file stores it (answer_field's value: text, a number, a list). It returns a number (None
+    or NaN: no score), or a dict whose "score" is the reward and whose other entries, as
+    verl's reward_extra_info, are columns of the written completions (log_extra), their mean
+    logged as reward/metric/NAME where they are numbers.
 
     load_function gives one in place of a function that takes `solution_str` (and no
     `completions`), so a stage calls it as any reward function of its own."""
 
     takes_text = True  # (its completions are text, whatever the prompts)
+    raw_reference = True  # (its answers are the references as stored: Example.meta)
 
     @staticmethod
     def takes(fn: Callable) -> bool:
@@ -228,16 +231,24 @@ class VerlScore:
                                      "verl reads the reward from its 'score'")
                 for key, value in result.items():
                     if key != "score":
-                        columns.setdefault(str(key), [None] * n)[i] = value
+                        columns.setdefault(str(key), [None] * n)[i] = _plain(value)
                 result = result["score"]
             scores.append(result)
         for key, values in columns.items():
             log_extra(key, values)
-            numbers = [float(v) for v in values if isinstance(v, (int, float))
-                       and math.isfinite(v)]
-            if numbers and len(numbers) == n:
-                log_metric(key, sum(numbers) / n)
+            given = [v for v in values if v is not None]
+            if given and all(isinstance(v, numbers.Real) and math.isfinite(v) for v in given):
+                log_metric(key, sum(given) / len(given))  # (as verl: numbers only)
         return scores
+
+
+def _plain(value):
+    """A numpy scalar (np.bool_, np.int64) as the Python value it holds; anything else as
+    it is."""
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+        return item()
+    return value
 
 
 def shadowed_fields(examples: list[Example], cfg) -> list[str]:
@@ -399,9 +410,11 @@ class FunctionReward:
             if arg in takes and logger is not None:
                 extras[arg] = logger
         try:
+            raw = getattr(fn, "raw_reference", False)  # (verl's ground_truth: as stored)
             scores = fn(**_columns(fn, examples), **extras, completions=completions,
                         prompts=[e.question for e in examples],
-                        answer=[e.answer for e in examples])
+                        answer=[e.meta.get("reference", e.answer) if raw else e.answer
+                                for e in examples])
             if inspect.isawaitable(scores):  # an async function (TRL awaits them)
                 scores = _awaited(scores)
         except (Exception, SystemExit) as exc:  # the user's function failed (sys.exit()
@@ -419,7 +432,8 @@ class FunctionReward:
                 where += f", in {Path(frames[-1].filename).name}:{frames[-1].lineno}"
             # (a function written for the other shape of completions: said which it got)
             chat = bool(completions) and isinstance(completions[0], list)
-            shape = (None if not any(s in str(exc) for s in _SHAPE_ERRORS) else
+            shape = (None if not any(s in str(exc) for s in _SHAPE_ERRORS)
+                     or getattr(fn, "takes_text", False) else
                      "after prompts of chat messages each completion is a conversation, "
                      "[{'role': 'assistant', 'content': text}], as TRL gives it" if chat else
                      "after text prompts each completion is text (a string), as TRL gives "

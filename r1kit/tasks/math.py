@@ -299,7 +299,8 @@ def read_examples(path, question_field: str, answer_field: str,
             if field not in row:
                 # the rows before it have the field: this row lacks it, the names are right
                 likely = _LIKELY[field == question_field]
-                like = next((k for k in likely if k in row), None) or nested_name(row, likely)
+                like = next((k for k in likely if k in row), None) or nested_name(
+                    row, likely if field == question_field else ("ground_truth", *likely))
                 raise R1kitError(f"{row_at(path, n)}: no field {field!r}", (
                     f"the rows before it have {field!r}: fill it in or drop this row" if out
                     else (f"its fields are {', '.join(map(str, row))}" if row else
@@ -342,7 +343,7 @@ def read_examples(path, question_field: str, answer_field: str,
         # (the question's own field too, as TRL passes every column but "prompt")
         fields = {k: v for k, v in own.items() if k != "prompt"}
         out.append(Example(question=question, answer=answer, level=row_level(level),
-                           meta={"fields": fields}))
+                           meta={"fields": fields, "reference": row[answer_field]}))
     return out
 
 

@@ -41,7 +41,15 @@ def read_prompts(path, question_field: str, default_type: str | None,
     no such field), a `type` (where given) of TYPES; `default_type` for rows without one or
     with a null (None: no type, for a reward function). A row's `answer_field`, where it has
     one, is its example's answer, as a reward function's `answer` argument takes it."""
-    from r1kit.tasks.math import read_rows, reference_text, resolved, row_at, row_question
+    from r1kit.tasks.math import (
+        _LIKELY,
+        nested_name,
+        read_rows,
+        reference_text,
+        resolved,
+        row_at,
+        row_question,
+    )
 
     out = []
     for n, row in read_rows(path):
@@ -59,9 +67,18 @@ def read_prompts(path, question_field: str, default_type: str | None,
                              "(harmlessness) by safety_model; leave the field out to score "
                              f"every row as {default_type}")
         fields = {k: v for k, v in row.items() if k != "prompt"}  # (as TRL: all but prompt)
-        out.append(Example(question=prompt, answer=reference_text(
-                               resolved(row, answer_field).get(answer_field)),
-                           meta={"type": kind if kind in TYPES else None, "fields": fields}))
+        reference = resolved(row, answer_field).get(answer_field)
+        if answer_field != "answer" and answer_field not in resolved(row, answer_field):
+            # (named on purpose: a reward function would get an empty reference)
+            like = next((k for k in _LIKELY[False] if k in row), None) or nested_name(
+                row, ("ground_truth", *_LIKELY[False]))
+            raise R1kitError(f"{where}: no field {answer_field!r} (answer_field)",
+                             f"its fields are {', '.join(map(str, row))}"
+                             + (f" ({like!r} looks like the answer)" if like else ""))
+        out.append(Example(question=prompt, answer=reference_text(reference),
+                           meta={"type": kind if kind in TYPES else None, "fields": fields,
+                                 **({"reference": reference} if reference is not None
+                                    else {})}))
     return out
 
 
