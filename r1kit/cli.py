@@ -74,8 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                     "for AMC; 16 for MATH-500, as the paper, and for the other benchmarks and "
                     "your own files; 4 for the tiny world)")
     ev.add_argument("--temperature", type=float, default=0.6,
-                    help="sampling temperature (0: greedy, one sample per problem)")
-    ev.add_argument("--top-p", type=float, default=0.95)
+                    help="sampling temperature (default 0.6, the paper's; 0: greedy, one "
+                         "sample per problem)")
+    ev.add_argument("--top-p", type=float, default=0.95,
+                    help="nucleus sampling's probability mass (default 0.95, the paper's)")
     ev.add_argument("--max-new-tokens", type=int, default=None,
                     help="new tokens per sample (default: as the r1kit stage that trained the "
                          "model evaluated, else 32768, the paper's)")

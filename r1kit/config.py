@@ -608,6 +608,7 @@ class SFTConfig:
     final_lr_ratio: float = 0.1
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # DeepSeek's AdamW
     max_grad_norm: float = 1.0
     max_length: int = 32768  # tokens per row: a longer response is cut (its end not trained
     # on), a row whose prompt alone reaches it is left out
@@ -628,6 +629,8 @@ class SFTConfig:
         _check_lora(self, where)
         if self.distributed not in ("ddp", "fsdp"):
             _fail(f"{where}.distributed", f"unknown mode {self.distributed!r}", "use ddp or fsdp")
+        if len(self.adam_betas) != 2:
+            _fail(f"{where}.adam_betas", "needs two numbers, e.g. [0.9, 0.95]")
         for name in ("save_every", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
@@ -918,7 +921,10 @@ def _coerce(value, tp, where: str):
                   "TRL's log_completions = true is log_completions = N here: one sample of "
                   "each of the first N questions of a step goes to completions.jsonl (0: "
                   "none)" if where.endswith(".log_completions") and isinstance(value, bool)
-                  else None)
+                  else "warmup_steps counts optimizer updates, not a share of them (TRL's "
+                  "warmup_ratio): give the ratio x the stage's optimizer steps" if
+                  where.endswith(".warmup_steps") and isinstance(value, float)
+                  and 0 < value < 1 else None)
         return value
     if tp is str:
         if not isinstance(value, str) and isinstance(value, bool) and \
@@ -978,7 +984,11 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "dataset_name": ("train_file", "data"), "dataset_path": ("train_file", "data"),
     "max_seq_length": ("max_length",), "lora_r": ("lora_rank",), "use_peft": ("lora_rank",),
     "dataset_prompt_column": ("question_field", "prompt_field"),
-    "dataset_text_field": ("data",),
+    "dataset_text_field": (("not a setting: an sft stage trains a row without a prompt, a "
+                            "response or messages on its 'text' field whole (TRL's "
+                            "language-modeling rows): name your column 'text'"),),
+    "adam_beta1": ("adam_betas",), "adam_beta2": ("adam_betas",),
+    "optim": ("not a setting: the optimizer is AdamW (torch's)",),
     "seed": ("a [run] setting",), "bf16": ("set as dtype = \"bfloat16\" under [run]",),
     "use_vllm": ("not needed: r1kit samples with its own engine (README: Speed)",),
     "importance_sampling_level": ("importance_sampling",),
@@ -1088,6 +1098,32 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
                 "(README: Coming from verl names them)"),)
        for table in ("actor_rollout_ref", "algorithm", "trainer", "critic")},
 }
+# TRL's and open-r1's SFT settings where an sft stage answers them otherwise than a grpo stage
+FOREIGN_SFT = {
+    "gradient_accumulation_steps": (
+        "not needed: batch_size is the rows per optimizer step (TRL's "
+        "per_device_train_batch_size x gradient_accumulation_steps x processes) and "
+        "micro_batch_size the rows per forward pass (memory only)"),
+    "warmup_ratio": ("warmup_steps, a number of optimizer updates: the ratio x the stage's "
+                     "steps (epochs x rows / batch_size)"),
+    "lr_scheduler_type": ("not a setting of sft stages: the learning rate decays by a cosine "
+                          "to lr x final_lr_ratio (0.1: open-r1's cosine_with_min_lr with "
+                          "min_lr_rate 0.1)"),
+    "lr_scheduler_kwargs": ("final_lr_ratio: the cosine's floor, lr x final_lr_ratio (open-r1's "
+                            "min_lr_rate)"),
+    "packing": ("not needed: an sft stage packs its rows without padding, each row attending "
+                "to itself alone"),
+    "completion_only_loss": ("not needed: an sft stage trains on the response alone (the "
+                             "prompt is context)"),
+    "assistant_only_loss": ("not needed: an sft stage trains on a conversation's last "
+                            "assistant message alone (earlier assistant turns are context, "
+                            "where TRL's assistant_only_loss trains them all)"),
+    "eos_token": ("not needed: each response ends with the token the chat template writes "
+                  "after an assistant message (else the tokenizer's eos), trained on"),
+    "use_liger_kernel": ("not needed: the output layer's log-probabilities are computed in "
+                         "chunks (logprob_chunk_tokens)"),
+    "dataset_num_proc": "not needed: the rows are tokenized once, in this process",
+}
 # verl's top-level tables, read in a --set or a stage's key as verl's dotted settings
 VERL_TABLES = ("actor_rollout_ref", "algorithm", "data", "trainer", "critic",
                "custom_reward_function", "reward_model")
@@ -1119,8 +1155,7 @@ _FOREIGN_NOTES = {
                                                    "([stages.NAME.eval] every = N)"),
     "dataset_name": ", a local JSONL or parquet file", "use_peft": " (> 0 turns LoRA on)",
     "dataset_path": ", a local JSONL or parquet file",
-    "dataset_text_field": ": an sft stage trains a row with a 'text' field alone on that whole "
-                          "text, as TRL's language-modeling rows",
+    "adam_beta1": ": [beta1, beta2]", "adam_beta2": ": [beta1, beta2]",
     "reward_funcs": " (one \"module:function\" or a list of them, with reward_weights)",
     "num_train_epochs": " here (a grpo stage counts rollouts; an sft stage counts epochs)",
     "importance_sampling_level": ", with the same values: token or sequence",
@@ -1220,6 +1255,8 @@ def _unknown_hint(key: str, names: list[str], kind: str | None, cls) -> str:
     close = difflib.get_close_matches(key, names, n=1)
     other = [k for k, c in STAGE_KINDS.items()
              if k != kind and key in {f.name for f in dataclasses.fields(c)}]
+    if kind == "sft" and key in FOREIGN_SFT:
+        return f"{key!r} is {FOREIGN_SFT[key]}"
     if _foreign_hint(key, names):
         return _foreign_hint(key, names)
     if kind is None and "seed" in names:  # [run]: a stage's setting (or TRL's name for one)

@@ -209,6 +209,24 @@ def test_trl_names_point_to_r1kit_names(setting, says) -> None:
     assert says in msg and "did you mean" not in msg
 
 
+@pytest.mark.parametrize("setting, says", [
+    ("gradient_accumulation_steps=4", "batch_size is the rows per optimizer step"),
+    ("warmup_ratio=0.1", "the ratio x the stage's steps (epochs x rows / batch_size)"),
+    ('lr_scheduler_type="cosine_with_min_lr"', "decays by a cosine to lr x final_lr_ratio"),
+    ("packing=true", "packs its rows without padding, each row attending to itself alone"),
+    ("assistant_only_loss=true", "last assistant message alone"),
+    ('eos_token="<|im_end|>"', "the token the chat template writes after an assistant"),
+    ('dataset_text_field="content"', "name your column 'text'"),
+    ("adam_beta2=0.999", "r1kit's name for 'adam_beta2' is 'adam_betas': [beta1, beta2]"),
+    ("warmup_steps=0.03", "not a share of them (TRL's warmup_ratio)"),
+])
+def test_open_r1s_sft_names_get_what_an_sft_stage_does(setting, says) -> None:
+    """TRL's and open-r1's SFT settings, in an sft stage: what it does instead (never the
+    grpo stage's answer, nor a setting of another meaning)."""
+    msg = _error([f"stages.dev1.{setting}"], RECIPES / "r1-tiny.toml")  # (an sft stage)
+    assert says in msg and "did you mean" not in msg and "rollout" not in msg
+
+
 @pytest.mark.parametrize("setting,says", [
     ("learning_rate=1e-6", "'learning_rate' is set per stage: stages.NAME.lr"),
     ("group_size=4", "'group_size' is set per stage: stages.NAME.group_size"),

@@ -367,6 +367,43 @@ def test_sft_trains_trl_text_rows_whole_and_never_across_packed_rows(bpe_checkpo
     assert summary["final_loss"] < 0.5 * summary["first_loss"]
 
 
+def test_sft_reads_trl_prompt_completion_rows_and_fewer_rows_than_a_batch(bpe_checkpoint,
+                                                                          tmp_path, capsys):
+    """TRL's prompt-completion rows are read without response_field; a data set of fewer rows
+    than batch_size trains `epochs` steps, each on all of its rows (not ceil(epochs x rows /
+    batch_size) steps: 1 here); AdamW's betas are the stage's adam_betas."""
+    import torch
+
+    from r1kit.config import SFTConfig
+    from r1kit.stages.sft import read_sft_rows
+
+    data = tmp_path / "pc.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {i}+1?", "completion": str(i + 1)})
+                            + "\n" for i in range(3)))
+    assert read_sft_rows(data, SFTConfig(model="m", data=str(data))) == [
+        (f"What is {i}+1?", str(i + 1)) for i in range(3)]
+    betas = []
+    real = torch.optim.AdamW.__init__
+
+    def spy(self, params, *args, **kwargs):
+        betas.append(kwargs.get("betas"))
+        real(self, params, *args, **kwargs)
+
+    recipe = tmp_path / "pc.toml"
+    recipe.write_text(f'[run]\nprogress = false\ntensorboard = false\n[stages.sft]\n'
+                      f'kind = "sft"\nmodel = "{bpe_checkpoint}"\ndata = "{data}"\n'
+                      'epochs = 5\nlr = 1e-3\nadam_betas = [0.8, 0.9]\n')
+    torch.optim.AdamW.__init__ = spy
+    try:
+        assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    finally:
+        torch.optim.AdamW.__init__ = real
+    summary = json.loads((tmp_path / "run" / "sft" / "sft.json").read_text())
+    assert summary["steps"] == 5 and summary["rows"] == 3
+    assert "batch_size = 128 is more than the 3 rows" in capsys.readouterr().out
+    assert (0.8, 0.9) in betas
+
+
 def test_sft_reads_sharegpt_conversations(tmp_path):
     """ShareGPT's layout, as OpenThoughts and Bespoke-Stratos write their R1 traces:
     `conversations` of {"from", "value"} turns (human / gpt, or user / assistant) and a

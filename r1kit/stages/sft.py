@@ -68,7 +68,11 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict] | N
     rows = []
     for n, row in read_rows(path):
         row = _sharegpt(row, cfg)
-        prompt, response = row.get(cfg.prompt_field), row.get(cfg.response_field)
+        response_field = cfg.response_field
+        if (response_field == "response" and "response" not in row and "completion" in row
+                and cfg.prompt_field in row):
+            response_field = "completion"  # TRL's prompt-completion rows
+        prompt, response = row.get(cfg.prompt_field), row.get(response_field)
         conversation = _conversation(row, cfg)
         if (prompt is None and response is None and conversation is None
                 and "messages" not in row and isinstance(row.get(TEXT_FIELD), str)):
@@ -87,11 +91,11 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict] | N
         if isinstance(response, list):
             text = assistant_text(response)
             if text is None:
-                raise R1kitError(f"{row_at(path, n)}: field {cfg.response_field!r} holds a list: a "
+                raise R1kitError(f"{row_at(path, n)}: field {response_field!r} holds a list: a "
                                  "response is text or one assistant message",
                                  '[{"role": "assistant", "content": "..."}]')
             response = text
-        for name, value in ((cfg.prompt_field, prompt), (cfg.response_field, response)):
+        for name, value in ((cfg.prompt_field, prompt), (response_field, response)):
             if not isinstance(value, str) and not (name == cfg.prompt_field
                                                     and isinstance(value, list)):
                 problem = _conversation_problem(row, cfg)
@@ -101,7 +105,7 @@ def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict] | N
                                      'message: [{"role": "user", "content": "..."}, {"role": '
                                      '"assistant", "content": "..."}]')
                 what = "no field" if name not in row else f"{kind_of(value)}, not text, in field"
-                if name not in row and name == cfg.response_field and "completion" in row:
+                if name not in row and name == response_field and "completion" in row:
                     raise R1kitError(f"{row_at(path, n)}: no field {name!r}", "the rows hold TRL's "
                                      "prompt-completion format: set response_field = "
                                      "\"completion\"")
@@ -336,7 +340,11 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
                        system=cfg.system_prompt,
                        cap=f"the model's {positions} positions, below max_length = "
                            f"{cfg.max_length}" if capped else "")
-    steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
+    # (fewer rows than batch_size: each step trains on all of them, one epoch)
+    steps = max(1, math.ceil(cfg.epochs * len(data) / min(cfg.batch_size, len(data))))
+    if cfg.batch_size > len(data) and world.rank == 0:
+        log(f"[{name}] batch_size = {cfg.batch_size} is more than the {len(data)} rows: each of "
+            f"the {steps} optimizer steps trains on all of them (an epoch each)")
     if cfg.warmup_steps >= steps and world.rank == 0:
         log(f"[{name}] warmup_steps = {cfg.warmup_steps} is not below its {steps} optimizer "
             f"steps: the learning rate never reaches lr = {cfg.lr:g}")
@@ -344,7 +352,7 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         log(f"[{name}] save_every = {cfg.save_every} is not below its {steps} optimizer steps: "
             "no checkpoint before the final model (an interrupted stage starts over)")
     opt = distributed.adamw([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+                            weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
     gen = torch.Generator().manual_seed(seed)
     order: list[int] = []
     t0, losses, start = time.time(), [], 0
