@@ -281,6 +281,14 @@ def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkp
                 system="r1kit")
     assert said == ["2 of 3 prompts bring no system turn: they are trained under r1kit's "
                     "reasoning instruction as one (system_prompt = \"r1kit\"; \"\" for none, "
+                    "or your own text); it asks for <think> and <answer> tags, which 2 of "
+                    "their responses do not have: TRL and open-r1 train the conversations as "
+                    "they are (system_prompt = \"\")"]
+    said.clear()  # (responses in the instruction's format: no word on tags)
+    encode_rows(tok, [(CONVERSATION, "<think>70+2</think> <answer>72</answer>")], "chat", 512,
+                said.append, system="r1kit")
+    assert said == ["1 of 1 prompts bring no system turn: they are trained under r1kit's "
+                    "reasoning instruction as one (system_prompt = \"r1kit\"; \"\" for none, "
                     "or your own text)"]
     said.clear()
     encode_rows(tok, rows, "chat", 512, said.append, system="")
@@ -298,8 +306,9 @@ def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkp
         read_sft_rows(data, cfg)
     assert "'messages'" in err.value.hint and "its fields are body" in err.value.hint
     data.write_text(json.dumps({"prompt": "1+1=", "completion": "2"}) + "\n")  # TRL's
-    with pytest.raises(R1kitError, match="no field 'response'") as err:
-        read_sft_rows(data, cfg)
+    assert read_sft_rows(data, cfg) == [("1+1=", "2")]  # (read as it is)
+    with pytest.raises(R1kitError, match="no field 'answer'") as err:  # (another name: said)
+        read_sft_rows(data, SFTConfig(model="m", data=str(data), response_field="answer"))
     assert 'set response_field = "completion"' in err.value.hint
     assert read_sft_rows(data, SFTConfig(model="m", data=str(data), response_field="completion")
                          ) == [("1+1=", "2")]

@@ -257,12 +257,18 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
         log(f"{empty} of {len(rows)} rows have an empty response: they teach the model to "
             "stop at once after their prompts")
     if template == "chat" and (system is True or system == "r1kit") and log is not None:
-        given = [p for p, _ in rows if p is not None and not (
+        given = [(p, r) for p, r in rows if p is not None and not (
             isinstance(p, list) and any(m.get("role") == "system" for m in p))]
+        # (R1's distilled traces end in a summary, not <answer> tags: the instruction asks
+        # for what the responses do not do)
+        untagged = sum("<answer>" not in r for _, r in given)
         if given:  # the default: said, as the model learns to answer under it
             log(f"{len(given)} of {len(rows)} prompts bring no system turn: they are trained "
                 "under r1kit's reasoning instruction as one (system_prompt = \"r1kit\"; \"\" "
-                "for none, or your own text)")
+                "for none, or your own text)" + (
+                    f"; it asks for <think> and <answer> tags, which {untagged} of their "
+                    "responses do not have: TRL and open-r1 train the conversations as they "
+                    "are (system_prompt = \"\")" if untagged else ""))
     return out
 
 
