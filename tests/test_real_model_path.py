@@ -220,15 +220,14 @@ def test_reward_function_gets_conversational_completions_after_chat_prompts():
 
     chat = Example([{"role": "user", "content": "2+2?"}], "4")
     text = Example("2+2?", "4")
-    reward = FunctionReward(format_reward)
-    with pytest.warns(UserWarning, match="as TRL does"):  # said once: a function written
-        scores = reward.score(["<think>4</think>", "4"], [chat, text])  # for text scores 0
-    assert [s for s, _ in scores] == [1.0, 0.0]
-    assert seen == [[[{"role": "assistant", "content": "<think>4</think>"}], "4"]]
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    reward = FunctionReward(format_reward)
+    with warnings.catch_warnings():  # (it scores a completion: no word on their shape;
+        warnings.simplefilter("error")  # one that scores none hears it, test_reliability)
+        scores = reward.score(["<think>4</think>", "4"], [chat, text])
+        assert [s for s, _ in scores] == [1.0, 0.0]
+        assert seen == [[[{"role": "assistant", "content": "<think>4</think>"}], "4"]]
         reward.score(["<think>4</think>"], [chat])
 
 
