@@ -165,6 +165,12 @@ class PretrainConfig:
                 _fail(f"{where}.world", f"levels must be 1-5, got {lv}")
 
 
+def _check_betas(betas: list[float], where: str, example: str) -> None:
+    """AdamW's two betas, each in [0, 1)."""
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        _fail(where, f"needs two numbers in [0, 1), got {betas}", f"e.g. {example}")
+
+
 @dataclass
 class EvalConfig:
     """Held-out evaluation during RL: pass@1 over k samples and cons@k (R1-SPEC §5); for
@@ -423,8 +429,7 @@ class GRPOConfig:
                   f"{self.overlong_buffer} tokens is not less than the length cap "
                   f"({min(caps)} tokens, max_new_tokens or its schedule)",
                   "the penalty covers the last overlong_buffer tokens below the cap")
-        if len(self.adam_betas) != 2:
-            _fail(f"{where}.adam_betas", "needs two numbers, e.g. [0.9, 0.999]")
+        _check_betas(self.adam_betas, f"{where}.adam_betas", "[0.9, 0.999]")
         if self.eval.k < 1 or self.eval.every < 0:
             _fail(f"{where}.eval", "k must be >= 1 and every >= 0")
         _check_sampling(self.eval.temperature, self.eval.k, f"{where}.eval")
@@ -629,8 +634,7 @@ class SFTConfig:
         _check_lora(self, where)
         if self.distributed not in ("ddp", "fsdp"):
             _fail(f"{where}.distributed", f"unknown mode {self.distributed!r}", "use ddp or fsdp")
-        if len(self.adam_betas) != 2:
-            _fail(f"{where}.adam_betas", "needs two numbers, e.g. [0.9, 0.95]")
+        _check_betas(self.adam_betas, f"{where}.adam_betas", "[0.9, 0.95]")
         for name in ("save_every", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
@@ -1105,7 +1109,8 @@ FOREIGN_SFT = {
         "per_device_train_batch_size x gradient_accumulation_steps x processes) and "
         "micro_batch_size the rows per forward pass (memory only)"),
     "warmup_ratio": ("warmup_steps, a number of optimizer updates: the ratio x the stage's "
-                     "steps (epochs x rows / batch_size)"),
+                     "steps (epochs x rows / batch_size, or epochs where the rows are fewer "
+                     "than batch_size)"),
     "lr_scheduler_type": ("not a setting of sft stages: the learning rate decays by a cosine "
                           "to lr x final_lr_ratio (0.1: open-r1's cosine_with_min_lr with "
                           "min_lr_rate 0.1)"),
@@ -1180,7 +1185,8 @@ _FOREIGN_NOTES = {
                               "num_minibatches x ppo_epochs"),
     "warmup_style": (": constant or cosine; r1kit's cosine decays to lr x final_lr_ratio "
                      "(0.1; verl's min_lr_ratio is 0)"),
-    "val_batch_size": ": the most sequences an evaluation samples at once",
+    "val_batch_size": (": the most sequences sampled at once, in the rollouts and the "
+                       "evaluations"),
     "ppo_micro_batch_size": (": sequences per forward pass of each process (verl's "
                              "ppo_micro_batch_size counts all processes' together)"),
     "response_length": "",
@@ -1236,7 +1242,7 @@ def build(cls, data: dict, where: str):
     if unknown:  # every unknown key of the table at once, each with its hint
         kind = getattr(cls, "kind", None)
         stage = where.split(".")[1:2] if where.startswith("stages.") else []
-        said = [_verl_hint(_leaf_path(key, data[key]), stage)
+        said = [_verl_hint(_leaf_path(key, data[key]), stage, cls)
                 if key in VERL_TABLES and isinstance(data[key], dict) and data[key] else
                 _unknown_hint(key, names, kind, cls) for key in unknown]
         if len(unknown) == 1:
@@ -1341,13 +1347,14 @@ def _leaf_path(key: str, value) -> list[str]:
     return path
 
 
-def _verl_hint(keys: list[str], stages: list[str]) -> str:
+def _verl_hint(keys: list[str], stages: list[str], cls=None) -> str:
     """The hint for a verl setting given as verl names it (actor_rollout_ref.actor.optim.lr):
     r1kit's setting for it in a grpo stage's table, by its last part where the tables above
     it do not change its meaning (the critic's, the reward's KL controller's, the
     validation's and the reward model's settings are not the policy's)."""
     leaf, dotted, above = keys[-1], ".".join(keys), keys[:-1]
-    grpo = [f.name for f in dataclasses.fields(GRPOConfig)]
+    # (the settings of the stage it was given in: a grpo stage's where none is known)
+    grpo = [f.name for f in dataclasses.fields(cls or GRPOConfig)]
     stage = stages[0] if len(stages) == 1 else "NAME"
     where = " (README: Coming from verl)"
 
@@ -1363,7 +1370,7 @@ def _verl_hint(keys: list[str], stages: list[str]) -> str:
     if "kl_ctrl" in above or leaf in ("kl_penalty", "use_kl_in_reward"):
         return instead("r1kit puts no KL penalty in the reward; the KL term is in the loss, "
                        f"stages.{stage}.beta (verl's use_kl_loss with kl_loss_coef)")
-    if "val_kwargs" in above:
+    if "val_kwargs" in above and "eval" in grpo:
         if leaf in _VERL_EVAL:
             return ours(f"eval.{_VERL_EVAL[leaf]}", " (0: greedy, verl's do_sample = false)"
                         if leaf == "do_sample" else " (verl validates greedily: temperature "
@@ -1379,7 +1386,7 @@ def _verl_hint(keys: list[str], stages: list[str]) -> str:
                            "as verl's naive reward manager calls it")
         return instead("r1kit's reward models are helpful_model and safety_model (task = "
                        "\"prompts\")")
-    if keys[0] == "custom_reward_function":
+    if keys[0] == "custom_reward_function" and "reward_function" in grpo:
         return ours("reward_function", _FOREIGN_NOTES["custom_reward_function"]
                     if leaf in ("path", "name") else "")
     if leaf == "name" and "rollout" in above:
@@ -1391,8 +1398,8 @@ def _verl_hint(keys: list[str], stages: list[str]) -> str:
     if target is not None:
         return ours(target, _FOREIGN_NOTES.get(leaf, "") if target != leaf else "")
     said = _foreign_hint(leaf, grpo)
-    return (f"{dotted} is verl's name{': ' + said if said else ''} (a grpo stage's settings "
-            "are the flat keys of its table; README: Coming from verl)")
+    return (f"{dotted} is verl's name{': ' + said if said else ''} (a stage's settings are "
+            "the flat keys of its table; README: Coming from verl)")
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:

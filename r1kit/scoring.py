@@ -337,7 +337,7 @@ def _function_reward(spec: str) -> Reward:
     def check_row(row: dict, settings: dict) -> str | None:
         problem = _need_str(row, "completion")
         field = settings["answer_field"]
-        if problem is None and field != "answer" and field not in resolved(row, field):
+        if problem is None and field != "answer" and field not in resolved(columns(row), field):
             problem = f"no field {field!r} (answer_field)"
         names = tuple(sorted(columns(row)))
         if problem is None and names not in checked:  # each set of fields once
@@ -347,7 +347,7 @@ def _function_reward(spec: str) -> Reward:
 
     def score(rows: list[dict], settings: dict) -> list[Scored]:
         field = settings["answer_field"]
-        references = [resolved(r, field).get(field) for r in rows]
+        references = [resolved(columns(r), field).get(field) for r in rows]
         examples = [Example(question=r.get(prompt_key(r), ""), answer=reference_text(ref),
                             meta={"fields": columns(r),  # (as TRL: all but these)
                                   **({"reference": ref} if ref is not None else {})})

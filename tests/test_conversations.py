@@ -281,9 +281,9 @@ def test_sft_on_whole_conversations_trains_the_last_assistant_message(bpe_checkp
                 system="r1kit")
     assert said == ["2 of 3 prompts bring no system turn: they are trained under r1kit's "
                     "reasoning instruction as one (system_prompt = \"r1kit\"; \"\" for none, "
-                    "or your own text); it asks for <think> and <answer> tags, which 2 of "
-                    "their responses do not have: TRL and open-r1 train the conversations as "
-                    "they are (system_prompt = \"\")"]
+                    "or your own text); it asks for an <answer> tag, which 2 of their "
+                    "responses do not have: TRL and open-r1 train the conversations as they "
+                    "are (system_prompt = \"\")"]
     said.clear()  # (responses in the instruction's format: no word on tags)
     encode_rows(tok, [(CONVERSATION, "<think>70+2</think> <answer>72</answer>")], "chat", 512,
                 said.append, system="r1kit")

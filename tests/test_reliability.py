@@ -418,7 +418,9 @@ def test_the_readmes_trl_defaults_stage_runs(tmp_path, monkeypatch, bpe_checkpoi
         "    return [float(re.search(r'\\d+', t) is not None and\n"
         "                  re.search(r'\\d+', t).group() == s) for t, s in zip(texts, solution)]\n"
         "def format_reward(completions, **kwargs):\n"
-        "    return [float('<think>' in c[0]['content']) for c in completions]\n")
+        "    return [float('<think>' in c[0]['content']) for c in completions]\n"
+        "def solution_value(completions, solution, **kwargs):\n"
+        "    return [float(s) for s in solution]\n")
     recipe = tmp_path / "trl.toml"
     recipe.write_text("[run]\nprogress = false\ntensorboard = false\n\n"
                       + block.replace("path/to/checkpoint", str(bpe_checkpoint)))
@@ -442,6 +444,10 @@ def test_the_readmes_trl_defaults_stage_runs(tmp_path, monkeypatch, bpe_checkpoi
                  "--output", str(rescored)]) == 0
     again = [json.loads(x) for x in rescored.read_text().splitlines()]
     assert [r["reward"] for r in again] == [r["custom/accuracy_reward"] for r in logged]
+    assert main(["score", "--reward", "rewards.py:solution_value", "--input", str(written),
+                 "--output", str(rescored)]) == 0  # (each row's own solution, 1 to 16)
+    again = [json.loads(x) for x in rescored.read_text().splitlines()]
+    assert [r["reward"] for r in again] == [float(r["answer"]) for r in logged]
 
 
 def test_reward_function_mistakes_say_what_was_meant(tmp_path, monkeypatch):

@@ -53,6 +53,11 @@ def test_a_dotted_field_name_reads_inside_an_object(tmp_path):
     with pytest.raises(R1kitError, match="no field 'reward_model.groundtruth'") as info:
         PromptTask(data, "prompt", None, 0, "reward_model.groundtruth").train_examples()
     assert "'reward_model.ground_truth' looks like the answer" in info.value.hint
+    # (rows without it beside rows with it, as general prompts beside reasoning ones: read)
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [{"prompt": "Hi", "type": "helpful"},
+                                                   {"prompt": "1+1?", "solution": "2"}])
+    assert [e.meta.get("reference") for e in
+            PromptTask(mixed, "prompt", None, 0, "solution").train_examples()] == [None, "2"]
 
     with pytest.raises(R1kitError, match="field 'reward_model' is an object") as info:
         MathTask("verl", data, question_field="prompt", answer_field="reward_model")
@@ -241,7 +246,7 @@ import re
 def compute_score(data_source, solution_str, ground_truth, extra_info=None):
     found = re.findall(r"#### (\\-?[0-9\\.\\,]+)", solution_str)
     return {"score": float(bool(found) and found[-1] == ground_truth),
-            "length": len(solution_str)}
+            "length": len(solution_str), "gt": ground_truth, "source": data_source}
 '''
 
 
@@ -270,8 +275,10 @@ def test_the_readmes_verl_stage_runs(tmp_path, monkeypatch, bpe_checkpoint):
     assert (config["lr"], config["group_size"], config["rollout_batch_size"],
             config["num_minibatches"], config["answer_field"]) == \
         (1e-6, 5, 80, 2, "reward_model.ground_truth")
-    rows = [json.loads(x) for x in (out / "grpo" / "completions.jsonl").read_text().splitlines()]
-    assert rows and all(r["extra"] == {"length": len(r["completion"])} for r in rows)
+    written = out / "grpo" / "completions.jsonl"
+    rows = [json.loads(x) for x in written.read_text().splitlines()]
+    assert rows and all(r["extra"] == {"length": len(r["completion"]), "gt": r["answer"],
+                                       "source": "openai/gsm8k"} for r in rows)
     scored = {}
     exec(README_SCORE, scored)  # (the function itself, on each written completion)
     assert all(r["custom"] == scored["compute_score"]("openai/gsm8k", r["completion"],
@@ -281,6 +288,15 @@ def test_the_readmes_verl_stage_runs(tmp_path, monkeypatch, bpe_checkpoint):
     assert len(steps) == 2 and all(m["reward/metric/length"] > 0 for m in steps)
     evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 2] and all(e["n"] == 4 for e in evals)
+    # the written completions scored again as the README says: the same references reach
+    # the function (through the rows' fields), the same scores come back
+    again = tmp_path / "again.jsonl"
+    assert main(["score", "--reward", "gsm8k_reward.py:compute_score", "--set",
+                 "answer_field=reward_model.ground_truth", "--input", str(written),
+                 "--output", str(again)]) == 0
+    rescored = [json.loads(x) for x in again.read_text().splitlines()]
+    assert [r["reward"] for r in rescored] == [r["custom"] for r in rows]
+    assert [r["extra"] for r in rescored] == [r["extra"] for r in rows]
 
 
 def test_r1kit_score_reads_verls_rows(tmp_path, capsys):
@@ -320,3 +336,16 @@ def test_a_verl_function_without_a_reference_stops_the_run_before_any_stage(
                       f'reward_function = "{tmp_path / "gsm8k_reward.py"}:compute_score"\n')
     stops_before_any_stage(recipe, tmp_path, capsys,
                            ["answer_field", 'set answer_field = "reward_model.ground_truth"'])
+
+
+def test_written_completions_keep_the_small_fields_of_their_rows():
+    """completions.jsonl keeps a data row's fields of up to FIELD_CHARS characters as JSON:
+    not whole traces, not bytes (images)."""
+    from r1kit.stages.grpo import FIELD_CHARS, _logged_fields
+    from r1kit.tasks.base import Example
+
+    fields = {"solution": "72", "extra_info": {"index": 3},
+              "generations": ["x" * FIELD_CHARS], "image": b"\x89PNG"}
+    assert _logged_fields(Example(question="q", answer="72", meta={"fields": fields})) == {
+        "fields": {"solution": "72", "extra_info": {"index": 3}}}
+    assert _logged_fields(Example(question="q", answer="72")) == {}

@@ -360,10 +360,10 @@ class FunctionReward:
             if blank and distributed.current().is_main:  # (every rank's data is alike)
                 fn, sc = blank[0]
                 self._warn(fn, f"reward_function {_name(fn)} scored every completion of the "
-                           f"first batch {'0 or None' if None in sc else '0'}: after prompts "
-                           "of chat messages each completion is given as [{'role': "
-                           "'assistant', 'content': text}], as TRL does (a function written "
-                           "for text needs completion[0]['content'])")
+                           f"first batch {'0 or None' if None in sc else '0'}; if it was "
+                           "written for text: after prompts of chat messages each completion "
+                           "is given as [{'role': 'assistant', 'content': text}], as TRL does "
+                           "(its text is completion[0]['content'])")
         based = (self.base.score(responses, examples) if self.base is not None
                  else [(0.0, {})] * len(responses))
         metrics = {f"metric/{k}": sum(v) / len(v) for k, v in logged.items() if v}

@@ -877,8 +877,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                         if getattr(first.scored[i][1], "extra", None) else {}),
                      # the data row's own fields, by which r1kit score gives them to a
                      # reward function again (TRL's solution, verl's data_source)
-                     **({"fields": first.examples[i // G][1].meta["fields"]}
-                        if first.examples[i // G][1].meta.get("fields") else {})}
+                     **_logged_fields(first.examples[i // G][1])}
                     for i in range(0, min(len(first.texts), cfg.log_completions * G), G)]
             rows = distributed.gather_lists(rows)[:cfg.log_completions]
             if world.is_main:
@@ -1065,6 +1064,26 @@ def _check_prompt_lengths(cfg: GRPOConfig, train: list, encode, policy, cache: d
                          "leave the long questions out of the data")
     if distributed.current().is_main:
         ctx.print(f"[{ctx.name}] note: {said}; samples past them may be poor")
+
+
+FIELD_CHARS = 2000  # completions.jsonl: the data row's fields up to this size (as JSON)
+
+
+def _logged_fields(example) -> dict:
+    """{"fields": the example's data fields} for a completions.jsonl row, each of at most
+    FIELD_CHARS characters as JSON (not bytes: images), so that the file stays small with
+    rows that carry whole traces (OpenR1-Math's generations); {} where none is left."""
+    kept = {}
+    for key, value in (example.meta.get("fields") or {}).items():
+        if isinstance(value, (bytes, bytearray)):
+            continue
+        try:
+            text = json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        if len(text) <= FIELD_CHARS:
+            kept[key] = value
+    return {"fields": kept} if kept else {}
 
 
 def _question_seed(seed: int, step: int, j: int) -> int:

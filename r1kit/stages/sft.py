@@ -266,9 +266,9 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
             log(f"{len(given)} of {len(rows)} prompts bring no system turn: they are trained "
                 "under r1kit's reasoning instruction as one (system_prompt = \"r1kit\"; \"\" "
                 "for none, or your own text)" + (
-                    f"; it asks for <think> and <answer> tags, which {untagged} of their "
-                    "responses do not have: TRL and open-r1 train the conversations as they "
-                    "are (system_prompt = \"\")" if untagged else ""))
+                    f"; it asks for an <answer> tag, which {untagged} of their responses "
+                    "do not have: TRL and open-r1 train the conversations as they are "
+                    "(system_prompt = \"\")" if untagged else ""))
     return out
 
 

@@ -51,7 +51,7 @@ def read_prompts(path, question_field: str, default_type: str | None,
         row_question,
     )
 
-    out = []
+    out, first = [], None
     for n, row in read_rows(path):
         where = row_at(path, n)
         if question_field == "question" and "question" not in row and "prompt" in row:
@@ -68,17 +68,19 @@ def read_prompts(path, question_field: str, default_type: str | None,
                              f"every row as {default_type}")
         fields = {k: v for k, v in row.items() if k != "prompt"}  # (as TRL: all but prompt)
         reference = resolved(row, answer_field).get(answer_field)
-        if answer_field != "answer" and answer_field not in resolved(row, answer_field):
-            # (named on purpose: a reward function would get an empty reference)
-            like = next((k for k in _LIKELY[False] if k in row), None) or nested_name(
-                row, ("ground_truth", *_LIKELY[False]))
-            raise R1kitError(f"{where}: no field {answer_field!r} (answer_field)",
-                             f"its fields are {', '.join(map(str, row))}"
-                             + (f" ({like!r} looks like the answer)" if like else ""))
+        first = first or (where, row)
         out.append(Example(question=prompt, answer=reference_text(reference),
                            meta={"type": kind if kind in TYPES else None, "fields": fields,
                                  **({"reference": reference} if reference is not None
                                     else {})}))
+    if answer_field != "answer" and not any("reference" in e.meta for e in out):
+        # (named on purpose, and no row has it: a reward function would get no reference)
+        where, row = first
+        like = next((k for k in _LIKELY[False] if k in row), None) or nested_name(
+            row, ("ground_truth", *_LIKELY[False]))
+        raise R1kitError(f"{where}: no field {answer_field!r} (answer_field), nor any row "
+                         "after it", f"its fields are {', '.join(map(str, row))}"
+                         + (f" ({like!r} looks like the answer)" if like else ""))
     return out
 
 
