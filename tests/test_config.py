@@ -211,7 +211,7 @@ def test_trl_names_point_to_r1kit_names(setting, says) -> None:
 
 @pytest.mark.parametrize("setting, says", [
     ("gradient_accumulation_steps=4", "batch_size is the rows per optimizer step"),
-    ("warmup_ratio=0.1", "the ratio x the stage's steps (epochs x rows / batch_size)"),
+    ("warmup_ratio=0.1", "the ratio x the stage's steps (epochs x rows / batch_size, or"),
     ('lr_scheduler_type="cosine_with_min_lr"', "decays by a cosine to lr x final_lr_ratio"),
     ("packing=true", "packs its rows without padding, each row attending to itself alone"),
     ("assistant_only_loss=true", "last assistant message alone"),
