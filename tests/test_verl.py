@@ -238,6 +238,14 @@ def test_verl_names_get_r1kits(tmp_path):
     with pytest.raises(R1kitError) as info:
         load_recipe(recipe)
     assert "stages.grpo.save_every" in info.value.hint
+    # in an sft stage: its own settings (an sft stage counts epochs, has no group_size)
+    for table, says in (("[stages.s.trainer]\ntotal_epochs = 3", "stages.s.epochs"),
+                        ("[stages.s.actor_rollout_ref.rollout]\nn = 3",
+                         "rollout.n is verl's name (a stage's settings are the flat keys")):
+        recipe.write_text(f'[stages.s]\nkind = "sft"\nmodel = "m"\ndata = "d.jsonl"\n{table}\n')
+        with pytest.raises(R1kitError) as info:
+            load_recipe(recipe)
+        assert says in info.value.hint and "stages.s.group_size" not in info.value.hint
 
 
 README_SCORE = '''
