@@ -409,7 +409,10 @@ def test_sft_reads_trl_prompt_completion_rows_and_fewer_rows_than_a_batch(bpe_ch
         torch.optim.AdamW.__init__ = real
     summary = json.loads((tmp_path / "run" / "sft" / "sft.json").read_text())
     assert summary["steps"] == 5 and summary["rows"] == 3
-    assert "batch_size = 128 is more than the 3 rows" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "batch_size = 128 is more than the 3 rows" in said
+    # (the default template, though the checkpoint has a chat template: said)
+    assert "3 of 3 text prompts are trained in r1kit's R1-Zero template" in said
     assert (0.8, 0.9) in betas
 
 

@@ -246,7 +246,16 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
                          f"({cap}), which leaves no response to train on", hint)
     if (cut or dropped) and log is not None:
         log(f"{cap}: {cut} of {len(rows)} rows cut (the ends of their "
-            f"responses are not trained on), {dropped} left out (their prompts alone reach it)")
+            f"responses are not trained on), {dropped} left out (their prompts alone reach it)"
+            + ("; with template 'r1-zero' each prompt holds its instructions too" if dropped
+               and template == "r1-zero" else ""))
+    texts = sum(isinstance(p, str) for p, _ in rows)
+    if (template == "r1-zero" and texts and getattr(tokenizer, "chat_template", None)
+            and log is not None):  # (the default template, though the model has its own)
+        log(f"{texts} of {len(rows)} text prompts are trained in r1kit's R1-Zero template "
+            "(\"A conversation between User and Assistant. ... User: PROMPT. Assistant:\"), "
+            "though the model has a chat template: template = \"chat\" uses that one, "
+            "\"none\" trains prompt and response as they are (TRL's prompt-completion rows)")
     if blank and log is not None:
         log(f"{blank} of {len(rows)} rows left out: an empty text without a prompt or a "
             "beginning-of-sequence token holds nothing to predict")
