@@ -416,6 +416,30 @@ def test_sft_reads_trl_prompt_completion_rows_and_fewer_rows_than_a_batch(bpe_ch
     assert (0.8, 0.9) in betas
 
 
+def test_sft_under_a_template_that_opens_the_reasoning_trains_one_think(bpe_checkpoint):
+    """DeepSeek-R1-Distill's and open-r1's chat templates end the assistant's opening with
+    "<think>\\n": an R1 trace that starts with <think> is trained from after it (not a
+    second <think>), said once; under a template that does not open it, the response keeps
+    its own."""
+    from r1kit.stages.sft import encode_rows
+
+    tok = load_tokenizer(bpe_checkpoint)
+    trace = "<think>\n2+2=4\n</think>\n\nThe answer is 4."
+    conversation = [{"role": "user", "content": "What is 2+2?"}]
+    plain = encode_rows(tok, [(conversation, trace)], "chat", 512, system="")
+    tok.chat_template = tok.chat_template.replace(
+        "<|im_start|>assistant\n{% endif %}", "<|im_start|>assistant\n<think>\n{% endif %}")
+    said: list[str] = []
+    (p, r), _ = encode_rows(tok, [(conversation, trace), (conversation, "4")], "chat", 512,
+                            said.append, system="")
+    assert tok.decode(p).endswith("assistant\n<think>\n")
+    assert tok.decode(r) == "2+2=4\n</think>\n\nThe answer is 4.<|im_end|>"
+    assert tok.decode(p + r) == tok.decode(plain[0][0] + plain[0][1])  # (the same text)
+    assert said == ["1 of 2 responses open with <think>, which the model's chat template "
+                    "already writes at the start of the assistant's turn: they are trained "
+                    "from after it (one <think>, as the model will see it when it answers)"]
+
+
 def test_sft_reads_sharegpt_conversations(tmp_path):
     """ShareGPT's layout, as OpenThoughts and Bespoke-Stratos write their R1 traces:
     `conversations` of {"from", "value"} turns (human / gpt, or user / assistant) and a

@@ -55,6 +55,9 @@ from r1kit.templates import assistant_text, check_messages, encode_prompt, end_o
 TEXT_FIELD = "text"  # TRL's field of plain-text rows (its dataset_text_field's default)
 
 
+THINK = "<think>"
+
+
 def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict] | None, str]]:
     """(prompt, response) per row. The prompt is text or a conversation of chat messages
     (template = "chat"); the response is text or a conversation's one assistant message
@@ -199,6 +202,7 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
                          "response with it, so that the model learns to stop",
                          "set eos_token in the model's tokenizer_config.json")
     out, cut, dropped, empty, shortest, plain, blank = [], 0, 0, 0, None, 0, 0
+    opened = 0  # responses whose <think> the chat template's assistant turn already opens
     for prompt, response in rows:
         empty += not response.strip()
         plain += prompt is None
@@ -207,6 +211,15 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
             p = tokenizer(prompt or "", add_special_tokens=True)["input_ids"]
         else:
             p = encode_prompt(prompt, template, tokenizer, system=system)
+            if template == "chat" and response.lstrip().startswith(THINK):
+                # a template that opens the reasoning itself (DeepSeek-R1-Distill's, open-r1's:
+                # "<|Assistant|><think>\n"): the response goes on after it, with no second one
+                tail = tokenizer.decode(p[-8:])
+                if tail.rstrip().endswith(THINK):
+                    response = response.lstrip()[len(THINK):]
+                    if tail.endswith("\n"):
+                        response = response.removeprefix("\n")
+                    opened += 1
         # a plain-text row ends with eos, as TRL's language-modeling rows, not with a chat
         # template's end of turn
         end = tokenizer.eos_token_id if prompt is None else eos
@@ -265,6 +278,10 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
     if empty and log is not None:
         log(f"{empty} of {len(rows)} rows have an empty response: they teach the model to "
             "stop at once after their prompts")
+    if opened and log is not None:
+        log(f"{opened} of {len(rows)} responses open with {THINK}, which the model's chat "
+            f"template already writes at the start of the assistant's turn: they are trained "
+            f"from after it (one {THINK}, as the model will see it when it answers)")
     if template == "chat" and (system is True or system == "r1kit") and log is not None:
         given = [(p, r) for p, r in rows if p is not None and not (
             isinstance(p, list) and any(m.get("role") == "system" for m in p))]
