@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from conftest import stops_before_any_stage, without_chat_template
+from conftest import REPO, stops_before_any_stage, without_chat_template
 
 from r1kit.cli import main
 from r1kit.errors import R1kitError
@@ -561,3 +561,37 @@ def test_a_prefill_after_a_continued_assistant_message_is_refused_before_any_sta
         check_inputs(recipe_from_dict({"stages": stages}))
     stages["rl"]["prefill"] = ""
     check_inputs(recipe_from_dict({"stages": stages}))
+
+
+def test_the_readmes_open_r1_sft_stage_runs(tmp_path, monkeypatch, bpe_checkpoint):
+    """The README's stage for open-r1's SFT data (rows of `messages`, parquet shards) runs as
+    written, with paths of this test's own, 8 rows in batches of 4, a larger lr and a short
+    max_length, and trains on the traces: its loss falls."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("### Coming from open-r1's SFT", 1)[1]
+    block = block.split("```toml\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "s1K-1.1").mkdir(parents=True)
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                          {"role": "assistant", "content": f"<think>\n{i} + {i} = {2 * i}\n"
+                                                           f"</think>\n\n\\boxed{{{2 * i}}}"}]}
+            for i in range(8)]
+    for shard in range(2):
+        pq.write_table(pa.Table.from_pylist(rows[shard::2]),
+                       tmp_path / "data" / "s1K-1.1" / f"train-0000{shard}-of-00002.parquet")
+    recipe = tmp_path / "open-r1.toml"
+    recipe.write_text("[run]\nprogress = false\ntensorboard = false\n\n"
+                      + block.replace("path/to/checkpoint", str(bpe_checkpoint)))
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out), "--set", "stages.distill.batch_size=4", "--set", "stages.distill.warmup_steps=1",
+                 "--set", "stages.distill.lr=3e-3", "--set", "stages.distill.max_length=96",
+                 "--set", "stages.distill.activation_checkpointing=false"]) == 0
+    config = json.loads((out / "config.json").read_text())["stages"]["distill"]
+    assert (config["adam_betas"], config["final_lr_ratio"], config["system_prompt"]) == \
+        ([0.9, 0.999], 0.1, "")
+    summary = json.loads((out / "distill" / "sft.json").read_text())
+    assert summary["rows"] == 8 and summary["steps"] == 30  # (15 epochs of 8 rows, 4 a step)
+    assert summary["final_loss"] < 0.7 * summary["first_loss"]
