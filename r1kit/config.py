@@ -1129,6 +1129,7 @@ FOREIGN_SFT = {
                          "chunks (logprob_chunk_tokens)"),
     "dataset_num_proc": "not needed: the rows are tokenized once, in this process",
 }
+FOREIGN_SFT["use_liger"] = FOREIGN_SFT["use_liger_kernel"]  # (open-r1's older name)
 # verl's top-level tables, read in a --set or a stage's key as verl's dotted settings
 VERL_TABLES = ("actor_rollout_ref", "algorithm", "data", "trainer", "critic",
                "custom_reward_function", "reward_model")
