@@ -135,6 +135,16 @@ def without_chat_template(source: Path, path: Path) -> Path:
     return path
 
 
+def readme_recipe(section: str, path: Path, checkpoint: Path) -> Path:
+    """The README's TOML block under the heading `section` as a recipe at `path` (no progress
+    bar, no TensorBoard), its "path/to/checkpoint" replaced by `checkpoint`."""
+    block = (REPO / "README.md").read_text().split(f"### {section}", 1)[1]
+    block = block.split("```toml\n", 1)[1].split("```", 1)[0]
+    path.write_text("[run]\nprogress = false\ntensorboard = false\n\n"
+                    + block.replace("path/to/checkpoint", str(checkpoint)))
+    return path
+
+
 def stops_before_any_stage(recipe, tmp_path, capsys, expected: list[str]) -> None:
     """`r1kit run recipe` exits with 2, the message holds every expected piece, no traceback,
     and no run directory was made."""

@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from conftest import REPO, stops_before_any_stage, without_chat_template
+from conftest import readme_recipe, stops_before_any_stage, without_chat_template
 
 from r1kit.cli import main
 from r1kit.errors import R1kitError
@@ -570,9 +570,6 @@ def test_the_readmes_open_r1_sft_stage_runs(tmp_path, monkeypatch, bpe_checkpoin
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("### Coming from open-r1's SFT", 1)[1]
-    block = block.split("```toml\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "s1K-1.1").mkdir(parents=True)
     rows = [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
@@ -582,9 +579,8 @@ def test_the_readmes_open_r1_sft_stage_runs(tmp_path, monkeypatch, bpe_checkpoin
     for shard in range(2):
         pq.write_table(pa.Table.from_pylist(rows[shard::2]),
                        tmp_path / "data" / "s1K-1.1" / f"train-0000{shard}-of-00002.parquet")
-    recipe = tmp_path / "open-r1.toml"
-    recipe.write_text("[run]\nprogress = false\ntensorboard = false\n\n"
-                      + block.replace("path/to/checkpoint", str(bpe_checkpoint)))
+    recipe = readme_recipe("Coming from open-r1's SFT", tmp_path / "open-r1.toml",
+                           bpe_checkpoint)
     out = tmp_path / "run"
     assert main(["run", str(recipe), "--out", str(out), "--set", "stages.distill.batch_size=4", "--set", "stages.distill.warmup_steps=1",
                  "--set", "stages.distill.lr=3e-3", "--set", "stages.distill.max_length=96",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MICRO_BASE, REPO, rows_without_timings, stops_before_any_stage
+from conftest import MICRO_BASE, REPO, readme_recipe, rows_without_timings, stops_before_any_stage
 from safetensors.torch import load_file
 
 import r1kit.stages.grpo as grpo
@@ -404,9 +404,6 @@ def test_the_readmes_trl_defaults_stage_runs(tmp_path, monkeypatch, bpe_checkpoi
     """The README's stage with TRL's defaults (chat prompts under `prompt`, open-r1's
     `solution`, open-r1-style reward functions) runs as written, with paths of this test's
     own, fewer steps and shorter completions."""
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("### Coming from TRL's GRPOTrainer", 1)[1]
-    block = block.split("```toml\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({
         "prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "solution": str(i + 1)})
@@ -421,9 +418,8 @@ def test_the_readmes_trl_defaults_stage_runs(tmp_path, monkeypatch, bpe_checkpoi
         "    return [float('<think>' in c[0]['content']) for c in completions]\n"
         "def solution_value(completions, solution, **kwargs):\n"
         "    return [float(s) for s in solution]\n")
-    recipe = tmp_path / "trl.toml"
-    recipe.write_text("[run]\nprogress = false\ntensorboard = false\n\n"
-                      + block.replace("path/to/checkpoint", str(bpe_checkpoint)))
+    recipe = readme_recipe("Coming from TRL's GRPOTrainer", tmp_path / "trl.toml",
+                           bpe_checkpoint)
     out = tmp_path / "run"
     assert main(["run", str(recipe), "--out", str(out), "--set", "stages.grpo.steps=2",
                  "--set", "stages.grpo.max_new_tokens=8", "--set", "stages.grpo.eval.every=0",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, write_jsonl
+from conftest import readme_recipe, write_jsonl
 
 from r1kit.errors import R1kitError
 
@@ -264,17 +264,12 @@ def test_the_readmes_verl_stage_runs(tmp_path, monkeypatch, bpe_checkpoint):
     reward is what the function gives it, and the held-out file is scored by it."""
     from r1kit.cli import main
 
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("### Coming from verl", 1)[1]
-    block = block.split("```toml\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "gsm8k").mkdir(parents=True)
     write_parquet(tmp_path / "data" / "gsm8k" / "train.parquet", verl_rows(32))
     write_parquet(tmp_path / "data" / "gsm8k" / "test.parquet", verl_rows(4))
     (tmp_path / "gsm8k_reward.py").write_text(README_SCORE)
-    recipe = tmp_path / "verl.toml"
-    recipe.write_text("[run]\nprogress = false\ntensorboard = false\n\n"
-                      + block.replace("path/to/checkpoint", str(bpe_checkpoint)))
+    recipe = readme_recipe("Coming from verl", tmp_path / "verl.toml", bpe_checkpoint)
     out = tmp_path / "run"
     assert main(["run", str(recipe), "--out", str(out), "--set", "stages.grpo.steps=2",
                  "--set", "stages.grpo.max_new_tokens=8", "--set", "stages.grpo.eval.every=2",
