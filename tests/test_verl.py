@@ -138,8 +138,9 @@ def test_a_verl_compute_score_is_called_as_verl_calls_it(tmp_path):
     assert [p["custom_none"] for _, p in scored] == [0.0, 0.0, 1.0]
     assert scored[0][1].extra == {"acc": True, "pred": "1"}
     assert scored[2][1].extra == {"acc": None, "pred": None}
-    # (acc: the mean of the two completions it was given for; pred is text: not logged)
-    assert scored[0][1]["metric/acc"] == 0.5 and "metric/pred" not in scored[0][1]
+    # (acc: each completion's own, where it gave one; pred is text: no metric)
+    assert [p.get("metric/acc") for _, p in scored] == [1.0, 0.0, None]
+    assert not any("metric/pred" in p for _, p in scored)
 
     three = load_function(f"{tmp_path / 'verl_reward.py'}:three")
     calls = three.fn.__globals__["calls"]
@@ -173,9 +174,15 @@ def test_a_verl_compute_score_is_called_as_verl_calls_it(tmp_path):
     assert [s for s, _ in scored] == [0.5] * 3
     assert scored[0][1].extra == {"acc": True, "n": 1, "tag": "x"}
     assert scored[2][1].extra == {"acc": False, "n": None, "tag": "x"}
-    assert scored[0][1]["metric/acc"] == pytest.approx(1 / 3)
-    assert scored[0][1]["metric/n"] == pytest.approx(2.0)  # (1 and 3: zz gave none)
-    assert "metric/tag" not in scored[0][1]
+    assert [p.get("metric/acc") for _, p in scored] == [1.0, 0.0, 0.0]
+    assert [p.get("metric/n") for _, p in scored] == [1.0, 3.0, None]  # (zz gave none)
+    assert not any("metric/tag" in p for _, p in scored)
+    # a step's metric: the mean over the completions that gave one, also when they are
+    # scored in several calls (processes, sampling rounds), not a mean of each call's means
+    from r1kit.stages.grpo import _component_means
+
+    more = FunctionReward(fn).score(["zz", "abcdef"], rows[:2])
+    assert _component_means(scored + more)["reward/metric/n"] == pytest.approx((1 + 3 + 6) / 3)
 
     line = SCORE.splitlines().index("    return int(solution_str)") + 1
     with pytest.raises(R1kitError, match=rf"raises raised ValueError.*verl_reward.py:{line}\)"):

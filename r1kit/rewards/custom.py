@@ -180,14 +180,16 @@ class VerlScore:
     text (the assistant message's content after chat prompts) and the reference as the data
     file stores it (answer_field's value: text, a number, a list). It returns a number (None
     or NaN: no score), or a dict whose "score" is the reward and whose other entries, as
-    verl's reward_extra_info, are columns of the written completions (log_extra), their mean
-    logged as reward/metric/NAME where they are numbers.
+    verl's reward_extra_info, are columns of the written completions (log_extra); where an
+    entry is a number it is also the completion's reward/metric/NAME (row_metric), whose
+    mean over the completions that gave one (of every process) is logged.
 
     load_function gives one in place of a function that takes `solution_str` (and no
     `completions`), so a stage calls it as any reward function of its own."""
 
     takes_text = True  # (its completions are text, whatever the prompts)
     raw_reference = True  # (its answers are the references as stored: Example.meta)
+    row_metrics = True  # (it logs a metric per completion: FunctionReward's row_metric)
 
     @staticmethod
     def takes(fn: Callable) -> bool:
@@ -213,7 +215,7 @@ class VerlScore:
                                  f"({', '.join(VERL_ARGS)})", "give it a default")
 
     def __call__(self, completions, prompts, answer, data_source=None, extra_info=None,
-                 log_metric=None, log_extra=None):
+                 log_metric=None, log_extra=None, row_metric=None):
         n = len(completions)
         sources = data_source if data_source is not None else [None] * n
         infos = extra_info if extra_info is not None else [None] * n
@@ -236,18 +238,21 @@ class VerlScore:
             scores.append(result)
         for key, values in columns.items():
             log_extra(key, values)
-            given = [v for v in values if v is not None]
-            if given and all(isinstance(v, numbers.Real) and math.isfinite(v) for v in given):
-                log_metric(key, sum(given) / len(given))  # (as verl: numbers only)
+            # (each completion's own number: its mean over every process's completions that
+            # gave one, not a mean of each call's means)
+            row_metric(key, [float(v) if isinstance(v, numbers.Real) and math.isfinite(v)
+                             else None for v in values])
         return scores
 
 
 def _plain(value):
-    """A numpy scalar (np.bool_, np.int64) as the Python value it holds; anything else as
-    it is."""
-    item = getattr(value, "item", None)
-    if callable(item) and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
-        return item()
+    """A numpy scalar (np.bool_, np.int64) as the Python value it holds, an array as a list;
+    anything else as it is."""
+    if type(value).__module__ == "numpy":
+        if getattr(value, "ndim", 1) == 0 and callable(getattr(value, "item", None)):
+            return value.item()
+        if callable(getattr(value, "tolist", None)):  # (an array: a JSON list)
+            return value.tolist()
     return value
 
 
@@ -347,8 +352,13 @@ class FunctionReward:
                                  f"{len(responses)} completions: give one per completion")
             columns[str(column)] = values  # (a later call for the column replaces it)
 
-        per_fn = [self._call(fn, completions, examples, len(responses), log_metric, log_extra)
-                  for fn in self.fns]
+        rows: dict[str, list] = {}  # row_metric's values of this batch (VerlScore's)
+
+        def row_metric(name: str, values: list) -> None:
+            rows[str(name)] = list(values)
+
+        per_fn = [self._call(fn, completions, examples, len(responses), log_metric, log_extra,
+                             row_metric) for fn in self.fns]
         if not self.told and any(isinstance(c, list) for c in completions):
             self.told = True  # (the first batch after chat prompts: a function written for
             # text may quietly score every conversation 0; one that scores some is left alone)
@@ -371,6 +381,8 @@ class FunctionReward:
         for i in range(len(responses)):
             total, parts = based[i]
             parts, missing = {**parts, **metrics}, False
+            # (a completion's own metric, where it gave one: meaned over the rows that have it)
+            parts.update({f"metric/{k}": v[i] for k, v in rows.items() if v[i] is not None})
             for key, w, scores in zip(self.keys, self.weights, per_fn):
                 if scores[i] is None:
                     missing = True
@@ -392,7 +404,8 @@ class FunctionReward:
 
     def _call(self, fn: Callable, completions: list, examples: list[Example],
               n: int, log_metric: Callable | None = None,
-              log_extra: Callable | None = None) -> list[float | None]:
+              log_extra: Callable | None = None,
+              row_metric: Callable | None = None) -> list[float | None]:
         """One function's scores of the completions: floats, or None where it gives none
         (NaN too, as TRL reads None). An async function is awaited."""
         name = _name(fn)
@@ -409,6 +422,8 @@ class FunctionReward:
         for arg, logger in ((LOG_METRIC, log_metric), (LOG_EXTRA, log_extra)):
             if arg in takes and logger is not None:
                 extras[arg] = logger
+        if getattr(fn, "row_metrics", False) and row_metric is not None:
+            extras["row_metric"] = row_metric
         try:
             raw = getattr(fn, "raw_reference", False)  # (verl's ground_truth: as stored)
             scores = fn(**_columns(fn, examples), **extras, completions=completions,

@@ -375,8 +375,9 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     # (fewer rows than batch_size: each step trains on all of them, one epoch)
     steps = max(1, math.ceil(cfg.epochs * len(data) / min(cfg.batch_size, len(data))))
     if cfg.batch_size > len(data) and world.rank == 0:
-        log(f"[{name}] batch_size = {cfg.batch_size} is more than the {len(data)} rows: each of "
-            f"the {steps} optimizer steps trains on all of them (an epoch each)")
+        rows = f"{len(data)} rows" if len(data) > 1 else "1 row"
+        log(f"[{name}] batch_size = {cfg.batch_size} is more than the {rows}: each of the "
+            f"{steps} optimizer steps trains on all of them (an epoch each)")
     if cfg.warmup_steps >= steps and world.rank == 0:
         log(f"[{name}] warmup_steps = {cfg.warmup_steps} is not below its {steps} optimizer "
             f"steps: the learning rate never reaches lr = {cfg.lr:g}")
