@@ -1117,7 +1117,12 @@ FOREIGN_SFT = {
     "lr_scheduler_kwargs": ("final_lr_ratio: the cosine's floor, lr x final_lr_ratio (open-r1's "
                             "min_lr_rate)"),
     "packing": ("not needed: an sft stage packs its rows without padding, each row attending "
-                "to itself alone"),
+                "to itself alone; batch_size counts rows, where TRL's packed batches count "
+                "sequences of max_length tokens, several rows each"),
+    "per_device_train_batch_size": ("micro_batch_size, the rows per forward pass (the "
+                                    "optimizer's batch is batch_size rows: TRL's "
+                                    "per_device_train_batch_size x gradient_accumulation_steps "
+                                    "x processes)"),
     "completion_only_loss": ("not needed: an sft stage trains on the response alone (the "
                              "prompt is context)"),
     "assistant_only_loss": ("not needed: an sft stage trains on a conversation's last "

@@ -35,7 +35,7 @@ from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.rewards.language import LANGUAGES, chain_of_thought, count_words, detect_language
 from r1kit.rewards.rule import format_reward, format_style, untagged
 from r1kit.tasks import general, make_task
-from r1kit.templates import encode_prompt, prompt_text
+from r1kit.templates import encode_prompt, prompt_text, response_prefill
 
 
 def mixed_language(cot: str, language: str = "en", **_) -> str | None:
@@ -179,7 +179,8 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     rollout, texts, verdicts = sample_and_verify(
         model, tokenizer, task, examples, prompts, k=k, temperature=cfg.temperature,
         top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop_ids=stop_ids, seed=seed,
-        prefill=cfg.prefill, max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards)
+        prefill=response_prefill(tokenizer, cfg.template, cfg.prefill),
+        max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards)
     correct = {i for i, (s, _) in enumerate(verdicts) if s > 0}
     counts = Counter({"generated": len(texts), "correct": len(correct)})
     del rollout  # (its tensors: the judge's turn next, one model in memory at a time)

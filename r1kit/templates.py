@@ -89,6 +89,40 @@ def system_text(system: bool | str) -> str | None:
     return system or None
 
 
+THINK = "<think>"
+
+
+def template_opening(tokenizer) -> str:
+    """The reasoning's opening that the tokenizer's chat template writes at the end of its
+    generation prompt ("<think>\\n" for DeepSeek-R1-Distill's and open-r1's templates), or
+    "": the template writes none (or there is none)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return ""
+    turns = [{"role": "user", "content": "Hi"}]
+    try:
+        bare = tokenizer.apply_chat_template(turns, tokenize=False)
+        asked = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - a template that cannot render this opens nothing here
+        return ""
+    if not isinstance(asked, str) or not isinstance(bare, str):
+        return ""
+    added = asked[len(bare):] if asked.startswith(bare) else asked[-32:]
+    at = added.rfind(THINK)
+    return added[at:] if at >= 0 and not added[at:].strip().replace(THINK, "", 1) else ""
+
+
+def response_prefill(tokenizer, template: str, prefill: str = "") -> str:
+    """What a response begins with before its generated tokens, as written back in front of
+    them (the texts rewards read and samples keep): the prefill; under a chat template that
+    opens the reasoning itself, that opening (then the prefill, unless the opening already
+    holds it: render_prompt does not add it twice), so that a response reads "<think>\\n..."
+    whichever of the two wrote it."""
+    opened = template_opening(tokenizer) if template == "chat" else ""
+    if opened and prefill.strip() and opened.rstrip().endswith(prefill.strip()):
+        return opened
+    return opened + prefill
+
+
 def render_prompt(question, template: str, tokenizer=None, prefill: str = "",
                   system: bool | str = True) -> str:
     """The text the model sees before its response.

@@ -411,8 +411,16 @@ def test_sft_reads_trl_prompt_completion_rows_and_fewer_rows_than_a_batch(bpe_ch
     assert summary["steps"] == 5 and summary["rows"] == 3
     said = capsys.readouterr().out
     assert "batch_size = 128 is more than the 3 rows" in said
-    # (the default template, though the checkpoint has a chat template: said)
+    # (the default template, though the checkpoint has a chat template: said; not for a
+    # sample stage's data, whose prompts an RL stage asked in that template)
     assert "3 of 3 text prompts are trained in r1kit's R1-Zero template" in said
+    from r1kit.stages.sft import encode_rows
+
+    for own in (True, False):
+        notes: list[str] = []
+        encode_rows(load_tokenizer(bpe_checkpoint), [("What is 1+1?", "2")], "r1-zero", 512,
+                    notes.append, own_data=own)
+        assert any("R1-Zero template" in m for m in notes) == own
     assert (0.8, 0.9) in betas
 
 
@@ -438,6 +446,33 @@ def test_sft_under_a_template_that_opens_the_reasoning_trains_one_think(bpe_chec
     assert said == ["1 of 2 responses open with <think>, which the model's chat template "
                     "already writes at the start of the assistant's turn: they are trained "
                     "from after it (one <think>, as the model will see it when it answers)"]
+
+
+def test_a_template_that_opens_the_reasoning_is_written_back_in_front_of_responses(
+        bpe_checkpoint):
+    """Under a chat template whose assistant turn opens with "<think>\\n", the responses
+    that rewards read and samples keep begin with it whatever the prefill ("" or "<think>"),
+    as they do under a plain template with prefill "<think>\\n" (one opening, its newline
+    kept); other templates write back the prefill alone."""
+    import torch
+
+    from r1kit.eval.core import decode_responses
+    from r1kit.templates import response_prefill, template_opening
+
+    tok = load_tokenizer(bpe_checkpoint)
+    assert template_opening(tok) == "" and response_prefill(tok, "chat", "<think>\n") == \
+        "<think>\n"
+    assert response_prefill(tok, "r1-zero", "x") == "x"
+    tok.chat_template = tok.chat_template.replace(
+        "<|im_start|>assistant\n{% endif %}", "<|im_start|>assistant\n<think>\n{% endif %}")
+    assert template_opening(tok) == "<think>\n"
+    assert [response_prefill(tok, "chat", p) for p in ("", "<think>", "<think>\n", "So")] == \
+        ["<think>\n", "<think>\n", "<think>\n", "<think>\nSo"]
+    assert response_prefill(tok, "r1-zero", "") == ""
+    ids = tok("2+2=4\n</think>\n\n4", add_special_tokens=False)["input_ids"]
+    (text,) = decode_responses(tok, torch.tensor([ids]), torch.ones(1, len(ids)), [],
+                               response_prefill(tok, "chat", ""))
+    assert text == "<think>\n2+2=4\n</think>\n\n4"
 
 
 def test_sft_reads_sharegpt_conversations(tmp_path):

@@ -184,6 +184,20 @@ def test_a_verl_compute_score_is_called_as_verl_calls_it(tmp_path):
     more = FunctionReward(fn).score(["zz", "abcdef"], rows[:2])
     assert _component_means(scored + more)["reward/metric/n"] == pytest.approx((1 + 3 + 6) / 3)
 
+    # several functions: each its own metric names; a TRL function's log_metric of the same
+    # name keeps its batch mean; a data field named row_metric is a field like any other
+    def trl(completions, log_metric, **kwargs):
+        log_metric("acc", 0.25)
+        return [0.0] * len(completions)
+
+    other = load_function(f"{tmp_path / 'verl_reward.py'}:numpy_values")
+    scored = FunctionReward([fn, other, trl]).score(["a", "bcd", "zz"], rows)
+    for key in ("metric/numpy_values_0/acc", "metric/numpy_values_1/acc"):  # (as custom/)
+        assert [p.get(key) for _, p in scored] == [1.0, 0.0, 0.0]
+    assert all(p["metric/acc"] == 0.25 for _, p in scored)
+    field = [rows[0].__class__(question="q", answer="1", meta={"fields": {"row_metric": 3}})]
+    assert FunctionReward(fn).score(["a"], field)[0][0] == 0.5
+
     line = SCORE.splitlines().index("    return int(solution_str)") + 1
     with pytest.raises(R1kitError, match=rf"raises raised ValueError.*verl_reward.py:{line}\)"):
         FunctionReward(load_function(f"{tmp_path / 'verl_reward.py'}:raises")).score(

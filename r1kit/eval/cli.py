@@ -40,7 +40,7 @@ from r1kit.models import (
 )
 from r1kit.rewards.rule import UNTAGGED_NOTE
 from r1kit.tasks.choice import ChoiceTask
-from r1kit.templates import TEMPLATES, encode_prompt, system_text
+from r1kit.templates import TEMPLATES, encode_prompt, response_prefill, system_text
 
 
 def _check(args) -> list[str]:
@@ -321,8 +321,8 @@ def _run_eval(args) -> list[dict]:
         res = evaluate(model, tokenizer, task, examples, prompts, k=k,
                        temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=max_new, stop_ids=stop_ids, seed=args.seed,
-                       prefill=prefill, max_rows=args.generation_rows,
-                       overlap=args.overlap_rewards)
+                       prefill=response_prefill(tokenizer, template, prefill),
+                       max_rows=args.generation_rows, overlap=args.overlap_rewards)
         record = {"benchmark": name, **res.as_record(), "max_new_tokens": max_new,
                   # the request for \boxed{}: in a shipped math benchmark's questions always
                   # a code file's: the code_instruction setting it was asked with

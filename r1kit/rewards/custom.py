@@ -181,7 +181,7 @@ class VerlScore:
     file stores it (answer_field's value: text, a number, a list). It returns a number (None
     or NaN: no score), or a dict whose "score" is the reward and whose other entries, as
     verl's reward_extra_info, are columns of the written completions (log_extra); where an
-    entry is a number it is also the completion's reward/metric/NAME (row_metric), whose
+    entry is a number it is also the completion's reward/metric/NAME (_row_metric), whose
     mean over the completions that gave one (of every process) is logged.
 
     load_function gives one in place of a function that takes `solution_str` (and no
@@ -215,7 +215,7 @@ class VerlScore:
                                  f"({', '.join(VERL_ARGS)})", "give it a default")
 
     def __call__(self, completions, prompts, answer, data_source=None, extra_info=None,
-                 log_metric=None, log_extra=None, row_metric=None):
+                 log_metric=None, log_extra=None, _row_metric=None):
         n = len(completions)
         sources = data_source if data_source is not None else [None] * n
         infos = extra_info if extra_info is not None else [None] * n
@@ -240,8 +240,8 @@ class VerlScore:
             log_extra(key, values)
             # (each completion's own number: its mean over every process's completions that
             # gave one, not a mean of each call's means)
-            row_metric(key, [float(v) if isinstance(v, numbers.Real) and math.isfinite(v)
-                             else None for v in values])
+            _row_metric(key, [float(v) if isinstance(v, numbers.Real) and math.isfinite(v)
+                              else None for v in values])
         return scores
 
 
@@ -354,11 +354,16 @@ class FunctionReward:
 
         rows: dict[str, list] = {}  # row_metric's values of this batch (VerlScore's)
 
-        def row_metric(name: str, values: list) -> None:
-            rows[str(name)] = list(values)
+        def row_metric_of(key: str) -> Callable:
+            # (several functions: each its own names, metric/NAME/KEY, as custom/NAME)
+            prefix = key.split("/", 1)[1] + "/" if "/" in key else ""
+
+            def row_metric(name: str, values: list) -> None:
+                rows[f"{prefix}{name}"] = list(values)
+            return row_metric
 
         per_fn = [self._call(fn, completions, examples, len(responses), log_metric, log_extra,
-                             row_metric) for fn in self.fns]
+                             row_metric_of(key)) for fn, key in zip(self.fns, self.keys)]
         if not self.told and any(isinstance(c, list) for c in completions):
             self.told = True  # (the first batch after chat prompts: a function written for
             # text may quietly score every conversation 0; one that scores some is left alone)
@@ -381,8 +386,10 @@ class FunctionReward:
         for i in range(len(responses)):
             total, parts = based[i]
             parts, missing = {**parts, **metrics}, False
-            # (a completion's own metric, where it gave one: meaned over the rows that have it)
-            parts.update({f"metric/{k}": v[i] for k, v in rows.items() if v[i] is not None})
+            # (a completion's own metric, where it gave one: meaned over the rows that have it;
+            # a batch metric of log_metric's of the same name keeps its own)
+            parts.update({f"metric/{k}": v[i] for k, v in rows.items()
+                          if v[i] is not None and f"metric/{k}" not in metrics})
             for key, w, scores in zip(self.keys, self.weights, per_fn):
                 if scores[i] is None:
                     missing = True
@@ -423,7 +430,7 @@ class FunctionReward:
             if arg in takes and logger is not None:
                 extras[arg] = logger
         if getattr(fn, "row_metrics", False) and row_metric is not None:
-            extras["row_metric"] = row_metric
+            extras["_row_metric"] = row_metric  # (private: a data field row_metric stays one)
         try:
             raw = getattr(fn, "raw_reference", False)  # (verl's ground_truth: as stored)
             scores = fn(**_columns(fn, examples), **extras, completions=completions,

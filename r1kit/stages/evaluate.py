@@ -35,7 +35,7 @@ from r1kit.rewards.combined import RewardModelScorer
 from r1kit.rewards.rule import UNTAGGED_NOTE
 from r1kit.rollout import generate
 from r1kit.tasks import general, make_task
-from r1kit.templates import encode_prompt, prompt_text
+from r1kit.templates import encode_prompt, prompt_text, response_prefill
 
 HELD_OUT_GENERAL_SEED = general.HELD_OUT_SEED  # general prompts for evaluation
 
@@ -80,7 +80,7 @@ def general_scores(model, tokenizer, cfg, scorers: dict, stop_ids, seed: int) ->
                       .manual_seed(seed), max_rows=cfg.generation_rows,
                       logprobs=False)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
-                             cfg.prefill)
+                             response_prefill(tokenizer, cfg.template, cfg.prefill))
     out = {}
     for kind, scorer in scorers.items():
         idx = [i for i, r in enumerate(rows) if r["type"] == kind]
@@ -171,8 +171,8 @@ def _evaluate_on(model, tokenizer, cfg, task, test, stop_ids, seed, positions, *
         max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
     res = evaluate(model, tokenizer, task, test, prompts, k=cfg.k, temperature=cfg.temperature,
                    top_p=cfg.top_p, max_new_tokens=max_new, stop_ids=stop_ids, seed=seed,
-                   prefill=cfg.prefill, max_rows=cfg.generation_rows,
-                   overlap=cfg.overlap_rewards, **options)
+                   prefill=response_prefill(tokenizer, cfg.template, cfg.prefill),
+                   max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards, **options)
     return res, max_new
 
 

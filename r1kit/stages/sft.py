@@ -179,7 +179,7 @@ def _conversation_problem(row: dict, cfg: SFTConfig) -> str | None:
 
 
 def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_length: int,
-                log=None, system: bool | str = True, cap: str = ""
+                log=None, system: bool | str = True, cap: str = "", own_data: bool = True
                 ) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, response ids + end) per row. The end token is the tokenizer's eos, or with
     template = "chat" the token the chat template writes after an assistant message where it
@@ -190,7 +190,9 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
     has nothing left to train on and is left out. `log`: told how many rows were cut and
     left out. `system`: the system turn of a chat-template prompt that brings none
     (r1kit.templates.render_prompt). `cap`: what set max_length, for the messages (the
-    setting by default; run_sft caps it at the model's trained positions)."""
+    setting by default; run_sft caps it at the model's trained positions). `own_data`: a
+    file of the user's, not a sample stage's data (whose prompts an RL stage asked in its
+    template: no note on the template)."""
     raise_it = "raise max_length" if not cap else "use shorter prompts, or a model of more positions"
     cap = cap or f"max_length = {max_length}"
     eos = tokenizer.eos_token_id
@@ -263,8 +265,10 @@ def encode_rows(tokenizer, rows: list[tuple[str, str]], template: str, max_lengt
             + ("; with template 'r1-zero' each prompt holds its instructions too" if dropped
                and template == "r1-zero" else ""))
     texts = sum(isinstance(p, str) for p, _ in rows)
-    if (template == "r1-zero" and texts and getattr(tokenizer, "chat_template", None)
-            and log is not None):  # (the default template, though the model has its own)
+    if (template == "r1-zero" and texts and own_data and log is not None
+            and getattr(tokenizer, "chat_template", None)):
+        # (the default template, though the model has its own; not for a sample stage's
+        # data, whose prompts the RL stage before it asked in that template)
         log(f"{texts} of {len(rows)} text prompts are trained in r1kit's R1-Zero template "
             "(\"A conversation between User and Assistant. ... User: PROMPT. Assistant:\"), "
             "though the model has a chat template: template = \"chat\" uses that one, "
@@ -370,6 +374,7 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
                        positions if capped else cfg.max_length,
                        (lambda m: log(f"[{name}] {m}")) if world.rank == 0 else None,
                        system=cfg.system_prompt,
+                       own_data=not (Path(data_path).parent / "stage.json").exists(),
                        cap=f"the model's {positions} positions, below max_length = "
                            f"{cfg.max_length}" if capped else "")
     # (fewer rows than batch_size: each step trains on all of them, one epoch)
