@@ -50,12 +50,15 @@ from r1kit.models import (
 from r1kit.packing import packs_safely, to_device
 from r1kit.stages.pretrain import cosine_lr, packed_batch
 from r1kit.tasks.math import checked_text, kind_of, read_rows, row_at
-from r1kit.templates import assistant_text, check_messages, encode_prompt, end_of_turn_id
+from r1kit.templates import (
+    THINK,
+    assistant_text,
+    check_messages,
+    encode_prompt,
+    end_of_turn_id,
+)
 
 TEXT_FIELD = "text"  # TRL's field of plain-text rows (its dataset_text_field's default)
-
-
-THINK = "<think>"
 
 
 def read_sft_rows(path: Path, cfg: SFTConfig) -> list[tuple[str | list[dict] | None, str]]:
