@@ -660,10 +660,10 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                   "\"math\" or \"gsm8k\", not reward models or a reward_function)")
 
     # (the text in front of the generated tokens: the prefill, or the template's own <think>)
-    written = response_prefill(tokenizer, cfg.template, cfg.prefill)
+    opening = response_prefill(tokenizer, cfg.template, cfg.prefill)
 
     def to_text(completion: list[int]) -> str:
-        return response_text(tokenizer, completion, stop_set, written)
+        return response_text(tokenizer, completion, stop_set, opening)
 
     test_prompts = [encode(e.question) for e in test]
     prompt_cache: dict[int, list[int]] = {}
@@ -698,7 +698,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         res = evaluate(policy, tokenizer, task, test, test_prompts, k=cfg.eval.k,
                        temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                        max_new_tokens=cfg.eval.max_new_tokens or cfg.max_new_tokens_at(step),
-                       stop_ids=stop_ids, seed=ctx.seed * 7919 + step, prefill=written,
+                       stop_ids=stop_ids, seed=ctx.seed * 7919 + step, prefill=opening,
                        max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards)
         record = {"stage": ctx.name, "step": step, "benchmark": f"{task.name}/{cfg.eval.split}",
                   **res.as_record(), "seconds": time.time() - t0}
@@ -712,7 +712,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         res = evaluate_reward(policy, tokenizer, reward_fn, test, test_prompts, k=cfg.eval.k,
                               temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                               max_new_tokens=cfg.eval.max_new_tokens or cfg.max_new_tokens_at(step),
-                              stop_ids=stop_ids, seed=ctx.seed * 7919 + step, prefill=written,
+                              stop_ids=stop_ids, seed=ctx.seed * 7919 + step, prefill=opening,
                               max_rows=cfg.generation_rows)
         res.pop("samples")
         name = getattr(task, "test_name", task.name)
@@ -824,7 +824,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                               compiled=compiled)
             t_gen = time.time() - t0
             texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask,
-                                     stop_ids, written)
+                                     stop_ids, opening)
             if isinstance(reward_fn, FunctionReward):  # TRL's completion_ids: the sampled ones
                 reward_fn.sampled_ids = [row[:n] for row, n in zip(ro.completion_ids.tolist(),
                                                                     ro.lengths.tolist())]
