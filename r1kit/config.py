@@ -1798,6 +1798,13 @@ def check_inputs(recipe: Recipe) -> None:
             elif data in recipe.stages:
                 _fail(f"{where}.data", f"stage {data!r} runs after {name!r}",
                       "a stage can only use the output of an earlier stage")
+            elif Path(data).is_dir():  # (a data set's directory: which split, said)
+                from r1kit.tasks.math import _data_file
+
+                try:
+                    _data_file(data)
+                except R1kitError as exc:
+                    _fail(f"{where}.data", exc.args[0], exc.hint)
             elif not data_exists(data):
                 _fail(f"{where}.data", f"{data!r} is neither an earlier sample stage nor a "
                       + ("glob that matches a file" if is_pattern(data) else

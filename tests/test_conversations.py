@@ -598,7 +598,7 @@ def test_a_prefill_after_a_continued_assistant_message_is_refused_before_any_sta
     check_inputs(recipe_from_dict({"stages": stages}))
 
 
-def test_the_readmes_open_r1_sft_stage_runs(tmp_path, monkeypatch, bpe_checkpoint):
+def test_the_readmes_open_r1_sft_stage_runs(tmp_path, monkeypatch, capsys, bpe_checkpoint):
     """The README's stage for open-r1's SFT data (rows of `messages`, parquet shards) runs as
     written, with paths of this test's own, 8 rows in batches of 4, a larger lr and a short
     max_length, and trains on the traces: its loss falls."""
@@ -623,6 +623,14 @@ def test_the_readmes_open_r1_sft_stage_runs(tmp_path, monkeypatch, bpe_checkpoin
     config = json.loads((out / "config.json").read_text())["stages"]["distill"]
     assert (config["adam_betas"], config["final_lr_ratio"], config["system_prompt"]) == \
         ([0.9, 0.999], 0.1, "")
+    # the data set's directory instead of its shards: the glob to give, before any stage
+    whole = tmp_path / "dir.toml"
+    whole.write_text(recipe.read_text().replace('"data/s1K-1.1/train-*.parquet"',
+                                                '"data/s1K-1.1"'))
+    (tmp_path / "again").mkdir()
+    stops_before_any_stage(whole, tmp_path / "again", capsys, [
+        "stages.distill.data", "is a directory, not a data file",
+        "data/s1K-1.1/train-*.parquet"])
     summary = json.loads((out / "distill" / "sft.json").read_text())
     assert summary["rows"] == 8 and summary["steps"] == 30  # (15 epochs of 8 rows, 4 a step)
     assert summary["final_loss"] < 0.7 * summary["first_loss"]
