@@ -144,3 +144,42 @@ def test_interrupted_sft_resumes_exactly(tmp_path, monkeypatch, capsys, bpe_chec
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     base = load_file(model_dir / "model.safetensors")
     assert any(not torch.equal(base[k], a[k]) for k in a)  # the run did train
+
+
+def test_an_sft_checkpoint_of_the_old_step_count_ends_on_its_schedule(tmp_path, monkeypatch,
+                                                                      bpe_checkpoint):
+    """A stage of fewer rows than batch_size takes `epochs` steps; a checkpoint written
+    before that rule (no step count in it) ends after the steps it started with, said."""
+    import json
+
+    import torch
+
+    import r1kit.stages.sft as sft
+    from r1kit.checkpoints import STATE_FILE
+    from r1kit.config import recipe_from_dict
+    from r1kit.pipeline import run_recipe
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{i}+2=", "response": str(i + 2)}) + "\n"
+                            for i in range(3)))
+    recipe = recipe_from_dict({"run": {"progress": False, "tensorboard": False}, "stages": {
+        "sft": {"kind": "sft", "model": str(bpe_checkpoint), "data": str(data), "epochs": 8,
+                "batch_size": 4, "lr": 1e-3, "save_every": 1, "template": "none"}}})
+    out = tmp_path / "run"
+    real = interrupt_at_call(monkeypatch, sft, "sft_loss", 3)  # (one micro-batch a step)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, out, print_fn=lambda *_: None)
+    monkeypatch.setattr(sft, "sft_loss", real)
+    state_file = out / "sft" / "checkpoints" / "step-2" / STATE_FILE
+    state = torch.load(state_file, weights_only=True)
+    assert state["steps"] == 8  # (epochs steps, each on all 3 rows)
+    del state["steps"]  # as written before the rule, which took ceil(8 x 3 / 4) = 6 steps
+    torch.save(state, state_file)
+    printed = []
+    run_recipe(recipe, out, print_fn=printed.append)
+    assert any("it ends after 6" in line for line in printed)
+    summary = json.loads((out / "sft" / "sft.json").read_text())
+    assert summary["steps"] == 6
+    losses = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in losses if r.get("stage") == "sft" and "loss" in r] == \
+        list(range(1, 7))

@@ -401,6 +401,12 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         state = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=True)
         distributed.load_optimizer_state(model, opt, state["optimizer"])
         start, order, losses = state["step"], list(state["order"]), list(state["losses"])
+        if "steps" not in state and cfg.batch_size > len(data):
+            # (a checkpoint written before fewer rows than batch_size meant `epochs` steps:
+            # the stage ends on the schedule it started with)
+            steps = max(1, math.ceil(cfg.epochs * len(data) / cfg.batch_size))
+            log(f"[{name}] its checkpoint was written when a stage of fewer rows than "
+                f"batch_size took ceil(epochs x rows / batch_size) steps: it ends after {steps}")
         gen.set_state(state["generator"])
         rngs, cuda_rngs = state["rng"], state.get("cuda_rng")  # one per rank (dropout)
         if len(rngs) == world.world_size:  # (another number of processes: rank 0's own)
@@ -427,7 +433,7 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
                     tokenizer.save_pretrained(tmp)
             else:
                 save_model(model, tokenizer, tmp, state_dict=weights)
-            torch.save({"step": step, "optimizer": optim, "order": order,
+            torch.save({"step": step, "steps": steps, "optimizer": optim, "order": order,
                         "losses": losses, "generator": gen.get_state(),
                         "rng": rngs, "cuda_rng": cuda_rngs},
                        tmp / STATE_FILE)
