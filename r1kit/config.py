@@ -951,6 +951,17 @@ def _coerce(value, tp, where: str):
 TRL_LOSS_TYPES = {"grpo": "seq-mean-token-mean", "dapo": "token-mean", "bnpo": "token-mean",
                   "dr_grpo": "seq-mean-token-sum-norm"}
 
+# answers that several foreign names share
+_WHOLE_PROMPT = ("not needed: a grpo stage keeps each prompt whole (max_new_tokens caps the "
+                 "responses)")
+_OWN_ENGINE = "not needed: r1kit samples with its own engine (README: Speed)"
+_PACKED = ("not needed: training sequences are packed without padding, micro_batch_size "
+           "sequences per forward pass")
+_NO_OFFLOAD = "not a setting: no CPU offload (FSDP2 shards: distributed = \"fsdp\")"
+_TORCHRUN = ("given to torchrun: torchrun --nproc-per-node N --nnodes M -m r1kit run RECIPE "
+             "(README: Several GPUs and several nodes)")
+_NO_VALUE = "not a setting: GRPO has no value function (verl's gamma and lam are GAE's)"
+
 FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "learning_rate": ("lr",), "num_generations": ("group_size",),
     "max_completion_length": ("max_new_tokens",), "max_response_length": ("max_new_tokens",),
@@ -1056,9 +1067,7 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "clip_grad": ("max_grad_norm",), "betas": ("adam_betas",),
     "lr_warmup_steps": ("warmup_steps",), "lr_warmup_steps_ratio": ("warmup_steps",),
     "warmup_style": ("lr_schedule",), "min_lr_ratio": ("final_lr_ratio",),
-    "response_length": ("max_new_tokens",), "prompt_length": ("max_length", (
-        "not needed: a grpo stage keeps each prompt whole (max_new_tokens caps the "
-        "responses)")),
+    "response_length": ("max_new_tokens",), "prompt_length": ("max_length", _WHOLE_PROMPT),
     "prompt_key": ("question_field", "prompt_field"),
     "train_files": ("train_file", "data"), "val_files": ("test_file",),
     "reward_fn_key": (("not a setting: a verl compute_score gets each row's data_source "
@@ -1066,33 +1075,21 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "custom_reward_function": ("reward_function",),
     "enable_gradient_checkpointing": ("activation_checkpointing",),
     "use_remove_padding": ("not needed: training sequences are packed without padding",),
-    "use_dynamic_bsz": (("not needed: training sequences are packed without padding, "
-                         "micro_batch_size sequences per forward pass"),),
-    "ppo_max_token_len_per_gpu": (("not needed: training sequences are packed without "
-                                   "padding, micro_batch_size sequences per forward pass"),),
+    "use_dynamic_bsz": (_PACKED,), "ppo_max_token_len_per_gpu": (_PACKED,),
     "strategy": ("distributed",),
-    "param_offload": ("not a setting: no CPU offload (FSDP2 shards: distributed = \"fsdp\")",),
-    "optimizer_offload": (("not a setting: no CPU offload (FSDP2 shards: distributed = "
-                           "\"fsdp\")"),),
-    "gpu_memory_utilization": ("not needed: r1kit samples with its own engine (README: Speed)",),
+    "param_offload": (_NO_OFFLOAD,), "optimizer_offload": (_NO_OFFLOAD,),
+    "gpu_memory_utilization": (_OWN_ENGINE,),
     "tensor_model_parallel_size": (("not a setting: r1kit samples with its own engine, one "
                                     "model copy per process (README: Speed)"),),
-    "n_gpus_per_node": (("given to torchrun: torchrun --nproc-per-node N --nnodes M -m r1kit "
-                         "run RECIPE (README: Several GPUs and several nodes)"),),
-    "nnodes": (("given to torchrun: torchrun --nproc-per-node N --nnodes M -m r1kit run "
-                "RECIPE (README: Several GPUs and several nodes)"),),
+    "n_gpus_per_node": (_TORCHRUN,), "nnodes": (_TORCHRUN,),
     "project_name": ("set under [run]: wandb = \"PROJECT\"",),
     "experiment_name": ("given on the command line: r1kit run RECIPE --out DIR",),
     "logger": ("set under [run]: tensorboard = true, wandb = \"PROJECT\"",),
     "default_local_dir": ("given on the command line: r1kit run RECIPE --out DIR",),
     "resume_mode": (("not needed: the same r1kit run command with the same --out resumes an "
                      "interrupted run"),),
-    "gamma": ("not a setting: GRPO has no value function (verl's gamma and lam are GAE's)",),
-    "lam": ("not a setting: GRPO has no value function (verl's gamma and lam are GAE's)",),
-    "truncation": (("not needed: a grpo stage keeps each prompt whole (max_new_tokens caps "
-                    "the responses)"),),
-    "filter_overlong_prompts": (("not needed: a grpo stage keeps each prompt whole "
-                                 "(max_new_tokens caps the responses)"),),
+    "gamma": (_NO_VALUE,), "lam": (_NO_VALUE,),
+    "truncation": (_WHOLE_PROMPT,), "filter_overlong_prompts": (_WHOLE_PROMPT,),
     "val_batch_size": ("generation_rows",),
     "reward_manager": (("not a setting: a reward_function is called once per completion, as "
                         "verl's naive reward manager calls it"),),
@@ -1396,7 +1393,7 @@ def _verl_hint(keys: list[str], stages: list[str], cls=None) -> str:
         return ours("reward_function", _FOREIGN_NOTES["custom_reward_function"]
                     if leaf in ("path", "name") else "")
     if leaf == "name" and "rollout" in above:
-        return instead("not needed: r1kit samples with its own engine (README: Speed)")
+        return instead(_OWN_ENGINE)
     if leaf == "path" and above and above[-1] == "model":
         return ours("model")
     target = leaf if leaf in grpo else next(
@@ -1853,11 +1850,10 @@ def check_inputs(recipe: Recipe) -> None:
                 if (getattr(fn, "raw_reference", False) and cfg.task == "prompts" and examples
                         and not any(ex.meta.get("reference") is not None for ex in examples)):
                     # (a verl compute_score would get no ground_truth at all)
-                    from r1kit.tasks.math import _LIKELY, nested_name
+                    from r1kit.tasks.math import likely_field
 
                     row = examples[0].meta.get("fields", {})
-                    like = next((k for k in _LIKELY[False] if k in row), None) or nested_name(
-                        row, ("ground_truth", *_LIKELY[False]))
+                    like = likely_field(row, question=False)
                     _fail(f"{where}.answer_field", f"no row of train_file has a field "
                           f"{cfg.answer_field!r}, and reward_function {spec!r} (verl's "
                           "compute_score) needs its ground_truth",

@@ -201,6 +201,15 @@ def resolved(row: dict, *names: str) -> dict:
     return {**row, **found} if found else row
 
 
+def likely_field(row: dict, question: bool) -> str | None:
+    """The row's field that looks like the question (or the answer), by the names other data
+    sets give it, for a hint: a field of its own, else one inside an object field (verl's
+    reward_model.ground_truth before extra_info.answer)."""
+    likely = _LIKELY[question]
+    return next((k for k in likely if k in row), None) or nested_name(
+        row, likely if question else ("ground_truth", *likely))
+
+
 def nested_name(row: dict, keys) -> str | None:
     """The dotted name of the first of `keys` that an object field of `row` holds
     ("reward_model.ground_truth"), for a hint; None where none does."""
@@ -298,9 +307,7 @@ def read_examples(path, question_field: str, answer_field: str,
         for field in (question_field, answer_field):
             if field not in row:
                 # the rows before it have the field: this row lacks it, the names are right
-                likely = _LIKELY[field == question_field]
-                like = next((k for k in likely if k in row), None) or nested_name(
-                    row, likely if field == question_field else ("ground_truth", *likely))
+                like = likely_field(row, field == question_field)
                 raise R1kitError(f"{row_at(path, n)}: no field {field!r}", (
                     f"the rows before it have {field!r}: fill it in or drop this row" if out
                     else (f"its fields are {', '.join(map(str, row))}" if row else

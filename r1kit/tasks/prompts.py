@@ -42,8 +42,7 @@ def read_prompts(path, question_field: str, default_type: str | None,
     with a null (None: no type, for a reward function). A row's `answer_field`, where it has
     one, is its example's answer, as a reward function's `answer` argument takes it."""
     from r1kit.tasks.math import (
-        _LIKELY,
-        nested_name,
+        likely_field,
         read_rows,
         reference_text,
         resolved,
@@ -76,8 +75,7 @@ def read_prompts(path, question_field: str, default_type: str | None,
     if answer_field != "answer" and not any("reference" in e.meta for e in out):
         # (named on purpose, and no row has it: a reward function would get no reference)
         where, row = first
-        like = next((k for k in _LIKELY[False] if k in row), None) or nested_name(
-            row, ("ground_truth", *_LIKELY[False]))
+        like = likely_field(row, question=False)
         raise R1kitError(f"{where}: no field {answer_field!r} (answer_field), nor any row "
                          "after it", f"its fields are {', '.join(map(str, row))}"
                          + (f" ({like!r} looks like the answer)" if like else ""))
