@@ -961,6 +961,13 @@ _NO_OFFLOAD = "not a setting: no CPU offload (FSDP2 shards: distributed = \"fsdp
 _TORCHRUN = ("given to torchrun: torchrun --nproc-per-node N --nnodes M -m r1kit run RECIPE "
              "(README: Several GPUs and several nodes)")
 _NO_VALUE = "not a setting: GRPO has no value function (verl's gamma and lam are GAE's)"
+_NO_CRITIC = ("not a setting: a grpo stage has no critic (GRPO's advantages come from each "
+              "group's rewards)")
+_ESTIMATORS = ("not a setting: a grpo stage's advantages are GRPO's, each group's rewards "
+               "centred and scaled (OpenRLHF's group_norm, advantage_scale = \"std\"); its "
+               "dr_grpo is advantage_scale = \"none\", and its reinforce_baseline is close to "
+               "advantage_scale = \"batch\" (the group's mean taken away, then the batch's "
+               "std); rloo, reinforce and gae are not r1kit's")
 
 FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "learning_rate": ("lr",), "num_generations": ("group_size",),
@@ -1098,6 +1105,85 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     **{table: (("verl's table: a grpo stage's settings are the flat keys of its own table "
                 "(README: Coming from verl names them)"),)
        for table in ("actor_rollout_ref", "algorithm", "trainer", "critic")},
+    # OpenRLHF's (train_ppo_ray's flags, and the last part of its newer dotted ones)
+    "pretrain": ("model",), "actor_learning_rate": ("lr",),
+    "critic_learning_rate": (_NO_CRITIC,), "value_clip": (_NO_CRITIC,), "lambd": (_NO_VALUE,),
+    "freezing_actor_steps": (_NO_CRITIC,), "critic_pretrain": (_NO_CRITIC,),
+    "prompt_data": ("train_file", "data"), "prompt_dataset": ("train_file", "data"),
+    "eval_dataset": ("test_file",), "input_key": ("question_field", "prompt_field"),
+    "label_key": ("answer_field",), "apply_chat_template": ("template",),
+    "input_template": (("not a setting: a text prompt goes through R1-Zero's template "
+                        "(template = \"r1-zero\") or the tokenizer's chat template (template = "
+                        "\"chat\"); to ask otherwise, put the words in the prompts"),),
+    "prompt_split": (("not a setting: train_file names a local file (one split's JSONL or "
+                      "parquet file, or a glob of its shards)"),),
+    "max_samples": ("not a setting: cut the data file to the rows you want",),
+    "micro_train_batch_size": ("micro_batch_size",),
+    "micro_rollout_batch_size": ("logprob_micro_batch_size",),
+    "max_epochs": ("ppo_epochs", "epochs"), "num_episodes": ("steps",),
+    "generate_max_len": ("max_new_tokens",), "max_len": ("max_new_tokens",),
+    "prompt_max_len": ("max_length", _WHOLE_PROMPT),
+    "remote_rm_url": ("reward_function",), "remote_url": ("reward_function",),
+    "reward_pretrain": (("helpful_model (and safety_model): reward models score task = "
+                         "\"prompts\" stages; a rule reward is a reward_function"),),
+    "init_kl_coef": ("beta",), "init_coef": ("beta",), "use_loss": ("beta",),
+    "kl_estimator": (("not a setting: the KL term is the k3 estimator (OpenRLHF's "
+                      "kl_estimator = k3), in the loss"),),
+    "kl_target": ("not a setting: beta is fixed (no adaptive KL controller)",),
+    "kl_horizon": ("not a setting: beta is fixed (no adaptive KL controller)",),
+    "advantage_estimator": (_ESTIMATORS,), "estimator": (_ESTIMATORS,),
+    "no_advantage_std_norm": ("advantage_scale",), "no_std_norm": ("advantage_scale",),
+    "eps_clip": ("clip_eps_low",),
+    "eps_clip_low_high": ("clip_eps_low (and clip_eps_high: the two ends of the clip)",),
+    "dual_clip": (("not a setting: the ratio is clipped by clip_eps_low and clip_eps_high "
+                   "alone (no dual clip for negative advantages)"),),
+    "entropy_loss_coef": (("not a setting: the loss has no entropy bonus (the policy's "
+                           "entropy is logged as entropy)"),),
+    "aux_loss_coef": ("not a setting: no MoE load-balancing loss",),
+    "dynamic_filtering": ("dynamic_sampling",), "dynamic_filtering_enable": ("dynamic_sampling",),
+    "dynamic_filtering_reward_range": (("not a setting: dynamic_sampling keeps the groups "
+                                        "whose accuracy (or reward) differs, OpenRLHF's "
+                                        "default range of group means, (0, 1)"),),
+    "overlong_buffer_len": ("overlong_buffer",), "overlong_penalty_factor": ("overlong_weight",),
+    "stop_properly_penalty_coef": ("not a setting: no penalty for responses cut at the cap "
+                                   "(mask_truncated leaves them out of the loss)",),
+    "reward_clip_range": ("not a setting: rewards are not clipped",),
+    "clip_range": ("not a setting: rewards are not clipped",),
+    "normalize_reward": (("not a setting: no running reward normalization (each group's "
+                          "rewards are centred and scaled: advantage_scale)"),),
+    "normalize_enable": (("not a setting: no running reward normalization (each group's "
+                          "rewards are centred and scaled: advantage_scale)"),),
+    "zero_stage": ("distributed",), "adam_offload": (_NO_OFFLOAD,),
+    "ref_reward_offload": (_NO_OFFLOAD,), "offload": (_NO_OFFLOAD,),
+    "packing_samples": ("not needed: training sequences are packed without padding",),
+    "flash_attn": (("not needed: r1kit's lean forward runs torch's scaled-dot-product "
+                    "attention over packed sequences"),),
+    "target_modules": ("lora_target_modules",), "rank": ("lora_rank",),
+    "load_in_4bit": ("not a setting: no quantized training",),
+    "save_path": ("given on the command line: r1kit run RECIPE --out DIR",),
+    "ckpt_path": ("given on the command line: r1kit run RECIPE --out DIR",),
+    "max_ckpt_num": ("keep_checkpoints",), "max_num": ("keep_checkpoints",),
+    "load_checkpoint": (("not needed: the same r1kit run command with the same --out resumes "
+                         "an interrupted run"),),
+    "save_hf_ckpt": (("not needed: every stage's final model is a Hugging Face checkpoint "
+                      "directory"),),
+    "use_wandb": ("set under [run]: wandb = \"PROJECT\"",),
+    "wandb_project": ("set under [run]: wandb = \"PROJECT\"",),
+    "use_tensorboard": ("set under [run]: tensorboard = true",),
+    **{name: (_TORCHRUN,) for name in (
+        "actor_num_nodes", "actor_num_gpus_per_node", "ref_num_nodes", "ref_num_gpus_per_node",
+        "reward_num_nodes", "reward_num_gpus_per_node", "critic_num_nodes",
+        "critic_num_gpus_per_node", "num_nodes", "num_gpus_per_node")},
+    **{name: (("not needed: one process holds the policy, the reference and the "
+               "sampling"),) for name in ("colocate_all_models", "colocate_actor_ref",
+                                         "colocate_critic_reward", "colocate_all")},
+    "l2": ("weight_decay",), "lr_warmup_ratio": ("warmup_steps",),
+    "lr_scheduler": ("lr_schedule",), "max_norm": ("max_grad_norm",),
+    "policy_loss_type": ("importance_sampling",),
+    "gradient_checkpointing_enable": ("activation_checkpointing",),
+    "agent_func_path": ("not a setting: rollouts are single-turn (no agent loop)",),
+    "enable_ema": ("not a setting: no EMA of the weights",),
+    "eval_temperature": ("eval",), "eval_n_samples_per_prompt": ("eval",),
 }
 # TRL's and open-r1's SFT settings where an sft stage answers them otherwise than a grpo stage
 FOREIGN_SFT = {
@@ -1135,6 +1221,47 @@ FOREIGN_SFT["use_liger"] = FOREIGN_SFT["use_liger_kernel"]  # (open-r1's older n
 # verl's top-level tables, read in a --set or a stage's key as verl's dotted settings
 VERL_TABLES = ("actor_rollout_ref", "algorithm", "data", "trainer", "critic",
                "custom_reward_function", "reward_model")
+# OpenRLHF's, of its newer dotted flags (--actor.adam.lr); data and critic are verl's too
+OPENRLHF_TABLES = ("actor", "rollout", "algo", "train", "reward", "ds", "ckpt", "vllm", "ref",
+                   "logger", "eval")
+# OpenRLHF's data.* settings (verl's data table has others)
+_OPENRLHF_DATA = ("input_key", "label_key", "input_template", "apply_chat_template", "max_len",
+                  "prompt_dataset", "prompt_probs", "prompt_split", "max_samples", "image_key",
+                  "disable_fast_tokenizer", "dataloader_num_workers")
+# OpenRLHF's dotted settings whose last part alone would be read otherwise: r1kit's setting
+# (a name of a grpo stage) or what to say
+_OPENRLHF_PATHS = {
+    "rollout.batch_size": ("rollout_batch_size", ", which counts completions: OpenRLHF's "
+                           "rollout.batch_size (prompts) x rollout.n_samples_per_prompt"),
+    "train.batch_size": ("num_minibatches", ", the optimizer updates per rollout: "
+                         "rollout_batch_size / OpenRLHF's train.batch_size (both count "
+                         "samples)"),
+    "train.micro_batch_size": ("micro_batch_size", ": sequences per forward pass of each "
+                               "process"),
+    "rollout.micro_batch_size": ("logprob_micro_batch_size", ": sequences per forward pass "
+                                 "of the log-probs before training"),
+    "actor.model_name_or_path": ("model", ""),
+    "algo.kl.estimator": ("", FOREIGN_KEYS["kl_estimator"][0]),
+    "algo.dynamic_filtering_range": ("", FOREIGN_KEYS["dynamic_filtering_reward_range"][0]),
+    "reward.model_name_or_path": ("", FOREIGN_KEYS["reward_pretrain"][0]),
+    "ds.lora.alpha": ("lora_alpha", ""), "ds.lora.dropout": ("lora_dropout", ""),
+    "ds.param_dtype": ("", "set as dtype under [run] (auto, bfloat16 or float32)"),
+    "train.seed": ("", "seed is a [run] setting"),
+    "train.dynamic_batch_enable": ("", FOREIGN_KEYS["packing_samples"][0]),
+    "eval.dataset": ("test_file", ", a local JSONL or parquet file"),
+    "eval.steps": ("eval", ": `every` in the stage's eval table ([stages.NAME.eval] every = N)"),
+    "eval.temperature": ("eval", ": temperature in the stage's eval table"),
+    "eval.n_samples_per_prompt": ("eval", ": k in the stage's eval table"),
+    "ckpt.path": ("", FOREIGN_KEYS["save_path"][0]),
+    "ckpt.output_dir": ("", FOREIGN_KEYS["save_path"][0]),
+    "ckpt.save_steps": ("save_every", ""),
+    "ckpt.load_enable": ("", FOREIGN_KEYS["load_checkpoint"][0]),
+    "ckpt.save_hf": ("", FOREIGN_KEYS["save_hf_ckpt"][0]),
+    "logger.wandb.project": ("", "set under [run]: wandb = \"PROJECT\""),
+    "logger.tensorboard_dir": ("", "set under [run]: tensorboard = true (the events go in the "
+                               "stage's directory)"),
+    "actor.adam.eps": ("", "not a setting: AdamW's eps is torch's default, 1e-8"),
+}
 _FOREIGN_NOTES = {
     "max_steps": (", which counts rollouts: TRL's max_steps counts optimizer updates, "
                   "num_minibatches x ppo_epochs of them per rollout here"),
@@ -1199,6 +1326,32 @@ _FOREIGN_NOTES = {
                                "and extra_info is called as verl calls it"),
     "val_files": ", a local JSONL or parquet file",
     "train_files": ", a local JSONL or parquet file",
+    "remote_rm_url": (" = \"path/to/reward_func.py:reward_func\" (the file and the function's "
+                      "name): a function of queries, prompts and labels is called as OpenRLHF "
+                      "calls it"),
+    "remote_url": (" = \"path/to/reward_func.py:reward_func\" (the file and the function's "
+                   "name): a function of queries, prompts and labels is called as OpenRLHF "
+                   "calls it"),
+    "init_kl_coef": (": the k3 KL term's weight in the loss (OpenRLHF's init_kl_coef with "
+                     "use_kl_loss; r1kit puts no KL in the reward); 0 loads no reference model"),
+    "max_len": (", which caps the responses alone (OpenRLHF's max_len caps prompt and response "
+                "together; a grpo stage keeps each prompt whole)"),
+    "num_episodes": (", which counts rollouts: OpenRLHF's num_episodes x prompts / "
+                     "prompts per rollout (rollout_batch_size / group_size)"),
+    "max_epochs": " (passes over each rollout)",
+    "micro_rollout_batch_size": ": sequences per forward pass of the log-probs before training",
+    "micro_train_batch_size": ": sequences per forward pass of each process",
+    "apply_chat_template": " = \"chat\": the tokenizer's chat template",
+    "no_advantage_std_norm": " = \"none\"", "no_std_norm": " = \"none\"",
+    "zero_stage": (": \"ddp\" (every process holds the whole model, as ZeRO-0 to 2 do with the "
+                   "weights) or \"fsdp\" (FSDP2 shards it, as ZeRO-3), under torchrun"),
+    "lr_warmup_ratio": (", a number of optimizer updates: the ratio x steps x num_minibatches x "
+                        "ppo_epochs"),
+    "policy_loss_type": ": token (OpenRLHF's ppo) or sequence (gspo)",
+    "eval_temperature": ": temperature in the stage's eval table ([stages.NAME.eval])",
+    "eval_n_samples_per_prompt": ": k in the stage's eval table ([stages.NAME.eval] k = N)",
+    "label_key": " (a dotted name reads inside an object field)",
+    "input_key": ", or prompt_field for rows of chat messages",
 }
 
 
@@ -1245,8 +1398,8 @@ def build(cls, data: dict, where: str):
     if unknown:  # every unknown key of the table at once, each with its hint
         kind = getattr(cls, "kind", None)
         stage = where.split(".")[1:2] if where.startswith("stages.") else []
-        said = [_verl_hint(_leaf_path(key, data[key]), stage, cls)
-                if key in VERL_TABLES and isinstance(data[key], dict) and data[key] else
+        said = [_table_hint(_leaf_path(key, data[key]), stage, cls)
+                if key in FOREIGN_TABLES and isinstance(data[key], dict) and data[key] else
                 _unknown_hint(key, names, kind, cls) for key in unknown]
         if len(unknown) == 1:
             _fail(f"{where}.{unknown[0]}", "unknown key", said[0])
@@ -1405,6 +1558,55 @@ def _verl_hint(keys: list[str], stages: list[str], cls=None) -> str:
             "the flat keys of its table; README: Coming from verl)")
 
 
+def _openrlhf_hint(keys: list[str], stages: list[str], cls=None) -> str:
+    """The hint for an OpenRLHF setting given as its newer flags name it (actor.adam.lr):
+    r1kit's setting for it in a grpo stage's table, by the whole name where its last part
+    alone means something else, else by that last part."""
+    leaf, dotted = keys[-1], ".".join(keys)
+    grpo = [f.name for f in dataclasses.fields(cls or GRPOConfig)]
+    stage = stages[0] if len(stages) == 1 else "NAME"
+    where = " (README: Coming from OpenRLHF)"
+    setting, note = _OPENRLHF_PATHS.get(dotted, (None, None))
+    if setting is None and keys[0] == "vllm":
+        setting, note = "", _OWN_ENGINE
+    if setting is None and keys[0] == "actor" and "muon" in keys:
+        setting, note = "", "not a setting: the optimizer is AdamW (torch's)"
+    if setting is None:
+        setting = leaf if leaf in grpo else next(
+            (t for t in FOREIGN_KEYS.get(leaf, ()) if t in grpo), None)
+        note = _FOREIGN_NOTES.get(leaf, "") if setting not in (None, leaf) else ""
+    if setting:
+        return f"{dotted} is OpenRLHF's name: r1kit's is stages.{stage}.{setting}{note}{where}"
+    said = note or next((t for t in FOREIGN_KEYS.get(leaf, ()) if " " in t), None)
+    where = "" if said and "(README" in said else where
+    return (f"{dotted} is OpenRLHF's name: {said}{where}" if said else
+            f"{dotted} is OpenRLHF's name; a stage's settings are the flat keys of its "
+            f"table{where}")
+
+
+def _bare_hint(key: str, stages: list[str]) -> str | None:
+    """The hint for a stage's setting given alone in a --set (--set n_samples_per_prompt=8),
+    by r1kit's name or by TRL's, verl's or OpenRLHF's for it."""
+    grpo = [f.name for f in dataclasses.fields(GRPOConfig)]
+    own = key if key in grpo else next((t for t in FOREIGN_KEYS.get(key, ()) if t in grpo), None)
+    if own is None:
+        return None
+    named = "" if own == key else f"r1kit's name for {key!r} is {own!r}; "
+    stage = stages[0] if len(stages) == 1 else "NAME"
+    return f"{named}a stage's setting: --set stages.{stage}.{own}=VALUE"
+
+
+# the top-level tables of verl's and OpenRLHF's settings
+FOREIGN_TABLES = tuple(dict.fromkeys(VERL_TABLES + OPENRLHF_TABLES))
+
+
+def _table_hint(keys: list[str], stages: list[str], cls=None) -> str:
+    """The hint for a dotted setting of verl's or OpenRLHF's (keys[0] in FOREIGN_TABLES)."""
+    openrlhf = (".".join(keys) in _OPENRLHF_PATHS or keys[0] not in VERL_TABLES
+                or keys[0] == "data" and keys[-1] in _OPENRLHF_DATA)
+    return (_openrlhf_hint if openrlhf else _verl_hint)(keys, stages, cls)
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     p = Path(path)
     if p.is_dir():
@@ -1425,7 +1627,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         if keys[0] not in ("run", "stages") and keys[0] not in data:  # e.g. `stage.zero.lr`
             close = difflib.get_close_matches(keys[0], ["run", "stages"], n=1)
             raise R1kitError(f"--set {o!r}: {keys[0]!r} is not a recipe table (run, stages)",
-                             _verl_hint(keys, stages) if keys[0] in VERL_TABLES else
+                             _table_hint(keys, stages) if keys[0] in FOREIGN_TABLES else
+                             _bare_hint(keys[0], stages) if len(keys) == 1
+                             and _bare_hint(keys[0], stages) else
                              f"did you mean {close[0]!r}?" if close else
                              "give run.KEY=VALUE or stages.NAME.KEY=VALUE")
         if len(keys) > 2 and keys[0] == "stages" and keys[1] not in stages + list(added):
@@ -1463,7 +1667,7 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
         close = difflib.get_close_matches(key, ["run", "stages"], n=1)
         stages = list(data["stages"]) if isinstance(data.get("stages"), dict) else []
         _fail(f"{source}: {key}", "unknown top-level table",
-              _verl_hint(_leaf_path(key, data[key]), stages) if key in VERL_TABLES else
+              _table_hint(_leaf_path(key, data[key]), stages) if key in FOREIGN_TABLES else
               f"did you mean {close[0]!r}?" if close else "use [run] and [stages.NAME]")
     run = build(RunConfig, data.get("run", {}), "run")
     run.validate("run")

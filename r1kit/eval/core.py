@@ -157,11 +157,12 @@ def evaluate_reward(model, tokenizer, reward, examples: list[Example], prompts: 
     if hasattr(reward, "sampled_ids"):  # a reward function's completion_ids (TRL's)
         reward.sampled_ids = [r[:n] for r, n in zip(ro.completion_ids.tolist(),
                                                     ro.lengths.tolist())]
+        reward.prompt_ids = [prompts[i // k] for i in range(len(texts))]
     try:
         scored = reward.score(texts, rows)
     finally:
         if hasattr(reward, "sampled_ids"):
-            reward.sampled_ids = None
+            reward.sampled_ids = reward.prompt_ids = None
     per_prompt = [sum(s for s, _ in scored[i * k:(i + 1) * k]) / k
                   for i in range(len(examples))]
     n = len(per_prompt)

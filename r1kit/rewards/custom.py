@@ -66,7 +66,8 @@ def load_function(spec: str) -> Callable:
     fn = getattr(module, name, None)
     if not callable(fn):
         raise R1kitError(f"reward_function: {where!r} has no function {name!r}")
-    return VerlScore(fn, spec) if VerlScore.takes(fn) else fn
+    return (VerlScore(fn, spec) if VerlScore.takes(fn) else
+            OpenRLHFReward(fn, spec) if OpenRLHFReward.takes(fn) else fn)
 
 
 def source_file(spec: str) -> str:
@@ -245,6 +246,124 @@ class VerlScore:
         return scores
 
 
+# OpenRLHF's reward function: reward_func(queries, prompts, labels), given in --remote_rm_url
+OPENRLHF_ARGS = ("queries", "prompts", "labels")
+
+
+class OpenRLHFReward:
+    """A reward function written for OpenRLHF, `reward_func(queries, prompts, labels,
+    **kwargs)` (the file OpenRLHF's --remote_rm_url names), called as OpenRLHF calls it:
+    positionally, with lists of one entry per completion: `queries`, each completion's
+    prompt and response as one text, decoded with the special tokens kept (the chat
+    template's, the stop token); `prompts`, the prompts as the model read them (after the
+    chat template or the R1-Zero template, the prefill included); `labels`, the references
+    as the data file stores them (answer_field's value, OpenRLHF's label_key). r1kit calls it
+    once per batch of completions (OpenRLHF's newer releases call it once per completion).
+
+    It returns the rewards (a tensor, an array or a list) or a dict whose "rewards" are
+    them. The dict's "extra_logs" are metrics: an entry of one number per completion is each
+    completion's reward/metric/NAME (meaned over the completions of every process), a
+    single number the batch's. Its "scores" (OpenRLHF's dynamic filtering reads them) are
+    logged as reward/metric/scores where they differ from the rewards; r1kit's
+    dynamic_sampling judges a group by its rewards.
+
+    load_function gives one in place of a function whose first parameter is `queries`, so
+    a stage calls it as any reward function of its own."""
+
+    takes_text = True  # (its completions are text, whatever the prompts)
+    raw_reference = True  # (its labels are the references as stored: Example.meta)
+    row_metrics = True  # (it logs a metric per completion: FunctionReward's row_metric)
+    takes_sequences = True  # (its queries are decoded from the token ids: _sequences)
+
+    @staticmethod
+    def takes(fn: Callable) -> bool:
+        params = _parameters(fn) or []
+        return bool(params) and params[0].name == "queries" and "completions" not in {
+            p.name for p in params}
+
+    def __init__(self, fn: Callable, spec: str):
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", "reward_func")
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        code = getattr(fn, "__code__", None)
+        if code is not None:  # (where a warning or an error of the function points)
+            self.__code__ = code
+        params = _parameters(fn)
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY,
+                                                      p.POSITIONAL_OR_KEYWORD)]
+        if len(positional) < 3 and not any(p.kind is p.VAR_POSITIONAL for p in params):
+            raise R1kitError(f"reward_function {spec}: an OpenRLHF reward_func is called with "
+                             f"three lists, {', '.join(OPENRLHF_ARGS)}, and this one takes "
+                             f"{len(positional)}", "take (queries, prompts, labels, **kwargs)")
+        for p in params:
+            if p.default is p.empty and p not in positional[:3] and p.kind in (
+                    p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                raise R1kitError(f"reward_function {spec}: parameter {p.name!r} is not one of "
+                                 f"the arguments an OpenRLHF reward_func gets "
+                                 f"({', '.join(OPENRLHF_ARGS)})", "give it a default")
+
+    def __call__(self, completions, prompts, answer, log_metric=None, log_extra=None,
+                 _row_metric=None, _sequences=None):
+        n = len(completions)
+        texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+        if _sequences is not None:  # (a stage's: the token ids it sampled, decoded)
+            shown, queries = [list(x) for x in zip(*_sequences)] if n else ([], [])
+        else:  # (r1kit score: the rows' prompts as stored, a conversation's last user turn)
+            from r1kit.templates import prompt_text
+
+            shown = [prompt_text(p) if isinstance(p, list) else str(p) for p in prompts]
+            queries = [p + t for p, t in zip(shown, texts)]
+        result = self.fn(queries, shown, list(answer))
+        if inspect.isawaitable(result):  # (an async reward_func)
+            result = _awaited(result)
+        logs, scores = {}, None
+        if isinstance(result, dict):
+            if "rewards" not in result:
+                raise ValueError(f"it returned a dict without 'rewards' ({sorted(result)}): "
+                                 "OpenRLHF reads the rewards from its 'rewards'")
+            logs = result.get("extra_logs") or {}
+            if not isinstance(logs, dict):
+                raise ValueError(f"its 'extra_logs' is {type(logs).__name__}, not a dict of "
+                                 "metrics")
+            scores = result.get("scores")
+            result = result["rewards"]
+        rewards = _numbers(result, n, "rewards")
+        if scores is not None:
+            scores = _numbers(scores, n, "scores")
+            if any(a != b for a, b in zip(scores, rewards)):
+                logs = {**logs, "scores": scores}
+        for key, value in logs.items():
+            values = _numbers(value, n, f"extra_logs[{key!r}]", single=True)
+            if len(values) == n:  # (one per completion: each completion's own)
+                _row_metric(str(key), [v if v is not None and math.isfinite(v) else None
+                                       for v in values])
+            elif values[0] is not None and math.isfinite(values[0]):  # (the batch's)
+                log_metric(str(key), values[0])
+        return rewards
+
+
+def _numbers(value, n: int, what: str, single: bool = False) -> list:
+    """A tensor, array, list or number as a list of Python numbers (None kept); `n` of
+    them, or one where `single` allows a single number."""
+    if hasattr(value, "detach"):  # (a torch tensor, on any device)
+        value = value.detach().float().cpu().tolist()
+    value = _plain(value)
+    if isinstance(value, (list, tuple)):
+        value = [_plain(v) for v in value]
+        if value and all(isinstance(v, list) and len(v) == 1 for v in value):
+            value = [v[0] for v in value]  # (a column, [n, 1])
+    elif isinstance(value, numbers.Real):
+        value = [value]
+    else:
+        raise ValueError(f"its {what} is {type(value).__name__}, not numbers")
+    if len(value) != n and not (single and len(value) == 1):
+        raise ValueError(f"its {what} has {len(value)} entries for {n} completions")
+    bad = [v for v in value if v is not None and not isinstance(v, numbers.Real)]
+    if bad:
+        raise ValueError(f"its {what} holds {bad[0]!r}, not numbers")
+    return [None if v is None else float(v) for v in value]
+
+
 def _plain(value):
     """A numpy scalar (np.bool_, np.int64) as the Python value it holds, an array as a list;
     anything else as it is."""
@@ -296,6 +415,9 @@ class FunctionReward:
         self.tokenizer = tokenizer
         self.trainer_state = SimpleNamespace(global_step=0, max_steps=0)
         self.sampled_ids: list[list[int]] | None = None
+        # and prompt_ids, each completion's prompt as the model read it (for an OpenRLHF
+        # reward_func's queries), set by the stage beside sampled_ids
+        self.prompt_ids: list[list[int]] | None = None
         self.weights = list(weights) if weights else [1.0] * len(self.fns)
         if len(self.weights) != len(self.fns):
             raise R1kitError(f"reward_weights has {len(self.weights)} weights for "
@@ -315,6 +437,18 @@ class FunctionReward:
             return [list(ids) for ids in self.sampled_ids]
         texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def _sequences(self, n: int) -> list[tuple[str, str]] | None:
+        """Each completion's prompt, and its prompt and response together, as texts decoded
+        from the token ids with the special tokens kept (as OpenRLHF decodes its queries);
+        None where the stage gave no token ids (r1kit score)."""
+        if (self.tokenizer is None or self.prompt_ids is None or self.sampled_ids is None
+                or len(self.prompt_ids) != n or len(self.sampled_ids) != n):
+            return None
+
+        def text(ids: list[int]) -> str:
+            return self.tokenizer.decode(ids, skip_special_tokens=False)
+        return [(text(p), text([*p, *c])) for p, c in zip(self.prompt_ids, self.sampled_ids)]
 
     @staticmethod
     def _warn(fn: Callable, message: str) -> None:
@@ -429,6 +563,8 @@ class FunctionReward:
         for arg, logger in ((LOG_METRIC, log_metric), (LOG_EXTRA, log_extra)):
             if arg in takes and logger is not None:
                 extras[arg] = logger
+        if getattr(fn, "takes_sequences", False):  # (OpenRLHF's queries: prompt + response)
+            extras["_sequences"] = self._sequences(n)
         if getattr(fn, "row_metrics", False) and row_metric is not None:
             extras["_row_metric"] = row_metric  # (private: a data field row_metric stays one)
         try:

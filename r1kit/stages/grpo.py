@@ -828,11 +828,12 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             if isinstance(reward_fn, FunctionReward):  # TRL's completion_ids: the sampled ones
                 reward_fn.sampled_ids = [row[:n] for row, n in zip(ro.completion_ids.tolist(),
                                                                     ro.lengths.tolist())]
+                reward_fn.prompt_ids = [p for p in prompts for _ in range(G)]
             try:
                 scored = scoring.results(texts)
             finally:
                 if isinstance(reward_fn, FunctionReward):
-                    reward_fn.sampled_ids = None
+                    reward_fn.sampled_ids = reward_fn.prompt_ids = None
         if cfg.overlong_buffer:  # DAPO's soft overlong punishment, logged as reward/overlong
             penalty = overlong_penalty(ro.lengths, cfg.max_new_tokens_at(step),
                                        cfg.overlong_buffer).tolist()
