@@ -235,3 +235,36 @@ def test_the_readmes_openrlhf_stage_runs(tmp_path, monkeypatch, bpe_checkpoint):
                  "answer_field=label", "--input", str(written), "--output", str(again)]) == 0
     assert [json.loads(x)["reward"] for x in again.read_text().splitlines()] == \
         pytest.approx([r["custom"] for r in done])
+
+
+KWARGS_ONLY = '''
+def verl_style(**kwargs):
+    return float(kwargs["solution_str"] == kwargs["ground_truth"])
+
+def openrlhf_style(**kwargs):
+    return [0.0 for q in kwargs["queries"]]
+
+def infinite(data_source, solution_str, ground_truth, extra_info=None):
+    return float("inf")
+'''
+
+
+def test_a_function_of_kwargs_alone_that_reads_foreign_arguments_is_told_how(tmp_path):
+    """A function of **kwargs alone is called as TRL calls it: one that reads verl's or
+    OpenRLHF's arguments from them fails with a KeyError, and the error says which parameter
+    to name to have it called as its framework calls it; an infinite score names the
+    function's file and line."""
+    from r1kit.rewards.custom import FunctionReward, load_function
+    from r1kit.tasks.base import Example
+
+    (tmp_path / "kw.py").write_text(KWARGS_ONLY)
+    rows = [Example(question="q", answer="1", meta={"fields": {}})]
+    for name, says in (("verl_style", "name solution_str as a parameter"),
+                       ("openrlhf_style", "queries as its first parameter")):
+        with pytest.raises(R1kitError, match="raised KeyError") as info:
+            FunctionReward(load_function(f"{tmp_path / 'kw.py'}:{name}")).score(["1"], rows)
+        assert says in info.value.hint, info.value.hint
+    line = KWARGS_ONLY.splitlines().index(
+        "def infinite(data_source, solution_str, ground_truth, extra_info=None):") + 1
+    with pytest.raises(R1kitError, match=rf"returned inf \(.*kw.py:{line}\)"):
+        FunctionReward(load_function(f"{tmp_path / 'kw.py'}:infinite")).score(["1"], rows)

@@ -596,6 +596,18 @@ class FunctionReward:
                      "[{'role': 'assistant', 'content': text}], as TRL gives it" if chat else
                      "after text prompts each completion is text (a string), as TRL gives "
                      "it; prompts of chat messages give conversations")
+            # (a function of **kwargs alone that reads verl's or OpenRLHF's arguments: it is
+            # called as TRL calls it, since nothing in its signature says otherwise)
+            foreign = (exc.args[0] if isinstance(exc, KeyError) and exc.args
+                       and exc.args[0] in (*VERL_ARGS, *OPENRLHF_ARGS) else None)
+            if foreign is not None:
+                shape = (f"it reads {foreign!r} from **kwargs, and a function of **kwargs alone "
+                         "is called as TRL calls it (completions, prompts, answer): name "
+                         + ("solution_str as a parameter, compute_score(data_source, "
+                            "solution_str, ground_truth, extra_info=None, **kwargs), to have it "
+                            "called as verl calls it" if foreign in VERL_ARGS else
+                            "queries as its first parameter, reward_func(queries, prompts, "
+                            "labels, **kwargs), to have it called as OpenRLHF calls it"))
             raise R1kitError(f"reward_function {name} raised {type(exc).__name__}: {exc} "
                              f"({where})", shape) from exc
         try:
@@ -623,7 +635,9 @@ class FunctionReward:
                 out.append(None)
                 continue
             if not math.isfinite(s):
-                raise R1kitError(f"reward_function {name} returned {s}",
+                code = getattr(fn, "__code__", None)
+                where = f" ({code.co_filename}:{code.co_firstlineno})" if code else ""
+                raise R1kitError(f"reward_function {name} returned {s}{where}",
                                  "return finite floats (or None, or NaN, for no score)")
             out.append(s)
         return out
