@@ -1216,8 +1216,19 @@ FOREIGN_SFT = {
     "use_liger_kernel": ("not needed: the output layer's log-probabilities are computed in "
                          "chunks (logprob_chunk_tokens)"),
     "dataset_num_proc": "not needed: the rows are tokenized once, in this process",
+    # OpenRLHF's train_sft flags
+    "input_key": "prompt_field, the prompt's field (OpenRLHF's input_key)",
+    "output_key": "response_field, the response's field (OpenRLHF's output_key)",
+    "max_epochs": "epochs, the passes over the data",
+    "train_batch_size": ("batch_size, the rows per optimizer step (OpenRLHF's "
+                         "train_batch_size, all processes together)"),
+    "micro_train_batch_size": "micro_batch_size, the rows per forward pass of each process",
+    "max_len": ("max_length, the tokens per row, prompt and response together (a longer "
+                "response is cut)"),
+    "pretrain": "model, the checkpoint to fine-tune",
 }
 FOREIGN_SFT["use_liger"] = FOREIGN_SFT["use_liger_kernel"]  # (open-r1's older name)
+FOREIGN_SFT["lr_warmup_ratio"] = FOREIGN_SFT["warmup_ratio"]  # (OpenRLHF's name)
 # verl's top-level tables, read in a --set or a stage's key as verl's dotted settings
 VERL_TABLES = ("actor_rollout_ref", "algorithm", "data", "trainer", "critic",
                "custom_reward_function", "reward_model")
@@ -1301,7 +1312,8 @@ _FOREIGN_NOTES = {
     "max_prompt_length": ", which caps the whole row (prompt and response)",
     "prompt_length": ", which caps the whole row (prompt and response)",
     "train_batch_size": (", which counts completions: verl's train_batch_size (prompts) x "
-                         "rollout.n"),
+                         "rollout.n (OpenRLHF's train_batch_size, the samples per optimizer "
+                         "update, is rollout_batch_size / num_minibatches)"),
     "n": " (verl's rollout.n)",
     "ppo_micro_batch_size_per_gpu": ": sequences per forward pass of each process",
     "use_kl_loss": (": > 0 puts the k3 KL term in the loss (verl's use_kl_loss with "

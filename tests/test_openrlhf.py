@@ -167,6 +167,16 @@ def test_openrlhf_names_get_r1kits(tmp_path):
     with pytest.raises(R1kitError, match="unknown top-level table") as info:
         load_recipe(recipe)
     assert "actor.adam.lr is OpenRLHF's name: r1kit's is stages.grpo.lr" in info.value.hint
+    # train_sft's flags in an sft stage: its own settings
+    recipe.write_text('[stages.s]\nkind = "sft"\nmodel = "m"\ndata = "d.jsonl"\n'
+                      'input_key = "q"\noutput_key = "a"\ntrain_batch_size = 64\n'
+                      'max_epochs = 3\n')
+    with pytest.raises(R1kitError) as info:
+        load_recipe(recipe)
+    for says in ("'input_key' is prompt_field", "'output_key' is response_field",
+                 "'train_batch_size' is batch_size, the rows per optimizer step",
+                 "'max_epochs' is epochs, the passes over the data"):
+        assert says in info.value.hint, (says, info.value.hint)
 
 
 README_FUNC = '''
