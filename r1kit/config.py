@@ -952,6 +952,8 @@ TRL_LOSS_TYPES = {"grpo": "seq-mean-token-mean", "dapo": "token-mean", "bnpo": "
                   "dr_grpo": "seq-mean-token-sum-norm"}
 
 # answers that several foreign names share
+_REMOTE_RM = (" = \"path/to/reward_func.py:reward_func\" (the file and the function's name): a "
+              "function of queries, prompts and labels is called as OpenRLHF calls it")
 _WHOLE_PROMPT = ("not needed: a grpo stage keeps each prompt whole (max_new_tokens caps the "
                  "responses)")
 _OWN_ENGINE = "not needed: r1kit samples with its own engine (README: Speed)"
@@ -960,7 +962,7 @@ _PACKED = ("not needed: training sequences are packed without padding, micro_bat
 _NO_OFFLOAD = "not a setting: no CPU offload (FSDP2 shards: distributed = \"fsdp\")"
 _TORCHRUN = ("given to torchrun: torchrun --nproc-per-node N --nnodes M -m r1kit run RECIPE "
              "(README: Several GPUs and several nodes)")
-_NO_VALUE = "not a setting: GRPO has no value function (verl's gamma and lam are GAE's)"
+_NO_VALUE = "not a setting: GRPO has no value function (gamma and lambda are GAE's)"
 _NO_CRITIC = ("not a setting: a grpo stage has no critic (GRPO's advantages come from each "
               "group's rewards)")
 _ESTIMATORS = ("not a setting: a grpo stage's advantages are GRPO's, each group's rewards "
@@ -968,14 +970,25 @@ _ESTIMATORS = ("not a setting: a grpo stage's advantages are GRPO's, each group'
                "dr_grpo is advantage_scale = \"none\", and its reinforce_baseline is close to "
                "advantage_scale = \"batch\" (the group's mean taken away, then the batch's "
                "std); rloo, reinforce and gae are not r1kit's")
+_NO_STD_NORM = ("not needed with GRPO's advantages: OpenRLHF's group_norm always divides by the "
+                "group's std, and its no_std_norm turns off the batch whitening of gae, "
+                "reinforce and reinforce_baseline; advantage_scale = \"none\" leaves the std "
+                "out, as its dr_grpo")
+_NO_NORMALIZE = ("not a setting: no running reward normalization (each group's rewards are "
+                 "centred and scaled: advantage_scale)")
+_NO_CLIP = "not a setting: rewards are not clipped"
+_COLOCATED = "not needed: one process holds the policy, the reference and the sampling"
+_WANDB = "set under [run]: wandb = \"PROJECT\""
+_ATTENTION = ("not needed: r1kit's lean forward runs torch's scaled-dot-product attention over "
+              "packed sequences")
 
 FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "learning_rate": ("lr",), "num_generations": ("group_size",),
     "max_completion_length": ("max_new_tokens",), "max_response_length": ("max_new_tokens",),
     "max_tokens": ("max_new_tokens",), "num_train_epochs": ("epochs", "steps"),
     "rollout_n": ("group_size",), "n_samples_per_prompt": ("group_size",),
-    "max_prompt_length": ("max_length", "not needed: a grpo stage keeps each prompt whole "
-                          "(max_new_tokens caps the responses)"),
+    "max_prompt_length": ("max_length", ("not needed: a grpo stage keeps each prompt whole "
+                          "(max_new_tokens caps the responses)")),
     "output_dir": ("given on the command line: r1kit run RECIPE --out DIR",),
     "logging_steps": ("not needed: every step is a row of metrics.jsonl (and TensorBoard)",),
     "report_to": ("set under [run]: tensorboard = true, wandb = \"PROJECT\"",),
@@ -1112,9 +1125,11 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "prompt_data": ("train_file", "data"), "prompt_dataset": ("train_file", "data"),
     "eval_dataset": ("test_file",), "input_key": ("question_field", "prompt_field"),
     "label_key": ("answer_field",), "apply_chat_template": ("template",),
-    "input_template": (("not a setting: a text prompt goes through R1-Zero's template "
-                        "(template = \"r1-zero\") or the tokenizer's chat template (template = "
-                        "\"chat\"); to ask otherwise, put the words in the prompts"),),
+    "input_template": (("not a setting: template = \"none\" reads each prompt verbatim "
+                        "(OpenRLHF without apply_chat_template or input_template): put a "
+                        "template's words in the prompts; or R1-Zero's template (template = "
+                        "\"r1-zero\", the default) or the tokenizer's chat template "
+                        "(\"chat\")"),),
     "prompt_split": (("not a setting: train_file names a local file (one split's JSONL or "
                       "parquet file, or a glob of its shards)"),),
     "max_samples": ("not a setting: cut the data file to the rows you want",),
@@ -1123,16 +1138,15 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "max_epochs": ("ppo_epochs", "epochs"), "num_episodes": ("steps",),
     "generate_max_len": ("max_new_tokens",), "max_len": ("max_new_tokens",),
     "prompt_max_len": ("max_length", _WHOLE_PROMPT),
-    "remote_rm_url": ("reward_function",), "remote_url": ("reward_function",),
+    "remote_rm_url": ("reward_function",),
     "reward_pretrain": (("helpful_model (and safety_model): reward models score task = "
                          "\"prompts\" stages; a rule reward is a reward_function"),),
-    "init_kl_coef": ("beta",), "init_coef": ("beta",), "use_loss": ("beta",),
+    "init_kl_coef": ("beta",),
     "kl_estimator": (("not a setting: the KL term is the k3 estimator (OpenRLHF's "
                       "kl_estimator = k3), in the loss"),),
     "kl_target": ("not a setting: beta is fixed (no adaptive KL controller)",),
     "kl_horizon": ("not a setting: beta is fixed (no adaptive KL controller)",),
-    "advantage_estimator": (_ESTIMATORS,), "estimator": (_ESTIMATORS,),
-    "no_advantage_std_norm": ("advantage_scale",), "no_std_norm": ("advantage_scale",),
+    "advantage_estimator": (_ESTIMATORS,), "no_advantage_std_norm": (_NO_STD_NORM,),
     "eps_clip": ("clip_eps_low",),
     "eps_clip_low_high": ("clip_eps_low (and clip_eps_high: the two ends of the clip)",),
     "dual_clip": (("not a setting: the ratio is clipped by clip_eps_low and clip_eps_high "
@@ -1140,43 +1154,35 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "entropy_loss_coef": (("not a setting: the loss has no entropy bonus (the policy's "
                            "entropy is logged as entropy)"),),
     "aux_loss_coef": ("not a setting: no MoE load-balancing loss",),
-    "dynamic_filtering": ("dynamic_sampling",), "dynamic_filtering_enable": ("dynamic_sampling",),
+    "dynamic_filtering": ("dynamic_sampling",),
     "dynamic_filtering_reward_range": (("not a setting: dynamic_sampling keeps the groups "
                                         "whose accuracy (or reward) differs, OpenRLHF's "
                                         "default range of group means, (0, 1)"),),
     "overlong_buffer_len": ("overlong_buffer",), "overlong_penalty_factor": ("overlong_weight",),
-    "stop_properly_penalty_coef": ("not a setting: no penalty for responses cut at the cap "
-                                   "(mask_truncated leaves them out of the loss)",),
-    "reward_clip_range": ("not a setting: rewards are not clipped",),
-    "clip_range": ("not a setting: rewards are not clipped",),
-    "normalize_reward": (("not a setting: no running reward normalization (each group's "
-                          "rewards are centred and scaled: advantage_scale)"),),
-    "normalize_enable": (("not a setting: no running reward normalization (each group's "
-                          "rewards are centred and scaled: advantage_scale)"),),
+    "stop_properly_penalty_coef": (("not a setting: no penalty for responses cut at the cap "
+                                    "(mask_truncated leaves them out of the loss)"),),
+    "reward_clip_range": (_NO_CLIP,), "normalize_reward": (_NO_NORMALIZE,),
     "zero_stage": ("distributed",), "adam_offload": (_NO_OFFLOAD,),
-    "ref_reward_offload": (_NO_OFFLOAD,), "offload": (_NO_OFFLOAD,),
+    "ref_reward_offload": (_NO_OFFLOAD,),
     "packing_samples": ("not needed: training sequences are packed without padding",),
-    "flash_attn": (("not needed: r1kit's lean forward runs torch's scaled-dot-product "
-                    "attention over packed sequences"),),
-    "target_modules": ("lora_target_modules",), "rank": ("lora_rank",),
+    "flash_attn": (_ATTENTION,), "attn_implementation": (_ATTENTION,),
+    "target_modules": ("lora_target_modules",),
     "load_in_4bit": ("not a setting: no quantized training",),
     "save_path": ("given on the command line: r1kit run RECIPE --out DIR",),
     "ckpt_path": ("given on the command line: r1kit run RECIPE --out DIR",),
-    "max_ckpt_num": ("keep_checkpoints",), "max_num": ("keep_checkpoints",),
+    "max_ckpt_num": ("keep_checkpoints",),
     "load_checkpoint": (("not needed: the same r1kit run command with the same --out resumes "
                          "an interrupted run"),),
     "save_hf_ckpt": (("not needed: every stage's final model is a Hugging Face checkpoint "
                       "directory"),),
-    "use_wandb": ("set under [run]: wandb = \"PROJECT\"",),
-    "wandb_project": ("set under [run]: wandb = \"PROJECT\"",),
+    "use_wandb": (_WANDB,), "wandb_project": (_WANDB,),
     "use_tensorboard": ("set under [run]: tensorboard = true",),
     **{name: (_TORCHRUN,) for name in (
         "actor_num_nodes", "actor_num_gpus_per_node", "ref_num_nodes", "ref_num_gpus_per_node",
         "reward_num_nodes", "reward_num_gpus_per_node", "critic_num_nodes",
-        "critic_num_gpus_per_node", "num_nodes", "num_gpus_per_node")},
-    **{name: (("not needed: one process holds the policy, the reference and the "
-               "sampling"),) for name in ("colocate_all_models", "colocate_actor_ref",
-                                         "colocate_critic_reward", "colocate_all")},
+        "critic_num_gpus_per_node")},
+    **{name: (_COLOCATED,) for name in ("colocate_all_models", "colocate_actor_ref",
+                                        "colocate_critic_reward")},
     "l2": ("weight_decay",), "lr_warmup_ratio": ("warmup_steps",),
     "lr_scheduler": ("lr_schedule",), "max_norm": ("max_grad_norm",),
     "policy_loss_type": ("importance_sampling",),
@@ -1237,42 +1243,7 @@ OPENRLHF_TABLES = ("actor", "rollout", "algo", "train", "reward", "ds", "ckpt", 
                    "logger", "eval")
 # OpenRLHF's data.* settings (verl's data table has others)
 _OPENRLHF_DATA = ("input_key", "label_key", "input_template", "apply_chat_template", "max_len",
-                  "prompt_dataset", "prompt_probs", "prompt_split", "max_samples", "image_key",
-                  "disable_fast_tokenizer", "dataloader_num_workers")
-# OpenRLHF's dotted settings whose last part alone would be read otherwise: r1kit's setting
-# (a name of a grpo stage) or what to say
-_OPENRLHF_PATHS = {
-    "rollout.batch_size": ("rollout_batch_size", ", which counts completions: OpenRLHF's "
-                           "rollout.batch_size (prompts) x rollout.n_samples_per_prompt"),
-    "train.batch_size": ("num_minibatches", ", the optimizer updates per rollout: "
-                         "rollout_batch_size / OpenRLHF's train.batch_size (both count "
-                         "samples)"),
-    "train.micro_batch_size": ("micro_batch_size", ": sequences per forward pass of each "
-                               "process"),
-    "rollout.micro_batch_size": ("logprob_micro_batch_size", ": sequences per forward pass "
-                                 "of the log-probs before training"),
-    "actor.model_name_or_path": ("model", ""),
-    "algo.kl.estimator": ("", FOREIGN_KEYS["kl_estimator"][0]),
-    "algo.dynamic_filtering_range": ("", FOREIGN_KEYS["dynamic_filtering_reward_range"][0]),
-    "reward.model_name_or_path": ("", FOREIGN_KEYS["reward_pretrain"][0]),
-    "ds.lora.alpha": ("lora_alpha", ""), "ds.lora.dropout": ("lora_dropout", ""),
-    "ds.param_dtype": ("", "set as dtype under [run] (auto, bfloat16 or float32)"),
-    "train.seed": ("", "seed is a [run] setting"),
-    "train.dynamic_batch_enable": ("", FOREIGN_KEYS["packing_samples"][0]),
-    "eval.dataset": ("test_file", ", a local JSONL or parquet file"),
-    "eval.steps": ("eval", ": `every` in the stage's eval table ([stages.NAME.eval] every = N)"),
-    "eval.temperature": ("eval", ": temperature in the stage's eval table"),
-    "eval.n_samples_per_prompt": ("eval", ": k in the stage's eval table"),
-    "ckpt.path": ("", FOREIGN_KEYS["save_path"][0]),
-    "ckpt.output_dir": ("", FOREIGN_KEYS["save_path"][0]),
-    "ckpt.save_steps": ("save_every", ""),
-    "ckpt.load_enable": ("", FOREIGN_KEYS["load_checkpoint"][0]),
-    "ckpt.save_hf": ("", FOREIGN_KEYS["save_hf_ckpt"][0]),
-    "logger.wandb.project": ("", "set under [run]: wandb = \"PROJECT\""),
-    "logger.tensorboard_dir": ("", "set under [run]: tensorboard = true (the events go in the "
-                               "stage's directory)"),
-    "actor.adam.eps": ("", "not a setting: AdamW's eps is torch's default, 1e-8"),
-}
+                  "prompt_dataset", "prompt_probs", "prompt_split", "max_samples")
 _FOREIGN_NOTES = {
     "max_steps": (", which counts rollouts: TRL's max_steps counts optimizer updates, "
                   "num_minibatches x ppo_epochs of them per rollout here"),
@@ -1317,7 +1288,8 @@ _FOREIGN_NOTES = {
     "n": " (verl's rollout.n)",
     "ppo_micro_batch_size_per_gpu": ": sequences per forward pass of each process",
     "use_kl_loss": (": > 0 puts the k3 KL term in the loss (verl's use_kl_loss with "
-                    "kl_loss_coef), 0 leaves it out and loads no reference model"),
+                    "kl_loss_coef, OpenRLHF's with init_kl_coef), 0 leaves it out and loads no "
+                    "reference model"),
     "norm_adv_by_std_in_grpo": ": true is std (the default), false is none (Dr. GRPO)",
     "total_epochs": " (a grpo stage counts rollouts; an sft stage counts epochs)",
     "test_freq": ": `every` in the stage's eval table ([stages.NAME.eval] every = N)",
@@ -1338,12 +1310,7 @@ _FOREIGN_NOTES = {
                                "and extra_info is called as verl calls it"),
     "val_files": ", a local JSONL or parquet file",
     "train_files": ", a local JSONL or parquet file",
-    "remote_rm_url": (" = \"path/to/reward_func.py:reward_func\" (the file and the function's "
-                      "name): a function of queries, prompts and labels is called as OpenRLHF "
-                      "calls it"),
-    "remote_url": (" = \"path/to/reward_func.py:reward_func\" (the file and the function's "
-                   "name): a function of queries, prompts and labels is called as OpenRLHF "
-                   "calls it"),
+    "remote_rm_url": _REMOTE_RM,
     "init_kl_coef": (": the k3 KL term's weight in the loss (OpenRLHF's init_kl_coef with "
                      "use_kl_loss; r1kit puts no KL in the reward); 0 loads no reference model"),
     "max_len": (", which caps the responses alone (OpenRLHF's max_len caps prompt and response "
@@ -1353,8 +1320,10 @@ _FOREIGN_NOTES = {
     "max_epochs": " (passes over each rollout)",
     "micro_rollout_batch_size": ": sequences per forward pass of the log-probs before training",
     "micro_train_batch_size": ": sequences per forward pass of each process",
-    "apply_chat_template": " = \"chat\": the tokenizer's chat template",
-    "no_advantage_std_norm": " = \"none\"", "no_std_norm": " = \"none\"",
+    "apply_chat_template": (" = \"chat\": the tokenizer's chat template (with system_prompt = "
+                            "\"\" for no system turn, as OpenRLHF; r1kit's default adds its "
+                            "own); without it OpenRLHF reads each prompt verbatim: template = "
+                            "\"none\""),
     "zero_stage": (": \"ddp\" (every process holds the whole model, as ZeRO-0 to 2 do with the "
                    "weights) or \"fsdp\" (FSDP2 shards it, as ZeRO-3), under torchrun"),
     "lr_warmup_ratio": (", a number of optimizer updates: the ratio x steps x num_minibatches x "
@@ -1363,7 +1332,53 @@ _FOREIGN_NOTES = {
     "eval_temperature": ": temperature in the stage's eval table ([stages.NAME.eval])",
     "eval_n_samples_per_prompt": ": k in the stage's eval table ([stages.NAME.eval] k = N)",
     "label_key": " (a dotted name reads inside an object field)",
-    "input_key": ", or prompt_field for rows of chat messages",
+}
+# OpenRLHF's dotted settings whose last part alone would be read otherwise: r1kit's setting
+# (a name of a grpo stage) or what to say
+_OPENRLHF_PATHS = {
+    "rollout.batch_size": ("rollout_batch_size", (", which counts completions: OpenRLHF's "
+                           "rollout.batch_size (prompts) x rollout.n_samples_per_prompt")),
+    "train.batch_size": ("num_minibatches", (", the optimizer updates per rollout: "
+                         "rollout_batch_size / OpenRLHF's train.batch_size (both count "
+                         "samples)")),
+    "train.micro_batch_size": ("micro_batch_size", (": sequences per forward pass of each "
+                               "process")),
+    "rollout.micro_batch_size": ("logprob_micro_batch_size", (": sequences per forward pass "
+                                 "of the log-probs before training")),
+    "actor.model_name_or_path": ("model", ""),
+    "algo.kl.estimator": ("", FOREIGN_KEYS["kl_estimator"][0]),
+    "algo.dynamic_filtering_range": ("", FOREIGN_KEYS["dynamic_filtering_reward_range"][0]),
+    "reward.model_name_or_path": ("", FOREIGN_KEYS["reward_pretrain"][0]),
+    "ds.lora.alpha": ("lora_alpha", ""), "ds.lora.dropout": ("lora_dropout", ""),
+    "ds.param_dtype": ("", "set as dtype under [run] (auto, bfloat16 or float32)"),
+    "train.seed": ("", "seed is a [run] setting"),
+    "train.dynamic_batch_enable": ("", FOREIGN_KEYS["packing_samples"][0]),
+    "eval.dataset": ("test_file", ", a local JSONL or parquet file"),
+    "eval.steps": ("eval", ": `every` in the stage's eval table ([stages.NAME.eval] every = N)"),
+    "eval.temperature": ("eval", ": temperature in the stage's eval table"),
+    "eval.n_samples_per_prompt": ("eval", ": k in the stage's eval table"),
+    "ckpt.path": ("", FOREIGN_KEYS["save_path"][0]),
+    "ckpt.output_dir": ("", FOREIGN_KEYS["save_path"][0]),
+    "ckpt.save_steps": ("save_every", ""),
+    "ckpt.load_enable": ("", FOREIGN_KEYS["load_checkpoint"][0]),
+    "ckpt.save_hf": ("", FOREIGN_KEYS["save_hf_ckpt"][0]),
+    "logger.tensorboard_dir": ("", ("set under [run]: tensorboard = true (the events go in the "
+                               "stage's directory)")),
+    "actor.adam.eps": ("", "not a setting: AdamW's eps is torch's default, 1e-8"),
+    "algo.kl.init_coef": ("beta", _FOREIGN_NOTES["init_kl_coef"]),
+    "algo.kl.use_loss": ("beta", _FOREIGN_NOTES["use_kl_loss"]),
+    "algo.advantage.estimator": ("", _ESTIMATORS),
+    "algo.advantage.no_std_norm": ("", _NO_STD_NORM),
+    "algo.dynamic_filtering_enable": ("dynamic_sampling", ""),
+    "reward.clip_range": ("", _NO_CLIP), "reward.normalize_enable": ("", _NO_NORMALIZE),
+    "reward.remote_url": ("reward_function", _REMOTE_RM),
+    "ref.offload": ("", _NO_OFFLOAD), "reward.offload": ("", _NO_OFFLOAD),
+    "ds.lora.rank": ("lora_rank", ""), "ckpt.max_num": ("keep_checkpoints", ""),
+    "ds.attn_implementation": ("", _ATTENTION),
+    **{f"{who}.{n}": ("", _TORCHRUN) for who in ("actor", "ref", "reward", "critic")
+       for n in ("num_nodes", "num_gpus_per_node")},
+    **{f"train.{n}": ("", _COLOCATED) for n in ("colocate_all", "colocate_actor_ref",
+                                                 "colocate_critic_reward")},
 }
 
 
@@ -1410,9 +1425,11 @@ def build(cls, data: dict, where: str):
     if unknown:  # every unknown key of the table at once, each with its hint
         kind = getattr(cls, "kind", None)
         stage = where.split(".")[1:2] if where.startswith("stages.") else []
-        said = [_table_hint(_leaf_path(key, data[key]), stage, cls)
-                if key in FOREIGN_TABLES and isinstance(data[key], dict) and data[key] else
-                _unknown_hint(key, names, kind, cls) for key in unknown]
+        # (a table of another framework's settings; inside a stage not its eval table,
+        # r1kit's own in grpo stages, nor OpenRLHF's tables in [run])
+        said = [(key in FOREIGN_TABLES and key != "eval" and _tables_hint(
+                    key, data[key], stage, cls, openrlhf=kind is not None))
+                or _unknown_hint(key, names, kind, cls) for key in unknown]
         if len(unknown) == 1:
             _fail(f"{where}.{unknown[0]}", "unknown key", said[0])
         _fail(where, f"unknown keys {', '.join(unknown)}",
@@ -1505,14 +1522,12 @@ _VERL_EVAL = {"n": "k", "temperature": "temperature", "top_p": "top_p",
               "do_sample": "temperature"}
 
 
-def _leaf_path(key: str, value) -> list[str]:
-    """`key` and the keys down to the first setting of a TOML table's nested tables
-    (data = {max_prompt_length = 512}: ["data", "max_prompt_length"])."""
-    path = [key]
-    while isinstance(value, dict) and value:
-        inner, value = next(iter(value.items()))
-        path.append(str(inner))
-    return path
+def _leaf_paths(key: str, value) -> list[list[str]]:
+    """`key` and the keys down to each setting of a TOML table's nested tables
+    (data = {max_prompt_length = 512}: [["data", "max_prompt_length"]])."""
+    if not isinstance(value, dict) or not value:
+        return [[key]]
+    return [[key, *rest] for inner, v in value.items() for rest in _leaf_paths(str(inner), v)]
 
 
 def _verl_hint(keys: list[str], stages: list[str], cls=None) -> str:
@@ -1570,41 +1585,46 @@ def _verl_hint(keys: list[str], stages: list[str], cls=None) -> str:
             "the flat keys of its table; README: Coming from verl)")
 
 
-def _openrlhf_hint(keys: list[str], stages: list[str], cls=None) -> str:
+def _openrlhf_hint(keys: list[str], stages: list[str], cls=None) -> str | None:
     """The hint for an OpenRLHF setting given as its newer flags name it (actor.adam.lr):
     r1kit's setting for it in a grpo stage's table, by the whole name where its last part
-    alone means something else, else by that last part."""
+    alone means something else, else by that last part; None for a name it does not know
+    (its tables' names are common words: eval.every is no OpenRLHF setting)."""
     leaf, dotted = keys[-1], ".".join(keys)
     grpo = [f.name for f in dataclasses.fields(cls or GRPOConfig)]
     stage = stages[0] if len(stages) == 1 else "NAME"
-    where = " (README: Coming from OpenRLHF)"
     setting, note = _OPENRLHF_PATHS.get(dotted, (None, None))
     if setting is None and keys[0] == "vllm":
         setting, note = "", _OWN_ENGINE
     if setting is None and keys[0] == "actor" and "muon" in keys:
         setting, note = "", "not a setting: the optimizer is AdamW (torch's)"
+    if setting is None and keys[:2] == ["logger", "wandb"]:
+        setting, note = "", _WANDB
     if setting is None:
         setting = leaf if leaf in grpo else next(
             (t for t in FOREIGN_KEYS.get(leaf, ()) if t in grpo), None)
         note = _FOREIGN_NOTES.get(leaf, "") if setting not in (None, leaf) else ""
-    if setting:
-        return f"{dotted} is OpenRLHF's name: r1kit's is stages.{stage}.{setting}{note}{where}"
     said = note or next((t for t in FOREIGN_KEYS.get(leaf, ()) if " " in t), None)
-    where = "" if said and "(README" in said else where
-    return (f"{dotted} is OpenRLHF's name: {said}{where}" if said else
-            f"{dotted} is OpenRLHF's name; a stage's settings are the flat keys of its "
-            f"table{where}")
+    if not setting and not said:
+        return None
+    where = "" if not setting and "(README" in said else " (README: Coming from OpenRLHF)"
+    return (f"{dotted} is OpenRLHF's name: r1kit's is stages.{stage}.{setting}{note}{where}"
+            if setting else f"{dotted} is OpenRLHF's name: {said}{where}")
 
 
-def _bare_hint(key: str, stages: list[str]) -> str | None:
+def _bare_hint(key: str, stages: dict) -> str | None:
     """The hint for a stage's setting given alone in a --set (--set n_samples_per_prompt=8),
-    by r1kit's name or by TRL's, verl's or OpenRLHF's for it."""
-    grpo = [f.name for f in dataclasses.fields(GRPOConfig)]
-    own = key if key in grpo else next((t for t in FOREIGN_KEYS.get(key, ()) if t in grpo), None)
+    by r1kit's name or by TRL's, verl's or OpenRLHF's for it: in the recipe's one stage (by
+    its kind's settings), else in a grpo stage's."""
+    one = next(iter(stages.values())) if len(stages) == 1 else None
+    cls = STAGE_KINDS.get(one.get("kind")) if isinstance(one, dict) else None
+    names = [f.name for f in dataclasses.fields(cls or GRPOConfig)]
+    own = key if key in names else next((t for t in FOREIGN_KEYS.get(key, ()) if t in names),
+                                        None)
     if own is None:
         return None
     named = "" if own == key else f"r1kit's name for {key!r} is {own!r}; "
-    stage = stages[0] if len(stages) == 1 else "NAME"
+    stage = next(iter(stages)) if len(stages) == 1 else "NAME"
     return f"{named}a stage's setting: --set stages.{stage}.{own}=VALUE"
 
 
@@ -1612,11 +1632,24 @@ def _bare_hint(key: str, stages: list[str]) -> str | None:
 FOREIGN_TABLES = tuple(dict.fromkeys(VERL_TABLES + OPENRLHF_TABLES))
 
 
-def _table_hint(keys: list[str], stages: list[str], cls=None) -> str:
-    """The hint for a dotted setting of verl's or OpenRLHF's (keys[0] in FOREIGN_TABLES)."""
-    openrlhf = (".".join(keys) in _OPENRLHF_PATHS or keys[0] not in VERL_TABLES
-                or keys[0] == "data" and keys[-1] in _OPENRLHF_DATA)
-    return (_openrlhf_hint if openrlhf else _verl_hint)(keys, stages, cls)
+def _table_hint(keys: list[str], stages: list[str], cls=None,
+                openrlhf: bool = True) -> str | None:
+    """The hint for a dotted setting of verl's or OpenRLHF's (keys[0] in FOREIGN_TABLES);
+    None for a name of an OpenRLHF table that OpenRLHF does not have (or `openrlhf` off)."""
+    if keys[0] == "critic":
+        return f"{'.'.join(keys)}: {_NO_CRITIC}"
+    if (".".join(keys) in _OPENRLHF_PATHS or keys[0] not in VERL_TABLES
+            or keys[0] == "data" and keys[-1] in _OPENRLHF_DATA):
+        return _openrlhf_hint(keys, stages, cls) if openrlhf else None
+    return _verl_hint(keys, stages, cls)
+
+
+def _tables_hint(key: str, value, stages: list[str], cls=None,
+                 openrlhf: bool = True) -> str | None:
+    """The hints for every setting of a foreign table given whole (a TOML table, or a
+    stage's key holding one), in their order; None where none is known."""
+    said = [_table_hint(keys, stages, cls, openrlhf) for keys in _leaf_paths(key, value)]
+    return "; ".join(dict.fromkeys(h for h in said if h)) or None
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -1638,12 +1671,13 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     for o, keys in zip(overrides, paths):
         if keys[0] not in ("run", "stages") and keys[0] not in data:  # e.g. `stage.zero.lr`
             close = difflib.get_close_matches(keys[0], ["run", "stages"], n=1)
+            hint = ((keys[0] in FOREIGN_TABLES and _table_hint(keys, stages))
+                    or (len(keys) == 1 and isinstance(data.get("stages"), dict)
+                        and _bare_hint(keys[0], data["stages"]))
+                    or (f"did you mean {close[0]!r}?" if close else
+                        "give run.KEY=VALUE or stages.NAME.KEY=VALUE"))
             raise R1kitError(f"--set {o!r}: {keys[0]!r} is not a recipe table (run, stages)",
-                             _table_hint(keys, stages) if keys[0] in FOREIGN_TABLES else
-                             _bare_hint(keys[0], stages) if len(keys) == 1
-                             and _bare_hint(keys[0], stages) else
-                             f"did you mean {close[0]!r}?" if close else
-                             "give run.KEY=VALUE or stages.NAME.KEY=VALUE")
+                             hint)
         if len(keys) > 2 and keys[0] == "stages" and keys[1] not in stages + list(added):
             close = difflib.get_close_matches(keys[1], stages, n=1)
             raise R1kitError(f"--set {o!r}: the recipe has no stage {keys[1]!r}",
@@ -1679,8 +1713,8 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
         close = difflib.get_close_matches(key, ["run", "stages"], n=1)
         stages = list(data["stages"]) if isinstance(data.get("stages"), dict) else []
         _fail(f"{source}: {key}", "unknown top-level table",
-              _table_hint(_leaf_path(key, data[key]), stages) if key in FOREIGN_TABLES else
-              f"did you mean {close[0]!r}?" if close else "use [run] and [stages.NAME]")
+              (key in FOREIGN_TABLES and _tables_hint(key, data[key], stages))
+              or (f"did you mean {close[0]!r}?" if close else "use [run] and [stages.NAME]"))
     run = build(RunConfig, data.get("run", {}), "run")
     run.validate("run")
     stages_data = data.get("stages") or {}

@@ -30,6 +30,15 @@ def plain(queries, prompts, labels):
 def as_list(queries, prompts, labels):
     return [0.5] * len(queries)
 
+def tensors(queries, prompts, labels):
+    return [torch.tensor(0.25) for q in queries]
+
+def per_sample(queries, prompts, labels):
+    return torch.tensor([1.0])
+
+def queries_alone(queries, **kwargs):
+    return [1.0] * len(kwargs["completions"])
+
 def scores_differ(queries, prompts, labels):
     return {"rewards": [1.0] * len(queries), "scores": [0.0] * len(queries)}
 
@@ -84,7 +93,7 @@ def test_an_openrlhf_reward_func_is_called_as_openrlhf_calls_it(tmp_path, bpe_ch
     assert all(p["metric/accuracy"] == 0.5 for _, p in scored)  # (the batch's mean)
     assert [p["metric/length"] for _, p in scored] == [len("4 it is<|im_end|>"),
                                                       len("5<|im_end|>")]
-    assert not any("metric/scores" in p for _, p in scored)  # (the same as the rewards)
+    assert [p["metric/scores"] for _, p in scored] == [1.0, 0.0]  # (logged where given)
 
     # without the token ids (r1kit score): the prompt as stored, then the completion
     plain = FunctionReward(load_function(f"{tmp_path / 'reward_func.py'}:reward_func"))
@@ -93,7 +102,8 @@ def test_an_openrlhf_reward_func_is_called_as_openrlhf_calls_it(tmp_path, bpe_ch
     assert plain.fns[0].fn.__globals__["calls"] == [(["What is 2 + 2? 4"],
                                                      ["What is 2 + 2?"], ["4"])]
 
-    for name, expected in (("plain", [0.0, 1.0]), ("as_list", [0.5, 0.5])):
+    for name, expected in (("plain", [0.0, 1.0]), ("as_list", [0.5, 0.5]),
+                           ("tensors", [0.25, 0.25])):
         got = FunctionReward(load_function(f"{tmp_path / 'reward_func.py'}:{name}")).score(
             answers, examples)
         assert [s for s, _ in got] == expected
@@ -102,12 +112,25 @@ def test_an_openrlhf_reward_func_is_called_as_openrlhf_calls_it(tmp_path, bpe_ch
     assert [(s, p["metric/scores"]) for s, p in got] == [(1.0, 0.0), (1.0, 0.0)]
 
     for name, said in (("no_rewards", "without 'rewards'"),
-                       ("too_few", "has 3 entries for 2 completions")):
+                       ("too_few", "has 3 entries for 2 completions"),
+                       ("per_sample", "once for a batch of completions")):
         with pytest.raises(R1kitError, match=said):
             FunctionReward(load_function(f"{tmp_path / 'reward_func.py'}:{name}")).score(
                 answers, examples)
     with pytest.raises(R1kitError, match="called with three lists"):
         load_function(f"{tmp_path / 'reward_func.py'}:two")
+    # (a function of queries and **kwargs alone is no OpenRLHF one: called as TRL calls it,
+    # with the rows' queries field)
+    alone = load_function(f"{tmp_path / 'reward_func.py'}:queries_alone")
+    assert not isinstance(alone, OpenRLHFReward)
+    rows = [Example(question="q", answer="4", meta={"fields": {"queries": "x"}})] * 2
+    assert [s for s, _ in FunctionReward(alone).score(answers, rows)] == [1.0, 1.0]
+    with pytest.raises(R1kitError, match="calls no reward server") as info:
+        load_function("http://localhost:5000/get_reward")
+    assert "wrap it in a function of your own" in info.value.hint
+    with pytest.raises(R1kitError, match="is not 'module:function'") as info:
+        load_function(str(tmp_path / "reward_func.py"))
+    assert "reward_func.py:reward_func' (OpenRLHF's name)" in info.value.hint
     with pytest.raises(R1kitError, match="parameter 'tokenizer' is not one of the arguments"):
         load_function(f"{tmp_path / 'reward_func.py'}:wants_more")
     line = FUNCS.splitlines().index("    return [float(q) for q in queries]") + 1
@@ -167,6 +190,28 @@ def test_openrlhf_names_get_r1kits(tmp_path):
     with pytest.raises(R1kitError, match="unknown top-level table") as info:
         load_recipe(recipe)
     assert "actor.adam.lr is OpenRLHF's name: r1kit's is stages.grpo.lr" in info.value.hint
+    # every setting of a table given whole is answered; r1kit's own names in tables named
+    # as OpenRLHF's (eval, reward: common words) keep r1kit's answers
+    recipe.write_text('[stages.grpo]\nkind = "grpo"\ntask = "arithmetic"\n'
+                      '[stages.grpo.train]\nmicro_batch_size = 2\nbatch_size = 128\n')
+    with pytest.raises(R1kitError) as info:
+        load_recipe(recipe)
+    assert "stages.grpo.micro_batch_size" in info.value.hint
+    assert "stages.grpo.num_minibatches" in info.value.hint
+    with pytest.raises(R1kitError) as info:
+        load_recipe(recipe, ["eval.every=10"])
+    assert info.value.hint == "give run.KEY=VALUE or stages.NAME.KEY=VALUE"
+    with pytest.raises(R1kitError) as info:
+        load_recipe(recipe, ["algo.advantage.no_std_norm=true"])
+    assert "group_norm always divides by the group's std" in info.value.hint
+    recipe.write_text('[stages.s]\nkind = "sft"\nmodel = "m"\ndata = "d.jsonl"\n'
+                      '[stages.s.eval]\nevery = 10\n')
+    with pytest.raises(R1kitError) as info:
+        load_recipe(recipe, ["group_size=8"])
+    assert "--set stages.s.group_size" not in info.value.hint  # (an sft stage has none)
+    with pytest.raises(R1kitError) as info:
+        load_recipe(recipe)
+    assert "'eval' is a setting of grpo stages, and this is an sft stage" in info.value.hint
     # train_sft's flags in an sft stage: its own settings
     recipe.write_text('[stages.s]\nkind = "sft"\nmodel = "m"\ndata = "d.jsonl"\n'
                       'input_key = "q"\noutput_key = "a"\ntrain_batch_size = 64\n'
@@ -196,7 +241,9 @@ def reward_func(queries, prompts, labels, **kwargs):
     return {"rewards": rewards, "scores": rewards,
             "extra_logs": {"mean_reward": rewards.mean(), "length": torch.tensor(lengths),
                            "templated": torch.tensor([float(p.startswith("<|im_start|>user"))
-                                                      for p in prompts])}}
+                                                      for p in prompts]),
+                           "aligned": torch.tensor([float(f"What is {l - 1} + 1?" in p)
+                                                    for p, l in zip(prompts, labels)])}}
 '''
 
 
@@ -236,10 +283,13 @@ def test_the_readmes_openrlhf_stage_runs(tmp_path, monkeypatch, bpe_checkpoint):
     assert len(steps) == 2
     assert all(m["reward/metric/mean_reward"] == pytest.approx(m["reward/custom"])
                and m["reward/metric/length"] > 0 for m in steps)
-    # (the prompts the model read: through the chat template, decoded from its token ids)
-    assert all(m["reward/metric/templated"] == 1.0 for m in steps)
+    # (the prompts the model read: through the chat template, decoded from its token ids,
+    # each its own completions' and label's)
+    assert all(m["reward/metric/templated"] == m["reward/metric/aligned"] == 1.0
+               for m in steps)
     evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 2] and all(e["n"] == 3 for e in evals)
+    assert all(e["reward/metric/templated"] == e["reward/metric/aligned"] == 1.0 for e in evals)
     again = tmp_path / "again.jsonl"
     assert main(["score", "--reward", "reward_func.py:reward_func", "--set",
                  "answer_field=label", "--input", str(written), "--output", str(again)]) == 0

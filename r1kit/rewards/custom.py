@@ -32,9 +32,16 @@ from r1kit.tasks.base import Example
 
 def load_function(spec: str) -> Callable:
     """The callable that `spec` ("module:function" or "file.py:function") names."""
+    if spec.startswith(("http://", "https://")):  # (OpenRLHF's remote_rm_url, a server)
+        raise R1kitError(f"reward_function {spec!r}: r1kit calls no reward server",
+                         "wrap it in a function of your own that posts the completions and "
+                         "returns their rewards ('file.py:function'; it may be async)")
     where, sep, name = spec.rpartition(":")
     if not sep or not where or not name:
-        raise R1kitError(f"reward_function {spec!r} is not 'module:function' or 'file.py:function'")
+        raise R1kitError(f"reward_function {spec!r} is not 'module:function' or 'file.py:function'",
+                         f"name the function in the file too: '{spec}:reward_func' "
+                         "(OpenRLHF's name), ':compute_score' (verl's)"
+                         if spec.endswith(".py") and not sep else None)
     try:
         if where.endswith(".py"):
             path = Path(where)
@@ -170,11 +177,34 @@ def check_signature(fn: Callable, names: list[str], spec: str) -> None:
                              "names), give it a default, or take **kwargs")
 
 
+def _text(completion) -> str:
+    """A completion's text: itself, or a conversation's (one assistant message) content."""
+    return completion[0]["content"] if isinstance(completion, list) else completion
+
+
+class _Wrapped:
+    """A reward function written for another framework, called as that framework calls it:
+    it takes the function's name and code (where a warning or an error of the function
+    points), and tells FunctionReward what it reads."""
+
+    takes_text = True  # (its completions are text, whatever the prompts)
+    raw_reference = True  # (its answers are the references as stored: Example.meta)
+    row_metrics = True  # (it logs a metric per completion: FunctionReward's row_metric)
+
+    def __init__(self, fn: Callable, default_name: str):
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", default_name)
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            self.__code__ = code
+
+
 # verl's reward function: compute_score(data_source, solution_str, ground_truth, extra_info)
 VERL_ARGS = ("data_source", "solution_str", "ground_truth", "extra_info")
 
 
-class VerlScore:
+class VerlScore(_Wrapped):
     """A reward function written for verl, `compute_score(data_source, solution_str,
     ground_truth, extra_info=None)`, called as verl calls it: once per completion, with the
     row's `data_source` and `extra_info` fields (None where a row has none), the completion's
@@ -188,22 +218,13 @@ class VerlScore:
     load_function gives one in place of a function that takes `solution_str` (and no
     `completions`), so a stage calls it as any reward function of its own."""
 
-    takes_text = True  # (its completions are text, whatever the prompts)
-    raw_reference = True  # (its answers are the references as stored: Example.meta)
-    row_metrics = True  # (it logs a metric per completion: FunctionReward's row_metric)
-
     @staticmethod
     def takes(fn: Callable) -> bool:
         names = {p.name for p in _parameters(fn) or []}
         return "solution_str" in names and "completions" not in names
 
     def __init__(self, fn: Callable, spec: str):
-        self.fn = fn
-        self.__name__ = getattr(fn, "__name__", "compute_score")
-        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
-        code = getattr(fn, "__code__", None)
-        if code is not None:  # (where a warning or an error of the function points)
-            self.__code__ = code
+        super().__init__(fn, "compute_score")
         params = _parameters(fn)
         self.passed = (VERL_ARGS if any(p.kind is p.VAR_KEYWORD for p in params) else
                        tuple(a for a in VERL_ARGS if a in {p.name for p in params}))
@@ -222,8 +243,7 @@ class VerlScore:
         infos = extra_info if extra_info is not None else [None] * n
         scores, columns = [], {}
         for i, c in enumerate(completions):
-            text = c[0]["content"] if isinstance(c, list) else c
-            given = {"data_source": sources[i], "solution_str": text,
+            given = {"data_source": sources[i], "solution_str": _text(c),
                      "ground_truth": answer[i], "extra_info": infos[i]}
             result = self.fn(**{a: given[a] for a in self.passed})
             if inspect.isawaitable(result):  # (an async compute_score)
@@ -250,7 +270,7 @@ class VerlScore:
 OPENRLHF_ARGS = ("queries", "prompts", "labels")
 
 
-class OpenRLHFReward:
+class OpenRLHFReward(_Wrapped):
     """A reward function written for OpenRLHF, `reward_func(queries, prompts, labels,
     **kwargs)` (the file OpenRLHF's --remote_rm_url names), called as OpenRLHF calls it:
     positionally, with lists of one entry per completion: `queries`, each completion's
@@ -264,33 +284,31 @@ class OpenRLHFReward:
     them. The dict's "extra_logs" are metrics: an entry of one number per completion is each
     completion's reward/metric/NAME (meaned over the completions of every process), a
     single number the batch's. Its "scores" (OpenRLHF's dynamic filtering reads them) are
-    logged as reward/metric/scores where they differ from the rewards; r1kit's
-    dynamic_sampling judges a group by its rewards.
+    logged as reward/metric/scores; r1kit's dynamic_sampling judges a group by its rewards.
 
-    load_function gives one in place of a function whose first parameter is `queries`, so
-    a stage calls it as any reward function of its own."""
+    load_function gives one in place of a function whose first parameter is `queries` and
+    whose second is `prompts` or that takes three lists (and no `completions`), so a stage
+    calls it as any reward function of its own."""
 
-    takes_text = True  # (its completions are text, whatever the prompts)
-    raw_reference = True  # (its labels are the references as stored: Example.meta)
-    row_metrics = True  # (it logs a metric per completion: FunctionReward's row_metric)
     takes_sequences = True  # (its queries are decoded from the token ids: _sequences)
+
+    @staticmethod
+    def _positional(params: list) -> list:
+        return [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
     @staticmethod
     def takes(fn: Callable) -> bool:
         params = _parameters(fn) or []
-        return bool(params) and params[0].name == "queries" and "completions" not in {
-            p.name for p in params}
+        positional = OpenRLHFReward._positional(params)
+        return (bool(positional) and positional[0].name == "queries"
+                and "completions" not in {p.name for p in params}
+                and (len(positional) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in params)
+                     or len(positional) == 2 and positional[1].name == "prompts"))
 
     def __init__(self, fn: Callable, spec: str):
-        self.fn = fn
-        self.__name__ = getattr(fn, "__name__", "reward_func")
-        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
-        code = getattr(fn, "__code__", None)
-        if code is not None:  # (where a warning or an error of the function points)
-            self.__code__ = code
+        super().__init__(fn, "reward_func")
         params = _parameters(fn)
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY,
-                                                      p.POSITIONAL_OR_KEYWORD)]
+        positional = self._positional(params)
         if len(positional) < 3 and not any(p.kind is p.VAR_POSITIONAL for p in params):
             raise R1kitError(f"reward_function {spec}: an OpenRLHF reward_func is called with "
                              f"three lists, {', '.join(OPENRLHF_ARGS)}, and this one takes "
@@ -302,17 +320,16 @@ class OpenRLHFReward:
                                  f"the arguments an OpenRLHF reward_func gets "
                                  f"({', '.join(OPENRLHF_ARGS)})", "give it a default")
 
-    def __call__(self, completions, prompts, answer, log_metric=None, log_extra=None,
-                 _row_metric=None, _sequences=None):
+    def __call__(self, completions, prompts, answer, log_metric=None, _row_metric=None,
+                 _sequences=None):
         n = len(completions)
-        texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
         if _sequences is not None:  # (a stage's: the token ids it sampled, decoded)
             shown, queries = [list(x) for x in zip(*_sequences)] if n else ([], [])
         else:  # (r1kit score: the rows' prompts as stored, a conversation's last user turn)
             from r1kit.templates import prompt_text
 
             shown = [prompt_text(p) if isinstance(p, list) else str(p) for p in prompts]
-            queries = [p + t for p, t in zip(shown, texts)]
+            queries = [p + _text(c) for p, c in zip(shown, completions)]
         result = self.fn(queries, shown, list(answer))
         if inspect.isawaitable(result):  # (an async reward_func)
             result = _awaited(result)
@@ -327,11 +344,14 @@ class OpenRLHFReward:
                                  "metrics")
             scores = result.get("scores")
             result = result["rewards"]
-        rewards = _numbers(result, n, "rewards")
-        if scores is not None:
-            scores = _numbers(scores, n, "scores")
-            if any(a != b for a, b in zip(scores, rewards)):
-                logs = {**logs, "scores": scores}
+        try:
+            rewards = _numbers(result, n, "rewards")
+        except ValueError as exc:  # (one for the first query alone: OpenRLHF's newer calls)
+            raise ValueError(f"{exc}: r1kit calls it once for a batch of completions "
+                             "(OpenRLHF's newer releases once per completion); return one "
+                             "reward per query") from None
+        if scores is not None:  # (always where given: a mean over every batch that gave them)
+            logs = {**logs, "scores": scores}
         for key, value in logs.items():
             values = _numbers(value, n, f"extra_logs[{key!r}]", single=True)
             if len(values) == n:  # (one per completion: each completion's own)
@@ -349,7 +369,8 @@ def _numbers(value, n: int, what: str, single: bool = False) -> list:
         value = value.detach().float().cpu().tolist()
     value = _plain(value)
     if isinstance(value, (list, tuple)):
-        value = [_plain(v) for v in value]
+        value = [v.item() if hasattr(v, "detach") and v.numel() == 1 else _plain(v)
+                 for v in value]  # (0-d tensors among them too)
         if value and all(isinstance(v, list) and len(v) == 1 for v in value):
             value = [v[0] for v in value]  # (a column, [n, 1])
     elif isinstance(value, numbers.Real):
@@ -435,8 +456,8 @@ class FunctionReward:
         where the stage set them for this call, else each text encoded again."""
         if self.sampled_ids is not None and len(self.sampled_ids) == n:
             return [list(ids) for ids in self.sampled_ids]
-        texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        return [self.tokenizer(_text(c), add_special_tokens=False)["input_ids"]
+                for c in completions]
 
     def _sequences(self, n: int) -> list[tuple[str, str]] | None:
         """Each completion's prompt, and its prompt and response together, as texts decoded
