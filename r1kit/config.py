@@ -1427,8 +1427,9 @@ def build(cls, data: dict, where: str):
         stage = where.split(".")[1:2] if where.startswith("stages.") else []
         # (a table of another framework's settings; inside a stage not its eval table,
         # r1kit's own in grpo stages, nor OpenRLHF's tables in [run])
-        said = [(key in FOREIGN_TABLES and key != "eval" and _tables_hint(
-                    key, data[key], stage, cls, openrlhf=kind is not None))
+        said = [(key in FOREIGN_TABLES and key != "eval" and isinstance(data[key], dict)
+                 and data[key] and _tables_hint(key, data[key], stage, cls,
+                                                openrlhf=kind is not None))
                 or _unknown_hint(key, names, kind, cls) for key in unknown]
         if len(unknown) == 1:
             _fail(f"{where}.{unknown[0]}", "unknown key", said[0])

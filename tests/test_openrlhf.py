@@ -198,6 +198,11 @@ def test_openrlhf_names_get_r1kits(tmp_path):
         load_recipe(recipe)
     assert "stages.grpo.micro_batch_size" in info.value.hint
     assert "stages.grpo.num_minibatches" in info.value.hint
+    recipe.write_text('[stages.grpo]\nkind = "grpo"\ntask = "arithmetic"\n'
+                      'data = "train.jsonl"\n')  # (a setting, not a table: r1kit's answer)
+    with pytest.raises(R1kitError) as info:
+        load_recipe(recipe)
+    assert "'data' is a setting of reward_model and sft stages" in info.value.hint
     with pytest.raises(R1kitError) as info:
         load_recipe(recipe, ["eval.every=10"])
     assert info.value.hint == "give run.KEY=VALUE or stages.NAME.KEY=VALUE"

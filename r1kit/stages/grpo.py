@@ -729,10 +729,10 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
     G = cfg.group_size
     questions_per_step = cfg.rollout_batch_size // G
     if world.is_main:  # (rollout_batch_size counts completions: OpenRLHF's counts prompts)
-        updates = cfg.num_minibatches * cfg.ppo_epochs
+        step_updates = cfg.num_minibatches * cfg.ppo_epochs
         ctx.print(f"[{ctx.name}] each step: {questions_per_step} questions x {G} completions "
-                  f"(rollout_batch_size {cfg.rollout_batch_size}), {updates} optimizer "
-                  f"update{'s' if updates != 1 else ''}")
+                  f"(rollout_batch_size {cfg.rollout_batch_size}), {step_updates} optimizer "
+                  f"update{'s' if step_updates != 1 else ''}")
     if 0 < len(train) < questions_per_step and world.is_main:
         ctx.print(f"[{ctx.name}] the training set has {len(train)} question"
                   f"{'s' if len(train) != 1 else ''}, fewer than the {questions_per_step} a "
