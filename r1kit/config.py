@@ -1189,6 +1189,30 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "gradient_checkpointing_enable": ("activation_checkpointing",),
     "agent_func_path": ("not a setting: rollouts are single-turn (no agent loop)",),
     "enable_ema": ("not a setting: no EMA of the weights",),
+    "param_dtype": ("set as dtype under [run] (auto, bfloat16 or float32)",),
+    "use_dynamic_batch": (_PACKED,),
+    "wandb_run_name": ("given on the command line: r1kit run RECIPE --out DIR",),
+    "prompt_data_probs": ("not a setting: one training file per stage (mix the files first)",),
+    "ptx_coef": ("not a setting: no pretraining loss mixed into the RL loss",),
+    "use_liger_kernel": (("not needed: the output layer's log-probabilities are computed in "
+                          "chunks (logprob_chunk_tokens)"),),
+    "ring_attn_size": ("not a setting: no sequence parallelism (ring attention)",),
+    "ring_head_stride": ("not a setting: no sequence parallelism (ring attention)",),
+    "enable_vllm_is_correction": (_OWN_ENGINE,), "enable_prefix_caching": (_OWN_ENGINE,),
+    "enforce_eager": (_OWN_ENGINE,), "ema_beta": ("not a setting: no EMA of the weights",),
+    "local_rank": ("not needed: torchrun gives each process its rank",),
+    "wandb_group": (_WANDB,), "wandb_org": (_WANDB,),
+    **{name: ("not a setting: each step samples, then trains (no asynchronous rollouts)",)
+       for name in ("async_train", "async_queue_size", "partial_rollout")},
+    # OpenRLHF's other flat flags: said to be its, never a near spelling of another meaning
+    **{name: ("OpenRLHF's name; r1kit has no setting for it",) for name in (
+        "actor_init_on_gpu", "best_metric_key", "dataloader_num_workers", "deepcompile",
+        "deepspeed_enable_sleep", "disable_ds_ckpt", "disable_fast_tokenizer",
+        "ds_tensor_parallel_size", "eval_split", "freeze_visual_encoder", "full_determinism",
+        "grad_accum_dtype", "gradient_checkpointing_use_reentrant", "image_key",
+        "max_ckpt_mem", "max_images_per_prompt", "overlap_comm", "perf",
+        "rollout_max_tokens_per_gpu", "save_value_network", "train_max_tokens_per_gpu",
+        "use_ds_universal_ckpt", "use_ms", "value_head_prefix", "zpg")},
     "eval_temperature": ("eval",), "eval_n_samples_per_prompt": ("eval",),
 }
 # TRL's and open-r1's SFT settings where an sft stage answers them otherwise than a grpo stage
@@ -1232,6 +1256,8 @@ FOREIGN_SFT = {
     "max_len": ("max_length, the tokens per row, prompt and response together (a longer "
                 "response is cut)"),
     "pretrain": "model, the checkpoint to fine-tune",
+    "prompt_split": ("not a setting: data names a local file (one split's JSONL or parquet "
+                     "file, or a glob of its shards)"),
 }
 FOREIGN_SFT["use_liger"] = FOREIGN_SFT["use_liger_kernel"]  # (open-r1's older name)
 FOREIGN_SFT["lr_warmup_ratio"] = FOREIGN_SFT["warmup_ratio"]  # (OpenRLHF's name)
@@ -1241,6 +1267,49 @@ VERL_TABLES = ("actor_rollout_ref", "algorithm", "data", "trainer", "critic",
 # OpenRLHF's, of its newer dotted flags (--actor.adam.lr); data and critic are verl's too
 OPENRLHF_TABLES = ("actor", "rollout", "algo", "train", "reward", "ds", "ckpt", "vllm", "ref",
                    "logger", "eval")
+# OpenRLHF's dotted flags (train_ppo_ray's): only these are answered as OpenRLHF's
+# (the optimizer's, for the actor and the critic alike)
+_OPENRLHF_OPTIM = ("optim muon.lr muon.momentum muon.ns_steps muon.nesterov adam.lr adam.betas "
+                   "adam.eps adam.weight_decay lr_scheduler lr_warmup_ratio min_lr_ratio "
+                   "max_norm")
+_OPENRLHF_FLAGS = frozenset(f"{table}.{name}" for table, names in {
+    "actor": "aux_loss_coef dual_clip entropy_coef eps_clip eps_clip_low_high "
+             "freeze_visual_encoder gradient_checkpointing_enable "
+             "gradient_checkpointing_reentrant model_name_or_path num_gpus_per_node num_nodes "
+             "policy_loss_type",
+    "algo": "advantage.estimator advantage.gamma advantage.is_correction_enable "
+            "advantage.is_correction_threshold advantage.is_correction_type advantage.lambd "
+            "advantage.no_std_norm dynamic_filtering_enable dynamic_filtering_range "
+            "kl.estimator kl.horizon kl.init_coef kl.target kl.use_loss",
+    "ckpt": "best_metric_key disable_ds load_enable max_mem max_num output_dir path save_hf "
+            "save_steps",
+    "critic": "freezing_steps model_name_or_path num_gpus_per_node num_nodes "
+              "save_value_network value_clip",
+    "data": "apply_chat_template dataloader_num_workers disable_fast_tokenizer image_key "
+            "input_key input_template label_key max_images_per_prompt max_len max_samples "
+            "prompt_dataset prompt_probs prompt_split",
+    "ds": "adam_offload attn_implementation deepcompile enable_sleep experts_implementation "
+          "grad_accum_dtype lora.alpha lora.dropout lora.rank lora.target_modules overlap_comm "
+          "packing_samples param_dtype ring_attn_head_stride ring_attn_size "
+          "tensor_parallel_size use_liger_kernel use_universal_ckpt value_head_prefix "
+          "zero_stage zpg",
+    "eval": "dataset n_samples_per_prompt split steps temperature",
+    "logger": "logging_steps tensorboard_dir wandb.group wandb.key wandb.org wandb.project "
+              "wandb.run_name",
+    "ref": "num_gpus_per_node num_nodes offload",
+    "reward": "clip_range model_name_or_path normalize_enable num_gpus_per_node num_nodes "
+              "offload overlong_buffer_len overlong_penalty_factor remote_url "
+              "stop_properly_penalty_coef",
+    "rollout": "batch_size max_new_tokens max_tokens_per_gpu micro_batch_size "
+               "n_samples_per_prompt temperature top_p vllm_generate_batch_size",
+    "train": "agent_func_path async_enable async_queue_size batch_size colocate_actor_ref "
+             "colocate_all colocate_critic_reward dynamic_batch_enable ema_beta enable_ema "
+             "full_determinism_enable max_epochs max_tokens_per_gpu micro_batch_size "
+             "num_episodes partial_rollout_enable seed",
+    "vllm": "enable_prefix_caching enable_sleep enforce_eager gpu_memory_utilization "
+            "num_engines sync_backend sync_with_ray tensor_parallel_size",
+}.items() for name in (names + " " + _OPENRLHF_OPTIM * (table in ("actor", "critic"))
+                       ).split())
 # OpenRLHF's data.* settings (verl's data table has others)
 _OPENRLHF_DATA = ("input_key", "label_key", "input_template", "apply_chat_template", "max_len",
                   "prompt_dataset", "prompt_probs", "prompt_split", "max_samples")
@@ -1333,6 +1402,12 @@ _FOREIGN_NOTES = {
     "eval_n_samples_per_prompt": ": k in the stage's eval table ([stages.NAME.eval] k = N)",
     "label_key": " (a dotted name reads inside an object field)",
 }
+# the notes above that speak of a grpo stage's settings (not said in other stage kinds)
+_GRPO_NOTES = ("num_episodes", "max_epochs", "max_len", "micro_rollout_batch_size",
+               "micro_train_batch_size", "init_kl_coef", "max_steps", "max_completion_length",
+               "num_train_epochs", "total_epochs", "train_batch_size", "warmup_ratio",
+               "lr_warmup_ratio", "lr_warmup_steps_ratio", "per_device_train_batch_size",
+               "max_prompt_length", "prompt_length")
 # OpenRLHF's dotted settings whose last part alone would be read otherwise: r1kit's setting
 # (a name of a grpo stage) or what to say
 _OPENRLHF_PATHS = {
@@ -1406,12 +1481,14 @@ def _a(word: str) -> str:
     return f"{'an' if word[:1] in 'aeiou' or said_as_letters else 'a'} {word}"
 
 
-def _foreign_hint(key: str, names: list[str]) -> str | None:
-    """The hint for a TRL / open-r1 / verl setting name, where FOREIGN_KEYS knows it."""
+def _foreign_hint(key: str, names: list[str], grpo: bool = True) -> str | None:
+    """The hint for a TRL / open-r1 / verl / OpenRLHF setting name, where FOREIGN_KEYS knows
+    it (in another stage kind than grpo, without the notes that speak of a grpo stage)."""
     # (TRL's vllm_* settings: all as use_vllm)
     for target in FOREIGN_KEYS.get("use_vllm" if key.startswith("vllm_") else key, ()):
         if target in names:
-            return f"r1kit's name for {key!r} is {target!r}{_FOREIGN_NOTES.get(key, '')}"
+            note = _FOREIGN_NOTES.get(key, "") if grpo or key not in _GRPO_NOTES else ""
+            return f"r1kit's name for {key!r} is {target!r}{note}"
         if " " in target:
             return f"{key!r} is {target}"
     return None
@@ -1449,8 +1526,9 @@ def _unknown_hint(key: str, names: list[str], kind: str | None, cls) -> str:
              if k != kind and key in {f.name for f in dataclasses.fields(c)}]
     if kind == "sft" and key in FOREIGN_SFT:
         return f"{key!r} is {FOREIGN_SFT[key]}"
-    if _foreign_hint(key, names):
-        return _foreign_hint(key, names)
+    said = _foreign_hint(key, names, grpo=kind in (None, "grpo"))
+    if said:
+        return said
     if kind is None and "seed" in names:  # [run]: a stage's setting (or TRL's name for one)
         own = next((t for t in (key, *FOREIGN_KEYS.get(key, ()))
                     if any(t in {f.name for f in dataclasses.fields(c)}
@@ -1588,38 +1666,50 @@ def _verl_hint(keys: list[str], stages: list[str], cls=None) -> str:
 
 def _openrlhf_hint(keys: list[str], stages: list[str], cls=None) -> str | None:
     """The hint for an OpenRLHF setting given as its newer flags name it (actor.adam.lr):
-    r1kit's setting for it in a grpo stage's table, by the whole name where its last part
-    alone means something else, else by that last part; None for a name it does not know
-    (its tables' names are common words: eval.every is no OpenRLHF setting)."""
+    r1kit's setting for it in the stage kind's table (a grpo stage's where none is known),
+    by the whole name where its last part alone means something else, else by that last
+    part; None for a name OpenRLHF does not have (its tables' names are common words:
+    eval.every is no OpenRLHF setting)."""
     leaf, dotted = keys[-1], ".".join(keys)
-    grpo = [f.name for f in dataclasses.fields(cls or GRPOConfig)]
+    if dotted not in _OPENRLHF_FLAGS:
+        return None
+    cls = cls or GRPOConfig
+    own = [f.name for f in dataclasses.fields(cls)]
+    grpo = cls is GRPOConfig  # (the notes speak of a grpo stage's settings)
     stage = stages[0] if len(stages) == 1 else "NAME"
     setting, note = _OPENRLHF_PATHS.get(dotted, (None, None))
     if setting is None and keys[0] == "vllm":
         setting, note = "", _OWN_ENGINE
-    if setting is None and keys[0] == "actor" and "muon" in keys:
+    if setting is None and ("muon" in keys or leaf == "optim"):
         setting, note = "", "not a setting: the optimizer is AdamW (torch's)"
     if setting is None and keys[:2] == ["logger", "wandb"]:
         setting, note = "", _WANDB
+    if setting and (setting.split(".")[0] not in own or not grpo):
+        setting = None  # (not this stage kind's: by the last part alone)
     if setting is None:
-        setting = leaf if leaf in grpo else next(
-            (t for t in FOREIGN_KEYS.get(leaf, ()) if t in grpo), None)
-        note = _FOREIGN_NOTES.get(leaf, "") if setting not in (None, leaf) else ""
+        setting = leaf if leaf in own else next(
+            (t for t in FOREIGN_KEYS.get(leaf, ()) if t in own), None)
+        note = _FOREIGN_NOTES.get(leaf, "") if setting not in (None, leaf) and grpo else ""
     said = note or next((t for t in FOREIGN_KEYS.get(leaf, ()) if " " in t), None)
-    if not setting and not said:
-        return None
-    where = "" if not setting and "(README" in said else " (README: Coming from OpenRLHF)"
-    return (f"{dotted} is OpenRLHF's name: r1kit's is stages.{stage}.{setting}{note}{where}"
-            if setting else f"{dotted} is OpenRLHF's name: {said}{where}")
+    where = " (README: Coming from OpenRLHF)"
+    if setting:
+        return f"{dotted} is OpenRLHF's name: r1kit's is stages.{stage}.{setting}{note}{where}"
+    if said:
+        return f"{dotted} is OpenRLHF's name: {said}{'' if '(README' in said else where}"
+    return f"{dotted} is OpenRLHF's name; r1kit has no setting for it{where}"
+
+
+def _only_kind(stages) -> type | None:
+    """The settings class of a recipe's one stage (its `stages` table); None for several."""
+    one = next(iter(stages.values())) if isinstance(stages, dict) and len(stages) == 1 else None
+    return STAGE_KINDS.get(one.get("kind")) if isinstance(one, dict) else None
 
 
 def _bare_hint(key: str, stages: dict) -> str | None:
     """The hint for a stage's setting given alone in a --set (--set n_samples_per_prompt=8),
     by r1kit's name or by TRL's, verl's or OpenRLHF's for it: in the recipe's one stage (by
     its kind's settings), else in a grpo stage's."""
-    one = next(iter(stages.values())) if len(stages) == 1 else None
-    cls = STAGE_KINDS.get(one.get("kind")) if isinstance(one, dict) else None
-    names = [f.name for f in dataclasses.fields(cls or GRPOConfig)]
+    names = [f.name for f in dataclasses.fields(_only_kind(stages) or GRPOConfig)]
     own = key if key in names else next((t for t in FOREIGN_KEYS.get(key, ()) if t in names),
                                         None)
     if own is None:
@@ -1638,7 +1728,7 @@ def _table_hint(keys: list[str], stages: list[str], cls=None,
     """The hint for a dotted setting of verl's or OpenRLHF's (keys[0] in FOREIGN_TABLES);
     None for a name of an OpenRLHF table that OpenRLHF does not have (or `openrlhf` off)."""
     if keys[0] == "critic":
-        return f"{'.'.join(keys)}: {_NO_CRITIC}"
+        return f"{'.'.join(keys)} is verl's and OpenRLHF's name: {_NO_CRITIC}"
     if (".".join(keys) in _OPENRLHF_PATHS or keys[0] not in VERL_TABLES
             or keys[0] == "data" and keys[-1] in _OPENRLHF_DATA):
         return _openrlhf_hint(keys, stages, cls) if openrlhf else None
@@ -1672,7 +1762,8 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     for o, keys in zip(overrides, paths):
         if keys[0] not in ("run", "stages") and keys[0] not in data:  # e.g. `stage.zero.lr`
             close = difflib.get_close_matches(keys[0], ["run", "stages"], n=1)
-            hint = ((keys[0] in FOREIGN_TABLES and _table_hint(keys, stages))
+            hint = ((keys[0] in FOREIGN_TABLES
+                     and _table_hint(keys, stages, _only_kind(data.get("stages"))))
                     or (len(keys) == 1 and isinstance(data.get("stages"), dict)
                         and _bare_hint(keys[0], data["stages"]))
                     or (f"did you mean {close[0]!r}?" if close else
@@ -1714,7 +1805,8 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
         close = difflib.get_close_matches(key, ["run", "stages"], n=1)
         stages = list(data["stages"]) if isinstance(data.get("stages"), dict) else []
         _fail(f"{source}: {key}", "unknown top-level table",
-              (key in FOREIGN_TABLES and _tables_hint(key, data[key], stages))
+              (key in FOREIGN_TABLES
+               and _tables_hint(key, data[key], stages, _only_kind(data.get("stages"))))
               or (f"did you mean {close[0]!r}?" if close else "use [run] and [stages.NAME]"))
     run = build(RunConfig, data.get("run", {}), "run")
     run.validate("run")

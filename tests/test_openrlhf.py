@@ -203,20 +203,42 @@ def test_openrlhf_names_get_r1kits(tmp_path):
     with pytest.raises(R1kitError) as info:
         load_recipe(recipe)
     assert "'data' is a setting of reward_model and sft stages" in info.value.hint
-    with pytest.raises(R1kitError) as info:
-        load_recipe(recipe, ["eval.every=10"])
-    assert info.value.hint == "give run.KEY=VALUE or stages.NAME.KEY=VALUE"
+    # names OpenRLHF does not have, in tables named as its: never its answer (eval.top_p is
+    # not the training top_p, reward.model not the policy)
+    for override in ("eval.every=10", "eval.top_p=0.9", "reward.model='rm'", "train.steps=3"):
+        with pytest.raises(R1kitError) as info:
+            load_recipe(recipe, [override])
+        assert info.value.hint == "give run.KEY=VALUE or stages.NAME.KEY=VALUE", override
     with pytest.raises(R1kitError) as info:
         load_recipe(recipe, ["algo.advantage.no_std_norm=true"])
     assert "group_norm always divides by the group's std" in info.value.hint
     recipe.write_text('[stages.s]\nkind = "sft"\nmodel = "m"\ndata = "d.jsonl"\n'
                       '[stages.s.eval]\nevery = 10\n')
     with pytest.raises(R1kitError) as info:
-        load_recipe(recipe, ["group_size=8"])
-    assert "--set stages.s.group_size" not in info.value.hint  # (an sft stage has none)
+        load_recipe(recipe, ["group_size=8"])  # (an sft stage has none)
+    assert info.value.hint == "give run.KEY=VALUE or stages.NAME.KEY=VALUE"
+    with pytest.raises(R1kitError) as info:
+        load_recipe(recipe, ["epochs=3"])
+    assert info.value.hint == "a stage's setting: --set stages.s.epochs=VALUE"
+    with pytest.raises(R1kitError) as info:  # (the sft stage's own batch_size)
+        load_recipe(recipe, ["train.batch_size=64"])
+    assert "r1kit's is stages.s.batch_size (" in info.value.hint
     with pytest.raises(R1kitError) as info:
         load_recipe(recipe)
     assert "'eval' is a setting of grpo stages, and this is an sft stage" in info.value.hint
+    # its flat flags that r1kit has nothing for: never a near spelling of another meaning
+    for name, says in (("ema_beta", "no EMA"), ("local_rank", "torchrun gives"),
+                       ("ring_attn_size", "no sequence parallelism"),
+                       ("deepcompile", "OpenRLHF's name; r1kit has no setting for it")):
+        recipe.write_text(f'[stages.grpo]\nkind = "grpo"\n{name} = 1\n')
+        with pytest.raises(R1kitError) as info:
+            load_recipe(recipe)
+        assert says in info.value.hint and "did you mean" not in info.value.hint, name
+    # a grpo stage's notes are not said in other stage kinds
+    recipe.write_text('[stages.p]\nkind = "pretrain"\nnum_episodes = 8\n')
+    with pytest.raises(R1kitError) as info:
+        load_recipe(recipe)
+    assert info.value.hint == "r1kit's name for 'num_episodes' is 'steps'"
     # train_sft's flags in an sft stage: its own settings
     recipe.write_text('[stages.s]\nkind = "sft"\nmodel = "m"\ndata = "d.jsonl"\n'
                       'input_key = "q"\noutput_key = "a"\ntrain_batch_size = 64\n'
@@ -311,6 +333,12 @@ def openrlhf_style(**kwargs):
 
 def infinite(data_source, solution_str, ground_truth, extra_info=None):
     return float("inf")
+
+def trl_style(completions, answer, **kwargs):
+    return [{"a": 1}["labels"] for c in completions]
+
+def verl_reads_extra(data_source, solution_str, ground_truth, extra_info=None):
+    return float(extra_info["ground_truth"] == solution_str)
 '''
 
 
@@ -329,6 +357,12 @@ def test_a_function_of_kwargs_alone_that_reads_foreign_arguments_is_told_how(tmp
         with pytest.raises(R1kitError, match="raised KeyError") as info:
             FunctionReward(load_function(f"{tmp_path / 'kw.py'}:{name}")).score(["1"], rows)
         assert says in info.value.hint, info.value.hint
+    # (a KeyError of a function that names its parameters is its own: no such hint)
+    rows = [Example(question="q", answer="1", meta={"fields": {"extra_info": {}}})]
+    for name in ("trl_style", "verl_reads_extra"):
+        with pytest.raises(R1kitError, match="raised KeyError") as info:
+            FunctionReward(load_function(f"{tmp_path / 'kw.py'}:{name}")).score(["1"], rows)
+        assert "to have it called as" not in (info.value.hint or ""), name
     line = KWARGS_ONLY.splitlines().index(
         "def infinite(data_source, solution_str, ground_truth, extra_info=None):") + 1
     with pytest.raises(R1kitError, match=rf"returned inf \(.*kw.py:{line}\)"):

@@ -619,8 +619,10 @@ class FunctionReward:
                      "it; prompts of chat messages give conversations")
             # (a function of **kwargs alone that reads verl's or OpenRLHF's arguments: it is
             # called as TRL calls it, since nothing in its signature says otherwise)
-            foreign = (exc.args[0] if isinstance(exc, KeyError) and exc.args
-                       and exc.args[0] in (*VERL_ARGS, *OPENRLHF_ARGS) else None)
+            kwargs_alone = params is not None and bool(params) and all(
+                p.kind is p.VAR_KEYWORD for p in params) and not isinstance(fn, _Wrapped)
+            foreign = (exc.args[0] if kwargs_alone and isinstance(exc, KeyError) and exc.args
+                       and exc.args[0] in (*VERL_ARGS, "queries", "labels") else None)
             if foreign is not None:
                 shape = (f"it reads {foreign!r} from **kwargs, and a function of **kwargs alone "
                          "is called as TRL calls it (completions, prompts, answer): name "
