@@ -1196,6 +1196,10 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "ptx_coef": ("not a setting: no pretraining loss mixed into the RL loss",),
     "use_liger_kernel": (("not needed: the output layer's log-probabilities are computed in "
                           "chunks (logprob_chunk_tokens)"),),
+    **{name: (("not a setting: a reward_model stage reads each pair from the fields chosen "
+               "and rejected (OpenRLHF's train_rm defaults), its prompt from prompt or from "
+               "the start both share (name your columns so)"),)
+       for name in ("chosen_key", "rejected_key")},
     "ring_attn_size": ("not a setting: no sequence parallelism (ring attention)",),
     "ring_head_stride": ("not a setting: no sequence parallelism (ring attention)",),
     "enable_vllm_is_correction": (_OWN_ENGINE,), "enable_prefix_caching": (_OWN_ENGINE,),
