@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -400,6 +401,58 @@ def optimizer_state(model, opt) -> dict:
 
     return get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True,
                                                                          cpu_offload=True))
+
+
+# a sharded model's checkpoint keeps its optimizer's state in this directory, each rank's
+# shard written by that rank (torch.distributed.checkpoint), and in trainer_state.pt this
+# marker where the whole state was: no rank ever holds the whole state (12 bytes per weight
+# with float32 master copies)
+SHARDED_OPTIMIZER = "optimizer"
+
+
+def sharded_optimizer(entry) -> bool:
+    """Whether a checkpoint's optimizer entry is the marker of a sharded optimizer state."""
+    return isinstance(entry, dict) and entry.get("sharded") == SHARDED_OPTIMIZER
+
+
+def save_sharded_optimizer(model, opt, directory) -> dict:
+    """Every rank writes its shard of the optimizer's state into `directory` (a collective);
+    returns the marker to keep in trainer_state.pt."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    dcp.save({"optimizer": get_optimizer_state_dict(model, opt)},
+             checkpoint_id=str(directory))
+    return {"sharded": SHARDED_OPTIMIZER}
+
+
+def load_sharded_optimizer(model, opt, directory) -> None:
+    """The optimizer's state from a directory save_sharded_optimizer wrote, resharded for
+    this run (sharded or not, under any number of processes). Master copies the checkpoint
+    lacks (written without master_weights) are made from the weights, as MasterAdamW does."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
+    target = get_optimizer_state_dict(model, opt)  # (this run's layout, its shards)
+    saved = dcp.FileSystemReader(str(directory)).read_metadata().state_dict_metadata
+    for name, entry in target["state"].items():
+        for key in [k for k in entry if f"optimizer.state.{name}.{k}" not in saved]:
+            if key != "master":
+                raise R1kitError(f"{directory}: the optimizer's state has no {key!r} for "
+                                 f"{name}", "resume with the settings the checkpoint was "
+                                 "saved with")
+            del entry[key]
+    state = {"optimizer": target}
+    with warnings.catch_warnings():  # (one process: what torch says it then assumes)
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(directory), no_dist=not _world.enabled)
+    set_optimizer_state_dict(model, opt, state["optimizer"])
+    for group, mine in zip(opt.param_groups, kernels):  # (this process's kernels)
+        group.update(mine)
 
 
 def load_optimizer_state(model, opt, state: dict) -> None:

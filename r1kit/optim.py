@@ -12,8 +12,8 @@ with the gradients in float32, then rounds the copies into the model's weights. 
 its gradients, and every forward and backward pass stay in bf16: only the optimizer holds
 float32 (12 bytes per trained weight where torch's AdamW holds 4 in bf16). float32 weights
 are updated in place, as torch's AdamW does. The copies live in the optimizer's state, keyed by
-the model's parameters, so checkpoints (also FSDP2's sharded ones) save and restore them
-whole; an interrupted run resumes from the float32 copies, not from the rounded weights.
+the model's parameters, so checkpoints save and restore them (a sharded run's, each rank its
+shard); an interrupted run resumes from the float32 copies, not from the rounded weights.
 """
 
 from __future__ import annotations

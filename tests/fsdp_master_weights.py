@@ -1,11 +1,13 @@
 """Run under torchrun (2 gloo processes) by test_distributed.py: a bf16 model sharded with FSDP2,
 AdamW through float32 master copies (r1kit.optim). The master copies are saved whole (rank 0)
 and load back into a new sharded model and optimizer: the next update is the same, bit for bit,
-as without the interruption."""
+as without the interruption. The same through each rank's shard of the state (a sharded run's
+checkpoints), written by every rank and read back resharded."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -46,6 +48,8 @@ def main() -> int:
         torch.save(saved, path)
     distributed.wait_for_main()
     saved = torch.load(path, weights_only=True)  # as a resumed run reads it, on every rank
+    shards = Path(path).with_name("optimizer-shards")  # (each rank writes its own shard)
+    assert distributed.save_sharded_optimizer(model, opt, shards) == {"sharded": "optimizer"}
     weights = {n: p.full_tensor() for n, p in model.named_parameters()}  # on every rank
     update(model, opt, 3)  # the uninterrupted third update
     after = distributed.full_state(model)
@@ -63,9 +67,17 @@ def main() -> int:
     again = distributed.full_state(model2)
     for n, p in model2.named_parameters():
         assert torch.equal(opt2.state[p]["master"].full_tensor(), masters[n]), n
+    model3, opt3 = build()  # (from the shards)
+    distributed.load_full_state(model3, weights)
+    distributed.load_sharded_optimizer(model3, opt3, shards)
+    update(model3, opt3, 3)
+    third = distributed.full_state(model3)
+    for n, p in model3.named_parameters():
+        assert torch.equal(opt3.state[p]["master"].full_tensor(), masters[n]), n
     if world.is_main:
-        assert after.keys() == again.keys()
+        assert after.keys() == again.keys() == third.keys()
         assert all(torch.equal(after[k], again[k]) for k in after)
+        assert all(torch.equal(after[k], third[k]) for k in after)
         assert {v.dtype for v in after.values()} == {torch.bfloat16}
         print("fsdp master weights: ok")
     distributed.shutdown()

@@ -125,6 +125,42 @@ def test_a_one_process_checkpoint_resumes_sharded(tmp_path_factory, monkeypatch)
     _check_same(one, two)
 
 
+def test_a_sharded_runs_checkpoint_keeps_its_optimizer_in_shards(tmp_path_factory,
+                                                                    monkeypatch, capsys):
+    """Under fsdp each rank writes its own shard of the optimizer's state into the checkpoint
+    (no rank gathers it whole): the checkpoint holds the shards and a marker where the whole
+    state was. Resumed under fsdp, and on one process, from the step-1 checkpoint, the run
+    ends as the uninterrupted one-process run."""
+    cache = tmp_path_factory.getbasetemp() / "dist-cache"
+    one = tmp_path_factory.getbasetemp() / "dist-one"
+    monkeypatch.setenv("R1KIT_CACHE", str(cache))
+    if not (one / "zero" / "stage.json").is_file():
+        assert main(["run", *SETTINGS, "--set", "run.threads=1", "--out", str(one)]) == 0
+    two = tmp_path_factory.mktemp("sharded-optimizer")
+    _torchrun(two, cache, "--set", "stages.zero.distributed=fsdp", "--set", "run.threads=1")
+    ckpt = two / "zero" / "checkpoints" / "step-1"
+    saved = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+    assert saved["optimizer"] == {"sharded": "optimizer"}
+    assert (ckpt / "optimizer" / ".metadata").is_file()
+    assert len(list((ckpt / "optimizer").glob("*.distcp"))) == 2  # (one file per rank)
+    assert not list((two / "zero" / "checkpoints").glob(".optimizer-*"))  # (moved in)
+    for resumed in ("fsdp", "alone"):
+        again = tmp_path_factory.mktemp(f"sharded-optimizer-{resumed}")
+        shutil.copytree(two, again, dirs_exist_ok=True)
+        (again / "zero" / "stage.json").unlink()
+        (again / "zero" / "model.safetensors").unlink()
+        if resumed == "fsdp":
+            res = _torchrun(again, cache, "--set", "stages.zero.distributed=fsdp",
+                            "--set", "run.threads=1")
+            said = res.stdout + res.stderr
+        else:
+            capsys.readouterr()
+            assert main(["run", *SETTINGS, "--set", "run.threads=1", "--out", str(again)]) == 0
+            said = capsys.readouterr().out
+        assert "resuming from" in said and "checkpoints/step-1" in said, resumed
+        _check_same(one, again)
+
+
 def test_sharded_bf16_weights_keep_their_float32_master_copies(tmp_path):
     """FSDP2 with bf16 weights: AdamW's float32 master copies (r1kit.optim) are sharded like
     the weights, saved whole and loaded back into a new sharded optimizer, which goes on as
@@ -302,6 +338,22 @@ def test_two_processes_fine_tune_like_one(tmp_path_factory, monkeypatch, mode):
     if lora:  # the adapted layers alone moved
         moved = [k for k in start if not torch.equal(final[k], start[k])]
         assert moved and all(k.endswith("proj.weight") for k in moved)
+    if mode == "fsdp":  # each rank's shard of the optimizer's state: resumed to the same end
+        ckpt = two / "sft" / "checkpoints" / "step-4"
+        assert torch.load(ckpt / "trainer_state.pt", weights_only=True)["optimizer"] == {
+            "sharded": "optimizer"}
+        again = tmp_path_factory.mktemp("sft-two-fsdp-resumed")
+        shutil.copytree(two, again, dirs_exist_ok=True)
+        (again / "sft" / "stage.json").unlink()
+        (again / "sft" / "model.safetensors").unlink()
+        res = subprocess.run([*cmd[:-1], str(again)], check=False, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+        assert "resuming from" in res.stdout + res.stderr
+        wa = load_file(one / "sft" / "model.safetensors")
+        wb = load_file(again / "sft" / "model.safetensors")
+        for k in wa:
+            torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=k)
 
 
 def test_a_sharded_runs_state_loads_into_one_process():

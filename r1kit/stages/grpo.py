@@ -34,6 +34,7 @@ import copy
 import functools
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ import torch._dynamo
 
 from r1kit import distributed
 from r1kit.algos import group_advantages, policy_loss
-from r1kit.checkpoints import STATE_FILE, latest_checkpoint, write_checkpoint
+from r1kit.checkpoints import STATE_FILE, latest_checkpoint, staged_optimizer, write_checkpoint
 from r1kit.config import GRPOConfig, reward_specs, unused_with_reward_function
 from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
@@ -756,7 +757,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         else:
             distributed.load_full_state(policy,
                                         load_model(resume, ctx.device, ctx.dtype).state_dict())
-        distributed.load_optimizer_state(policy, opt, state["optimizer"])
+        if distributed.sharded_optimizer(state["optimizer"]):
+            distributed.load_sharded_optimizer(policy, opt,
+                                               resume / distributed.SHARDED_OPTIMIZER)
+        else:
+            distributed.load_optimizer_state(policy, opt, state["optimizer"])
         if ref is not None and lora is not None:
             _load_trainable(ref, state["ref"], resume)
         elif ref is not None:
@@ -1243,10 +1248,15 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
     elif sharded:
         weights = distributed.full_state(policy)
         ref_state = distributed.full_state(ref) if ref is not None else None
-    optim = distributed.optimizer_state(policy, opt)
+    # (sharded weights: each rank writes its shard of the optimizer's state; else rank 0
+    # writes it whole)
+    optim, staging = (staged_optimizer(stage_dir, step, policy, opt) if sharded and lora is None
+                      else (distributed.optimizer_state(policy, opt), None))
 
     def write(tmp: Path) -> None:
         nonlocal ref_state
+        if staging is not None:
+            os.replace(staging, tmp / distributed.SHARDED_OPTIMIZER)
         if lora is not None:
             save_adapters(lora, tmp, adapters)
             with quiet_loading():

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import torch
 
 from r1kit import distributed
-from r1kit.checkpoints import STATE_FILE, latest_checkpoint, write_checkpoint
+from r1kit.checkpoints import STATE_FILE, latest_checkpoint, staged_optimizer, write_checkpoint
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
 from r1kit.logprobs import (
@@ -399,7 +400,10 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     t0, losses, start = time.time(), [], 0
     if resume is not None:
         state = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=True)
-        distributed.load_optimizer_state(model, opt, state["optimizer"])
+        if distributed.sharded_optimizer(state["optimizer"]):
+            distributed.load_sharded_optimizer(model, opt, resume / distributed.SHARDED_OPTIMIZER)
+        else:
+            distributed.load_optimizer_state(model, opt, state["optimizer"])
         start, order, losses = state["step"], list(state["order"]), list(state["losses"])
         if "steps" not in state and cfg.batch_size > len(data):
             # (a checkpoint written before fewer rows than batch_size meant `epochs` steps:
@@ -421,12 +425,17 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         # with LoRA the adapters alone (a peft directory on the stage's input model)
         adapters = gathered_adapters(model) if sharded and lora is not None else None
         weights = distributed.full_state(model) if sharded and lora is None else None
-        optim = distributed.optimizer_state(model, opt)
+        # (sharded weights: each rank writes its shard of the optimizer's state)
+        optim, staging = (staged_optimizer(stage_dir, step, model, opt)
+                          if sharded and lora is None
+                          else (distributed.optimizer_state(model, opt), None))
         rngs = distributed.gather_lists([torch.get_rng_state()])
         cuda_rngs = distributed.gather_lists([torch.cuda.get_rng_state()
                                               if torch.cuda.is_available() else None])
 
         def write(tmp: Path) -> None:
+            if staging is not None:
+                os.replace(staging, tmp / distributed.SHARDED_OPTIMIZER)
             if lora is not None:
                 save_adapters(lora, tmp, adapters)
                 with quiet_loading():
