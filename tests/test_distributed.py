@@ -59,6 +59,17 @@ def _rows(path):
             for line in path.read_text().splitlines()]
 
 
+def _one_process_run(tmp_path_factory, monkeypatch):
+    """The shared tiny-world cache and the one-process run of SETTINGS (made once, shared by
+    the tests that compare with it)."""
+    cache = tmp_path_factory.getbasetemp() / "dist-cache"
+    one = tmp_path_factory.getbasetemp() / "dist-one"
+    monkeypatch.setenv("R1KIT_CACHE", str(cache))
+    if not (one / "zero" / "stage.json").is_file():
+        assert main(["run", *SETTINGS, "--set", "run.threads=1", "--out", str(one)]) == 0
+    return cache, one
+
+
 def _close(a, b, tol=1e-5):
     if isinstance(a, float) or isinstance(b, float):
         return a is not None and b is not None and abs(a - b) <= tol * max(1.0, abs(a), abs(b))
@@ -83,11 +94,7 @@ def _check_same(one, two):
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_processes_train_like_one(tmp_path_factory, monkeypatch, mode):
-    cache = tmp_path_factory.getbasetemp() / "dist-cache"
-    one = tmp_path_factory.getbasetemp() / "dist-one"
-    monkeypatch.setenv("R1KIT_CACHE", str(cache))
-    if not (one / "zero" / "stage.json").is_file():  # the one-process run, shared by both modes
-        assert main(["run", *SETTINGS, "--set", "run.threads=1", "--out", str(one)]) == 0
+    cache, one = _one_process_run(tmp_path_factory, monkeypatch)
     two = tmp_path_factory.mktemp(f"two-{mode}")
     _torchrun(two, cache, "--set", f"stages.zero.distributed={mode}")
     weights = _check_same(one, two)
@@ -107,11 +114,7 @@ def test_a_one_process_checkpoint_resumes_sharded(tmp_path_factory, monkeypatch)
     """One process's checkpoint (the optimizer's state numbered, as optimizer.state_dict()
     writes it) resumes under torchrun with fsdp (which names it): the same end as the
     one-process run. It failed with KeyError 'state.0.step'."""
-    cache = tmp_path_factory.getbasetemp() / "dist-cache"
-    one = tmp_path_factory.getbasetemp() / "dist-one"
-    monkeypatch.setenv("R1KIT_CACHE", str(cache))
-    if not (one / "zero" / "stage.json").is_file():
-        assert main(["run", *SETTINGS, "--set", "run.threads=1", "--out", str(one)]) == 0
+    cache, one = _one_process_run(tmp_path_factory, monkeypatch)
     two = tmp_path_factory.mktemp("resume-sharded")
     shutil.copytree(one, two, dirs_exist_ok=True)
     saved = torch.load(two / "zero/checkpoints/step-1/trainer_state.pt", weights_only=True)
@@ -131,11 +134,7 @@ def test_a_sharded_runs_checkpoint_keeps_its_optimizer_in_shards(tmp_path_factor
     (no rank gathers it whole): the checkpoint holds the shards and a marker where the whole
     state was. Resumed under fsdp, and on one process, from the step-1 checkpoint, the run
     ends as the uninterrupted one-process run."""
-    cache = tmp_path_factory.getbasetemp() / "dist-cache"
-    one = tmp_path_factory.getbasetemp() / "dist-one"
-    monkeypatch.setenv("R1KIT_CACHE", str(cache))
-    if not (one / "zero" / "stage.json").is_file():
-        assert main(["run", *SETTINGS, "--set", "run.threads=1", "--out", str(one)]) == 0
+    cache, one = _one_process_run(tmp_path_factory, monkeypatch)
     two = tmp_path_factory.mktemp("sharded-optimizer")
     _torchrun(two, cache, "--set", "stages.zero.distributed=fsdp", "--set", "run.threads=1")
     ckpt = two / "zero" / "checkpoints" / "step-1"
