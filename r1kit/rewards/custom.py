@@ -7,8 +7,11 @@ questions, the reference answers, and for a data file of your own (`task = "math
 field of its rows under the field's name, e.g. `solution=[...]`; all lists of the same length;
 in a grpo stage also `completion_ids` and `trainer_state`, GRPO_EXTRAS)
 and returns one float per completion, or None for a completion it cannot score (as TRL's
-reward functions may: it scores 0, and `reward/custom_none` logs the share). Its parameters are checked against those names before any
-stage runs.
+reward functions may: it scores 0, and `reward/custom_none` logs the share). Its parameters
+are checked against those names before any stage runs.
+
+A function written for verl (VerlScore) or for OpenRLHF (OpenRLHFReward) is called as its
+framework calls it instead.
 """
 
 from __future__ import annotations
