@@ -421,9 +421,30 @@ def save_sharded_optimizer(model, opt, directory) -> dict:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    dcp.save({"optimizer": get_optimizer_state_dict(model, opt)},
-             checkpoint_id=str(directory))
+    with _checkpoint_errors(directory):
+        dcp.save({"optimizer": get_optimizer_state_dict(model, opt)},
+                 checkpoint_id=str(directory))
     return {"sharded": SHARDED_OPTIMIZER}
+
+
+@contextlib.contextmanager
+def _checkpoint_errors(directory):
+    """torch.distributed.checkpoint's failures (a CheckpointException, which is no Exception)
+    as the error that caused them: an OSError as it is (a full disk is said as such), else an
+    R1kitError naming the directory."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        yield
+    except CheckpointException as exc:
+        failures = [f[0] if isinstance(f, tuple) else f
+                    for f in getattr(exc, "failures", {}).values()]
+        cause = next((f for f in failures if isinstance(f, BaseException)), None)
+        if isinstance(cause, OSError):
+            raise cause from exc
+        raise R1kitError(f"{directory}: the optimizer's shards: {cause or exc}",
+                         "resume with the settings and the torch the checkpoint was saved "
+                         "with") from exc
 
 
 def load_sharded_optimizer(model, opt, directory) -> None:
@@ -446,10 +467,20 @@ def load_sharded_optimizer(model, opt, directory) -> None:
                                  f"{name}", "resume with the settings the checkpoint was "
                                  "saved with")
             del entry[key]
+    groups = target["param_groups"]
+    if f"optimizer.param_groups.{len(groups) - 1}.params" not in saved or \
+            f"optimizer.param_groups.{len(groups)}.params" in saved:
+        raise R1kitError(f"{directory}: the checkpoint's optimizer has another number of "
+                         "parameter groups", "resume with the settings the checkpoint was "
+                         "saved with")
+    for i, group in enumerate(groups):  # (an option this torch has and the saving one had
+        for key in [k for k in group if f"optimizer.param_groups.{i}.{k}" not in saved]:
+            del group[key]  # not: left to the optimizer, as its own load_state_dict does)
     state = {"optimizer": target}
     with warnings.catch_warnings():  # (one process: what torch says it then assumes)
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(state, checkpoint_id=str(directory), no_dist=not _world.enabled)
+        with _checkpoint_errors(directory):
+            dcp.load(state, checkpoint_id=str(directory), no_dist=not _world.enabled)
     set_optimizer_state_dict(model, opt, state["optimizer"])
     for group, mine in zip(opt.param_groups, kernels):  # (this process's kernels)
         group.update(mine)

@@ -143,13 +143,13 @@ def test_a_sharded_runs_checkpoint_keeps_its_optimizer_in_shards(tmp_path_factor
     assert (ckpt / "optimizer" / ".metadata").is_file()
     assert len(list((ckpt / "optimizer").glob("*.distcp"))) == 2  # (one file per rank)
     assert not list((two / "zero" / "checkpoints").glob(".optimizer-*"))  # (moved in)
-    for resumed in ("fsdp", "alone"):
+    for resumed in ("fsdp", "ddp", "alone"):
         again = tmp_path_factory.mktemp(f"sharded-optimizer-{resumed}")
         shutil.copytree(two, again, dirs_exist_ok=True)
         (again / "zero" / "stage.json").unlink()
         (again / "zero" / "model.safetensors").unlink()
-        if resumed == "fsdp":
-            res = _torchrun(again, cache, "--set", "stages.zero.distributed=fsdp",
+        if resumed != "alone":
+            res = _torchrun(again, cache, "--set", f"stages.zero.distributed={resumed}",
                             "--set", "run.threads=1")
             said = res.stdout + res.stderr
         else:
@@ -158,6 +158,50 @@ def test_a_sharded_runs_checkpoint_keeps_its_optimizer_in_shards(tmp_path_factor
             said = capsys.readouterr().out
         assert "resuming from" in said and "checkpoints/step-1" in said, resumed
         _check_same(one, again)
+
+
+def test_an_optimizers_shards_that_do_not_fit_are_said(tmp_path, monkeypatch):
+    """What torch.distributed.checkpoint raises (a CheckpointException, no Exception) comes
+    out as its cause: a full disk as the OSError it is (which the command line says as one),
+    another layout of parameter groups as an R1kitError. An option this torch's AdamW has and
+    the checkpoint lacks does not stop the load (as the optimizer's own load_state_dict)."""
+    import errno
+    import warnings
+
+    from torch.distributed.checkpoint import FileSystemWriter
+
+    from r1kit import distributed
+    from r1kit.errors import R1kitError
+
+    def build(groups=1):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+        params = ([{"params": list(m.parameters())} for m in model] if groups == 2 else
+                  model.parameters())
+        return model, torch.optim.AdamW(params, lr=1e-2)
+
+    model, opt = build()
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    with warnings.catch_warnings():  # (one process: torch says it assumes one)
+        warnings.simplefilter("ignore")
+        distributed.save_sharded_optimizer(model, opt, tmp_path / "shards")
+    newer, newer_opt = build()
+    newer_opt.param_groups[0]["an_option_of_a_newer_torch"] = True
+    distributed.load_sharded_optimizer(newer, newer_opt, tmp_path / "shards")
+    for p, q in zip(model.parameters(), newer.parameters()):
+        assert all(torch.equal(opt.state[p][k], newer_opt.state[q][k]) for k in opt.state[p])
+    with pytest.raises(R1kitError, match="another number of parameter groups"):
+        distributed.load_sharded_optimizer(*build(groups=2), tmp_path / "shards")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FileSystemWriter, "write_data", full)
+    with pytest.raises(OSError) as info, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        distributed.save_sharded_optimizer(model, opt, tmp_path / "full")
+    assert info.value.errno == errno.ENOSPC
 
 
 def test_sharded_bf16_weights_keep_their_float32_master_copies(tmp_path):
