@@ -12,20 +12,22 @@ from pathlib import Path
 STATE_FILE = "trainer_state.pt"
 
 
-def staged_optimizer(stage_dir: Path, step: int, model, opt) -> tuple[dict, Path]:
-    """A sharded model's optimizer state for checkpoint `step`: every rank writes its own
-    shard into a staging directory beside the checkpoints (a collective; no rank gathers the
-    whole state), which the checkpoint's `write` moves into place (os.replace(staging, tmp /
-    SHARDED_OPTIMIZER)). Returns the marker for trainer_state.pt and the staging directory."""
+def staged_shards(stage_dir: Path, step: int, name: str,
+                  save: Callable[[Path], dict]) -> tuple[dict, Path]:
+    """A sharded state (`name`: a sharded model's optimizer state, its reference model) for
+    checkpoint `step`: every rank writes its own shard (`save(directory)`, a collective that
+    returns the marker for trainer_state.pt) into a staging directory beside the checkpoints,
+    so no rank gathers the whole state; the checkpoint's `write` moves it into place
+    (os.replace(staging, tmp / name)). Returns the marker and the staging directory."""
     from r1kit import distributed
 
-    staging = Path(stage_dir) / "checkpoints" / f".optimizer-step-{step}.tmp"
+    staging = Path(stage_dir) / "checkpoints" / f".{name}-step-{step}.tmp"
     if distributed.current().is_main:
-        for old in staging.parent.glob(".optimizer-step-*.tmp"):  # (left by a run that
+        for old in staging.parent.glob(f".{name}-step-*.tmp"):  # (left by a run that
             shutil.rmtree(old)  # stopped while writing one)
         staging.mkdir(parents=True)
     distributed.wait_for_main()
-    marker = distributed.save_sharded_optimizer(model, opt, staging)
+    marker = save(staging)
     distributed.wait_for_main()  # (every shard written before rank 0 moves them)
     return marker, staging
 

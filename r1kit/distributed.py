@@ -403,16 +403,43 @@ def optimizer_state(model, opt) -> dict:
                                                                          cpu_offload=True))
 
 
-# a sharded model's checkpoint keeps its optimizer's state in this directory, each rank's
-# shard written by that rank (torch.distributed.checkpoint), and in trainer_state.pt this
-# marker where the whole state was: no rank ever holds the whole state (12 bytes per weight
-# with float32 master copies)
+# a sharded model's checkpoint keeps its optimizer's state, and its reference model's
+# weights, in these directories, each rank's shard written by that rank
+# (torch.distributed.checkpoint), and in trainer_state.pt a marker where the whole state was:
+# no rank ever holds the whole state (12 bytes per weight with float32 master copies)
 SHARDED_OPTIMIZER = "optimizer"
+SHARDED_REF = "ref"
 
 
-def sharded_optimizer(entry) -> bool:
-    """Whether a checkpoint's optimizer entry is the marker of a sharded optimizer state."""
-    return isinstance(entry, dict) and entry.get("sharded") == SHARDED_OPTIMIZER
+def sharded_entry(entry, name: str) -> bool:
+    """Whether a checkpoint's entry (trainer_state.pt's) is the marker of state `name` kept
+    in shards."""
+    return isinstance(entry, dict) and entry.get("sharded") == name
+
+
+def save_sharded_model(model, directory, name: str) -> dict:
+    """Every rank writes its shard of the model's weights into `directory` (a collective);
+    returns the marker to keep in trainer_state.pt."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    with _checkpoint_errors(directory):
+        dcp.save({"model": get_model_state_dict(model)}, checkpoint_id=str(directory))
+    return {"sharded": name}
+
+
+def load_sharded_model(model, directory) -> None:
+    """The model's weights from a directory save_sharded_model wrote, resharded for this run
+    (sharded or not, under any number of processes)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    state = {"model": get_model_state_dict(model)}
+    with warnings.catch_warnings():  # (one process: what torch says it then assumes)
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        with _checkpoint_errors(directory):
+            dcp.load(state, checkpoint_id=str(directory), no_dist=not _world.enabled)
+    set_model_state_dict(model, state["model"])
 
 
 def save_sharded_optimizer(model, opt, directory) -> dict:
@@ -442,7 +469,7 @@ def _checkpoint_errors(directory):
         cause = next((f for f in failures if isinstance(f, BaseException)), None)
         if isinstance(cause, OSError):
             raise cause from exc
-        raise R1kitError(f"{directory}: the optimizer's shards: {cause or exc}",
+        raise R1kitError(f"{directory}: the checkpoint's shards: {cause or exc}",
                          "resume with the settings and the torch the checkpoint was saved "
                          "with") from exc
 

@@ -130,19 +130,20 @@ def test_a_one_process_checkpoint_resumes_sharded(tmp_path_factory, monkeypatch)
 
 def test_a_sharded_runs_checkpoint_keeps_its_optimizer_in_shards(tmp_path_factory,
                                                                     monkeypatch, capsys):
-    """Under fsdp each rank writes its own shard of the optimizer's state into the checkpoint
-    (no rank gathers it whole): the checkpoint holds the shards and a marker where the whole
-    state was. Resumed under fsdp, and on one process, from the step-1 checkpoint, the run
+    """Under fsdp each rank writes its own shard of the optimizer's state and of the reference
+    model into the checkpoint (no rank gathers them whole): the checkpoint holds the shards
+    and markers where the whole states were. Resumed under fsdp, and on one process, from the step-1 checkpoint, the run
     ends as the uninterrupted one-process run."""
     cache, one = _one_process_run(tmp_path_factory, monkeypatch)
     two = tmp_path_factory.mktemp("sharded-optimizer")
     _torchrun(two, cache, "--set", "stages.zero.distributed=fsdp", "--set", "run.threads=1")
     ckpt = two / "zero" / "checkpoints" / "step-1"
     saved = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-    assert saved["optimizer"] == {"sharded": "optimizer"}
-    assert (ckpt / "optimizer" / ".metadata").is_file()
-    assert len(list((ckpt / "optimizer").glob("*.distcp"))) == 2  # (one file per rank)
-    assert not list((two / "zero" / "checkpoints").glob(".optimizer-*"))  # (moved in)
+    assert saved["optimizer"] == {"sharded": "optimizer"} and saved["ref"] == {"sharded": "ref"}
+    for name in ("optimizer", "ref"):  # (the optimizer's state, the reference model's weights)
+        assert (ckpt / name / ".metadata").is_file()
+        assert len(list((ckpt / name).glob("*.distcp"))) == 2  # (one file per rank)
+    assert not list((two / "zero" / "checkpoints").glob(".*.tmp"))  # (moved in)
     for resumed in ("fsdp", "ddp", "alone"):
         again = tmp_path_factory.mktemp(f"sharded-optimizer-{resumed}")
         shutil.copytree(two, again, dirs_exist_ok=True)

@@ -46,7 +46,7 @@ import torch._dynamo
 
 from r1kit import distributed
 from r1kit.algos import group_advantages, policy_loss
-from r1kit.checkpoints import STATE_FILE, latest_checkpoint, staged_optimizer, write_checkpoint
+from r1kit.checkpoints import STATE_FILE, latest_checkpoint, staged_shards, write_checkpoint
 from r1kit.config import GRPOConfig, reward_specs, unused_with_reward_function
 from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
@@ -757,7 +757,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         else:
             distributed.load_full_state(policy,
                                         load_model(resume, ctx.device, ctx.dtype).state_dict())
-        if distributed.sharded_optimizer(state["optimizer"]):
+        if distributed.sharded_entry(state["optimizer"], distributed.SHARDED_OPTIMIZER):
             distributed.load_sharded_optimizer(policy, opt,
                                                resume / distributed.SHARDED_OPTIMIZER)
         else:
@@ -765,7 +765,10 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         if ref is not None and lora is not None:
             _load_trainable(ref, state["ref"], resume)
         elif ref is not None:
-            distributed.load_full_state(ref, state["ref"])
+            if distributed.sharded_entry(state["ref"], distributed.SHARDED_REF):
+                distributed.load_sharded_model(ref, resume / distributed.SHARDED_REF)
+            else:
+                distributed.load_full_state(ref, state["ref"])
         start, updates[0], evals = state["step"], state["updates"], list(state["evals"])
         draws = state.get("draws", start)
         ctx.print(f"[{ctx.name}] resuming from {resume} (step {start} of {cfg.steps})")
@@ -1247,16 +1250,24 @@ def save_checkpoint(stage_dir: Path, step: int, policy, tokenizer, opt, ref, sta
         ref_state = distributed.full_tensors(ref, trainable) if ref is not None else None
     elif sharded:
         weights = distributed.full_state(policy)
-        ref_state = distributed.full_state(ref) if ref is not None else None
-    # (sharded weights: each rank writes its shard of the optimizer's state; else rank 0
-    # writes it whole)
-    optim, staging = (staged_optimizer(stage_dir, step, policy, opt) if sharded and lora is None
-                      else (distributed.optimizer_state(policy, opt), None))
+    # (sharded weights: each rank writes its shard of the optimizer's state and of the
+    # reference model; else rank 0 writes them whole)
+    staged = {}
+    if sharded and lora is None:
+        optim, staged[distributed.SHARDED_OPTIMIZER] = staged_shards(
+            stage_dir, step, distributed.SHARDED_OPTIMIZER,
+            lambda d: distributed.save_sharded_optimizer(policy, opt, d))
+        if ref is not None:
+            ref_state, staged[distributed.SHARDED_REF] = staged_shards(
+                stage_dir, step, distributed.SHARDED_REF,
+                lambda d: distributed.save_sharded_model(ref, d, distributed.SHARDED_REF))
+    else:
+        optim = distributed.optimizer_state(policy, opt)
 
     def write(tmp: Path) -> None:
         nonlocal ref_state
-        if staging is not None:
-            os.replace(staging, tmp / distributed.SHARDED_OPTIMIZER)
+        for name, staging in staged.items():
+            os.replace(staging, tmp / name)
         if lora is not None:
             save_adapters(lora, tmp, adapters)
             with quiet_loading():

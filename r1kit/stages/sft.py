@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from r1kit import distributed
-from r1kit.checkpoints import STATE_FILE, latest_checkpoint, staged_optimizer, write_checkpoint
+from r1kit.checkpoints import STATE_FILE, latest_checkpoint, staged_shards, write_checkpoint
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
 from r1kit.logprobs import (
@@ -400,7 +400,7 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     t0, losses, start = time.time(), [], 0
     if resume is not None:
         state = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=True)
-        if distributed.sharded_optimizer(state["optimizer"]):
+        if distributed.sharded_entry(state["optimizer"], distributed.SHARDED_OPTIMIZER):
             distributed.load_sharded_optimizer(model, opt, resume / distributed.SHARDED_OPTIMIZER)
         else:
             distributed.load_optimizer_state(model, opt, state["optimizer"])
@@ -426,7 +426,8 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         adapters = gathered_adapters(model) if sharded and lora is not None else None
         weights = distributed.full_state(model) if sharded and lora is None else None
         # (sharded weights: each rank writes its shard of the optimizer's state)
-        optim, staging = (staged_optimizer(stage_dir, step, model, opt)
+        optim, staging = (staged_shards(stage_dir, step, distributed.SHARDED_OPTIMIZER,
+                                        lambda d: distributed.save_sharded_optimizer(model, opt, d))
                           if sharded and lora is None
                           else (distributed.optimizer_state(model, opt), None))
         rngs = distributed.gather_lists([torch.get_rng_state()])
