@@ -431,14 +431,10 @@ def save_sharded_model(model, directory, name: str) -> dict:
 def load_sharded_model(model, directory) -> None:
     """The model's weights from a directory save_sharded_model wrote, resharded for this run
     (sharded or not, under any number of processes)."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
     state = {"model": get_model_state_dict(model)}
-    with warnings.catch_warnings():  # (one process: what torch says it then assumes)
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        with _checkpoint_errors(directory):
-            dcp.load(state, checkpoint_id=str(directory), no_dist=not _world.enabled)
+    _read_shards(state, directory)
     set_model_state_dict(model, state["model"])
 
 
@@ -452,6 +448,22 @@ def save_sharded_optimizer(model, opt, directory) -> dict:
         dcp.save({"optimizer": get_optimizer_state_dict(model, opt)},
                  checkpoint_id=str(directory))
     return {"sharded": SHARDED_OPTIMIZER}
+
+
+def _kernels(opt) -> list[dict]:
+    """The optimizer's kernel choice (fused, foreach) per parameter group: this process's,
+    which a loaded checkpoint's must not replace."""
+    return [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
+
+
+def _read_shards(state: dict, directory) -> None:
+    """Fill `state` (this run's tensors, sharded or not) from the shards in `directory`."""
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():  # (one process: what torch says it then assumes)
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        with _checkpoint_errors(directory):
+            dcp.load(state, checkpoint_id=str(directory), no_dist=not _world.enabled)
 
 
 @contextlib.contextmanager
@@ -484,7 +496,7 @@ def load_sharded_optimizer(model, opt, directory) -> None:
         set_optimizer_state_dict,
     )
 
-    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
+    kernels = _kernels(opt)
     target = get_optimizer_state_dict(model, opt)  # (this run's layout, its shards)
     saved = dcp.FileSystemReader(str(directory)).read_metadata().state_dict_metadata
     for name, entry in target["state"].items():
@@ -504,10 +516,7 @@ def load_sharded_optimizer(model, opt, directory) -> None:
         for key in [k for k in group if f"optimizer.param_groups.{i}.{k}" not in saved]:
             del group[key]  # not: left to the optimizer, as its own load_state_dict does)
     state = {"optimizer": target}
-    with warnings.catch_warnings():  # (one process: what torch says it then assumes)
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        with _checkpoint_errors(directory):
-            dcp.load(state, checkpoint_id=str(directory), no_dist=not _world.enabled)
+    _read_shards(state, directory)
     set_optimizer_state_dict(model, opt, state["optimizer"])
     for group, mine in zip(opt.param_groups, kernels):  # (this process's kernels)
         group.update(mine)
@@ -516,7 +525,7 @@ def load_sharded_optimizer(model, opt, directory) -> None:
 def load_optimizer_state(model, opt, state: dict) -> None:
     # the kernel choice (fused, foreach) is this process's, not the checkpoint's: a checkpoint
     # written on another device, or before AdamW was fused here, keeps the fast kernel
-    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
+    kernels = _kernels(opt)
     if len(kernels) == len(state.get("param_groups", [])):
         state = {**state, "param_groups": [{**saved, **mine} for saved, mine in zip(
             state["param_groups"], kernels)]}
