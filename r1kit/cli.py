@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="with a chat template, your own system turn for every question "
                          "without one (as a recipe's system_prompt)")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seeding", choices=["batch", "question"], default="batch",
+                    help="batch: one random generator for all the problems; question: one per "
+                         "problem, so its samples do not depend on the others nor on "
+                         "--generation-rows (always so under torchrun, where each process "
+                         "samples its share of the problems: give it to match one process to "
+                         "several)")
     ev.add_argument("--overlap-rewards", choices=["auto", "on", "off"], default="auto",
                     help="verify answers (math-verify, code tests) while the rest still decode "
                          "(auto: on CUDA)")
@@ -106,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--generation-rows", type=int, default=1024,
                     help="most sequences sampled at once (memory; another value draws "
-                         "other samples from the same distribution)")
+                         "other samples from the same distribution, unless --seeding question)")
     ev.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     dec = sub.add_parser("decontaminate",
                          help="find training rows that share a 10-gram with benchmarks (or hold a "

@@ -686,6 +686,9 @@ class SampleConfig:
     max_new_tokens: int = 32768
     generation_rows: int = 1024
     overlap_rewards: str = "auto"  # verify while decoding, as the grpo stage's setting
+    # batch (one generator for all the questions) | question (one per question: the same
+    # samples however the questions are split across processes; always so under torchrun)
+    seeding: str = "batch"
     filters: list[str] = field(default_factory=lambda: ["mixed_language", "long_paragraph",
                                                         "code_in_cot", "repetition"])
     # the format a kept sample must have, as the grpo stage's `format` (auto: <answer> tags
@@ -724,6 +727,7 @@ class SampleConfig:
             if getattr(self, name) < 1:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
         _check_mode(self, "overlap_rewards", where)
+        _check_seeding(self, where)
         if self.prompts < 0 or self.general_rows < 0:
             _fail(f"{where}.prompts", "prompts and general_rows must be >= 0")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
@@ -804,6 +808,9 @@ class EvalStageConfig:
     generation_rows: int = 1024
     language_target: str = "prompt"
     overlap_rewards: str = "auto"  # verify while decoding, as the grpo stage's setting
+    # batch (one generator for all the questions) | question (one per question: the same
+    # samples however the questions are split across processes; always so under torchrun)
+    seeding: str = "batch"
     helpful_model: str = ""  # reward models for the general columns (optional)
     safety_model: str = ""
     # the general columns' prompts: tiny (the tiny world's held-out general prompts) | a
@@ -848,9 +855,16 @@ class EvalStageConfig:
             _fail(f"{where}.language_target", f"unknown target {self.language_target!r}",
                   f"use one of: {', '.join(LANGUAGE_TARGETS)}")
         _check_mode(self, "overlap_rewards", where)
+        _check_seeding(self, where)
         if not 0 < self.top_p <= 1:
             _fail(f"{where}.top_p", f"must be in (0, 1], got {self.top_p}")
         _check_sampling(self.temperature, self.k, where)
+
+
+def _check_seeding(cfg, where: str) -> None:
+    """A sample or eval stage's `seeding`."""
+    if cfg.seeding not in ("batch", "question"):
+        _fail(f"{where}.seeding", f"unknown seeding {cfg.seeding!r}", "use batch or question")
 
 
 def _check_sampling(temperature: float, k: int, where: str) -> None:

@@ -15,8 +15,12 @@ What the GRPO stage splits and what it shares (r1kit/stages/grpo.py):
   - gradients are summed over ranks with per-rank losses normalised by the global mini-batch
     (the global token count for "token-mean", the global number of sequences otherwise), so
     the update is the one-process update up to float rounding,
-  - logged metrics are global; rank 0 alone writes logs, checkpoints and the final model, and
-    runs evaluation and the stages other than GRPO and SFT while the other ranks wait.
+  - logged metrics are global; rank 0 alone writes logs, checkpoints and the final model.
+
+Evaluation (in a GRPO stage, the eval stage) and the sample stage split their questions too:
+each rank samples and verifies a contiguous share (`portion`), seeded per question, and every
+rank gathers all the results, so each computes the same records and rank 0 writes them. The
+pretrain and reward_model stages run on rank 0 while the other ranks wait.
 
 The SFT stage (r1kit/stages/sft.py) runs on every rank as well: every rank draws the same
 batches and takes its contiguous share of each batch's rows; losses are normalised by the
@@ -116,8 +120,8 @@ def shutdown(wait: bool = True) -> None:
 
 
 def wait_for_main() -> None:
-    """A barrier with a long timeout: the other ranks wait while rank 0 evaluates, saves or
-    runs a stage of its own."""
+    """A barrier with a long timeout: the other ranks wait while rank 0 saves or runs a stage
+    of its own."""
     if _world.enabled:
         dist.barrier(group=_wait_group)
 
@@ -187,6 +191,14 @@ class RankZeroFailed(R1kitError):
 
 
 # ----- splitting the work ------------------------------------------------------------------
+
+
+def portion(n: int) -> tuple[int, int]:
+    """[start, end) of this rank's contiguous share of `n` items that need not divide evenly
+    (the first n % world_size ranks take one more; a share may be empty)."""
+    per, extra = divmod(n, _world.world_size)
+    start = _world.rank * per + min(_world.rank, extra)
+    return start, start + per + (_world.rank < extra)
 
 
 def share(n: int, what: str = "items") -> tuple[int, int]:

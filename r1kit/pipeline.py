@@ -5,8 +5,9 @@ A stage hands over through its directory: a Hugging Face checkpoint plus `stage.
 loads that directory. A stage whose `stage.json` says "done" is skipped when the same command
 runs again; `--from STAGE` reruns from that stage on.
 
-Under torchrun (r1kit/distributed.py) every process runs this: GRPO stages run on all ranks,
-the other stages on rank 0 while the rest wait, and rank 0 alone writes the run's files.
+Under torchrun (r1kit/distributed.py) every process runs this: grpo, sft, sample and eval
+stages run on all ranks (each its share of the work), pretrain and reward_model stages on
+rank 0 while the rest wait, and rank 0 alone writes the run's files.
 """
 
 from __future__ import annotations
@@ -493,8 +494,9 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                 return _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log,
                                   print_fn)
 
-            # GRPO and SFT on every rank; any other stage on rank 0 while the others wait
-            summary = (stage() if isinstance(cfg, (GRPOConfig, SFTConfig))
+            # GRPO, SFT, sample and eval stages on every rank (each its share of the work);
+            # pretrain and reward_model stages on rank 0 while the others wait
+            summary = (stage() if isinstance(cfg, EVERY_RANK)
                        else distributed.run_on_main(stage))
             meta = {"kind": cfg.kind, "status": "done", "seconds": time.time() - t0,
                     "summary": summary, "inputs": inputs}
@@ -519,6 +521,9 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
         pass
     return summaries
 
+
+# the stage kinds every process runs under torchrun, each its share of the work
+EVERY_RANK = (GRPOConfig, SFTConfig, SampleConfig, EvalStageConfig)
 
 # [run] settings that change what a run shows, not what it computes: a run may continue
 # with other values of these

@@ -204,6 +204,11 @@ def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (b * CDF_BLOCK + torch.searchsorted(row, rest, right=True)).squeeze(1).clamp(max=V - 1)
 
 
+def question_seed(seed: int, step: int, j: int) -> int:
+    """The sampling seed of question j of a step (per-question seeding: `seeds`)."""
+    return ((seed * 1_000_003 + step) * 1_000_033 + j) % (1 << 62)
+
+
 class _GroupUniforms:
     """The random numbers of per-prompt seeded sampling: prompt i's generator gives its G rows
     `block` numbers at a time, however the rows are batched or how many have finished."""

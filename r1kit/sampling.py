@@ -10,6 +10,10 @@ Readability filters: each is a function of the chain of thought (the text inside
 returns the reason for rejecting it, or None. They run in the order configured; a sample is
 counted against the first filter that rejects it.
 
+Under torchrun every rank samples, verifies and judges its share of the questions (each
+question seeded on its own: r1kit.eval.core), every rank gathers all the verdicts and computes
+the same rows, and rank 0 writes them.
+
 Cold-start rewrite (`rewrite = true`): the paper rewrites kept R1-Zero samples with an LLM
 into the question's language, ending with a summary that states the answer in \\boxed{}. The
 tiny world's stand-in is deterministic (`rewrite_tiny`): Chinese operation words become English
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from r1kit import distributed
 from r1kit.errors import R1kitError
 from r1kit.eval.core import sample_and_verify
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
@@ -135,19 +140,25 @@ def general_rows(n: int, seed: int) -> list[dict]:
 
 def _judge(cfg, path: Path, device, dtype, examples, verdicts, correct: set[int],
            k: int) -> dict[int, float]:
-    """The judge's P(yes) for the samples cfg.judge names that have a final answer."""
+    """The judge's P(yes) for the samples cfg.judge names that have a final answer (under
+    torchrun each rank judges its share of them, and every rank gets all the verdicts)."""
     from r1kit.rewards.judge import DEFAULT_PROMPT, AnswerJudge
 
     todo = [i for i, (_, v) in enumerate(verdicts) if v["answer"] is not None
             and (cfg.judge == "all" or i not in correct)]
     if not todo:
         return {}
-    judge = AnswerJudge(path, device, dtype, cfg.judge_prompt or DEFAULT_PROMPT,
-                        cfg.judge_batch_size)
-    verdict = judge([prompt_text(examples[i // k].question) for i in todo],
-                    [examples[i // k].answer for i in todo],
-                    [verdicts[i][1]["answer"] for i in todo])
-    return dict(zip(todo, verdict))  # (None: the request did not fit the judge)
+    lo, hi = distributed.portion(len(todo))
+    mine = todo[lo:hi]
+    verdict = []
+    if mine:
+        judge = AnswerJudge(path, device, dtype, cfg.judge_prompt or DEFAULT_PROMPT,
+                            cfg.judge_batch_size)
+        verdict = judge([prompt_text(examples[i // k].question) for i in mine],
+                        [examples[i // k].answer for i in mine],
+                        [verdicts[i][1]["answer"] for i in mine])
+    return dict(zip(todo, distributed.gather_lists(list(verdict))))  # (None: the request
+    #                                                                   did not fit the judge)
 
 
 def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.device,
@@ -155,12 +166,14 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     """Rejection sampling: samples_per_prompt samples of each training question, kept where
     right (the task's rules; with `judge_path`, the judge_model's verdict on the samples of
     cfg.judge: r1kit.rewards.judge), in format and readable (filters), up to keep_per_prompt
-    distinct ones per question; data.jsonl for an sft stage."""
+    distinct ones per question; data.jsonl for an sft stage. Under torchrun: every rank its
+    share of the sampling and judging, rank 0 the files (module docstring)."""
     if cfg.rewrite and cfg.task != "arithmetic":
         raise R1kitError("rewrite = true has a built-in rewriter only for the tiny world",
                          "rewrite your samples with a model of your choice and give them to an "
                          "sft stage as a file")
     t0 = time.time()
+    main = distributed.current().is_main
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, device, dtype, tokenizer).eval()
     task = make_task(cfg, seed)
@@ -180,7 +193,8 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
         model, tokenizer, task, examples, prompts, k=k, temperature=cfg.temperature,
         top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop_ids=stop_ids, seed=seed,
         prefill=response_prefill(tokenizer, cfg.template, cfg.prefill),
-        max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards)
+        max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards,
+        per_question=cfg.seeding == "question")
     correct = {i for i, (s, _) in enumerate(verdicts) if s > 0}
     counts = Counter({"generated": len(texts), "correct": len(correct)})
     del rollout  # (its tensors: the judge's turn next, one model in memory at a time)
@@ -260,16 +274,20 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
                   "answer": examples[i // k].answer,
                   "rejected": "wrong" if i not in correct else "format or filters"}
                  for i in range(min(len(texts), 20))]
-        with (stage_dir / "rejected_samples.jsonl").open("w") as fh:
-            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in shown)
-        raise R1kitError(f"sample stage kept no rows out of {len(texts)} samples (rejected: "
-                         f"{why or 'none'}); the first {len(shown)} are in "
-                         f"{stage_dir / 'rejected_samples.jsonl'}", hint)
-    with (stage_dir / "data.jsonl").open("w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if main:
+            with (stage_dir / "rejected_samples.jsonl").open("w") as fh:
+                fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in shown)
+        error = R1kitError(f"sample stage kept no rows out of {len(texts)} samples (rejected: "
+                           f"{why or 'none'}); the first {len(shown)} are in "
+                           f"{stage_dir / 'rejected_samples.jsonl'}", hint)
+        error.same_on_every_process = True  # (every rank gathered the same samples)
+        raise error
     summary = {"questions": len(examples), "questions_with_rows": sum(examples_seen),
                **dict(counts), "rows": len(rows), "seconds": time.time() - t0}
-    (stage_dir / "sample.json").write_text(json.dumps(summary, indent=2))
+    if main:
+        with (stage_dir / "data.jsonl").open("w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        (stage_dir / "sample.json").write_text(json.dumps(summary, indent=2))
     log("sample: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "seconds"))
     return summary

@@ -491,7 +491,7 @@ def test_a_rank_stopping_is_said_once_not_as_a_traceback(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "r1kit (rank 1): error: another process of this run stopped" in err
     assert "Traceback" not in err
-    # `r1kit score` under torchrun is refused, as `r1kit eval` is
+    # `r1kit score` under torchrun is refused (it scores a file: nothing to share)
     assert main(["score", "--reward", "math", "--input", "x.jsonl"]) == 2
     assert "r1kit score runs in one process" in capsys.readouterr().err
 
@@ -584,3 +584,85 @@ def test_a_failure_only_some_ranks_see_is_said_by_them(monkeypatch, capsys, tmp_
         assert said.count("\n") == 1 and f"r1kit (rank {rank}): error: " in said
         assert ("kept no rows" in said) == full
         assert ("rank 0 stopped (its message is above" in said) == (not full)
+
+
+SPLIT_RECIPE = """
+[run]
+seed = 0
+progress = false
+tensorboard = false
+threads = 1
+
+[stages.base]
+kind = "pretrain"
+steps = 200
+corpus_docs = 3000
+hidden_size = 48
+intermediate_size = 96
+num_layers = 1
+lr = 1e-2
+general_docs = 600
+
+[stages.data]
+kind = "sample"
+model = "base"
+prompts = 41
+samples_per_prompt = 4
+keep_per_prompt = 2
+max_new_tokens = 24
+filters = []
+seeding = "question"
+
+[stages.table]
+kind = "eval"
+models = ["base"]
+k = 3
+limit = 5
+max_new_tokens = 24
+seeding = "question"
+"""
+
+
+def test_sample_and_eval_stages_split_their_questions_like_one_process(tmp_path_factory,
+                                                                      monkeypatch):
+    """A sample stage (41 questions: 21 and 20 per rank) and an eval stage (5 problems) under
+    torchrun, each rank its share of the questions, seeded per question: the same data.jsonl,
+    counts and eval records as one process with seeding = "question". `r1kit eval` under
+    torchrun likewise gives one process's results with --seeding question."""
+    cache = tmp_path_factory.getbasetemp() / "dist-cache"
+    root = tmp_path_factory.mktemp("split")
+    recipe = root / "split.toml"
+    recipe.write_text(SPLIT_RECIPE)
+    monkeypatch.setenv("R1KIT_CACHE", str(cache))
+    one, two = root / "one", root / "two"
+    assert main(["run", str(recipe), "--out", str(one)]) == 0
+    env = {**os.environ, "R1KIT_CACHE": str(cache), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "r1kit"]
+    res = subprocess.run([*launch, "run", str(recipe), "--out", str(two)], check=False,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    rows = (one / "data" / "data.jsonl").read_text()
+    assert rows and (two / "data" / "data.jsonl").read_text() == rows
+    counts = [{k: v for k, v in json.loads((d / "data" / "sample.json").read_text()).items()
+               if k != "seconds"} for d in (one, two)]
+    assert counts[0] == counts[1] and counts[0]["generated"] == 41 * 4
+    tables = [[{k: v for k, v in r.items() if k not in TIMING}
+               for r in json.loads((d / "table" / "eval.json").read_text())] for d in (one, two)]
+    assert tables[0] == tables[1] and tables[0][0]["n"] == 5
+    assert _rows(one / "eval.jsonl") == _rows(two / "eval.jsonl")
+    assert res.stdout.count("[data] sample: questions 41") == 1  # rank 0 alone speaks
+
+    base = str(one / "base")
+    command = ["eval", "--model", base, "--bench", "tiny", "--limit", "5", "--k", "3",
+               "--max-new-tokens", "24", "--seeding", "question"]
+    assert main([*command, "--out", str(root / "one.json")]) == 0
+    res = subprocess.run([*launch, *command, "--out", str(root / "two.json")], check=False,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    results = [[{k: v for k, v in r.items() if k not in TIMING}
+                for r in json.loads((root / name).read_text())["results"]]
+               for name in ("one.json", "two.json")]
+    assert results[0] == results[1] and results[0][0]["n"] == 5
+    assert res.stdout.count("| tiny |") == 1

@@ -681,3 +681,56 @@ def test_responses_that_end_inside_an_unclosed_think_are_counted(bpe_checkpoint)
            "pass@2": 0.0, "cons@2": 0.0, "mean_tokens": 1.0, "truncated": 0.0,
            "unclosed": 1.0}
     assert "never closed" in format_table([row]) and "--prefill ''" in format_table([row])
+
+
+@pytest.mark.parametrize("scored_by", ["task", "reward"])
+def test_each_process_samples_its_share_of_the_problems(monkeypatch, bpe_checkpoint, scored_by):
+    """Under torchrun each rank samples and scores a contiguous share of the problems (of 5:
+    3 and 2), each problem seeded on its own, then gathers all: the two ranks' shares put
+    together are the one-process evaluation with per-question seeding, response for
+    response. One generator for all (one process's default) samples other responses."""
+    import torch
+
+    from r1kit import distributed
+    from r1kit.eval import core
+    from r1kit.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(bpe_checkpoint)
+    model = load_model(bpe_checkpoint, torch.device("cpu"), torch.float32, tok)
+    task = load_benchmark("gsm8k")
+    examples = task.test_examples()[:5]
+    prompts = [tok(e.question)["input_ids"] for e in examples]
+    settings = dict(k=2, temperature=1.0, top_p=1.0, max_new_tokens=6,
+                    stop_ids=[tok.eos_token_id], seed=3, max_rows=4)
+
+    class Length:  # a reward of each response's length and its question's place
+        def score(self, texts, rows):
+            places = [examples.index(r) for r in rows]
+            return [(len(t) + 100.0 * q, {"place": float(q)}) for t, q in zip(texts, places)]
+
+    def sample(per_question):
+        if scored_by == "task":
+            ro, texts, verdicts = core.sample_and_verify(model, tok, task, examples, prompts,
+                                                         per_question=per_question, **settings)
+            return texts, verdicts, ro.lengths.tolist()
+        return core.evaluate_reward(model, tok, Length(), examples, prompts,
+                                    per_question=per_question, **settings)
+
+    one = sample(per_question=True)
+    assert sample(per_question=False) != one
+    sampled, shares = [], []
+    generate = core.generate
+    monkeypatch.setattr(core, "generate", lambda model, prompts, **kw: sampled.append(
+        len(prompts)) or generate(model, prompts, **kw))
+
+    def gather(items):  # rank 1 gathers rank 0's part from its turn, and its own
+        shares.append(items)
+        return [x for part in shares for x in part]
+
+    monkeypatch.setattr(distributed, "gather_lists", gather)
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "_world", distributed.World(rank=rank, world_size=2))
+        two = sample(per_question=False)  # (seeded per question all the same)
+    assert sampled == [3, 2]
+    assert len(shares[0]) == 3 * 2 and len(shares[1]) == 2 * 2  # (k = 2 responses each)
+    assert two == one

@@ -250,12 +250,18 @@ def test_errors_under_torchrun_name_the_rank(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("r1kit: error: recipe")
 
 
-def test_eval_under_torchrun_is_refused(tmp_path, monkeypatch, capsys):
+def test_a_bad_eval_command_under_torchrun_is_said_once_per_machine(tmp_path, monkeypatch,
+                                                                    capsys):
+    """r1kit eval runs under torchrun (each process its share of the problems), but a command
+    whose model or files are wrong is found before the processes join, by every one of them:
+    said by each machine's first process. r1kit score is refused under torchrun."""
     from r1kit.cli import main
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["eval", "--model", str(tmp_path), "--bench", "gsm8k"]) == 2
+    assert "config.json" in capsys.readouterr().err  # (not a checkpoint directory)
+    assert main(["score", "--reward", "math", "--input", "x.jsonl"]) == 2
     assert "runs in one process, not under torchrun" in capsys.readouterr().err
     monkeypatch.setenv("RANK", "1")  # said once per machine, by its first process
     monkeypatch.setenv("LOCAL_RANK", "1")

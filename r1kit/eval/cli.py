@@ -4,10 +4,15 @@ pass@1 is the mean over k samples per problem (temperature 0.6, top-p 0.95 by de
 a 95% confidence interval over problems; unbiased pass@k for k = 2, 4, ... up to the samples
 drawn; cons@k the majority vote, answers grouped by mathematical equivalence for math
 benchmarks; mean response tokens; per-level and per-subject pass@1 where the data has them.
+
+Under torchrun (`torchrun --nproc_per_node N -m r1kit eval ...`) every process loads the model
+on its own GPU and samples a share of each benchmark's problems, each problem seeded on its own
+(r1kit.eval.core); the first process prints the results and writes --out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -15,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from r1kit import distributed
 from r1kit.errors import R1kitError
 from r1kit.eval.benchmarks import (
     BENCHMARKS,
@@ -170,18 +176,31 @@ def _stage_world(settings: dict):
 
 def run_eval_command(args) -> list[dict]:
     with trusting_remote_code(args.trust_remote_code):
-        return _run_eval(args)
+        if not distributed.launched():
+            return _run_eval(args)
+        # under torchrun: every process its share of the problems; the first one speaks
+        quiet = os.environ.get("RANK", "0") != "0"
+        try:
+            with open(os.devnull, "w") as devnull, \
+                    (contextlib.redirect_stdout(devnull) if quiet else contextlib.nullcontext()):
+                results = _run_eval(args)
+        except BaseException:
+            distributed.shutdown(wait=False)  # (the others may never get here)
+            raise
+        distributed.shutdown()
+        return results
 
 
 def _run_eval(args) -> list[dict]:
-    if "RANK" in os.environ and os.environ.get("WORLD_SIZE", "1") != "1":  # (torchrun's)
-        # each rank would evaluate everything and write the same file
-        error = R1kitError("r1kit eval runs in one process, not under torchrun",
-                           "run r1kit eval alone (a recipe's eval stage runs on rank 0 of a "
-                           "torchrun run)")
-        error.same_on_every_process = True  # (every process is refused alike)
-        raise error
-    names = _check(args)
+    try:
+        return _evaluate_all(args, _check(args))
+    except R1kitError as exc:
+        if not distributed.current().enabled:  # (a problem of the command or its files,
+            exc.same_on_every_process = True   # found before the processes joined: every
+        raise                                  # one meets it, the first of a machine says it)
+
+
+def _evaluate_all(args, names: list[str]) -> list[dict]:
     # the choices_field each multiple-choice file of your own is read with (None: not one)
     choice_fields = {n: choice_field_of(n, args.choices_field) for n in names}
     code_files = {n for n in names if choice_fields[n] is None
@@ -278,6 +297,7 @@ def _run_eval(args) -> list[dict]:
             print(f"{name}: math problems ({len(task.test_examples())}); the answer is checked "
                   "with math-verify (a file whose rows hold options is read as multiple choice)")
     torch.manual_seed(args.seed)
+    device = distributed.init(device)  # under torchrun: joins the group, on cuda:LOCAL_RANK
     tokenizer = load_tokenizer(path)
     if template == "auto":
         template = "chat" if getattr(tokenizer, "chat_template", None) else "r1-zero"
@@ -322,7 +342,8 @@ def _run_eval(args) -> list[dict]:
                        temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=max_new, stop_ids=stop_ids, seed=args.seed,
                        prefill=response_prefill(tokenizer, template, prefill),
-                       max_rows=args.generation_rows, overlap=args.overlap_rewards)
+                       max_rows=args.generation_rows, overlap=args.overlap_rewards,
+                       per_question=args.seeding == "question")
         record = {"benchmark": name, **res.as_record(), "max_new_tokens": max_new,
                   # the request for \boxed{}: in a shipped math benchmark's questions always
                   # a code file's: the code_instruction setting it was asked with
@@ -334,14 +355,15 @@ def _run_eval(args) -> list[dict]:
                   "samples": res.samples, "seconds": time.time() - t0}
         results.append(record)
     print(format_table(results))
-    if args.out:
+    if args.out and distributed.current().is_main:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         settings = {"model": str(path), "template": template, "prefill": prefill,
                     "system_prompt": system_text(system or False) or False,
                     "temperature": args.temperature, "top_p": args.top_p,
                     "max_new_tokens": args.max_new_tokens, "seed": args.seed,
-                    "limit": args.limit, "read_untagged": read_untagged}
+                    "limit": args.limit, "read_untagged": read_untagged,
+                    "seeding": "question" if distributed.current().enabled else args.seeding}
         if positions is not None:  # each result's max_new_tokens: the length it used
             settings["max_new_tokens_up_to_position"] = positions
         if any(is_data_file(n) for n in names):

@@ -1,4 +1,10 @@
-"""Sampled evaluation of a model on a task's held-out examples."""
+"""Sampled evaluation of a model on a task's held-out examples.
+
+Under torchrun every rank evaluates a contiguous share of the questions (each rank holds the
+whole model, or has gathered it), each question's samples drawn from its own seeded generator,
+and the results are gathered on every rank in question order: the same samples, and so the
+same figures, on any number of processes as in one process seeding per question
+(`per_question`)."""
 
 from __future__ import annotations
 
@@ -8,13 +14,14 @@ from typing import Callable, Hashable
 
 import torch
 
+from r1kit import distributed
 from r1kit.eval.behaviour import reflective_counts
 from r1kit.rewards.answers import final_answers, reads_untagged
 from r1kit.rewards.language import language_reward
 from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rewards.overlap import wanted as overlap_wanted
 from r1kit.rewards.rule import untagged
-from r1kit.rollout import generate
+from r1kit.rollout import generate, question_seed
 from r1kit.tasks.base import Example, Task
 from r1kit.templates import prompt_text
 
@@ -132,37 +139,75 @@ class EvalResult:
                 "by_level": {str(k): v for k, v in sorted(self.by_level.items())}}
 
 
+@dataclass
+class Sampled:
+    """What an evaluation reads of its rollout besides the texts: each response's length in
+    tokens and whether it ended with a stop token (False: cut at max_new_tokens)."""
+
+    lengths: torch.Tensor
+    stopped: torch.Tensor
+
+
+class QuestionShare:
+    """This process's part of sampling `n` questions: under torchrun its contiguous share
+    (distributed.portion), else all of them. The random numbers: one generator per question
+    (seeded from `seed` and the question's index, so a question's samples do not depend on
+    which process or batch samples it) under torchrun or with `per_question`, else one
+    generator seeded `seed` for all."""
+
+    def __init__(self, n: int, seed: int, per_question: bool, device):
+        self.lo, self.hi = distributed.portion(n)
+        if per_question or distributed.current().enabled:
+            self.draw = {"seeds": [question_seed(seed, 0, i) for i in range(self.lo, self.hi)]}
+        else:
+            self.draw = {"generator": torch.Generator(device=device).manual_seed(seed)}
+
+    @staticmethod
+    def gather(texts: list[str], results: list, ro) -> tuple[list[str], list, Sampled]:
+        """Every rank's texts and results (one per response), in question order, with their
+        lengths and stops, on every rank (one process: its own)."""
+        rows = distributed.gather_lists(list(zip(texts, results, ro.lengths.tolist(),
+                                                 ro.stopped.tolist())))
+        return ([r[0] for r in rows], [r[1] for r in rows],
+                Sampled(torch.tensor([r[2] for r in rows], dtype=torch.long),
+                        torch.tensor([r[3] for r in rows], dtype=torch.bool)))
+
+
 @torch.no_grad()
 def evaluate_reward(model, tokenizer, reward, examples: list[Example], prompts: list[list[int]],
                     *, k: int, temperature: float, top_p: float, max_new_tokens: int,
                     stop_ids: list[int], seed: int, prefill: str = "",
-                    max_rows: int = 1024) -> dict:
+                    max_rows: int = 1024, per_question: bool = False) -> dict:
     """Held-out prompts without answers (task = "prompts"), evaluated by the stage's own
     reward (its `score(responses, examples)`: reward models, reward functions): k responses
     per prompt; the mean reward with a 95% interval over prompts (normal approximation of
     the per-prompt means), each part's mean over the responses it scored (`reward/<part>`,
-    as GRPO's metrics), mean length, the share cut at max_new_tokens, a few samples."""
+    as GRPO's metrics), mean length, the share cut at max_new_tokens, a few samples.
+    Under torchrun each rank samples and scores its share of the prompts (module docstring)."""
     was_training = model.training
     model.eval()
+    part = QuestionShare(len(examples), seed, per_question,
+                         next(model.parameters()).device)
+    mine = prompts[part.lo:part.hi]
     try:
-        ro = generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
+        ro = generate(model, mine, group_size=k, max_new_tokens=max_new_tokens,
                       temperature=temperature, top_p=top_p, stop_ids=stop_ids,
-                      pad_id=tokenizer.pad_token_id,
-                      generator=torch.Generator(device=next(model.parameters()).device)
-                      .manual_seed(seed), max_rows=max_rows, logprobs=False)
+                      pad_id=tokenizer.pad_token_id, max_rows=max_rows, logprobs=False,
+                      **part.draw)
     finally:
         model.train(was_training)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids, prefill)
-    rows = [examples[i // k] for i in range(len(texts))]
+    rows = [examples[part.lo + i // k] for i in range(len(texts))]
     if hasattr(reward, "sampled_ids"):  # a reward function's completion_ids (TRL's)
         reward.sampled_ids = [r[:n] for r, n in zip(ro.completion_ids.tolist(),
                                                     ro.lengths.tolist())]
-        reward.prompt_ids = [prompts[i // k] for i in range(len(texts))]
+        reward.prompt_ids = [mine[i // k] for i in range(len(texts))]
     try:
-        scored = reward.score(texts, rows)
+        scored = reward.score(texts, rows) if texts else []  # (a process's share may be empty)
     finally:
         if hasattr(reward, "sampled_ids"):
             reward.sampled_ids = reward.prompt_ids = None
+    texts, scored, ro = part.gather(texts, scored, ro)
     per_prompt = [sum(s for s, _ in scored[i * k:(i + 1) * k]) / k
                   for i in range(len(examples))]
     n = len(per_prompt)
@@ -187,7 +232,8 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
              seed: int, prefill: str = "", max_rows: int = 1024,
              answer_key: Callable[[str], Hashable] | None = None,
              answer_equal: Callable[[str, str], bool] | None = None,
-             language_target: str = "prompt", overlap: str = "auto") -> EvalResult:
+             language_target: str = "prompt", overlap: str = "auto",
+             per_question: bool = False) -> EvalResult:
     """Sample k responses per example and score them with the task's verifier; `language`
     is the mean eq. 7 share of `language_target` words in their chains of thought.
     cons@k's vote groups answers by `answer_key` and merges groups by `answer_equal`
@@ -196,14 +242,16 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
     whose `votes` is False (code).
     `overlap` ("auto" | "on" | "off", as GRPO's overlap_rewards): verify responses as they
     finish, while the rest decode, where the task's checks run in worker processes
-    (r1kit.rewards.overlap; the same scores); "auto": on CUDA."""
+    (r1kit.rewards.overlap; the same scores); "auto": on CUDA. `per_question`: each question
+    samples from its own seeded generator (always so under torchrun, where each rank samples
+    its share of the questions: module docstring)."""
     was_training = model.training
     model.eval()
     try:
         ro, texts, verdicts = sample_and_verify(
             model, tokenizer, task, examples, prompts, k=k, temperature=temperature,
             top_p=top_p, max_new_tokens=max_new_tokens, stop_ids=stop_ids, seed=seed,
-            prefill=prefill, max_rows=max_rows, overlap=overlap)
+            prefill=prefill, max_rows=max_rows, overlap=overlap, per_question=per_question)
     finally:
         model.train(was_training)
     answer_key = answer_key or getattr(task, "vote_key", None) or str.strip
@@ -268,23 +316,28 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
 def sample_and_verify(model, tokenizer, task: Task, examples: list[Example],
                       prompts: list[list[int]], *, k: int, temperature: float, top_p: float,
                       max_new_tokens: int, stop_ids: list[int], seed: int, prefill: str = "",
-                      max_rows: int = 1024, overlap: str = "auto"):
-    """k samples of each prompt, their texts, and per text (the task's verdict, {"answer":
-    its final answer or None}); with `overlap` (auto | on | off) the verdicts are reached as
-    samples finish, while the rest decode (r1kit.rewards.overlap)."""
+                      max_rows: int = 1024, overlap: str = "auto", per_question: bool = False):
+    """k samples of each prompt: (their lengths and stops, their texts, and per text the
+    task's verdict with {"answer": its final answer or None}); with `overlap` (auto | on |
+    off) the verdicts are reached as samples finish, while the rest decode
+    (r1kit.rewards.overlap). Under torchrun each rank samples and verifies its share of the
+    prompts, and every rank returns all of them (module docstring)."""
     device = next(model.parameters()).device
     stop = set(stop_ids)
+    part = QuestionShare(len(examples), seed, per_question, device)
+    mine = examples[part.lo:part.hi]
     with OverlappedRewards(_Verdicts(task), lambda ids: response_text(tokenizer, ids, stop, prefill),
-                           [examples[i // k] for i in range(len(examples) * k)],
+                           [mine[i // k] for i in range(len(mine) * k)],
                            enabled=overlap_wanted(overlap, device)) as scoring:
-        ro = generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
-                      temperature=temperature, top_p=top_p, stop_ids=stop_ids,
-                      pad_id=tokenizer.pad_token_id,
-                      generator=torch.Generator(device=device).manual_seed(seed),
-                      max_rows=max_rows, logprobs=False, on_finished=scoring.callback)
+        ro = generate(model, prompts[part.lo:part.hi], group_size=k,
+                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                      stop_ids=stop_ids, pad_id=tokenizer.pad_token_id, max_rows=max_rows,
+                      logprobs=False, on_finished=scoring.callback, **part.draw)
         texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                                  prefill)
-        return ro, texts, scoring.results(texts)
+        verdicts = scoring.results(texts)
+    texts, verdicts, sampled = part.gather(texts, verdicts, ro)
+    return sampled, texts, verdicts
 
 
 class _Verdicts:

@@ -14,6 +14,10 @@ For each checkpoint in `models` (earlier stages or directories):
 
 Writes one eval.jsonl record per checkpoint, and `stage_table.md` / `stage_table.png` in the
 stage directory.
+
+Under torchrun every rank loads each checkpoint whole and samples, verifies and scores its share
+of the questions and general prompts (each seeded on its own: r1kit.eval.core); every rank
+gathers all the results, and rank 0 writes the records and the table.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from pathlib import Path
 
 import torch
 
+from r1kit import distributed
 from r1kit.config import EvalStageConfig
 from r1kit.errors import R1kitError
 from r1kit.eval.benchmarks import bench_name, load_benchmark
 from r1kit.eval.cli import PAPER_MAX_NEW_TOKENS, model_positions, trained_prompting
-from r1kit.eval.core import decode_responses, evaluate
+from r1kit.eval.core import QuestionShare, decode_responses, evaluate
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.rewards.combined import RewardModelScorer
 from r1kit.rewards.rule import UNTAGGED_NOTE
@@ -68,29 +73,38 @@ def general_rows(cfg, kinds=("helpful", "safety")) -> list[dict]:
 
 
 def general_scores(model, tokenizer, cfg, scorers: dict, stop_ids, seed: int) -> dict:
+    """One response per general prompt, scored by the reward models (under torchrun each rank
+    samples and scores its share of the prompts)."""
     rows = general_rows(cfg, tuple(scorers))
     if not rows:
         return {"general_samples": []}
-    prompts = [_encode(tokenizer, cfg, r["prompt"]) for r in rows]
+    part = QuestionShare(len(rows), seed, cfg.seeding == "question",
+                         next(model.parameters()).device)
+    mine = rows[part.lo:part.hi]
     with torch.no_grad():
-        ro = generate(model, prompts, group_size=1, max_new_tokens=cfg.max_new_tokens,
-                      temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
-                      pad_id=tokenizer.pad_token_id,
-                      generator=torch.Generator(device=next(model.parameters()).device)
-                      .manual_seed(seed), max_rows=cfg.generation_rows,
-                      logprobs=False)
+        ro = generate(model, [_encode(tokenizer, cfg, r["prompt"]) for r in mine], group_size=1,
+                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                      top_p=cfg.top_p, stop_ids=stop_ids, pad_id=tokenizer.pad_token_id,
+                      max_rows=cfg.generation_rows, logprobs=False, **part.draw)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                              response_prefill(tokenizer, cfg.template, cfg.prefill))
-    out = {}
+    raw: list = [None] * len(mine)  # each response's score by its prompt's type's model
     for kind, scorer in scorers.items():
-        idx = [i for i, r in enumerate(rows) if r["type"] == kind]
-        if not idx:
+        idx = [i for i, r in enumerate(mine) if r["type"] == kind]
+        if idx:
+            for i, v in zip(idx, scorer([prompt_text(mine[i]["prompt"]) for i in idx],
+                                        [texts[i] for i in idx])):
+                raw[i] = v
+    texts, raw, _ = part.gather(texts, raw, ro)
+    out = {}
+    for kind in scorers:
+        scores = [v for r, v in zip(rows, raw) if r["type"] == kind]
+        if not scores:
             continue
-        raw = scorer([prompt_text(rows[i]["prompt"]) for i in idx], [texts[i] for i in idx])
         if kind == "helpful":
-            out["helpful"] = sum(1 / (1 + math.exp(-s)) for s in raw) / len(raw)
+            out["helpful"] = sum(1 / (1 + math.exp(-s)) for s in scores) / len(scores)
         else:
-            out["safety"] = sum(s > 0 for s in raw) / len(raw)
+            out["safety"] = sum(s > 0 for s in scores) / len(scores)
     out["general_samples"] = [{"prompt": rows[i]["prompt"], "response": texts[i]}
                               for i in range(min(4, len(rows)))]
     return out
@@ -155,8 +169,9 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
                      "in this stage reads them whole, as open-r1)")
         table.append(row)
         del model
-    write_table(table, stage_dir, k=cfg.k, benchmarks=list(benches))
-    (stage_dir / "eval.json").write_text(json.dumps(table, indent=2))
+    if distributed.current().is_main:
+        write_table(table, stage_dir, k=cfg.k, benchmarks=list(benches))
+        (stage_dir / "eval.json").write_text(json.dumps(table, indent=2))
     return {"rows": [{k: v for k, v in r.items() if k not in ("general_samples", "by_level")}
                      for r in table]}
 
@@ -172,7 +187,8 @@ def _evaluate_on(model, tokenizer, cfg, task, test, stop_ids, seed, positions, *
     res = evaluate(model, tokenizer, task, test, prompts, k=cfg.k, temperature=cfg.temperature,
                    top_p=cfg.top_p, max_new_tokens=max_new, stop_ids=stop_ids, seed=seed,
                    prefill=response_prefill(tokenizer, cfg.template, cfg.prefill),
-                   max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards, **options)
+                   max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards,
+                   per_question=cfg.seeding == "question", **options)
     return res, max_new
 
 

@@ -93,7 +93,7 @@ from r1kit.rewards.custom import FunctionReward, Parts, load_function, shadowed_
 from r1kit.rewards.length import overlong_penalty
 from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rewards.rule import UNTAGGED_NOTE, format_style, untagged
-from r1kit.rollout import Rollouts, generate, position_limit
+from r1kit.rollout import Rollouts, generate, position_limit, question_seed
 from r1kit.runlog import RunLog, read_jsonl
 from r1kit.stages.pretrain import cosine_lr
 from r1kit.tasks import general, make_task
@@ -686,11 +686,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         return cfg.lr * min(1.0, (u + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
 
     def run_eval(step: int) -> dict | None:
-        # rank 0 evaluates (with gathered weights where they are sharded); the others wait
+        # every rank evaluates its share of the questions (with the weights gathered where
+        # they are sharded) and gathers all the results; rank 0 logs the record and keeps it
         with distributed.gathered(policy):
-            record = _eval(step) if world.is_main else None
-        distributed.wait_for_main()
-        return record
+            record = _eval(step)
+        return record if world.is_main else None
 
     def _eval(step: int) -> dict:
         t0 = time.time()
@@ -700,7 +700,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                        temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                        max_new_tokens=cfg.eval.max_new_tokens or cfg.max_new_tokens_at(step),
                        stop_ids=stop_ids, seed=ctx.seed * 7919 + step, prefill=opening,
-                       max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards)
+                       max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards,
+                       per_question=per_question_seeds)
         record = {"stage": ctx.name, "step": step, "benchmark": f"{task.name}/{cfg.eval.split}",
                   **res.as_record(), "seconds": time.time() - t0}
         ctx.log.eval(record)
@@ -714,7 +715,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                               temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                               max_new_tokens=cfg.eval.max_new_tokens or cfg.max_new_tokens_at(step),
                               stop_ids=stop_ids, seed=ctx.seed * 7919 + step, prefill=opening,
-                              max_rows=cfg.generation_rows)
+                              max_rows=cfg.generation_rows, per_question=per_question_seeds)
         res.pop("samples")
         name = getattr(task, "test_name", task.name)
         record = {"stage": ctx.name, "step": step, "benchmark": f"{name}/{cfg.eval.split}",
@@ -820,7 +821,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
             prompts.append(prompt_cache[ex_i])
         policy.eval()
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed * 1_000_003 + draw)
-        seeds = ([_question_seed(ctx.seed, draw, j) for j in range(q_lo, q_hi)]
+        seeds = ([question_seed(ctx.seed, draw, j) for j in range(q_lo, q_hi)]
                  if per_question_seeds else None)
         row_examples = [ex for _, ex in examples for _ in range(G)]
         # rule rewards as completions finish, in a background thread (overlap_rewards)
@@ -1101,11 +1102,6 @@ def _logged_fields(example) -> dict:
         if len(text) <= FIELD_CHARS:
             kept[key] = value
     return {"fields": kept} if kept else {}
-
-
-def _question_seed(seed: int, step: int, j: int) -> int:
-    """The sampling seed of question j of a step (per-question seeding)."""
-    return ((seed * 1_000_003 + step) * 1_000_033 + j) % (1 << 62)
 
 
 def _pad_rollouts(ro: Rollouts, width: int, pad_id: int) -> Rollouts:
