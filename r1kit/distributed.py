@@ -20,7 +20,8 @@ What the GRPO stage splits and what it shares (r1kit/stages/grpo.py):
 Evaluation (in a GRPO stage, the eval stage) and the sample stage split their questions too:
 each rank samples and verifies a contiguous share (`portion`), seeded per question, and every
 rank gathers all the results, so each computes the same records and rank 0 writes them. The
-pretrain and reward_model stages run on rank 0 while the other ranks wait.
+reward_model stage splits each batch's rows as the SFT stage does (weights replicated, ddp).
+The tiny world's pretrain stage runs on rank 0 while the other ranks wait.
 
 The SFT stage (r1kit/stages/sft.py) runs on every rank as well: every rank draws the same
 batches and takes its contiguous share of each batch's rows; losses are normalised by the

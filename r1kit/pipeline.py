@@ -5,9 +5,9 @@ A stage hands over through its directory: a Hugging Face checkpoint plus `stage.
 loads that directory. A stage whose `stage.json` says "done" is skipped when the same command
 runs again; `--from STAGE` reruns from that stage on.
 
-Under torchrun (r1kit/distributed.py) every process runs this: grpo, sft, sample and eval
-stages run on all ranks (each its share of the work), pretrain and reward_model stages on
-rank 0 while the rest wait, and rank 0 alone writes the run's files.
+Under torchrun (r1kit/distributed.py) every process runs this: grpo, sft, reward_model, sample
+and eval stages run on all ranks (each its share of the work), the tiny world's pretrain stage
+on rank 0 while the rest wait, and rank 0 alone writes the run's files.
 """
 
 from __future__ import annotations
@@ -494,8 +494,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                 return _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log,
                                   print_fn)
 
-            # GRPO, SFT, sample and eval stages on every rank (each its share of the work);
-            # pretrain and reward_model stages on rank 0 while the others wait
+            # every stage but the tiny world's pretrain on every rank (each its share of the
+            # work); pretrain on rank 0 while the others wait
             summary = (stage() if isinstance(cfg, EVERY_RANK)
                        else distributed.run_on_main(stage))
             meta = {"kind": cfg.kind, "status": "done", "seconds": time.time() - t0,
@@ -523,7 +523,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
 
 
 # the stage kinds every process runs under torchrun, each its share of the work
-EVERY_RANK = (GRPOConfig, SFTConfig, SampleConfig, EvalStageConfig)
+EVERY_RANK = (GRPOConfig, SFTConfig, SampleConfig, EvalStageConfig, RewardModelConfig)
 
 # [run] settings that change what a run shows, not what it computes: a run may continue
 # with other values of these

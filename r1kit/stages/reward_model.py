@@ -12,6 +12,12 @@ one label) on top of a causal-LM checkpoint:
 Held-out metric: pairwise accuracy (chosen scored above rejected) or safety accuracy (the sign
 of the score matches the label). Data: the tiny world's synthetic labels (r1kit.tasks.general)
 or JSONL/parquet files with those fields.
+
+Under torchrun every rank holds the whole model and draws the same batches; each takes its
+contiguous share of a batch's rows, with the loss weighted by the whole batch's row count, and
+the gradients are summed over ranks (as the sft stage's `ddp`), so each optimizer step is the
+one-process step up to float rounding. The held-out rows are split the same way; rank 0 writes
+the model.
 """
 
 from __future__ import annotations
@@ -261,33 +267,41 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
     model.train()
     order = epoch_order(len(train), steps * cfg.batch_size, gen)
     micro = cfg.micro_batch_size
+    world = distributed.current()
     for step in range(steps):
         batch = [train[i] for i in order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+        lo, hi = distributed.portion(len(batch))  # this rank's rows (one process: all)
         opt.zero_grad(set_to_none=True)
-        total = 0.0
-        for start in range(0, len(batch), micro):  # the batch's mean loss, a part at a time
-            part = batch[start:start + micro]
+        total = torch.zeros((), device=device)
+        for start in range(lo, hi, micro):  # the batch's mean loss, a part at a time
+            part = batch[start:min(start + micro, hi)]
             loss, _ = _loss_and_correct(model, tokenizer, part, cfg, max_length)
             (loss * (len(part) / len(batch))).backward()
-            total += loss.item() * len(part) / len(batch)
+            total += loss.detach() * (len(part) / len(batch))
+        distributed.sync_grads(params)  # (one process: nothing to do)
+        total = distributed.all_reduce(total).item()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if (step + 1) % max(1, steps // 5) == 0:
             log(f"reward model step {step + 1}/{steps} loss {total:.4f}")
     model.eval()
+    lo, hi = distributed.portion(len(test))
     with torch.no_grad():
-        correct = torch.cat([_loss_and_correct(model, tokenizer, test[i:i + micro], cfg,
-                                               max_length)[1]
-                             for i in range(0, len(test), micro)])
-    accuracy = correct.mean().item()
+        mine = [c for i in range(lo, hi, micro)
+                for c in _loss_and_correct(model, tokenizer, test[i:min(i + micro, hi)], cfg,
+                                           max_length)[1].tolist()]
+    correct = distributed.gather_lists(mine)
+    accuracy = sum(correct) / len(correct)
     name = "pairwise_accuracy" if cfg.objective == "pairwise" else "safety_accuracy"
     log(f"reward model held-out {name}: {accuracy:.3f} ({len(test)} rows)")
     if lora is not None:  # the adapters in adapter/, the merged model as the stage's model
         model, _ = save_final(lora, model, cfg, tokenizer, stage_dir)
-    save_model(model, tokenizer, stage_dir)
-    # how the GRPO stage must read this model (r1kit.rewards.combined.RewardModelScorer)
-    (stage_dir / "reward_model.json").write_text(json.dumps(
-        {"objective": cfg.objective, "summary_only": cfg.scores_summary_only(),
-         "max_length": max_length}))
+    if world.is_main:
+        save_model(model, tokenizer, stage_dir)
+        # how the GRPO stage must read this model (r1kit.rewards.combined.RewardModelScorer)
+        (stage_dir / "reward_model.json").write_text(json.dumps(
+            {"objective": cfg.objective, "summary_only": cfg.scores_summary_only(),
+             "max_length": max_length}))
+    distributed.wait_for_main()
     return {name: accuracy, "train_rows": len(train), "test_rows": len(test), "steps": steps,
             "seconds": time.time() - t0}
