@@ -145,6 +145,16 @@ def gather_lists(items: list) -> list:
     return [x for part in out for x in part]
 
 
+def gather_to_main(items: list) -> list:
+    """Every rank's list, concatenated in rank order, on rank 0; the others get [] (data too
+    large to hold on every rank)."""
+    if not _world.enabled:
+        return items
+    out: list | None = [None] * _world.world_size if _world.is_main else None
+    dist.gather_object(items, out, dst=0, group=_wait_group)
+    return [x for part in out for x in part] if out is not None else []
+
+
 def all_reduce(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
     """In place on every rank; returns `x`."""
     if _world.enabled:

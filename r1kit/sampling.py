@@ -10,9 +10,9 @@ Readability filters: each is a function of the chain of thought (the text inside
 returns the reason for rejecting it, or None. They run in the order configured; a sample is
 counted against the first filter that rejects it.
 
-Under torchrun every rank samples, verifies and judges its share of the questions (each
-question seeded on its own: r1kit.eval.core), every rank gathers all the verdicts and computes
-the same rows, and rank 0 writes them.
+Under torchrun every rank samples, verifies, judges and filters its share of the questions
+(each question seeded on its own: r1kit.eval.core); rank 0 gathers the kept rows (no process
+holds every sample) and writes them, and every rank gathers the counts.
 
 Cold-start rewrite (`rewrite = true`): the paper rewrites kept R1-Zero samples with an LLM
 into the question's language, ending with a summary that states the answer in \\boxed{}. The
@@ -141,24 +141,19 @@ def general_rows(n: int, seed: int) -> list[dict]:
 def _judge(cfg, path: Path, device, dtype, examples, verdicts, correct: set[int],
            k: int) -> dict[int, float]:
     """The judge's P(yes) for the samples cfg.judge names that have a final answer (under
-    torchrun each rank judges its share of them, and every rank gets all the verdicts)."""
+    torchrun: this rank's samples)."""
     from r1kit.rewards.judge import DEFAULT_PROMPT, AnswerJudge
 
     todo = [i for i, (_, v) in enumerate(verdicts) if v["answer"] is not None
             and (cfg.judge == "all" or i not in correct)]
     if not todo:
         return {}
-    lo, hi = distributed.portion(len(todo))
-    mine = todo[lo:hi]
-    verdict = []
-    if mine:
-        judge = AnswerJudge(path, device, dtype, cfg.judge_prompt or DEFAULT_PROMPT,
-                            cfg.judge_batch_size)
-        verdict = judge([prompt_text(examples[i // k].question) for i in mine],
-                        [examples[i // k].answer for i in mine],
-                        [verdicts[i][1]["answer"] for i in mine])
-    return dict(zip(todo, distributed.gather_lists(list(verdict))))  # (None: the request
-    #                                                                   did not fit the judge)
+    judge = AnswerJudge(path, device, dtype, cfg.judge_prompt or DEFAULT_PROMPT,
+                        cfg.judge_batch_size)
+    verdict = judge([prompt_text(examples[i // k].question) for i in todo],
+                    [examples[i // k].answer for i in todo],
+                    [verdicts[i][1]["answer"] for i in todo])
+    return dict(zip(todo, verdict))  # (None: the request did not fit the judge)
 
 
 def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.device,
@@ -167,7 +162,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     right (the task's rules; with `judge_path`, the judge_model's verdict on the samples of
     cfg.judge: r1kit.rewards.judge), in format and readable (filters), up to keep_per_prompt
     distinct ones per question; data.jsonl for an sft stage. Under torchrun: every rank its
-    share of the sampling and judging, rank 0 the files (module docstring)."""
+    share of the questions, rank 0 the files (module docstring)."""
     if cfg.rewrite and cfg.task != "arithmetic":
         raise R1kitError("rewrite = true has a built-in rewriter only for the tiny world",
                          "rewrite your samples with a model of your choice and give them to an "
@@ -188,13 +183,17 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     stop_ids = stop_token_ids(tokenizer, model)
     style = format_style(cfg.format, cfg.template, cfg.system_prompt)
     k = cfg.samples_per_prompt
+    # this rank's share of the questions (one process: all of them), sampled, verified, judged
+    # and filtered here; rank 0 gathers the kept rows, every rank the counts
+    lo, hi = distributed.portion(len(examples))
+    mine = examples[lo:hi]
     # a sample with no final answer (or a hedged one) scores 0
     rollout, texts, verdicts = sample_and_verify(
         model, tokenizer, task, examples, prompts, k=k, temperature=cfg.temperature,
         top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop_ids=stop_ids, seed=seed,
         prefill=response_prefill(tokenizer, cfg.template, cfg.prefill),
         max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards,
-        per_question=cfg.seeding == "question")
+        per_question=cfg.seeding == "question", gather=False)
     correct = {i for i, (s, _) in enumerate(verdicts) if s > 0}
     counts = Counter({"generated": len(texts), "correct": len(correct)})
     del rollout  # (its tensors: the judge's turn next, one model in memory at a time)
@@ -203,22 +202,15 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        verdict = _judge(cfg, judge_path, device, dtype, examples, verdicts, correct, k)
+        verdict = _judge(cfg, judge_path, device, dtype, mine, verdicts, correct, k)
         judged = {i: v for i, v in verdict.items() if v is not None}
         accepted = {i for i, p in judged.items() if p >= cfg.judge_threshold}
         correct = (correct | accepted) if cfg.judge == "wrong" else accepted
         counts["correct"] = len(correct)  # (by the rules and the judge)
         counts["judged"], counts["judge_accepted"] = len(judged), len(accepted)
-        which = "that the rules reject" if cfg.judge == "wrong" else ""
-        log(f"sample: the judge decided {len(judged)} samples {which} with a final answer "
-            f"and accepted {len(accepted)}".replace("  ", " "))
-        if len(verdict) > len(judged):
-            counts["judge_too_long"] = len(verdict) - len(judged)
-            log(f"sample: {len(verdict) - len(judged)} requests were longer than the judge's "
-                "positions and not judged (rejected): shorten judge_prompt, or a judge with a "
-                "longer context")
-    rows, examples_seen = [], []
-    for q, ex in enumerate(examples):
+        counts["judge_too_long"] = len(verdict) - len(judged)
+    rows, shown = [], []
+    for q, ex in enumerate(mine):
         kept: list[str] = []
         for i in range(q * k, (q + 1) * k):
             text = texts[i]
@@ -247,20 +239,37 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
             rows.append({"prompt": ex.question, "response": text, "type": "reasoning",
                          "answer": ex.answer, **({"judge": round(judged[i], 4)}
                                                  if i in judged else {})})
-        examples_seen.append(bool(kept))
+        counts["questions_with_rows"] += bool(kept)
     counts["kept"] = len(rows)
+    # a few samples to show should nothing be kept (as data.jsonl, with why each was rejected)
+    shown = [{"prompt": mine[i // k].question, "response": texts[i], "answer": mine[i // k].answer,
+              "rejected": "wrong" if i not in correct else "format or filters"}
+             for i in range(min(len(texts), SHOWN))]
+    counts = _summed(distributed.gather_lists([dict(counts)]))  # (every rank's, in rank order)
+    rows = distributed.gather_to_main(rows)  # (rank 0: every rank's, in question order)
+    shown = distributed.gather_to_main(shown)[:SHOWN]
+    if counts.get("judged") is not None:
+        which = "that the rules reject" if cfg.judge == "wrong" else ""
+        log(f"sample: the judge decided {counts['judged']} samples {which} with a final "
+            f"answer and accepted {counts['judge_accepted']}".replace("  ", " "))
+        if counts["judge_too_long"]:
+            log(f"sample: {counts['judge_too_long']} requests were longer than the judge's "
+                "positions and not judged (rejected): shorten judge_prompt, or a judge with a "
+                "longer context")
+        else:
+            del counts["judge_too_long"]
     if cfg.general_rows:
         extra = general_rows(cfg.general_rows, seed)
-        rows += extra
+        rows += extra if main else []
         counts["general"] = len(extra)
-    random.Random(f"sample-rows-{seed}").shuffle(rows)
-    if not rows:
+    generated = counts["generated"]
+    if not counts["kept"] + counts.get("general", 0):
         why = ", ".join(f"{k.removeprefix('rejected/')} {v}" for k, v in counts.items()
                         if k.startswith("rejected/") and v)
         hint = "raise samples_per_prompt or prompts, or relax the filters"
         wrong, bad_format = counts["rejected/wrong"], counts["rejected/format"]
-        if wrong >= len(texts) / 2:
-            hint = (("no sample was right" if wrong == len(texts) else "most samples were "
+        if wrong >= generated / 2:
+            hint = (("no sample was right" if wrong == generated else "most samples were "
                      "wrong") + ": prompt the model as it was trained (template, prefill"
                     + (", system_prompt: it applies to prompts without a system turn"
                        if cfg.template == "chat" else "") + "), a stronger model, a higher "
@@ -269,25 +278,35 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
         elif bad_format:
             hint = (f"the format check wants format = {style!r}: set format (answer | think) "
                     "to what the model writes, or " + hint)
-        # a few of the samples to look at, with why each was rejected
-        shown = [{"prompt": examples[i // k].question, "response": texts[i],  # (as data.jsonl)
-                  "answer": examples[i // k].answer,
-                  "rejected": "wrong" if i not in correct else "format or filters"}
-                 for i in range(min(len(texts), 20))]
         if main:
             with (stage_dir / "rejected_samples.jsonl").open("w") as fh:
                 fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in shown)
-        error = R1kitError(f"sample stage kept no rows out of {len(texts)} samples (rejected: "
-                           f"{why or 'none'}); the first {len(shown)} are in "
+        error = R1kitError(f"sample stage kept no rows out of {generated} samples (rejected: "
+                           f"{why or 'none'}); the first {min(generated, SHOWN)} are in "
                            f"{stage_dir / 'rejected_samples.jsonl'}", hint)
-        error.same_on_every_process = True  # (every rank gathered the same samples)
+        error.same_on_every_process = True  # (every rank has the same counts)
         raise error
-    summary = {"questions": len(examples), "questions_with_rows": sum(examples_seen),
-               **dict(counts), "rows": len(rows), "seconds": time.time() - t0}
+    summary = {"questions": len(examples),
+               "questions_with_rows": counts.pop("questions_with_rows", 0), **counts,
+               "rows": counts["kept"] + counts.get("general", 0), "seconds": time.time() - t0}
     if main:
+        random.Random(f"sample-rows-{seed}").shuffle(rows)
         with (stage_dir / "data.jsonl").open("w") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         (stage_dir / "sample.json").write_text(json.dumps(summary, indent=2))
     log("sample: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "seconds"))
     return summary
+
+
+SHOWN = 20  # samples written to rejected_samples.jsonl when a sample stage keeps none
+
+
+def _summed(parts: list[dict]) -> Counter:
+    """Counts of every rank added up, in the order of the one-process counts: generated,
+    correct, the judge's, the rejections as they first came, then kept."""
+    total: Counter = Counter()
+    for part in parts:
+        total.update(part)
+    kept = total.pop("kept")
+    return Counter({**total, "kept": kept})

@@ -612,6 +612,8 @@ keep_per_prompt = 2
 max_new_tokens = 24
 filters = []
 seeding = "question"
+judge_model = "base"  # (the judge reads the samples the rules reject)
+judge_threshold = 0.3
 
 [stages.table]
 kind = "eval"
@@ -625,10 +627,11 @@ seeding = "question"
 
 def test_sample_and_eval_stages_split_their_questions_like_one_process(tmp_path_factory,
                                                                       monkeypatch):
-    """A sample stage (41 questions: 21 and 20 per rank) and an eval stage (5 problems) under
-    torchrun, each rank its share of the questions, seeded per question: the same data.jsonl,
-    counts and eval records as one process with seeding = "question". `r1kit eval` under
-    torchrun likewise gives one process's results with --seeding question."""
+    """A sample stage (41 questions: 21 and 20 per rank, with a judge) and an eval stage (5
+    problems) under torchrun, each rank its share of the questions, seeded per question: the
+    same data.jsonl, counts and eval records as one process with seeding = "question".
+    `r1kit eval` under torchrun likewise gives one process's results with --seeding
+    question."""
     cache = tmp_path_factory.getbasetemp() / "dist-cache"
     root = tmp_path_factory.mktemp("split")
     recipe = root / "split.toml"
@@ -648,6 +651,7 @@ def test_sample_and_eval_stages_split_their_questions_like_one_process(tmp_path_
     counts = [{k: v for k, v in json.loads((d / "data" / "sample.json").read_text()).items()
                if k != "seconds"} for d in (one, two)]
     assert counts[0] == counts[1] and counts[0]["generated"] == 41 * 4
+    assert counts[0]["judge_accepted"] > 0 and counts[0]["kept"] > counts[0]["questions_with_rows"]
     tables = [[{k: v for k, v in r.items() if k not in TIMING}
                for r in json.loads((d / "table" / "eval.json").read_text())] for d in (one, two)]
     assert tables[0] == tables[1] and tables[0][0]["n"] == 5

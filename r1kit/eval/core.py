@@ -316,12 +316,14 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
 def sample_and_verify(model, tokenizer, task: Task, examples: list[Example],
                       prompts: list[list[int]], *, k: int, temperature: float, top_p: float,
                       max_new_tokens: int, stop_ids: list[int], seed: int, prefill: str = "",
-                      max_rows: int = 1024, overlap: str = "auto", per_question: bool = False):
+                      max_rows: int = 1024, overlap: str = "auto", per_question: bool = False,
+                      gather: bool = True):
     """k samples of each prompt: (their lengths and stops, their texts, and per text the
     task's verdict with {"answer": its final answer or None}); with `overlap` (auto | on |
     off) the verdicts are reached as samples finish, while the rest decode
     (r1kit.rewards.overlap). Under torchrun each rank samples and verifies its share of the
-    prompts, and every rank returns all of them (module docstring)."""
+    prompts (distributed.portion), and every rank returns all of them (module docstring);
+    `gather` False: only its own share's."""
     device = next(model.parameters()).device
     stop = set(stop_ids)
     part = QuestionShare(len(examples), seed, per_question, device)
@@ -336,6 +338,8 @@ def sample_and_verify(model, tokenizer, task: Task, examples: list[Example],
         texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                                  prefill)
         verdicts = scoring.results(texts)
+    if not gather:
+        return ro, texts, verdicts
     texts, verdicts, sampled = part.gather(texts, verdicts, ro)
     return sampled, texts, verdicts
 
