@@ -43,15 +43,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(out, cache, *extra):
+def _launch(cache, *args):
+    """`torchrun --nproc_per_node 2 -m r1kit ARGS` (gloo, one thread each), which must
+    succeed."""
     env = {**os.environ, "R1KIT_CACHE": str(cache), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "r1kit", "run", *SETTINGS, *extra, "--out", str(out)]
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "r1kit",
+           *args]
     res = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     return res
+
+
+def _torchrun(out, cache, *extra):
+    return _launch(cache, "run", *SETTINGS, *extra, "--out", str(out))
 
 
 def _rows(path):
@@ -586,7 +592,8 @@ def test_a_failure_only_some_ranks_see_is_said_by_them(monkeypatch, capsys, tmp_
         assert ("rank 0 stopped (its message is above" in said) == (not full)
 
 
-SPLIT_RECIPE = """
+# a run's settings and the tiny base of MICRO_BASE's settings, for recipes of other stages
+RECIPE_HEAD = """
 [run]
 seed = 0
 progress = false
@@ -602,7 +609,21 @@ intermediate_size = 96
 num_layers = 1
 lr = 1e-2
 general_docs = 600
+"""
 
+def _one_and_two(tmp_path_factory, monkeypatch, text):
+    """The recipe `text` run in one process into ROOT/one and by torchrun's two into
+    ROOT/two: (the tiny-world cache, ROOT, torchrun's CompletedProcess)."""
+    cache = tmp_path_factory.getbasetemp() / "dist-cache"
+    root = tmp_path_factory.mktemp("recipe")
+    recipe = root / "recipe.toml"
+    recipe.write_text(text)
+    monkeypatch.setenv("R1KIT_CACHE", str(cache))
+    assert main(["run", str(recipe), "--out", str(root / "one")]) == 0
+    return cache, root, _launch(cache, "run", str(recipe), "--out", str(root / "two"))
+
+
+SPLIT_RECIPE = RECIPE_HEAD + """
 [stages.data]
 kind = "sample"
 model = "base"
@@ -632,20 +653,8 @@ def test_sample_and_eval_stages_split_their_questions_like_one_process(tmp_path_
     same data.jsonl, counts and eval records as one process with seeding = "question".
     `r1kit eval` under torchrun likewise gives one process's results with --seeding
     question."""
-    cache = tmp_path_factory.getbasetemp() / "dist-cache"
-    root = tmp_path_factory.mktemp("split")
-    recipe = root / "split.toml"
-    recipe.write_text(SPLIT_RECIPE)
-    monkeypatch.setenv("R1KIT_CACHE", str(cache))
+    cache, root, res = _one_and_two(tmp_path_factory, monkeypatch, SPLIT_RECIPE)
     one, two = root / "one", root / "two"
-    assert main(["run", str(recipe), "--out", str(one)]) == 0
-    env = {**os.environ, "R1KIT_CACHE": str(cache), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "r1kit"]
-    res = subprocess.run([*launch, "run", str(recipe), "--out", str(two)], check=False,
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     rows = (one / "data" / "data.jsonl").read_text()
     assert rows and (two / "data" / "data.jsonl").read_text() == rows
     counts = [{k: v for k, v in json.loads((d / "data" / "sample.json").read_text()).items()
@@ -662,9 +671,7 @@ def test_sample_and_eval_stages_split_their_questions_like_one_process(tmp_path_
     command = ["eval", "--model", base, "--bench", "tiny", "--limit", "5", "--k", "3",
                "--max-new-tokens", "24", "--seeding", "question"]
     assert main([*command, "--out", str(root / "one.json")]) == 0
-    res = subprocess.run([*launch, *command, "--out", str(root / "two.json")], check=False,
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    res = _launch(cache, *command, "--out", str(root / "two.json"))
     results = [[{k: v for k, v in r.items() if k not in TIMING}
                 for r in json.loads((root / name).read_text())["results"]]
                for name in ("one.json", "two.json")]
@@ -672,23 +679,7 @@ def test_sample_and_eval_stages_split_their_questions_like_one_process(tmp_path_
     assert res.stdout.count("| tiny |") == 1
 
 
-REWARD_RECIPE = """
-[run]
-seed = 0
-progress = false
-tensorboard = false
-threads = 1
-
-[stages.base]
-kind = "pretrain"
-steps = 200
-corpus_docs = 3000
-hidden_size = 48
-intermediate_size = 96
-num_layers = 1
-lr = 1e-2
-general_docs = 600
-
+REWARD_RECIPE = RECIPE_HEAD + """
 [stages.helpful]
 kind = "reward_model"
 model = "base"
@@ -716,20 +707,8 @@ def test_reward_models_train_under_two_processes_like_one(tmp_path_factory, monk
     """reward_model stages under torchrun: each rank its share of every batch (15 pairs: 8
     and 7, in micro-batches), gradients summed: the same weights and held-out accuracy as
     one process, and the weights moved far more than the tolerance."""
-    cache = tmp_path_factory.getbasetemp() / "dist-cache"
-    root = tmp_path_factory.mktemp("reward")
-    recipe = root / "reward.toml"
-    recipe.write_text(REWARD_RECIPE)
-    monkeypatch.setenv("R1KIT_CACHE", str(cache))
+    _, root, _ = _one_and_two(tmp_path_factory, monkeypatch, REWARD_RECIPE)
     one, two = root / "one", root / "two"
-    assert main(["run", str(recipe), "--out", str(one)]) == 0
-    env = {**os.environ, "R1KIT_CACHE": str(cache), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-                          "-m", "r1kit", "run", str(recipe), "--out", str(two)],
-                         check=False, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     base = load_file(one / "base" / "model.safetensors")
     for stage, metric in (("helpful", "pairwise_accuracy"), ("safety", "safety_accuracy")):
         summaries = [json.loads((d / stage / "stage.json").read_text())["summary"]
