@@ -1556,7 +1556,7 @@ def _unknown_hint(key: str, names: list[str], kind: str | None, cls) -> str:
                     "it applies to")
     if other and kind:
         return (f"{key!r} is a setting of {' and '.join(other)} stages, and this is "
-                f"{_a(kind)} stage")
+                f"{_a(kind)} stage" + (f" (did you mean {close[0]!r}?)" if close else ""))
     if close:
         return f"did you mean {close[0]!r}?"
     if len(names) > 20:

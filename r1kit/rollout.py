@@ -229,6 +229,34 @@ class _GroupUniforms:
 _WARNED_POSITIONS: set[int] = set()
 
 
+class PositionWarning(UserWarning):
+    """Prompts plus max_new_tokens reach past the positions the model was trained on."""
+
+
+def check_positions(model, prompts: list[list[int]], max_new_tokens: int,
+                    warn: bool = True, stacklevel: int = 4) -> None:
+    """An R1kitError where the prompts plus max_new_tokens reach past the positions the model
+    can hold; with `warn`, a PositionWarning (once per process and length) where they reach past
+    the positions it was trained on, said of the frame `stacklevel` up (generate's caller)."""
+    limit = position_limit(model)
+    longest = max((len(p) for p in prompts), default=0) + max_new_tokens
+    if limit is not None and longest > limit:
+        raise R1kitError(f"prompts of up to {longest - max_new_tokens} tokens plus "
+                         f"max_new_tokens = {max_new_tokens} reach position {longest}, past the "
+                         f"{limit} positions this model has learned",
+                         "lower max_new_tokens (eval: eval.max_new_tokens or --max-new-tokens) "
+                         "or use shorter prompts")
+    config = getattr(model, "config", None)
+    trained = trained_positions(config) if config is not None else None
+    if warn and limit is None and isinstance(trained, int) and longest > trained \
+            and trained not in _WARNED_POSITIONS:
+        _WARNED_POSITIONS.add(trained)  # once per process and length
+        warnings.warn(f"prompts plus max_new_tokens can reach position {longest}, past the model's "
+                      f"{trained} trained positions: the model was not trained on such "
+                      "positions, and its samples there may be poor (lower max_new_tokens or "
+                      "use shorter prompts)", PositionWarning, stacklevel=stacklevel)
+
+
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens: int,
              temperature: float, top_p: float = 1.0, stop_ids: list[int], pad_id: int,
@@ -250,23 +278,8 @@ def generate(model, prompts: list[list[int]], *, group_size: int, max_new_tokens
     prompts ends. The engine checks for finished rows at the points where it already waits
     for the device (every token on the CPU, every 8 with CUDA graphs). `compiled`: sampling's
     arithmetic through torch.compile (r1kit's lean engine, on CUDA)."""
-    limit = position_limit(model)
+    check_positions(model, prompts, max_new_tokens)  # (said of the caller, past no_grad's)
     longest = max((len(p) for p in prompts), default=0) + max_new_tokens
-    if limit is not None and longest > limit:
-        raise R1kitError(f"prompts of up to {longest - max_new_tokens} tokens plus "
-                         f"max_new_tokens = {max_new_tokens} reach position {longest}, past the "
-                         f"{limit} positions this model has learned",
-                         "lower max_new_tokens (eval: eval.max_new_tokens or --max-new-tokens) "
-                         "or use shorter prompts")
-    config = getattr(model, "config", None)
-    trained = trained_positions(config) if config is not None else None
-    if limit is None and isinstance(trained, int) and longest > trained \
-            and trained not in _WARNED_POSITIONS:
-        _WARNED_POSITIONS.add(trained)  # once per process and length
-        warnings.warn(f"prompts plus max_new_tokens can reach position {longest}, past the model's "
-                      f"{trained} trained positions: the model was not trained on such "
-                      "positions, and its samples there may be poor (lower max_new_tokens or "
-                      "use shorter prompts)", stacklevel=3)  # (past no_grad's wrapper)
     device = next(model.parameters()).device
     if not prompts:  # nothing to sample (e.g. a process's empty share)
         empty = torch.zeros((0, 0), dtype=torch.long, device=device)

@@ -177,7 +177,9 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     if cfg.prompts:
         examples = examples[:cfg.prompts]
     if not examples:
-        raise R1kitError("the task has no training questions to sample from")
+        error = R1kitError("the task has no training questions to sample from")
+        error.same_on_every_process = True  # (every rank reads the same file)
+        raise error
     prompts = [encode_prompt(e.question, cfg.template, tokenizer, cfg.prefill,
                              system=cfg.system_prompt) for e in examples]
     stop_ids = stop_token_ids(tokenizer, model)

@@ -578,7 +578,8 @@ def test_a_failure_only_some_ranks_see_is_said_by_them(monkeypatch, capsys, tmp_
     assert not (tmp_path / "run").exists()
 
     def rank_zero_failed(*args, **kwargs):
-        raise distributed.RankZeroFailed("rank 0 failed: R1kitError: sample stage kept no rows")
+        raise distributed.RankZeroFailed("rank 0 failed: R1kitError: pretrain: the corpus "
+                                         "has no rows")
 
     monkeypatch.setattr(pipeline, "run_recipe", rank_zero_failed)
     monkeypatch.setenv("WORLD_SIZE", "16")
@@ -588,7 +589,7 @@ def test_a_failure_only_some_ranks_see_is_said_by_them(monkeypatch, capsys, tmp_
         assert main(["run", str(REPO / "recipes" / "zero-tiny.toml")]) == 2
         said = capsys.readouterr().err
         assert said.count("\n") == 1 and f"r1kit (rank {rank}): error: " in said
-        assert ("kept no rows" in said) == full
+        assert ("the corpus has no rows" in said) == full
         assert ("rank 0 stopped (its message is above" in said) == (not full)
 
 
@@ -643,6 +644,14 @@ k = 3
 limit = 5
 max_new_tokens = 24
 seeding = "question"
+
+[stages.one]  # one problem: rank 1's share is empty
+kind = "eval"
+models = ["base"]
+k = 3
+limit = 1
+max_new_tokens = 24
+seeding = "question"
 """
 
 
@@ -664,7 +673,8 @@ def test_sample_and_eval_stages_split_their_questions_like_one_process(tmp_path_
     tables = [[{k: v for k, v in r.items() if k not in TIMING}
                for r in json.loads((d / "table" / "eval.json").read_text())] for d in (one, two)]
     assert tables[0] == tables[1] and tables[0][0]["n"] == 5
-    assert _rows(one / "eval.jsonl") == _rows(two / "eval.jsonl")
+    records = _rows(one / "eval.jsonl")
+    assert records == _rows(two / "eval.jsonl") and [r["n"] for r in records] == [5, 1]
     assert res.stdout.count("[data] sample: questions 41") == 1  # rank 0 alone speaks
 
     base = str(one / "base")

@@ -9,19 +9,21 @@ same figures, on any number of processes as in one process seeding per question
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
 import torch
 
 from r1kit import distributed
+from r1kit.errors import R1kitError
 from r1kit.eval.behaviour import reflective_counts
 from r1kit.rewards.answers import final_answers, reads_untagged
 from r1kit.rewards.language import language_reward
 from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rewards.overlap import wanted as overlap_wanted
 from r1kit.rewards.rule import untagged
-from r1kit.rollout import generate, question_seed
+from r1kit.rollout import PositionWarning, check_positions, generate, question_seed
 from r1kit.tasks.base import Example, Task
 from r1kit.templates import prompt_text
 
@@ -162,6 +164,21 @@ class QuestionShare:
         else:
             self.draw = {"generator": torch.Generator(device=device).manual_seed(seed)}
 
+    def generate(self, model, prompts: list[list[int]], *, max_new_tokens: int, **kwargs):
+        """r1kit.rollout.generate over this rank's share of `prompts`, with its random numbers.
+        The lengths of all the prompts are checked first, so that every rank stops alike, and
+        rank 0 alone warns about them."""
+        world = distributed.current()
+        try:
+            check_positions(model, prompts, max_new_tokens, warn=world.is_main, stacklevel=3)
+        except R1kitError as exc:
+            exc.same_on_every_process = world.enabled  # (every rank checked all the prompts)
+            raise
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PositionWarning)  # (said above, for all of them)
+            return generate(model, prompts[self.lo:self.hi], max_new_tokens=max_new_tokens,
+                            **self.draw, **kwargs)
+
     @staticmethod
     def gather(texts: list[str], results: list, ro) -> tuple[list[str], list, Sampled]:
         """Every rank's texts and results (one per response), in question order, with their
@@ -183,17 +200,18 @@ def evaluate_reward(model, tokenizer, reward, examples: list[Example], prompts: 
     per prompt; the mean reward with a 95% interval over prompts (normal approximation of
     the per-prompt means), each part's mean over the responses it scored (`reward/<part>`,
     as GRPO's metrics), mean length, the share cut at max_new_tokens, a few samples.
-    Under torchrun each rank samples and scores its share of the prompts (module docstring)."""
+    Under torchrun each rank samples and scores its share of the prompts (module docstring):
+    a reward that computes across the responses it is given at once sees that share, as in
+    training."""
     was_training = model.training
     model.eval()
     part = QuestionShare(len(examples), seed, per_question,
                          next(model.parameters()).device)
     mine = prompts[part.lo:part.hi]
     try:
-        ro = generate(model, mine, group_size=k, max_new_tokens=max_new_tokens,
-                      temperature=temperature, top_p=top_p, stop_ids=stop_ids,
-                      pad_id=tokenizer.pad_token_id, max_rows=max_rows, logprobs=False,
-                      **part.draw)
+        ro = part.generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, stop_ids=stop_ids,
+                           pad_id=tokenizer.pad_token_id, max_rows=max_rows, logprobs=False)
     finally:
         model.train(was_training)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids, prefill)
@@ -331,10 +349,10 @@ def sample_and_verify(model, tokenizer, task: Task, examples: list[Example],
     with OverlappedRewards(_Verdicts(task), lambda ids: response_text(tokenizer, ids, stop, prefill),
                            [mine[i // k] for i in range(len(mine) * k)],
                            enabled=overlap_wanted(overlap, device)) as scoring:
-        ro = generate(model, prompts[part.lo:part.hi], group_size=k,
-                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                      stop_ids=stop_ids, pad_id=tokenizer.pad_token_id, max_rows=max_rows,
-                      logprobs=False, on_finished=scoring.callback, **part.draw)
+        ro = part.generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, stop_ids=stop_ids,
+                           pad_id=tokenizer.pad_token_id, max_rows=max_rows, logprobs=False,
+                           on_finished=scoring.callback)
         texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                                  prefill)
         verdicts = scoring.results(texts)

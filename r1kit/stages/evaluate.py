@@ -38,7 +38,6 @@ from r1kit.eval.core import QuestionShare, decode_responses, evaluate
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
 from r1kit.rewards.combined import RewardModelScorer
 from r1kit.rewards.rule import UNTAGGED_NOTE
-from r1kit.rollout import generate
 from r1kit.tasks import general, make_task
 from r1kit.templates import encode_prompt, prompt_text, response_prefill
 
@@ -82,10 +81,11 @@ def general_scores(model, tokenizer, cfg, scorers: dict, stop_ids, seed: int) ->
                          next(model.parameters()).device)
     mine = rows[part.lo:part.hi]
     with torch.no_grad():
-        ro = generate(model, [_encode(tokenizer, cfg, r["prompt"]) for r in mine], group_size=1,
-                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                      top_p=cfg.top_p, stop_ids=stop_ids, pad_id=tokenizer.pad_token_id,
-                      max_rows=cfg.generation_rows, logprobs=False, **part.draw)
+        ro = part.generate(model, [_encode(tokenizer, cfg, r["prompt"]) for r in rows],
+                           group_size=1, max_new_tokens=cfg.max_new_tokens,
+                           temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=stop_ids,
+                           pad_id=tokenizer.pad_token_id, max_rows=cfg.generation_rows,
+                           logprobs=False)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids,
                              response_prefill(tokenizer, cfg.template, cfg.prefill))
     raw: list = [None] * len(mine)  # each response's score by its prompt's type's model
@@ -117,8 +117,10 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
     if cfg.limit:
         test = test[:cfg.limit]
     if not test:
-        raise R1kitError(f"[{name}] the held-out set of task {cfg.task!r} is empty",
-                         "give the eval stage a test_file with rows")
+        error = R1kitError(f"[{name}] the held-out set of task {cfg.task!r} is empty",
+                           "give the eval stage a test_file with rows")
+        error.same_on_every_process = True  # (every rank reads the same file)
+        raise error
     benches = {}
     for bench in map(bench_name, cfg.benchmarks):
         benches[bench] = load_benchmark(bench, seed)
