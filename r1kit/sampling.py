@@ -211,7 +211,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
         counts["correct"] = len(correct)  # (by the rules and the judge)
         counts["judged"], counts["judge_accepted"] = len(judged), len(accepted)
         counts["judge_too_long"] = len(verdict) - len(judged)
-    rows, shown = [], []
+    rows = []
     for q, ex in enumerate(mine):
         kept: list[str] = []
         for i in range(q * k, (q + 1) * k):
