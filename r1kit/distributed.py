@@ -18,8 +18,9 @@ What the GRPO stage splits and what it shares (r1kit/stages/grpo.py):
   - logged metrics are global; rank 0 alone writes logs, checkpoints and the final model.
 
 Evaluation (in a GRPO stage, the eval stage) and the sample stage split their questions too:
-each rank samples and verifies a contiguous share (`portion`), seeded per question, and every
-rank gathers all the results, so each computes the same records and rank 0 writes them. The
+each rank samples and verifies the questions dealt to it (`dealt`: every world_size-th one),
+seeded per question, and every rank gathers all the results, so each computes the same
+records and rank 0 writes them. The
 reward_model stage splits each batch's rows as the SFT stage does (weights replicated, ddp).
 The tiny world's pretrain stage runs on rank 0 while the other ranks wait.
 
@@ -210,6 +211,14 @@ def portion(n: int) -> tuple[int, int]:
     per, extra = divmod(n, _world.world_size)
     start = _world.rank * per + min(_world.rank, extra)
     return start, start + per + (_world.rank < extra)
+
+
+def dealt(n: int) -> list[int]:
+    """The indices of `n` items dealt to this rank as cards are dealt: rank, rank + world_size,
+    ... (all of them on one process). Where a set is ordered by difficulty (AIME's problems grow
+    harder within an exam), every rank gets easy and hard ones, and long responses do not all
+    fall to one rank as with contiguous shares."""
+    return list(range(_world.rank, n, _world.world_size))
 
 
 def share(n: int, what: str = "items") -> tuple[int, int]:

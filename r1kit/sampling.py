@@ -185,10 +185,11 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     stop_ids = stop_token_ids(tokenizer, model)
     style = format_style(cfg.format, cfg.template, cfg.system_prompt)
     k = cfg.samples_per_prompt
-    # this rank's share of the questions (one process: all of them), sampled, verified, judged
-    # and filtered here; rank 0 gathers the kept rows, every rank the counts
-    lo, hi = distributed.portion(len(examples))
-    mine = examples[lo:hi]
+    # the questions dealt to this rank (one process: all of them), sampled, verified, judged
+    # and filtered here (as sample_and_verify deals them); rank 0 gathers the kept rows, every
+    # rank the counts
+    index = distributed.dealt(len(examples))
+    mine = [examples[q] for q in index]
     # a sample with no final answer (or a hedged one) scores 0
     rollout, texts, verdicts = sample_and_verify(
         model, tokenizer, task, examples, prompts, k=k, temperature=cfg.temperature,
@@ -238,18 +239,20 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
                 counts["rejected/duplicate_or_enough"] += 1
                 continue
             kept.append(text)
-            rows.append({"prompt": ex.question, "response": text, "type": "reasoning",
-                         "answer": ex.answer, **({"judge": round(judged[i], 4)}
-                                                 if i in judged else {})})
+            rows.append((index[q], {"prompt": ex.question, "response": text, "type": "reasoning",
+                                    "answer": ex.answer, **({"judge": round(judged[i], 4)}
+                                                            if i in judged else {})}))
         counts["questions_with_rows"] += bool(kept)
     counts["kept"] = len(rows)
     # a few samples to show should nothing be kept (as data.jsonl, with why each was rejected)
-    shown = [{"prompt": mine[i // k].question, "response": texts[i], "answer": mine[i // k].answer,
-              "rejected": "wrong" if i not in correct else "format or filters"}
+    shown = [(index[i // k], {"prompt": mine[i // k].question, "response": texts[i],
+                              "answer": mine[i // k].answer,
+                              "rejected": "wrong" if i not in correct else "format or filters"})
              for i in range(min(len(texts), SHOWN))]
     counts = _summed(distributed.gather_lists([dict(counts)]))  # (every rank's, in rank order)
-    rows = distributed.gather_to_main(rows)  # (rank 0: every rank's, in question order)
-    shown = distributed.gather_to_main(shown)[:SHOWN]
+    # rank 0: every rank's, in question order (a question's own in their order: a stable sort)
+    rows = [r for _, r in sorted(distributed.gather_to_main(rows), key=lambda r: r[0])]
+    shown = [r for _, r in sorted(distributed.gather_to_main(shown), key=lambda r: r[0])][:SHOWN]
     if counts.get("judged") is not None:
         which = "that the rules reject" if cfg.judge == "wrong" else ""
         log(f"sample: the judge decided {counts['judged']} samples {which} with a final "

@@ -685,8 +685,8 @@ def test_responses_that_end_inside_an_unclosed_think_are_counted(bpe_checkpoint)
 
 @pytest.mark.parametrize("scored_by", ["task", "reward"])
 def test_each_process_samples_its_share_of_the_problems(monkeypatch, bpe_checkpoint, scored_by):
-    """Under torchrun each rank samples and scores a contiguous share of the problems (of 5:
-    3 and 2), each problem seeded on its own, then gathers all: the two ranks' shares put
+    """Under torchrun each rank samples and scores the problems dealt to it (of 5: 0, 2, 4
+    and 1, 3), each problem seeded on its own, then gathers all: the two ranks' shares put
     together are the one-process evaluation with per-question seeding, response for
     response. One generator for all (one process's default) samples other responses."""
     import torch
@@ -732,5 +732,7 @@ def test_each_process_samples_its_share_of_the_problems(monkeypatch, bpe_checkpo
         monkeypatch.setattr(distributed, "_world", distributed.World(rank=rank, world_size=2))
         two = sample(per_question=False)  # (seeded per question all the same)
     assert sampled == [3, 2]
-    assert len(shares[0]) == 3 * 2 and len(shares[1]) == 2 * 2  # (k = 2 responses each)
+    # problems dealt as cards: 0, 2, 4 and 1, 3, each with its k = 2 responses
+    assert [[(q, len(group)) for q, group in part] for part in shares] == \
+        [[(0, 2), (2, 2), (4, 2)], [(1, 2), (3, 2)]]
     assert two == one

@@ -1,8 +1,9 @@
 """Sampled evaluation of a model on a task's held-out examples.
 
-Under torchrun every rank evaluates a contiguous share of the questions (each rank holds the
-whole model, or has gathered it), each question's samples drawn from its own seeded generator,
-and the results are gathered on every rank in question order: the same samples, and so the
+Under torchrun every rank evaluates the questions dealt to it (distributed.dealt: every
+world_size-th one; each rank holds the whole model, or has gathered it), each question's
+samples drawn from its own seeded generator, and the results are gathered on every rank in
+question order: the same samples, and so the
 same figures, on any number of processes as in one process seeding per question
 (`per_question`)."""
 
@@ -151,18 +152,22 @@ class Sampled:
 
 
 class QuestionShare:
-    """This process's part of sampling `n` questions: under torchrun its contiguous share
-    (distributed.portion), else all of them. The random numbers: one generator per question
+    """This process's part of sampling `n` questions: under torchrun the questions dealt to it
+    (distributed.dealt), else all of them. The random numbers: one generator per question
     (seeded from `seed` and the question's index, so a question's samples do not depend on
     which process or batch samples it) under torchrun or with `per_question`, else one
     generator seeded `seed` for all."""
 
     def __init__(self, n: int, seed: int, per_question: bool, device):
-        self.lo, self.hi = distributed.portion(n)
+        self.index = distributed.dealt(n)
         if per_question or distributed.current().enabled:
-            self.draw = {"seeds": [question_seed(seed, 0, i) for i in range(self.lo, self.hi)]}
+            self.draw = {"seeds": [question_seed(seed, 0, i) for i in self.index]}
         else:
             self.draw = {"generator": torch.Generator(device=device).manual_seed(seed)}
+
+    def take(self, items: list) -> list:
+        """This rank's questions of `items` (one per question)."""
+        return [items[i] for i in self.index]
 
     def generate(self, model, prompts: list[list[int]], *, max_new_tokens: int, **kwargs):
         """r1kit.rollout.generate over this rank's share of `prompts`, with its random numbers.
@@ -176,15 +181,18 @@ class QuestionShare:
             raise
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PositionWarning)  # (said above, for all of them)
-            return generate(model, prompts[self.lo:self.hi], max_new_tokens=max_new_tokens,
+            return generate(model, self.take(prompts), max_new_tokens=max_new_tokens,
                             **self.draw, **kwargs)
 
-    @staticmethod
-    def gather(texts: list[str], results: list, ro) -> tuple[list[str], list, Sampled]:
-        """Every rank's texts and results (one per response), in question order, with their
-        lengths and stops, on every rank (one process: its own)."""
-        rows = distributed.gather_lists(list(zip(texts, results, ro.lengths.tolist(),
-                                                 ro.stopped.tolist())))
+    def gather(self, texts: list[str], results: list, ro) -> tuple[list[str], list, Sampled]:
+        """Every rank's texts and results (one per response, the responses of a question
+        together), in question order, with their lengths and stops, on every rank (one
+        process: its own)."""
+        k = len(texts) // len(self.index) if self.index else 0
+        mine = list(zip(texts, results, ro.lengths.tolist(), ro.stopped.tolist()))
+        groups = distributed.gather_lists([(q, mine[j * k:(j + 1) * k])
+                                           for j, q in enumerate(self.index)])
+        rows = [r for _, group in sorted(groups, key=lambda g: g[0]) for r in group]
         return ([r[0] for r in rows], [r[1] for r in rows],
                 Sampled(torch.tensor([r[2] for r in rows], dtype=torch.long),
                         torch.tensor([r[3] for r in rows], dtype=torch.bool)))
@@ -207,7 +215,7 @@ def evaluate_reward(model, tokenizer, reward, examples: list[Example], prompts: 
     model.eval()
     part = QuestionShare(len(examples), seed, per_question,
                          next(model.parameters()).device)
-    mine = prompts[part.lo:part.hi]
+    mine = part.take(prompts)
     try:
         ro = part.generate(model, prompts, group_size=k, max_new_tokens=max_new_tokens,
                            temperature=temperature, top_p=top_p, stop_ids=stop_ids,
@@ -215,7 +223,7 @@ def evaluate_reward(model, tokenizer, reward, examples: list[Example], prompts: 
     finally:
         model.train(was_training)
     texts = decode_responses(tokenizer, ro.completion_ids, ro.completion_mask, stop_ids, prefill)
-    rows = [examples[part.lo + i // k] for i in range(len(texts))]
+    rows = [examples[part.index[i // k]] for i in range(len(texts))]
     if hasattr(reward, "sampled_ids"):  # a reward function's completion_ids (TRL's)
         reward.sampled_ids = [r[:n] for r, n in zip(ro.completion_ids.tolist(),
                                                     ro.lengths.tolist())]
@@ -340,12 +348,12 @@ def sample_and_verify(model, tokenizer, task: Task, examples: list[Example],
     task's verdict with {"answer": its final answer or None}); with `overlap` (auto | on |
     off) the verdicts are reached as samples finish, while the rest decode
     (r1kit.rewards.overlap). Under torchrun each rank samples and verifies its share of the
-    prompts (distributed.portion), and every rank returns all of them (module docstring);
+    prompts (distributed.dealt), and every rank returns all of them (module docstring);
     `gather` False: only its own share's."""
     device = next(model.parameters()).device
     stop = set(stop_ids)
     part = QuestionShare(len(examples), seed, per_question, device)
-    mine = examples[part.lo:part.hi]
+    mine = part.take(examples)
     with OverlappedRewards(_Verdicts(task), lambda ids: response_text(tokenizer, ids, stop, prefill),
                            [mine[i // k] for i in range(len(mine) * k)],
                            enabled=overlap_wanted(overlap, device)) as scoring:

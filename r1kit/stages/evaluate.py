@@ -79,7 +79,7 @@ def general_scores(model, tokenizer, cfg, scorers: dict, stop_ids, seed: int) ->
         return {"general_samples": []}
     part = QuestionShare(len(rows), seed, cfg.seeding == "question",
                          next(model.parameters()).device)
-    mine = rows[part.lo:part.hi]
+    mine = part.take(rows)
     with torch.no_grad():
         ro = part.generate(model, [_encode(tokenizer, cfg, r["prompt"]) for r in rows],
                            group_size=1, max_new_tokens=cfg.max_new_tokens,
