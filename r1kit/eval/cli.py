@@ -297,7 +297,6 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
             print(f"{name}: math problems ({len(task.test_examples())}); the answer is checked "
                   "with math-verify (a file whose rows hold options is read as multiple choice)")
     torch.manual_seed(args.seed)
-    device = distributed.init(device)  # under torchrun: joins the group, on cuda:LOCAL_RANK
     tokenizer = load_tokenizer(path)
     if template == "auto":
         template = "chat" if getattr(tokenizer, "chat_template", None) else "r1-zero"
@@ -314,6 +313,9 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
               f"template {template!r} prompts have none")
     if template != "chat":
         system = False  # (and --out says so)
+    # under torchrun: joins the group (after every check of the command and its files, which
+    # each process meets alike), on cuda:LOCAL_RANK
+    device = distributed.init(device)
     model = load_model(path, device, dtype, tokenizer).eval()
     if prefill is None:
         prefill = "<think>\n" if template == "chat" else ""

@@ -3,9 +3,8 @@
 Under torchrun every rank evaluates the questions dealt to it (distributed.dealt: every
 world_size-th one; each rank holds the whole model, or has gathered it), each question's
 samples drawn from its own seeded generator, and the results are gathered on every rank in
-question order: the same samples, and so the
-same figures, on any number of processes as in one process seeding per question
-(`per_question`)."""
+question order: the same samples, and so the same figures, on any number of processes as in
+one process seeding per question (`per_question`)."""
 
 from __future__ import annotations
 
