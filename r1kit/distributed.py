@@ -20,9 +20,9 @@ What the GRPO stage splits and what it shares (r1kit/stages/grpo.py):
 Evaluation (in a GRPO stage, the eval stage) and the sample stage split their questions too:
 each rank samples and verifies the questions dealt to it (`dealt`: every world_size-th one),
 seeded per question, and every rank gathers all the results, so each computes the same
-records and rank 0 writes them. The
-reward_model stage splits each batch's rows as the SFT stage does (weights replicated, ddp).
-The tiny world's pretrain stage runs on rank 0 while the other ranks wait.
+records and rank 0 writes them. The reward_model stage splits each batch's rows as the SFT
+stage does (`portion`; weights replicated, ddp). The tiny world's pretrain stage runs on rank
+0 while the other ranks wait.
 
 The SFT stage (r1kit/stages/sft.py) runs on every rank as well: every rank draws the same
 batches and takes its contiguous share of each batch's rows; losses are normalised by the
@@ -207,10 +207,9 @@ class RankZeroFailed(R1kitError):
 
 def portion(n: int) -> tuple[int, int]:
     """[start, end) of this rank's contiguous share of `n` items that need not divide evenly
-    (the first n % world_size ranks take one more; a share may be empty)."""
-    per, extra = divmod(n, _world.world_size)
-    start = _world.rank * per + min(_world.rank, extra)
-    return start, start + per + (_world.rank < extra)
+    (shares differ by at most one; a share may be empty)."""
+    size, rank = _world.world_size, _world.rank
+    return rank * n // size, (rank + 1) * n // size
 
 
 def dealt(n: int) -> list[int]:

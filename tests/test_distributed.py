@@ -714,8 +714,8 @@ lr = 5e-3
 
 
 def test_reward_models_train_under_two_processes_like_one(tmp_path_factory, monkeypatch):
-    """reward_model stages under torchrun: each rank its share of every batch (15 pairs: 8
-    and 7, in micro-batches), gradients summed: the same weights and held-out accuracy as
+    """reward_model stages under torchrun: each rank its share of every batch (15 pairs: 7
+    and 8, in micro-batches), gradients summed: the same weights and held-out accuracy as
     one process, and the weights moved far more than the tolerance."""
     _, root, _ = _one_and_two(tmp_path_factory, monkeypatch, REWARD_RECIPE)
     one, two = root / "one", root / "two"

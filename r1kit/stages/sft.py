@@ -465,8 +465,8 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
         opt.zero_grad(set_to_none=True)
         n_tokens = sum(len(r) for _, r in batch)
         # this rank's rows of the batch (all of them on one process)
-        mine = batch[world.rank * len(batch) // world.world_size:
-                     (world.rank + 1) * len(batch) // world.world_size]
+        lo, hi = distributed.portion(len(batch))
+        mine = batch[lo:hi]
         micro = [(mine[i:i + cfg.micro_batch_size], 1.0)
                  for i in range(0, len(mine), cfg.micro_batch_size)]
         if sharded:  # every forward and backward is a collective: as many passes per rank
