@@ -276,27 +276,41 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
         ro, texts, verdicts = sample_and_verify(
             model, tokenizer, task, examples, prompts, k=k, temperature=temperature,
             top_p=top_p, max_new_tokens=max_new_tokens, stop_ids=stop_ids, seed=seed,
-            prefill=prefill, max_rows=max_rows, overlap=overlap, per_question=per_question)
+            prefill=prefill, max_rows=max_rows, overlap=overlap, per_question=per_question,
+            gather=False)
     finally:
         model.train(was_training)
     answer_key = answer_key or getattr(task, "vote_key", None) or str.strip
     answer_equal = answer_equal or getattr(task, "vote_equal", None)
-    scores = [s for s, _ in verdicts]
-    answers = [v["answer"] for _, v in verdicts]  # None: no answer, or hedged
+    votes = getattr(task, "votes", True)
+    # this rank's own questions (module docstring): each response's language reward, and
+    # each question's vote and the verdict on it, gathered with the samples, so that no rank
+    # repeats another's work
+    share = QuestionShare(len(examples), seed, per_question, next(model.parameters()).device)
+    mine = share.take(examples)
+    lang = [language_reward(t, language_target, prompt_text(mine[i // k].question))[0]
+            for i, t in enumerate(texts)]
+    voted = [majority_vote([v["answer"] for _, v in verdicts[j * k:(j + 1) * k]],
+                           answer_key, answer_equal) if votes else None
+             for j in range(len(mine))]
+    found = [(a, ex) for a, ex in zip(voted, mine) if a is not None]
+    vote_scores = iter(_verify_all(task, [a for a, _ in found], [ex for _, ex in found]))
+    cons_mine = [next(vote_scores) if a is not None else 0.0 for a in voted]
+    texts, results, ro = share.gather(
+        texts, [(v, lang[i], cons_mine[i // k]) for i, v in enumerate(verdicts)], ro)
+    scores = [v[0] for v, _, _ in results]
+    lang = [r[1] for r in results]
+    cons = [results[i * k][2] for i in range(len(examples))] if votes else []
     lengths = ro.lengths.tolist()
-    correct, cons, lang = [], [], []
+    correct = []
     per_level: dict[int, list[float]] = {}
     len_level: dict[int, list[float]] = {}
     per_subject: dict[str, list[float]] = {}
-    voted_answers = []
     samples = []
     for i, ex in enumerate(examples):
         group = texts[i * k:(i + 1) * k]
         p1 = sum(scores[i * k:(i + 1) * k]) / k
         correct.append(p1)
-        lang += [language_reward(t, language_target, prompt_text(ex.question))[0]
-                 for t in group]
-        voted_answers.append(majority_vote(answers[i * k:(i + 1) * k], answer_key, answer_equal))
         if ex.level is not None:
             per_level.setdefault(ex.level, []).append(p1)
             len_level.setdefault(ex.level, []).extend(lengths[i * k:(i + 1) * k])
@@ -306,11 +320,6 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
         if i < 3:
             samples.append({"question": ex.question, "answer": ex.answer, "response": group[0],
                             "score": scores[i * k]})
-    votes = getattr(task, "votes", True)
-    if votes:
-        voted = [(a, ex) for a, ex in zip(voted_answers, examples) if a is not None]
-        vote_scores = iter(_verify_all(task, [a for a, _ in voted], [ex for _, ex in voted]))
-        cons = [next(vote_scores) if a is not None else 0.0 for a in voted_answers]
     n = max(1, len(examples))
     pass_at = {kk: sum(pass_at_k(k, round(p * k), kk) for p in correct) / n
                for kk in pass_ks(k)}
