@@ -572,6 +572,14 @@ class KVCache:
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
 
+    def rows(self, first: int, end: int) -> KVCache:
+        """Rows first..end-1 as a cache of their own: views, so what is written there is
+        written here."""
+        part = KVCache.__new__(KVCache)
+        part.k = [t[first:end] for t in self.k]
+        part.v = [t[first:end] for t in self.v]
+        return part
+
     def keep(self, index: torch.Tensor, length: int) -> None:
         """Move rows `index` (in order, slots 0..length-1) to the front; the rest is left
         as scratch."""

@@ -462,6 +462,18 @@ LENGTH_BUCKET = 64  # CUDA graphs: attention spans a multiple of this many cache
 # the cache and the token buffers start with room for this many new tokens and double when a
 # row gets there, so that memory follows the longest completion so far, not max_new_tokens
 FIRST_WIDTH = 512
+# the prefill runs its prompts in chunks of at most this many tokens (padding included) and
+# of attention scores (rows x heads x P x P elements): a benchmark of long prompts prefilled
+# at once would hold scores for every prompt together (MATH-500's 500 prompts, k = 1 and
+# prompts of ~1,400 tokens: tens of GB)
+PREFILL_TOKENS = 16384
+PREFILL_SCORES = 1 << 27
+
+
+def prefill_rows(prompts: int, length: int, heads: int) -> int:
+    """How many prompts of `length` tokens (padded) one prefill pass takes."""
+    return max(1, min(prompts, PREFILL_TOKENS // length,
+                      PREFILL_SCORES // (heads * length * length)))
 
 
 class LeanDecoder:
@@ -639,13 +651,20 @@ def _decode(dec: LeanDecoder, prompts, G, max_new_tokens, min_new_tokens, temper
     dec.begin(N, P + width)
     cache, dtype = dec.cache, dec.cache.k[0].dtype
     # prefill each prompt once: causal attention over its own tokens (a padding slot sees
-    # itself only, so no row is empty); its cache rows are then copied to the G samples
-    allowed = torch.ones((P, P), dtype=torch.bool, device=device).tril()[None] & valid[:, None, :]
-    allowed |= torch.eye(P, dtype=torch.bool, device=device)[None]
-    bias = torch.zeros((B, 1, P, P), dtype=dtype, device=device).masked_fill(
-        ~allowed[:, None], float("-inf"))
-    h = lean.cached_forward(ids, positions, cache, 0, bias, P, dec.fused)
-    logits = lean.logits(h).repeat_interleave(G, 0)  # [N, V]
+    # itself only, so no row is empty); its cache rows are then copied to the G samples.
+    # Long prompts go in chunks (prefill_rows), each into its own rows of the cache.
+    causal = torch.ones((P, P), dtype=torch.bool, device=device).tril()[None]
+    itself = torch.eye(P, dtype=torch.bool, device=device)[None]
+    rows = prefill_rows(B, P, lean.n_heads)
+    hs = []
+    for a in range(0, B, rows):
+        allowed = causal & valid[a:a + rows, None, :] | itself
+        bias = torch.zeros((allowed.shape[0], 1, P, P), dtype=dtype, device=device).masked_fill(
+            ~allowed[:, None], float("-inf"))
+        hs.append(lean.cached_forward(ids[a:a + rows], positions[a:a + rows],
+                                      cache.rows(a, a + rows), 0, bias, P, dec.fused))
+        del allowed, bias
+    logits = lean.logits(torch.cat(hs) if len(hs) > 1 else hs[0]).repeat_interleave(G, 0)
     cache.repeat_prefix(B, G, P)
     dec.bias[:, 0, 0, :P] = torch.where(valid, 0.0, float("-inf")).to(dtype).repeat_interleave(G, 0)
     dec.pos[:] = positions[:, -1:].repeat_interleave(G, 0) + 1

@@ -302,6 +302,28 @@ def test_generation_is_seeded_and_chunking_does_not_change_it(model):
     assert c.completion_ids.shape[0] == 6 and c.group_size == 2
 
 
+def test_long_prompts_are_prefilled_in_chunks_with_the_same_samples(model, monkeypatch):
+    import r1kit.rollout as rollout
+
+    g = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(2, 40, (n,), generator=g).tolist() for n in (4, 11, 7, 9, 2)]
+    kw = dict(group_size=3, max_new_tokens=10, temperature=1.0, stop_ids=[EOS], pad_id=PAD,
+              seeds=[11, 12, 13, 14, 15])
+    whole = generate(model, prompts, **kw)
+    assert rollout.prefill_rows(5, 11, 4) == 5  # (these prompts fit one pass)
+    monkeypatch.setattr(rollout, "PREFILL_TOKENS", 24)  # two prompts of 11 slots per pass
+    assert rollout.prefill_rows(5, 11, 4) == 2
+    parts = generate(model, prompts, **kw)
+    monkeypatch.setattr(rollout, "PREFILL_SCORES", 1)  # one prompt per pass
+    assert rollout.prefill_rows(5, 11, 4) == 1
+    ones = generate(model, prompts, **kw)
+    assert len(set(whole.lengths.tolist())) > 1
+    for ro in (parts, ones):
+        assert torch.equal(ro.completion_ids, whole.completion_ids)
+        assert torch.equal(ro.lengths, whole.lengths)
+        torch.testing.assert_close(ro.logprobs, whole.logprobs, atol=1e-5, rtol=1e-5)
+
+
 def test_sampling_top_p_and_greedy():
     logits = torch.log(torch.tensor([[0.85, 0.10, 0.05]])).repeat(200, 1)
     gen = torch.Generator().manual_seed(0)
