@@ -2190,6 +2190,7 @@ def check_inputs(recipe: Recipe) -> None:
                 GRPO_EXTRAS,
                 check_signature,
                 load_function,
+                takes_reference,
             )
 
             names = [*BUILT_IN, *GRPO_EXTRAS]  # and take the keyword arguments it will pass
@@ -2208,16 +2209,17 @@ def check_inputs(recipe: Recipe) -> None:
             for spec in reward_specs(cfg.reward_function):
                 fn = load_function(spec)
                 check_signature(fn, names, repr(spec))
-                if (getattr(fn, "raw_reference", False) and cfg.task == "prompts" and examples
+                wanted = takes_reference(fn)
+                if (wanted and cfg.task == "prompts" and examples
                         and not any(ex.meta.get("reference") is not None for ex in examples)):
-                    # (a verl compute_score would get no ground_truth at all)
+                    # (the function would get '' as every row's reference)
                     from r1kit.tasks.math import likely_field
 
                     row = examples[0].meta.get("fields", {})
                     like = likely_field(row, question=False)
                     _fail(f"{where}.answer_field", f"no row of train_file has a field "
-                          f"{cfg.answer_field!r}, and reward_function {spec!r} (verl's "
-                          "compute_score) needs its ground_truth",
+                          f"{cfg.answer_field!r}, and reward_function {spec!r} takes the "
+                          f"reference answers ({wanted})",
                           f"set answer_field = \"{like}\"" if like else
                           f"its rows' fields are {', '.join(map(str, row))}: name the "
                           "reference's (a dotted name reads inside an object)")

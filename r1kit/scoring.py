@@ -316,8 +316,15 @@ def _function_reward(spec: str) -> Reward:
     '####'), and the rows' other fields by name (all but `prompt` and `completion`, as TRL
     passes its data set's columns), with those of a row's `fields` object (a grpo stage's
     completions.jsonl keeps the data row's own fields there)."""
-    from r1kit.rewards.custom import BUILT_IN, FunctionReward, check_signature, load_function
+    from r1kit.rewards.custom import (
+        BUILT_IN,
+        FunctionReward,
+        check_signature,
+        load_function,
+        takes_reference,
+    )
     from r1kit.tasks.base import Example
+    from r1kit.tasks.math import likely_field
 
     fn = load_function(spec)
     checked: set[tuple] = set()
@@ -348,6 +355,17 @@ def _function_reward(spec: str) -> Reward:
     def score(rows: list[dict], settings: dict) -> list[Scored]:
         field = settings["answer_field"]
         references = [resolved(columns(r), field).get(field) for r in rows]
+        wanted = takes_reference(fn)
+        if wanted and rows and all(ref is None for ref in references):
+            # (open-r1's rows call it solution, verl's reward_model.ground_truth: the
+            # function would get '' for every row and score them all alike)
+            like = likely_field(columns(rows[0]), question=False)
+            raise R1kitError(f"no row has a field {field!r} (answer_field), and {spec} takes "
+                             f"the reference answers ({wanted})",
+                             f"--set answer_field={like}" if like else
+                             "--set answer_field= names the reference's field (a dotted name "
+                             "reads inside an object); the rows' fields are "
+                             + ", ".join(map(str, columns(rows[0]))))
         examples = [Example(question=r.get(prompt_key(r), ""), answer=reference_text(ref),
                             meta={"fields": columns(r),  # (as TRL: all but these)
                                   **({"reference": ref} if ref is not None else {})})

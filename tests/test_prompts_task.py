@@ -133,6 +133,33 @@ def test_a_reward_function_scores_prompts_without_answers(tmp_path, bpe_checkpoi
     assert "held-out pass@1" not in text
 
 
+def test_a_reward_function_that_takes_answer_needs_a_reference_in_the_prompts(
+        tmp_path, bpe_checkpoint, capsys):
+    """A function that names `answer` on prompts without that field would get '' for every
+    row (TRL's trainer would fail on the missing column): the run stops before any stage
+    and names the field that looks like the answer. One taking **kwargs alone runs."""
+    from conftest import stops_before_any_stage
+
+    data = _file(tmp_path, [{"question": f"What is {i} + 1?", "solution": str(i + 1)}
+                            for i in range(4)])
+    fn = tmp_path / "rewards.py"
+    fn.write_text("def accuracy(completions, answer, **kw):\n"
+                  "    return [float(c.strip() == a) for c, a in zip(completions, answer)]\n"
+                  "def short(completions, **kw):\n"
+                  "    return [-len(c) for c in completions]\n")
+    recipe = tmp_path / "r.toml"
+    head = (f'[stages.grpo]\nkind = "grpo"\nmodel = "{bpe_checkpoint}"\ntask = "prompts"\n'
+            f'train_file = "{data}"\n')
+    recipe.write_text(head + f'reward_function = "{fn}:accuracy"\n')
+    stops_before_any_stage(recipe, tmp_path, capsys,
+                           ["no row of train_file has a field 'answer'", "(answer)",
+                            'set answer_field = "solution"'])
+    recipe.write_text(head + f'reward_function = "{fn}:short"\n')
+    check_inputs(load_recipe(recipe))
+    recipe.write_text(head + f'reward_function = "{fn}:accuracy"\nanswer_field = "solution"\n')
+    check_inputs(load_recipe(recipe))
+
+
 def test_a_reward_model_and_reward_functions_add_up(tmp_path, bpe_checkpoint):
     """TRL sums a reward model's reward with reward functions': so does a prompts task with
     both (the model's general reward, here without the format reward, plus the function)."""

@@ -405,6 +405,36 @@ def test_your_own_reward_function(tmp_path, capsys) -> None:
     assert "file.py:function" in capsys.readouterr().err
 
 
+def test_a_function_taking_the_reference_is_refused_rows_without_one(tmp_path, capsys):
+    """open-r1's rows call the reference solution: a function that takes `answer` (or a verl
+    compute_score its ground_truth) would get '' for every row and score them all 0, so the
+    command stops and names the field; a function without a reference scores them."""
+    fn = tmp_path / "mine.py"
+    fn.write_text("def accuracy(completions, answer, **kwargs):\n"
+                  "    return [float(c.strip() == a) for c, a in zip(completions, answer)]\n"
+                  "def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n"
+                  "    return float(solution_str.strip() == ground_truth)\n"
+                  "def short(completions, **kwargs):\n"
+                  "    return [-len(c) for c in completions]\n")
+    src = write_jsonl(tmp_path / "in.jsonl", [{"problem": "2+2", "solution": "4",
+                                               "completion": "4"},
+                                              {"problem": "2+3", "solution": "5",
+                                               "completion": "6"}])
+    for name, param in (("accuracy", "answer"), ("compute_score", "ground_truth")):
+        err = run_error(capsys, ["score", "--reward", f"{fn}:{name}", "--input", str(src)])
+        assert "no row has a field 'answer'" in err and f"({param})" in err, err
+        assert "--set answer_field=solution" in err
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["score", "--reward", f"{fn}:{name}", "--input", str(src), "--set",
+                     "answer_field=solution", "--output", str(out)]) == 0
+        assert [r["reward"] for r in read_jsonl(out)] == [1.0, 0.0]
+        capsys.readouterr()
+    out = tmp_path / "short.jsonl"
+    assert main(["score", "--reward", f"{fn}:short", "--input", str(src), "--output",
+                 str(out)]) == 0
+    assert [r["reward"] for r in read_jsonl(out)] == [-1.0, -1.0]
+
+
 def test_your_reward_function_gets_what_a_grpo_stage_gives_it(tmp_path) -> None:
     """The same arguments as in a GRPO stage on a math task: the reference answer read as the
     task reads it (a GSM8K solution cut to what follows '####', no thousands separators), and

@@ -151,6 +151,20 @@ _SHAPE_ERRORS = ("string indices must be integers", "'list' object has no attrib
                  "list indices must be integers or slices, not str")
 
 
+def takes_reference(fn: Callable) -> str | None:
+    """The parameter by which `fn` (as load_function gives it) asks for the reference answers
+    by name: `answer`, or a verl compute_score's `ground_truth`; None for a function that
+    could do without them (one that takes them through **kwargs alone, as TRL's format
+    rewards, or an OpenRLHF reward_func, whose labels may be unused)."""
+    if isinstance(fn, VerlScore):
+        return "ground_truth" if "ground_truth" in fn.passed else None
+    if isinstance(fn, _Wrapped):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return ("answer" if any(p.name == "answer" and p.kind in named
+                            for p in _parameters(fn) or []) else None)
+
+
 def check_signature(fn: Callable, names: list[str], spec: str) -> None:
     """An R1kitError when `fn` needs a parameter that is none of `names` (the keyword
     arguments it can get) or takes positional-only parameters. Data fields it does not take
