@@ -514,7 +514,11 @@ class RewardModelConfig:
             _fail(f"{where}.objective", f"unknown objective {self.objective!r}",
                   "use pairwise (helpful) or pointwise (safety)")
         if self.data not in ("tiny", "file"):
-            _fail(f"{where}.data", f"unknown data {self.data!r}", "use tiny or file")
+            _fail(f"{where}.data", f"unknown data {self.data!r}",
+                  "use tiny or file; your own pairs: data = \"file\" with train_file and "
+                  "test_file naming them" if self.data.endswith(
+                      (".jsonl", ".json", ".parquet", ".gz")) or "/" in self.data
+                  else "use tiny or file")
         if self.data == "file" and not (self.train_file and self.test_file):
             _fail(f"{where}.train_file", "data = 'file' needs train_file and test_file")
         for name in ("train_rows", "test_rows", "batch_size", "micro_batch_size"):

@@ -370,6 +370,15 @@ def test_impossible_values_are_refused_with_their_key(override, says) -> None:
     assert msg.startswith(key + ":") and says in msg
 
 
+@pytest.mark.parametrize("data,says", [
+    ("pairs.jsonl", 'data = "file" with train_file and test_file'),  # as an sft stage's data
+    ("mine", "use tiny or file"),
+])
+def test_a_reward_model_stages_data_is_tiny_or_file(data, says) -> None:
+    msg = _error([f"stages.helpful.data={json.dumps(data)}"], RECIPES / "r1-tiny.toml")
+    assert msg.startswith("stages.helpful.data: unknown data") and says in msg, msg
+
+
 def test_int_is_accepted_for_float() -> None:
     recipe = load_recipe(ZERO_TINY, ["stages.zero.lr=1"])
     assert recipe.stages["zero"].lr == 1.0 and isinstance(recipe.stages["zero"].lr, float)

@@ -222,7 +222,10 @@ GOOD = {"completion": box("1"), "answer": "1"}
     [
         ([GOOD, GOOD, "{not json"], ["in.jsonl:3", "invalid JSON"]),
         ([GOOD, b"\xff\xfe{}"], ["in.jsonl:2", "UTF-8"]),
-        ([GOOD, "[1, 2]"], ["in.jsonl:2", "expected a JSON object", "list"]),
+        ([GOOD, "[1, 2]"], ["in.jsonl:2", "expected a JSON object", "list",
+                            "an object of named fields"]),
+        # rows written as lists: what a row looks like, not how to convert a JSON array
+        (['["What is 1 + 1?", "2"]'], ["in.jsonl:1", "an object of named fields"]),
         # a JSON array of rows (a .json export) on the first line: how to make JSONL of it
         (['[{"completion": "x", "answer": "1"}]'], ["in.jsonl:1", "is not JSONL"]),
         (["[", json.dumps(GOOD) + ",", "]"], ["in.jsonl:1", "invalid JSON", "is not JSONL"]),

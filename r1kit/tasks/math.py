@@ -59,8 +59,11 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
                                  array if n == 1 and line.lstrip().startswith("[") else None
                                  ) from exc
             if not isinstance(row, dict):
+                whole = isinstance(row, list) and n == 1 and all(isinstance(r, dict) for r in row)
                 raise R1kitError(f"{p}:{n}: expected a JSON object, got {type(row).__name__}",
-                                 array if isinstance(row, list) and n == 1 else None)
+                                 array if whole else "each line is one row, an object of named "
+                                 "fields, e.g. {\"question\": \"What is 1 + 1?\", \"answer\": "
+                                 "\"2\"}")
             rows.append((n, row))
     if not rows:
         raise R1kitError(f"{p}: no rows", "the file is empty")
