@@ -464,14 +464,15 @@ LENGTH_BUCKET = 64  # CUDA graphs: attention spans a multiple of this many cache
 FIRST_WIDTH = 512
 # the prefill runs its prompts in chunks of at most this many tokens (padding included) and
 # of attention scores (rows x heads x P x P elements): a benchmark of long prompts prefilled
-# at once would hold scores for every prompt together (MATH-500's 500 prompts, k = 1 and
-# prompts of ~1,400 tokens: tens of GB)
+# at once would hold scores for every prompt together (MATH-500 at k = 1: 500 prompts, up to
+# ~1,400 tokens each with the tiny world's character tokenizer, tens of GB)
 PREFILL_TOKENS = 16384
 PREFILL_SCORES = 1 << 27
 
 
 def prefill_rows(prompts: int, length: int, heads: int) -> int:
     """How many prompts of `length` tokens (padded) one prefill pass takes."""
+    length = max(1, length)
     return max(1, min(prompts, PREFILL_TOKENS // length,
                       PREFILL_SCORES // (heads * length * length)))
 
