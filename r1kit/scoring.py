@@ -15,7 +15,8 @@ so a failed run never leaves a half-written file (and never clobbers an old one)
 
 Rewards (`REWARDS`; settings with `--set key=value`, values in TOML syntax):
 - math      needs completion, answer. Settings: timeout (s per check, 5), workers,
-            answer_field (the reference's field: answer; open-r1's data calls it solution),
+            answer_field (the reference's field: answer; open-r1's data calls it solution;
+            a grpo stage's completions.jsonl keeps its data rows' fields in `fields`),
             read_untagged (false: a completion without <think>, </think> or <answer> has no
             answer, R1's rule; true: it is read whole, as open-r1 reads completions).
 - format    needs completion. Setting: style (answer: <think>…</think><answer>…</answer>;
@@ -119,12 +120,25 @@ def _choices_field(name: str, value: Any) -> str:
     return value
 
 
+def _with_fields(row: dict, name: str) -> dict:
+    """`row` with field `name` (a dotted name read inside an object: `resolved`), taken
+    where the row lacks it from its `fields` object, as a grpo stage's completions.jsonl keeps
+    the data row's own fields (your own reward functions read them there too)."""
+    out = resolved(row, name)
+    inner = row.get("fields")
+    if name not in out and isinstance(inner, dict):
+        found = resolved(inner, name)
+        if name in found:
+            return {**out, name: found[name]}
+    return out
+
+
 def _check_math(row: dict, settings: dict) -> str | None:
     problem = _need_str(row, "completion")
     if problem:
         return problem
     name = settings["answer_field"]
-    row = resolved(row, name)
+    row = _with_fields(row, name)
     if name not in row:
         other = next((f for f in ("solution", "answer", "reference", "ground_truth", "target")
                       if f in row and f != name), None)
@@ -221,7 +235,7 @@ def _score_math(rows: list[dict], settings: dict) -> list[Scored]:
         # references as every other path reads them: GSM8K's "#### 72", floats without an
         # exponent (r1kit.tasks.math.reference_text)
         return math_rewards([r["completion"] for r in rows],
-                            [reference_text(resolved(r, settings["answer_field"])[
+                            [reference_text(_with_fields(r, settings["answer_field"])[
                                 settings["answer_field"]]) for r in rows],
                             verifier, settings["timeout"], settings["read_untagged"])
 

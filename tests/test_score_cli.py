@@ -103,6 +103,14 @@ def test_math_reference_under_another_field_name(tmp_path, capsys) -> None:
     assert main(["score", "--reward", "math", "--input", str(src), "--output", str(out),
                  "--set", "answer_field=solution", "--set", "workers=1"]) == 0
     assert [r["reward"] for r in read_jsonl(out)] == [1.0, 0.0]
+    # a grpo stage's completions.jsonl: the data row's own fields in `fields` (its `answer`
+    # is the reference as the stage read it)
+    written = write_jsonl(tmp_path / "completions.jsonl", [
+        {"completion": r["completion"], "answer": r["solution"], "fields": {"solution": s}}
+        for r, s in zip(rows, ("3", "4"))])
+    assert main(["score", "--reward", "math", "--input", str(written), "--output", str(out),
+                 "--set", "answer_field=solution", "--set", "workers=1"]) == 0
+    assert [r["reward"] for r in read_jsonl(out)] == [1.0, 1.0]
 
 
 def test_math_timeout_setting_and_pathological_row(tmp_path, capsys) -> None:
