@@ -196,6 +196,28 @@ def run_on_main(fn):
     return result
 
 
+def agree_on_failure(failed: R1kitError | None, when: str) -> None:
+    """Under torchrun, after a step every rank takes (checks of the same files, loading the
+    same model): raises `failed` where this rank met it, and where only another rank did an
+    error naming that rank, so no rank goes on to wait for the ones that stopped. An error
+    this machine's first process met too is marked `same_on_every_process`: said once per
+    machine (by that process), not once per process. `when`: "before any stage", ..."""
+    if _world.enabled:
+        import socket
+
+        mine = (socket.gethostname(), os.environ.get("LOCAL_RANK", "0") or "0",
+                str(failed) if failed else None)
+        said = gather_lists([mine])  # (machine, local rank, error) of each rank
+        if failed is None and any(error for _, _, error in said):  # others failed, not this
+            rank = next(r for r, (_, _, error) in enumerate(said) if error)
+            raise R1kitError(f"rank {rank} stopped {when} (its message is above or in its "
+                             "log); this one stops too")
+        if failed is not None and mine[1] != "0" and (mine[0], "0", mine[2]) in said:
+            failed.same_on_every_process = True  # its machine's first process says it
+    if failed is not None:
+        raise failed
+
+
 class RankZeroFailed(R1kitError):
     """A stage that rank 0 alone runs failed there; rank 0 says why. The CLI repeats it only
     on another machine's first process (where rank 0's output is not), and elsewhere says in

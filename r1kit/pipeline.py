@@ -364,20 +364,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
         _check_fsdp(recipe)
     except R1kitError as exc:
         failed = exc
-    if distributed.current().enabled:  # the processes of a machine read the same files
-        import socket
-
-        mine = (socket.gethostname(), os.environ.get("LOCAL_RANK", "0") or "0",
-                str(failed) if failed else None)
-        said = distributed.gather_lists([mine])  # (machine, local rank, error) of each rank
-        if failed is None and any(error for _, _, error in said):  # others failed, not this
-            rank = next(r for r, (_, _, error) in enumerate(said) if error)
-            raise R1kitError(f"rank {rank} stopped before any stage (its message is above or "
-                             "in its log); this one stops too")
-        if failed is not None and mine[1] != "0" and (mine[0], "0", mine[2]) in said:
-            failed.same_on_every_process = True  # its machine's first process says it
-    if failed is not None:
-        raise failed
+    # (the processes of a machine read the same files: said once per machine)
+    distributed.agree_on_failure(failed, "before any stage")
     if from_stage is not None and from_stage not in recipe.stages:
         raise R1kitError(f"--from {from_stage!r}: no such stage",
                          f"stages of this recipe: {', '.join(recipe.stages)}")

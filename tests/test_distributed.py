@@ -593,6 +593,38 @@ def test_a_failure_only_some_ranks_see_is_said_by_them(monkeypatch, capsys, tmp_
         assert ("rank 0 stopped (its message is above" in said) == (not full)
 
 
+def test_r1kit_eval_says_a_model_load_failure_once_per_machine(monkeypatch, capsys, tmp_path,
+                                                             bpe_checkpoint):
+    """r1kit eval under torchrun loads the model after the processes join: a model that
+    every process of a machine fails to load is said by the machine's first process alone
+    (each process said it); one that only this process fails to load is said by it; where
+    only another rank failed, this one stops too and names it (instead of waiting)."""
+    from r1kit import distributed
+
+    bad = tmp_path / "bad"
+    shutil.copytree(bpe_checkpoint, bad)
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "model_type": "llamaa",
+                                                 "architectures": ["LlamaaForCausalLM"]}))
+    monkeypatch.setattr(distributed, "_world", distributed.World(rank=1, world_size=2))
+    monkeypatch.setattr(distributed, "launched", lambda: False)
+    monkeypatch.setattr(distributed, "init", lambda device: device)
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    here = socket.gethostname()
+    args = ["--bench", "gsm8k", "--limit", "2", "--k", "1", "--max-new-tokens", "2"]
+    for first_met_it in (True, False):  # (rank 0, this machine's first process: the same?)
+        monkeypatch.setattr(distributed, "gather_lists", lambda items: [
+            (here, "0", items[0][2] if first_met_it else None)] + items)
+        assert main(["eval", "--model", str(bad), *args]) == 2
+        said = capsys.readouterr().err
+        assert ("could not load the model" in said) == (not first_met_it), said
+    monkeypatch.setattr(distributed, "gather_lists", lambda items: [
+        (here, "0", "could not load the model of 'x': OSError: no such file")] + items)
+    assert main(["eval", "--model", str(bpe_checkpoint), *args]) == 2
+    assert "error: rank 0 stopped loading the model" in capsys.readouterr().err
+
+
 # a run's settings and the tiny base of MICRO_BASE's settings, for recipes of other stages
 RECIPE_HEAD = """
 [run]

@@ -316,7 +316,12 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
     # under torchrun: joins the group (after every check of the command and its files, which
     # each process meets alike), on cuda:LOCAL_RANK
     device = distributed.init(device)
-    model = load_model(path, device, dtype, tokenizer).eval()
+    model, failed = None, None
+    try:
+        model = load_model(path, device, dtype, tokenizer).eval()
+    except R1kitError as exc:  # (the same files on every process: said once per machine)
+        failed = exc
+    distributed.agree_on_failure(failed, "loading the model")
     if prefill is None:
         prefill = "<think>\n" if template == "chat" else ""
     stop_ids = stop_token_ids(tokenizer, model)
