@@ -44,14 +44,19 @@ def latest_checkpoint(stage_dir: Path) -> Path | None:
 def write_checkpoint(stage_dir: Path, step: int, keep: int, write: Callable[[Path], None]) -> Path:
     """checkpoints/step-`step`: `write(directory)` fills a fresh temporary directory (it must
     write STATE_FILE last), which is then renamed into place; only the newest `keep`
-    checkpoints are kept (0 = all)."""
+    checkpoints are kept (0 = all). A write that fails (a full disk) removes its temporary
+    directory; those of a run killed while writing one are removed by the next write."""
     root = Path(stage_dir) / "checkpoints"
     final, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
-    for d in (tmp, final):
+    for d in (*root.glob(".step-*.tmp"), final):
         if d.exists():
             shutil.rmtree(d)
     tmp.mkdir(parents=True)
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # (the space a half checkpoint took)
+        raise
     os.replace(tmp, final)
     old = sorted((int(d.name[5:]), d) for d in root.glob("step-*") if d.name[5:].isdigit())
     for _, d in old[:-keep] if keep > 0 else []:

@@ -123,10 +123,13 @@ def test_out_of_disk_is_a_clear_error_and_keeps_earlier_checkpoints(tmp_path, mo
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and "Traceback" not in err
     assert grpo.latest_checkpoint(out / "zero") == out / "zero" / "checkpoints" / "step-1"
+    assert not list((out / "zero" / "checkpoints").glob(".*"))  # (the half one's space freed)
+    (out / "zero" / "checkpoints" / ".step-9.tmp").mkdir()  # (as a killed write leaves it)
     monkeypatch.setattr(torch, "save", real_save)  # space freed: the same command resumes
     assert main(["run", RECIPE, "--out", str(out), *SMALL, "--set", "stages.zero.steps=4",
                  "--set", "stages.zero.eval.every=0", "--set", "stages.zero.save_every=1"]) == 0
     assert len(rows_without_timings(out / "metrics.jsonl")) == 4
+    assert not list((out / "zero" / "checkpoints").glob(".*"))
 
 
 def test_an_overlong_jsonl_line_is_an_error_naming_the_line(tmp_path, monkeypatch):
