@@ -530,13 +530,19 @@ LOGGING_ONLY = ("log_completions", "save_every", "keep_checkpoints")
 # e.g. a smaller micro_batch_size after running out of memory
 SPEED_ONLY = ("overlap_rewards", "compile", "logprob_chunk_tokens", "logprob_micro_batch_size",
               "micro_batch_size", "activation_checkpointing", "distributed")
+# how many sequences are sampled at once: memory only where each question is seeded on its
+# own (rollout_seeding = "question", torchrun); with a step's one stream, the samples after
+# the change differ from those the old value would have drawn, as on resuming on another
+# number of processes (the grpo stage says so). A stage that ran out of memory sampling
+# resumes with a smaller value.
+SAMPLING_MEMORY = ("generation_rows",)
 
 
 def _results_settings(resolved: dict) -> dict:
     run = {k: v for k, v in resolved.get("run", {}).items()
            if k not in DISPLAY_ONLY + RUN_SPEED_ONLY + RUN_PRECISION_ONLY}
     stages = {name: _applied_schedule({k: v for k, v in stage.items()
-                                       if k not in SPEED_ONLY + LOGGING_ONLY})
+                                       if k not in SPEED_ONLY + LOGGING_ONLY + SAMPLING_MEMORY})
               for name, stage in resolved.get("stages", {}).items()}
     return {**{k: v for k, v in resolved.items() if k != "dropped_stages"}, "run": run,
             "stages": stages}

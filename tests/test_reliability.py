@@ -125,9 +125,14 @@ def test_out_of_disk_is_a_clear_error_and_keeps_earlier_checkpoints(tmp_path, mo
     assert grpo.latest_checkpoint(out / "zero") == out / "zero" / "checkpoints" / "step-1"
     assert not list((out / "zero" / "checkpoints").glob(".*"))  # (the half one's space freed)
     (out / "zero" / "checkpoints" / ".step-9.tmp").mkdir()  # (as a killed write leaves it)
-    monkeypatch.setattr(torch, "save", real_save)  # space freed: the same command resumes
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: the same command resumes,
+    # here with fewer rows sampled at once (what a stage out of memory sampling needs)
+    capsys.readouterr()
     assert main(["run", RECIPE, "--out", str(out), *SMALL, "--set", "stages.zero.steps=4",
-                 "--set", "stages.zero.eval.every=0", "--set", "stages.zero.save_every=1"]) == 0
+                 "--set", "stages.zero.eval.every=0", "--set", "stages.zero.save_every=1",
+                 "--set", "stages.zero.generation_rows=8"]) == 0
+    said = capsys.readouterr().out
+    assert "resuming from" in said and "generation_rows 8 (was 1024)" in said
     assert len(rows_without_timings(out / "metrics.jsonl")) == 4
     assert not list((out / "zero" / "checkpoints").glob(".*"))
 
@@ -860,7 +865,8 @@ def test_a_run_directory_with_other_settings_names_them(tmp_path, monkeypatch, c
                  "--set", "stages.zero.activation_checkpointing=true",
                  "--set", "stages.zero.log_completions=7", "--set", "stages.zero.save_every=1",
                  "--set", "stages.zero.keep_checkpoints=5", "--set", "run.threads=1",
-                 "--set", "run.master_weights=false"]) == 0
+                 "--set", "run.master_weights=false",
+                 "--set", "stages.zero.generation_rows=8"]) == 0
     assert "[zero] already done" in capsys.readouterr().out
     # a stage that stopped before any result (here: its stage.json gone, as after an error at
     # its start) may take new settings; the finished stage before it still may not

@@ -776,6 +776,7 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         # the seeding the run sampled with (torchrun's is always per question), so that a
         # stage resumed on another number of processes draws what it would have drawn
         written = state.get("question_seeds")
+        rows_then = state.get("generation_rows")  # (checkpoints that record it)
         del state
         if written and not per_question_seeds:
             per_question_seeds = True
@@ -786,6 +787,11 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                       "process; under torchrun sampling is seeded per question, so from here "
                       "on the samples differ from the one-process run's (the same "
                       "distribution)")
+        if rows_then is not None and rows_then != cfg.generation_rows and not per_question_seeds:
+            ctx.print(f"[{ctx.name}] generation_rows {cfg.generation_rows} (was {rows_then}): "
+                      "rows sampled in chunks of another size draw other random numbers, so "
+                      "from here on the samples differ from those the run would have drawn "
+                      "(the same distribution; rollout_seeding = \"question\" keeps them)")
     ctx.log.drop(ctx.name, after_step=start if resume is not None else -1)
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)  # also when called outside a pipeline
     samples_file = ctx.stage_dir / "completions.jsonl"
@@ -1000,7 +1006,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
             save_checkpoint(ctx.stage_dir, done, policy, tokenizer, opt, ref,
                             {"step": done, "updates": updates[0], "evals": evals,
-                             "draws": draws, "question_seeds": per_question_seeds},
+                             "draws": draws, "question_seeds": per_question_seeds,
+                             "generation_rows": cfg.generation_rows},
                             cfg.keep_checkpoints, lora=lora)
         if out_of_time and done < cfg.steps:
             ctx.print(f"[{ctx.name}] max_seconds = {cfg.max_seconds:g} reached after {done} steps")
