@@ -121,6 +121,28 @@ def test_sft_needs_an_end_of_sequence_token(bpe_checkpoint):
         encode_rows(tok, [("q", "a")], "none", 64)
 
 
+def test_sampling_needs_a_stop_token(bpe_checkpoint, tmp_path, capsys):
+    """A model with no stop token at all (no eos in its tokenizer or generation config, no
+    chat template's end of turn) is refused where it would sample: every sample would run to
+    max_new_tokens, and the stage advised raising it."""
+    from conftest import without_chat_template
+
+    from r1kit.cli import main
+
+    model = without_chat_template(bpe_checkpoint, tmp_path / "model")
+    tok = load_tokenizer(model)
+    tok.eos_token = None
+    tok.save_pretrained(model)
+    for name in ("config.json", "generation_config.json"):
+        conf = json.loads((model / name).read_text())
+        conf["eos_token_id"] = None
+        (model / name).write_text(json.dumps(conf))
+    assert main(["eval", "--model", str(model), "--bench", "gsm8k", "--limit", "1", "--k", "1",
+                 "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "the model has no stop token" in err and "set eos_token" in err
+
+
 def test_figure1_plots_the_rl_stages_only(tmp_path, monkeypatch):
     import matplotlib
 
