@@ -271,6 +271,29 @@ def _check_resume_inputs(name: str, stage_dir: Path, now: dict) -> None:
                          "(and the stages after it) with the new one; or use a new --out")
 
 
+PRECISION_FILE = "precision.json"  # a running stage's device and dtype, for a resume to say
+
+
+def _note_precision(name: str, stage_dir: Path, device, dtype, print_fn) -> None:
+    """A note where an interrupted stage resumes from its checkpoint in another dtype or on
+    another kind of device than it ran on so far: run.dtype = "auto" (and device = "auto")
+    pick by the machine, so a stage begun on a laptop's CPU (float32) goes on in bf16 on a
+    GPU. The record is rewritten: it is what the stage's newest steps ran with."""
+    now = {"device": torch.device(device).type, "dtype": str(dtype).removeprefix("torch.")}
+    path = stage_dir / PRECISION_FILE
+    if latest_checkpoint(stage_dir) is not None:
+        try:
+            then = json.loads(path.read_text())
+        except (OSError, ValueError):
+            then = None  # (a run of an older r1kit)
+        if isinstance(then, dict) and then != now:
+            print_fn(f"[{name}] note: resumes in {now['dtype']} on {now['device']}; its steps "
+                     f"so far ran in {then.get('dtype')} on {then.get('device')} (run.dtype "
+                     "and run.device \"auto\" pick by the machine): the steps from here on "
+                     f"are computed in {now['dtype']}")
+    _write_json(path, now)
+
+
 def _check_fsdp(recipe: Recipe) -> None:
     """Under torchrun, a stage asking for FSDP2 on a torch that cannot run it is named before
     any stage runs (not when its turn comes, after the stages before it)."""
@@ -475,6 +498,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             _check_resume_inputs(name, stage_dir, inputs)  # (every rank: each would raise)
             if main:
                 _write_json(stage_dir / INPUTS_FILE, inputs)
+                _note_precision(name, stage_dir, device, dtype, print_fn)
             if not isinstance(cfg, (GRPOConfig, SFTConfig)):  # those may resume: they drop
                 log.drop(name)  # their own rows
 

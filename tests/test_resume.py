@@ -59,7 +59,8 @@ def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys, variant
     monkeypatch.setattr(grpo, "update_policy", real)
     capsys.readouterr()
     assert main(["run", *args, "--out", str(resumed)]) == 0
-    assert "resuming from" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "resuming from" in said and "note: resumes in" not in said  # (the same dtype)
 
     # every logged number (timings aside) and the final weights are the uninterrupted run's
     for name in ("metrics.jsonl", "eval.jsonl", "zero/completions.jsonl"):
@@ -80,6 +81,28 @@ def test_interrupted_grpo_resumes_exactly(tmp_path, monkeypatch, capsys, variant
     if variant == "dynamic":  # the checkpoint of step 2 came after extra rounds
         rows = [r for r in rows_without_timings(whole / "metrics.jsonl") if r["stage"] == "zero"]
         assert sum(r["sampling_rounds"] for r in rows[:2]) > 2
+
+
+def test_a_stage_resumed_in_another_dtype_says_so(tmp_path, monkeypatch, capsys):
+    """run.dtype = "auto" resolves by the machine: a stage begun on a CPU (float32) and
+    resumed on a GPU goes on in bf16. The resume says so (it was silent)."""
+    import r1kit.pipeline as pipeline
+
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    real = interrupt_at_call(monkeypatch, grpo, "update_policy", 3)  # in step three
+    assert main(["run", *ARGS, "--out", str(out)]) != 0
+    monkeypatch.setattr(grpo, "update_policy", real)
+    resolved = pipeline.resolve_dtype
+    monkeypatch.setattr(pipeline, "resolve_dtype", lambda name, device: torch.bfloat16
+                        if name == "auto" else resolved(name, device))  # (auto on a GPU)
+    capsys.readouterr()
+    assert main(["run", *ARGS, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "[zero] note: resumes in bfloat16 on cpu; its steps so far ran in float32 on cpu" \
+        in said
+    assert {v.dtype for v in load_file(out / "zero" / "model.safetensors").values()} == \
+        {torch.bfloat16}
 
 
 def test_interrupted_sft_resumes_exactly(tmp_path, monkeypatch, capsys, bpe_checkpoint):
