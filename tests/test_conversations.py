@@ -634,3 +634,30 @@ def test_the_readmes_open_r1_sft_stage_runs(tmp_path, monkeypatch, capsys, bpe_c
     summary = json.loads((out / "distill" / "sft.json").read_text())
     assert summary["rows"] == 8 and summary["steps"] == 30  # (15 epochs of 8 rows, 4 a step)
     assert summary["final_loss"] < 0.7 * summary["first_loss"]
+
+
+def test_prompts_that_end_with_the_worked_answer_are_refused_before_any_stage(
+        tmp_path, bpe_checkpoint):
+    """open-r1's `messages` (the user's problem, then the assistant's worked solution) named
+    as a grpo stage's question_field: every prompt continued the solution, shown its answer,
+    with no word. Prompts whose assistant message opens the reasoning still run."""
+    from r1kit.config import check_inputs, recipe_from_dict
+
+    def rows(assistant: str):
+        data = tmp_path / "messages.jsonl"
+        data.write_text("".join(json.dumps({"messages": [
+            {"role": "user", "content": f"What is {a} + 47?"},
+            {"role": "assistant", "content": assistant.format(a + 47)}], "answer": str(a + 47)})
+            + "\n" for a in range(4)))
+        return data
+
+    stages = {"rl": {"kind": "grpo", "model": str(bpe_checkpoint), "task": "math",
+                     "train_file": str(rows("<think>adding</think> \\boxed{{{}}}")),
+                     "question_field": "messages", "template": "chat", "prefill": ""}}
+    with pytest.raises(R1kitError, match="stages.rl.question_field: .*messages.jsonl: 4 of 4 "
+                       "prompts end with an assistant message that already holds a final "
+                       "answer") as err:
+        check_inputs(recipe_from_dict({"stages": stages}))
+    assert 'question_field = "problem"' in err.value.hint
+    stages["rl"]["train_file"] = str(rows("<think>\nFirst, {} is"))  # a reasoning opened
+    check_inputs(recipe_from_dict({"stages": stages}))
