@@ -15,7 +15,7 @@ import torch
 
 from r1kit import distributed
 from r1kit.errors import R1kitError
-from r1kit.models import quiet_loading
+from r1kit.models import is_adapter, quiet_loading
 
 PEFT_PREFIX = "base_model.model."  # a peft model's names of its base model's tensors
 LORA_ADAPTER = "default"  # the adapter's name in its tensors' names (peft's default)
@@ -138,6 +138,74 @@ def merged_lora_state(state: dict, cfg) -> dict:
     return out
 
 
+def _plain_lora(config: dict) -> bool:
+    """Whether an adapter_config.json is a plain LoRA adapter: one rank and scale for every
+    adapted linear layer, nothing else trained."""
+    return (isinstance(config, dict) and config.get("peft_type") == "LORA"
+            and isinstance(config.get("r"), int) and config["r"] > 0
+            and not config.get("use_dora") and not config.get("rank_pattern")
+            and not config.get("alpha_pattern") and not config.get("modules_to_save")
+            and config.get("layers_to_transform") is None and not config.get("layers_pattern")
+            and config.get("bias", "none") == "none")
+
+
+def _lora_scale(config: dict) -> float:
+    rank = config["r"]
+    return config["lora_alpha"] / (rank ** 0.5 if config.get("use_rslora") else rank)
+
+
+def flatten_stacked(adapter_dir: Path, below: Path) -> bool:
+    """A stage's final adapters `adapter_dir`, trained on the model of the adapter directory
+    `below` merged into its base, rewritten as one adapter on that base, so that peft loads
+    them on a plain model (an adapter whose base is an adapter loaded as the untrained base).
+    Two LoRA updates of a layer sum: s1 B1 A1 + s2 B2 A2 = [s1 B1, s2 B2] [A1; A2], one of rank
+    r1 + r2 and scale 1 (a layer only one of them adapts: zeros in the other's block). Returns
+    whether it was rewritten: it is not where `below` is not a plain LoRA adapter in
+    safetensors on a whole model (the adapters then stay on the merged model, as trained)."""
+    import json
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    from r1kit.models import adapter_base
+
+    try:
+        lower = json.loads((below / "adapter_config.json").read_text())
+        upper = json.loads((adapter_dir / "adapter_config.json").read_text())
+        base = adapter_base(below)
+        w1 = load_file(below / "adapter_model.safetensors")
+        w2 = load_file(adapter_dir / "adapter_model.safetensors")
+    except (OSError, ValueError, R1kitError):
+        return False
+    ends = (".lora_A.weight", ".lora_B.weight")
+    if not (_plain_lora(lower) and _plain_lora(upper)) or not all(
+            k.endswith(ends) for k in (*w1, *w2)):
+        return False
+    (r1, s1, w1), (r2, s2, w2) = ((c["r"], _lora_scale(c), w) for c, w in
+                                  ((lower, w1), (upper, w2)))
+    out = {}
+    for module in sorted({k.rsplit(".lora_", 1)[0] for k in (*w1, *w2)}):
+        a1, b1, a2, b2 = (w.get(f"{module}.lora_{x}.weight") for w in (w1, w2) for x in "AB")
+        if (a1 is None) != (b1 is None) or (a2 is None) != (b2 is None):
+            return False
+        a, b = (a1, b1) if a1 is not None else (a2, b2)
+        rows, cols = a.shape[1], b.shape[0]
+        out[f"{module}.lora_A.weight"] = torch.cat([
+            a1.float() if a1 is not None else torch.zeros(r1, rows),
+            a2.float() if a2 is not None else torch.zeros(r2, rows)]).to(a.dtype)
+        out[f"{module}.lora_B.weight"] = torch.cat([
+            s1 * b1.float() if b1 is not None else torch.zeros(cols, r1),
+            s2 * b2.float() if b2 is not None else torch.zeros(cols, r2)], dim=1).to(b.dtype)
+    names = sorted({k.rsplit(".lora_", 1)[0].removeprefix(PEFT_PREFIX) for k in out})
+    config = {**upper, "r": r1 + r2, "lora_alpha": r1 + r2, "use_rslora": False,
+              "base_model_name_or_path": str(base.resolve()),
+              # exactly the layers either adapted (peft reads a string as a full match)
+              "target_modules": "(?:" + "|".join(map(re.escape, names)) + ")"}
+    save_file(out, adapter_dir / "adapter_model.safetensors", metadata={"format": "pt"})
+    (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    return True
+
+
 def checked_adapter_load(load, where: Path) -> None:
     """Run load() (returning missing and unexpected keys); adapters that do not fit the model
     (other LoRA settings than the checkpoint's) become an error that says so."""
@@ -163,6 +231,9 @@ def save_final(lora, model, cfg, tokenizer, stage_dir: Path):
     adapters = gathered_adapters(model) if sharded else None
     if world.is_main:
         save_adapters(lora, stage_dir / "adapter", adapters)
+        below = Path(lora.peft_config[LORA_ADAPTER].base_model_name_or_path or "")
+        if lora.peft_config[LORA_ADAPTER].task_type is None and is_adapter(below):
+            flatten_stacked(stage_dir / "adapter", below)
         with quiet_loading():
             tokenizer.save_pretrained(stage_dir / "adapter")
     if not sharded:

@@ -294,3 +294,52 @@ def test_lora_reward_models_learn_with_the_backbone_frozen(tmp_path, monkeypatch
         assert adapted and all(not torch.equal(base[k], merged[k]) for k in adapted)
     scorer = RewardModelScorer(out / "helpful", torch.device("cpu"), torch.float32)
     assert len(scorer(["Say hello to Ann."], ["Hello, Ann!"])) == 1
+
+
+def test_a_lora_stage_on_an_adapter_writes_one_adapter_on_the_plain_base(tmp_path,
+                                                                           bpe_checkpoint):
+    """A LoRA stage whose model is an adapter directory (an earlier LoRA stage's checkpoint)
+    trains adapters on that adapter merged into its base. Its adapter/ named the adapter
+    directory as its base, and peft loaded it as the untrained base model; now adapter/ is
+    one adapter (rank r1 + r2) on the plain base, which plain peft merges into the stage's
+    final weights, layers adapted by either stage alone included."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from r1kit.config import recipe_from_dict
+    from r1kit.pipeline import run_recipe
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {i} + 2?",
+                                        "response": f"<think>{i}+2</think> {i + 2}"}) + "\n"
+                            for i in range(8)))
+
+    def stage(model, rank, targets):
+        return {"kind": "sft", "model": str(model), "data": str(data), "epochs": 2,
+                "batch_size": 4, "lr": 1e-2, "save_every": 2, "template": "none",
+                "lora_rank": rank, "lora_alpha": 16, "lora_target_modules": targets}
+
+    def run(out, model, rank, targets):
+        run_recipe(recipe_from_dict({"run": {"progress": False, "tensorboard": False},
+                                     "stages": {"sft": stage(model, rank, targets)}}),
+                   out, print_fn=lambda *_: None)
+
+    run(tmp_path / "first", bpe_checkpoint, 4, ["q_proj", "v_proj"])
+    below = tmp_path / "first" / "sft" / "checkpoints" / "step-2"  # adapters alone
+    run(tmp_path / "second", below, 2, ["v_proj", "down_proj"])
+    adapter = tmp_path / "second" / "sft" / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(bpe_checkpoint.resolve())
+    assert (config["r"], config["lora_alpha"]) == (6, 6)
+
+    base = AutoModelForCausalLM.from_pretrained(bpe_checkpoint, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload().state_dict()
+    final = load_file(tmp_path / "second" / "sft" / "model.safetensors")
+    plain = load_file(bpe_checkpoint / "model.safetensors")
+    for key, value in final.items():
+        torch.testing.assert_close(merged[key], value, msg=key)
+    changed = {k.split(".")[-2] for k in final if not torch.equal(final[k], plain[k])}
+    assert changed == {"q_proj", "v_proj", "down_proj"}  # both stages' layers
+    ours = load_model(adapter, torch.device("cpu"), torch.float32).state_dict()  # (r1kit eval)
+    for key, value in final.items():
+        torch.testing.assert_close(ours[key], value, msg=key)
