@@ -480,6 +480,13 @@ def test_reward_function_mistakes_say_what_was_meant(tmp_path, monkeypatch):
     chat = [Example(question=[{"role": "user", "content": "q"}], answer="1")]
     assert FunctionReward(for_chat).score(["1"], chat)[0][0] == 1.0
 
+    def one_answer(completions, answer, **kw):  # answer taken for one string, not a list
+        return [float(c.strip() == answer.strip()) for c in completions]
+
+    with pytest.raises(R1kitError, match="'list' object has no attribute 'strip'") as info:
+        FunctionReward(one_answer).score(["1"], examples)
+    assert info.value.hint.startswith("every argument is a list with one entry per completion")
+
     def wants_a_field(completions, **kwargs):  # an error of its own: no word on shapes
         return [float(s == "1") for s in kwargs["solution"]]
 

@@ -628,10 +628,17 @@ class FunctionReward:
                 where += f", in {Path(frames[-1].filename).name}:{frames[-1].lineno}"
             # (a function written for the other shape of completions: said which it got)
             chat = bool(completions) and isinstance(completions[0], list)
+            # (a list where one value was meant, after text completions: another argument)
+            listed = not chat and "'list' object has no attribute" in str(exc)
+            each = ("every argument is a list with one entry per completion (completions, "
+                    "prompts, answer and the data fields: solution[i] is completion i's), as "
+                    "TRL gives them")
             shape = (None if not any(s in str(exc) for s in _SHAPE_ERRORS)
                      or getattr(fn, "takes_text", False) else
                      "after prompts of chat messages each completion is a conversation, "
-                     "[{'role': 'assistant', 'content': text}], as TRL gives it" if chat else
+                     "[{'role': 'assistant', 'content': text}], as TRL gives it; " + each
+                     if chat else each + "; after text prompts each completion is text (a "
+                     "string)" if listed else
                      "after text prompts each completion is text (a string), as TRL gives "
                      "it; prompts of chat messages give conversations")
             # (a function of **kwargs alone that reads verl's or OpenRLHF's arguments: it is
