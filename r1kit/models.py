@@ -286,8 +286,11 @@ def check_scalar_head(path: str | os.PathLike, config: dict | None = None) -> No
 
 
 # text that a tokenizer rebuilt around a saved vocabulary would split otherwise: spaces, a
-# newline, a tab, digits, accents, CJK, an emoji
-_PROBE = "Hello world,\n  2 + 3 = 5.\tÜber 计算 😀 end"
+# newline, a tab, digits and numbers of several (Qwen2's own pre-tokenizer splits them one
+# by one), accents, CJK, an emoji, the tags and box of a reasoning's answer
+_PROBE = ("Hello world,\n  2 + 3 = 5.\tÜber 计算 😀 end. What is 12 + 7? 16 + 47 = 63, and "
+          "2024 has 365 days; 1,000,000 = 10^6.\n<think>\nSo 128 x 64 = 8192.\n</think>\n"
+          "The answer is \\boxed{42}.")
 
 
 def _rebuilt(tok, tokenizer_file: Path) -> bool:

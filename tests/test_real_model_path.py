@@ -260,6 +260,33 @@ def test_a_tokenizer_that_transformers_would_rebuild_keeps_its_own_token_ids(tmp
     assert tok.decode(ids) == text and tok.eos_token == "<eos>" and tok.pad_token == "<pad>"
 
 
+def test_a_byte_level_bpe_that_transformers_would_rebuild_keeps_its_numbers(tmp_path):
+    """A byte-level BPE of its own whose only merges make a two-digit number (a small
+    vocabulary's merges can be that few) under the class Qwen2Tokenizer: the rebuilt
+    tokenizer splits numbers digit by digit and agrees on everything else. The check compared
+    a text of one-digit numbers alone, so it kept the rebuilt tokenizer, and training used
+    other ids than the checkpoint's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<eos>": 0, **{c: i + 1 for i, c in enumerate(alphabet)}}
+    vocab.update({"12": len(vocab), "\u0120" + "12": len(vocab) + 1})  # " 12" (Ġ: a space)
+    raw = Tokenizer(models.BPE(vocab, [("1", "2"), ("\u0120", "12")]))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>").save_pretrained(tmp_path)
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()),
+                                  "tokenizer_class": "Qwen2Tokenizer"}))
+    text = "What is 12 + 7? 16 + 47 = 63"
+    own = raw.encode(text, add_special_tokens=False).ids
+    if AutoTokenizer.from_pretrained(str(tmp_path))(text, add_special_tokens=False)[
+            "input_ids"] == own:
+        pytest.skip("this transformers loads the saved tokenizer as it is")
+    assert load_tokenizer(tmp_path)(text, add_special_tokens=False)["input_ids"] == own
+
+
 def test_an_sft_prompt_too_long_for_max_length_names_the_system_turn(bpe_checkpoint):
     """Where r1kit's system instruction is what fills max_length, the error says so and how to
     drop it (a short question under a small vocabulary's long system turn)."""
