@@ -93,6 +93,11 @@ def test_a_stage_resumed_in_another_dtype_says_so(tmp_path, monkeypatch, capsys)
     real = interrupt_at_call(monkeypatch, grpo, "update_policy", 3)  # in step three
     assert main(["run", *ARGS, "--out", str(out)]) != 0
     monkeypatch.setattr(grpo, "update_policy", real)
+    capsys.readouterr()  # the interrupted stage is no model yet: its checkpoints are named
+    assert main(["eval", "--model", str(out / "zero"), "--bench", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "is a stage that has not finished" in err and str(out / "zero/checkpoints/step-2") \
+        in err
     resolved = pipeline.resolve_dtype
     monkeypatch.setattr(pipeline, "resolve_dtype", lambda name, device: torch.bfloat16
                         if name == "auto" else resolved(name, device))  # (auto on a GPU)
