@@ -157,8 +157,8 @@ def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
         return p
     if not cfg.is_file() and any((p / f).exists() for f in (
             "stage.json", "inputs.json", "checkpoints")):  # a stage that has not finished
-        ckpts = sorted((c for c in (p / "checkpoints").glob("step-*") if c.name[5:].isdigit()
-                        and (c / "trainer_state.pt").is_file()), key=lambda c: int(c.name[5:]))
+        ckpts = sorted((c for c in (p / "checkpoints").glob("step-*") if c.name[5:].isdigit()),
+                       key=lambda c: int(c.name[5:]))
         raise R1kitError(f"{str(p)!r} is a stage that has not finished: it holds no model yet",
                          f"its checkpoints: {', '.join(str(c) for c in ckpts[-3:])}" if ckpts
                          else "run the same command again to finish it")
