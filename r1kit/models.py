@@ -570,8 +570,10 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
     elif isinstance(eos, (list, tuple)):
         ids.update(int(e) for e in eos)
     if not ids and model is not None:  # (every sample would run to max_new_tokens)
-        raise R1kitError("the model has no stop token (no eos_token in its tokenizer, no "
-                         "eos_token_id in its generation_config.json, no end of turn in a "
-                         "chat template): no sample could end before max_new_tokens",
-                         "set eos_token in the model's tokenizer_config.json")
+        error = R1kitError("the model has no stop token (no eos_token in its tokenizer, no "
+                           "eos_token_id in its generation_config.json, no end of turn in a "
+                           "chat template): no sample could end before max_new_tokens",
+                           "set eos_token in the model's tokenizer_config.json")
+        error.same_on_every_process = True  # (read from the same files by every process)
+        raise error
     return sorted(ids)

@@ -121,7 +121,7 @@ def test_sft_needs_an_end_of_sequence_token(bpe_checkpoint):
         encode_rows(tok, [("q", "a")], "none", 64)
 
 
-def test_sampling_needs_a_stop_token(bpe_checkpoint, tmp_path, capsys):
+def test_sampling_needs_a_stop_token(bpe_checkpoint, tmp_path, capsys, monkeypatch):
     """A model with no stop token at all (no eos in its tokenizer or generation config, no
     chat template's end of turn) is refused where it would sample: every sample would run to
     max_new_tokens, and the stage advised raising it."""
@@ -141,6 +141,21 @@ def test_sampling_needs_a_stop_token(bpe_checkpoint, tmp_path, capsys):
                  "--max-new-tokens", "2"]) == 2
     err = capsys.readouterr().err
     assert "the model has no stop token" in err and "set eos_token" in err
+    # under torchrun every process meets it alike: the machine's first one says it
+    import socket
+
+    from r1kit import distributed
+
+    monkeypatch.setattr(distributed, "_world", distributed.World(rank=1, world_size=2))
+    monkeypatch.setattr(distributed, "launched", lambda: False)
+    monkeypatch.setattr(distributed, "init", lambda device: device)
+    monkeypatch.setattr(distributed, "gather_lists",
+                        lambda items: [(socket.gethostname(), "0", None)] + items)
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    assert main(["eval", "--model", str(model), "--bench", "gsm8k", "--limit", "1", "--k", "1",
+                 "--max-new-tokens", "2"]) == 2
+    assert capsys.readouterr().err == ""
 
 
 def test_figure1_plots_the_rl_stages_only(tmp_path, monkeypatch):
