@@ -481,6 +481,7 @@ class RewardModelConfig:
     data: str = "tiny"  # tiny (synthetic labels of the tiny world) | file
     train_file: str = ""  # for data = "file": JSONL/parquet rows
     test_file: str = ""
+    prompt_field: str = "prompt"  # for data = "file": the rows' prompt (text or chat messages)
     train_rows: int = 4000  # for data = "tiny"
     test_rows: int = 400
     # score only the text after </think>: auto = the paper's choice per model, yes for the
@@ -1943,7 +1944,7 @@ def _check_data_files(cfg, where: str) -> bool:
         from r1kit.stages.reward_model import read_reward_rows
 
         for path in (cfg.train_file, cfg.test_file):
-            read_reward_rows(path, cfg.objective)
+            read_reward_rows(path, cfg.objective, cfg.prompt_field)
     return conversational
 
 

@@ -119,6 +119,20 @@ def test_conversational_preference_rows_read_as_the_text_rows(tmp_path):
     assert "no field 'rejected'" in error({"prompt": "hi", "chosen": good})
     assert "field 'safe' is 'false'" in error(
         {"prompt": "hi", "response": good, "safe": "false"}, "pointwise")
+    # the prompt under another name (orca_dpo_pairs' question) is named, not guessed from a
+    # start the responses share ("Yes," was taken for the prompt and cut off both), and
+    # prompt_field reads it
+    orca = {"system": "", "question": "Is the sky blue?",
+            "chosen": "Yes, the sky is blue on a clear day.", "rejected": "Yes, it is green."}
+    said_so = error(orca)
+    assert "no field 'prompt' (the prompt), and this row has 'question'" in said_so
+    assert 'set prompt_field = "question"' in said_so
+    (read,) = read_reward_rows(_jsonl(tmp_path / "orca.jsonl", [orca]), "pairwise", "question")
+    assert (read["prompt"], read["chosen"], read["rejected"]) == (
+        "Is the sky blue?", "Yes, the sky is blue on a clear day.", "Yes, it is green.")
+    assert "no field 'question'" in str(pytest.raises(R1kitError, read_reward_rows, _jsonl(
+        tmp_path / "p.jsonl", [{"prompt": "hi", "chosen": "a b", "rejected": "c"}]),
+        "pairwise", "question").value)
 
 
 def test_implicit_prompt_in_text_is_the_start_chosen_and_rejected_share(tmp_path):

@@ -63,18 +63,36 @@ def _rows(cfg: RewardModelConfig, seed: int) -> tuple[list[dict], list[dict]]:
     if cfg.data == "tiny":
         make = general.helpful_pairs if cfg.objective == "pairwise" else general.safety_rows
         return general.split(make(cfg.train_rows + cfg.test_rows, seed), cfg.test_rows)
-    return (read_reward_rows(cfg.train_file, cfg.objective),
-            read_reward_rows(cfg.test_file, cfg.objective))
+    return (read_reward_rows(cfg.train_file, cfg.objective, cfg.prompt_field),
+            read_reward_rows(cfg.test_file, cfg.objective, cfg.prompt_field))
 
 
-def read_reward_rows(path, objective: str) -> list[dict]:
+def read_reward_rows(path, objective: str, prompt_field: str = "prompt") -> list[dict]:
     """The rows of a reward-model data file, checked: every field of the objective present,
     texts as text, `safe` true or false (or 1 or 0: a string such as "false" is an error, not
-    a true value). TRL's conversational rows are read as text (_reward_row)."""
-    return [_reward_row(row, objective, row_at(path, n)) for n, row in read_rows(path)]
+    a true value). TRL's conversational rows are read as text (_reward_row); the prompt is
+    read from `prompt_field`."""
+    return [_reward_row(_prompt_named(row, prompt_field), objective, row_at(path, n),
+                        prompt_field) for n, row in read_rows(path)]
 
 
-def _reward_row(row: dict, objective: str, where: str) -> dict:
+def _prompt_named(row: dict, prompt_field: str) -> dict:
+    """`row` with its prompt (field `prompt_field`, where it has one) under the name
+    `prompt`, and no other `prompt`."""
+    if prompt_field == "prompt":
+        return row
+    out = {k: v for k, v in row.items() if k not in ("prompt", prompt_field)}
+    if prompt_field in row:
+        out["prompt"] = row[prompt_field]
+    return out
+
+
+# fields that hold a preference row's prompt in data sets that do not call it `prompt`
+# (orca_dpo_pairs: question; UltraFeedback-style: instruction; others: query, input, problem)
+PROMPT_LIKE = ("question", "instruction", "query", "input", "problem")
+
+
+def _reward_row(row: dict, objective: str, where: str, prompt_field: str = "prompt") -> dict:
     """A row with its prompt and responses as text. As TRL's preference data, a response may
     be chat messages ending with the assistant's ([{"role": "assistant", "content": ...}]) and
     the prompt a conversation; the model reads the prompt's last user message and the last
@@ -89,13 +107,18 @@ def _reward_row(row: dict, objective: str, where: str) -> dict:
                              f"{objective} rows need {', '.join(FIELDS[objective])}")
         context, out[field] = _response(row[field], f"{where}: field {field!r}")
         implied.append(context)
+    like = next((f for f in PROMPT_LIKE if isinstance(row.get(f), (str, list))), None)
     if "prompt" in row:
         value = row["prompt"]
         if isinstance(value, list):
-            out["prompt"] = prompt_text(check_messages(value, f"{where}: field 'prompt'"))
+            out["prompt"] = prompt_text(check_messages(value, f"{where}: field "
+                                                             f"{prompt_field!r}"))
         elif not isinstance(value, str):
-            raise R1kitError(f"{where}: field 'prompt' is {kind_of(value)}, not text or chat "
-                             "messages")
+            raise R1kitError(f"{where}: field {prompt_field!r} is {kind_of(value)}, not text "
+                             "or chat messages")
+    elif like is not None and implied[0] is None:  # (not a start the responses share)
+        raise R1kitError(f"{where}: no field {prompt_field!r} (the prompt), and this row has "
+                         f"{like!r}", f"set prompt_field = \"{like}\"")
     elif objective == "pairwise" and all(isinstance(row[f], str) for f in RESPONSES[objective]) \
             and _shared_start(row["chosen"], row["rejected"]):
         # TRL's implicit prompt in text (Anthropic HH's rows): the start both texts share
@@ -104,7 +127,7 @@ def _reward_row(row: dict, objective: str, where: str) -> dict:
         for field in RESPONSES[objective]:
             out[field] = row[field][len(start):].strip()
     elif implied[0] is None:
-        raise R1kitError(f"{where}: no field 'prompt'",
+        raise R1kitError(f"{where}: no field {prompt_field!r}",
                          f"{objective} rows need {', '.join(FIELDS[objective])} (or, as TRL's "
                          "implicit prompt, responses that are whole conversations, user "
                          "message first, or texts that begin with the same prompt)")
