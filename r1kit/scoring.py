@@ -378,8 +378,10 @@ def _function_reward(spec: str) -> Reward:
                              f"the reference answers ({wanted})",
                              f"--set answer_field={like}" if like else
                              "--set answer_field= names the reference's field (a dotted name "
-                             "reads inside an object); the rows' fields are "
-                             + ", ".join(map(str, columns(rows[0]))))
+                             "reads inside an object); " + (
+                                 "the rows' fields are " + ", ".join(map(str, columns(rows[0])))
+                                 if columns(rows[0]) else "the rows have no field but the "
+                                 "completion (and the prompt): add the references to them"))
         examples = [Example(question=r.get(prompt_key(r), ""), answer=reference_text(ref),
                             meta={"fields": columns(r),  # (as TRL: all but these)
                                   **({"reference": ref} if ref is not None else {})})

@@ -444,6 +444,10 @@ def test_a_function_taking_the_reference_is_refused_rows_without_one(tmp_path, c
     assert main(["score", "--reward", f"{fn}:short", "--input", str(src), "--output",
                  str(out)]) == 0
     assert [r["reward"] for r in read_jsonl(out)] == [-1.0, -1.0]
+    capsys.readouterr()
+    bare = write_jsonl(tmp_path / "bare.jsonl", [{"completion": "4"}])  # (the hint ended
+    err = run_error(capsys, ["score", "--reward", f"{fn}:accuracy", "--input", str(bare)])
+    assert "the rows have no field but the completion" in err  # with an empty list)
 
 
 def test_your_reward_function_gets_what_a_grpo_stage_gives_it(tmp_path) -> None:
