@@ -85,6 +85,17 @@ def test_zero_gsm8k_recipe_runs_on_a_random_checkpoint(bpe_checkpoint, tmp_path,
     # the saved checkpoint keeps the tokenizer and its chat template
     tok = load_tokenizer(out / "zero")
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    # a stage that max_seconds stops before the note's 10 steps, every step flat: said too
+    # (the stage ended with its weights unchanged and no word)
+    assert main(["run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(tmp_path / "t"),
+                 "--set", f"stages.zero.model={json.dumps(str(bpe_checkpoint))}",
+                 "--set", "stages.zero.steps=5", "--set", "stages.zero.max_seconds=0.001",
+                 "--set", "stages.zero.group_size=2", "--set", "stages.zero.rollout_batch_size=4",
+                 "--set", "stages.zero.max_new_tokens=4", "--set", "stages.zero.save_every=0",
+                 "--set", "stages.zero.eval.every=0", "--set", "run.progress=false"]) == 0
+    said = capsys.readouterr().out
+    assert "max_seconds = 0.001 reached after 1 step\n" in said
+    assert "no learning signal in the last 1 step:" in said
 
 
 def test_update_moves_a_real_checkpoint_towards_the_rewarded_answer(bpe_checkpoint):

@@ -969,10 +969,18 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         ctx.log.metrics(record)
         bar.update(record)
         flat_steps = flat_steps + 1 if record["zero_var_frac"] == 1.0 else 0
-        if flat_steps == min(NO_SIGNAL_STEPS, cfg.steps):  # (every rank: a collective)
+        # rank 0's clock decides for all (every rank must leave the loop at the same step)
+        out_of_time = distributed.broadcast_object(
+            bool(cfg.max_seconds) and time.time() - t_stage >= cfg.max_seconds)
+        ends = out_of_time and step + 1 < cfg.steps  # (max_seconds stops the stage here)
+        enough = min(NO_SIGNAL_STEPS, cfg.steps)
+        # said once: after `enough` flat steps, or where the stage stops with every step flat
+        no_signal = flat_steps == enough or (ends and 0 < flat_steps < enough
+                                             and flat_steps == step + 1 - start)
+        if no_signal:  # (every rank: a collective)
             counts = torch.tensor(_untagged_reasoning(rounds, G), device=ctx.device)
             bare, reasoned = distributed.all_reduce(counts, "sum").tolist()  # of all ranks
-        if flat_steps == min(NO_SIGNAL_STEPS, cfg.steps) and world.is_main:
+        if no_signal and world.is_main:
             ctx.print(f"[{ctx.name}] no learning signal in the last "
                       f"{flat_steps} step{'s' if flat_steps != 1 else ''}: in every "
                       "group all samples got the same reward (zero_var_frac 1.0), so the "
@@ -995,9 +1003,6 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                 f"the last good checkpoint is {last}" if last else
                 "lower lr, check the data, or set save_every to keep resumable checkpoints")
         done = step + 1
-        # rank 0's clock decides for all (every rank must leave the loop at the same step)
-        out_of_time = distributed.broadcast_object(
-            bool(cfg.max_seconds) and time.time() - t_stage >= cfg.max_seconds)
         if cfg.eval.every and test and (done % cfg.eval.every == 0 or done == cfg.steps
                                         or out_of_time):
             record = run_eval(done)
@@ -1010,7 +1015,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
                              "generation_rows": cfg.generation_rows},
                             cfg.keep_checkpoints, lora=lora)
         if out_of_time and done < cfg.steps:
-            ctx.print(f"[{ctx.name}] max_seconds = {cfg.max_seconds:g} reached after {done} steps")
+            ctx.print(f"[{ctx.name}] max_seconds = {cfg.max_seconds:g} reached after {done} "
+                      f"step{'s' if done != 1 else ''}")
             break
     bar.close()
     ctx.print = say
