@@ -5,6 +5,7 @@ sample and eval task, `r1kit eval --bench FILE` and `r1kit score --reward choice
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 from conftest import REPO, one_grpo_step_on, write_jsonl
@@ -54,6 +55,17 @@ def test_each_layout_gives_the_right_letter_and_lists_the_options(tmp_path):
     a, b = ChoiceTask(_file(tmp_path, [csv, floats], "csv.jsonl")).train_examples()
     assert (a.answer, b.answer, a.meta["count"]) == ("B", "B", 4) and "D) 7" in a.question
     assert listed.meta["count"] == 4  # the options its question lists
+    # a number that indexes one option and is another's text ([1, 2, 3, 4], answer 2): read
+    # as the index, as MMLU's column is, and said (it was silent); MMLU's own rows say nothing
+    either = {"question": "1 + 1?", "choices": [1, 2, 3, 4], "answer": 2}
+    with pytest.warns(UserWarning, match=r"either.jsonl: 1 of 2 rows give the answer as a "
+                      r"number that is also another option's text \(first: .*either.jsonl:1"):
+        c, _ = ChoiceTask(_file(tmp_path, [either, MMLU], "either.jsonl")).train_examples()
+    assert c.answer == "C"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ChoiceTask(_file(tmp_path, [MMLU, floats, {**either, "answer": "2"}],
+                         "plain.jsonl")).train_examples()
 
     # GPQA: the right option (listed first in the data) moves to a place drawn from the
     # question, the same each time the file is read

@@ -4,7 +4,8 @@ accuracy reward binary): GPQA, MMLU, MMLU-Pro, ARC and files of your own.
 A JSONL or parquet file, a row per question, in any of these layouts:
 
 - the options in a list under `choices_field` ("" = the first of `choices` or `options` the
-  row has): MMLU's `choices` with an `answer` index (0 = A), MMLU-Pro's `options` with an
+  row has): MMLU's `choices` with an `answer` index (0 = A; a number that is also another
+  option's text is read as the index, with a warning), MMLU-Pro's `options` with an
   `answer` letter, ARC's `choices` object (`text` and `label` lists) with `answerKey` (set
   answer_field = "answerKey"), or the right option's text as the answer;
 - GPQA's columns (`Question`, read where question_field is missing; `Correct Answer`,
@@ -28,6 +29,7 @@ import hashlib
 import math
 import random
 import re
+import warnings
 from pathlib import Path
 
 from r1kit.errors import R1kitError
@@ -269,6 +271,7 @@ def read_choice_examples(path, question_field: str = "question", answer_field: s
     from r1kit.templates import prompt_text, with_instruction
 
     out = []
+    either = []  # (where, answer, options): a number that is an index and another option's text
     for n, row in read_rows(path):
         where = row_at(path, n)
         field = question_field
@@ -278,6 +281,9 @@ def read_choice_examples(path, question_field: str = "question", answer_field: s
                                 "choices_field) to the right names")
         options, labels, letter = row_options(row, answer_field, choices_field, where,
                                               prompt_text(question))
+        if options is not None and _index_or_text(resolved(row, answer_field).get(
+                answer_field), options):
+            either.append((where, resolved(row, answer_field)[answer_field], options))
         listed = ("\n\n" + "\n".join(f"{LETTERS[i]}) {o}" for i, o in enumerate(options))
                   + ("\n" if instruction else "") if options is not None else "")
         subject = next((row[f] for f in SUBJECT_FIELDS if isinstance(row.get(f), str)), None)
@@ -287,7 +293,24 @@ def read_choice_examples(path, question_field: str = "question", answer_field: s
                            level=row_level(row.get("level")),
                            meta={"count": len(labels), "fields": fields, "problem": prompt_text(question),
                                  "subject": subject}))
+    if either:  # (MMLU's answer column is an index: so it is read, and said)
+        where, value, options = either[0]
+        warnings.warn(f"{path}: {len(either)} of {len(out)} rows give the answer as a number "
+                      f"that is also another option's text (first: {where}, answer {value} "
+                      f"of options {options}): read as the option's index "
+                      "(0 = A), as MMLU's answer column is; where it means the text, give it "
+                      "as a string (\"2\") or the letter", stacklevel=2)
     return out
+
+
+def _index_or_text(value, options: list[str]) -> bool:
+    """Whether a row's answer is a whole number that indexes one option and is another
+    option's text ([1, 2, 3, 4] with answer 2: C by index, B by text)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < len(options):
+        return False
+    return str(value) in options and options.index(str(value)) != value
 
 
 class ChoiceTask:
