@@ -1863,12 +1863,6 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
     return Recipe(run=run, stages=stages, source=source)
 
 
-def _holds_final_answer(text) -> bool:
-    """Whether a message's text holds a finished response: a boxed answer or the end of the
-    reasoning (a prompt's assistant message to continue, such as a prefill, holds neither)."""
-    return isinstance(text, str) and ("\\boxed{" in text or "</think>" in text)
-
-
 def _check_data_files(cfg, where: str) -> bool:
     """Read a stage's own data files now, so that a malformed row stops the run before any
     stage has started (the error names file, line and field). Returns whether any of its
@@ -1923,23 +1917,19 @@ def _check_data_files(cfg, where: str) -> bool:
                 _fail(f"{where}.template", f"{path} gives prompts as chat messages, which "
                       f"need template = 'chat', not {cfg.template!r}",
                       "set template = \"chat\" (a model with a chat template)")
-        from r1kit.templates import continues_assistant
+        from r1kit.templates import answered_prompts, continues_assistant
 
         if getattr(cfg, "prefill", "") and any(continues_assistant(q) for q in questions):
             _fail(f"{where}.prefill", f"{path} has prompts that end with an assistant message, "
                   "which the response continues, and the prefill "
                   f"{cfg.prefill!r} would go after that message",
                   "set prefill = \"\", or end those conversations with the user's message")
-        answered = [q for q in questions if continues_assistant(q)
-                    and _holds_final_answer(q[-1].get("content"))]
-        if questions and 2 * len(answered) >= len(questions):
+        said = answered_prompts(questions, path)
+        if said:
             field = "question_field" if hasattr(cfg, "question_field") else "data"
-            _fail(f"{where}.{field}", f"{path}: {len(answered)} of {len(questions)} prompts end "
-                  "with an assistant message that already holds a final answer (\\boxed{…} "
-                  "or </think>): the response would continue after it, shown the answer",
-                  "prompts end with the user's message: name the field of the question alone "
-                  "(open-r1's data sets: question_field = \"problem\"; their `messages` is "
-                  "the worked conversation that SFT trains on)")
+            _fail(f"{where}.{field}", said, "prompts end with the user's message: name the field "
+                  "of the question alone (open-r1's data sets: question_field = \"problem\"; "
+                  "their `messages` is the worked conversation that SFT trains on)")
     if isinstance(cfg, RewardModelConfig) and cfg.data == "file":
         from r1kit.stages.reward_model import read_reward_rows
 

@@ -196,6 +196,21 @@ def continues_assistant(question) -> bool:
             and question[-1].get("role") == "assistant")
 
 
+def answered_prompts(questions: list, source) -> str | None:
+    """What to say where at least half of a file's prompts are conversations that end with an
+    assistant message already holding a finished response (a boxed answer or the end of the
+    reasoning): the model would continue after it, shown the answer (open-r1's `messages`
+    named as the prompts). An opened reasoning to continue (a prefill) holds neither."""
+    answered = [q for q in questions if continues_assistant(q)
+                and isinstance(q[-1].get("content"), str)
+                and ("\\boxed{" in q[-1]["content"] or "</think>" in q[-1]["content"])]
+    if not questions or 2 * len(answered) < len(questions):
+        return None
+    return (f"{source}: {len(answered)} of {len(questions)} prompts end with an assistant "
+            "message that already holds a final answer (\\boxed{…} or </think>): the response "
+            "would continue after it, shown the answer")
+
+
 def end_of_turn_id(tokenizer) -> int | None:
     """The special token that the tokenizer's chat template writes right after an assistant
     message (ChatML's <|im_end|>, Llama 3's <|eot_id|>, Gemma's <end_of_turn>), or None: no

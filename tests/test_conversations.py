@@ -637,7 +637,7 @@ def test_the_readmes_open_r1_sft_stage_runs(tmp_path, monkeypatch, capsys, bpe_c
 
 
 def test_prompts_that_end_with_the_worked_answer_are_refused_before_any_stage(
-        tmp_path, bpe_checkpoint):
+        tmp_path, bpe_checkpoint, capsys):
     """open-r1's `messages` (the user's problem, then the assistant's worked solution) named
     as a grpo stage's question_field: every prompt continued the solution, shown its answer,
     with no word. Prompts whose assistant message opens the reasoning still run."""
@@ -659,5 +659,10 @@ def test_prompts_that_end_with_the_worked_answer_are_refused_before_any_stage(
                        "answer") as err:
         check_inputs(recipe_from_dict({"stages": stages}))
     assert 'question_field = "problem"' in err.value.hint
+    # r1kit eval --bench FILE reads it the same way
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", stages["rl"]["train_file"],
+                 "--question-field", "messages", "--k", "1", "--max-new-tokens", "2"]) == 2
+    assert "messages.jsonl: 4 of 4 prompts end with an assistant message" in \
+        capsys.readouterr().err
     stages["rl"]["train_file"] = str(rows("<think>\nFirst, {} is"))  # a reasoning opened
     check_inputs(recipe_from_dict({"stages": stages}))

@@ -46,7 +46,13 @@ from r1kit.models import (
 )
 from r1kit.rewards.rule import UNTAGGED_NOTE
 from r1kit.tasks.choice import ChoiceTask
-from r1kit.templates import TEMPLATES, encode_prompt, response_prefill, system_text
+from r1kit.templates import (
+    TEMPLATES,
+    answered_prompts,
+    encode_prompt,
+    response_prefill,
+    system_text,
+)
 
 
 def _check(args) -> list[str]:
@@ -301,6 +307,11 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
     if template == "auto":
         template = "chat" if getattr(tokenizer, "chat_template", None) else "r1-zero"
     for name, task in tasks.items():
+        said = answered_prompts([e.question for e in task.test_examples()], f"--bench {name}")
+        if said:  # (open-r1's messages as the questions: every one shown its answer)
+            raise R1kitError(said, "prompts end with the user's message: --question-field "
+                             "names the field of the question alone (open-r1's data sets: "
+                             "problem)")
         if template == "r1-zero" and any(isinstance(e.question, list)
                                          for e in task.test_examples()):
             raise R1kitError(f"--bench {name}: its prompts are chat messages, which need a chat "
