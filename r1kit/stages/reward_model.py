@@ -36,7 +36,7 @@ from r1kit.errors import R1kitError
 from r1kit.lora import apply_lora, save_final
 from r1kit.models import load_reward_model, load_tokenizer, save_model, trained_positions
 from r1kit.tasks import general
-from r1kit.tasks.math import kind_of, read_rows, row_at
+from r1kit.tasks.math import kind_of, likely_field, read_rows, row_at
 from r1kit.templates import check_messages, prompt_text
 
 FIELDS = {"pairwise": ("prompt", "chosen", "rejected"), "pointwise": ("prompt", "response", "safe")}
@@ -87,11 +87,6 @@ def _prompt_named(row: dict, prompt_field: str) -> dict:
     return out
 
 
-# fields that hold a preference row's prompt in data sets that do not call it `prompt`
-# (orca_dpo_pairs: question; UltraFeedback-style: instruction; others: query, input, problem)
-PROMPT_LIKE = ("question", "instruction", "query", "input", "problem")
-
-
 def _reward_row(row: dict, objective: str, where: str, prompt_field: str = "prompt") -> dict:
     """A row with its prompt and responses as text. As TRL's preference data, a response may
     be chat messages ending with the assistant's ([{"role": "assistant", "content": ...}]) and
@@ -107,7 +102,8 @@ def _reward_row(row: dict, objective: str, where: str, prompt_field: str = "prom
                              f"{objective} rows need {', '.join(FIELDS[objective])}")
         context, out[field] = _response(row[field], f"{where}: field {field!r}")
         implied.append(context)
-    like = next((f for f in PROMPT_LIKE if isinstance(row.get(f), (str, list))), None)
+    like = likely_field(row, question=True)  # (orca_dpo_pairs' question, ...)
+    like = like if isinstance(row.get(like), (str, list)) else None
     if "prompt" in row:
         value = row["prompt"]
         if isinstance(value, list):

@@ -292,7 +292,7 @@ def row_question(row: dict, field: str, where: str, fields_hint: str):
 
 # the names other data sets give a question and its answer (TRL's and open-r1's prompt and
 # solution): named in the hint when a row lacks the field asked for
-_LIKELY = {True: ("prompt", "problem", "question", "query", "input"),
+_LIKELY = {True: ("prompt", "problem", "question", "query", "input", "instruction"),
            False: ("solution", "answer", "final_answer", "ground_truth", "target", "gold")}
 
 
