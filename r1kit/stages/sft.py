@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
 
 from r1kit import distributed
-from r1kit.checkpoints import STATE_FILE, latest_checkpoint, staged_shards, write_checkpoint
+from r1kit.checkpoints import latest_checkpoint, restore_trained, save_trained
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
 from r1kit.logprobs import (
@@ -34,9 +33,7 @@ from r1kit.logprobs import (
 )
 from r1kit.lora import (
     apply_lora,
-    gathered_adapters,
     load_adapters,
-    save_adapters,
     save_final,
 )
 from r1kit.models import (
@@ -44,7 +41,6 @@ from r1kit.models import (
     checkpoint_layers,
     load_model,
     load_tokenizer,
-    quiet_loading,
     save_model,
     trained_positions,
 )
@@ -399,11 +395,7 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
     order: list[int] = []
     t0, losses, start = time.time(), [], 0
     if resume is not None:
-        state = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=True)
-        if distributed.sharded_entry(state["optimizer"], distributed.SHARDED_OPTIMIZER):
-            distributed.load_sharded_optimizer(model, opt, resume / distributed.SHARDED_OPTIMIZER)
-        else:
-            distributed.load_optimizer_state(model, opt, state["optimizer"])
+        state = restore_trained(resume, model, opt)
         start, order, losses = state["step"], list(state["order"]), list(state["losses"])
         if "steps" not in state and cfg.batch_size > len(data):
             # (a checkpoint written before fewer rows than batch_size meant `epochs` steps:
@@ -412,44 +404,9 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
             log(f"[{name}] its checkpoint was written when a stage of fewer rows than "
                 f"batch_size took ceil(epochs x rows / batch_size) steps: it ends after {steps}")
         gen.set_state(state["generator"])
-        rngs, cuda_rngs = state["rng"], state.get("cuda_rng")  # one per rank (dropout)
-        if len(rngs) == world.world_size:  # (another number of processes: rank 0's own)
-            torch.set_rng_state(rngs[world.rank])
-            if cuda_rngs and cuda_rngs[world.rank] is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state(cuda_rngs[world.rank])
         log(f"[{name}] resuming from {resume} (step {start} of {steps})")
     if runlog is not None:
         runlog.drop(name, after_step=start if resume is not None else -1)
-
-    def save(step: int) -> None:  # every rank (gathering sharded state is a collective)
-        # with LoRA the adapters alone (a peft directory on the stage's input model)
-        adapters = gathered_adapters(model) if sharded and lora is not None else None
-        weights = distributed.full_state(model) if sharded and lora is None else None
-        # (sharded weights: each rank writes its shard of the optimizer's state)
-        optim, staging = (staged_shards(stage_dir, step, distributed.SHARDED_OPTIMIZER,
-                                        lambda d: distributed.save_sharded_optimizer(model, opt, d))
-                          if sharded and lora is None
-                          else (distributed.optimizer_state(model, opt), None))
-        rngs = distributed.gather_lists([torch.get_rng_state()])
-        cuda_rngs = distributed.gather_lists([torch.cuda.get_rng_state()
-                                              if torch.cuda.is_available() else None])
-
-        def write(tmp: Path) -> None:
-            if staging is not None:
-                os.replace(staging, tmp / distributed.SHARDED_OPTIMIZER)
-            if lora is not None:
-                save_adapters(lora, tmp, adapters)
-                with quiet_loading():
-                    tokenizer.save_pretrained(tmp)
-            else:
-                save_model(model, tokenizer, tmp, state_dict=weights)
-            torch.save({"step": step, "steps": steps, "optimizer": optim, "order": order,
-                        "losses": losses, "generator": gen.get_state(),
-                        "rng": rngs, "cuda_rng": cuda_rngs},
-                       tmp / STATE_FILE)
-        if world.is_main:
-            write_checkpoint(stage_dir, step, cfg.keep_checkpoints, write)
-        distributed.wait_for_main()
 
     model.train()
     for step in range(start, steps):
@@ -493,7 +450,9 @@ def run_sft(cfg: SFTConfig, model_path: Path, data_path: Path, stage_dir: Path, 
                             "grad_norm": grad_norm.item(), "tokens": n_tokens,
                             "tokens_per_s": n_tokens / seconds, "step_seconds": seconds})
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
-            save(step + 1)
+            save_trained(stage_dir, step + 1, cfg.keep_checkpoints, model, opt, tokenizer,
+                         lora, {"step": step + 1, "steps": steps, "order": order,
+                                "losses": losses, "generator": gen.get_state()})
         if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:
             log(f"sft step {step + 1}/{steps} loss {total:.4f} lr {lr:.2e}")
     model.eval()
