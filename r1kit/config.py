@@ -495,6 +495,11 @@ class RewardModelConfig:
     # stage cuts the same way (reward_model.json)
     max_length: int = 0
     lr: float = 6e-6
+    max_grad_norm: float = 1.0
+    activation_checkpointing: bool = False  # recompute each layer in backward: less memory
+    save_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only the final model
+    keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
+    distributed: str = "ddp"  # under torchrun: ddp (replicated weights) | fsdp (FSDP2)
     # LoRA (r1kit/lora.py): lora_rank > 0 trains adapters on lora_target_modules and the
     # scalar head, the backbone's other weights frozen; the stage saves the merged model
     lora_rank: int = 0
@@ -505,6 +510,13 @@ class RewardModelConfig:
     def validate(self, where: str) -> None:
         _check_lr(self.lr, where)
         _check_lora(self, where)
+        if self.distributed not in ("ddp", "fsdp"):
+            _fail(f"{where}.distributed", f"unknown mode {self.distributed!r}", "use ddp or fsdp")
+        for name in ("save_every", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
+        if not self.max_grad_norm > 0:
+            _fail(f"{where}.max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
         if not self.model:
             _fail(f"{where}.model", "is required",
                   "set it to an earlier stage's name or to a checkpoint directory")

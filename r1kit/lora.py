@@ -112,10 +112,16 @@ def merged_lora_state(state: dict, cfg) -> dict:
     """A LoRA-adapted model's whole state dict (peft's names: base_layer, lora_A, lora_B) as
     the plain model's: W + (lora_alpha / lora_rank) * B @ A in each adapted layer, as peft's
     merge_and_unload computes it, for weights gathered from shards (where peft's own merge
-    cannot run)."""
+    cannot run). A reward model's scalar head, trained whole beside the adapters (peft's
+    modules_to_save), takes its trained copy's place."""
     scale = cfg.lora_alpha / cfg.lora_rank
     out, used = {}, set()
+    trained = f".modules_to_save.{LORA_ADAPTER}."
     for key, value in state.items():
+        if trained in key:
+            out[key.replace(trained, ".")] = value
+            used |= {key, key.replace(trained, ".original_module.")}
+            continue
         if ".base_layer." not in key:
             continue
         module, leaf = key.split(".base_layer.")

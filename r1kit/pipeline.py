@@ -499,8 +499,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             if main:
                 _write_json(stage_dir / INPUTS_FILE, inputs)
                 _note_precision(name, stage_dir, device, dtype, print_fn)
-            if not isinstance(cfg, (GRPOConfig, SFTConfig)):  # those may resume: they drop
-                log.drop(name)  # their own rows
+            if not isinstance(cfg, (GRPOConfig, SFTConfig, RewardModelConfig)):  # those may
+                log.drop(name)  # resume: they drop their own rows
 
             def stage(name=name, cfg=cfg, stage_dir=stage_dir):
                 return _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log,
@@ -654,7 +654,7 @@ def _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log, print_
         from r1kit.stages.reward_model import run_reward_model
 
         return run_reward_model(cfg, _model_path(cfg.model, recipe, run_dir), stage_dir, seed,
-                                device, dtype, log=said)
+                                device, dtype, log=said, runlog=log, name=name)
     if isinstance(cfg, SFTConfig):
         from r1kit.stages.sft import run_sft
 

@@ -323,15 +323,28 @@ def _plot_training(stage: str, rows: list[Row], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _plot_loss(stage: str, rows: list[Row], path: Path) -> Path | None:
+def _plot_loss(stage: str, rows: list[Row], path: Path, reward_model: bool = False
+               ) -> Path | None:
+    """An SFT stage's loss per response token, or a reward model's loss and the share of its
+    training batches' rows it scored right."""
     xs, ys = _points(rows, "loss")
     if not xs:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    panels = 2 if reward_model and _points(rows, "accuracy")[0] else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.4), squeeze=False)
+    ax = axes[0][0]
     ax.plot(xs, ys, linewidth=1.8)
-    ax.set(xlabel="optimizer step", ylabel="loss (per response token)", title=f"{stage}: SFT loss")
+    ax.set(xlabel="optimizer step", ylabel="loss" if reward_model else "loss (per response token)",
+           title=f"{stage}: {'reward model' if reward_model else 'SFT'} loss")
     ax.grid(alpha=0.3)
+    if panels == 2:
+        ax = axes[0][1]
+        ax.plot(*_points(rows, "accuracy"), linewidth=1.8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set(xlabel="optimizer step", ylabel="accuracy",
+               title=f"{stage}: training batch accuracy")
+        ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
@@ -369,6 +382,17 @@ def _training_section(run: Run, report: Path, figures: Path) -> list[str]:
             image = _plot_loss(stage, rows, figures / f"train_{_slug(stage)}.png")
             if image:
                 lines += [_image(report, image, f"{stage} SFT loss"), ""]
+            continue
+        if kinds.get(stage) == "reward_model":
+            accuracy = (f", training batch accuracy {_pct(first.get('accuracy'))} → "
+                        f"{_pct(last.get('accuracy'))}" if _num(last.get("accuracy")) is not None
+                        else "")
+            lines += [f"### {stage} ({len(rows)} reward-model step{'s' * (len(rows) != 1)})",
+                      "", f"loss {_fixed(first.get('loss'), 4)} → {_fixed(last.get('loss'), 4)}"
+                      f"{accuracy} (step {_step(first)} → {_step(last)}).", ""]
+            image = _plot_loss(stage, rows, figures / f"train_{_slug(stage)}.png", True)
+            if image:
+                lines += [_image(report, image, f"{stage} reward-model loss"), ""]
             continue
         lines.append(f"### {stage} ({len(rows)} step{'s' * (len(rows) != 1)})")
         lines.append("")

@@ -745,12 +745,24 @@ lr = 5e-3
 """
 
 
-def test_reward_models_train_under_two_processes_like_one(tmp_path_factory, monkeypatch):
+@pytest.mark.parametrize("mode", ["ddp", "fsdp", "fsdp-lora"])
+def test_reward_models_train_under_two_processes_like_one(tmp_path_factory, monkeypatch, mode):
     """reward_model stages under torchrun: each rank its share of every batch (15 pairs: 7
     and 8, in micro-batches), gradients summed: the same weights and held-out accuracy as
-    one process, and the weights moved far more than the tolerance."""
-    _, root, _ = _one_and_two(tmp_path_factory, monkeypatch, REWARD_RECIPE)
+    one process, and the weights moved far more than the tolerance. Under fsdp (FSDP2) the
+    weights, gradients and optimizer state are sharded, a checkpoint keeps each rank's shard
+    of the optimizer's state, and the final model is gathered (with LoRA: the adapters and
+    the scalar head merged from the shards as peft merges them in one process)."""
+    extra = {"ddp": "", "fsdp": 'distributed = "fsdp"\nsave_every = 2\n',
+             "fsdp-lora": 'distributed = "fsdp"\nsave_every = 2\nlora_rank = 4\n'
+                          'lora_target_modules = ["q_proj", "v_proj"]\n'}[mode]
+    _, root, _ = _one_and_two(tmp_path_factory, monkeypatch,
+                              REWARD_RECIPE.replace("lr = 5e-3\n", "lr = 5e-3\n" + extra))
     one, two = root / "one", root / "two"
+    if mode == "fsdp":
+        for stage in ("helpful", "safety"):
+            shards = two / stage / "checkpoints" / "step-2" / "optimizer"
+            assert len(list(shards.glob("*.distcp"))) == 2, stage
     base = load_file(one / "base" / "model.safetensors")
     for stage, metric in (("helpful", "pairwise_accuracy"), ("safety", "safety_accuracy")):
         summaries = [json.loads((d / stage / "stage.json").read_text())["summary"]
@@ -763,3 +775,6 @@ def test_reward_models_train_under_two_processes_like_one(tmp_path_factory, monk
             torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=k)
         moved = max((wa[k] - base[k]).abs().max().item() for k in base if k in wa)
         assert moved > 1e-3, stage
+        if mode == "fsdp-lora":  # the backbone's other weights as they were
+            assert all(torch.equal(wa[k], base[k]) for k in base
+                       if k in wa and "q_proj" not in k and "v_proj" not in k), stage

@@ -147,7 +147,8 @@ def test_report_cli_rejects_empty_and_missing_dirs(tmp_path, capsys):
 
 
 def test_report_of_a_run_with_only_reward_model_stages(tmp_path, capsys):
-    """Reward-model stages log no curves: the report still lists them and their summaries."""
+    """A run of reward-model stages: the report lists them with their held-out accuracy, and
+    draws each one's loss and training batch accuracy (not as an RL stage's reward)."""
     run_dir = tmp_path / "rm-run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps(
@@ -158,9 +159,17 @@ def test_report_of_a_run_with_only_reward_model_stages(tmp_path, capsys):
         (run_dir / name).mkdir()
         (run_dir / name / "stage.json").write_text(json.dumps(
             {"kind": kind, "status": "done", "seconds": 5.0, "summary": summary}))
+    (run_dir / "metrics.jsonl").write_text("".join(
+        json.dumps({"stage": "helpful", "step": i + 1, "loss": 0.7 - 0.1 * i,
+                    "accuracy": 0.5 + 0.125 * i, "lr": 6e-6, "grad_norm": 1.0}) + "\n"
+        for i in range(3)))
     assert main(["report", str(run_dir)]) == 0
     text = (run_dir / "report.md").read_text()
     assert "| helpful | reward_model | done | 5 | held-out pairwise accuracy 87.5% |" in text
+    assert "### helpful (3 reward-model steps)" in text
+    assert "loss 0.7000 → 0.5000, training batch accuracy 50.0% → 75.0% (step 1 → 3)." in text
+    assert "reward —" not in text and "response length" not in text
+    assert (run_dir / "report" / "train_helpful.png").is_file()
 
 
 def test_report_without_reflect_keys(tmp_path):

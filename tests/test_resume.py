@@ -211,3 +211,58 @@ def test_an_sft_checkpoint_of_the_old_step_count_ends_on_its_schedule(tmp_path, 
     losses = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in losses if r.get("stage") == "sft" and "loss" in r] == \
         list(range(1, 7))
+
+
+@pytest.mark.parametrize("variant", ["full", "lora"])
+def test_interrupted_reward_model_resumes_exactly(tmp_path, monkeypatch, bpe_checkpoint,
+                                                  variant):
+    """A reward_model stage with save_every, interrupted in its fifth optimizer step, resumes
+    from checkpoint step-4 (weights, or the adapters and the scalar head with LoRA; the
+    optimizer; the random state: the model has dropout on) to the weights, logged losses and
+    held-out accuracy of an uninterrupted run."""
+    import json
+    import shutil
+
+    import r1kit.stages.reward_model as reward_model
+    from r1kit.config import recipe_from_dict
+    from r1kit.pipeline import run_recipe
+
+    config = json.loads((bpe_checkpoint / "config.json").read_text())
+    model_dir = tmp_path / "model"
+    shutil.copytree(bpe_checkpoint, model_dir)
+    config["attention_dropout"] = 0.2
+    (model_dir / "config.json").write_text(json.dumps(config))
+    lora = {"lora_rank": 4, "lora_target_modules": ["q_proj", "v_proj"]} \
+        if variant == "lora" else {}
+
+    def recipe(**more):
+        return recipe_from_dict({"run": {"progress": False, "tensorboard": False}, "stages": {
+            "helpful": {"kind": "reward_model", "model": str(model_dir), "train_rows": 24,
+                        "test_rows": 8, "batch_size": 4, "micro_batch_size": 2, "lr": 1e-2,
+                        "save_every": 2, **lora, **more}}})
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run_recipe(recipe(), whole, print_fn=lambda *_: None)
+    # step five: 2 micro-batches a step
+    real = interrupt_at_call(monkeypatch, reward_model, "_loss_and_correct", 9)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe(), resumed, print_fn=lambda *_: None)
+    assert sorted(p.name for p in (resumed / "helpful" / "checkpoints").iterdir()) == \
+        ["step-2", "step-4"]
+    monkeypatch.setattr(reward_model, "_loss_and_correct", real)
+    printed = []
+    run_recipe(recipe(), resumed, print_fn=printed.append)
+    assert any("resuming from" in line and "step-4" in line for line in printed)
+    rows = rows_without_timings(resumed / "metrics.jsonl")
+    assert rows == rows_without_timings(whole / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 7))  # ceil(24 / 4) steps
+    assert all(0 <= r["accuracy"] <= 1 and r["grad_norm"] > 0 for r in rows)
+    summaries = [json.loads((d / "helpful" / "stage.json").read_text())["summary"]
+                 for d in (whole, resumed)]
+    assert summaries[0]["pairwise_accuracy"] == summaries[1]["pairwise_accuracy"]
+    a = load_file(whole / "helpful" / "model.safetensors")
+    b = load_file(resumed / "helpful" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    base = load_file(model_dir / "model.safetensors")
+    moved = [k for k in base if k in a and not torch.equal(base[k], a[k])]
+    assert moved and (variant == "full" or all("q_proj" in k or "v_proj" in k for k in moved))

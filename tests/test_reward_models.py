@@ -187,8 +187,9 @@ def test_data_that_teaches_or_measures_less_is_noted(tmp_path):
 
 
 def test_micro_batches_and_max_length(tmp_path, bpe_checkpoint):
-    """micro_batch_size splits each batch's forward and backward (memory only: the same
-    weights as whole batches, to float rounding); max_length cuts a longer text's start, is
+    """micro_batch_size splits each batch's forward and backward, and activation_checkpointing
+    recomputes each layer in the backward pass (memory only: the same weights as whole
+    batches, to float rounding); max_length cuts a longer text's start, is
     said at the start and saved for the grpo stage's scorer, which reads texts the same way."""
     import torch
     from safetensors.torch import load_file
@@ -200,10 +201,11 @@ def test_micro_batches_and_max_length(tmp_path, bpe_checkpoint):
     train = _jsonl(tmp_path / "train.jsonl", pairs[:16])
     test = _jsonl(tmp_path / "test.jsonl", pairs[16:])
     weights, said = {}, {}
-    for micro in (2, 8):
+    for micro in (2, 8, "8-recomputed"):
         cfg = RewardModelConfig(model="m", data="file", train_file=str(train),
-                                test_file=str(test), batch_size=8, micro_batch_size=micro,
-                                lr=1e-3, epochs=1, max_length=12)
+                                test_file=str(test), batch_size=8,
+                                micro_batch_size=2 if micro == 2 else 8, lr=1e-3, epochs=1,
+                                max_length=12, activation_checkpointing=micro == "8-recomputed")
         out = tmp_path / f"rm{micro}"
         said[micro] = []
         run_reward_model(cfg, bpe_checkpoint, out, 0, torch.device("cpu"), torch.float32,
@@ -214,6 +216,8 @@ def test_micro_batches_and_max_length(tmp_path, bpe_checkpoint):
     assert (weights[2][key] - moved[key]).abs().max() > 1e-4  # it trained
     for k in weights[2]:
         torch.testing.assert_close(weights[2][k], weights[8][k], atol=2e-5, rtol=1e-4, msg=k)
+        torch.testing.assert_close(weights["8-recomputed"][k], weights[8][k], atol=2e-5,
+                                   rtol=1e-4, msg=k)
     assert any("texts are longer than 12 tokens (max_length): the model reads their ends"
                in line for line in said[2]), said[2]
     assert json.loads((tmp_path / "rm2" / "reward_model.json").read_text())["max_length"] == 12

@@ -31,10 +31,17 @@ from pathlib import Path
 import torch
 
 from r1kit import distributed
+from r1kit.checkpoints import latest_checkpoint, restore_trained, save_trained
 from r1kit.config import RewardModelConfig
 from r1kit.errors import R1kitError
-from r1kit.lora import apply_lora, save_final
-from r1kit.models import load_reward_model, load_tokenizer, save_model, trained_positions
+from r1kit.lora import apply_lora, load_adapters, save_final
+from r1kit.models import (
+    checkpoint_layers,
+    load_reward_model,
+    load_tokenizer,
+    save_model,
+    trained_positions,
+)
 from r1kit.tasks import general
 from r1kit.tasks.math import kind_of, likely_field, read_rows, row_at
 from r1kit.templates import check_messages, prompt_text
@@ -258,11 +265,24 @@ def data_notes(cfg: RewardModelConfig, train: list[dict], test: list[dict]) -> l
 
 
 def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, seed: int,
-                     device: torch.device, dtype: torch.dtype, log=print) -> dict:
+                     device: torch.device, dtype: torch.dtype, log=print, runlog=None,
+                     name: str = "reward_model") -> dict:
+    """`runlog` (r1kit.runlog.RunLog): gets one metrics record per optimizer step. With
+    `save_every`, the stage writes resumable checkpoints/step-N (weights, or the adapters and
+    the scalar head with LoRA; the optimizer's state; the random state) and, run again after
+    an interruption, continues from the newest one to the weights an uninterrupted run ends
+    with (the row order is drawn from the seed). `distributed = "fsdp"` shards weights,
+    gradients and optimizer state (FSDP2), with zero-weight passes so that every rank makes
+    as many forward passes; the held-out rows are scored with the weights gathered."""
+    world = distributed.current()
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_path)
     tokenizer.padding_side = "right"
-    model = load_reward_model(model_path, device, dtype, tokenizer.pad_token_id)
+    resume = distributed.broadcast_object(latest_checkpoint(stage_dir))
+    # with LoRA a checkpoint holds the adapters and the scalar head alone, loaded below onto
+    # the input model (whose new head is drawn from the seed as in the interrupted run)
+    model = load_reward_model(model_path if cfg.lora_rank else resume or model_path, device,
+                              dtype, tokenizer.pad_token_id)
     train, test = _rows(cfg, seed)
     for note in data_notes(cfg, train, test):
         log(note)
@@ -276,51 +296,85 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
             + (" 0: the model's positions" if not cfg.max_length else "")
             + "): the model reads their ends, their starts cut")
     steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
+    if cfg.save_every and cfg.save_every >= steps:
+        log(f"save_every = {cfg.save_every} is not below its {steps} optimizer steps: no "
+            "checkpoint before the final model (an interrupted stage starts over)")
+    if cfg.activation_checkpointing:
+        checkpoint_layers(model)
     lora = None
     if cfg.lora_rank:  # adapters and the scalar head train; the backbone's weights are frozen
         lora, model = apply_lora(model, cfg, base=model_path, task_type="SEQ_CLS")
+    if world.enabled and cfg.distributed == "fsdp":
+        distributed.shard(model)
+    if lora is not None and resume is not None:
+        load_adapters(lora, resume, device)
+    sharded = distributed.is_sharded(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = distributed.adamw(params, lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
-    t0 = time.time()
-    model.train()
+    t0, start = time.time(), 0
     order = epoch_order(len(train), steps * cfg.batch_size, gen)
+    if resume is not None:
+        start = restore_trained(resume, model, opt)["step"]
+        log(f"resuming from {resume} (step {start} of {steps})")
+    if runlog is not None:
+        runlog.drop(name, after_step=start if resume is not None else -1)
     micro = cfg.micro_batch_size
-    world = distributed.current()
-    for step in range(steps):
+    model.train()
+    for step in range(start, steps):
+        t_step = time.time()
         batch = [train[i] for i in order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
         lo, hi = distributed.portion(len(batch))  # this rank's rows (one process: all)
+        parts = [(batch[i:min(i + micro, hi)], 1.0) for i in range(lo, hi, micro)]
+        if sharded:  # every forward and backward is a collective: as many passes per rank
+            want = int(distributed.all_reduce(torch.tensor(len(parts), device=device), "max"))
+            parts += [(batch[:1], 0.0)] * (want - len(parts))
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=device)
-        for start in range(lo, hi, micro):  # the batch's mean loss, a part at a time
-            part = batch[start:min(start + micro, hi)]
-            loss, _ = _loss_and_correct(model, tokenizer, part, cfg, max_length)
-            (loss * (len(part) / len(batch))).backward()
-            total += loss.detach() * (len(part) / len(batch))
-        distributed.sync_grads(params)  # (one process: nothing to do)
+        right = torch.zeros((), device=device)
+        for part, weight in parts:  # the batch's mean loss, a part at a time
+            loss, correct = _loss_and_correct(model, tokenizer, part, cfg, max_length)
+            (loss * (weight * len(part) / len(batch))).backward()
+            total += loss.detach() * (weight * len(part) / len(batch))
+            right += correct.sum() * weight
+        if world.enabled and not sharded:
+            distributed.sync_grads(params)
         total = distributed.all_reduce(total).item()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        accuracy = distributed.all_reduce(right).item() / len(batch)
+        grad_norm = distributed.full_norm(
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
         opt.step()
+        if runlog is not None:
+            seconds = time.time() - t_step
+            runlog.metrics({"stage": name, "step": step + 1, "loss": total,
+                            "accuracy": accuracy, "lr": cfg.lr, "grad_norm": grad_norm.item(),
+                            "rows": len(batch), "step_seconds": seconds})
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
+            save_trained(stage_dir, step + 1, cfg.keep_checkpoints, model, opt, tokenizer,
+                         lora, {"step": step + 1, "steps": steps})
         if (step + 1) % max(1, steps // 5) == 0:
             log(f"reward model step {step + 1}/{steps} loss {total:.4f}")
     model.eval()
     lo, hi = distributed.portion(len(test))
-    with torch.no_grad():
+    # (sharded: the weights gathered, so that ranks may score different numbers of parts)
+    with torch.no_grad(), distributed.gathered(model):
         mine = [c for i in range(lo, hi, micro)
                 for c in _loss_and_correct(model, tokenizer, test[i:min(i + micro, hi)], cfg,
                                            max_length)[1].tolist()]
     correct = distributed.gather_lists(mine)
     accuracy = sum(correct) / len(correct)
-    name = "pairwise_accuracy" if cfg.objective == "pairwise" else "safety_accuracy"
-    log(f"reward model held-out {name}: {accuracy:.3f} ({len(test)} rows)")
+    metric = "pairwise_accuracy" if cfg.objective == "pairwise" else "safety_accuracy"
+    log(f"reward model held-out {metric}: {accuracy:.3f} ({len(test)} rows)")
     if lora is not None:  # the adapters in adapter/, the merged model as the stage's model
-        model, _ = save_final(lora, model, cfg, tokenizer, stage_dir)
+        model, weights = save_final(lora, model, cfg, tokenizer, stage_dir)
+    else:
+        weights = distributed.full_state(model) if sharded else None
     if world.is_main:
-        save_model(model, tokenizer, stage_dir)
+        save_model(model, tokenizer, stage_dir, state_dict=weights)
         # how the GRPO stage must read this model (r1kit.rewards.combined.RewardModelScorer)
         (stage_dir / "reward_model.json").write_text(json.dumps(
             {"objective": cfg.objective, "summary_only": cfg.scores_summary_only(),
              "max_length": max_length}))
     distributed.wait_for_main()
-    return {name: accuracy, "train_rows": len(train), "test_rows": len(test), "steps": steps,
+    return {metric: accuracy, "train_rows": len(train), "test_rows": len(test), "steps": steps,
             "seconds": time.time() - t0}
