@@ -706,6 +706,9 @@ class SampleConfig:
     # batch (one generator for all the questions) | question (one per question: the same
     # samples however the questions are split across processes; always so under torchrun)
     seeding: str = "batch"
+    # questions per resumable part (checkpoints/step-N: the part's kept rows and counts); the
+    # questions are then seeded one by one (as seeding = "question"); 0 = all in one pass
+    save_every: int = 0
     filters: list[str] = field(default_factory=lambda: ["mixed_language", "long_paragraph",
                                                         "code_in_cot", "repetition"])
     # the format a kept sample must have, as the grpo stage's `format` (auto: <answer> tags
@@ -747,6 +750,9 @@ class SampleConfig:
         _check_seeding(self, where)
         if self.prompts < 0 or self.general_rows < 0:
             _fail(f"{where}.prompts", "prompts and general_rows must be >= 0")
+        if self.save_every < 0:
+            _fail(f"{where}.save_every", f"must be >= 0 (questions per resumable part; 0: "
+                  f"none), got {self.save_every}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             _fail(f"{where}.temperature", "temperature must be > 0 and top_p in (0, 1]")
         for name in self.filters:

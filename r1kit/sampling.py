@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,6 +35,7 @@ from pathlib import Path
 import torch
 
 from r1kit import distributed
+from r1kit.checkpoints import STATE_FILE, write_checkpoint
 from r1kit.errors import R1kitError
 from r1kit.eval.core import sample_and_verify
 from r1kit.models import load_model, load_tokenizer, stop_token_ids
@@ -162,7 +164,11 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     right (the task's rules; with `judge_path`, the judge_model's verdict on the samples of
     cfg.judge: r1kit.rewards.judge), in format and readable (filters), up to keep_per_prompt
     distinct ones per question; data.jsonl for an sft stage. Under torchrun: every rank its
-    share of the questions, rank 0 the files (module docstring)."""
+    share of the questions, rank 0 the files (module docstring). With `save_every`, the
+    questions go a part of that many at a time, each part's kept rows and counts written as
+    checkpoints/step-N (N: the questions done), and a stage run again after an interruption
+    goes on after its last part; each question is then seeded on its own, so the rows are
+    those of one pass with seeding = "question"."""
     if cfg.rewrite and cfg.task != "arithmetic":
         raise R1kitError("rewrite = true has a built-in rewriter only for the tiny world",
                          "rewrite your samples with a model of your choice and give them to an "
@@ -183,26 +189,120 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     prompts = [encode_prompt(e.question, cfg.template, tokenizer, cfg.prefill,
                              system=cfg.system_prompt) for e in examples]
     stop_ids = stop_token_ids(tokenizer, model)
-    style = format_style(cfg.format, cfg.template, cfg.system_prompt)
+    done = distributed.broadcast_object(parts_done(stage_dir))  # [(first, last, directory)]
+    start = done[-1][1] if done else 0
+    if start:
+        log(f"resuming after question {start} of {len(examples)} ({len(done)} parts in "
+            f"{stage_dir / 'checkpoints'})")
+    per_question = cfg.seeding == "question" or bool(cfg.save_every or done)
+    if per_question and cfg.seeding != "question" and not distributed.current().enabled:
+        log("save_every: each question is seeded on its own (as seeding = \"question\"), so "
+            "that a part's samples do not depend on where the parts begin")
+    size = cfg.save_every or len(examples)
+    on_disk = bool(cfg.save_every or done)  # (resumed: the rest kept as a part too)
+    policy = [model]  # (emptied while a judge runs: one model in memory at a time)
+    counts, rows, shown = [_read_counts(d) for _, _, d in done], [], []
+    for first in range(start, len(examples), size):
+        last = min(first + size, len(examples))
+        part_rows, part_counts, part_shown = _sample_part(
+            cfg, policy, lambda: load_model(model_path, device, dtype, tokenizer).eval(),
+            tokenizer, task, examples[first:last], prompts[first:last], first, seed, stop_ids,
+            per_question, judge_path, device, dtype)
+        counts.append(part_counts)
+        if on_disk:  # (the rows read back at the end)
+            _write_part(stage_dir, first, last, part_rows, part_counts, part_shown)
+        else:
+            rows, shown = part_rows, part_shown
+    if on_disk:
+        # (rank 0's alone: it writes the files, and removes the parts)
+        parts = parts_done(stage_dir) if main else []
+        rows = [r for _, _, d in parts for r in _read_part(d, "rows.jsonl")]
+        shown = [r for _, _, d in parts for r in _read_part(d, "shown.jsonl")][:SHOWN]
+    counts = _summed(counts)
+    if counts.get("judged") is not None:
+        which = "that the rules reject" if cfg.judge == "wrong" else ""
+        log(f"sample: the judge decided {counts['judged']} samples {which} with a final "
+            f"answer and accepted {counts['judge_accepted']}".replace("  ", " "))
+        if counts["judge_too_long"]:
+            log(f"sample: {counts['judge_too_long']} requests were longer than the judge's "
+                "positions and not judged (rejected): shorten judge_prompt, or a judge with a "
+                "longer context")
+        else:
+            del counts["judge_too_long"]
+    if cfg.general_rows:
+        extra = general_rows(cfg.general_rows, seed)
+        rows += extra if main else []
+        counts["general"] = len(extra)
+    generated = counts["generated"]
+    if not counts["kept"] + counts.get("general", 0):
+        why = ", ".join(f"{k.removeprefix('rejected/')} {v}" for k, v in counts.items()
+                        if k.startswith("rejected/") and v)
+        hint = "raise samples_per_prompt or prompts, or relax the filters"
+        wrong, bad_format = counts["rejected/wrong"], counts["rejected/format"]
+        if wrong >= generated / 2:
+            hint = (("no sample was right" if wrong == generated else "most samples were "
+                     "wrong") + ": prompt the model as it was trained (template, prefill"
+                    + (", system_prompt: it applies to prompts without a system turn"
+                       if cfg.template == "chat" else "") + "), a stronger model, a higher "
+                    "temperature, or more samples_per_prompt; `r1kit eval` on the task's file "
+                    "shows its accuracy")
+        elif bad_format:
+            hint = (f"the format check wants format = {style_of(cfg)!r}: set format (answer | "
+                    "think) to what the model writes, or " + hint)
+        if main:
+            with (stage_dir / "rejected_samples.jsonl").open("w") as fh:
+                fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in shown)
+        error = R1kitError(f"sample stage kept no rows out of {generated} samples (rejected: "
+                           f"{why or 'none'}); the first {min(generated, SHOWN)} are in "
+                           f"{stage_dir / 'rejected_samples.jsonl'}", hint)
+        error.same_on_every_process = True  # (every rank has the same counts)
+        raise error
+    summary = {"questions": len(examples),
+               "questions_with_rows": counts.pop("questions_with_rows", 0), **counts,
+               "rows": counts["kept"] + counts.get("general", 0), "seconds": time.time() - t0}
+    if main:
+        random.Random(f"sample-rows-{seed}").shuffle(rows)
+        with (stage_dir / "data.jsonl").open("w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        (stage_dir / "sample.json").write_text(json.dumps(summary, indent=2))
+        if on_disk:  # (data.jsonl holds their rows now)
+            shutil.rmtree(stage_dir / "checkpoints")
+    log("sample: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "seconds"))
+    return summary
+
+
+def style_of(cfg) -> str:
+    """The format a kept sample must have (r1kit.rewards.rule.format_style)."""
+    return format_style(cfg.format, cfg.template, cfg.system_prompt)
+
+
+def _sample_part(cfg, policy: list, load, tokenizer, task, examples, prompts, first: int,
+                 seed: int, stop_ids, per_question: bool, judge_path: Path | None, device,
+                 dtype) -> tuple[list, Counter, list]:
+    """Questions `first`... of the stage sampled, verified, judged and filtered (each rank its
+    share): (rank 0: the kept rows, in question order; every rank's counts added up; rank
+    0: a few samples to show should nothing be kept). `policy` holds the
+    model, or None (then `load()` loads it); emptied while a judge runs."""
+    if policy[0] is None:
+        policy[0] = load()
     k = cfg.samples_per_prompt
-    # the questions dealt to this rank (one process: all of them), sampled, verified, judged
-    # and filtered here (as sample_and_verify deals them); rank 0 gathers the kept rows, every
-    # rank the counts
-    index = distributed.dealt(len(examples))
-    mine = [examples[q] for q in index]
+    style = style_of(cfg)
+    index = [first + q for q in distributed.dealt(len(examples))]
+    mine = [examples[q - first] for q in index]
     # a sample with no final answer (or a hedged one) scores 0
     rollout, texts, verdicts = sample_and_verify(
-        model, tokenizer, task, examples, prompts, k=k, temperature=cfg.temperature,
+        policy[0], tokenizer, task, examples, prompts, k=k, temperature=cfg.temperature,
         top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop_ids=stop_ids, seed=seed,
         prefill=response_prefill(tokenizer, cfg.template, cfg.prefill),
         max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards,
-        per_question=cfg.seeding == "question", gather=False)
+        per_question=per_question, gather=False, first=first)
     correct = {i for i, (s, _) in enumerate(verdicts) if s > 0}
     counts = Counter({"generated": len(texts), "correct": len(correct)})
     del rollout  # (its tensors: the judge's turn next, one model in memory at a time)
     judged: dict[int, float] = {}  # sample -> the judge's P(yes)
     if judge_path is not None:
-        del model
+        policy[0] = None
         if device.type == "cuda":
             torch.cuda.empty_cache()
         verdict = _judge(cfg, judge_path, device, dtype, mine, verdicts, correct, k)
@@ -253,55 +353,46 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     # rank 0: every rank's, in question order (a question's own in their order: a stable sort)
     rows = [r for _, r in sorted(distributed.gather_to_main(rows), key=lambda r: r[0])]
     shown = [r for _, r in sorted(distributed.gather_to_main(shown), key=lambda r: r[0])][:SHOWN]
-    if counts.get("judged") is not None:
-        which = "that the rules reject" if cfg.judge == "wrong" else ""
-        log(f"sample: the judge decided {counts['judged']} samples {which} with a final "
-            f"answer and accepted {counts['judge_accepted']}".replace("  ", " "))
-        if counts["judge_too_long"]:
-            log(f"sample: {counts['judge_too_long']} requests were longer than the judge's "
-                "positions and not judged (rejected): shorten judge_prompt, or a judge with a "
-                "longer context")
-        else:
-            del counts["judge_too_long"]
-    if cfg.general_rows:
-        extra = general_rows(cfg.general_rows, seed)
-        rows += extra if main else []
-        counts["general"] = len(extra)
-    generated = counts["generated"]
-    if not counts["kept"] + counts.get("general", 0):
-        why = ", ".join(f"{k.removeprefix('rejected/')} {v}" for k, v in counts.items()
-                        if k.startswith("rejected/") and v)
-        hint = "raise samples_per_prompt or prompts, or relax the filters"
-        wrong, bad_format = counts["rejected/wrong"], counts["rejected/format"]
-        if wrong >= generated / 2:
-            hint = (("no sample was right" if wrong == generated else "most samples were "
-                     "wrong") + ": prompt the model as it was trained (template, prefill"
-                    + (", system_prompt: it applies to prompts without a system turn"
-                       if cfg.template == "chat" else "") + "), a stronger model, a higher "
-                    "temperature, or more samples_per_prompt; `r1kit eval` on the task's file "
-                    "shows its accuracy")
-        elif bad_format:
-            hint = (f"the format check wants format = {style!r}: set format (answer | think) "
-                    "to what the model writes, or " + hint)
-        if main:
-            with (stage_dir / "rejected_samples.jsonl").open("w") as fh:
-                fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in shown)
-        error = R1kitError(f"sample stage kept no rows out of {generated} samples (rejected: "
-                           f"{why or 'none'}); the first {min(generated, SHOWN)} are in "
-                           f"{stage_dir / 'rejected_samples.jsonl'}", hint)
-        error.same_on_every_process = True  # (every rank has the same counts)
-        raise error
-    summary = {"questions": len(examples),
-               "questions_with_rows": counts.pop("questions_with_rows", 0), **counts,
-               "rows": counts["kept"] + counts.get("general", 0), "seconds": time.time() - t0}
-    if main:
-        random.Random(f"sample-rows-{seed}").shuffle(rows)
-        with (stage_dir / "data.jsonl").open("w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        (stage_dir / "sample.json").write_text(json.dumps(summary, indent=2))
-    log("sample: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "seconds"))
-    return summary
+    return rows, counts, shown
+
+
+def parts_done(stage_dir: Path) -> list[tuple[int, int, Path]]:
+    """(first question, last question + 1, directory) of a sample stage's parts written so
+    far (checkpoints/step-N), one after another from question 0 (a part after a gap, or
+    overlapping one before it, is not used)."""
+    found = []
+    for d in (Path(stage_dir) / "checkpoints").glob("step-*"):
+        if (d / STATE_FILE).is_file() and d.name[5:].isdigit():
+            state = torch.load(d / STATE_FILE, weights_only=True)
+            if isinstance(state, dict) and "first" in state:
+                found.append((state["first"], int(d.name[5:]), d))
+    chain = []
+    for first, last, d in sorted(found, key=lambda p: p[:2]):
+        if first == (chain[-1][1] if chain else 0) and last > first:
+            chain.append((first, last, d))
+    return chain
+
+
+def _write_part(stage_dir: Path, first: int, last: int, rows: list, counts: Counter,
+                shown: list) -> None:
+    """checkpoints/step-`last`: a part's kept rows and shown samples (rank 0's: all of them)
+    and its counts."""
+    def write(tmp: Path) -> None:
+        for name, items in (("rows.jsonl", rows), ("shown.jsonl", shown)):
+            with (tmp / name).open("w") as fh:
+                fh.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
+        torch.save({"first": first, "counts": dict(counts)}, tmp / STATE_FILE)
+    if distributed.current().is_main:
+        write_checkpoint(stage_dir, last, 0, write)
+    distributed.wait_for_main()
+
+
+def _read_part(directory: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (directory / name).read_text().splitlines()]
+
+
+def _read_counts(directory: Path) -> Counter:
+    return Counter(torch.load(directory / STATE_FILE, weights_only=True)["counts"])
 
 
 SHOWN = 20  # samples written to rejected_samples.jsonl when a sample stage keeps none

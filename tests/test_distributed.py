@@ -644,16 +644,18 @@ lr = 1e-2
 general_docs = 600
 """
 
-def _one_and_two(tmp_path_factory, monkeypatch, text):
+def _one_and_two(tmp_path_factory, monkeypatch, text, *two_args):
     """The recipe `text` run in one process into ROOT/one and by torchrun's two into
-    ROOT/two: (the tiny-world cache, ROOT, torchrun's CompletedProcess)."""
+    ROOT/two (with `two_args` added to its command): (the tiny-world cache, ROOT, torchrun's
+    CompletedProcess)."""
     cache = tmp_path_factory.getbasetemp() / "dist-cache"
     root = tmp_path_factory.mktemp("recipe")
     recipe = root / "recipe.toml"
     recipe.write_text(text)
     monkeypatch.setenv("R1KIT_CACHE", str(cache))
     assert main(["run", str(recipe), "--out", str(root / "one")]) == 0
-    return cache, root, _launch(cache, "run", str(recipe), "--out", str(root / "two"))
+    return cache, root, _launch(cache, "run", str(recipe), "--out", str(root / "two"),
+                                *two_args)
 
 
 SPLIT_RECIPE = RECIPE_HEAD + """
@@ -691,11 +693,15 @@ def test_sample_and_eval_stages_split_their_questions_like_one_process(tmp_path_
                                                                       monkeypatch):
     """A sample stage (41 questions: 21 and 20 per rank, with a judge) and an eval stage (5
     problems) under torchrun, each rank its share of the questions, seeded per question: the
-    same data.jsonl, counts and eval records as one process with seeding = "question".
+    same data.jsonl, counts and eval records as one process with seeding = "question". The
+    torchrun run samples in resumable parts of 15 questions (save_every: 8 and 7 per rank,
+    twice, then 6 and 5), which changes nothing but what is written on the way.
     `r1kit eval` under torchrun likewise gives one process's results with --seeding
     question."""
-    cache, root, res = _one_and_two(tmp_path_factory, monkeypatch, SPLIT_RECIPE)
+    cache, root, res = _one_and_two(tmp_path_factory, monkeypatch, SPLIT_RECIPE,
+                                    "--set", "stages.data.save_every=15")
     one, two = root / "one", root / "two"
+    assert json.loads((two / "config.json").read_text())["stages"]["data"]["save_every"] == 15
     rows = (one / "data" / "data.jsonl").read_text()
     assert rows and (two / "data" / "data.jsonl").read_text() == rows
     counts = [{k: v for k, v in json.loads((d / "data" / "sample.json").read_text()).items()

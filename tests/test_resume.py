@@ -266,3 +266,68 @@ def test_interrupted_reward_model_resumes_exactly(tmp_path, monkeypatch, bpe_che
     base = load_file(model_dir / "model.safetensors")
     moved = [k for k in base if k in a and not torch.equal(base[k], a[k])]
     assert moved and (variant == "full" or all("q_proj" in k or "v_proj" in k for k in moved))
+
+
+SAMPLE_RECIPE = """
+[run]
+seed = 0
+progress = false
+tensorboard = false
+threads = 1
+
+[stages.base]
+kind = "pretrain"
+steps = 200
+corpus_docs = 3000
+hidden_size = 48
+intermediate_size = 96
+num_layers = 1
+lr = 1e-2
+general_docs = 600
+
+[stages.data]
+kind = "sample"
+model = "base"
+prompts = 41
+samples_per_prompt = 4
+keep_per_prompt = 2
+max_new_tokens = 24
+filters = []
+judge_model = "base"  # (the judge reads the samples the rules reject)
+judge_threshold = 0.3
+"""
+
+
+def test_an_interrupted_sample_stage_resumes_after_its_last_part(tmp_path, monkeypatch, capsys):
+    """A sample stage with save_every = 15 samples, judges and filters 41 questions in parts
+    of 15, each written as checkpoints/step-N; interrupted in its third part and run again,
+    it goes on after question 30. Its data.jsonl and counts are those of one pass seeded per
+    question (save_every seeds each question on its own), and the parts are removed at the
+    end."""
+    import json
+
+    import r1kit.sampling as sampling
+
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(SAMPLE_RECIPE)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main(["run", str(recipe), "--out", str(whole),
+                 "--set", 'stages.data.seeding="question"']) == 0
+    real = interrupt_at_call(monkeypatch, sampling, "_sample_part", 3)
+    assert main(["run", str(recipe), "--out", str(parts),
+                 "--set", "stages.data.save_every=15"]) == 130  # (interrupted)
+    assert sorted(p.name for p in (parts / "data" / "checkpoints").iterdir()) == \
+        ["step-15", "step-30"]
+    monkeypatch.setattr(sampling, "_sample_part", real)
+    capsys.readouterr()
+    assert main(["run", str(recipe), "--out", str(parts),
+                 "--set", "stages.data.save_every=15"]) == 0
+    assert "[data] resuming after question 30 of 41 (2 parts" in capsys.readouterr().out
+    rows = (whole / "data" / "data.jsonl").read_text()
+    assert rows and (parts / "data" / "data.jsonl").read_text() == rows
+    counts = [{k: v for k, v in json.loads((d / "data" / "sample.json").read_text()).items()
+               if k != "seconds"} for d in (whole, parts)]
+    assert counts[0] == counts[1] and counts[0]["generated"] == 41 * 4
+    assert counts[0]["judged"] > 0 and counts[0]["kept"] > counts[0]["questions_with_rows"]
+    assert not (parts / "data" / "checkpoints").exists()

@@ -155,12 +155,13 @@ class QuestionShare:
     (distributed.dealt), else all of them. The random numbers: one generator per question
     (seeded from `seed` and the question's index, so a question's samples do not depend on
     which process or batch samples it) under torchrun or with `per_question`, else one
-    generator seeded `seed` for all."""
+    generator seeded `seed` for all. `first`: the index of the first of the `n` questions in
+    a longer list sampled a part at a time (each question's seed is its index in that list)."""
 
-    def __init__(self, n: int, seed: int, per_question: bool, device):
+    def __init__(self, n: int, seed: int, per_question: bool, device, first: int = 0):
         self.index = distributed.dealt(n)
         if per_question or distributed.current().enabled:
-            self.draw = {"seeds": [question_seed(seed, 0, i) for i in self.index]}
+            self.draw = {"seeds": [question_seed(seed, 0, first + i) for i in self.index]}
         else:
             self.draw = {"generator": torch.Generator(device=device).manual_seed(seed)}
 
@@ -351,16 +352,16 @@ def sample_and_verify(model, tokenizer, task: Task, examples: list[Example],
                       prompts: list[list[int]], *, k: int, temperature: float, top_p: float,
                       max_new_tokens: int, stop_ids: list[int], seed: int, prefill: str = "",
                       max_rows: int = 1024, overlap: str = "auto", per_question: bool = False,
-                      gather: bool = True):
+                      gather: bool = True, first: int = 0):
     """k samples of each prompt: (their lengths and stops, their texts, and per text the
     task's verdict with {"answer": its final answer or None}); with `overlap` (auto | on |
     off) the verdicts are reached as samples finish, while the rest decode
     (r1kit.rewards.overlap). Under torchrun each rank samples and verifies its share of the
     prompts (distributed.dealt), and every rank returns all of them (module docstring);
-    `gather` False: only its own share's."""
+    `gather` False: only its own share's. `first`: as QuestionShare's."""
     device = next(model.parameters()).device
     stop = set(stop_ids)
-    part = QuestionShare(len(examples), seed, per_question, device)
+    part = QuestionShare(len(examples), seed, per_question, device, first)
     mine = part.take(examples)
     with OverlappedRewards(_Verdicts(task), lambda ids: response_text(tokenizer, ids, stop, prefill),
                            [mine[i // k] for i in range(len(mine) * k)],
