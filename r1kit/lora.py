@@ -95,8 +95,10 @@ def load_adapters(peft_model, directory: Path, device) -> None:
             directory)
         return
     # sharded: peft's loader cannot write into sharded weights; its file names each adapter
-    # without the adapter's name ("default"), under the peft model's prefix
-    by_saved = {PEFT_PREFIX + n.replace(f".{LORA_ADAPTER}.", "."): n
+    # without the adapter's name ("default"), under the peft model's prefix, and a module
+    # trained whole (a reward model's scalar head) by the module's own name
+    trained = f".modules_to_save.{LORA_ADAPTER}."
+    by_saved = {PEFT_PREFIX + n.replace(trained, ".").replace(f".{LORA_ADAPTER}.", "."): n
                 for n, p in model.named_parameters() if p.requires_grad}
     saved = load_file(path, device="cpu")
     unknown = sorted(k for k in saved if k not in by_saved)

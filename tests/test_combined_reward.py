@@ -219,8 +219,11 @@ def test_combined_reward_grpo_run_logs_every_component(tmp_path, monkeypatch):
                  *MICRO_BASE, *small, "--set", "stages.rl.steps=3",
                  "--set", "stages.rl.rollout_batch_size=64", "--set", "stages.rl.eval.every=0",
                  "--set", "run.progress=false"]) == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in logged if r["stage"] == "rl"]
     assert len(rows) == 3
+    # one row per reward-model optimizer step (200 rows, batches of 32: 7 each)
+    assert [r["step"] for r in logged if r["stage"] == "helpful"] == list(range(1, 8))
     for row in rows:
         assert row["general_frac"] == 0.25  # 2 of 8 questions
         for part in ("accuracy", "format", "language"):

@@ -762,13 +762,23 @@ def test_reward_models_train_under_two_processes_like_one(tmp_path_factory, monk
     extra = {"ddp": "", "fsdp": 'distributed = "fsdp"\nsave_every = 2\n',
              "fsdp-lora": 'distributed = "fsdp"\nsave_every = 2\nlora_rank = 4\n'
                           'lora_target_modules = ["q_proj", "v_proj"]\n'}[mode]
-    _, root, _ = _one_and_two(tmp_path_factory, monkeypatch,
-                              REWARD_RECIPE.replace("lr = 5e-3\n", "lr = 5e-3\n" + extra))
+    cache, root, _ = _one_and_two(tmp_path_factory, monkeypatch,
+                                  REWARD_RECIPE.replace("lr = 5e-3\n", "lr = 5e-3\n" + extra))
     one, two = root / "one", root / "two"
     if mode == "fsdp":
         for stage in ("helpful", "safety"):
             shards = two / stage / "checkpoints" / "step-2" / "optimizer"
             assert len(list(shards.glob("*.distcp"))) == 2, stage
+    if mode != "ddp":  # both stages resumed under fsdp from their last checkpoints (step-4,
+        # step-2), as if stopped there: the same end
+        again = root / "again"
+        shutil.copytree(two, again)
+        for stage in ("helpful", "safety"):
+            (again / stage / "stage.json").unlink()
+            (again / stage / "model.safetensors").unlink()
+        res = _launch(cache, "run", str(root / "recipe.toml"), "--out", str(again))
+        assert "[helpful] resuming from" in res.stdout and "[safety] resuming from" in res.stdout
+        two = again
     base = load_file(one / "base" / "model.safetensors")
     for stage, metric in (("helpful", "pairwise_accuracy"), ("safety", "safety_accuracy")):
         summaries = [json.loads((d / stage / "stage.json").read_text())["summary"]
