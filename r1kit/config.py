@@ -2089,6 +2089,33 @@ def _check_vocabulary(where: str, ref: str, loaded: dict) -> None:
               "save the model again")
 
 
+def models_from_hub_cache(recipe: Recipe) -> list[str]:
+    """Every model the recipe names by a Hugging Face Hub id ("Qwen/Qwen2.5-0.5B") that is no
+    stage and no path here, set to its directory in the Hugging Face cache where it is there
+    (r1kit.models.cached_hub_model), so that the stages, config.json and each stage's record
+    of its inputs name that directory (the revision's snapshot); a line for each."""
+    from r1kit.models import cached_hub_model
+
+    def local(where: str, ref):
+        if not isinstance(ref, str) or not ref or ref in recipe.stages or Path(ref).exists():
+            return ref
+        found = cached_hub_model(ref)
+        if found is None:
+            return ref  # (check_inputs says what is missing)
+        said.append(f"{where}: {ref} from the Hugging Face cache: {found}")
+        return str(found)
+
+    said: list[str] = []
+    for name, cfg in recipe.stages.items():
+        for field_name in MODEL_FIELDS:
+            if hasattr(cfg, field_name):
+                setattr(cfg, field_name, local(f"stages.{name}.{field_name}",
+                                               getattr(cfg, field_name)))
+        if isinstance(getattr(cfg, "models", None), list):
+            cfg.models = [local(f"stages.{name}.models", m) for m in cfg.models]
+    return said
+
+
 def check_inputs(recipe: Recipe) -> None:
     """Every model and data file a recipe names exists (run before any work starts)."""
     earlier: list[str] = []

@@ -22,17 +22,28 @@ def out_of_memory(exc: BaseException) -> bool:
                                            or "out of memory" in str(exc).lower()))
 
 
-def hub_note(ref: str, dataset: bool = False) -> str:
-    """" (r1kit reads local …: download it first …)" where `ref` looks like a Hugging Face Hub
-    id ("Qwen/Qwen2.5-0.5B", "openai/gsm8k") and is no local path; "" otherwise."""
+def looks_like_hub_id(ref: str) -> bool:
+    """Whether `ref` looks like a Hugging Face Hub id ("Qwen/Qwen2.5-0.5B", "openai/gsm8k",
+    "Qwen/Qwen2.5-0.5B@main") and is no local path."""
     from pathlib import Path
 
     ref = str(ref)
-    if ref.count("/") != 1 or ref.startswith((".", "/", "~")) or Path(ref.split("/")[0]).exists():
+    return not (ref.count("/") != 1 or ref.startswith((".", "/", "~"))
+                or Path(ref.split("/")[0]).exists())
+
+
+def hub_note(ref: str, dataset: bool = False) -> str:
+    """" (r1kit reads local …: download it first …)" where `ref` looks like a Hugging Face Hub
+    id and is no local path (nor, for a model, in the Hugging Face cache); "" otherwise."""
+    ref = str(ref)
+    if not looks_like_hub_id(ref):
         return ""
     if dataset:
         return (" (r1kit reads local data files, never the Hugging Face Hub: download it first, "
                 f"e.g. huggingface-cli download {ref} --repo-type dataset --local-dir DIR, and "
                 "give one of its .jsonl or .parquet files)")
-    return (" (r1kit reads local checkpoint directories, never the Hugging Face Hub: download it "
-            f"first, e.g. huggingface-cli download {ref} --local-dir DIR, and give DIR)")
+    repo, _, revision = ref.partition("@")
+    return (" (r1kit reads local checkpoint directories and the Hugging Face cache, and never "
+            f"downloads: it is not in the cache; huggingface-cli download {repo}"
+            + (f" --revision {revision}" if revision else "")
+            + " puts it there, or give a directory of your own)")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from r1kit.errors import R1kitError, hub_note
+from r1kit.errors import R1kitError, hub_note, looks_like_hub_id
 
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "<|eos|>",
@@ -134,10 +134,29 @@ def trusting_remote_code(trust: bool):
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
+def cached_hub_model(ref: str) -> Path | None:
+    """The directory of a Hugging Face Hub model id ("Qwen/Qwen2.5-0.5B", or with a revision:
+    "Qwen/Qwen2.5-0.5B@main", a branch, tag or commit) in the Hugging Face cache, where
+    `huggingface-cli download ID` or transformers put it (HF_HOME, HF_HUB_CACHE); None where
+    `ref` is no such id or is not in the cache. r1kit never downloads."""
+    if not looks_like_hub_id(ref):
+        return None
+    repo, _, revision = str(ref).partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, revision=revision or None, local_files_only=True))
+    except Exception:  # (not cached, a malformed id, no huggingface_hub: not found)
+        return None
+
+
 def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
     """A clear error unless `path` is a Hugging Face checkpoint directory of a causal LM
-    (`kind="causal"`) or of a reward model with a scalar head (`kind="reward"`)."""
+    (`kind="causal"`) or of a reward model with a scalar head (`kind="reward"`). A Hub id in
+    the Hugging Face cache is its directory there (cached_hub_model)."""
     p = Path(path)
+    if not p.exists():
+        p = cached_hub_model(str(path)) or p
     if p.is_file():
         raise R1kitError(f"{str(p)!r} is a file, not a model directory",
                          f"give the checkpoint's directory ({str(p.parent)!r}?)")
@@ -232,7 +251,8 @@ def adapter_base(path: str | os.PathLike) -> Path:
                          "set base_model_name_or_path to the base model's directory, " + merge)
     base = Path(named)
     if not base.is_absolute():  # peft writes the path as it was given: relative to where it ran
-        base = base if base.is_dir() else p / base
+        # (or a Hub id, as TRL's adapters name their base: read from the Hugging Face cache)
+        base = base if base.is_dir() else cached_hub_model(named) or p / base
     if not base.is_dir():
         raise R1kitError(f"{str(p)!r} holds a LoRA adapter (peft) on the base model {named!r}, "
                          f"which is not a directory here{hub_note(named)}",

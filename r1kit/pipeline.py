@@ -34,6 +34,7 @@ from r1kit.config import (
     SampleConfig,
     SFTConfig,
     check_inputs,
+    models_from_hub_cache,
     reads_general_file,
     reward_specs,
     to_dict,
@@ -383,6 +384,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                          "give --out a directory (new, or one an earlier run wrote)")
     failed = None
     try:
+        for line in models_from_hub_cache(recipe):
+            print_fn(line)
         check_inputs(recipe)
         _check_fsdp(recipe)
     except R1kitError as exc:

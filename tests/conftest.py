@@ -24,6 +24,37 @@ TIMING = ("step_seconds", "gen_seconds", "reward_seconds", "train_seconds", "tok
           "seconds")
 
 
+@pytest.fixture(autouse=True)
+def _empty_hub_cache(tmp_path_factory, monkeypatch):
+    """Every test sees an empty Hugging Face cache of its own (a Hub id as a model is read from
+    the cache: r1kit.models.cached_hub_model), not the machine's; processes it starts too."""
+    import huggingface_hub.constants
+
+    empty = tmp_path_factory.getbasetemp() / "hf-hub-empty"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(empty))
+    monkeypatch.setenv("HF_HUB_CACHE", str(empty))
+
+
+def hub_cache_with(root: Path, repo: str, checkpoint: Path, monkeypatch) -> Path:
+    """A Hugging Face cache at `root` holding `checkpoint` as the Hub model `repo` (its main
+    revision's snapshot, as huggingface-cli download lays it out), made the one every test
+    and the processes it starts read; returns the snapshot's directory."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    folder = root / ("models--" + repo.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = folder / "snapshots" / commit
+    shutil.copytree(checkpoint, snapshot)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setenv("HF_HUB_CACHE", str(root))
+    return snapshot
+
+
 def rows_without_timings(path: Path) -> list[dict]:
     """The rows of metrics.jsonl / eval.jsonl with the timing fields left out."""
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING}

@@ -297,7 +297,8 @@ def test_a_hub_id_as_model_says_r1kit_reads_local_directories(monkeypatch, tmp_p
     so and how to get the directory, and where relative paths start."""
     monkeypatch.chdir(tmp_path)
     msg = _error(['stages.zero.model="Qwen/Qwen2.5-0.5B"'], ZERO_TINY.resolve())
-    assert "never the Hugging Face Hub" in msg and "download Qwen/Qwen2.5-0.5B" in msg
+    assert "never downloads: it is not in the cache" in msg
+    assert "huggingface-cli download Qwen/Qwen2.5-0.5B puts it there" in msg
     assert f"paths are relative to {tmp_path}" in msg
     # a data set's hub id, r1kit eval's --model, and a CSV file say so too
     msg = _error(['stages.zero.task="math"', 'stages.zero.train_file="openai/gsm8k"'],
@@ -306,7 +307,7 @@ def test_a_hub_id_as_model_says_r1kit_reads_local_directories(monkeypatch, tmp_p
     from r1kit.models import check_model_dir
     from r1kit.tasks.math import read_rows
 
-    with pytest.raises(R1kitError, match="download Qwen/Qwen2.5-0.5B --local-dir"):
+    with pytest.raises(R1kitError, match="download Qwen/Qwen2.5-0.5B puts it there"):
         check_model_dir("Qwen/Qwen2.5-0.5B")
     (tmp_path / "rows.csv").write_text("question,answer\n1+1,2\n")
     with pytest.raises(R1kitError, match="reads JSONL .* and parquet .* not .csv") as info:

@@ -313,3 +313,50 @@ def test_an_sft_prompt_too_long_for_max_length_names_the_system_turn(bpe_checkpo
         encode_rows(tok, [("What is 2 + 3?", "5")], "chat", with_system, system=True)
     assert f"{with_system} tokens with its system turn, {without} without" in str(info.value)
     assert encode_rows(tok, [("What is 2 + 3?", "5")], "chat", with_system, system=False)
+
+
+def test_a_hub_id_is_read_from_the_hugging_face_cache(bpe_checkpoint, tmp_path, monkeypatch,
+                                                      capsys):
+    """`model = "acme/tiny-math"` (a TRL habit) where `huggingface-cli download acme/tiny-math`
+    put it: the recipe's stages, config.json and the stage's record of its inputs name the
+    cached snapshot (nothing is downloaded), `r1kit eval --model` takes the id, and a peft
+    adapter whose base model is named by that id loads on it. A revision not in the cache is
+    refused with how to get it."""
+    from conftest import hub_cache_with
+
+    from r1kit.models import check_model_dir, load_model
+
+    snapshot = hub_cache_with(tmp_path / "hub", "acme/tiny-math", bpe_checkpoint, monkeypatch)
+    assert check_model_dir("acme/tiny-math") == snapshot
+    assert check_model_dir("acme/tiny-math@main") == snapshot
+    out = tmp_path / "run"
+    assert main(["run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out),
+                 "--set", 'stages.zero.model="acme/tiny-math"', "--set", "stages.zero.steps=1",
+                 "--set", "stages.zero.group_size=2", "--set", "stages.zero.rollout_batch_size=4",
+                 "--set", "stages.zero.max_new_tokens=4", "--set", "stages.zero.save_every=0",
+                 "--set", "stages.zero.eval.every=0", "--set", "run.progress=false"]) == 0
+    said = capsys.readouterr().out
+    assert f"stages.zero.model: acme/tiny-math from the Hugging Face cache: {snapshot}" in said
+    assert json.loads((out / "config.json").read_text())["stages"]["zero"]["model"] == \
+        str(snapshot)
+    inputs = json.loads((out / "zero" / "stage.json").read_text())["inputs"]
+    assert str(snapshot.resolve()) in inputs  # (its files fingerprinted: a new revision shows)
+    assert main(["eval", "--model", "acme/tiny-math", "--bench", "tiny", "--limit", "2",
+                 "--k", "1", "--max-new-tokens", "4", "--out", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["settings"]["model"] == str(snapshot)
+    # TRL's adapters name their base model by its Hub id
+    from peft import LoraConfig, get_peft_model
+
+    adapter = tmp_path / "adapter"
+    get_peft_model(load_model(snapshot, torch.device("cpu"), torch.float32),
+                   LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {**config, "base_model_name_or_path": "acme/tiny-math"}))
+    assert check_model_dir(adapter) == adapter
+    assert load_model(adapter, torch.device("cpu"), torch.float32) is not None
+    capsys.readouterr()
+    assert main(["eval", "--model", "acme/tiny-math@v2", "--bench", "tiny", "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "never downloads: it is not in the cache" in err
+    assert "huggingface-cli download acme/tiny-math --revision v2 puts it there" in err
