@@ -736,3 +736,62 @@ def test_each_process_samples_its_share_of_the_problems(monkeypatch, bpe_checkpo
     assert [[(q, len(group)) for q, group in part] for part in shares] == \
         [[(0, 2), (2, 2), (4, 2)], [(1, 2), (3, 2)]]
     assert two == one
+
+
+def test_an_interrupted_eval_goes_on_after_the_benchmarks_it_finished(bpe_checkpoint, tmp_path,
+                                                                     monkeypatch, capsys):
+    """`r1kit eval --out FILE` writes FILE after each benchmark; interrupted in its second and
+    run again, the command takes the first one's results from FILE and evaluates the rest: the
+    same results as an uninterrupted run. Other settings, or a changed model, start over."""
+    import shutil
+
+    import r1kit.eval.cli as cli
+
+    model = tmp_path / "model"
+    shutil.copytree(bpe_checkpoint, model)
+    command = ["eval", "--model", str(model), "--bench", "gsm8k,tiny", "--limit", "2", "--k",
+               "2", "--max-new-tokens", "6"]
+    whole, out = tmp_path / "whole.json", tmp_path / "out.json"
+    assert main([*command, "--out", str(whole)]) == 0
+    real, calls = cli.evaluate, []
+
+    def counted(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2 and stop:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(cli, "evaluate", counted)
+    stop = True
+    assert main([*command, "--out", str(out)]) == 130
+    held = json.loads(out.read_text())
+    assert [r["benchmark"] for r in held["results"]] == ["gsm8k"]
+    assert held["resume"]["unfinished"] == ["tiny"]
+    stop, calls[:] = False, []
+    capsys.readouterr()
+    assert main([*command, "--out", str(out)]) == 0
+    assert f"resuming {out}: gsm8k evaluated by an interrupted run" in capsys.readouterr().out
+    assert len(calls) == 1  # tiny alone
+
+    def without_seconds(path):
+        data = json.loads(path.read_text())
+        return {**data, "results": [{k: v for k, v in r.items() if k != "seconds"}
+                                    for r in data["results"]]}
+    assert without_seconds(out) == without_seconds(whole)  # (and no "resume" left)
+    # interrupted again; run with another k: from the start
+    calls[:], stop = [], True
+    assert main([*command, "--out", str(out)]) == 130
+    stop, calls[:] = False, []
+    assert main([*command[:-3], "3", *command[-2:], "--out", str(out)]) == 0  # (--k 3)
+    assert len(calls) == 2
+    # interrupted again; its model's weights changed meanwhile: from the start
+    from safetensors.torch import load_file, save_file
+
+    calls[:], stop = [], True
+    assert main([*command, "--out", str(out)]) == 130
+    weights = load_file(model / "model.safetensors")
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()},
+              model / "model.safetensors", metadata={"format": "pt"})
+    stop, calls[:] = False, []
+    assert main([*command, "--out", str(out)]) == 0
+    assert len(calls) == 2

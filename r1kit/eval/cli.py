@@ -336,6 +336,27 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
     if prefill is None:
         prefill = "<think>\n" if template == "chat" else ""
     stop_ids = stop_token_ids(tokenizer, model)
+    settings = {"model": str(path), "template": template, "prefill": prefill,
+                "system_prompt": system_text(system or False) or False,
+                "temperature": args.temperature, "top_p": args.top_p,
+                "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+                "limit": args.limit, "read_untagged": read_untagged,
+                "seeding": "question" if distributed.current().enabled else args.seeding}
+    if positions is not None:  # each result's max_new_tokens: the length it used
+        settings["max_new_tokens_up_to_position"] = positions
+    if any(is_data_file(n) for n in names):
+        settings.update(question_field=args.question_field, answer_field=args.answer_field)
+        if args.choices_field:
+            settings["choices_field"] = args.choices_field
+    out = Path(args.out) if args.out else None
+    inputs = _inputs(Path(path), names) if out is not None else {}
+    # benchmarks an interrupted run of this command evaluated (rank 0's view decides for all)
+    earlier = distributed.broadcast_object(
+        _unfinished(out, settings, inputs) if out is not None and distributed.current().is_main
+        else {})
+    if earlier:
+        print(f"resuming {out}: {', '.join(earlier)} evaluated by an interrupted run of this "
+              "command with these settings, on the same model and files")
     results = []
     for name in names:
         t0 = time.time()
@@ -356,6 +377,11 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
             max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
             print(f"{name}: max_new_tokens {max_new}, up to the model's {positions} positions "
                   "(--max-new-tokens to choose)")
+        done = earlier.get(name)
+        if done is not None and (done.get("k"), done.get("n"), done.get("max_new_tokens")) == (
+                k, len(examples), max_new):
+            results.append(done)
+            continue
         res = evaluate(model, tokenizer, task, examples, prompts, k=k,
                        temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=max_new, stop_ids=stop_ids, seed=args.seed,
@@ -372,26 +398,55 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
                      and BENCHMARKS[name].kind == "math" else {}),
                   "samples": res.samples, "seconds": time.time() - t0}
         results.append(record)
+        if out is not None and distributed.current().is_main and len(results) < len(names):
+            # (so far: an interrupted command, run again, goes on after it)
+            _write_results(out, settings, results,
+                           {"inputs": inputs, "unfinished": names[len(results):]})
     print(format_table(results))
-    if args.out and distributed.current().is_main:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        settings = {"model": str(path), "template": template, "prefill": prefill,
-                    "system_prompt": system_text(system or False) or False,
-                    "temperature": args.temperature, "top_p": args.top_p,
-                    "max_new_tokens": args.max_new_tokens, "seed": args.seed,
-                    "limit": args.limit, "read_untagged": read_untagged,
-                    "seeding": "question" if distributed.current().enabled else args.seeding}
-        if positions is not None:  # each result's max_new_tokens: the length it used
-            settings["max_new_tokens_up_to_position"] = positions
-        if any(is_data_file(n) for n in names):
-            settings.update(question_field=args.question_field, answer_field=args.answer_field)
-            if args.choices_field:
-                settings["choices_field"] = args.choices_field
-        out.write_text(json.dumps({"settings": settings, "results": results}, indent=2,
-                                  ensure_ascii=False))
+    if out is not None and distributed.current().is_main:
+        _write_results(out, settings, results)
         print(f"results: {out}")
     return results
+
+
+def _write_results(out: Path, settings: dict, results: list[dict],
+                   resume: dict | None = None) -> None:
+    """--out: the settings and results; while benchmarks remain (`resume`), what a rerun of
+    the command needs to go on after the ones done. Written whole, then renamed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps({"settings": settings, "results": results,
+                               **({"resume": resume} if resume else {})}, indent=2,
+                              ensure_ascii=False))
+    os.replace(tmp, out)
+
+
+def _inputs(model: Path, names: list[str]) -> dict:
+    """Fingerprints of the model's files and of benchmark files of your own (r1kit.pipeline's:
+    sizes, times, sha256 up to 64 MiB)."""
+    from r1kit.pipeline import _fingerprint
+    from r1kit.tasks.math import data_files
+
+    out = {str(model.resolve()): _fingerprint(model)}
+    for name in names:
+        if is_data_file(name):
+            out.update({str(f.resolve()): _fingerprint(f) for f in data_files(name)})
+    return out
+
+
+def _unfinished(out: Path, settings: dict, inputs: dict) -> dict[str, dict]:
+    """The results, by benchmark, of an interrupted run of the same command in --out (its
+    settings and its model's and files' fingerprints the same); {} if none."""
+    try:
+        held = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return {}
+    resume = held.get("resume") if isinstance(held, dict) else None
+    if not isinstance(resume, dict) or held.get("settings") != json.loads(json.dumps(settings)) \
+            or resume.get("inputs") != json.loads(json.dumps(inputs)):
+        return {}
+    return {r["benchmark"]: r for r in held.get("results") or []
+            if isinstance(r, dict) and isinstance(r.get("benchmark"), str)}
 
 
 def format_table(results: list[dict]) -> str:
