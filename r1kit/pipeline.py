@@ -502,8 +502,9 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             if main:
                 _write_json(stage_dir / INPUTS_FILE, inputs)
                 _note_precision(name, stage_dir, device, dtype, print_fn)
-            if not isinstance(cfg, (GRPOConfig, SFTConfig, RewardModelConfig)):  # those may
-                log.drop(name)  # resume: they drop their own rows
+            if not isinstance(cfg, (GRPOConfig, SFTConfig, RewardModelConfig,
+                                    EvalStageConfig)):  # those may resume: they drop their
+                log.drop(name)  # own rows
 
             def stage(name=name, cfg=cfg, stage_dir=stage_dir):
                 return _run_stage(name, cfg, recipe, run_dir, stage_dir, device, dtype, log,

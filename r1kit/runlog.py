@@ -57,13 +57,15 @@ class RunLog:
         append_line(self.run_dir / name, json.dumps({k: _clean(v) for k, v in record.items()})
                     + "\n")
 
-    def drop(self, stage: str, after_step: int = -1) -> None:
-        """Forget the rows a stage wrote after `after_step` (all of them with -1): a stage that
-        reruns, or resumes from a checkpoint, does not log its steps twice."""
+    def drop(self, stage: str, after_step: int = -1, keep=None) -> None:
+        """Forget the rows a stage wrote after `after_step` (all of them with -1; with `keep`,
+        those for which keep(row) is false): a stage that reruns, or resumes from a
+        checkpoint, does not log its steps twice."""
         for name in ("metrics.jsonl", "eval.jsonl"):
             path = self.run_dir / name
             rows = read_jsonl(path)
-            kept = [r for r in rows if r.get("stage") != stage or r.get("step", 0) <= after_step]
+            kept = [r for r in rows if r.get("stage") != stage or (
+                keep(r) if keep is not None else r.get("step", 0) <= after_step)]
             if len(kept) != len(rows):
                 tmp = path.with_name(name + ".tmp")
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")

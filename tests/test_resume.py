@@ -331,3 +331,52 @@ def test_an_interrupted_sample_stage_resumes_after_its_last_part(tmp_path, monke
     assert counts[0] == counts[1] and counts[0]["generated"] == 41 * 4
     assert counts[0]["judged"] > 0 and counts[0]["kept"] > counts[0]["questions_with_rows"]
     assert not (parts / "data" / "checkpoints").exists()
+
+
+def test_an_interrupted_eval_stage_goes_on_after_the_models_it_evaluated(tmp_path, monkeypatch,
+                                                                         capsys, bpe_checkpoint):
+    """An eval stage of two models writes checkpoints/step-1 after the first; interrupted in
+    the second and run again, it evaluates the second alone: the same eval.json, table and
+    eval.jsonl records as an uninterrupted run, and the checkpoint removed at the end."""
+    import json
+
+    import r1kit.stages.evaluate as evaluate
+
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(SAMPLE_RECIPE.split("[stages.data]")[0] + f"""
+[stages.table]
+kind = "eval"
+models = ["base", "{bpe_checkpoint}"]
+k = 2
+limit = 4
+max_new_tokens = 12
+""")
+    whole, again = tmp_path / "whole", tmp_path / "again"
+    assert main(["run", str(recipe), "--out", str(whole)]) == 0
+    real = interrupt_at_call(monkeypatch, evaluate, "_evaluate_on", 2)
+    assert main(["run", str(recipe), "--out", str(again)]) == 130
+    assert [p.name for p in (again / "table" / "checkpoints").iterdir()] == ["step-1"]
+    calls = []
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+    monkeypatch.setattr(evaluate, "_evaluate_on", counted)
+    capsys.readouterr()
+    assert main(["run", str(recipe), "--out", str(again)]) == 0
+    assert "[table] resuming after base (evaluated by the interrupted run" in \
+        capsys.readouterr().out
+    assert len(calls) == 1
+
+    def without_seconds(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    for d in (whole, again):
+        assert not (d / "table" / "checkpoints").exists()
+    tables = [without_seconds(json.loads((d / "table" / "eval.json").read_text()))
+              for d in (whole, again)]
+    assert tables[0] == tables[1] and [r["model"] for r in tables[0]] == \
+        ["base", str(bpe_checkpoint)]
+    assert rows_without_timings(again / "eval.jsonl") == rows_without_timings(whole / "eval.jsonl")
+    assert (again / "table" / "stage_table.md").read_text() == \
+        (whole / "table" / "stage_table.md").read_text()

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
 from r1kit import distributed
+from r1kit.checkpoints import STATE_FILE, latest_checkpoint, write_checkpoint
 from r1kit.config import EvalStageConfig
 from r1kit.errors import R1kitError
 from r1kit.eval.benchmarks import bench_name, load_benchmark
@@ -138,8 +140,14 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
                      f"{theirs[1]!r} (stage {stage!r}); this stage prompts every model with "
                      f"template {cfg.template!r}, prefill {cfg.prefill!r} (r1kit eval --model "
                      f"{path} prompts it as its stage did)")
-    table = []
-    for ref, path in models.items():
+    # the models an interrupted run of the stage evaluated (checkpoints/step-N: the table's
+    # first N rows), kept with their eval.jsonl records; the others' records dropped
+    table = distributed.broadcast_object(_evaluated(stage_dir, list(models)))
+    if table:
+        print_fn(f"[{name}] resuming after {', '.join(r['model'] for r in table)} (evaluated "
+                 "by the interrupted run: checkpoints/)")
+    log.drop(name, keep=lambda r: r.get("model") in {row["model"] for row in table})
+    for ref, path in list(models.items())[len(table):]:
         t0 = time.time()
         tokenizer = load_tokenizer(path)
         model = load_model(path, device, dtype, tokenizer).eval()
@@ -171,11 +179,31 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
                      "in this stage reads them whole, as open-r1)")
         table.append(row)
         del model
+        if len(table) < len(models) and distributed.current().is_main:
+            write_checkpoint(stage_dir, len(table), 1,
+                             lambda tmp: _write_evaluated(tmp, table))
     if distributed.current().is_main:
         write_table(table, stage_dir, k=cfg.k, benchmarks=list(benches))
         (stage_dir / "eval.json").write_text(json.dumps(table, indent=2))
+        shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)  # (eval.json holds them)
     return {"rows": [{k: v for k, v in r.items() if k not in ("general_samples", "by_level")}
                      for r in table]}
+
+
+def _write_evaluated(directory: Path, table: list[dict]) -> None:
+    """A checkpoint of the eval stage: the rows of the models evaluated so far."""
+    (directory / "table.json").write_text(json.dumps(table, ensure_ascii=False))
+    torch.save({"models": [row["model"] for row in table]}, directory / STATE_FILE)
+
+
+def _evaluated(stage_dir: Path, refs: list[str]) -> list[dict]:
+    """The rows of the stage's newest checkpoint, where its models are the first of `refs`
+    (else none: the stage starts over)."""
+    newest = latest_checkpoint(stage_dir)
+    if newest is None:
+        return []
+    rows = json.loads((newest / "table.json").read_text())
+    return rows if [r["model"] for r in rows] == refs[:len(rows)] else []
 
 
 def _evaluate_on(model, tokenizer, cfg, task, test, stop_ids, seed, positions, **options):
