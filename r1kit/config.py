@@ -495,6 +495,10 @@ class RewardModelConfig:
     # stage cuts the same way (reward_model.json)
     max_length: int = 0
     lr: float = 6e-6
+    # linear warm-up over warmup_steps, then cosine decay to lr * final_lr_ratio; the paper
+    # gives one learning rate: 1 keeps it constant
+    warmup_steps: int = 0
+    final_lr_ratio: float = 1.0
     max_grad_norm: float = 1.0
     activation_checkpointing: bool = False  # recompute each layer in backward: less memory
     save_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only the final model
@@ -517,6 +521,9 @@ class RewardModelConfig:
                 _fail(f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
         if not self.max_grad_norm > 0:
             _fail(f"{where}.max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
+        if self.warmup_steps < 0 or not 0 <= self.final_lr_ratio <= 1:
+            _fail(f"{where}.warmup_steps", "warmup_steps must be >= 0 and final_lr_ratio in "
+                  f"[0, 1], got {self.warmup_steps} and {self.final_lr_ratio}")
         if not self.model:
             _fail(f"{where}.model", "is required",
                   "set it to an earlier stage's name or to a checkpoint directory")

@@ -232,8 +232,9 @@ def test_interrupted_reward_model_resumes_exactly(tmp_path, monkeypatch, bpe_che
     shutil.copytree(bpe_checkpoint, model_dir)
     config["attention_dropout"] = 0.2
     (model_dir / "config.json").write_text(json.dumps(config))
+    # (LoRA: the paper's constant lr; whole weights: warm-up, then cosine decay)
     lora = {"lora_rank": 4, "lora_target_modules": ["q_proj", "v_proj"]} \
-        if variant == "lora" else {}
+        if variant == "lora" else {"warmup_steps": 2, "final_lr_ratio": 0.1}
 
     def recipe(**more):
         return recipe_from_dict({"run": {"progress": False, "tensorboard": False}, "stages": {
@@ -257,6 +258,11 @@ def test_interrupted_reward_model_resumes_exactly(tmp_path, monkeypatch, bpe_che
     assert rows == rows_without_timings(whole / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, 7))  # ceil(24 / 4) steps
     assert all(0 <= r["accuracy"] <= 1 and r["grad_norm"] > 0 for r in rows)
+    lrs = [r["lr"] for r in rows]
+    if variant == "lora":
+        assert lrs == [1e-2] * 6
+    else:  # 5e-3, 1e-2 in the warm-up, then the cosine from 1e-2 towards 1e-3
+        assert lrs[:3] == [5e-3, 1e-2, 1e-2] and lrs[2] > lrs[3] > lrs[4] > lrs[5] > 1e-3
     summaries = [json.loads((d / "helpful" / "stage.json").read_text())["summary"]
                  for d in (whole, resumed)]
     assert summaries[0]["pairwise_accuracy"] == summaries[1]["pairwise_accuracy"]

@@ -42,6 +42,7 @@ from r1kit.models import (
     save_model,
     trained_positions,
 )
+from r1kit.stages.pretrain import cosine_lr
 from r1kit.tasks import general
 from r1kit.tasks.math import kind_of, likely_field, read_rows, row_at
 from r1kit.templates import check_messages, prompt_text
@@ -329,6 +330,9 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
         if sharded:  # every forward and backward is a collective: as many passes per rank
             want = int(distributed.all_reduce(torch.tensor(len(parts), device=device), "max"))
             parts += [(batch[:1], 0.0)] * (want - len(parts))
+        lr = cosine_lr(step, steps, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio)
+        for group in opt.param_groups:
+            group["lr"] = lr
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=device)
         right = torch.zeros((), device=device)
@@ -347,13 +351,13 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
         if runlog is not None:
             seconds = time.time() - t_step
             runlog.metrics({"stage": name, "step": step + 1, "loss": total,
-                            "accuracy": accuracy, "lr": cfg.lr, "grad_norm": grad_norm.item(),
+                            "accuracy": accuracy, "lr": lr, "grad_norm": grad_norm.item(),
                             "rows": len(batch), "step_seconds": seconds})
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
             save_trained(stage_dir, step + 1, cfg.keep_checkpoints, model, opt, tokenizer,
                          lora, {"step": step + 1, "steps": steps})
         if (step + 1) % max(1, steps // 5) == 0:
-            log(f"reward model step {step + 1}/{steps} loss {total:.4f}")
+            log(f"reward model step {step + 1}/{steps} loss {total:.4f} lr {lr:.2e}")
     model.eval()
     lo, hi = distributed.portion(len(test))
     # (sharded: the weights gathered, so that ranks may score different numbers of parts)
