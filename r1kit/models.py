@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from r1kit.errors import R1kitError, hub_note, looks_like_hub_id
+from r1kit.errors import R1kitError, hub_note
 
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "<|eos|>",
@@ -139,9 +139,12 @@ def cached_hub_model(ref: str) -> Path | None:
     "Qwen/Qwen2.5-0.5B@main", a branch, tag or commit) in the Hugging Face cache, where
     `huggingface-cli download ID` or transformers put it (HF_HOME, HF_HUB_CACHE); None where
     `ref` is no such id or is not in the cache. r1kit never downloads."""
-    if not looks_like_hub_id(ref):
+    ref = str(ref)
+    # (a local folder named like the organisation does not hide the cache: only a path that
+    # exists does)
+    if ref.count("/") != 1 or ref.startswith((".", "/", "~")) or Path(ref).exists():
         return None
-    repo, _, revision = str(ref).partition("@")
+    repo, _, revision = ref.partition("@")
     try:
         from huggingface_hub import snapshot_download
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -105,6 +106,33 @@ def _more_steps(changed: list[str], previous: dict, resolved: dict, names: list[
     if isinstance(old, int) and isinstance(new, int) and new > old:
         return stage, old
     return None
+
+
+_SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})/?$")
+
+
+def _moved_revisions(changed: list[str], previous: dict, resolved: dict
+                     ) -> list[tuple[str, str, str]]:
+    """(repo, the old commit, the new one) for each model setting among `changed` that names
+    a Hub id's snapshot in the Hugging Face cache (config.models_from_hub_cache) whose
+    revision moved since the run began (`huggingface-cli download` of a newer one)."""
+    def value(config, key: str):
+        for part in key.split("."):
+            config = config.get(part) if isinstance(config, dict) else None
+        return config
+
+    out = []
+    for key in changed:
+        olds, news = value(previous, key), value(resolved, key)
+        if not isinstance(olds, list):
+            olds, news = [olds], [news]
+        for old, new in zip(olds, news if isinstance(news, list) else []):
+            a = _SNAPSHOT.search(old) if isinstance(old, str) else None
+            b = _SNAPSHOT.search(new) if isinstance(new, str) else None
+            if a and b and a.groups()[:2] == b.groups()[:2] and a[3] != b[3] \
+                    and (f"{a[1]}/{a[2]}", a[3], b[3]) not in out:
+                out.append((f"{a[1]}/{a[2]}", a[3], b[3]))
+    return out
 
 
 def _holds_results(stage_dir: Path) -> bool:
@@ -448,6 +476,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
             shown = _shown(changed)
             stage = stage_of(changed[0], names)
             more = _more_steps(changed, previous, resolved, names)
+            moved = _moved_revisions(changed, _with_defaults(previous), resolved)
             raise R1kitError(
                 f"{run_dir} holds a run with other settings: {shown}"
                 + (f" (with --from {from_stage}, the stages before it are kept as they are)"
@@ -461,7 +490,10 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                 + (f"; to train stage {more[0]!r} further without starting it over, keep its "
                    f"steps at {more[1]} and add a stage after it with model = \"{more[0]}\" "
                    f"and the steps to add (its optimizer, and its reference model for the KL "
-                   "term, start from there)" if more else ""))
+                   "term, start from there)" if more else "")
+                + "".join(f"; in the Hugging Face cache, {repo}'s revision is {new[:12]} now, "
+                          f"{old[:12]} when this run began: to go on with that one, name it "
+                          f"{repo}@{old}" for repo, old, new in moved))
     distributed.wait_for_main()  # every rank has compared before rank 0 writes
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -252,6 +252,8 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
         if main:
             with (stage_dir / "rejected_samples.jsonl").open("w") as fh:
                 fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in shown)
+            if on_disk:  # (parts that kept nothing: no results that new settings would mix
+                _remove_parts(stage_dir)  # with, as a stage without parts holds none)
         error = R1kitError(f"sample stage kept no rows out of {generated} samples (rejected: "
                            f"{why or 'none'}); the first {min(generated, SHOWN)} are in "
                            f"{stage_dir / 'rejected_samples.jsonl'}", hint)
@@ -267,7 +269,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         (stage_dir / "sample.json").write_text(json.dumps(summary, indent=2))
         if on_disk:  # (data.jsonl holds their rows now)
-            shutil.rmtree(stage_dir / "checkpoints")
+            _remove_parts(stage_dir)
     log("sample: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "seconds"))
     return summary
 
@@ -385,6 +387,14 @@ def _write_part(stage_dir: Path, first: int, last: int, rows: list, counts: Coun
     if distributed.current().is_main:
         write_checkpoint(stage_dir, last, 0, write)
     distributed.wait_for_main()
+
+
+def _remove_parts(stage_dir: Path) -> None:
+    """The parts removed, the last first: a stage killed meanwhile goes on after those left
+    (a gap in them would send it back to the gap)."""
+    for _, _, directory in reversed(parts_done(stage_dir)):
+        shutil.rmtree(directory)
+    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
 
 
 def _read_part(directory: Path, name: str) -> list[dict]:

@@ -327,20 +327,38 @@ def test_a_hub_id_is_read_from_the_hugging_face_cache(bpe_checkpoint, tmp_path, 
     from r1kit.models import check_model_dir, load_model
 
     snapshot = hub_cache_with(tmp_path / "hub", "acme/tiny-math", bpe_checkpoint, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "acme" / "other").mkdir(parents=True)  # (a local folder named like the
+    # organisation does not hide its models in the cache)
     assert check_model_dir("acme/tiny-math") == snapshot
     assert check_model_dir("acme/tiny-math@main") == snapshot
     out = tmp_path / "run"
-    assert main(["run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out),
-                 "--set", 'stages.zero.model="acme/tiny-math"', "--set", "stages.zero.steps=1",
-                 "--set", "stages.zero.group_size=2", "--set", "stages.zero.rollout_batch_size=4",
-                 "--set", "stages.zero.max_new_tokens=4", "--set", "stages.zero.save_every=0",
-                 "--set", "stages.zero.eval.every=0", "--set", "run.progress=false"]) == 0
+    command = ["run", str(REPO / "recipes" / "zero-gsm8k.toml"), "--out", str(out),
+               "--set", "stages.zero.steps=1", "--set", "stages.zero.group_size=2",
+               "--set", "stages.zero.rollout_batch_size=4", "--set", "stages.zero.max_new_tokens=4",
+               "--set", "stages.zero.save_every=0", "--set", "stages.zero.eval.every=0",
+               "--set", "run.progress=false"]
+    assert main([*command, "--set", 'stages.zero.model="acme/tiny-math"']) == 0
     said = capsys.readouterr().out
     assert f"stages.zero.model: acme/tiny-math from the Hugging Face cache: {snapshot}" in said
     assert json.loads((out / "config.json").read_text())["stages"]["zero"]["model"] == \
         str(snapshot)
     inputs = json.loads((out / "zero" / "stage.json").read_text())["inputs"]
     assert str(snapshot.resolve()) in inputs  # (its files fingerprinted: a new revision shows)
+    # a newer revision downloaded since: the run names it, and how to go on with the old one
+    import shutil
+
+    newer = snapshot.parent / ("1" * 40)
+    shutil.copytree(snapshot, newer)
+    (snapshot.parent.parent / "refs" / "main").write_text("1" * 40)
+    assert main([*command, "--set", 'stages.zero.model="acme/tiny-math"']) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with other settings: stages.zero.model" in err
+    assert (f"acme/tiny-math's revision is {'1' * 12} now, {snapshot.name[:12]} when this run "
+            f"began: to go on with that one, name it acme/tiny-math@{snapshot.name}") in err
+    assert main([*command, "--set", f'stages.zero.model="acme/tiny-math@{snapshot.name}"']) == 0
+    assert "[zero] already done" in capsys.readouterr().out
+    (snapshot.parent.parent / "refs" / "main").write_text(snapshot.name)
     assert main(["eval", "--model", "acme/tiny-math", "--bench", "tiny", "--limit", "2",
                  "--k", "1", "--max-new-tokens", "4", "--out", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["settings"]["model"] == str(snapshot)
@@ -356,6 +374,8 @@ def test_a_hub_id_is_read_from_the_hugging_face_cache(bpe_checkpoint, tmp_path, 
     assert check_model_dir(adapter) == adapter
     assert load_model(adapter, torch.device("cpu"), torch.float32) is not None
     capsys.readouterr()
+    monkeypatch.chdir(out)  # (where no folder acme is: a path that exists in part is read as
+    # a typo in a local path, and not said to be missing from the cache)
     assert main(["eval", "--model", "acme/tiny-math@v2", "--bench", "tiny", "--limit", "1"]) == 2
     err = capsys.readouterr().err
     assert "never downloads: it is not in the cache" in err

@@ -386,3 +386,50 @@ max_new_tokens = 12
     assert rows_without_timings(again / "eval.jsonl") == rows_without_timings(whole / "eval.jsonl")
     assert (again / "table" / "stage_table.md").read_text() == \
         (whole / "table" / "stage_table.md").read_text()
+
+
+def test_a_sample_stage_removes_its_parts_the_last_first(tmp_path, monkeypatch):
+    """The parts are removed the last first, so that a stage killed meanwhile goes on after
+    those left (removed in the directory's order, a gap could send it back to question 0)."""
+    import shutil
+
+    import r1kit.sampling as sampling
+    from r1kit.checkpoints import STATE_FILE
+
+    for first, last in ((0, 5), (5, 10), (10, 15)):
+        part = tmp_path / "checkpoints" / f"step-{last}"
+        part.mkdir(parents=True)
+        torch.save({"first": first, "counts": {}}, part / STATE_FILE)
+    assert [p[:2] for p in sampling.parts_done(tmp_path)] == [(0, 5), (5, 10), (10, 15)]
+    removed = []
+
+    def killed_on_the_second(path, *args, **kw):
+        if len(removed) == 1:
+            raise KeyboardInterrupt
+        removed.append(path)
+        real(path, *args, **kw)
+    real = shutil.rmtree
+    monkeypatch.setattr(sampling.shutil, "rmtree", killed_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        sampling._remove_parts(tmp_path)
+    monkeypatch.setattr(sampling.shutil, "rmtree", real)
+    assert [p[:2] for p in sampling.parts_done(tmp_path)] == [(0, 5), (5, 10)]
+
+
+def test_a_sample_stage_in_parts_that_kept_nothing_takes_new_settings(tmp_path, monkeypatch,
+                                                                       capsys):
+    """A stage in parts that kept no row stops with the reasons and removes its parts, so
+    that, run again with what its hint suggests, it is not refused as a run with other
+    settings (a stage without parts holds no results either)."""
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(SAMPLE_RECIPE)
+    out = tmp_path / "run"
+    command = ["run", str(recipe), "--out", str(out), "--set", "stages.data.save_every=15",
+               "--set", 'stages.data.judge_model=""']
+    assert main([*command, "--set", "stages.data.max_new_tokens=2"]) == 2
+    assert "sample stage kept no rows out of 164 samples" in capsys.readouterr().err
+    assert not (out / "data" / "checkpoints").exists()
+    assert (out / "data" / "rejected_samples.jsonl").is_file()
+    assert main(command) == 0
+    assert "taking the new settings (stages.data.max_new_tokens)" in capsys.readouterr().out
