@@ -43,8 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--set", dest="settings", action="append", default=[],
                        metavar="KEY=VALUE", help="a reward setting, e.g. timeout=5, target=zh")
     ev = sub.add_parser("eval", help="evaluate a checkpoint on benchmarks the paper's way")
-    ev.add_argument("--model", required=True, type=Path, help="a Hugging Face checkpoint directory, or a Hub id "
-                    "(ORG/NAME[@REVISION]) in the Hugging Face cache")
+    ev.add_argument("--model", required=True, type=Path,
+                    help="a Hugging Face checkpoint directory, or a Hub id "
+                         "(ORG/NAME[@REVISION]) in the Hugging Face cache")
     ev.add_argument("--bench", required=True, metavar="NAMES",
                     help="comma-separated: math500, gsm8k, aime2024, aime2025, amc2023, "
                          "humaneval, mbpp, tiny, or a .jsonl / .json / .parquet file (or a "
