@@ -282,14 +282,16 @@ def style_of(cfg) -> str:
 def _sample_part(cfg, policy: list, load, tokenizer, task, examples, prompts, first: int,
                  seed: int, stop_ids, per_question: bool, judge_path: Path | None, device,
                  dtype) -> tuple[list, Counter, list]:
-    """Questions `first`... of the stage sampled, verified, judged and filtered (each rank its
-    share): (rank 0: the kept rows, in question order; every rank's counts added up; rank
-    0: a few samples to show should nothing be kept). `policy` holds the
-    model, or None (then `load()` loads it); emptied while a judge runs."""
+    """Questions `first`... of the stage sampled, verified, judged and filtered, each rank its
+    share: (rank 0: the kept rows, in question order; every rank's counts added up; rank 0:
+    a few samples to show should nothing be kept). `policy` holds the model, or None (then
+    `load()` loads it); emptied while a judge runs."""
     if policy[0] is None:
         policy[0] = load()
     k = cfg.samples_per_prompt
     style = style_of(cfg)
+    # the questions dealt to this rank (one process: all of them), as sample_and_verify deals
+    # them, by their index in the stage
     index = [first + q for q in distributed.dealt(len(examples))]
     mine = [examples[q - first] for q in index]
     # a sample with no final answer (or a hedged one) scores 0
