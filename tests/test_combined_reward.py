@@ -222,8 +222,10 @@ def test_combined_reward_grpo_run_logs_every_component(tmp_path, monkeypatch):
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in logged if r["stage"] == "rl"]
     assert len(rows) == 3
-    # one row per reward-model optimizer step (200 rows, batches of 32: 7 each)
-    assert [r["step"] for r in logged if r["stage"] == "helpful"] == list(range(1, 8))
+    # one row per reward-model optimizer step
+    steps = json.loads((out / "helpful" / "stage.json").read_text())["summary"]["steps"]
+    assert steps > 1
+    assert [r["step"] for r in logged if r["stage"] == "helpful"] == list(range(1, steps + 1))
     for row in rows:
         assert row["general_frac"] == 0.25  # 2 of 8 questions
         for part in ("accuracy", "format", "language"):
