@@ -19,6 +19,39 @@ MICRO_BASE = [
     "--set", "stages.base.general_docs=600",
 ]
 
+# a run's settings and the tiny base of MICRO_BASE's settings, for recipes of other stages
+MICRO_RECIPE_HEAD = """
+[run]
+seed = 0
+progress = false
+tensorboard = false
+threads = 1
+
+[stages.base]
+kind = "pretrain"
+steps = 200
+corpus_docs = 3000
+hidden_size = 48
+intermediate_size = 96
+num_layers = 1
+lr = 1e-2
+general_docs = 600
+"""
+
+# a sample stage of 41 questions of that base, with a judge
+MICRO_SAMPLE_STAGE = """
+[stages.data]
+kind = "sample"
+model = "base"
+prompts = 41
+samples_per_prompt = 4
+keep_per_prompt = 2
+max_new_tokens = 24
+filters = []
+judge_model = "base"  # (the judge reads the samples the rules reject)
+judge_threshold = 0.3
+"""
+
 # what differs between two runs of the same seed: wall-clock measurements
 TIMING = ("step_seconds", "gen_seconds", "reward_seconds", "train_seconds", "tokens_per_s",
           "seconds")

@@ -18,7 +18,7 @@ import sys
 
 import pytest
 import torch
-from conftest import MICRO_BASE, REPO, TIMING
+from conftest import MICRO_BASE, MICRO_RECIPE_HEAD, MICRO_SAMPLE_STAGE, REPO, TIMING
 from safetensors.torch import load_file
 
 from r1kit.cli import main
@@ -625,25 +625,6 @@ def test_r1kit_eval_says_a_model_load_failure_once_per_machine(monkeypatch, caps
     assert "error: rank 0 stopped loading the model" in capsys.readouterr().err
 
 
-# a run's settings and the tiny base of MICRO_BASE's settings, for recipes of other stages
-RECIPE_HEAD = """
-[run]
-seed = 0
-progress = false
-tensorboard = false
-threads = 1
-
-[stages.base]
-kind = "pretrain"
-steps = 200
-corpus_docs = 3000
-hidden_size = 48
-intermediate_size = 96
-num_layers = 1
-lr = 1e-2
-general_docs = 600
-"""
-
 def _one_and_two(tmp_path_factory, monkeypatch, text, *two_args):
     """The recipe `text` run in one process into ROOT/one and by torchrun's two into
     ROOT/two (with `two_args` added to its command): (the tiny-world cache, ROOT, torchrun's
@@ -658,18 +639,7 @@ def _one_and_two(tmp_path_factory, monkeypatch, text, *two_args):
                                 *two_args)
 
 
-SPLIT_RECIPE = RECIPE_HEAD + """
-[stages.data]
-kind = "sample"
-model = "base"
-prompts = 41
-samples_per_prompt = 4
-keep_per_prompt = 2
-max_new_tokens = 24
-filters = []
-seeding = "question"
-judge_model = "base"  # (the judge reads the samples the rules reject)
-judge_threshold = 0.3
+SPLIT_RECIPE = MICRO_RECIPE_HEAD + MICRO_SAMPLE_STAGE + """seeding = "question"
 
 [stages.table]
 kind = "eval"
@@ -727,7 +697,7 @@ def test_sample_and_eval_stages_split_their_questions_like_one_process(tmp_path_
     assert res.stdout.count("| tiny |") == 1
 
 
-REWARD_RECIPE = RECIPE_HEAD + """
+REWARD_RECIPE = MICRO_RECIPE_HEAD + """
 [stages.helpful]
 kind = "reward_model"
 model = "base"

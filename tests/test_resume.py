@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import MICRO_BASE, REPO, interrupt_at_call, rows_without_timings
+from conftest import (
+    MICRO_BASE,
+    MICRO_RECIPE_HEAD,
+    MICRO_SAMPLE_STAGE,
+    REPO,
+    interrupt_at_call,
+    rows_without_timings,
+)
 from safetensors.torch import load_file
 
 import r1kit.stages.grpo as grpo
@@ -274,34 +281,7 @@ def test_interrupted_reward_model_resumes_exactly(tmp_path, monkeypatch, bpe_che
     assert moved and (variant == "full" or all("q_proj" in k or "v_proj" in k for k in moved))
 
 
-SAMPLE_RECIPE = """
-[run]
-seed = 0
-progress = false
-tensorboard = false
-threads = 1
-
-[stages.base]
-kind = "pretrain"
-steps = 200
-corpus_docs = 3000
-hidden_size = 48
-intermediate_size = 96
-num_layers = 1
-lr = 1e-2
-general_docs = 600
-
-[stages.data]
-kind = "sample"
-model = "base"
-prompts = 41
-samples_per_prompt = 4
-keep_per_prompt = 2
-max_new_tokens = 24
-filters = []
-judge_model = "base"  # (the judge reads the samples the rules reject)
-judge_threshold = 0.3
-"""
+SAMPLE_RECIPE = MICRO_RECIPE_HEAD + MICRO_SAMPLE_STAGE
 
 
 def test_an_interrupted_sample_stage_resumes_after_its_last_part(tmp_path, monkeypatch, capsys):
@@ -350,7 +330,7 @@ def test_an_interrupted_eval_stage_goes_on_after_the_models_it_evaluated(tmp_pat
 
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text(SAMPLE_RECIPE.split("[stages.data]")[0] + f"""
+    recipe.write_text(MICRO_RECIPE_HEAD + f"""
 [stages.table]
 kind = "eval"
 models = ["base", "{bpe_checkpoint}"]
