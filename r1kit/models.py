@@ -153,6 +153,23 @@ def cached_hub_model(ref: str) -> Path | None:
         return None
 
 
+_SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})/?$")
+
+
+def hub_snapshot(path: str) -> tuple[str, str] | None:
+    """(the Hub id, the commit) of a model's directory in the Hugging Face cache
+    (…/models--ORG--NAME/snapshots/COMMIT); None for any other path."""
+    found = _SNAPSHOT.search(str(path))
+    return (f"{found[1]}/{found[2]}", found[3]) if found else None
+
+
+def shown_model(ref: str) -> str:
+    """A model as a table names it: a Hub id's snapshot in the Hugging Face cache as
+    ORG/NAME@COMMIT (its first 12 characters), anything else as it is."""
+    snapshot = hub_snapshot(ref)
+    return f"{snapshot[0]}@{snapshot[1][:12]}" if snapshot else str(ref)
+
+
 def check_model_dir(path: str | os.PathLike, kind: str = "causal") -> Path:
     """A clear error unless `path` is a Hugging Face checkpoint directory of a causal LM
     (`kind="causal"`) or of a reward model with a scalar head (`kind="reward"`). A Hub id in

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from r1kit.errors import R1kitError
 from r1kit.models import (
     adapter_base,
     check_model_dir,
+    hub_snapshot,
     is_adapter,
     resolve_device,
     resolve_dtype,
@@ -108,9 +108,6 @@ def _more_steps(changed: list[str], previous: dict, resolved: dict, names: list[
     return None
 
 
-_SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})/?$")
-
-
 def _moved_revisions(changed: list[str], previous: dict, resolved: dict
                      ) -> list[tuple[str, str, str]]:
     """(repo, the old commit, the new one) for each model setting among `changed` that names
@@ -127,11 +124,10 @@ def _moved_revisions(changed: list[str], previous: dict, resolved: dict
         if not isinstance(olds, list):
             olds, news = [olds], [news]
         for old, new in zip(olds, news if isinstance(news, list) else []):
-            a = _SNAPSHOT.search(old) if isinstance(old, str) else None
-            b = _SNAPSHOT.search(new) if isinstance(new, str) else None
-            if a and b and a.groups()[:2] == b.groups()[:2] and a[3] != b[3] \
-                    and (f"{a[1]}/{a[2]}", a[3], b[3]) not in out:
-                out.append((f"{a[1]}/{a[2]}", a[3], b[3]))
+            a = hub_snapshot(old) if isinstance(old, str) else None
+            b = hub_snapshot(new) if isinstance(new, str) else None
+            if a and b and a[0] == b[0] and a[1] != b[1] and (a[0], a[1], b[1]) not in out:
+                out.append((a[0], a[1], b[1]))
     return out
 
 

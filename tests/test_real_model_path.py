@@ -359,6 +359,14 @@ def test_a_hub_id_is_read_from_the_hugging_face_cache(bpe_checkpoint, tmp_path, 
     assert main([*command, "--set", f'stages.zero.model="acme/tiny-math@{snapshot.name}"']) == 0
     assert "[zero] already done" in capsys.readouterr().out
     (snapshot.parent.parent / "refs" / "main").write_text(snapshot.name)
+    # an eval stage's table names it by its id and revision
+    table = tmp_path / "table.toml"
+    table.write_text('[run]\nprogress = false\ntensorboard = false\n\n[stages.table]\n'
+                     'kind = "eval"\nmodels = ["acme/tiny-math"]\nk = 1\nlimit = 2\n'
+                     'max_new_tokens = 4\n')
+    assert main(["run", str(table), "--out", str(tmp_path / "t")]) == 0
+    assert f"| acme/tiny-math@{snapshot.name[:12]} |" in \
+        (tmp_path / "t" / "table" / "stage_table.md").read_text()
     assert main(["eval", "--model", "acme/tiny-math", "--bench", "tiny", "--limit", "2",
                  "--k", "1", "--max-new-tokens", "4", "--out", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["settings"]["model"] == str(snapshot)

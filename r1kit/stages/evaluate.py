@@ -37,7 +37,7 @@ from r1kit.errors import R1kitError
 from r1kit.eval.benchmarks import bench_name, load_benchmark
 from r1kit.eval.cli import PAPER_MAX_NEW_TOKENS, model_positions, trained_prompting
 from r1kit.eval.core import QuestionShare, decode_responses, evaluate
-from r1kit.models import load_model, load_tokenizer, stop_token_ids
+from r1kit.models import load_model, load_tokenizer, shown_model, stop_token_ids
 from r1kit.rewards.combined import RewardModelScorer
 from r1kit.rewards.rule import UNTAGGED_NOTE
 from r1kit.tasks import general, make_task
@@ -169,7 +169,7 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
         row["seconds"] = time.time() - t0
         log.eval({"stage": name, "step": 0, "benchmark": f"{task.name}/{cfg.split}",
                   **{k: v for k, v in row.items() if k != "general_samples"}})
-        print_fn(f"[{name}] {ref}: " + "  ".join(  # (cons@k said with its k, as the table)
+        print_fn(f"[{name}] {shown_model(ref)}: " + "  ".join(  # (cons@k with its k, as the table)
             f"{label.replace('@k', f'@{cfg.k}')} {row[key]:.3f}"
             for key, label in COLUMNS if row.get(key) is not None)
             + "".join(f"  {bench} pass@1 {row[bench]['pass@1']:.3f}" for bench in benches))
@@ -265,7 +265,7 @@ def write_table(rows: list[dict], stage_dir: Path, k: int, benchmarks=()) -> Non
                 cells.append(f"{v:.3f}")
             else:
                 cells.append(f"{100 * v:.1f}%")
-        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {shown_model(r['model'])} | " + " | ".join(cells) + " |")
     (stage_dir / "stage_table.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
@@ -282,7 +282,7 @@ def write_table(rows: list[dict], stage_dir: Path, k: int, benchmarks=()) -> Non
         ax.bar(xs, [100 * ((r[key]["pass@1"] if isinstance(r.get(key), dict) else r.get(key))
                            or 0.0) for r in rows], width,
                label=label + (" ×100" if key == "helpful" else ""))
-    ax.set_xticks(range(len(rows)), [r["model"] for r in rows])
+    ax.set_xticks(range(len(rows)), [shown_model(r["model"]) for r in rows])
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     # beside the bars, not over them
