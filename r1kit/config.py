@@ -2096,12 +2096,13 @@ def _check_vocabulary(where: str, ref: str, loaded: dict) -> None:
               "save the model again")
 
 
-def models_from_hub_cache(recipe: Recipe) -> list[str]:
+def from_hub_cache(recipe: Recipe) -> list[str]:
     """Every model the recipe names by a Hugging Face Hub id ("Qwen/Qwen2.5-0.5B") that is no
     stage and no path here, set to its directory in the Hugging Face cache where it is there
-    (r1kit.models.cached_hub_model), so that the stages, config.json and each stage's record
-    of its inputs name that directory (the revision's snapshot); a line for each."""
-    from r1kit.models import cached_hub_model
+    (r1kit.models.cached_hub_model), and every data file named hf://datasets/ORG/NAME/PATH to
+    that path in the data set's snapshot there (cached_hub_data), so that the stages,
+    config.json and each stage's record of its inputs name them; a line for each."""
+    from r1kit.models import cached_hub_data, cached_hub_model
 
     def local(where: str, ref):
         if not isinstance(ref, str) or not ref or ref in recipe.stages or Path(ref).exists():
@@ -2120,7 +2121,20 @@ def models_from_hub_cache(recipe: Recipe) -> list[str]:
                                                getattr(cfg, field_name)))
         if isinstance(getattr(cfg, "models", None), list):
             cfg.models = [local(f"stages.{name}.models", m) for m in cfg.models]
+        for field_name in DATA_FIELDS:
+            value = getattr(cfg, field_name, None)
+            try:
+                found = cached_hub_data(value) if isinstance(value, str) else None
+            except R1kitError as exc:
+                _fail(f"stages.{name}.{field_name}", str(exc), exc.hint)
+            if found is not None:
+                setattr(cfg, field_name, found)
+                said.append(f"stages.{name}.{field_name}: {value} from the Hugging Face "
+                            f"cache: {found}")
     return said
+
+
+DATA_FIELDS = ("train_file", "test_file", "data", "general_data")  # (files, or globs)
 
 
 def check_inputs(recipe: Recipe) -> None:

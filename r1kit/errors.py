@@ -39,9 +39,10 @@ def hub_note(ref: str, dataset: bool = False) -> str:
     if not looks_like_hub_id(ref):
         return ""
     if dataset:
-        return (" (r1kit reads local data files, never the Hugging Face Hub: download it first, "
-                f"e.g. huggingface-cli download {ref} --repo-type dataset --local-dir DIR, and "
-                "give one of its .jsonl or .parquet files)")
+        return (" (r1kit reads local data files and the Hugging Face cache, and never "
+                f"downloads: huggingface-cli download {ref} --repo-type dataset puts it in the "
+                f"cache; then name one of its files or shards, hf://datasets/{ref}/PATH, e.g. "
+                "PATH = main/train-*.parquet)")
     repo, _, revision = ref.partition("@")
     return (" (r1kit reads local checkpoint directories and the Hugging Face cache, and never "
             f"downloads: it is not in the cache; huggingface-cli download {repo}"

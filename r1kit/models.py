@@ -153,6 +153,34 @@ def cached_hub_model(ref: str) -> Path | None:
         return None
 
 
+HF_DATA = re.compile(r"hf://datasets/([^/@]+/[^/@]+)(?:@([^/]+))?/(.+)$")
+
+
+def cached_hub_data(value: str) -> str | None:
+    """A data setting of the form hf://datasets/ORG/NAME[@REVISION]/PATH (PATH: a file or a
+    glob of shards in the data set, e.g. main/train-*.parquet) as that path in the data set's
+    snapshot in the Hugging Face cache, where `huggingface-cli download ORG/NAME --repo-type
+    dataset` put it; None for any other value. An R1kitError where the data set is not in the
+    cache: r1kit never downloads."""
+    found = HF_DATA.match(str(value))
+    if found is None:
+        return None
+    repo, revision, inside = found.groups()
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot = snapshot_download(repo, repo_type="dataset", revision=revision,
+                                     local_files_only=True)
+    except Exception:
+        raise R1kitError(f"{value}: the data set {repo}"
+                         + (f" at revision {revision}" if revision else "")
+                         + " is not in the Hugging Face cache (r1kit never downloads)",
+                         f"huggingface-cli download {repo} --repo-type dataset"
+                         + (f" --revision {revision}" if revision else "")
+                         + " puts it there") from None
+    return str(Path(snapshot) / inside)
+
+
 _SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})/?$")
 
 

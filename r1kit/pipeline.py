@@ -34,7 +34,7 @@ from r1kit.config import (
     SampleConfig,
     SFTConfig,
     check_inputs,
-    models_from_hub_cache,
+    from_hub_cache,
     reads_general_file,
     reward_specs,
     to_dict,
@@ -111,7 +111,7 @@ def _more_steps(changed: list[str], previous: dict, resolved: dict, names: list[
 def _moved_revisions(changed: list[str], previous: dict, resolved: dict
                      ) -> list[tuple[str, str, str]]:
     """(repo, the old commit, the new one) for each model setting among `changed` that names
-    a Hub id's snapshot in the Hugging Face cache (config.models_from_hub_cache) whose
+    a Hub id's snapshot in the Hugging Face cache (config.from_hub_cache) whose
     revision moved since the run began (`huggingface-cli download` of a newer one)."""
     def value(config, key: str):
         for part in key.split("."):
@@ -408,7 +408,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
                          "give --out a directory (new, or one an earlier run wrote)")
     failed = None
     try:
-        for line in models_from_hub_cache(recipe):
+        for line in from_hub_cache(recipe):
             print_fn(line)
         check_inputs(recipe)
         _check_fsdp(recipe)

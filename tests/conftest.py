@@ -69,19 +69,21 @@ def _empty_hub_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(empty))
 
 
-def hub_cache_with(root: Path, repo: str, checkpoint: Path, monkeypatch) -> Path:
-    """A Hugging Face cache at `root` holding `checkpoint` as the Hub model `repo` (its main
-    revision's snapshot, as huggingface-cli download lays it out), made the one every test
-    and the processes it starts read; returns the snapshot's directory."""
+def hub_cache_with(root: Path, repo: str, checkpoint: Path, monkeypatch,
+                   kind: str = "models") -> Path:
+    """A Hugging Face cache at `root` holding the directory `checkpoint` as the Hub model (or,
+    `kind` "datasets", the data set) `repo`: its main revision's snapshot, as huggingface-cli
+    download lays it out, made the cache every test and the processes it starts read; returns
+    the snapshot's directory."""
     import shutil
 
     import huggingface_hub.constants
 
-    folder = root / ("models--" + repo.replace("/", "--"))
+    folder = root / (f"{kind}--" + repo.replace("/", "--"))
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot = folder / "snapshots" / commit
     shutil.copytree(checkpoint, snapshot)
-    (folder / "refs").mkdir()
+    (folder / "refs").mkdir(exist_ok=True)
     (folder / "refs" / "main").write_text(commit)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root))
     monkeypatch.setenv("HF_HUB_CACHE", str(root))

@@ -388,3 +388,38 @@ def test_a_hub_id_is_read_from_the_hugging_face_cache(bpe_checkpoint, tmp_path, 
     err = capsys.readouterr().err
     assert "never downloads: it is not in the cache" in err
     assert "huggingface-cli download acme/tiny-math --revision v2 puts it there" in err
+
+
+def test_a_data_file_in_the_hugging_face_cache(bpe_checkpoint, tmp_path, monkeypatch, capsys):
+    """`train_file = "hf://datasets/acme/sums/main/train-*.jsonl"`: the shards of the data set
+    that `huggingface-cli download acme/sums --repo-type dataset` put in the Hugging Face
+    cache; `r1kit eval --bench` takes the same form. One not in the cache is refused, naming
+    the setting and how to get it."""
+    from conftest import hub_cache_with, one_grpo_step_on, write_jsonl
+
+    source = tmp_path / "sums" / "main"
+    source.mkdir(parents=True)
+    for shard in range(2):
+        write_jsonl(source / f"train-0000{shard}-of-00002.jsonl",
+                    [{"question": f"What is {i} + {shard}?", "answer": str(i + shard)}
+                     for i in range(3)])
+    snapshot = hub_cache_with(tmp_path / "hub", "acme/sums", source.parent, monkeypatch,
+                              kind="datasets")
+    uri = "hf://datasets/acme/sums/main/train-*.jsonl"
+    metrics, _ = one_grpo_step_on(bpe_checkpoint, tmp_path / "run", "math", uri,
+                                  evaluate=False)
+    assert len(metrics) == 1
+    said = capsys.readouterr().out
+    assert f"stages.zero.train_file: {uri} from the Hugging Face cache: {snapshot}/main/" in said
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["stages"]["zero"]["train_file"] == str(snapshot / "main" / "train-*.jsonl")
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", uri, "--k", "1",
+                 "--max-new-tokens", "4", "--out", str(tmp_path / "e.json")]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())["results"][0]
+    assert result["n"] == 6 and result["benchmark"] == str(snapshot / "main" / "train-*.jsonl")
+    capsys.readouterr()
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench",
+                 "hf://datasets/acme/other/x.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert "the data set acme/other is not in the Hugging Face cache" in err
+    assert "huggingface-cli download acme/other --repo-type dataset puts it there" in err

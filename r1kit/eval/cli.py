@@ -34,6 +34,7 @@ from r1kit.eval.benchmarks import (
 from r1kit.eval.core import evaluate, pass_ks
 from r1kit.models import (
     adapter_base,
+    cached_hub_data,
     check_model_dir,
     is_adapter,
     load_model,
@@ -56,8 +57,10 @@ from r1kit.templates import (
 
 
 def _check(args) -> list[str]:
+    # (a file in a data set in the Hugging Face cache: hf://datasets/ORG/NAME/PATH)
     names = list(dict.fromkeys(  # (a benchmark named twice is run once)
-        bench_name(n.strip()) for n in str(args.bench).split(",") if n.strip()))
+        bench_name(cached_hub_data(n.strip()) or n.strip())
+        for n in str(args.bench).split(",") if n.strip()))
     if not names:
         raise R1kitError("--bench names no benchmark", f"use any of: {', '.join(NAMES)}")
     for name in names:
