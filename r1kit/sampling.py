@@ -201,6 +201,7 @@ def run_sample(cfg, model_path: Path, stage_dir: Path, seed: int, device: torch.
     size = cfg.save_every or len(examples)
     on_disk = bool(cfg.save_every or done)  # (resumed: the rest kept as a part too)
     policy = [model]  # (emptied while a judge runs: one model in memory at a time)
+    del model  # (policy holds the only reference)
     counts, rows, shown = [_read_counts(d) for _, _, d in done], [], []
     for first in range(start, len(examples), size):
         last = min(first + size, len(examples))

@@ -749,7 +749,10 @@ def test_an_interrupted_eval_goes_on_after_the_benchmarks_it_finished(bpe_checkp
 
     model = tmp_path / "model"
     shutil.copytree(bpe_checkpoint, model)
-    command = ["eval", "--model", str(model), "--bench", "gsm8k,tiny", "--limit", "2", "--k",
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)})
+                            + "\n" for i in range(3)))
+    command = ["eval", "--model", str(model), "--bench", f"{mine},tiny", "--limit", "2", "--k",
                "2", "--max-new-tokens", "6"]
     whole, out = tmp_path / "whole.json", tmp_path / "out.json"
     assert main([*command, "--out", str(whole)]) == 0
@@ -765,12 +768,12 @@ def test_an_interrupted_eval_goes_on_after_the_benchmarks_it_finished(bpe_checkp
     stop = True
     assert main([*command, "--out", str(out)]) == 130
     held = json.loads(out.read_text())
-    assert [r["benchmark"] for r in held["results"]] == ["gsm8k"]
+    assert [r["benchmark"] for r in held["results"]] == [str(mine)]
     assert held["resume"]["unfinished"] == ["tiny"]
     stop, calls[:] = False, []
     capsys.readouterr()
     assert main([*command, "--out", str(out)]) == 0
-    assert f"resuming {out}: gsm8k evaluated by an interrupted run" in capsys.readouterr().out
+    assert f"resuming {out}: {mine} evaluated by an interrupted run" in capsys.readouterr().out
     assert len(calls) == 1  # tiny alone
 
     def without_seconds(path):
@@ -778,12 +781,14 @@ def test_an_interrupted_eval_goes_on_after_the_benchmarks_it_finished(bpe_checkp
         return {**data, "results": [{k: v for k, v in r.items() if k != "seconds"}
                                     for r in data["results"]]}
     assert without_seconds(out) == without_seconds(whole)  # (and no "resume" left)
-    # interrupted again; run with another k: from the start
-    calls[:], stop = [], True
-    assert main([*command, "--out", str(out)]) == 130
-    stop, calls[:] = False, []
-    assert main([*command[:-3], "3", *command[-2:], "--out", str(out)]) == 0  # (--k 3)
-    assert len(calls) == 2
+    # interrupted again; run with another k, or without the boxed-answer request: from the
+    # start
+    for other in ([*command[:-3], "3", *command[-2:]], [*command, "--no-math-instruction"]):
+        calls[:], stop = [], True
+        assert main([*command, "--out", str(out)]) == 130
+        stop, calls[:] = False, []
+        assert main([*other, "--out", str(out)]) == 0
+        assert len(calls) == 2
     # interrupted again; its model's weights changed meanwhile: from the start
     from safetensors.torch import load_file, save_file
 

@@ -413,3 +413,33 @@ def test_a_sample_stage_in_parts_that_kept_nothing_takes_new_settings(tmp_path, 
     assert (out / "data" / "rejected_samples.jsonl").is_file()
     assert main(command) == 0
     assert "taking the new settings (stages.data.max_new_tokens)" in capsys.readouterr().out
+
+
+def test_a_sample_stage_frees_the_policy_while_its_judge_runs(tmp_path, monkeypatch):
+    """With a judge_model, no copy of the policy is alive while the judge runs (one model in
+    memory at a time), in each of the stage's parts."""
+    import gc
+    import weakref
+
+    import r1kit.sampling as sampling
+
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(SAMPLE_RECIPE)
+    loaded, alive = [], []
+    real_load, real_judge = sampling.load_model, sampling._judge
+
+    def load(*args, **kw):
+        model = real_load(*args, **kw)
+        loaded.append(weakref.ref(model))
+        return model
+
+    def judge(*args, **kw):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in loaded))
+        return real_judge(*args, **kw)
+    monkeypatch.setattr(sampling, "load_model", load)
+    monkeypatch.setattr(sampling, "_judge", judge)
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run"),
+                 "--set", "stages.data.save_every=15"]) == 0
+    assert len(loaded) == 3 and alive == [0, 0, 0]

@@ -344,7 +344,8 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
                 "temperature": args.temperature, "top_p": args.top_p,
                 "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                 "limit": args.limit, "read_untagged": read_untagged,
-                "seeding": "question" if distributed.current().enabled else args.seeding}
+                "seeding": "question" if distributed.current().enabled else args.seeding,
+                "dtype": str(dtype).removeprefix("torch."), "device": device.type}
     if positions is not None:  # each result's max_new_tokens: the length it used
         settings["max_new_tokens_up_to_position"] = positions
     if any(is_data_file(n) for n in names):
@@ -352,11 +353,11 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
         if args.choices_field:
             settings["choices_field"] = args.choices_field
     out = Path(args.out) if args.out else None
-    inputs = _inputs(Path(path), names) if out is not None else {}
+    main = distributed.current().is_main
+    inputs = _inputs(Path(path), names) if out is not None and main else {}
     # benchmarks an interrupted run of this command evaluated (rank 0's view decides for all)
     earlier = distributed.broadcast_object(
-        _unfinished(out, settings, inputs) if out is not None and distributed.current().is_main
-        else {})
+        _unfinished(out, settings, inputs) if out is not None and main else {})
     if earlier:
         print(f"resuming {out}: {', '.join(earlier)} evaluated by an interrupted run of this "
               "command with these settings, on the same model and files")
@@ -380,9 +381,17 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
             max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
             print(f"{name}: max_new_tokens {max_new}, up to the model's {positions} positions "
                   "(--max-new-tokens to choose)")
+        # the request for \boxed{}: in a shipped math benchmark's questions always; a code
+        # file's: the code_instruction setting it was asked with
+        request = ({"code_instruction": code_request if asks[name] else ""}
+                   if name in code_files else
+                   {"math_instruction": asks[name]} if own else
+                   {"math_instruction": True} if name in BENCHMARKS
+                   and BENCHMARKS[name].kind == "math" else {})
         done = earlier.get(name)
         if done is not None and (done.get("k"), done.get("n"), done.get("max_new_tokens")) == (
-                k, len(examples), max_new):
+                k, len(examples), max_new) and all(done.get(key) == value
+                                                   for key, value in request.items()):
             results.append(done)
             continue
         res = evaluate(model, tokenizer, task, examples, prompts, k=k,
@@ -392,21 +401,14 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
                        max_rows=args.generation_rows, overlap=args.overlap_rewards,
                        per_question=args.seeding == "question")
         record = {"benchmark": name, **res.as_record(), "max_new_tokens": max_new,
-                  # the request for \boxed{}: in a shipped math benchmark's questions always
-                  # a code file's: the code_instruction setting it was asked with
-                  **({"code_instruction": code_request if asks[name] else ""}
-                     if name in code_files else
-                     {"math_instruction": asks[name]} if own else
-                     {"math_instruction": True} if name in BENCHMARKS
-                     and BENCHMARKS[name].kind == "math" else {}),
-                  "samples": res.samples, "seconds": time.time() - t0}
+                  **request, "samples": res.samples, "seconds": time.time() - t0}
         results.append(record)
-        if out is not None and distributed.current().is_main and len(results) < len(names):
+        if out is not None and main and len(results) < len(names):
             # (so far: an interrupted command, run again, goes on after it)
             _write_results(out, settings, results,
                            {"inputs": inputs, "unfinished": names[len(results):]})
     print(format_table(results))
-    if out is not None and distributed.current().is_main:
+    if out is not None and main:
         _write_results(out, settings, results)
         print(f"results: {out}")
     return results
@@ -425,12 +427,15 @@ def _write_results(out: Path, settings: dict, results: list[dict],
 
 
 def _inputs(model: Path, names: list[str]) -> dict:
-    """Fingerprints of the model's files and of benchmark files of your own (r1kit.pipeline's:
-    sizes, times, sha256 up to 64 MiB)."""
+    """Fingerprints of the model's files (a peft adapter's and its base model's) and of
+    benchmark files of your own (r1kit.pipeline's: sizes, times, sha256 up to 64 MiB)."""
     from r1kit.pipeline import _fingerprint
     from r1kit.tasks.math import data_files
 
     out = {str(model.resolve()): _fingerprint(model)}
+    if is_adapter(model):
+        base = adapter_base(model)
+        out[str(base.resolve())] = _fingerprint(base)
     for name in names:
         if is_data_file(name):
             out.update({str(f.resolve()): _fingerprint(f) for f in data_files(name)})
