@@ -14,6 +14,20 @@ from pathlib import Path
 from r1kit.errors import R1kitError
 
 
+def _data_arg(value: str):
+    """A data file option as given: a path, or hf://datasets/... as text (a Path would join
+    its two slashes), read by _data_file once the command runs."""
+    return value if value.startswith("hf://") else Path(value)
+
+
+def _data_file(value) -> Path:
+    """A data file option's file: hf://datasets/ORG/NAME/PATH in the Hugging Face cache
+    (r1kit.models.cached_hub_data), or the path given."""
+    from r1kit.models import cached_hub_data
+
+    return Path(cached_hub_data(str(value)) or value)
+
+
 def _parser() -> argparse.ArgumentParser:
     from r1kit import __version__
 
@@ -32,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--reward", required=True, metavar="NAME", action="append",
                        help="math, format, language, code, choice, or your own reward function "
                             "as file.py:function or module:function (one)")
-    score.add_argument("--input", required=True, type=Path, metavar="IN.jsonl",
+    score.add_argument("--input", required=True, type=_data_arg, metavar="IN.jsonl",
                        help="one JSON object per line (or a .parquet file), with the fields "
                             "the reward needs")
     score.add_argument("--output", type=Path, default=None, metavar="OUT.jsonl",
@@ -119,7 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     dec = sub.add_parser("decontaminate",
                          help="find training rows that share a 10-gram with benchmarks (or hold a "
                               "shorter math problem whole)")
-    dec.add_argument("--train", required=True, type=Path, help="a JSONL or parquet file")
+    dec.add_argument("--train", required=True, type=_data_arg,
+                     help="a JSONL or parquet file (or hf://datasets/ORG/NAME/PATH in the "
+                          "Hugging Face cache)")
     dec.add_argument("--bench", required=True, metavar="NAMES",
                      help="comma-separated benchmarks, or JSONL / parquet files of your own")
     dec.add_argument("--fields", default=None,
@@ -247,7 +263,7 @@ def _main(args) -> int:
                 raise R1kitError(f"--reward given {len(args.reward)} times: r1kit score scores "
                                  "with one reward", "score with each in turn (--output to a "
                                  "file each); a grpo stage's reward_function list sums them")
-            score_file(args.reward[0], args.input, args.output, args.settings,
+            score_file(args.reward[0], _data_file(args.input), args.output, args.settings,
                        args.completion_field)
         elif args.command == "eval":
             from r1kit.eval.cli import run_eval_command
@@ -256,6 +272,7 @@ def _main(args) -> int:
         elif args.command == "decontaminate":
             from r1kit.decontaminate import run_decontaminate_command
 
+            args.train = _data_file(args.train)
             run_decontaminate_command(args)
         elif args.command == "report":
             from r1kit.report import run_report_command

@@ -64,8 +64,10 @@ def _check_names(names: Iterable[str]) -> list[str]:
     from r1kit.eval.benchmarks import BENCHMARKS, bench_name, is_data_file
 
     out: list[str] = []
+    from r1kit.models import cached_hub_data
+
     for name in names:
-        name = bench_name(name.strip())
+        name = bench_name(cached_hub_data(name.strip()) or name.strip())
         if not name or name in out:
             continue
         if name not in BENCHMARKS and not is_data_file(name):

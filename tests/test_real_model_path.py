@@ -393,8 +393,8 @@ def test_a_hub_id_is_read_from_the_hugging_face_cache(bpe_checkpoint, tmp_path, 
 def test_a_data_file_in_the_hugging_face_cache(bpe_checkpoint, tmp_path, monkeypatch, capsys):
     """`train_file = "hf://datasets/acme/sums/main/train-*.jsonl"`: the shards of the data set
     that `huggingface-cli download acme/sums --repo-type dataset` put in the Hugging Face
-    cache; `r1kit eval --bench` takes the same form. One not in the cache is refused, naming
-    the setting and how to get it."""
+    cache; `r1kit eval --bench`, `r1kit decontaminate` and `r1kit score` take the same form.
+    One not in the cache is refused, naming how to get it."""
     from conftest import hub_cache_with, one_grpo_step_on, write_jsonl
 
     source = tmp_path / "sums" / "main"
@@ -403,6 +403,8 @@ def test_a_data_file_in_the_hugging_face_cache(bpe_checkpoint, tmp_path, monkeyp
         write_jsonl(source / f"train-0000{shard}-of-00002.jsonl",
                     [{"question": f"What is {i} + {shard}?", "answer": str(i + shard)}
                      for i in range(3)])
+    write_jsonl(source.parent / "scored.jsonl",
+                [{"completion": "<think>1+1</think> \\boxed{2}", "answer": "2"}])
     snapshot = hub_cache_with(tmp_path / "hub", "acme/sums", source.parent, monkeypatch,
                               kind="datasets")
     uri = "hf://datasets/acme/sums/main/train-*.jsonl"
@@ -417,6 +419,15 @@ def test_a_data_file_in_the_hugging_face_cache(bpe_checkpoint, tmp_path, monkeyp
                  "--max-new-tokens", "4", "--out", str(tmp_path / "e.json")]) == 0
     result = json.loads((tmp_path / "e.json").read_text())["results"][0]
     assert result["n"] == 6 and result["benchmark"] == str(snapshot / "main" / "train-*.jsonl")
+    # r1kit decontaminate and r1kit score read such files too
+    assert main(["decontaminate", "--train", uri, "--n", "3", "--bench",
+                 "hf://datasets/acme/sums/main/train-00000-of-00002.jsonl"]) == 0
+    said = capsys.readouterr().out
+    assert f"{snapshot}/main/train-*.jsonl: 6 training rows" in said
+    assert "total: 6 contaminated rows" in said  # ("what is ... ?" in every one)
+    assert main(["score", "--reward", "math", "--input", "hf://datasets/acme/sums/scored.jsonl",
+                 "--output", str(tmp_path / "scored.jsonl")]) == 0
+    assert json.loads((tmp_path / "scored.jsonl").read_text())["reward"] == 1.0
     capsys.readouterr()
     assert main(["eval", "--model", str(bpe_checkpoint), "--bench",
                  "hf://datasets/acme/other/x.jsonl"]) == 2
