@@ -1387,7 +1387,10 @@ _FOREIGN_NOTES = {
     "warmup_ratio": ", a number of optimizer updates (in a grpo stage, num_minibatches x "
                     "ppo_epochs per step)", "eval_steps": (": `every` in the stage's eval table "
                                                    "([stages.NAME.eval] every = N)"),
-    "dataset_name": ", a local JSONL or parquet file", "use_peft": " (> 0 turns LoRA on)",
+    "dataset_name": (", a local JSONL or parquet file, or a file of a data set in the Hugging "
+                     "Face cache: hf://datasets/ORG/NAME/PATH, e.g. "
+                     "hf://datasets/openai/gsm8k/main/train-*.parquet"),
+    "use_peft": " (> 0 turns LoRA on)",
     "dataset_path": ", a local JSONL or parquet file",
     "adam_beta1": ": [beta1, beta2]", "adam_beta2": ": [beta1, beta2]",
     "reward_funcs": " (one \"module:function\" or a list of them, with reward_weights)",
