@@ -355,11 +355,17 @@ def shard(model) -> None:
 
 
 def _decoder_layers(model):
+    """The model's stack of decoder layers: in its body (base_model_prefix), the list of
+    modules of one class that holds the most weights (Llama's and Qwen's `model.layers`,
+    GPT-2's and Falcon's `transformer.h`, OPT's `model.decoder.layers`, ...); None if none."""
     body = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    layers = getattr(body, "layers", None) if body is not None else None
-    if isinstance(layers, torch.nn.ModuleList) and len(layers):
-        return list(layers)
-    return None
+    if body is None:
+        return None
+    stacks = [m for m in body.modules() if isinstance(m, torch.nn.ModuleList) and len(m)
+              and len({type(layer) for layer in m}) == 1]
+    if not stacks:
+        return None
+    return list(max(stacks, key=lambda m: sum(p.numel() for p in m.parameters())))
 
 
 def _fsdp_modules(model) -> list:

@@ -764,3 +764,43 @@ def test_reward_models_train_under_two_processes_like_one(tmp_path_factory, monk
         if mode == "fsdp-lora":  # the backbone's other weights as they were
             assert all(torch.equal(wa[k], base[k]) for k in base
                        if k in wa and "q_proj" not in k and "v_proj" not in k), stage
+
+
+def test_fsdp_finds_the_decoder_layers_of_other_architectures(tmp_path_factory, monkeypatch,
+                                                              bpe_checkpoint):
+    """FSDP2 shards each decoder layer wherever the architecture keeps them: GPT-2's stack is
+    transformer.h, not model.layers (it was refused). An sft stage on a GPT-2 checkpoint (tied
+    output layer, dropout off) under torchrun with fsdp ends with one process's weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from r1kit.distributed import _decoder_layers
+    from r1kit.models import load_tokenizer
+
+    root = tmp_path_factory.mktemp("gpt2-fsdp")
+    tok = load_tokenizer(bpe_checkpoint)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(
+        vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=256, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id))
+    assert _decoder_layers(model) == list(model.transformer.h)
+    model.save_pretrained(root / "gpt2")
+    tok.save_pretrained(root / "gpt2")
+    data = root / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {i} + 2?",
+                                        "response": f"<think>{i}+2</think> {i + 2}"}) + "\n"
+                            for i in range(20)))
+    recipe = root / "recipe.toml"
+    recipe.write_text(f'[run]\nprogress = false\ntensorboard = false\nthreads = 1\n\n'
+                      f'[stages.sft]\nkind = "sft"\nmodel = "{root / "gpt2"}"\n'
+                      f'data = "{data}"\ntemplate = "none"\nepochs = 1\nbatch_size = 5\n'
+                      f'micro_batch_size = 2\nlr = 1e-3\ndistributed = "fsdp"\n')
+    assert main(["run", str(recipe), "--out", str(root / "one")]) == 0
+    _launch(root / "cache", "run", str(recipe), "--out", str(root / "two"))
+    wa = load_file(root / "one" / "sft" / "model.safetensors")
+    wb = load_file(root / "two" / "sft" / "model.safetensors")
+    base = load_file(root / "gpt2" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=k)
+    assert max((wa[k] - base[k]).abs().max().item() for k in base if k in wa) > 1e-3
