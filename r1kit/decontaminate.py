@@ -62,10 +62,9 @@ def ngrams(text: str, n: int = 10) -> set[NGram]:
 
 def _check_names(names: Iterable[str]) -> list[str]:
     from r1kit.eval.benchmarks import BENCHMARKS, bench_name, is_data_file
-
-    out: list[str] = []
     from r1kit.models import cached_hub_data
 
+    out: list[str] = []
     for name in names:
         name = bench_name(cached_hub_data(name.strip()) or name.strip())
         if not name or name in out:

@@ -23,20 +23,19 @@ def out_of_memory(exc: BaseException) -> bool:
 
 
 def looks_like_hub_id(ref: str) -> bool:
-    """Whether `ref` looks like a Hugging Face Hub id ("Qwen/Qwen2.5-0.5B", "openai/gsm8k",
-    "Qwen/Qwen2.5-0.5B@main") and is no local path."""
-    from pathlib import Path
-
+    """Whether `ref` has the shape of a Hugging Face Hub id ("Qwen/Qwen2.5-0.5B",
+    "openai/gsm8k", "Qwen/Qwen2.5-0.5B@main")."""
     ref = str(ref)
-    return not (ref.count("/") != 1 or ref.startswith((".", "/", "~"))
-                or Path(ref.split("/")[0]).exists())
+    return ref.count("/") == 1 and not ref.startswith((".", "/", "~"))
 
 
 def hub_note(ref: str, dataset: bool = False) -> str:
     """" (r1kit reads local …: download it first …)" where `ref` looks like a Hugging Face Hub
     id and is no local path (nor, for a model, in the Hugging Face cache); "" otherwise."""
+    from pathlib import Path
+
     ref = str(ref)
-    if not looks_like_hub_id(ref):
+    if not looks_like_hub_id(ref) or Path(ref.split("/")[0]).exists():  # (a local path's typo)
         return ""
     if dataset:
         return (" (r1kit reads local data files and the Hugging Face cache, and never "

@@ -19,6 +19,9 @@ from r1kit.models import is_adapter, quiet_loading
 
 PEFT_PREFIX = "base_model.model."  # a peft model's names of its base model's tensors
 LORA_ADAPTER = "default"  # the adapter's name in its tensors' names (peft's default)
+# a module trained whole beside the adapters (a reward model's scalar head): peft's name of
+# its trained copy, which peft saves under the module's own name
+TRAINED_WHOLE = f".modules_to_save.{LORA_ADAPTER}."
 
 
 def apply_lora(model, cfg, base: Path | None = None, task_type: str | None = None):
@@ -97,8 +100,7 @@ def load_adapters(peft_model, directory: Path, device) -> None:
     # sharded: peft's loader cannot write into sharded weights; its file names each adapter
     # without the adapter's name ("default"), under the peft model's prefix, and a module
     # trained whole (a reward model's scalar head) by the module's own name
-    trained = f".modules_to_save.{LORA_ADAPTER}."
-    by_saved = {PEFT_PREFIX + n.replace(trained, ".").replace(f".{LORA_ADAPTER}.", "."): n
+    by_saved = {PEFT_PREFIX + n.replace(TRAINED_WHOLE, ".").replace(f".{LORA_ADAPTER}.", "."): n
                 for n, p in model.named_parameters() if p.requires_grad}
     saved = load_file(path, device="cpu")
     unknown = sorted(k for k in saved if k not in by_saved)
@@ -118,11 +120,10 @@ def merged_lora_state(state: dict, cfg) -> dict:
     modules_to_save), takes its trained copy's place."""
     scale = cfg.lora_alpha / cfg.lora_rank
     out, used = {}, set()
-    trained = f".modules_to_save.{LORA_ADAPTER}."
     for key, value in state.items():
-        if trained in key:
-            out[key.replace(trained, ".")] = value
-            used |= {key, key.replace(trained, ".original_module.")}
+        if TRAINED_WHOLE in key:
+            out[key.replace(TRAINED_WHOLE, ".")] = value
+            used |= {key, key.replace(TRAINED_WHOLE, ".original_module.")}
             continue
         if ".base_layer." not in key:
             continue

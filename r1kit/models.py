@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from r1kit.errors import R1kitError, hub_note
+from r1kit.errors import R1kitError, hub_note, looks_like_hub_id
 
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "<|eos|>",
@@ -142,7 +142,7 @@ def cached_hub_model(ref: str) -> Path | None:
     ref = str(ref)
     # (a local folder named like the organisation does not hide the cache: only a path that
     # exists does)
-    if ref.count("/") != 1 or ref.startswith((".", "/", "~")) or Path(ref).exists():
+    if not looks_like_hub_id(ref) or Path(ref).exists():
         return None
     repo, _, revision = ref.partition("@")
     try:

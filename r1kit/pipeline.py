@@ -197,12 +197,19 @@ def stage_inputs(cfg, recipe: Recipe) -> dict[str, dict]:
             out[value] = {"shards": [str(f.resolve()) for f in data_files(value)]}
             continue
         if isinstance(value, str) and value and value not in recipe.stages:
-            path = Path(value)
-            if path.is_file() or path.is_dir():
-                out[str(path.resolve())] = _fingerprint(path)
-            if path.is_dir() and is_adapter(path):  # a peft adapter: its base model too
-                base = adapter_base(path)
-                out[str(base.resolve())] = _fingerprint(base)
+            out.update(fingerprints(Path(value)))
+    return out
+
+
+def fingerprints(path: Path) -> dict[str, dict]:
+    """_fingerprint of a file or checkpoint directory by its resolved path, and of a peft
+    adapter's base model too ({} for a path that is neither)."""
+    out = {}
+    if path.is_file() or path.is_dir():
+        out[str(path.resolve())] = _fingerprint(path)
+    if path.is_dir() and is_adapter(path):  # a peft adapter: its base model too
+        base = adapter_base(path)
+        out[str(base.resolve())] = _fingerprint(base)
     return out
 
 

@@ -429,16 +429,14 @@ def _write_results(out: Path, settings: dict, results: list[dict],
 def _inputs(model: Path, names: list[str]) -> dict:
     """Fingerprints of the model's files (a peft adapter's and its base model's) and of
     benchmark files of your own (r1kit.pipeline's: sizes, times, sha256 up to 64 MiB)."""
-    from r1kit.pipeline import _fingerprint
+    from r1kit.pipeline import fingerprints
     from r1kit.tasks.math import data_files
 
-    out = {str(model.resolve()): _fingerprint(model)}
-    if is_adapter(model):
-        base = adapter_base(model)
-        out[str(base.resolve())] = _fingerprint(base)
+    out = fingerprints(model)
     for name in names:
         if is_data_file(name):
-            out.update({str(f.resolve()): _fingerprint(f) for f in data_files(name)})
+            for f in data_files(name):
+                out.update(fingerprints(f))
     return out
 
 
