@@ -274,9 +274,9 @@ class GRPOConfig:
     helpful_weight: float = 1.0
     safety_weight: float = 1.0
     reward_model_scale: str = "sigmoid"  # sigmoid (0..1, like the rule rewards) | raw logits
-    lr_schedule: str = "constant"  # constant | cosine
+    lr_schedule: str = "constant"  # constant | cosine | linear (TRL's default)
     warmup_steps: int = 0  # optimizer updates (num_minibatches x ppo_epochs per step), as TRL's
-    final_lr_ratio: float = 0.1  # cosine decays to lr * final_lr_ratio
+    final_lr_ratio: float = 0.1  # cosine and linear decay to lr * final_lr_ratio (TRL's: 0)
     weight_decay: float = 0.0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     max_grad_norm: float = 1.0
@@ -416,9 +416,9 @@ class GRPOConfig:
                   f"use one of: {', '.join(IMPORTANCE_SAMPLING)}")
         if self.overlong_buffer < 0 or self.overlong_weight < 0:
             _fail(f"{where}.overlong_buffer", "overlong_buffer and overlong_weight must be >= 0")
-        if self.lr_schedule not in ("constant", "cosine"):
+        if self.lr_schedule not in ("constant", "cosine", "linear"):
             _fail(f"{where}.lr_schedule", f"unknown schedule {self.lr_schedule!r}",
-                  "use constant or cosine")
+                  "use constant, cosine or linear")
         for entry in self.max_new_tokens_schedule:
             if len(entry) != 2 or entry[0] < 0 or entry[1] < 1:
                 _fail(f"{where}.max_new_tokens_schedule",
@@ -1380,8 +1380,9 @@ _FOREIGN_NOTES = {
     "num_generations_eval": (": k in the stage's eval table ([stages.NAME.eval] k = N)"),
     "per_device_eval_batch_size": (": the eval table's settings; evaluations sample "
                                    "generation_rows rows at once"),
-    "lr_scheduler_type": (": constant (the paper's) or cosine (to lr x final_lr_ratio); TRL's "
-                          "default linear decay has no equivalent"),
+    "lr_scheduler_type": (": constant (the paper's), cosine or linear (both to lr x "
+                          "final_lr_ratio); TRL's default linear decay to 0 is "
+                          "lr_schedule = \"linear\" with final_lr_ratio = 0"),
     "per_device_train_batch_size": ": sequences per forward pass (the optimizer's batch is "
                                    "batch_size, or rollout_batch_size / num_minibatches)",
     "warmup_ratio": ", a number of optimizer updates (in a grpo stage, num_minibatches x "

@@ -185,7 +185,7 @@ def test_typo_suggests_close_key() -> None:
     ("ref_model_sync_steps=64", "is 'ref_refresh_every'"),
     ("num_generations_eval=4", "k in the stage's eval table"),
     ("top_k=50", "r1kit samples with top_p alone"),
-    ('lr_scheduler_type="linear"', "TRL's default linear decay has no equivalent"),
+    ('lr_scheduler_type="linear"', "lr_schedule = \"linear\" with final_lr_ratio = 0"),
     # TRL's values of settings r1kit has
     ('aggregation="dapo"', "TRL's loss_type = 'dapo' is aggregation = 'token-mean'"),
     ('aggregation="dr_grpo"', "is aggregation = 'seq-mean-token-sum-norm'"),
@@ -418,7 +418,7 @@ def test_invalid_toml(tmp_path: Path) -> None:
 def test_invalid_enum_values_are_named() -> None:
     assert "stages.zero.aggregation" in _error(["stages.zero.aggregation=seq-sum"])
     assert "stages.zero.advantage_scale" in _error(["stages.zero.advantage_scale=zscore"])
-    assert "stages.zero.lr_schedule" in _error(["stages.zero.lr_schedule=linear"])
+    assert "stages.zero.lr_schedule" in _error(["stages.zero.lr_schedule=polynomial"])
 
 
 def test_compile_is_auto_on_off_or_a_bool() -> None:

@@ -215,3 +215,23 @@ def test_float32_weights_drop_copies_a_bf16_run_saved():
     opt32.load_state_dict(opt.state_dict())
     assert "master" not in opt32.state[w32]
     assert opt32.state[w32]["exp_avg"].dtype == torch.float32
+
+
+def test_linear_schedule_is_transformers_linear_decay():
+    """lr_schedule = "linear" with final_lr_ratio 0 is transformers' linear schedule (TRL's
+    default) update by update; a floor ratio stops the decay at lr * ratio."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from r1kit.stages.pretrain import linear_lr
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([weight], lr=2e-6)
+    schedule = get_linear_schedule_with_warmup(opt, num_warmup_steps=0, num_training_steps=7)
+    theirs = []
+    for _ in range(7):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    assert [linear_lr(u, 7, 2e-6, 0, 0.0) for u in range(7)] == pytest.approx(theirs, rel=1e-12)
+    assert [linear_lr(u, 5, 1.0, 2, 0.5) for u in range(5)] == pytest.approx(
+        [0.5, 1.0, 1.0, 5 / 6, 4 / 6])

@@ -438,6 +438,8 @@ def test_the_readmes_trl_defaults_stage_runs(tmp_path, monkeypatch, bpe_checkpoi
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r.get("stage") == "grpo" and "reward" in r]
     assert len(steps) == 2 and all("reward/custom/accuracy_reward" in r for r in steps)
+    # TRL's linear decay to 0 over the stage's 2 updates (transformers' schedule: 1, 1/2)
+    assert [r["lr"] for r in steps] == pytest.approx([1e-6, 5e-7], rel=1e-9)
     # the written completions keep the rows' own `solution`: r1kit score gives it to the
     # function again, which scores them as the stage did
     written = out / "grpo" / "completions.jsonl"

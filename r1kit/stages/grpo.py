@@ -95,7 +95,7 @@ from r1kit.rewards.overlap import OverlappedRewards
 from r1kit.rewards.rule import UNTAGGED_NOTE, format_style, untagged
 from r1kit.rollout import Rollouts, generate, position_limit, question_seed
 from r1kit.runlog import RunLog, read_jsonl
-from r1kit.stages.pretrain import cosine_lr
+from r1kit.stages.pretrain import cosine_lr, linear_lr
 from r1kit.tasks import general, make_task
 from r1kit.tasks.base import Example
 from r1kit.tasks.math import kind_of, read_rows, row_at
@@ -683,6 +683,8 @@ def run_grpo(cfg: GRPOConfig, model_path: Path, ctx: StageContext,
         updates[0] += 1
         if cfg.lr_schedule == "cosine":
             return cosine_lr(u, total_updates, cfg.lr, max(1, cfg.warmup_steps), cfg.final_lr_ratio)
+        if cfg.lr_schedule == "linear":  # (as transformers': the first update at lr)
+            return linear_lr(u, total_updates, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio)
         return cfg.lr * min(1.0, (u + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
 
     def run_eval(step: int) -> dict | None:

@@ -45,6 +45,15 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int, final_ratio: floa
     return peak * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def linear_lr(step: int, total: int, peak: float, warmup: int, final_ratio: float) -> float:
+    """Linear warm-up to `peak`, then linear decay towards `final_ratio * peak` at `total`
+    (transformers' linear schedule, TRL's default, with final_ratio 0)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (1 - (1 - final_ratio) * progress)
+
+
 def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
     """Tokenize prompt and response separately (as the RL stage does) and end with eos."""
     prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
