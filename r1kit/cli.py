@@ -129,7 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--generation-rows", type=int, default=1024,
                     help="most sequences sampled at once (memory; another value draws "
                          "other samples from the same distribution, unless --seeding question)")
-    ev.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    ev.add_argument("--out", type=Path, default=None,
+                    help="write the results as JSON here, after each benchmark (an "
+                         "interrupted command run again goes on after the ones it finished)")
+    ev.add_argument("--save-every", type=int, default=0, metavar="N",
+                    help="with --out: also write it after every N problems of a benchmark, so "
+                         "that a rerun goes on after them (seeds per problem, as --seeding "
+                         "question; 0, the default: after each benchmark)")
     dec = sub.add_parser("decontaminate",
                          help="find training rows that share a 10-gram with benchmarks (or hold a "
                               "shorter math problem whole)")

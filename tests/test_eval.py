@@ -213,6 +213,9 @@ def test_eval_command_errors(tmp_path, capsys, bpe_checkpoint):
     assert "is a file, not a model directory" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path), "--bench", "gsm9k"]) == 2
     assert "unknown benchmark 'gsm9k'" in capsys.readouterr().err
+    assert main(["eval", "--model", str(bpe_checkpoint), "--bench", "gsm8k", "--save-every",
+                 "50"]) == 2
+    assert "there is no --out" in capsys.readouterr().err
     assert set(BENCHMARKS) < set(NAMES)
 
 

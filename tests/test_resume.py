@@ -443,3 +443,62 @@ def test_a_sample_stage_frees_the_policy_while_its_judge_runs(tmp_path, monkeypa
     assert main(["run", str(recipe), "--out", str(tmp_path / "run"),
                  "--set", "stages.data.save_every=15"]) == 0
     assert len(loaded) == 3 and alive == [0, 0, 0]
+
+
+def test_an_interrupted_eval_command_goes_on_after_the_problems_it_saved(tmp_path, monkeypatch,
+                                                                         capsys):
+    """`r1kit eval --out FILE --save-every 3` writes FILE after every 3 problems too;
+    interrupted in a benchmark's third part and run again, it evaluates that benchmark's
+    problems after the saved ones (each seeded by its index): the same results, samples
+    included, as one uninterrupted run seeding per problem. Another part size resumes too;
+    another k starts the benchmark over."""
+    import json
+
+    import r1kit.eval.cli as cli
+
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(MICRO_RECIPE_HEAD)
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps({"question": f"What is {i} + {i + 3}?",
+                                        "answer": str(2 * i + 3)}) + "\n" for i in range(11)))
+    command = ["eval", "--model", str(tmp_path / "run" / "base"), "--bench", f"tiny,{mine}",
+               "--limit", "11", "--k", "3", "--max-new-tokens", "24"]
+    whole, out = tmp_path / "whole.json", tmp_path / "out.json"
+    assert main([*command, "--seeding", "question", "--out", str(whole)]) == 0
+    real = interrupt_at_call(monkeypatch, cli, "evaluate_questions", 7)  # (mine's 3rd part)
+    assert main([*command, "--save-every", "3", "--out", str(out)]) == 130
+    held = json.loads(out.read_text())
+    assert [r["benchmark"] for r in held["results"]] == ["tiny"]
+    assert held["resume"]["partial"]["benchmark"] == str(mine)
+    assert len(held["resume"]["partial"]["questions"]) == 6
+    calls = []
+
+    def counted(*args, **kw):
+        calls.append(len(args[3]))  # (the problems of each part)
+        return real(*args, **kw)
+    monkeypatch.setattr(cli, "evaluate_questions", counted)
+    capsys.readouterr()
+    assert main([*command, "--save-every", "3", "--out", str(out)]) == 0
+    assert f"{mine}: resuming after problem 6 of 11" in capsys.readouterr().out
+    assert calls == [3, 2]
+
+    def without_seconds(path):
+        data = json.loads(path.read_text())
+        return {**data, "results": [{k: v for k, v in r.items() if k != "seconds"}
+                                    for r in data["results"]]}
+    results = without_seconds(whole)
+    assert without_seconds(out) == results  # (and no "resume" left)
+    assert 0 < results["results"][0]["pass@1"] < 1 and results["results"][0]["by_level"]
+    # interrupted in tiny's second part; resumed in parts of 4, then with another k
+    for size, k, expected in (("4", "3", [4, 4, 4, 4, 3]), ("3", "2", [3, 3, 3, 2] * 2)):
+        monkeypatch.setattr(cli, "evaluate_questions", real)
+        interrupt_at_call(monkeypatch, cli, "evaluate_questions", 2)
+        assert main([*command, "--save-every", "3", "--out", str(out)]) == 130
+        calls[:] = []
+        monkeypatch.setattr(cli, "evaluate_questions", counted)
+        other = [*command[:-3], k, *command[-2:]]
+        assert main([*other, "--save-every", size, "--out", str(out)]) == 0
+        assert calls == expected
+    assert without_seconds(out)["results"][0]["k"] == 2

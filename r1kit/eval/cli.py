@@ -31,7 +31,7 @@ from r1kit.eval.benchmarks import (
     is_data_file,
     load_benchmark,
 )
-from r1kit.eval.core import evaluate, pass_ks
+from r1kit.eval.core import evaluate, evaluate_questions, pass_ks, summarize
 from r1kit.models import (
     adapter_base,
     cached_hub_data,
@@ -73,8 +73,11 @@ def _check(args) -> list[str]:
                              f"use any of: {', '.join(NAMES)}, or a .jsonl / .json / .parquet file "
                              "(or a glob of its shards) of your own (math, multiple-choice or "
                              "code problems)")
-    if args.k < 0 or args.limit < 0:
-        raise R1kitError("--k and --limit must be >= 0")
+    if args.k < 0 or args.limit < 0 or args.save_every < 0:
+        raise R1kitError("--k, --limit and --save-every must be >= 0")
+    if args.save_every and not args.out:
+        raise R1kitError("--save-every writes the problems evaluated so far to --out's file, "
+                         "and there is no --out", "add --out results.json")
     if not 0 <= args.temperature < float("inf") or not 0 < args.top_p <= 1:  # (NaN too)
         raise R1kitError("--temperature must be a finite number >= 0 (0: greedy) and --top-p "
                          "in (0, 1]",
@@ -344,7 +347,8 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
                 "temperature": args.temperature, "top_p": args.top_p,
                 "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                 "limit": args.limit, "read_untagged": read_untagged,
-                "seeding": "question" if distributed.current().enabled else args.seeding,
+                "seeding": ("question" if distributed.current().enabled or args.save_every
+                            else args.seeding),
                 "dtype": str(dtype).removeprefix("torch."), "device": device.type}
     if positions is not None:  # each result's max_new_tokens: the length it used
         settings["max_new_tokens_up_to_position"] = positions
@@ -355,9 +359,10 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
     out = Path(args.out) if args.out else None
     main = distributed.current().is_main
     inputs = _inputs(Path(path), names) if out is not None and main else {}
-    # benchmarks an interrupted run of this command evaluated (rank 0's view decides for all)
-    earlier = distributed.broadcast_object(
-        _unfinished(out, settings, inputs) if out is not None and main else {})
+    # benchmarks an interrupted run of this command evaluated, and the problems it evaluated
+    # of the next one (rank 0's view decides for all)
+    earlier, partial = distributed.broadcast_object(
+        _unfinished(out, settings, inputs) if out is not None and main else ({}, None))
     if earlier:
         print(f"resuming {out}: {', '.join(earlier)} evaluated by an interrupted run of this "
               "command with these settings, on the same model and files")
@@ -394,12 +399,32 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
                                                    for key, value in request.items()):
             results.append(done)
             continue
-        res = evaluate(model, tokenizer, task, examples, prompts, k=k,
-                       temperature=args.temperature, top_p=args.top_p,
-                       max_new_tokens=max_new, stop_ids=stop_ids, seed=args.seed,
-                       prefill=response_prefill(tokenizer, template, prefill),
-                       max_rows=args.generation_rows, overlap=args.overlap_rewards,
-                       per_question=args.seeding == "question")
+        sampling = dict(k=k, temperature=args.temperature, top_p=args.top_p,
+                        max_new_tokens=max_new, stop_ids=stop_ids, seed=args.seed,
+                        prefill=response_prefill(tokenizer, template, prefill),
+                        max_rows=args.generation_rows, overlap=args.overlap_rewards)
+        if not args.save_every:
+            res = evaluate(model, tokenizer, task, examples, prompts, **sampling,
+                           per_question=args.seeding == "question")
+        else:  # N problems at a time, each seeded by its index: the same as all at once
+            this = {"benchmark": name, "k": k, "n": len(examples), "max_new_tokens": max_new,
+                    **request}
+            records = []
+            if partial is not None and {key: partial.get(key) for key in this} == this:
+                records = partial["questions"]
+                print(f"{name}: resuming after problem {len(records)} of {len(examples)}, "
+                      "evaluated by the interrupted run")
+            while len(records) < len(examples):
+                a = len(records)
+                b = min(len(examples), a + args.save_every)
+                records = records + evaluate_questions(
+                    model, tokenizer, task, examples[a:b], prompts[a:b], **sampling,
+                    per_question=True, first=a)
+                if main and len(records) < len(examples):
+                    _write_results(out, settings, results,
+                                   {"inputs": inputs, "unfinished": names[len(results):],
+                                    "partial": {**this, "questions": records}})
+            res = summarize(records, k, getattr(task, "votes", True))
         record = {"benchmark": name, **res.as_record(), "max_new_tokens": max_new,
                   **request, "samples": res.samples, "seconds": time.time() - t0}
         results.append(record)
@@ -440,19 +465,24 @@ def _inputs(model: Path, names: list[str]) -> dict:
     return out
 
 
-def _unfinished(out: Path, settings: dict, inputs: dict) -> dict[str, dict]:
-    """The results, by benchmark, of an interrupted run of the same command in --out (its
-    settings and its model's and files' fingerprints the same); {} if none."""
+def _unfinished(out: Path, settings: dict, inputs: dict) -> tuple[dict[str, dict], dict | None]:
+    """What an interrupted run of the same command (its settings and its model's and files'
+    fingerprints the same) left in --out: its results by benchmark, and with --save-every the
+    problems it evaluated of the next benchmark (their records, evaluate_questions'); ({},
+    None) if none."""
     try:
         held = json.loads(out.read_text())
     except (OSError, ValueError):
-        return {}
+        return {}, None
     resume = held.get("resume") if isinstance(held, dict) else None
     if not isinstance(resume, dict) or held.get("settings") != json.loads(json.dumps(settings)) \
             or resume.get("inputs") != json.loads(json.dumps(inputs)):
-        return {}
+        return {}, None
+    partial = resume.get("partial")
+    if not isinstance(partial, dict) or not isinstance(partial.get("questions"), list):
+        partial = None
     return {r["benchmark"]: r for r in held.get("results") or []
-            if isinstance(r, dict) and isinstance(r.get("benchmark"), str)}
+            if isinstance(r, dict) and isinstance(r.get("benchmark"), str)}, partial
 
 
 def format_table(results: list[dict]) -> str:

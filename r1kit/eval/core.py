@@ -17,7 +17,7 @@ import torch
 
 from r1kit import distributed
 from r1kit.errors import R1kitError
-from r1kit.eval.behaviour import reflective_counts
+from r1kit.eval.behaviour import REFLECTIVE_WORDS, reflective_word_counts
 from r1kit.rewards.answers import final_answers, reads_untagged
 from r1kit.rewards.language import language_reward
 from r1kit.rewards.overlap import OverlappedRewards
@@ -270,7 +270,34 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
     finish, while the rest decode, where the task's checks run in worker processes
     (r1kit.rewards.overlap; the same scores); "auto": on CUDA. `per_question`: each question
     samples from its own seeded generator (always so under torchrun, where each rank samples
-    its share of the questions: module docstring)."""
+    its share of the questions: module docstring).
+    The figures come from each question's record (evaluate_questions, summarize), so an
+    evaluation seeded per question and run a part of the questions at a time gives the
+    same result as one run of them all."""
+    records = evaluate_questions(
+        model, tokenizer, task, examples, prompts, k=k, temperature=temperature, top_p=top_p,
+        max_new_tokens=max_new_tokens, stop_ids=stop_ids, seed=seed, prefill=prefill,
+        max_rows=max_rows, answer_key=answer_key, answer_equal=answer_equal,
+        language_target=language_target, overlap=overlap, per_question=per_question)
+    return summarize(records, k, getattr(task, "votes", True))
+
+
+@torch.no_grad()
+def evaluate_questions(model, tokenizer, task: Task, examples: list[Example],
+                       prompts: list[list[int]], *, k: int, temperature: float, top_p: float,
+                       max_new_tokens: int, stop_ids: list[int], seed: int, prefill: str = "",
+                       max_rows: int = 1024,
+                       answer_key: Callable[[str], Hashable] | None = None,
+                       answer_equal: Callable[[str, str], bool] | None = None,
+                       language_target: str = "prompt", overlap: str = "auto",
+                       per_question: bool = False, first: int = 0) -> list[dict]:
+    """evaluate's samples and verdicts, as one record per question (JSON, in question order,
+    on every rank), which `summarize` turns into an EvalResult: the share of its k responses
+    that are right ("correct"), its vote's verdict ("cons", None without a vote), each
+    response's length, eq. 7 language reward and reflective words, how many were cut at the
+    length cap, had no tags or ended inside an unclosed <think>, the question's level and
+    subject, and for the first three questions (`first`, as sample_and_verify's, counts
+    them) a sample response. Its arguments: evaluate's."""
     was_training = model.training
     model.eval()
     try:
@@ -278,7 +305,7 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
             model, tokenizer, task, examples, prompts, k=k, temperature=temperature,
             top_p=top_p, max_new_tokens=max_new_tokens, stop_ids=stop_ids, seed=seed,
             prefill=prefill, max_rows=max_rows, overlap=overlap, per_question=per_question,
-            gather=False)
+            gather=False, first=first)
     finally:
         model.train(was_training)
     answer_key = answer_key or getattr(task, "vote_key", None) or str.strip
@@ -300,51 +327,70 @@ def evaluate(model, tokenizer, task: Task, examples: list[Example], prompts: lis
     texts, results, ro = share.gather(
         texts, [(v, lang[i], cons_mine[i // k]) for i, v in enumerate(verdicts)], ro)
     scores = [v[0] for v, _, _ in results]
-    lang = [r[1] for r in results]
-    cons = [results[i * k][2] for i in range(len(examples))] if votes else []
     lengths = ro.lengths.tolist()
-    correct = []
+    stopped = ro.stopped.tolist()
+    records = []
+    for i, ex in enumerate(examples):
+        rows = range(i * k, (i + 1) * k)
+        group = [texts[j] for j in rows]
+        subject = ex.meta.get("subject")
+        record = {
+            "correct": sum(scores[j] for j in rows) / k,
+            "cons": results[i * k][2] if votes else None,
+            "level": ex.level, "subject": subject if isinstance(subject, str) else None,
+            "lengths": [lengths[j] for j in rows],
+            "language": [results[j][1] for j in rows],
+            "reflect": reflective_word_counts(group),
+            "cut": sum(not stopped[j] for j in rows),
+            # (a task that reads them whole, read_untagged, and code tasks, reads an answer)
+            "untagged": sum(map(untagged, group)) if not reads_untagged(task) else 0,
+            "unclosed": sum(stopped[j] and "<think>" in texts[j] and "</think>" not in texts[j]
+                            for j in rows)}
+        if first + i < 3:
+            record["sample"] = {"question": ex.question, "answer": ex.answer,
+                                "response": group[0], "score": scores[i * k]}
+        records.append(record)
+    return records
+
+
+def summarize(records: list[dict], k: int, votes: bool = True) -> EvalResult:
+    """The EvalResult of questions' records (evaluate_questions'), in question order; `votes`
+    False: no cons@k (code)."""
+    n = max(1, len(records))
+    responses = max(1, k * len(records))
+    correct = [r["correct"] for r in records]
+    lengths = [x for r in records for x in r["lengths"]]
     per_level: dict[int, list[float]] = {}
     len_level: dict[int, list[float]] = {}
     per_subject: dict[str, list[float]] = {}
-    samples = []
-    for i, ex in enumerate(examples):
-        group = texts[i * k:(i + 1) * k]
-        p1 = sum(scores[i * k:(i + 1) * k]) / k
-        correct.append(p1)
-        if ex.level is not None:
-            per_level.setdefault(ex.level, []).append(p1)
-            len_level.setdefault(ex.level, []).extend(lengths[i * k:(i + 1) * k])
-        subject = ex.meta.get("subject")
-        if isinstance(subject, str):
-            per_subject.setdefault(subject, []).append(p1)
-        if i < 3:
-            samples.append({"question": ex.question, "answer": ex.answer, "response": group[0],
-                            "score": scores[i * k]})
-    n = max(1, len(examples))
+    for r in records:
+        if r["level"] is not None:
+            per_level.setdefault(r["level"], []).append(r["correct"])
+            len_level.setdefault(r["level"], []).extend(r["lengths"])
+        if r["subject"] is not None:
+            per_subject.setdefault(r["subject"], []).append(r["correct"])
+    reflect = {w: sum(r["reflect"].get(w, 0) for r in records) for w in REFLECTIVE_WORDS}
+    language = [x for r in records for x in r["language"]]
     pass_at = {kk: sum(pass_at_k(k, round(p * k), kk) for p in correct) / n
                for kk in pass_ks(k)}
     return EvalResult(
         pass_at_1=sum(correct) / n,
-        cons_at_k=sum(cons) / n if votes else None,
+        cons_at_k=sum(r["cons"] for r in records) / n if votes else None,
         k=k,
-        mean_tokens=ro.lengths.float().mean().item(),
-        truncated=1.0 - ro.stopped.float().mean().item(),
-        n=len(examples),
+        mean_tokens=sum(lengths) / max(1, len(lengths)),
+        truncated=sum(r["cut"] for r in records) / responses,
+        n=len(records),
         by_level={lv: sum(v) / len(v) for lv, v in per_level.items()},
-        samples=samples,
-        language=sum(lang) / max(1, len(lang)),
+        samples=[r["sample"] for r in records if "sample" in r],
+        language=sum(language) / max(1, len(language)),
         length_by_level={lv: sum(v) / len(v) for lv, v in len_level.items()},
         by_subject={sub: sum(v) / len(v) for sub, v in per_subject.items()},
-        reflect=reflective_counts(texts),
-        # (a task that reads them whole, read_untagged, and code tasks, reads an answer there)
-        untagged=(sum(map(untagged, texts)) / max(1, len(texts))
-                  if not reads_untagged(task) else 0.0),
+        reflect={**{w: c / responses for w, c in reflect.items()},
+                 "total": sum(reflect.values()) / responses},
+        untagged=sum(r["untagged"] for r in records) / responses,
         pass_at=pass_at,
         ci95=mean_ci95(correct),
-        unclosed=sum(stop and "<think>" in t and "</think>" not in t
-                     for t, stop in zip(texts, ro.stopped.tolist())) / max(1, len(texts)),
-    )
+        unclosed=sum(r["unclosed"] for r in records) / responses)
 
 
 @torch.no_grad()
