@@ -689,7 +689,8 @@ def test_sample_and_eval_stages_split_their_questions_like_one_process(tmp_path_
     command = ["eval", "--model", base, "--bench", "tiny", "--limit", "5", "--k", "3",
                "--max-new-tokens", "24", "--seeding", "question"]
     assert main([*command, "--out", str(root / "one.json")]) == 0
-    res = _launch(cache, *command, "--out", str(root / "two.json"))
+    # (2 processes, 2 problems at a time: the parts split between them)
+    res = _launch(cache, *command, "--save-every", "2", "--out", str(root / "two.json"))
     results = [[{k: v for k, v in r.items() if k not in TIMING}
                 for r in json.loads((root / name).read_text())["results"]]
                for name in ("one.json", "two.json")]
