@@ -1068,6 +1068,11 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
                             "language-modeling rows): name your column 'text'"),),
     "adam_beta1": ("adam_betas",), "adam_beta2": ("adam_betas",),
     "optim": ("not a setting: the optimizer is AdamW (torch's)",),
+    "resume_from_checkpoint": (("not needed: run the same command again (the same --out) and "
+                                "each stage goes on from its newest checkpoint, written every "
+                                "save_every steps"),),
+    "peft_config": (("lora_rank, with lora_alpha, lora_dropout and lora_target_modules (peft's "
+                     "LoraConfig r, lora_alpha, lora_dropout, target_modules)"),),
     "seed": ("a [run] setting",), "bf16": ("set as dtype = \"bfloat16\" under [run]",),
     "use_vllm": ("not needed: r1kit samples with its own engine (README: Speed)",),
     "importance_sampling_level": ("importance_sampling",),
@@ -1298,6 +1303,7 @@ FOREIGN_SFT = {
     "input_key": "prompt_field, the prompt's field (OpenRLHF's input_key)",
     "output_key": "response_field, the response's field (OpenRLHF's output_key)",
     "max_epochs": "epochs, the passes over the data",
+    "train_file": "data, the stage's rows: a JSONL or parquet file, or an earlier sample stage",
     "train_batch_size": ("batch_size, the rows per optimizer step (OpenRLHF's "
                          "train_batch_size, all processes together)"),
     "micro_train_batch_size": "micro_batch_size, the rows per forward pass of each process",
@@ -2298,12 +2304,17 @@ def check_inputs(recipe: Recipe) -> None:
 
                     row = examples[0].meta.get("fields", {})
                     like = likely_field(row, question=False)
+                    row = [k for k in row if k != cfg.question_field]
                     _fail(f"{where}.answer_field", f"no row of train_file has a field "
                           f"{cfg.answer_field!r}, and reward_function {spec!r} takes the "
                           f"reference answers ({wanted})",
                           f"set answer_field = \"{like}\"" if like else
-                          f"its rows' fields are {', '.join(map(str, row))}: name the "
-                          "reference's (a dotted name reads inside an object)")
+                          f"its rows' fields are {', '.join(map(str, row))}, besides the "
+                          f"prompt's ({cfg.question_field!r}): name the reference's (a dotted "
+                          "name reads inside an object)" if row else
+                          f"its rows hold the prompt alone ({cfg.question_field!r}): add each "
+                          "row's reference answer to the file, or give a reward function "
+                          "that takes none")
         if getattr(cfg, "template", None) == "chat":
             refs = [model] if model else list(getattr(cfg, "models", []))
             for ref in refs:

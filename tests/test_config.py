@@ -174,6 +174,8 @@ def test_typo_suggests_close_key() -> None:
     ("max_prompt_length=512", "keeps each prompt whole"),
     ('output_dir="out"', "r1kit run RECIPE --out DIR"),
     ("logging_steps=10", "every step is a row of metrics.jsonl"),
+    ("resume_from_checkpoint=true", "run the same command again (the same --out)"),
+    ("peft_config={r=8}", "'peft_config' is lora_rank, with lora_alpha"),
     # TRL's semantics where they differ from r1kit's
     ("gradient_accumulation_steps=4", "num_minibatches is the number of optimizer updates"),
     ("steps_per_generation=4", "is num_minibatches, the optimizer updates per rollout"),
@@ -219,6 +221,7 @@ def test_trl_names_point_to_r1kit_names(setting, says) -> None:
     ('dataset_text_field="content"', "name your column 'text'"),
     ("adam_beta2=0.999", "r1kit's name for 'adam_beta2' is 'adam_betas': [beta1, beta2]"),
     ("warmup_steps=0.03", "not a share of them (TRL's warmup_ratio)"),
+    ('train_file="rows.jsonl"', "'train_file' is data, the stage's rows"),
 ])
 def test_open_r1s_sft_names_get_what_an_sft_stage_does(setting, says) -> None:
     """TRL's and open-r1's SFT settings, in an sft stage: what it does instead (never the

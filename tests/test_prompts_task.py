@@ -156,6 +156,13 @@ def test_a_reward_function_that_takes_answer_needs_a_reference_in_the_prompts(
                             'set answer_field = "solution"'])
     recipe.write_text(head + f'reward_function = "{fn}:short"\n')
     check_inputs(load_recipe(recipe))
+    # rows of a prompt alone (TRL's prompt-only data), or a prompt and a field unlike an answer
+    for rows, said in (([{"question": "Hi?"}], "its rows hold the prompt alone ('question')"),
+                       ([{"question": "Hi?", "id": 3}],
+                        "its rows' fields are id, besides the prompt's ('question')")):
+        recipe.write_text(head.replace(str(data), str(_file(tmp_path, rows, "p.jsonl")))
+                          + f'reward_function = "{fn}:accuracy"\n')
+        stops_before_any_stage(recipe, tmp_path, capsys, [said])
     recipe.write_text(head + f'reward_function = "{fn}:accuracy"\nanswer_field = "solution"\n')
     check_inputs(load_recipe(recipe))
 
