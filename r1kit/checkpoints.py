@@ -9,6 +9,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from r1kit.errors import failed_write
+
 STATE_FILE = "trainer_state.pt"
 
 
@@ -54,8 +56,11 @@ def write_checkpoint(stage_dir: Path, step: int, keep: int, write: Callable[[Pat
     tmp.mkdir(parents=True)
     try:
         write(tmp)
-    except BaseException:
+    except BaseException as exc:
+        said = failed_write(exc, tmp)  # (torch's and safetensors' own words for a full disk)
         shutil.rmtree(tmp, ignore_errors=True)  # (the space a half checkpoint took)
+        if said is not None:
+            raise said from exc
         raise
     os.replace(tmp, final)
     old = sorted((int(d.name[5:]), d) for d in root.glob("step-*") if d.name[5:].isdigit())

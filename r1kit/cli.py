@@ -314,8 +314,15 @@ def _main(args) -> int:
         return 143 if terminated else 130
     except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) is one too
         from r1kit.distributed import peer_failed
-        from r1kit.errors import out_of_memory
+        from r1kit.errors import failed_write, out_of_memory
 
+        said = failed_write(exc)  # (torch writing a file elsewhere than a checkpoint)
+        if said is not None:
+            _say(f"error: could not write a file: {said.strerror} (torch: "
+                 f"{str(exc).splitlines()[0]})")
+            _say("hint: free disk space or fix permissions, then "
+                 + (resume if args.command == "run" else "run the command again"))
+            return 2
         if peer_failed(exc):  # under torchrun: another rank stopped, and said why
             _say("error: another process of this run stopped (its message is above or in its "
                  "log); this one stops too")

@@ -22,6 +22,40 @@ def out_of_memory(exc: BaseException) -> bool:
                                            or "out of memory" in str(exc).lower()))
 
 
+def failed_write(exc: BaseException, path=None) -> OSError | None:
+    """torch's or safetensors' failure to write a file (a full disk: torch says "unexpected
+    pos", "iostream error" or "file write failed", safetensors "I/O error ... (os error N)"),
+    as the OSError Python's own writes raise, so that the run stops with r1kit's message and
+    not a traceback: its errno where the message gives one; else ENOSPC where the disk of
+    `path` (the file or directory written) has less than 64 MiB left, else EIO. None for
+    any other error."""
+    import errno
+    import os
+    import re
+    import shutil
+    from pathlib import Path
+
+    text = str(exc)
+    if type(exc).__name__ == "SafetensorError" and "I/O error" in text:
+        found = re.search(r"\(os error (\d+)\)", text)
+        code = int(found.group(1)) if found else None
+    elif isinstance(exc, RuntimeError) and any(s in text for s in (
+            "unexpected pos", "iostream error", "file write failed")):
+        code = None
+    else:
+        return None
+    if code is None and path is not None:
+        existing = Path(path)
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        try:
+            code = errno.ENOSPC if shutil.disk_usage(existing).free < 64 << 20 else errno.EIO
+        except OSError:
+            code = errno.EIO
+    code = code or errno.EIO
+    return OSError(code, os.strerror(code), *([str(path)] if path is not None else []))
+
+
 def looks_like_hub_id(ref: str) -> bool:
     """Whether `ref` has the shape of a Hugging Face Hub id ("Qwen/Qwen2.5-0.5B",
     "openai/gsm8k", "Qwen/Qwen2.5-0.5B@main")."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from r1kit.errors import R1kitError, hub_note, looks_like_hub_id
+from r1kit.errors import R1kitError, failed_write, hub_note, looks_like_hub_id
 
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "<|eos|>",
@@ -459,6 +459,11 @@ def save_model(model, tokenizer, path: str | os.PathLike, state_dict: dict | Non
                 model.save_pretrained(path, state_dict=state_dict)
             else:
                 model.save_pretrained(path)
+        except Exception as exc:  # (a full disk: said as Python's own writes say it)
+            said = failed_write(exc, path)
+            if said is None:
+                raise
+            raise said from exc
         finally:
             model.__class__ = cls
             if cache is False:

@@ -104,28 +104,54 @@ def test_nan_updates_are_skipped_then_stop_the_run(tmp_path, monkeypatch, capsys
     assert all(torch.equal(base[k], kept[k]) for k in base)
 
 
+@pytest.mark.parametrize("writer", ["python", "torch", "safetensors"])
 def test_out_of_disk_is_a_clear_error_and_keeps_earlier_checkpoints(tmp_path, monkeypatch,
-                                                                    capsys):
+                                                                    capsys, writer):
+    """A full disk while step-2's checkpoint is written, in the words each writer uses for it
+    (measured on a full tmpfs: Python's OSError; torch.save's RuntimeError, which names no
+    errno, on a disk with no room left; safetensors' SafetensorError with the errno): a clear
+    error, exit status 2, the half checkpoint's space freed, and the same command resumes."""
     import errno
+    import shutil
+
+    import transformers.modeling_utils as modeling
+    from safetensors import SafetensorError
 
     monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
-    real_save = torch.save
+    real_save, real_usage, real_safe = torch.save, shutil.disk_usage, modeling.safe_save_file
 
     def full_disk(obj, f, *args, **kw):
-        if "step-2" in str(f):
+        if "step-2" in str(f) and writer == "python":
             raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        if "step-2" in str(f) and writer == "torch":
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 "
+                               "vs 534")
         return real_save(obj, f, *args, **kw)
 
+    def safe_full(tensors, filename, *args, **kw):
+        if "step-2" in str(filename) and writer == "safetensors":
+            raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                                  "(os error 28)")
+        return real_safe(tensors, filename, *args, **kw)
+
+    def no_room(path):  # (torch's failure names no errno: the disk's room tells)
+        usage = real_usage(path)
+        return usage._replace(free=1 << 20) if "step-2" in str(path) else usage
+
     monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(modeling, "safe_save_file", safe_full)
+    monkeypatch.setattr(shutil, "disk_usage", no_room)
     out = tmp_path / "run"
     code = main(["run", RECIPE, "--out", str(out), *SMALL, "--set", "stages.zero.steps=4",
                  "--set", "stages.zero.eval.every=0", "--set", "stages.zero.save_every=1"])
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert "step-2" in err  # (where)
     assert grpo.latest_checkpoint(out / "zero") == out / "zero" / "checkpoints" / "step-1"
     assert not list((out / "zero" / "checkpoints").glob(".*"))  # (the half one's space freed)
     (out / "zero" / "checkpoints" / ".step-9.tmp").mkdir()  # (as a killed write leaves it)
     monkeypatch.setattr(torch, "save", real_save)  # space freed: the same command resumes,
+    monkeypatch.setattr(modeling, "safe_save_file", real_safe)
     # here with fewer rows sampled at once (what a stage out of memory sampling needs)
     capsys.readouterr()
     assert main(["run", RECIPE, "--out", str(out), *SMALL, "--set", "stages.zero.steps=4",
