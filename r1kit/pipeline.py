@@ -427,6 +427,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
         raise R1kitError(f"--from {from_stage!r}: no such stage",
                          f"stages of this recipe: {', '.join(recipe.stages)}")
     resolved = {"run": _plain(recipe.run), "stages": _plain(recipe.stages)}
+    _same_on_every_rank({"recipe": resolved, "--out": str(run_dir), "--from": from_stage})
     saved = run_dir / "config.json"
     previous = _previous_run(run_dir)
     no_run = distributed.broadcast_object(previous is None)  # rank 0's view decides for all
@@ -646,6 +647,39 @@ def _with_defaults(saved: dict) -> dict:
                          if isinstance(table, dict) and table.get("kind") in STAGE_KINDS
                          else table for name, table in stages.items()}
     return out
+
+
+def _same_on_every_rank(command: dict) -> None:
+    """Under torchrun: an error on every rank, before any stage, where a rank's recipe
+    (resolved, --set included), --out or --from differs from rank 0's, naming the first
+    setting that differs (ranks that disagree on, say, a stage's steps would otherwise wait
+    for one another without end)."""
+    if not distributed.current().enabled:
+        return
+    differs = _first_difference(distributed.broadcast_object(command), command)
+    said = distributed.gather_lists([differs])
+    rank = next((r for r, d in enumerate(said) if d), None)
+    if rank is not None:
+        key, first, theirs = said[rank]
+        exc = R1kitError(f"rank {rank} runs another command than rank 0: its "
+                         f"{key.removeprefix('recipe.')} is {theirs!r}, rank 0's {first!r}",
+                         "start every process (on every node) with the same recipe, --set "
+                         "settings, --out and --from")
+        exc.same_on_every_process = True  # (every rank says it: a machine's first speaks)
+        raise exc
+
+
+def _first_difference(old, new, prefix: str = "") -> tuple | None:
+    """(dotted key, old value, new value) of the first value that differs between two
+    resolved configs; None where none does."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in dict.fromkeys([*old, *new]):
+            found = _first_difference(old.get(key), new.get(key),
+                                      f"{prefix}.{key}" if prefix else key)
+            if found is not None:
+                return found
+        return None
+    return None if old == new else (prefix, old, new)
 
 
 def _changed_keys(old, new, prefix: str = "") -> list[str]:

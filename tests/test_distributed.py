@@ -9,9 +9,11 @@ the logged metrics and the final weights must match the one-process run's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -449,6 +451,31 @@ def test_ranks_that_cannot_see_the_run_directory_are_named(tmp_path, monkeypatch
         pipeline._check_shared(tmp_path)
     assert seen == [True] and "shares" in err.value.hint
     assert not list(tmp_path.iterdir())  # rank 0 removed its token file
+
+
+def test_nodes_started_with_other_settings_stop_before_any_stage(tmp_path):
+    """Two nodes (one process each) whose commands disagree on a stage's steps stop before any
+    stage, each naming the setting (they used to wait for each other without end)."""
+    env = {**os.environ, "R1KIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    port = str(_free_port())
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
+         "1", "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", port,
+         "-m", "r1kit", "run", *SETTINGS, "--set", f"stages.zero.steps={steps}", "--out",
+         str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True) for node, steps in ((0, 12), (1, 8))]
+    try:
+        said = [p.communicate(timeout=240)[0] for p in nodes]
+    finally:
+        for p in nodes:  # (each launcher with its worker, where they hang)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+    assert [p.returncode for p in nodes] != [0, 0]
+    for text in said:
+        assert "rank 1 runs another command than rank 0: its stages.zero.steps is 8, rank 0's " \
+            "12" in text, text[-3000:]
+    assert not (tmp_path / "cache").exists()  # (before any stage: nothing pretrained)
 
 
 def test_a_rank_stopping_is_said_once_not_as_a_traceback(monkeypatch, capsys):
