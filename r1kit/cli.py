@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="one JSON object per line (or a .parquet file), with the fields "
                             "the reward needs")
     score.add_argument("--output", type=Path, default=None, metavar="OUT.jsonl",
-                       help="where to write the scored rows (default: stdout)")
+                       help="where to write the scored rows (JSONL, or parquet for a .parquet "
+                            "name; default: stdout)")
     score.add_argument("--completion-field", default="completion", metavar="FIELD",
                        help="the field holding each completion (default: completion; give "
                             "response for a sample stage's data.jsonl)")
@@ -149,7 +150,8 @@ def _parser() -> argparse.ArgumentParser:
                           "string fields)")
     dec.add_argument("--n", type=int, default=10, help="n-gram length in words (default 10)")
     dec.add_argument("--output", type=Path, default=None,
-                     help="write the rows that share no n-gram here (JSONL)")
+                     help="write the rows that share no n-gram here (JSONL, or parquet for a "
+                          ".parquet name)")
     rep = sub.add_parser("report", help="render a run directory into report.md with plots")
     rep.add_argument("run_dir", type=Path)
     return p

@@ -215,7 +215,8 @@ def find_contaminated(rows: list[dict], bench_ngrams: dict[str, set[NGram]],
 
 def run_decontaminate_command(args) -> None:
     """`r1kit decontaminate`: report the training rows that share an n-gram with the chosen
-    benchmarks and, with --output, write the other rows there as JSONL."""
+    benchmarks and, with --output, write the other rows there (as JSONL, or parquet for a
+    .parquet name)."""
     n = int(args.n)
     if n < 1:
         raise R1kitError(f"--n must be at least 1, got {n}")
@@ -268,5 +269,10 @@ def run_decontaminate_command(args) -> None:
             except (TypeError, ValueError) as exc:
                 raise R1kitError(f"{where[i]}: row cannot be written as JSON ({exc})") from exc
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(lines), encoding="utf-8")
+        if out.suffix.lower() == ".parquet":  # (the rows as JSON holds them, in columns)
+            from r1kit.tasks.math import write_parquet
+
+            write_parquet(out, list(map(json.loads, lines)))
+        else:
+            out.write_text("".join(lines), encoding="utf-8")
         print(f"wrote {len(lines)} clean rows to {out} (dropped {len(dropped)})")

@@ -52,7 +52,14 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.errors import R1kitError
-from r1kit.tasks.math import check_output_outside, read_rows, reference_text, resolved, row_at
+from r1kit.tasks.math import (
+    check_output_outside,
+    read_rows,
+    reference_text,
+    resolved,
+    row_at,
+    write_parquet,
+)
 from r1kit.templates import assistant_text
 
 Scored = tuple[float, dict[str, Any]]
@@ -511,7 +518,10 @@ def score_file(name: str, input_path: Path, output_path: Path | None = None,
                         ensure_ascii=ascii_only, default=str)
              for row, (score, parts) in zip(rows, scored)]
     text = "".join(line + "\n" for line in lines)
-    if stream is None:
+    if stream is None and output_path.suffix.lower() == ".parquet":  # (verl's and TRL's data)
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet(output_path, list(map(json.loads, lines)))
+    elif stream is None:
         output_path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(output_path, text)
     else:

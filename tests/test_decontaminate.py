@@ -111,6 +111,10 @@ def test_cli_writes_the_clean_rows(tmp_path, gsm8k_problem, capsys):
     assert "wrote 2 clean rows" in report
     kept = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert kept == rows[1:]
+    pq = pytest.importorskip("pyarrow.parquet")  # a .parquet output is parquet
+    assert main(["decontaminate", "--train", str(train), "--bench", "gsm8k", "--output",
+                 str(tmp_path / "clean.parquet")]) == 0
+    assert pq.read_table(tmp_path / "clean.parquet").to_pylist() == rows[1:]
 
 
 def test_cli_without_output_only_reports(tmp_path, gsm8k_problem, capsys):

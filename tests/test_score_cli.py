@@ -478,6 +478,27 @@ def test_a_parquet_input(tmp_path, capsys) -> None:
     out = tmp_path / "out.jsonl"
     assert main(["score", "--reward", "math", "--input", str(src), "--output", str(out)]) == 0
     assert [r["reward"] for r in read_jsonl(out)] == [1.0, 0.0]
+    # a .parquet output is parquet (verl's layout: chat messages and an object kept as such)
+    verl = [{"prompt": [{"role": "user", "content": "1+1?"}], "completion": box("2"),
+             "reward_model": {"ground_truth": "2"}},
+            {"prompt": [{"role": "user", "content": "2+1?"}], "completion": box("4"),
+             "reward_model": {"ground_truth": "3"}}]
+    pq.write_table(pa.Table.from_pylist(verl), src)
+    out = tmp_path / "out.parquet"
+    assert main(["score", "--reward", "math", "--input", str(src), "--output", str(out), "--set",
+                 "answer_field=reward_model.ground_truth"]) == 0
+    scored = pq.read_table(out).to_pylist()
+    assert [r["reward"] for r in scored] == [1.0, 0.0]
+    assert [{k: r[k] for k in verl[0]} for r in scored] == verl
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [{"completion": box("2"), "answer": "2",
+                                                    "id": 1},
+                                                   {"completion": box("2"), "answer": "2",
+                                                    "id": "b"}])
+    capsys.readouterr()
+    err = run_error(capsys, ["score", "--reward", "math", "--input", str(mixed), "--output",
+                             str(tmp_path / "mixed.parquet")])
+    assert "cannot be written as parquet" in err and "name the output .jsonl" in err
+    assert not (tmp_path / "mixed.parquet").exists()
 
 
 def test_completion_field_scores_a_sample_stages_rows(tmp_path, capsys) -> None:

@@ -185,6 +185,31 @@ def read_rows(path: str | Path) -> list[tuple[int | str, dict]]:
     return list(enumerate(rows, 1))
 
 
+def write_parquet(path: Path, rows: list[dict]) -> None:
+    """`rows` (JSON values) as a parquet file at `path`, its fields as columns in the order
+    they first appear (a row without one holds null there), written under a temporary name
+    and renamed into place: an R1kitError, before anything is written, where pyarrow is
+    missing or the rows do not make columns (a field of numbers in one row and text in
+    another), which JSONL would hold."""
+    import os
+
+    try:
+        import pyarrow
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise R1kitError(f"{path}: writing parquet needs pyarrow",
+                         "pip install pyarrow, or name the output .jsonl") from exc
+    names = dict.fromkeys(k for row in rows for k in row)
+    try:
+        table = pyarrow.table({k: [row.get(k) for row in rows] for k in names})
+    except pyarrow.ArrowException as exc:
+        raise R1kitError(f"{path}: these rows cannot be written as parquet ({exc})",
+                         "name the output .jsonl: JSONL holds any row") from exc
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
 def resolved(row: dict, *names: str) -> dict:
     """`row`, with the value at each dotted name of `names` that it lacks as a field of its
     own added under that name: "reward_model.ground_truth" is the `ground_truth` of the row's
