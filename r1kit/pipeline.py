@@ -413,6 +413,10 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
     if run_dir.exists() and not run_dir.is_dir():
         raise R1kitError(f"the run directory {str(run_dir)!r} is a file",
                          "give --out a directory (new, or one an earlier run wrote)")
+    # what each process was asked to run, before its own Hugging Face cache names paths
+    asked = {"recipe": {"run": {k: v for k, v in _plain(recipe.run).items() if k not in _OWN},
+                        "stages": _plain(recipe.stages)},
+             "--out": str(run_dir.absolute()), "--from": from_stage}
     failed = None
     try:
         for line in from_hub_cache(recipe):
@@ -423,11 +427,11 @@ def _run_recipe(recipe: Recipe, run_dir: Path | None, from_stage: str | None, pr
         failed = exc
     # (the processes of a machine read the same files: said once per machine)
     distributed.agree_on_failure(failed, "before any stage")
+    _same_on_every_rank(asked)
     if from_stage is not None and from_stage not in recipe.stages:
         raise R1kitError(f"--from {from_stage!r}: no such stage",
                          f"stages of this recipe: {', '.join(recipe.stages)}")
     resolved = {"run": _plain(recipe.run), "stages": _plain(recipe.stages)}
-    _same_on_every_rank({"recipe": resolved, "--out": str(run_dir), "--from": from_stage})
     saved = run_dir / "config.json"
     previous = _previous_run(run_dir)
     no_run = distributed.broadcast_object(previous is None)  # rank 0's view decides for all
@@ -649,11 +653,15 @@ def _with_defaults(saved: dict) -> dict:
     return out
 
 
+# [run] settings a process may have of its own (display, CPU threads)
+_OWN = ("progress", "tensorboard", "wandb", "threads")
+
+
 def _same_on_every_rank(command: dict) -> None:
-    """Under torchrun: an error on every rank, before any stage, where a rank's recipe
-    (resolved, --set included), --out or --from differs from rank 0's, naming the first
-    setting that differs (ranks that disagree on, say, a stage's steps would otherwise wait
-    for one another without end)."""
+    """Under torchrun: an error on every rank, before any stage, where a rank's recipe (with
+    --set, less the settings of _OWN), --out or --from differs from rank 0's, naming the
+    first setting that differs (ranks that disagree on, say, a stage's steps would otherwise
+    wait for one another without end)."""
     if not distributed.current().enabled:
         return
     differs = _first_difference(distributed.broadcast_object(command), command)

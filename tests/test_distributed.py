@@ -20,7 +20,15 @@ import sys
 
 import pytest
 import torch
-from conftest import MICRO_BASE, MICRO_RECIPE_HEAD, MICRO_SAMPLE_STAGE, REPO, TIMING
+from conftest import (
+    MICRO_BASE,
+    MICRO_RECIPE_HEAD,
+    MICRO_SAMPLE_STAGE,
+    REPO,
+    TIMING,
+    build_bpe_checkpoint,
+    hub_cache_with,
+)
 from safetensors.torch import load_file
 
 from r1kit.cli import main
@@ -476,6 +484,45 @@ def test_nodes_started_with_other_settings_stop_before_any_stage(tmp_path):
         assert "rank 1 runs another command than rank 0: its stages.zero.steps is 8, rank 0's " \
             "12" in text, text[-3000:]
     assert not (tmp_path / "cache").exists()  # (before any stage: nothing pretrained)
+
+
+def test_nodes_may_differ_in_their_display_settings_and_hub_cache_paths(tmp_path, monkeypatch):
+    """What each process was asked is compared, not what it resolved: nodes whose Hugging
+    Face caches lie at other paths, or that show progress, log or use threads otherwise, run
+    the same command."""
+    from r1kit import distributed, pipeline
+    from r1kit.config import load_recipe
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[stages.zero]\nkind = "grpo"\nmodel = "Org/model"\n')
+    hub_cache_with(tmp_path / "hub", "Org/model", build_bpe_checkpoint(tmp_path / "m"),
+                   monkeypatch)
+    said = {}
+
+    def asked(overrides, cache):  # the command a rank compares, its cache at `cache`
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+        seen = {}
+        monkeypatch.setattr(pipeline, "_same_on_every_rank", lambda c: seen.setdefault("c", c))
+        monkeypatch.setattr(pipeline, "_previous_run", lambda d: (_ for _ in ()).throw(
+            KeyboardInterrupt))  # (stop right after the comparison)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline._run_recipe(load_recipe(recipe, overrides), tmp_path / "run", None,
+                                 print, "cpu")
+        return seen["c"]
+
+    first = asked([], tmp_path / "hub")
+    assert first["recipe"]["stages"]["zero"]["model"] == "Org/model"
+    shutil.copytree(tmp_path / "hub", tmp_path / "other")
+    other = asked(["run.threads=2", "run.progress=false", 'run.wandb="p"'], tmp_path / "other")
+    assert first == other
+    monkeypatch.undo()
+    monkeypatch.setattr(distributed, "_world", distributed.World(rank=1, world_size=2))
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj: first)
+    monkeypatch.setattr(distributed, "gather_lists", lambda items: said.setdefault("g", items))
+    pipeline._same_on_every_rank(other)
+    assert said["g"] == [None]
 
 
 def test_a_rank_stopping_is_said_once_not_as_a_traceback(monkeypatch, capsys):

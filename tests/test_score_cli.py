@@ -499,6 +499,12 @@ def test_a_parquet_input(tmp_path, capsys) -> None:
                              str(tmp_path / "mixed.parquet")])
     assert "cannot be written as parquet" in err and "name the output .jsonl" in err
     assert not (tmp_path / "mixed.parquet").exists()
+    empty = write_jsonl(tmp_path / "empty.jsonl", [{"completion": box("2"), "answer": "2",
+                                                    "extra_info": {}}])  # (verl's, often)
+    err = run_error(capsys, ["score", "--reward", "math", "--input", str(empty), "--output",
+                             str(tmp_path / "empty.parquet")])
+    assert "cannot be written as parquet" in err
+    assert [p.name for p in tmp_path.iterdir() if "empty" in p.name] == ["empty.jsonl"]
 
 
 def test_completion_field_scores_a_sample_stages_rows(tmp_path, capsys) -> None:

@@ -187,10 +187,11 @@ def read_rows(path: str | Path) -> list[tuple[int | str, dict]]:
 
 def write_parquet(path: Path, rows: list[dict]) -> None:
     """`rows` (JSON values) as a parquet file at `path`, its fields as columns in the order
-    they first appear (a row without one holds null there), written under a temporary name
-    and renamed into place: an R1kitError, before anything is written, where pyarrow is
-    missing or the rows do not make columns (a field of numbers in one row and text in
-    another), which JSONL would hold."""
+    they first appear (a row without one holds null there, as does an object without a key
+    another row's object of that column has), written under a temporary name and renamed
+    into place: an R1kitError, with nothing written, where pyarrow is missing or the rows do
+    not make columns (a field of numbers in one row and text in another, an empty object),
+    which JSONL would hold."""
     import os
 
     try:
@@ -200,13 +201,13 @@ def write_parquet(path: Path, rows: list[dict]) -> None:
         raise R1kitError(f"{path}: writing parquet needs pyarrow",
                          "pip install pyarrow, or name the output .jsonl") from exc
     names = dict.fromkeys(k for row in rows for k in row)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
     try:
-        table = pyarrow.table({k: [row.get(k) for row in rows] for k in names})
-    except pyarrow.ArrowException as exc:
+        pq.write_table(pyarrow.table({k: [row.get(k) for row in rows] for k in names}), tmp)
+    except (pyarrow.ArrowException, OverflowError) as exc:  # (an empty object: a struct
+        tmp.unlink(missing_ok=True)  # without fields, which parquet cannot hold)
         raise R1kitError(f"{path}: these rows cannot be written as parquet ({exc})",
                          "name the output .jsonl: JSONL holds any row") from exc
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 
