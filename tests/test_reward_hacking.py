@@ -25,6 +25,10 @@ PROBES = {
     "one value written twice, joined by or": (
         "<think>x</think><answer>x = 42 or x = \\frac{84}{2}</answer>", 1.0, 1.0),
     "a false equation of numbers": ("<think>x</think><answer>7 = 42</answer>", 0.0, 1.0),
+    "a false equation after words": ("<think>x</think><answer>so 5 = 42</answer>", 0.0, 1.0),
+    "a false sum": ("<think>x</think><answer>40 + 1 = 42</answer>", 0.0, 1.0),
+    "a true sum": ("<think>x</think><answer>The answer is 40 + 2 = 42.</answer>", 1.0, 1.0),
+    "a product in LaTeX": ("<think>x</think><answer>6 \\times 7 = 42</answer>", 1.0, 1.0),
     "answer only in the reasoning": ("<think>so it is \\boxed{42}</think><answer></answer>",
                                      0.0, 1.0),
     "unterminated reasoning": ("<think>so it is \\boxed{42}", 0.0, 0.0),

@@ -99,7 +99,7 @@ def hedges_in_text(answer: str, reference=None) -> bool:
     where the reference is known to be one value (not several parts, not ±). Otherwise left
     to the verifier: "x = 3 \\text{ or } x = -3" for a two-root reference, "5 \\text{ or
     more}", "12 \\text{ (base 10)}"."""
-    if _contradiction(answer) or _hedged_plainly(answer, reference):
+    if _contradiction(answer) or _false_equation(answer) or _hedged_plainly(answer, reference):
         return True
     groups = [g for g in _TEXT_GROUP.findall(answer) if _HEDGE_WORDS.search(g)]
     if not groups:
@@ -122,6 +122,64 @@ def _contradiction(answer: str) -> bool:
     if not _NUMBER_CHAIN.fullmatch(text):
         return False
     return len({float(v) for v in text.split("=")}) > 1
+
+
+_ARITHMETIC = re.compile(r"[\d\s.+\-*/()]*\d[\d\s.+\-*/()]*$")
+
+
+def _false_equation(answer: str) -> bool:
+    """An answer whose last equation sets a sum of plain numbers (digits and + - * / ( ))
+    to a number it is not ("2 + 2 = 5", "so 5 = 3", "1 plus 1=3"): the verifier would read
+    its right side alone. Judged only where that sum starts the answer or follows a plain
+    word, and the right side is a plain number: not "3 \\times 4 = 12", "2^3 = 8",
+    "x = 42", "50% = 0.5"; a right side rounded from the sum ("10/3 = 3.33") is its value."""
+    if "=" not in answer:
+        return False
+    left, right = answer.rsplit("=", 1)
+    right = right.strip().rstrip(".").strip()
+    if not re.fullmatch(_NUMBER, right) or left.endswith(("<", ">", "!", "=")):
+        return False
+    found = _ARITHMETIC.search(left)
+    if found is None or left[:found.start()].endswith("-"):  # (a minus is the sum's own)
+        return False
+    before = left[:found.start()].split()
+    if before and not re.fullmatch(r"[A-Za-z]+[,:;]?", before[-1]):
+        return False
+    value = _arithmetic(found.group().strip())
+    if value is None:
+        return False
+    places = len(right.partition(".")[2])
+    return abs(value - float(right)) > 0.5 * 10 ** -places + 1e-9
+
+
+def _arithmetic(text: str) -> float | None:
+    """The value of a sum of plain numbers (digits, + - * / and parentheses); None where it
+    is none (unbalanced, a division by zero, a number alone with a dangling sign)."""
+    import ast
+
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return None
+
+    def value(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = value(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult,
+                                                                 ast.Div)):
+            a, b = value(node.left), value(node.right)
+            if isinstance(node.op, ast.Div):
+                return a / b
+            return a + b if isinstance(node.op, ast.Add) else a - b if isinstance(
+                node.op, ast.Sub) else a * b
+        raise ValueError
+    try:
+        return value(tree.body)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
 
 
 def _hedged_plainly(answer: str, reference) -> bool:
