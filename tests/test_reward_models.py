@@ -226,3 +226,35 @@ def test_micro_batches_and_max_length(tmp_path, bpe_checkpoint):
     long_prompt = "Say hello to Ann, " * 50
     a, b = scorer([long_prompt, "Say hello to Ann, "], ["Hello, Ann!", "Hello, Ann!"])
     assert abs(a - b) < 1e-4  # only the last 12 tokens are read: the same for both
+
+
+def test_fewer_rows_than_batch_size_train_an_epoch_a_step(tmp_path, bpe_checkpoint):
+    """6 pairs and batch_size 256: each step trains on the 6 (not on 256 draws of them, ~43
+    copies each), one step per epoch, and said, as an sft stage does; the epochs count."""
+    import torch
+    from safetensors.torch import load_file
+
+    from r1kit.runlog import RunLog
+    from r1kit.stages.reward_model import run_reward_model
+
+    pairs = general.helpful_pairs(10, seed=0)
+    train = _jsonl(tmp_path / "train.jsonl", pairs[:6])
+    test = _jsonl(tmp_path / "test.jsonl", pairs[6:])
+    weights = {}
+    for epochs in (1, 3):
+        cfg = RewardModelConfig(model="m", data="file", train_file=str(train),
+                                test_file=str(test), batch_size=256, micro_batch_size=64,
+                                lr=1e-3, epochs=epochs)
+        out, said = tmp_path / f"rm{epochs}", []
+        (tmp_path / f"run{epochs}").mkdir()
+        log = RunLog(tmp_path / f"run{epochs}", tensorboard=False)
+        run_reward_model(cfg, bpe_checkpoint, out, 0, torch.device("cpu"), torch.float32,
+                         log=said.append, runlog=log, name="rm")
+        log.close()
+        rows = [json.loads(x) for x in (tmp_path / f"run{epochs}" / "metrics.jsonl")
+                .read_text().splitlines()]
+        assert [r["rows"] for r in rows] == [6] * epochs
+        assert any(f"batch_size = 256 is more than the 6 rows: each of the {epochs} optimizer "
+                   "steps trains on all of them" in line for line in said), said
+        weights[epochs] = load_file(out / "model.safetensors")
+    assert any(not torch.equal(weights[1][k], weights[3][k]) for k in weights[1])

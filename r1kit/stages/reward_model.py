@@ -296,7 +296,13 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
             f"longer than {max_length} tokens (max_length"
             + (" 0: the model's positions" if not cfg.max_length else "")
             + "): the model reads their ends, their starts cut")
-    steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
+    # (fewer rows than batch_size: each step trains on all of them, one epoch, as sft's)
+    size = min(cfg.batch_size, len(train))
+    steps = max(1, math.ceil(cfg.epochs * len(train) / size))
+    if cfg.batch_size > len(train):
+        rows = f"{len(train)} rows" if len(train) > 1 else "1 row"
+        log(f"batch_size = {cfg.batch_size} is more than the {rows}: each of the {steps} "
+            "optimizer steps trains on all of them (an epoch each)")
     if cfg.save_every and cfg.save_every >= steps:
         log(f"save_every = {cfg.save_every} is not below its {steps} optimizer steps: no "
             "checkpoint before the final model (an interrupted stage starts over)")
@@ -314,17 +320,24 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
     opt = distributed.adamw(params, lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     t0, start = time.time(), 0
-    order = epoch_order(len(train), steps * cfg.batch_size, gen)
     if resume is not None:
-        start = restore_trained(resume, model, opt)["step"]
+        state = restore_trained(resume, model, opt)
+        start = state["step"]
+        if "batch" not in state and size < cfg.batch_size:
+            # (a checkpoint written when a stage of fewer rows than batch_size drew batch_size
+            # rows a step: it ends on the schedule it started with)
+            size, steps = cfg.batch_size, state["steps"]
+            log(f"its checkpoint was written when a stage of fewer rows than batch_size drew "
+                f"batch_size rows a step: it goes on so, and ends after {steps}")
         log(f"resuming from {resume} (step {start} of {steps})")
+    order = epoch_order(len(train), steps * size, gen)
     if runlog is not None:
         runlog.drop(name, after_step=start if resume is not None else -1)
     micro = cfg.micro_batch_size
     model.train()
     for step in range(start, steps):
         t_step = time.time()
-        batch = [train[i] for i in order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+        batch = [train[i] for i in order[step * size:(step + 1) * size]]
         lo, hi = distributed.portion(len(batch))  # this rank's rows (one process: all)
         parts = [(batch[i:min(i + micro, hi)], 1.0) for i in range(lo, hi, micro)]
         if sharded:  # every forward and backward is a collective: as many passes per rank
@@ -355,7 +368,7 @@ def run_reward_model(cfg: RewardModelConfig, model_path: Path, stage_dir: Path, 
                             "rows": len(batch), "step_seconds": seconds})
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
             save_trained(stage_dir, step + 1, cfg.keep_checkpoints, model, opt, tokenizer,
-                         lora, {"step": step + 1, "steps": steps})
+                         lora, {"step": step + 1, "steps": steps, "batch": size})
         if (step + 1) % max(1, steps // 5) == 0:
             log(f"reward model step {step + 1}/{steps} loss {total:.4f} lr {lr:.2e}")
     model.eval()
