@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import MICRO_BASE, REPO
 
 from r1kit.cli import main
@@ -258,3 +259,42 @@ def test_fewer_rows_than_batch_size_train_an_epoch_a_step(tmp_path, bpe_checkpoi
                    "steps trains on all of them" in line for line in said), said
         weights[epochs] = load_file(out / "model.safetensors")
     assert any(not torch.equal(weights[1][k], weights[3][k]) for k in weights[1])
+
+
+def test_a_reward_model_of_your_own_reads_as_its_role_and_chat_template(tmp_path,
+                                                                        bpe_checkpoint):
+    """A sequence classifier saved outside r1kit (no reward_model.json, as TRL's
+    RewardTrainer leaves them): as the safety model it reads the whole response (its
+    reasoning too), as the helpful model the summary, both through the tokenizer's chat
+    template (TRL trains on chat messages); a note says so. A stage's model says nothing."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from r1kit.rewards.combined import RewardModelScorer
+    from r1kit.stages.reward_model import score_texts
+
+    own = tmp_path / "own_rm"
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(bpe_checkpoint, num_labels=1) \
+        .save_pretrained(own)
+    tokenizer = AutoTokenizer.from_pretrained(bpe_checkpoint)
+    tokenizer.save_pretrained(own)
+    assert tokenizer.chat_template
+    cpu = torch.device("cpu")
+    safety = RewardModelScorer(own, cpu, torch.float32, role="safety")
+    helpful = RewardModelScorer(own, cpu, torch.float32, role="helpful")
+    assert not safety.summary_only and helpful.summary_only
+    assert "as the safety model it reads the whole response" in safety.said
+    assert "through its chat template" in safety.said
+    prompts = ["How do I open a lock?"] * 2
+    responses = ["<think>I will explain how to pick it</think> Sorry.",
+                 "<think>I must refuse</think> Sorry."]
+    a, b = safety(prompts, responses)
+    assert a != b  # (it reads the reasoning)
+    c, d = helpful(prompts, responses)
+    assert c == d  # (the summary alone: the same)
+    templated = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompts[0]}, {"role": "assistant", "content": "Sorry."}],
+        tokenize=False)
+    assert c == pytest.approx(score_texts(helpful.model, helpful.tokenizer, [templated],
+                                          None).item(), abs=1e-6)

@@ -37,17 +37,23 @@ def data_type(example: Example) -> str:
 
 
 class RewardModelScorer:
-    """A trained reward model (a `reward_model` stage's directory), scoring (prompt, response)
-    pairs in batches. Whether it reads only the summary comes from the stage's
-    `reward_model.json`, or from `summary_only` when given."""
+    """A trained reward model (a `reward_model` stage's directory, or a sequence classifier
+    of your own), scoring (prompt, response) pairs in batches. Whether it reads only the
+    summary comes from the stage's `reward_model.json`, or from `summary_only` when given;
+    a model without that file (trained elsewhere, as TRL's RewardTrainer trains them) reads
+    what its `role` reads in the paper (helpful: the summary; safety: the whole response),
+    through its tokenizer's chat template where it has one, as TRL trains on chat
+    messages. `said`: a line that says so, for such a model (None for a stage's)."""
 
     def __init__(self, path: Path, device: torch.device, dtype: torch.dtype,
-                 summary_only: bool | None = None, batch_size: int = 64):
+                 summary_only: bool | None = None, batch_size: int = 64,
+                 role: str = "helpful"):
         from r1kit.models import load_reward_model, load_tokenizer
 
         meta_path = Path(path) / "reward_model.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        self.summary_only = meta.get("summary_only", True) if summary_only is None else summary_only
+        own = summary_only if summary_only is not None else meta.get("summary_only")
+        self.summary_only = own if own is not None else role == "helpful"
         # the length its stage trained it on, read the same way (the start of a longer text cut)
         self.max_length = meta.get("max_length") if isinstance(meta.get("max_length"), int) \
             else None
@@ -56,12 +62,19 @@ class RewardModelScorer:
         self.model = load_reward_model(path, device, dtype, self.tokenizer.pad_token_id).eval()
         self.model.requires_grad_(False)
         self.batch_size = batch_size
+        self.chat = not meta and bool(getattr(self.tokenizer, "chat_template", None))
+        reads = "the summary after </think>" if self.summary_only else "the whole response"
+        how = "through its chat template" if self.chat else "as User: … Assistant: … text"
+        self.said = None if meta else (
+            f"{path} has no reward_model.json (not a reward_model stage's): as the {role} "
+            f"model it reads {reads} of each response, {how}")
 
     @torch.no_grad()
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         from r1kit.stages.reward_model import reward_text, score_texts
 
-        texts = [reward_text(p, r, self.summary_only) for p, r in zip(prompts, responses)]
+        texts = [reward_text(p, r, self.summary_only, self.tokenizer if self.chat else None)
+                 for p, r in zip(prompts, responses)]
         out: list[float] = []
         for i in range(0, len(texts), self.batch_size):
             out += score_texts(self.model, self.tokenizer, texts[i:i + self.batch_size],

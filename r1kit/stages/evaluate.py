@@ -128,7 +128,11 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
         benches[bench] = load_benchmark(bench, seed)
         if cfg.read_untagged:  # as the stage's own task reads its responses
             benches[bench].read_untagged = True
-    scorers = {kind: RewardModelScorer(path, device, dtype) for kind, path in reward_models.items()}
+    scorers = {kind: RewardModelScorer(path, device, dtype, role=kind)
+               for kind, path in reward_models.items()}
+    for scorer in scorers.values():
+        if scorer.said:
+            print_fn(f"[{name}] note: {scorer.said}")
     for ref, path in models.items():  # every row is prompted with this stage's settings
         trained = trained_prompting(Path(path))
         if trained is None:

@@ -556,8 +556,11 @@ def general_examples(cfg: GRPOConfig, seed: int) -> list[Example]:
 
 
 def make_reward(cfg: GRPOConfig, task, reward_models: dict[str, Path], ctx: StageContext):
-    scorers = {kind: RewardModelScorer(reward_models[kind], ctx.device, ctx.dtype)
+    scorers = {kind: RewardModelScorer(reward_models[kind], ctx.device, ctx.dtype, role=kind)
                for kind in GENERAL_TYPES if reward_models.get(kind) is not None}
+    for scorer in scorers.values():
+        if scorer.said and distributed.current().is_main:
+            ctx.print(f"[{ctx.name}] note: {scorer.said}")
     return CombinedReward(
         task, accuracy_weight=cfg.accuracy_weight, format_weight=cfg.format_weight,
         language_weight=cfg.language_weight, language_target=cfg.language_target,

@@ -55,15 +55,20 @@ TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 IMPLIED = "_prompt_implied"  # a row's key: its prompt is the start of its chosen and rejected
 
 
-def reward_text(prompt: str, response: str, summary_only: bool) -> str:
+def reward_text(prompt: str, response: str, summary_only: bool, chat=None) -> str:
     """What the reward model reads: the flat R1-Zero turn format, with the response cut to its
     summary (after </think>) for the helpful model. The format tags are dropped, so that a
     model trained on plain responses reads tagged ones the same way (the format has its own
-    reward)."""
+    reward). `chat`: a tokenizer whose chat template writes the two turns instead (a reward
+    model trained elsewhere, on chat messages)."""
     if summary_only and "</think>" in response:
         response = response.rsplit("</think>", 1)[1]
     for tag in TAGS:
         response = response.replace(tag, " ")
+    if chat is not None:
+        return chat.apply_chat_template([{"role": "user", "content": prompt},
+                                         {"role": "assistant", "content": response.strip()}],
+                                        tokenize=False)
     return f"User: {prompt}. Assistant: {' '.join(response.split())}"
 
 
