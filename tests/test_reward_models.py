@@ -148,8 +148,14 @@ def test_implicit_prompt_in_text_is_the_start_chosen_and_rejected_share(tmp_path
         {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}]), "pairwise")
     assert (rows[0]["prompt"], rows[0]["chosen"], rows[0]["rejected"]) == (
         hh.strip(), "42, since 40 + 2 = 42.", "45.")
-    assert reward_text(rows[0]["prompt"], rows[0]["rejected"], True) == \
-        "User: Human: What is 40 + 2?\n\nAssistant:. Assistant: 45."
+    # the model reads each dialogue as it is written (not "User: … . Assistant: …" around
+    # the split, which put a second "Assistant:" inside a response)
+    from r1kit.stages.reward_model import _texts
+
+    cfg = RewardModelConfig(model="m", data="file", train_file="x", test_file="y")
+    assert _texts(rows[0], cfg) == [hh + " 42, since 40 + 2 = 42.", hh + " 45."]
+    assert _texts(rows[1], cfg) == [reward_text("Say hi.", "Hi!", True),
+                                    reward_text("Say hi.", "No.", True)]
     assert _shared_start("The answer: 42", "The answer: 45") == "The answer: "  # no split word
     assert _shared_start("Yes", "Yes indeed") == ""  # each keeps a word of its own
     assert _shared_start("A: yes", "A: yes indeed") == "A: "

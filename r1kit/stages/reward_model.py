@@ -53,6 +53,7 @@ RESPONSES = {"pairwise": ("chosen", "rejected"), "pointwise": ("response",)}
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 IMPLIED = "_prompt_implied"  # a row's key: its prompt is the start of its chosen and rejected
+WRITTEN = "_written"  # such a row's key: its chosen and rejected texts as written, read so
 
 
 def reward_text(prompt: str, response: str, summary_only: bool, chat=None) -> str:
@@ -133,6 +134,7 @@ def _reward_row(row: dict, objective: str, where: str, prompt_field: str = "prom
         # TRL's implicit prompt in text (Anthropic HH's rows): the start both texts share
         start = _shared_start(row["chosen"], row["rejected"])
         out["prompt"], out[IMPLIED] = start.strip(), True
+        out[WRITTEN] = {field: row[field] for field in RESPONSES[objective]}
         for field in RESPONSES[objective]:
             out[field] = row[field][len(start):].strip()
     elif implied[0] is None:
@@ -202,7 +204,10 @@ def score_texts(model, tokenizer, texts: list[str], max_length: int | None = Non
 
 
 def _texts(row: dict, cfg) -> list[str]:
-    """What the model reads of a row: chosen and rejected, or the response."""
+    """What the model reads of a row: chosen and rejected, or the response; a row of two
+    whole dialogues in text (Anthropic HH's) as they are written."""
+    if row.get(WRITTEN):
+        return [row[WRITTEN][field] for field in RESPONSES[cfg.objective]]
     summary = cfg.scores_summary_only()
     return [reward_text(row["prompt"], row[field], summary) for field in RESPONSES[cfg.objective]]
 
