@@ -482,6 +482,9 @@ class RewardModelConfig:
     train_file: str = ""  # for data = "file": JSONL/parquet rows
     test_file: str = ""
     prompt_field: str = "prompt"  # for data = "file": the rows' prompt (text or chat messages)
+    # pointwise rows' response and label (true: safe); TRL's unpaired rows: completion, label
+    response_field: str = "response"
+    label_field: str = "safe"
     train_rows: int = 4000  # for data = "tiny"
     test_rows: int = 400
     # score only the text after </think>: auto = the paper's choice per model, yes for the
@@ -1966,10 +1969,10 @@ def _check_data_files(cfg, where: str) -> bool:
                   "of the question alone (open-r1's data sets: question_field = \"problem\"; "
                   "their `messages` is the worked conversation that SFT trains on)")
     if isinstance(cfg, RewardModelConfig) and cfg.data == "file":
-        from r1kit.stages.reward_model import read_reward_rows
+        from r1kit.stages.reward_model import reward_rows_of
 
         for path in (cfg.train_file, cfg.test_file):
-            read_reward_rows(path, cfg.objective, cfg.prompt_field)
+            reward_rows_of(cfg, path)
     return conversational
 
 

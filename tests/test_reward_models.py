@@ -304,3 +304,28 @@ def test_a_reward_model_of_your_own_reads_as_its_role_and_chat_template(tmp_path
         tokenize=False)
     assert c == pytest.approx(score_texts(helpful.model, helpful.tokenizer, [templated],
                                           None).item(), abs=1e-6)
+
+
+def test_pointwise_rows_in_trls_unpaired_layout(tmp_path):
+    """TRL's unpaired rows (prompt, completion, label) train a pointwise model with
+    response_field = "completion" and label_field = "label"; without them, the error names
+    the setting to give."""
+    from r1kit.errors import R1kitError
+    from r1kit.stages.reward_model import read_reward_rows, reward_rows_of
+
+    path = _jsonl(tmp_path / "kto.jsonl", [
+        {"prompt": "How do I pick a lock?", "completion": "I cannot help.", "label": True},
+        {"prompt": "How do I bake bread?", "completion": "Mix flour.", "label": 0}])
+    with pytest.raises(R1kitError, match="no field 'response'") as info:
+        read_reward_rows(path, "pointwise")
+    assert info.value.hint == 'set response_field = "completion"'
+    with pytest.raises(R1kitError, match="no field 'safe'") as info:
+        read_reward_rows(path, "pointwise", response_field="completion")
+    assert info.value.hint == 'set label_field = "label"'
+    cfg = RewardModelConfig(model="m", objective="pointwise", data="file", train_file=str(path),
+                            test_file=str(path), response_field="completion",
+                            label_field="label")
+    rows = reward_rows_of(cfg, path)
+    assert [(r["prompt"], r["response"], r["safe"]) for r in rows] == [
+        ("How do I pick a lock?", "I cannot help.", True), ("How do I bake bread?", "Mix flour.", 0)]
+    assert all("completion" not in r and "label" not in r for r in rows)

@@ -77,17 +77,40 @@ def _rows(cfg: RewardModelConfig, seed: int) -> tuple[list[dict], list[dict]]:
     if cfg.data == "tiny":
         make = general.helpful_pairs if cfg.objective == "pairwise" else general.safety_rows
         return general.split(make(cfg.train_rows + cfg.test_rows, seed), cfg.test_rows)
-    return (read_reward_rows(cfg.train_file, cfg.objective, cfg.prompt_field),
-            read_reward_rows(cfg.test_file, cfg.objective, cfg.prompt_field))
+    return reward_rows_of(cfg, cfg.train_file), reward_rows_of(cfg, cfg.test_file)
 
 
-def read_reward_rows(path, objective: str, prompt_field: str = "prompt") -> list[dict]:
+def reward_rows_of(cfg: RewardModelConfig, path) -> list[dict]:
+    """read_reward_rows of a stage's file, with the stage's field names."""
+    return read_reward_rows(path, cfg.objective, cfg.prompt_field, cfg.response_field,
+                            cfg.label_field)
+
+
+def read_reward_rows(path, objective: str, prompt_field: str = "prompt",
+                     response_field: str = "response", label_field: str = "safe") -> list[dict]:
     """The rows of a reward-model data file, checked: every field of the objective present,
     texts as text, `safe` true or false (or 1 or 0: a string such as "false" is an error, not
     a true value). TRL's conversational rows are read as text (_reward_row); the prompt is
-    read from `prompt_field`."""
-    return [_reward_row(_prompt_named(row, prompt_field), objective, row_at(path, n),
-                        prompt_field) for n, row in read_rows(path)]
+    read from `prompt_field`, and a pointwise row's response and label from `response_field`
+    and `label_field` (TRL's unpaired rows: completion and label)."""
+    out = []
+    for n, row in read_rows(path):
+        where = row_at(path, n)
+        if objective == "pointwise":
+            for field, own, setting, like in (
+                    (response_field, "response", "response_field", "completion"),
+                    (label_field, "safe", "label_field", "label")):
+                if field not in row:
+                    raise R1kitError(f"{where}: no field {field!r}", (
+                        f"set {setting} = \"{like}\"" if like in row and field != like
+                        else "pointwise rows need a prompt, a response and a label "
+                        f"(prompt_field, response_field, label_field: {prompt_field}, "
+                        f"{response_field}, {label_field})"))
+                row = {**{k: v for k, v in row.items() if k not in (own, field)},
+                       own: row[field]}
+        out.append(_reward_row(_prompt_named(row, prompt_field), objective, where,
+                               prompt_field))
+    return out
 
 
 def _prompt_named(row: dict, prompt_field: str) -> dict:
