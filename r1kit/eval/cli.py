@@ -410,7 +410,8 @@ def _evaluate_all(args, names: list[str]) -> list[dict]:
             this = {"benchmark": name, "k": k, "n": len(examples), "max_new_tokens": max_new,
                     **request}
             records = []
-            if partial is not None and {key: partial.get(key) for key in this} == this:
+            if partial is not None and {key: partial.get(key) for key in this} == this \
+                    and len(partial["questions"]) < len(examples):
                 records = partial["questions"]
                 print(f"{name}: resuming after problem {len(records)} of {len(examples)}, "
                       "evaluated by the interrupted run")
