@@ -844,6 +844,10 @@ class EvalStageConfig:
     # batch (one generator for all the questions) | question (one per question: the same
     # samples however the questions are split across processes; always so under torchrun)
     seeding: str = "batch"
+    # N: a checkpoint after every N problems of each evaluation (the held-out set, each
+    # benchmark), resumed after them; the problems are then seeded one by one (as seeding =
+    # "question"); 0 = a checkpoint after each model
+    save_every: int = 0
     helpful_model: str = ""  # reward models for the general columns (optional)
     safety_model: str = ""
     # the general columns' prompts: tiny (the tiny world's held-out general prompts) | a
@@ -881,6 +885,9 @@ class EvalStageConfig:
                 _fail(f"{where}.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.limit < 0:
             _fail(f"{where}.limit", f"must be >= 0 (0: all problems), got {self.limit}")
+        if self.save_every < 0:
+            _fail(f"{where}.save_every", f"must be >= 0 (0: after each model), got "
+                  f"{self.save_every}")
         if self.general_prompts < (1 if self.general_data == "tiny" else 0):
             _fail(f"{where}.general_prompts", f"must be >= 1 with the tiny world's prompts, "
                   f">= 0 (0: all rows) with a general_data file; got {self.general_prompts}")

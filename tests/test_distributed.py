@@ -722,6 +722,7 @@ k = 3
 limit = 5
 max_new_tokens = 24
 seeding = "question"
+save_every = 2  # (parts of 2, 2 and 1 problems, split between the processes)
 
 [stages.one]  # one problem: rank 1's share is empty
 kind = "eval"

@@ -368,6 +368,59 @@ max_new_tokens = 12
         (whole / "table" / "stage_table.md").read_text()
 
 
+def test_an_eval_stage_with_save_every_goes_on_after_the_problems_it_saved(
+        tmp_path, monkeypatch, capsys, bpe_checkpoint):
+    """An eval stage with save_every = 2 checkpoints every 2 problems of each evaluation (the
+    held-out set, a benchmark); interrupted in the second model's held-out set and run again,
+    it evaluates that model's problems after the saved ones and its benchmark: the same
+    eval.json, table and eval.jsonl records as an uninterrupted stage seeding per question."""
+    import json
+
+    import r1kit.stages.evaluate as evaluate
+
+    monkeypatch.setenv("R1KIT_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.toml"
+    stage = f"""
+[stages.table]
+kind = "eval"
+models = ["base", "{bpe_checkpoint}"]
+k = 2
+limit = 5
+max_new_tokens = 16
+benchmarks = ["gsm8k"]
+"""
+    recipe.write_text(MICRO_RECIPE_HEAD + stage + 'seeding = "question"\n')
+    whole, again = tmp_path / "whole", tmp_path / "again"
+    assert main(["run", str(recipe), "--out", str(whole)]) == 0
+    recipe.write_text(MICRO_RECIPE_HEAD + stage + "save_every = 2\n")
+    # (each model: the held-out set's parts of 2, 2 and 1, then gsm8k's: 6 calls)
+    real = interrupt_at_call(monkeypatch, evaluate, "evaluate_questions", 8)
+    assert main(["run", str(recipe), "--out", str(again)]) == 130
+    held = json.loads(next((again / "table" / "checkpoints").iterdir()).joinpath(
+        "current.json").read_text())
+    assert [len(v) for v in held["parts"].values()] == [2]
+    calls = []
+
+    def counted(*args, **kw):
+        calls.append(len(args[3]))  # (the problems of each part)
+        return real(*args, **kw)
+    monkeypatch.setattr(evaluate, "evaluate_questions", counted)
+    capsys.readouterr()
+    assert main(["run", str(recipe), "--out", str(again)]) == 0
+    assert "resuming its evaluations after the problems" in capsys.readouterr().out
+    assert calls == [2, 1, 2, 2, 1]
+    assert not (again / "table" / "checkpoints").exists()
+
+    def without_seconds(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    tables = [without_seconds(json.loads((d / "table" / "eval.json").read_text()))
+              for d in (whole, again)]
+    assert tables[0] == tables[1] and tables[0][0]["gsm8k"]["n"] == 5
+    assert rows_without_timings(again / "eval.jsonl") == rows_without_timings(whole / "eval.jsonl")
+    assert (again / "table" / "stage_table.md").read_text() == \
+        (whole / "table" / "stage_table.md").read_text()
+
+
 def test_a_sample_stage_removes_its_parts_the_last_first(tmp_path, monkeypatch):
     """The parts are removed the last first, so that a stage killed meanwhile goes on after
     those left (removed in the directory's order, a gap could send it back to question 0)."""

@@ -36,7 +36,13 @@ from r1kit.config import EvalStageConfig
 from r1kit.errors import R1kitError
 from r1kit.eval.benchmarks import bench_name, load_benchmark
 from r1kit.eval.cli import PAPER_MAX_NEW_TOKENS, model_positions, trained_prompting
-from r1kit.eval.core import QuestionShare, decode_responses, evaluate
+from r1kit.eval.core import (
+    QuestionShare,
+    decode_responses,
+    evaluate,
+    evaluate_questions,
+    summarize,
+)
 from r1kit.models import load_model, load_tokenizer, shown_model, stop_token_ids
 from r1kit.rewards.combined import RewardModelScorer
 from r1kit.rewards.rule import UNTAGGED_NOTE
@@ -145,27 +151,43 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
                      f"template {cfg.template!r}, prefill {cfg.prefill!r} (r1kit eval --model "
                      f"{path} prompts it as its stage did)")
     # the models an interrupted run of the stage evaluated (checkpoints/step-N: the table's
-    # first N rows), kept with their eval.jsonl records; the others' records dropped
-    table = distributed.broadcast_object(_evaluated(stage_dir, list(models)))
+    # first rows), kept with their eval.jsonl records; the others' records dropped; with
+    # save_every, the next model's evaluations' problems evaluated so far (`current`)
+    table, current, step = distributed.broadcast_object(_evaluated(stage_dir, list(models)))
     if table:
         print_fn(f"[{name}] resuming after {', '.join(r['model'] for r in table)} (evaluated "
                  "by the interrupted run: checkpoints/)")
     log.drop(name, keep=lambda r: r.get("model") in {row["model"] for row in table})
+    steps = [step]
+
+    def save(held: dict | None) -> None:  # (rank 0 writes the checkpoint)
+        steps[0] += 1
+        if distributed.current().is_main:
+            write_checkpoint(stage_dir, steps[0], 1, lambda tmp: _write_evaluated(tmp, table,
+                                                                                 held))
+
     for ref, path in list(models.items())[len(table):]:
         t0 = time.time()
         tokenizer = load_tokenizer(path)
         model = load_model(path, device, dtype, tokenizer).eval()
         stop_ids = stop_token_ids(tokenizer, model)
         positions = model_positions(Path(path))
+        held = current if current is not None and current.get("model") == ref else {
+            "model": ref, "parts": {}}
+        if held["parts"]:
+            print_fn(f"[{name}] {ref}: resuming its evaluations after the problems the "
+                     "interrupted run evaluated")
+        parts = (held, save) if cfg.save_every else None
         res, max_new = _evaluate_on(model, tokenizer, cfg, task, test, stop_ids, seed,
-                                    positions, language_target=cfg.language_target)
+                                    positions, parts, "task",
+                                    language_target=cfg.language_target)
         if max_new != cfg.max_new_tokens:
             print_fn(f"[{name}] {ref}: max_new_tokens {max_new}, up to the model's "
                      f"{positions} positions (set max_new_tokens to choose)")
         row = {"model": ref, **res.as_record(), "cons@k": res.cons_at_k}
         for bench, bench_task in benches.items():
             row[bench] = _benchmark(model, tokenizer, cfg, bench_task, stop_ids, seed, positions,
-                                    log, name, ref, print_fn)
+                                    log, name, ref, print_fn, parts)
         if scorers:
             extra = general_scores(model, tokenizer, cfg, scorers, stop_ids, seed)
             row["general_samples"] = extra.pop("general_samples")
@@ -183,9 +205,8 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
                      "in this stage reads them whole, as open-r1)")
         table.append(row)
         del model
-        if len(table) < len(models) and distributed.current().is_main:
-            write_checkpoint(stage_dir, len(table), 1,
-                             lambda tmp: _write_evaluated(tmp, table))
+        if len(table) < len(models):
+            save(None)
     if distributed.current().is_main:
         write_table(table, stage_dir, k=cfg.k, benchmarks=list(benches))
         (stage_dir / "eval.json").write_text(json.dumps(table, indent=2))
@@ -194,40 +215,61 @@ def run_eval_stage(cfg: EvalStageConfig, models: dict[str, Path], reward_models:
                      for r in table]}
 
 
-def _write_evaluated(directory: Path, table: list[dict]) -> None:
-    """A checkpoint of the eval stage: the rows of the models evaluated so far."""
+def _write_evaluated(directory: Path, table: list[dict], current: dict | None = None) -> None:
+    """A checkpoint of the eval stage: the rows of the models evaluated so far, and with
+    save_every the next model's evaluations' question records so far (`current`)."""
     (directory / "table.json").write_text(json.dumps(table, ensure_ascii=False))
+    if current is not None:
+        (directory / "current.json").write_text(json.dumps(current, ensure_ascii=False))
     torch.save({"models": [row["model"] for row in table]}, directory / STATE_FILE)
 
 
-def _evaluated(stage_dir: Path, refs: list[str]) -> list[dict]:
-    """The rows of the stage's newest checkpoint, where its models are the first of `refs`
-    (else none: the stage starts over)."""
+def _evaluated(stage_dir: Path, refs: list[str]) -> tuple[list[dict], dict | None, int]:
+    """The rows of the stage's newest checkpoint, where its models are the first of `refs`,
+    the next model's records it holds, and its step (else none: the stage starts over)."""
     newest = latest_checkpoint(stage_dir)
     if newest is None:
-        return []
+        return [], None, 0
     rows = json.loads((newest / "table.json").read_text())
-    return rows if [r["model"] for r in rows] == refs[:len(rows)] else []
+    if [r["model"] for r in rows] != refs[:len(rows)]:
+        return [], None, 0
+    current = newest / "current.json"
+    return (rows, json.loads(current.read_text()) if current.is_file() else None,
+            int(newest.name.removeprefix("step-")))
 
 
-def _evaluate_on(model, tokenizer, cfg, task, test, stop_ids, seed, positions, **options):
+def _evaluate_on(model, tokenizer, cfg, task, test, stop_ids, seed, positions, parts=None,
+                 key: str = "", **options):
     """A model's evaluation on `test` with the stage's sampling settings: (EvalResult, the
     max_new_tokens it used: the stage's, or under the default (the paper's) up to the model's
-    last position, as r1kit eval's default)."""
+    last position, as r1kit eval's default). `parts` (with save_every): (the model's records
+    so far, by evaluation, and a function that checkpoints them): `save_every` problems at a
+    time, each seeded on its own, the records of this evaluation (`key`) saved after each
+    part; those an interrupted run saved are not evaluated again."""
     prompts = [_encode(tokenizer, cfg, e.question) for e in test]
     max_new = cfg.max_new_tokens
     if max_new == PAPER_MAX_NEW_TOKENS and positions is not None:
         max_new = max(1, min(max_new, positions - max(len(p) for p in prompts)))
-    res = evaluate(model, tokenizer, task, test, prompts, k=cfg.k, temperature=cfg.temperature,
-                   top_p=cfg.top_p, max_new_tokens=max_new, stop_ids=stop_ids, seed=seed,
-                   prefill=response_prefill(tokenizer, cfg.template, cfg.prefill),
-                   max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards,
-                   per_question=cfg.seeding == "question", **options)
-    return res, max_new
+    sampling = dict(k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
+                    max_new_tokens=max_new, stop_ids=stop_ids, seed=seed,
+                    prefill=response_prefill(tokenizer, cfg.template, cfg.prefill),
+                    max_rows=cfg.generation_rows, overlap=cfg.overlap_rewards, **options)
+    if parts is None:
+        return evaluate(model, tokenizer, task, test, prompts, **sampling,
+                        per_question=cfg.seeding == "question"), max_new
+    held, save = parts
+    records = held["parts"].get(key, [])
+    while len(records) < len(test):
+        a, b = len(records), min(len(test), len(records) + cfg.save_every)
+        records = records + evaluate_questions(model, tokenizer, task, test[a:b], prompts[a:b],
+                                               **sampling, per_question=True, first=a)
+        held["parts"][key] = records
+        save(held)
+    return summarize(records, cfg.k, getattr(task, "votes", True)), max_new
 
 
 def _benchmark(model, tokenizer, cfg, task, stop_ids, seed, positions, log, name, ref,
-               print_fn) -> dict:
+               print_fn, parts=None) -> dict:
     """One model on one shipped benchmark (the stage's `benchmarks`): pass@1 over the
     stage's k samples, its questions (the benchmark's own, with its request for a boxed
     answer or a python block) prompted with the stage's template; logged to eval.jsonl under
@@ -236,7 +278,8 @@ def _benchmark(model, tokenizer, cfg, task, stop_ids, seed, positions, log, name
     if cfg.limit:
         test = test[:cfg.limit]
     t0 = time.time()
-    res, max_new = _evaluate_on(model, tokenizer, cfg, task, test, stop_ids, seed, positions)
+    res, max_new = _evaluate_on(model, tokenizer, cfg, task, test, stop_ids, seed, positions,
+                                parts, task.name)
     log.eval({"stage": name, "step": 0, "benchmark": task.name, "model": ref,
               **res.as_record(), "max_new_tokens": max_new, "seconds": time.time() - t0})
     if res.untagged:
