@@ -329,3 +329,6 @@ def test_pointwise_rows_in_trls_unpaired_layout(tmp_path):
     assert [(r["prompt"], r["response"], r["safe"]) for r in rows] == [
         ("How do I pick a lock?", "I cannot help.", True), ("How do I bake bread?", "Mix flour.", 0)]
     assert all("completion" not in r and "label" not in r for r in rows)
+    text = _jsonl(tmp_path / "text.jsonl", [{"prompt": "Hi", "completion": "Hi!", "label": "1"}])
+    with pytest.raises(R1kitError, match="field 'label' is '1'"):  # (its own name, not 'safe')
+        read_reward_rows(text, "pointwise", response_field="completion", label_field="label")

@@ -109,7 +109,7 @@ def read_reward_rows(path, objective: str, prompt_field: str = "prompt",
                 row = {**{k: v for k, v in row.items() if k not in (own, field)},
                        own: row[field]}
         out.append(_reward_row(_prompt_named(row, prompt_field), objective, where,
-                               prompt_field))
+                               prompt_field, label_field))
     return out
 
 
@@ -124,7 +124,8 @@ def _prompt_named(row: dict, prompt_field: str) -> dict:
     return out
 
 
-def _reward_row(row: dict, objective: str, where: str, prompt_field: str = "prompt") -> dict:
+def _reward_row(row: dict, objective: str, where: str, prompt_field: str = "prompt",
+                label_field: str = "safe") -> dict:
     """A row with its prompt and responses as text. As TRL's preference data, a response may
     be chat messages ending with the assistant's ([{"role": "assistant", "content": ...}]) and
     the prompt a conversation; the model reads the prompt's last user message and the last
@@ -177,7 +178,7 @@ def _reward_row(row: dict, objective: str, where: str, prompt_field: str = "prom
             raise R1kitError(f"{where}: no field 'safe'",
                              f"{objective} rows need {', '.join(FIELDS[objective])}")
         if not (isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1))):
-            raise R1kitError(f"{where}: field 'safe' is {value!r}",
+            raise R1kitError(f"{where}: field {label_field!r} is {value!r}",
                              "use true or false (or 1 or 0)")
     return out
 
