@@ -111,6 +111,19 @@ def interrupt_at_call(monkeypatch, module, name: str, n: int):
     return real
 
 
+def count_parts(monkeypatch, module, name: str, real) -> list[int]:
+    """Put `real` back as module.name, counting the problems of each call (its fourth
+    argument, the examples: evaluate_questions'); returns the list the counts go to."""
+    calls: list[int] = []
+
+    def counted(*args, **kw):
+        calls.append(len(args[3]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     """`rows` as a JSONL file at `path`."""
     import json

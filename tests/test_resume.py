@@ -9,6 +9,7 @@ from conftest import (
     MICRO_RECIPE_HEAD,
     MICRO_SAMPLE_STAGE,
     REPO,
+    count_parts,
     interrupt_at_call,
     rows_without_timings,
 )
@@ -399,12 +400,7 @@ benchmarks = ["gsm8k"]
     held = json.loads(next((again / "table" / "checkpoints").iterdir()).joinpath(
         "current.json").read_text())
     assert [len(v) for v in held["parts"].values()] == [2]
-    calls = []
-
-    def counted(*args, **kw):
-        calls.append(len(args[3]))  # (the problems of each part)
-        return real(*args, **kw)
-    monkeypatch.setattr(evaluate, "evaluate_questions", counted)
+    calls = count_parts(monkeypatch, evaluate, "evaluate_questions", real)
     capsys.readouterr()
     assert main(["run", str(recipe), "--out", str(again)]) == 0
     assert "resuming its evaluations after the problems" in capsys.readouterr().out
@@ -526,12 +522,7 @@ def test_an_interrupted_eval_command_goes_on_after_the_problems_it_saved(tmp_pat
     assert [r["benchmark"] for r in held["results"]] == ["tiny"]
     assert held["resume"]["partial"]["benchmark"] == str(mine)
     assert len(held["resume"]["partial"]["questions"]) == 6
-    calls = []
-
-    def counted(*args, **kw):
-        calls.append(len(args[3]))  # (the problems of each part)
-        return real(*args, **kw)
-    monkeypatch.setattr(cli, "evaluate_questions", counted)
+    calls = count_parts(monkeypatch, cli, "evaluate_questions", real)
     capsys.readouterr()
     assert main([*command, "--save-every", "3", "--out", str(out)]) == 0
     assert f"{mine}: resuming after problem 6 of 11" in capsys.readouterr().out
@@ -549,8 +540,7 @@ def test_an_interrupted_eval_command_goes_on_after_the_problems_it_saved(tmp_pat
         monkeypatch.setattr(cli, "evaluate_questions", real)
         interrupt_at_call(monkeypatch, cli, "evaluate_questions", 2)
         assert main([*command, "--save-every", "3", "--out", str(out)]) == 130
-        calls[:] = []
-        monkeypatch.setattr(cli, "evaluate_questions", counted)
+        calls = count_parts(monkeypatch, cli, "evaluate_questions", real)
         other = [*command[:-3], k, *command[-2:]]
         assert main([*other, "--save-every", size, "--out", str(out)]) == 0
         assert calls == expected
